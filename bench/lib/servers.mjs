@@ -1,0 +1,142 @@
+// The servers the benchmark can run, as a table, and how to start and stop them.
+// Every child process started here is registered so the runner can kill it on any exit path.
+// Used by bench/run.mjs. Run with: node bench/run.mjs (not run on its own)
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+
+/**
+ * One entry per server. A server is any command that reads PORT from its environment, listens
+ * on 127.0.0.1:PORT, prints "READY <port>" on stdout once listening and exits on SIGTERM.
+ * `requires` lists files (relative to the repository root) it cannot start without, with a hint.
+ * To add a peer (fastify, bun, deno, a hyper-only Rust binary), add an entry and a script or binary.
+ */
+export const SERVERS = [
+  {
+    name: "fetch-rs",
+    command: process.execPath,
+    args: ["bench/servers/fetch-rs.mjs"],
+    requires: ["dist/index.js", "fetch-rs.node"],
+    missingHint: "fetch-rs is not built: run `npm run build` first, or pass --servers=node-http",
+  },
+  {
+    name: "node-http",
+    command: process.execPath,
+    args: ["bench/servers/node-http.mjs"],
+  },
+];
+
+// Bounds on every wait, so a broken server cannot hang the run.
+const READY_TIMEOUT_MS = 20_000;
+const STOP_GRACE_MS = 3_000;
+
+const children = new Set();
+
+/** Spawns a command and registers it for cleanup; `pinCore` (a number or null) wraps it in taskset. */
+export function spawnTracked(command, args, { pinCore = null, ...options } = {}) {
+  const [cmd, argv] = pinCore === null ? [command, args] : ["taskset", ["-c", String(pinCore), command, ...args]];
+  const child = spawn(cmd, argv, options);
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  // Without a listener a spawn failure (ENOENT) would be thrown as an uncaught error.
+  child.once("error", () => children.delete(child));
+  return child;
+}
+
+/** SIGKILLs every child still running; synchronous, so it is safe inside process.on("exit"). */
+export function killAllNow() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}
+
+/** Stops every child still running: SIGTERM, then SIGKILL after a grace period. */
+export async function stopAll() {
+  await Promise.all([...children].map((child) => stopChild(child)));
+}
+
+/** Files a server entry needs that are missing, as paths relative to the repository root. */
+export function missingRequirements(entry, root) {
+  return (entry.requires ?? []).filter((file) => !existsSync(join(root, file)));
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a server entry and resolves once it prints READY: { entry, child, pid, port }. */
+export async function startServer(entry, { root, pinCore }) {
+  const port = await freePort();
+  const child = spawnTracked(entry.command, entry.args, {
+    pinCore,
+    cwd: root,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const readyPort = await waitForReady(child, entry.name);
+  return { entry, child, pid: child.pid, port: readyPort };
+}
+
+/** Resolves with the port from the child's "READY <port>" line; rejects on exit or timeout. */
+function waitForReady(child, name) {
+  return new Promise((resolve, reject) => {
+    let stdout = "";
+    let stderr = "";
+    const fail = (why) => {
+      cleanup();
+      const tail = (stderr || stdout).trim().split("\n").slice(-15).join("\n");
+      reject(new Error(`${name} did not start: ${why}${tail ? `\n--- its output ---\n${tail}` : ""}`));
+    };
+    const onStdout = (chunk) => {
+      stdout += chunk;
+      const match = /^READY (\d+)\s*$/m.exec(stdout);
+      if (match) {
+        cleanup();
+        child.stdout.resume(); // keep draining: nobody reads it now, and a full pipe would block the server
+        resolve(Number(match[1]));
+      }
+    };
+    const onStderr = (chunk) => (stderr = (stderr + chunk).slice(-16_384));
+    const onExit = (code, signal) => fail(`it exited (code ${code}, signal ${signal})`);
+    const onError = (err) => fail(err.message);
+    const timer = setTimeout(() => fail(`no READY line within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
+    function cleanup() {
+      clearTimeout(timer);
+      child.stdout.off("data", onStdout);
+      child.off("exit", onExit);
+      child.off("error", onError);
+    }
+    child.stdout.setEncoding("utf8").on("data", onStdout);
+    // Stderr stays drained for the whole life of the child, so a chatty server never blocks on a full pipe.
+    child.stderr.setEncoding("utf8").on("data", onStderr);
+    child.once("exit", onExit);
+    child.once("error", onError);
+  });
+}
+
+/** Stops one server: SIGTERM, then SIGKILL if it has not exited within the grace period. */
+export function stopServer(server) {
+  return stopChild(server.child);
+}
+
+function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}

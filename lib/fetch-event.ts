@@ -1,0 +1,212 @@
+// FetchEvent (RFC 00001 section 3.3; https://w3c.github.io/ServiceWorker/#fetchevent):
+// one per request, tracking respondWith, waitUntil and async listeners until the
+// request's native record can be released.
+import type { Request } from "./request.js";
+
+/** @internal What a FetchEvent needs from its server. */
+export interface EventHost {
+  request(ev: FetchEvent, id: number, code: number, flags: number): Request;
+  clientAddress(id: number): string;
+  /** Sends a response; returns a promise while a body is still streaming. */
+  send(ev: FetchEvent, id: number, response: unknown, release: boolean): Promise<void> | void;
+  fail(ev: FetchEvent, id: number, status: number, why: string): void;
+  report(error: unknown, ev: FetchEvent): void;
+  track(p: Promise<unknown>): void;
+  finish(ev: FetchEvent, id: number): void;
+}
+
+const DISPATCHING = 0;
+const WAITING = 1;
+const SENT = 2;
+const DONE = 3;
+
+/** @internal */
+export let eventInternals: {
+  create(host: EventHost, id: number, code: number, flags: number): FetchEvent;
+  afterDispatch(ev: FetchEvent): void;
+  listenerThrew(ev: FetchEvent, error: unknown): void;
+  listenerPromise(ev: FetchEvent, p: PromiseLike<unknown>): void;
+  aborted(ev: FetchEvent): void;
+  requestIfCreated(ev: FetchEvent): Request | null;
+  id(ev: FetchEvent): number;
+};
+
+export class FetchEvent {
+  #host: EventHost;
+  #id: number;
+  #code: number;
+  #flags: number;
+  #request: Request | null = null;
+  #phase = DISPATCHING;
+  #respondCalled = false;
+  #syncResponse: unknown = undefined;
+  #pending = 0;
+
+  private constructor(host: EventHost, id: number, code: number, flags: number) {
+    this.#host = host;
+    this.#id = id;
+    this.#code = code;
+    this.#flags = flags;
+  }
+
+  static {
+    eventInternals = {
+      create: (host, id, code, flags) => new FetchEvent(host, id, code, flags),
+      afterDispatch: (ev) => ev.#afterDispatch(),
+      listenerThrew: (ev, e) => ev.#listenerThrew(e),
+      listenerPromise: (ev, p) => ev.#listenerPromise(p),
+      aborted: (ev) => ev.#aborted(),
+      requestIfCreated: (ev) => ev.#request,
+      id: (ev) => ev.#id,
+    };
+  }
+
+  get type(): "fetch" {
+    return "fetch";
+  }
+
+  /** The incoming request. */
+  get request(): Request {
+    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags));
+  }
+
+  /** The client's IP address. */
+  get clientAddress(): string {
+    return this.#host.clientAddress(this.#id);
+  }
+
+  /**
+   * Provides the response: a Response, or a promise of one. Call it once; a second
+   * call throws an InvalidStateError.
+   */
+  respondWith(response: unknown): void {
+    if (this.#respondCalled || this.#phase >= SENT)
+      throw new DOMException("respondWith() was already called for this request", "InvalidStateError");
+    this.#respondCalled = true;
+    if (response !== null && typeof response === "object" && typeof (response as PromiseLike<unknown>).then === "function") {
+      this.#pending++;
+      if (this.#phase === DISPATCHING) this.#phase = WAITING;
+      (response as PromiseLike<unknown>).then(
+        (r) => {
+          this.#pending--;
+          this.#send(r);
+        },
+        (e) => {
+          this.#pending--;
+          this.#host.report(e, this);
+          this.#fail(500, "the promise given to respondWith() rejected");
+        },
+      );
+    } else if (this.#phase === DISPATCHING) {
+      this.#syncResponse = response;
+    } else {
+      this.#send(response);
+    }
+  }
+
+  /** Keeps the request's work alive after the response: `close()` waits for it. */
+  waitUntil(promise: unknown): void {
+    if (this.#phase === DONE) throw new DOMException("waitUntil() called after the event finished", "InvalidStateError");
+    this.#pending++;
+    const p = Promise.resolve(promise).then(
+      () => this.#settle(),
+      (e) => {
+        this.#host.report(e, this);
+        this.#settle();
+      },
+    );
+    this.#host.track(p);
+  }
+
+  #afterDispatch(): void {
+    if (this.#syncResponse !== undefined) {
+      const r = this.#syncResponse;
+      this.#syncResponse = undefined;
+      this.#send(r);
+      return;
+    }
+    if (this.#phase === DISPATCHING) this.#phase = WAITING;
+    if (!this.#respondCalled && this.#pending === 0) this.#fail(500, "no listener called respondWith()");
+  }
+
+  #listenerThrew(e: unknown): void {
+    this.#host.report(e, this);
+    if (!this.#respondCalled) {
+      this.#respondCalled = true;
+      this.#syncResponse = undefined;
+      this.#fail(500, "the fetch listener threw");
+    }
+  }
+
+  #listenerPromise(p: PromiseLike<unknown>): void {
+    this.#pending++;
+    p.then(
+      () => {
+        this.#pending--;
+        if (!this.#respondCalled) this.#fail(500, "no listener called respondWith()");
+        else this.#maybeFinish();
+      },
+      (e) => {
+        this.#pending--;
+        this.#listenerThrew(e);
+        this.#maybeFinish();
+      },
+    );
+  }
+
+  #send(r: unknown): void {
+    if (this.#phase >= SENT) return;
+    this.#phase = SENT;
+    // With nothing left to wait for and no Request to detach, the reply also frees the
+    // record: one native call for the common case.
+    const release = this.#pending === 0 && this.#request === null;
+    let streaming: Promise<void> | void;
+    try {
+      streaming = this.#host.send(this, this.#id, r, release);
+    } catch (e) {
+      this.#host.report(e, this);
+      this.#phase = WAITING;
+      this.#fail(500, "the response could not be sent");
+      return;
+    }
+    if (streaming !== undefined) {
+      this.#pending++;
+      streaming.then(
+        () => this.#settle(),
+        (e) => {
+          this.#host.report(e, this);
+          this.#settle();
+        },
+      );
+    } else if (release) {
+      this.#phase = DONE;
+      this.#host.finish(this, -1);
+      return;
+    }
+    this.#maybeFinish();
+  }
+
+  #fail(status: number, why: string): void {
+    if (this.#phase >= SENT) return;
+    this.#phase = SENT;
+    this.#host.fail(this, this.#id, status, why);
+    this.#maybeFinish();
+  }
+
+  #aborted(): void {
+    if (this.#phase < SENT) this.#phase = SENT;
+    this.#maybeFinish();
+  }
+
+  #settle(): void {
+    this.#pending--;
+    this.#maybeFinish();
+  }
+
+  #maybeFinish(): void {
+    if (this.#phase === SENT && this.#pending === 0) {
+      this.#phase = DONE;
+      this.#host.finish(this, this.#id);
+    }
+  }
+}

@@ -1,0 +1,9 @@
+// The public entry point: the server, the event, and the Fetch classes.
+export { Server, serve } from "./server.js";
+export type { ServerOptions, ServerStats, ServerErrorEvent, ServeOptions, ServeInfo } from "./server.js";
+export { FetchEvent } from "./fetch-event.js";
+export { Request } from "./request.js";
+export type { RequestInitLike as RequestInit } from "./request.js";
+export { Response } from "./response.js";
+export type { ResponseInitLike as ResponseInit } from "./response.js";
+export { Headers } from "./headers.js";

@@ -1,0 +1,128 @@
+// Turns a Response (ours, Node's global one, or anything shaped like it) into native
+// respond calls: the fast paths first, streams with backpressure last.
+import { isNativeBody, type BodySource } from "./body.js";
+import { flatHeaders } from "./headers.js";
+import { CT_NONE, type NativeServer } from "./native.js";
+import { materializeHeaders, Response, responseState, takeBodySource } from "./response.js";
+
+const GlobalResponse = globalThis.Response;
+
+/** @internal Waits until a streamed response can take more; false when the client left. */
+export type WritableWait = (id: number) => Promise<boolean>;
+
+/**
+ * Sends `res` for request `id`. Returns a promise while the body still has to be read
+ * or streamed, or undefined when the reply is queued.
+ */
+export function sendResponse(
+  native: NativeServer,
+  id: number,
+  res: unknown,
+  release: boolean,
+  writable: WritableWait,
+): Promise<void> | void {
+  if (res instanceof Response && Response.prototype.isPrototypeOf(res)) {
+    const s = responseState(res);
+    if (s.type === "error") {
+      // Response.error() is a network error; a server has no such thing to send, so the
+      // client gets a plain 500 (README, "Responses").
+      native.respondEmpty(id, 500, CT_NONE, null, release);
+      return;
+    }
+    let ct = s.ct;
+    let headers: string[] | null = null;
+    if (s.headers !== null || s.init !== null) {
+      headers = flatHeaders(materializeHeaders(s));
+      ct = CT_NONE;
+    }
+    return sendBody(native, id, s.status, ct, headers, takeBodySource(s), release, writable);
+  }
+  if (GlobalResponse !== undefined && res instanceof GlobalResponse) {
+    const g = res as globalThis.Response;
+    if (g.type === "error") {
+      native.respondEmpty(id, 500, CT_NONE, null, release);
+      return;
+    }
+    if (g.bodyUsed) throw new TypeError("The response body was already used");
+    const headers = flatHeaders(g.headers);
+    if (g.body === null) {
+      native.respondEmpty(id, g.status, CT_NONE, headers, release);
+      return;
+    }
+    // A declared length means a finite body: read it and send it with that length.
+    if (g.headers.has("content-length")) {
+      return g.arrayBuffer().then((buf) => native.respondBytes(id, g.status, CT_NONE, headers, new Uint8Array(buf), false));
+    }
+    return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, writable);
+  }
+  throw new TypeError(`respondWith() needs a Response, got ${describe(res)}`);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return (v as object).constructor?.name ?? "an object";
+  return typeof v;
+}
+
+function sendBody(
+  native: NativeServer,
+  id: number,
+  status: number,
+  ct: number,
+  headers: string[] | null,
+  source: BodySource,
+  release: boolean,
+  writable: WritableWait,
+): Promise<void> | void {
+  if (source === null) return native.respondEmpty(id, status, ct, headers, release);
+  if (typeof source === "string") return native.respondText(id, status, ct, headers, source, release);
+  if (source instanceof Uint8Array) return native.respondBytes(id, status, ct, headers, source, release);
+  if (source instanceof Blob)
+    return source.arrayBuffer().then((b) => native.respondBytes(id, status, ct, headers, new Uint8Array(b), false));
+  if (isNativeBody(source)) return sendBody(native, id, status, ct, headers, source.stream(), release, writable);
+  return pump(native, id, status, ct, headers, source, writable);
+}
+
+/** Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes it. */
+async function pump(
+  native: NativeServer,
+  id: number,
+  status: number,
+  ct: number,
+  headers: string[] | null,
+  stream: ReadableStream<Uint8Array>,
+  writable: WritableWait,
+): Promise<void> {
+  const reader = stream.getReader();
+  native.respondStream(id, status, ct, headers);
+  let ok = false;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const chunk = typeof value === "string" ? Buffer.from(value) : value;
+      if (!(chunk instanceof Uint8Array)) throw new TypeError("Response body stream chunks must be Uint8Array");
+      if (chunk.byteLength === 0) continue;
+      let written = tryWrite(native, id, chunk);
+      while (written === 0 && (await writable(id))) written = tryWrite(native, id, chunk);
+      if (written !== 1) {
+        // The client went away: stop the producer.
+        await reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
+        ok = true;
+        return;
+      }
+    }
+    ok = true;
+  } finally {
+    native.streamEnd(id, !ok);
+  }
+}
+
+/** 1: queued; 0: full, wait for WRITABLE; -1: the response is gone. */
+function tryWrite(native: NativeServer, id: number, chunk: Uint8Array): number {
+  try {
+    return native.streamWrite(id, chunk) ? 1 : 0;
+  } catch {
+    return -1;
+  }
+}

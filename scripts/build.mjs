@@ -1,0 +1,26 @@
+// Builds the native addon (cargo, release) and the TypeScript layer.
+// Run with: node scripts/build.mjs [--native | --ts]
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const only = process.argv[2];
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit" });
+  if (r.error) throw r.error;
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+if (only !== "--ts") {
+  run("cargo", ["build", "--release", "--lib"]);
+  const names = { linux: "libfetch_rs.so", darwin: "libfetch_rs.dylib", win32: "fetch_rs.dll" };
+  const lib = join(root, "target", "release", names[process.platform] ?? "libfetch_rs.so");
+  if (!existsSync(lib)) throw new Error(`the build did not produce ${lib}`);
+  copyFileSync(lib, join(root, "fetch-rs.node"));
+}
+if (only !== "--native") {
+  run(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"]);
+}

@@ -1,0 +1,186 @@
+//! Streaming bodies both ways: the response body hyper writes, and the reader task that
+//! moves a request body to JS on demand, with a bound on what is in flight.
+
+use crate::bridge::{Doorbell, Event};
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Chunks a streamed response may have queued before `stream_write` reports
+/// backpressure. Small, so a slow client holds little memory, and more than one so
+/// that the JS thread and the socket overlap.
+pub const RESPONSE_STREAM_CHUNKS: usize = 8;
+
+/// Why a request body stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyErrorKind {
+    /// More bytes than `maxBodySize`.
+    TooLarge = 1,
+    /// The client closed the connection or sent a malformed body.
+    Aborted = 2,
+}
+
+/// The body of a response as hyper polls it.
+pub enum ResponseBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(StreamBody),
+}
+
+impl ResponseBody {
+    pub fn full(b: Bytes) -> Self {
+        if b.is_empty() {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Full(Some(b))
+        }
+    }
+}
+
+/// What JS pushes into a streamed response.
+pub enum StreamItem {
+    Data(Bytes),
+    /// The JS stream failed: end the response without its terminating chunk so the
+    /// client sees a broken body rather than a complete-looking one.
+    Error,
+}
+
+/// Error surfaced to hyper when a streamed body fails; hyper then closes the connection.
+#[derive(Debug)]
+pub struct StreamAborted;
+
+impl std::fmt::Display for StreamAborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response stream aborted")
+    }
+}
+
+impl std::error::Error for StreamAborted {}
+
+/// A response body fed from JS through a bounded channel. When JS found the channel
+/// full it waits for a `Writable` event, sent here once hyper has taken a chunk.
+pub struct StreamBody {
+    rx: mpsc::Receiver<StreamItem>,
+    waiting: Arc<AtomicBool>,
+    doorbell: Arc<Doorbell>,
+    id: u32,
+}
+
+impl StreamBody {
+    pub fn new(rx: mpsc::Receiver<StreamItem>, waiting: Arc<AtomicBool>, doorbell: Arc<Doorbell>, id: u32) -> Self {
+        StreamBody { rx, waiting, doorbell, id }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = StreamAborted;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
+        match &mut *self {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(s) => match s.rx.poll_recv(cx) {
+                Poll::Ready(item) => {
+                    if s.waiting.swap(false, Ordering::AcqRel) {
+                        s.doorbell.push(Event::Writable(s.id));
+                    }
+                    match item {
+                        Some(StreamItem::Data(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                        Some(StreamItem::Error) => Poll::Ready(Some(Err(StreamAborted))),
+                        None => Poll::Ready(None),
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Empty => SizeHint::with_exact(0),
+            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// How JS asked for a request body.
+pub enum ReadMode {
+    /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`).
+    Collect,
+    /// One chunk per pull (`request.body`), with `credit` granting each read.
+    Stream(Arc<Notify>),
+}
+
+/// Reads a request body off the connection for JS, until its end, an error, the
+/// size limit, or `cancel` (JS released the request).
+pub fn spawn_body_reader(
+    rt: &tokio::runtime::Handle,
+    mut body: Incoming,
+    id: u32,
+    limit: u64,
+    mode: ReadMode,
+    doorbell: Arc<Doorbell>,
+    mut cancel: oneshot::Receiver<()>,
+) {
+    rt.spawn(async move {
+        let mut seen: u64 = 0;
+        let mut collected = BytesMut::new();
+        loop {
+            if let ReadMode::Stream(credit) = &mode {
+                tokio::select! {
+                    _ = credit.notified() => {}
+                    _ = &mut cancel => return,
+                }
+            }
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = &mut cancel => return,
+            };
+            let event = match frame {
+                None => match mode {
+                    ReadMode::Collect => Event::BodyFull(id, collected.split().freeze()),
+                    ReadMode::Stream(_) => Event::BodyEnd(id),
+                },
+                Some(Err(_)) => Event::BodyError(id, BodyErrorKind::Aborted),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    seen += data.len() as u64;
+                    if seen > limit {
+                        Event::BodyError(id, BodyErrorKind::TooLarge)
+                    } else if data.is_empty() {
+                        continue;
+                    } else {
+                        match &mode {
+                            ReadMode::Collect => {
+                                collected.extend_from_slice(&data);
+                                continue;
+                            }
+                            ReadMode::Stream(_) => {
+                                doorbell.push(Event::BodyData(id, data));
+                                continue;
+                            }
+                        }
+                    }
+                }
+            };
+            doorbell.push(event);
+            return;
+        }
+    });
+}

@@ -1,0 +1,451 @@
+//! The napi surface of fetch-rs: the one place the JS layer calls into.
+//!
+//! | call | arguments | ownership and thread |
+//! |---|---|---|
+//! | `new NativeServer(options)` | validated options | JS thread; nothing starts |
+//! | `listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
+//! | `drain(records)` | `Uint32Array`, `[kind, id, arg]` triples | moves queued events into the slab; returns records written |
+//! | `reschedule()`, `flush()` | | ring again if events remain; send gathered replies |
+//! | `requestMethod/Url/Header/Headers/ClientAddress(id, …)` | slot id | read the head; strings are Latin-1 (bytes) |
+//! | `requestRelease(id)` | slot id | frees the slot; later calls with the id are no-ops |
+//! | `bodyCollect(id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
+//! | `bodyPull(id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
+//! | `respondText/Bytes/Empty/Stream(id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch |
+//! | `streamWrite(id, chunk)`, `streamEnd(id, failed)` | bytes copied | `false` when full: wait for a WRITABLE record |
+//! | `close(graceMs)`, `shutdown()` | | drain then force; a CLOSED record follows; then release |
+//!
+//! Every method runs on the JS thread that created the server. Slot ids are
+//! `generation << 20 | index`, never 0.
+
+pub mod body;
+pub mod bridge;
+pub mod connection;
+pub mod error;
+pub mod listener;
+pub mod options;
+pub mod request;
+pub mod response;
+pub mod stats;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use body::{ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
+use bridge::{BodyState, Doorbell, JsSide, ResponseStream, SlotId};
+use connection::{Phase, ServerShared};
+use error::{BridgeError, ErrorKind};
+use napi::bindgen_prelude::*;
+use napi::{Env, JsString};
+use napi_derive::napi;
+use options::{NativeOptions, ServerConfig};
+use stats::Stats;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch, Notify};
+
+/// Bodies this large or larger cross to JS as external buffers instead of copies.
+const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
+
+/// `bodyPull` results other than a chunk.
+const PULL_END: u32 = 0;
+const PULL_PENDING: u32 = 1;
+
+/// The native half of a server. Wrapped by `lib/server.ts`; never exposed to users.
+#[napi]
+pub struct NativeServer {
+    config: ServerConfig,
+    js: JsSide,
+    stats: Arc<Stats>,
+    runtime: Option<tokio::runtime::Runtime>,
+    phase: Option<watch::Sender<Phase>>,
+    local: Option<SocketAddr>,
+    local_str: String,
+}
+
+fn invalid_state(msg: &str) -> napi::Error {
+    BridgeError::new(ErrorKind::InvalidState, msg).into()
+}
+
+/// A Buffer over `data`: copied when small, external (no copy) when large.
+fn to_buffer(env: &Env, data: bytes::Bytes) -> Result<BufferSlice<'_>> {
+    if data.len() < EXTERNAL_BUFFER_MIN {
+        return BufferSlice::copy_from(env, &data);
+    }
+    let ptr = data.as_ptr() as *mut u8;
+    let len = data.len();
+    // SAFETY: the Bytes is moved into the finalizer hint, so the memory lives until
+    // V8 frees the buffer; each collected body is its own allocation, so no two
+    // externals share a data pointer.
+    unsafe { BufferSlice::from_external(env, ptr, len, data, |_, d| drop(d)) }
+}
+
+fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> Result<JsString<'e>> {
+    env.create_string_latin1(bytes)
+}
+
+#[napi]
+impl NativeServer {
+    #[napi(constructor)]
+    pub fn new(options: NativeOptions) -> Result<Self> {
+        let config = ServerConfig::from_options(&options)?;
+        Ok(NativeServer {
+            config,
+            js: JsSide::new(Arc::new(Doorbell::new())),
+            stats: Arc::new(Stats::new()),
+            runtime: None,
+            phase: None,
+            local: None,
+            local_str: String::new(),
+        })
+    }
+
+    /// Binds the socket and starts serving; returns the bound port.
+    #[napi(catch_unwind)]
+    pub fn listen(&mut self, doorbell: Function<(), ()>) -> Result<u32> {
+        if self.runtime.is_some() {
+            return Err(invalid_state("the server is already listening"));
+        }
+        let std_listener = listener::bind(&self.config)?;
+        let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.worker_threads)
+            .thread_name("fetch-rs")
+            .enable_all()
+            .build()
+            .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
+        let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
+        self.js.doorbell.set_callback(Some(tsfn));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let shared = Arc::new(ServerShared::new(self.js.doorbell.clone(), self.stats.clone(), self.config.clone(), phase_rx));
+        runtime.spawn(self.js.doorbell.clone().deliver_replies());
+        let _enter = runtime.enter();
+        runtime.spawn(listener::accept_loop(std_listener, shared));
+        drop(_enter);
+        self.runtime = Some(runtime);
+        self.phase = Some(phase_tx);
+        self.local = Some(local);
+        self.local_str = local.to_string();
+        Ok(local.port() as u32)
+    }
+
+    /// Writes `[kind, id, arg]` records for queued events; returns how many.
+    #[napi(catch_unwind)]
+    pub fn drain(&mut self, mut records: Uint32Array) -> u32 {
+        // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
+        let records = unsafe { records.as_mut() };
+        self.js.drain(records) as u32
+    }
+
+    /// Rings the doorbell again if events are still queued.
+    #[napi]
+    pub fn reschedule(&self) {
+        self.js.doorbell.reschedule();
+    }
+
+    /// Sends the replies gathered since the last flush, with one wake-up.
+    #[napi]
+    pub fn flush(&mut self) {
+        self.js.flush();
+    }
+
+    #[napi(catch_unwind)]
+    pub fn request_method(&self, id: u32) -> Option<String> {
+        Some(self.js.slab.get(SlotId(id))?.req.head.method.as_str().to_string())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn request_url<'e>(&self, env: &'e Env, id: u32) -> Result<Option<JsString<'e>>> {
+        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
+        let url = request::url(&live.req, "http", &self.local_str);
+        latin1(env, url.as_bytes()).map(Some)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn request_header<'e>(&self, env: &'e Env, id: u32, name: String) -> Result<Option<JsString<'e>>> {
+        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
+        match request::header(&live.req, &name) {
+            Some(v) => latin1(env, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every header as a flat `[name, value, …]` array.
+    #[napi(catch_unwind)]
+    pub fn request_headers<'e>(&self, env: &'e Env, id: u32) -> Result<Option<Array<'e>>> {
+        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
+        let list = request::header_list(&live.req);
+        let mut arr = env.create_array((list.len() * 2) as u32)?;
+        for (i, (n, v)) in list.iter().enumerate() {
+            arr.set((i * 2) as u32, latin1(env, n.as_bytes())?)?;
+            arr.set((i * 2 + 1) as u32, latin1(env, v)?)?;
+        }
+        Ok(Some(arr))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn request_client_address(&self, id: u32) -> Option<String> {
+        let live = self.js.slab.get(SlotId(id))?;
+        let ip = live.req.remote.ip();
+        // Show IPv4 clients of a dual-stack socket as plain IPv4.
+        Some(match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+            v4 => v4.to_string(),
+        })
+    }
+
+    /// Frees the slot. A request still unanswered gets a 500.
+    #[napi(catch_unwind)]
+    pub fn request_release(&mut self, id: u32) {
+        if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
+            if let Some(tx) = live.req.reply.take() {
+                self.js.outbox.push((tx, response::status_only(500)));
+            }
+        }
+    }
+
+    /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
+    /// BODY_ERROR record will follow. Throws once the body failed or was taken.
+    #[napi(catch_unwind)]
+    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> Result<Option<BufferSlice<'e>>> {
+        let limit = self.config.max_body_size;
+        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let doorbell = self.js.doorbell.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            return Err(invalid_state("the request is no longer available"));
+        };
+        match std::mem::replace(&mut live.body, BodyState::Taken) {
+            BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
+            BodyState::Buffered(b) => to_buffer(env, b).map(Some),
+            BodyState::Unread(incoming) => {
+                let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
+                let (cancel_tx, cancel_rx) = oneshot::channel();
+                live.cancel_reader = Some(cancel_tx);
+                live.body = BodyState::Collecting;
+                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Collect, doorbell, cancel_rx);
+                Ok(None)
+            }
+            BodyState::Collecting => {
+                live.body = BodyState::Collecting;
+                Ok(None)
+            }
+            BodyState::Failed(kind) => {
+                live.body = BodyState::Failed(kind);
+                Err(body_error(kind))
+            }
+            BodyState::Streaming { .. } | BodyState::Taken => Err(invalid_state("the body was already read")),
+        }
+    }
+
+    /// The next chunk of a streamed request body: a Buffer, `PULL_END` at the end, or
+    /// `PULL_PENDING` when a BODY_DATA / BODY_END / BODY_ERROR record will follow.
+    #[napi(catch_unwind)]
+    pub fn body_pull<'e>(&mut self, env: &'e Env, id: u32) -> Result<Either<BufferSlice<'e>, u32>> {
+        let limit = self.config.max_body_size;
+        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let doorbell = self.js.doorbell.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            return Err(invalid_state("the request is no longer available"));
+        };
+        match &mut live.body {
+            BodyState::None | BodyState::Taken => Ok(Either::B(PULL_END)),
+            BodyState::Buffered(_) => {
+                let BodyState::Buffered(b) = std::mem::replace(&mut live.body, BodyState::Taken) else { unreachable!() };
+                if b.is_empty() {
+                    return Ok(Either::B(PULL_END));
+                }
+                Ok(Either::A(to_buffer(env, b)?))
+            }
+            BodyState::Unread(_) => {
+                let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
+                let credit = Arc::new(Notify::new());
+                let BodyState::Unread(incoming) = std::mem::replace(
+                    &mut live.body,
+                    BodyState::Streaming { credit: credit.clone(), chunks: VecDeque::new(), ended: false },
+                ) else {
+                    unreachable!()
+                };
+                let (cancel_tx, cancel_rx) = oneshot::channel();
+                live.cancel_reader = Some(cancel_tx);
+                credit.notify_one();
+                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Stream(credit), doorbell, cancel_rx);
+                Ok(Either::B(PULL_PENDING))
+            }
+            BodyState::Streaming { credit, chunks, ended } => {
+                if let Some(chunk) = chunks.pop_front() {
+                    return Ok(Either::A(BufferSlice::copy_from(env, &chunk)?));
+                }
+                if *ended {
+                    live.body = BodyState::Taken;
+                    return Ok(Either::B(PULL_END));
+                }
+                credit.notify_one();
+                Ok(Either::B(PULL_PENDING))
+            }
+            BodyState::Collecting => Err(invalid_state("the body is being read")),
+            BodyState::Failed(kind) => Err(body_error(*kind)),
+        }
+    }
+
+    /// Replies with a UTF-8 text body.
+    #[napi(catch_unwind)]
+    pub fn respond_text(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: String, release: bool) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
+    }
+
+    /// Replies with a byte body (copied).
+    #[napi(catch_unwind)]
+    pub fn respond_bytes(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: &[u8], release: bool) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
+    }
+
+    /// Replies with no body.
+    #[napi(catch_unwind)]
+    pub fn respond_empty(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, release: bool) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::Empty, release)
+    }
+
+    /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
+    #[napi(catch_unwind)]
+    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>) -> Result<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
+        self.respond(id, status, ct, headers, body, false)?;
+        if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
+            live.stream = Some(ResponseStream { tx, waiting });
+        }
+        // The head goes out now; chunks may take a while to follow.
+        self.js.flush();
+        Ok(())
+    }
+
+    /// Queues a chunk of a streamed reply. `false`: the queue is full, nothing was
+    /// taken; call again after a WRITABLE record. Throws when the client is gone.
+    #[napi(catch_unwind)]
+    pub fn stream_write(&mut self, id: u32, chunk: &[u8]) -> Result<bool> {
+        let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.as_mut()) else {
+            return Err(invalid_state("the response stream is closed"));
+        };
+        stream.waiting.store(true, Ordering::SeqCst);
+        match stream.tx.try_send(StreamItem::Data(bytes::Bytes::copy_from_slice(chunk))) {
+            Ok(()) => {
+                stream.waiting.store(false, Ordering::SeqCst);
+                Ok(true)
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                if let Some(l) = self.js.slab.get_mut(SlotId(id)) {
+                    l.stream = None;
+                }
+                Err(invalid_state("the response stream is closed"))
+            }
+        }
+    }
+
+    /// Ends a streamed reply; `failed` cuts it off so the client sees an incomplete body.
+    #[napi(catch_unwind)]
+    pub fn stream_end(&mut self, id: u32, failed: bool) {
+        if let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.take()) {
+            if failed {
+                // If the queue is full the error cannot be queued; dropping the
+                // sender mid-stream then ends the body, so make room is not needed:
+                // hyper sees the channel close without the terminating chunk only
+                // through the error item, hence the blocking-free retry below.
+                if stream.tx.try_send(StreamItem::Error).is_err() {
+                    let tx = stream.tx.clone();
+                    if let Some(rt) = self.runtime.as_ref() {
+                        rt.spawn(async move {
+                            let _ = tx.send(StreamItem::Error).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a graceful close: stop accepting, let in-flight requests finish, close
+    /// idle connections; after `graceMs` (0: wait forever) force the rest. A CLOSED
+    /// record follows when no connection is left.
+    #[napi(catch_unwind)]
+    pub fn close(&mut self, grace_ms: f64) -> Result<()> {
+        let (Some(rt), Some(phase)) = (self.runtime.as_ref(), self.phase.clone()) else {
+            return Err(invalid_state("the server is not listening"));
+        };
+        if *phase.borrow() != Phase::Running {
+            return Ok(());
+        }
+        let _ = phase.send(Phase::Draining);
+        let stats = self.stats.clone();
+        let doorbell = self.js.doorbell.clone();
+        let grace = if grace_ms > 0.0 && grace_ms.is_finite() { Some(Duration::from_secs_f64(grace_ms / 1000.0)) } else { None };
+        rt.spawn(async move {
+            let started = tokio::time::Instant::now();
+            // Polling keeps this free of lost-wake-up races; close() is not hot.
+            let tick = Duration::from_millis(5);
+            while stats.active_connections.load(Ordering::Relaxed) > 0 {
+                if grace.is_some_and(|g| started.elapsed() >= g) {
+                    let _ = phase.send(Phase::Forced);
+                }
+                tokio::time::sleep(tick).await;
+            }
+            doorbell.push(bridge::Event::Closed);
+        });
+        Ok(())
+    }
+
+    /// Forces every connection closed now (after or instead of a graceful close).
+    #[napi]
+    pub fn force_close(&mut self) {
+        if let Some(phase) = self.phase.as_ref() {
+            let _ = phase.send(Phase::Forced);
+        }
+    }
+
+    /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
+    /// loop alive. Unanswered requests are dropped.
+    #[napi(catch_unwind)]
+    pub fn shutdown(&mut self) {
+        self.js.doorbell.set_callback(None);
+        self.js.slab.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    #[napi]
+    pub fn stats(&self) -> Vec<f64> {
+        let s = self.stats.snapshot();
+        vec![s.active_connections, s.total_requests, s.requests_per_second, s.avg_latency_ms, s.pending_requests]
+    }
+
+    /// Requests held by the JS thread (for tests of slot reuse and leaks).
+    #[napi]
+    pub fn live_requests(&self) -> u32 {
+        self.js.slab.len() as u32
+    }
+}
+
+impl NativeServer {
+    fn respond(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: ResponseBody, release: bool) -> Result<()> {
+        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
+        if let Some(tx) = live.req.reply.take() {
+            self.js.outbox.push((tx, reply));
+        }
+        if release {
+            self.js.slab.remove(SlotId(id));
+        }
+        Ok(())
+    }
+}
+
+fn body_error(kind: body::BodyErrorKind) -> napi::Error {
+    match kind {
+        body::BodyErrorKind::TooLarge => napi::Error::new(Status::GenericFailure, "[ERR_BODY_TOO_LARGE] the request body is larger than maxBodySize"),
+        body::BodyErrorKind::Aborted => napi::Error::new(Status::GenericFailure, "[ERR_BODY_ABORTED] the client aborted the request body"),
+    }
+}

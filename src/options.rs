@@ -1,0 +1,149 @@
+//! Server options as the addon receives them: defaults, validation and clear errors.
+
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
+use napi_derive::napi;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Options for the native server. The JS `Server` validates them first and passes
+/// plain numbers; every field is checked again here.
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct NativeOptions {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub reuse_port: Option<bool>,
+    pub backlog: Option<u32>,
+    pub max_connections: Option<u32>,
+    pub max_body_size: Option<f64>,
+    pub max_header_size: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    pub worker_threads: Option<u32>,
+    pub header_timeout_ms: Option<f64>,
+    pub idle_timeout_ms: Option<f64>,
+    pub timeout_ms: Option<f64>,
+}
+
+/// Validated configuration used by the listener and the connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub reuse_port: bool,
+    pub backlog: i32,
+    pub max_connections: usize,
+    pub max_body_size: u64,
+    pub max_header_size: usize,
+    pub max_pending_requests: usize,
+    pub worker_threads: usize,
+    pub header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// Time the listener has to produce a response.
+    pub request_timeout: Option<Duration>,
+}
+
+/// Request bodies at most this large (with a declared length) are read before the
+/// request reaches JS, so `text()` and `json()` resolve without another round trip.
+/// Above it the body is streamed on demand. 64 KiB is where copying stops being
+/// cheaper than a second hop (DESIGN.md section 2, rule 7).
+pub const PRECOLLECT_LIMIT: u64 = 64 * 1024;
+
+fn invalid(msg: String) -> BridgeError {
+    BridgeError::new(ErrorKind::InvalidOption, msg)
+}
+
+fn duration_ms(name: &str, v: Option<f64>, default_ms: f64) -> BridgeResult<Option<Duration>> {
+    let ms = v.unwrap_or(default_ms);
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(invalid(format!("{name} must be a non-negative number of milliseconds, got {ms}")));
+    }
+    Ok(if ms == 0.0 { None } else { Some(Duration::from_secs_f64(ms / 1000.0)) })
+}
+
+/// The default number of tokio worker threads: the JS thread is the bottleneck, so
+/// leave it a core of its own, and more than four workers rarely help one JS thread.
+pub fn default_worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    cores.saturating_sub(1).clamp(1, 4)
+}
+
+impl ServerConfig {
+    pub fn from_options(o: &NativeOptions) -> BridgeResult<Self> {
+        let host_str = o.host.clone().unwrap_or_else(|| "0.0.0.0".to_string());
+        let host_trimmed = host_str.trim_start_matches('[').trim_end_matches(']');
+        let host: IpAddr = if host_trimmed == "localhost" {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            host_trimmed
+                .parse()
+                .map_err(|_| invalid(format!("host must be an IP address or \"localhost\", got {host_str:?}")))?
+        };
+        let port = o.port.unwrap_or(0);
+        if port > 65535 {
+            return Err(invalid(format!("port must be between 0 and 65535, got {port}")));
+        }
+        let max_body = o.max_body_size.unwrap_or(10.0 * 1024.0 * 1024.0);
+        if !max_body.is_finite() || max_body < 0.0 || max_body.fract() != 0.0 {
+            return Err(invalid(format!("maxBodySize must be a non-negative integer, got {max_body}")));
+        }
+        let positive = |name: &str, v: Option<u32>, d: u32| -> BridgeResult<u32> {
+            let v = v.unwrap_or(d);
+            if v == 0 {
+                return Err(invalid(format!("{name} must be a positive integer")));
+            }
+            Ok(v)
+        };
+        Ok(ServerConfig {
+            host,
+            port: port as u16,
+            reuse_port: o.reuse_port.unwrap_or(false),
+            backlog: positive("backlog", o.backlog, 2048)?.min(i32::MAX as u32) as i32,
+            max_connections: positive("maxConnections", o.max_connections, 65536)? as usize,
+            max_body_size: max_body as u64,
+            max_header_size: positive("maxHeaderSize", o.max_header_size, 16 * 1024)? as usize,
+            max_pending_requests: positive("maxPendingRequests", o.max_pending_requests, 16384)? as usize,
+            worker_threads: match o.worker_threads {
+                Some(0) => return Err(invalid("workerThreads must be a positive integer".into())),
+                Some(n) => n as usize,
+                None => default_worker_threads(),
+            },
+            header_timeout: duration_ms("headerTimeout", o.header_timeout_ms, 30_000.0)?,
+            idle_timeout: duration_ms("idleTimeout", o.idle_timeout_ms, 60_000.0)?,
+            request_timeout: duration_ms("timeout", o.timeout_ms, 30_000.0)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = ServerConfig::from_options(&NativeOptions::default()).unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.max_body_size, 10 * 1024 * 1024);
+        assert!(c.worker_threads >= 1);
+    }
+
+    #[test]
+    fn out_of_range_port_is_rejected() {
+        let o = NativeOptions { port: Some(70000), ..Default::default() };
+        let e = ServerConfig::from_options(&o).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidOption);
+    }
+
+    #[test]
+    fn hostnames_other_than_localhost_are_rejected() {
+        let o = NativeOptions { host: Some("example.com".into()), ..Default::default() };
+        assert!(ServerConfig::from_options(&o).is_err());
+        let o = NativeOptions { host: Some("::1".into()), ..Default::default() };
+        assert!(ServerConfig::from_options(&o).is_ok());
+    }
+
+    #[test]
+    fn zero_timeout_disables_it() {
+        let o = NativeOptions { idle_timeout_ms: Some(0.0), ..Default::default() };
+        assert!(ServerConfig::from_options(&o).unwrap().idle_timeout.is_none());
+    }
+}

@@ -1,0 +1,138 @@
+//! Replies from JS turned into `http::Response`: status and header validation, the
+//! content-type table, and the fast paths that skip a header list.
+
+use crate::body::ResponseBody;
+use crate::bridge::Reply;
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::StatusCode;
+
+/// Content types JS can name by number instead of passing a header list; the codes
+/// are shared with `lib/response.ts`.
+pub fn content_type(code: u32) -> Option<HeaderValue> {
+    let s: &'static str = match code {
+        1 => "text/plain;charset=UTF-8",
+        2 => "application/json",
+        3 => "application/octet-stream",
+        4 => "application/x-www-form-urlencoded;charset=UTF-8",
+        _ => return None,
+    };
+    Some(HeaderValue::from_static(s))
+}
+
+pub fn status_code(status: u32) -> BridgeResult<StatusCode> {
+    // 1xx other than 101 cannot be a final response; 101 is the upgrade path.
+    if !(200..=999).contains(&status) {
+        return Err(BridgeError::new(ErrorKind::InvalidStatus, format!("status {status} is not a valid response status")));
+    }
+    StatusCode::from_u16(status as u16)
+        .map_err(|_| BridgeError::new(ErrorKind::InvalidStatus, format!("status {status} is not a valid response status")))
+}
+
+/// Header values cross as JS strings whose code units are bytes (ByteString in the
+/// Fetch standard): a code point above 0xFF cannot be sent.
+fn header_value(v: &str) -> BridgeResult<HeaderValue> {
+    let res = if v.is_ascii() {
+        HeaderValue::from_str(v)
+    } else {
+        let mut bytes = Vec::with_capacity(v.len());
+        for c in v.chars() {
+            let c = c as u32;
+            if c > 0xFF {
+                return Err(BridgeError::new(ErrorKind::InvalidHeader, format!("header value {v:?} has a character above U+00FF")));
+            }
+            bytes.push(c as u8);
+        }
+        HeaderValue::from_bytes(&bytes)
+    };
+    res.map_err(|_| BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header value {v:?}")))
+}
+
+/// Builds a response from JS's parts. `headers` is a flat `[name, value, …]` list.
+pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBody) -> BridgeResult<Reply> {
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status_code(status)?;
+    let map = res.headers_mut();
+    if let Some(v) = content_type(ct) {
+        map.insert(CONTENT_TYPE, v);
+    }
+    if let Some(list) = headers {
+        if list.len() % 2 != 0 {
+            return Err(BridgeError::new(ErrorKind::InvalidHeader, "header list must hold name/value pairs"));
+        }
+        map.reserve(list.len() / 2);
+        for pair in list.chunks_exact(2) {
+            let name = HeaderName::from_bytes(pair[0].as_bytes())
+                .map_err(|_| BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header name {:?}", pair[0])))?;
+            // Framing is hyper's job: a length or transfer coding from JS could make
+            // the message disagree with its body.
+            if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONNECTION {
+                continue;
+            }
+            map.append(name, header_value(&pair[1])?);
+        }
+    }
+    Ok(res)
+}
+
+/// A body-less response with only a status; used for errors raised on the Rust side.
+pub fn status_only(status: u16) -> Reply {
+    let mut res = http::Response::new(ResponseBody::Empty);
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res
+}
+
+/// 503 for a server whose JS thread has too much waiting.
+pub fn overloaded() -> Reply {
+    let mut res = status_only(503);
+    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_in_header_value_is_rejected() {
+        let h = vec!["x-a".to_string(), "a\r\nInjected: 1".to_string()];
+        let e = build(200, 0, Some(&h), ResponseBody::Empty).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidHeader);
+    }
+
+    #[test]
+    fn invalid_header_name_is_rejected() {
+        let h = vec!["bad name".to_string(), "v".to_string()];
+        assert!(build(200, 0, Some(&h), ResponseBody::Empty).is_err());
+    }
+
+    #[test]
+    fn repeated_headers_stay_separate() {
+        let h: Vec<String> = ["set-cookie", "a=1", "set-cookie", "b=2"].iter().map(|s| s.to_string()).collect();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn latin1_values_become_single_bytes() {
+        let h = vec!["x-a".to_string(), "caf\u{e9}".to_string()];
+        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        assert_eq!(r.headers()["x-a"].as_bytes(), b"caf\xe9");
+        let h = vec!["x-a".to_string(), "\u{20ac}".to_string()];
+        assert!(build(200, 0, Some(&h), ResponseBody::Empty).is_err());
+    }
+
+    #[test]
+    fn status_out_of_range_is_rejected() {
+        assert!(status_code(99).is_err());
+        assert!(status_code(1000).is_err());
+        assert!(status_code(599).is_ok());
+    }
+
+    #[test]
+    fn framing_headers_from_js_are_ignored() {
+        let h: Vec<String> = ["content-length", "5", "transfer-encoding", "chunked"].iter().map(|s| s.to_string()).collect();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        assert!(r.headers().is_empty());
+    }
+}

@@ -1,0 +1,122 @@
+//! Server counters: connections, requests, and a sliding window for rate and latency.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Seconds covered by `requestsPerSecond` and `avgLatencyMs`.
+const WINDOW_SECS: u64 = 5;
+/// One bucket per second of the window, plus the second in progress.
+const BUCKETS: usize = WINDOW_SECS as usize + 1;
+
+struct Bucket {
+    second: AtomicU64,
+    count: AtomicU64,
+    latency_us: AtomicU64,
+}
+
+/// Counters shared by every connection task; updated with relaxed atomics only.
+pub struct Stats {
+    started: Instant,
+    pub active_connections: AtomicUsize,
+    pub total_requests: AtomicU64,
+    /// Requests handed to JS and not yet answered (or abandoned).
+    pub pending_requests: AtomicUsize,
+    buckets: [Bucket; BUCKETS],
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsSnapshot {
+    pub active_connections: f64,
+    pub total_requests: f64,
+    pub requests_per_second: f64,
+    pub avg_latency_ms: f64,
+    pub pending_requests: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Stats {
+            started: Instant::now(),
+            active_connections: AtomicUsize::new(0),
+            total_requests: AtomicU64::new(0),
+            pending_requests: AtomicUsize::new(0),
+            buckets: std::array::from_fn(|_| Bucket {
+                second: AtomicU64::new(u64::MAX),
+                count: AtomicU64::new(0),
+                latency_us: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn now_second(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Records one answered request and how long it took from its head being parsed.
+    pub fn record_response(&self, latency: Duration) {
+        let sec = self.now_second();
+        let b = &self.buckets[(sec % BUCKETS as u64) as usize];
+        let seen = b.second.load(Ordering::Acquire);
+        if seen != sec {
+            // First request of a new second in this bucket: reset it. Two threads racing
+            // here can lose a handful of samples of that second, which a rate does not mind.
+            if b.second.compare_exchange(seen, sec, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                b.count.store(0, Ordering::Relaxed);
+                b.latency_us.store(0, Ordering::Relaxed);
+            }
+        }
+        b.count.fetch_add(1, Ordering::Relaxed);
+        b.latency_us.fetch_add(latency.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let elapsed = self.started.elapsed();
+        let now = elapsed.as_secs();
+        let (mut count, mut latency) = (0u64, 0u64);
+        for b in &self.buckets {
+            let s = b.second.load(Ordering::Acquire);
+            // The window is the last WINDOW_SECS seconds including the one in progress.
+            if s != u64::MAX && s + WINDOW_SECS > now {
+                count += b.count.load(Ordering::Relaxed);
+                latency += b.latency_us.load(Ordering::Relaxed);
+            }
+        }
+        let span = elapsed.as_secs_f64().min(WINDOW_SECS as f64).max(1e-3);
+        StatsSnapshot {
+            active_connections: self.active_connections.load(Ordering::Relaxed) as f64,
+            total_requests: self.total_requests.load(Ordering::Relaxed) as f64,
+            requests_per_second: count as f64 / span,
+            avg_latency_ms: if count == 0 { 0.0 } else { latency as f64 / count as f64 / 1000.0 },
+            pending_requests: self.pending_requests.load(Ordering::Relaxed) as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_average_covers_recorded_requests() {
+        let s = Stats::new();
+        s.record_response(Duration::from_millis(2));
+        s.record_response(Duration::from_millis(4));
+        let snap = s.snapshot();
+        assert!((snap.avg_latency_ms - 3.0).abs() < 1e-9);
+        assert!(snap.requests_per_second > 0.0);
+    }
+
+    #[test]
+    fn empty_window_reports_zero() {
+        let snap = Stats::new().snapshot();
+        assert_eq!(snap.avg_latency_ms, 0.0);
+        assert_eq!(snap.requests_per_second, 0.0);
+    }
+}
