@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { clockTicksPerSecond, processName, sampleCpu, threadAffinities } from "./lib/cpu.mjs";
-import { machineHeader, runProblems, runsTable, summarize, summaryTable } from "./lib/report.mjs";
+import { fmt, machineHeader, runProblems, runsTable, summarize, summaryTable } from "./lib/report.mjs";
 import { killAllNow, missingRequirements, SERVERS, startServer, stopAll, stopServer } from "./lib/servers.mjs";
 import { runWrk, wrkVersion } from "./lib/wrk.mjs";
 
@@ -27,6 +27,9 @@ const LOAD_CORE = 1;
 const CONNECTIONS = 50;
 // Deep enough that per-request cost, not round trips, sets the pace: the server's batching shows.
 const PIPELINE_DEPTH = 16;
+
+// A server that saturates its core runs it at ~100%; below this, the run did not measure the server alone.
+const BUSY_ENOUGH_PERCENT = 90;
 
 const PIPELINED_LATENCY_NOTE =
   `Pipelined latencies are per batch of ${PIPELINE_DEPTH} and skewed by wrk's coordinated-omission ` +
@@ -194,16 +197,22 @@ async function measure(server, mode, opts, plan, ticksPerSecond) {
   await runWrk({ ...wrkOptions, durationS: opts.warmupS });
   assertAlive(server);
   const before = sampleCpu(server.pid);
+  const startedAt = performance.now();
   const report = await runWrk({ ...wrkOptions, durationS: opts.durationS });
+  const wallS = (performance.now() - startedAt) / 1000;
   assertAlive(server);
   const after = sampleCpu(server.pid);
-  const usPerRequest = (ticks) => (report.requests > 0 ? (ticks * 1e6) / ticksPerSecond / report.requests : NaN);
+  const processS = (after.process - before.process) / ticksPerSecond;
+  const jsThreadS = (after.jsThread - before.jsThread) / ticksPerSecond;
+  const usPerRequest = (seconds) => (report.requests > 0 ? (seconds * 1e6) / report.requests : NaN);
   return {
     server: server.entry.name,
     mode: mode.name,
     ...report,
-    cpuUsPerReqProcess: usPerRequest(after.process - before.process),
-    cpuUsPerReqJsThread: usPerRequest(after.jsThread - before.jsThread),
+    cpuUsPerReqProcess: usPerRequest(processS),
+    cpuUsPerReqJsThread: usPerRequest(jsThreadS),
+    // How busy the server kept its core: well under 100% means wrk was the limit or something else took the core.
+    serverCpuPercent: (processS / wallS) * 100,
   };
 }
 
@@ -226,9 +235,10 @@ async function measureAll(servers, opts, plan) {
 function logRun(run) {
   const problems = runProblems(run);
   log(
-    `round ${run.round} ${run.server} ${run.mode}: ${Math.round(run.requestsPerSec)} req/s, ` +
-      `p50 ${run.p50Ms.toFixed(3)} ms, p99 ${run.p99Ms.toFixed(3)} ms, ` +
-      `${run.cpuUsPerReqProcess.toFixed(1)} us/req process, ${run.cpuUsPerReqJsThread.toFixed(1)} us/req JS thread` +
+    `round ${run.round} ${run.server} ${run.mode}: ${fmt.int(run.requestsPerSec)} req/s, ` +
+      `p50 ${fmt.ms(run.p50Ms)} ms, p99 ${fmt.ms(run.p99Ms)} ms, ` +
+      `${fmt.us(run.cpuUsPerReqProcess)} us/req process, ${fmt.us(run.cpuUsPerReqJsThread)} us/req JS thread, ` +
+      `server CPU ${fmt.int(run.serverCpuPercent)}%` +
       (problems ? `  <-- ${problems}` : ""),
   );
   if (run.non2xx > 0) warnLoudly(`${run.server} ${run.mode} round ${run.round}: ${run.non2xx} responses were not 2xx/3xx`);
@@ -279,8 +289,13 @@ function render(info, runs) {
   const warning = flagged
     ? `\n**WARNING: ${flagged} run(s) had non-2xx/3xx responses; those numbers are not valid.**\n`
     : "";
+  const starved = runs.filter((r) => r.serverCpuPercent < BUSY_ENOUGH_PERCENT).length;
+  const starvedNote = starved
+    ? `\n**${starved} run(s) kept the server's core under ${BUSY_ENOUGH_PERCENT}% busy (see "server CPU %"): ` +
+      "wrk was the limit, or something else (a compile?) took the core; their req/s understate the server.**\n"
+    : "";
   const note = runs.some((r) => r.mode === "pipelined") ? `\n${PIPELINED_LATENCY_NOTE}\n` : "";
-  const summary = `${machineHeader(info)}\n${warning}\n${summaryTable(rows, BASELINE)}\n${note}`;
+  const summary = `${machineHeader(info)}\n${warning}${starvedNote}\n${summaryTable(rows, BASELINE)}\n${note}`;
   const full = `${summary}\n## Every run\n\n${runsTable(runs)}\n`;
   return { summary, full, flagged };
 }

@@ -163,7 +163,8 @@ export class Request {
   }
 
   #hasNativeBody(): boolean {
-    return this.#source !== null && (this.#flags & FLAG_HAS_BODY) !== 0 && this.method !== "GET" && this.method !== "HEAD";
+    // An incoming GET may carry a body too; the client framed it, so it is readable.
+    return this.#source !== null && (this.#flags & FLAG_HAS_BODY) !== 0;
   }
 
   #bodyState(): BodyState {

@@ -33,6 +33,16 @@ pub enum ResponseBody {
     Stream(StreamBody),
 }
 
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Empty => f.write_str("Empty"),
+            ResponseBody::Full(b) => write!(f, "Full({} bytes)", b.as_ref().map_or(0, |b| b.len())),
+            ResponseBody::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
 impl ResponseBody {
     pub fn full(b: Bytes) -> Self {
         if b.is_empty() {

@@ -38,6 +38,7 @@ export function summarize(runs, baseline) {
     p99Ms: median(group.map((r) => r.p99Ms)),
     cpuUsProcess: median(group.map((r) => r.cpuUsPerReqProcess)),
     cpuUsJsThread: median(group.map((r) => r.cpuUsPerReqJsThread)),
+    serverCpuPercent: median(group.map((r) => r.serverCpuPercent)),
     problems: group.map(runProblems).filter(Boolean).join("; "),
   }));
   for (const row of rows) {
@@ -47,7 +48,8 @@ export function summarize(runs, baseline) {
   return rows;
 }
 
-const fmt = {
+/** Number formats shared by the tables and the progress lines; NaN (not measured) shows as n/a. */
+export const fmt = {
   int: (n) => (Number.isNaN(n) ? "n/a" : Math.round(n).toLocaleString("en-US")),
   ratio: (n) => (Number.isNaN(n) ? "n/a" : `${n.toFixed(2)}x`),
   ms: (n) => (Number.isNaN(n) ? "n/a" : n.toFixed(3)),
@@ -63,25 +65,25 @@ function table(header, rows) {
 export function summaryTable(rows, baseline) {
   const header = [
     "server", "mode", "req/s", `vs ${baseline}`, "p50 ms", "p99 ms",
-    "CPU us/req (process)", "CPU us/req (JS thread)", "errors",
+    "CPU us/req (process)", "CPU us/req (JS thread)", "server CPU %", "errors",
   ];
   return table(
     header,
     rows.map((r) => [
       r.server, r.mode, fmt.int(r.requestsPerSec), fmt.ratio(r.ratio), fmt.ms(r.p50Ms), fmt.ms(r.p99Ms),
-      fmt.us(r.cpuUsProcess), fmt.us(r.cpuUsJsThread), r.problems ? `**${r.problems}**` : "none",
+      fmt.us(r.cpuUsProcess), fmt.us(r.cpuUsJsThread), fmt.int(r.serverCpuPercent), r.problems ? `**${r.problems}**` : "none",
     ]),
   );
 }
 
 /** Every measured run, in the order it ran, to show the spread behind the medians. */
 export function runsTable(runs) {
-  const header = ["round", "server", "mode", "req/s", "requests", "p50 ms", "p99 ms", "CPU us/req (process)", "CPU us/req (JS thread)", "errors"];
+  const header = ["round", "server", "mode", "req/s", "requests", "p50 ms", "p99 ms", "CPU us/req (process)", "CPU us/req (JS thread)", "server CPU %", "errors"];
   return table(
     header,
     runs.map((r) => [
       r.round, r.server, r.mode, fmt.int(r.requestsPerSec), fmt.int(r.requests), fmt.ms(r.p50Ms), fmt.ms(r.p99Ms),
-      fmt.us(r.cpuUsPerReqProcess), fmt.us(r.cpuUsPerReqJsThread), runProblems(r) || "none",
+      fmt.us(r.cpuUsPerReqProcess), fmt.us(r.cpuUsPerReqJsThread), fmt.int(r.serverCpuPercent), runProblems(r) || "none",
     ]),
   );
 }
