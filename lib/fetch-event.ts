@@ -41,6 +41,7 @@ export class FetchEvent {
   #respondCalled = false;
   #syncResponse: unknown = undefined;
   #pending = 0;
+  #aborted = false;
 
   private constructor(host: EventHost, id: number, code: number, flags: number) {
     this.#host = host;
@@ -55,7 +56,7 @@ export class FetchEvent {
       afterDispatch: (ev) => ev.#afterDispatch(),
       listenerThrew: (ev, e) => ev.#listenerThrew(e),
       listenerPromise: (ev, p) => ev.#listenerPromise(p),
-      aborted: (ev) => ev.#aborted(),
+      aborted: (ev) => ev.#abort(),
       requestIfCreated: (ev) => ev.#request,
       id: (ev) => ev.#id,
     };
@@ -80,9 +81,11 @@ export class FetchEvent {
    * call throws an InvalidStateError.
    */
   respondWith(response: unknown): void {
-    if (this.#respondCalled || this.#phase >= SENT)
+    if (this.#respondCalled || (this.#phase >= SENT && !this.#aborted))
       throw new DOMException("respondWith() was already called for this request", "InvalidStateError");
     this.#respondCalled = true;
+    // The client is gone or the request timed out: there is no one to answer.
+    if (this.#aborted) return;
     if (response !== null && typeof response === "object" && typeof (response as PromiseLike<unknown>).then === "function") {
       this.#pending++;
       if (this.#phase === DISPATCHING) this.#phase = WAITING;
@@ -193,7 +196,8 @@ export class FetchEvent {
     this.#maybeFinish();
   }
 
-  #aborted(): void {
+  #abort(): void {
+    this.#aborted = true;
     if (this.#phase < SENT) this.#phase = SENT;
     this.#maybeFinish();
   }

@@ -32,6 +32,7 @@ export interface NativeServer {
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
   respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
   respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;

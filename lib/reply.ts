@@ -3,9 +3,13 @@
 import { isNativeBody, type BodySource } from "./body.js";
 import { flatHeaders } from "./headers.js";
 import { CT_NONE, type NativeServer } from "./native.js";
-import { materializeHeaders, Response, responseState, takeBodySource } from "./response.js";
+import { isOwnResponse, materializeHeaders, responseState, takeBodySource } from "./response.js";
 
 const GlobalResponse = globalThis.Response;
+
+/** Bodies from this size on are lent to the native side instead of copied: below it a
+ * copy is cheaper than holding a reference (DESIGN.md section 2, rule 7). */
+const SHARE_MIN = 64 * 1024;
 
 /** @internal Waits until a streamed response can take more; false when the client left. */
 export type WritableWait = (id: number) => Promise<boolean>;
@@ -21,7 +25,7 @@ export function sendResponse(
   release: boolean,
   writable: WritableWait,
 ): Promise<void> | void {
-  if (res instanceof Response && Response.prototype.isPrototypeOf(res)) {
+  if (isOwnResponse(res)) {
     const s = responseState(res);
     if (s.type === "error") {
       // Response.error() is a network error; a server has no such thing to send, so the
@@ -31,7 +35,8 @@ export function sendResponse(
     }
     let ct = s.ct;
     let headers: string[] | null = null;
-    if (s.headers !== null || s.init !== null) {
+    // A content type without a code (a Blob's, a FormData boundary) travels as a header.
+    if (s.headers !== null || s.init !== null || (s.ct === CT_NONE && s.contentType !== null)) {
       headers = flatHeaders(materializeHeaders(s));
       ct = CT_NONE;
     }
@@ -51,7 +56,9 @@ export function sendResponse(
     }
     // A declared length means a finite body: read it and send it with that length.
     if (g.headers.has("content-length")) {
-      return g.arrayBuffer().then((buf) => native.respondBytes(id, g.status, CT_NONE, headers, new Uint8Array(buf), false));
+      return g.arrayBuffer().then((buf) => {
+        sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), false, writable);
+      });
     }
     return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, writable);
   }
@@ -76,9 +83,14 @@ function sendBody(
 ): Promise<void> | void {
   if (source === null) return native.respondEmpty(id, status, ct, headers, release);
   if (typeof source === "string") return native.respondText(id, status, ct, headers, source, release);
-  if (source instanceof Uint8Array) return native.respondBytes(id, status, ct, headers, source, release);
+  if (source instanceof Uint8Array) {
+    if (source.byteLength >= SHARE_MIN) return native.respondBytesShared(id, status, ct, headers, source, release);
+    return native.respondBytes(id, status, ct, headers, source, release);
+  }
   if (source instanceof Blob)
-    return source.arrayBuffer().then((b) => native.respondBytes(id, status, ct, headers, new Uint8Array(b), false));
+    return source.arrayBuffer().then((b) => {
+      sendBody(native, id, status, ct, headers, new Uint8Array(b), false, writable);
+    });
   if (isNativeBody(source)) return sendBody(native, id, status, ct, headers, source.stream(), release, writable);
   return pump(native, id, status, ct, headers, source, writable);
 }

@@ -39,6 +39,8 @@ const FROM_STATE = Symbol("state");
 
 /** @internal */
 export let responseState: (r: Response) => ResponseState;
+/** @internal A brand check: is `v` one of ours (not merely `instanceof`)? */
+export let isOwnResponse: (v: unknown) => v is Response;
 let fromState: (s: ResponseState) => Response;
 
 // https://fetch.spec.whatwg.org/#initialize-a-response
@@ -90,6 +92,7 @@ export class Response {
 
   static {
     responseState = (r) => r.#s;
+    isOwnResponse = (v): v is Response => typeof v === "object" && v !== null && #s in v;
     fromState = (s) => new Response(FROM_STATE as unknown as string, s as unknown as ResponseInitLike);
   }
 
@@ -203,7 +206,7 @@ export class Response {
 
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
-      (typeof v === "object" && v !== null && Response.prototype.isPrototypeOf(v)) ||
+      isOwnResponse(v) ||
       (GlobalResponse !== undefined && v instanceof GlobalResponse)
     );
   }

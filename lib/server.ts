@@ -378,7 +378,8 @@ export class Server {
       send: (ev, id, response, release) => {
         const r = sendResponse(native, id, response, release, (wid) => this.#waitWritable(wid));
         this.#queueFlush();
-        return r;
+        // A body read first (a Blob, a foreign Response) is replied to later.
+        return r === undefined ? r : r.finally(() => this.#queueFlush());
       },
       fail: (ev, id, status, why) => {
         if (why.startsWith("no listener")) {

@@ -10,7 +10,8 @@
 //! | `requestRelease(id)` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect(id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
-//! | `respondText/Bytes/Empty/Stream(id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch |
+//! | `respondText/Bytes/Empty/Stream(id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied |
+//! | `respondBytesShared(id, …, body)` | a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite(id, chunk)`, `streamEnd(id, failed)` | bytes copied | `false` when full: wait for a WRITABLE record |
 //! | `close(graceMs)`, `shutdown()` | | drain then force; a CLOSED record follows; then release |
 //!
@@ -80,6 +81,16 @@ fn to_buffer(env: &Env, data: bytes::Bytes) -> Result<BufferSlice<'_>> {
     // V8 frees the buffer; each collected body is its own allocation, so no two
     // externals share a data pointer.
     unsafe { BufferSlice::from_external(env, ptr, len, data, |_, d| drop(d)) }
+}
+
+/// A JS typed array lent to hyper as a response body. Dropping it off the JS thread
+/// is safe: napi-rs routes the reference release back to the JS thread.
+struct SharedBody(Uint8Array);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> Result<JsString<'e>> {
@@ -299,6 +310,14 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn respond_bytes(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: &[u8], release: bool) -> Result<()> {
         self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
+    }
+
+    /// Replies with a large byte body without copying it: the typed array is held
+    /// (a napi reference) until hyper has written it.
+    #[napi(catch_unwind)]
+    pub fn respond_bytes_shared(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Uint8Array, release: bool) -> Result<()> {
+        let bytes = bytes::Bytes::from_owner(SharedBody(body));
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
     }
 
     /// Replies with no body.

@@ -140,6 +140,82 @@ describe("framing on the wire", () => {
   });
 });
 
+describe("response and request body kinds", () => {
+  let ctx;
+  before(async () => {
+    ctx = await start(async (event) => {
+      const path = new URL(event.request.url).pathname;
+      if (path === "/stream") {
+        let i = 0;
+        const stream = new ReadableStream({
+          pull(c) {
+            if (i === 3) return c.close();
+            c.enqueue(new TextEncoder().encode(`chunk${i++};`));
+          },
+        });
+        return event.respondWith(new Response(stream, { headers: { "content-type": "text/plain" } }));
+      }
+      if (path === "/blob") return event.respondWith(new Response(new Blob(["blob body"], { type: "text/x-blob" })));
+      if (path === "/foreign-json") return event.respondWith(globalThis.Response === Response ? new Response("x") : null);
+      if (path === "/body-stream") {
+        const reader = event.request.body.getReader();
+        let total = 0;
+        let chunks = 0;
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          total += value.byteLength;
+          chunks++;
+        }
+        return event.respondWith(Response.json({ total, chunks: chunks > 0 }));
+      }
+      if (path === "/search") return event.respondWith(new Response(new URLSearchParams({ a: "1", b: "two words" })));
+      event.respondWith(new Response(null, { status: 404 }));
+    });
+  });
+  after(() => ctx.server.close());
+
+  test("a ReadableStream body is sent chunked, in order", async () => {
+    const r = await raw(ctx.server.port, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    const p = parseRaw(r.text);
+    assert.equal(p.status, 200);
+    assert.ok(p.lines.includes("transfer-encoding: chunked"), p.lines.join("|"));
+    assert.equal(await (await fetch(ctx.base + "/stream")).text(), "chunk0;chunk1;chunk2;");
+  });
+
+  test("a Blob body is sent with its type and length", async () => {
+    const r = await fetch(ctx.base + "/blob");
+    assert.equal(r.headers.get("content-type"), "text/x-blob");
+    assert.equal(r.headers.get("content-length"), "9");
+    assert.equal(await r.text(), "blob body");
+  });
+
+  test("URLSearchParams bodies are form-encoded", async () => {
+    const r = await fetch(ctx.base + "/search");
+    assert.equal(r.headers.get("content-type"), "application/x-www-form-urlencoded;charset=UTF-8");
+    assert.equal(await r.text(), "a=1&b=two+words");
+  });
+
+  test("request.body streams a large upload", async () => {
+    const body = pattern(3 * MiB);
+    const r = await request(ctx.base, "/body-stream", { method: "POST", body });
+    assert.deepEqual(JSON.parse(r.body), { total: 3 * MiB, chunks: true });
+  });
+
+  test("a body over maxBodySize gets 413", async () => {
+    const small = await start(async (event) => event.respondWith(new Response(await event.request.text())), { maxBodySize: 1000 });
+    try {
+      const declared = await request(small.base, "/", { method: "POST", body: "x".repeat(1001) });
+      assert.equal(declared.status, 413);
+      const ok = await request(small.base, "/", { method: "POST", body: "x".repeat(1000) });
+      assert.equal(ok.status, 200);
+      assert.equal(ok.body.length, 1000);
+    } finally {
+      await small.server.close();
+    }
+  });
+});
+
 describe("errors from listeners", () => {
   test("a throwing listener gives 500, is reported, and the server keeps serving", async () => {
     const errors = [];
