@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{oneshot, Notify};
 
+/// Queued events that make `push` ring without waiting for the worker to go idle: a
+/// worker that never idles must not starve JS, and a batch this large already pays
+/// for its wake-up many times over.
+const RING_NOW_AT: usize = 256;
+
 /// The response a connection task waits for.
 pub type Reply = http::Response<ResponseBody>;
 
@@ -106,9 +111,34 @@ impl Doorbell {
         drop(old);
     }
 
-    /// Queues an event and rings JS unless a drain is already scheduled.
+    /// Queues an event. JS is rung when the tokio worker runs out of work
+    /// (`ring_if_waiting`, from `on_thread_park`), so everything a busy worker produces
+    /// in one round reaches JS in one batch; a long queue rings at once.
     pub fn push(&self, ev: Event) {
+        let len = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.push(ev);
+            q.len()
+        };
+        if len >= RING_NOW_AT {
+            self.ring_if_waiting();
+        }
+    }
+
+    /// Queues an event and rings at once; for pushes from outside the runtime's workers.
+    pub fn push_now(&self, ev: Event) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(ev);
+        self.ring_if_waiting();
+    }
+
+    /// Rings JS if events are queued and no drain is scheduled.
+    pub fn ring_if_waiting(&self) {
+        if self.scheduled.load(Ordering::Acquire) {
+            return;
+        }
+        if self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
+        }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.ring();
         }

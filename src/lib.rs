@@ -121,9 +121,13 @@ impl NativeServer {
         }
         let std_listener = listener::bind(&self.config)?;
         let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
+        let park_doorbell = self.js.doorbell.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.config.worker_threads)
             .thread_name("fetch-rs")
+            // A worker out of work rings JS for everything it queued meanwhile: one
+            // wake-up per round of network events instead of one per request.
+            .on_thread_park(move || park_doorbell.ring_if_waiting())
             .enable_all()
             .build()
             .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
@@ -410,7 +414,7 @@ impl NativeServer {
                 }
                 tokio::time::sleep(tick).await;
             }
-            doorbell.push(bridge::Event::Closed);
+            doorbell.push_now(bridge::Event::Closed);
         });
         Ok(())
     }
