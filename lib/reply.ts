@@ -11,8 +11,13 @@ const GlobalResponse = globalThis.Response;
  * copy is cheaper than holding a reference (DESIGN.md section 2, rule 7). */
 const SHARE_MIN = 64 * 1024;
 
-/** @internal Waits until a streamed response can take more; false when the client left. */
-export type WritableWait = (id: number) => Promise<boolean>;
+/** @internal What a streamed response needs from the server. */
+export interface StreamHooks {
+  /** Resolves when the response can take more; false when the client left. */
+  writable(id: number): Promise<boolean>;
+  /** Registers what to do when the client goes away mid-stream (null: done streaming). */
+  onAbort(id: number, cancel: (() => void) | null): void;
+}
 
 /**
  * Sends `res` for request `id`. Returns a promise while the body still has to be read
@@ -23,7 +28,7 @@ export function sendResponse(
   id: number,
   res: unknown,
   release: boolean,
-  writable: WritableWait,
+  hooks: StreamHooks,
 ): Promise<void> | void {
   if (isOwnResponse(res)) {
     const s = responseState(res);
@@ -40,7 +45,7 @@ export function sendResponse(
       headers = flatHeaders(materializeHeaders(s));
       ct = CT_NONE;
     }
-    return sendBody(native, id, s.status, ct, headers, takeBodySource(s), release, writable);
+    return sendBody(native, id, s.status, ct, headers, takeBodySource(s), release, hooks);
   }
   if (GlobalResponse !== undefined && res instanceof GlobalResponse) {
     const g = res as globalThis.Response;
@@ -57,10 +62,10 @@ export function sendResponse(
     // A declared length means a finite body: read it and send it with that length.
     if (g.headers.has("content-length")) {
       return g.arrayBuffer().then((buf) => {
-        sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), false, writable);
+        sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), false, hooks);
       });
     }
-    return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, writable);
+    return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, hooks);
   }
   throw new TypeError(`respondWith() needs a Response, got ${describe(res)}`);
 }
@@ -79,7 +84,7 @@ function sendBody(
   headers: string[] | null,
   source: BodySource,
   release: boolean,
-  writable: WritableWait,
+  hooks: StreamHooks,
 ): Promise<void> | void {
   if (source === null) return native.respondEmpty(id, status, ct, headers, release);
   if (typeof source === "string") return native.respondText(id, status, ct, headers, source, release);
@@ -89,10 +94,10 @@ function sendBody(
   }
   if (source instanceof Blob)
     return source.arrayBuffer().then((b) => {
-      sendBody(native, id, status, ct, headers, new Uint8Array(b), false, writable);
+      sendBody(native, id, status, ct, headers, new Uint8Array(b), false, hooks);
     });
-  if (isNativeBody(source)) return sendBody(native, id, status, ct, headers, source.stream(), release, writable);
-  return pump(native, id, status, ct, headers, source, writable);
+  if (isNativeBody(source)) return sendBody(native, id, status, ct, headers, source.stream(), release, hooks);
+  return pump(native, id, status, ct, headers, source, hooks);
 }
 
 /** Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes it. */
@@ -103,10 +108,15 @@ async function pump(
   ct: number,
   headers: string[] | null,
   stream: ReadableStream<Uint8Array>,
-  writable: WritableWait,
+  hooks: StreamHooks,
 ): Promise<void> {
   const reader = stream.getReader();
   native.respondStream(id, status, ct, headers);
+  // The client leaving ends a stream that is waiting for its producer, too: the
+  // pending read resolves as done and the producer's cancel() runs.
+  hooks.onAbort(id, () => {
+    reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
+  });
   let ok = false;
   try {
     for (;;) {
@@ -116,7 +126,7 @@ async function pump(
       if (!(chunk instanceof Uint8Array)) throw new TypeError("Response body stream chunks must be Uint8Array");
       if (chunk.byteLength === 0) continue;
       let written = tryWrite(native, id, chunk);
-      while (written === 0 && (await writable(id))) written = tryWrite(native, id, chunk);
+      while (written === 0 && (await hooks.writable(id))) written = tryWrite(native, id, chunk);
       if (written !== 1) {
         // The client went away: stop the producer.
         await reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
@@ -126,6 +136,7 @@ async function pump(
     }
     ok = true;
   } finally {
+    hooks.onAbort(id, null);
     native.streamEnd(id, !ok);
   }
 }

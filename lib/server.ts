@@ -21,7 +21,7 @@ import {
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
-import { sendResponse } from "./reply.js";
+import { sendResponse, type StreamHooks } from "./reply.js";
 import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
 
@@ -128,6 +128,14 @@ export class Server {
   #events: (FetchEvent | undefined)[] = [];
   #bodyWaiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   #writableWaiters = new Map<number, (ok: boolean) => void>();
+  #streamCancels = new Map<number, () => void>();
+  #streamHooks: StreamHooks = {
+    writable: (id) => new Promise((resolve) => this.#writableWaiters.set(id, resolve)),
+    onAbort: (id, cancel) => {
+      if (cancel === null) this.#streamCancels.delete(id);
+      else this.#streamCancels.set(id, cancel);
+    },
+  };
   #waitUntil = new Set<Promise<unknown>>();
   #inBatch = false;
   #flushQueued = false;
@@ -319,6 +327,11 @@ export class Server {
       this.#writableWaiters.delete(id);
       w(false);
     }
+    const cancel = this.#streamCancels.get(id);
+    if (cancel !== undefined) {
+      this.#streamCancels.delete(id);
+      cancel();
+    }
     eventInternals.aborted(ev);
   }
 
@@ -376,7 +389,7 @@ export class Server {
       request: (_ev, id, code, flags) => incomingRequest(this.#host, id, code, flags),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
       send: (ev, id, response, release) => {
-        const r = sendResponse(native, id, response, release, (wid) => this.#waitWritable(wid));
+        const r = sendResponse(native, id, response, release, this.#streamHooks);
         this.#queueFlush();
         // A body read first (a Blob, a foreign Response) is replied to later.
         return r === undefined ? r : r.finally(() => this.#queueFlush());
@@ -404,10 +417,6 @@ export class Server {
         this.#queueFlush();
       },
     };
-  }
-
-  #waitWritable(id: number): Promise<boolean> {
-    return new Promise((resolve) => this.#writableWaiters.set(id, resolve));
   }
 
   async #readAll(id: number): Promise<Uint8Array> {

@@ -1,7 +1,7 @@
 // Builds the native addon (cargo, release) and the TypeScript layer.
 // Run with: node scripts/build.mjs [--native | --ts]
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync } from "node:fs";
+import { copyFileSync, existsSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -19,7 +19,10 @@ if (only !== "--ts") {
   const names = { linux: "libfetch_rs.so", darwin: "libfetch_rs.dylib", win32: "fetch_rs.dll" };
   const lib = join(root, "target", "release", names[process.platform] ?? "libfetch_rs.so");
   if (!existsSync(lib)) throw new Error(`the build did not produce ${lib}`);
-  copyFileSync(lib, join(root, "fetch-rs.node"));
+  // Copy then rename: a running process that has the old addon mapped keeps it intact.
+  const tmp = join(root, `fetch-rs.node.${process.pid}.tmp`);
+  copyFileSync(lib, tmp);
+  renameSync(tmp, join(root, "fetch-rs.node"));
 }
 if (only !== "--native") {
   run(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"]);

@@ -80,11 +80,22 @@ pub struct StreamBody {
     waiting: Arc<AtomicBool>,
     doorbell: Arc<Doorbell>,
     id: u32,
+    /// Set once JS ended the stream (the channel closed or an error arrived); a body
+    /// dropped before that was cut off by the client going away.
+    finished: bool,
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.doorbell.push_now(Event::StreamAborted(self.id));
+        }
+    }
 }
 
 impl StreamBody {
     pub fn new(rx: mpsc::Receiver<StreamItem>, waiting: Arc<AtomicBool>, doorbell: Arc<Doorbell>, id: u32) -> Self {
-        StreamBody { rx, waiting, doorbell, id }
+        StreamBody { rx, waiting, doorbell, id, finished: false }
     }
 }
 
@@ -103,8 +114,14 @@ impl Body for ResponseBody {
                     }
                     match item {
                         Some(StreamItem::Data(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                        Some(StreamItem::Error) => Poll::Ready(Some(Err(StreamAborted))),
-                        None => Poll::Ready(None),
+                        Some(StreamItem::Error) => {
+                            s.finished = true;
+                            Poll::Ready(Some(Err(StreamAborted)))
+                        }
+                        None => {
+                            s.finished = true;
+                            Poll::Ready(None)
+                        }
                     }
                 }
                 Poll::Pending => Poll::Pending,

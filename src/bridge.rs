@@ -70,6 +70,8 @@ pub enum Event {
     BodyFull(u32, Bytes),
     BodyError(u32, BodyErrorKind),
     Abort(Arc<Ticket>, AbortReason),
+    /// The client went away while a streamed response was still being written.
+    StreamAborted(u32),
     /// A streamed response can take more chunks.
     Writable(u32),
     /// `close()` finished: no connection is left.
@@ -445,6 +447,11 @@ impl JsSide {
                 live.req.reply = None;
                 live.stream = None;
                 Some([record::ABORT, id, reason as u32])
+            }
+            Event::StreamAborted(id) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.stream = None;
+                Some([record::ABORT, id, AbortReason::ClientGone as u32])
             }
             Event::Writable(id) => {
                 self.slab.get(SlotId(id))?;

@@ -1,0 +1,296 @@
+// Streaming both ways, server-sent events and request.signal, over real sockets.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { describe, test } from "node:test";
+import { Response } from "../dist/index.js";
+import { sleep, start } from "./helpers.mjs";
+
+const MiB = 1024 * 1024;
+
+function rssOf(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return Number(m[1]) * 1024;
+}
+
+/** Starts a server in a child process (so its RSS is its own); resolves with pid and port. */
+async function child(source) {
+  const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+  const code = `import { Server, Response } from ${dist};\n${source}\nawait server.listen();\nconsole.log("PORT " + server.port);`;
+  const proc = spawn(process.execPath, ["--input-type=module", "-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+  let buf = "";
+  const port = await new Promise((resolve, reject) => {
+    proc.stdout.on("data", (d) => {
+      buf += d;
+      const m = /PORT (\d+)/.exec(buf);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on("exit", (c) => reject(new Error(`server exited with ${c}`)));
+  });
+  return { proc, port, stop: () => proc.kill("SIGKILL") };
+}
+
+/** Samples a process's RSS until stopped; returns the peak. */
+function sampler(pid) {
+  let peak = rssOf(pid);
+  const t = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssOf(pid));
+    } catch {}
+  }, 20);
+  return () => {
+    clearInterval(t);
+    return peak;
+  };
+}
+
+describe("large bodies stream without being held in memory", () => {
+  test("a 256 MiB upload read through request.body", { timeout: 120_000 }, async () => {
+    const srv = await child(`
+      const server = new Server({ port: 0, host: "127.0.0.1", maxBodySize: 512 * 1024 * 1024 });
+      server.addEventListener("fetch", async (event) => {
+        let total = 0, sum = 0;
+        for await (const chunk of event.request.body) { total += chunk.byteLength; sum = (sum + chunk[0]) % 65521; }
+        event.respondWith(Response.json({ total }));
+      });`);
+    try {
+      const before = rssOf(srv.proc.pid);
+      const stop = sampler(srv.proc.pid);
+      const size = 256 * MiB;
+      const chunk = Buffer.alloc(MiB, 7);
+      const res = await new Promise((resolve, reject) => {
+        const req = http.request({ port: srv.port, host: "127.0.0.1", method: "POST", headers: { "content-length": size } }, (r) => {
+          let body = "";
+          r.on("data", (d) => (body += d));
+          r.on("end", () => resolve({ status: r.statusCode, body }));
+        });
+        req.on("error", reject);
+        let sent = 0;
+        const write = () => {
+          while (sent < size) {
+            sent += chunk.length;
+            if (!req.write(chunk)) return req.once("drain", write);
+          }
+          req.end();
+        };
+        write();
+      });
+      const peak = stop();
+      assert.equal(res.status, 200);
+      assert.deepEqual(JSON.parse(res.body), { total: size });
+      const rise = peak - before;
+      assert.ok(rise < 64 * MiB, `RSS rose by ${(rise / MiB).toFixed(1)} MiB for a 256 MiB upload`);
+    } finally {
+      srv.stop();
+    }
+  });
+
+  test("a 64 MiB streamed download, byte-exact", { timeout: 120_000 }, async () => {
+    const srv = await child(`
+      const server = new Server({ port: 0, host: "127.0.0.1" });
+      server.addEventListener("fetch", (event) => {
+        let i = 0;
+        event.respondWith(new Response(new ReadableStream({
+          pull(c) { if (i === 64) return c.close(); c.enqueue(new Uint8Array(1024 * 1024).fill(i++ & 0xff)); },
+        })));
+      });`);
+    try {
+      const before = rssOf(srv.proc.pid);
+      const stop = sampler(srv.proc.pid);
+      const r = await fetch(`http://127.0.0.1:${srv.port}/`);
+      let total = 0;
+      let ok = true;
+      for await (const part of r.body) {
+        for (let j = 0; j < part.length; j += 4096) if (part[j] !== (Math.floor((total + j) / MiB) & 0xff)) ok = false;
+        total += part.length;
+      }
+      const peak = stop();
+      assert.equal(total, 64 * MiB);
+      assert.ok(ok, "content differs");
+      assert.ok(peak - before < 48 * MiB, `RSS rose by ${((peak - before) / MiB).toFixed(1)} MiB for a 64 MiB download`);
+    } finally {
+      srv.stop();
+    }
+  });
+});
+
+test("a client that stops reading pauses the producer; resuming gets every byte", { timeout: 60_000 }, async () => {
+  const CHUNK = 64 * 1024;
+  const COUNT = 512; // 32 MiB, far more than socket buffers hold
+  let pulls = 0;
+  const { server } = await start((event) => {
+    event.respondWith(
+      new Response(
+        new ReadableStream({
+          pull(c) {
+            if (pulls === COUNT) return c.close();
+            pulls++;
+            c.enqueue(new Uint8Array(CHUNK).fill(pulls & 0xff));
+          },
+        }),
+      ),
+    );
+  });
+  try {
+    const sock = net.connect(server.port, "127.0.0.1");
+    await once(sock, "connect");
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    sock.pause();
+    await sleep(1000);
+    const pausedPulls = pulls;
+    assert.ok(pausedPulls < COUNT / 2, `the stream was pulled ${pausedPulls} times while the client read nothing`);
+    let bytes = 0;
+    sock.on("data", (d) => (bytes += d.length));
+    sock.resume();
+    await once(sock, "end");
+    assert.equal(pulls, COUNT);
+    assert.ok(bytes > COUNT * CHUNK, `received ${bytes} bytes`);
+    assert.ok(bytes < COUNT * CHUNK + 64 * 1024, "more than the body plus framing arrived");
+  } finally {
+    await server.close();
+  }
+});
+
+test("server-sent events arrive as they are enqueued", { timeout: 20_000 }, async () => {
+  const sent = [];
+  const { server, base } = await start((event) => {
+    let timer;
+    let n = 0;
+    event.respondWith(
+      new Response(
+        new ReadableStream({
+          start(c) {
+            timer = setInterval(() => {
+              sent.push(performance.now());
+              c.enqueue(new TextEncoder().encode(`data: ${n++}\n\n`));
+              if (n === 3) {
+                clearInterval(timer);
+                c.close();
+              }
+            }, 150);
+          },
+          cancel() {
+            clearInterval(timer);
+          },
+        }),
+        { headers: { "content-type": "text/event-stream", "cache-control": "no-store" } },
+      ),
+    );
+  });
+  try {
+    const r = await fetch(base);
+    assert.equal(r.headers.get("content-type"), "text/event-stream");
+    const got = [];
+    const reader = r.body.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got.push([performance.now(), new TextDecoder().decode(value)]);
+    }
+    assert.equal(got.map((g) => g[1]).join(""), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    assert.ok(got.length >= 3, "events were coalesced");
+    const delay = got[0][0] - sent[0];
+    assert.ok(delay < 50, `first event took ${delay.toFixed(1)} ms to arrive`);
+  } finally {
+    await server.close();
+  }
+});
+
+describe("request.signal and cancel()", () => {
+  test("a client leaving mid-stream runs cancel() and aborts request.signal within a second", async () => {
+    let cancelledAt = 0;
+    let abortedAt = 0;
+    let reason;
+    const { server } = await start((event) => {
+      event.request.signal.addEventListener("abort", () => {
+        abortedAt = performance.now();
+        reason = event.request.signal.reason;
+      });
+      event.respondWith(
+        new Response(
+          new ReadableStream({
+            start(c) {
+              c.enqueue(new TextEncoder().encode("data: hello\n\n"));
+            },
+            cancel() {
+              cancelledAt = performance.now();
+            },
+          }),
+        ),
+      );
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      await once(sock, "data");
+      const leftAt = performance.now();
+      sock.destroy();
+      for (let i = 0; i < 100 && (cancelledAt === 0 || abortedAt === 0); i++) await sleep(10);
+      assert.ok(cancelledAt > 0 && cancelledAt - leftAt < 1000, "cancel() did not run within a second");
+      assert.ok(abortedAt > 0 && abortedAt - leftAt < 1000, "request.signal did not abort within a second");
+      assert.equal(reason?.name, "AbortError");
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("a client leaving before the response aborts request.signal", async () => {
+    let aborted;
+    const { server } = await start(async (event) => {
+      const signal = event.request.signal;
+      aborted = new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+      await aborted;
+      event.respondWith(new Response("too late"));
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      await sleep(50);
+      sock.destroy();
+      const reason = await Promise.race([aborted, sleep(1000).then(() => "timeout")]);
+      assert.equal(reason?.name, "AbortError");
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("the request timeout aborts request.signal with a TimeoutError and answers 503", async () => {
+    let reason;
+    const { server, base } = await start(
+      async (event) => {
+        const signal = event.request.signal;
+        reason = await new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+      },
+      { timeout: 200 },
+    );
+    try {
+      const r = await fetch(base);
+      assert.equal(r.status, 503);
+      await sleep(50);
+      assert.equal(reason?.name, "TimeoutError");
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("request.signal never aborts after a successful response", async () => {
+    let signal;
+    const { server, base } = await start((event) => {
+      signal = event.request.signal;
+      event.respondWith(new Response("ok"));
+    });
+    try {
+      const r = await fetch(base);
+      assert.equal(await r.text(), "ok");
+      await sleep(200);
+      assert.equal(signal.aborted, false);
+    } finally {
+      await server.close();
+    }
+  });
+});
