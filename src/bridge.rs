@@ -250,7 +250,11 @@ pub enum BodyState {
     /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
     Collecting,
     /// A reader task streams it one pull at a time.
-    Streaming { credit: Arc<Notify>, chunks: VecDeque<Bytes>, ended: bool },
+    Streaming {
+        credit: Arc<Notify>,
+        chunks: VecDeque<Bytes>,
+        ended: bool,
+    },
     Taken,
     Failed(BodyErrorKind),
 }
@@ -361,7 +365,13 @@ pub struct JsSide {
 
 impl JsSide {
     pub fn new(doorbell: Arc<Doorbell>) -> Self {
-        JsSide { doorbell, slab: RequestSlab::default(), pending: VecDeque::new(), swap: Vec::new(), outbox: Vec::new() }
+        JsSide {
+            doorbell,
+            slab: RequestSlab::default(),
+            pending: VecDeque::new(),
+            swap: Vec::new(),
+            outbox: Vec::new(),
+        }
     }
 
     /// Moves queued events into the slab and writes up to `records.len() / 3` records.

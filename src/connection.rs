@@ -40,7 +40,12 @@ pub struct ServerShared {
 }
 
 impl ServerShared {
-    pub fn new(doorbell: Arc<Doorbell>, stats: Arc<Stats>, config: ServerConfig, phase: watch::Receiver<Phase>) -> Self {
+    pub fn new(
+        doorbell: Arc<Doorbell>,
+        stats: Arc<Stats>,
+        config: ServerConfig,
+        phase: watch::Receiver<Phase>,
+    ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         {
             let mut h1 = builder.http1();
@@ -146,7 +151,11 @@ async fn collect_small(mut body: Incoming, limit: u64) -> Result<bytes::Bytes, u
     Ok(buf.freeze())
 }
 
-async fn handle(req: http::Request<Incoming>, remote: SocketAddr, shared: Arc<ServerShared>) -> Result<Reply, Infallible> {
+async fn handle(
+    req: http::Request<Incoming>,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+) -> Result<Reply, Infallible> {
     let started = Instant::now();
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,9 @@
 //! Every method runs on the JS thread that created the server. Slot ids are
 //! `generation << 20 | index`, never 0.
 
+// Tests may unwrap: a panic there is a failed test, not a crashed server.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod body;
 pub mod bridge;
 pub mod connection;
@@ -134,7 +137,8 @@ impl NativeServer {
         let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
         self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let shared = Arc::new(ServerShared::new(self.js.doorbell.clone(), self.stats.clone(), self.config.clone(), phase_rx));
+        let shared =
+            Arc::new(ServerShared::new(self.js.doorbell.clone(), self.stats.clone(), self.config.clone(), phase_rx));
         runtime.spawn(self.js.doorbell.clone().deliver_replies());
         let _enter = runtime.enter();
         runtime.spawn(listener::accept_loop(std_listener, shared));
@@ -267,7 +271,9 @@ impl NativeServer {
         match &mut live.body {
             BodyState::None | BodyState::Taken => Ok(Either::B(PULL_END)),
             BodyState::Buffered(_) => {
-                let BodyState::Buffered(b) = std::mem::replace(&mut live.body, BodyState::Taken) else { unreachable!() };
+                let BodyState::Buffered(b) = std::mem::replace(&mut live.body, BodyState::Taken) else {
+                    unreachable!()
+                };
                 if b.is_empty() {
                     return Ok(Either::B(PULL_END));
                 }
@@ -306,27 +312,58 @@ impl NativeServer {
 
     /// Replies with a UTF-8 text body.
     #[napi(catch_unwind)]
-    pub fn respond_text(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: String, release: bool) -> Result<()> {
+    pub fn respond_text(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: String,
+        release: bool,
+    ) -> Result<()> {
         self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
     }
 
     /// Replies with a byte body (copied).
     #[napi(catch_unwind)]
-    pub fn respond_bytes(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: &[u8], release: bool) -> Result<()> {
+    pub fn respond_bytes(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: &[u8],
+        release: bool,
+    ) -> Result<()> {
         self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
     }
 
     /// Replies with a large byte body without copying it: the typed array is held
     /// (a napi reference) until hyper has written it.
     #[napi(catch_unwind)]
-    pub fn respond_bytes_shared(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Uint8Array, release: bool) -> Result<()> {
+    pub fn respond_bytes_shared(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: Uint8Array,
+        release: bool,
+    ) -> Result<()> {
         let bytes = bytes::Bytes::from_owner(SharedBody(body));
         self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
     }
 
     /// Replies with no body.
     #[napi(catch_unwind)]
-    pub fn respond_empty(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, release: bool) -> Result<()> {
+    pub fn respond_empty(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        release: bool,
+    ) -> Result<()> {
         self.respond(id, status, ct, headers, ResponseBody::Empty, release)
     }
 
@@ -403,7 +440,11 @@ impl NativeServer {
         let _ = phase.send(Phase::Draining);
         let stats = self.stats.clone();
         let doorbell = self.js.doorbell.clone();
-        let grace = if grace_ms > 0.0 && grace_ms.is_finite() { Some(Duration::from_secs_f64(grace_ms / 1000.0)) } else { None };
+        let grace = if grace_ms > 0.0 && grace_ms.is_finite() {
+            Some(Duration::from_secs_f64(grace_ms / 1000.0))
+        } else {
+            None
+        };
         rt.spawn(async move {
             let started = tokio::time::Instant::now();
             // Polling keeps this free of lost-wake-up races; close() is not hot.
@@ -453,7 +494,15 @@ impl NativeServer {
 }
 
 impl NativeServer {
-    fn respond(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: ResponseBody, release: bool) -> Result<()> {
+    fn respond(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: ResponseBody,
+        release: bool,
+    ) -> Result<()> {
         let reply = response::build(status, ct, headers.as_deref(), body)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
@@ -468,7 +517,11 @@ impl NativeServer {
 
 fn body_error(kind: body::BodyErrorKind) -> napi::Error {
     match kind {
-        body::BodyErrorKind::TooLarge => napi::Error::new(Status::GenericFailure, "[ERR_BODY_TOO_LARGE] the request body is larger than maxBodySize"),
-        body::BodyErrorKind::Aborted => napi::Error::new(Status::GenericFailure, "[ERR_BODY_ABORTED] the client aborted the request body"),
+        body::BodyErrorKind::TooLarge => {
+            napi::Error::new(Status::GenericFailure, "[ERR_BODY_TOO_LARGE] the request body is larger than maxBodySize")
+        }
+        body::BodyErrorKind::Aborted => {
+            napi::Error::new(Status::GenericFailure, "[ERR_BODY_ABORTED] the client aborted the request body")
+        }
     }
 }

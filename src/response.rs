@@ -23,10 +23,14 @@ pub fn content_type(code: u32) -> Option<HeaderValue> {
 pub fn status_code(status: u32) -> BridgeResult<StatusCode> {
     // 1xx other than 101 cannot be a final response; 101 is the upgrade path.
     if !(200..=999).contains(&status) {
-        return Err(BridgeError::new(ErrorKind::InvalidStatus, format!("status {status} is not a valid response status")));
+        return Err(BridgeError::new(
+            ErrorKind::InvalidStatus,
+            format!("status {status} is not a valid response status"),
+        ));
     }
-    StatusCode::from_u16(status as u16)
-        .map_err(|_| BridgeError::new(ErrorKind::InvalidStatus, format!("status {status} is not a valid response status")))
+    StatusCode::from_u16(status as u16).map_err(|_| {
+        BridgeError::new(ErrorKind::InvalidStatus, format!("status {status} is not a valid response status"))
+    })
 }
 
 /// Header values cross as JS strings whose code units are bytes (ByteString in the
@@ -39,7 +43,10 @@ fn header_value(v: &str) -> BridgeResult<HeaderValue> {
         for c in v.chars() {
             let c = c as u32;
             if c > 0xFF {
-                return Err(BridgeError::new(ErrorKind::InvalidHeader, format!("header value {v:?} has a character above U+00FF")));
+                return Err(BridgeError::new(
+                    ErrorKind::InvalidHeader,
+                    format!("header value {v:?} has a character above U+00FF"),
+                ));
             }
             bytes.push(c as u8);
         }
@@ -62,11 +69,15 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
         }
         map.reserve(list.len() / 2);
         for pair in list.chunks_exact(2) {
-            let name = HeaderName::from_bytes(pair[0].as_bytes())
-                .map_err(|_| BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header name {:?}", pair[0])))?;
+            let name = HeaderName::from_bytes(pair[0].as_bytes()).map_err(|_| {
+                BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header name {:?}", pair[0]))
+            })?;
             // Framing is hyper's job: a length or transfer coding from JS could make
             // the message disagree with its body.
-            if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING || name == http::header::CONNECTION {
+            if name == http::header::CONTENT_LENGTH
+                || name == http::header::TRANSFER_ENCODING
+                || name == http::header::CONNECTION
+            {
                 continue;
             }
             map.append(name, header_value(&pair[1])?);
@@ -131,7 +142,8 @@ mod tests {
 
     #[test]
     fn framing_headers_from_js_are_ignored() {
-        let h: Vec<String> = ["content-length", "5", "transfer-encoding", "chunked"].iter().map(|s| s.to_string()).collect();
+        let h: Vec<String> =
+            ["content-length", "5", "transfer-encoding", "chunked"].iter().map(|s| s.to_string()).collect();
         let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
         assert!(r.headers().is_empty());
     }
