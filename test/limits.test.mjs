@@ -1,0 +1,155 @@
+// Limits, timeouts, overload and shutdown behaviour (DESIGN.md section 4), over real sockets.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
+import { test } from "node:test";
+import { Response } from "../dist/index.js";
+import { parseRaw, raw, request, sleep, start } from "./helpers.mjs";
+
+test("a request head over maxHeaderSize gets 431", async () => {
+  const { server } = await start((e) => e.respondWith(new Response("ok")), { maxHeaderSize: 16 * 1024 });
+  try {
+    const big = "x".repeat(20 * 1024);
+    const r = await raw(server.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${big}\r\n\r\n`);
+    assert.equal(parseRaw(r.text).status, 431);
+    const ok = await raw(server.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Small: ${"y".repeat(8 * 1024)}\r\n\r\n`);
+    assert.equal(parseRaw(ok.text).status, 200);
+  } finally {
+    await server.close();
+  }
+});
+
+test("a chunked body that passes maxBodySize is cut off with 413", async () => {
+  let error;
+  const { server } = await start(
+    async (e) => {
+      try {
+        await e.request.text();
+      } catch (err) {
+        error = err;
+        throw err;
+      }
+      e.respondWith(new Response("read it all"));
+    },
+    { maxBodySize: 100_000 },
+  );
+  server.addEventListener("error", () => {});
+  try {
+    const chunk = "x".repeat(70_000);
+    const size = chunk.length.toString(16);
+    const body = `${size}\r\n${chunk}\r\n${size}\r\n${chunk}\r\n0\r\n\r\n`;
+    const r = await raw(server.port, `POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+    assert.equal(parseRaw(r.text).status, 413);
+    await sleep(50);
+    assert.equal(error?.code, "ERR_BODY_TOO_LARGE");
+    const ok = await request(`http://127.0.0.1:${server.port}`, "/", { method: "POST", body: "small" });
+    assert.equal(ok.body.toString(), "read it all");
+  } finally {
+    await server.close();
+  }
+});
+
+test("beyond maxPendingRequests new requests get 503 with Retry-After", async () => {
+  let release;
+  const gate = new Promise((r) => (release = r));
+  const { server, base } = await start(
+    async (e) => {
+      await gate;
+      e.respondWith(new Response("done"));
+    },
+    { maxPendingRequests: 2 },
+  );
+  try {
+    const first = [fetch(base), fetch(base)];
+    await sleep(100);
+    assert.equal(server.stats().pendingRequests, 2);
+    const third = await fetch(base);
+    assert.equal(third.status, 503);
+    assert.equal(third.headers.get("retry-after"), "1");
+    release();
+    for (const r of await Promise.all(first)) assert.equal(await r.text(), "done");
+  } finally {
+    await server.close();
+  }
+});
+
+test("beyond maxConnections a new connection waits in the backlog until one closes", async () => {
+  const { server } = await start((e) => e.respondWith(new Response("served")), { maxConnections: 2 });
+  try {
+    const held = [];
+    for (let i = 0; i < 2; i++) {
+      const s = net.connect(server.port, "127.0.0.1");
+      await once(s, "connect");
+      held.push(s);
+    }
+    await sleep(50);
+    assert.equal(server.stats().activeConnections, 2);
+    const third = net.connect(server.port, "127.0.0.1");
+    let reply = "";
+    third.on("data", (d) => (reply += d));
+    await once(third, "connect");
+    third.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await sleep(300);
+    assert.equal(reply, "", "a third connection was served past maxConnections");
+    held[0].destroy();
+    for (let i = 0; i < 100 && !reply.includes("served"); i++) await sleep(10);
+    assert.match(reply, /served$/);
+    third.destroy();
+    held[1].destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test("close() answers an in-flight request with Connection: close and drops idle keep-alive connections", async () => {
+  let release;
+  const gate = new Promise((r) => (release = r));
+  const { server } = await start(async (e) => {
+    await gate;
+    e.respondWith(new Response("last"));
+  });
+  const idle = net.connect(server.port, "127.0.0.1");
+  await once(idle, "connect");
+  const idleClosed = once(idle, "close");
+  const busy = raw(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", { idleMs: 2000 });
+  await sleep(100);
+  const closing = server.close();
+  await idleClosed;
+  release();
+  const r = await busy;
+  const p = parseRaw(r.text);
+  assert.equal(p.status, 200);
+  assert.ok(p.lines.includes("connection: close"), p.lines.join("|"));
+  assert.equal(p.body, "last");
+  assert.equal(r.closed, true);
+  await closing;
+});
+
+test("after shutdownTimeout close() forces the remaining connections closed", async () => {
+  const { server, base } = await start(() => new Promise(() => {}), { shutdownTimeout: 200 });
+  const hung = fetch(base).catch((e) => e);
+  await sleep(50);
+  const t0 = performance.now();
+  await server.close();
+  const took = performance.now() - t0;
+  assert.ok((await hung) instanceof Error);
+  assert.ok(took >= 150 && took < 2000, `close() took ${took.toFixed(0)} ms`);
+});
+
+test("stats() is exact under concurrency", async () => {
+  const { server, base } = await start(async (e) => {
+    await sleep(Math.random() * 10);
+    e.respondWith(new Response("x"));
+  });
+  try {
+    await Promise.all(Array.from({ length: 300 }, () => fetch(base).then((r) => r.text())));
+    await Promise.all(Array.from({ length: 200 }, () => fetch(base).then((r) => r.text())));
+    const s = server.stats();
+    assert.equal(s.totalRequests, 500);
+    assert.equal(s.pendingRequests, 0);
+    assert.ok(s.avgLatencyMs > 0 && s.avgLatencyMs < 1000);
+    assert.ok(s.requestsPerSecond > 0);
+  } finally {
+    await server.close();
+  }
+});
