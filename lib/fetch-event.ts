@@ -158,7 +158,8 @@ export class FetchEvent {
   }
 
   #send(r: unknown): void {
-    if (this.#phase >= SENT) return;
+    // Aborted (client gone, timed out) or already answered: only the bookkeeping is left.
+    if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
     // With nothing left to wait for and no Request to detach, the reply also frees the
     // record: one native call for the common case.
@@ -190,7 +191,7 @@ export class FetchEvent {
   }
 
   #fail(status: number, why: string): void {
-    if (this.#phase >= SENT) return;
+    if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
     this.#host.fail(this, this.#id, status, why);
     this.#maybeFinish();

@@ -36,6 +36,7 @@ export interface NativeServer {
   respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
+  streamWriteShared(id: number, chunk: Uint8Array): boolean;
   streamEnd(id: number, failed: boolean): void;
   close(graceMs: number): void;
   forceClose(): void;

@@ -144,7 +144,8 @@ async function pump(
 /** 1: queued; 0: full, wait for WRITABLE; -1: the response is gone. */
 function tryWrite(native: NativeServer, id: number, chunk: Uint8Array): number {
   try {
-    return native.streamWrite(id, chunk) ? 1 : 0;
+    const queued = chunk.byteLength >= SHARE_MIN ? native.streamWriteShared(id, chunk) : native.streamWrite(id, chunk);
+    return queued ? 1 : 0;
   } catch {
     return -1;
   }

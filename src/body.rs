@@ -22,7 +22,7 @@ pub const RESPONSE_STREAM_CHUNKS: usize = 8;
 pub enum BodyErrorKind {
     /// More bytes than `maxBodySize`.
     TooLarge = 1,
-    /// The client closed the connection or sent a malformed body.
+    /// The client closed the connection or sent a malformed body (answered 400).
     Aborted = 2,
 }
 
@@ -168,12 +168,16 @@ pub fn spawn_body_reader(
     rt.spawn(async move {
         let mut seen: u64 = 0;
         let mut collected = BytesMut::new();
+        // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
+        // none (trailers, empty chunks) do not use it up.
+        let mut need_credit = true;
         loop {
-            if let ReadMode::Stream(credit) = &mode {
+            if let (ReadMode::Stream(credit), true) = (&mode, need_credit) {
                 tokio::select! {
                     _ = credit.notified() => {}
                     _ = &mut cancel => return,
                 }
+                need_credit = false;
             }
             let frame = tokio::select! {
                 f = body.frame() => f,
@@ -194,15 +198,13 @@ pub fn spawn_body_reader(
                         continue;
                     } else {
                         match &mode {
-                            ReadMode::Collect => {
-                                collected.extend_from_slice(&data);
-                                continue;
-                            }
+                            ReadMode::Collect => collected.extend_from_slice(&data),
                             ReadMode::Stream(_) => {
                                 doorbell.push(Event::BodyData(id, data));
-                                continue;
+                                need_credit = true;
                             }
                         }
+                        continue;
                     }
                 }
             };

@@ -442,12 +442,11 @@ impl JsSide {
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Failed(kind);
-                if kind == BodyErrorKind::TooLarge {
-                    // The listener may still be waiting on the body: answer 413 now, if
-                    // nothing was sent yet, so the client learns why.
-                    if let Some(tx) = live.req.reply.take() {
-                        self.outbox.push((tx, crate::response::status_only(413)));
-                    }
+                // The listener may still be waiting on the body: answer now, if nothing
+                // was sent yet, so the client learns why (a client that left gets nothing).
+                if let Some(tx) = live.req.reply.take() {
+                    let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
+                    self.outbox.push((tx, crate::response::status_only(status)));
                 }
                 Some([record::BODY_ERROR, id, kind as u32])
             }

@@ -2,6 +2,7 @@
 //! timeouts and shutdown.
 
 use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
+use crate::cork::Cork;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
 use crate::response;
 use crate::stats::Stats;
@@ -9,14 +10,17 @@ use bytes::BytesMut;
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
@@ -30,13 +34,22 @@ pub enum Phase {
     Forced,
 }
 
+/// Longest request target served; longer gets 414. Kept apart from `maxHeaderSize`, as
+/// nginx does, so a long URL and many headers are told apart.
+pub const MAX_URI_LEN: usize = 16 * 1024;
+
+/// hyper parses heads up to this much beyond `maxHeaderSize`, so that a long target can
+/// be answered 414 (checked in `handle`) instead of 431.
+const HEAD_SLACK: usize = 64 * 1024;
+
 /// What every connection task of one server shares.
 pub struct ServerShared {
     pub doorbell: Arc<Doorbell>,
     pub stats: Arc<Stats>,
     pub config: ServerConfig,
     pub phase: watch::Receiver<Phase>,
-    builder: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
 impl ServerShared {
@@ -46,23 +59,44 @@ impl ServerShared {
         config: ServerConfig,
         phase: watch::Receiver<Phase>,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        {
-            let mut h1 = builder.http1();
-            // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a
-            // malformed request unflushed (connection::tests::malformed_request_line_gets_400).
-            h1.keep_alive(true)
-                .timer(TokioTimer::new())
-                // hyper needs at least 8 KiB of read buffer; a head larger than this is 431.
-                .max_buf_size(config.max_header_size.max(8192))
-                .header_read_timeout(config.header_timeout);
-        }
-        {
-            let mut h2 = builder.http2();
-            h2.timer(TokioTimer::new()).max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32);
-        }
-        ServerShared { doorbell, stats, config, phase, builder }
+        let mut h1 = http1::Builder::new();
+        // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a malformed
+        // request unflushed; cork.rs coalesces pipelined responses instead.
+        h1.keep_alive(true)
+            .timer(TokioTimer::new())
+            .max_header_size(config.max_header_size + HEAD_SLACK)
+            .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
+            .header_read_timeout(config.header_timeout);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32);
+        ServerShared { doorbell, stats, config, phase, h1, h2 }
     }
+}
+
+/// The checks hyper leaves to the server: RFC 9112 section 3.2 (exactly one valid Host
+/// in HTTP/1.1), the target length (414) and `maxHeaderSize` for the header fields (431).
+fn check_head(head: &http::request::Parts, max_header_size: usize) -> Option<u16> {
+    let target = head.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + head.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > MAX_URI_LEN {
+        return Some(414);
+    }
+    let mut size = 0;
+    for (name, value) in &head.headers {
+        // Each field line is `name: value\r\n`.
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > max_header_size {
+        return Some(431);
+    }
+    if head.version == http::Version::HTTP_11 {
+        let mut hosts = head.headers.get_all(http::header::HOST).iter();
+        let (Some(host), None) = (hosts.next(), hosts.next()) else { return Some(400) };
+        if !host.is_empty() && http::uri::Authority::try_from(host.as_bytes()).is_err() {
+            return Some(400);
+        }
+    }
+    None
 }
 
 /// Counts a connection while it lives, including when its task panics.
@@ -81,31 +115,75 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 method does.
+const H2_PREFIX: &[u8; 3] = b"PRI";
+
 /// Serves one accepted connection until it closes or the server is forced down.
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
     let _guard = ConnectionGuard::new(shared.stats.clone());
     let _ = stream.set_nodelay(true);
     let mut phase = shared.phase.clone();
+    // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
+    // nothing within the header timeout, or a server closing meanwhile, ends it here.
+    let mut prefix = [0u8; 3];
+    let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
+    let peeked = tokio::select! {
+        p = tokio::time::timeout(wait, stream.peek(&mut prefix)) => match p {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        },
+        _ = phase.wait_for(|p| *p != Phase::Running) => return,
+    };
+    let h2 = peeked == prefix.len() && &prefix == H2_PREFIX;
+    let (io, cork) = Cork::new(stream, h2);
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone()));
-    let conn = shared.builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
+    let svc_cork = cork.clone();
+    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
+    let finished = if h2 {
+        drive(shared.h2.serve_connection(io, svc), &cork, phase).await
+    } else {
+        drive(shared.h1.serve_connection(io, svc), &cork, phase).await
+    };
+    if finished {
+        // hyper finished (a close, an error answered with 400): send what it wrote.
+        let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
+    }
+}
+
+/// Polls a connection to its end, flushing corked writes after each poll and starting a
+/// graceful shutdown when the server drains. Returns false when it was cut off.
+async fn drive<C: GracefulConnection>(conn: C, cork: &Cork, mut phase: watch::Receiver<Phase>) -> bool {
+    let mut conn = pin!(conn);
+    // Set by the loop below; the corked future starts the graceful shutdown itself,
+    // since it holds the connection.
+    let drain = AtomicBool::new(false);
     let mut draining = false;
-    loop {
-        let current = *phase.borrow_and_update();
-        if current == Phase::Forced {
-            return;
-        }
-        if current == Phase::Draining && !draining {
+    let mut corked = pin!(std::future::poll_fn(|cx| {
+        if !draining && drain.load(Ordering::Relaxed) {
             draining = true;
             conn.as_mut().graceful_shutdown();
         }
+        if conn.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        // Corked responses go out now unless hyper is on a pipelined request.
+        match cork.after_poll(cx) {
+            Ok(()) => Poll::Pending,
+            Err(_) => Poll::Ready(false),
+        }
+    }));
+    loop {
+        match *phase.borrow_and_update() {
+            Phase::Forced => return false,
+            Phase::Draining => drain.store(true, Ordering::Relaxed),
+            Phase::Running => {}
+        }
         tokio::select! {
-            _ = conn.as_mut() => return,
+            done = corked.as_mut() => return done,
             changed = phase.changed() => {
+                // An error means the server object is gone: nothing can answer any more.
                 if changed.is_err() {
-                    // The server object is gone: nothing can answer requests any more.
-                    return;
+                    return false;
                 }
             }
         }
@@ -125,6 +203,15 @@ impl Drop for InFlight {
         if self.armed {
             self.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::ClientGone));
         }
+    }
+}
+
+/// Counts a request of one connection while its response is being produced.
+struct InFlightCount(Arc<Cork>);
+
+impl Drop for InFlightCount {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -155,11 +242,20 @@ async fn handle(
     req: http::Request<Incoming>,
     remote: SocketAddr,
     shared: Arc<ServerShared>,
+    cork: Arc<Cork>,
 ) -> Result<Reply, Infallible> {
     let started = Instant::now();
+    cork.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
+    if let Some(status) = check_head(&head, shared.config.max_header_size) {
+        // A request this broken may come from a confused or hostile peer: end the connection.
+        let mut res = response::status_only(status);
+        res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        return Ok(res);
+    }
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
         RequestBody::None
@@ -216,17 +312,17 @@ mod tests {
         (Arc::new(ServerShared::new(Arc::new(Doorbell::new()), Arc::new(Stats::new()), config, rx)), tx)
     }
 
-    /// Serves one connection over a duplex pipe, sends `input`, and returns all output.
+    /// Serves one connection on a loopback socket, sends `input`, and returns all output.
     async fn exchange(input: &[u8]) -> String {
         let (shared, _phase) = shared();
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let svc_shared = shared.clone();
-        let remote: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let svc = service_fn(move |req| handle(req, remote, svc_shared.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let _ = shared.builder.serve_connection(TokioIo::new(server), svc).await;
+            let (stream, remote) = listener.accept().await.unwrap();
+            serve(stream, remote, shared).await;
         });
-        let (mut r, mut w) = tokio::io::split(client);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = client.into_split();
         w.write_all(input).await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r.read_to_end(&mut out)).await;
@@ -250,5 +346,31 @@ mod tests {
     async fn declared_body_over_the_limit_gets_413_before_dispatch() {
         let out = exchange(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 413"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn http11_without_host_gets_400() {
+        let out = exchange(b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn two_host_headers_get_400() {
+        let out = exchange(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn long_target_gets_414() {
+        let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_LEN + 1));
+        let out = exchange(req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 414"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn header_fields_over_max_header_size_get_431() {
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+        let out = exchange(req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     }
 }

@@ -13,6 +13,7 @@
 //! | `respondText/Bytes/Empty/Stream(id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied |
 //! | `respondBytesShared(id, …, body)` | a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite(id, chunk)`, `streamEnd(id, failed)` | bytes copied | `false` when full: wait for a WRITABLE record |
+//! | `streamWriteShared(id, chunk)` | a large typed array | as `streamWrite`, held instead of copied |
 //! | `close(graceMs)`, `shutdown()` | | drain then force; a CLOSED record follows; then release |
 //!
 //! Every method runs on the JS thread that created the server. Slot ids are
@@ -24,6 +25,7 @@
 pub mod body;
 pub mod bridge;
 pub mod connection;
+pub mod cork;
 pub mod error;
 pub mod listener;
 pub mod options;
@@ -386,11 +388,23 @@ impl NativeServer {
     /// taken; call again after a WRITABLE record. Throws when the client is gone.
     #[napi(catch_unwind)]
     pub fn stream_write(&mut self, id: u32, chunk: &[u8]) -> Result<bool> {
+        self.stream_send(id, bytes::Bytes::copy_from_slice(chunk))
+    }
+
+    /// `streamWrite` for a large chunk, lent instead of copied (JS must not change it).
+    #[napi(catch_unwind)]
+    pub fn stream_write_shared(&mut self, id: u32, chunk: Uint8Array) -> Result<bool> {
+        self.stream_send(id, bytes::Bytes::from_owner(SharedBody(chunk)))
+    }
+}
+
+impl NativeServer {
+    fn stream_send(&mut self, id: u32, chunk: bytes::Bytes) -> Result<bool> {
         let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.as_mut()) else {
             return Err(invalid_state("the response stream is closed"));
         };
         stream.waiting.store(true, Ordering::SeqCst);
-        match stream.tx.try_send(StreamItem::Data(bytes::Bytes::copy_from_slice(chunk))) {
+        match stream.tx.try_send(StreamItem::Data(chunk)) {
             Ok(()) => {
                 stream.waiting.store(false, Ordering::SeqCst);
                 Ok(true)
@@ -404,7 +418,10 @@ impl NativeServer {
             }
         }
     }
+}
 
+#[napi]
+impl NativeServer {
     /// Ends a streamed reply; `failed` cuts it off so the client sees an incomplete body.
     #[napi(catch_unwind)]
     pub fn stream_end(&mut self, id: u32, failed: bool) {

@@ -1,0 +1,396 @@
+// Fuzz: random and mutated HTTP/1.1 request bytes against a fetch-rs server in a child process,
+// each case on a fresh connection, for a bounded time. After every --check-every cases it checks
+// that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
+// stopped answering, or logged a panic.
+// Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
+//
+// Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
+// On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function parseArgs(argv) {
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const num = () => {
+      const v = Number(argv[++i]);
+      if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a non-negative number`);
+      return v;
+    };
+    if (a === "--seconds") o.seconds = num();
+    else if (a === "--seed") o.seed = Math.floor(num());
+    else if (a === "--concurrency") o.concurrency = Math.max(1, Math.floor(num()));
+    else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
+    else if (a === "--help") {
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K]");
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+
+// --- deterministic randomness (xorshift32), so a seed reproduces the cases
+
+let state = opts.seed >>> 0 || 0x9e3779b9;
+function rand() {
+  state ^= state << 13;
+  state >>>= 0;
+  state ^= state >>> 17;
+  state ^= state << 5;
+  state >>>= 0;
+  return state / 2 ** 32;
+}
+const int = (n) => Math.floor(rand() * n);
+const pick = (a) => a[int(a.length)];
+
+// --- the server process (the soak server: /json, /echo, /throw, /reject, /slow)
+
+// A small body limit and header timeout so oversized and stalled cases resolve quickly.
+const SERVER_OPTIONS = { maxBodySize: 64 * 1024, headerTimeout: 2000, timeout: 2000 };
+
+function startServer() {
+  const child = spawn(process.execPath, [join(here, "soak-server.mjs"), "--options", JSON.stringify(SERVER_OPTIONS)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    stderr += d;
+    if (stderr.length > 256 * 1024) stderr = stderr.slice(-128 * 1024);
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`the server did not start within 10 s: ${stderr}`)), 10_000);
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = /listening (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, port: Number(m[1]), stderr: () => stderr });
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited before listening (${code ?? signal}): ${stderr}`));
+    });
+  });
+}
+
+function rssKiB(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+// --- cases: a corpus of valid requests, mutated
+
+const CORPUS = [
+  "GET /json HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+  "GET /json?a=1&b=%20 HTTP/1.1\r\nHost: fuzz\r\nAccept: */*\r\nUser-Agent: fuzz/1\r\nCookie: a=b; c=d\r\n\r\n",
+  "POST /echo HTTP/1.1\r\nHost: fuzz\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
+  "POST /echo HTTP/1.1\r\nHost: fuzz\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+  "PUT /echo HTTP/1.1\r\nHost: fuzz\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody",
+  "GET /json HTTP/1.1\r\nHost: fuzz\r\n\r\nGET /slow HTTP/1.1\r\nHost: fuzz\r\n\r\nPOST /echo HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 3\r\n\r\nabc",
+  "GET /json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+  "GET http://fuzz/json HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+  "OPTIONS * HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+  "DELETE /throw HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n",
+  "GET /reject HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+  "HEAD /json HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+  "GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+  "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+  "GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+].map((s) => Buffer.from(s, "latin1"));
+
+const TOKENS = [
+  "\r\n", "\r\n\r\n", "\r", "\n", " ", "\t", "\0", ":", ";", ",", "\"", "%00", "%", "/", "?", "#",
+  "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "Host: fuzz\r\n", "Content-Length: ", "Transfer-Encoding: chunked\r\n",
+  "Transfer-Encoding: chunked, identity\r\n", "Transfer-Encoding: xchunked\r\n", "Content-Length: 5\r\n",
+  "Content-Length: 18446744073709551616\r\n", "Content-Length: -1\r\n", "Expect: 100-continue\r\n",
+  "Connection: close\r\n", "Connection: keep-alive\r\n", "\r\n ", "ffffffffffffffffff\r\n", "0\r\n\r\n",
+  "GET /json HTTP/1.1\r\nHost: fuzz\r\n\r\n", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "\xff\xfe", "\x80",
+].map((s) => Buffer.from(s, "latin1"));
+
+const NUMBERS = [
+  "0", "1", "-1", "+1", "65535", "65536", "4294967295", "4294967296", "18446744073709551615",
+  "18446744073709551616", "1e3", "0x10", " 5", "5 ", "99999999999999999999999999",
+];
+
+const randomBytes = (n) => {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = int(256);
+  return b;
+};
+
+const MUTATORS = [
+  function flipBit(b) {
+    if (b.length === 0) return b;
+    const c = Buffer.from(b);
+    c[int(c.length)] ^= 1 << int(8);
+    return c;
+  },
+  function setByte(b) {
+    if (b.length === 0) return b;
+    const c = Buffer.from(b);
+    c[int(c.length)] = pick([0, 9, 10, 13, 32, 58, 127, 128, 255, int(256)]);
+    return c;
+  },
+  function insertBytes(b) {
+    const at = int(b.length + 1);
+    return Buffer.concat([b.subarray(0, at), randomBytes(1 + int(8)), b.subarray(at)]);
+  },
+  function insertToken(b) {
+    const at = int(b.length + 1);
+    return Buffer.concat([b.subarray(0, at), pick(TOKENS), b.subarray(at)]);
+  },
+  function deleteRange(b) {
+    if (b.length === 0) return b;
+    const at = int(b.length);
+    return Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + int(16))]);
+  },
+  function duplicateRange(b) {
+    if (b.length === 0) return b;
+    const at = int(b.length);
+    const len = 1 + int(Math.min(64, b.length - at));
+    return Buffer.concat([b.subarray(0, at + len), b.subarray(at, at + len), b.subarray(at + len)]);
+  },
+  function duplicateHeaderLine(b) {
+    const s = b.toString("latin1");
+    const lines = s.split("\r\n");
+    const end = lines.indexOf("");
+    if (end < 2) return b;
+    const i = 1 + int(end - 1);
+    lines.splice(i, 0, lines[i]);
+    return Buffer.from(lines.join("\r\n"), "latin1");
+  },
+  function replaceNumber(b) {
+    const s = b.toString("latin1");
+    const numbers = [...s.matchAll(/\d+/g)];
+    if (numbers.length === 0) return b;
+    const m = pick(numbers);
+    return Buffer.from(s.slice(0, m.index) + pick(NUMBERS) + s.slice(m.index + m[0].length), "latin1");
+  },
+  function lineEndings(b) {
+    const s = b.toString("latin1");
+    const all = rand() < 0.5;
+    const out = all ? s.replaceAll("\r\n", pick(["\n", "\r", "\r\r\n", "\n\r"])) : s.replace("\r\n", pick(["\n", "\r", " \r\n"]));
+    return Buffer.from(out, "latin1");
+  },
+  function truncate(b) {
+    return b.subarray(0, int(b.length + 1));
+  },
+  function spliceCorpus(b) {
+    const other = pick(CORPUS);
+    return Buffer.concat([b.subarray(0, int(b.length + 1)), other.subarray(int(other.length))]);
+  },
+  function longField(b) {
+    const s = b.toString("latin1");
+    const at = s.indexOf("\r\n") + 2;
+    const size = pick([100, 4000, 8200, 16 * 1024, 40 * 1024]);
+    return Buffer.from(`${s.slice(0, at)}X-Long: ${"a".repeat(size)}\r\n${s.slice(at)}`, "latin1");
+  },
+  function manyHeaders(b) {
+    const s = b.toString("latin1");
+    const at = s.indexOf("\r\n") + 2;
+    const n = pick([50, 101, 500]);
+    const lines = Array.from({ length: n }, (_, i) => `X-${i}: ${i}\r\n`).join("");
+    return Buffer.from(s.slice(0, at) + lines + s.slice(at), "latin1");
+  },
+  function caseChange(b) {
+    const s = b.toString("latin1");
+    return Buffer.from(rand() < 0.5 ? s.toLowerCase() : s.toUpperCase(), "latin1");
+  },
+];
+
+/** One case: bytes, how to split the write, and whether to half-close afterwards. */
+function makeCase() {
+  let bytes;
+  let how;
+  const r = rand();
+  if (r < 0.05) {
+    bytes = randomBytes(1 + int(512));
+    how = "random";
+  } else {
+    bytes = pick(CORPUS);
+    const names = [];
+    const n = 1 + int(4);
+    for (let i = 0; i < n; i++) {
+      const m = pick(MUTATORS);
+      names.push(m.name);
+      bytes = m(bytes);
+    }
+    how = names.join("+");
+  }
+  // Sometimes split into pieces written 1 ms apart, to exercise partial parses.
+  const pieces = rand() < 0.2 ? 2 + int(4) : 1;
+  return { bytes, how, pieces, halfClose: rand() < 0.2 };
+}
+
+/** Runs one case on a fresh connection; resolves with the first status seen (or none/garbage). */
+function runCase(port, c) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const chunks = [];
+    let done = false;
+    let idle;
+    const finish = (how) => {
+      if (done) return;
+      done = true;
+      clearTimeout(idle);
+      clearTimeout(hard);
+      sock.destroy();
+      const text = Buffer.concat(chunks).toString("latin1", 0, 64);
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      resolve({ status: m ? m[1] : text.length === 0 ? "none" : "non-http1", closedBy: how });
+    };
+    const hard = setTimeout(() => finish("client"), 3000);
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish("client"), opts.idleMs);
+    };
+    sock.on("data", (d) => {
+      chunks.push(d);
+      arm();
+    });
+    sock.on("end", () => finish("server"));
+    sock.on("close", () => finish("server"));
+    sock.on("error", () => finish("server"));
+    sock.on("connect", async () => {
+      const size = Math.ceil(c.bytes.length / c.pieces) || 1;
+      for (let i = 0; i < c.bytes.length || i === 0; i += size) {
+        if (done) return;
+        sock.write(c.bytes.subarray(i, i + size));
+        if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
+      }
+      if (c.halfClose && !done) sock.end();
+      arm();
+    });
+  });
+}
+
+/** A normal GET on a fresh connection must get 200 within 5 s. */
+function healthCheck(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    let text = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve(false);
+    }, 5000);
+    sock.on("connect", () => sock.write("GET /json HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n"));
+    sock.on("data", (d) => {
+      text += d.toString("latin1");
+    });
+    const end = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(/^HTTP\/1\.1 200 /.test(text) && text.includes('"ok":true'));
+    };
+    sock.on("end", end);
+    sock.on("error", end);
+  });
+}
+
+// --- the run
+
+const server = await startServer();
+const pid = server.child.pid;
+let serverExit = null;
+server.child.on("exit", (code, signal) => {
+  serverExit = { code, signal };
+});
+
+const rssStart = rssKiB(pid);
+const started = Date.now();
+const deadline = started + opts.seconds * 1000;
+const recent = []; // the last cases, for a failure report
+const byStatus = {};
+const closedByServer = { yes: 0, no: 0 };
+let cases = 0;
+let checks = 0;
+let failedChecks = 0;
+let sinceCheck = 0;
+let stop = false;
+
+async function fuzzWorker() {
+  while (!stop && Date.now() < deadline && serverExit === null) {
+    const c = makeCase();
+    recent.push({ how: c.how, pieces: c.pieces, halfClose: c.halfClose, bytes: c.bytes.toString("base64") });
+    if (recent.length > 64) recent.shift();
+    const r = await runCase(server.port, c);
+    cases++;
+    byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
+    closedByServer[r.closedBy === "server" ? "yes" : "no"]++;
+    if (++sinceCheck >= opts.checkEvery) {
+      sinceCheck = 0;
+      checks++;
+      if (serverExit !== null || !(await healthCheck(server.port))) {
+        failedChecks++;
+        stop = true;
+      }
+    }
+  }
+}
+
+const progress = setInterval(() => {
+  process.stderr.write(`fuzz: ${cases} cases, ${Math.round((Date.now() - started) / 1000)} s, RSS ${((rssKiB(pid) ?? 0) / 1024).toFixed(1)} MiB\n`);
+}, 10_000);
+await Promise.all(Array.from({ length: opts.concurrency }, fuzzWorker));
+clearInterval(progress);
+
+// One last check after everything settled.
+checks++;
+const finalOk = serverExit === null && (await healthCheck(server.port));
+if (!finalOk) failedChecks++;
+const rssEnd = rssKiB(pid);
+const crashed = serverExit !== null;
+const panics = (server.stderr().match(/panicked at/g) ?? []).length;
+
+if (!crashed) {
+  const exited = new Promise((r) => server.child.once("exit", r));
+  server.child.kill("SIGTERM");
+  const ok = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 15_000))]);
+  if (!ok) server.child.kill("SIGKILL");
+}
+
+const seconds = (Date.now() - started) / 1000;
+const failed = crashed || failedChecks > 0 || panics > 0;
+console.log(`fuzz: ${cases} cases in ${seconds.toFixed(1)} s (seed ${opts.seed}, concurrency ${opts.concurrency})`);
+console.log(`  first response status per case: ${JSON.stringify(Object.fromEntries(Object.entries(byStatus).sort()))}`);
+console.log(`  connection closed by the server: ${closedByServer.yes}, left open until the client gave up: ${closedByServer.no}`);
+console.log(`  health checks: ${checks - failedChecks}/${checks} answered 200`);
+console.log(`  crashes: ${crashed ? 1 : 0}${crashed ? ` (${JSON.stringify(serverExit)})` : ""}; panics logged: ${panics}`);
+console.log(`  server RSS: ${((rssStart ?? 0) / 1024).toFixed(1)} MiB at start, ${((rssEnd ?? 0) / 1024).toFixed(1)} MiB at the end`);
+if (server.stderr().trim()) console.log(`  server stderr (tail):\n${server.stderr().trim().split("\n").slice(-20).join("\n")}`);
+if (failed) {
+  const file = join(tmpdir(), `fuzz-failure-${opts.seed}.json`);
+  writeFileSync(file, JSON.stringify({ seed: opts.seed, serverExit, recent }, null, 1));
+  console.log(`  FAILED; the last ${recent.length} cases are in ${file}`);
+}
+console.log(
+  JSON.stringify({
+    seed: opts.seed,
+    seconds: Number(seconds.toFixed(1)),
+    cases,
+    byStatus,
+    closedByServer,
+    checks,
+    failedChecks,
+    crashes: crashed ? 1 : 0,
+    panics,
+    rssStartKiB: rssStart,
+    rssEndKiB: rssEnd,
+  }),
+);
+process.exit(failed ? 1 : 0);
