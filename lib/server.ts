@@ -42,8 +42,10 @@ export interface ServerOptions {
   maxHeaderSize?: number;
   /** Requests waiting for JavaScript before new ones get 503 with Retry-After (default 16384). */
   maxPendingRequests?: number;
-  /** Time in ms a client has to send a request head, also between keep-alive requests (default 30000, 0: none). */
+  /** Time in ms a client has to send a request head once it starts waiting for one (default 30000, 0: none). */
   headerTimeout?: number;
+  /** Time in ms a keep-alive connection may sit with no request and no traffic before it is closed (default 10000, 0: none). */
+  idleTimeout?: number;
   /** Time in ms `close()` lets in-flight requests finish before it forces connections closed (default 10000, 0: wait). */
   shutdownTimeout?: number;
   /** Rust worker threads for network I/O (default: cores - 1, at most 4). */
@@ -114,6 +116,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     workerThreads: integer(o, "workerThreads", 1, 1024),
     timeoutMs: integer(o, "timeout", 0),
     headerTimeoutMs: integer(o, "headerTimeout", 0),
+    idleTimeoutMs: integer(o, "idleTimeout", 0),
     shutdownTimeout: integer(o, "shutdownTimeout", 0) ?? 10_000,
     overrideGlobals: (o.overrideGlobals as boolean | undefined) ?? true,
   };

@@ -83,6 +83,15 @@ pub struct StreamBody {
     /// Set once JS ended the stream (the channel closed or an error arrived); a body
     /// dropped before that was cut off by the client going away.
     finished: bool,
+    /// Keeps the connection from counting as idle while the body is written.
+    _streaming: Option<crate::cork::StreamingGuard>,
+}
+
+impl StreamBody {
+    /// Ties the body to its connection for the idle timeout.
+    pub fn hold(&mut self, guard: crate::cork::StreamingGuard) {
+        self._streaming = Some(guard);
+    }
 }
 
 impl Drop for StreamBody {
@@ -95,7 +104,7 @@ impl Drop for StreamBody {
 
 impl StreamBody {
     pub fn new(rx: mpsc::Receiver<StreamItem>, waiting: Arc<AtomicBool>, doorbell: Arc<Doorbell>, id: u32) -> Self {
-        StreamBody { rx, waiting, doorbell, id, finished: false }
+        StreamBody { rx, waiting, doorbell, id, finished: false, _streaming: None }
     }
 }
 

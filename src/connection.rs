@@ -140,9 +140,9 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     let svc_cork = cork.clone();
     let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
     let finished = if h2 {
-        drive(shared.h2.serve_connection(io, svc), &cork, phase).await
+        drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     } else {
-        drive(shared.h1.serve_connection(io, svc), &cork, phase).await
+        drive(shared.h1.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     };
     if finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
@@ -152,7 +152,15 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
 
 /// Polls a connection to its end, flushing corked writes after each poll and starting a
 /// graceful shutdown when the server drains. Returns false when it was cut off.
-async fn drive<C: GracefulConnection>(conn: C, cork: &Cork, mut phase: watch::Receiver<Phase>) -> bool {
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    cork: &Cork,
+    mut phase: watch::Receiver<Phase>,
+    idle_timeout: Option<Duration>,
+) -> bool {
+    // The idle check runs once per period: a connection idle through a whole period is
+    // closed, so it goes after one to two periods; no timer is touched per request.
+    let mut idle_check = idle_timeout.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
     let mut conn = pin!(conn);
     // Set by the loop below; the corked future starts the graceful shutdown itself,
     // since it holds the connection.
@@ -184,6 +192,11 @@ async fn drive<C: GracefulConnection>(conn: C, cork: &Cork, mut phase: watch::Re
                 // An error means the server object is gone: nothing can answer any more.
                 if changed.is_err() {
                     return false;
+                }
+            }
+            _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
+                if cork.idle_since_last_check() {
+                    drain.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -246,7 +259,7 @@ async fn handle(
 ) -> Result<Reply, Infallible> {
     let started = Instant::now();
     cork.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = InFlightCount(cork);
+    let in_flight_count = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
@@ -296,6 +309,12 @@ async fn handle(
     };
     in_flight.armed = false;
     stats.record_response(started.elapsed());
+    let mut reply = reply;
+    if let Ok(res) = reply.as_mut() {
+        if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
+            s.hold(crate::cork::StreamingGuard::new(in_flight_count.0.clone()));
+        }
+    }
     // A dropped sender means JS released the request without answering it.
     Ok(reply.unwrap_or_else(|_| response::status_only(500)))
 }

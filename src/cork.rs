@@ -53,6 +53,10 @@ pub struct Cork {
     passthrough: AtomicBool,
     /// Requests of this connection waiting on JS.
     pub in_flight: AtomicUsize,
+    /// Streamed response bodies of this connection still being written.
+    pub streaming: AtomicUsize,
+    /// Bytes moved either way since the idle check last looked.
+    activity: AtomicBool,
 }
 
 impl Cork {
@@ -66,6 +70,8 @@ impl Cork {
             read_called: AtomicBool::new(false),
             passthrough: AtomicBool::new(passthrough),
             in_flight: AtomicUsize::new(0),
+            streaming: AtomicUsize::new(0),
+            activity: AtomicBool::new(false),
         });
         (CorkedStream { read: TokioIo::new(read), cork: cork.clone() }, cork)
     }
@@ -88,6 +94,13 @@ impl Cork {
         }
     }
 
+    /// For the keep-alive idle timeout: true when nothing moved since the last call and
+    /// no request or streamed response is in progress.
+    pub fn idle_since_last_check(&self) -> bool {
+        let moved = self.activity.swap(false, Ordering::Relaxed);
+        !moved && self.in_flight.load(Ordering::Relaxed) == 0 && self.streaming.load(Ordering::Relaxed) == 0
+    }
+
     /// Writes everything still buffered (the connection is finishing).
     pub async fn finish(&self) {
         let _ = std::future::poll_fn(|cx| self.side().poll_drain(cx)).await;
@@ -108,7 +121,11 @@ impl hyper::rt::Read for CorkedStream {
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         self.cork.read_called.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let r = Pin::new(&mut self.read).poll_read(cx, buf);
+        if r.is_ready() {
+            self.cork.activity.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -123,6 +140,7 @@ impl hyper::rt::Write for CorkedStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.cork.activity.store(true, Ordering::Relaxed);
         let mut side = self.cork.side();
         let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
         if !passthrough && side.buf.len() + total <= CORK_LIMIT {
@@ -160,5 +178,21 @@ impl hyper::rt::Write for CorkedStream {
         let mut side = self.cork.side();
         ready!(side.poll_drain(cx))?;
         Pin::new(&mut side.half).poll_shutdown(cx)
+    }
+}
+
+/// Counts a streamed response body while hyper writes it (see `Cork::streaming`).
+pub struct StreamingGuard(Arc<Cork>);
+
+impl StreamingGuard {
+    pub fn new(cork: Arc<Cork>) -> Self {
+        cork.streaming.fetch_add(1, Ordering::Relaxed);
+        StreamingGuard(cork)
+    }
+}
+
+impl Drop for StreamingGuard {
+    fn drop(&mut self) {
+        self.0.streaming.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -37,6 +37,7 @@ pub struct ServerConfig {
     pub max_pending_requests: usize,
     pub worker_threads: usize,
     pub header_timeout: Option<Duration>,
+    /// A connection with no request in progress and no bytes either way for this long is closed.
     pub idle_timeout: Option<Duration>,
     /// Time the listener has to produce a response.
     pub request_timeout: Option<Duration>,
@@ -108,7 +109,7 @@ impl ServerConfig {
                 None => default_worker_threads(),
             },
             header_timeout: duration_ms("headerTimeout", o.header_timeout_ms, 30_000.0)?,
-            idle_timeout: duration_ms("idleTimeout", o.idle_timeout_ms, 60_000.0)?,
+            idle_timeout: duration_ms("idleTimeout", o.idle_timeout_ms, 10_000.0)?,
             request_timeout: duration_ms("timeout", o.timeout_ms, 30_000.0)?,
         })
     }

@@ -153,3 +153,45 @@ test("stats() is exact under concurrency", async () => {
     await server.close();
   }
 });
+
+test("an idle keep-alive connection is closed after idleTimeout; a quiet stream is not", async () => {
+  const { server } = await start(
+    (e) => {
+      if (e.request.url.endsWith("/quiet")) {
+        let timer;
+        return e.respondWith(
+          new Response(
+            new ReadableStream({
+              start(c) {
+                // One event after a silence three times the idle timeout, then the end.
+                timer = setTimeout(() => {
+                  c.enqueue(new TextEncoder().encode("late"));
+                  c.close();
+                }, 600);
+              },
+              cancel() {
+                clearTimeout(timer);
+              },
+            }),
+          ),
+        );
+      }
+      e.respondWith(new Response("ok"));
+    },
+    { idleTimeout: 200, headerTimeout: 0 },
+  );
+  try {
+    const idle = net.connect(server.port, "127.0.0.1");
+    await once(idle, "connect");
+    const t0 = performance.now();
+    idle.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    idle.resume();
+    await once(idle, "close");
+    const took = performance.now() - t0;
+    assert.ok(took >= 150 && took < 1500, `the idle connection closed after ${took.toFixed(0)} ms`);
+    const quiet = await raw(server.port, "GET /quiet HTTP/1.1\r\nHost: x\r\n\r\n", { idleMs: 1200 });
+    assert.match(quiet.text, /late/);
+  } finally {
+    await server.close();
+  }
+});
