@@ -2,9 +2,10 @@
 // (https://fetch.spec.whatwg.org/#body-mixin): extraction of a BodyInit, and
 // arrayBuffer/blob/bytes/formData/json/text over strings, bytes, Blobs, streams and
 // incoming request bodies read natively.
+import * as nodeStream from "node:stream";
+import { encodeFormData, MultipartParser, parseUrlencoded } from "./form-data.js";
+import { essence, extractMimeType, serializeMimeType } from "./mime-type.js";
 import { CT_FORM, CT_NONE, CT_TEXT } from "./native.js";
-
-const GlobalResponse = globalThis.Response;
 
 /** An incoming request body, read from the native side on demand. */
 export interface NativeBody {
@@ -33,33 +34,51 @@ export interface Extracted {
   ct: number;
 }
 
-const TEXT_TYPE = "text/plain;charset=UTF-8";
+// Node's stream.isDisturbed reads a web ReadableStream's [[disturbed]] slot (undici uses
+// it the same way); @types/node does not declare it.
+const isDisturbed = (nodeStream as unknown as { isDisturbed(s: ReadableStream): boolean }).isDisturbed;
+
+export const TEXT_TYPE = "text/plain;charset=UTF-8";
 const FORM_TYPE = "application/x-www-form-urlencoded;charset=UTF-8";
+const NO_BODY: Extracted = Object.freeze({ source: null, type: null, ct: CT_NONE });
 
 export function isNativeBody(s: BodySource): s is NativeBody {
   return typeof s === "object" && s !== null && typeof (s as NativeBody).readAll === "function";
 }
 
-// https://fetch.spec.whatwg.org/#concept-bodyinit-extract
+/** Whether a body source is a stream, which the standard calls a body with a null source. */
+export function isStreamSource(s: BodySource): s is ReadableStream<Uint8Array> {
+  return s instanceof ReadableStream;
+}
+
+// https://fetch.spec.whatwg.org/#concept-bodyinit-extract, in the order WebIDL converts
+// the BodyInit union: Blob, BufferSource, FormData, URLSearchParams, ReadableStream, an
+// async iterable (not yet in the standard; Deno and Bun take one), then a string.
 export function extractBody(init: BodyInitLike): Extracted {
-  if (init === null || init === undefined) return { source: null, type: null, ct: CT_NONE };
+  if (init === null || init === undefined) return NO_BODY;
   if (typeof init === "string") return { source: init, type: TEXT_TYPE, ct: CT_TEXT };
-  if (init instanceof Uint8Array) return { source: init, type: null, ct: CT_NONE };
-  if (init instanceof ArrayBuffer || init instanceof SharedArrayBuffer)
-    return { source: new Uint8Array(init.slice(0)), type: null, ct: CT_NONE };
-  if (ArrayBuffer.isView(init))
-    return { source: new Uint8Array(init.buffer, init.byteOffset, init.byteLength), type: null, ct: CT_NONE };
-  if (init instanceof Blob) return { source: init, type: init.type === "" ? null : init.type, ct: CT_NONE };
-  if (init instanceof URLSearchParams) return { source: init.toString(), type: FORM_TYPE, ct: CT_FORM };
-  if (init instanceof FormData) {
-    // Node's implementation writes multipart with a fresh boundary; take its bytes.
-    const r = new GlobalResponse(init);
-    return { source: r.body!, type: r.headers.get("content-type"), ct: CT_NONE };
+  if (typeof init === "object") {
+    // A view is not copied: reply.ts hands large bodies over without a copy (DESIGN.md
+    // section 2, rule 7), so a caller must not change the bytes until the response is sent.
+    if (init instanceof Uint8Array) return { source: init, type: null, ct: CT_NONE };
+    if (init instanceof Blob) return { source: init, type: init.type === "" ? null : init.type, ct: CT_NONE };
+    if (init instanceof ArrayBuffer) return { source: new Uint8Array(init.slice(0)), type: null, ct: CT_NONE };
+    if (ArrayBuffer.isView(init))
+      return { source: new Uint8Array(init.buffer, init.byteOffset, init.byteLength), type: null, ct: CT_NONE };
+    if (init instanceof FormData) {
+      const { body, type } = encodeFormData(init);
+      return { source: body, type, ct: CT_NONE };
+    }
+    if (init instanceof URLSearchParams) return { source: init.toString(), type: FORM_TYPE, ct: CT_FORM };
+    if (init instanceof ReadableStream) {
+      if (init.locked || isDisturbed(init)) throw new TypeError("The body stream is locked or has already been read");
+      return { source: init, type: null, ct: CT_NONE };
+    }
+    if (typeof (init as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function")
+      return { source: streamFromIterable(init as AsyncIterable<Uint8Array | string>), type: null, ct: CT_NONE };
   }
-  if (init instanceof ReadableStream) return { source: init, type: null, ct: CT_NONE };
-  if (typeof (init as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function")
-    return { source: streamFromIterable(init as AsyncIterable<Uint8Array | string>), type: null, ct: CT_NONE };
-  return { source: String(init), type: TEXT_TYPE, ct: CT_TEXT };
+  // Anything else is a USVString (a symbol throws a TypeError here, as WebIDL says).
+  return { source: `${init as unknown as string}`, type: TEXT_TYPE, ct: CT_TEXT };
 }
 
 const encoder = new TextEncoder();
@@ -80,20 +99,54 @@ function streamFromIterable(it: AsyncIterable<Uint8Array | string>): ReadableStr
   });
 }
 
+type InMemory = string | Uint8Array | Blob;
+
+// The streams toStream made over an in-memory source, and that source. Frameworks change
+// a response's headers by rebuilding it from its body (`new Response(res.body, res)`:
+// Hono's middleware, itty-router's corsify); while such a stream is untouched, the new
+// body is read or sent from the source directly, with its length known, instead of
+// being pumped chunk by chunk.
+const origins = new WeakMap<ReadableStream<Uint8Array>, InMemory>();
+
+/**
+ * The in-memory source behind an untouched stream of ours, taking it: the stream is
+ * cancelled, so it reads as disturbed exactly as if it had been read to the end.
+ */
+export function takeStreamOrigin(stream: ReadableStream<Uint8Array>): InMemory | undefined {
+  const origin = origins.get(stream);
+  if (origin === undefined || stream.locked || isDisturbed(stream)) return undefined;
+  origins.delete(stream);
+  stream.cancel().catch(() => {});
+  return origin;
+}
+
 /** A ReadableStream over a body source (for the `body` getter). */
 export function toStream(source: BodySource): ReadableStream<Uint8Array> | null {
   if (source === null) return null;
   if (source instanceof ReadableStream) return source;
-  if (source instanceof Blob) return source.stream() as ReadableStream<Uint8Array>;
   if (isNativeBody(source)) return source.stream();
-  const bytes = typeof source === "string" ? encoder.encode(source) : source;
-  return new ReadableStream<Uint8Array>({
-    type: "bytes",
-    start(controller) {
-      if (bytes.byteLength > 0) controller.enqueue(bytes.slice());
-      controller.close();
-    },
-  });
+  let stream: ReadableStream<Uint8Array>;
+  if (source instanceof Blob) {
+    stream = source.stream() as ReadableStream<Uint8Array>;
+  } else {
+    // A byte stream transfers (detaches) what is enqueued, so it gets its own copy of our
+    // bytes: `new Uint8Array(view)` copies, where a Buffer's slice() would share, and
+    // transferring a pooled Buffer's memory would break every Buffer in the pool.
+    const bytes = typeof source === "string" ? encoder.encode(source) : new Uint8Array(source);
+    stream = new ReadableStream<Uint8Array>({
+      type: "bytes",
+      start(controller) {
+        if (bytes.byteLength > 0) controller.enqueue(bytes);
+        controller.close();
+      },
+    });
+  }
+  origins.set(stream, source);
+  return stream;
+}
+
+function chunkError(): TypeError {
+  return new TypeError("Body stream chunks must be Uint8Array");
 }
 
 async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
@@ -103,7 +156,10 @@ async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Arra
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    if (!(value instanceof Uint8Array)) throw new TypeError("Body stream chunks must be Uint8Array");
+    if (!(value instanceof Uint8Array)) {
+      reader.cancel(chunkError()).catch(() => {});
+      throw chunkError();
+    }
     chunks.push(value);
     total += value.byteLength;
   }
@@ -117,86 +173,162 @@ async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Arra
   return out;
 }
 
+/** All of a body's bytes; the result is ours to keep (never the caller's array). */
 async function bytesOf(s: BodySource): Promise<Uint8Array> {
   if (s === null) return new Uint8Array(0);
   if (typeof s === "string") return encoder.encode(s);
-  if (s instanceof Uint8Array) return s.slice();
+  if (s instanceof Uint8Array) return new Uint8Array(s); // a copy, even of a Buffer
   if (s instanceof Blob) return new Uint8Array(await s.arrayBuffer());
   if (s instanceof ReadableStream) return readStream(s);
   return s.readAll();
 }
 
-/** Internal body state of one Request or Response. */
+/** Feeds a body to `write` chunk by chunk as it arrives (for the streaming form parser). */
+async function feed(s: BodySource, write: (chunk: Uint8Array) => void): Promise<void> {
+  if (s === null) return;
+  if (typeof s === "string") return write(encoder.encode(s));
+  if (s instanceof Uint8Array) return write(s);
+  const stream = s instanceof ReadableStream ? s : s instanceof Blob ? (s.stream() as ReadableStream<Uint8Array>) : s.stream();
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      if (!(value instanceof Uint8Array)) throw chunkError();
+      write(value);
+    }
+  } catch (e) {
+    // A limit or a parse error: stop the producer (an upload stops being read).
+    reader.cancel(e).catch(() => {});
+    throw e;
+  }
+}
+
+/** A Uint8Array (not a Buffer, which Node's native side returns) over the same bytes. */
+function plainBytes(b: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(b) === Uint8Array.prototype ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Internal body state of one Request or Response (https://fetch.spec.whatwg.org/#concept-body). */
 export class BodyState {
+  /** What to read: the stream once there is one, else the source it was made from. */
   source: BodySource;
+  /** Read by a mixin method, sent, or moved into another Request. */
   used = false;
-  #stream: ReadableStream<Uint8Array> | null = null;
+  #stream: ReadableStream<Uint8Array> | null;
 
   constructor(source: BodySource) {
     this.source = source;
+    this.#stream = source instanceof ReadableStream ? source : null;
   }
 
   /** The `body` getter: created once, and from then on the stream is the body. */
   stream(): ReadableStream<Uint8Array> | null {
-    if (this.#stream === null && this.source !== null) {
-      this.#stream = toStream(this.source);
-      this.source = this.#stream;
+    if (this.#stream === null) {
+      if (this.source === null) return null;
+      if (this.used) {
+        // Read without ever becoming a stream: its stream is an empty, disturbed one.
+        const s = new ReadableStream<Uint8Array>({ type: "bytes" });
+        s.cancel().catch(() => {});
+        this.#stream = s;
+      } else {
+        this.#stream = toStream(this.source);
+        this.source = this.#stream;
+      }
     }
     return this.#stream;
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-bodyused
   get disturbed(): boolean {
-    return this.used || (this.#stream !== null && this.#stream.locked);
+    return this.used || (this.#stream !== null && isDisturbed(this.#stream));
+  }
+
+  // https://fetch.spec.whatwg.org/#body-unusable
+  get unusable(): boolean {
+    return this.disturbed || (this.#stream !== null && this.#stream.locked);
   }
 
   #take(): BodySource {
-    if (this.disturbed) throw new TypeError("Body has already been used");
+    if (this.unusable) throw new TypeError("Body has already been used");
+    // A null body reads as empty, as often as asked, and never becomes used.
+    if (this.source === null) return null;
     this.used = true;
+    if (this.source instanceof ReadableStream) return takeStreamOrigin(this.source) ?? this.source;
     return this.source;
   }
 
-  // https://fetch.spec.whatwg.org/#concept-body-consume-body
-  async bytes(): Promise<Uint8Array> {
-    return bytesOf(this.#take());
+  /** @internal For sending: the source to send, this body becoming used (see #take). */
+  take(): BodySource {
+    return this.#take();
   }
 
+  /** Moves the body out, for `new Request(input)`: this one becomes used. */
+  transfer(): BodySource {
+    const s = this.#take();
+    this.#stream = null;
+    return s;
+  }
+
+  // https://fetch.spec.whatwg.org/#dom-body-bytes
+  async bytes(): Promise<Uint8Array> {
+    return plainBytes(await bytesOf(this.#take()));
+  }
+
+  // https://fetch.spec.whatwg.org/#dom-body-text: UTF-8 decode, which drops a leading
+  // BOM and replaces lone surrogates; a string without either is its own answer.
   async text(): Promise<string> {
     const s = this.#take();
-    if (typeof s === "string") return s;
+    if (typeof s === "string" && s.charCodeAt(0) !== 0xfeff && (s as unknown as { isWellFormed(): boolean }).isWellFormed()) return s;
     return decoder.decode(await bytesOf(s));
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-arraybuffer
   async arrayBuffer(): Promise<ArrayBuffer> {
-    const b = await this.bytes();
-    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer))
-      return b.buffer as ArrayBuffer;
+    const b = await bytesOf(this.#take());
+    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-json
   async json(): Promise<unknown> {
     return JSON.parse(await this.text());
   }
 
-  async blob(type: string | null): Promise<Blob> {
-    return new Blob([(await this.bytes()) as Uint8Array<ArrayBuffer>], { type: type ?? "" });
+  // https://fetch.spec.whatwg.org/#dom-body-blob: typed with the MIME type extracted from
+  // the Content-Type header (`contentType`), or "" when there is none.
+  async blob(contentType: string | null): Promise<Blob> {
+    const s = this.#take();
+    const mime = extractMimeType(contentType);
+    const type = mime === null ? "" : serializeMimeType(mime);
+    if (s instanceof Blob) return s.slice(0, s.size, type);
+    return new Blob([(await bytesOf(s)) as Uint8Array<ArrayBuffer>], { type });
   }
 
-  async formData(type: string | null): Promise<FormData> {
-    const bytes = await this.bytes();
-    return new GlobalResponse(bytes as Uint8Array<ArrayBuffer>, { headers: type === null ? {} : { "content-type": type } }).formData();
-  }
-
-  /** A second body for `clone()`: streams are teed, everything else is shared. */
-  clone(): BodyState {
-    if (this.disturbed) throw new TypeError("Cannot clone a body that has already been used");
-    const s = this.source;
-    if (s instanceof ReadableStream || isNativeBody(s)) {
-      const [a, b] = (s instanceof ReadableStream ? s : this.stream()!).tee();
-      this.source = a;
-      this.#stream = a;
-      const other = new BodyState(b);
-      return other;
+  // https://fetch.spec.whatwg.org/#dom-body-formdata
+  async formData(contentType: string | null): Promise<FormData> {
+    const s = this.#take();
+    const mime = extractMimeType(contentType);
+    const kind = mime === null ? null : essence(mime);
+    if (kind === "multipart/form-data") {
+      const boundary = mime!.parameters.get("boundary");
+      if (boundary === undefined) throw new TypeError("multipart/form-data body without a boundary parameter");
+      const parser = new MultipartParser(boundary);
+      await feed(s, (chunk) => parser.write(chunk));
+      return parser.end();
     }
-    return new BodyState(s);
+    if (kind === "application/x-www-form-urlencoded") return parseUrlencoded(await bytesOf(s));
+    throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, got ${contentType === null ? "no Content-Type" : JSON.stringify(contentType)}`);
+  }
+
+  // https://fetch.spec.whatwg.org/#concept-body-clone: a stream is teed (this body keeps
+  // one branch); a string, bytes or a Blob are immutable here and shared.
+  clone(): BodyState {
+    if (this.unusable) throw new TypeError("Cannot clone a body that has already been used");
+    if (this.#stream === null && !isNativeBody(this.source)) return new BodyState(this.source);
+    const [a, b] = this.stream()!.tee();
+    this.#stream = a;
+    this.source = a;
+    return new BodyState(b);
   }
 }

@@ -3,10 +3,12 @@
 
 const GlobalHeaders = globalThis.Headers;
 
-/** Where an incoming request's headers live until they are materialized. */
+/** Where an incoming request's headers live until they are materialized (RequestSource). */
 export interface HeaderSource {
-  get(name: string): string | null;
-  list(): string[];
+  /** The combined value of `name` (lowercase), or null. */
+  header(id: number, name: string): string | null;
+  /** Every header as a flat [lowercase name, value, …] list. */
+  headers(id: number): string[];
 }
 
 export type HeadersInitLike =
@@ -18,20 +20,38 @@ export type HeadersInitLike =
 
 // https://fetch.spec.whatwg.org/#header-name (an RFC 9110 token)
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// https://fetch.spec.whatwg.org/#header-value: no NUL, CR or LF; bytes only.
+// https://fetch.spec.whatwg.org/#header-value: no NUL, CR or LF; and a ByteString, so no
+// code unit above 0xFF.
 const BAD_VALUE = /[\0\r\n\u0100-\uffff]/;
+// https://fetch.spec.whatwg.org/#http-whitespace
 const LEADING_WS = /^[\t\n\r ]+/;
 const TRAILING_WS = /[\t\n\r ]+$/;
 
-export function normalizeName(name: unknown): string {
-  const s = typeof name === "string" ? name : String(name);
-  if (!TOKEN.test(s)) throw new TypeError(`Invalid header name: ${JSON.stringify(s)}`);
-  return s.toLowerCase();
+// WebIDL ToString: a template literal throws a TypeError for a symbol, as WebIDL does
+// (String(symbol) would not).
+function toStr(v: unknown): string {
+  return typeof v === "string" ? v : `${v as string}`;
 }
 
-// https://fetch.spec.whatwg.org/#concept-header-value-normalize
+// Valid names seen so far and their lowercase form: an application uses a few dozen
+// names over and over, and a Map hit costs less than the regex and toLowerCase. Bounded,
+// since names can come from clients.
+const NAME_CACHE_MAX = 512;
+const nameCache = new Map<string, string>();
+
+export function normalizeName(name: unknown): string {
+  const s = toStr(name);
+  const hit = nameCache.get(s);
+  if (hit !== undefined) return hit;
+  if (!TOKEN.test(s)) throw new TypeError(`Invalid header name: ${JSON.stringify(s)}`);
+  const lower = s.toLowerCase();
+  if (nameCache.size < NAME_CACHE_MAX) nameCache.set(s, lower);
+  return lower;
+}
+
+// https://fetch.spec.whatwg.org/#concept-header-value-normalize, then validation.
 export function normalizeValue(value: unknown): string {
-  let s = typeof value === "string" ? value : String(value);
+  let s = toStr(value);
   if (s.length > 0) {
     const c0 = s.charCodeAt(0);
     const cl = s.charCodeAt(s.length - 1);
@@ -43,27 +63,34 @@ export function normalizeValue(value: unknown): string {
 
 let getList: (h: Headers) => string[];
 let isImmutable: (h: Headers) => boolean;
+let sortedOf: (h: Headers) => [string, string][];
+let setList: (h: Headers, list: string[]) => void;
 
 export class Headers {
   // Flat [lowercase name, value, …] in insertion order; null while lazily sourced.
   #list: string[] | null = [];
   #source: HeaderSource | null = null;
+  #id = 0;
   #immutable = false;
+  // The sorted and combined pairs iteration walks; dropped on every change.
+  #sorted: [string, string][] | null = null;
 
+  // https://fetch.spec.whatwg.org/#dom-headers
   constructor(init?: HeadersInitLike) {
-    if (init !== undefined && init !== null) fill(this, init);
+    if (init !== undefined) fill(this, init);
   }
 
   /** @internal Request headers backed by a native source; immutable. */
-  static fromSource(source: HeaderSource): Headers {
+  static fromSource(source: HeaderSource, id: number): Headers {
     const h = new Headers();
     h.#list = null;
     h.#source = source;
+    h.#id = id;
     h.#immutable = true;
     return h;
   }
 
-  /** @internal */
+  /** @internal Gives `h` the "immutable" guard. */
   static freeze(h: Headers): Headers {
     h.#immutable = true;
     return h;
@@ -72,33 +99,37 @@ export class Headers {
   static {
     getList = (h) => h.#materialize();
     isImmutable = (h) => h.#immutable;
+    sortedOf = (h) => h.#sortAndCombine();
+    setList = (h, list) => {
+      h.#list = list;
+    };
   }
 
   #materialize(): string[] {
     if (this.#list === null) {
-      this.#list = this.#source!.list();
+      this.#list = this.#source!.headers(this.#id);
       this.#source = null;
     }
     return this.#list;
   }
 
-  #checkMutable(): void {
+  #mutable(): string[] {
     if (this.#immutable) throw new TypeError("Headers are immutable");
+    this.#sorted = null;
+    return this.#materialize();
   }
 
   // https://fetch.spec.whatwg.org/#dom-headers-append
   append(name: string, value: string): void {
     const n = normalizeName(name);
     const v = normalizeValue(value);
-    this.#checkMutable();
-    this.#materialize().push(n, v);
+    this.#mutable().push(n, v);
   }
 
   // https://fetch.spec.whatwg.org/#dom-headers-delete
   delete(name: string): void {
     const n = normalizeName(name);
-    this.#checkMutable();
-    const list = this.#materialize();
+    const list = this.#mutable();
     let w = 0;
     for (let i = 0; i < list.length; i += 2) {
       if (list[i] !== n) {
@@ -112,7 +143,7 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-get
   get(name: string): string | null {
     const n = normalizeName(name);
-    if (this.#list === null) return this.#source!.get(n);
+    if (this.#list === null) return this.#source!.header(this.#id, n);
     const list = this.#list;
     let out: string | null = null;
     for (let i = 0; i < list.length; i += 2) {
@@ -132,7 +163,7 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-has
   has(name: string): boolean {
     const n = normalizeName(name);
-    if (this.#list === null) return this.#source!.get(n) !== null;
+    if (this.#list === null) return this.#source!.header(this.#id, n) !== null;
     const list = this.#list;
     for (let i = 0; i < list.length; i += 2) if (list[i] === n) return true;
     return false;
@@ -142,8 +173,7 @@ export class Headers {
   set(name: string, value: string): void {
     const n = normalizeName(name);
     const v = normalizeValue(value);
-    this.#checkMutable();
-    const list = this.#materialize();
+    const list = this.#mutable();
     let found = false;
     let w = 0;
     for (let i = 0; i < list.length; i += 2) {
@@ -161,42 +191,56 @@ export class Headers {
     if (!found) list.push(n, v);
   }
 
-  // https://fetch.spec.whatwg.org/#concept-header-list-sort-and-combine
-  #sorted(): [string, string][] {
+  // https://fetch.spec.whatwg.org/#concept-header-list-sort-and-combine: names sorted,
+  // values of a repeated name joined with ", ", except Set-Cookie, which stays apart.
+  #sortAndCombine(): [string, string][] {
+    if (this.#sorted !== null) return this.#sorted;
     const list = this.#materialize();
-    const names: string[] = [];
-    for (let i = 0; i < list.length; i += 2) if (!names.includes(list[i])) names.push(list[i]);
+    const combined = new Map<string, string>();
+    const cookies: string[] = [];
+    for (let i = 0; i < list.length; i += 2) {
+      const n = list[i];
+      if (n === "set-cookie") {
+        cookies.push(list[i + 1]);
+        continue;
+      }
+      const prev = combined.get(n);
+      combined.set(n, prev === undefined ? list[i + 1] : prev + ", " + list[i + 1]);
+    }
+    const names = [...combined.keys()];
+    if (cookies.length > 0) names.push("set-cookie");
+    // Names are lowercase ASCII tokens, so code-unit order is byte order.
     names.sort();
     const out: [string, string][] = [];
     for (const n of names) {
-      if (n === "set-cookie") {
-        for (let i = 0; i < list.length; i += 2) if (list[i] === n) out.push([n, list[i + 1]]);
-      } else {
-        out.push([n, this.get(n)!]);
-      }
+      if (n === "set-cookie") for (const c of cookies) out.push([n, c]);
+      else out.push([n, combined.get(n)!]);
     }
-    return out;
+    return (this.#sorted = out);
   }
 
+  // https://webidl.spec.whatwg.org/#es-forEach: walks the live list by index, so changes
+  // made by the callback are seen.
   forEach(callback: (value: string, name: string, parent: Headers) => void, thisArg?: unknown): void {
     if (typeof callback !== "function") throw new TypeError("Headers.forEach needs a function");
-    for (const [n, v] of this.#sorted()) callback.call(thisArg, v, n, this);
+    let pairs = this.#sortAndCombine();
+    for (let i = 0; i < pairs.length; i++) {
+      const [n, v] = pairs[i];
+      callback.call(thisArg, v, n, this);
+      pairs = this.#sortAndCombine();
+    }
   }
 
-  *keys(): IterableIterator<string> {
-    for (const [n] of this.#sorted()) yield n;
+  keys(): HeadersIterator<string> {
+    return new HeadersIterator(this, KEYS);
   }
 
-  *values(): IterableIterator<string> {
-    for (const [, v] of this.#sorted()) yield v;
+  values(): HeadersIterator<string> {
+    return new HeadersIterator(this, VALUES);
   }
 
-  *entries(): IterableIterator<[string, string]> {
-    yield* this.#sorted();
-  }
-
-  [Symbol.iterator](): IterableIterator<[string, string]> {
-    return this.entries();
+  entries(): HeadersIterator<[string, string]> {
+    return new HeadersIterator(this, ENTRIES);
   }
 
   get [Symbol.toStringTag](): string {
@@ -211,33 +255,93 @@ export class Headers {
   }
 }
 
+export interface Headers {
+  [Symbol.iterator](): HeadersIterator<[string, string]>;
+}
+
+// WebIDL: @@iterator is the same function object as entries.
+Object.defineProperty(Headers.prototype, Symbol.iterator, {
+  value: Headers.prototype.entries,
+  writable: true,
+  enumerable: false,
+  configurable: true,
+});
+
 // Frameworks test `headers instanceof Headers` against Node's global class.
 if (GlobalHeaders !== undefined) Object.setPrototypeOf(Headers.prototype, GlobalHeaders.prototype);
 
+const KEYS = 0;
+const VALUES = 1;
+const ENTRIES = 2;
+
+// https://webidl.spec.whatwg.org/#es-default-iterator-object: an index into the live
+// sorted list, so a header added or removed while iterating is seen.
+class HeadersIterator<T> {
+  #headers: Headers;
+  #kind: number;
+  #index = 0;
+
+  constructor(headers: Headers, kind: number) {
+    this.#headers = headers;
+    this.#kind = kind;
+  }
+
+  next(): IteratorResult<T, undefined> {
+    const pairs = sortedOf(this.#headers);
+    if (this.#index >= pairs.length) return { value: undefined, done: true };
+    const [n, v] = pairs[this.#index++];
+    const value = this.#kind === KEYS ? n : this.#kind === VALUES ? v : [n, v];
+    return { value: value as T, done: false };
+  }
+
+  [Symbol.iterator](): this {
+    return this;
+  }
+
+  get [Symbol.toStringTag](): string {
+    return "Headers Iterator";
+  }
+}
+
+// Its prototype's prototype is %IteratorPrototype%, as for every WebIDL iterator.
+Object.setPrototypeOf(HeadersIterator.prototype, Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]())));
+
+export type { HeadersIterator };
+
+// https://fetch.spec.whatwg.org/#concept-headers-fill, with WebIDL's conversion of the
+// (sequence<sequence<ByteString>> or record<ByteString, ByteString>) union.
 function fill(h: Headers, init: HeadersInitLike): void {
-  if (typeof init !== "object") throw new TypeError("Headers init must be an object");
-  if (init instanceof Headers && !(GlobalHeaders !== undefined && isForeign(init))) {
-    const list = getList(init as Headers);
-    for (let i = 0; i < list.length; i += 2) h.append(list[i], list[i + 1]);
+  if ((typeof init !== "object" && typeof init !== "function") || init === null)
+    throw new TypeError("Headers init must be an object: a Headers, a record or a sequence of pairs");
+  if (Headers.prototype.isPrototypeOf(init)) {
+    // One of ours: already validated, so its list is copied as is.
+    setList(h, getList(init as Headers).slice());
     return;
   }
   const iter = (init as Iterable<unknown>)[Symbol.iterator];
-  if (typeof iter === "function") {
-    for (const pair of init as Iterable<Iterable<string>>) {
-      if (typeof pair !== "object" || pair === null || typeof (pair as Iterable<string>)[Symbol.iterator] !== "function")
-        throw new TypeError("Each header pair must be an iterable [name, value]");
-      const items = Array.from(pair);
-      if (items.length !== 2) throw new TypeError(`Header pair must have exactly two items, got ${items.length}`);
-      h.append(items[0], items[1]);
+  if (iter !== undefined && iter !== null) {
+    if (typeof iter !== "function") throw new TypeError("Headers init's Symbol.iterator is not a function");
+    for (const pair of init as Iterable<unknown>) {
+      let items: unknown[];
+      if (Array.isArray(pair)) items = pair;
+      else if (
+        (typeof pair === "object" || typeof pair === "function") &&
+        pair !== null &&
+        typeof (pair as Iterable<unknown>)[Symbol.iterator] === "function"
+      )
+        items = Array.from(pair as Iterable<unknown>);
+      else throw new TypeError("Each header must be a [name, value] sequence");
+      if (items.length !== 2) throw new TypeError(`A header pair must have exactly two items, got ${items.length}`);
+      h.append(items[0] as string, items[1] as string);
     }
     return;
   }
-  for (const key of Reflect.ownKeys(init)) {
-    const desc = Reflect.getOwnPropertyDescriptor(init, key);
-    if (desc === undefined || !desc.enumerable) continue;
-    if (typeof key === "symbol") throw new TypeError("Header names cannot be symbols");
-    h.append(key, (init as Record<string, string>)[key]);
-  }
+  // A record: own enumerable string keys in property order; an enumerable symbol key
+  // cannot be a ByteString.
+  const record = init as Record<string, unknown>;
+  for (const s of Object.getOwnPropertySymbols(record))
+    if (Object.prototype.propertyIsEnumerable.call(record, s)) throw new TypeError("A header name cannot be a symbol");
+  for (const key of Object.keys(record)) h.append(key, record[key] as string);
 }
 
 function isForeign(h: object): boolean {
@@ -263,4 +367,10 @@ export function headersAreImmutable(h: Headers): boolean {
 /** @internal Loads a lazily sourced Headers now (before its source goes away). */
 export function materializeHeaders(h: Headers): void {
   getList(h);
+}
+
+/** @internal A copy of `h` with the same guard (https://fetch.spec.whatwg.org/#dom-request-clone). */
+export function cloneHeaders(h: Headers): Headers {
+  const copy = new Headers(h);
+  return isImmutable(h) ? Headers.freeze(copy) : copy;
 }

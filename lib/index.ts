@@ -7,3 +7,5 @@ export type { RequestInitLike as RequestInit } from "./request.js";
 export { Response } from "./response.js";
 export type { ResponseInitLike as ResponseInit } from "./response.js";
 export { Headers } from "./headers.js";
+export { formDataLimits, setFormDataLimits } from "./form-data.js";
+export type { FormDataLimits } from "./form-data.js";

@@ -1,8 +1,8 @@
 // Request (https://fetch.spec.whatwg.org/#request-class). An incoming request is lazy:
 // method from a table, url and headers fetched natively on first read, body read
 // natively on demand, signal created on first access.
-import { BodyState, extractBody, type BodyInitLike, type NativeBody } from "./body.js";
-import { Headers, materializeHeaders as materializeHeaderList, type HeadersInitLike } from "./headers.js";
+import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
+import { cloneHeaders, Headers, materializeHeaders as materializeHeaderList, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 
 const GlobalRequest = globalThis.Request;
@@ -16,28 +16,121 @@ export interface RequestSource {
   body(id: number): NativeBody;
 }
 
+type RequestMode = "navigate" | "same-origin" | "no-cors" | "cors";
+type RequestCredentials = "omit" | "same-origin" | "include";
+type RequestCache = "default" | "no-store" | "reload" | "no-cache" | "force-cache" | "only-if-cached";
+type RequestRedirect = "follow" | "error" | "manual";
+type ReferrerPolicy =
+  | ""
+  | "no-referrer"
+  | "no-referrer-when-downgrade"
+  | "same-origin"
+  | "origin"
+  | "strict-origin"
+  | "origin-when-cross-origin"
+  | "strict-origin-when-cross-origin"
+  | "unsafe-url";
+
 export interface RequestInitLike {
   method?: string;
   headers?: HeadersInitLike;
   body?: BodyInitLike;
+  referrer?: string;
+  referrerPolicy?: ReferrerPolicy;
+  mode?: RequestMode;
+  credentials?: RequestCredentials;
+  cache?: RequestCache;
+  redirect?: RequestRedirect;
+  integrity?: string;
+  keepalive?: boolean;
   signal?: AbortSignal | null;
-  redirect?: "follow" | "error" | "manual";
   duplex?: "half";
-  [key: string]: unknown;
+  priority?: "high" | "low" | "auto";
+  window?: null;
 }
+
+/**
+ * The settings a server rarely looks at, kept in one object so an incoming request
+ * carries a single shared reference to the defaults.
+ */
+interface RequestOptions {
+  mode: RequestMode;
+  credentials: RequestCredentials;
+  cache: RequestCache;
+  redirect: RequestRedirect;
+  /** "client", "no-referrer", or a URL. */
+  referrer: string;
+  referrerPolicy: ReferrerPolicy;
+  integrity: string;
+  keepalive: boolean;
+}
+
+const DEFAULTS: Readonly<RequestOptions> = Object.freeze({
+  mode: "cors",
+  credentials: "same-origin",
+  cache: "default",
+  redirect: "follow",
+  referrer: "client",
+  referrerPolicy: "",
+  integrity: "",
+  keepalive: false,
+});
+
+const MODES = ["same-origin", "no-cors", "cors", "navigate"];
+const CREDENTIALS = ["omit", "same-origin", "include"];
+const CACHES = ["default", "no-store", "reload", "no-cache", "force-cache", "only-if-cached"];
+const REDIRECTS = ["follow", "error", "manual"];
+const POLICIES = [
+  "",
+  "no-referrer",
+  "no-referrer-when-downgrade",
+  "same-origin",
+  "origin",
+  "strict-origin",
+  "origin-when-cross-origin",
+  "strict-origin-when-cross-origin",
+  "unsafe-url",
+];
+const PRIORITIES = ["high", "low", "auto"];
+const DUPLEX = ["half"];
 
 // https://fetch.spec.whatwg.org/#concept-method-normalize
 const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
+// https://fetch.spec.whatwg.org/#forbidden-method
 const FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
+// https://fetch.spec.whatwg.org/#cors-safelisted-method
+const CORS_SAFELISTED = new Set(["GET", "HEAD", "POST"]);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INCOMING = Symbol("incoming");
 
+function toStr(v: unknown): string {
+  return typeof v === "string" ? v : `${v as string}`;
+}
+
+// A WebIDL enum member: the string, or a TypeError naming the allowed values.
+function enumValue(v: unknown, allowed: readonly string[], what: string): string | undefined {
+  if (v === undefined) return undefined;
+  const s = toStr(v);
+  if (!allowed.includes(s)) throw new TypeError(`Invalid ${what} ${JSON.stringify(s)}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+  return s;
+}
+
 function normalizeMethod(m: unknown): string {
-  const s = String(m);
+  const s = toStr(m);
   if (!TOKEN.test(s)) throw new TypeError(`Invalid method: ${JSON.stringify(s)}`);
   const upper = s.toUpperCase();
   if (FORBIDDEN.has(upper)) throw new TypeError(`Forbidden method: ${s}`);
   return NORMALIZED.has(upper) ? upper : s;
+}
+
+function parseUrl(input: string, what: string): URL {
+  try {
+    // No base URL: a server has no document to resolve against, so "/path" is an error
+    // (as in Node's and Deno's Request) rather than a guess at a host.
+    return new URL(input);
+  } catch {
+    throw new TypeError(`Invalid ${what} ${JSON.stringify(input)}: an absolute URL is needed (there is no base URL to resolve against)`);
+  }
 }
 
 function abortReason(kind: "AbortError" | "TimeoutError"): DOMException {
@@ -61,74 +154,165 @@ export class Request {
   #signal: AbortSignal | null = null;
   #controller: AbortController | null = null;
   #abortKind: "AbortError" | "TimeoutError" | null = null;
-  #redirect: "follow" | "error" | "manual" = "follow";
+  #options: Readonly<RequestOptions> = DEFAULTS;
   // Incoming requests only.
   #source: RequestSource | null = null;
   #id = 0;
   #flags = 0;
 
+  // https://fetch.spec.whatwg.org/#dom-request (step numbers from there)
   constructor(input: string | URL | Request, init?: RequestInitLike) {
     if ((input as unknown) === INCOMING) return;
-    if (init !== undefined && (init === null || typeof init !== "object")) throw new TypeError("Request init must be an object");
-    let body: BodyState | null = null;
-    let headersInit: HeadersInitLike | undefined;
-    let contentType: string | null = null;
-    if (input instanceof Request && Request.prototype.isPrototypeOf(input)) {
-      this.#method = input.method;
-      this.#url = input.url;
-      this.#redirect = input.redirect as "follow";
-      headersInit = input.headers;
-      if (input.#signal !== null || input.#source !== null) this.#followSignal(input.signal);
-      if (init?.body === undefined && (input.#body !== null || input.#hasNativeBody())) {
-        const b = input.#bodyState();
-        if (b.disturbed) throw new TypeError("Cannot construct a Request from one whose body was used");
-        body = new BodyState(b.stream());
-        b.used = true;
+    if (arguments.length === 0) throw new TypeError("Request constructor: 1 argument required, but only 0 present");
+    if (init !== undefined && init !== null && typeof init !== "object" && typeof init !== "function")
+      throw new TypeError("Request init must be an object");
+    // WebIDL reads the RequestInit members once, in lexicographic order, converting each.
+    const i = (init ?? {}) as Record<string, unknown>;
+    const initBody = i.body as BodyInitLike;
+    const initCache = enumValue(i.cache, CACHES, "cache mode") as RequestCache | undefined;
+    const initCredentials = enumValue(i.credentials, CREDENTIALS, "credentials mode") as RequestCredentials | undefined;
+    const initDuplex = enumValue(i.duplex, DUPLEX, "duplex");
+    const initHeaders = i.headers as HeadersInitLike | undefined;
+    const initIntegrity = i.integrity === undefined ? undefined : toStr(i.integrity);
+    const initKeepalive = i.keepalive === undefined ? undefined : Boolean(i.keepalive);
+    const initMethod = i.method === undefined ? undefined : toStr(i.method);
+    const initMode = enumValue(i.mode, MODES, "mode") as RequestMode | undefined;
+    enumValue(i.priority, PRIORITIES, "priority");
+    const initRedirect = enumValue(i.redirect, REDIRECTS, "redirect mode") as RequestRedirect | undefined;
+    const initReferrer = i.referrer === undefined ? undefined : toStr(i.referrer);
+    const initPolicy = enumValue(i.referrerPolicy, POLICIES, "referrer policy") as ReferrerPolicy | undefined;
+    const initSignal = i.signal as AbortSignal | null | undefined;
+    if (initSignal !== undefined && initSignal !== null && !(initSignal instanceof AbortSignal))
+      throw new TypeError("Request init's signal must be an AbortSignal or null");
+    const initWindow = i.window;
+    const initIsEmpty =
+      initBody === undefined &&
+      initCache === undefined &&
+      initCredentials === undefined &&
+      initDuplex === undefined &&
+      initHeaders === undefined &&
+      initIntegrity === undefined &&
+      initKeepalive === undefined &&
+      initMethod === undefined &&
+      initMode === undefined &&
+      i.priority === undefined &&
+      initRedirect === undefined &&
+      initReferrer === undefined &&
+      initPolicy === undefined &&
+      initSignal === undefined &&
+      initWindow === undefined;
+
+    let options: RequestOptions;
+    let signal: AbortSignal | null = null;
+    let inputHeaders: HeadersInitLike | null = null;
+    let inputBody: (() => BodySource) | null = null;
+    let inputBodyUnusable = false;
+    if (Request.prototype.isPrototypeOf(input)) {
+      // 6. A Request of ours: its request, signal, headers and body.
+      const r = input as Request;
+      this.#method = r.method;
+      this.#url = r.url;
+      options = { ...r.#options };
+      if (r.#signal !== null || r.#source !== null) signal = r.signal;
+      inputHeaders = r.headers;
+      if (r.#body !== null ? r.#body.source !== null : r.#hasNativeBody()) {
+        const b = r.#bodyState();
+        inputBodyUnusable = b.unusable;
+        inputBody = () => b.transfer();
       }
     } else if (GlobalRequest !== undefined && input instanceof GlobalRequest) {
+      // Node's own Request: read it through its public API.
       const g = input as globalThis.Request;
       this.#method = g.method;
       this.#url = g.url;
-      headersInit = g.headers;
-      this.#followSignal(g.signal);
-      if (init?.body === undefined && g.body !== null) body = new BodyState(g.body as ReadableStream<Uint8Array>);
-    } else {
-      let parsed: URL;
-      try {
-        parsed = new URL(String(input));
-      } catch {
-        throw new TypeError(`Invalid URL: ${JSON.stringify(String(input))}`);
+      options = {
+        mode: g.mode as RequestMode,
+        credentials: g.credentials as RequestCredentials,
+        cache: g.cache as RequestCache,
+        redirect: g.redirect as RequestRedirect,
+        referrer: g.referrer === "about:client" ? "client" : g.referrer === "" ? "no-referrer" : g.referrer,
+        referrerPolicy: g.referrerPolicy as ReferrerPolicy,
+        integrity: g.integrity,
+        keepalive: g.keepalive,
+      };
+      signal = g.signal;
+      inputHeaders = g.headers;
+      if (g.body !== null) {
+        inputBodyUnusable = g.bodyUsed || g.body.locked;
+        // The standard's proxy: reading ours reads theirs, which becomes disturbed.
+        inputBody = () => g.body!.pipeThrough(new TransformStream<Uint8Array, Uint8Array>());
       }
-      if (parsed.username !== "" || parsed.password !== "") throw new TypeError("Request URL must not include credentials");
+    } else {
+      // 5. A string (or anything with a string form: a URL).
+      const parsed = parseUrl(toStr(input), "URL");
+      if (parsed.username !== "" || parsed.password !== "") throw new TypeError(`Request URL must not include credentials: ${parsed.href}`);
       this.#url = parsed.href;
       this.#method = "GET";
+      options = { ...DEFAULTS };
     }
-    if (init !== undefined) {
-      if (init.method !== undefined) this.#method = normalizeMethod(init.method);
-      if (init.headers !== undefined) headersInit = init.headers;
-      if (init.redirect !== undefined) {
-        if (!["follow", "error", "manual"].includes(init.redirect)) throw new TypeError(`Invalid redirect mode: ${init.redirect}`);
-        this.#redirect = init.redirect;
-      }
-      if (init.signal !== undefined && init.signal !== null) {
-        if (!(init.signal instanceof AbortSignal)) throw new TypeError("signal must be an AbortSignal");
-        this.#controller = null;
-        this.#signal = null;
-        this.#followSignal(init.signal);
-      }
-      if (init.body !== undefined && init.body !== null) {
-        const ex = extractBody(init.body);
-        if (ex.source instanceof ReadableStream && init.duplex !== "half")
-          throw new TypeError("A ReadableStream body requires duplex: 'half'");
-        body = new BodyState(ex.source);
-        contentType = ex.type;
+
+    // 10. A window other than null.
+    if (initWindow !== undefined && initWindow !== null) throw new TypeError("Request init's window must be null");
+    // 13. Any init resets what belonged to the input's context.
+    if (!initIsEmpty) {
+      if (options.mode === "navigate") options.mode = "same-origin";
+      options.referrer = "client";
+      options.referrerPolicy = "";
+    }
+    // 14. referrer: "" means none; otherwise a URL, "about:client" meaning the client.
+    if (initReferrer !== undefined) {
+      if (initReferrer === "") options.referrer = "no-referrer";
+      else {
+        const parsed = parseUrl(initReferrer, "referrer");
+        options.referrer = parsed.href === "about:client" ? "client" : parsed.href;
       }
     }
-    if (body !== null && (this.#method === "GET" || this.#method === "HEAD"))
+    if (initPolicy !== undefined) options.referrerPolicy = initPolicy;
+    // 16-18. mode: "navigate" cannot be asked for.
+    if (initMode === "navigate") throw new TypeError('Request mode "navigate" cannot be set from a constructor');
+    if (initMode !== undefined) options.mode = initMode;
+    if (initCredentials !== undefined) options.credentials = initCredentials;
+    if (initCache !== undefined) options.cache = initCache;
+    // 21.
+    if (options.cache === "only-if-cached" && options.mode !== "same-origin")
+      throw new TypeError('Request cache mode "only-if-cached" needs mode "same-origin"');
+    if (initRedirect !== undefined) options.redirect = initRedirect;
+    if (initIntegrity !== undefined) options.integrity = initIntegrity;
+    if (initKeepalive !== undefined) options.keepalive = initKeepalive;
+    // 25. method
+    if (initMethod !== undefined) this.#method = normalizeMethod(initMethod);
+    // 26, 29. The signal follows init's, else the input's.
+    if (initSignal !== undefined) signal = initSignal;
+    if (signal !== null) this.#followSignal(signal);
+    this.#options = options;
+    // 30. no-cors allows only the CORS-safelisted methods.
+    if (options.mode === "no-cors" && !CORS_SAFELISTED.has(this.#method!))
+      throw new TypeError(`Request mode "no-cors" allows only GET, HEAD and POST, not ${this.#method}`);
+    // 31. headers: init's, else a copy of the input's.
+    const headers = new Headers(initHeaders !== undefined ? initHeaders : inputHeaders ?? undefined);
+    // 33. GET and HEAD have no body, given or inherited.
+    const hasInitBody = initBody !== undefined && initBody !== null;
+    if ((hasInitBody || inputBody !== null) && (this.#method === "GET" || this.#method === "HEAD"))
       throw new TypeError(`Request with method ${this.#method} cannot have a body`);
-    this.#headers = new Headers(headersInit);
-    if (contentType !== null && !this.#headers.has("content-type")) this.#headers.append("content-type", contentType);
-    this.#body = body;
+    // 35. init's body, with its Content-Type unless one was given.
+    let body: BodySource = null;
+    if (hasInitBody) {
+      const ex = extractBody(initBody);
+      if (options.keepalive && isStreamSource(ex.source)) throw new TypeError("A keepalive request cannot have a stream body");
+      // 37. A stream body needs duplex: "half" (a Request cannot yet stream both ways).
+      if (isStreamSource(ex.source) && initDuplex === undefined)
+        throw new TypeError("A Request with a ReadableStream body needs duplex: 'half'");
+      if (ex.type !== null && !headers.has("content-type")) headers.append("content-type", ex.type);
+      body = ex.source;
+    } else if (inputBody !== null) {
+      // 39. The input's body moves here; the input becomes used.
+      if (inputBodyUnusable) throw new TypeError("Cannot construct a Request from a Request whose body was already used");
+      body = inputBody();
+    }
+    if (isStreamSource(body) && options.mode !== "same-origin" && options.mode !== "cors")
+      throw new TypeError(`A Request with a stream body needs mode "cors" or "same-origin", not ${JSON.stringify(options.mode)}`);
+    this.#headers = headers;
+    this.#body = body === null ? null : new BodyState(body);
   }
 
   static {
@@ -154,6 +338,7 @@ export class Request {
     };
   }
 
+  // https://dom.spec.whatwg.org/#abortsignal-follow
   #followSignal(s: AbortSignal): void {
     const c = new AbortController();
     this.#controller = c;
@@ -172,31 +357,33 @@ export class Request {
     return this.#body;
   }
 
+  // https://fetch.spec.whatwg.org/#dom-request-method
   get method(): string {
     return (this.#method ??= this.#source!.method(this.#id));
   }
 
+  // https://fetch.spec.whatwg.org/#dom-request-url
   get url(): string {
     return (this.#url ??= this.#source!.url(this.#id));
   }
 
+  // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
+  // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    if (this.#headers === null) {
-      const source = this.#source!;
-      const id = this.#id;
-      this.#headers = Headers.fromSource({ get: (n) => source.header(id, n), list: () => source.headers(id) });
-    }
-    return this.#headers;
+    return (this.#headers ??= Headers.fromSource(this.#source!, this.#id));
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-body
   get body(): ReadableStream<Uint8Array> | null {
     return this.#bodyState().stream();
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-bodyused
   get bodyUsed(): boolean {
     return this.#body !== null && this.#body.disturbed;
   }
 
+  // https://fetch.spec.whatwg.org/#dom-request-signal
   get signal(): AbortSignal {
     if (this.#signal === null) {
       this.#controller = new AbortController();
@@ -206,20 +393,21 @@ export class Request {
     return this.#signal;
   }
 
-  get redirect(): string {
-    return this.#redirect;
+  get redirect(): RequestRedirect {
+    return this.#options.redirect;
   }
 
+  // https://fetch.spec.whatwg.org/#dom-request-duplex
   get duplex(): "half" {
     return "half";
   }
 
-  get cache(): string {
-    return "default";
+  get cache(): RequestCache {
+    return this.#options.cache;
   }
 
-  get credentials(): string {
-    return "same-origin";
+  get credentials(): RequestCredentials {
+    return this.#options.credentials;
   }
 
   get destination(): string {
@@ -227,23 +415,33 @@ export class Request {
   }
 
   get integrity(): string {
-    return "";
+    return this.#options.integrity;
   }
 
   get keepalive(): boolean {
+    return this.#options.keepalive;
+  }
+
+  get mode(): RequestMode {
+    return this.#options.mode;
+  }
+
+  // https://fetch.spec.whatwg.org/#dom-request-referrer
+  get referrer(): string {
+    const r = this.#options.referrer;
+    return r === "client" ? "about:client" : r === "no-referrer" ? "" : r;
+  }
+
+  get referrerPolicy(): ReferrerPolicy {
+    return this.#options.referrerPolicy;
+  }
+
+  get isReloadNavigation(): boolean {
     return false;
   }
 
-  get mode(): string {
-    return "cors";
-  }
-
-  get referrer(): string {
-    return "about:client";
-  }
-
-  get referrerPolicy(): string {
-    return "";
+  get isHistoryNavigation(): boolean {
+    return false;
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
@@ -273,12 +471,12 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-clone
   clone(): Request {
     const b = this.#bodyState();
-    if (b.disturbed) throw new TypeError("Cannot clone a Request whose body was used");
+    if (b.unusable) throw new TypeError("Cannot clone a Request whose body was already used");
     const r = new Request(INCOMING as unknown as string);
     r.#method = this.method;
     r.#url = this.url;
-    r.#redirect = this.#redirect;
-    r.#headers = new Headers(this.headers);
+    r.#options = this.#options;
+    r.#headers = cloneHeaders(this.headers);
     r.#body = b.source === null ? null : b.clone();
     r.#followSignal(this.signal);
     return r;

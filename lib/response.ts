@@ -1,9 +1,9 @@
 // Response (https://fetch.spec.whatwg.org/#response-class): a light class that records
-// status, body and init at construction and builds Headers only when read, so the
-// server can send the common cases without touching a header list.
-import { BodyState, extractBody, type BodyInitLike, type BodySource } from "./body.js";
-import { Headers, type HeadersInitLike } from "./headers.js";
-import { CT_JSON, CT_NONE } from "./native.js";
+// status and body at construction and builds Headers only when read or when init gave
+// some, so the server can send the common cases without touching a header list.
+import { BodyState, extractBody, TEXT_TYPE, type BodyInitLike, type BodySource } from "./body.js";
+import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
+import { CT_JSON, CT_NONE, CT_TEXT } from "./native.js";
 
 const GlobalResponse = globalThis.Response;
 
@@ -27,13 +27,23 @@ export interface ResponseState {
   ct: number;
   contentType: string | null;
   headers: Headers | null;
+  /** Headers not yet built. Always null now (init's headers are built at construction, as
+   * the standard validates them there); kept because reply.ts reads it. */
   init: HeadersInitLike | null;
 }
 
-const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+// https://fetch.spec.whatwg.org/#null-body-status (101 and 103 are also null-body
+// statuses, but a constructed Response cannot have them: they are below 200).
+function isNullBodyStatus(status: number): boolean {
+  return status === 204 || status === 205 || status === 304;
+}
+// https://fetch.spec.whatwg.org/#redirect-status
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
-// https://httpwg.org/specs/rfc9112.html#status.line: reason-phrase = *( HTAB / SP / VCHAR / obs-text )
+// https://fetch.spec.whatwg.org/#concept-response-status-message: RFC 9112's
+// reason-phrase = *( HTAB / SP / VCHAR / obs-text )
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// WebIDL ByteString: no code unit above 0xFF.
+const NOT_BYTESTRING = /[^\x00-\xff]/;
 
 const FROM_STATE = Symbol("state");
 
@@ -43,51 +53,111 @@ export let responseState: (r: Response) => ResponseState;
 export let isOwnResponse: (v: unknown) => v is Response;
 let fromState: (s: ResponseState) => Response;
 
-// https://fetch.spec.whatwg.org/#initialize-a-response
-function checkInit(init: ResponseInitLike | undefined): [number, string] {
-  if (init === undefined || init === null) return [200, ""];
-  if (typeof init !== "object") throw new TypeError("Response init must be an object");
-  const status = init.status === undefined ? 200 : Number(init.status);
-  if (!Number.isInteger(status) || status < 200 || status > 599)
-    throw new RangeError(`Response status must be an integer between 200 and 599, got ${init.status}`);
-  const statusText = init.statusText === undefined ? "" : String(init.statusText);
-  if (!REASON_PHRASE.test(statusText)) throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)}`);
-  return [status, statusText];
+// WebIDL `unsigned short`: ToNumber, truncate, modulo 2^16 (so 200.5 is 200).
+function toUint16(v: unknown): number {
+  if (typeof v === "number" && (v & 0xffff) === v) return v;
+  const n = Number(v);
+  if (!Number.isFinite(n)) return 0;
+  const t = Math.trunc(n) % 65536;
+  return t < 0 ? t + 65536 : t;
 }
 
-function makeState(status: number, statusText: string, ex: { source: BodySource; type: string | null; ct: number }, init: HeadersInitLike | null): ResponseState {
+// What readInit found, in module variables rather than a tuple so the constructor
+// allocates nothing for them (there is no user code between the write and the read).
+let initStatus = 200;
+let initStatusText = "";
+let initHeaders: HeadersInitLike | undefined;
+
+// https://fetch.spec.whatwg.org/#initialize-a-response, steps 1-2, after WebIDL has read
+// the ResponseInit members (headers, status, statusText) once each, in that order.
+function readInit(init: ResponseInitLike | null | undefined): void {
+  if (init === undefined || init === null) {
+    initStatus = 200;
+    initStatusText = "";
+    initHeaders = undefined;
+    return;
+  }
+  if (typeof init !== "object" && typeof init !== "function") throw new TypeError("Response init must be an object");
+  const headers = init.headers;
+  const rawStatus = init.status;
+  const rawText = init.statusText;
+  const status = rawStatus === undefined ? 200 : toUint16(rawStatus);
+  const statusText = rawText === undefined ? "" : typeof rawText === "string" ? rawText : `${rawText as string}`;
+  // ByteString conversion comes before the status check.
+  if (statusText !== "" && NOT_BYTESTRING.test(statusText)) throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)} is not a ByteString`);
+  if (status < 200 || status > 599) throw new RangeError(`Response status must be between 200 and 599, got ${String(rawStatus)}`);
+  if (statusText !== "" && !REASON_PHRASE.test(statusText)) throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)}`);
+  initStatus = status;
+  initStatusText = statusText;
+  initHeaders = headers;
+}
+
+function makeState(status: number, statusText: string, source: BodySource, type: string | null, ct: number, headers: Headers | null): ResponseState {
   return {
     status,
     statusText,
     type: "default",
     url: "",
     redirected: false,
-    source: ex.source,
+    source,
     body: null,
-    ct: init === null ? ex.ct : CT_NONE,
-    contentType: ex.type,
-    headers: null,
-    init,
+    ct: headers === null ? ct : CT_NONE,
+    contentType: type,
+    headers,
+    init: null,
   };
+}
+
+// Steps 3-6 of "initialize a response": init's headers, then the body's type unless
+// they name one. Null when init gave no headers, so the fast path keeps its code.
+function buildHeaders(hinit: HeadersInitLike | undefined, type: string | null): Headers | null {
+  if (hinit === undefined) return null;
+  const h = new Headers(hinit);
+  if (type !== null && !h.has("content-type")) h.append("content-type", type);
+  return h;
 }
 
 export class Response {
   #s: ResponseState;
 
+  // https://fetch.spec.whatwg.org/#dom-response
   constructor(body?: BodyInitLike, init?: ResponseInitLike) {
     if ((body as unknown) === FROM_STATE) {
       this.#s = init as unknown as ResponseState;
       return;
     }
-    const [status, statusText] = checkInit(init);
-    const ex = extractBody(body);
-    if (ex.source !== null && NULL_BODY_STATUS.has(status))
-      throw new TypeError(`Response with status ${status} cannot have a body`);
-    const hinit = init?.headers ?? null;
-    this.#s = makeState(status, statusText, ex, hinit);
-    // A header list given as a Headers is validated now, as the standard does; a
-    // record or pair list is validated when the headers are built.
-    if (hinit !== null && typeof hinit !== "object") throw new TypeError("headers must be an object");
+    let source: BodySource;
+    let type: string | null;
+    let ct: number;
+    // The two common bodies first, without an Extracted object.
+    if (typeof body === "string") {
+      source = body;
+      type = TEXT_TYPE;
+      ct = CT_TEXT;
+    } else if (body === undefined || body === null) {
+      source = null;
+      type = null;
+      ct = CT_NONE;
+    } else if (body instanceof Uint8Array) {
+      source = body;
+      type = null;
+      ct = CT_NONE;
+    } else {
+      const ex = extractBody(body);
+      source = ex.source;
+      type = ex.type;
+      ct = ex.ct;
+    }
+    if (init === undefined) {
+      this.#s = makeState(200, "", source, type, ct, null);
+      return;
+    }
+    readInit(init);
+    const status = initStatus;
+    const statusText = initStatusText;
+    const headers = buildHeaders(initHeaders, type);
+    if (source !== null && isNullBodyStatus(status)) throw new TypeError(`Response with status ${status} cannot have a body`);
+    this.#s = makeState(status, statusText, source, type, ct, headers);
   }
 
   static {
@@ -100,32 +170,36 @@ export class Response {
   static json(data: unknown, init?: ResponseInitLike): Response {
     const text = JSON.stringify(data);
     if (text === undefined) throw new TypeError("Response.json: the value is not JSON serializable");
-    const [status, statusText] = checkInit(init);
-    if (NULL_BODY_STATUS.has(status)) throw new TypeError(`Response with status ${status} cannot have a body`);
-    const hinit = init?.headers ?? null;
-    const s = makeState(status, statusText, { source: text, type: "application/json", ct: CT_JSON }, hinit);
-    return fromState(s);
+    if (init === undefined) return fromState(makeState(200, "", text, "application/json", CT_JSON, null));
+    readInit(init);
+    const status = initStatus;
+    const statusText = initStatusText;
+    const headers = buildHeaders(initHeaders, "application/json");
+    if (isNullBodyStatus(status)) throw new TypeError(`Response with status ${status} cannot have a body`);
+    return fromState(makeState(status, statusText, text, "application/json", CT_JSON, headers));
   }
 
   // https://fetch.spec.whatwg.org/#dom-response-redirect
-  static redirect(url: string | URL, status = 302): Response {
+  static redirect(url: string | URL, status: number = 302): Response {
+    if (arguments.length === 0) throw new TypeError("Response.redirect: 1 argument required, but only 0 present");
+    const input = typeof url === "string" ? url : `${url as unknown as string}`;
     let parsed: URL;
     try {
-      parsed = new URL(String(url));
+      // No base URL on a server: a relative Location must be set by hand.
+      parsed = new URL(input);
     } catch {
-      throw new TypeError(`Response.redirect: invalid URL ${JSON.stringify(String(url))}`);
+      throw new TypeError(`Response.redirect: ${JSON.stringify(input)} is not an absolute URL`);
     }
-    if (!REDIRECT_STATUS.has(status)) throw new RangeError(`Response.redirect: ${status} is not a redirect status`);
-    const s = makeState(status, "", { source: null, type: null, ct: CT_NONE }, null);
-    s.headers = Headers.freeze(new Headers([["location", parsed.href]]));
+    const code = toUint16(status);
+    if (!REDIRECT_STATUS.has(code)) throw new RangeError(`Response.redirect: ${String(status)} is not a redirect status`);
+    const s = makeState(code, "", null, null, CT_NONE, Headers.freeze(new Headers([["location", parsed.href]])));
     return fromState(s);
   }
 
   // https://fetch.spec.whatwg.org/#dom-response-error
   static error(): Response {
-    const s = makeState(0, "", { source: null, type: null, ct: CT_NONE }, null);
+    const s = makeState(0, "", null, null, CT_NONE, Headers.freeze(new Headers()));
     s.type = "error";
-    s.headers = Headers.freeze(new Headers());
     return fromState(s);
   }
 
@@ -157,10 +231,12 @@ export class Response {
     return materializeHeaders(this.#s);
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-body
   get body(): ReadableStream<Uint8Array> | null {
     return bodyOf(this.#s).stream();
   }
 
+  // https://fetch.spec.whatwg.org/#dom-body-bodyused
   get bodyUsed(): boolean {
     const s = this.#s;
     return s.body !== null && s.body.disturbed;
@@ -193,9 +269,11 @@ export class Response {
   // https://fetch.spec.whatwg.org/#dom-response-clone
   clone(): Response {
     const s = this.#s;
-    if (s.body !== null && s.body.disturbed) throw new TypeError("Cannot clone a Response whose body was used");
-    const headers = new Headers(materializeHeaders(s));
-    const copy: ResponseState = { ...s, headers: s.type === "error" ? Headers.freeze(headers) : headers, init: null, ct: CT_NONE, body: null };
+    if (s.body !== null && s.body.unusable) throw new TypeError("Cannot clone a Response whose body was already used");
+    if (s.body === null && s.source instanceof ReadableStream && s.source.locked)
+      throw new TypeError("Cannot clone a Response whose body stream is locked");
+    const copy: ResponseState = { ...s, headers: cloneHeaders(materializeHeaders(s)), init: null, ct: CT_NONE, body: null };
+    // A stream is teed; any other body is immutable and shared.
     if (s.body !== null || s.source instanceof ReadableStream) copy.body = bodyOf(s).clone();
     return fromState(copy);
   }
@@ -236,8 +314,14 @@ export function materializeHeaders(s: ResponseState): Headers {
 
 /** @internal The current body source of a response to send, or throws if it was used. */
 export function takeBodySource(s: ResponseState): BodySource {
-  if (s.body === null) return s.source;
-  if (s.body.disturbed) throw new TypeError("The response body was already used");
-  s.body.used = true;
-  return s.body.source;
+  if (s.body === null) {
+    const src = s.source;
+    if (typeof src !== "object" || src === null || !(src instanceof ReadableStream)) return src;
+    // A stream given to the constructor: still a stream of ours over bytes in memory
+    // (`new Response(res.body, res)`) is sent as those bytes.
+    s.body = new BodyState(src);
+    s.source = null;
+  }
+  if (s.body.unusable) throw new TypeError("The response body is locked or was already used");
+  return s.body.take();
 }

@@ -33,6 +33,9 @@ pub mod request;
 pub mod response;
 pub mod stats;
 
+// mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
+// freed in bulk on a tokio thread (DESIGN.md section 2).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -427,10 +430,9 @@ impl NativeServer {
     pub fn stream_end(&mut self, id: u32, failed: bool) {
         if let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.take()) {
             if failed {
-                // If the queue is full the error cannot be queued; dropping the
-                // sender mid-stream then ends the body, so make room is not needed:
-                // hyper sees the channel close without the terminating chunk only
-                // through the error item, hence the blocking-free retry below.
+                // Only the error item makes hyper cut the body off; a channel that just
+                // closes would look like a complete body. When the queue is full, a task
+                // waits for room instead of blocking the JS thread.
                 if stream.tx.try_send(StreamItem::Error).is_err() {
                     let tx = stream.tx.clone();
                     if let Some(rt) = self.runtime.as_ref() {
