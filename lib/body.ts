@@ -6,6 +6,7 @@ import * as nodeStream from "node:stream";
 import { encodeFormData, MultipartParser, parseUrlencoded } from "./form-data.js";
 import { essence, extractMimeType, serializeMimeType } from "./mime-type.js";
 import { CT_FORM, CT_NONE, CT_TEXT } from "./native.js";
+import { isNodeInstance, looksLikeFormData } from "./node-classes.js";
 
 /** An incoming request body, read from the native side on demand. */
 export interface NativeBody {
@@ -65,8 +66,8 @@ export function extractBody(init: BodyInitLike): Extracted {
     if (init instanceof ArrayBuffer) return { source: new Uint8Array(init.slice(0)), type: null, ct: CT_NONE };
     if (ArrayBuffer.isView(init))
       return { source: new Uint8Array(init.buffer, init.byteOffset, init.byteLength), type: null, ct: CT_NONE };
-    if (init instanceof FormData) {
-      const { body, type } = encodeFormData(init);
+    if (isNodeInstance("FormData", init, looksLikeFormData)) {
+      const { body, type } = encodeFormData(init as FormData);
       return { source: body, type, ct: CT_NONE };
     }
     if (init instanceof URLSearchParams) return { source: init.toString(), type: FORM_TYPE, ct: CT_FORM };

@@ -1,7 +1,7 @@
 // Headers (https://fetch.spec.whatwg.org/#headers-class), with a lazy mode in which
 // an incoming request's headers are looked up natively until someone iterates.
+import { isNodeInstance, linkPrototype, looksLikeHeaders } from "./node-classes.js";
 
-const GlobalHeaders = globalThis.Headers;
 
 /** Where an incoming request's headers live until they are materialized (RequestSource). */
 export interface HeaderSource {
@@ -250,7 +250,7 @@ export class Headers {
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       (typeof v === "object" && v !== null && Headers.prototype.isPrototypeOf(v)) ||
-      (GlobalHeaders !== undefined && v instanceof GlobalHeaders)
+      isNodeInstance("Headers", v, looksLikeHeaders)
     );
   }
 }
@@ -268,7 +268,7 @@ Object.defineProperty(Headers.prototype, Symbol.iterator, {
 });
 
 // Frameworks test `headers instanceof Headers` against Node's global class.
-if (GlobalHeaders !== undefined) Object.setPrototypeOf(Headers.prototype, GlobalHeaders.prototype);
+linkPrototype("Headers", Headers.prototype);
 
 const KEYS = 0;
 const VALUES = 1;

@@ -3,9 +3,9 @@
 import { isNativeBody, type BodySource } from "./body.js";
 import { flatHeaders } from "./headers.js";
 import { CT_NONE, type NativeServer } from "./native.js";
+import { isNodeInstance, looksLikeResponse } from "./node-classes.js";
 import { isOwnResponse, materializeHeaders, responseState, takeBodySource } from "./response.js";
 
-const GlobalResponse = globalThis.Response;
 
 /** Bodies from this size on are lent to the native side instead of copied: below it a
  * copy is cheaper than holding a reference (DESIGN.md section 2, rule 7). */
@@ -47,7 +47,7 @@ export function sendResponse(
     }
     return sendBody(native, id, s.status, ct, headers, takeBodySource(s), release, hooks);
   }
-  if (GlobalResponse !== undefined && res instanceof GlobalResponse) {
+  if (isNodeInstance("Response", res, looksLikeResponse)) {
     const g = res as globalThis.Response;
     if (g.type === "error") {
       native.respondEmpty(id, 500, CT_NONE, null, release);

@@ -4,8 +4,8 @@
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
 import { cloneHeaders, Headers, materializeHeaders as materializeHeaderList, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
+import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
 
-const GlobalRequest = globalThis.Request;
 
 /** @internal How an incoming request reaches its native record. */
 export interface RequestSource {
@@ -220,7 +220,7 @@ export class Request {
         inputBodyUnusable = b.unusable;
         inputBody = () => b.transfer();
       }
-    } else if (GlobalRequest !== undefined && input instanceof GlobalRequest) {
+    } else if (isNodeInstance("Request", input, looksLikeRequest)) {
       // Node's own Request: read it through its public API.
       const g = input as globalThis.Request;
       this.#method = g.method;
@@ -489,9 +489,9 @@ export class Request {
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       (typeof v === "object" && v !== null && Request.prototype.isPrototypeOf(v)) ||
-      (GlobalRequest !== undefined && v instanceof GlobalRequest)
+      isNodeInstance("Request", v, looksLikeRequest)
     );
   }
 }
 
-if (GlobalRequest !== undefined) Object.setPrototypeOf(Request.prototype, GlobalRequest.prototype);
+linkPrototype("Request", Request.prototype);

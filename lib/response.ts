@@ -4,8 +4,8 @@
 import { BodyState, extractBody, TEXT_TYPE, type BodyInitLike, type BodySource } from "./body.js";
 import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
 import { CT_JSON, CT_NONE, CT_TEXT } from "./native.js";
+import { isNodeInstance, linkPrototype, looksLikeResponse } from "./node-classes.js";
 
-const GlobalResponse = globalThis.Response;
 
 export interface ResponseInitLike {
   status?: number;
@@ -285,12 +285,12 @@ export class Response {
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       isOwnResponse(v) ||
-      (GlobalResponse !== undefined && v instanceof GlobalResponse)
+      isNodeInstance("Response", v, looksLikeResponse)
     );
   }
 }
 
-if (GlobalResponse !== undefined) Object.setPrototypeOf(Response.prototype, GlobalResponse.prototype);
+linkPrototype("Response", Response.prototype);
 
 function bodyOf(s: ResponseState): BodyState {
   if (s.body === null) {
