@@ -523,6 +523,38 @@ describe("close()", () => {
   });
 });
 
+test("servers in worker threads share a port with reusePort, each with its own bridge", async () => {
+  const { Worker } = await import("node:worker_threads");
+  const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+  const code = `
+    const { parentPort, workerData, threadId } = await import("node:worker_threads");
+    const { Server, Response } = await import(${dist});
+    const server = new Server({ port: workerData.port, host: "127.0.0.1", reusePort: true, workerThreads: 1 });
+    server.addEventListener("fetch", (e) => e.respondWith(Response.json({ thread: threadId })));
+    await server.listen();
+    parentPort.postMessage(server.port);
+    parentPort.once("message", async () => { await server.close(); parentPort.postMessage("closed"); });
+  `;
+  const first = new Worker(code, { eval: true, workerData: { port: 0 } });
+  const [port] = await once(first, "message");
+  const second = new Worker(code, { eval: true, workerData: { port } });
+  await once(second, "message");
+  try {
+    const threads = new Set();
+    for (let i = 0; i < 40 && threads.size < 2; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } });
+      threads.add((await r.json()).thread);
+    }
+    assert.equal(threads.size, 2, "connections never reached the second worker");
+  } finally {
+    for (const w of [first, second]) {
+      w.postMessage("close");
+      await once(w, "message");
+      await w.terminate();
+    }
+  }
+});
+
 test("the examples directory has the RFC's four examples", async () => {
   const { readdir } = await import("node:fs/promises");
   const files = await readdir(fileURLToPath(new URL("../examples/", import.meta.url)));
