@@ -1,52 +1,59 @@
-// Benchmark runner: fetch-rs against node:http (and later other peers) on the same handler,
-// load from wrk, server and load generator pinned to separate cores, medians over rounds,
-// CPU per request from /proc. Prints a Markdown table and writes it to bench/results/latest.md.
-// Run with: npm run bench            (3 rounds, 5 s measured after 2 s warm-up)
-//           npm run bench -- --quick (1 round of 2 s)
-//           npm run bench -- --servers=node-http --duration=10 --rounds=5 --modes=plain
+// Benchmark runner: fetch-rs against node:http and the other peers (fastify, Hono, Bun.serve,
+// Deno.serve, hyper alone) on the same scenarios (RFC 5.4), load from wrk (or h2load, autocannon,
+// oha), server and load generator pinned to separate cores, servers alternated over rounds,
+// medians, CPU per request and peak RSS from /proc. Prints a Markdown table and writes it to
+// bench/results/latest.md, with an SVG chart (latest.svg) and the raw runs (latest.json).
+// Run with: npm run bench                 (every scenario, server and mode: about 45 minutes)
+//           npm run bench -- --quick      (JSON, fetch-rs vs node:http, 1 round: under a minute)
+//           node bench/run.mjs --scenarios=json,text --servers=fetch-rs,node-http,bun --rounds=3
 // See bench/README.md.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import http from "node:http";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { clockTicksPerSecond, processName, sampleCpu, threadAffinities } from "./lib/cpu.mjs";
-import { fmt, machineHeader, runProblems, runsTable, summarize, summaryTable } from "./lib/report.mjs";
-import { killAllNow, missingRequirements, SERVERS, startServer, stopAll, stopServer } from "./lib/servers.mjs";
-import { runWrk, wrkVersion } from "./lib/wrk.mjs";
+import {
+  clockTicksPerSecond, machineCpuTicks, parseCpuList, processName, sampleCpu, startSampler, threadAffinities,
+} from "./lib/cpu.mjs";
+import { LOADGENS, removeBodyFiles } from "./lib/loadgen.mjs";
+import { fmt, legend, machineHeader, median, runProblems, runsTable, summarize, summaryTable } from "./lib/report.mjs";
+import { checkPipelined, checkResponse, CONNECTIONS, DEFAULT_MODES, MODES, PIPELINE_DEPTH, SCENARIOS } from "./lib/scenarios.mjs";
+import {
+  BASELINE_BY_PROTOCOL, killAllNow, missingRequirements, SERVERS, startServer, stopAll, stopServer,
+} from "./lib/servers.mjs";
+import { barChartSvg } from "./lib/svg.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const RESULTS_FILE = join(ROOT, "bench", "results", "latest.md");
-const BASELINE = "node-http";
-const SERVER_CORE = 0;
-const LOAD_CORE = 1;
-// One wrk thread is enough to saturate one server core on loopback and leaves the load core to itself.
-const CONNECTIONS = 50;
-// Deep enough that per-request cost, not round trips, sets the pace: the server's batching shows.
-const PIPELINE_DEPTH = 16;
+const RESULTS_DIR = join(ROOT, "bench", "results");
 
-// A server that saturates its core runs it at ~100%; below this, the run did not measure the server alone.
+// A server that saturates its cores runs them at ~100% each; below this, the run did not measure the server alone.
 const BUSY_ENOUGH_PERCENT = 90;
+// Other CPU plus steal above this (in % of one core) during a run: something else competed with it.
+const CONTENDED_PERCENT = 25;
+// Seconds a run costs beyond warm-up and measurement (start-up, reporting), and a server start; for the estimate.
+const RUN_OVERHEAD_S = 0.15;
+const START_OVERHEAD_S = 1;
+// After the deadline the runner stops measuring and reports; this long after it, it kills everything.
+const HARD_STOP_GRACE_MS = 60_000;
 
-const PIPELINED_LATENCY_NOTE =
-  `Pipelined latencies are per batch of ${PIPELINE_DEPTH} and skewed by wrk's coordinated-omission ` +
-  "correction, which assumes one response per request (n/a: wrk printed 0); for that mode compare req/s and CPU/req.";
+const QUICK = { scenarios: "json", servers: "fetch-rs,node-http", modes: "plain,pipelined", rounds: 1, warmup: 2, duration: 2 };
 
-const MODES = [
-  { name: "plain", script: null },
-  { name: "pipelined", script: "bench/pipeline.lua", scriptArgs: [String(PIPELINE_DEPTH)] },
-];
-
+const names = (table) => table.map((e) => e.name).join(",");
 const USAGE = `Usage: node bench/run.mjs [options]
-  --servers=a,b     servers to run (default: ${SERVERS.map((s) => s.name).join(",")}; known: ${SERVERS.map((s) => s.name).join(", ")})
-  --modes=a,b       plain, pipelined (default: both)
+  --scenarios=a,b   scenarios (default: all: ${names(SCENARIOS)})
+  --servers=a,b     servers (default: all available: ${names(SERVERS)})
+  --modes=a,b       plain, pipelined, h2c (default: ${DEFAULT_MODES.join(",")}; --h2 adds h2c)
+  --h2              add the HTTP/2 cleartext mode (h2load, prior knowledge; servers that speak it)
+  --loadgen=NAME    wrk (default), autocannon or oha (plain mode only) for the HTTP/1.1 modes
   --duration=N      seconds per measured run (default 5)
   --warmup=N        seconds of warm-up before each measured run (default 2)
   --rounds=N        rounds, servers alternated within each (default 3)
-  --quick           1 round, 2 s warm-up, 2 s measured
+  --server-cpus=L   cpus for the server (taskset list, default 0)
+  --load-cpus=L     cpus for the load generator, one thread each (default 1)
+  --max-minutes=N   stop measuring after N minutes and report what ran (default: 1.5x the estimate + 2)
+  --quick           ${QUICK.scenarios}, ${QUICK.servers}, ${QUICK.modes}, ${QUICK.rounds} round of ${QUICK.warmup} s + ${QUICK.duration} s
   --help`;
 
 /** Command-line options, validated; exits with usage on a bad option. */
@@ -55,11 +62,17 @@ function readOptions() {
   try {
     ({ values } = parseArgs({
       options: {
+        scenarios: { type: "string" },
         servers: { type: "string" },
         modes: { type: "string" },
+        h2: { type: "boolean", default: false },
+        loadgen: { type: "string", default: "wrk" },
         duration: { type: "string" },
         warmup: { type: "string" },
         rounds: { type: "string" },
+        "server-cpus": { type: "string" },
+        "load-cpus": { type: "string" },
+        "max-minutes": { type: "string" },
         quick: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -71,13 +84,25 @@ function readOptions() {
     console.log(USAGE);
     process.exit(0);
   }
-  const defaults = values.quick ? { duration: 2, warmup: 2, rounds: 1 } : { duration: 5, warmup: 2, rounds: 3 };
+  const quick = values.quick ? QUICK : {};
+  const defaults = { duration: 5, warmup: 2, rounds: 3, ...quick };
+  const modeList = values.modes ?? quick.modes ?? [...DEFAULT_MODES, ...(values.h2 ? ["h2c"] : [])].join(",");
+  if (!LOADGENS[values.loadgen] || values.loadgen === "h2load") {
+    usageError(`--loadgen must be wrk, autocannon or oha, got ${values.loadgen}`);
+  }
   return {
-    servers: pickByName(values.servers, SERVERS, "server"),
-    modes: pickByName(values.modes, MODES, "mode"),
+    scenarios: pickByName(values.scenarios ?? quick.scenarios, SCENARIOS, "scenario"),
+    servers: pickByName(values.servers ?? quick.servers, SERVERS, "server"),
+    serversExplicit: values.servers !== undefined,
+    modes: pickByName(modeList, MODES, "mode"),
+    loadgen: LOADGENS[values.loadgen],
     durationS: positiveInt(values.duration, defaults.duration, "--duration"),
     warmupS: positiveInt(values.warmup, defaults.warmup, "--warmup"),
     rounds: positiveInt(values.rounds, defaults.rounds, "--rounds"),
+    serverCpus: values["server-cpus"],
+    loadCpus: values["load-cpus"],
+    maxMinutes: values["max-minutes"] === undefined ? null : positiveInt(values["max-minutes"], 0, "--max-minutes"),
+    quick: values.quick,
   };
 }
 
@@ -89,90 +114,80 @@ function usageError(message) {
 function positiveInt(text, fallback, flag) {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) usageError(`${flag} must be a positive whole number of seconds/rounds, got ${text}`);
+  if (!Number.isInteger(n) || n < 1) usageError(`${flag} must be a positive whole number, got ${text}`);
   return n;
 }
 
-/** Entries of `table` named in a comma list (all of them when the list is absent). */
+/** Entries of `table` named in a comma list (all of them when the list is absent), in table order. */
 function pickByName(list, table, what) {
   if (list === undefined) return table;
-  return list.split(",").map((name) => {
-    const entry = table.find((e) => e.name === name.trim());
-    if (!entry) usageError(`unknown ${what} ${JSON.stringify(name)}`);
-    return entry;
-  });
+  const wanted = list.split(",").map((name) => name.trim()).filter(Boolean);
+  for (const name of wanted) {
+    if (!table.some((e) => e.name === name)) usageError(`unknown ${what} ${JSON.stringify(name)} (known: ${names(table)})`);
+  }
+  return table.filter((e) => wanted.includes(e.name));
 }
 
-/** Whether to pin: needs two cores, one for the server and one for wrk. */
-function pinningPlan() {
+/** Which cpus the server and the load generator get: two cores or more pin, one core cannot. */
+function pinningPlan(opts) {
   const cores = os.availableParallelism();
-  if (cores < 2) {
+  if (cores < 2 && !opts.serverCpus && !opts.loadCpus) {
     return {
-      cores,
-      serverCore: null,
-      loadCore: null,
-      text: "NONE: only 1 core, so the server and wrk share it and the numbers are indicative only",
+      cores, serverCpus: null, loadCpus: null, loadThreads: 1,
+      text: "NONE: only 1 core, so the server and the load generator share it and the numbers are indicative only",
     };
   }
-  const extra = cores > 2 ? ` (cores 2-${cores - 1} left idle)` : "";
+  const serverCpus = opts.serverCpus ?? "0";
+  const loadCpus = opts.loadCpus ?? "1";
+  let server, load;
+  try {
+    [server, load] = [parseCpuList(serverCpus), parseCpuList(loadCpus)];
+  } catch (err) {
+    usageError(err.message);
+  }
+  const online = parseCpuList(`0-${cores - 1}`);
+  for (const cpu of [...server, ...load]) {
+    if (!online.includes(cpu)) usageError(`cpu ${cpu} is not one of this machine's ${cores} (0-${cores - 1})`);
+  }
+  if (server.some((cpu) => load.includes(cpu))) usageError("--server-cpus and --load-cpus overlap");
+  const idle = online.filter((cpu) => !server.includes(cpu) && !load.includes(cpu));
   return {
     cores,
-    serverCore: SERVER_CORE,
-    loadCore: LOAD_CORE,
-    text: `server on core ${SERVER_CORE}, wrk on core ${LOAD_CORE} (taskset; every server thread checked)${extra}`,
+    serverCpus,
+    loadCpus,
+    serverCpuCount: server.length,
+    loadThreads: Math.min(load.length, CONNECTIONS),
+    text:
+      `server on cpu ${serverCpus}, load generator and this runner on cpu ${loadCpus} (taskset; every server thread checked)` +
+      (idle.length ? `, cpus ${idle.join(",")} left idle` : ""),
   };
+}
+
+/** Pins this runner (all its threads) to the load cpus, so it never takes time from the server's. */
+function pinSelf(plan) {
+  if (plan.loadCpus === null) return;
+  try {
+    execFileSync("taskset", ["-a", "-p", "-c", plan.loadCpus, String(process.pid)], { stdio: "ignore" });
+  } catch (err) {
+    log(`WARNING: could not pin the runner to cpu ${plan.loadCpus}: ${err.message}`);
+  }
 }
 
 /**
  * Checks that the pid is the server itself (taskset exec'd it, so the pid is the same) and that
  * all its threads are pinned. Returns the number of threads checked.
  */
-function verifyPinning(server, core) {
+function verifyPinning(server, cpus) {
   const name = processName(server.pid);
   if (name === "taskset") throw new Error(`${server.entry.name}: pid ${server.pid} is still taskset, not the server`);
-  if (core === null) return 0;
+  if (cpus === null) return 0;
+  const want = parseCpuList(cpus).join(",");
   const affinities = threadAffinities(server.pid);
-  const stray = affinities.filter((a) => a !== String(core));
+  const stray = affinities.filter((a) => a === "?" || parseCpuList(a).join(",") !== want);
   if (stray.length > 0) {
-    throw new Error(`${server.entry.name}: ${stray.length} of ${affinities.length} threads not pinned to core ${core}: ${stray}`);
+    throw new Error(`${server.entry.name}: ${stray.length} of ${affinities.length} threads not pinned to cpu ${cpus}: ${stray}`);
   }
   return affinities.length;
-}
-
-/** One GET / to check the server answers S1 as specified before it is measured. */
-function checkResponse(server) {
-  return new Promise((resolve, reject) => {
-    const name = server.entry.name;
-    // agent: false sends "Connection: close", so no idle keep-alive connection lingers during the run.
-    const req = http.get({ host: "127.0.0.1", port: server.port, path: "/", agent: false, timeout: 5000 }, (res) => {
-      let body = "";
-      res.setEncoding("utf8").on("data", (chunk) => (body += chunk));
-      res.on("end", () => {
-        const type = res.headers["content-type"] ?? "";
-        if (res.statusCode !== 200 || !type.startsWith("application/json") || body !== '{"ok":true}') {
-          reject(new Error(`${name} answered ${res.statusCode} ${JSON.stringify(type)} ${JSON.stringify(body)}, expected 200 application/json {"ok":true}`));
-        } else {
-          resolve();
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`${name} did not answer GET / within 5 s`)));
-    req.on("error", reject);
-  });
-}
-
-/** Starts every selected server, checks its pinning and its answer. */
-async function startAll(entries, plan) {
-  const servers = [];
-  for (const entry of entries) {
-    const server = await startServer(entry, { root: ROOT, pinCore: plan.serverCore });
-    servers.push(server);
-    const threads = verifyPinning(server, plan.serverCore);
-    await checkResponse(server);
-    const pinned = threads ? `, all ${threads} threads pinned to core ${plan.serverCore}` : "";
-    log(`started ${entry.name}: pid ${server.pid} (${processName(server.pid)}), port ${server.port}${pinned}`);
-  }
-  return servers;
 }
 
 function assertAlive(server) {
@@ -184,64 +199,153 @@ function assertAlive(server) {
   }
 }
 
-/** One warm-up run, then one measured run with the server's CPU time read around it. */
-async function measure(server, mode, opts, plan, ticksPerSecond) {
-  const wrkOptions = {
-    url: `http://127.0.0.1:${server.port}/`,
-    connections: CONNECTIONS,
-    script: mode.script,
-    scriptArgs: mode.scriptArgs,
-    pinCore: plan.loadCore,
-    cwd: ROOT,
+/** The load generator of a mode: h2load for h2c, the chosen one (wrk by default) otherwise. */
+const loadgenFor = (mode, opts) => (mode.protocol === "h2c" ? LOADGENS.h2load : opts.loadgen);
+
+/** One warm-up run, then one measured run with the server's CPU time, RSS and the machine's CPU read around it. */
+async function measure(server, scenario, mode, ctx) {
+  const { opts, plan, ticksPerSecond } = ctx;
+  const loadgen = loadgenFor(mode, opts);
+  const base = {
+    port: server.port, scenario, mode, connections: CONNECTIONS, threads: plan.loadThreads, pinCore: plan.loadCpus, cwd: ROOT,
   };
-  await runWrk({ ...wrkOptions, durationS: opts.warmupS });
+  await loadgen.run({ ...base, durationS: opts.warmupS });
   assertAlive(server);
+  const sampler = startSampler(server.pid);
   const before = sampleCpu(server.pid);
+  const machineBefore = machineCpuTicks();
   const startedAt = performance.now();
-  const report = await runWrk({ ...wrkOptions, durationS: opts.durationS });
+  let report;
+  let sampled;
+  try {
+    report = await loadgen.run({ ...base, durationS: opts.durationS, onSpawn: (pid) => sampler.setLoadPid(pid) });
+  } finally {
+    sampled = sampler.stop();
+  }
   const wallS = (performance.now() - startedAt) / 1000;
   assertAlive(server);
   const after = sampleCpu(server.pid);
+  const machineAfter = machineCpuTicks();
   const processS = (after.process - before.process) / ticksPerSecond;
-  const jsThreadS = (after.jsThread - before.jsThread) / ticksPerSecond;
+  const mainThreadS = (after.jsThread - before.jsThread) / ticksPerSecond;
+  const loadS = sampled.loadTicks / ticksPerSecond;
+  const machineS = (machineAfter.busy - machineBefore.busy) / ticksPerSecond;
+  const stealS = (machineAfter.steal - machineBefore.steal) / ticksPerSecond;
   const usPerRequest = (seconds) => (report.requests > 0 ? (seconds * 1e6) / report.requests : NaN);
   return {
-    server: server.entry.name,
+    scenario: scenario.name,
     mode: mode.name,
+    server: server.entry.name,
+    mainThread: server.entry.mainThread,
+    loadgen: loadgen.name,
     ...report,
     cpuUsPerReqProcess: usPerRequest(processS),
-    cpuUsPerReqJsThread: usPerRequest(jsThreadS),
-    // How busy the server kept its core: well under 100% means wrk was the limit or something else took the core.
+    cpuUsPerReqMainThread: server.entry.mainThread === null ? NaN : usPerRequest(mainThreadS),
+    peakRssKiB: sampled.peakRssKiB,
+    // How busy the server kept its cores: well under 100% each means the load generator was the limit or something else took them.
     serverCpuPercent: (processS / wallS) * 100,
+    loadCpuPercent: (loadS / wallS) * 100,
+    // Everything else the machine did meanwhile (this runner, a compile, the kernel's softirq work), in % of one core.
+    otherCpuPercent: Math.max(0, ((machineS - processS - loadS) / wallS) * 100),
+    // Time the virtual machine's host took the cpus away (0 on bare metal), in % of one core.
+    stealCpuPercent: (stealS / wallS) * 100,
   };
 }
 
-/** All rounds; within a round, for each mode, the servers one after the other (A, B, A, B, ...). */
-async function measureAll(servers, opts, plan) {
-  const ticksPerSecond = clockTicksPerSecond();
+/** The servers `entry` runs in `modes` (by protocol). */
+const modesOf = (entry, modes) => modes.filter((m) => entry.protocols.includes(m.protocol));
+
+/**
+ * For each scenario: start the servers, check each one's answer, then rounds of (mode, server)
+ * runs, the server order rotated each round; stop the servers. Fresh processes per scenario keep
+ * peak RSS per scenario and a crash in one scenario out of the others.
+ */
+async function measureAll(servers, ctx) {
+  const { opts, plan, deadline, skipped } = ctx;
   const runs = [];
-  for (let round = 1; round <= opts.rounds; round++) {
-    for (const mode of opts.modes) {
-      for (const server of servers) {
-        const run = { round, ...(await measure(server, mode, opts, plan, ticksPerSecond)) };
-        runs.push(run);
-        logRun(run);
+  const broken = new Set(); // servers that failed to start: not tried again
+  for (const scenario of opts.scenarios) {
+    if (Date.now() > deadline) return { runs, incomplete: `stopped at the --max-minutes deadline before scenario ${scenario.name}` };
+    const started = [];
+    try {
+      for (const entry of servers.filter((e) => !broken.has(e.name) && modesOf(e, opts.modes).length > 0)) {
+        let server;
+        try {
+          server = await startServer(entry, { root: ROOT, pinCore: plan.serverCpus });
+        } catch (err) {
+          broken.add(entry.name);
+          skipped.push(`${entry.name}: failed to start (${err.message.split("\n")[0]})`);
+          log(`SKIPPING ${entry.name}: ${err.message}`);
+          continue;
+        }
+        started.push(server);
+        const threads = verifyPinning(server, plan.serverCpus);
+        const failures = [];
+        for (const protocol of new Set(modesOf(entry, opts.modes).map((m) => m.protocol))) {
+          const problem = await checkResponse(scenario, server.port, protocol);
+          if (problem) failures.push(`${protocol}: ${problem}`);
+        }
+        if (failures.length) {
+          server.failedCheck = failures.join("; ");
+          skipped.push(`${entry.name} in ${scenario.name}: wrong answer (${server.failedCheck})`);
+          log(`SKIPPING ${entry.name} for ${scenario.name}: ${server.failedCheck}`);
+          continue;
+        }
+        server.skipModes = new Set();
+        for (const mode of modesOf(entry, opts.modes).filter((m) => m.protocol === "h1" && m.depth > 1)) {
+          const problem = await checkPipelined(scenario, server.port);
+          if (problem) {
+            server.skipModes.add(mode.name);
+            skipped.push(`${entry.name} in ${scenario.name} ${mode.name}: ${problem}`);
+            log(`SKIPPING ${entry.name} for ${scenario.name} ${mode.name}: ${problem}`);
+          }
+        }
+        const pinned = threads ? `, ${threads} threads pinned to cpu ${plan.serverCpus}` : "";
+        log(`${scenario.name}: started ${entry.name}: pid ${server.pid} (${processName(server.pid)}), port ${server.port}${pinned}`);
       }
+      const ready = started.filter((s) => !s.failedCheck);
+      for (let round = 1; round <= opts.rounds; round++) {
+        // Rotate the order each round, so no server always runs first (or right after a heavy one).
+        const shift = (round - 1) % Math.max(1, ready.length);
+        const order = [...ready.slice(shift), ...ready.slice(0, shift)];
+        for (const mode of opts.modes) {
+          for (const server of order.filter((s) => s.entry.protocols.includes(mode.protocol))) {
+            if (Date.now() > deadline) {
+              return { runs, incomplete: `stopped at the --max-minutes deadline in ${scenario.name} round ${round}` };
+            }
+            if (server.failedRun || server.skipModes.has(mode.name)) continue;
+            try {
+              const run = { round, ...(await measure(server, scenario, mode, ctx)) };
+              runs.push(run);
+              logRun(run, plan);
+            } catch (err) {
+              // A server that died or a load generator that failed: the rest of the scenario goes on without it.
+              server.failedRun = err.message.split("\n")[0];
+              skipped.push(`${server.entry.name} in ${scenario.name} from round ${round} ${mode.name}: ${server.failedRun}`);
+              log(`DROPPING ${server.entry.name} for the rest of ${scenario.name}: ${err.message}`);
+            }
+          }
+        }
+      }
+    } finally {
+      await Promise.all(started.map(stopServer));
     }
   }
-  return runs;
+  return { runs, incomplete: null };
 }
 
-function logRun(run) {
+function logRun(run, plan) {
   const problems = runProblems(run);
   log(
-    `round ${run.round} ${run.server} ${run.mode}: ${fmt.int(run.requestsPerSec)} req/s, ` +
+    `round ${run.round} ${run.scenario} ${run.mode} ${run.server}: ${fmt.int(run.requestsPerSec)} req/s, ` +
       `p50 ${fmt.ms(run.p50Ms)} ms, p99 ${fmt.ms(run.p99Ms)} ms, ` +
-      `${fmt.us(run.cpuUsPerReqProcess)} us/req process, ${fmt.us(run.cpuUsPerReqJsThread)} us/req JS thread, ` +
-      `server CPU ${fmt.int(run.serverCpuPercent)}%` +
-      (problems ? `  <-- ${problems}` : ""),
+      `${fmt.us(run.cpuUsPerReqProcess)} us/req process, ${fmt.us(run.cpuUsPerReqMainThread)} us/req main thread, ` +
+      `peak RSS ${fmt.mib(run.peakRssKiB / 1024)} MiB, server CPU ${fmt.int(run.serverCpuPercent)}%, ` +
+      `load CPU ${fmt.int(run.loadCpuPercent)}%, other ${fmt.int(run.otherCpuPercent)}%, steal ${fmt.int(run.stealCpuPercent)}%` +
+      (problems ? `  <-- ${problems}` : "") +
+      (run.serverCpuPercent < BUSY_ENOUGH_PERCENT * (plan.serverCpuCount ?? 1) ? "  (server not saturated)" : ""),
   );
-  if (run.non2xx > 0) warnLoudly(`${run.server} ${run.mode} round ${run.round}: ${run.non2xx} responses were not 2xx/3xx`);
+  if (run.non2xx > 0) warnLoudly(`${run.server} ${run.scenario} ${run.mode} round ${run.round}: ${run.non2xx} responses were not 2xx/3xx`);
 }
 
 /** Progress goes to stderr, so stdout carries only the final Markdown. */
@@ -251,7 +355,7 @@ function log(line) {
 
 function warnLoudly(message) {
   const bar = "!".repeat(78);
-  console.error(`${bar}\n!!! ${message}\n!!! these numbers measure errors, not the S1 handler: do not use them\n${bar}`);
+  console.error(`${bar}\n!!! ${message}\n!!! these numbers measure errors, not the scenario: do not use them\n${bar}`);
 }
 
 function gitCommit() {
@@ -264,7 +368,52 @@ function gitCommit() {
   }
 }
 
-function machineInfo(opts, plan, wrk) {
+/** A package's version from bench/node_modules, or null. */
+function peerVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, "bench", "node_modules", name, "package.json"), "utf8")).version;
+  } catch {
+    return null;
+  }
+}
+
+/** hyper's version from Cargo.lock, or null. */
+function hyperVersion() {
+  try {
+    return /name = "hyper"\nversion = "([^"]+)"/.exec(readFileSync(join(ROOT, "Cargo.lock"), "utf8"))?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Versions of what took part: node always, the rest when used. */
+function versions(servers, loadgens) {
+  const list = [`node ${process.version}`];
+  const runtime = (entry) => {
+    if (!entry.version) return null;
+    try {
+      const [command, args] = entry.version;
+      const out = execFileSync(join(ROOT, command), args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 10_000 });
+      return out.split("\n")[0].trim();
+    } catch {
+      return null;
+    }
+  };
+  for (const entry of servers) {
+    if (entry.name === "bun") list.push(`bun ${runtime(entry) ?? "?"}`);
+    if (entry.name === "deno") list.push(runtime(entry)?.replace(/\s*\(.*/, "") ?? "deno ?");
+    if (entry.name === "fastify") list.push(`fastify ${peerVersion("fastify")}`);
+    if (entry.name === "hono") list.push(`hono ${peerVersion("hono")}`, `@hono/node-server ${peerVersion("@hono/node-server")}`);
+    if (entry.name === "hyper") list.push(`hyper ${hyperVersion() ?? "?"}`);
+  }
+  for (const [name, version] of loadgens) list.push(`${name} ${version}`);
+  return list.join(", ");
+}
+
+function machineInfo(opts, plan, servers, loadgens, skipped) {
+  const modeText = opts.modes
+    .map((m) => `${m.name} (${loadgenFor(m, opts).name}: ${m.title})`)
+    .join(", ");
   return {
     date: new Date().toISOString(),
     cpuModel: os.cpus()[0]?.model ?? "unknown CPU",
@@ -272,83 +421,175 @@ function machineInfo(opts, plan, wrk) {
     os: `${os.type()} ${os.release()}`,
     // Anything else using the cores (a compile) skews the numbers: record how busy the machine was.
     loadAverage: os.loadavg()[0].toFixed(2),
-    nodeVersion: process.version,
-    wrkVersion: wrk,
+    versions: versions(servers, loadgens),
     gitCommit: gitCommit(),
     pinning: plan.text,
     load:
-      `wrk -t1 -c${CONNECTIONS} --latency; ${opts.rounds} round(s), each run ${opts.durationS} s measured after ` +
-      `${opts.warmupS} s warm-up; medians over rounds; pipelined = ${PIPELINE_DEPTH} requests per write ` +
-      `(latency then counts per batch of ${PIPELINE_DEPTH})`,
+      `${CONNECTIONS} connections, ${plan.loadThreads} load thread(s); modes ${modeText}; ${opts.rounds} round(s), ` +
+      `each run ${opts.durationS} s measured after ${opts.warmupS} s warm-up, server order rotated each round; medians over rounds`,
+    scenarios: opts.scenarios.map((s) => `${s.name} (${s.method} ${s.path}: ${s.title})`).join(", "),
+    servers: servers.map((e) => `${e.name} (${e.title})`).join(", "),
+    skipped,
   };
 }
 
-function render(info, runs) {
-  const rows = summarize(runs, BASELINE);
-  const flagged = runs.filter((r) => r.non2xx > 0).length;
+function render(info, runs, opts, plan) {
+  const baselineFor = (modeName) => BASELINE_BY_PROTOCOL[MODES.find((m) => m.name === modeName).protocol];
+  const rows = summarize(runs, baselineFor);
+  const flagged = runs.filter((r) => r.non2xx > 0 || !(r.requests > 0)).length;
   const warning = flagged
-    ? `\n**WARNING: ${flagged} run(s) had non-2xx/3xx responses; those numbers are not valid.**\n`
+    ? `\n**WARNING: ${flagged} run(s) had non-2xx/3xx responses or none completed; those numbers are not valid.**\n`
     : "";
-  const starved = runs.filter((r) => r.serverCpuPercent < BUSY_ENOUGH_PERCENT).length;
+  const busy = BUSY_ENOUGH_PERCENT * (plan.serverCpuCount ?? 1);
+  const starved = runs.filter((r) => r.serverCpuPercent < busy && r.scenario !== "async").length;
   const starvedNote = starved
-    ? `\n**${starved} run(s) kept the server's core under ${BUSY_ENOUGH_PERCENT}% busy (see "server CPU %"): ` +
-      "wrk was the limit, or something else (a compile?) took the core; their req/s understate the server.**\n"
+    ? `\n${starved} run(s) (async scenario not counted: its timer leaves the server idle by design) kept the ` +
+      `server's cpu under ${BUSY_ENOUGH_PERCENT}% busy (see "server CPU %"): the load generator was the limit ` +
+      '(see "load CPU %"), or something else took the core (see "other CPU %" and "steal %" in bench/results/latest.md); ' +
+      "their req/s understate the server: compare CPU us/req.\n"
     : "";
-  const note = runs.some((r) => r.mode === "pipelined") ? `\n${PIPELINED_LATENCY_NOTE}\n` : "";
-  const summary = `${machineHeader(info)}\n${warning}${starvedNote}\n${summaryTable(rows, BASELINE)}\n${note}`;
+  const others = runs.map((r) => r.otherCpuPercent);
+  const steals = runs.map((r) => r.stealCpuPercent);
+  const busiest = runs.filter((r) => r.otherCpuPercent + r.stealCpuPercent > CONTENDED_PERCENT);
+  const contention = runs.length
+    ? `\nContention during the measured runs, in % of one core: other CPU on the machine (this runner, the kernel, ` +
+      `anything else such as a compile) median ${fmt.int(median(others))}%, max ${fmt.int(Math.max(...others))}%; ` +
+      `steal by the VM's host median ${fmt.int(median(steals))}%, max ${fmt.int(Math.max(...steals))}%` +
+      (busiest.length
+        ? `. ${busiest.length} run(s) over ${CONTENDED_PERCENT}%: ` +
+          busiest.map((r) => `${r.scenario} ${r.mode} ${r.server} round ${r.round}`).join(", ") +
+          " (medians over rounds absorb one such run per row; see bench/results/latest.md)"
+        : "") +
+      ".\n"
+    : "";
+  const baselines = [...new Set(opts.modes.map((m) => BASELINE_BY_PROTOCOL[m.protocol]))].join(" / ");
+  const notes = legend({ baselines, pipelined: opts.modes.some((m) => m.name === "pipelined"), depth: PIPELINE_DEPTH });
+  const summary =
+    `${machineHeader(info)}\n${warning}${starvedNote}${contention}\n${summaryTable(rows)}\n\n${notes}\n`;
   const full = `${summary}\n## Every run\n\n${runsTable(runs)}\n`;
-  return { summary, full, flagged };
+  const svg = barChartSvg(rows, {
+    servers: SERVERS.map((e) => e.name),
+    title: `fetch-rs benchmark: req/s (ratio to ${baselines})`,
+    subtitle: `${info.date.slice(0, 10)}, ${info.cpuModel}, ${info.cores} cores; ${info.pinning.split(" (")[0]}; ` +
+      `${opts.rounds} round(s) of ${opts.durationS} s, medians; fetch-rs ${info.gitCommit ?? "?"}`,
+  });
+  return { summary, full, svg, flagged };
+}
+
+/** Seconds the selected work should take, for the estimate and the default deadline. */
+function estimateSeconds(opts, servers) {
+  let runs = 0;
+  for (const entry of servers) runs += modesOf(entry, opts.modes).length;
+  const perRun = opts.warmupS + opts.durationS + 2 * RUN_OVERHEAD_S;
+  return opts.scenarios.length * (runs * opts.rounds * perRun + servers.length * START_OVERHEAD_S);
 }
 
 async function main() {
   const opts = readOptions();
-  const wrk = wrkVersion();
-  if (wrk === null) {
-    console.error("wrk not found: install it with apt-get install wrk (see bench/README.md)");
-    return 2;
-  }
   if (process.platform !== "linux") {
     console.error("bench/run.mjs reads CPU time from /proc and pins with taskset: it needs Linux");
     return 1;
   }
-  for (const entry of opts.servers) {
+  const skipped = [];
+
+  // Load generators: what is here, what each mode needs; a mode without its generator is skipped.
+  const available = new Map();
+  for (const gen of Object.values(LOADGENS)) {
+    const version = gen.version();
+    if (version === null) log(`load generator ${gen.name}: MISSING (install: ${gen.missingHint})`);
+    else available.set(gen.name, version);
+  }
+  log(`load generators here: ${[...available].map(([n, v]) => `${n} ${v}`).join(", ") || "none"}`);
+  opts.modes = opts.modes.filter((mode) => {
+    const gen = loadgenFor(mode, opts);
+    if (!available.has(gen.name)) {
+      skipped.push(`mode ${mode.name}: ${gen.name} missing (${gen.missingHint})`);
+      log(`SKIPPING mode ${mode.name}: it needs ${gen.name}, which is missing: ${gen.missingHint}`);
+      return false;
+    }
+    if (!gen.modes.includes(mode.name)) {
+      skipped.push(`mode ${mode.name}: ${gen.name} cannot run it`);
+      log(`SKIPPING mode ${mode.name}: ${gen.name} cannot run it`);
+      return false;
+    }
+    return true;
+  });
+  if (opts.modes.length === 0) {
+    console.error("no mode left to run: install the missing load generator (see above and bench/README.md)");
+    return 2;
+  }
+
+  // Servers: those whose files are missing are skipped with the way to get them.
+  const servers = opts.servers.filter((entry) => {
     const missing = missingRequirements(entry, ROOT);
     if (missing.length > 0) {
-      console.error(`${entry.name}: missing ${missing.join(", ")}. ${entry.missingHint ?? ""}`);
-      return 1;
+      skipped.push(`${entry.name}: missing ${missing.join(", ")}`);
+      log(`SKIPPING ${entry.name}: missing ${missing.join(", ")}: ${entry.missingHint ?? ""}`);
+      return false;
     }
+    if (modesOf(entry, opts.modes).length === 0) {
+      if (opts.serversExplicit) log(`SKIPPING ${entry.name}: it speaks none of the selected modes (${opts.modes.map((m) => m.name)})`);
+      return false;
+    }
+    return true;
+  });
+  if (servers.length === 0) {
+    console.error("no server left to run (see above)");
+    return 1;
   }
-  const plan = pinningPlan();
-  if (plan.serverCore === null) log(`WARNING: running unpinned: ${plan.text}`);
-  const info = machineInfo(opts, plan, wrk);
-  const servers = await startAll(opts.servers, plan);
-  const runs = await measureAll(servers, opts, plan);
-  await Promise.all(servers.map(stopServer));
 
-  const { summary, full, flagged } = render(info, runs);
-  mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
-  writeFileSync(RESULTS_FILE, full);
+  const plan = pinningPlan(opts);
+  if (plan.serverCpus === null) log(`WARNING: running unpinned: ${plan.text}`);
+  pinSelf(plan);
+  const estimate = estimateSeconds(opts, servers);
+  const budgetMs = (opts.maxMinutes ?? Math.ceil((estimate * 1.5 + 120) / 60)) * 60_000;
+  const deadline = Date.now() + budgetMs;
+  setTimeout(() => shutdown(1, `[bench] hard stop: still running ${HARD_STOP_GRACE_MS / 1000} s after the deadline`), budgetMs + HARD_STOP_GRACE_MS).unref();
+  log(
+    `${opts.scenarios.length} scenario(s) x ${opts.modes.length} mode(s) x ${servers.length} server(s) x ${opts.rounds} round(s): ` +
+      `about ${Math.ceil(estimate / 60)} min (deadline ${budgetMs / 60_000} min, then it reports what ran)`,
+  );
+
+  const loadgensUsed = [...new Set(opts.modes.map((m) => loadgenFor(m, opts).name))].map((n) => [n, available.get(n)]);
+  const info = machineInfo(opts, plan, servers, loadgensUsed, skipped);
+  const ctx = { opts, plan, ticksPerSecond: clockTicksPerSecond(), deadline, skipped };
+  const { runs, incomplete } = await measureAll(servers, ctx);
+  info.loadAverageEnd = os.loadavg()[0].toFixed(2);
+  info.incomplete = incomplete;
+  if (incomplete) log(`WARNING: ${incomplete}`);
+
+  const { summary, full, svg, flagged } = render(info, runs, opts, plan);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(join(RESULTS_DIR, "latest.md"), full);
+  writeFileSync(join(RESULTS_DIR, "latest.svg"), svg);
+  writeFileSync(join(RESULTS_DIR, "latest.json"), `${JSON.stringify({ info, runs }, null, 1)}\n`);
   console.log(summary);
-  log(`written to ${RESULTS_FILE}`);
-  if (flagged) warnLoudly(`${flagged} run(s) had non-2xx/3xx responses (see the errors column)`);
-  return flagged ? 1 : 0;
+  log(`written to bench/results/latest.md, latest.svg and latest.json`);
+  if (flagged) warnLoudly(`${flagged} run(s) had non-2xx/3xx responses or none completed (see the errors column)`);
+  return flagged || incomplete ? 1 : 0;
 }
 
-// Every way out goes through here, so no server or wrk is left behind.
+// Every way out goes through here, so no server or load generator is left behind.
 let exiting = false;
 async function shutdown(code, message) {
   if (exiting) return;
   exiting = true;
   if (message) console.error(message);
+  // Bounded: stopAll SIGKILLs whatever ignores SIGTERM within its grace period.
   await stopAll();
+  removeBodyFiles();
   process.exit(code);
 }
 
-process.on("exit", killAllNow); // last resort: synchronous SIGKILL of anything still running
+process.on("exit", () => {
+  killAllNow(); // last resort: synchronous SIGKILL of anything still running
+  removeBodyFiles();
+});
 process.on("SIGINT", () => shutdown(130, "\n[bench] interrupted: stopping servers"));
 process.on("SIGTERM", () => shutdown(143, "[bench] terminated: stopping servers"));
 process.on("SIGHUP", () => shutdown(129, "[bench] hang-up: stopping servers"));
 process.on("uncaughtException", (err) => shutdown(1, `[bench] error: ${err.stack ?? err}`));
+process.on("unhandledRejection", (err) => shutdown(1, `[bench] error: ${err?.stack ?? err}`));
 main().then(
   (code) => shutdown(code),
   (err) => shutdown(1, `[bench] error: ${err.stack ?? err}`),

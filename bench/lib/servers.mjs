@@ -5,28 +5,119 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 
 /**
  * One entry per server. A server is any command that reads PORT from its environment, listens
- * on 127.0.0.1:PORT, prints "READY <port>" on stdout once listening and exits on SIGTERM.
- * `requires` lists files (relative to the repository root) it cannot start without, with a hint.
- * To add a peer (fastify, bun, deno, a hyper-only Rust binary), add an entry and a script or binary.
+ * on 127.0.0.1:PORT, answers every scenario of scenarios.mjs on its path, prints "READY <port>"
+ * on stdout once listening and exits on SIGTERM.
+ * - `requires`: files (relative to the repository root) it cannot start without; when one is
+ *   missing the runner skips the server and prints `missingHint`.
+ * - `protocols`: "h1" (HTTP/1.1: plain and pipelined modes) and/or "h2c" (HTTP/2 prior knowledge).
+ * - `mainThread`: what the main thread's CPU column means: "js" (Node: the JS thread), "main"
+ *   (Bun, Deno: their main thread, which runs JS and most of their HTTP work), null (no JS).
+ * - `version`: how to print the runtime's version for the header (a command), if not Node's.
+ * To add a peer, add an entry and a script or binary.
  */
+const PEERS_HINT = "install the peers with `npm --prefix bench install` (bench/README.md)";
+const BUN = "bench/node_modules/.bin/bun";
+const DENO = "bench/node_modules/.bin/deno";
+const HYPER = "target/release/examples/hyper-baseline";
+
 export const SERVERS = [
   {
     name: "fetch-rs",
+    title: "fetch-rs, addEventListener('fetch')",
     command: process.execPath,
     args: ["bench/servers/fetch-rs.mjs"],
     requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` first, or pass --servers=node-http",
+    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    protocols: ["h1", "h2c"],
+    mainThread: "js",
+  },
+  {
+    name: "fetch-rs-serve",
+    title: "fetch-rs, serve({ fetch })",
+    command: process.execPath,
+    args: ["bench/servers/fetch-rs-serve.mjs"],
+    requires: ["dist/index.js", "fetch-rs.node"],
+    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    protocols: ["h1", "h2c"],
+    mainThread: "js",
   },
   {
     name: "node-http",
+    title: "node:http createServer",
     command: process.execPath,
     args: ["bench/servers/node-http.mjs"],
+    protocols: ["h1"],
+    mainThread: "js",
+  },
+  {
+    name: "node-http2",
+    title: "node:http2 createServer (h2c), the baseline of the h2c mode",
+    command: process.execPath,
+    args: ["bench/servers/node-http.mjs", "--h2c"],
+    protocols: ["h2c"],
+    mainThread: "js",
+  },
+  {
+    name: "fastify",
+    title: "fastify",
+    command: process.execPath,
+    args: ["bench/servers/fastify.mjs"],
+    requires: ["bench/node_modules/fastify/package.json"],
+    missingHint: PEERS_HINT,
+    protocols: ["h1"],
+    mainThread: "js",
+  },
+  {
+    name: "hono",
+    title: "Hono app on @hono/node-server",
+    command: process.execPath,
+    args: ["bench/servers/hono.mjs"],
+    requires: ["bench/node_modules/hono/package.json", "bench/node_modules/@hono/node-server/package.json"],
+    missingHint: PEERS_HINT,
+    protocols: ["h1"],
+    mainThread: "js",
+  },
+  {
+    name: "bun",
+    title: "Bun.serve",
+    command: BUN,
+    args: ["bench/servers/bun.mjs"],
+    requires: [BUN],
+    missingHint: PEERS_HINT,
+    // Bun.serve has no HTTP/2 cleartext.
+    protocols: ["h1"],
+    mainThread: "main",
+    version: [BUN, ["--version"]],
+  },
+  {
+    name: "deno",
+    title: "Deno.serve",
+    command: DENO,
+    args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT", "bench/servers/deno.mjs"],
+    requires: [DENO],
+    missingHint: PEERS_HINT,
+    protocols: ["h1", "h2c"],
+    mainThread: "main",
+    version: [DENO, ["--version"]],
+  },
+  {
+    name: "hyper",
+    title: "hyper 1 + tokio, no JavaScript (examples/hyper-baseline.rs): the ceiling",
+    command: HYPER,
+    args: [],
+    requires: [HYPER],
+    missingHint: "build it with `cargo build --release --example hyper-baseline` in the repository root",
+    protocols: ["h1", "h2c"],
+    mainThread: null,
   },
 ];
+
+/** Which server each mode's ratios are taken against. */
+export const BASELINE_BY_PROTOCOL = { h1: "node-http", h2c: "node-http2" };
 
 // Bounds on every wait, so a broken server cannot hang the run.
 const READY_TIMEOUT_MS = 20_000;
@@ -34,7 +125,10 @@ const STOP_GRACE_MS = 3_000;
 
 const children = new Set();
 
-/** Spawns a command and registers it for cleanup; `pinCore` (a number or null) wraps it in taskset. */
+/**
+ * Spawns a command and registers it for cleanup; `pinCore` (a taskset cpu list such as "0" or
+ * "0-3", or null) wraps it in taskset, which execs the command: the pid is the command's.
+ */
 export function spawnTracked(command, args, { pinCore = null, ...options } = {}) {
   const [cmd, argv] = pinCore === null ? [command, args] : ["taskset", ["-c", String(pinCore), command, ...args]];
   const child = spawn(cmd, argv, options);
@@ -77,7 +171,8 @@ export function freePort() {
 /** Starts a server entry and resolves once it prints READY: { entry, child, pid, port }. */
 export async function startServer(entry, { root, pinCore }) {
   const port = await freePort();
-  const child = spawnTracked(entry.command, entry.args, {
+  const command = isAbsolute(entry.command) ? entry.command : join(root, entry.command);
+  const child = spawnTracked(command, entry.args, {
     pinCore,
     cwd: root,
     env: { ...process.env, PORT: String(port) },

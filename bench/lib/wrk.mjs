@@ -26,15 +26,17 @@ function parseVersion(banner) {
 
 /**
  * Runs one wrk measurement and resolves with its parsed report.
- * { url, durationS, connections, script (path or null), scriptArgs (strings), pinCore (number or null), cwd }
+ * { url, durationS, connections, threads (default 1), script (path or null), scriptArgs (strings),
+ *   pinCore (taskset cpu list or null), cwd, onSpawn (called with the pid once wrk runs) }
  */
-export function runWrk({ url, durationS, connections, script = null, scriptArgs = [], pinCore, cwd }) {
-  const args = ["-t1", `-c${connections}`, `-d${durationS}s`, "--latency"];
+export function runWrk({ url, durationS, connections, threads = 1, script = null, scriptArgs = [], pinCore, cwd, onSpawn }) {
+  const args = [`-t${threads}`, `-c${connections}`, `-d${durationS}s`, "--latency"];
   if (script) args.push("-s", script);
   args.push(url);
   if (script && scriptArgs.length > 0) args.push("--", ...scriptArgs); // reach the script's init(args)
   return new Promise((resolve, reject) => {
     const child = spawnTracked("wrk", args, { pinCore, cwd, stdio: ["ignore", "pipe", "pipe"] });
+    if (child.pid !== undefined) onSpawn?.(child.pid);
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (chunk) => (stdout += chunk));

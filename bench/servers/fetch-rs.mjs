@@ -1,13 +1,16 @@
-// Benchmark server, scenario S1: fetch-rs answering every request with Response.json({ ok: true }).
+// Benchmark server: fetch-rs in the addEventListener style, every scenario of
+// ../lib/scenarios.mjs answered by the shared Fetch handler (fetch-handler.mjs).
 // Needs the built package (npm run build: dist/index.js and fetch-rs.node).
 // Started by bench/run.mjs; prints "READY <port>" once listening, exits on SIGTERM.
 // Run with: PORT=3000 node bench/servers/fetch-rs.mjs
 
-import { Server, Response } from "../../dist/index.js";
+import { Server } from "../../dist/index.js";
+import { handle } from "./fetch-handler.mjs";
 
 const port = Number(process.env.PORT ?? 3000);
-const server = new Server({ host: "127.0.0.1", port });
-server.addEventListener("fetch", (event) => event.respondWith(Response.json({ ok: true })));
+// 16 MiB: room for the 1 MiB upload, pipelined 16 deep.
+const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024 });
+server.addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
 await server.listen();
 console.log(`READY ${server.port ?? port}`);
 
