@@ -6,14 +6,12 @@
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
-import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { rssKiB, startServer } from "./child-server.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
 
 function parseArgs(argv) {
   const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150 };
@@ -57,41 +55,6 @@ const pick = (a) => a[int(a.length)];
 // A small body limit and header timeout so oversized and stalled cases resolve quickly.
 const SERVER_OPTIONS = { maxBodySize: 64 * 1024, headerTimeout: 2000, timeout: 2000 };
 
-function startServer() {
-  const child = spawn(process.execPath, [join(here, "soak-server.mjs"), "--options", JSON.stringify(SERVER_OPTIONS)], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
-    if (stderr.length > 256 * 1024) stderr = stderr.slice(-128 * 1024);
-  });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`the server did not start within 10 s: ${stderr}`)), 10_000);
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /listening (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(m[1]), stderr: () => stderr });
-      }
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited before listening (${code ?? signal}): ${stderr}`));
-    });
-  });
-}
-
-function rssKiB(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
 
 // --- cases: a corpus of valid requests, mutated
 
@@ -304,7 +267,7 @@ function healthCheck(port) {
 
 // --- the run
 
-const server = await startServer();
+const server = await startServer(["--options", JSON.stringify(SERVER_OPTIONS)]);
 const pid = server.child.pid;
 let serverExit = null;
 server.child.on("exit", (code, signal) => {

@@ -7,13 +7,9 @@
 // goes away mid-request (mid-upload, while the listener waits, or right after writing).
 // `--only KIND` runs a single kind instead.
 // Keep-alive raw sockets, one request in flight each. Not part of `npm test`.
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import net from "node:net";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { rssKiB, startServer } from "./child-server.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
 
 // --- arguments
 
@@ -43,40 +39,6 @@ const opts = parseArgs(process.argv.slice(2));
 
 // --- the server process
 
-function startServer() {
-  const child = spawn(process.execPath, [join(here, "soak-server.mjs")], { stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    stderr += d;
-    if (stderr.length > 64 * 1024) stderr = stderr.slice(-32 * 1024);
-  });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`the server did not start within 10 s: ${stderr}`)), 10_000);
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /listening (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(m[1]), stderr: () => stderr });
-      }
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited before listening (${code ?? signal}): ${stderr}`));
-    });
-  });
-}
-
-/** The server's resident set size in KiB, from /proc/<pid>/status. */
-function rssKiB(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
 
 // --- a keep-alive client connection with a minimal HTTP/1.1 response parser
 
