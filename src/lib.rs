@@ -49,7 +49,6 @@ use napi_derive::napi;
 use options::{NativeOptions, ServerConfig};
 use stats::Stats;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +69,7 @@ pub struct NativeServer {
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
     phase: Option<watch::Sender<Phase>>,
-    local: Option<SocketAddr>,
+    /// The bound address, for URLs of requests without a Host.
     local_str: String,
 }
 
@@ -116,7 +115,6 @@ impl NativeServer {
             stats: Arc::new(Stats::new()),
             runtime: None,
             phase: None,
-            local: None,
             local_str: String::new(),
         })
     }
@@ -150,7 +148,6 @@ impl NativeServer {
         drop(_enter);
         self.runtime = Some(runtime);
         self.phase = Some(phase_tx);
-        self.local = Some(local);
         self.local_str = local.to_string();
         Ok(local.port() as u32)
     }
