@@ -237,8 +237,10 @@ impl Drop for PendingGuard {
     }
 }
 
-async fn collect_small(mut body: Incoming, limit: u64) -> Result<bytes::Bytes, u16> {
-    let mut buf = BytesMut::new();
+/// Reads a body of declared length `len` (at most `PRECOLLECT_LIMIT`) into one buffer of
+/// exactly that size.
+async fn collect_small(mut body: Incoming, len: u64, limit: u64) -> Result<bytes::Bytes, u16> {
+    let mut buf = BytesMut::with_capacity(len as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| 400u16)?;
         if let Ok(data) = frame.into_data() {
@@ -275,7 +277,7 @@ async fn handle(
     } else {
         match body.size_hint().exact() {
             Some(n) if n > limit => return Ok(response::status_only(413)),
-            Some(n) if n <= PRECOLLECT_LIMIT => match collect_small(body, limit).await {
+            Some(n) if n <= PRECOLLECT_LIMIT => match collect_small(body, n, limit).await {
                 Ok(b) => RequestBody::Full(b),
                 Err(status) => return Ok(response::status_only(status)),
             },
