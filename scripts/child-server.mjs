@@ -7,9 +7,14 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Resolves with { child, port, stderr() } once the server prints "listening <port>". */
-export function startServer(args = []) {
-  const child = spawn(process.execPath, [join(here, "soak-server.mjs"), ...args], { stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Resolves with { child, port, stderr() } once the server prints "listening <port>".
+ * `nodeFlags` go to node itself (e.g. V8 heap sizes), `args` to the server script.
+ */
+export function startServer(args = [], nodeFlags = []) {
+  const child = spawn(process.execPath, [...nodeFlags, join(here, "soak-server.mjs"), ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr.on("data", (d) => {
     stderr += d;

@@ -2,8 +2,9 @@
 // Run with: node scripts/soak-server.mjs [--options '{"maxBodySize":65536}']
 //
 // Routes: GET /json, POST /echo (body back), /throw (listener throws), /reject (its promise
-// rejects), /slow (answers after 1-20 ms), /__stats (server.stats(), error count, memory).
+// rejects), /slow (answers after 1-20 ms), /__stats (server.stats(), error count, memory, V8 heap spaces).
 // Prints "listening <port>" on stdout once it accepts connections; SIGTERM closes it gracefully.
+import { getHeapSpaceStatistics } from "node:v8";
 import { Response, Server } from "../dist/index.js";
 
 const optionsArg = process.argv.indexOf("--options");
@@ -55,7 +56,15 @@ server.addEventListener("fetch", (event) => {
       return;
     case "/__stats":
       event.respondWith(
-        Response.json({ stats: server.stats(), errorsReported, served, memory: process.memoryUsage() }),
+        Response.json({
+          stats: server.stats(),
+          errorsReported,
+          served,
+          memory: process.memoryUsage(),
+          // Committed bytes per V8 heap space: tells a young generation that grew to its
+          // working size from an old generation that keeps growing.
+          heapSpaces: Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size])),
+        }),
       );
       return;
     default:

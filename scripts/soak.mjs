@@ -14,7 +14,7 @@ import { rssKiB, startServer } from "./child-server.mjs";
 // --- arguments
 
 function parseArgs(argv) {
-  const o = { requests: 5_000_000, connections: 64, maxSeconds: 900, warmupFraction: 0.1 };
+  const o = { requests: 5_000_000, connections: 64, maxSeconds: 900, warmupFraction: 0.1, nodeFlags: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -27,8 +27,9 @@ function parseArgs(argv) {
     else if (a === "--connections") o.connections = Math.floor(num());
     else if (a === "--max-seconds") o.maxSeconds = num();
     else if (a === "--only") o.only = argv[++i];
+    else if (a === "--node-flags") o.nodeFlags = argv[++i].split(/\s+/).filter(Boolean);
     else if (a === "--help") {
-      console.log("node scripts/soak.mjs [--requests N | --quick] [--connections C] [--max-seconds S] [--only json|echo|throw|reject|slow|disconnect]");
+      console.log("node scripts/soak.mjs [--requests N | --quick] [--connections C] [--max-seconds S] [--only json|echo|throw|reject|slow|disconnect] [--node-flags '--max-semi-space-size=4']");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -216,7 +217,7 @@ function echoIndex(n) {
   return r < 25 ? 0 : r < 55 ? 1 : r < 80 ? 2 : r < 98 ? 3 : r < 99 ? 4 : 5;
 }
 
-const server = await startServer();
+const server = await startServer([], opts.nodeFlags);
 const pid = server.child.pid;
 let serverExit = null;
 server.child.on("exit", (code, signal) => {
@@ -296,11 +297,37 @@ async function worker() {
   conn.close();
 }
 
-const progress = setInterval(() => {
+/** Where the server's memory sits: V8's young and old generations, and the rest of the process. */
+function breakdown(rss, stats) {
+  const m = stats?.memory;
+  const sp = stats?.heapSpaces;
+  if (!m || !sp || rss === null) return null;
+  const MiB = 1024 * 1024;
+  const young = (sp.new_space ?? 0) + (sp.new_large_object_space ?? 0);
+  return {
+    rssMiB: +(rss / 1024).toFixed(1),
+    v8YoungMiB: +(young / MiB).toFixed(1),
+    v8OldMiB: +((m.heapTotal - young) / MiB).toFixed(1),
+    arrayBuffersMiB: +(m.arrayBuffers / MiB).toFixed(1),
+    outsideV8HeapMiB: +((rss * 1024 - m.heapTotal) / MiB).toFixed(1),
+  };
+}
+const fmt = (b) => (b ? Object.entries(b).map(([k, v]) => `${k.replace(/MiB$/, "")} ${v}`).join(", ") + " MiB" : "n/a");
+
+// Each progress line reads the server's own memory figures, so a growth can be placed.
+let sampling = false;
+const progress = setInterval(async () => {
+  if (sampling) return;
+  sampling = true;
   const rss = rssKiB(pid);
   if (rss !== null) peakRss = Math.max(peakRss, rss);
   const s = (Date.now() - started) / 1000;
-  process.stderr.write(`soak: ${completed} done, ${Math.round(completed / s)} req/s, server RSS ${(rss / 1024).toFixed(1)} MiB\n`);
+  let where = null;
+  try {
+    where = breakdown(rss, await fetchStats());
+  } catch {}
+  process.stderr.write(`soak: ${completed} done, ${Math.round(completed / s)} req/s, server ${fmt(where) === "n/a" ? `RSS ${(rss / 1024).toFixed(1)} MiB` : fmt(where)}\n`);
+  sampling = false;
 }, 10_000);
 
 await Promise.all(Array.from({ length: opts.connections }, worker));
@@ -329,6 +356,13 @@ if (serverExit === null) {
 }
 
 const growth = warm?.rss && endRss ? ((endRss - warm.rss) / warm.rss) * 100 : null;
+// V8 sizes its young generation to the allocation rate, up to a fixed ceiling
+// (--max-semi-space-size); a long run reaches that ceiling later than the warm-up. The growth
+// of everything else tells a leak from that.
+const wb = breakdown(warm?.rss ?? null, warm?.stats);
+const eb = breakdown(endRss, endStats);
+const growthBesidesYoung =
+  wb && eb ? (((eb.rssMiB - eb.v8YoungMiB) - (wb.rssMiB - wb.v8YoungMiB)) / (wb.rssMiB - wb.v8YoungMiB)) * 100 : null;
 const mib = (k) => (k === null || k === undefined ? "n/a" : `${(k / 1024).toFixed(1)} MiB`);
 const report = {
   requested: opts.requests,
@@ -344,6 +378,10 @@ const report = {
   rssGrowthPercent: growth === null ? null : Number(growth.toFixed(2)),
   heapUsedAfterWarmup: warm?.stats?.memory?.heapUsed ?? null,
   heapUsedEnd: endStats?.memory?.heapUsed ?? null,
+  memoryAfterWarmup: wb,
+  memoryEnd: eb,
+  rssGrowthBesidesV8YoungPercent: growthBesidesYoung === null ? null : Number(growthBesidesYoung.toFixed(2)),
+  nodeFlags: opts.nodeFlags,
   // Read over one more request, so activeConnections and pendingRequests count it.
   serverStatsEnd: endStats?.stats ?? null,
   errorsReportedByServer: endStats?.errorsReported ?? null,
@@ -356,6 +394,9 @@ const report = {
 console.log(`soak: ${completed} requests in ${report.seconds} s (${report.requestsPerSecond} req/s) over ${opts.connections} connections${stoppedByTime ? " [stopped at --max-seconds]" : ""}`);
 console.log(`  server RSS after warm-up (${warm?.at} requests): ${mib(warm?.rss)}; at the end: ${mib(endRss)}; peak: ${mib(peakRss)}`);
 console.log(`  RSS growth: ${growth === null ? "n/a" : `${growth.toFixed(2)}%`} (goal: under 5%)`);
+console.log(`  where, after warm-up: ${fmt(report.memoryAfterWarmup)}`);
+console.log(`  where, at the end:    ${fmt(report.memoryEnd)}`);
+console.log(`  RSS growth besides V8's young generation: ${growthBesidesYoung === null ? "n/a" : `${growthBesidesYoung.toFixed(2)}%`}`);
 console.log(`  JS heap used after warm-up: ${mib(report.heapUsedAfterWarmup / 1024)}; at the end: ${mib(report.heapUsedEnd / 1024)}`);
 console.log(`  statuses: ${JSON.stringify(totals.statuses)}; unexpected statuses: ${totals.unexpectedStatus}; echo mismatches: ${totals.echoMismatches}`);
 console.log(`  client disconnects: ${totals.disconnects}; dropped connections: ${totals.connectionDrops}; stalled requests: ${totals.stalled}`);
