@@ -59,11 +59,12 @@ export function extractBody(init: BodyInitLike): Extracted {
   if (init === null || init === undefined) return NO_BODY;
   if (typeof init === "string") return { source: init, type: TEXT_TYPE, ct: CT_TEXT };
   if (typeof init === "object") {
-    // A view is not copied: reply.ts hands large bodies over without a copy (DESIGN.md
-    // section 2, rule 7), so a caller must not change the bytes until the response is sent.
+    // Bytes are not copied (the standard copies a BufferSource): reply.ts hands large
+    // bodies over without a copy (DESIGN.md section 2, rule 7), so a caller must not change
+    // the bytes until the response is sent (README, "Fetch classes").
     if (init instanceof Uint8Array) return { source: init, type: null, ct: CT_NONE };
     if (init instanceof Blob) return { source: init, type: init.type === "" ? null : init.type, ct: CT_NONE };
-    if (init instanceof ArrayBuffer) return { source: new Uint8Array(init.slice(0)), type: null, ct: CT_NONE };
+    if (init instanceof ArrayBuffer) return { source: new Uint8Array(init), type: null, ct: CT_NONE };
     if (ArrayBuffer.isView(init))
       return { source: new Uint8Array(init.buffer, init.byteOffset, init.byteLength), type: null, ct: CT_NONE };
     if (isNodeInstance("FormData", init, looksLikeFormData)) {

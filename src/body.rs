@@ -155,6 +155,9 @@ impl Body for ResponseBody {
     }
 }
 
+/// The most a collected body reserves for its declared length before its bytes arrive.
+const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
+
 /// How JS asked for a request body.
 pub enum ReadMode {
     /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`).
@@ -174,9 +177,15 @@ pub fn spawn_body_reader(
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
 ) {
+    // A declared length sizes the buffer once (no regrowth copies), but only up to
+    // COLLECT_RESERVE_MAX before the bytes have arrived: a length alone costs little memory.
+    let declared = body.size_hint().exact().unwrap_or(0).min(limit);
     rt.spawn(async move {
         let mut seen: u64 = 0;
         let mut collected = BytesMut::new();
+        if matches!(mode, ReadMode::Collect) {
+            collected.reserve(declared.min(COLLECT_RESERVE_MAX) as usize);
+        }
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
         // none (trailers, empty chunks) do not use it up.
         let mut need_credit = true;
@@ -207,7 +216,13 @@ pub fn spawn_body_reader(
                         continue;
                     } else {
                         match &mode {
-                            ReadMode::Collect => collected.extend_from_slice(&data),
+                            ReadMode::Collect => {
+                                if collected.capacity() - collected.len() < data.len() && declared >= seen {
+                                    // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
+                                    collected.reserve((declared - seen) as usize + data.len());
+                                }
+                                collected.extend_from_slice(&data);
+                            }
                             ReadMode::Stream(_) => {
                                 doorbell.push(Event::BodyData(id, data));
                                 need_credit = true;

@@ -128,11 +128,24 @@ describe("BodyInit kinds and their Content-Type", () => {
     assert.equal(new R(new Blob([], { type: "x/y" }), { headers: { "content-type": "c/d" } }).headers.get("content-type"), "c/d");
   });
 
-  both("an ArrayBuffer is copied at construction", async (R) => {
+  // The standard copies a BufferSource at construction; fetch-rs does not (DESIGN.md
+  // section 2, rule 7; README "Fetch classes"), as it does not copy a Uint8Array.
+  test("an ArrayBuffer is copied at construction [node]", async () => {
     const bytes = new TextEncoder().encode("before");
-    const r = new R(bytes.buffer);
+    const r = new NodeResponse(bytes.buffer);
     bytes.set(new TextEncoder().encode("AFTER!"));
     assert.equal(await r.text(), "before");
+  });
+
+  test("an ArrayBuffer or a Uint8Array is used as it is, not copied [fetch-rs]", async () => {
+    const a = new TextEncoder().encode("before");
+    const b = new TextEncoder().encode("before");
+    const fromBuffer = new Response(a.buffer);
+    const fromView = new Response(b);
+    a.set(new TextEncoder().encode("AFTER!"));
+    b.set(new TextEncoder().encode("AFTER!"));
+    assert.equal(await fromBuffer.text(), "AFTER!");
+    assert.equal(await fromView.text(), "AFTER!");
   });
 
   both("a locked or disturbed ReadableStream is a TypeError", (R) => {
