@@ -10,7 +10,8 @@ import { isNodeInstance, looksLikeFormData } from "./node-classes.js";
 
 /** An incoming request body, read from the native side on demand. */
 export interface NativeBody {
-  readAll(): Promise<Uint8Array>;
+  /** The whole body: at once when it has arrived already, else a promise. May throw. */
+  readAll(): Uint8Array | Promise<Uint8Array>;
   stream(): ReadableStream<Uint8Array>;
 }
 
@@ -175,15 +176,41 @@ async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Arra
   return out;
 }
 
-/** All of a body's bytes; the result is ours to keep (never the caller's array). */
-async function bytesOf(s: BodySource): Promise<Uint8Array> {
+/**
+ * All of a body's bytes, at once where they are at hand (a string, bytes, a request body
+ * that has arrived), else a promise; the result is ours to keep (never the caller's
+ * array). May throw.
+ */
+function bytesOf(s: BodySource): Uint8Array | Promise<Uint8Array> {
   if (s === null) return new Uint8Array(0);
   if (typeof s === "string") return encoder.encode(s);
   if (s instanceof Uint8Array) return new Uint8Array(s); // a copy, even of a Buffer
-  if (s instanceof Blob) return new Uint8Array(await s.arrayBuffer());
+  if (s instanceof Blob) return s.arrayBuffer().then((b) => new Uint8Array(b));
   if (s instanceof ReadableStream) return readStream(s);
   return s.readAll();
 }
+
+/**
+ * `then(bytesOf(take()), finish)` as a promise, without the extra turns of an async
+ * function when the bytes are at hand: a request body that arrived with its head is
+ * read in the same microtask. Throws of `take` and `finish` become rejections.
+ */
+function readBody<T>(take: () => BodySource, finish: (b: Uint8Array) => T): Promise<T> {
+  try {
+    const b = bytesOf(take());
+    return b instanceof Promise ? b.then(finish) : Promise.resolve(finish(b));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function wholeArrayBuffer(b: Uint8Array): ArrayBuffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+const decode = (b: Uint8Array): string => decoder.decode(b);
+const parseJson = (b: Uint8Array): unknown => JSON.parse(decoder.decode(b));
 
 /** Feeds a body to `write` chunk by chunk as it arrives (for the streaming form parser). */
 async function feed(s: BodySource, write: (chunk: Uint8Array) => void): Promise<void> {
@@ -272,29 +299,46 @@ export class BodyState {
     return s;
   }
 
+  #takeForRead = (): BodySource => this.#take();
+
+  /**
+   * A string body that UTF-8 decoding would give back unchanged (no leading BOM, no lone
+   * surrogate), taken; else null and nothing taken.
+   */
+  #takeVerbatimString(): string | null {
+    const s = this.source;
+    if (typeof s !== "string" || this.unusable || s.charCodeAt(0) === 0xfeff) return null;
+    if (!(s as unknown as { isWellFormed(): boolean }).isWellFormed()) return null;
+    this.used = true;
+    return s;
+  }
+
   // https://fetch.spec.whatwg.org/#dom-body-bytes
-  async bytes(): Promise<Uint8Array> {
-    return plainBytes(await bytesOf(this.#take()));
+  bytes(): Promise<Uint8Array> {
+    return readBody(this.#takeForRead, plainBytes);
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-text: UTF-8 decode, which drops a leading
-  // BOM and replaces lone surrogates; a string without either is its own answer.
-  async text(): Promise<string> {
-    const s = this.#take();
-    if (typeof s === "string" && s.charCodeAt(0) !== 0xfeff && (s as unknown as { isWellFormed(): boolean }).isWellFormed()) return s;
-    return decoder.decode(await bytesOf(s));
+  // BOM and replaces lone surrogates.
+  text(): Promise<string> {
+    const s = this.#takeVerbatimString();
+    return s !== null ? Promise.resolve(s) : readBody(this.#takeForRead, decode);
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-arraybuffer
-  async arrayBuffer(): Promise<ArrayBuffer> {
-    const b = await bytesOf(this.#take());
-    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
-    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  arrayBuffer(): Promise<ArrayBuffer> {
+    return readBody(this.#takeForRead, wholeArrayBuffer);
   }
 
-  // https://fetch.spec.whatwg.org/#dom-body-json
-  async json(): Promise<unknown> {
-    return JSON.parse(await this.text());
+  // https://fetch.spec.whatwg.org/#dom-body-json: the text, parsed.
+  json(): Promise<unknown> {
+    const s = this.#takeVerbatimString();
+    if (s === null) return readBody(this.#takeForRead, parseJson);
+    try {
+      return Promise.resolve(JSON.parse(s));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-blob: typed with the MIME type extracted from

@@ -422,16 +422,25 @@ export class Server {
     };
   }
 
-  async #readAll(id: number): Promise<Uint8Array> {
+  /** The whole request body: at once when it came with the head, else a promise. May throw. */
+  #readAll(id: number): Uint8Array | Promise<Uint8Array> {
+    const b = this.#collect(id);
+    return b !== null ? b : this.#readAllLater(id);
+  }
+
+  async #readAllLater(id: number): Promise<Uint8Array> {
     for (;;) {
-      let b: Buffer | null;
-      try {
-        b = this.#native.bodyCollect(id);
-      } catch (e) {
-        throw nativeError(e);
-      }
-      if (b !== null) return b;
       await this.#waitBody(id);
+      const b = this.#collect(id);
+      if (b !== null) return b;
+    }
+  }
+
+  #collect(id: number): Buffer | null {
+    try {
+      return this.#native.bodyCollect(id);
+    } catch (e) {
+      throw nativeError(e);
     }
   }
 

@@ -113,6 +113,11 @@ describe("json()", () => {
     assert.equal(await new R('"str"').json(), "str");
   });
 
+  both("a string body's lone surrogates become U+FFFD, a leading BOM goes", async (R) => {
+    assert.equal(await new R('"a\uD800b"').json(), "a\uFFFDb");
+    assert.deepEqual(await new R("\uFEFF[1]").json(), [1]);
+  });
+
   both("invalid JSON rejects with a SyntaxError and uses the body", async (R) => {
     const r = new R("{nope");
     await assert.rejects(r.json(), SyntaxError);
