@@ -76,7 +76,18 @@ pub enum Event {
     Writable(u32),
     /// `close()` finished: no connection is left.
     Closed,
+    /// A lent JS buffer is no longer needed: its reference is deleted at the next drain,
+    /// which rides on the next ring instead of waking JS once per buffer.
+    Release(LentRef),
 }
+
+/// A reference that keeps a JS typed array alive while hyper writes its bytes. Created
+/// and deleted on the JS thread only; carried through the queue in between.
+pub struct LentRef(pub napi::sys::napi_ref);
+
+// SAFETY: the reference is only an opaque handle while it travels; it is created and
+// deleted on the JS thread (`JsSide::take_releases`).
+unsafe impl Send for LentRef {}
 
 /// The half of the bridge shared by every thread: the queue, the ring flag, the
 /// doorbell function, and the reply outbox.
@@ -361,6 +372,8 @@ pub struct JsSide {
     pending: VecDeque<Event>,
     swap: Vec<Event>,
     pub outbox: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// References of lent buffers to delete, gathered by `drain`.
+    releases: Vec<LentRef>,
 }
 
 impl JsSide {
@@ -371,7 +384,13 @@ impl JsSide {
             pending: VecDeque::new(),
             swap: Vec::new(),
             outbox: Vec::new(),
+            releases: Vec::new(),
         }
+    }
+
+    /// The lent-buffer references `drain` found, for the caller to delete with its env.
+    pub fn take_releases(&mut self) -> std::vec::Drain<'_, LentRef> {
+        self.releases.drain(..)
     }
 
     /// Moves queued events into the slab and writes up to `records.len() / 3` records.
@@ -467,6 +486,10 @@ impl JsSide {
                 Some([record::WRITABLE, id, 0])
             }
             Event::Closed => Some([record::CLOSED, 0, 0]),
+            Event::Release(r) => {
+                self.releases.push(r);
+                None
+            }
         }
     }
 

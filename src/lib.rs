@@ -40,7 +40,7 @@ pub mod stats;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use body::{ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
-use bridge::{BodyState, Doorbell, JsSide, ResponseStream, SlotId};
+use bridge::{BodyState, Doorbell, JsSide, LentRef, ResponseStream, SlotId};
 use connection::{Phase, ServerShared};
 use error::{BridgeError, ErrorKind};
 use napi::bindgen_prelude::*;
@@ -90,14 +90,56 @@ fn to_buffer(env: &Env, data: bytes::Bytes) -> Result<BufferSlice<'_>> {
     unsafe { BufferSlice::from_external(env, ptr, len, data, |_, d| drop(d)) }
 }
 
-/// A JS typed array lent to hyper as a response body. Dropping it off the JS thread
-/// is safe: napi-rs routes the reference release back to the JS thread.
-struct SharedBody(Uint8Array);
+/// A JS typed array lent to hyper as a response body: its bytes, and a reference that
+/// keeps it alive until hyper has written them. Dropped on any thread: the reference goes
+/// back through the doorbell queue and is deleted at JS's next drain, so releasing costs
+/// JS no wake-up of its own (a napi-rs `Uint8Array` dropped off the JS thread would make
+/// one per buffer).
+struct LentBody {
+    data: *const u8,
+    len: usize,
+    reference: Option<LentRef>,
+    doorbell: Arc<Doorbell>,
+}
 
-impl AsRef<[u8]> for SharedBody {
+// SAFETY: the bytes are not touched by JS while lent (README: a body must not change
+// until sent) and stay alive while the reference is held; the reference is only moved.
+unsafe impl Send for LentBody {}
+unsafe impl Sync for LentBody {}
+
+impl AsRef<[u8]> for LentBody {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: see `lend`: the typed array's bytes, alive while `reference` is held.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
     }
+}
+
+impl Drop for LentBody {
+    fn drop(&mut self) {
+        if let Some(r) = self.reference.take() {
+            self.doorbell.push(bridge::Event::Release(r));
+        }
+    }
+}
+
+/// The bytes of `array` as a `Bytes` that holds the array alive instead of copying it.
+fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'_>) -> Result<bytes::Bytes> {
+    let mut reference = std::ptr::null_mut();
+    // SAFETY: a live value of this callback, on the JS thread.
+    let status = unsafe { napi::sys::napi_create_reference(env.raw(), array.value().value, 1, &mut reference) };
+    if status != napi::sys::Status::napi_ok {
+        return Err(napi::Error::from_reason("could not hold the response body"));
+    }
+    let bytes: &[u8] = array.as_ref();
+    Ok(bytes::Bytes::from_owner(LentBody {
+        data: bytes.as_ptr(),
+        len: bytes.len(),
+        reference: Some(LentRef(reference)),
+        doorbell: doorbell.clone(),
+    }))
 }
 
 fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> Result<JsString<'e>> {
@@ -154,10 +196,15 @@ impl NativeServer {
 
     /// Writes `[kind, id, arg]` records for queued events; returns how many.
     #[napi(catch_unwind)]
-    pub fn drain(&mut self, mut records: Uint32Array) -> u32 {
+    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>) -> u32 {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
-        self.js.drain(records) as u32
+        let n = self.js.drain(records) as u32;
+        for r in self.js.take_releases() {
+            // SAFETY: each reference was created by `lend` in this env, and is deleted once.
+            unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
+        }
+        n
     }
 
     /// Rings the doorbell again if events are still queued.
@@ -343,16 +390,18 @@ impl NativeServer {
     /// Replies with a large byte body without copying it: the typed array is held
     /// (a napi reference) until hyper has written it.
     #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
     pub fn respond_bytes_shared(
         &mut self,
+        env: &Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
-        body: Uint8Array,
+        body: Uint8ArraySlice<'_>,
         release: bool,
     ) -> Result<()> {
-        let bytes = bytes::Bytes::from_owner(SharedBody(body));
+        let bytes = lend(env, &self.js.doorbell, body)?;
         self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
     }
 
@@ -393,8 +442,9 @@ impl NativeServer {
 
     /// `streamWrite` for a large chunk, lent instead of copied (JS must not change it).
     #[napi(catch_unwind)]
-    pub fn stream_write_shared(&mut self, id: u32, chunk: Uint8Array) -> Result<bool> {
-        self.stream_send(id, bytes::Bytes::from_owner(SharedBody(chunk)))
+    pub fn stream_write_shared(&mut self, env: &Env, id: u32, chunk: Uint8ArraySlice<'_>) -> Result<bool> {
+        let bytes = lend(env, &self.js.doorbell, chunk)?;
+        self.stream_send(id, bytes)
     }
 }
 
