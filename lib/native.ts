@@ -45,14 +45,81 @@ export interface NativeServer {
   liveRequests(): number;
 }
 
+/** The addon's server object: its life (listen, close, GC) and its handle. */
+interface ServerHandle {
+  readonly handle: number;
+  listen(doorbell: () => void): number;
+  close(graceMs: number): void;
+  forceClose(): void;
+  shutdown(): void;
+  stats(): number[];
+  liveRequests(): number;
+}
+
+type H = number;
+/** The addon's exports: the class, and one plain function per request-path call, each
+ * taking the server's handle first (several times cheaper to call than a method). */
 interface Addon {
-  NativeServer: new (options: NativeOptions) => NativeServer;
+  NativeServer: new (options: NativeOptions) => ServerHandle;
+  drain(h: H, records: Uint32Array): number;
+  reschedule(h: H): void;
+  flush(h: H): void;
+  requestMethod(h: H, id: number): string | null;
+  requestUrl(h: H, id: number): string | null;
+  requestHeader(h: H, id: number, name: string): string | null;
+  requestHeaders(h: H, id: number): string[] | null;
+  requestClientAddress(h: H, id: number): string | null;
+  requestRelease(h: H, id: number): void;
+  bodyCollect(h: H, id: number): Buffer | null;
+  bodyPull(h: H, id: number): Buffer | number;
+  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
+  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
+  respondStream(h: H, id: number, status: number, ct: number, headers: string[] | null): void;
+  streamWrite(h: H, id: number, chunk: Uint8Array): boolean;
+  streamWriteShared(h: H, id: number, chunk: Uint8Array): boolean;
+  streamEnd(h: H, id: number, failed: boolean): void;
 }
 
 const require = createRequire(import.meta.url);
 const addon: Addon = require(process.env.FETCH_RS_NATIVE_PATH ?? "../fetch-rs.node");
 
-export const NativeServer = addon.NativeServer;
+/** A native server, as the rest of lib/ calls it: every call bound to its handle. The
+ * object keeps the addon's server alive; dropping it lets GC free the native side. */
+export function createNativeServer(options: NativeOptions): NativeServer {
+  const s = new addon.NativeServer(options);
+  const h = s.handle;
+  const a = addon;
+  return {
+    listen: (doorbell) => s.listen(doorbell),
+    close: (graceMs) => s.close(graceMs),
+    forceClose: () => s.forceClose(),
+    shutdown: () => s.shutdown(),
+    stats: () => s.stats(),
+    liveRequests: () => s.liveRequests(),
+    drain: (records) => a.drain(h, records),
+    reschedule: () => a.reschedule(h),
+    flush: () => a.flush(h),
+    requestMethod: (id) => a.requestMethod(h, id),
+    requestUrl: (id) => a.requestUrl(h, id),
+    requestHeader: (id, name) => a.requestHeader(h, id, name),
+    requestHeaders: (id) => a.requestHeaders(h, id),
+    requestClientAddress: (id) => a.requestClientAddress(h, id),
+    requestRelease: (id) => a.requestRelease(h, id),
+    bodyCollect: (id) => a.bodyCollect(h, id),
+    bodyPull: (id) => a.bodyPull(h, id),
+    respondText: (id, status, ct, headers, body, release) => a.respondText(h, id, status, ct, headers, body, release),
+    respondBytes: (id, status, ct, headers, body, release) => a.respondBytes(h, id, status, ct, headers, body, release),
+    respondBytesShared: (id, status, ct, headers, body, release) =>
+      a.respondBytesShared(h, id, status, ct, headers, body, release),
+    respondEmpty: (id, status, ct, headers, release) => a.respondEmpty(h, id, status, ct, headers, release),
+    respondStream: (id, status, ct, headers) => a.respondStream(h, id, status, ct, headers),
+    streamWrite: (id, chunk) => a.streamWrite(h, id, chunk),
+    streamWriteShared: (id, chunk) => a.streamWriteShared(h, id, chunk),
+    streamEnd: (id, failed) => a.streamEnd(h, id, failed),
+  };
+}
 
 /** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
 export const RECORD_REQUEST = 1;

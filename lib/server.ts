@@ -7,7 +7,7 @@ import {
   BODY_TOO_LARGE,
   CT_NONE,
   nativeError,
-  NativeServer,
+  createNativeServer,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -151,7 +151,7 @@ export class Server {
   constructor(options: ServerOptions = {}) {
     this.#options = validate(options);
     try {
-      this.#native = new NativeServer(this.#options);
+      this.#native = createNativeServer(this.#options);
     } catch (e) {
       throw nativeError(e);
     }
