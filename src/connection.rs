@@ -237,20 +237,34 @@ impl Drop for PendingGuard {
     }
 }
 
-/// Reads a body of declared length `len` (at most `PRECOLLECT_LIMIT`) into one buffer of
-/// exactly that size.
+/// What a declared length reserves before any of the body has arrived: a client that
+/// declares 64 KiB and sends nothing holds this much, not 64 KiB.
+const PRECOLLECT_FIRST_RESERVE: u64 = 16 * 1024;
+
+/// Reads a body of declared length `len` (at most `PRECOLLECT_LIMIT`) into one buffer:
+/// up to 16 KiB reserved at first, the rest of the declared size once bytes arrive.
 async fn collect_small(mut body: Incoming, len: u64, limit: u64) -> Result<bytes::Bytes, u16> {
-    let mut buf = BytesMut::with_capacity(len as usize);
+    let mut buf = BytesMut::with_capacity(len.min(PRECOLLECT_FIRST_RESERVE) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| 400u16)?;
         if let Ok(data) = frame.into_data() {
             if (buf.len() + data.len()) as u64 > limit {
                 return Err(413);
             }
+            if buf.capacity() - buf.len() < data.len() {
+                buf.reserve((len as usize).saturating_sub(buf.len()).max(data.len()));
+            }
             buf.extend_from_slice(&data);
         }
     }
     Ok(buf.freeze())
+}
+
+/// A status-only reply that also ends the connection.
+fn closing(status: u16) -> Reply {
+    let mut res = response::status_only(status);
+    res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
 }
 
 async fn handle(
@@ -267,9 +281,7 @@ async fn handle(
     let (head, body) = req.into_parts();
     if let Some(status) = check_head(&head, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
-        let mut res = response::status_only(status);
-        res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-        return Ok(res);
+        return Ok(closing(status));
     }
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
@@ -277,10 +289,19 @@ async fn handle(
     } else {
         match body.size_hint().exact() {
             Some(n) if n > limit => return Ok(response::status_only(413)),
-            Some(n) if n <= PRECOLLECT_LIMIT => match collect_small(body, n, limit).await {
-                Ok(b) => RequestBody::Full(b),
-                Err(status) => return Ok(response::status_only(status)),
-            },
+            Some(n) if n <= PRECOLLECT_LIMIT => {
+                // The listener's time limit also bounds the wait for this body: a client
+                // that stops sending mid-body gets 408, and the connection ends.
+                let collected = match shared.config.request_timeout {
+                    Some(t) => tokio::time::timeout(t, collect_small(body, n, limit)).await.unwrap_or(Err(408)),
+                    None => collect_small(body, n, limit).await,
+                };
+                match collected {
+                    Ok(b) => RequestBody::Full(b),
+                    Err(408) => return Ok(closing(408)),
+                    Err(status) => return Ok(response::status_only(status)),
+                }
+            }
             _ => RequestBody::Incoming(body),
         }
     };
@@ -302,9 +323,7 @@ async fn handle(
             Err(_) => {
                 in_flight.armed = false;
                 shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
-                let mut res = response::status_only(503);
-                res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-                return Ok(res);
+                return Ok(closing(503));
             }
         },
         None => rx.await,

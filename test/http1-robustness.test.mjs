@@ -24,6 +24,8 @@ const SERVER_OPTIONS = {
   smallHeaders: { maxHeaderSize: 4 * KiB },
   // Slowloris vectors: a header timeout short enough for a test.
   slowloris: { headerTimeout: 500 },
+  // A small body read before the listener runs is bounded by the listener timeout.
+  slowBody: { timeout: 500 },
 };
 
 const servers = new Map();
@@ -833,6 +835,33 @@ const vectors = [
     check: (seen, _r, result) => {
       listenerNotCalled(seen);
       assert.ok(result.closedAtMs !== null && result.closedAtMs < 2000, `closed after ${result.closedAtMs} ms`);
+    },
+  },
+
+  // --- slow small bodies (timeout 500 ms on this server): read before the listener runs
+  {
+    name: "a small body that stops half-way gets 408 within the timeout, and the connection closes",
+    server: "slowBody",
+    send: `POST /half HTTP/1.1\r\n${H}Content-Length: 100\r\n\r\n${"h".repeat(50)}`,
+    idleMs: 3000,
+    status: 408,
+    close: true,
+    check: (seen, _r, result) => {
+      listenerNotCalled(seen);
+      assert.ok(result.closedAtMs !== null && result.closedAtMs < 2000, `closed after ${result.closedAtMs} ms`);
+    },
+  },
+  {
+    name: "a small body trickled a byte at a time past the timeout gets 408, and the connection closes",
+    server: "slowBody",
+    send: [`POST /trickle HTTP/1.1\r\n${H}Content-Length: 30\r\n\r\n`, ..."t".repeat(30)],
+    gapMs: 100,
+    idleMs: 2000,
+    status: 408,
+    close: true,
+    check: (seen, _r, result) => {
+      listenerNotCalled(seen);
+      assert.ok(result.closedAtMs !== null && result.closedAtMs < 2500, `closed after ${result.closedAtMs} ms`);
     },
   },
 
