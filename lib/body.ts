@@ -191,13 +191,13 @@ function bytesOf(s: BodySource): Uint8Array | Promise<Uint8Array> {
 }
 
 /**
- * `then(bytesOf(take()), finish)` as a promise, without the extra turns of an async
+ * `then(bytesOf(state.take()), finish)` as a promise, without the extra turns of an async
  * function when the bytes are at hand: a request body that arrived with its head is
- * read in the same microtask. Throws of `take` and `finish` become rejections.
+ * read in the same microtask. Throws of `take()` and `finish` become rejections.
  */
-function readBody<T>(take: () => BodySource, finish: (b: Uint8Array) => T): Promise<T> {
+function readBody<T>(state: BodyState, finish: (b: Uint8Array) => T): Promise<T> {
   try {
-    const b = bytesOf(take());
+    const b = bytesOf(state.take());
     return b instanceof Promise ? b.then(finish) : Promise.resolve(finish(b));
   } catch (e) {
     return Promise.reject(e);
@@ -299,8 +299,6 @@ export class BodyState {
     return s;
   }
 
-  #takeForRead = (): BodySource => this.#take();
-
   /**
    * A string body that UTF-8 decoding would give back unchanged (no leading BOM, no lone
    * surrogate), taken; else null and nothing taken.
@@ -315,25 +313,25 @@ export class BodyState {
 
   // https://fetch.spec.whatwg.org/#dom-body-bytes
   bytes(): Promise<Uint8Array> {
-    return readBody(this.#takeForRead, plainBytes);
+    return readBody(this, plainBytes);
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-text: UTF-8 decode, which drops a leading
   // BOM and replaces lone surrogates.
   text(): Promise<string> {
     const s = this.#takeVerbatimString();
-    return s !== null ? Promise.resolve(s) : readBody(this.#takeForRead, decode);
+    return s !== null ? Promise.resolve(s) : readBody(this, decode);
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-arraybuffer
   arrayBuffer(): Promise<ArrayBuffer> {
-    return readBody(this.#takeForRead, wholeArrayBuffer);
+    return readBody(this, wholeArrayBuffer);
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-json: the text, parsed.
   json(): Promise<unknown> {
     const s = this.#takeVerbatimString();
-    if (s === null) return readBody(this.#takeForRead, parseJson);
+    if (s === null) return readBody(this, parseJson);
     try {
       return Promise.resolve(JSON.parse(s));
     } catch (e) {

@@ -155,6 +155,15 @@ impl Body for ResponseBody {
     }
 }
 
+/// Appends `data` to a body being collected whose declared length is `declared` (0 when
+/// none): when `buf` is full, it grows once to the whole declared size, not by doubling.
+pub fn extend_declared(buf: &mut BytesMut, data: &[u8], declared: u64) {
+    if buf.capacity() - buf.len() < data.len() {
+        buf.reserve((declared as usize).saturating_sub(buf.len()).max(data.len()));
+    }
+    buf.extend_from_slice(data);
+}
+
 /// The most a collected body reserves for its declared length before its bytes arrive.
 const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
@@ -216,13 +225,8 @@ pub fn spawn_body_reader(
                         continue;
                     } else {
                         match &mode {
-                            ReadMode::Collect => {
-                                if collected.capacity() - collected.len() < data.len() && declared >= seen {
-                                    // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
-                                    collected.reserve((declared - seen) as usize + data.len());
-                                }
-                                collected.extend_from_slice(&data);
-                            }
+                            // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
+                            ReadMode::Collect => extend_declared(&mut collected, &data, declared),
                             ReadMode::Stream(_) => {
                                 doorbell.push(Event::BodyData(id, data));
                                 need_credit = true;

@@ -251,10 +251,7 @@ async fn collect_small(mut body: Incoming, len: u64, limit: u64) -> Result<bytes
             if (buf.len() + data.len()) as u64 > limit {
                 return Err(413);
             }
-            if buf.capacity() - buf.len() < data.len() {
-                buf.reserve((len as usize).saturating_sub(buf.len()).max(data.len()));
-            }
-            buf.extend_from_slice(&data);
+            crate::body::extend_declared(&mut buf, &data, len);
         }
     }
     Ok(buf.freeze())
