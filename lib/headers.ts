@@ -4,6 +4,12 @@ import { isNodeInstance, linkPrototype, looksLikeHeaders } from "./node-classes.
 
 
 /** Where an incoming request's headers live until they are materialized (RequestSource). */
+/** @internal A header list packed as one string, `name\nvalue\nname\nvalue…` ("" when
+ * empty; a newline occurs in no name or value), as the flat [name, value, …] list. */
+export function unpackHeaders(packed: string): string[] {
+  return packed === "" ? [] : packed.split("\n");
+}
+
 export interface HeaderSource {
   /** The combined value of `name` (lowercase), or null. */
   header(id: number, name: string): string | null;
@@ -71,6 +77,8 @@ export class Headers {
   #list: string[] | null = [];
   #source: HeaderSource | null = null;
   #id = 0;
+  // Or, lazily, the packed list of a request whose native source is gone.
+  #packed: string | null = null;
   #immutable = false;
   // The sorted and combined pairs iteration walks; dropped on every change.
   #sorted: [string, string][] | null = null;
@@ -86,6 +94,15 @@ export class Headers {
     h.#list = null;
     h.#source = source;
     h.#id = id;
+    h.#immutable = true;
+    return h;
+  }
+
+  /** @internal Immutable request headers kept packed (see `unpackHeaders`) until first used. */
+  static fromPacked(packed: string): Headers {
+    const h = new Headers();
+    h.#list = null;
+    h.#packed = packed;
     h.#immutable = true;
     return h;
   }
@@ -107,8 +124,9 @@ export class Headers {
 
   #materialize(): string[] {
     if (this.#list === null) {
-      this.#list = this.#source!.headers(this.#id);
+      this.#list = this.#source !== null ? this.#source.headers(this.#id) : unpackHeaders(this.#packed!);
       this.#source = null;
+      this.#packed = null;
     }
     return this.#list;
   }
@@ -143,8 +161,8 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-get
   get(name: string): string | null {
     const n = normalizeName(name);
-    if (this.#list === null) return this.#source!.header(this.#id, n);
-    const list = this.#list;
+    if (this.#source !== null) return this.#source.header(this.#id, n);
+    const list = this.#materialize();
     let out: string | null = null;
     for (let i = 0; i < list.length; i += 2) {
       if (list[i] === n) out = out === null ? list[i + 1] : out + ", " + list[i + 1];
@@ -163,8 +181,8 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-has
   has(name: string): boolean {
     const n = normalizeName(name);
-    if (this.#list === null) return this.#source!.header(this.#id, n) !== null;
-    const list = this.#list;
+    if (this.#source !== null) return this.#source.header(this.#id, n) !== null;
+    const list = this.#materialize();
     for (let i = 0; i < list.length; i += 2) if (list[i] === n) return true;
     return false;
   }

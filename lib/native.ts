@@ -25,9 +25,11 @@ export interface NativeServer {
   requestMethod(id: number): string | null;
   requestUrl(id: number): string | null;
   requestHeader(id: number, name: string): string | null;
-  requestHeaders(id: number): string[] | null;
+  /** Every header as `name\nvalue\nname\nvalue…` ("" when none). */
+  requestHeaders(id: number): string | null;
   requestClientAddress(id: number): string | null;
-  requestRelease(id: number): void;
+  /** Frees the slot; with `keepHeaders`, returns its headers packed as `requestHeaders` does. */
+  requestRelease(id: number, keepHeaders: boolean): string | null;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
@@ -67,9 +69,9 @@ interface Addon {
   requestMethod(h: H, id: number): string | null;
   requestUrl(h: H, id: number): string | null;
   requestHeader(h: H, id: number, name: string): string | null;
-  requestHeaders(h: H, id: number): string[] | null;
+  requestHeaders(h: H, id: number): string | null;
   requestClientAddress(h: H, id: number): string | null;
-  requestRelease(h: H, id: number): void;
+  requestRelease(h: H, id: number, keepHeaders: boolean): string | null;
   bodyCollect(h: H, id: number): Buffer | null;
   bodyPull(h: H, id: number): Buffer | number;
   respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
@@ -106,7 +108,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     requestHeader: (id, name) => a.requestHeader(h, id, name),
     requestHeaders: (id) => a.requestHeaders(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
-    requestRelease: (id) => a.requestRelease(h, id),
+    requestRelease: (id, keepHeaders) => a.requestRelease(h, id, keepHeaders),
     bodyCollect: (id) => a.bodyCollect(h, id),
     bodyPull: (id) => a.bodyPull(h, id),
     respondText: (id, status, ct, headers, body, release) => a.respondText(h, id, status, ct, headers, body, release),

@@ -141,8 +141,12 @@ function abortReason(kind: "AbortError" | "TimeoutError"): DOMException {
 
 /** @internal */
 export let incomingRequest: (source: RequestSource, id: number, code: number, flags: number) => Request;
-/** @internal Reads everything still lazy, before the native record goes away. */
-export let detachRequest: (r: Request) => void;
+/** @internal Reads what is still lazy before the native record goes away: the method and
+ * URL now; true when the headers were never asked for, to be passed in packed form to
+ * `detachHeaders` (the native release hands them over in the same call). */
+export let detachRequest: (r: Request) => boolean;
+/** @internal The headers of a request whose record is gone, packed (see `unpackHeaders`). */
+export let detachHeaders: (r: Request, packed: string) => void;
 /** @internal */
 export let abortRequest: (r: Request, kind: "AbortError" | "TimeoutError") => void;
 
@@ -325,11 +329,15 @@ export class Request {
       return r;
     };
     detachRequest = (r) => {
-      if (r.#source === null) return;
+      if (r.#source === null) return false;
       r.#method ??= r.#source.method(r.#id);
       r.#url ??= r.#source.url(r.#id);
-      if (r.#headers === null) r.#headers = r.headers;
+      if (r.#headers === null) return true;
       materializeHeaderList(r.#headers);
+      return false;
+    };
+    detachHeaders = (r, packed) => {
+      r.#headers ??= Headers.fromPacked(packed);
     };
     abortRequest = (r, kind) => {
       if (r.#abortKind !== null) return;

@@ -12,7 +12,7 @@
 //! | `drain(h, records)` | `Uint32Array`, `[kind, id, arg]` triples | moves queued events into the slab; returns records written |
 //! | `reschedule(h)`, `flush(h)` | | ring again if events remain; send gathered replies |
 //! | `requestMethod/Url/Header/Headers/ClientAddress(h, id, …)` | slot id | read the head; strings are Latin-1 (bytes) |
-//! | `requestRelease(h, id)` | slot id | frees the slot; later calls with the id are no-ops |
+//! | `requestRelease(h, id, keepHeaders)` | slot id | frees the slot, first returning its headers when asked; later calls with the id are no-ops |
 //! | `bodyCollect(h, id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(h, id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
 //! | `respondText/Bytes/Empty/Stream(h, id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied |
@@ -254,17 +254,12 @@ impl Core {
         }
     }
 
-    /// Every header as a flat `[name, value, …]` array.
-    pub fn request_headers<'e>(&self, env: &'e Env, id: u32) -> Result<Option<Array<'e>>> {
+    /// Every header as one string, `name\nvalue\n…` (see `request::packed_headers`).
+    pub fn request_headers<'e>(&self, env: &'e Env, id: u32) -> Result<Option<JsString<'e>>> {
         let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
-        let list = request::header_list(&live.req);
-        let mut arr = env.create_array((list.len() * 2) as u32)?;
-        for (i, (n, v)) in list.iter().enumerate() {
-            arr.set((i * 2) as u32, latin1(env, n.as_bytes())?)?;
-            arr.set((i * 2 + 1) as u32, latin1(env, v)?)?;
-        }
-        Ok(Some(arr))
+        latin1(env, &request::packed_headers(&live.req)).map(Some)
     }
+
 
     pub fn request_client_address(&self, id: u32) -> Option<String> {
         let live = self.js.slab.get(SlotId(id))?;
@@ -276,13 +271,17 @@ impl Core {
         })
     }
 
-    /// Frees the slot. A request still unanswered gets a 500.
-    pub fn request_release(&mut self, id: u32) {
-        if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
-            if let Some(tx) = live.req.reply.take() {
-                self.js.outbox.push((tx, response::status_only(500)));
-            }
+    /// Frees the slot (a request still unanswered gets a 500); returns its headers first
+    /// (packed) when `keep_headers`.
+    pub fn request_release<'e>(&mut self, env: &'e Env, id: u32, keep_headers: bool) -> Result<Option<JsString<'e>>> {
+        let Some(mut live) = self.js.slab.remove(SlotId(id)) else { return Ok(None) };
+        if let Some(tx) = live.req.reply.take() {
+            self.js.outbox.push((tx, response::status_only(500)));
         }
+        if !keep_headers {
+            return Ok(None);
+        }
+        latin1(env, &request::packed_headers(&live.req)).map(Some)
     }
 
     /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
@@ -739,9 +738,9 @@ pub fn request_header<'e>(env: &'e Env, server: u32, id: u32, name: String) -> R
     with_core(server, |c| c.request_header(env, id, name))
 }
 
-/// Every header as a flat `[name, value, …]` array.
+/// Every header as one string, `name\nvalue\nname\nvalue…`.
 #[napi(catch_unwind)]
-pub fn request_headers<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<Array<'e>>> {
+pub fn request_headers<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<JsString<'e>>> {
     with_core(server, |c| c.request_headers(env, id))
 }
 
@@ -750,13 +749,11 @@ pub fn request_client_address(server: u32, id: u32) -> Result<Option<String>> {
     with_core(server, |c| Ok(c.request_client_address(id)))
 }
 
-/// Frees the slot. A request still unanswered gets a 500.
+/// Frees the slot (a request still unanswered gets a 500); returns its headers first,
+/// packed as `requestHeaders` does, when `keepHeaders`.
 #[napi(catch_unwind)]
-pub fn request_release(server: u32, id: u32) -> Result<()> {
-    with_core(server, |c| {
-        c.request_release(id);
-        Ok(())
-    })
+pub fn request_release<'e>(env: &'e Env, server: u32, id: u32, keep_headers: bool) -> Result<Option<JsString<'e>>> {
+    with_core(server, |c| c.request_release(env, id, keep_headers))
 }
 
 /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or

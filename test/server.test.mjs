@@ -351,6 +351,35 @@ describe("the RFC's API", () => {
     assert.deepEqual(later, { url: `${base}/p?q=1`, method: "GET", ua: "t" });
   });
 
+  test("a request kept past its response keeps its headers, read first then or before", async () => {
+    const kept = [];
+    const { server, base } = await start((event) => {
+      const req = event.request;
+      // The second request reads one header now (answered natively), the rest later.
+      if (req.url.endsWith("/b")) assert.equal(req.headers.get("x-a"), "1");
+      kept.push(req);
+      event.respondWith(new Response("ok"));
+    });
+    try {
+      for (const path of ["/a", "/b"]) {
+        const r = await fetch(base + path, { headers: { "x-a": "1", "x-b": "two, three", "x-empty": "" } });
+        assert.equal(await r.text(), "ok");
+      }
+      await sleep(50);
+      for (const req of kept) {
+        assert.equal(req.headers.get("x-a"), "1");
+        assert.equal(req.headers.get("x-b"), "two, three");
+        assert.equal(req.headers.get("x-empty"), "");
+        assert.equal(req.headers.has("x-missing"), false);
+        const entries = [...req.headers].filter(([n]) => n.startsWith("x-"));
+        assert.deepEqual(entries, [["x-a", "1"], ["x-b", "two, three"], ["x-empty", ""]]);
+        assert.throws(() => req.headers.set("x-a", "2"), TypeError);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   test("serve({ fetch }) returns a listening server; fetch gets the request and info", async () => {
     let info;
     const server = serve({
