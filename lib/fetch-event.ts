@@ -7,7 +7,9 @@ import type { Request } from "./request.js";
 export interface EventHost {
   request(ev: FetchEvent, id: number, code: number, flags: number): Request;
   clientAddress(id: number): string;
-  /** Sends a response; returns a promise while a body is still streaming. */
+  /** Sends a response; with `release`, also frees the request's record when the reply
+   * is queued at once. Returns a promise while a body is still streaming (the record
+   * is then kept, and `finish` frees it). */
   send(ev: FetchEvent, id: number, response: unknown, release: boolean): Promise<void> | void;
   fail(ev: FetchEvent, id: number, status: number, why: string): void;
   report(error: unknown, ev: FetchEvent): void;
@@ -161,9 +163,9 @@ export class FetchEvent {
     // Aborted (client gone, timed out) or already answered: only the bookkeeping is left.
     if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
-    // With nothing left to wait for and no Request to detach, the reply also frees the
-    // record: one native call for the common case.
-    const release = this.#pending === 0 && this.#request === null;
+    // With nothing left to wait for, the reply also frees the record (a Request object
+    // is detached in the same call): one native call for the common case.
+    const release = this.#pending === 0;
     let streaming: Promise<void> | void;
     try {
       streaming = this.#host.send(this, this.#id, r, release);

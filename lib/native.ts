@@ -32,10 +32,10 @@ export interface NativeServer {
   requestRelease(id: number, keepHeaders: boolean): string | null;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
-  respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
+  respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: number): string | null;
+  respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
+  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
+  respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: number): string | null;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
@@ -74,10 +74,10 @@ interface Addon {
   requestRelease(h: H, id: number, keepHeaders: boolean): string | null;
   bodyCollect(h: H, id: number): Buffer | null;
   bodyPull(h: H, id: number): Buffer | number;
-  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
+  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: number): string | null;
+  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
+  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
+  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: number): string | null;
   respondStream(h: H, id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(h: H, id: number, chunk: Uint8Array): boolean;
   streamWriteShared(h: H, id: number, chunk: Uint8Array): boolean;
@@ -148,6 +148,13 @@ export const BODY_TOO_LARGE = 1;
 
 /** Content-type codes understood by the respond calls (src/response.rs). */
 export const CT_NONE = 0;
+
+/** A `respond*` call's `release`: keep the request's slot (a body is still read, or
+ * `waitUntil` work runs), free it, or free it and return the request's headers packed
+ * (`name\nvalue\n…`) for a Request object that outlives the slot. */
+export const RELEASE_NONE = 0;
+export const RELEASE = 1;
+export const RELEASE_WITH_HEADERS = 2;
 export const CT_TEXT = 1;
 export const CT_JSON = 2;
 export const CT_FORM = 4;

@@ -18,6 +18,9 @@ import {
   RECORD_CLOSED,
   RECORD_REQUEST,
   RECORD_WRITABLE,
+  RELEASE,
+  RELEASE_NONE,
+  RELEASE_WITH_HEADERS,
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
@@ -394,17 +397,24 @@ export class Server {
       request: (_ev, id, code, flags) => incomingRequest(this.#host, id, code, flags),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
       send: (ev, id, response, release) => {
-        const r = sendResponse(native, id, response, release, this.#streamHooks);
+        // A Request object outliving its record takes its method and URL now, and its
+        // headers (unless already read) from the reply call that frees the record.
+        const req = release ? eventInternals.requestIfCreated(ev) : null;
+        const detach = req !== null && detachRequest(req);
+        const mode = !release ? RELEASE_NONE : detach ? RELEASE_WITH_HEADERS : RELEASE;
+        const r = sendResponse(native, id, response, mode, this.#streamHooks);
         this.#queueFlush();
-        // A body read first (a Blob, a foreign Response) is replied to later.
-        return r === undefined ? r : r.finally(() => this.#queueFlush());
+        // A body read first (a Blob, a foreign Response) or streamed is replied to later;
+        // the record stays until `finish`.
+        if (r instanceof Promise) return r.finally(() => this.#queueFlush());
+        if (detach) detachHeaders(req, r ?? "");
       },
       fail: (ev, id, status, why) => {
         if (why.startsWith("no listener")) {
           const err = Object.assign(new Error(`${why}; answered ${status}`), { code: "ERR_NO_RESPONSE" });
           this.#report(err, ev);
         }
-        native.respondEmpty(id, status, CT_NONE, null, false);
+        native.respondEmpty(id, status, CT_NONE, null, RELEASE_NONE);
         this.#queueFlush();
       },
       report: (error, ev) => this.#report(error, ev),

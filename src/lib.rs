@@ -15,7 +15,7 @@
 //! | `requestRelease(h, id, keepHeaders)` | slot id | frees the slot, first returning its headers when asked; later calls with the id are no-ops |
 //! | `bodyCollect(h, id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(h, id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
-//! | `respondText/Bytes/Empty/Stream(h, id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied |
+//! | `respondText/Bytes/Empty/Stream(h, id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied; `release` 0 keeps the slot, 1 frees it, 2 frees it and returns the packed headers |
 //! | `respondBytesShared(h, id, …, body)` | a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite(h, id, chunk)`, `streamEnd(h, id, failed)` | bytes copied | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared(h, id, chunk)` | a large typed array | as `streamWrite`, held instead of copied |
@@ -61,6 +61,12 @@ use tokio::sync::{oneshot, watch, Notify};
 
 /// Bodies this large or larger cross to JS as external buffers instead of copies.
 const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
+
+/// What a `respond*` call does with the request's slot once the reply is queued: keep it
+/// (a body still being read, `waitUntil` work), free it, or free it and return the
+/// request's headers, packed, for a Request object that outlives the slot.
+const RELEASE_NONE: u32 = 0;
+const RELEASE_WITH_HEADERS: u32 = 2;
 
 /// `bodyPull` results other than a chunk.
 const PULL_END: u32 = 0;
@@ -368,58 +374,64 @@ impl Core {
     }
 
     /// Replies with a UTF-8 text body.
-    pub fn respond_text(
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_text<'e>(
         &mut self,
+        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: String,
-        release: bool,
-    ) -> Result<()> {
-        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
+        release: u32,
+    ) -> Result<Option<JsString<'e>>> {
+        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
     }
 
     /// Replies with a byte body (copied).
-    pub fn respond_bytes(
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_bytes<'e>(
         &mut self,
+        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: &[u8],
-        release: bool,
-    ) -> Result<()> {
-        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
+        release: u32,
+    ) -> Result<Option<JsString<'e>>> {
+        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
     }
 
     /// Replies with a large byte body without copying it: the typed array is held
     /// (a napi reference) until hyper has written it.
     #[allow(clippy::too_many_arguments)]
-    pub fn respond_bytes_shared(
+    pub fn respond_bytes_shared<'e>(
         &mut self,
-        env: &Env,
+        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: Uint8ArraySlice<'_>,
-        release: bool,
-    ) -> Result<()> {
+        release: u32,
+    ) -> Result<Option<JsString<'e>>> {
         let bytes = lend(env, &self.js.doorbell, body)?;
-        self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
+        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes), release)
     }
 
     /// Replies with no body.
-    pub fn respond_empty(
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_empty<'e>(
         &mut self,
+        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
-        release: bool,
-    ) -> Result<()> {
-        self.respond(id, status, ct, headers, ResponseBody::Empty, release)
+        release: u32,
+    ) -> Result<Option<JsString<'e>>> {
+        self.respond(env, id, status, ct, headers, ResponseBody::Empty, release)
     }
 
     /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
@@ -427,7 +439,7 @@ impl Core {
         let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
         let waiting = Arc::new(AtomicBool::new(false));
         let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
-        self.respond(id, status, ct, headers, body, false)?;
+        self.queue_reply(id, status, ct, headers, body)?;
         if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
             live.stream = Some(ResponseStream { tx, waiting });
         }
@@ -554,24 +566,39 @@ impl Core {
 }
 
 impl Core {
-    fn respond(
+    /// Queues the reply for the next flush (nothing when the slot is gone).
+    fn queue_reply(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: ResponseBody) -> Result<()> {
+        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
+            if let Some(tx) = live.req.reply.take() {
+                self.js.outbox.push((tx, reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the reply; then, by `release` (`RELEASE_*`), keeps the slot, frees it, or
+    /// frees it and returns the request's headers (packed) for a Request that outlives it.
+    #[allow(clippy::too_many_arguments)]
+    fn respond<'e>(
         &mut self,
+        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: ResponseBody,
-        release: bool,
-    ) -> Result<()> {
-        let reply = response::build(status, ct, headers.as_deref(), body)?;
-        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
-        if let Some(tx) = live.req.reply.take() {
-            self.js.outbox.push((tx, reply));
+        release: u32,
+    ) -> Result<Option<JsString<'e>>> {
+        self.queue_reply(id, status, ct, headers, body)?;
+        if release == RELEASE_NONE {
+            return Ok(None);
         }
-        if release {
-            self.js.slab.remove(SlotId(id));
+        let Some(live) = self.js.slab.remove(SlotId(id)) else { return Ok(None) };
+        if release != RELEASE_WITH_HEADERS {
+            return Ok(None);
         }
-        Ok(())
+        latin1(env, &request::packed_headers(&live.req)).map(Some)
     }
 }
 
@@ -773,61 +800,64 @@ pub fn body_pull<'e>(env: &'e Env, server: u32, id: u32) -> Result<Either<Buffer
 /// Replies with a UTF-8 text body.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_text(
+pub fn respond_text<'e>(
+    env: &'e Env,
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: String,
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_text(id, status, ct, headers, body, release))
+    release: u32,
+) -> Result<Option<JsString<'e>>> {
+    with_core(server, |c| c.respond_text(env, id, status, ct, headers, body, release))
 }
 
 /// Replies with a byte body (copied).
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_bytes(
+pub fn respond_bytes<'e>(
+    env: &'e Env,
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: &[u8],
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_bytes(id, status, ct, headers, body, release))
+    release: u32,
+) -> Result<Option<JsString<'e>>> {
+    with_core(server, |c| c.respond_bytes(env, id, status, ct, headers, body, release))
 }
 
 /// Replies with a large byte body without copying it: the typed array is held
 /// (a napi reference) until hyper has written it.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_bytes_shared(
-    env: &Env,
+pub fn respond_bytes_shared<'e>(
+    env: &'e Env,
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: Uint8ArraySlice<'_>,
-    release: bool,
-) -> Result<()> {
+    release: u32,
+) -> Result<Option<JsString<'e>>> {
     with_core(server, |c| c.respond_bytes_shared(env, id, status, ct, headers, body, release))
 }
 
 /// Replies with no body.
 #[napi(catch_unwind)]
-pub fn respond_empty(
+pub fn respond_empty<'e>(
+    env: &'e Env,
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_empty(id, status, ct, headers, release))
+    release: u32,
+) -> Result<Option<JsString<'e>>> {
+    with_core(server, |c| c.respond_empty(env, id, status, ct, headers, release))
 }
 
 /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.

@@ -355,13 +355,15 @@ describe("the RFC's API", () => {
     const kept = [];
     const { server, base } = await start((event) => {
       const req = event.request;
-      // The second request reads one header now (answered natively), the rest later.
+      // The second request reads one header now (answered natively), the rest later; the
+      // third streams its reply, so its record is freed only once the stream ends.
       if (req.url.endsWith("/b")) assert.equal(req.headers.get("x-a"), "1");
       kept.push(req);
-      event.respondWith(new Response("ok"));
+      const body = req.url.endsWith("/c") ? new Blob(["ok"]).stream() : "ok";
+      event.respondWith(new Response(body));
     });
     try {
-      for (const path of ["/a", "/b"]) {
+      for (const path of ["/a", "/b", "/c"]) {
         const r = await fetch(base + path, { headers: { "x-a": "1", "x-b": "two, three", "x-empty": "" } });
         assert.equal(await r.text(), "ok");
       }
