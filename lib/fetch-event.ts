@@ -5,7 +5,7 @@ import type { Request } from "./request.js";
 
 /** @internal What a FetchEvent needs from its server. */
 export interface EventHost {
-  request(ev: FetchEvent, id: number, code: number, flags: number): Request;
+  request(ev: FetchEvent, id: number, code: number, flags: number, url: string): Request;
   clientAddress(id: number): string;
   /** Sends a response; with `release`, also frees the request's record when the reply
    * is queued at once. Returns a promise while a body is still streaming (the record
@@ -24,7 +24,7 @@ const DONE = 3;
 
 /** @internal */
 export let eventInternals: {
-  create(host: EventHost, id: number, code: number, flags: number): FetchEvent;
+  create(host: EventHost, id: number, code: number, flags: number, url: string): FetchEvent;
   afterDispatch(ev: FetchEvent): void;
   listenerThrew(ev: FetchEvent, error: unknown): void;
   listenerPromise(ev: FetchEvent, p: PromiseLike<unknown>): void;
@@ -38,6 +38,7 @@ export class FetchEvent {
   #id: number;
   #code: number;
   #flags: number;
+  #url: string;
   #request: Request | null = null;
   #phase = DISPATCHING;
   #respondCalled = false;
@@ -45,16 +46,17 @@ export class FetchEvent {
   #pending = 0;
   #aborted = false;
 
-  private constructor(host: EventHost, id: number, code: number, flags: number) {
+  private constructor(host: EventHost, id: number, code: number, flags: number, url: string) {
     this.#host = host;
     this.#id = id;
     this.#code = code;
     this.#flags = flags;
+    this.#url = url;
   }
 
   static {
     eventInternals = {
-      create: (host, id, code, flags) => new FetchEvent(host, id, code, flags),
+      create: (host, id, code, flags, url) => new FetchEvent(host, id, code, flags, url),
       afterDispatch: (ev) => ev.#afterDispatch(),
       listenerThrew: (ev, e) => ev.#listenerThrew(e),
       listenerPromise: (ev, p) => ev.#listenerPromise(p),
@@ -70,7 +72,7 @@ export class FetchEvent {
 
   /** The incoming request. */
   get request(): Request {
-    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags));
+    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags, this.#url));
   }
 
   /** The client's IP address. */

@@ -19,11 +19,12 @@ export interface NativeOptions {
 
 export interface NativeServer {
   listen(doorbell: () => void): number;
-  drain(records: Uint32Array): number;
+  /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each) and, in the last
+   * word, their count; returns the URLs of the REQUEST records, concatenated. */
+  drain(records: Uint32Array): string;
   reschedule(): void;
   flush(): void;
   requestMethod(id: number): string | null;
-  requestUrl(id: number): string | null;
   requestHeader(id: number, name: string): string | null;
   /** Every header as `name\nvalue\nname\nvalue…` ("" when none). */
   requestHeaders(id: number): string | null;
@@ -63,11 +64,10 @@ type H = number;
  * taking the server's handle first (several times cheaper to call than a method). */
 interface Addon {
   NativeServer: new (options: NativeOptions) => ServerHandle;
-  drain(h: H, records: Uint32Array): number;
+  drain(h: H, records: Uint32Array): string;
   reschedule(h: H): void;
   flush(h: H): void;
   requestMethod(h: H, id: number): string | null;
-  requestUrl(h: H, id: number): string | null;
   requestHeader(h: H, id: number, name: string): string | null;
   requestHeaders(h: H, id: number): string | null;
   requestClientAddress(h: H, id: number): string | null;
@@ -104,7 +104,6 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
-    requestUrl: (id) => a.requestUrl(h, id),
     requestHeader: (id, name) => a.requestHeader(h, id, name),
     requestHeaders: (id) => a.requestHeaders(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
@@ -124,6 +123,8 @@ export function createNativeServer(options: NativeOptions): NativeServer {
 }
 
 /** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
+/** Words per drained record (src/bridge.rs `record::WORDS`). */
+export const RECORD_WORDS = 4;
 export const RECORD_REQUEST = 1;
 export const RECORD_BODY_DATA = 2;
 export const RECORD_BODY_END = 3;

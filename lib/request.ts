@@ -10,7 +10,6 @@ import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.
 /** @internal How an incoming request reaches its native record. */
 export interface RequestSource {
   method(id: number): string;
-  url(id: number): string;
   header(id: number, name: string): string | null;
   headers(id: number): string[];
   body(id: number): NativeBody;
@@ -140,9 +139,9 @@ function abortReason(kind: "AbortError" | "TimeoutError"): DOMException {
 }
 
 /** @internal */
-export let incomingRequest: (source: RequestSource, id: number, code: number, flags: number) => Request;
-/** @internal Reads what is still lazy before the native record goes away: the method and
- * URL now; true when the headers were never asked for, to be passed in packed form to
+export let incomingRequest: (source: RequestSource, id: number, code: number, flags: number, url: string) => Request;
+/** @internal Reads what is still lazy before the native record goes away: the method
+ * now; true when the headers were never asked for, to be passed in packed form to
  * `detachHeaders` (the native release hands them over in the same call). */
 export let detachRequest: (r: Request) => boolean;
 /** @internal The headers of a request whose record is gone, packed (see `unpackHeaders`). */
@@ -152,7 +151,7 @@ export let abortRequest: (r: Request, kind: "AbortError" | "TimeoutError") => vo
 
 export class Request {
   #method: string | null = null;
-  #url: string | null = null;
+  #url = "";
   #headers: Headers | null = null;
   #body: BodyState | null = null;
   #signal: AbortSignal | null = null;
@@ -320,18 +319,18 @@ export class Request {
   }
 
   static {
-    incomingRequest = (source, id, code, flags) => {
+    incomingRequest = (source, id, code, flags, url) => {
       const r = new Request(INCOMING as unknown as string);
       r.#source = source;
       r.#id = id;
       r.#flags = flags;
+      r.#url = url;
       if (code < METHODS.length) r.#method = METHODS[code];
       return r;
     };
     detachRequest = (r) => {
       if (r.#source === null) return false;
       r.#method ??= r.#source.method(r.#id);
-      r.#url ??= r.#source.url(r.#id);
       if (r.#headers === null) return true;
       materializeHeaderList(r.#headers);
       return false;
@@ -372,7 +371,7 @@ export class Request {
 
   // https://fetch.spec.whatwg.org/#dom-request-url
   get url(): string {
-    return (this.#url ??= this.#source!.url(this.#id));
+    return this.#url;
   }
 
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are

@@ -53,6 +53,9 @@ pub struct IncomingRequest {
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<oneshot::Sender<Reply>>,
     pub ticket: Arc<Ticket>,
+    /// The absolute URL (`request::url`), built on the connection's thread; `drain` hands
+    /// it to JS with the request's record.
+    pub url: String,
 }
 
 /// A request body as it arrives: absent, already read in full, or still on the wire.
@@ -215,7 +218,9 @@ pub mod record {
     pub const FLAG_HAS_BODY: u32 = 1 << 8;
     /// Request flag: the body is already buffered in full.
     pub const FLAG_BODY_BUFFERED: u32 = 1 << 9;
-    pub const WORDS: usize = 3;
+    /// Words per record: kind, id, arg, and the length of the record's URL (REQUEST only;
+    /// the URLs follow in one string).
+    pub const WORDS: usize = 4;
 }
 
 /// Method codes shared with `lib/request.ts`; anything else is `METHOD_OTHER` and is
@@ -393,9 +398,9 @@ impl JsSide {
         self.releases.drain(..)
     }
 
-    /// Moves queued events into the slab and writes up to `records.len() / 3` records.
-    /// Returns the number of records written.
-    pub fn drain(&mut self, records: &mut [u32]) -> usize {
+    /// Moves queued events into the slab and writes up to `records.len() / WORDS` records,
+    /// appending the URL of each REQUEST record to `urls`. Returns the number written.
+    pub fn drain(&mut self, records: &mut [u32], urls: &mut Vec<u8>) -> usize {
         self.doorbell.scheduled.store(false, Ordering::Release);
         {
             let mut q = self.doorbell.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -406,10 +411,8 @@ impl JsSide {
         let mut n = 0;
         while n < capacity {
             let Some(ev) = self.pending.pop_front() else { break };
-            if let Some([kind, id, arg]) = self.apply(ev) {
-                records[n * 3] = kind;
-                records[n * 3 + 1] = id;
-                records[n * 3 + 2] = arg;
+            if let Some(record) = self.apply(ev, urls) {
+                records[n * record::WORDS..(n + 1) * record::WORDS].copy_from_slice(&record);
                 n += 1;
             }
         }
@@ -417,9 +420,11 @@ impl JsSide {
     }
 
     /// Updates the slab for one event and returns its record, if JS needs to see it.
-    fn apply(&mut self, ev: Event) -> Option<[u32; 3]> {
+    fn apply(&mut self, ev: Event, urls: &mut Vec<u8>) -> Option<[u32; record::WORDS]> {
         match ev {
             Event::Request(mut req) => {
+                let url = std::mem::take(&mut req.url);
+                urls.extend_from_slice(url.as_bytes());
                 let mut flags = method_code(&req.head.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
@@ -435,13 +440,13 @@ impl JsSide {
                 let ticket = req.ticket.clone();
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
                 ticket.id.store(id.0, Ordering::Release);
-                Some([record::REQUEST, id.0, flags])
+                Some([record::REQUEST, id.0, flags, url.len() as u32])
             }
             Event::BodyData(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { chunks, .. } = &mut live.body {
                     chunks.push_back(data);
-                    return Some([record::BODY_DATA, id, 0]);
+                    return Some([record::BODY_DATA, id, 0, 0]);
                 }
                 None
             }
@@ -449,14 +454,14 @@ impl JsSide {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { ended, .. } = &mut live.body {
                     *ended = true;
-                    return Some([record::BODY_END, id, 0]);
+                    return Some([record::BODY_END, id, 0, 0]);
                 }
                 None
             }
             Event::BodyFull(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Buffered(data);
-                Some([record::BODY_FULL, id, 0])
+                Some([record::BODY_FULL, id, 0, 0])
             }
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
@@ -467,25 +472,25 @@ impl JsSide {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
                     self.outbox.push((tx, crate::response::status_only(status)));
                 }
-                Some([record::BODY_ERROR, id, kind as u32])
+                Some([record::BODY_ERROR, id, kind as u32, 0])
             }
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.req.reply = None;
                 live.stream = None;
-                Some([record::ABORT, id, reason as u32])
+                Some([record::ABORT, id, reason as u32, 0])
             }
             Event::StreamAborted(id) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.stream = None;
-                Some([record::ABORT, id, AbortReason::ClientGone as u32])
+                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0])
             }
             Event::Writable(id) => {
                 self.slab.get(SlotId(id))?;
-                Some([record::WRITABLE, id, 0])
+                Some([record::WRITABLE, id, 0, 0])
             }
-            Event::Closed => Some([record::CLOSED, 0, 0]),
+            Event::Closed => Some([record::CLOSED, 0, 0, 0]),
             Event::Release(r) => {
                 self.releases.push(r);
                 None
@@ -516,6 +521,7 @@ mod tests {
                     remote: "127.0.0.1:1".parse().unwrap(),
                     reply: Some(tx),
                     ticket: Arc::default(),
+                    url: String::new(),
                 }),
                 body: BodyState::None,
                 stream: None,
@@ -545,6 +551,7 @@ mod tests {
                 remote: "127.0.0.1:1".parse().unwrap(),
                 reply: Some(tx),
                 ticket: Arc::default(),
+                url: String::new(),
             }),
             body: BodyState::None,
             stream: None,

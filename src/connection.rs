@@ -48,6 +48,8 @@ pub struct ServerShared {
     pub stats: Arc<Stats>,
     pub config: ServerConfig,
     pub phase: watch::Receiver<Phase>,
+    /// The bound address, for the URLs of requests without a Host.
+    pub local: String,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -58,6 +60,7 @@ impl ServerShared {
         stats: Arc<Stats>,
         config: ServerConfig,
         phase: watch::Receiver<Phase>,
+        local: String,
     ) -> Self {
         let mut h1 = http1::Builder::new();
         // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a malformed
@@ -69,7 +72,7 @@ impl ServerShared {
             .header_read_timeout(config.header_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new()).max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32);
-        ServerShared { doorbell, stats, config, phase, h1, h2 }
+        ServerShared { doorbell, stats, config, phase, local, h1, h2 }
     }
 }
 
@@ -312,7 +315,8 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    shared.doorbell.push(Event::Request(Box::new(IncomingRequest { head, body, remote, reply: Some(tx), ticket })));
+    let url = crate::request::url(&head, "http", &shared.local);
+    shared.doorbell.push(Event::Request(Box::new(IncomingRequest { head, body, remote, reply: Some(tx), ticket, url })));
 
     let reply = match shared.config.request_timeout {
         Some(t) => match tokio::time::timeout(t, rx).await {
@@ -346,7 +350,8 @@ mod tests {
     fn shared() -> (Arc<ServerShared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Running);
         let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
-        (Arc::new(ServerShared::new(Arc::new(Doorbell::new()), Arc::new(Stats::new()), config, rx)), tx)
+        let local = "127.0.0.1:1".to_string();
+        (Arc::new(ServerShared::new(Arc::new(Doorbell::new()), Arc::new(Stats::new()), config, rx, local)), tx)
     }
 
     /// Serves one connection on a loopback socket, sends `input`, and returns all output.

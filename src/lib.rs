@@ -9,9 +9,9 @@
 //! |---|---|---|
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
-//! | `drain(h, records)` | `Uint32Array`, `[kind, id, arg]` triples | moves queued events into the slab; returns records written |
+//! | `drain(h, records)` | `Uint32Array`: `[kind, id, arg, urlLength]` records, their count last | moves queued events into the slab; returns the REQUEST records' URLs, concatenated |
 //! | `reschedule(h)`, `flush(h)` | | ring again if events remain; send gathered replies |
-//! | `requestMethod/Url/Header/Headers/ClientAddress(h, id, …)` | slot id | read the head; strings are Latin-1 (bytes) |
+//! | `requestMethod/Header/Headers/ClientAddress(h, id, …)` | slot id | read the head; strings are Latin-1 (bytes) |
 //! | `requestRelease(h, id, keepHeaders)` | slot id | frees the slot, first returning its headers when asked; later calls with the id are no-ops |
 //! | `bodyCollect(h, id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(h, id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
@@ -82,8 +82,8 @@ pub struct Core {
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
     phase: Option<watch::Sender<Phase>>,
-    /// The bound address, for URLs of requests without a Host.
-    local_str: String,
+    /// The URLs of the REQUEST records of the last `drain`, reused.
+    urls: Vec<u8>,
 }
 
 fn invalid_state(msg: &str) -> napi::Error {
@@ -184,7 +184,7 @@ impl Core {
             stats: Arc::new(Stats::new()),
             runtime: None,
             phase: None,
-            local_str: String::new(),
+            urls: Vec::new(),
         })
     }
 
@@ -208,28 +208,37 @@ impl Core {
         let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
         self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let shared =
-            Arc::new(ServerShared::new(self.js.doorbell.clone(), self.stats.clone(), self.config.clone(), phase_rx));
+        let shared = Arc::new(ServerShared::new(
+            self.js.doorbell.clone(),
+            self.stats.clone(),
+            self.config.clone(),
+            phase_rx,
+            local.to_string(),
+        ));
         runtime.spawn(self.js.doorbell.clone().deliver_replies());
         let _enter = runtime.enter();
         runtime.spawn(listener::accept_loop(std_listener, shared));
         drop(_enter);
         self.runtime = Some(runtime);
         self.phase = Some(phase_tx);
-        self.local_str = local.to_string();
         Ok(local.port() as u32)
     }
 
-    /// Writes `[kind, id, arg]` records for queued events; returns how many.
-    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>) -> u32 {
+    /// Writes `[kind, id, arg, urlLength]` records for queued events, and their count in
+    /// the array's last word; returns the URLs of the REQUEST records, one after another.
+    pub fn drain<'e>(&mut self, env: &'e Env, mut records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
-        let n = self.js.drain(records) as u32;
+        let Some((count, records)) = records.split_last_mut() else {
+            return Err(invalid_state("the records array is empty"));
+        };
+        self.urls.clear();
+        *count = self.js.drain(records, &mut self.urls) as u32;
         for r in self.js.take_releases() {
             // SAFETY: each reference was created by `lend` in this env, and is deleted once.
             unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
         }
-        n
+        latin1(env, &self.urls)
     }
 
     /// Rings the doorbell again if events are still queued.
@@ -244,12 +253,6 @@ impl Core {
 
     pub fn request_method(&self, id: u32) -> Option<String> {
         Some(self.js.slab.get(SlotId(id))?.req.head.method.as_str().to_string())
-    }
-
-    pub fn request_url<'e>(&self, env: &'e Env, id: u32) -> Result<Option<JsString<'e>>> {
-        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
-        let url = request::url(&live.req, "http", &self.local_str);
-        latin1(env, url.as_bytes()).map(Some)
     }
 
     pub fn request_header<'e>(&self, env: &'e Env, id: u32, name: String) -> Result<Option<JsString<'e>>> {
@@ -726,10 +729,11 @@ impl Drop for NativeServer {
     }
 }
 
-/// Writes `[kind, id, arg]` records for queued events; returns how many.
+/// Writes `[kind, id, arg, urlLength]` records for queued events and their count (in
+/// the array's last word); returns the URLs of the REQUEST records, concatenated.
 #[napi(catch_unwind)]
-pub fn drain(env: &Env, server: u32, records: Uint32ArraySlice<'_>) -> Result<u32> {
-    with_core(server, |c| Ok(c.drain(env, records)))
+pub fn drain<'e>(env: &'e Env, server: u32, records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
+    with_core(server, |c| c.drain(env, records))
 }
 
 /// Rings the doorbell again if events are still queued.
@@ -753,11 +757,6 @@ pub fn flush(server: u32) -> Result<()> {
 #[napi(catch_unwind)]
 pub fn request_method(server: u32, id: u32) -> Result<Option<String>> {
     with_core(server, |c| Ok(c.request_method(id)))
-}
-
-#[napi(catch_unwind)]
-pub fn request_url<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.request_url(env, id))
 }
 
 #[napi(catch_unwind)]

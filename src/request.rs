@@ -6,8 +6,7 @@ use http::header::HOST;
 
 /// The absolute URL of a request: scheme, the Host header (or the authority of an
 /// absolute-form target, or the local address), then the path and query.
-pub fn url(req: &IncomingRequest, scheme: &str, local: &str) -> String {
-    let head = &req.head;
+pub fn url(head: &http::request::Parts, scheme: &str, local: &str) -> String {
     let authority = head
         .uri
         .authority()
@@ -71,19 +70,20 @@ mod tests {
             remote: "127.0.0.1:9".parse().unwrap(),
             reply: None,
             ticket: Arc::new(Ticket::default()),
+            url: String::new(),
         }
     }
 
     #[test]
     fn url_uses_host_header() {
         let r = incoming(http::Request::get("/a?b=1").header("host", "example.test:8080").body(()).unwrap());
-        assert_eq!(url(&r, "http", "127.0.0.1:1"), "http://example.test:8080/a?b=1");
+        assert_eq!(url(&r.head, "http", "127.0.0.1:1"), "http://example.test:8080/a?b=1");
     }
 
     #[test]
     fn url_without_host_falls_back_to_local_address() {
         let r = incoming(http::Request::get("/x").body(()).unwrap());
-        assert_eq!(url(&r, "http", "127.0.0.1:1"), "http://127.0.0.1:1/x");
+        assert_eq!(url(&r.head, "http", "127.0.0.1:1"), "http://127.0.0.1:1/x");
     }
 
     #[test]

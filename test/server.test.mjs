@@ -132,6 +132,42 @@ describe("framing on the wire", () => {
     assert.deepEqual(statuses, [204, 200, 304]);
   });
 
+  test("each request of a batch gets its own URL, Host and target alike", async () => {
+    // Requests of many connections, pipelined, arrive in batches whose URLs cross in one
+    // string; bodies read in between add records of other kinds to the same batches.
+    const { server } = await start(async (event) => {
+      const req = event.request;
+      const body = req.method === "POST" ? await req.text() : "";
+      event.respondWith(new Response(`${req.method} ${req.url} ${body}`));
+    });
+    try {
+      const conns = Array.from({ length: 8 }, async (_, c) => {
+        const expected = [];
+        let wire = "";
+        for (let i = 0; i < 30; i++) {
+          const path = `/c${c}/r${i}${"x".repeat((i * 7 + c) % 50)}?q=${i}`;
+          const host = i % 5 === 0 ? `h${c}.example:${8000 + i}` : "x";
+          if (i % 4 === 1) {
+            const body = `b${c}.${i}`;
+            wire += `POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+            expected.push(`POST http://${host}${path} ${body}`);
+          } else {
+            wire += `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+            expected.push(`GET http://${host}${path} `);
+          }
+        }
+        const r = await raw(server.port, wire, { idleMs: 500 });
+        const bodies = r.text.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((part) => part.split("\r\n\r\n")[1]);
+        assert.deepEqual(bodies, expected);
+      });
+      await Promise.all(conns);
+      const noHost = await raw(server.port, "GET /old HTTP/1.0\r\n\r\n", { idleMs: 300 });
+      assert.ok(noHost.text.endsWith(`GET http://127.0.0.1:${server.port}/old `), noHost.text);
+    } finally {
+      await server.close();
+    }
+  });
+
   test("garbage on the wire gets 400 and the server keeps serving", async () => {
     const r = await raw(ctx.server.port, "\x00\x01 NOT HTTP \r\n\r\n");
     assert.match(r.text, /^HTTP\/1\.1 400/);
