@@ -5,11 +5,11 @@ import type { Request } from "./request.js";
 
 /** @internal What a FetchEvent needs from its server. */
 export interface EventHost {
-  request(ev: FetchEvent, id: number, code: number, flags: number, url: string): Request;
+  request(ev: FetchEvent, id: number, code: number, flags: number, url: string, headers: string): Request;
   clientAddress(id: number): string;
   /** Sends a response; with `release`, also frees the request's record when the reply
-   * is queued at once. Returns a promise while a body is still streaming (the record
-   * is then kept, and `finish` frees it). */
+   * is queued at once. Returns a promise while a body is still read or streamed (the
+   * record is then kept, and `finish` frees it). */
   send(ev: FetchEvent, id: number, response: unknown, release: boolean): Promise<void> | void;
   fail(ev: FetchEvent, id: number, status: number, why: string): void;
   report(error: unknown, ev: FetchEvent): void;
@@ -24,7 +24,7 @@ const DONE = 3;
 
 /** @internal */
 export let eventInternals: {
-  create(host: EventHost, id: number, code: number, flags: number, url: string): FetchEvent;
+  create(host: EventHost, id: number, code: number, flags: number, url: string, headers: string): FetchEvent;
   afterDispatch(ev: FetchEvent): void;
   listenerThrew(ev: FetchEvent, error: unknown): void;
   listenerPromise(ev: FetchEvent, p: PromiseLike<unknown>): void;
@@ -39,6 +39,8 @@ export class FetchEvent {
   #code: number;
   #flags: number;
   #url: string;
+  // Packed (see `unpackHeaders`), split only if the Request's headers are read.
+  #headers: string;
   #request: Request | null = null;
   #phase = DISPATCHING;
   #respondCalled = false;
@@ -46,17 +48,18 @@ export class FetchEvent {
   #pending = 0;
   #aborted = false;
 
-  private constructor(host: EventHost, id: number, code: number, flags: number, url: string) {
+  private constructor(host: EventHost, id: number, code: number, flags: number, url: string, headers: string) {
     this.#host = host;
     this.#id = id;
     this.#code = code;
     this.#flags = flags;
     this.#url = url;
+    this.#headers = headers;
   }
 
   static {
     eventInternals = {
-      create: (host, id, code, flags, url) => new FetchEvent(host, id, code, flags, url),
+      create: (host, id, code, flags, url, headers) => new FetchEvent(host, id, code, flags, url, headers),
       afterDispatch: (ev) => ev.#afterDispatch(),
       listenerThrew: (ev, e) => ev.#listenerThrew(e),
       listenerPromise: (ev, p) => ev.#listenerPromise(p),
@@ -72,7 +75,7 @@ export class FetchEvent {
 
   /** The incoming request. */
   get request(): Request {
-    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags, this.#url));
+    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags, this.#url, this.#headers));
   }
 
   /** The client's IP address. */

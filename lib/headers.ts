@@ -1,20 +1,12 @@
-// Headers (https://fetch.spec.whatwg.org/#headers-class), with a lazy mode in which
-// an incoming request's headers are looked up natively until someone iterates.
+// Headers (https://fetch.spec.whatwg.org/#headers-class), with a lazy mode in which an
+// incoming request's headers stay one packed string until first read.
 import { isNodeInstance, linkPrototype, looksLikeHeaders } from "./node-classes.js";
 
-
-/** Where an incoming request's headers live until they are materialized (RequestSource). */
-/** @internal A header list packed as one string, `name\nvalue\nname\nvalue…` ("" when
- * empty; a newline occurs in no name or value), as the flat [name, value, …] list. */
-export function unpackHeaders(packed: string): string[] {
+/** A header list packed as one string, `name\nvalue\nname\nvalue…` ("" when empty; a
+ * newline occurs in no name or value; src/request.rs `HeadText`), as the flat
+ * [name, value, …] list. */
+function unpackHeaders(packed: string): string[] {
   return packed === "" ? [] : packed.split("\n");
-}
-
-export interface HeaderSource {
-  /** The combined value of `name` (lowercase), or null. */
-  header(id: number, name: string): string | null;
-  /** Every header as a flat [lowercase name, value, …] list. */
-  headers(id: number): string[];
 }
 
 export type HeadersInitLike =
@@ -73,12 +65,9 @@ let sortedOf: (h: Headers) => [string, string][];
 let setList: (h: Headers, list: string[]) => void;
 
 export class Headers {
-  // Flat [lowercase name, value, …] in insertion order; null while lazily sourced.
+  // Flat [lowercase name, value, …] in insertion order; null while `#packed` holds it.
   #list: string[] | null = [];
-  #source: HeaderSource | null = null;
-  #id = 0;
-  // Or, lazily, the packed list of a request whose native source is gone.
-  #packed: string | null = null;
+  #packed = "";
   #immutable = false;
   // The sorted and combined pairs iteration walks; dropped on every change.
   #sorted: [string, string][] | null = null;
@@ -88,17 +77,8 @@ export class Headers {
     if (init !== undefined) fill(this, init);
   }
 
-  /** @internal Request headers backed by a native source; immutable. */
-  static fromSource(source: HeaderSource, id: number): Headers {
-    const h = new Headers();
-    h.#list = null;
-    h.#source = source;
-    h.#id = id;
-    h.#immutable = true;
-    return h;
-  }
-
-  /** @internal Immutable request headers kept packed (see `unpackHeaders`) until first used. */
+  /** @internal An incoming request's headers: immutable, kept packed (see `unpackHeaders`)
+   * until first used. */
   static fromPacked(packed: string): Headers {
     const h = new Headers();
     h.#list = null;
@@ -124,9 +104,8 @@ export class Headers {
 
   #materialize(): string[] {
     if (this.#list === null) {
-      this.#list = this.#source !== null ? this.#source.headers(this.#id) : unpackHeaders(this.#packed!);
-      this.#source = null;
-      this.#packed = null;
+      this.#list = unpackHeaders(this.#packed);
+      this.#packed = "";
     }
     return this.#list;
   }
@@ -161,7 +140,6 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-get
   get(name: string): string | null {
     const n = normalizeName(name);
-    if (this.#source !== null) return this.#source.header(this.#id, n);
     const list = this.#materialize();
     let out: string | null = null;
     for (let i = 0; i < list.length; i += 2) {
@@ -181,7 +159,6 @@ export class Headers {
   // https://fetch.spec.whatwg.org/#dom-headers-has
   has(name: string): boolean {
     const n = normalizeName(name);
-    if (this.#source !== null) return this.#source.header(this.#id, n) !== null;
     const list = this.#materialize();
     for (let i = 0; i < list.length; i += 2) if (list[i] === n) return true;
     return false;
@@ -380,11 +357,6 @@ export function flatHeaders(h: Headers | globalThis.Headers): string[] {
 /** @internal */
 export function headersAreImmutable(h: Headers): boolean {
   return isImmutable(h);
-}
-
-/** @internal Loads a lazily sourced Headers now (before its source goes away). */
-export function materializeHeaders(h: Headers): void {
-  getList(h);
 }
 
 /** @internal A copy of `h` with the same guard (https://fetch.spec.whatwg.org/#dom-request-clone). */

@@ -19,24 +19,21 @@ export interface NativeOptions {
 
 export interface NativeServer {
   listen(doorbell: () => void): number;
-  /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each) and, in the last
-   * word, their count; returns the URLs of the REQUEST records, concatenated. */
+  /** Writes `[kind, id, arg, urlLength, headersLength]` records (RECORD_WORDS each) and,
+   * in the last word, their count; returns each REQUEST record's URL then its headers
+   * (packed: `name\nvalue\nname\nvalue…`), one request after another. */
   drain(records: Uint32Array): string;
   reschedule(): void;
   flush(): void;
   requestMethod(id: number): string | null;
-  requestHeader(id: number, name: string): string | null;
-  /** Every header as `name\nvalue\nname\nvalue…` ("" when none). */
-  requestHeaders(id: number): string | null;
   requestClientAddress(id: number): string | null;
-  /** Frees the slot; with `keepHeaders`, returns its headers packed as `requestHeaders` does. */
-  requestRelease(id: number, keepHeaders: boolean): string | null;
+  requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
-  respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: number): string | null;
-  respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
-  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
-  respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: number): string | null;
+  respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
+  respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
@@ -68,16 +65,14 @@ interface Addon {
   reschedule(h: H): void;
   flush(h: H): void;
   requestMethod(h: H, id: number): string | null;
-  requestHeader(h: H, id: number, name: string): string | null;
-  requestHeaders(h: H, id: number): string | null;
   requestClientAddress(h: H, id: number): string | null;
-  requestRelease(h: H, id: number, keepHeaders: boolean): string | null;
+  requestRelease(h: H, id: number): void;
   bodyCollect(h: H, id: number): Buffer | null;
   bodyPull(h: H, id: number): Buffer | number;
-  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: number): string | null;
-  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
-  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: number): string | null;
-  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: number): string | null;
+  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
+  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(h: H, id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(h: H, id: number, chunk: Uint8Array): boolean;
   streamWriteShared(h: H, id: number, chunk: Uint8Array): boolean;
@@ -104,10 +99,8 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
-    requestHeader: (id, name) => a.requestHeader(h, id, name),
-    requestHeaders: (id) => a.requestHeaders(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
-    requestRelease: (id, keepHeaders) => a.requestRelease(h, id, keepHeaders),
+    requestRelease: (id) => a.requestRelease(h, id),
     bodyCollect: (id) => a.bodyCollect(h, id),
     bodyPull: (id) => a.bodyPull(h, id),
     respondText: (id, status, ct, headers, body, release) => a.respondText(h, id, status, ct, headers, body, release),
@@ -124,7 +117,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
 
 /** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
 /** Words per drained record (src/bridge.rs `record::WORDS`). */
-export const RECORD_WORDS = 4;
+export const RECORD_WORDS = 5;
 export const RECORD_REQUEST = 1;
 export const RECORD_BODY_DATA = 2;
 export const RECORD_BODY_END = 3;
@@ -149,13 +142,6 @@ export const BODY_TOO_LARGE = 1;
 
 /** Content-type codes understood by the respond calls (src/response.rs). */
 export const CT_NONE = 0;
-
-/** A `respond*` call's `release`: keep the request's slot (a body is still read, or
- * `waitUntil` work runs), free it, or free it and return the request's headers packed
- * (`name\nvalue\n…`) for a Request object that outlives the slot. */
-export const RELEASE_NONE = 0;
-export const RELEASE = 1;
-export const RELEASE_WITH_HEADERS = 2;
 export const CT_TEXT = 1;
 export const CT_JSON = 2;
 export const CT_FORM = 4;

@@ -2,7 +2,7 @@
 // respond calls: the fast paths first, streams with backpressure last.
 import { isNativeBody, type BodySource } from "./body.js";
 import { flatHeaders } from "./headers.js";
-import { CT_NONE, RELEASE_NONE, type NativeServer } from "./native.js";
+import { CT_NONE, type NativeServer } from "./native.js";
 import { isNodeInstance, looksLikeResponse } from "./node-classes.js";
 import { isOwnResponse, materializeHeaders, responseState, takeBodySource } from "./response.js";
 
@@ -19,19 +19,24 @@ export interface StreamHooks {
   onAbort(id: number, cancel: (() => void) | null): void;
 }
 
-/** What sending a reply gives back: a promise while the body still has to be read or
- * streamed (the slot is kept whatever `release` asked); else the queued reply's result,
- * the request's packed headers when `release` was RELEASE_WITH_HEADERS. */
-export type Sent = Promise<void> | string | null | undefined;
-
-/** Sends `res` for request `id`, then frees its slot as `release` (a `RELEASE_*`) says. */
-export function sendResponse(native: NativeServer, id: number, res: unknown, release: number, hooks: StreamHooks): Sent {
+/**
+ * Sends `res` for request `id`. Returns a promise while the body still has to be read
+ * or streamed, or undefined when the reply is queued.
+ */
+export function sendResponse(
+  native: NativeServer,
+  id: number,
+  res: unknown,
+  release: boolean,
+  hooks: StreamHooks,
+): Promise<void> | void {
   if (isOwnResponse(res)) {
     const s = responseState(res);
     if (s.type === "error") {
       // Response.error() is a network error; a server has no such thing to send, so the
       // client gets a plain 500 (README, "Responses").
-      return native.respondEmpty(id, 500, CT_NONE, null, release);
+      native.respondEmpty(id, 500, CT_NONE, null, release);
+      return;
     }
     let ct = s.ct;
     let headers: string[] | null = null;
@@ -44,14 +49,20 @@ export function sendResponse(native: NativeServer, id: number, res: unknown, rel
   }
   if (isNodeInstance("Response", res, looksLikeResponse)) {
     const g = res as globalThis.Response;
-    if (g.type === "error") return native.respondEmpty(id, 500, CT_NONE, null, release);
+    if (g.type === "error") {
+      native.respondEmpty(id, 500, CT_NONE, null, release);
+      return;
+    }
     if (g.bodyUsed) throw new TypeError("The response body was already used");
     const headers = flatHeaders(g.headers);
-    if (g.body === null) return native.respondEmpty(id, g.status, CT_NONE, headers, release);
+    if (g.body === null) {
+      native.respondEmpty(id, g.status, CT_NONE, headers, release);
+      return;
+    }
     // A declared length means a finite body: read it and send it with that length.
     if (g.headers.has("content-length")) {
       return g.arrayBuffer().then((buf) => {
-        sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), RELEASE_NONE, hooks);
+        sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), false, hooks);
       });
     }
     return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, hooks);
@@ -72,9 +83,9 @@ function sendBody(
   ct: number,
   headers: string[] | null,
   source: BodySource,
-  release: number,
+  release: boolean,
   hooks: StreamHooks,
-): Sent {
+): Promise<void> | void {
   if (source === null) return native.respondEmpty(id, status, ct, headers, release);
   if (typeof source === "string") return native.respondText(id, status, ct, headers, source, release);
   if (source instanceof Uint8Array) {
@@ -83,7 +94,7 @@ function sendBody(
   }
   if (source instanceof Blob)
     return source.arrayBuffer().then((b) => {
-      sendBody(native, id, status, ct, headers, new Uint8Array(b), RELEASE_NONE, hooks);
+      sendBody(native, id, status, ct, headers, new Uint8Array(b), false, hooks);
     });
   if (isNativeBody(source)) return sendBody(native, id, status, ct, headers, source.stream(), release, hooks);
   return pump(native, id, status, ct, headers, source, hooks);

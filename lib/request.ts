@@ -1,8 +1,9 @@
 // Request (https://fetch.spec.whatwg.org/#request-class). An incoming request is lazy:
-// method from a table, url and headers fetched natively on first read, body read
-// natively on demand, signal created on first access.
+// method from a table, url and packed headers as they came with the request's record
+// (headers split on first read), body read natively on demand, signal created on first
+// access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
-import { cloneHeaders, Headers, materializeHeaders as materializeHeaderList, type HeadersInitLike } from "./headers.js";
+import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
 
@@ -10,8 +11,6 @@ import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.
 /** @internal How an incoming request reaches its native record. */
 export interface RequestSource {
   method(id: number): string;
-  header(id: number, name: string): string | null;
-  headers(id: number): string[];
   body(id: number): NativeBody;
 }
 
@@ -139,13 +138,16 @@ function abortReason(kind: "AbortError" | "TimeoutError"): DOMException {
 }
 
 /** @internal */
-export let incomingRequest: (source: RequestSource, id: number, code: number, flags: number, url: string) => Request;
-/** @internal Reads what is still lazy before the native record goes away: the method
- * now; true when the headers were never asked for, to be passed in packed form to
- * `detachHeaders` (the native release hands them over in the same call). */
-export let detachRequest: (r: Request) => boolean;
-/** @internal The headers of a request whose record is gone, packed (see `unpackHeaders`). */
-export let detachHeaders: (r: Request, packed: string) => void;
+export let incomingRequest: (
+  source: RequestSource,
+  id: number,
+  code: number,
+  flags: number,
+  url: string,
+  headers: string,
+) => Request;
+/** @internal Reads what is still native (an uncommon method) before the record goes away. */
+export let detachRequest: (r: Request) => void;
 /** @internal */
 export let abortRequest: (r: Request, kind: "AbortError" | "TimeoutError") => void;
 
@@ -162,6 +164,8 @@ export class Request {
   #source: RequestSource | null = null;
   #id = 0;
   #flags = 0;
+  // The headers as they arrived, packed (see `unpackHeaders`) until first read.
+  #packedHeaders = "";
 
   // https://fetch.spec.whatwg.org/#dom-request (step numbers from there)
   constructor(input: string | URL | Request, init?: RequestInitLike) {
@@ -319,24 +323,18 @@ export class Request {
   }
 
   static {
-    incomingRequest = (source, id, code, flags, url) => {
+    incomingRequest = (source, id, code, flags, url, headers) => {
       const r = new Request(INCOMING as unknown as string);
       r.#source = source;
       r.#id = id;
       r.#flags = flags;
       r.#url = url;
+      r.#packedHeaders = headers;
       if (code < METHODS.length) r.#method = METHODS[code];
       return r;
     };
     detachRequest = (r) => {
-      if (r.#source === null) return false;
-      r.#method ??= r.#source.method(r.#id);
-      if (r.#headers === null) return true;
-      materializeHeaderList(r.#headers);
-      return false;
-    };
-    detachHeaders = (r, packed) => {
-      r.#headers ??= Headers.fromPacked(packed);
+      if (r.#source !== null) r.#method ??= r.#source.method(r.#id);
     };
     abortRequest = (r, kind) => {
       if (r.#abortKind !== null) return;
@@ -377,7 +375,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= Headers.fromSource(this.#source!, this.#id));
+    return (this.#headers ??= Headers.fromPacked(this.#packedHeaders));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body

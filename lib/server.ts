@@ -19,15 +19,11 @@ import {
   RECORD_REQUEST,
   RECORD_WORDS,
   RECORD_WRITABLE,
-  RELEASE,
-  RELEASE_NONE,
-  RELEASE_WITH_HEADERS,
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
 import { sendResponse, type StreamHooks } from "./reply.js";
-import { unpackHeaders } from "./headers.js";
-import { abortRequest, detachHeaders, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
+import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
 
 export interface ServerOptions {
@@ -256,15 +252,17 @@ export class Server {
     let handled = 0;
     try {
       for (;;) {
-        const urls = native.drain(rec);
+        const text = native.drain(rec);
         const n = rec[rec.length - 1];
         if (n === 0) break;
-        // A REQUEST record's URL is the next urlLength characters of `urls`.
+        // A REQUEST record's URL, then its packed headers, are the next urlLength and
+        // headersLength characters of `text`.
         let at = 0;
         for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
           if (rec[i] === RECORD_REQUEST) {
-            const end = at + rec[i + 3];
-            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], urls.slice(at, end));
+            const urlEnd = at + rec[i + 3];
+            const end = urlEnd + rec[i + 4];
+            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], text.slice(at, urlEnd), text.slice(urlEnd, end));
             at = end;
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
@@ -310,8 +308,8 @@ export class Server {
     }
   }
 
-  #dispatch(id: number, code: number, flags: number, url: string): void {
-    const ev = eventInternals.create(this.#host, id, code, flags, url);
+  #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
+    const ev = eventInternals.create(this.#host, id, code, flags, url, headers);
     this.#events[id & INDEX_MASK] = ev;
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
@@ -398,31 +396,26 @@ export class Server {
     });
     return {
       method: (id) => native.requestMethod(id) ?? "GET",
-      header: (id, name) => native.requestHeader(id, name),
-      // One native string, split here: far cheaper than an array of two per header.
-      headers: (id) => unpackHeaders(native.requestHeaders(id) ?? ""),
       body,
-      request: (_ev, id, code, flags, url) => incomingRequest(this.#host, id, code, flags, url),
+      request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
       send: (ev, id, response, release) => {
-        // A Request object outliving its record takes its method and URL now, and its
-        // headers (unless already read) from the reply call that frees the record.
-        const req = release ? eventInternals.requestIfCreated(ev) : null;
-        const detach = req !== null && detachRequest(req);
-        const mode = !release ? RELEASE_NONE : detach ? RELEASE_WITH_HEADERS : RELEASE;
-        const r = sendResponse(native, id, response, mode, this.#streamHooks);
+        // A Request object outliving its record reads what is still native first.
+        if (release) {
+          const req = eventInternals.requestIfCreated(ev);
+          if (req !== null) detachRequest(req);
+        }
+        const r = sendResponse(native, id, response, release, this.#streamHooks);
         this.#queueFlush();
-        // A body read first (a Blob, a foreign Response) or streamed is replied to later;
-        // the record stays until `finish`.
-        if (r instanceof Promise) return r.finally(() => this.#queueFlush());
-        if (detach) detachHeaders(req, r ?? "");
+        // A body read first (a Blob, a foreign Response) is replied to later.
+        return r === undefined ? r : r.finally(() => this.#queueFlush());
       },
       fail: (ev, id, status, why) => {
         if (why.startsWith("no listener")) {
           const err = Object.assign(new Error(`${why}; answered ${status}`), { code: "ERR_NO_RESPONSE" });
           this.#report(err, ev);
         }
-        native.respondEmpty(id, status, CT_NONE, null, RELEASE_NONE);
+        native.respondEmpty(id, status, CT_NONE, null, false);
         this.#queueFlush();
       },
       report: (error, ev) => this.#report(error, ev),
@@ -435,8 +428,8 @@ export class Server {
         if (this.#events[idx] === ev) this.#events[idx] = undefined;
         if (id === -1) return;
         const req = eventInternals.requestIfCreated(ev);
-        if (req !== null && detachRequest(req)) detachHeaders(req, native.requestRelease(id, true) ?? "");
-        else native.requestRelease(id, false);
+        if (req !== null) detachRequest(req);
+        native.requestRelease(id);
         this.#queueFlush();
       },
     };

@@ -45,17 +45,17 @@ pub enum AbortReason {
     Timeout = 2,
 }
 
-/// A request head as it travels from a connection task to the JS thread.
+/// A request as it travels from a connection task to the JS thread. Its head stays with
+/// the connection task: JS gets the method, and the URL and headers as text
+/// (`request::head_text`, written on the connection's thread), with the request's record.
 pub struct IncomingRequest {
-    pub head: http::request::Parts,
+    pub method: http::Method,
+    pub text: crate::request::HeadText,
     pub body: RequestBody,
     pub remote: SocketAddr,
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<oneshot::Sender<Reply>>,
     pub ticket: Arc<Ticket>,
-    /// The absolute URL (`request::url`), built on the connection's thread; `drain` hands
-    /// it to JS with the request's record.
-    pub url: String,
 }
 
 /// A request body as it arrives: absent, already read in full, or still on the wire.
@@ -218,9 +218,9 @@ pub mod record {
     pub const FLAG_HAS_BODY: u32 = 1 << 8;
     /// Request flag: the body is already buffered in full.
     pub const FLAG_BODY_BUFFERED: u32 = 1 << 9;
-    /// Words per record: kind, id, arg, and the length of the record's URL (REQUEST only;
-    /// the URLs follow in one string).
-    pub const WORDS: usize = 4;
+    /// Words per record: kind, id, arg, and for REQUEST the lengths of its URL and of its
+    /// packed headers (both in the string `drain` returns, one request after another).
+    pub const WORDS: usize = 5;
 }
 
 /// Method codes shared with `lib/request.ts`; anything else is `METHOD_OTHER` and is
@@ -399,8 +399,9 @@ impl JsSide {
     }
 
     /// Moves queued events into the slab and writes up to `records.len() / WORDS` records,
-    /// appending the URL of each REQUEST record to `urls`. Returns the number written.
-    pub fn drain(&mut self, records: &mut [u32], urls: &mut Vec<u8>) -> usize {
+    /// appending the head text (URL, packed headers) of each REQUEST record to `text`.
+    /// Returns the number written.
+    pub fn drain(&mut self, records: &mut [u32], text: &mut Vec<u8>) -> usize {
         self.doorbell.scheduled.store(false, Ordering::Release);
         {
             let mut q = self.doorbell.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -411,7 +412,7 @@ impl JsSide {
         let mut n = 0;
         while n < capacity {
             let Some(ev) = self.pending.pop_front() else { break };
-            if let Some(record) = self.apply(ev, urls) {
+            if let Some(record) = self.apply(ev, text) {
                 records[n * record::WORDS..(n + 1) * record::WORDS].copy_from_slice(&record);
                 n += 1;
             }
@@ -420,12 +421,14 @@ impl JsSide {
     }
 
     /// Updates the slab for one event and returns its record, if JS needs to see it.
-    fn apply(&mut self, ev: Event, urls: &mut Vec<u8>) -> Option<[u32; record::WORDS]> {
+    fn apply(&mut self, ev: Event, text: &mut Vec<u8>) -> Option<[u32; record::WORDS]> {
         match ev {
             Event::Request(mut req) => {
-                let url = std::mem::take(&mut req.url);
-                urls.extend_from_slice(url.as_bytes());
-                let mut flags = method_code(&req.head.method);
+                let head = std::mem::take(&mut req.text);
+                text.extend_from_slice(&head.bytes);
+                let url_len = head.url_len as u32;
+                let headers_len = (head.bytes.len() - head.url_len) as u32;
+                let mut flags = method_code(&req.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
                     RequestBody::Full(b) => {
@@ -440,13 +443,13 @@ impl JsSide {
                 let ticket = req.ticket.clone();
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
                 ticket.id.store(id.0, Ordering::Release);
-                Some([record::REQUEST, id.0, flags, url.len() as u32])
+                Some([record::REQUEST, id.0, flags, url_len, headers_len])
             }
             Event::BodyData(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { chunks, .. } = &mut live.body {
                     chunks.push_back(data);
-                    return Some([record::BODY_DATA, id, 0, 0]);
+                    return Some([record::BODY_DATA, id, 0, 0, 0]);
                 }
                 None
             }
@@ -454,14 +457,14 @@ impl JsSide {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { ended, .. } = &mut live.body {
                     *ended = true;
-                    return Some([record::BODY_END, id, 0, 0]);
+                    return Some([record::BODY_END, id, 0, 0, 0]);
                 }
                 None
             }
             Event::BodyFull(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Buffered(data);
-                Some([record::BODY_FULL, id, 0, 0])
+                Some([record::BODY_FULL, id, 0, 0, 0])
             }
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
@@ -472,25 +475,25 @@ impl JsSide {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
                     self.outbox.push((tx, crate::response::status_only(status)));
                 }
-                Some([record::BODY_ERROR, id, kind as u32, 0])
+                Some([record::BODY_ERROR, id, kind as u32, 0, 0])
             }
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.req.reply = None;
                 live.stream = None;
-                Some([record::ABORT, id, reason as u32, 0])
+                Some([record::ABORT, id, reason as u32, 0, 0])
             }
             Event::StreamAborted(id) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.stream = None;
-                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0])
+                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0, 0])
             }
             Event::Writable(id) => {
                 self.slab.get(SlotId(id))?;
-                Some([record::WRITABLE, id, 0, 0])
+                Some([record::WRITABLE, id, 0, 0, 0])
             }
-            Event::Closed => Some([record::CLOSED, 0, 0, 0]),
+            Event::Closed => Some([record::CLOSED, 0, 0, 0, 0]),
             Event::Release(r) => {
                 self.releases.push(r);
                 None
@@ -513,15 +516,14 @@ mod tests {
         let mut slab = RequestSlab::default();
         let dummy = || {
             let (tx, _rx) = oneshot::channel();
-            let (parts, _) = http::Request::new(()).into_parts();
             LiveRequest {
                 req: Box::new(IncomingRequest {
-                    head: parts,
+                    method: http::Method::GET,
+                    text: Default::default(),
                     body: RequestBody::None,
                     remote: "127.0.0.1:1".parse().unwrap(),
                     reply: Some(tx),
                     ticket: Arc::default(),
-                    url: String::new(),
                 }),
                 body: BodyState::None,
                 stream: None,
@@ -543,15 +545,14 @@ mod tests {
     fn ids_are_never_zero() {
         let mut slab = RequestSlab::default();
         let (tx, _rx) = oneshot::channel();
-        let (parts, _) = http::Request::new(()).into_parts();
         let id = slab.insert(LiveRequest {
             req: Box::new(IncomingRequest {
-                head: parts,
+                method: http::Method::GET,
+                text: Default::default(),
                 body: RequestBody::None,
                 remote: "127.0.0.1:1".parse().unwrap(),
                 reply: Some(tx),
                 ticket: Arc::default(),
-                url: String::new(),
             }),
             body: BodyState::None,
             stream: None,

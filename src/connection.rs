@@ -315,8 +315,9 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let url = crate::request::url(&head, "http", &shared.local);
-    shared.doorbell.push(Event::Request(Box::new(IncomingRequest { head, body, remote, reply: Some(tx), ticket, url })));
+    let text = crate::request::head_text(&head, "http", &shared.local);
+    let method = head.method;
+    shared.doorbell.push(Event::Request(Box::new(IncomingRequest { method, text, body, remote, reply: Some(tx), ticket })));
 
     let reply = match shared.config.request_timeout {
         Some(t) => match tokio::time::timeout(t, rx).await {

@@ -9,13 +9,13 @@
 //! |---|---|---|
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
-//! | `drain(h, records)` | `Uint32Array`: `[kind, id, arg, urlLength]` records, their count last | moves queued events into the slab; returns the REQUEST records' URLs, concatenated |
+//! | `drain(h, records)` | `Uint32Array`: `[kind, id, arg, urlLength, headersLength]` records, their count last | moves queued events into the slab; returns the REQUEST records' URLs and packed headers, concatenated |
 //! | `reschedule(h)`, `flush(h)` | | ring again if events remain; send gathered replies |
-//! | `requestMethod/Header/Headers/ClientAddress(h, id, …)` | slot id | read the head; strings are Latin-1 (bytes) |
-//! | `requestRelease(h, id, keepHeaders)` | slot id | frees the slot, first returning its headers when asked; later calls with the id are no-ops |
+//! | `requestMethod/ClientAddress(h, id)` | slot id | a method other than the common seven; the client's address |
+//! | `requestRelease(h, id)` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect(h, id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(h, id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
-//! | `respondText/Bytes/Empty/Stream(h, id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied; `release` 0 keeps the slot, 1 frees it, 2 frees it and returns the packed headers |
+//! | `respondText/Bytes/Empty/Stream(h, id, status, ct, headers, …)` | flat header list or null | queue the reply; flushed per batch; bytes copied; `release` also frees the slot |
 //! | `respondBytesShared(h, id, …, body)` | a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite(h, id, chunk)`, `streamEnd(h, id, failed)` | bytes copied | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared(h, id, chunk)` | a large typed array | as `streamWrite`, held instead of copied |
@@ -62,12 +62,6 @@ use tokio::sync::{oneshot, watch, Notify};
 /// Bodies this large or larger cross to JS as external buffers instead of copies.
 const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
 
-/// What a `respond*` call does with the request's slot once the reply is queued: keep it
-/// (a body still being read, `waitUntil` work), free it, or free it and return the
-/// request's headers, packed, for a Request object that outlives the slot.
-const RELEASE_NONE: u32 = 0;
-const RELEASE_WITH_HEADERS: u32 = 2;
-
 /// `bodyPull` results other than a chunk.
 const PULL_END: u32 = 0;
 const PULL_PENDING: u32 = 1;
@@ -82,8 +76,8 @@ pub struct Core {
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
     phase: Option<watch::Sender<Phase>>,
-    /// The URLs of the REQUEST records of the last `drain`, reused.
-    urls: Vec<u8>,
+    /// The head texts of the REQUEST records of the last `drain`, reused.
+    head_text: Vec<u8>,
 }
 
 fn invalid_state(msg: &str) -> napi::Error {
@@ -184,7 +178,7 @@ impl Core {
             stats: Arc::new(Stats::new()),
             runtime: None,
             phase: None,
-            urls: Vec::new(),
+            head_text: Vec::new(),
         })
     }
 
@@ -224,21 +218,22 @@ impl Core {
         Ok(local.port() as u32)
     }
 
-    /// Writes `[kind, id, arg, urlLength]` records for queued events, and their count in
-    /// the array's last word; returns the URLs of the REQUEST records, one after another.
+    /// Writes `[kind, id, arg, urlLength, headersLength]` records for queued events, and
+    /// their count in the array's last word; returns the head text (`request::HeadText`:
+    /// URL, packed headers) of each REQUEST record, one after another.
     pub fn drain<'e>(&mut self, env: &'e Env, mut records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
         let Some((count, records)) = records.split_last_mut() else {
             return Err(invalid_state("the records array is empty"));
         };
-        self.urls.clear();
-        *count = self.js.drain(records, &mut self.urls) as u32;
+        self.head_text.clear();
+        *count = self.js.drain(records, &mut self.head_text) as u32;
         for r in self.js.take_releases() {
             // SAFETY: each reference was created by `lend` in this env, and is deleted once.
             unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
         }
-        latin1(env, &self.urls)
+        latin1(env, &self.head_text)
     }
 
     /// Rings the doorbell again if events are still queued.
@@ -252,21 +247,7 @@ impl Core {
     }
 
     pub fn request_method(&self, id: u32) -> Option<String> {
-        Some(self.js.slab.get(SlotId(id))?.req.head.method.as_str().to_string())
-    }
-
-    pub fn request_header<'e>(&self, env: &'e Env, id: u32, name: String) -> Result<Option<JsString<'e>>> {
-        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
-        match request::header(&live.req, &name) {
-            Some(v) => latin1(env, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Every header as one string, `name\nvalue\n…` (see `request::packed_headers`).
-    pub fn request_headers<'e>(&self, env: &'e Env, id: u32) -> Result<Option<JsString<'e>>> {
-        let Some(live) = self.js.slab.get(SlotId(id)) else { return Ok(None) };
-        latin1(env, &request::packed_headers(&live.req)).map(Some)
+        Some(self.js.slab.get(SlotId(id))?.req.method.as_str().to_string())
     }
 
 
@@ -280,17 +261,13 @@ impl Core {
         })
     }
 
-    /// Frees the slot (a request still unanswered gets a 500); returns its headers first
-    /// (packed) when `keep_headers`.
-    pub fn request_release<'e>(&mut self, env: &'e Env, id: u32, keep_headers: bool) -> Result<Option<JsString<'e>>> {
-        let Some(mut live) = self.js.slab.remove(SlotId(id)) else { return Ok(None) };
-        if let Some(tx) = live.req.reply.take() {
-            self.js.outbox.push((tx, response::status_only(500)));
+    /// Frees the slot. A request still unanswered gets a 500.
+    pub fn request_release(&mut self, id: u32) {
+        if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
+            if let Some(tx) = live.req.reply.take() {
+                self.js.outbox.push((tx, response::status_only(500)));
+            }
         }
-        if !keep_headers {
-            return Ok(None);
-        }
-        latin1(env, &request::packed_headers(&live.req)).map(Some)
     }
 
     /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
@@ -377,64 +354,58 @@ impl Core {
     }
 
     /// Replies with a UTF-8 text body.
-    #[allow(clippy::too_many_arguments)]
-    pub fn respond_text<'e>(
+    pub fn respond_text(
         &mut self,
-        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: String,
-        release: u32,
-    ) -> Result<Option<JsString<'e>>> {
-        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
+        release: bool,
+    ) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
     }
 
     /// Replies with a byte body (copied).
-    #[allow(clippy::too_many_arguments)]
-    pub fn respond_bytes<'e>(
+    pub fn respond_bytes(
         &mut self,
-        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: &[u8],
-        release: u32,
-    ) -> Result<Option<JsString<'e>>> {
-        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
+        release: bool,
+    ) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
     }
 
     /// Replies with a large byte body without copying it: the typed array is held
     /// (a napi reference) until hyper has written it.
     #[allow(clippy::too_many_arguments)]
-    pub fn respond_bytes_shared<'e>(
+    pub fn respond_bytes_shared(
         &mut self,
-        env: &'e Env,
+        env: &Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: Uint8ArraySlice<'_>,
-        release: u32,
-    ) -> Result<Option<JsString<'e>>> {
+        release: bool,
+    ) -> Result<()> {
         let bytes = lend(env, &self.js.doorbell, body)?;
-        self.respond(env, id, status, ct, headers, ResponseBody::full(bytes), release)
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
     }
 
     /// Replies with no body.
-    #[allow(clippy::too_many_arguments)]
-    pub fn respond_empty<'e>(
+    pub fn respond_empty(
         &mut self,
-        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
-        release: u32,
-    ) -> Result<Option<JsString<'e>>> {
-        self.respond(env, id, status, ct, headers, ResponseBody::Empty, release)
+        release: bool,
+    ) -> Result<()> {
+        self.respond(id, status, ct, headers, ResponseBody::Empty, release)
     }
 
     /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
@@ -580,28 +551,21 @@ impl Core {
         Ok(())
     }
 
-    /// Queues the reply; then, by `release` (`RELEASE_*`), keeps the slot, frees it, or
-    /// frees it and returns the request's headers (packed) for a Request that outlives it.
-    #[allow(clippy::too_many_arguments)]
-    fn respond<'e>(
+    /// Queues the reply; with `release`, also frees the slot (nothing else waits on it).
+    fn respond(
         &mut self,
-        env: &'e Env,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
         body: ResponseBody,
-        release: u32,
-    ) -> Result<Option<JsString<'e>>> {
+        release: bool,
+    ) -> Result<()> {
         self.queue_reply(id, status, ct, headers, body)?;
-        if release == RELEASE_NONE {
-            return Ok(None);
+        if release {
+            self.js.slab.remove(SlotId(id));
         }
-        let Some(live) = self.js.slab.remove(SlotId(id)) else { return Ok(None) };
-        if release != RELEASE_WITH_HEADERS {
-            return Ok(None);
-        }
-        latin1(env, &request::packed_headers(&live.req)).map(Some)
+        Ok(())
     }
 }
 
@@ -729,8 +693,9 @@ impl Drop for NativeServer {
     }
 }
 
-/// Writes `[kind, id, arg, urlLength]` records for queued events and their count (in
-/// the array's last word); returns the URLs of the REQUEST records, concatenated.
+/// Writes `[kind, id, arg, urlLength, headersLength]` records for queued events and their
+/// count (in the array's last word); returns the REQUEST records' URLs and packed headers,
+/// concatenated.
 #[napi(catch_unwind)]
 pub fn drain<'e>(env: &'e Env, server: u32, records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
     with_core(server, |c| c.drain(env, records))
@@ -760,26 +725,17 @@ pub fn request_method(server: u32, id: u32) -> Result<Option<String>> {
 }
 
 #[napi(catch_unwind)]
-pub fn request_header<'e>(env: &'e Env, server: u32, id: u32, name: String) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.request_header(env, id, name))
-}
-
-/// Every header as one string, `name\nvalue\nname\nvalue…`.
-#[napi(catch_unwind)]
-pub fn request_headers<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.request_headers(env, id))
-}
-
-#[napi(catch_unwind)]
 pub fn request_client_address(server: u32, id: u32) -> Result<Option<String>> {
     with_core(server, |c| Ok(c.request_client_address(id)))
 }
 
-/// Frees the slot (a request still unanswered gets a 500); returns its headers first,
-/// packed as `requestHeaders` does, when `keepHeaders`.
+/// Frees the slot. A request still unanswered gets a 500.
 #[napi(catch_unwind)]
-pub fn request_release<'e>(env: &'e Env, server: u32, id: u32, keep_headers: bool) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.request_release(env, id, keep_headers))
+pub fn request_release(server: u32, id: u32) -> Result<()> {
+    with_core(server, |c| {
+        c.request_release(id);
+        Ok(())
+    })
 }
 
 /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
@@ -796,67 +752,64 @@ pub fn body_pull<'e>(env: &'e Env, server: u32, id: u32) -> Result<Either<Buffer
     with_core(server, |c| c.body_pull(env, id))
 }
 
-/// Replies with a UTF-8 text body.
+/// Replies with a UTF-8 text body; with `release`, also frees the slot.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_text<'e>(
-    env: &'e Env,
+pub fn respond_text(
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: String,
-    release: u32,
-) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.respond_text(env, id, status, ct, headers, body, release))
+    release: bool,
+) -> Result<()> {
+    with_core(server, |c| c.respond_text(id, status, ct, headers, body, release))
 }
 
 /// Replies with a byte body (copied).
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_bytes<'e>(
-    env: &'e Env,
+pub fn respond_bytes(
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: &[u8],
-    release: u32,
-) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.respond_bytes(env, id, status, ct, headers, body, release))
+    release: bool,
+) -> Result<()> {
+    with_core(server, |c| c.respond_bytes(id, status, ct, headers, body, release))
 }
 
 /// Replies with a large byte body without copying it: the typed array is held
 /// (a napi reference) until hyper has written it.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
-pub fn respond_bytes_shared<'e>(
-    env: &'e Env,
+pub fn respond_bytes_shared(
+    env: &Env,
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
     body: Uint8ArraySlice<'_>,
-    release: u32,
-) -> Result<Option<JsString<'e>>> {
+    release: bool,
+) -> Result<()> {
     with_core(server, |c| c.respond_bytes_shared(env, id, status, ct, headers, body, release))
 }
 
 /// Replies with no body.
 #[napi(catch_unwind)]
-pub fn respond_empty<'e>(
-    env: &'e Env,
+pub fn respond_empty(
     server: u32,
     id: u32,
     status: u32,
     ct: u32,
     headers: Option<Vec<String>>,
-    release: u32,
-) -> Result<Option<JsString<'e>>> {
-    with_core(server, |c| c.respond_empty(env, id, status, ct, headers, release))
+    release: bool,
+) -> Result<()> {
+    with_core(server, |c| c.respond_empty(id, status, ct, headers, release))
 }
 
 /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.

@@ -1,12 +1,45 @@
-//! Request heads on the JS thread: the URL, header lookups, the flat header list, and
-//! the client address, each produced only when JS asks.
+//! Request heads as JS receives them: the absolute URL and every header, written as text
+//! on the connection's thread, so that the JS thread only turns them into one string per
+//! batch of requests (`drain`).
 
-use crate::bridge::IncomingRequest;
 use http::header::HOST;
+use http::request::Parts;
 
-/// The absolute URL of a request: scheme, the Host header (or the authority of an
-/// absolute-form target, or the local address), then the path and query.
-pub fn url(head: &http::request::Parts, scheme: &str, local: &str) -> String {
+/// A request head as JS receives it: the URL, then the headers packed as
+/// `name\nvalue\nname\nvalue…` (names lowercase, in arrival order per name; nothing when
+/// there are none). JS splits the headers into its flat `[name, value, …]` list when first
+/// asked. A newline cannot occur in a name or value: the parser refuses one in either.
+#[derive(Default)]
+pub struct HeadText {
+    pub bytes: Vec<u8>,
+    pub url_len: usize,
+}
+
+/// The head text of a request (see `HeadText`); `scheme` and `local` (the bound address)
+/// complete the URL as `url` does.
+pub fn head_text(head: &Parts, scheme: &str, local: &str) -> HeadText {
+    let (authority, path) = url_parts(head, local);
+    let headers_len: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
+    let url_len = scheme.len() + 3 + authority.len() + path.len();
+    let mut bytes = Vec::with_capacity(url_len + headers_len);
+    bytes.extend_from_slice(scheme.as_bytes());
+    bytes.extend_from_slice(b"://");
+    bytes.extend_from_slice(authority.as_bytes());
+    bytes.extend_from_slice(path.as_bytes());
+    for (i, (n, v)) in head.headers.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(n.as_str().as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(v.as_bytes());
+    }
+    HeadText { bytes, url_len }
+}
+
+/// The authority and path of a request's absolute URL: the Host header (or the authority
+/// of an absolute-form target, or the local address), then the path and query.
+fn url_parts<'a>(head: &'a Parts, local: &'a str) -> (&'a str, &'a str) {
     let authority = head
         .uri
         .authority()
@@ -17,88 +50,45 @@ pub fn url(head: &http::request::Parts, scheme: &str, local: &str) -> String {
     let path = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     // An asterisk-form target (`OPTIONS *`) has no path to speak of.
     let path = if path.starts_with('/') { path } else { "/" };
-    let mut s = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
-    s.push_str(scheme);
-    s.push_str("://");
-    s.push_str(authority);
-    s.push_str(path);
-    s
-}
-
-/// The combined value of a header (`, `-joined when repeated), as raw bytes.
-pub fn header(req: &IncomingRequest, name: &str) -> Option<Vec<u8>> {
-    let mut all = req.head.headers.get_all(name).iter();
-    let first = all.next()?;
-    let mut out = first.as_bytes().to_vec();
-    for v in all {
-        out.extend_from_slice(b", ");
-        out.extend_from_slice(v.as_bytes());
-    }
-    Some(out)
-}
-
-/// Every header as one string, `name\nvalue\nname\nvalue…` (JS splits it into the flat
-/// `[name, value, …]` list), in arrival order per name, names lowercase; empty when none.
-/// One string costs JS far less than an array of two per header. A newline cannot occur
-/// in a name or value: the parser refuses one in either.
-pub fn packed_headers(req: &IncomingRequest) -> Vec<u8> {
-    let headers = &req.head.headers;
-    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(size);
-    for (n, v) in headers {
-        if !out.is_empty() {
-            out.push(b'\n');
-        }
-        out.extend_from_slice(n.as_str().as_bytes());
-        out.push(b'\n');
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
+    (authority, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::{RequestBody, Ticket};
-    use std::sync::Arc;
 
-    fn incoming(req: http::Request<()>) -> IncomingRequest {
+    fn text(req: http::Request<()>) -> (String, String) {
         let (head, _) = req.into_parts();
-        IncomingRequest {
-            head,
-            body: RequestBody::None,
-            remote: "127.0.0.1:9".parse().unwrap(),
-            reply: None,
-            ticket: Arc::new(Ticket::default()),
-            url: String::new(),
-        }
+        let t = head_text(&head, "http", "127.0.0.1:1");
+        let s = String::from_utf8(t.bytes).unwrap();
+        (s[..t.url_len].to_string(), s[t.url_len..].to_string())
     }
 
     #[test]
     fn url_uses_host_header() {
-        let r = incoming(http::Request::get("/a?b=1").header("host", "example.test:8080").body(()).unwrap());
-        assert_eq!(url(&r.head, "http", "127.0.0.1:1"), "http://example.test:8080/a?b=1");
+        let (url, _) = text(http::Request::get("/a?b=1").header("host", "example.test:8080").body(()).unwrap());
+        assert_eq!(url, "http://example.test:8080/a?b=1");
     }
 
     #[test]
     fn url_without_host_falls_back_to_local_address() {
-        let r = incoming(http::Request::get("/x").body(()).unwrap());
-        assert_eq!(url(&r.head, "http", "127.0.0.1:1"), "http://127.0.0.1:1/x");
+        let (url, headers) = text(http::Request::get("/x").body(()).unwrap());
+        assert_eq!(url, "http://127.0.0.1:1/x");
+        assert_eq!(headers, "");
     }
 
     #[test]
-    fn repeated_headers_are_joined() {
-        let r = incoming(http::Request::get("/").header("accept", "a").header("accept", "b").body(()).unwrap());
-        assert_eq!(header(&r, "accept").unwrap(), b"a, b");
-        assert!(header(&r, "missing").is_none());
-    }
-
-    #[test]
-    fn packed_headers_keep_order_and_empty_values() {
-        let r = incoming(
-            http::Request::get("/").header("host", "h").header("x-empty", "").header("accept", "a").header("accept", "b:c").body(()).unwrap(),
+    fn headers_follow_the_url_in_order_with_empty_values() {
+        let (url, headers) = text(
+            http::Request::get("/")
+                .header("host", "h")
+                .header("x-empty", "")
+                .header("accept", "a")
+                .header("accept", "b:c")
+                .body(())
+                .unwrap(),
         );
-        assert_eq!(packed_headers(&r), b"host\nh\nx-empty\n\naccept\na\naccept\nb:c");
-        assert!(packed_headers(&incoming(http::Request::get("/").body(()).unwrap())).is_empty());
+        assert_eq!(url, "http://h/");
+        assert_eq!(headers, "host\nh\nx-empty\n\naccept\na\naccept\nb:c");
     }
 }
