@@ -3,7 +3,8 @@
 //! A server is a `NativeServer` object (its life: listen, close, stats, garbage
 //! collection) with a `handle`; every per-request call is a plain function taking that
 //! handle first (`respondText(handle, id, …)`), because napi-rs calls a function several
-//! times faster than a class method. `lib/native.ts` binds the handle once.
+//! times faster than a class method. `lib/native.ts` binds the handle once. The hottest
+//! three (`drain`, `flush`, `respondText`) are plain Node-API callbacks (`fast.rs`).
 //!
 //! | call | arguments | ownership and thread |
 //! |---|---|---|
@@ -32,6 +33,7 @@ pub mod bridge;
 pub mod connection;
 pub mod cork;
 pub mod error;
+pub mod fast;
 pub mod listener;
 pub mod options;
 pub mod request;
@@ -693,28 +695,11 @@ impl Drop for NativeServer {
     }
 }
 
-/// Writes `[kind, id, arg, urlLength, headersLength]` records for queued events and their
-/// count (in the array's last word); returns the REQUEST records' URLs and packed headers,
-/// concatenated.
-#[napi(catch_unwind)]
-pub fn drain<'e>(env: &'e Env, server: u32, records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
-    with_core(server, |c| c.drain(env, records))
-}
-
 /// Rings the doorbell again if events are still queued.
 #[napi(catch_unwind)]
 pub fn reschedule(server: u32) -> Result<()> {
     with_core(server, |c| {
         c.reschedule();
-        Ok(())
-    })
-}
-
-/// Sends the replies gathered since the last flush, with one wake-up.
-#[napi(catch_unwind)]
-pub fn flush(server: u32) -> Result<()> {
-    with_core(server, |c| {
-        c.flush();
         Ok(())
     })
 }
@@ -750,21 +735,6 @@ pub fn body_collect<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<Buf
 #[napi(catch_unwind)]
 pub fn body_pull<'e>(env: &'e Env, server: u32, id: u32) -> Result<Either<BufferSlice<'e>, u32>> {
     with_core(server, |c| c.body_pull(env, id))
-}
-
-/// Replies with a UTF-8 text body; with `release`, also frees the slot.
-#[napi(catch_unwind)]
-#[allow(clippy::too_many_arguments)]
-pub fn respond_text(
-    server: u32,
-    id: u32,
-    status: u32,
-    ct: u32,
-    headers: Option<Vec<String>>,
-    body: String,
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_text(id, status, ct, headers, body, release))
 }
 
 /// Replies with a byte body (copied).
