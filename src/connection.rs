@@ -317,7 +317,14 @@ async fn handle(
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
     let text = crate::request::head_text(&head, "http", &shared.local);
     let method = head.method;
-    shared.doorbell.push(Event::Request(Box::new(IncomingRequest { method, text, body, remote, reply: Some(tx), ticket })));
+    shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
+        method,
+        text,
+        body,
+        remote,
+        reply: Some(tx),
+        ticket,
+    })));
 
     let reply = match shared.config.request_timeout {
         Some(t) => match tokio::time::timeout(t, rx).await {

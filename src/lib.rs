@@ -252,7 +252,6 @@ impl Core {
         Some(self.js.slab.get(SlotId(id))?.req.method.as_str().to_string())
     }
 
-
     pub fn request_client_address(&self, id: u32) -> Option<String> {
         let live = self.js.slab.get(SlotId(id))?;
         let ip = live.req.remote.ip();
@@ -543,7 +542,14 @@ impl Core {
 
 impl Core {
     /// Queues the reply for the next flush (nothing when the slot is gone).
-    fn queue_reply(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: ResponseBody) -> Result<()> {
+    fn queue_reply(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: ResponseBody,
+    ) -> Result<()> {
         let reply = response::build(status, ct, headers.as_deref(), body)?;
         if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
             if let Some(tx) = live.req.reply.take() {
