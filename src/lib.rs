@@ -4,7 +4,8 @@
 //! collection) with a `handle`; every per-request call is a plain function taking that
 //! handle first (`respondText(handle, id, …)`), because napi-rs calls a function several
 //! times faster than a class method. `lib/native.ts` binds the handle once. The hottest
-//! three (`drain`, `flush`, `respondText`) are plain Node-API callbacks (`fast.rs`).
+//! (`drain`, `flush`, `respondText/Bytes/Empty`, `bodyCollect`) are plain Node-API
+//! callbacks (`fast.rs`).
 //!
 //! | call | arguments | ownership and thread |
 //! |---|---|---|
@@ -729,33 +730,11 @@ pub fn request_release(server: u32, id: u32) -> Result<()> {
     })
 }
 
-/// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
-/// BODY_ERROR record will follow. Throws once the body failed or was taken.
-#[napi(catch_unwind)]
-pub fn body_collect<'e>(env: &'e Env, server: u32, id: u32) -> Result<Option<BufferSlice<'e>>> {
-    with_core(server, |c| c.body_collect(env, id))
-}
-
 /// The next chunk of a streamed request body: a Buffer, `PULL_END` at the end, or
 /// `PULL_PENDING` when a BODY_DATA / BODY_END / BODY_ERROR record will follow.
 #[napi(catch_unwind)]
 pub fn body_pull<'e>(env: &'e Env, server: u32, id: u32) -> Result<Either<BufferSlice<'e>, u32>> {
     with_core(server, |c| c.body_pull(env, id))
-}
-
-/// Replies with a byte body (copied).
-#[napi(catch_unwind)]
-#[allow(clippy::too_many_arguments)]
-pub fn respond_bytes(
-    server: u32,
-    id: u32,
-    status: u32,
-    ct: u32,
-    headers: Option<Vec<String>>,
-    body: &[u8],
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_bytes(id, status, ct, headers, body, release))
 }
 
 /// Replies with a large byte body without copying it: the typed array is held
@@ -773,19 +752,6 @@ pub fn respond_bytes_shared(
     release: bool,
 ) -> Result<()> {
     with_core(server, |c| c.respond_bytes_shared(env, id, status, ct, headers, body, release))
-}
-
-/// Replies with no body.
-#[napi(catch_unwind)]
-pub fn respond_empty(
-    server: u32,
-    id: u32,
-    status: u32,
-    ct: u32,
-    headers: Option<Vec<String>>,
-    release: bool,
-) -> Result<()> {
-    with_core(server, |c| c.respond_empty(id, status, ct, headers, release))
 }
 
 /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
