@@ -19,10 +19,10 @@ export interface NativeOptions {
 
 export interface NativeServer {
   listen(doorbell: () => void): number;
-  /** Writes `[kind, id, arg, urlLength, headersLength]` records (RECORD_WORDS each) and,
-   * in the last word, their count; returns each REQUEST record's URL then its headers
-   * (packed: `name\nvalue\nname\nvalue…`), one request after another. */
-  drain(records: Uint32Array): string;
+  /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
+   * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
+   * then its headers, packed as `name\nvalue\nname\nvalue…`. Returns the record count. */
+  drain(records: Uint32Array, texts: string[]): number;
   reschedule(): void;
   flush(): void;
   requestMethod(id: number): string | null;
@@ -61,7 +61,7 @@ type H = number;
  * taking the server's handle first (several times cheaper to call than a method). */
 interface Addon {
   NativeServer: new (options: NativeOptions) => ServerHandle;
-  drain(h: H, records: Uint32Array): string;
+  drain(h: H, records: Uint32Array, texts: string[]): number;
   reschedule(h: H): void;
   flush(h: H): void;
   requestMethod(h: H, id: number): string | null;
@@ -95,7 +95,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     shutdown: () => s.shutdown(),
     stats: () => s.stats(),
     liveRequests: () => s.liveRequests(),
-    drain: (records) => a.drain(h, records),
+    drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
@@ -117,7 +117,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
 
 /** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
 /** Words per drained record (src/bridge.rs `record::WORDS`). */
-export const RECORD_WORDS = 5;
+export const RECORD_WORDS = 4;
 export const RECORD_REQUEST = 1;
 export const RECORD_BODY_DATA = 2;
 export const RECORD_BODY_END = 3;

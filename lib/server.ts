@@ -128,8 +128,9 @@ export class Server {
   #options: ReturnType<typeof validate>;
   #fetchListeners: FetchListener[] = [];
   #errorListeners: ErrorListener[] = [];
-  // Records, then their count in the last word.
-  #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS + 1);
+  #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS);
+  // The head texts of the REQUEST records of a drain, in order (emptied as dispatched).
+  #texts: string[] = [];
   #events: (FetchEvent | undefined)[] = [];
   #bodyWaiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   #writableWaiters = new Map<number, (ok: boolean) => void>();
@@ -248,22 +249,21 @@ export class Server {
   #onDoorbell = (): void => {
     const native = this.#native;
     const rec = this.#records;
+    const texts = this.#texts;
     this.#inBatch = true;
     let handled = 0;
     try {
       for (;;) {
-        const text = native.drain(rec);
-        const n = rec[rec.length - 1];
+        const n = native.drain(rec, texts);
         if (n === 0) break;
-        // A REQUEST record's URL, then its packed headers, are the next urlLength and
-        // headersLength characters of `text`.
-        let at = 0;
+        // Each REQUEST record's head text: its URL (urlLength characters), then its headers.
+        let k = 0;
         for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
           if (rec[i] === RECORD_REQUEST) {
-            const urlEnd = at + rec[i + 3];
-            const end = urlEnd + rec[i + 4];
-            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], text.slice(at, urlEnd), text.slice(urlEnd, end));
-            at = end;
+            const text = texts[k];
+            texts[k++] = "";
+            const urlLength = rec[i + 3];
+            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;

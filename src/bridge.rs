@@ -218,9 +218,9 @@ pub mod record {
     pub const FLAG_HAS_BODY: u32 = 1 << 8;
     /// Request flag: the body is already buffered in full.
     pub const FLAG_BODY_BUFFERED: u32 = 1 << 9;
-    /// Words per record: kind, id, arg, and for REQUEST the lengths of its URL and of its
-    /// packed headers (both in the string `drain` returns, one request after another).
-    pub const WORDS: usize = 5;
+    /// Words per record: kind, id, arg, and for REQUEST the length of the URL at the start
+    /// of its head text (`request::HeadText`, the rest being its packed headers).
+    pub const WORDS: usize = 4;
 }
 
 /// Method codes shared with `lib/request.ts`; anything else is `METHOD_OTHER` and is
@@ -399,9 +399,9 @@ impl JsSide {
     }
 
     /// Moves queued events into the slab and writes up to `records.len() / WORDS` records,
-    /// appending the head text (URL, packed headers) of each REQUEST record to `text`.
-    /// Returns the number written.
-    pub fn drain(&mut self, records: &mut [u32], text: &mut Vec<u8>) -> usize {
+    /// moving the head text of each REQUEST record, in order, to `heads`. Returns the
+    /// number written.
+    pub fn drain(&mut self, records: &mut [u32], heads: &mut Vec<crate::request::HeadText>) -> usize {
         self.doorbell.scheduled.store(false, Ordering::Release);
         {
             let mut q = self.doorbell.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -412,7 +412,7 @@ impl JsSide {
         let mut n = 0;
         while n < capacity {
             let Some(ev) = self.pending.pop_front() else { break };
-            if let Some(record) = self.apply(ev, text) {
+            if let Some(record) = self.apply(ev, heads) {
                 records[n * record::WORDS..(n + 1) * record::WORDS].copy_from_slice(&record);
                 n += 1;
             }
@@ -421,13 +421,12 @@ impl JsSide {
     }
 
     /// Updates the slab for one event and returns its record, if JS needs to see it.
-    fn apply(&mut self, ev: Event, text: &mut Vec<u8>) -> Option<[u32; record::WORDS]> {
+    fn apply(&mut self, ev: Event, heads: &mut Vec<crate::request::HeadText>) -> Option<[u32; record::WORDS]> {
         match ev {
             Event::Request(mut req) => {
                 let head = std::mem::take(&mut req.text);
-                text.extend_from_slice(&head.bytes);
                 let url_len = head.url_len as u32;
-                let headers_len = (head.bytes.len() - head.url_len) as u32;
+                heads.push(head);
                 let mut flags = method_code(&req.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
@@ -443,13 +442,13 @@ impl JsSide {
                 let ticket = req.ticket.clone();
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
                 ticket.id.store(id.0, Ordering::Release);
-                Some([record::REQUEST, id.0, flags, url_len, headers_len])
+                Some([record::REQUEST, id.0, flags, url_len])
             }
             Event::BodyData(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { chunks, .. } = &mut live.body {
                     chunks.push_back(data);
-                    return Some([record::BODY_DATA, id, 0, 0, 0]);
+                    return Some([record::BODY_DATA, id, 0, 0]);
                 }
                 None
             }
@@ -457,14 +456,14 @@ impl JsSide {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { ended, .. } = &mut live.body {
                     *ended = true;
-                    return Some([record::BODY_END, id, 0, 0, 0]);
+                    return Some([record::BODY_END, id, 0, 0]);
                 }
                 None
             }
             Event::BodyFull(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Buffered(data);
-                Some([record::BODY_FULL, id, 0, 0, 0])
+                Some([record::BODY_FULL, id, 0, 0])
             }
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
@@ -475,25 +474,25 @@ impl JsSide {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
                     self.outbox.push((tx, crate::response::status_only(status)));
                 }
-                Some([record::BODY_ERROR, id, kind as u32, 0, 0])
+                Some([record::BODY_ERROR, id, kind as u32, 0])
             }
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.req.reply = None;
                 live.stream = None;
-                Some([record::ABORT, id, reason as u32, 0, 0])
+                Some([record::ABORT, id, reason as u32, 0])
             }
             Event::StreamAborted(id) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.stream = None;
-                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0, 0])
+                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0])
             }
             Event::Writable(id) => {
                 self.slab.get(SlotId(id))?;
-                Some([record::WRITABLE, id, 0, 0, 0])
+                Some([record::WRITABLE, id, 0, 0])
             }
-            Event::Closed => Some([record::CLOSED, 0, 0, 0, 0]),
+            Event::Closed => Some([record::CLOSED, 0, 0, 0]),
             Event::Release(r) => {
                 self.releases.push(r);
                 None

@@ -95,14 +95,16 @@ unsafe fn undefined(env: sys::napi_env) -> Result<sys::napi_value> {
     unsafe { <()>::to_napi_value(env, ()) }
 }
 
-/// `drain(server, records)`: see `Core::drain`.
+/// `drain(server, records, texts)`: see `Core::drain`.
 unsafe extern "C" fn drain(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: the arguments are this callback's own.
     unsafe {
-        call::<2>(env, info, |e, a| {
+        call::<3>(env, info, |e, a| {
             let server = u32_arg(env, a[0])?;
             let records = Uint32ArraySlice::from_napi_value(env, a[1])?;
-            with_core(server, |c| c.drain(e, records).map(|s| s.raw()))
+            let mut texts = Object::from_napi_value(env, a[2])?;
+            let n = with_core(server, |c| c.drain(e, records, &mut texts))?;
+            u32::to_napi_value(env, n)
         })
     }
 }

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
-//! | `drain(h, records)` | `Uint32Array`: `[kind, id, arg, urlLength, headersLength]` records, their count last | moves queued events into the slab; returns the REQUEST records' URLs and packed headers, concatenated |
+//! | `drain(h, records, texts)` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each REQUEST record's URL and packed headers as one string in `texts`; returns records written |
 //! | `reschedule(h)`, `flush(h)` | | ring again if events remain; send gathered replies |
 //! | `requestMethod/ClientAddress(h, id)` | slot id | a method other than the common seven; the client's address |
 //! | `requestRelease(h, id)` | slot id | frees the slot; later calls with the id are no-ops |
@@ -79,8 +79,8 @@ pub struct Core {
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
     phase: Option<watch::Sender<Phase>>,
-    /// The head texts of the REQUEST records of the last `drain`, reused.
-    head_text: Vec<u8>,
+    /// The head texts of the REQUEST records `drain` is handing over (emptied each time).
+    heads: Vec<request::HeadText>,
 }
 
 fn invalid_state(msg: &str) -> napi::Error {
@@ -181,7 +181,7 @@ impl Core {
             stats: Arc::new(Stats::new()),
             runtime: None,
             phase: None,
-            head_text: Vec::new(),
+            heads: Vec::new(),
         })
     }
 
@@ -221,22 +221,25 @@ impl Core {
         Ok(local.port() as u32)
     }
 
-    /// Writes `[kind, id, arg, urlLength, headersLength]` records for queued events, and
-    /// their count in the array's last word; returns the head text (`request::HeadText`:
-    /// URL, packed headers) of each REQUEST record, one after another.
-    pub fn drain<'e>(&mut self, env: &'e Env, mut records: Uint32ArraySlice<'_>) -> Result<JsString<'e>> {
+    /// Writes `[kind, id, arg, urlLength]` records for queued events, and the head text of
+    /// each REQUEST record (`request::HeadText`: URL, then packed headers) into `texts[0..]`
+    /// in order, one string each; returns the number of records.
+    ///
+    /// One string per request, not one per batch that JS would slice: a slice keeps its
+    /// whole parent string alive, so a URL or header value an application keeps (a cache
+    /// key, a session map) would hold every head of its batch.
+    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> Result<u32> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
-        let Some((count, records)) = records.split_last_mut() else {
-            return Err(invalid_state("the records array is empty"));
-        };
-        self.head_text.clear();
-        *count = self.js.drain(records, &mut self.head_text) as u32;
+        let n = self.js.drain(records, &mut self.heads) as u32;
+        for (k, head) in self.heads.drain(..).enumerate() {
+            texts.set_element(k as u32, latin1(env, &head.bytes)?)?;
+        }
         for r in self.js.take_releases() {
             // SAFETY: each reference was created by `lend` in this env, and is deleted once.
             unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
         }
-        latin1(env, &self.head_text)
+        Ok(n)
     }
 
     /// Rings the doorbell again if events are still queued.
