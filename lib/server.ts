@@ -280,7 +280,7 @@ export class Server {
     }
   };
 
-  /** Every record but REQUEST (dispatched by the drain loop, with its URL). */
+  /** Every record but REQUEST (dispatched by the drain loop, with its head text). */
   #record(kind: number, id: number, arg: number): void {
     switch (kind) {
       case RECORD_BODY_DATA:
