@@ -418,7 +418,7 @@ impl Core {
         let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
         let waiting = Arc::new(AtomicBool::new(false));
         let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
-        self.queue_reply(id, status, ct, headers, body)?;
+        self.respond(id, status, ct, headers, body, false)?;
         if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
             live.stream = Some(ResponseStream { tx, waiting });
         }
@@ -545,25 +545,8 @@ impl Core {
 }
 
 impl Core {
-    /// Queues the reply for the next flush (nothing when the slot is gone).
-    fn queue_reply(
-        &mut self,
-        id: u32,
-        status: u32,
-        ct: u32,
-        headers: Option<Vec<String>>,
-        body: ResponseBody,
-    ) -> Result<()> {
-        let reply = response::build(status, ct, headers.as_deref(), body)?;
-        if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
-            if let Some(tx) = live.req.reply.take() {
-                self.js.outbox.push((tx, reply));
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues the reply; with `release`, also frees the slot (nothing else waits on it).
+    /// Queues the reply for the next flush (nothing when the slot is gone); with
+    /// `release`, also frees the slot.
     fn respond(
         &mut self,
         id: u32,
@@ -573,7 +556,11 @@ impl Core {
         body: ResponseBody,
         release: bool,
     ) -> Result<()> {
-        self.queue_reply(id, status, ct, headers, body)?;
+        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
+        if let Some(tx) = live.req.reply.take() {
+            self.js.outbox.push((tx, reply));
+        }
         if release {
             self.js.slab.remove(SlotId(id));
         }
