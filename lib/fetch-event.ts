@@ -169,7 +169,7 @@ export class FetchEvent {
     if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
     // With nothing left to wait for, the reply also frees the record (a Request object
-    // is detached in the same call): one native call for the common case.
+    // keeps working: its URL and headers came with the event): one native call.
     const release = this.#pending === 0;
     let streaming: Promise<void> | void;
     try {
