@@ -124,19 +124,41 @@ unsafe extern "C" fn flush(env: sys::napi_env, info: sys::napi_callback_info) ->
     }
 }
 
+/// The arguments every `respond*` call starts with.
+struct ReplyArgs {
+    server: u32,
+    id: u32,
+    status: u32,
+    ct: u32,
+    headers: Option<Vec<String>>,
+}
+
+/// Reads `server, id, status, ct, headers` from the first five arguments.
+///
+/// # Safety
+/// `env` and the values belong to the running callback.
+unsafe fn reply_args(env: sys::napi_env, a: &[sys::napi_value]) -> Result<ReplyArgs> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        Ok(ReplyArgs {
+            server: u32_arg(env, a[0])?,
+            id: u32_arg(env, a[1])?,
+            status: u32_arg(env, a[2])?,
+            ct: u32_arg(env, a[3])?,
+            headers: Option::<Vec<String>>::from_napi_value(env, a[4])?,
+        })
+    }
+}
+
 /// `respondText(server, id, status, ct, headers, body, release)`: see `Core::respond_text`.
 unsafe extern "C" fn respond_text(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: the arguments are this callback's own.
     unsafe {
         call::<7>(env, info, |_, a| {
-            let server = u32_arg(env, a[0])?;
-            let id = u32_arg(env, a[1])?;
-            let status = u32_arg(env, a[2])?;
-            let ct = u32_arg(env, a[3])?;
-            let headers = Option::<Vec<String>>::from_napi_value(env, a[4])?;
+            let r = reply_args(env, a)?;
             let body = String::from_napi_value(env, a[5])?;
             let release = bool::from_napi_value(env, a[6])?;
-            with_core(server, |c| c.respond_text(id, status, ct, headers, body, release))?;
+            with_core(r.server, |c| c.respond_text(r.id, r.status, r.ct, r.headers, body, release))?;
             undefined(env)
         })
     }
@@ -147,15 +169,11 @@ unsafe extern "C" fn respond_bytes(env: sys::napi_env, info: sys::napi_callback_
     // SAFETY: the arguments are this callback's own.
     unsafe {
         call::<7>(env, info, |_, a| {
-            let server = u32_arg(env, a[0])?;
-            let id = u32_arg(env, a[1])?;
-            let status = u32_arg(env, a[2])?;
-            let ct = u32_arg(env, a[3])?;
-            let headers = Option::<Vec<String>>::from_napi_value(env, a[4])?;
+            let r = reply_args(env, a)?;
             // Copied before this call returns (`Bytes::copy_from_slice`).
             let body = <&mut [u8]>::from_napi_value(env, a[5])?;
             let release = bool::from_napi_value(env, a[6])?;
-            with_core(server, |c| c.respond_bytes(id, status, ct, headers, body, release))?;
+            with_core(r.server, |c| c.respond_bytes(r.id, r.status, r.ct, r.headers, body, release))?;
             undefined(env)
         })
     }
@@ -166,13 +184,9 @@ unsafe extern "C" fn respond_empty(env: sys::napi_env, info: sys::napi_callback_
     // SAFETY: the arguments are this callback's own.
     unsafe {
         call::<6>(env, info, |_, a| {
-            let server = u32_arg(env, a[0])?;
-            let id = u32_arg(env, a[1])?;
-            let status = u32_arg(env, a[2])?;
-            let ct = u32_arg(env, a[3])?;
-            let headers = Option::<Vec<String>>::from_napi_value(env, a[4])?;
+            let r = reply_args(env, a)?;
             let release = bool::from_napi_value(env, a[5])?;
-            with_core(server, |c| c.respond_empty(id, status, ct, headers, release))?;
+            with_core(r.server, |c| c.respond_empty(r.id, r.status, r.ct, r.headers, release))?;
             undefined(env)
         })
     }
