@@ -17,7 +17,8 @@ function run(cmd, args) {
 if (only !== "--ts") {
   run("cargo", ["build", "--release", "--lib"]);
   const names = { linux: "libfetch_rs.so", darwin: "libfetch_rs.dylib", win32: "fetch_rs.dll" };
-  const lib = join(root, "target", "release", names[process.platform] ?? "libfetch_rs.so");
+  const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+  const lib = join(target, "release", names[process.platform] ?? "libfetch_rs.so");
   if (!existsSync(lib)) throw new Error(`the build did not produce ${lib}`);
   // Copy then rename: a running process that has the old addon mapped keeps it intact.
   const tmp = join(root, `fetch-rs.node.${process.pid}.tmp`);

@@ -17,6 +17,7 @@ import { isAbsolute, join } from "node:path";
  * - `mainThread`: what the main thread's CPU column means: "js" (Node: the JS thread), "main"
  *   (Bun, Deno: their main thread, which runs JS and most of their HTTP work), null (no JS).
  * - `version`: how to print the runtime's version for the header (a command), if not Node's.
+ * - `env`: extra environment variables for the server.
  * To add a peer, add an entry and a script or binary.
  */
 const PEERS_HINT = "install the peers with `npm --prefix bench install` (bench/README.md)";
@@ -42,6 +43,19 @@ export const SERVERS = [
     args: ["bench/servers/fetch-rs-serve.mjs"],
     requires: ["dist/index.js", "fetch-rs.node"],
     missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    protocols: ["h1", "h2c"],
+    mainThread: "js",
+  },
+  {
+    // The same server from another build (bench/make-baseline.sh REV), to compare a change with
+    // the code before it in one run.
+    name: "fetch-rs-base",
+    title: "fetch-rs, addEventListener('fetch'), built from bench/baseline (the code before a change)",
+    command: process.execPath,
+    args: ["bench/servers/fetch-rs.mjs"],
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
+    requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node"],
+    missingHint: "no baseline build: run `bench/make-baseline.sh REV` (e.g. main) to make one",
     protocols: ["h1", "h2c"],
     mainThread: "js",
   },
@@ -175,7 +189,7 @@ export async function startServer(entry, { root, pinCore }) {
   const child = spawnTracked(command, entry.args, {
     pinCore,
     cwd: root,
-    env: { ...process.env, PORT: String(port) },
+    env: { ...process.env, ...entry.env, PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const readyPort = await waitForReady(child, entry.name);

@@ -4,7 +4,8 @@
 // Started by bench/run.mjs; prints "READY <port>" once listening, exits on SIGTERM.
 // Run with: PORT=3000 node bench/servers/fetch-rs.mjs
 
-import { Server } from "../../dist/index.js";
+// FETCH_RS_PACKAGE: another build's dist/index.js, relative to this file (the fetch-rs-base entry).
+const { Server } = await import(process.env.FETCH_RS_PACKAGE ?? "../../dist/index.js");
 import { handle } from "./fetch-handler.mjs";
 
 const port = Number(process.env.PORT ?? 3000);
