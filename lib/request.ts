@@ -3,9 +3,10 @@
 // (headers split on first read), body read natively on demand, signal created on first
 // access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
-import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
+import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
+import { defineInterface } from "./webidl.js";
 
 
 /** @internal How an incoming request reaches its native record. */
@@ -375,7 +376,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= Headers.fromPacked(this.#packedHeaders));
+    return (this.#headers ??= headersFromPacked(this.#packedHeaders));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body
@@ -487,10 +488,6 @@ export class Request {
     return r;
   }
 
-  get [Symbol.toStringTag](): string {
-    return "Request";
-  }
-
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       (typeof v === "object" && v !== null && Request.prototype.isPrototypeOf(v)) ||
@@ -499,4 +496,5 @@ export class Request {
   }
 }
 
+defineInterface(Request, "Request", 1);
 linkPrototype("Request", Request.prototype);
