@@ -64,6 +64,7 @@ let getList: (h: Headers) => string[];
 let isImmutable: (h: Headers) => boolean;
 let sortedOf: (h: Headers) => [string, string][];
 let setList: (h: Headers, list: string[]) => void;
+let isOwnHeaders: (v: object) => v is Headers;
 /** @internal An incoming request's headers: immutable, kept packed (see `unpackHeaders`)
  * until first used. */
 export let headersFromPacked: (packed: string) => Headers;
@@ -84,6 +85,7 @@ export class Headers {
   }
 
   static {
+    isOwnHeaders = (v): v is Headers => #list in v;
     headersFromPacked = (packed) => {
       const h = new Headers();
       h.#list = null;
@@ -233,14 +235,17 @@ export class Headers {
   }
 
   keys(): HeadersIterator<string> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, KEYS);
   }
 
   values(): HeadersIterator<string> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, VALUES);
   }
 
   entries(): HeadersIterator<[string, string]> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, ENTRIES);
   }
 
@@ -300,6 +305,7 @@ class HeadersIterator<T> {
 // needs comes from %IteratorPrototype%.
 Object.setPrototypeOf(HeadersIterator.prototype, Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]())));
 delete (HeadersIterator.prototype as { [Symbol.iterator]?: unknown })[Symbol.iterator];
+delete (HeadersIterator.prototype as { constructor?: unknown }).constructor;
 Object.defineProperty(HeadersIterator.prototype, "next", { enumerable: true });
 Object.defineProperty(HeadersIterator.prototype, Symbol.toStringTag, {
   value: "Headers Iterator",
@@ -320,7 +326,8 @@ export type { HeadersIterator };
 function fill(h: Headers, init: HeadersInitLike): void {
   if ((typeof init !== "object" && typeof init !== "function") || init === null)
     throw new TypeError("Headers init must be an object: a Headers, a record or a sequence of pairs");
-  if (Headers.prototype.isPrototypeOf(init)) {
+  // A brand check, which (unlike a prototype walk) runs no Proxy trap.
+  if (isOwnHeaders(init)) {
     // One of ours: already validated, so its list is copied as is.
     setList(h, getList(init as Headers).slice());
     return;
@@ -375,7 +382,7 @@ function byteString(v: unknown): string {
 }
 
 function isForeign(h: object): boolean {
-  return !Headers.prototype.isPrototypeOf(h);
+  return !isOwnHeaders(h);
 }
 
 /** @internal The flat list of a Headers (ours) or of any iterable headers object. */

@@ -6,7 +6,7 @@ import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySou
 import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
-import { defineInterface } from "./webidl.js";
+import { brandRejection, defineInterface } from "./webidl.js";
 
 
 /** @internal How an incoming request reaches its native record. */
@@ -353,6 +353,12 @@ export class Request {
     else s.addEventListener("abort", () => c.abort(s.reason), { once: true });
   }
 
+  // A getter that reads no state still refuses a receiver that is not a Request
+  // (https://webidl.spec.whatwg.org/#dfn-attribute-getter).
+  #brand(): void {
+    if (!(#url in this)) throw new TypeError("Illegal invocation: not a Request");
+  }
+
   #hasNativeBody(): boolean {
     // An incoming GET may carry a body too; the client framed it, so it is readable.
     return this.#source !== null && (this.#flags & FLAG_HAS_BODY) !== 0;
@@ -405,6 +411,7 @@ export class Request {
 
   // https://fetch.spec.whatwg.org/#dom-request-duplex
   get duplex(): "half" {
+    this.#brand();
     return "half";
   }
 
@@ -417,6 +424,7 @@ export class Request {
   }
 
   get destination(): string {
+    this.#brand();
     return "";
   }
 
@@ -443,34 +451,42 @@ export class Request {
   }
 
   get isReloadNavigation(): boolean {
+    this.#brand();
     return false;
   }
 
   get isHistoryNavigation(): boolean {
+    this.#brand();
     return false;
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
+    if (!(#url in this)) return brandRejection("Request", "arrayBuffer");
     return this.#bodyState().arrayBuffer();
   }
 
   bytes(): Promise<Uint8Array> {
+    if (!(#url in this)) return brandRejection("Request", "bytes");
     return this.#bodyState().bytes();
   }
 
   text(): Promise<string> {
+    if (!(#url in this)) return brandRejection("Request", "text");
     return this.#bodyState().text();
   }
 
   json(): Promise<unknown> {
+    if (!(#url in this)) return brandRejection("Request", "json");
     return this.#bodyState().json();
   }
 
   blob(): Promise<Blob> {
+    if (!(#url in this)) return brandRejection("Request", "blob");
     return this.#bodyState().blob(this.headers.get("content-type"));
   }
 
   formData(): Promise<FormData> {
+    if (!(#url in this)) return brandRejection("Request", "formData");
     return this.#bodyState().formData(this.headers.get("content-type"));
   }
 

@@ -5,7 +5,7 @@ import { BodyState, extractBody, TEXT_TYPE, type BodyInitLike, type BodySource }
 import { cloneHeaders, freezeHeaders, Headers, type HeadersInitLike } from "./headers.js";
 import { CT_JSON, CT_NONE, CT_TEXT } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeResponse } from "./node-classes.js";
-import { defineInterface, requireArgs } from "./webidl.js";
+import { brandRejection, defineInterface, requireArgs } from "./webidl.js";
 
 
 export interface ResponseInitLike {
@@ -245,26 +245,32 @@ export class Response {
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
+    if (!(#s in this)) return brandRejection("Response", "arrayBuffer");
     return bodyOf(this.#s).arrayBuffer();
   }
 
   bytes(): Promise<Uint8Array> {
+    if (!(#s in this)) return brandRejection("Response", "bytes");
     return bodyOf(this.#s).bytes();
   }
 
   text(): Promise<string> {
+    if (!(#s in this)) return brandRejection("Response", "text");
     return bodyOf(this.#s).text();
   }
 
   json(): Promise<unknown> {
+    if (!(#s in this)) return brandRejection("Response", "json");
     return bodyOf(this.#s).json();
   }
 
   blob(): Promise<Blob> {
+    if (!(#s in this)) return brandRejection("Response", "blob");
     return bodyOf(this.#s).blob(materializeHeaders(this.#s).get("content-type"));
   }
 
   formData(): Promise<FormData> {
+    if (!(#s in this)) return brandRejection("Response", "formData");
     return bodyOf(this.#s).formData(materializeHeaders(this.#s).get("content-type"));
   }
 
@@ -288,7 +294,7 @@ export class Response {
   }
 }
 
-defineInterface(Response, "Response", 0, { json: 1 });
+defineInterface(Response, "Response", 0, {}, { json: 1 });
 linkPrototype("Response", Response.prototype);
 
 function bodyOf(s: ResponseState): BodyState {

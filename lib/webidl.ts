@@ -5,11 +5,20 @@
 // required arguments.
 
 /** Applies Web IDL's property shapes to `cls` (https://webidl.spec.whatwg.org/#es-interface-call). */
-export function defineInterface(cls: Function, name: string, length: number, lengths: Record<string, number> = {}): void {
+export function defineInterface(
+  cls: Function,
+  name: string,
+  length: number,
+  lengths: Record<string, number> = {},
+  staticLengths: Record<string, number> = {},
+): void {
   // https://webidl.spec.whatwg.org/#es-interface-object: `length` counts the constructor's
   // required arguments.
   Object.defineProperty(cls, "length", { value: length });
-  for (const target of [cls.prototype as object, cls]) {
+  for (const [target, counts] of [
+    [cls.prototype as object, lengths],
+    [cls, staticLengths],
+  ] as const) {
     for (const key of Object.getOwnPropertyNames(target)) {
       if (key === "constructor" || key === "length" || key === "name" || key === "prototype") continue;
       const d = Object.getOwnPropertyDescriptor(target, key)!;
@@ -17,7 +26,7 @@ export function defineInterface(cls: Function, name: string, length: number, len
       d.enumerable = true;
       Object.defineProperty(target, key, d);
       const fn = d.value;
-      if (typeof fn === "function" && lengths[key] !== undefined) Object.defineProperty(fn, "length", { value: lengths[key] });
+      if (typeof fn === "function" && counts[key] !== undefined) Object.defineProperty(fn, "length", { value: counts[key] });
     }
   }
   // https://webidl.spec.whatwg.org/#es-interface-prototype-object: @@toStringTag is a
@@ -29,4 +38,13 @@ export function defineInterface(cls: Function, name: string, length: number, len
 export function requireArgs(given: number, needed: number, what: string): void {
   if (given < needed)
     throw new TypeError(`${what}: ${needed} argument${needed === 1 ? "" : "s"} required, but only ${given} present`);
+}
+
+/**
+ * https://webidl.spec.whatwg.org/#dfn-create-operation-function: an operation that
+ * returns a promise rejects, rather than throws, when called on an object that is not
+ * an instance of its interface.
+ */
+export function brandRejection(iface: string, op: string): Promise<never> {
+  return Promise.reject(new TypeError(`${iface}.prototype.${op} called on an object that is not a ${iface}`));
 }
