@@ -121,10 +121,12 @@ function sendResponseShaped(
     });
   }
   if (typeof body === "string" || body instanceof Uint8Array) return sendBody(native, id, status, CT_NONE, headers, body, release, hooks);
-  if (typeof (body as ReadableStream).getReader === "function")
-    return pump(native, id, status, CT_NONE, headers, body as ReadableStream<Uint8Array>, hooks);
+  if (body instanceof ReadableStream) return pump(native, id, status, CT_NONE, headers, body as ReadableStream<Uint8Array>, hooks);
+  // Another implementation's stream (a ponyfill's) is read through its own interface.
   if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function")
     return pump(native, id, status, CT_NONE, headers, iterableStream(body as AsyncIterable<Uint8Array | string>), hooks);
+  if (typeof (body as ReadableStream).getReader === "function")
+    return pump(native, id, status, CT_NONE, headers, readerStream(body as ReadableStream<Uint8Array>), hooks);
   throw new TypeError(`A response body must be a ReadableStream, an async iterable or null, got ${describe(body)}`);
 }
 
@@ -148,6 +150,25 @@ function headersLikeList(h: object): string[] {
     }
   }
   return out;
+}
+
+/** A ReadableStream of ours over any object with a stream-like getReader(). */
+function readerStream(foreign: { getReader(): ReadableStreamDefaultReader<Uint8Array> }): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        reader ??= foreign.getReader();
+        const { value, done } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      async cancel(reason) {
+        await reader?.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 function iterableStream(it: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
@@ -232,7 +253,12 @@ function sendBody(
   return pump(native, id, status, ct, headers, source, hooks);
 }
 
-/** Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes it. */
+/**
+ * Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes
+ * it. The stream is piped into a sink rather than read with a reader: pipeTo hands each chunk
+ * to the sink directly, so a patched Object.prototype.then (which sees every {value, done}
+ * a reader's read() resolves with) cannot change what goes on the wire.
+ */
 async function pump(
   native: NativeServer,
   id: number,
@@ -242,30 +268,31 @@ async function pump(
   stream: ReadableStream<Uint8Array>,
   hooks: StreamHooks,
 ): Promise<void> {
-  const reader = stream.getReader();
-  native.respondStream(id, status, ct, headers);
-  // The client leaving ends a stream that is waiting for its producer, too: the
-  // pending read resolves as done and the producer's cancel() runs.
-  hooks.onAbort(id, () => {
-    reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
-  });
-  let ok = false;
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
+  const stop = new AbortController();
+  const clientGone = (): void => stop.abort(new DOMException("The client closed the connection", "AbortError"));
+  const sink = new WritableStream<unknown>({
+    async write(value) {
       const chunk = typeof value === "string" ? Buffer.from(value) : value;
       if (!(chunk instanceof Uint8Array)) throw new TypeError("Response body stream chunks must be Uint8Array");
-      if (chunk.byteLength === 0) continue;
+      if (chunk.byteLength === 0) return;
       let written = tryWrite(native, id, chunk);
       while (written === 0 && (await hooks.writable(id))) written = tryWrite(native, id, chunk);
-      if (written !== 1) {
-        // The client went away: stop the producer.
-        await reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
-        ok = true;
-        return;
-      }
-    }
+      // The client went away: stop the producer (pipeTo cancels the stream).
+      if (written !== 1) clientGone();
+    },
+  });
+  // pipeTo locks the stream at once, before anything is sent.
+  const piped = stream.pipeTo(sink, { signal: stop.signal });
+  native.respondStream(id, status, ct, headers);
+  // The client leaving ends a stream that is waiting for its producer, too: the stream is
+  // cancelled and the producer's cancel() runs.
+  hooks.onAbort(id, clientGone);
+  let ok = false;
+  try {
+    await piped;
+    ok = true;
+  } catch (e) {
+    if (!stop.signal.aborted) throw e;
     ok = true;
   } finally {
     hooks.onAbort(id, null);

@@ -354,6 +354,14 @@ function defineTests() {
         headers: { entries: () => [["x-c", "3"]][Symbol.iterator]() },
         body: new ReadableStream({ start: (c) => (c.enqueue(new TextEncoder().encode("stream")), c.close()) }),
       }),
+      "/reader-only": () => {
+        const parts = ["read", "er"];
+        return {
+          status: 200,
+          headers: {},
+          body: { getReader: () => ({ read: async () => (parts.length ? { done: false, value: new TextEncoder().encode(parts.shift()) } : { done: true }), cancel: async () => {} }) },
+        };
+      },
       "/not-a-response": () => ({ status: "200", headers: {}, body: null }),
       "/bad-body": () => ({ status: 200, headers: {}, body: 42 }),
     };
@@ -393,6 +401,12 @@ function defineTests() {
       assert.equal(r.body.toString(), "stream");
     });
 
+    test("a body with nothing but getReader()", async () => {
+      const r = await send(base, { path: "/reader-only" });
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), "reader");
+    });
+
     test("a status that is not a number, or a body of no known kind, is a 500 and a TypeError", async () => {
       errors.length = 0;
       assert.equal((await send(base, { path: "/not-a-response" })).status, 500);
@@ -401,6 +415,55 @@ function defineTests() {
       assert.ok(errors.every((e) => e instanceof TypeError));
       assert.match(errors[0].message, /needs a Response, got Object/);
       assert.match(errors[1].message, /got number/);
+    });
+  });
+
+  describe("a patched Object.prototype.then", () => {
+    test("cannot change the bytes of a streamed response", async () => {
+      const enc = new TextEncoder();
+      let intercepted = 0;
+      // Answers every {value, done} a reader's read() would resolve with as "done"; any
+      // other object resolves as if there were no `then`.
+      function then(onFulfilled) {
+        delete Object.prototype.then;
+        try {
+          if (Object.hasOwn(this, "done") && Object.hasOwn(this, "value")) {
+            intercepted++;
+            onFulfilled({ done: true, value: undefined });
+          } else onFulfilled(this);
+        } finally {
+          // eslint-disable-next-line no-extend-native
+          Object.prototype.then = then;
+        }
+      }
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: () =>
+          new Response(
+            new ReadableStream({
+              start(c) {
+                c.enqueue(enc.encode("hel"));
+                c.enqueue(enc.encode("lo"));
+                c.close();
+                // Patched only while this response is sent (its microtasks), so that the
+                // rest of the process keeps a sane Object.prototype.
+                // eslint-disable-next-line no-extend-native
+                Object.prototype.then = then;
+                setImmediate(() => delete Object.prototype.then);
+              },
+            }),
+          ),
+      });
+      let text;
+      try {
+        text = await rawRequest(server.port, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+      } finally {
+        delete Object.prototype.then;
+        await server.close();
+      }
+      assert.match(text, /\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n$/);
+      assert.equal(intercepted, 0);
     });
   });
 
