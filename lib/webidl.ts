@@ -26,12 +26,18 @@ export function defineInterface(
       d.enumerable = true;
       Object.defineProperty(target, key, d);
       const fn = d.value;
-      if (typeof fn === "function" && counts[key] !== undefined) Object.defineProperty(fn, "length", { value: counts[key] });
+      if (typeof fn === "function" && counts[key] !== undefined)
+        Object.defineProperty(fn, "length", { value: counts[key] });
     }
   }
   // https://webidl.spec.whatwg.org/#es-interface-prototype-object: @@toStringTag is a
   // plain value, neither writable nor enumerable.
-  Object.defineProperty(cls.prototype, Symbol.toStringTag, { value: name, writable: false, enumerable: false, configurable: true });
+  Object.defineProperty(cls.prototype, Symbol.toStringTag, {
+    value: name,
+    writable: false,
+    enumerable: false,
+    configurable: true,
+  });
 }
 
 /** Web IDL's "too few arguments" check for an operation named `what`. */

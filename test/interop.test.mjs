@@ -67,7 +67,10 @@ function adapterApp() {
         { headers: { "content-type": "text/plain", "x-adapter": "yes" } },
       );
     }
-    return PonyfillResponse.json({ method: request.method, path: url.pathname }, { status: 201, headers: { "set-cookie": "a=1" } });
+    return PonyfillResponse.json(
+      { method: request.method, path: url.pathname },
+      { status: 201, headers: { "set-cookie": "a=1" } },
+    );
   });
 }
 
@@ -76,10 +79,22 @@ function startUpstream() {
   const gz = zlib.gzipSync(GZIP_TEXT);
   const server = http.createServer((req, res) => {
     if (req.url === "/gzip") {
-      res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip", "content-length": gz.length, vary: "accept-encoding" });
+      res.writeHead(200, {
+        "content-type": "text/plain",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+        vary: "accept-encoding",
+      });
       res.end(req.method === "HEAD" ? undefined : gz);
     } else if (req.url === "/stream") {
-      res.writeHead(200, { "content-type": "text/plain", connection: "x-hop, keep-alive", "x-hop": "1", "keep-alive": "timeout=5", "proxy-thing": "p", "x-end": "kept" });
+      res.writeHead(200, {
+        "content-type": "text/plain",
+        connection: "x-hop, keep-alive",
+        "x-hop": "1",
+        "keep-alive": "timeout=5",
+        "proxy-thing": "p",
+        "x-end": "kept",
+      });
       let n = 0;
       const tick = () => {
         if (n === 3) return res.end("end");
@@ -95,7 +110,12 @@ function startUpstream() {
         size += c.length;
       });
       req.on("end", () => {
-        const body = JSON.stringify({ method: req.method, size, sha: hash.digest("hex"), type: req.headers["content-type"] ?? null });
+        const body = JSON.stringify({
+          method: req.method,
+          size,
+          sha: hash.digest("hex"),
+          type: req.headers["content-type"] ?? null,
+        });
         res.writeHead(200, { "content-type": "application/json" });
         res.end(body);
       });
@@ -116,7 +136,12 @@ function proxyApp(upstream) {
     const url = new URL(request.url);
     const headers = new Headers();
     for (const [k, v] of request.headers) if (!NOT_FORWARDED.includes(k)) headers.append(k, v);
-    return fetch(upstream + url.pathname + url.search, { method: request.method, headers, body: request.body, duplex: "half" });
+    return fetch(upstream + url.pathname + url.search, {
+      method: request.method,
+      headers,
+      body: request.body,
+      duplex: "half",
+    });
   };
 }
 
@@ -161,7 +186,14 @@ function send(port, { method = "GET", path, headers = {}, body, chunks }) {
     const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
       const parts = [];
       res.on("data", (c) => parts.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(parts) }));
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body: Buffer.concat(parts),
+        }),
+      );
       res.on("error", reject);
     });
     req.on("error", reject);
@@ -190,7 +222,8 @@ function defineTests() {
     const upstream = `http://127.0.0.1:${upstreamServer.address().port}`;
     reference = await startReference(upstream);
     const apps = { ...APPS, proxy: () => proxyApp(upstream) };
-    for (const [name, make] of Object.entries(apps)) ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
+    for (const [name, make] of Object.entries(apps))
+      ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
   });
 
   after(async () => {
@@ -216,15 +249,25 @@ function defineTests() {
 
   describe("graphql-yoga (PonyfillResponse) on fetch-rs and on @hono/node-server", () => {
     test("a query over GET", async () => {
-      const { a } = await compare("yoga", { path: "/graphql?query=%7Bhello%7D", headers: { accept: "application/json" } });
+      const { a } = await compare("yoga", {
+        path: "/graphql?query=%7Bhello%7D",
+        headers: { accept: "application/json" },
+      });
       assert.equal(a.status, 200);
       assert.deepEqual(JSON.parse(a.body), { data: { hello: "hello world" } });
       assert.equal(a.headers["content-length"], String(a.body.length));
     });
 
     test("a mutation over POST with variables", async () => {
-      const body = Buffer.from(JSON.stringify({ query: "mutation($a: Int!) { add(a: $a, b: 5) }", variables: { a: 37 } }));
-      const { a } = await compare("yoga", { method: "POST", path: "/graphql", headers: { "content-type": "application/json", accept: "application/json" }, body });
+      const body = Buffer.from(
+        JSON.stringify({ query: "mutation($a: Int!) { add(a: $a, b: 5) }", variables: { a: 37 } }),
+      );
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "application/json" },
+        body,
+      });
       assert.deepEqual(JSON.parse(a.body), { data: { add: 42 } });
     });
 
@@ -237,7 +280,12 @@ function defineTests() {
 
     test("a malformed query is a 400 with errors", async () => {
       const body = Buffer.from(JSON.stringify({ query: "{ hello(" }));
-      const { a } = await compare("yoga", { method: "POST", path: "/graphql", headers: { "content-type": "application/json", accept: "application/graphql-response+json" }, body });
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "application/graphql-response+json" },
+        body,
+      });
       assert.equal(a.status, 400);
       const parsed = JSON.parse(a.body);
       assert.ok(Array.isArray(parsed.errors) && parsed.errors.length > 0);
@@ -246,23 +294,41 @@ function defineTests() {
 
     test("a subscription as server-sent events, streamed", async () => {
       const body = Buffer.from(JSON.stringify({ query: "subscription { countdown(from: 2) }" }));
-      const { a } = await compare("yoga", { method: "POST", path: "/graphql", headers: { "content-type": "application/json", accept: "text/event-stream" }, body });
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body,
+      });
       assert.equal(a.status, 200);
       assert.match(a.headers["content-type"], /^text\/event-stream/);
       assert.equal(a.headers["transfer-encoding"], "chunked");
-      const events = a.body.toString().split("\n\n").filter((e) => e.startsWith("event: next"));
-      assert.deepEqual(events.map((e) => JSON.parse(e.split("data: ")[1]).data.countdown), [2, 1, 0]);
+      const events = a.body
+        .toString()
+        .split("\n\n")
+        .filter((e) => e.startsWith("event: next"));
+      assert.deepEqual(
+        events.map((e) => JSON.parse(e.split("data: ")[1]).data.countdown),
+        [2, 1, 0],
+      );
       assert.match(a.body.toString(), /event: complete/);
     });
 
     test("a multipart upload (GraphQL multipart request)", async () => {
       const form = new FormData();
-      form.append("operations", JSON.stringify({ query: "mutation($f: File!) { readFile(file: $f) }", variables: { f: null } }));
+      form.append(
+        "operations",
+        JSON.stringify({ query: "mutation($f: File!) { readFile(file: $f) }", variables: { f: null } }),
+      );
       form.append("map", JSON.stringify({ 0: ["variables.f"] }));
       form.append("0", new File(["file contents"], "notes.txt", { type: "text/plain" }));
       const r = new NodeResponse(form);
       const body = Buffer.from(await r.arrayBuffer());
-      const headers = { "content-type": r.headers.get("content-type"), accept: "application/json", "apollo-require-preflight": "1" };
+      const headers = {
+        "content-type": r.headers.get("content-type"),
+        accept: "application/json",
+        "apollo-require-preflight": "1",
+      };
       const { a } = await compare("yoga", { method: "POST", path: "/graphql", headers, body });
       assert.deepEqual(JSON.parse(a.body), { data: { readFile: "notes.txt:text/plain:file contents" } });
     });
@@ -294,11 +360,14 @@ function defineTests() {
       assert.equal(a.headers.vary, "accept-encoding");
       // The framing is the decoded body's own: never the upstream's compressed length.
       assert.notEqual(a.headers["content-length"], String(zlib.gzipSync(GZIP_TEXT).length));
-      if (a.headers["content-length"] !== undefined) assert.equal(a.headers["content-length"], String(GZIP_TEXT.length));
+      if (a.headers["content-length"] !== undefined)
+        assert.equal(a.headers["content-length"], String(GZIP_TEXT.length));
       // @hono/node-server passes Content-Encoding and the compressed length on with the
       // decoded bytes, which no client can parse or gunzip: the two differ on purpose
       // (README, "Proxying").
-      const b = (await rawRequest(reference.ports.proxy, "GET /gzip HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")).toLowerCase();
+      const b = (
+        await rawRequest(reference.ports.proxy, "GET /gzip HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+      ).toLowerCase();
       assert.match(b, /\r\ncontent-encoding: gzip\r\n/);
       assert.ok(b.includes(GZIP_TEXT.slice(0, 40)));
     });
@@ -325,7 +394,12 @@ function defineTests() {
     test("a chunked upload streams to the upstream", async () => {
       const chunks = [Buffer.alloc(20_000, 1), Buffer.alloc(30_000, 2), Buffer.from("tail")];
       const expected = createHash("sha256").update(Buffer.concat(chunks)).digest("hex");
-      const { a } = await compare("proxy", { method: "POST", path: "/echo", headers: { "content-type": "application/x-test" }, chunks });
+      const { a } = await compare("proxy", {
+        method: "POST",
+        path: "/echo",
+        headers: { "content-type": "application/x-test" },
+        chunks,
+      });
       assert.deepEqual(JSON.parse(a.body), { method: "POST", size: 50_004, sha: expected, type: "application/x-test" });
     });
   });
@@ -337,7 +411,13 @@ function defineTests() {
     const routes = {
       "/forEach": () => ({
         status: 203,
-        headers: { forEach: (cb) => [["x-a", "1"], ["content-type", "text/x"]].forEach(([n, v]) => cb(v, n)) },
+        headers: {
+          forEach: (cb) =>
+            [
+              ["x-a", "1"],
+              ["content-type", "text/x"],
+            ].forEach(([n, v]) => cb(v, n)),
+        },
         body: null,
       }),
       "/record": () => ({ status: 200, headers: { "x-b": "2", "set-cookie": ["a=1", "b=2"] }, body: "whole string" }),
@@ -359,7 +439,13 @@ function defineTests() {
         return {
           status: 200,
           headers: {},
-          body: { getReader: () => ({ read: async () => (parts.length ? { done: false, value: new TextEncoder().encode(parts.shift()) } : { done: true }), cancel: async () => {} }) },
+          body: {
+            getReader: () => ({
+              read: async () =>
+                parts.length ? { done: false, value: new TextEncoder().encode(parts.shift()) } : { done: true },
+              cancel: async () => {},
+            }),
+          },
         };
       },
       "/not-a-response": () => ({ status: "200", headers: {}, body: null }),
@@ -491,7 +577,15 @@ function defineTests() {
         const head = await rawHead(server.port);
         const lines = head.toLowerCase().split("\r\n");
         assert.ok(lines.includes("x-kept: 3"), head);
-        for (const bad of ["x-named", "x-later", "keep-alive", "te", "upgrade", "proxy-authorization", "proxy-connection"])
+        for (const bad of [
+          "x-named",
+          "x-later",
+          "keep-alive",
+          "te",
+          "upgrade",
+          "proxy-authorization",
+          "proxy-connection",
+        ])
           assert.ok(!lines.some((l) => l.startsWith(`${bad}:`)), `${bad} in ${head}`);
         assert.ok(!lines.some((l) => l.startsWith("connection:") && l.includes("x-named")), head);
       } finally {
@@ -597,7 +691,10 @@ function defineTests() {
     test("the options object and fetch themselves", () => {
       assert.throws(() => new Server(42), /Server options must be an object, got the number 42/);
       assert.throws(() => serve(null), /got null/);
-      assert.throws(() => serve({ fetch: "app" }), (e) => e.code === "ERR_INVALID_OPTION" && /got the string "app" for fetch/.test(e.message));
+      assert.throws(
+        () => serve({ fetch: "app" }),
+        (e) => e.code === "ERR_INVALID_OPTION" && /got the string "app" for fetch/.test(e.message),
+      );
     });
   });
 }

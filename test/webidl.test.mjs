@@ -22,7 +22,18 @@ const IDL = {
   Headers: {
     length: 0,
     attributes: [],
-    operations: { append: 2, delete: 1, get: 1, getSetCookie: 0, has: 1, set: 2, entries: 0, forEach: 1, keys: 0, values: 0 },
+    operations: {
+      append: 2,
+      delete: 1,
+      get: 1,
+      getSetCookie: 0,
+      has: 1,
+      set: 2,
+      entries: 0,
+      forEach: 1,
+      keys: 0,
+      values: 0,
+    },
     statics: {},
     make: (C) => new C.Headers([["a", "1"]]),
   },
@@ -63,7 +74,16 @@ const IDL = {
 
 const OTHER = { Headers: "Response", Request: "Headers", Response: "Request" };
 // Arguments that satisfy each operation, so that only the missing one can be the error.
-const ARGS = { append: ["a", "b"], set: ["a", "b"], delete: ["a"], get: ["a"], has: ["a"], forEach: [() => {}], redirect: ["http://example.test/"], json: [{}] };
+const ARGS = {
+  append: ["a", "b"],
+  set: ["a", "b"],
+  delete: ["a"],
+  get: ["a"],
+  has: ["a"],
+  forEach: [() => {}],
+  redirect: ["http://example.test/"],
+  json: [{}],
+};
 
 /** Calls `f`; a TypeError thrown, or a promise rejected with one, passes. */
 async function throwsTypeError(f) {
@@ -125,7 +145,9 @@ function rules() {
       assert.deepEqual(Object.getOwnPropertyNames(idl.make(C)), []);
     });
     rule(`${name}.prototype's own members are exactly the IDL's`, (C) => {
-      const own = Object.getOwnPropertyNames(C[name].prototype).filter((k) => k !== "constructor").sort();
+      const own = Object.getOwnPropertyNames(C[name].prototype)
+        .filter((k) => k !== "constructor")
+        .sort();
       assert.deepEqual(own, [...idl.attributes, ...Object.keys(idl.operations)].sort());
     });
     rule(`${name}: for-in over an instance lists every member`, (C) => {
@@ -170,8 +192,20 @@ function rules() {
 
     // https://webidl.spec.whatwg.org/#es-operations
     const ops = [
-      ...Object.entries(idl.operations).map(([op, n]) => ({ op, n, target: (C) => C[name].prototype, label: `${name}.prototype.${op}`, isStatic: false })),
-      ...Object.entries(idl.statics).map(([op, n]) => ({ op, n, target: (C) => C[name], label: `${name}.${op}`, isStatic: true })),
+      ...Object.entries(idl.operations).map(([op, n]) => ({
+        op,
+        n,
+        target: (C) => C[name].prototype,
+        label: `${name}.prototype.${op}`,
+        isStatic: false,
+      })),
+      ...Object.entries(idl.statics).map(([op, n]) => ({
+        op,
+        n,
+        target: (C) => C[name],
+        label: `${name}.${op}`,
+        isStatic: true,
+      })),
     ];
     for (const { op, n, target, label, isStatic } of ops) {
       const desc = (C) => Object.getOwnPropertyDescriptor(target(C), op);
@@ -189,10 +223,16 @@ function rules() {
       if (!isStatic) {
         const verb = PROMISE_OPS.has(op) ? "rejects" : "throws";
         rule(`${label} on a plain object ${verb} with a TypeError`, async (C) => {
-          assert.equal(await throwsTypeError(() => desc(C).value.apply({}, ARGS[op] ?? [])), PROMISE_OPS.has(op) ? "rejected" : "threw");
+          assert.equal(
+            await throwsTypeError(() => desc(C).value.apply({}, ARGS[op] ?? [])),
+            PROMISE_OPS.has(op) ? "rejected" : "threw",
+          );
         });
         rule(`${label} on the prototype ${verb} with a TypeError`, async (C) => {
-          assert.equal(await throwsTypeError(() => desc(C).value.apply(C[name].prototype, ARGS[op] ?? [])), PROMISE_OPS.has(op) ? "rejected" : "threw");
+          assert.equal(
+            await throwsTypeError(() => desc(C).value.apply(C[name].prototype, ARGS[op] ?? [])),
+            PROMISE_OPS.has(op) ? "rejected" : "threw",
+          );
         });
         rule(`${label} on a ${OTHER[name]} ${verb} with a TypeError`, async (C) => {
           await throwsTypeError(() => desc(C).value.apply(IDL[OTHER[name]].make(C), ARGS[op] ?? []));
@@ -219,7 +259,7 @@ function rules() {
     const proto = Object.getPrototypeOf(new C.Headers().keys());
     assert.equal(Object.getPrototypeOf(proto), IteratorPrototype);
   });
-  rule("the Headers iterator prototype's @@toStringTag is \"Headers Iterator\"", (C) => {
+  rule('the Headers iterator prototype\'s @@toStringTag is "Headers Iterator"', (C) => {
     const proto = Object.getPrototypeOf(new C.Headers().keys());
     assert.deepEqual(Object.getOwnPropertyDescriptor(proto, Symbol.toStringTag), {
       value: "Headers Iterator",
@@ -293,7 +333,13 @@ function conversionRules() {
       "getOwnPropertyDescriptor a",
       "get a",
     ]);
-    assert.deepEqual([...h], [["a", "1"], ["b", "2"]]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["a", "1"],
+        ["b", "2"],
+      ],
+    );
   });
   rule("a record's non-enumerable keys are skipped, and their values never read", (C) => {
     const log = [];
@@ -324,7 +370,18 @@ function conversionRules() {
   rule("the whole record is converted before any header is appended", (C) => {
     // The bad name would be a TypeError from append; the value's ToString comes first.
     class Conversion extends Error {}
-    assert.throws(() => new C.Headers({ "bad name": "x", b: { toString: () => { throw new Conversion(); } } }), Conversion);
+    assert.throws(
+      () =>
+        new C.Headers({
+          "bad name": "x",
+          b: {
+            toString: () => {
+              throw new Conversion();
+            },
+          },
+        }),
+      Conversion,
+    );
   });
   rule("an object with a custom @@iterator is a sequence, read through that iterator", (C) => {
     const init = {
@@ -333,7 +390,13 @@ function conversionRules() {
         yield new Set(["x-two", "2"]);
       },
     };
-    assert.deepEqual([...new C.Headers(init)], [["x-one", "1"], ["x-two", "2"]]);
+    assert.deepEqual(
+      [...new C.Headers(init)],
+      [
+        ["x-one", "1"],
+        ["x-two", "2"],
+      ],
+    );
   });
   rule("@@iterator is read exactly once", (C) => {
     let reads = 0;
@@ -372,7 +435,12 @@ function conversionRules() {
     assert.throws(() => new C.Headers([["a", "1", "2"]]), TypeError);
   });
   rule("a Headers is copied, through iteration's combined values", (C) => {
-    const src = new C.Headers([["a", "1"], ["a", "2"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+    const src = new C.Headers([
+      ["a", "1"],
+      ["a", "2"],
+      ["set-cookie", "x=1"],
+      ["set-cookie", "y=2"],
+    ]);
     const copy = new C.Headers(src);
     assert.equal(copy.get("a"), "1, 2");
     assert.deepEqual(copy.getSetCookie(), ["x=1", "y=2"]);
@@ -547,6 +615,9 @@ describe("the same rules on Node's classes (a check of the checks)", () => {
     for (const f of failed) t.diagnostic(`undici differs: ${f}`);
     // Node's classes are not ours to fix; most rules must hold there, or the rule is
     // more likely wrong than both implementations.
-    assert.ok(failed.length <= ALL.length / 5, `${failed.length} of ${ALL.length} rules fail on undici:\n${failed.join("\n")}`);
+    assert.ok(
+      failed.length <= ALL.length / 5,
+      `${failed.length} of ${ALL.length} rules fail on undici:\n${failed.join("\n")}`,
+    );
   });
 });
