@@ -575,6 +575,14 @@ class EventInfo implements ServeInfo, ExecutionContext {
   get props(): Record<string, unknown> {
     return NO_PROPS;
   }
+  // The members are getters on the prototype (the address is read natively only when
+  // asked for), so console.log and JSON.stringify are shown them here rather than `{}`.
+  toJSON(): { clientAddress: string } {
+    return { clientAddress: this.clientAddress };
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): object {
+    return { clientAddress: this.clientAddress, waitUntil: this.waitUntil, passThroughOnException: passThrough, props: NO_PROPS };
+  }
 }
 
 function passThrough(): void {}

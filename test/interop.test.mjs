@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { inspect } from "node:util";
 import zlib from "node:zlib";
 import { createYoga, createSchema } from "graphql-yoga";
 import { createServerAdapter, Response as PonyfillResponse } from "@whatwg-node/server";
@@ -623,12 +624,25 @@ function defineTests() {
           ),
         );
         c.executionCtx.passThroughOnException();
-        return c.json({ env: c.env.clientAddress, props: c.executionCtx.props, sameObject: c.env === c.executionCtx });
+        return c.json({
+          env: c.env.clientAddress,
+          props: c.executionCtx.props,
+          sameObject: c.env === c.executionCtx,
+          json: JSON.parse(JSON.stringify(c.env)),
+          shown: inspect(c.env),
+        });
       });
       const server = serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
       const r = await send(server.port, { path: "/" });
       assert.equal(r.status, 200);
-      assert.deepEqual(JSON.parse(r.body), { env: "127.0.0.1", props: {}, sameObject: true });
+      const got = JSON.parse(r.body);
+      assert.deepEqual(
+        { ...got, shown: undefined },
+        { env: "127.0.0.1", props: {}, sameObject: true, json: { clientAddress: "127.0.0.1" }, shown: undefined },
+      );
+      // console.log(c.env) shows what is there, not an empty-looking object.
+      assert.match(got.shown, /clientAddress: '127\.0\.0\.1'/);
+      assert.match(got.shown, /waitUntil: \[Function/);
       assert.equal(finished, false);
       await server.close();
       assert.equal(finished, true);
