@@ -152,21 +152,26 @@ function chunkError(): TypeError {
   return new TypeError("Body stream chunks must be Uint8Array");
 }
 
-async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    if (!(value instanceof Uint8Array)) {
-      reader.cancel(chunkError()).catch(() => {});
-      throw chunkError();
-    }
-    chunks.push(value);
-    total += value.byteLength;
-  }
+// A body stream is read through pipeTo into a sink that collects the chunks: the sink gets
+// each chunk directly, where a reader's read() resolves a promise with a {value, done}
+// object, which a patched Object.prototype.then would intercept (a body read must give
+// the stream's bytes whatever user code did to the prototypes). Likewise only undefined
+// or the final result ever resolves a promise here.
+function pipeAll(stream: ReadableStream<Uint8Array>, write: (chunk: Uint8Array) => void): Promise<void> {
+  return stream.pipeTo(
+    new WritableStream<Uint8Array>({
+      write(value) {
+        if (!(value instanceof Uint8Array)) throw chunkError();
+        write(value);
+      },
+    }),
+  );
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0];
+  let total = 0;
+  for (const c of chunks) total += c.byteLength;
   const out = new Uint8Array(total);
   let off = 0;
   for (const c of chunks) {
@@ -177,28 +182,32 @@ async function readStream(stream: ReadableStream<Uint8Array>): Promise<Uint8Arra
 }
 
 /**
- * All of a body's bytes, at once where they are at hand (a string, bytes, a request body
- * that has arrived), else a promise; the result is ours to keep (never the caller's
- * array). May throw.
+ * Calls `finish` with all of a body's bytes: at once where they are at hand (a string,
+ * bytes, a request body that has arrived), else when they have arrived; the bytes are ours
+ * to keep (never the caller's array) and never pass through a promise. May throw.
  */
-function bytesOf(s: BodySource): Uint8Array | Promise<Uint8Array> {
-  if (s === null) return new Uint8Array(0);
-  if (typeof s === "string") return encoder.encode(s);
-  if (s instanceof Uint8Array) return new Uint8Array(s); // a copy, even of a Buffer
-  if (s instanceof Blob) return s.arrayBuffer().then((b) => new Uint8Array(b));
-  if (s instanceof ReadableStream) return readStream(s);
-  return s.readAll();
+function withBytes<T>(s: BodySource, finish: (b: Uint8Array) => T): T | Promise<T> {
+  if (s === null) return finish(new Uint8Array(0));
+  if (typeof s === "string") return finish(encoder.encode(s));
+  if (s instanceof Uint8Array) return finish(new Uint8Array(s)); // a copy, even of a Buffer
+  if (s instanceof Blob) return s.arrayBuffer().then((b) => finish(new Uint8Array(b)));
+  if (s instanceof ReadableStream) {
+    const chunks: Uint8Array[] = [];
+    return pipeAll(s, (c) => chunks.push(c)).then(() => finish(concat(chunks)));
+  }
+  const r = s.readAll();
+  return r instanceof Promise ? r.then(finish) : finish(r);
 }
 
 /**
- * `then(bytesOf(state.take()), finish)` as a promise, without the extra turns of an async
+ * `withBytes(state.take(), finish)` as a promise, without the extra turns of an async
  * function when the bytes are at hand: a request body that arrived with its head is
  * read in the same microtask. Throws of `take()` and `finish` become rejections.
  */
 function readBody<T>(state: BodyState, finish: (b: Uint8Array) => T): Promise<T> {
   try {
-    const b = bytesOf(state.take());
-    return b instanceof Promise ? b.then(finish) : Promise.resolve(finish(b));
+    const r = withBytes(state.take(), finish);
+    return r instanceof Promise ? r : Promise.resolve(r);
   } catch (e) {
     return Promise.reject(e);
   }
@@ -218,19 +227,9 @@ async function feed(s: BodySource, write: (chunk: Uint8Array) => void): Promise<
   if (typeof s === "string") return write(encoder.encode(s));
   if (s instanceof Uint8Array) return write(s);
   const stream = s instanceof ReadableStream ? s : s instanceof Blob ? (s.stream() as ReadableStream<Uint8Array>) : s.stream();
-  const reader = stream.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      if (!(value instanceof Uint8Array)) throw chunkError();
-      write(value);
-    }
-  } catch (e) {
-    // A limit or a parse error: stop the producer (an upload stops being read).
-    reader.cancel(e).catch(() => {});
-    throw e;
-  }
+  // A limit or a parse error thrown by `write` cancels the stream (an upload stops being
+  // read) and rejects with that error.
+  return pipeAll(stream, write);
 }
 
 /** A Uint8Array (not a Buffer, which Node's native side returns) over the same bytes. */
@@ -346,7 +345,7 @@ export class BodyState {
     const mime = extractMimeType(contentType);
     const type = mime === null ? "" : serializeMimeType(mime);
     if (s instanceof Blob) return s.slice(0, s.size, type);
-    return new Blob([(await bytesOf(s)) as Uint8Array<ArrayBuffer>], { type });
+    return withBytes(s, (b) => new Blob([b as Uint8Array<ArrayBuffer>], { type }));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-formdata
@@ -361,7 +360,7 @@ export class BodyState {
       await feed(s, (chunk) => parser.write(chunk));
       return parser.end();
     }
-    if (kind === "application/x-www-form-urlencoded") return parseUrlencoded(await bytesOf(s));
+    if (kind === "application/x-www-form-urlencoded") return withBytes(s, parseUrlencoded);
     throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, got ${contentType === null ? "no Content-Type" : JSON.stringify(contentType)}`);
   }
 

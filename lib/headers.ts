@@ -1,6 +1,7 @@
 // Headers (https://fetch.spec.whatwg.org/#headers-class), with a lazy mode in which an
 // incoming request's headers stay one packed string until first read.
 import { isNodeInstance, linkPrototype, looksLikeHeaders } from "./node-classes.js";
+import { defineInterface, requireArgs } from "./webidl.js";
 
 /** A header list packed as one string, `name\nvalue\nname\nvalue…` ("" when empty; a
  * newline occurs in no name or value; src/request.rs `HeadText`), as the flat
@@ -63,6 +64,12 @@ let getList: (h: Headers) => string[];
 let isImmutable: (h: Headers) => boolean;
 let sortedOf: (h: Headers) => [string, string][];
 let setList: (h: Headers, list: string[]) => void;
+let isOwnHeaders: (v: object) => v is Headers;
+/** @internal An incoming request's headers: immutable, kept packed (see `unpackHeaders`)
+ * until first used. */
+export let headersFromPacked: (packed: string) => Headers;
+/** @internal Gives `h` the "immutable" guard. */
+export let freezeHeaders: (h: Headers) => Headers;
 
 export class Headers {
   // Flat [lowercase name, value, …] in insertion order; null while `#packed` holds it.
@@ -77,23 +84,19 @@ export class Headers {
     if (init !== undefined) fill(this, init);
   }
 
-  /** @internal An incoming request's headers: immutable, kept packed (see `unpackHeaders`)
-   * until first used. */
-  static fromPacked(packed: string): Headers {
-    const h = new Headers();
-    h.#list = null;
-    h.#packed = packed;
-    h.#immutable = true;
-    return h;
-  }
-
-  /** @internal Gives `h` the "immutable" guard. */
-  static freeze(h: Headers): Headers {
-    h.#immutable = true;
-    return h;
-  }
-
   static {
+    isOwnHeaders = (v): v is Headers => #list in v;
+    headersFromPacked = (packed) => {
+      const h = new Headers();
+      h.#list = null;
+      h.#packed = packed;
+      h.#immutable = true;
+      return h;
+    };
+    freezeHeaders = (h) => {
+      h.#immutable = true;
+      return h;
+    };
     getList = (h) => h.#materialize();
     isImmutable = (h) => h.#immutable;
     sortedOf = (h) => h.#sortAndCombine();
@@ -118,6 +121,7 @@ export class Headers {
 
   // https://fetch.spec.whatwg.org/#dom-headers-append
   append(name: string, value: string): void {
+    requireArgs(arguments.length, 2, "Headers.append");
     const n = normalizeName(name);
     const v = normalizeValue(value);
     this.#mutable().push(n, v);
@@ -125,6 +129,7 @@ export class Headers {
 
   // https://fetch.spec.whatwg.org/#dom-headers-delete
   delete(name: string): void {
+    requireArgs(arguments.length, 1, "Headers.delete");
     const n = normalizeName(name);
     const list = this.#mutable();
     let w = 0;
@@ -139,6 +144,7 @@ export class Headers {
 
   // https://fetch.spec.whatwg.org/#dom-headers-get
   get(name: string): string | null {
+    requireArgs(arguments.length, 1, "Headers.get");
     const n = normalizeName(name);
     const list = this.#materialize();
     let out: string | null = null;
@@ -158,6 +164,7 @@ export class Headers {
 
   // https://fetch.spec.whatwg.org/#dom-headers-has
   has(name: string): boolean {
+    requireArgs(arguments.length, 1, "Headers.has");
     const n = normalizeName(name);
     const list = this.#materialize();
     for (let i = 0; i < list.length; i += 2) if (list[i] === n) return true;
@@ -166,6 +173,7 @@ export class Headers {
 
   // https://fetch.spec.whatwg.org/#dom-headers-set
   set(name: string, value: string): void {
+    requireArgs(arguments.length, 2, "Headers.set");
     const n = normalizeName(name);
     const v = normalizeValue(value);
     const list = this.#mutable();
@@ -227,19 +235,18 @@ export class Headers {
   }
 
   keys(): HeadersIterator<string> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, KEYS);
   }
 
   values(): HeadersIterator<string> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, VALUES);
   }
 
   entries(): HeadersIterator<[string, string]> {
+    if (!isOwnHeaders(this)) throw new TypeError("Illegal invocation: not a Headers");
     return new HeadersIterator(this, ENTRIES);
-  }
-
-  get [Symbol.toStringTag](): string {
-    return "Headers";
   }
 
   static [Symbol.hasInstance](v: unknown): boolean {
@@ -261,6 +268,8 @@ Object.defineProperty(Headers.prototype, Symbol.iterator, {
   enumerable: false,
   configurable: true,
 });
+
+defineInterface(Headers, "Headers", 0, { forEach: 1 });
 
 // Frameworks test `headers instanceof Headers` against Node's global class.
 linkPrototype("Headers", Headers.prototype);
@@ -289,17 +298,26 @@ class HeadersIterator<T> {
     return { value: value as T, done: false };
   }
 
-  [Symbol.iterator](): this {
-    return this;
-  }
-
-  get [Symbol.toStringTag](): string {
-    return "Headers Iterator";
-  }
 }
 
-// Its prototype's prototype is %IteratorPrototype%, as for every WebIDL iterator.
+// https://webidl.spec.whatwg.org/#es-iterator-prototype-object: its prototype is
+// %IteratorPrototype%, `next` is enumerable, @@toStringTag a plain value; the @@iterator it
+// needs comes from %IteratorPrototype%.
 Object.setPrototypeOf(HeadersIterator.prototype, Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]())));
+delete (HeadersIterator.prototype as { [Symbol.iterator]?: unknown })[Symbol.iterator];
+delete (HeadersIterator.prototype as { constructor?: unknown }).constructor;
+Object.defineProperty(HeadersIterator.prototype, "next", { enumerable: true });
+Object.defineProperty(HeadersIterator.prototype, Symbol.toStringTag, {
+  value: "Headers Iterator",
+  writable: false,
+  enumerable: false,
+  configurable: true,
+});
+
+// The @@iterator each iterator has (from %IteratorPrototype%), for the type checker.
+interface HeadersIterator<T> {
+  [Symbol.iterator](): HeadersIterator<T>;
+}
 
 export type { HeadersIterator };
 
@@ -308,15 +326,25 @@ export type { HeadersIterator };
 function fill(h: Headers, init: HeadersInitLike): void {
   if ((typeof init !== "object" && typeof init !== "function") || init === null)
     throw new TypeError("Headers init must be an object: a Headers, a record or a sequence of pairs");
-  if (Headers.prototype.isPrototypeOf(init)) {
+  // A brand check, which (unlike a prototype walk) runs no Proxy trap.
+  if (isOwnHeaders(init)) {
     // One of ours: already validated, so its list is copied as is.
     setList(h, getList(init as Headers).slice());
     return;
   }
-  const iter = (init as Iterable<unknown>)[Symbol.iterator];
-  if (iter !== undefined && iter !== null) {
-    if (typeof iter !== "function") throw new TypeError("Headers init's Symbol.iterator is not a function");
-    for (const pair of init as Iterable<unknown>) {
+  // https://webidl.spec.whatwg.org/#js-union: GetMethod(init, @@iterator), read once.
+  const method = (init as Iterable<unknown>)[Symbol.iterator];
+  if (method !== undefined && method !== null) {
+    if (typeof method !== "function") throw new TypeError("Headers init's Symbol.iterator is not a function");
+    // https://webidl.spec.whatwg.org/#js-sequence, through the method read above.
+    const it = (method as () => Iterator<unknown>).call(init);
+    if ((typeof it !== "object" && typeof it !== "function") || it === null) throw new TypeError("Headers init's iterator is not an object");
+    const next = it.next;
+    for (;;) {
+      const step = next.call(it);
+      if ((typeof step !== "object" && typeof step !== "function") || step === null) throw new TypeError("An iterator result is not an object");
+      if (step.done) break;
+      const pair = step.value;
       let items: unknown[];
       if (Array.isArray(pair)) items = pair;
       else if (
@@ -331,16 +359,30 @@ function fill(h: Headers, init: HeadersInitLike): void {
     }
     return;
   }
-  // A record: own enumerable string keys in property order; an enumerable symbol key
-  // cannot be a ByteString.
-  const record = init as Record<string, unknown>;
-  for (const s of Object.getOwnPropertySymbols(record))
-    if (Object.prototype.propertyIsEnumerable.call(record, s)) throw new TypeError("A header name cannot be a symbol");
-  for (const key of Object.keys(record)) h.append(key, record[key] as string);
+  // https://webidl.spec.whatwg.org/#js-record: the own keys through the object's own
+  // [[OwnPropertyKeys]], then per key [[GetOwnProperty]] and, when enumerable, ToString of
+  // the key (a TypeError for a Symbol) and [[Get]] of the value, in that order. The
+  // record is complete before the first header is appended.
+  const record = init as Record<PropertyKey, unknown>;
+  const pairs: string[] = [];
+  for (const key of Reflect.ownKeys(record)) {
+    const d = Reflect.getOwnPropertyDescriptor(record, key);
+    if (d === undefined || !d.enumerable) continue;
+    if (typeof key === "symbol") throw new TypeError("A header name cannot be a symbol");
+    pairs.push(key, byteString(record[key]));
+  }
+  for (let i = 0; i < pairs.length; i += 2) h.append(pairs[i], pairs[i + 1]);
+}
+
+// WebIDL ByteString: ToString, then no code unit above 0xFF.
+function byteString(v: unknown): string {
+  const s = toStr(v);
+  if (/[^\x00-\xff]/.test(s)) throw new TypeError(`Invalid header value: ${JSON.stringify(s)} is not a ByteString`);
+  return s;
 }
 
 function isForeign(h: object): boolean {
-  return !Headers.prototype.isPrototypeOf(h);
+  return !isOwnHeaders(h);
 }
 
 /** @internal The flat list of a Headers (ours) or of any iterable headers object. */
@@ -348,9 +390,13 @@ export function flatHeaders(h: Headers | globalThis.Headers): string[] {
   if (!isForeign(h)) return getList(h as Headers).slice();
   const out: string[] = [];
   const g = h as globalThis.Headers;
-  for (const [n, v] of g as unknown as Iterable<[string, string]>) if (n !== "set-cookie") out.push(n, v);
-  const cookies = typeof g.getSetCookie === "function" ? g.getSetCookie() : [];
-  for (const c of cookies) out.push("set-cookie", c);
+  // Iteration joins nothing but Set-Cookie's values apart; where getSetCookie is missing
+  // (a Headers-like object) the iterated ones are all there is.
+  const separateCookies = typeof g.getSetCookie === "function";
+  for (const [n, v] of g as unknown as Iterable<[string, string]>) {
+    if (!separateCookies || String(n).toLowerCase() !== "set-cookie") out.push(String(n), String(v));
+  }
+  if (separateCookies) for (const c of g.getSetCookie()) out.push("set-cookie", c);
   return out;
 }
 
@@ -362,5 +408,5 @@ export function headersAreImmutable(h: Headers): boolean {
 /** @internal A copy of `h` with the same guard (https://fetch.spec.whatwg.org/#dom-request-clone). */
 export function cloneHeaders(h: Headers): Headers {
   const copy = new Headers(h);
-  return isImmutable(h) ? Headers.freeze(copy) : copy;
+  return isImmutable(h) ? freezeHeaders(copy) : copy;
 }

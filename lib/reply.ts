@@ -1,5 +1,6 @@
 // Turns a Response (ours, Node's global one, or anything shaped like it) into native
 // respond calls: the fast paths first, streams with backpressure last.
+import * as zlib from "node:zlib";
 import { isNativeBody, type BodySource } from "./body.js";
 import { flatHeaders } from "./headers.js";
 import { CT_NONE, type NativeServer } from "./native.js";
@@ -54,20 +55,172 @@ export function sendResponse(
       return;
     }
     if (g.bodyUsed) throw new TypeError("The response body was already used");
-    const headers = flatHeaders(g.headers);
+    let headers = flatHeaders(g.headers);
     if (g.body === null) {
       native.respondEmpty(id, g.status, CT_NONE, headers, release);
       return;
     }
+    const decoded = decodedByFetch(g);
+    if (decoded) headers = withoutCoding(headers);
     // A declared length means a finite body: read it and send it with that length.
-    if (g.headers.has("content-length")) {
+    if (!decoded && g.headers.has("content-length")) {
       return g.arrayBuffer().then((buf) => {
         sendBody(native, id, g.status, CT_NONE, headers, new Uint8Array(buf), false, hooks);
       });
     }
     return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, hooks);
   }
+  if (isResponseShaped(res)) return sendResponseShaped(native, id, res, release, hooks);
   throw new TypeError(`respondWith() needs a Response, got ${describe(res)}`);
+}
+
+/** A Response from another implementation (a ponyfill such as @whatwg-node/fetch's). */
+interface ResponseShaped {
+  status: number;
+  headers: object;
+  body?: unknown;
+  bodyUsed?: unknown;
+  arrayBuffer?: () => Promise<ArrayBuffer>;
+}
+
+// What the other Node adapters (@hono/node-server, srvx) take as a response: a numeric
+// status and a headers object; the body is read through its own interface below.
+function isResponseShaped(v: unknown): v is ResponseShaped {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof (v as ResponseShaped).status === "number" &&
+    typeof (v as ResponseShaped).headers === "object" &&
+    (v as ResponseShaped).headers !== null
+  );
+}
+
+/** The slow, general path: headers through whatever iteration they offer, the body as a
+ * stream, an async iterable, or whole when a length is declared. */
+function sendResponseShaped(
+  native: NativeServer,
+  id: number,
+  res: ResponseShaped,
+  release: boolean,
+  hooks: StreamHooks,
+): Promise<void> | void {
+  if ((res as { type?: unknown }).type === "error") {
+    native.respondEmpty(id, 500, CT_NONE, null, release);
+    return;
+  }
+  if (res.bodyUsed === true) throw new TypeError("The response body was already used");
+  const status = res.status;
+  const headers = headersLikeList(res.headers);
+  const body = res.body;
+  if (body === null || body === undefined) return native.respondEmpty(id, status, CT_NONE, headers, release);
+  let declaredLength = false;
+  for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() === "content-length") declaredLength = true;
+  if (declaredLength && typeof res.arrayBuffer === "function") {
+    return res.arrayBuffer().then((buf) => {
+      sendBody(native, id, status, CT_NONE, headers, new Uint8Array(buf), false, hooks);
+    });
+  }
+  if (typeof body === "string" || body instanceof Uint8Array) return sendBody(native, id, status, CT_NONE, headers, body, release, hooks);
+  if (body instanceof ReadableStream) return pump(native, id, status, CT_NONE, headers, body as ReadableStream<Uint8Array>, hooks);
+  // Another implementation's stream (a ponyfill's) is read through its own interface.
+  if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function")
+    return pump(native, id, status, CT_NONE, headers, iterableStream(body as AsyncIterable<Uint8Array | string>), hooks);
+  if (typeof (body as ReadableStream).getReader === "function")
+    return pump(native, id, status, CT_NONE, headers, readerStream(body as ReadableStream<Uint8Array>), hooks);
+  throw new TypeError(`A response body must be a ReadableStream, an async iterable or null, got ${describe(body)}`);
+}
+
+/** The flat [name, value, …] list of a Headers-like object: iterable (or with entries()),
+ * with forEach, or a plain record; Set-Cookie values kept apart where getSetCookie exists. */
+function headersLikeList(h: object): string[] {
+  if (typeof (h as Iterable<unknown>)[Symbol.iterator] === "function") return flatHeaders(h as globalThis.Headers);
+  const out: string[] = [];
+  const push = (v: unknown, n: unknown): void => {
+    out.push(String(n), String(v));
+  };
+  if (typeof (h as { entries?: unknown }).entries === "function") {
+    for (const [n, v] of (h as { entries(): Iterable<[string, string]> }).entries()) push(v, n);
+  } else if (typeof (h as { forEach?: unknown }).forEach === "function") {
+    (h as { forEach(cb: (v: unknown, n: unknown) => void): void }).forEach(push);
+  } else {
+    for (const n of Object.keys(h)) {
+      const v = (h as Record<string, unknown>)[n];
+      if (Array.isArray(v)) for (const x of v) push(x, n);
+      else push(v, n);
+    }
+  }
+  return out;
+}
+
+/** A ReadableStream of ours over any object with a stream-like getReader(). */
+function readerStream(foreign: { getReader(): ReadableStreamDefaultReader<Uint8Array> }): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        reader ??= foreign.getReader();
+        const { value, done } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      async cancel(reason) {
+        await reader?.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function iterableStream(it: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
+  let iter: AsyncIterator<Uint8Array | string> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      iter ??= it[Symbol.asyncIterator]();
+      const { value, done } = await iter.next();
+      if (done) controller.close();
+      else controller.enqueue(typeof value === "string" ? Buffer.from(value) : value);
+    },
+    async cancel(reason) {
+      await iter?.return?.(reason);
+    },
+  }, { highWaterMark: 0 });
+}
+
+// The content codings Node's fetch decodes (undici's fetch, "HTTP-network fetch": gzip,
+// x-gzip, deflate and br; zstd from undici 7.10, where zlib has it). It decodes all of a
+// response's codings or, when one is unknown, none.
+const UNDICI_MAJOR_MINOR = (process.versions.undici ?? "0.0").split(".").map(Number);
+const FETCH_DECODES = new Set(["gzip", "x-gzip", "deflate", "br"]);
+if (
+  (UNDICI_MAJOR_MINOR[0] > 7 || (UNDICI_MAJOR_MINOR[0] === 7 && UNDICI_MAJOR_MINOR[1] >= 10)) &&
+  typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress === "function"
+)
+  FETCH_DECODES.add("zstd");
+
+/**
+ * Whether Node's `fetch()` made this response and already decoded its body, so that its
+ * Content-Encoding and Content-Length describe bytes that are no longer there. A response
+ * from `fetch()` has a type other than "default" (one built with `new Response()` has
+ * "default"); the body is decoded exactly when every listed coding is one fetch decodes
+ * (fetch leaves HEAD, 204/304 and followed redirects alone, but those have no body here).
+ */
+function decodedByFetch(g: globalThis.Response): boolean {
+  if (g.type === "default") return false;
+  const coding = g.headers.get("content-encoding");
+  if (coding === null) return false;
+  // As undici splits them: any other token, "identity" and "" included, stops all decoding.
+  for (const c of coding.toLowerCase().split(",")) if (!FETCH_DECODES.has(c.trim())) return false;
+  return true;
+}
+
+/** The header list without Content-Encoding and Content-Length. */
+function withoutCoding(list: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) {
+    const n = list[i].toLowerCase();
+    if (n !== "content-encoding" && n !== "content-length") out.push(list[i], list[i + 1]);
+  }
+  return out;
 }
 
 function describe(v: unknown): string {
@@ -100,7 +253,12 @@ function sendBody(
   return pump(native, id, status, ct, headers, source, hooks);
 }
 
-/** Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes it. */
+/**
+ * Streams a ReadableStream into a chunked response, one chunk at a time as the socket takes
+ * it. The stream is piped into a sink rather than read with a reader: pipeTo hands each chunk
+ * to the sink directly, so a patched Object.prototype.then (which sees every {value, done}
+ * a reader's read() resolves with) cannot change what goes on the wire.
+ */
 async function pump(
   native: NativeServer,
   id: number,
@@ -110,30 +268,31 @@ async function pump(
   stream: ReadableStream<Uint8Array>,
   hooks: StreamHooks,
 ): Promise<void> {
-  const reader = stream.getReader();
-  native.respondStream(id, status, ct, headers);
-  // The client leaving ends a stream that is waiting for its producer, too: the
-  // pending read resolves as done and the producer's cancel() runs.
-  hooks.onAbort(id, () => {
-    reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
-  });
-  let ok = false;
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
+  const stop = new AbortController();
+  const clientGone = (): void => stop.abort(new DOMException("The client closed the connection", "AbortError"));
+  const sink = new WritableStream<unknown>({
+    async write(value) {
       const chunk = typeof value === "string" ? Buffer.from(value) : value;
       if (!(chunk instanceof Uint8Array)) throw new TypeError("Response body stream chunks must be Uint8Array");
-      if (chunk.byteLength === 0) continue;
+      if (chunk.byteLength === 0) return;
       let written = tryWrite(native, id, chunk);
       while (written === 0 && (await hooks.writable(id))) written = tryWrite(native, id, chunk);
-      if (written !== 1) {
-        // The client went away: stop the producer.
-        await reader.cancel(new DOMException("The client closed the connection", "AbortError")).catch(() => {});
-        ok = true;
-        return;
-      }
-    }
+      // The client went away: stop the producer (pipeTo cancels the stream).
+      if (written !== 1) clientGone();
+    },
+  });
+  // pipeTo locks the stream at once, before anything is sent.
+  const piped = stream.pipeTo(sink, { signal: stop.signal });
+  native.respondStream(id, status, ct, headers);
+  // The client leaving ends a stream that is waiting for its producer, too: the stream is
+  // cancelled and the producer's cancel() runs.
+  hooks.onAbort(id, clientGone);
+  let ok = false;
+  try {
+    await piped;
+    ok = true;
+  } catch (e) {
+    if (!stop.signal.aborted) throw e;
     ok = true;
   } finally {
     hooks.onAbort(id, null);

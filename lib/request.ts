@@ -3,9 +3,10 @@
 // (headers split on first read), body read natively on demand, signal created on first
 // access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
-import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
+import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
+import { brandRejection, defineInterface } from "./webidl.js";
 
 
 /** @internal How an incoming request reaches its native record. */
@@ -352,6 +353,12 @@ export class Request {
     else s.addEventListener("abort", () => c.abort(s.reason), { once: true });
   }
 
+  // A getter that reads no state still refuses a receiver that is not a Request
+  // (https://webidl.spec.whatwg.org/#dfn-attribute-getter).
+  #brand(): void {
+    if (!(#url in this)) throw new TypeError("Illegal invocation: not a Request");
+  }
+
   #hasNativeBody(): boolean {
     // An incoming GET may carry a body too; the client framed it, so it is readable.
     return this.#source !== null && (this.#flags & FLAG_HAS_BODY) !== 0;
@@ -375,7 +382,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= Headers.fromPacked(this.#packedHeaders));
+    return (this.#headers ??= headersFromPacked(this.#packedHeaders));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body
@@ -404,6 +411,7 @@ export class Request {
 
   // https://fetch.spec.whatwg.org/#dom-request-duplex
   get duplex(): "half" {
+    this.#brand();
     return "half";
   }
 
@@ -416,6 +424,7 @@ export class Request {
   }
 
   get destination(): string {
+    this.#brand();
     return "";
   }
 
@@ -442,34 +451,42 @@ export class Request {
   }
 
   get isReloadNavigation(): boolean {
+    this.#brand();
     return false;
   }
 
   get isHistoryNavigation(): boolean {
+    this.#brand();
     return false;
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
+    if (!(#url in this)) return brandRejection("Request", "arrayBuffer");
     return this.#bodyState().arrayBuffer();
   }
 
   bytes(): Promise<Uint8Array> {
+    if (!(#url in this)) return brandRejection("Request", "bytes");
     return this.#bodyState().bytes();
   }
 
   text(): Promise<string> {
+    if (!(#url in this)) return brandRejection("Request", "text");
     return this.#bodyState().text();
   }
 
   json(): Promise<unknown> {
+    if (!(#url in this)) return brandRejection("Request", "json");
     return this.#bodyState().json();
   }
 
   blob(): Promise<Blob> {
+    if (!(#url in this)) return brandRejection("Request", "blob");
     return this.#bodyState().blob(this.headers.get("content-type"));
   }
 
   formData(): Promise<FormData> {
+    if (!(#url in this)) return brandRejection("Request", "formData");
     return this.#bodyState().formData(this.headers.get("content-type"));
   }
 
@@ -487,10 +504,6 @@ export class Request {
     return r;
   }
 
-  get [Symbol.toStringTag](): string {
-    return "Request";
-  }
-
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       (typeof v === "object" && v !== null && Request.prototype.isPrototypeOf(v)) ||
@@ -499,4 +512,5 @@ export class Request {
   }
 }
 
+defineInterface(Request, "Request", 1);
 linkPrototype("Request", Request.prototype);

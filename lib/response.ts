@@ -2,9 +2,10 @@
 // status and body at construction and builds Headers only when read or when init gave
 // some, so the server can send the common cases without touching a header list.
 import { BodyState, extractBody, TEXT_TYPE, type BodyInitLike, type BodySource } from "./body.js";
-import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
+import { cloneHeaders, freezeHeaders, Headers, type HeadersInitLike } from "./headers.js";
 import { CT_JSON, CT_NONE, CT_TEXT } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeResponse } from "./node-classes.js";
+import { brandRejection, defineInterface, requireArgs } from "./webidl.js";
 
 
 export interface ResponseInitLike {
@@ -168,6 +169,7 @@ export class Response {
 
   // https://fetch.spec.whatwg.org/#dom-response-json
   static json(data: unknown, init?: ResponseInitLike): Response {
+    requireArgs(arguments.length, 1, "Response.json");
     const text = JSON.stringify(data);
     if (text === undefined) throw new TypeError("Response.json: the value is not JSON serializable");
     if (init === undefined) return fromState(makeState(200, "", text, "application/json", CT_JSON, null));
@@ -192,13 +194,13 @@ export class Response {
     }
     const code = toUint16(status);
     if (!REDIRECT_STATUS.has(code)) throw new RangeError(`Response.redirect: ${String(status)} is not a redirect status`);
-    const s = makeState(code, "", null, null, CT_NONE, Headers.freeze(new Headers([["location", parsed.href]])));
+    const s = makeState(code, "", null, null, CT_NONE, freezeHeaders(new Headers([["location", parsed.href]])));
     return fromState(s);
   }
 
   // https://fetch.spec.whatwg.org/#dom-response-error
   static error(): Response {
-    const s = makeState(0, "", null, null, CT_NONE, Headers.freeze(new Headers()));
+    const s = makeState(0, "", null, null, CT_NONE, freezeHeaders(new Headers()));
     s.type = "error";
     return fromState(s);
   }
@@ -243,26 +245,32 @@ export class Response {
   }
 
   arrayBuffer(): Promise<ArrayBuffer> {
+    if (!(#s in this)) return brandRejection("Response", "arrayBuffer");
     return bodyOf(this.#s).arrayBuffer();
   }
 
   bytes(): Promise<Uint8Array> {
+    if (!(#s in this)) return brandRejection("Response", "bytes");
     return bodyOf(this.#s).bytes();
   }
 
   text(): Promise<string> {
+    if (!(#s in this)) return brandRejection("Response", "text");
     return bodyOf(this.#s).text();
   }
 
   json(): Promise<unknown> {
+    if (!(#s in this)) return brandRejection("Response", "json");
     return bodyOf(this.#s).json();
   }
 
   blob(): Promise<Blob> {
+    if (!(#s in this)) return brandRejection("Response", "blob");
     return bodyOf(this.#s).blob(materializeHeaders(this.#s).get("content-type"));
   }
 
   formData(): Promise<FormData> {
+    if (!(#s in this)) return brandRejection("Response", "formData");
     return bodyOf(this.#s).formData(materializeHeaders(this.#s).get("content-type"));
   }
 
@@ -278,10 +286,6 @@ export class Response {
     return fromState(copy);
   }
 
-  get [Symbol.toStringTag](): string {
-    return "Response";
-  }
-
   static [Symbol.hasInstance](v: unknown): boolean {
     return (
       isOwnResponse(v) ||
@@ -290,6 +294,7 @@ export class Response {
   }
 }
 
+defineInterface(Response, "Response", 0, {}, { json: 1 });
 linkPrototype("Response", Response.prototype);
 
 function bodyOf(s: ResponseState): BodyState {

@@ -27,8 +27,9 @@ import { abortRequest, detachRequest, incomingRequest, type Request, type Reques
 import { Response } from "./response.js";
 
 export interface ServerOptions {
-  /** Port to listen on; 0 picks a free one (default 3000). */
-  port?: number;
+  /** Port to listen on; 0 picks a free one (default 3000). A string of decimal digits
+   * (`process.env.PORT`) is taken as that number. */
+  port?: number | string;
   /** Address to bind (default "0.0.0.0"); "localhost" means 127.0.0.1. */
   host?: string;
   /** Share the port with other processes (SO_REUSEPORT) for multi-core scaling. */
@@ -89,25 +90,43 @@ function optionError(message: string, range = false): Error {
   return e;
 }
 
-function integer(o: Record<string, unknown>, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
-  const v = o[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v)) throw optionError(`${name} must be an integer, got ${String(v)}`);
-  if (v < min || v > max) throw optionError(`${name} must be between ${min} and ${max}, got ${v}`, true);
+/** What an option error says it got: the type, and the value where it is short. */
+function got(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v)}`;
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return `the ${typeof v} ${String(v)}`;
+  if (typeof v === "function") return "a function";
+  if (typeof v === "symbol") return "a symbol";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "object" ? `an object (${(v as object).constructor?.name ?? "null prototype"})` : typeof v;
+}
+
+// A port written as a decimal string ("3456", as `process.env.PORT` gives it) is that
+// number, as node:http and @hono/node-server take it.
+const DECIMAL = /^\s*\d+\s*$/;
+
+function integer(o: Record<string, unknown>, name: string, min: number, max = Number.MAX_SAFE_INTEGER, strings = false): number | undefined {
+  const raw = o[name];
+  if (raw === undefined) return undefined;
+  const v = strings && typeof raw === "string" && DECIMAL.test(raw) ? Number(raw) : raw;
+  if (typeof v !== "number" || !Number.isInteger(v))
+    throw optionError(`${name} must be an integer${strings ? " (or a string of decimal digits)" : ""}, got ${got(raw)}`);
+  if (v < min || v > max) throw optionError(`${name} must be between ${min} and ${max}, got ${got(raw)}`, true);
   return v;
 }
 
 function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: number; overrideGlobals: boolean } {
-  if (options === null || typeof options !== "object") throw optionError("Server options must be an object");
+  if (options === null || typeof options !== "object") throw optionError(`Server options must be an object, got ${got(options)}`);
   const o = options as Record<string, unknown>;
   const host = o.host ?? o.hostname;
-  if (host !== undefined && (typeof host !== "string" || host === "")) throw optionError("host must be a non-empty string");
+  if (host !== undefined && (typeof host !== "string" || host === ""))
+    throw optionError(`${o.host !== undefined ? "host" : "hostname"} must be a non-empty string, got ${got(host)}`);
   for (const b of ["reusePort", "overrideGlobals"]) {
-    if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean`);
+    if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean, got ${got(o[b])}`);
   }
   return {
     host: host as string | undefined,
-    port: integer(o, "port", 0, 65535) ?? 3000,
+    port: integer(o, "port", 0, 65535, true) ?? 3000,
     reusePort: o.reusePort as boolean | undefined,
     backlog: integer(o, "backlog", 1, 2 ** 31 - 1),
     maxConnections: integer(o, "maxConnections", 1, 2 ** 32 - 1),
@@ -510,13 +529,34 @@ export interface ServeInfo {
   waitUntil(promise: unknown): void;
 }
 
+/**
+ * The third argument of a `serve()` handler, shaped as Cloudflare Workers' ExecutionContext
+ * so that apps written for it (Hono's `c.executionCtx`) run unchanged.
+ */
+export interface ExecutionContext {
+  /** Keeps work alive after the response; `close()` waits for it. */
+  waitUntil(promise: unknown): void;
+  /** Accepted and ignored: there is no origin behind this server to fall back to, so a
+   * handler that throws is answered 500 as always. */
+  passThroughOnException(): void;
+  /** Cloudflare's per-invocation properties; always an empty object here. */
+  readonly props: Record<string, unknown>;
+}
+
 export interface ServeOptions extends ServerOptions {
-  fetch: (request: Request, info: ServeInfo) => unknown;
+  /** Called as `fetch(request, info, ctx)`: `info` and `ctx` are the same object, so both
+   * Bun/Deno-style (`info.clientAddress`) and Cloudflare-style (`ctx.waitUntil`) handlers
+   * find what they read. */
+  fetch: (request: Request, info: ServeInfo & ExecutionContext, ctx: ServeInfo & ExecutionContext) => unknown;
   /** Alias of `host`, as Bun and Deno name it. */
   hostname?: string;
 }
 
-class EventInfo implements ServeInfo {
+const NO_PROPS: Record<string, unknown> = Object.freeze({});
+
+// One object per request, given as both the second and the third argument: Hono reads the
+// second as `c.env` and the third as `c.executionCtx`.
+class EventInfo implements ServeInfo, ExecutionContext {
   #ev: FetchEvent;
   constructor(ev: FetchEvent) {
     this.#ev = ev;
@@ -524,22 +564,44 @@ class EventInfo implements ServeInfo {
   get clientAddress(): string {
     return this.#ev.clientAddress;
   }
+  // Getters returning bound functions, so `const { waitUntil } = info` works.
   get waitUntil(): (promise: unknown) => void {
     const ev = this.#ev;
     return (p) => ev.waitUntil(p);
   }
+  get passThroughOnException(): () => void {
+    return passThrough;
+  }
+  get props(): Record<string, unknown> {
+    return NO_PROPS;
+  }
+  // The members are getters on the prototype (the address is read natively only when
+  // asked for), so console.log and JSON.stringify are shown them here rather than `{}`.
+  toJSON(): { clientAddress: string } {
+    return { clientAddress: this.clientAddress };
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): object {
+    return { clientAddress: this.clientAddress, waitUntil: this.waitUntil, passThroughOnException: passThrough, props: NO_PROPS };
+  }
 }
 
+function passThrough(): void {}
+
 /**
- * Starts a server for a `fetch(request, info)` handler, the shape Bun, Deno and Hono
- * use, and returns it listening.
+ * Starts a server for a `fetch(request, info, ctx)` handler, the shape Bun, Deno, Hono and
+ * Cloudflare Workers use, and returns it listening.
  */
 export function serve(options: ServeOptions): Server {
-  if (options === null || typeof options !== "object" || typeof options.fetch !== "function")
-    throw optionError("serve() needs an options object with a fetch function");
+  if (options === null || typeof options !== "object")
+    throw optionError(`serve() needs an options object with a fetch function, got ${got(options)}`);
+  if (typeof options.fetch !== "function")
+    throw optionError(`serve() needs a fetch function in its options, got ${got(options.fetch)} for fetch`);
   const { fetch, ...rest } = options;
   const server = new Server(rest);
-  server.addEventListener("fetch", (ev) => ev.respondWith(fetch(ev.request, new EventInfo(ev))));
+  server.addEventListener("fetch", (ev) => {
+    const info = new EventInfo(ev);
+    ev.respondWith(fetch(ev.request, info, info));
+  });
   server.listenSync();
   return server;
 }

@@ -60,6 +60,7 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
     let mut res = http::Response::new(body);
     *res.status_mut() = status_code(status)?;
     let map = res.headers_mut();
+    let mut connection: Option<Vec<HeaderValue>> = None;
     if let Some(v) = content_type(ct) {
         map.insert(CONTENT_TYPE, v);
     }
@@ -74,16 +75,50 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
             })?;
             // Framing is hyper's job: a length or transfer coding from JS could make
             // the message disagree with its body.
-            if name == http::header::CONTENT_LENGTH
-                || name == http::header::TRANSFER_ENCODING
-                || name == http::header::CONNECTION
-            {
+            if name == http::header::CONTENT_LENGTH {
+                continue;
+            }
+            if is_hop_by_hop(&name, status) {
+                // Validated all the same: a bad value is the handler's bug either way.
+                let value = header_value(&pair[1])?;
+                if name == http::header::CONNECTION {
+                    connection.get_or_insert_with(Vec::new).push(value);
+                }
                 continue;
             }
             map.append(name, header_value(&pair[1])?);
         }
     }
+    // Headers that Connection names are hop-by-hop too (RFC 9110 section 7.6.1), wherever
+    // they stood in the list.
+    if let Some(values) = connection {
+        for v in &values {
+            let Ok(text) = v.to_str() else { continue };
+            for token in text.split(',') {
+                if let Ok(named) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                    map.remove(named);
+                }
+            }
+        }
+    }
     Ok(res)
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 section 7.6.1, and
+/// RFC 9112 for Transfer-Encoding): a handler that passes on an upstream response's
+/// headers (a proxy) must not send them, since this connection's framing and options are
+/// hyper's. `Proxy-*` fields are for a proxy hop; `Proxy-Authenticate` stays on a 407,
+/// where a server acting as a proxy sends it to its client.
+fn is_hop_by_hop(name: &HeaderName, status: u32) -> bool {
+    use http::header::{CONNECTION, PROXY_AUTHENTICATE, TE, TRANSFER_ENCODING, UPGRADE};
+    if name == CONNECTION || name == TRANSFER_ENCODING || name == TE || name == UPGRADE {
+        return true;
+    }
+    let n = name.as_str();
+    if n == "keep-alive" {
+        return true;
+    }
+    n.starts_with("proxy-") && !(name == PROXY_AUTHENTICATE && status == 407)
 }
 
 /// A body-less response with only a status; used for errors raised on the Rust side.
@@ -138,6 +173,46 @@ mod tests {
         assert!(status_code(99).is_err());
         assert!(status_code(1000).is_err());
         assert!(status_code(599).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_sent() {
+        let h: Vec<String> = [
+            "x-before",
+            "1",
+            "connection",
+            "keep-alive, X-Before, x-after",
+            "keep-alive",
+            "timeout=5",
+            "te",
+            "trailers",
+            "upgrade",
+            "h2c",
+            "proxy-connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "Basic",
+            "x-after",
+            "2",
+            "x-kept",
+            "3",
+            "content-type",
+            "text/plain",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let mut names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn proxy_authenticate_is_kept_on_407() {
+        let h: Vec<String> = ["proxy-authenticate", "Basic realm=\"p\""].iter().map(|s| s.to_string()).collect();
+        let r = build(407, 0, Some(&h), ResponseBody::Empty).unwrap();
+        assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"p\"");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Response } from "../dist/index.js";
+import { headersFromPacked } from "../dist/headers.js";
 
 const NodeHeaders = globalThis.Headers;
 const IMPLS = [
@@ -482,7 +483,7 @@ describe("packed headers (an incoming request's)", () => {
   const packed = (list) => list.join("\n");
 
   test("get and has combine repeated names, by lowercase name", () => {
-    const h = Headers.fromPacked(packed(["host", "x", "accept", "a", "x-empty", "", "accept", "b"]));
+    const h = headersFromPacked(packed(["host", "x", "accept", "a", "x-empty", "", "accept", "b"]));
     assert.equal(h.get("Accept"), "a, b");
     assert.equal(h.get("x-empty"), "");
     assert.equal(h.has("HOST"), true);
@@ -491,20 +492,20 @@ describe("packed headers (an incoming request's)", () => {
   });
 
   test("iteration is sorted; set-cookie lines stay apart", () => {
-    const h = Headers.fromPacked(packed(["host", "x", "accept", "a", "set-cookie", "c=1", "set-cookie", "d=2"]));
+    const h = headersFromPacked(packed(["host", "x", "accept", "a", "set-cookie", "c=1", "set-cookie", "d=2"]));
     assert.deepEqual([...h], [["accept", "a"], ["host", "x"], ["set-cookie", "c=1"], ["set-cookie", "d=2"]]);
     assert.deepEqual(h.getSetCookie(), ["c=1", "d=2"]);
     assert.equal(h.get("host"), "x");
   });
 
   test("none at all", () => {
-    const h = Headers.fromPacked("");
+    const h = headersFromPacked("");
     assert.deepEqual([...h], []);
     assert.equal(h.has("host"), false);
   });
 
   test("they are immutable, before and after being split", () => {
-    const h = Headers.fromPacked(packed(["a", "1"]));
+    const h = headersFromPacked(packed(["a", "1"]));
     assert.throws(() => h.set("a", "2"), TypeError);
     assert.throws(() => h.append("b", "2"), TypeError);
     assert.throws(() => h.delete("a"), TypeError);
@@ -513,7 +514,7 @@ describe("packed headers (an incoming request's)", () => {
   });
 
   test("copying them gives mutable headers with the same entries", () => {
-    const copy = new Headers(Headers.fromPacked(packed(["a", "1", "b", "2"])));
+    const copy = new Headers(headersFromPacked(packed(["a", "1", "b", "2"])));
     copy.set("a", "3");
     assert.deepEqual([...copy], [["a", "3"], ["b", "2"]]);
   });

@@ -1,0 +1,731 @@
+// Apps built on other Fetch API implementations, unchanged, on fetch-rs and on
+// @hono/node-server (the reference, in a child process as in frameworks.test.mjs):
+// graphql-yoga, whose responses are @whatwg-node/fetch's PonyfillResponse; a plain
+// @whatwg-node/server adapter; and a proxy that answers with what Node's fetch() gives it.
+// Beside them, the serve() handler's third argument and the option errors.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import http from "node:http";
+import net from "node:net";
+import { fileURLToPath } from "node:url";
+import { inspect } from "node:util";
+import zlib from "node:zlib";
+import { createYoga, createSchema } from "graphql-yoga";
+import { createServerAdapter, Response as PonyfillResponse } from "@whatwg-node/server";
+import { Hono } from "hono";
+
+const NodeResponse = globalThis.Response;
+const GZIP_TEXT = "compressed upstream text, ".repeat(40);
+
+function yogaApp() {
+  const schema = createSchema({
+    typeDefs: /* GraphQL */ `
+      scalar File
+      type Query {
+        hello(name: String): String!
+      }
+      type Mutation {
+        add(a: Int!, b: Int!): Int!
+        readFile(file: File!): String!
+      }
+      type Subscription {
+        countdown(from: Int!): Int!
+      }
+    `,
+    resolvers: {
+      Query: { hello: (_, { name }) => `hello ${name ?? "world"}` },
+      Mutation: {
+        add: (_, { a, b }) => a + b,
+        readFile: async (_, { file }) => `${file.name}:${file.type}:${await file.text()}`,
+      },
+      Subscription: {
+        countdown: {
+          async *subscribe(_, { from }) {
+            for (let i = from; i >= 0; i--) yield { countdown: i };
+          },
+        },
+      },
+    },
+  });
+  // Fixed-size output, no logging: the same bytes from both servers.
+  return createYoga({ schema, logging: false, landingPage: false });
+}
+
+function adapterApp() {
+  return createServerAdapter((request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/stream") {
+      const parts = ["one ", "two ", "three"];
+      return new PonyfillResponse(
+        new ReadableStream({
+          pull(c) {
+            if (parts.length === 0) c.close();
+            else c.enqueue(new TextEncoder().encode(parts.shift()));
+          },
+        }),
+        { headers: { "content-type": "text/plain", "x-adapter": "yes" } },
+      );
+    }
+    return PonyfillResponse.json(
+      { method: request.method, path: url.pathname },
+      { status: 201, headers: { "set-cookie": "a=1" } },
+    );
+  });
+}
+
+/** The upstream of the proxy: gzip, a streamed body, an echo of an upload, hop-by-hop headers. */
+function startUpstream() {
+  const gz = zlib.gzipSync(GZIP_TEXT);
+  const server = http.createServer((req, res) => {
+    if (req.url === "/gzip") {
+      res.writeHead(200, {
+        "content-type": "text/plain",
+        "content-encoding": "gzip",
+        "content-length": gz.length,
+        vary: "accept-encoding",
+      });
+      res.end(req.method === "HEAD" ? undefined : gz);
+    } else if (req.url === "/stream") {
+      res.writeHead(200, {
+        "content-type": "text/plain",
+        connection: "x-hop, keep-alive",
+        "x-hop": "1",
+        "keep-alive": "timeout=5",
+        "proxy-thing": "p",
+        "x-end": "kept",
+      });
+      let n = 0;
+      const tick = () => {
+        if (n === 3) return res.end("end");
+        res.write(`chunk ${n++}\n`);
+        setTimeout(tick, 5);
+      };
+      tick();
+    } else if (req.url === "/echo") {
+      const hash = createHash("sha256");
+      let size = 0;
+      req.on("data", (c) => {
+        hash.update(c);
+        size += c.length;
+      });
+      req.on("end", () => {
+        const body = JSON.stringify({
+          method: req.method,
+          size,
+          sha: hash.digest("hex"),
+          type: req.headers["content-type"] ?? null,
+        });
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(body);
+      });
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+// The request headers that describe the client's connection are not forwarded (and
+// Node's fetch refuses some of them).
+const NOT_FORWARDED = ["host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length"];
+
+function proxyApp(upstream) {
+  return async (request) => {
+    const url = new URL(request.url);
+    const headers = new Headers();
+    for (const [k, v] of request.headers) if (!NOT_FORWARDED.includes(k)) headers.append(k, v);
+    return fetch(upstream + url.pathname + url.search, {
+      method: request.method,
+      headers,
+      body: request.body,
+      duplex: "half",
+    });
+  };
+}
+
+const APPS = { yoga: () => yogaApp().fetch, adapter: () => adapterApp().fetch };
+
+if (process.env.FETCH_RS_INTEROP_REFERENCE === "1") {
+  const { serve } = await import("@hono/node-server");
+  const ports = {};
+  const apps = { ...APPS, proxy: () => proxyApp(process.env.UPSTREAM) };
+  for (const [name, make] of Object.entries(apps)) {
+    ports[name] = await new Promise((resolve) => {
+      serve({ fetch: make(), port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
+    });
+  }
+  process.stdout.write(`PORTS ${JSON.stringify(ports)}\n`);
+  process.stdin.resume();
+  process.stdin.on("end", () => process.exit(0));
+} else {
+  defineTests();
+}
+
+function startReference(upstream) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+      env: { ...process.env, FETCH_RS_INTEROP_REFERENCE: "1", UPSTREAM: upstream },
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = /PORTS (.+)\n/.exec(out);
+      if (m) resolve({ child, ports: JSON.parse(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`reference server exited (${code}): ${out}`)));
+    child.on("error", reject);
+  });
+}
+
+/** One request with node:http; `chunks` sends the body chunked, in those pieces. */
+function send(port, { method = "GET", path, headers = {}, body, chunks }) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
+      const parts = [];
+      res.on("data", (c) => parts.push(c));
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body: Buffer.concat(parts),
+        }),
+      );
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    if (chunks !== undefined) {
+      for (const c of chunks) req.write(c);
+      req.end();
+      return;
+    }
+    if (body !== undefined) req.setHeader("content-length", body.length);
+    req.end(body);
+  });
+}
+
+const mediaType = (v) => v?.replace(/\s*;\s*/g, ";").toLowerCase();
+
+function defineTests() {
+  let serve;
+  let Server;
+  const ours = {};
+  let reference;
+  let upstreamServer;
+
+  before(async () => {
+    ({ serve, Server } = await import("../dist/index.js"));
+    upstreamServer = await startUpstream();
+    const upstream = `http://127.0.0.1:${upstreamServer.address().port}`;
+    reference = await startReference(upstream);
+    const apps = { ...APPS, proxy: () => proxyApp(upstream) };
+    for (const [name, make] of Object.entries(apps))
+      ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
+  });
+
+  after(async () => {
+    for (const s of Object.values(ours)) await s.close();
+    upstreamServer?.close();
+    if (reference) {
+      reference.child.removeAllListeners("exit");
+      reference.child.stdin.end();
+      reference.child.kill();
+    }
+  });
+
+  /** Sends `req` to both servers of `app`; asserts status, content type and body agree. */
+  async function compare(app, req, { body = true } = {}) {
+    const a = await send(ours[app].port, req);
+    const b = await send(reference.ports[app], req);
+    const label = `${app}: ${req.method ?? "GET"} ${req.path}`;
+    assert.equal(a.status, b.status, `${label}: status`);
+    assert.equal(mediaType(a.headers["content-type"]), mediaType(b.headers["content-type"]), `${label}: content-type`);
+    if (body) assert.equal(a.body.toString("latin1"), b.body.toString("latin1"), `${label}: body`);
+    return { a, b };
+  }
+
+  describe("graphql-yoga (PonyfillResponse) on fetch-rs and on @hono/node-server", () => {
+    test("a query over GET", async () => {
+      const { a } = await compare("yoga", {
+        path: "/graphql?query=%7Bhello%7D",
+        headers: { accept: "application/json" },
+      });
+      assert.equal(a.status, 200);
+      assert.deepEqual(JSON.parse(a.body), { data: { hello: "hello world" } });
+      assert.equal(a.headers["content-length"], String(a.body.length));
+    });
+
+    test("a mutation over POST with variables", async () => {
+      const body = Buffer.from(
+        JSON.stringify({ query: "mutation($a: Int!) { add(a: $a, b: 5) }", variables: { a: 37 } }),
+      );
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "application/json" },
+        body,
+      });
+      assert.deepEqual(JSON.parse(a.body), { data: { add: 42 } });
+    });
+
+    test("GraphiQL's page for a browser", async () => {
+      const { a } = await compare("yoga", { path: "/graphql", headers: { accept: "text/html" } });
+      assert.equal(a.status, 200);
+      assert.match(a.headers["content-type"], /^text\/html/);
+      assert.match(a.body.toString(), /graphiql/i);
+    });
+
+    test("a malformed query is a 400 with errors", async () => {
+      const body = Buffer.from(JSON.stringify({ query: "{ hello(" }));
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "application/graphql-response+json" },
+        body,
+      });
+      assert.equal(a.status, 400);
+      const parsed = JSON.parse(a.body);
+      assert.ok(Array.isArray(parsed.errors) && parsed.errors.length > 0);
+      assert.match(parsed.errors[0].message, /Syntax Error/);
+    });
+
+    test("a subscription as server-sent events, streamed", async () => {
+      const body = Buffer.from(JSON.stringify({ query: "subscription { countdown(from: 2) }" }));
+      const { a } = await compare("yoga", {
+        method: "POST",
+        path: "/graphql",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body,
+      });
+      assert.equal(a.status, 200);
+      assert.match(a.headers["content-type"], /^text\/event-stream/);
+      assert.equal(a.headers["transfer-encoding"], "chunked");
+      const events = a.body
+        .toString()
+        .split("\n\n")
+        .filter((e) => e.startsWith("event: next"));
+      assert.deepEqual(
+        events.map((e) => JSON.parse(e.split("data: ")[1]).data.countdown),
+        [2, 1, 0],
+      );
+      assert.match(a.body.toString(), /event: complete/);
+    });
+
+    test("a multipart upload (GraphQL multipart request)", async () => {
+      const form = new FormData();
+      form.append(
+        "operations",
+        JSON.stringify({ query: "mutation($f: File!) { readFile(file: $f) }", variables: { f: null } }),
+      );
+      form.append("map", JSON.stringify({ 0: ["variables.f"] }));
+      form.append("0", new File(["file contents"], "notes.txt", { type: "text/plain" }));
+      const r = new NodeResponse(form);
+      const body = Buffer.from(await r.arrayBuffer());
+      const headers = {
+        "content-type": r.headers.get("content-type"),
+        accept: "application/json",
+        "apollo-require-preflight": "1",
+      };
+      const { a } = await compare("yoga", { method: "POST", path: "/graphql", headers, body });
+      assert.deepEqual(JSON.parse(a.body), { data: { readFile: "notes.txt:text/plain:file contents" } });
+    });
+  });
+
+  describe("@whatwg-node/server's adapter on fetch-rs and on @hono/node-server", () => {
+    test("JSON with a status and a cookie", async () => {
+      const { a, b } = await compare("adapter", { method: "PUT", path: "/x" });
+      assert.equal(a.status, 201);
+      assert.deepEqual(JSON.parse(a.body), { method: "PUT", path: "/x" });
+      assert.deepEqual(a.headers["set-cookie"], b.headers["set-cookie"]);
+    });
+
+    test("a streamed body", async () => {
+      const { a, b } = await compare("adapter", { path: "/stream" });
+      assert.equal(a.body.toString(), "one two three");
+      assert.equal(a.headers["x-adapter"], "yes");
+      assert.equal(a.headers["transfer-encoding"], b.headers["transfer-encoding"]);
+    });
+  });
+
+  describe("proxying Node's fetch() with request.body, duplex: 'half'", () => {
+    test("a gzip response from upstream arrives decoded, without Content-Encoding or its length", async () => {
+      const a = await send(ours.proxy.port, { path: "/gzip", headers: { "accept-encoding": "gzip" } });
+      assert.equal(a.status, 200);
+      assert.equal(a.body.toString(), GZIP_TEXT);
+      assert.equal(a.headers["content-encoding"], undefined);
+      assert.equal(a.headers["content-type"], "text/plain");
+      assert.equal(a.headers.vary, "accept-encoding");
+      // The framing is the decoded body's own: never the upstream's compressed length.
+      assert.notEqual(a.headers["content-length"], String(zlib.gzipSync(GZIP_TEXT).length));
+      if (a.headers["content-length"] !== undefined)
+        assert.equal(a.headers["content-length"], String(GZIP_TEXT.length));
+      // @hono/node-server passes Content-Encoding and the compressed length on with the
+      // decoded bytes, which no client can parse or gunzip: the two differ on purpose
+      // (README, "Proxying").
+      const b = (
+        await rawRequest(reference.ports.proxy, "GET /gzip HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+      ).toLowerCase();
+      assert.match(b, /\r\ncontent-encoding: gzip\r\n/);
+      assert.ok(b.includes(GZIP_TEXT.slice(0, 40)));
+    });
+
+    test("a HEAD keeps the upstream's Content-Encoding (there is no body to decode)", async () => {
+      const { a, b } = await compare("proxy", { method: "HEAD", path: "/gzip" });
+      assert.equal(a.status, 200);
+      assert.equal(a.body.length, 0);
+      assert.equal(a.headers["content-encoding"], "gzip");
+      assert.equal(a.headers["content-encoding"], b.headers["content-encoding"]);
+    });
+
+    test("a streamed upstream body streams through; its hop-by-hop headers do not", async () => {
+      const { a, b } = await compare("proxy", { path: "/stream" });
+      assert.equal(a.body.toString(), "chunk 0\nchunk 1\nchunk 2\nend");
+      assert.equal(a.headers["transfer-encoding"], "chunked");
+      assert.equal(a.headers["x-end"], "kept");
+      for (const name of ["x-hop", "keep-alive", "proxy-thing"]) assert.equal(a.headers[name], undefined, name);
+      assert.notEqual(a.headers.connection, "x-hop, keep-alive");
+      // The reference sends the upstream's hop-by-hop fields on.
+      assert.equal(b.headers["x-hop"], "1");
+    });
+
+    test("a chunked upload streams to the upstream", async () => {
+      const chunks = [Buffer.alloc(20_000, 1), Buffer.alloc(30_000, 2), Buffer.from("tail")];
+      const expected = createHash("sha256").update(Buffer.concat(chunks)).digest("hex");
+      const { a } = await compare("proxy", {
+        method: "POST",
+        path: "/echo",
+        headers: { "content-type": "application/x-test" },
+        chunks,
+      });
+      assert.deepEqual(JSON.parse(a.body), { method: "POST", size: 50_004, sha: expected, type: "application/x-test" });
+    });
+  });
+
+  describe("Response-shaped objects from elsewhere", () => {
+    let server;
+    let base;
+    let errors;
+    const routes = {
+      "/forEach": () => ({
+        status: 203,
+        headers: {
+          forEach: (cb) =>
+            [
+              ["x-a", "1"],
+              ["content-type", "text/x"],
+            ].forEach(([n, v]) => cb(v, n)),
+        },
+        body: null,
+      }),
+      "/record": () => ({ status: 200, headers: { "x-b": "2", "set-cookie": ["a=1", "b=2"] }, body: "whole string" }),
+      "/iterable-body": () => ({
+        status: 200,
+        headers: new Map([["content-type", "text/plain"]]),
+        body: (async function* () {
+          yield "async ";
+          yield new TextEncoder().encode("iterable");
+        })(),
+      }),
+      "/entries-only": () => ({
+        status: 202,
+        headers: { entries: () => [["x-c", "3"]][Symbol.iterator]() },
+        body: new ReadableStream({ start: (c) => (c.enqueue(new TextEncoder().encode("stream")), c.close()) }),
+      }),
+      "/reader-only": () => {
+        const parts = ["read", "er"];
+        return {
+          status: 200,
+          headers: {},
+          body: {
+            getReader: () => ({
+              read: async () =>
+                parts.length ? { done: false, value: new TextEncoder().encode(parts.shift()) } : { done: true },
+              cancel: async () => {},
+            }),
+          },
+        };
+      },
+      "/not-a-response": () => ({ status: "200", headers: {}, body: null }),
+      "/bad-body": () => ({ status: 200, headers: {}, body: 42 }),
+    };
+
+    before(async () => {
+      errors = [];
+      server = serve({ port: 0, hostname: "127.0.0.1", fetch: (req) => routes[new URL(req.url).pathname]() });
+      server.addEventListener("error", (e) => errors.push(e.error));
+      base = server.port;
+    });
+    after(() => server.close());
+
+    test("headers through forEach, no body", async () => {
+      const r = await send(base, { path: "/forEach" });
+      assert.equal(r.status, 203);
+      assert.equal(r.headers["x-a"], "1");
+      assert.equal(r.headers["content-type"], "text/x");
+    });
+
+    test("headers as a plain record, arrays as repeated fields; a string body", async () => {
+      const r = await send(base, { path: "/record" });
+      assert.equal(r.headers["x-b"], "2");
+      assert.deepEqual(r.headers["set-cookie"], ["a=1", "b=2"]);
+      assert.equal(r.body.toString(), "whole string");
+    });
+
+    test("an iterable of pairs as headers; an async iterable as the body", async () => {
+      const r = await send(base, { path: "/iterable-body" });
+      assert.equal(r.headers["content-type"], "text/plain");
+      assert.equal(r.body.toString(), "async iterable");
+    });
+
+    test("headers with entries() only; a ReadableStream body", async () => {
+      const r = await send(base, { path: "/entries-only" });
+      assert.equal(r.status, 202);
+      assert.equal(r.headers["x-c"], "3");
+      assert.equal(r.body.toString(), "stream");
+    });
+
+    test("a body with nothing but getReader()", async () => {
+      const r = await send(base, { path: "/reader-only" });
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), "reader");
+    });
+
+    test("a status that is not a number, or a body of no known kind, is a 500 and a TypeError", async () => {
+      errors.length = 0;
+      assert.equal((await send(base, { path: "/not-a-response" })).status, 500);
+      assert.equal((await send(base, { path: "/bad-body" })).status, 500);
+      assert.equal(errors.length, 2);
+      assert.ok(errors.every((e) => e instanceof TypeError));
+      assert.match(errors[0].message, /needs a Response, got Object/);
+      assert.match(errors[1].message, /got number/);
+    });
+  });
+
+  describe("a patched Object.prototype.then", () => {
+    test("cannot change the bytes of a streamed response", async () => {
+      const enc = new TextEncoder();
+      let intercepted = 0;
+      // Answers every {value, done} a reader's read() would resolve with as "done"; any
+      // other object resolves as if there were no `then`.
+      function then(onFulfilled) {
+        delete Object.prototype.then;
+        try {
+          if (Object.hasOwn(this, "done") && Object.hasOwn(this, "value")) {
+            intercepted++;
+            onFulfilled({ done: true, value: undefined });
+          } else onFulfilled(this);
+        } finally {
+          // eslint-disable-next-line no-extend-native
+          Object.prototype.then = then;
+        }
+      }
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: () =>
+          new Response(
+            new ReadableStream({
+              start(c) {
+                c.enqueue(enc.encode("hel"));
+                c.enqueue(enc.encode("lo"));
+                c.close();
+                // Patched only while this response is sent (its microtasks), so that the
+                // rest of the process keeps a sane Object.prototype.
+                // eslint-disable-next-line no-extend-native
+                Object.prototype.then = then;
+                setImmediate(() => delete Object.prototype.then);
+              },
+            }),
+          ),
+      });
+      let text;
+      try {
+        text = await rawRequest(server.port, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+      } finally {
+        delete Object.prototype.then;
+        await server.close();
+      }
+      assert.match(text, /\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n$/);
+      assert.equal(intercepted, 0);
+    });
+  });
+
+  describe("hop-by-hop headers a handler sets are never sent", () => {
+    test("Connection, the fields it names, Keep-Alive, TE, Upgrade, Proxy-*", async () => {
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: () =>
+          new Response("body", {
+            headers: {
+              "x-named": "1",
+              connection: "x-named, X-Later",
+              "keep-alive": "timeout=99",
+              te: "trailers",
+              upgrade: "websocket",
+              "proxy-authorization": "Basic eA==",
+              "proxy-connection": "keep-alive",
+              "x-later": "2",
+              "x-kept": "3",
+            },
+          }),
+      });
+      try {
+        const head = await rawHead(server.port);
+        const lines = head.toLowerCase().split("\r\n");
+        assert.ok(lines.includes("x-kept: 3"), head);
+        for (const bad of [
+          "x-named",
+          "x-later",
+          "keep-alive",
+          "te",
+          "upgrade",
+          "proxy-authorization",
+          "proxy-connection",
+        ])
+          assert.ok(!lines.some((l) => l.startsWith(`${bad}:`)), `${bad} in ${head}`);
+        assert.ok(!lines.some((l) => l.startsWith("connection:") && l.includes("x-named")), head);
+      } finally {
+        await server.close();
+      }
+    });
+
+    test("Proxy-Authenticate stays on a 407", async () => {
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: () => new Response(null, { status: 407, headers: { "proxy-authenticate": 'Basic realm="p"' } }),
+      });
+      try {
+        const r = await send(server.port, { path: "/" });
+        assert.equal(r.status, 407);
+        assert.equal(r.headers["proxy-authenticate"], 'Basic realm="p"');
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
+  describe("serve(): the handler's second and third arguments", () => {
+    test("Hono's c.executionCtx.waitUntil keeps work alive, and close() waits for it", async () => {
+      let finished = false;
+      const app = new Hono();
+      app.get("/", (c) => {
+        c.executionCtx.waitUntil(
+          new Promise((resolve) =>
+            setTimeout(() => {
+              finished = true;
+              resolve();
+            }, 50),
+          ),
+        );
+        c.executionCtx.passThroughOnException();
+        return c.json({
+          env: c.env.clientAddress,
+          props: c.executionCtx.props,
+          sameObject: c.env === c.executionCtx,
+          json: JSON.parse(JSON.stringify(c.env)),
+          shown: inspect(c.env),
+        });
+      });
+      const server = serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
+      const r = await send(server.port, { path: "/" });
+      assert.equal(r.status, 200);
+      const got = JSON.parse(r.body);
+      assert.deepEqual(
+        { ...got, shown: undefined },
+        { env: "127.0.0.1", props: {}, sameObject: true, json: { clientAddress: "127.0.0.1" }, shown: undefined },
+      );
+      // console.log(c.env) shows what is there, not an empty-looking object.
+      assert.match(got.shown, /clientAddress: '127\.0\.0\.1'/);
+      assert.match(got.shown, /waitUntil: \[Function/);
+      assert.equal(finished, false);
+      await server.close();
+      assert.equal(finished, true);
+    });
+
+    test("the context's methods work detached, as Cloudflare's do", async () => {
+      let settled = false;
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: (_req, _info, { waitUntil, passThroughOnException }) => {
+          passThroughOnException();
+          waitUntil(new Promise((r) => setTimeout(r, 20)).then(() => (settled = true)));
+          return new Response("ok");
+        },
+      });
+      assert.equal((await send(server.port, { path: "/" })).body.toString(), "ok");
+      await server.close();
+      assert.equal(settled, true);
+    });
+  });
+
+  describe("options as users write them", () => {
+    test("port as a string of digits, as process.env.PORT gives it", async () => {
+      const s = new Server({ port: "0", host: "127.0.0.1" });
+      await s.listen();
+      assert.ok(s.port > 0);
+      await s.close();
+      const t = serve({ port: " 0 ", hostname: "127.0.0.1", fetch: () => new Response("x") });
+      assert.ok(t.port > 0);
+      await t.close();
+    });
+
+    const cases = [
+      [{ port: "abc" }, TypeError, /port must be an integer \(or a string of decimal digits\), got the string "abc"/],
+      [{ port: "" }, TypeError, /got the string ""/],
+      [{ port: "3.5" }, TypeError, /got the string "3\.5"/],
+      [{ port: 3.5 }, TypeError, /got the number 3\.5/],
+      [{ port: "70000" }, RangeError, /port must be between 0 and 65535, got the string "70000"/],
+      [{ port: -1 }, RangeError, /got the number -1/],
+      [{ port: null }, TypeError, /got null/],
+      [{ port: {} }, TypeError, /got an object \(Object\)/],
+      [{ maxBodySize: "10mb" }, TypeError, /maxBodySize must be an integer, got the string "10mb"/],
+      [{ maxBodySize: "1024" }, TypeError, /maxBodySize must be an integer, got the string "1024"/],
+      [{ timeout: true }, TypeError, /timeout must be an integer, got the boolean true/],
+      [{ host: 5 }, TypeError, /host must be a non-empty string, got the number 5/],
+      [{ hostname: "" }, TypeError, /hostname must be a non-empty string, got the string ""/],
+      [{ reusePort: "yes" }, TypeError, /reusePort must be a boolean, got the string "yes"/],
+      [{ overrideGlobals: 1 }, TypeError, /overrideGlobals must be a boolean, got the number 1/],
+    ];
+    for (const [options, type, message] of cases) {
+      test(`${JSON.stringify(options)} is refused with the value it got`, () => {
+        assert.throws(
+          () => new Server(options),
+          (e) => e instanceof type && e.code === "ERR_INVALID_OPTION" && message.test(e.message),
+        );
+      });
+    }
+
+    test("the options object and fetch themselves", () => {
+      assert.throws(() => new Server(42), /Server options must be an object, got the number 42/);
+      assert.throws(() => serve(null), /got null/);
+      assert.throws(
+        () => serve({ fetch: "app" }),
+        (e) => e.code === "ERR_INVALID_OPTION" && /got the string "app" for fetch/.test(e.message),
+      );
+    });
+  });
+}
+
+/** Everything a server sends for `head` until it closes, as latin1 text. */
+function rawRequest(port, head) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1", () => sock.write(head));
+    let text = "";
+    sock.on("data", (d) => (text += d.toString("latin1")));
+    sock.on("end", () => resolve(text));
+    sock.on("error", reject);
+  });
+}
+
+/** The response head of one GET / over a raw socket. */
+async function rawHead(port) {
+  const text = await rawRequest(port, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+  return text.slice(0, text.indexOf("\r\n\r\n"));
+}
