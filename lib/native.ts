@@ -60,6 +60,8 @@ type H = number;
 /** The addon's exports: the class, and one plain function per request-path call, each
  * taking the server's handle first (several times cheaper to call than a method). */
 interface Addon {
+  /** src/wire.rs: every constant by name, and METHODS. */
+  constants: Readonly<Record<string, number | readonly string[]>>;
   NativeServer: new (options: NativeOptions) => ServerHandle;
   drain(h: H, records: Uint32Array, texts: string[]): number;
   reschedule(h: H): void;
@@ -115,39 +117,49 @@ export function createNativeServer(options: NativeOptions): NativeServer {
   };
 }
 
-/** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
-/** Words per drained record (src/bridge.rs `record::WORDS`). */
-export const RECORD_WORDS = 4;
-export const RECORD_REQUEST = 1;
-export const RECORD_BODY_DATA = 2;
-export const RECORD_BODY_END = 3;
-export const RECORD_BODY_FULL = 4;
-export const RECORD_BODY_ERROR = 5;
-export const RECORD_ABORT = 6;
-export const RECORD_WRITABLE = 7;
-export const RECORD_CLOSED = 8;
-export const FLAG_HAS_BODY = 1 << 8;
-export const FLAG_BODY_BUFFERED = 1 << 9;
+// What Rust and JS agree on is declared in src/wire.rs and read here by name, once, at
+// load: a name the addon does not define stops the load instead of becoming undefined.
+function constant(name: string): number {
+  const v = addon.constants[name];
+  if (typeof v !== "number") throw new Error(`fetch-rs: the native addon defines no constant ${name}; rebuild it`);
+  return v;
+}
+
+/** Words per drained record: `[kind, id, arg, urlLength]`. */
+export const RECORD_WORDS = constant("RECORD_WORDS");
+export const RECORD_REQUEST = constant("RECORD_REQUEST");
+export const RECORD_BODY_DATA = constant("RECORD_BODY_DATA");
+export const RECORD_BODY_END = constant("RECORD_BODY_END");
+export const RECORD_BODY_FULL = constant("RECORD_BODY_FULL");
+export const RECORD_BODY_ERROR = constant("RECORD_BODY_ERROR");
+export const RECORD_ABORT = constant("RECORD_ABORT");
+export const RECORD_WRITABLE = constant("RECORD_WRITABLE");
+export const RECORD_CLOSED = constant("RECORD_CLOSED");
+/** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
+export const METHOD_MASK = constant("METHOD_MASK");
+export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");
 
 /** `bodyPull` results other than a chunk. */
-export const PULL_END = 0;
-export const PULL_PENDING = 1;
+export const PULL_END = constant("PULL_END");
+export const PULL_PENDING = constant("PULL_PENDING");
 
 /** Abort reasons in ABORT records. */
-export const ABORT_CLIENT_GONE = 1;
-export const ABORT_TIMEOUT = 2;
+export const ABORT_TIMEOUT = constant("ABORT_TIMEOUT");
 
 /** Body error kinds in BODY_ERROR records. */
-export const BODY_TOO_LARGE = 1;
+export const BODY_TOO_LARGE = constant("BODY_TOO_LARGE");
 
-/** Content-type codes understood by the respond calls (src/response.rs). */
-export const CT_NONE = 0;
-export const CT_TEXT = 1;
-export const CT_JSON = 2;
-export const CT_FORM = 4;
+/** Content-type codes understood by the respond calls. */
+export const CT_NONE = constant("CT_NONE");
+export const CT_TEXT = constant("CT_TEXT");
+export const CT_JSON = constant("CT_JSON");
+export const CT_FORM = constant("CT_FORM");
 
-/** Method codes in REQUEST records (src/bridge.rs `method_code`); 7 means "ask". */
-export const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+/** The slot index bits of a request id (the generation is above them). */
+export const INDEX_MASK = constant("INDEX_MASK");
+
+/** Method names by their code in REQUEST records; a larger code means "ask". */
+export const METHODS: readonly string[] = addon.constants.METHODS as readonly string[];
 
 /**
  * Native errors carry their stable code as a `[CODE] message` prefix; this turns one

@@ -8,6 +8,8 @@ import {
   CT_NONE,
   nativeError,
   createNativeServer,
+  INDEX_MASK,
+  METHOD_MASK,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -81,7 +83,6 @@ type ErrorListener = (this: Server, event: ServerErrorEvent) => unknown;
 const RECORDS_PER_DRAIN = 1024;
 /** Records handled per doorbell before yielding to timers and I/O. */
 const RECORDS_PER_TURN = 4096;
-const INDEX_MASK = (1 << 20) - 1;
 
 function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
@@ -263,7 +264,7 @@ export class Server {
             const text = texts[k];
             texts[k++] = "";
             const urlLength = rec[i + 3];
-            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
+            this.#dispatch(rec[i + 1], rec[i + 2] & METHOD_MASK, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;

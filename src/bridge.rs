@@ -7,6 +7,7 @@
 //! the batch go back to tokio with one wake-up.
 
 use crate::body::{BodyErrorKind, ResponseBody};
+use crate::wire::{self, INDEX_BITS, INDEX_MASK};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -36,13 +37,14 @@ pub struct Ticket {
     pub id: AtomicU32,
 }
 
-/// Why a request was abandoned before its response completed.
+/// Why a request was abandoned before its response completed (an ABORT record's `arg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum AbortReason {
     /// The client closed the connection.
-    ClientGone = 1,
+    ClientGone = wire::ABORT_CLIENT_GONE,
     /// The listener did not respond within the `timeout` option.
-    Timeout = 2,
+    Timeout = wire::ABORT_TIMEOUT,
 }
 
 /// A request as it travels from a connection task to the JS thread. Its head stays with
@@ -198,49 +200,10 @@ impl Doorbell {
     }
 }
 
-/// Record kinds written by `drain` into the JS-shared array, three u32s each:
-/// `[kind, id, arg]`.
-pub mod record {
-    /// A new request. `arg`: method code in the low byte, `flags` above it.
-    pub const REQUEST: u32 = 1;
-    pub const BODY_DATA: u32 = 2;
-    pub const BODY_END: u32 = 3;
-    /// The whole body is buffered; `body_collect` returns it.
-    pub const BODY_FULL: u32 = 4;
-    /// `arg`: a `BodyErrorKind`.
-    pub const BODY_ERROR: u32 = 5;
-    /// `arg`: an `AbortReason`.
-    pub const ABORT: u32 = 6;
-    pub const WRITABLE: u32 = 7;
-    pub const CLOSED: u32 = 8;
-
-    /// Request flag: the request has a body (possibly empty but declared).
-    pub const FLAG_HAS_BODY: u32 = 1 << 8;
-    /// Request flag: the body is already buffered in full.
-    pub const FLAG_BODY_BUFFERED: u32 = 1 << 9;
-    /// Words per record: kind, id, arg, and for REQUEST the length of the URL at the start
-    /// of its head text (`request::HeadText`, the rest being its packed headers).
-    pub const WORDS: usize = 4;
-}
-
-/// Method codes shared with `lib/request.ts`; anything else is `METHOD_OTHER` and is
-/// fetched by name.
-pub fn method_code(m: &http::Method) -> u32 {
-    match *m {
-        http::Method::GET => 0,
-        http::Method::HEAD => 1,
-        http::Method::POST => 2,
-        http::Method::PUT => 3,
-        http::Method::DELETE => 4,
-        http::Method::OPTIONS => 5,
-        http::Method::PATCH => 6,
-        _ => 7,
-    }
-}
-
-const INDEX_BITS: u32 = 20;
-const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+/// Generations wrap below this: they fill the bits above the index.
 const GEN_LIMIT: u32 = 1 << (32 - INDEX_BITS);
+/// Words per record, as an array length.
+const WORDS: usize = wire::RECORD_WORDS as usize;
 
 /// A JS-visible request id: slot index plus generation, so a stale id never reaches
 /// a later request in the same slot.
@@ -408,12 +371,12 @@ impl JsSide {
             std::mem::swap(&mut self.swap, &mut *q);
         }
         self.pending.extend(self.swap.drain(..));
-        let capacity = records.len() / record::WORDS;
+        let capacity = records.len() / WORDS;
         let mut n = 0;
         while n < capacity {
             let Some(ev) = self.pending.pop_front() else { break };
             if let Some(record) = self.apply(ev, heads) {
-                records[n * record::WORDS..(n + 1) * record::WORDS].copy_from_slice(&record);
+                records[n * WORDS..(n + 1) * WORDS].copy_from_slice(&record);
                 n += 1;
             }
         }
@@ -421,34 +384,34 @@ impl JsSide {
     }
 
     /// Updates the slab for one event and returns its record, if JS needs to see it.
-    fn apply(&mut self, ev: Event, heads: &mut Vec<crate::request::HeadText>) -> Option<[u32; record::WORDS]> {
+    fn apply(&mut self, ev: Event, heads: &mut Vec<crate::request::HeadText>) -> Option<[u32; WORDS]> {
         match ev {
             Event::Request(mut req) => {
                 let head = std::mem::take(&mut req.text);
                 let url_len = head.url_len as u32;
                 heads.push(head);
-                let mut flags = method_code(&req.method);
+                let mut flags = wire::method_code(&req.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
                     RequestBody::Full(b) => {
-                        flags |= record::FLAG_HAS_BODY | record::FLAG_BODY_BUFFERED;
+                        flags |= wire::FLAG_HAS_BODY;
                         BodyState::Buffered(b)
                     }
                     RequestBody::Incoming(i) => {
-                        flags |= record::FLAG_HAS_BODY;
+                        flags |= wire::FLAG_HAS_BODY;
                         BodyState::Unread(i)
                     }
                 };
                 let ticket = req.ticket.clone();
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
                 ticket.id.store(id.0, Ordering::Release);
-                Some([record::REQUEST, id.0, flags, url_len])
+                Some([wire::RECORD_REQUEST, id.0, flags, url_len])
             }
             Event::BodyData(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { chunks, .. } = &mut live.body {
                     chunks.push_back(data);
-                    return Some([record::BODY_DATA, id, 0, 0]);
+                    return Some([wire::RECORD_BODY_DATA, id, 0, 0]);
                 }
                 None
             }
@@ -456,14 +419,14 @@ impl JsSide {
                 let live = self.slab.get_mut(SlotId(id))?;
                 if let BodyState::Streaming { ended, .. } = &mut live.body {
                     *ended = true;
-                    return Some([record::BODY_END, id, 0, 0]);
+                    return Some([wire::RECORD_BODY_END, id, 0, 0]);
                 }
                 None
             }
             Event::BodyFull(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Buffered(data);
-                Some([record::BODY_FULL, id, 0, 0])
+                Some([wire::RECORD_BODY_FULL, id, 0, 0])
             }
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
@@ -474,25 +437,25 @@ impl JsSide {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
                     self.outbox.push((tx, crate::response::status_only(status)));
                 }
-                Some([record::BODY_ERROR, id, kind as u32, 0])
+                Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
             }
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.req.reply = None;
                 live.stream = None;
-                Some([record::ABORT, id, reason as u32, 0])
+                Some([wire::RECORD_ABORT, id, reason as u32, 0])
             }
             Event::StreamAborted(id) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.stream = None;
-                Some([record::ABORT, id, AbortReason::ClientGone as u32, 0])
+                Some([wire::RECORD_ABORT, id, AbortReason::ClientGone as u32, 0])
             }
             Event::Writable(id) => {
                 self.slab.get(SlotId(id))?;
-                Some([record::WRITABLE, id, 0, 0])
+                Some([wire::RECORD_WRITABLE, id, 0, 0])
             }
-            Event::Closed => Some([record::CLOSED, 0, 0, 0]),
+            Event::Closed => Some([wire::RECORD_CLOSED, 0, 0, 0]),
             Event::Release(r) => {
                 self.releases.push(r);
                 None

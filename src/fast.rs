@@ -43,6 +43,8 @@ pub fn exports(exports: Object, env: Env) -> Result<()> {
             check_status!(sys::napi_set_named_property(env.raw(), exports.raw(), name.as_ptr(), function))?;
         }
     }
+    let mut exports = exports;
+    exports.set("constants", crate::wire::to_js(&env)?)?;
     Ok(())
 }
 

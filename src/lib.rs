@@ -40,6 +40,7 @@ pub mod options;
 pub mod request;
 pub mod response;
 pub mod stats;
+pub mod wire;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
 // freed in bulk on a tokio thread (DESIGN.md section 2).
@@ -61,13 +62,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
+use wire::{PULL_END, PULL_PENDING};
 
 /// Bodies this large or larger cross to JS as external buffers instead of copies.
 const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
-
-/// `bodyPull` results other than a chunk.
-const PULL_END: u32 = 0;
-const PULL_PENDING: u32 = 1;
 
 /// The native half of a server, kept in the JS thread's `SERVERS` table and reached by
 /// its handle: the per-request calls are plain functions (`respondText(handle, …)`),
