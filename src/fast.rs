@@ -9,7 +9,7 @@
 //! as napi-rs throws them (the same messages, so `nativeError` in lib/native.ts maps codes
 //! the same way), and a panic becomes a thrown error, as with `catch_unwind` elsewhere.
 
-use crate::with_core;
+use crate::registry::with_core;
 use napi::bindgen_prelude::{BufferSlice, FromNapiValue, JsValue, Object, ToNapiValue, Uint32ArraySlice};
 use napi::{check_status, sys, Env, JsError, Result};
 use std::panic::AssertUnwindSafe;
