@@ -2,11 +2,13 @@
 //! drain, reply, read bodies, stream, close. Reached through `registry::with_core`.
 
 use crate::body::{self, ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
-use crate::bridge::{self, BodyState, Doorbell, JsSide, ResponseStream, SlotId};
+use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, ErrorKind};
+use crate::js_side::JsSide;
 use crate::lending::{lend, to_buffer};
 use crate::options::{NativeOptions, ServerConfig};
+use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{PULL_END, PULL_PENDING};
 use crate::{listener, request, response};

@@ -36,12 +36,14 @@ pub mod core;
 pub mod cork;
 pub mod error;
 pub mod fast;
+pub mod js_side;
 pub mod lending;
 pub mod listener;
 pub mod options;
 pub mod registry;
 pub mod request;
 pub mod response;
+pub mod slab;
 pub mod stats;
 pub mod wire;
 
