@@ -4,7 +4,7 @@ import type { NativeBody } from "./body.js";
 import { eventInternals, FetchEvent, type EventHost } from "./fetch-event.js";
 import {
   ABORT_TIMEOUT,
-  BODY_TOO_LARGE,
+  bodyError,
   CT_NONE,
   nativeError,
   createNativeServer,
@@ -406,14 +406,20 @@ export class Server {
           const req = eventInternals.requestIfCreated(ev);
           if (req !== null) detachRequest(req);
         }
-        const r = sendResponse(native, id, response, release, this.#streamHooks);
+        let r: Promise<void> | void;
+        try {
+          r = sendResponse(native, id, response, release, this.#streamHooks);
+        } catch (e) {
+          throw nativeError(e);
+        }
         this.#queueFlush();
         // A body read first (a Blob, a foreign Response) is replied to later.
         return r === undefined ? r : r.finally(() => this.#queueFlush());
       },
-      fail: (ev, id, status, why) => {
-        if (why.startsWith("no listener")) {
-          const err = Object.assign(new Error(`${why}; answered ${status}`), { code: "ERR_NO_RESPONSE" });
+      fail: (ev, id, status, unanswered) => {
+        if (unanswered) {
+          const why = `no listener called respondWith(); answered ${status}`;
+          const err = Object.assign(new Error(why), { code: "ERR_NO_RESPONSE" });
           this.#report(err, ev);
         }
         native.respondEmpty(id, status, CT_NONE, null, false);
@@ -424,10 +430,11 @@ export class Server {
         this.#waitUntil.add(p);
         p.finally(() => this.#waitUntil.delete(p));
       },
-      finish: (ev, id) => {
-        const idx = eventInternals.id(ev) & INDEX_MASK;
+      finish: (ev, released) => {
+        const id = eventInternals.id(ev);
+        const idx = id & INDEX_MASK;
         if (this.#events[idx] === ev) this.#events[idx] = undefined;
-        if (id === -1) return;
+        if (released) return;
         const req = eventInternals.requestIfCreated(ev);
         if (req !== null) detachRequest(req);
         native.requestRelease(id);
@@ -496,12 +503,6 @@ function safeUrl(r: Request): string {
   } catch {
     return "(released)";
   }
-}
-
-function bodyError(kind: number): Error {
-  return kind === BODY_TOO_LARGE
-    ? Object.assign(new Error("The request body is larger than maxBodySize"), { code: "ERR_BODY_TOO_LARGE" })
-    : Object.assign(new Error("The client aborted the request body"), { code: "ERR_BODY_ABORTED" });
 }
 
 export interface ServeInfo {

@@ -4,7 +4,7 @@
 use crate::body::{self, ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
 use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
-use crate::error::{BridgeError, ErrorKind};
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::js_side::JsSide;
 use crate::lending::{lend, to_buffer};
 use crate::options::{NativeOptions, ServerConfig};
@@ -34,16 +34,16 @@ pub struct Core {
     heads: Vec<request::HeadText>,
 }
 
-pub(crate) fn invalid_state(msg: &str) -> napi::Error {
-    BridgeError::new(ErrorKind::InvalidState, msg).into()
+pub(crate) fn invalid_state(msg: &str) -> BridgeError {
+    BridgeError::new(ErrorKind::InvalidState, msg)
 }
 
-fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> Result<JsString<'e>> {
+fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> napi::Result<JsString<'e>> {
     env.create_string_latin1(bytes)
 }
 
 impl Core {
-    pub fn new(options: NativeOptions) -> Result<Self> {
+    pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
         Ok(Core {
             config,
@@ -56,7 +56,7 @@ impl Core {
     }
 
     /// Binds the socket and starts serving; returns the bound port.
-    pub fn listen(&mut self, doorbell: Function<(), ()>) -> Result<u32> {
+    pub fn listen(&mut self, doorbell: Function<(), ()>) -> BridgeResult<u32> {
         if self.runtime.is_some() {
             return Err(invalid_state("the server is already listening"));
         }
@@ -98,7 +98,7 @@ impl Core {
     /// One string per request, not one per batch that JS would slice: a slice keeps its
     /// whole parent string alive, so a URL or header value an application keeps (a cache
     /// key, a session map) would hold every head of its batch.
-    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> Result<u32> {
+    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> BridgeResult<u32> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
         let n = self.js.drain(records, &mut self.heads) as u32;
@@ -147,7 +147,7 @@ impl Core {
 
     /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
     /// BODY_ERROR record will follow. Throws once the body failed or was taken.
-    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> Result<Option<BufferSlice<'e>>> {
+    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<BufferSlice<'e>>> {
         let limit = self.config.max_body_size;
         let rt = self.runtime.as_ref().map(|r| r.handle().clone());
         let doorbell = self.js.doorbell.clone();
@@ -179,7 +179,7 @@ impl Core {
 
     /// The next chunk of a streamed request body: a Buffer, `PULL_END` at the end, or
     /// `PULL_PENDING` when a BODY_DATA / BODY_END / BODY_ERROR record will follow.
-    pub fn body_pull<'e>(&mut self, env: &'e Env, id: u32) -> Result<Either<BufferSlice<'e>, u32>> {
+    pub fn body_pull<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Either<BufferSlice<'e>, u32>> {
         let limit = self.config.max_body_size;
         let rt = self.runtime.as_ref().map(|r| r.handle().clone());
         let doorbell = self.js.doorbell.clone();
@@ -237,7 +237,7 @@ impl Core {
         headers: Option<Vec<String>>,
         body: String,
         release: bool,
-    ) -> Result<()> {
+    ) -> BridgeResult<()> {
         self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
     }
 
@@ -250,7 +250,7 @@ impl Core {
         headers: Option<Vec<String>>,
         body: &[u8],
         release: bool,
-    ) -> Result<()> {
+    ) -> BridgeResult<()> {
         self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
     }
 
@@ -266,7 +266,7 @@ impl Core {
         headers: Option<Vec<String>>,
         body: Uint8ArraySlice<'_>,
         release: bool,
-    ) -> Result<()> {
+    ) -> BridgeResult<()> {
         let bytes = lend(env, &self.js.doorbell, body)?;
         self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
     }
@@ -279,12 +279,12 @@ impl Core {
         ct: u32,
         headers: Option<Vec<String>>,
         release: bool,
-    ) -> Result<()> {
+    ) -> BridgeResult<()> {
         self.respond(id, status, ct, headers, ResponseBody::Empty, release)
     }
 
     /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
-    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>) -> Result<()> {
+    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>) -> BridgeResult<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
         let waiting = Arc::new(AtomicBool::new(false));
         let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
@@ -299,19 +299,17 @@ impl Core {
 
     /// Queues a chunk of a streamed reply. `false`: the queue is full, nothing was
     /// taken; call again after a WRITABLE record. Throws when the client is gone.
-    pub fn stream_write(&mut self, id: u32, chunk: &[u8]) -> Result<bool> {
+    pub fn stream_write(&mut self, id: u32, chunk: &[u8]) -> BridgeResult<bool> {
         self.stream_send(id, bytes::Bytes::copy_from_slice(chunk))
     }
 
     /// `streamWrite` for a large chunk, lent instead of copied (JS must not change it).
-    pub fn stream_write_shared(&mut self, env: &Env, id: u32, chunk: Uint8ArraySlice<'_>) -> Result<bool> {
+    pub fn stream_write_shared(&mut self, env: &Env, id: u32, chunk: Uint8ArraySlice<'_>) -> BridgeResult<bool> {
         let bytes = lend(env, &self.js.doorbell, chunk)?;
         self.stream_send(id, bytes)
     }
-}
 
-impl Core {
-    fn stream_send(&mut self, id: u32, chunk: bytes::Bytes) -> Result<bool> {
+    fn stream_send(&mut self, id: u32, chunk: bytes::Bytes) -> BridgeResult<bool> {
         let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.as_mut()) else {
             return Err(invalid_state("the response stream is closed"));
         };
@@ -330,9 +328,7 @@ impl Core {
             }
         }
     }
-}
 
-impl Core {
     /// Ends a streamed reply; `failed` cuts it off so the client sees an incomplete body.
     pub fn stream_end(&mut self, id: u32, failed: bool) {
         if let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.take()) {
@@ -355,7 +351,7 @@ impl Core {
     /// Starts a graceful close: stop accepting, let in-flight requests finish, close
     /// idle connections; after `graceMs` (0: wait forever) force the rest. A CLOSED
     /// record follows when no connection is left.
-    pub fn close(&mut self, grace_ms: f64) -> Result<()> {
+    pub fn close(&mut self, grace_ms: f64) -> BridgeResult<()> {
         let (Some(rt), Some(phase)) = (self.runtime.as_ref(), self.phase.clone()) else {
             return Err(invalid_state("the server is not listening"));
         };
@@ -412,9 +408,7 @@ impl Core {
     pub fn live_requests(&self) -> u32 {
         self.js.slab.len() as u32
     }
-}
 
-impl Core {
     /// Queues the reply for the next flush (nothing when the slot is gone); with
     /// `release`, also frees the slot.
     fn respond(
@@ -425,7 +419,7 @@ impl Core {
         headers: Option<Vec<String>>,
         body: ResponseBody,
         release: bool,
-    ) -> Result<()> {
+    ) -> BridgeResult<()> {
         let reply = response::build(status, ct, headers.as_deref(), body)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
@@ -438,13 +432,11 @@ impl Core {
     }
 }
 
-fn body_error(kind: body::BodyErrorKind) -> napi::Error {
+fn body_error(kind: body::BodyErrorKind) -> BridgeError {
     match kind {
         body::BodyErrorKind::TooLarge => {
-            napi::Error::new(Status::GenericFailure, "[ERR_BODY_TOO_LARGE] the request body is larger than maxBodySize")
+            BridgeError::new(ErrorKind::BodyTooLarge, "the request body is larger than maxBodySize")
         }
-        body::BodyErrorKind::Aborted => {
-            napi::Error::new(Status::GenericFailure, "[ERR_BODY_ABORTED] the client aborted the request body")
-        }
+        body::BodyErrorKind::Aborted => BridgeError::new(ErrorKind::BodyAborted, "the client aborted the request body"),
     }
 }

@@ -2,6 +2,7 @@
 //! and JS typed arrays lent to hyper as response bodies until written.
 
 use crate::bridge::{self, Doorbell, LentRef};
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use napi::bindgen_prelude::*;
 use napi::Env;
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use std::sync::Arc;
 const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
 
 /// A Buffer over `data`: copied when small, external (no copy) when large.
-pub(crate) fn to_buffer(env: &Env, data: bytes::Bytes) -> Result<BufferSlice<'_>> {
+pub(crate) fn to_buffer(env: &Env, data: bytes::Bytes) -> BridgeResult<BufferSlice<'_>> {
     if data.len() < EXTERNAL_BUFFER_MIN {
-        return BufferSlice::copy_from(env, &data);
+        return Ok(BufferSlice::copy_from(env, &data)?);
     }
     let ptr = data.as_ptr() as *mut u8;
     let len = data.len();
@@ -74,12 +75,12 @@ impl Drop for LentBody {
 }
 
 /// The bytes of `array` as a `Bytes` that holds the array alive instead of copying it.
-pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'_>) -> Result<bytes::Bytes> {
+pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'_>) -> BridgeResult<bytes::Bytes> {
     let mut reference = std::ptr::null_mut();
     // SAFETY: a live value of this callback, on the JS thread.
     let status = unsafe { napi::sys::napi_create_reference(env.raw(), array.value().value, 1, &mut reference) };
     if status != napi::sys::Status::napi_ok {
-        return Err(napi::Error::from_reason("could not hold the response body"));
+        return Err(BridgeError::new(ErrorKind::Napi(napi::Status::from(status)), "could not hold the response body"));
     }
     let bytes: &[u8] = array.as_ref();
     Ok(bytes::Bytes::from_owner(LentBody {

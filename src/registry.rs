@@ -2,11 +2,10 @@
 //! garbage collection drops its `Core`) and `with_core`, which every call goes through.
 
 use crate::core::{invalid_state, Core};
+use crate::error::{BridgeResult, ErrorKind};
 use crate::options::NativeOptions;
-use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::Function;
 use napi_derive::napi;
-
-// ---- the napi surface: a class for a server's life, plain functions for its requests
 
 thread_local! {
     /// The servers created on this JS thread, by handle (index); `None` once finalized.
@@ -15,7 +14,7 @@ thread_local! {
 
 /// Runs `f` on the server `handle`. Every caller runs on the JS thread, and none calls
 /// back into JS while it holds the server, so the borrow is never contended.
-pub(crate) fn with_core<R>(handle: u32, f: impl FnOnce(&mut Core) -> Result<R>) -> Result<R> {
+pub(crate) fn with_core<R>(handle: u32, f: impl FnOnce(&mut Core) -> BridgeResult<R>) -> BridgeResult<R> {
     SERVERS.with(|servers| {
         let mut servers = servers.try_borrow_mut().map_err(|_| invalid_state("the server is busy"))?;
         match servers.get_mut(handle as usize).and_then(Option::as_mut) {
@@ -25,8 +24,13 @@ pub(crate) fn with_core<R>(handle: u32, f: impl FnOnce(&mut Core) -> Result<R>) 
     })
 }
 
+/// `with_core` for the methods below: napi-rs throws the error with its kind's `code`.
+fn on_core<R>(handle: u32, f: impl FnOnce(&mut Core) -> BridgeResult<R>) -> napi::Result<R, ErrorKind> {
+    Ok(with_core(handle, f)?)
+}
+
 /// A server's handle and its lifetime: creating one registers a `Core`, and garbage
-/// collection of the object drops it. The per-request calls are the functions below.
+/// collection of the object drops it. The per-request calls are in `calls.rs`.
 #[napi]
 pub struct NativeServer {
     handle: u32,
@@ -35,7 +39,7 @@ pub struct NativeServer {
 #[napi]
 impl NativeServer {
     #[napi(constructor)]
-    pub fn new(options: NativeOptions) -> Result<Self> {
+    pub fn new(options: NativeOptions) -> napi::Result<Self, ErrorKind> {
         let core = Core::new(options)?;
         let handle = SERVERS.with(|servers| {
             let mut servers = servers.borrow_mut();
@@ -61,22 +65,22 @@ impl NativeServer {
 
     /// Binds the socket and starts serving; returns the bound port.
     #[napi(catch_unwind)]
-    pub fn listen(&self, doorbell: Function<(), ()>) -> Result<u32> {
-        with_core(self.handle, |c| c.listen(doorbell))
+    pub fn listen(&self, doorbell: Function<(), ()>) -> napi::Result<u32, ErrorKind> {
+        on_core(self.handle, |c| c.listen(doorbell))
     }
 
     /// Starts a graceful close: stop accepting, let in-flight requests finish, close
     /// idle connections; after `graceMs` (0: wait forever) force the rest. A CLOSED
     /// record follows when no connection is left.
     #[napi(catch_unwind)]
-    pub fn close(&self, grace_ms: f64) -> Result<()> {
-        with_core(self.handle, |c| c.close(grace_ms))
+    pub fn close(&self, grace_ms: f64) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| c.close(grace_ms))
     }
 
     /// Forces every connection closed now (after or instead of a graceful close).
     #[napi(catch_unwind)]
-    pub fn force_close(&self) -> Result<()> {
-        with_core(self.handle, |c| {
+    pub fn force_close(&self) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| {
             c.force_close();
             Ok(())
         })
@@ -85,8 +89,8 @@ impl NativeServer {
     /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
     /// loop alive. Unanswered requests are dropped.
     #[napi(catch_unwind)]
-    pub fn shutdown(&self) -> Result<()> {
-        with_core(self.handle, |c| {
+    pub fn shutdown(&self) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| {
             c.shutdown();
             Ok(())
         })
@@ -94,14 +98,14 @@ impl NativeServer {
 
     /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
     #[napi(catch_unwind)]
-    pub fn stats(&self) -> Result<Vec<f64>> {
-        with_core(self.handle, |c| Ok(c.stats()))
+    pub fn stats(&self) -> napi::Result<Vec<f64>, ErrorKind> {
+        on_core(self.handle, |c| Ok(c.stats()))
     }
 
     /// Requests held by the JS thread (for tests of slot reuse and leaks).
     #[napi(catch_unwind)]
-    pub fn live_requests(&self) -> Result<u32> {
-        with_core(self.handle, |c| Ok(c.live_requests()))
+    pub fn live_requests(&self) -> napi::Result<u32, ErrorKind> {
+        on_core(self.handle, |c| Ok(c.live_requests()))
     }
 }
 
