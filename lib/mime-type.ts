@@ -10,8 +10,9 @@ export interface MimeType {
   parameters: Map<string, string>;
 }
 
-// https://mimesniff.spec.whatwg.org/#http-token-code-point
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** @internal An RFC 9110 token: a header name, a method, a MIME type's parts
+ * (https://mimesniff.spec.whatwg.org/#http-token-code-point). */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // https://mimesniff.spec.whatwg.org/#http-quoted-string-token-code-point
 const QUOTED_STRING_TOKEN = /^[\t\x20-\x7e\x80-\xff]*$/;
 

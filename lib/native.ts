@@ -51,7 +51,6 @@ interface ServerHandle {
   forceClose(): void;
   shutdown(): void;
   stats(): number[];
-  liveRequests(): number;
 }
 
 /** A native server as the rest of lib/ calls it. */
@@ -82,7 +81,6 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
     stats: () => s.stats(),
-    liveRequests: () => s.liveRequests(),
     drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),

@@ -4,6 +4,7 @@
 // access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
 import { cloneHeaders, Headers, type HeadersInitLike } from "./headers.js";
+import { TOKEN } from "./mime-type.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
 
@@ -98,7 +99,6 @@ const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
 const FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
 // https://fetch.spec.whatwg.org/#cors-safelisted-method
 const CORS_SAFELISTED = new Set(["GET", "HEAD", "POST"]);
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INCOMING = Symbol("incoming");
 
 function toStr(v: unknown): string {

@@ -404,11 +404,6 @@ impl Core {
         vec![s.active_connections, s.total_requests, s.requests_per_second, s.avg_latency_ms, s.pending_requests]
     }
 
-    /// Requests held by the JS thread (for tests of slot reuse and leaks).
-    pub fn live_requests(&self) -> u32 {
-        self.js.slab.len() as u32
-    }
-
     /// Queues the reply for the next flush (nothing when the slot is gone); with
     /// `release`, also frees the slot.
     fn respond(

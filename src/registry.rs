@@ -101,12 +101,6 @@ impl NativeServer {
     pub fn stats(&self) -> napi::Result<Vec<f64>, ErrorKind> {
         on_core(self.handle, |c| Ok(c.stats()))
     }
-
-    /// Requests held by the JS thread (for tests of slot reuse and leaks).
-    #[napi(catch_unwind)]
-    pub fn live_requests(&self) -> napi::Result<u32, ErrorKind> {
-        on_core(self.handle, |c| Ok(c.live_requests()))
-    }
 }
 
 impl Drop for NativeServer {

@@ -59,3 +59,11 @@ test("nativeError makes invalid input a TypeError and keeps the code", () => {
   const other = Object.assign(new Error("x"), { code: "ERR_LISTEN" });
   assert.equal(native.nativeError(other), other);
 });
+
+test("the published type declarations hold no internals", () => {
+  const dir = new URL("../dist/", import.meta.url);
+  for (const file of readdirSync(dir).filter((f) => f.endsWith(".d.ts"))) {
+    const text = readFileSync(new URL(file, dir), "utf8");
+    assert.doesNotMatch(text, /@internal|listenSync/, file);
+  }
+});
