@@ -4,17 +4,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Response } from "../dist/index.js";
+import { bothImpls } from "./helpers.mjs";
 
 const NodeHeaders = globalThis.Headers;
-const IMPLS = [
-  ["fetch-rs", Headers],
-  ["node", NodeHeaders],
-];
-
-/** Runs `fn(H)` as one test per implementation. */
-function both(name, fn) {
-  for (const [impl, H] of IMPLS) test(`${name} [${impl}]`, () => fn(H));
-}
+const both = bothImpls(Headers, NodeHeaders);
 
 // https://fetch.spec.whatwg.org/#header-name: an RFC 9110 token.
 const INVALID_NAMES = ["", "a b", "a:b", "a\tb", "é", "a\n", "(", ")", "<", ">", "@", ",", ";", "\\", '"', "/", "[", "]", "?", "=", "{", "}", "\u0100", "\0"];
