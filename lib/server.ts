@@ -132,15 +132,17 @@ export class Server {
   #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS);
   // The head texts of the REQUEST records of a drain, in order (emptied as dispatched).
   #texts: string[] = [];
-  #events: (FetchEvent | undefined)[] = [];
-  #bodyWaiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  #writableWaiters = new Map<number, (ok: boolean) => void>();
-  #streamCancels = new Map<number, () => void>();
+  // Per request, by the slot index of its id (see RequestState).
+  #requests: (RequestState | undefined)[] = [];
   #streamHooks: StreamHooks = {
-    writable: (id) => new Promise((resolve) => this.#writableWaiters.set(id, resolve)),
+    writable: (id) =>
+      new Promise((resolve) => {
+        const st = this.#state(id);
+        if (st !== undefined) st.writable = resolve;
+      }),
     onAbort: (id, cancel) => {
-      if (cancel === null) this.#streamCancels.delete(id);
-      else this.#streamCancels.set(id, cancel);
+      const st = this.#state(id);
+      if (st !== undefined) st.cancelStream = cancel;
     },
   };
   #waitUntil = new Set<Promise<unknown>>();
@@ -296,9 +298,10 @@ export class Server {
         this.#abort(id, arg);
         break;
       case RECORD_WRITABLE: {
-        const w = this.#writableWaiters.get(id);
-        if (w !== undefined) {
-          this.#writableWaiters.delete(id);
+        const st = this.#state(id);
+        const w = st?.writable;
+        if (w != null) {
+          st!.writable = null;
           w(true);
         }
         break;
@@ -311,7 +314,11 @@ export class Server {
 
   #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
     const ev = eventInternals.create(this.#host, id, code, flags, url, headers);
-    this.#events[id & INDEX_MASK] = ev;
+    const idx = id & INDEX_MASK;
+    const st = this.#requests[idx] ?? (this.#requests[idx] = new RequestState());
+    st.clear();
+    st.id = id;
+    st.event = ev;
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -325,41 +332,47 @@ export class Server {
     eventInternals.afterDispatch(ev);
   }
 
-  #eventFor(id: number): FetchEvent | undefined {
-    const ev = this.#events[id & INDEX_MASK];
-    return ev !== undefined && eventInternals.id(ev) === id ? ev : undefined;
+  /** The state of request `id` while its event lives. */
+  #state(id: number): RequestState | undefined {
+    const st = this.#requests[id & INDEX_MASK];
+    return st !== undefined && st.id === id ? st : undefined;
   }
 
   #abort(id: number, reason: number): void {
-    const ev = this.#eventFor(id);
-    if (ev === undefined) return;
+    const st = this.#state(id);
+    const ev = st?.event;
+    if (st === undefined || ev === undefined) return;
     const req = eventInternals.requestIfCreated(ev);
     if (req !== null) abortRequest(req, reason === ABORT_TIMEOUT ? "TimeoutError" : "AbortError");
     const err = Object.assign(new Error("The client closed the connection"), { code: "ERR_BODY_ABORTED" });
     this.#wakeBody(id, err);
-    const w = this.#writableWaiters.get(id);
-    if (w !== undefined) {
-      this.#writableWaiters.delete(id);
+    const w = st.writable;
+    if (w !== null) {
+      st.writable = null;
       w(false);
     }
-    const cancel = this.#streamCancels.get(id);
-    if (cancel !== undefined) {
-      this.#streamCancels.delete(id);
+    const cancel = st.cancelStream;
+    if (cancel !== null) {
+      st.cancelStream = null;
       cancel();
     }
     eventInternals.aborted(ev);
   }
 
   #wakeBody(id: number, error: Error | null): void {
-    const w = this.#bodyWaiters.get(id);
-    if (w === undefined) return;
-    this.#bodyWaiters.delete(id);
+    const st = this.#state(id);
+    const w = st?.body;
+    if (w == null) return;
+    st!.body = null;
     if (error === null) w.resolve();
     else w.reject(error);
   }
 
   #waitBody(id: number): Promise<void> {
-    return new Promise((resolve, reject) => this.#bodyWaiters.set(id, { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const st = this.#state(id);
+      if (st !== undefined) st.body = { resolve, reject };
+    });
   }
 
   #queueFlush(): void {
@@ -432,8 +445,8 @@ export class Server {
       },
       finish: (ev, released) => {
         const id = eventInternals.id(ev);
-        const idx = id & INDEX_MASK;
-        if (this.#events[idx] === ev) this.#events[idx] = undefined;
+        const st = this.#state(id);
+        if (st !== undefined && st.event === ev) st.clear();
         if (released) return;
         const req = eventInternals.requestIfCreated(ev);
         if (req !== null) detachRequest(req);
@@ -494,6 +507,28 @@ export class Server {
     };
     // highWaterMark 0: nothing is read from the socket until the reader asks.
     return new ReadableStream<Uint8Array>({ pull }, { highWaterMark: 0 });
+  }
+}
+
+/** What the server holds for one request while its event lives. One per slot index of the
+ * native slab, reused by the slot's later requests (`id` says whose it is now), so a
+ * request costs no allocation here; a stale id finds nothing. */
+class RequestState {
+  id = 0;
+  event: FetchEvent | undefined = undefined;
+  /** A body read waiting for the next BODY_* record. */
+  body: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** A streamed response waiting for a WRITABLE record (false: the client left). */
+  writable: ((ok: boolean) => void) | null = null;
+  /** Stops a streamed response's producer when the client leaves. */
+  cancelStream: (() => void) | null = null;
+
+  clear(): void {
+    this.id = 0;
+    this.event = undefined;
+    this.body = null;
+    this.writable = null;
+    this.cancelStream = null;
   }
 }
 
