@@ -107,14 +107,14 @@ struct ConnectionGuard(Arc<Stats>);
 
 impl ConnectionGuard {
     fn new(stats: Arc<Stats>) -> Self {
-        stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        stats.connection_opened();
         ConnectionGuard(stats)
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.connection_closed();
     }
 }
 

@@ -367,14 +367,17 @@ impl Core {
             None
         };
         rt.spawn(async move {
-            let started = tokio::time::Instant::now();
-            // Polling keeps this free of lost-wake-up races; close() is not hot.
-            let tick = Duration::from_millis(5);
-            while stats.active_connections.load(Ordering::Relaxed) > 0 {
-                if grace.is_some_and(|g| started.elapsed() >= g) {
+            let drained = stats.wait_no_connections();
+            let mut drained = std::pin::pin!(drained);
+            let done = match grace {
+                Some(grace) => tokio::time::timeout(grace, drained.as_mut()).await.is_ok(),
+                None => false,
+            };
+            if !done {
+                if grace.is_some() {
                     let _ = phase.send(Phase::Forced);
                 }
-                tokio::time::sleep(tick).await;
+                drained.await;
             }
             doorbell.push_now(bridge::Event::Closed);
         });
