@@ -153,6 +153,7 @@ calls! {
 /// Adds the calls and the `constants` object to the addon's exports, beside napi-rs's.
 #[napi_derive::napi(module_exports)]
 pub fn exports(mut exports: Object, env: Env) -> Result<()> {
+    crate::diagnostics::init();
     for (name, callback) in CALLS {
         let mut function = ptr::null_mut();
         // SAFETY: plain Node-API calls on the thread loading the addon, with valid arguments.

@@ -359,6 +359,7 @@ impl Core {
             return Ok(());
         }
         let _ = phase.send(Phase::Draining);
+        tracing::debug!(grace_ms, "close: no new connections; draining the open ones");
         let stats = self.stats.clone();
         let doorbell = self.js.doorbell.clone();
         let grace = if grace_ms > 0.0 && grace_ms.is_finite() {
@@ -375,10 +376,12 @@ impl Core {
             };
             if !done {
                 if grace.is_some() {
+                    tracing::debug!("close: the grace period is over; forcing the remaining connections closed");
                     let _ = phase.send(Phase::Forced);
                 }
                 drained.await;
             }
+            tracing::debug!("close: no connection left");
             doorbell.push_now(bridge::Event::Closed);
         });
         Ok(())

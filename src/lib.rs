@@ -29,6 +29,7 @@ pub mod calls;
 pub mod connection;
 pub mod core;
 pub mod cork;
+pub mod diagnostics;
 pub mod error;
 pub mod js_side;
 pub mod lending;
