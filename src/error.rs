@@ -84,6 +84,3 @@ impl From<BridgeError> for napi::Error<ErrorKind> {
 }
 
 pub type BridgeResult<T> = Result<T, BridgeError>;
-
-/// What the napi-rs-generated entry points return.
-pub type JsResult<T> = napi::Result<T, ErrorKind>;

@@ -22,25 +22,28 @@
 
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// napi-rs registers the exports only outside `cfg(test)`, so a test build sees the whole
+// napi surface, and what only it reaches, as unused.
+#![cfg_attr(test, allow(dead_code))]
 
-pub mod body;
-pub mod bridge;
-pub mod calls;
-pub mod connection;
-pub mod core;
-pub mod cork;
-pub mod diagnostics;
-pub mod error;
-pub mod js_side;
-pub mod lending;
-pub mod listener;
-pub mod options;
-pub mod registry;
-pub mod request;
-pub mod response;
-pub mod slab;
-pub mod stats;
-pub mod wire;
+mod body;
+mod bridge;
+mod calls;
+mod connection;
+mod core;
+mod cork;
+mod diagnostics;
+mod error;
+mod js_side;
+mod lending;
+mod listener;
+mod options;
+mod registry;
+mod request;
+mod response;
+mod slab;
+mod stats;
+mod wire;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
 // freed in bulk on a tokio thread (DESIGN.md section 2).

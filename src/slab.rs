@@ -71,12 +71,10 @@ struct Slot {
 pub struct RequestSlab {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    live_count: usize,
 }
 
 impl RequestSlab {
     pub fn insert(&mut self, live: LiveRequest) -> SlotId {
-        self.live_count += 1;
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
             slot.live = Some(live);
@@ -115,16 +113,13 @@ impl RequestSlab {
             slot.generation = 1;
         }
         self.free.push(id.index() as u32);
-        self.live_count -= 1;
         live
     }
 
-    pub fn len(&self) -> usize {
-        self.live_count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.live_count == 0
+    /// The number of live requests (tests of slot reuse).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.live.is_some()).count()
     }
 
     /// Drops every live request, answering none of them (the server is gone).
