@@ -144,25 +144,27 @@ mod tests {
     use std::sync::Arc;
     use tokio::sync::oneshot;
 
+    /// A GET request with no body, as a connection task would send it.
+    fn dummy() -> LiveRequest {
+        let (tx, _rx) = oneshot::channel();
+        LiveRequest {
+            req: Box::new(IncomingRequest {
+                method: http::Method::GET,
+                text: Default::default(),
+                body: RequestBody::None,
+                remote: "127.0.0.1:1".parse().unwrap(),
+                reply: Some(tx),
+                ticket: Arc::default(),
+            }),
+            body: BodyState::None,
+            stream: None,
+            cancel_reader: None,
+        }
+    }
+
     #[test]
     fn stale_ids_do_not_reach_a_reused_slot() {
         let mut slab = RequestSlab::default();
-        let dummy = || {
-            let (tx, _rx) = oneshot::channel();
-            LiveRequest {
-                req: Box::new(IncomingRequest {
-                    method: http::Method::GET,
-                    text: Default::default(),
-                    body: RequestBody::None,
-                    remote: "127.0.0.1:1".parse().unwrap(),
-                    reply: Some(tx),
-                    ticket: Arc::default(),
-                }),
-                body: BodyState::None,
-                stream: None,
-                cancel_reader: None,
-            }
-        };
         let a = slab.insert(dummy());
         assert!(slab.remove(a).is_some());
         let b = slab.insert(dummy());
@@ -177,20 +179,7 @@ mod tests {
     #[test]
     fn ids_are_never_zero() {
         let mut slab = RequestSlab::default();
-        let (tx, _rx) = oneshot::channel();
-        let id = slab.insert(LiveRequest {
-            req: Box::new(IncomingRequest {
-                method: http::Method::GET,
-                text: Default::default(),
-                body: RequestBody::None,
-                remote: "127.0.0.1:1".parse().unwrap(),
-                reply: Some(tx),
-                ticket: Arc::default(),
-            }),
-            body: BodyState::None,
-            stream: None,
-            cancel_reader: None,
-        });
+        let id = slab.insert(dummy());
         assert_ne!(id.0, 0);
     }
 }
