@@ -1,7 +1,8 @@
 // MIME types as the Fetch standard reads them from a Content-Type header: parsing
 // (https://mimesniff.spec.whatwg.org/#parse-a-mime-type), serializing, and "extract a
 // MIME type" (https://fetch.spec.whatwg.org/#concept-header-extract-mime-type). Used by
-// the body mixin for `blob()`'s type and `formData()`'s dispatch and boundary.
+// the body mixin for `blob()`'s type and `formData()`'s dispatch and boundary; its TOKEN is
+// the one HTTP token syntax that headers and methods are checked against too.
 
 export interface MimeType {
   type: string;
