@@ -11,10 +11,13 @@ export interface EventHost {
    * is queued at once. Returns a promise while a body is still read or streamed (the
    * record is then kept, and `finish` frees it). */
   send(ev: FetchEvent, id: number, response: unknown, release: boolean): Promise<void> | void;
-  fail(ev: FetchEvent, id: number, status: number, why: string): void;
+  /** Answers with an error status; `unanswered`: because no listener called respondWith()
+   * (the other causes were reported with their error already). */
+  fail(ev: FetchEvent, id: number, status: number, unanswered: boolean): void;
   report(error: unknown, ev: FetchEvent): void;
   track(p: Promise<unknown>): void;
-  finish(ev: FetchEvent, id: number): void;
+  /** The event is done; `released`: its record was freed with the reply already. */
+  finish(ev: FetchEvent, released: boolean): void;
 }
 
 const DISPATCHING = 0;
@@ -104,7 +107,7 @@ export class FetchEvent {
         (e) => {
           this.#pending--;
           this.#host.report(e, this);
-          this.#fail(500, "the promise given to respondWith() rejected");
+          this.#fail(500);
         },
       );
     } else if (this.#phase === DISPATCHING) {
@@ -136,7 +139,7 @@ export class FetchEvent {
       return;
     }
     if (this.#phase === DISPATCHING) this.#phase = WAITING;
-    if (!this.#respondCalled && this.#pending === 0) this.#fail(500, "no listener called respondWith()");
+    if (!this.#respondCalled && this.#pending === 0) this.#fail(500, true);
   }
 
   #listenerThrew(e: unknown): void {
@@ -144,7 +147,7 @@ export class FetchEvent {
     if (!this.#respondCalled) {
       this.#respondCalled = true;
       this.#syncResponse = undefined;
-      this.#fail(500, "the fetch listener threw");
+      this.#fail(500);
     }
   }
 
@@ -153,7 +156,7 @@ export class FetchEvent {
     p.then(
       () => {
         this.#pending--;
-        if (!this.#respondCalled) this.#fail(500, "no listener called respondWith()");
+        if (!this.#respondCalled) this.#fail(500, true);
         else this.#maybeFinish();
       },
       (e) => {
@@ -177,7 +180,7 @@ export class FetchEvent {
     } catch (e) {
       this.#host.report(e, this);
       this.#phase = WAITING;
-      this.#fail(500, "the response could not be sent");
+      this.#fail(500);
       return;
     }
     if (streaming !== undefined) {
@@ -191,16 +194,16 @@ export class FetchEvent {
       );
     } else if (release) {
       this.#phase = DONE;
-      this.#host.finish(this, -1);
+      this.#host.finish(this, true);
       return;
     }
     this.#maybeFinish();
   }
 
-  #fail(status: number, why: string): void {
+  #fail(status: number, unanswered = false): void {
     if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
-    this.#host.fail(this, this.#id, status, why);
+    this.#host.fail(this, this.#id, status, unanswered);
     this.#maybeFinish();
   }
 
@@ -218,7 +221,7 @@ export class FetchEvent {
   #maybeFinish(): void {
     if (this.#phase === SENT && this.#pending === 0) {
       this.#phase = DONE;
-      this.#host.finish(this, this.#id);
+      this.#host.finish(this, false);
     }
   }
 }

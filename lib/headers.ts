@@ -1,5 +1,6 @@
 // Headers (https://fetch.spec.whatwg.org/#headers-class), with a lazy mode in which an
 // incoming request's headers stay one packed string until first read.
+import { TOKEN } from "./mime-type.js";
 import { isNodeInstance, linkPrototype, looksLikeHeaders } from "./node-classes.js";
 import { defineInterface, requireArgs } from "./webidl.js";
 
@@ -17,8 +18,6 @@ export type HeadersInitLike =
   | Iterable<readonly [string, string]>
   | Iterable<Iterable<string>>;
 
-// https://fetch.spec.whatwg.org/#header-name (an RFC 9110 token)
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // https://fetch.spec.whatwg.org/#header-value: no NUL, CR or LF; and a ByteString, so no
 // code unit above 0xFF.
 const BAD_VALUE = /[\0\r\n\u0100-\uffff]/;
@@ -398,11 +397,6 @@ export function flatHeaders(h: Headers | globalThis.Headers): string[] {
   }
   if (separateCookies) for (const c of g.getSetCookie()) out.push("set-cookie", c);
   return out;
-}
-
-/** @internal */
-export function headersAreImmutable(h: Headers): boolean {
-  return isImmutable(h);
 }
 
 /** @internal A copy of `h` with the same guard (https://fetch.spec.whatwg.org/#dom-request-clone). */

@@ -1,7 +1,8 @@
 // MIME types as the Fetch standard reads them from a Content-Type header: parsing
 // (https://mimesniff.spec.whatwg.org/#parse-a-mime-type), serializing, and "extract a
 // MIME type" (https://fetch.spec.whatwg.org/#concept-header-extract-mime-type). Used by
-// the body mixin for `blob()`'s type and `formData()`'s dispatch and boundary.
+// the body mixin for `blob()`'s type and `formData()`'s dispatch and boundary; its TOKEN is
+// the one HTTP token syntax that headers and methods are checked against too.
 
 export interface MimeType {
   type: string;
@@ -10,8 +11,9 @@ export interface MimeType {
   parameters: Map<string, string>;
 }
 
-// https://mimesniff.spec.whatwg.org/#http-token-code-point
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** @internal An RFC 9110 token: a header name, a method, a MIME type's parts
+ * (https://mimesniff.spec.whatwg.org/#http-token-code-point). */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // https://mimesniff.spec.whatwg.org/#http-quoted-string-token-code-point
 const QUOTED_STRING_TOKEN = /^[\t\x20-\x7e\x80-\xff]*$/;
 

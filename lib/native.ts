@@ -1,5 +1,6 @@
-// The typed binding to the native addon: the only file that touches it.
-// The table of calls, their arguments and threads is at the top of src/lib.rs.
+// The typed binding to the native addon: the only file that touches it. The calls, their
+// arguments and threads are tabled in src/calls.rs (per request) and src/lib.rs (the server
+// object); the constants both sides agree on are declared in src/wire.rs.
 import { createRequire } from "node:module";
 
 export interface NativeOptions {
@@ -17,8 +18,10 @@ export interface NativeOptions {
   timeoutMs?: number;
 }
 
-export interface NativeServer {
-  listen(doorbell: () => void): number;
+/** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
+ * to a server. The addon's own take the server's handle first. To add a call: its entry in
+ * `calls!` there, its line here and in `createNativeServer`. */
+interface Calls {
   /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
    * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
    * then its headers, packed as `name\nvalue\nname\nvalue…`. Returns the record count. */
@@ -38,14 +41,9 @@ export interface NativeServer {
   streamWrite(id: number, chunk: Uint8Array): boolean;
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
   streamEnd(id: number, failed: boolean): void;
-  close(graceMs: number): void;
-  forceClose(): void;
-  shutdown(): void;
-  stats(): number[];
-  liveRequests(): number;
 }
 
-/** The addon's server object: its life (listen, close, GC) and its handle. */
+/** The addon's server object (src/registry.rs): its life (listen, close, GC) and its handle. */
 interface ServerHandle {
   readonly handle: number;
   listen(doorbell: () => void): number;
@@ -53,30 +51,19 @@ interface ServerHandle {
   forceClose(): void;
   shutdown(): void;
   stats(): number[];
-  liveRequests(): number;
 }
 
-type H = number;
-/** The addon's exports: the class, and one plain function per request-path call, each
- * taking the server's handle first (several times cheaper to call than a method). */
-interface Addon {
+/** A native server as the rest of lib/ calls it. */
+export type NativeServer = Calls & Omit<ServerHandle, "handle">;
+
+/** Each call as the addon exports it: the server's handle first. */
+type WithHandle<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (h: number, ...args: A) => R : never };
+
+/** The addon's exports: the class, one plain function per per-request call (several times
+ * cheaper to call than a method), and the constants of src/wire.rs. */
+interface Addon extends WithHandle<Calls> {
   NativeServer: new (options: NativeOptions) => ServerHandle;
-  drain(h: H, records: Uint32Array, texts: string[]): number;
-  reschedule(h: H): void;
-  flush(h: H): void;
-  requestMethod(h: H, id: number): string | null;
-  requestClientAddress(h: H, id: number): string | null;
-  requestRelease(h: H, id: number): void;
-  bodyCollect(h: H, id: number): Buffer | null;
-  bodyPull(h: H, id: number): Buffer | number;
-  respondText(h: H, id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondBytesShared(h: H, id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondEmpty(h: H, id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
-  respondStream(h: H, id: number, status: number, ct: number, headers: string[] | null): void;
-  streamWrite(h: H, id: number, chunk: Uint8Array): boolean;
-  streamWriteShared(h: H, id: number, chunk: Uint8Array): boolean;
-  streamEnd(h: H, id: number, failed: boolean): void;
+  constants: Readonly<Record<string, number | readonly string[]>>;
 }
 
 const require = createRequire(import.meta.url);
@@ -94,7 +81,6 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
     stats: () => s.stats(),
-    liveRequests: () => s.liveRequests(),
     drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
@@ -115,54 +101,66 @@ export function createNativeServer(options: NativeOptions): NativeServer {
   };
 }
 
-/** Record kinds written by `drain`, three words each: `[kind, id, arg]` (src/bridge.rs). */
-/** Words per drained record (src/bridge.rs `record::WORDS`). */
-export const RECORD_WORDS = 4;
-export const RECORD_REQUEST = 1;
-export const RECORD_BODY_DATA = 2;
-export const RECORD_BODY_END = 3;
-export const RECORD_BODY_FULL = 4;
-export const RECORD_BODY_ERROR = 5;
-export const RECORD_ABORT = 6;
-export const RECORD_WRITABLE = 7;
-export const RECORD_CLOSED = 8;
-export const FLAG_HAS_BODY = 1 << 8;
-export const FLAG_BODY_BUFFERED = 1 << 9;
+// What Rust and JS agree on is declared in src/wire.rs and read here by name, once, at
+// load: a name the addon does not define stops the load instead of becoming undefined.
+function constant(name: string): number {
+  const v = addon.constants[name];
+  if (typeof v !== "number") throw new Error(`fetch-rs: the native addon defines no constant ${name}; rebuild it`);
+  return v;
+}
+
+/** Words per drained record: `[kind, id, arg, urlLength]`. */
+export const RECORD_WORDS = constant("RECORD_WORDS");
+export const RECORD_REQUEST = constant("RECORD_REQUEST");
+export const RECORD_BODY_DATA = constant("RECORD_BODY_DATA");
+export const RECORD_BODY_END = constant("RECORD_BODY_END");
+export const RECORD_BODY_FULL = constant("RECORD_BODY_FULL");
+export const RECORD_BODY_ERROR = constant("RECORD_BODY_ERROR");
+export const RECORD_ABORT = constant("RECORD_ABORT");
+export const RECORD_WRITABLE = constant("RECORD_WRITABLE");
+export const RECORD_CLOSED = constant("RECORD_CLOSED");
+/** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
+export const METHOD_MASK = constant("METHOD_MASK");
+export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");
 
 /** `bodyPull` results other than a chunk. */
-export const PULL_END = 0;
-export const PULL_PENDING = 1;
+export const PULL_END = constant("PULL_END");
+export const PULL_PENDING = constant("PULL_PENDING");
 
 /** Abort reasons in ABORT records. */
-export const ABORT_CLIENT_GONE = 1;
-export const ABORT_TIMEOUT = 2;
+export const ABORT_TIMEOUT = constant("ABORT_TIMEOUT");
 
 /** Body error kinds in BODY_ERROR records. */
-export const BODY_TOO_LARGE = 1;
+export const BODY_TOO_LARGE = constant("BODY_TOO_LARGE");
 
-/** Content-type codes understood by the respond calls (src/response.rs). */
-export const CT_NONE = 0;
-export const CT_TEXT = 1;
-export const CT_JSON = 2;
-export const CT_FORM = 4;
+/** Content-type codes understood by the respond calls. */
+export const CT_NONE = constant("CT_NONE");
+export const CT_TEXT = constant("CT_TEXT");
+export const CT_JSON = constant("CT_JSON");
+export const CT_FORM = constant("CT_FORM");
 
-/** Method codes in REQUEST records (src/bridge.rs `method_code`); 7 means "ask". */
-export const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+/** The slot index bits of a request id (the generation is above them). */
+export const INDEX_MASK = constant("INDEX_MASK");
 
-/**
- * Native errors carry their stable code as a `[CODE] message` prefix; this turns one
- * into an Error with `code` set (a TypeError for invalid input, as the Fetch standard
- * raises for bad headers or statuses).
- */
+/** Method names by their code in REQUEST records; a larger code means "ask". */
+export const METHODS: readonly string[] = addon.constants.METHODS as readonly string[];
+
+// The one place native failures become the public errors. A native error carries its
+// stable `code` (src/error.rs); invalid input becomes a TypeError, as the Fetch standard
+// raises for bad headers or statuses.
+const TYPE_ERROR_CODES = new Set(["ERR_INVALID_HEADER", "ERR_INVALID_STATUS", "ERR_INVALID_OPTION"]);
+
+/** The public error for one a native call threw. */
 export function nativeError(e: unknown): Error {
   if (!(e instanceof Error)) return new Error(String(e));
-  const m = /^\[([A-Z_]+)\] (.*)$/s.exec(e.message);
-  if (!m) return e;
-  const code = m[1];
-  const err =
-    code === "ERR_INVALID_HEADER" || code === "ERR_INVALID_STATUS" || code === "ERR_INVALID_OPTION"
-      ? new TypeError(m[2])
-      : new Error(m[2]);
-  (err as Error & { code: string }).code = code;
-  return err;
+  const code = (e as Error & { code?: unknown }).code;
+  if (typeof code === "string" && TYPE_ERROR_CODES.has(code)) return Object.assign(new TypeError(e.message), { code });
+  return e;
+}
+
+/** The public error for a BODY_ERROR record's kind. */
+export function bodyError(kind: number): Error {
+  return kind === BODY_TOO_LARGE
+    ? Object.assign(new Error("The request body is larger than maxBodySize"), { code: "ERR_BODY_TOO_LARGE" })
+    : Object.assign(new Error("The client aborted the request body"), { code: "ERR_BODY_ABORTED" });
 }

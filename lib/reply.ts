@@ -42,7 +42,7 @@ export function sendResponse(
     let ct = s.ct;
     let headers: string[] | null = null;
     // A content type without a code (a Blob's, a FormData boundary) travels as a header.
-    if (s.headers !== null || s.init !== null || (s.ct === CT_NONE && s.contentType !== null)) {
+    if (s.headers !== null || (s.ct === CT_NONE && s.contentType !== null)) {
       headers = flatHeaders(materializeHeaders(s));
       ct = CT_NONE;
     }

@@ -4,10 +4,10 @@
 // access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
 import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
+import { TOKEN } from "./mime-type.js";
 import { FLAG_HAS_BODY, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
 import { brandRejection, defineInterface } from "./webidl.js";
-
 
 /** @internal How an incoming request reaches its native record. */
 export interface RequestSource {
@@ -99,7 +99,6 @@ const NORMALIZED = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
 const FORBIDDEN = new Set(["CONNECT", "TRACE", "TRACK"]);
 // https://fetch.spec.whatwg.org/#cors-safelisted-method
 const CORS_SAFELISTED = new Set(["GET", "HEAD", "POST"]);
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INCOMING = Symbol("incoming");
 
 function toStr(v: unknown): string {
@@ -110,7 +109,10 @@ function toStr(v: unknown): string {
 function enumValue(v: unknown, allowed: readonly string[], what: string): string | undefined {
   if (v === undefined) return undefined;
   const s = toStr(v);
-  if (!allowed.includes(s)) throw new TypeError(`Invalid ${what} ${JSON.stringify(s)}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+  if (!allowed.includes(s))
+    throw new TypeError(
+      `Invalid ${what} ${JSON.stringify(s)}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`,
+    );
   return s;
 }
 
@@ -128,7 +130,9 @@ function parseUrl(input: string, what: string): URL {
     // (as in Node's and Deno's Request) rather than a guess at a host.
     return new URL(input);
   } catch {
-    throw new TypeError(`Invalid ${what} ${JSON.stringify(input)}: an absolute URL is needed (there is no base URL to resolve against)`);
+    throw new TypeError(
+      `Invalid ${what} ${JSON.stringify(input)}: an absolute URL is needed (there is no base URL to resolve against)`,
+    );
   }
 }
 
@@ -253,7 +257,8 @@ export class Request {
     } else {
       // 5. A string (or anything with a string form: a URL).
       const parsed = parseUrl(toStr(input), "URL");
-      if (parsed.username !== "" || parsed.password !== "") throw new TypeError(`Request URL must not include credentials: ${parsed.href}`);
+      if (parsed.username !== "" || parsed.password !== "")
+        throw new TypeError(`Request URL must not include credentials: ${parsed.href}`);
       this.#url = parsed.href;
       this.#method = "GET";
       options = { ...DEFAULTS };
@@ -297,7 +302,7 @@ export class Request {
     if (options.mode === "no-cors" && !CORS_SAFELISTED.has(this.#method!))
       throw new TypeError(`Request mode "no-cors" allows only GET, HEAD and POST, not ${this.#method}`);
     // 31. headers: init's, else a copy of the input's.
-    const headers = new Headers(initHeaders !== undefined ? initHeaders : inputHeaders ?? undefined);
+    const headers = new Headers(initHeaders !== undefined ? initHeaders : (inputHeaders ?? undefined));
     // 33. GET and HEAD have no body, given or inherited.
     const hasInitBody = initBody !== undefined && initBody !== null;
     if ((hasInitBody || inputBody !== null) && (this.#method === "GET" || this.#method === "HEAD"))
@@ -306,7 +311,8 @@ export class Request {
     let body: BodySource = null;
     if (hasInitBody) {
       const ex = extractBody(initBody);
-      if (options.keepalive && isStreamSource(ex.source)) throw new TypeError("A keepalive request cannot have a stream body");
+      if (options.keepalive && isStreamSource(ex.source))
+        throw new TypeError("A keepalive request cannot have a stream body");
       // 37. A stream body needs duplex: "half" (a Request cannot yet stream both ways).
       if (isStreamSource(ex.source) && initDuplex === undefined)
         throw new TypeError("A Request with a ReadableStream body needs duplex: 'half'");
@@ -314,11 +320,14 @@ export class Request {
       body = ex.source;
     } else if (inputBody !== null) {
       // 39. The input's body moves here; the input becomes used.
-      if (inputBodyUnusable) throw new TypeError("Cannot construct a Request from a Request whose body was already used");
+      if (inputBodyUnusable)
+        throw new TypeError("Cannot construct a Request from a Request whose body was already used");
       body = inputBody();
     }
     if (isStreamSource(body) && options.mode !== "same-origin" && options.mode !== "cors")
-      throw new TypeError(`A Request with a stream body needs mode "cors" or "same-origin", not ${JSON.stringify(options.mode)}`);
+      throw new TypeError(
+        `A Request with a stream body needs mode "cors" or "same-origin", not ${JSON.stringify(options.mode)}`,
+      );
     this.#headers = headers;
     this.#body = body === null ? null : new BodyState(body);
   }

@@ -24,13 +24,10 @@ export interface ResponseState {
   /** The body before anyone read it; moved into `body` on first use. */
   source: BodySource;
   body: BodyState | null;
-  /** Content-type code for the fast path (CT_*), valid while `headers` and `init` are null. */
+  /** Content-type code for the fast path (CT_*), valid while `headers` is null. */
   ct: number;
   contentType: string | null;
   headers: Headers | null;
-  /** Headers not yet built. Always null now (init's headers are built at construction, as
-   * the standard validates them there); kept because reply.ts reads it. */
-  init: HeadersInitLike | null;
 }
 
 // https://fetch.spec.whatwg.org/#null-body-status (101 and 103 are also null-body
@@ -105,7 +102,6 @@ function makeState(status: number, statusText: string, source: BodySource, type:
     ct: headers === null ? ct : CT_NONE,
     contentType: type,
     headers,
-    init: null,
   };
 }
 
@@ -280,7 +276,7 @@ export class Response {
     if (s.body !== null && s.body.unusable) throw new TypeError("Cannot clone a Response whose body was already used");
     if (s.body === null && s.source instanceof ReadableStream && s.source.locked)
       throw new TypeError("Cannot clone a Response whose body stream is locked");
-    const copy: ResponseState = { ...s, headers: cloneHeaders(materializeHeaders(s)), init: null, ct: CT_NONE, body: null };
+    const copy: ResponseState = { ...s, headers: cloneHeaders(materializeHeaders(s)), ct: CT_NONE, body: null };
     // A stream is teed; any other body is immutable and shared.
     if (s.body !== null || s.source instanceof ReadableStream) copy.body = bodyOf(s).clone();
     return fromState(copy);
@@ -308,10 +304,9 @@ function bodyOf(s: ResponseState): BodyState {
 /** @internal Builds the Headers of a response on first read. */
 export function materializeHeaders(s: ResponseState): Headers {
   if (s.headers === null) {
-    const h = s.init === null ? new Headers() : new Headers(s.init);
-    if (s.contentType !== null && !h.has("content-type")) h.append("content-type", s.contentType);
+    const h = new Headers();
+    if (s.contentType !== null) h.append("content-type", s.contentType);
     s.headers = h;
-    s.init = null;
     s.ct = CT_NONE;
   }
   return s.headers;

@@ -4,10 +4,12 @@ import type { NativeBody } from "./body.js";
 import { eventInternals, FetchEvent, type EventHost } from "./fetch-event.js";
 import {
   ABORT_TIMEOUT,
-  BODY_TOO_LARGE,
+  bodyError,
   CT_NONE,
   nativeError,
   createNativeServer,
+  INDEX_MASK,
+  METHOD_MASK,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -82,7 +84,6 @@ type ErrorListener = (this: Server, event: ServerErrorEvent) => unknown;
 const RECORDS_PER_DRAIN = 1024;
 /** Records handled per doorbell before yielding to timers and I/O. */
 const RECORDS_PER_TURN = 4096;
-const INDEX_MASK = (1 << 20) - 1;
 
 function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
@@ -150,15 +151,17 @@ export class Server {
   #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS);
   // The head texts of the REQUEST records of a drain, in order (emptied as dispatched).
   #texts: string[] = [];
-  #events: (FetchEvent | undefined)[] = [];
-  #bodyWaiters = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  #writableWaiters = new Map<number, (ok: boolean) => void>();
-  #streamCancels = new Map<number, () => void>();
+  // Per request, by the slot index of its id (see RequestState).
+  #requests: (RequestState | undefined)[] = [];
   #streamHooks: StreamHooks = {
-    writable: (id) => new Promise((resolve) => this.#writableWaiters.set(id, resolve)),
+    writable: (id) =>
+      new Promise((resolve) => {
+        const st = this.#state(id);
+        if (st !== undefined) st.writable = resolve;
+      }),
     onAbort: (id, cancel) => {
-      if (cancel === null) this.#streamCancels.delete(id);
-      else this.#streamCancels.set(id, cancel);
+      const st = this.#state(id);
+      if (st !== undefined) st.cancelStream = cancel;
     },
   };
   #waitUntil = new Set<Promise<unknown>>();
@@ -282,7 +285,7 @@ export class Server {
             const text = texts[k];
             texts[k++] = "";
             const urlLength = rec[i + 3];
-            this.#dispatch(rec[i + 1], rec[i + 2] & 0xff, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
+            this.#dispatch(rec[i + 1], rec[i + 2] & METHOD_MASK, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;
@@ -314,9 +317,10 @@ export class Server {
         this.#abort(id, arg);
         break;
       case RECORD_WRITABLE: {
-        const w = this.#writableWaiters.get(id);
-        if (w !== undefined) {
-          this.#writableWaiters.delete(id);
+        const st = this.#state(id);
+        const w = st?.writable;
+        if (w != null) {
+          st!.writable = null;
           w(true);
         }
         break;
@@ -329,7 +333,11 @@ export class Server {
 
   #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
     const ev = eventInternals.create(this.#host, id, code, flags, url, headers);
-    this.#events[id & INDEX_MASK] = ev;
+    const idx = id & INDEX_MASK;
+    const st = this.#requests[idx] ?? (this.#requests[idx] = new RequestState());
+    st.clear();
+    st.id = id;
+    st.event = ev;
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -343,41 +351,47 @@ export class Server {
     eventInternals.afterDispatch(ev);
   }
 
-  #eventFor(id: number): FetchEvent | undefined {
-    const ev = this.#events[id & INDEX_MASK];
-    return ev !== undefined && eventInternals.id(ev) === id ? ev : undefined;
+  /** The state of request `id` while its event lives. */
+  #state(id: number): RequestState | undefined {
+    const st = this.#requests[id & INDEX_MASK];
+    return st !== undefined && st.id === id ? st : undefined;
   }
 
   #abort(id: number, reason: number): void {
-    const ev = this.#eventFor(id);
-    if (ev === undefined) return;
+    const st = this.#state(id);
+    const ev = st?.event;
+    if (st === undefined || ev === undefined) return;
     const req = eventInternals.requestIfCreated(ev);
     if (req !== null) abortRequest(req, reason === ABORT_TIMEOUT ? "TimeoutError" : "AbortError");
     const err = Object.assign(new Error("The client closed the connection"), { code: "ERR_BODY_ABORTED" });
     this.#wakeBody(id, err);
-    const w = this.#writableWaiters.get(id);
-    if (w !== undefined) {
-      this.#writableWaiters.delete(id);
+    const w = st.writable;
+    if (w !== null) {
+      st.writable = null;
       w(false);
     }
-    const cancel = this.#streamCancels.get(id);
-    if (cancel !== undefined) {
-      this.#streamCancels.delete(id);
+    const cancel = st.cancelStream;
+    if (cancel !== null) {
+      st.cancelStream = null;
       cancel();
     }
     eventInternals.aborted(ev);
   }
 
   #wakeBody(id: number, error: Error | null): void {
-    const w = this.#bodyWaiters.get(id);
-    if (w === undefined) return;
-    this.#bodyWaiters.delete(id);
+    const st = this.#state(id);
+    const w = st?.body;
+    if (w == null) return;
+    st!.body = null;
     if (error === null) w.resolve();
     else w.reject(error);
   }
 
   #waitBody(id: number): Promise<void> {
-    return new Promise((resolve, reject) => this.#bodyWaiters.set(id, { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const st = this.#state(id);
+      if (st !== undefined) st.body = { resolve, reject };
+    });
   }
 
   #queueFlush(): void {
@@ -424,14 +438,20 @@ export class Server {
           const req = eventInternals.requestIfCreated(ev);
           if (req !== null) detachRequest(req);
         }
-        const r = sendResponse(native, id, response, release, this.#streamHooks);
+        let r: Promise<void> | void;
+        try {
+          r = sendResponse(native, id, response, release, this.#streamHooks);
+        } catch (e) {
+          throw nativeError(e);
+        }
         this.#queueFlush();
         // A body read first (a Blob, a foreign Response) is replied to later.
         return r === undefined ? r : r.finally(() => this.#queueFlush());
       },
-      fail: (ev, id, status, why) => {
-        if (why.startsWith("no listener")) {
-          const err = Object.assign(new Error(`${why}; answered ${status}`), { code: "ERR_NO_RESPONSE" });
+      fail: (ev, id, status, unanswered) => {
+        if (unanswered) {
+          const why = `no listener called respondWith(); answered ${status}`;
+          const err = Object.assign(new Error(why), { code: "ERR_NO_RESPONSE" });
           this.#report(err, ev);
         }
         native.respondEmpty(id, status, CT_NONE, null, false);
@@ -442,10 +462,11 @@ export class Server {
         this.#waitUntil.add(p);
         p.finally(() => this.#waitUntil.delete(p));
       },
-      finish: (ev, id) => {
-        const idx = eventInternals.id(ev) & INDEX_MASK;
-        if (this.#events[idx] === ev) this.#events[idx] = undefined;
-        if (id === -1) return;
+      finish: (ev, released) => {
+        const id = eventInternals.id(ev);
+        const st = this.#state(id);
+        if (st !== undefined && st.event === ev) st.clear();
+        if (released) return;
         const req = eventInternals.requestIfCreated(ev);
         if (req !== null) detachRequest(req);
         native.requestRelease(id);
@@ -508,18 +529,34 @@ export class Server {
   }
 }
 
+/** What the server holds for one request while its event lives. One per slot index of the
+ * native slab, reused by the slot's later requests (`id` says whose it is now), so a
+ * request costs no allocation here; a stale id finds nothing. */
+class RequestState {
+  id = 0;
+  event: FetchEvent | undefined = undefined;
+  /** A body read waiting for the next BODY_* record. */
+  body: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** A streamed response waiting for a WRITABLE record (false: the client left). */
+  writable: ((ok: boolean) => void) | null = null;
+  /** Stops a streamed response's producer when the client leaves. */
+  cancelStream: (() => void) | null = null;
+
+  clear(): void {
+    this.id = 0;
+    this.event = undefined;
+    this.body = null;
+    this.writable = null;
+    this.cancelStream = null;
+  }
+}
+
 function safeUrl(r: Request): string {
   try {
     return r.url;
   } catch {
     return "(released)";
   }
-}
-
-function bodyError(kind: number): Error {
-  return kind === BODY_TOO_LARGE
-    ? Object.assign(new Error("The request body is larger than maxBodySize"), { code: "ERR_BODY_TOO_LARGE" })
-    : Object.assign(new Error("The client aborted the request body"), { code: "ERR_BODY_ABORTED" });
 }
 
 export interface ServeInfo {

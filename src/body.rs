@@ -19,11 +19,12 @@ pub const RESPONSE_STREAM_CHUNKS: usize = 8;
 
 /// Why a request body stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum BodyErrorKind {
     /// More bytes than `maxBodySize`.
-    TooLarge = 1,
+    TooLarge = crate::wire::BODY_TOO_LARGE,
     /// The client closed the connection or sent a malformed body (answered 400).
-    Aborted = 2,
+    Aborted = crate::wire::BODY_ABORTED,
 }
 
 /// The body of a response as hyper polls it.

@@ -107,14 +107,14 @@ struct ConnectionGuard(Arc<Stats>);
 
 impl ConnectionGuard {
     fn new(stats: Arc<Stats>) -> Self {
-        stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        stats.connection_opened();
         ConnectionGuard(stats)
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.connection_closed();
     }
 }
 
@@ -133,11 +133,18 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     let peeked = tokio::select! {
         p = tokio::time::timeout(wait, stream.peek(&mut prefix)) => match p {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return,
+            _ => {
+                tracing::debug!(%remote, "connection closed: no request within the header timeout, or the client left");
+                return;
+            }
         },
-        _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        _ = phase.wait_for(|p| *p != Phase::Running) => {
+            tracing::debug!(%remote, "connection closed before its first request: the server is closing");
+            return;
+        }
     };
     let h2 = peeked == prefix.len() && &prefix == H2_PREFIX;
+    tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
     let (io, cork) = Cork::new(stream, h2);
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
@@ -147,6 +154,7 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     } else {
         drive(shared.h1.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     };
+    tracing::debug!(%remote, reason = if finished { "done" } else { "cut off" }, "connection closed");
     if finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
         let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
@@ -185,7 +193,10 @@ async fn drive<C: GracefulConnection>(
     }));
     loop {
         match *phase.borrow_and_update() {
-            Phase::Forced => return false,
+            Phase::Forced => {
+                tracing::debug!("connection forced closed: the shutdown grace period is over");
+                return false;
+            }
             Phase::Draining => drain.store(true, Ordering::Relaxed),
             Phase::Running => {}
         }
@@ -199,6 +210,7 @@ async fn drive<C: GracefulConnection>(
             }
             _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
                 if cork.idle_since_last_check() {
+                    tracing::debug!("idle timeout: closing the connection");
                     drain.store(true, Ordering::Relaxed);
                 }
             }
@@ -281,6 +293,7 @@ async fn handle(
     let (head, body) = req.into_parts();
     if let Some(status) = check_head(&head, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
+        tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Ok(closing(status));
     }
     let limit = shared.config.max_body_size;
@@ -288,7 +301,10 @@ async fn handle(
         RequestBody::None
     } else {
         match body.size_hint().exact() {
-            Some(n) if n > limit => return Ok(response::status_only(413)),
+            Some(n) if n > limit => {
+                tracing::debug!(%remote, length = n, limit, "request body over maxBodySize: 413");
+                return Ok(response::status_only(413));
+            }
             Some(n) if n <= PRECOLLECT_LIMIT => {
                 // The listener's time limit also bounds the wait for this body: a client
                 // that stops sending mid-body gets 408, and the connection ends.
@@ -298,7 +314,10 @@ async fn handle(
                 };
                 match collected {
                     Ok(b) => RequestBody::Full(b),
-                    Err(408) => return Ok(closing(408)),
+                    Err(408) => {
+                        tracing::debug!(%remote, "request body not received within the timeout: 408");
+                        return Ok(closing(408));
+                    }
                     Err(status) => return Ok(response::status_only(status)),
                 }
             }
@@ -309,6 +328,7 @@ async fn handle(
     let waiting = stats.pending_requests.fetch_add(1, Ordering::Relaxed) + 1;
     let _pending = PendingGuard(stats.clone());
     if waiting > shared.config.max_pending_requests {
+        tracing::debug!(waiting, "too many requests waiting for JavaScript: 503");
         return Ok(response::overloaded());
     }
 
@@ -331,6 +351,7 @@ async fn handle(
             Ok(r) => r,
             Err(_) => {
                 in_flight.armed = false;
+                tracing::debug!(%remote, "the listener did not respond within the timeout: 503");
                 shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
                 return Ok(closing(503));
             }

@@ -1,4 +1,6 @@
-//! Error kinds of the native boundary and their conversion to JS errors with a stable `code`.
+//! Errors of the native boundary: a kind with a stable `code`, thrown into JS as an Error
+//! whose `code` property is that code (napi-rs sets it from the error's status), so JS tests
+//! the code, never the message.
 
 use std::fmt;
 
@@ -13,20 +15,37 @@ pub enum ErrorKind {
     InvalidStatus,
     /// A header name or value that would corrupt the response (CR, LF, NUL, bad token).
     InvalidHeader,
-    /// The server is not in a state where the call makes sense.
+    /// The server or request is not in a state where the call makes sense.
     InvalidState,
+    /// The request body is larger than `maxBodySize`.
+    BodyTooLarge,
+    /// The client aborted the request body.
+    BodyAborted,
+    /// A failure of Node-API itself (an argument of the wrong type, out of memory, a
+    /// panic): its status is the code, as napi-rs gives it.
+    Napi(napi::Status),
 }
 
 impl ErrorKind {
-    /// The stable `code` property JS callers test.
-    pub fn code(self) -> &'static str {
+    /// The stable `code` property JS callers test. napi-rs takes it from the status of
+    /// the error it throws (`napi::Error<ErrorKind>`).
+    pub fn code(&self) -> &str {
         match self {
             ErrorKind::InvalidOption => "ERR_INVALID_OPTION",
             ErrorKind::Listen => "ERR_LISTEN",
             ErrorKind::InvalidStatus => "ERR_INVALID_STATUS",
             ErrorKind::InvalidHeader => "ERR_INVALID_HEADER",
             ErrorKind::InvalidState => "ERR_INVALID_STATE",
+            ErrorKind::BodyTooLarge => "ERR_BODY_TOO_LARGE",
+            ErrorKind::BodyAborted => "ERR_BODY_ABORTED",
+            ErrorKind::Napi(status) => status.as_ref(),
         }
+    }
+}
+
+impl AsRef<str> for ErrorKind {
+    fn as_ref(&self) -> &str {
+        self.code()
     }
 }
 
@@ -51,11 +70,16 @@ impl fmt::Display for BridgeError {
 
 impl std::error::Error for BridgeError {}
 
-// The JS wrapper turns `[CODE] message` into an Error with `code` set; napi-rs
-// errors carry only a status and a message, so the code travels in the message.
-impl From<BridgeError> for napi::Error {
+impl From<napi::Error> for BridgeError {
+    fn from(e: napi::Error) -> Self {
+        BridgeError::new(ErrorKind::Napi(e.status), e.reason)
+    }
+}
+
+/// The error napi-rs throws: a JS Error with `code` set to the kind's code.
+impl From<BridgeError> for napi::Error<ErrorKind> {
     fn from(e: BridgeError) -> Self {
-        napi::Error::new(napi::Status::GenericFailure, format!("[{}] {}", e.kind.code(), e.message))
+        napi::Error::new(e.kind, e.message)
     }
 }
 

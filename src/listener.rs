@@ -44,7 +44,7 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("fetch-rs: cannot register the listening socket: {e}");
+            tracing::error!(error = %e, "cannot register the listening socket; not accepting");
             return;
         }
     };
@@ -70,10 +70,12 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
                     drop(permit);
                 });
             }
-            Err(e) if is_connection_error(&e) => {}
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(error = %e, "accept: connection gone before it was taken")
+            }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.
-                eprintln!("fetch-rs: accept failed: {e}");
+                tracing::warn!(error = %e, "accept failed; backing off 50 ms");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -7,17 +7,10 @@ use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::StatusCode;
 
-/// Content types JS can name by number instead of passing a header list; the codes
-/// are shared with `lib/response.ts`.
+/// The header value of a content-type code (`wire::CT_*`), which JS passes instead of a
+/// header list for the common types.
 pub fn content_type(code: u32) -> Option<HeaderValue> {
-    let s: &'static str = match code {
-        1 => "text/plain;charset=UTF-8",
-        2 => "application/json",
-        3 => "application/octet-stream",
-        4 => "application/x-www-form-urlencoded;charset=UTF-8",
-        _ => return None,
-    };
-    Some(HeaderValue::from_static(s))
+    crate::wire::content_type(code).map(HeaderValue::from_static)
 }
 
 pub fn status_code(status: u32) -> BridgeResult<StatusCode> {

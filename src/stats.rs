@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Seconds covered by `requestsPerSecond` and `avgLatencyMs`.
 const WINDOW_SECS: u64 = 5;
@@ -22,6 +23,8 @@ pub struct Stats {
     /// Requests handed to JS and not yet answered (or abandoned).
     pub pending_requests: AtomicUsize,
     buckets: [Bucket; BUCKETS],
+    /// Notified when the last connection closes (`wait_no_connections`).
+    no_connections: Notify,
 }
 
 /// A point-in-time copy of the counters.
@@ -47,11 +50,37 @@ impl Stats {
             active_connections: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
             pending_requests: AtomicUsize::new(0),
+            no_connections: Notify::new(),
             buckets: std::array::from_fn(|_| Bucket {
                 second: AtomicU64::new(u64::MAX),
                 count: AtomicU64::new(0),
                 latency_us: AtomicU64::new(0),
             }),
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.active_connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a connection gone; the last one wakes `wait_no_connections`.
+    pub fn connection_closed(&self) {
+        if self.active_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.no_connections.notify_waiters();
+        }
+    }
+
+    /// Resolves once no connection is open. The waiter registers before it reads the
+    /// count, so a last close between the two still wakes it (no lost wake-up).
+    pub async fn wait_no_connections(&self) {
+        loop {
+            let notified = self.no_connections.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.active_connections.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -111,6 +140,22 @@ mod tests {
         let snap = s.snapshot();
         assert!((snap.avg_latency_ms - 3.0).abs() < 1e-9);
         assert!(snap.requests_per_second > 0.0);
+    }
+
+    #[tokio::test]
+    async fn the_last_closed_connection_wakes_a_waiter() {
+        let s = std::sync::Arc::new(Stats::new());
+        s.connection_opened();
+        s.connection_opened();
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait_no_connections().await }
+        });
+        s.connection_closed();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        s.connection_closed();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
     #[test]

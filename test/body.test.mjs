@@ -5,18 +5,12 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Request, Response } from "../dist/index.js";
+import { bothImpls } from "./helpers.mjs";
 import { formDataLimits, MultipartParser, setFormDataLimits } from "../dist/form-data.js";
 
 const NodeRequest = globalThis.Request;
 const NodeResponse = globalThis.Response;
-const IMPLS = [
-  ["fetch-rs", Response],
-  ["node", NodeResponse],
-];
-
-function both(name, fn) {
-  for (const [impl, R] of IMPLS) test(`${name} [${impl}]`, () => fn(R));
-}
+const both = bothImpls(Response, NodeResponse);
 
 /** A body with the given Content-Type. */
 function typed(R, body, type) {

@@ -5,20 +5,38 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Response } from "../dist/index.js";
 import { headersFromPacked } from "../dist/headers.js";
+import { bothImpls } from "./helpers.mjs";
 
 const NodeHeaders = globalThis.Headers;
-const IMPLS = [
-  ["fetch-rs", Headers],
-  ["node", NodeHeaders],
-];
-
-/** Runs `fn(H)` as one test per implementation. */
-function both(name, fn) {
-  for (const [impl, H] of IMPLS) test(`${name} [${impl}]`, () => fn(H));
-}
+const both = bothImpls(Headers, NodeHeaders);
 
 // https://fetch.spec.whatwg.org/#header-name: an RFC 9110 token.
-const INVALID_NAMES = ["", "a b", "a:b", "a\tb", "é", "a\n", "(", ")", "<", ">", "@", ",", ";", "\\", '"', "/", "[", "]", "?", "=", "{", "}", "\u0100", "\0"];
+const INVALID_NAMES = [
+  "",
+  "a b",
+  "a:b",
+  "a\tb",
+  "é",
+  "a\n",
+  "(",
+  ")",
+  "<",
+  ">",
+  "@",
+  ",",
+  ";",
+  "\\",
+  '"',
+  "/",
+  "[",
+  "]",
+  "?",
+  "=",
+  "{",
+  "}",
+  "\u0100",
+  "\0",
+];
 const TOKEN_CHARS = "!#$%&'*+-.^_`|~09AZaz";
 // https://fetch.spec.whatwg.org/#header-value: no NUL, CR, LF; a ByteString.
 const INVALID_VALUES = ["a\nb", "a\rb", "a\0b", "\0", "\u0100", "x\uD83D\uDE00", "\u2028"];
@@ -37,7 +55,13 @@ describe("constructor", () => {
     const h = new H({ "Content-Type": "text/plain", "X-A": "1" });
     assert.equal(h.get("content-type"), "text/plain");
     assert.equal(h.get("x-a"), "1");
-    assert.deepEqual([...h], [["content-type", "text/plain"], ["x-a", "1"]]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["content-type", "text/plain"],
+        ["x-a", "1"],
+      ],
+    );
   });
 
   both("a record's values are converted with ToString", (H) => {
@@ -81,14 +105,31 @@ describe("constructor", () => {
   });
 
   both("pairs may be any iterable of two items", (H) => {
-    const h = new H([new Set(["x", "1"]), (function* () { yield "y"; yield "2"; })()]);
+    const h = new H([
+      new Set(["x", "1"]),
+      (function* () {
+        yield "y";
+        yield "2";
+      })(),
+    ]);
     assert.equal(h.get("x"), "1");
     assert.equal(h.get("y"), "2");
   });
 
   both("a Map is a sequence of pairs", (H) => {
-    const h = new H(new Map([["m", "v"], ["n", "w"]]));
-    assert.deepEqual([...h], [["m", "v"], ["n", "w"]]);
+    const h = new H(
+      new Map([
+        ["m", "v"],
+        ["n", "w"],
+      ]),
+    );
+    assert.deepEqual(
+      [...h],
+      [
+        ["m", "v"],
+        ["n", "w"],
+      ],
+    );
   });
 
   both("a generator of pairs", (H) => {
@@ -96,7 +137,13 @@ describe("constructor", () => {
       yield ["g", "1"];
       yield ["h", "2"];
     }
-    assert.deepEqual([...new H(gen())], [["g", "1"], ["h", "2"]]);
+    assert.deepEqual(
+      [...new H(gen())],
+      [
+        ["g", "1"],
+        ["h", "2"],
+      ],
+    );
   });
 
   for (const bad of [[["a"]], [["a", "1", "2"]], [[]]]) {
@@ -111,7 +158,12 @@ describe("constructor", () => {
     assert.throws(() => new H([null]), TypeError);
   });
 
-  for (const [label, bad] of [["null", null], ["a number", 1], ["a string", "a: b"], ["true", true]]) {
+  for (const [label, bad] of [
+    ["null", null],
+    ["a number", 1],
+    ["a string", "a: b"],
+    ["true", true],
+  ]) {
     both(`${label} is a TypeError`, (H) => {
       assert.throws(() => new H(bad), TypeError);
     });
@@ -128,7 +180,11 @@ describe("constructor", () => {
   });
 
   both("a Headers is copied, not shared", (H) => {
-    const a = new H([["a", "1"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+    const a = new H([
+      ["a", "1"],
+      ["set-cookie", "x=1"],
+      ["set-cookie", "y=2"],
+    ]);
     const b = new H(a);
     b.set("a", "2");
     b.append("c", "3");
@@ -139,11 +195,29 @@ describe("constructor", () => {
   });
 
   test("a Headers of either implementation initializes the other", () => {
-    const ours = new Headers([["a", "1"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+    const ours = new Headers([
+      ["a", "1"],
+      ["set-cookie", "x=1"],
+      ["set-cookie", "y=2"],
+    ]);
     const theirs = new NodeHeaders(ours);
-    assert.deepEqual([...theirs], [["a", "1"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+    assert.deepEqual(
+      [...theirs],
+      [
+        ["a", "1"],
+        ["set-cookie", "x=1"],
+        ["set-cookie", "y=2"],
+      ],
+    );
     const back = new Headers(theirs);
-    assert.deepEqual([...back], [["a", "1"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+    assert.deepEqual(
+      [...back],
+      [
+        ["a", "1"],
+        ["set-cookie", "x=1"],
+        ["set-cookie", "y=2"],
+      ],
+    );
     assert.deepEqual(back.getSetCookie(), ["x=1", "y=2"]);
   });
 });
@@ -267,10 +341,20 @@ describe("append, get, set, delete, has", () => {
   });
 
   both("set replaces every value of a name", (H) => {
-    const h = new H([["a", "1"], ["b", "x"], ["a", "2"]]);
+    const h = new H([
+      ["a", "1"],
+      ["b", "x"],
+      ["a", "2"],
+    ]);
     h.set("A", "3");
     assert.equal(h.get("a"), "3");
-    assert.deepEqual([...h], [["a", "3"], ["b", "x"]]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["a", "3"],
+        ["b", "x"],
+      ],
+    );
   });
 
   both("set of a new name adds it", (H) => {
@@ -280,7 +364,11 @@ describe("append, get, set, delete, has", () => {
   });
 
   both("delete removes every value of a name and nothing else", (H) => {
-    const h = new H([["a", "1"], ["b", "2"], ["a", "3"]]);
+    const h = new H([
+      ["a", "1"],
+      ["b", "2"],
+      ["a", "3"],
+    ]);
     h.delete("A");
     assert.equal(h.has("a"), false);
     assert.equal(h.get("a"), null);
@@ -329,7 +417,10 @@ describe("getSetCookie", () => {
   });
 
   both("set replaces all cookies; delete removes them", (H) => {
-    const h = new H([["set-cookie", "a=1"], ["set-cookie", "b=2"]]);
+    const h = new H([
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2"],
+    ]);
     h.set("set-cookie", "c=3");
     assert.deepEqual(h.getSetCookie(), ["c=3"]);
     h.delete("Set-Cookie");
@@ -339,21 +430,58 @@ describe("getSetCookie", () => {
 
 describe("iteration", () => {
   both("is sorted by name, values combined", (H) => {
-    const h = new H([["c", "3"], ["a", "1"], ["B", "2"], ["a", "4"]]);
-    assert.deepEqual([...h], [["a", "1, 4"], ["b", "2"], ["c", "3"]]);
-    assert.deepEqual([...h.entries()], [["a", "1, 4"], ["b", "2"], ["c", "3"]]);
+    const h = new H([
+      ["c", "3"],
+      ["a", "1"],
+      ["B", "2"],
+      ["a", "4"],
+    ]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["a", "1, 4"],
+        ["b", "2"],
+        ["c", "3"],
+      ],
+    );
+    assert.deepEqual(
+      [...h.entries()],
+      [
+        ["a", "1, 4"],
+        ["b", "2"],
+        ["c", "3"],
+      ],
+    );
     assert.deepEqual([...h.keys()], ["a", "b", "c"]);
     assert.deepEqual([...h.values()], ["1, 4", "2", "3"]);
   });
 
   both("sorts by byte order (uppercase input is lowercased first)", (H) => {
-    const h = new H([["Z-b", "1"], ["a-Z", "2"], ["_", "3"], ["1", "4"]]);
+    const h = new H([
+      ["Z-b", "1"],
+      ["a-Z", "2"],
+      ["_", "3"],
+      ["1", "4"],
+    ]);
     assert.deepEqual([...h.keys()], ["1", "_", "a-z", "z-b"]);
   });
 
   both("keeps each Set-Cookie value as its own entry, at set-cookie's place", (H) => {
-    const h = new H([["z", "1"], ["set-cookie", "b=2"], ["a", "0"], ["Set-Cookie", "a=1"]]);
-    assert.deepEqual([...h], [["a", "0"], ["set-cookie", "b=2"], ["set-cookie", "a=1"], ["z", "1"]]);
+    const h = new H([
+      ["z", "1"],
+      ["set-cookie", "b=2"],
+      ["a", "0"],
+      ["Set-Cookie", "a=1"],
+    ]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["a", "0"],
+        ["set-cookie", "b=2"],
+        ["set-cookie", "a=1"],
+        ["z", "1"],
+      ],
+    );
   });
 
   both("[Symbol.iterator] is entries", (H) => {
@@ -376,7 +504,11 @@ describe("iteration", () => {
   });
 
   both("is live: a name deleted while iterating is skipped", (H) => {
-    const h = new H([["a", "1"], ["b", "2"], ["c", "3"]]);
+    const h = new H([
+      ["a", "1"],
+      ["b", "2"],
+      ["c", "3"],
+    ]);
     const it = h.keys();
     assert.equal(it.next().value, "a");
     h.delete("b");
@@ -385,7 +517,10 @@ describe("iteration", () => {
   });
 
   both("is live: a name appended while iterating is reached", (H) => {
-    const h = new H([["a", "1"], ["c", "3"]]);
+    const h = new H([
+      ["a", "1"],
+      ["c", "3"],
+    ]);
     const seen = [];
     for (const [name] of h) {
       seen.push(name);
@@ -395,7 +530,12 @@ describe("iteration", () => {
   });
 
   both("forEach passes (value, name, headers) in sorted order and honours thisArg", (H) => {
-    const h = new H([["b", "2"], ["A", "1"], ["set-cookie", "x"], ["set-cookie", "y"]]);
+    const h = new H([
+      ["b", "2"],
+      ["A", "1"],
+      ["set-cookie", "x"],
+      ["set-cookie", "y"],
+    ]);
     const calls = [];
     const self = { tag: 1 };
     h.forEach(function (value, name, parent) {
@@ -493,7 +633,15 @@ describe("packed headers (an incoming request's)", () => {
 
   test("iteration is sorted; set-cookie lines stay apart", () => {
     const h = headersFromPacked(packed(["host", "x", "accept", "a", "set-cookie", "c=1", "set-cookie", "d=2"]));
-    assert.deepEqual([...h], [["accept", "a"], ["host", "x"], ["set-cookie", "c=1"], ["set-cookie", "d=2"]]);
+    assert.deepEqual(
+      [...h],
+      [
+        ["accept", "a"],
+        ["host", "x"],
+        ["set-cookie", "c=1"],
+        ["set-cookie", "d=2"],
+      ],
+    );
     assert.deepEqual(h.getSetCookie(), ["c=1", "d=2"]);
     assert.equal(h.get("host"), "x");
   });
@@ -516,6 +664,12 @@ describe("packed headers (an incoming request's)", () => {
   test("copying them gives mutable headers with the same entries", () => {
     const copy = new Headers(headersFromPacked(packed(["a", "1", "b", "2"])));
     copy.set("a", "3");
-    assert.deepEqual([...copy], [["a", "3"], ["b", "2"]]);
+    assert.deepEqual(
+      [...copy],
+      [
+        ["a", "3"],
+        ["b", "2"],
+      ],
+    );
   });
 });

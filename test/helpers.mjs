@@ -2,6 +2,7 @@
 // node:http client that can send bodies with any method.
 import http from "node:http";
 import net from "node:net";
+import { test } from "node:test";
 import { Server } from "../dist/index.js";
 
 /** Starts a server on 127.0.0.1:0 with `listener`; returns it and its base URL. */
@@ -91,3 +92,15 @@ export function parseRaw(text) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A `both(name, fn)` that defines `name` as one test per implementation of a class, ours
+ * and Node's (`fn` gets the class), so each behaviour is checked against the reference. */
+export function bothImpls(ours, node) {
+  return (name, fn) => {
+    for (const [impl, C] of [
+      ["fetch-rs", ours],
+      ["node", node],
+    ])
+      test(`${name} [${impl}]`, () => fn(C));
+  };
+}

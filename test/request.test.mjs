@@ -4,20 +4,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Request, Response } from "../dist/index.js";
-import { start } from "./helpers.mjs";
+import { bothImpls, start } from "./helpers.mjs";
 
 // Captured before any server exists (a Server may install ours as the globals).
 const NodeRequest = globalThis.Request;
 const NodeHeaders = globalThis.Headers;
 const NodeResponse = globalThis.Response;
-const IMPLS = [
-  ["fetch-rs", Request],
-  ["node", NodeRequest],
-];
-
-function both(name, fn) {
-  for (const [impl, R] of IMPLS) test(`${name} [${impl}]`, () => fn(R));
-}
+const both = bothImpls(Request, NodeRequest);
 
 const URL_ = "http://example.test/path?q=1";
 

@@ -3,18 +3,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Response } from "../dist/index.js";
-import { raw, parseRaw, start } from "./helpers.mjs";
+import { bothImpls, parseRaw, raw, start } from "./helpers.mjs";
 
 const NodeResponse = globalThis.Response;
 const NodeHeaders = globalThis.Headers;
-const IMPLS = [
-  ["fetch-rs", Response],
-  ["node", NodeResponse],
-];
-
-function both(name, fn) {
-  for (const [impl, R] of IMPLS) test(`${name} [${impl}]`, () => fn(R));
-}
+const both = bothImpls(Response, NodeResponse);
 
 const TEXT = "text/plain;charset=UTF-8";
 const FORM = "application/x-www-form-urlencoded;charset=UTF-8";

@@ -1,0 +1,219 @@
+//! Every per-request call of the napi surface, declared once in `calls!` below: its JS name,
+//! its arguments (read from one `napi_get_cb_info` with plain conversions) and what it does
+//! to the server's `Core`. Each becomes a plain Node-API callback on the addon's exports,
+//! beside the `constants` of `wire.rs`; `lib/native.ts` binds them to a server's handle.
+//!
+//! napi-rs's generated wrapper around a function costs 130-240 ns a call (measured against
+//! 55-60 ns for a plain callback: a probe addon, 5M calls of each, pinned to one core): a
+//! type check per argument, a borrow scope and barrier kept in thread-local storage. Errors
+//! are thrown as napi-rs throws them, with their kind's `code` (`error.rs`), and a panic
+//! becomes a thrown error, as with `catch_unwind` elsewhere.
+//!
+//! To add a call: one entry in `calls!` (and its `Core` method), one line in
+//! `lib/native.ts`'s `Calls`.
+//!
+//! | call | arguments (after the server's handle) | ownership and thread |
+//! |---|---|---|
+//! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each REQUEST record's URL and packed headers as one string in `texts`; returns records written |
+//! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
+//! | `requestMethod/ClientAddress` | slot id | a method other than those with a code; the client's address |
+//! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
+//! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
+//! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
+//! | `respondText/Bytes/Empty/Stream` | id, status, ct, flat header list or null, … | queue the reply; flushed per batch; bytes copied; `release` also frees the slot |
+//! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
+//! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
+//! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
+//!
+//! Everything runs on the JS thread that created the server.
+
+use crate::error::BridgeResult;
+use crate::registry::with_core;
+use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
+use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
+use napi::{check_status, sys, Env, JsError, Result};
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::ptr;
+
+type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
+
+/// Declares the calls: `"jsName" => fn name(core, env; arg: Type, …) -> Return { body }`.
+/// Each reads the server's handle and then its arguments in order (`FromNapiValue`, no
+/// type check beyond the conversion's own), runs `body` with the server's `Core`, and
+/// converts what it returns (`ToNapiValue`).
+macro_rules! calls {
+    ($($(#[doc = $doc:literal])* $js:literal => fn $name:ident($core:ident, $env:ident $(; $($arg:ident: $ty:ty),*)?) -> $ret:ty $body:block)*) => {
+        $(
+            $(#[doc = $doc])*
+            unsafe extern "C" fn $name(raw: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+                const ARGS: usize = 1 $($(+ { let _ = stringify!($arg); 1 })*)?;
+                // SAFETY: `raw` and `info` are this callback's own, and each value read is
+                // one of its arguments.
+                unsafe {
+                    call::<ARGS>(raw, info, |$env, argv| {
+                        let mut argv = argv.iter().copied();
+                        let server: u32 = arg(raw, &mut argv)?;
+                        $($(#[allow(unused_mut)] let mut $arg: $ty = arg(raw, &mut argv)?;)*)?
+                        let result: $ret = with_core(server, |$core| $body)?;
+                        Ok(ToNapiValue::to_napi_value(raw, result)?)
+                    })
+                }
+            }
+        )*
+
+        /// The calls by their JS names.
+        const CALLS: &[(&CStr, Callback)] = &[$(($js, $name)),*];
+    };
+}
+
+calls! {
+    /// `drain(records, texts)`: see `Core::drain`.
+    c"drain" => fn drain(core, env; records: Uint32ArraySlice<'_>, texts: Object<'_>) -> u32 {
+        core.drain(env, records, &mut texts)
+    }
+    /// `reschedule()`: rings the doorbell again if events are still queued.
+    c"reschedule" => fn reschedule(core, _env) -> () {
+        core.reschedule();
+        Ok(())
+    }
+    /// `flush()`: sends the replies gathered since the last flush.
+    c"flush" => fn flush(core, _env) -> () {
+        core.flush();
+        Ok(())
+    }
+    /// `requestMethod(id)`: the method of a request whose code is `METHOD_OTHER`.
+    c"requestMethod" => fn request_method(core, _env; id: u32) -> Option<String> {
+        Ok(core.request_method(id))
+    }
+    /// `requestClientAddress(id)`: the client's IP address.
+    c"requestClientAddress" => fn request_client_address(core, _env; id: u32) -> Option<String> {
+        Ok(core.request_client_address(id))
+    }
+    /// `requestRelease(id)`: frees the slot; a request still unanswered gets a 500.
+    c"requestRelease" => fn request_release(core, _env; id: u32) -> () {
+        core.request_release(id);
+        Ok(())
+    }
+    /// `bodyCollect(id)`: see `Core::body_collect`.
+    c"bodyCollect" => fn body_collect(core, env; id: u32) -> Option<BufferSlice<'_>> {
+        core.body_collect(env, id)
+    }
+    /// `bodyPull(id)`: see `Core::body_pull`.
+    c"bodyPull" => fn body_pull(core, env; id: u32) -> Either<BufferSlice<'_>, u32> {
+        core.body_pull(env, id)
+    }
+    /// `respondText(id, status, ct, headers, body, release)`: see `Core::respond_text`.
+    c"respondText" => fn respond_text(
+        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: String, release: bool
+    ) -> () {
+        core.respond_text(id, status, ct, headers, body, release)
+    }
+    /// `respondBytes(id, status, ct, headers, body, release)`: the body is copied before
+    /// this returns (`Core::respond_bytes`).
+    c"respondBytes" => fn respond_bytes(
+        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: &mut [u8], release: bool
+    ) -> () {
+        core.respond_bytes(id, status, ct, headers, body, release)
+    }
+    /// `respondBytesShared(id, status, ct, headers, body, release)`: see
+    /// `Core::respond_bytes_shared`.
+    c"respondBytesShared" => fn respond_bytes_shared(
+        core, env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Uint8ArraySlice<'_>, release: bool
+    ) -> () {
+        core.respond_bytes_shared(env, id, status, ct, headers, body, release)
+    }
+    /// `respondEmpty(id, status, ct, headers, release)`: see `Core::respond_empty`.
+    c"respondEmpty" => fn respond_empty(
+        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, release: bool
+    ) -> () {
+        core.respond_empty(id, status, ct, headers, release)
+    }
+    /// `respondStream(id, status, ct, headers)`: see `Core::respond_stream`.
+    c"respondStream" => fn respond_stream(
+        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>
+    ) -> () {
+        core.respond_stream(id, status, ct, headers)
+    }
+    /// `streamWrite(id, chunk)`: see `Core::stream_write`.
+    c"streamWrite" => fn stream_write(core, _env; id: u32, chunk: &mut [u8]) -> bool {
+        core.stream_write(id, chunk)
+    }
+    /// `streamWriteShared(id, chunk)`: see `Core::stream_write_shared`.
+    c"streamWriteShared" => fn stream_write_shared(core, env; id: u32, chunk: Uint8ArraySlice<'_>) -> bool {
+        core.stream_write_shared(env, id, chunk)
+    }
+    /// `streamEnd(id, failed)`: see `Core::stream_end`.
+    c"streamEnd" => fn stream_end(core, _env; id: u32, failed: bool) -> () {
+        core.stream_end(id, failed);
+        Ok(())
+    }
+}
+
+/// Adds the calls and the `constants` object to the addon's exports, beside napi-rs's.
+#[napi_derive::napi(module_exports)]
+pub fn exports(mut exports: Object, env: Env) -> Result<()> {
+    crate::diagnostics::init();
+    for (name, callback) in CALLS {
+        let mut function = ptr::null_mut();
+        // SAFETY: plain Node-API calls on the thread loading the addon, with valid arguments.
+        unsafe {
+            check_status!(sys::napi_create_function(
+                env.raw(),
+                name.as_ptr(),
+                name.count_bytes() as isize,
+                Some(*callback),
+                ptr::null_mut(),
+                &mut function,
+            ))?;
+            check_status!(sys::napi_set_named_property(env.raw(), exports.raw(), name.as_ptr(), function))?;
+        }
+    }
+    exports.set("constants", crate::wire::to_js(&env)?)?;
+    Ok(())
+}
+
+/// The body of a callback: `f` gets the first `N` arguments (`undefined` where missing);
+/// its error, or a panic, is thrown into JS with its `code`.
+///
+/// # Safety
+/// `env` and `info` are those Node-API passed to the callback.
+unsafe fn call<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    f: impl FnOnce(&Env, &[sys::napi_value; N]) -> BridgeResult<sys::napi_value>,
+) -> sys::napi_value {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    // SAFETY: `argv` has room for `argc` values.
+    let read = unsafe {
+        check_status!(sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()))
+    };
+    let wrapped = Env::from_raw(env);
+    let result = read.map_err(Into::into).and_then(|()| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(&wrapped, &argv)))
+            .unwrap_or_else(|panic| Err(napi::bindgen_prelude::panic_to_error(panic).into()))
+    });
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            // SAFETY: `env` is the callback's own.
+            unsafe { JsError::from(napi::Error::from(e)).throw_into(env) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The next argument, converted as napi-rs converts one.
+///
+/// # Safety
+/// `env` and the values belong to the running callback.
+unsafe fn arg<T: FromNapiValue>(
+    env: sys::napi_env,
+    argv: &mut impl Iterator<Item = sys::napi_value>,
+) -> BridgeResult<T> {
+    // `call` reads as many values as the callback declares, so one is always there.
+    let value = argv.next().unwrap_or(ptr::null_mut());
+    // SAFETY: as the caller promises.
+    Ok(unsafe { T::from_napi_value(env, value) }?)
+}

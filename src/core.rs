@@ -1,0 +1,443 @@
+//! A server's native state (`Core`) and every operation the JS thread asks of it: listen,
+//! drain, reply, read bodies, stream, close. Reached through `registry::with_core`.
+
+use crate::body::{self, ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
+use crate::bridge::{self, Doorbell};
+use crate::connection::{Phase, ServerShared};
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
+use crate::js_side::JsSide;
+use crate::lending::{lend, to_buffer};
+use crate::options::{NativeOptions, ServerConfig};
+use crate::slab::{BodyState, ResponseStream, SlotId};
+use crate::stats::Stats;
+use crate::wire::{PULL_END, PULL_PENDING};
+use crate::{listener, request, response};
+use napi::bindgen_prelude::*;
+use napi::{Env, JsString};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch, Notify};
+
+/// The native half of a server, kept in the JS thread's `SERVERS` table and reached by
+/// its handle: the per-request calls are plain functions (`respondText(handle, …)`),
+/// which napi-rs calls several times cheaper than class methods (no unwrap, type tag or
+/// borrow registry per call; measured 150-220 ns against 410-770 ns per call).
+pub struct Core {
+    config: ServerConfig,
+    js: JsSide,
+    stats: Arc<Stats>,
+    runtime: Option<tokio::runtime::Runtime>,
+    phase: Option<watch::Sender<Phase>>,
+    /// The head texts of the REQUEST records `drain` is handing over (emptied each time).
+    heads: Vec<request::HeadText>,
+}
+
+pub(crate) fn invalid_state(msg: &str) -> BridgeError {
+    BridgeError::new(ErrorKind::InvalidState, msg)
+}
+
+fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> napi::Result<JsString<'e>> {
+    env.create_string_latin1(bytes)
+}
+
+impl Core {
+    pub fn new(options: NativeOptions) -> BridgeResult<Self> {
+        let config = ServerConfig::from_options(&options)?;
+        Ok(Core {
+            config,
+            js: JsSide::new(Arc::new(Doorbell::new())),
+            stats: Arc::new(Stats::new()),
+            runtime: None,
+            phase: None,
+            heads: Vec::new(),
+        })
+    }
+
+    /// Binds the socket and starts serving; returns the bound port.
+    pub fn listen(&mut self, doorbell: Function<(), ()>) -> BridgeResult<u32> {
+        if self.runtime.is_some() {
+            return Err(invalid_state("the server is already listening"));
+        }
+        let std_listener = listener::bind(&self.config)?;
+        let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
+        let park_doorbell = self.js.doorbell.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.worker_threads)
+            .thread_name("fetch-rs")
+            // A worker out of work rings JS for everything it queued meanwhile: one
+            // wake-up per round of network events instead of one per request.
+            .on_thread_park(move || park_doorbell.ring_if_waiting())
+            .enable_all()
+            .build()
+            .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
+        let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
+        self.js.doorbell.set_callback(Some(tsfn));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let shared = Arc::new(ServerShared::new(
+            self.js.doorbell.clone(),
+            self.stats.clone(),
+            self.config.clone(),
+            phase_rx,
+            local.to_string(),
+        ));
+        runtime.spawn(self.js.doorbell.clone().deliver_replies());
+        let _enter = runtime.enter();
+        runtime.spawn(listener::accept_loop(std_listener, shared));
+        drop(_enter);
+        self.runtime = Some(runtime);
+        self.phase = Some(phase_tx);
+        Ok(local.port() as u32)
+    }
+
+    /// Writes `[kind, id, arg, urlLength]` records for queued events, and the head text of
+    /// each REQUEST record (`request::HeadText`: URL, then packed headers) into `texts[0..]`
+    /// in order, one string each; returns the number of records.
+    ///
+    /// One string per request, not one per batch that JS would slice: a slice keeps its
+    /// whole parent string alive, so a URL or header value an application keeps (a cache
+    /// key, a session map) would hold every head of its batch.
+    pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> BridgeResult<u32> {
+        // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
+        let records = unsafe { records.as_mut() };
+        let n = self.js.drain(records, &mut self.heads) as u32;
+        for (k, head) in self.heads.drain(..).enumerate() {
+            texts.set_element(k as u32, latin1(env, &head.bytes)?)?;
+        }
+        for r in self.js.take_releases() {
+            // SAFETY: each reference was created by `lend` in this env, and is deleted once.
+            unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
+        }
+        Ok(n)
+    }
+
+    /// Rings the doorbell again if events are still queued.
+    pub fn reschedule(&self) {
+        self.js.doorbell.reschedule();
+    }
+
+    /// Sends the replies gathered since the last flush, with one wake-up.
+    pub fn flush(&mut self) {
+        self.js.flush();
+    }
+
+    pub fn request_method(&self, id: u32) -> Option<String> {
+        Some(self.js.slab.get(SlotId(id))?.req.method.as_str().to_string())
+    }
+
+    pub fn request_client_address(&self, id: u32) -> Option<String> {
+        let live = self.js.slab.get(SlotId(id))?;
+        let ip = live.req.remote.ip();
+        // Show IPv4 clients of a dual-stack socket as plain IPv4.
+        Some(match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+            v4 => v4.to_string(),
+        })
+    }
+
+    /// Frees the slot. A request still unanswered gets a 500.
+    pub fn request_release(&mut self, id: u32) {
+        if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
+            if let Some(tx) = live.req.reply.take() {
+                self.js.outbox.push((tx, response::status_only(500)));
+            }
+        }
+    }
+
+    /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
+    /// BODY_ERROR record will follow. Throws once the body failed or was taken.
+    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<BufferSlice<'e>>> {
+        let limit = self.config.max_body_size;
+        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let doorbell = self.js.doorbell.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            return Err(invalid_state("the request is no longer available"));
+        };
+        match std::mem::replace(&mut live.body, BodyState::Taken) {
+            BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
+            BodyState::Buffered(b) => to_buffer(env, b).map(Some),
+            BodyState::Unread(incoming) => {
+                let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
+                let (cancel_tx, cancel_rx) = oneshot::channel();
+                live.cancel_reader = Some(cancel_tx);
+                live.body = BodyState::Collecting;
+                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Collect, doorbell, cancel_rx);
+                Ok(None)
+            }
+            BodyState::Collecting => {
+                live.body = BodyState::Collecting;
+                Ok(None)
+            }
+            BodyState::Failed(kind) => {
+                live.body = BodyState::Failed(kind);
+                Err(body_error(kind))
+            }
+            BodyState::Streaming { .. } | BodyState::Taken => Err(invalid_state("the body was already read")),
+        }
+    }
+
+    /// The next chunk of a streamed request body: a Buffer, `PULL_END` at the end, or
+    /// `PULL_PENDING` when a BODY_DATA / BODY_END / BODY_ERROR record will follow.
+    pub fn body_pull<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Either<BufferSlice<'e>, u32>> {
+        let limit = self.config.max_body_size;
+        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let doorbell = self.js.doorbell.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            return Err(invalid_state("the request is no longer available"));
+        };
+        match &mut live.body {
+            BodyState::None | BodyState::Taken => Ok(Either::B(PULL_END)),
+            BodyState::Buffered(_) => {
+                let BodyState::Buffered(b) = std::mem::replace(&mut live.body, BodyState::Taken) else {
+                    unreachable!()
+                };
+                if b.is_empty() {
+                    return Ok(Either::B(PULL_END));
+                }
+                Ok(Either::A(to_buffer(env, b)?))
+            }
+            BodyState::Unread(_) => {
+                let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
+                let credit = Arc::new(Notify::new());
+                let BodyState::Unread(incoming) = std::mem::replace(
+                    &mut live.body,
+                    BodyState::Streaming { credit: credit.clone(), chunks: VecDeque::new(), ended: false },
+                ) else {
+                    unreachable!()
+                };
+                let (cancel_tx, cancel_rx) = oneshot::channel();
+                live.cancel_reader = Some(cancel_tx);
+                credit.notify_one();
+                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Stream(credit), doorbell, cancel_rx);
+                Ok(Either::B(PULL_PENDING))
+            }
+            BodyState::Streaming { credit, chunks, ended } => {
+                if let Some(chunk) = chunks.pop_front() {
+                    return Ok(Either::A(BufferSlice::copy_from(env, &chunk)?));
+                }
+                if *ended {
+                    live.body = BodyState::Taken;
+                    return Ok(Either::B(PULL_END));
+                }
+                credit.notify_one();
+                Ok(Either::B(PULL_PENDING))
+            }
+            BodyState::Collecting => Err(invalid_state("the body is being read")),
+            BodyState::Failed(kind) => Err(body_error(*kind)),
+        }
+    }
+
+    /// Replies with a UTF-8 text body.
+    pub fn respond_text(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: String,
+        release: bool,
+    ) -> BridgeResult<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
+    }
+
+    /// Replies with a byte body (copied).
+    pub fn respond_bytes(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: &[u8],
+        release: bool,
+    ) -> BridgeResult<()> {
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::copy_from_slice(body)), release)
+    }
+
+    /// Replies with a large byte body without copying it: the typed array is held
+    /// (a napi reference) until hyper has written it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_bytes_shared(
+        &mut self,
+        env: &Env,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: Uint8ArraySlice<'_>,
+        release: bool,
+    ) -> BridgeResult<()> {
+        let bytes = lend(env, &self.js.doorbell, body)?;
+        self.respond(id, status, ct, headers, ResponseBody::full(bytes), release)
+    }
+
+    /// Replies with no body.
+    pub fn respond_empty(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        release: bool,
+    ) -> BridgeResult<()> {
+        self.respond(id, status, ct, headers, ResponseBody::Empty, release)
+    }
+
+    /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
+    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>) -> BridgeResult<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
+        self.respond(id, status, ct, headers, body, false)?;
+        if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
+            live.stream = Some(ResponseStream { tx, waiting });
+        }
+        // The head goes out now; chunks may take a while to follow.
+        self.js.flush();
+        Ok(())
+    }
+
+    /// Queues a chunk of a streamed reply. `false`: the queue is full, nothing was
+    /// taken; call again after a WRITABLE record. Throws when the client is gone.
+    pub fn stream_write(&mut self, id: u32, chunk: &[u8]) -> BridgeResult<bool> {
+        self.stream_send(id, bytes::Bytes::copy_from_slice(chunk))
+    }
+
+    /// `streamWrite` for a large chunk, lent instead of copied (JS must not change it).
+    pub fn stream_write_shared(&mut self, env: &Env, id: u32, chunk: Uint8ArraySlice<'_>) -> BridgeResult<bool> {
+        let bytes = lend(env, &self.js.doorbell, chunk)?;
+        self.stream_send(id, bytes)
+    }
+
+    fn stream_send(&mut self, id: u32, chunk: bytes::Bytes) -> BridgeResult<bool> {
+        let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.as_mut()) else {
+            return Err(invalid_state("the response stream is closed"));
+        };
+        stream.waiting.store(true, Ordering::SeqCst);
+        match stream.tx.try_send(StreamItem::Data(chunk)) {
+            Ok(()) => {
+                stream.waiting.store(false, Ordering::SeqCst);
+                Ok(true)
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                if let Some(l) = self.js.slab.get_mut(SlotId(id)) {
+                    l.stream = None;
+                }
+                Err(invalid_state("the response stream is closed"))
+            }
+        }
+    }
+
+    /// Ends a streamed reply; `failed` cuts it off so the client sees an incomplete body.
+    pub fn stream_end(&mut self, id: u32, failed: bool) {
+        if let Some(stream) = self.js.slab.get_mut(SlotId(id)).and_then(|l| l.stream.take()) {
+            if failed {
+                // Only the error item makes hyper cut the body off; a channel that just
+                // closes would look like a complete body. When the queue is full, a task
+                // waits for room instead of blocking the JS thread.
+                if stream.tx.try_send(StreamItem::Error).is_err() {
+                    let tx = stream.tx.clone();
+                    if let Some(rt) = self.runtime.as_ref() {
+                        rt.spawn(async move {
+                            let _ = tx.send(StreamItem::Error).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a graceful close: stop accepting, let in-flight requests finish, close
+    /// idle connections; after `graceMs` (0: wait forever) force the rest. A CLOSED
+    /// record follows when no connection is left.
+    pub fn close(&mut self, grace_ms: f64) -> BridgeResult<()> {
+        let (Some(rt), Some(phase)) = (self.runtime.as_ref(), self.phase.clone()) else {
+            return Err(invalid_state("the server is not listening"));
+        };
+        if *phase.borrow() != Phase::Running {
+            return Ok(());
+        }
+        let _ = phase.send(Phase::Draining);
+        tracing::debug!(grace_ms, "close: no new connections; draining the open ones");
+        let stats = self.stats.clone();
+        let doorbell = self.js.doorbell.clone();
+        let grace = if grace_ms > 0.0 && grace_ms.is_finite() {
+            Some(Duration::from_secs_f64(grace_ms / 1000.0))
+        } else {
+            None
+        };
+        rt.spawn(async move {
+            let drained = stats.wait_no_connections();
+            let mut drained = std::pin::pin!(drained);
+            let done = match grace {
+                Some(grace) => tokio::time::timeout(grace, drained.as_mut()).await.is_ok(),
+                None => false,
+            };
+            if !done {
+                if grace.is_some() {
+                    tracing::debug!("close: the grace period is over; forcing the remaining connections closed");
+                    let _ = phase.send(Phase::Forced);
+                }
+                drained.await;
+            }
+            tracing::debug!("close: no connection left");
+            doorbell.push_now(bridge::Event::Closed);
+        });
+        Ok(())
+    }
+
+    /// Forces every connection closed now (after or instead of a graceful close).
+    pub fn force_close(&mut self) {
+        if let Some(phase) = self.phase.as_ref() {
+            let _ = phase.send(Phase::Forced);
+        }
+    }
+
+    /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
+    /// loop alive. Unanswered requests are dropped.
+    pub fn shutdown(&mut self) {
+        self.js.doorbell.set_callback(None);
+        self.js.slab.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    pub fn stats(&self) -> Vec<f64> {
+        let s = self.stats.snapshot();
+        vec![s.active_connections, s.total_requests, s.requests_per_second, s.avg_latency_ms, s.pending_requests]
+    }
+
+    /// Queues the reply for the next flush (nothing when the slot is gone); with
+    /// `release`, also frees the slot.
+    fn respond(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        headers: Option<Vec<String>>,
+        body: ResponseBody,
+        release: bool,
+    ) -> BridgeResult<()> {
+        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
+        if let Some(tx) = live.req.reply.take() {
+            self.js.outbox.push((tx, reply));
+        }
+        if release {
+            self.js.slab.remove(SlotId(id));
+        }
+        Ok(())
+    }
+}
+
+fn body_error(kind: body::BodyErrorKind) -> BridgeError {
+    match kind {
+        body::BodyErrorKind::TooLarge => {
+            BridgeError::new(ErrorKind::BodyTooLarge, "the request body is larger than maxBodySize")
+        }
+        body::BodyErrorKind::Aborted => BridgeError::new(ErrorKind::BodyAborted, "the client aborted the request body"),
+    }
+}

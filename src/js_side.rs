@@ -1,0 +1,147 @@
+//! The JS thread's half of the bridge: `drain` moves queued events into the slab and
+//! writes the records JS reads (their format: `wire.rs`); replies gather in an outbox and
+//! go back to tokio with one wake-up per flush.
+
+use crate::body::BodyErrorKind;
+use crate::bridge::{AbortReason, Doorbell, Event, LentRef, Reply, RequestBody};
+use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
+use crate::wire;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Words per record, as an array length.
+const WORDS: usize = wire::RECORD_WORDS as usize;
+
+/// The JS thread's half of the bridge.
+pub struct JsSide {
+    pub doorbell: Arc<Doorbell>,
+    pub slab: RequestSlab,
+    pending: VecDeque<Event>,
+    swap: Vec<Event>,
+    pub outbox: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// References of lent buffers to delete, gathered by `drain`.
+    releases: Vec<LentRef>,
+}
+
+impl JsSide {
+    pub fn new(doorbell: Arc<Doorbell>) -> Self {
+        JsSide {
+            doorbell,
+            slab: RequestSlab::default(),
+            pending: VecDeque::new(),
+            swap: Vec::new(),
+            outbox: Vec::new(),
+            releases: Vec::new(),
+        }
+    }
+
+    /// The lent-buffer references `drain` found, for the caller to delete with its env.
+    pub fn take_releases(&mut self) -> std::vec::Drain<'_, LentRef> {
+        self.releases.drain(..)
+    }
+
+    /// Moves queued events into the slab and writes up to `records.len() / WORDS` records,
+    /// moving the head text of each REQUEST record, in order, to `heads`. Returns the
+    /// number written.
+    pub fn drain(&mut self, records: &mut [u32], heads: &mut Vec<crate::request::HeadText>) -> usize {
+        self.doorbell.take_queued(&mut self.swap);
+        self.pending.extend(self.swap.drain(..));
+        let capacity = records.len() / WORDS;
+        let mut n = 0;
+        while n < capacity {
+            let Some(ev) = self.pending.pop_front() else { break };
+            if let Some(record) = self.apply(ev, heads) {
+                records[n * WORDS..(n + 1) * WORDS].copy_from_slice(&record);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Updates the slab for one event and returns its record, if JS needs to see it.
+    fn apply(&mut self, ev: Event, heads: &mut Vec<crate::request::HeadText>) -> Option<[u32; WORDS]> {
+        match ev {
+            Event::Request(mut req) => {
+                let head = std::mem::take(&mut req.text);
+                let url_len = head.url_len as u32;
+                heads.push(head);
+                let mut flags = wire::method_code(&req.method);
+                let body = match std::mem::replace(&mut req.body, RequestBody::None) {
+                    RequestBody::None => BodyState::None,
+                    RequestBody::Full(b) => {
+                        flags |= wire::FLAG_HAS_BODY;
+                        BodyState::Buffered(b)
+                    }
+                    RequestBody::Incoming(i) => {
+                        flags |= wire::FLAG_HAS_BODY;
+                        BodyState::Unread(i)
+                    }
+                };
+                let ticket = req.ticket.clone();
+                let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
+                ticket.id.store(id.0, Ordering::Release);
+                Some([wire::RECORD_REQUEST, id.0, flags, url_len])
+            }
+            Event::BodyData(id, data) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                if let BodyState::Streaming { chunks, .. } = &mut live.body {
+                    chunks.push_back(data);
+                    return Some([wire::RECORD_BODY_DATA, id, 0, 0]);
+                }
+                None
+            }
+            Event::BodyEnd(id) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                if let BodyState::Streaming { ended, .. } = &mut live.body {
+                    *ended = true;
+                    return Some([wire::RECORD_BODY_END, id, 0, 0]);
+                }
+                None
+            }
+            Event::BodyFull(id, data) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.body = BodyState::Buffered(data);
+                Some([wire::RECORD_BODY_FULL, id, 0, 0])
+            }
+            Event::BodyError(id, kind) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.body = BodyState::Failed(kind);
+                // The listener may still be waiting on the body: answer now, if nothing
+                // was sent yet, so the client learns why (a client that left gets nothing).
+                if let Some(tx) = live.req.reply.take() {
+                    let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
+                    self.outbox.push((tx, crate::response::status_only(status)));
+                }
+                Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
+            }
+            Event::Abort(ticket, reason) => {
+                let id = ticket.id.load(Ordering::Acquire);
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.req.reply = None;
+                live.stream = None;
+                Some([wire::RECORD_ABORT, id, reason as u32, 0])
+            }
+            Event::StreamAborted(id) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.stream = None;
+                Some([wire::RECORD_ABORT, id, AbortReason::ClientGone as u32, 0])
+            }
+            Event::Writable(id) => {
+                self.slab.get(SlotId(id))?;
+                Some([wire::RECORD_WRITABLE, id, 0, 0])
+            }
+            Event::Closed => Some([wire::RECORD_CLOSED, 0, 0, 0]),
+            Event::Release(r) => {
+                self.releases.push(r);
+                None
+            }
+        }
+    }
+
+    /// Sends the replies gathered since the last flush.
+    pub fn flush(&mut self) {
+        self.doorbell.send_replies(&mut self.outbox);
+    }
+}

@@ -1,0 +1,185 @@
+//! The requests the JS thread holds, by generational id: `RequestSlab`, and what it keeps
+//! for each request (its body's state, a streamed response, the reader to cancel).
+
+use crate::body::BodyErrorKind;
+use crate::bridge::IncomingRequest;
+use crate::wire::{INDEX_BITS, INDEX_MASK};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::{oneshot, Notify};
+
+/// Generations wrap below this: they fill the bits above the index.
+const GEN_LIMIT: u32 = 1 << (32 - INDEX_BITS);
+
+/// A JS-visible request id: slot index plus generation, so a stale id never reaches
+/// a later request in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId(pub u32);
+
+impl SlotId {
+    fn index(self) -> usize {
+        (self.0 & INDEX_MASK) as usize
+    }
+    fn generation(self) -> u32 {
+        self.0 >> INDEX_BITS
+    }
+}
+
+/// The JS thread's view of a request body.
+pub enum BodyState {
+    None,
+    /// On the wire, not asked for yet.
+    Unread(Incoming),
+    /// Complete and waiting to be taken.
+    Buffered(Bytes),
+    /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
+    Collecting,
+    /// A reader task streams it one pull at a time.
+    Streaming {
+        credit: Arc<Notify>,
+        chunks: VecDeque<Bytes>,
+        ended: bool,
+    },
+    Taken,
+    Failed(BodyErrorKind),
+}
+
+/// A streamed response in progress.
+pub struct ResponseStream {
+    pub tx: tokio::sync::mpsc::Sender<crate::body::StreamItem>,
+    pub waiting: Arc<AtomicBool>,
+}
+
+/// Everything the JS thread holds for one request until JS releases it.
+pub struct LiveRequest {
+    pub req: Box<IncomingRequest>,
+    pub body: BodyState,
+    pub stream: Option<ResponseStream>,
+    pub cancel_reader: Option<oneshot::Sender<()>>,
+}
+
+struct Slot {
+    generation: u32,
+    live: Option<LiveRequest>,
+}
+
+/// Requests owned by the JS thread, addressed by `SlotId`.
+#[derive(Default)]
+pub struct RequestSlab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl RequestSlab {
+    pub fn insert(&mut self, live: LiveRequest) -> SlotId {
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.live = Some(live);
+            return SlotId((slot.generation << INDEX_BITS) | index);
+        }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot { generation: 1, live: Some(live) });
+        SlotId((1 << INDEX_BITS) | index)
+    }
+
+    pub fn get_mut(&mut self, id: SlotId) -> Option<&mut LiveRequest> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.live.as_mut()
+    }
+
+    pub fn get(&self, id: SlotId) -> Option<&LiveRequest> {
+        let slot = self.slots.get(id.index())?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.live.as_ref()
+    }
+
+    pub fn remove(&mut self, id: SlotId) -> Option<LiveRequest> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.generation != id.generation() || slot.live.is_none() {
+            return None;
+        }
+        let live = slot.live.take();
+        // Generation 0 is never issued, so an id is never 0.
+        slot.generation = (slot.generation + 1) % GEN_LIMIT;
+        if slot.generation == 0 {
+            slot.generation = 1;
+        }
+        self.free.push(id.index() as u32);
+        live
+    }
+
+    /// The number of live requests (tests of slot reuse).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.live.is_some()).count()
+    }
+
+    /// Drops every live request, answering none of them (the server is gone).
+    pub fn clear(&mut self) {
+        let ids: Vec<SlotId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live.is_some())
+            .map(|(i, s)| SlotId((s.generation << INDEX_BITS) | i as u32))
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::RequestBody;
+    use std::sync::Arc;
+    use tokio::sync::oneshot;
+
+    /// A GET request with no body, as a connection task would send it.
+    fn dummy() -> LiveRequest {
+        let (tx, _rx) = oneshot::channel();
+        LiveRequest {
+            req: Box::new(IncomingRequest {
+                method: http::Method::GET,
+                text: Default::default(),
+                body: RequestBody::None,
+                remote: "127.0.0.1:1".parse().unwrap(),
+                reply: Some(tx),
+                ticket: Arc::default(),
+            }),
+            body: BodyState::None,
+            stream: None,
+            cancel_reader: None,
+        }
+    }
+
+    #[test]
+    fn stale_ids_do_not_reach_a_reused_slot() {
+        let mut slab = RequestSlab::default();
+        let a = slab.insert(dummy());
+        assert!(slab.remove(a).is_some());
+        let b = slab.insert(dummy());
+        assert_eq!(a.index(), b.index());
+        assert_ne!(a, b);
+        assert!(slab.get(a).is_none());
+        assert!(slab.remove(a).is_none());
+        assert!(slab.get(b).is_some());
+        assert_eq!(slab.len(), 1);
+    }
+
+    #[test]
+    fn ids_are_never_zero() {
+        let mut slab = RequestSlab::default();
+        let id = slab.insert(dummy());
+        assert_ne!(id.0, 0);
+    }
+}
