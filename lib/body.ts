@@ -226,7 +226,8 @@ async function feed(s: BodySource, write: (chunk: Uint8Array) => void): Promise<
   if (s === null) return;
   if (typeof s === "string") return write(encoder.encode(s));
   if (s instanceof Uint8Array) return write(s);
-  const stream = s instanceof ReadableStream ? s : s instanceof Blob ? (s.stream() as ReadableStream<Uint8Array>) : s.stream();
+  const stream =
+    s instanceof ReadableStream ? s : s instanceof Blob ? (s.stream() as ReadableStream<Uint8Array>) : s.stream();
   // A limit or a parse error thrown by `write` cancels the stream (an upload stops being
   // read) and rejects with that error.
   return pipeAll(stream, write);
@@ -361,7 +362,9 @@ export class BodyState {
       return parser.end();
     }
     if (kind === "application/x-www-form-urlencoded") return withBytes(s, parseUrlencoded);
-    throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, got ${contentType === null ? "no Content-Type" : JSON.stringify(contentType)}`);
+    throw new TypeError(
+      `formData() needs a multipart/form-data or application/x-www-form-urlencoded body, got ${contentType === null ? "no Content-Type" : JSON.stringify(contentType)}`,
+    );
   }
 
   // https://fetch.spec.whatwg.org/#concept-body-clone: a stream is teed (this body keeps

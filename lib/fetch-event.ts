@@ -96,7 +96,11 @@ export class FetchEvent {
     this.#respondCalled = true;
     // The client is gone or the request timed out: there is no one to answer.
     if (this.#aborted) return;
-    if (response !== null && typeof response === "object" && typeof (response as PromiseLike<unknown>).then === "function") {
+    if (
+      response !== null &&
+      typeof response === "object" &&
+      typeof (response as PromiseLike<unknown>).then === "function"
+    ) {
       this.#pending++;
       if (this.#phase === DISPATCHING) this.#phase = WAITING;
       (response as PromiseLike<unknown>).then(
@@ -119,7 +123,8 @@ export class FetchEvent {
 
   /** Keeps the request's work alive after the response: `close()` waits for it. */
   waitUntil(promise: unknown): void {
-    if (this.#phase === DONE) throw new DOMException("waitUntil() called after the event finished", "InvalidStateError");
+    if (this.#phase === DONE)
+      throw new DOMException("waitUntil() called after the event finished", "InvalidStateError");
     this.#pending++;
     const p = Promise.resolve(promise).then(
       () => this.#settle(),

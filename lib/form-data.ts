@@ -228,7 +228,8 @@ export class MultipartParser {
   }
 
   #startPart(head: string): void {
-    if (++this.#parts > this.#limits.maxParts) throw limitError(`The form has more than ${this.#limits.maxParts} parts`);
+    if (++this.#parts > this.#limits.maxParts)
+      throw limitError(`The form has more than ${this.#limits.maxParts} parts`);
     let name: string | null = null;
     let filename: string | null = null;
     let type: string | null = null;
@@ -258,7 +259,9 @@ export class MultipartParser {
     part.size += bytes.byteLength;
     if (part.filename !== null) {
       if (part.size > this.#limits.maxFileSize)
-        throw limitError(`The file in form field ${JSON.stringify(part.name)} exceeds ${this.#limits.maxFileSize} bytes`);
+        throw limitError(
+          `The file in form field ${JSON.stringify(part.name)} exceeds ${this.#limits.maxFileSize} bytes`,
+        );
     } else if (part.size > this.#limits.maxFieldSize) {
       throw limitError(`Form field ${JSON.stringify(part.name)} exceeds ${this.#limits.maxFieldSize} bytes`);
     }
@@ -387,7 +390,10 @@ function normalizeNewlines(s: string): string {
 export function encodeFormData(form: FormData): { body: Blob; type: string } {
   // 24 random hex digits: no boundary of this shape appears in the data by chance.
   let boundary = "----fetch-rs-";
-  for (let i = 0; i < 3; i++) boundary += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, "0");
+  for (let i = 0; i < 3; i++)
+    boundary += Math.floor(Math.random() * 0x100000000)
+      .toString(16)
+      .padStart(8, "0");
   const parts: (string | Blob)[] = [];
   for (const [name, value] of form as unknown as Iterable<[string, string | File]>) {
     const disposition = `--${boundary}\r\nContent-Disposition: form-data; name="${escapeName(normalizeNewlines(name))}"`;
@@ -395,7 +401,11 @@ export function encodeFormData(form: FormData): { body: Blob; type: string } {
       parts.push(`${disposition}\r\n\r\n${normalizeNewlines(value)}\r\n`);
     } else {
       const file = value as File;
-      parts.push(`${disposition}; filename="${escapeName(file.name)}"\r\nContent-Type: ${file.type || "application/octet-stream"}\r\n\r\n`, file, "\r\n");
+      parts.push(
+        `${disposition}; filename="${escapeName(file.name)}"\r\nContent-Type: ${file.type || "application/octet-stream"}\r\n\r\n`,
+        file,
+        "\r\n",
+      );
     }
   }
   parts.push(`--${boundary}--\r\n`);

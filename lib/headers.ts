@@ -296,7 +296,6 @@ class HeadersIterator<T> {
     const value = this.#kind === KEYS ? n : this.#kind === VALUES ? v : [n, v];
     return { value: value as T, done: false };
   }
-
 }
 
 // https://webidl.spec.whatwg.org/#es-iterator-prototype-object: its prototype is
@@ -337,11 +336,13 @@ function fill(h: Headers, init: HeadersInitLike): void {
     if (typeof method !== "function") throw new TypeError("Headers init's Symbol.iterator is not a function");
     // https://webidl.spec.whatwg.org/#js-sequence, through the method read above.
     const it = (method as () => Iterator<unknown>).call(init);
-    if ((typeof it !== "object" && typeof it !== "function") || it === null) throw new TypeError("Headers init's iterator is not an object");
+    if ((typeof it !== "object" && typeof it !== "function") || it === null)
+      throw new TypeError("Headers init's iterator is not an object");
     const next = it.next;
     for (;;) {
       const step = next.call(it);
-      if ((typeof step !== "object" && typeof step !== "function") || step === null) throw new TypeError("An iterator result is not an object");
+      if ((typeof step !== "object" && typeof step !== "function") || step === null)
+        throw new TypeError("An iterator result is not an object");
       if (step.done) break;
       const pair = step.value;
       let items: unknown[];

@@ -1,6 +1,13 @@
 // The public entry point: the server, the event, and the Fetch classes.
 export { Server, serve } from "./server.js";
-export type { ServerOptions, ServerStats, ServerErrorEvent, ServeOptions, ServeInfo, ExecutionContext } from "./server.js";
+export type {
+  ServerOptions,
+  ServerStats,
+  ServerErrorEvent,
+  ServeOptions,
+  ServeInfo,
+  ExecutionContext,
+} from "./server.js";
 export { FetchEvent } from "./fetch-event.js";
 export { Request } from "./request.js";
 export type { RequestInitLike as RequestInit } from "./request.js";

@@ -34,8 +34,22 @@ interface Calls {
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
-  respondBytesShared(id: number, status: number, ct: number, headers: string[] | null, body: Uint8Array, release: boolean): void;
+  respondBytes(
+    id: number,
+    status: number,
+    ct: number,
+    headers: string[] | null,
+    body: Uint8Array,
+    release: boolean,
+  ): void;
+  respondBytesShared(
+    id: number,
+    status: number,
+    ct: number,
+    headers: string[] | null,
+    body: Uint8Array,
+    release: boolean,
+  ): void;
   respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
@@ -57,7 +71,9 @@ interface ServerHandle {
 export type NativeServer = Calls & Omit<ServerHandle, "handle">;
 
 /** Each call as the addon exports it: the server's handle first. */
-type WithHandle<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (h: number, ...args: A) => R : never };
+type WithHandle<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (h: number, ...args: A) => R : never;
+};
 
 /** The addon's exports: the class, one plain function per per-request call (several times
  * cheaper to call than a method), and the constants of src/wire.rs. */

@@ -74,7 +74,8 @@ export function isNodeInstance(name: NodeClassName, v: unknown, looksLike: (v: o
 }
 
 export const looksLikeResponse = (v: object): boolean =>
-  typeof (v as { status?: unknown }).status === "number" && typeof (v as { arrayBuffer?: unknown }).arrayBuffer === "function";
+  typeof (v as { status?: unknown }).status === "number" &&
+  typeof (v as { arrayBuffer?: unknown }).arrayBuffer === "function";
 export const looksLikeRequest = (v: object): boolean =>
   typeof (v as { url?: unknown }).url === "string" && typeof (v as { method?: unknown }).method === "string";
 export const looksLikeHeaders = (v: object): boolean =>

@@ -7,7 +7,6 @@ import { CT_NONE, type NativeServer } from "./native.js";
 import { isNodeInstance, looksLikeResponse } from "./node-classes.js";
 import { isOwnResponse, materializeHeaders, responseState, takeBodySource } from "./response.js";
 
-
 /** Bodies from this size on are lent to the native side instead of copied: below it a
  * copy is cheaper than holding a reference (DESIGN.md section 2, rule 7). */
 const SHARE_MIN = 64 * 1024;
@@ -120,11 +119,21 @@ function sendResponseShaped(
       sendBody(native, id, status, CT_NONE, headers, new Uint8Array(buf), false, hooks);
     });
   }
-  if (typeof body === "string" || body instanceof Uint8Array) return sendBody(native, id, status, CT_NONE, headers, body, release, hooks);
-  if (body instanceof ReadableStream) return pump(native, id, status, CT_NONE, headers, body as ReadableStream<Uint8Array>, hooks);
+  if (typeof body === "string" || body instanceof Uint8Array)
+    return sendBody(native, id, status, CT_NONE, headers, body, release, hooks);
+  if (body instanceof ReadableStream)
+    return pump(native, id, status, CT_NONE, headers, body as ReadableStream<Uint8Array>, hooks);
   // Another implementation's stream (a ponyfill's) is read through its own interface.
   if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function")
-    return pump(native, id, status, CT_NONE, headers, iterableStream(body as AsyncIterable<Uint8Array | string>), hooks);
+    return pump(
+      native,
+      id,
+      status,
+      CT_NONE,
+      headers,
+      iterableStream(body as AsyncIterable<Uint8Array | string>),
+      hooks,
+    );
   if (typeof (body as ReadableStream).getReader === "function")
     return pump(native, id, status, CT_NONE, headers, readerStream(body as ReadableStream<Uint8Array>), hooks);
   throw new TypeError(`A response body must be a ReadableStream, an async iterable or null, got ${describe(body)}`);
@@ -173,17 +182,20 @@ function readerStream(foreign: { getReader(): ReadableStreamDefaultReader<Uint8A
 
 function iterableStream(it: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
   let iter: AsyncIterator<Uint8Array | string> | undefined;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      iter ??= it[Symbol.asyncIterator]();
-      const { value, done } = await iter.next();
-      if (done) controller.close();
-      else controller.enqueue(typeof value === "string" ? Buffer.from(value) : value);
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        iter ??= it[Symbol.asyncIterator]();
+        const { value, done } = await iter.next();
+        if (done) controller.close();
+        else controller.enqueue(typeof value === "string" ? Buffer.from(value) : value);
+      },
+      async cancel(reason) {
+        await iter?.return?.(reason);
+      },
     },
-    async cancel(reason) {
-      await iter?.return?.(reason);
-    },
-  }, { highWaterMark: 0 });
+    { highWaterMark: 0 },
+  );
 }
 
 // The content codings Node's fetch decodes (undici's fetch, "HTTP-network fetch": gzip,

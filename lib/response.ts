@@ -7,7 +7,6 @@ import { CT_JSON, CT_NONE, CT_TEXT } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeResponse } from "./node-classes.js";
 import { brandRejection, defineInterface, requireArgs } from "./webidl.js";
 
-
 export interface ResponseInitLike {
   status?: number;
   statusText?: string;
@@ -82,15 +81,25 @@ function readInit(init: ResponseInitLike | null | undefined): void {
   const status = rawStatus === undefined ? 200 : toUint16(rawStatus);
   const statusText = rawText === undefined ? "" : typeof rawText === "string" ? rawText : `${rawText as string}`;
   // ByteString conversion comes before the status check.
-  if (statusText !== "" && NOT_BYTESTRING.test(statusText)) throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)} is not a ByteString`);
-  if (status < 200 || status > 599) throw new RangeError(`Response status must be between 200 and 599, got ${String(rawStatus)}`);
-  if (statusText !== "" && !REASON_PHRASE.test(statusText)) throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)}`);
+  if (statusText !== "" && NOT_BYTESTRING.test(statusText))
+    throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)} is not a ByteString`);
+  if (status < 200 || status > 599)
+    throw new RangeError(`Response status must be between 200 and 599, got ${String(rawStatus)}`);
+  if (statusText !== "" && !REASON_PHRASE.test(statusText))
+    throw new TypeError(`Invalid statusText: ${JSON.stringify(statusText)}`);
   initStatus = status;
   initStatusText = statusText;
   initHeaders = headers;
 }
 
-function makeState(status: number, statusText: string, source: BodySource, type: string | null, ct: number, headers: Headers | null): ResponseState {
+function makeState(
+  status: number,
+  statusText: string,
+  source: BodySource,
+  type: string | null,
+  ct: number,
+  headers: Headers | null,
+): ResponseState {
   return {
     status,
     statusText,
@@ -153,7 +162,8 @@ export class Response {
     const status = initStatus;
     const statusText = initStatusText;
     const headers = buildHeaders(initHeaders, type);
-    if (source !== null && isNullBodyStatus(status)) throw new TypeError(`Response with status ${status} cannot have a body`);
+    if (source !== null && isNullBodyStatus(status))
+      throw new TypeError(`Response with status ${status} cannot have a body`);
     this.#s = makeState(status, statusText, source, type, ct, headers);
   }
 
@@ -189,7 +199,8 @@ export class Response {
       throw new TypeError(`Response.redirect: ${JSON.stringify(input)} is not an absolute URL`);
     }
     const code = toUint16(status);
-    if (!REDIRECT_STATUS.has(code)) throw new RangeError(`Response.redirect: ${String(status)} is not a redirect status`);
+    if (!REDIRECT_STATUS.has(code))
+      throw new RangeError(`Response.redirect: ${String(status)} is not a redirect status`);
     const s = makeState(code, "", null, null, CT_NONE, freezeHeaders(new Headers([["location", parsed.href]])));
     return fromState(s);
   }
@@ -283,10 +294,7 @@ export class Response {
   }
 
   static [Symbol.hasInstance](v: unknown): boolean {
-    return (
-      isOwnResponse(v) ||
-      isNodeInstance("Response", v, looksLikeResponse)
-    );
+    return isOwnResponse(v) || isNodeInstance("Response", v, looksLikeResponse);
   }
 }
 

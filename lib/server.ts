@@ -106,18 +106,27 @@ function got(v: unknown): string {
 // number, as node:http and @hono/node-server take it.
 const DECIMAL = /^\s*\d+\s*$/;
 
-function integer(o: Record<string, unknown>, name: string, min: number, max = Number.MAX_SAFE_INTEGER, strings = false): number | undefined {
+function integer(
+  o: Record<string, unknown>,
+  name: string,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+  strings = false,
+): number | undefined {
   const raw = o[name];
   if (raw === undefined) return undefined;
   const v = strings && typeof raw === "string" && DECIMAL.test(raw) ? Number(raw) : raw;
   if (typeof v !== "number" || !Number.isInteger(v))
-    throw optionError(`${name} must be an integer${strings ? " (or a string of decimal digits)" : ""}, got ${got(raw)}`);
+    throw optionError(
+      `${name} must be an integer${strings ? " (or a string of decimal digits)" : ""}, got ${got(raw)}`,
+    );
   if (v < min || v > max) throw optionError(`${name} must be between ${min} and ${max}, got ${got(raw)}`, true);
   return v;
 }
 
 function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: number; overrideGlobals: boolean } {
-  if (options === null || typeof options !== "object") throw optionError(`Server options must be an object, got ${got(options)}`);
+  if (options === null || typeof options !== "object")
+    throw optionError(`Server options must be an object, got ${got(options)}`);
   const o = options as Record<string, unknown>;
   const host = o.host ?? o.hostname;
   if (host !== undefined && (typeof host !== "string" || host === ""))
@@ -192,7 +201,12 @@ export class Server {
   /** `http://host:port/`, once listening. */
   get url(): URL {
     const h = this.#options.host ?? "0.0.0.0";
-    const host = h === "0.0.0.0" || h === "::" || h === "[::]" ? "localhost" : h.includes(":") && !h.startsWith("[") ? `[${h}]` : h;
+    const host =
+      h === "0.0.0.0" || h === "::" || h === "[::]"
+        ? "localhost"
+        : h.includes(":") && !h.startsWith("[")
+          ? `[${h}]`
+          : h;
     return new URL(`http://${host}:${this.#port}/`);
   }
 
@@ -201,9 +215,11 @@ export class Server {
   addEventListener(type: string, listener: FetchListener | ErrorListener): void {
     if (typeof listener !== "function") throw new TypeError("listener must be a function");
     if (type === "fetch") {
-      if (!this.#fetchListeners.includes(listener as FetchListener)) this.#fetchListeners.push(listener as FetchListener);
+      if (!this.#fetchListeners.includes(listener as FetchListener))
+        this.#fetchListeners.push(listener as FetchListener);
     } else if (type === "error") {
-      if (!this.#errorListeners.includes(listener as ErrorListener)) this.#errorListeners.push(listener as ErrorListener);
+      if (!this.#errorListeners.includes(listener as ErrorListener))
+        this.#errorListeners.push(listener as ErrorListener);
     } else {
       throw new TypeError(`Unknown event type ${JSON.stringify(type)}: use "fetch" or "error"`);
     }
@@ -263,7 +279,13 @@ export class Server {
 
   stats(): ServerStats {
     const s = this.#native.stats();
-    return { activeConnections: s[0], totalRequests: s[1], requestsPerSecond: s[2], avgLatencyMs: s[3], pendingRequests: s[4] };
+    return {
+      activeConnections: s[0],
+      totalRequests: s[1],
+      requestsPerSecond: s[2],
+      avgLatencyMs: s[3],
+      pendingRequests: s[4],
+    };
   }
 
   // The doorbell: drains every queued record, in one native call per 1024, and
@@ -285,7 +307,13 @@ export class Server {
             const text = texts[k];
             texts[k++] = "";
             const urlLength = rec[i + 3];
-            this.#dispatch(rec[i + 1], rec[i + 2] & METHOD_MASK, rec[i + 2], text.slice(0, urlLength), text.slice(urlLength));
+            this.#dispatch(
+              rec[i + 1],
+              rec[i + 2] & METHOD_MASK,
+              rec[i + 2],
+              text.slice(0, urlLength),
+              text.slice(urlLength),
+            );
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;
@@ -618,7 +646,12 @@ class EventInfo implements ServeInfo, ExecutionContext {
     return { clientAddress: this.clientAddress };
   }
   [Symbol.for("nodejs.util.inspect.custom")](): object {
-    return { clientAddress: this.clientAddress, waitUntil: this.waitUntil, passThroughOnException: passThrough, props: NO_PROPS };
+    return {
+      clientAddress: this.clientAddress,
+      waitUntil: this.waitUntil,
+      passThroughOnException: passThrough,
+      props: NO_PROPS,
+    };
   }
 }
 

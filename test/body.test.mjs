@@ -48,7 +48,11 @@ const MULTIPART = `multipart/form-data; boundary=${BOUNDARY}`;
 /** FormData entries as plain data, files read. */
 async function entries(form) {
   const out = [];
-  for (const [k, v] of form) out.push([k, typeof v === "string" ? v : { name: v.name, type: v.type, text: await v.text(), file: v instanceof File }]);
+  for (const [k, v] of form)
+    out.push([
+      k,
+      typeof v === "string" ? v : { name: v.name, type: v.type, text: await v.text(), file: v instanceof File },
+    ]);
   return out;
 }
 
@@ -144,7 +148,9 @@ describe("arrayBuffer() and bytes()", () => {
   });
 
   both("a multi-chunk stream is joined in order", async (R) => {
-    const u8 = await new R(streamOf([new Uint8Array([1]), new Uint8Array([2, 3]), new Uint8Array(0), new Uint8Array([4])])).bytes();
+    const u8 = await new R(
+      streamOf([new Uint8Array([1]), new Uint8Array([2, 3]), new Uint8Array(0), new Uint8Array([4])]),
+    ).bytes();
     assert.deepEqual([...u8], [1, 2, 3, 4]);
   });
 
@@ -191,7 +197,11 @@ describe("blob()", () => {
   });
 
   test("Request.blob() uses the request's Content-Type", async () => {
-    const b = await new Request("http://x.test/", { method: "POST", body: "q", headers: { "content-type": "text/csv" } }).blob();
+    const b = await new Request("http://x.test/", {
+      method: "POST",
+      body: "q",
+      headers: { "content-type": "text/csv" },
+    }).blob();
     assert.equal(b.type, "text/csv");
     assert.equal(await b.text(), "q");
   });
@@ -200,12 +210,21 @@ describe("blob()", () => {
 describe("formData(): application/x-www-form-urlencoded", () => {
   both("parses names and values, + and %-escapes decoded", async (R) => {
     const f = await typed(R, "a=1&b=two+words&c=%26%3D%C3%A9&a=3", "application/x-www-form-urlencoded").formData();
-    assert.deepEqual(await entries(f), [["a", "1"], ["b", "two words"], ["c", "&=\u00e9"], ["a", "3"]]);
+    assert.deepEqual(await entries(f), [
+      ["a", "1"],
+      ["b", "two words"],
+      ["c", "&=\u00e9"],
+      ["a", "3"],
+    ]);
   });
 
   both("empty sequences are skipped, a name without = has an empty value", async (R) => {
     const f = await typed(R, "&&x&y=&=z&", "application/x-www-form-urlencoded").formData();
-    assert.deepEqual(await entries(f), [["x", ""], ["y", ""], ["", "z"]]);
+    assert.deepEqual(await entries(f), [
+      ["x", ""],
+      ["y", ""],
+      ["", "z"],
+    ]);
   });
 
   both("the essence matches whatever the case and parameters", async (R) => {
@@ -214,8 +233,16 @@ describe("formData(): application/x-www-form-urlencoded", () => {
   });
 
   both("a URLSearchParams body round-trips", async (R) => {
-    const f = await new R(new URLSearchParams([["a b", "c&d"], ["é", "="]])).formData();
-    assert.deepEqual(await entries(f), [["a b", "c&d"], ["\u00e9", "="]]);
+    const f = await new R(
+      new URLSearchParams([
+        ["a b", "c&d"],
+        ["é", "="],
+      ]),
+    ).formData();
+    assert.deepEqual(await entries(f), [
+      ["a b", "c&d"],
+      ["\u00e9", "="],
+    ]);
   });
 
   both("an empty body is an empty form", async (R) => {
@@ -250,7 +277,11 @@ describe("formData(): multipart/form-data", () => {
   });
 
   both("an empty filename still makes a File", async (R) => {
-    const f = await typed(R, multipart([{ name: "f", filename: "", type: "application/octet-stream", value: "" }]), MULTIPART).formData();
+    const f = await typed(
+      R,
+      multipart([{ name: "f", filename: "", type: "application/octet-stream", value: "" }]),
+      MULTIPART,
+    ).formData();
     const file = f.get("f");
     assert.ok(file instanceof File);
     assert.equal(file.name, "");
@@ -258,20 +289,33 @@ describe("formData(): multipart/form-data", () => {
   });
 
   both("a field's Content-Type does not make it a file", async (R) => {
-    const f = await typed(R, multipart([{ name: "j", type: "application/json", value: '{"a":1}' }]), MULTIPART).formData();
+    const f = await typed(
+      R,
+      multipart([{ name: "j", type: "application/json", value: '{"a":1}' }]),
+      MULTIPART,
+    ).formData();
     assert.equal(f.get("j"), '{"a":1}');
   });
 
   both("values keep CRLFs, dashes and near-boundaries inside them", async (R) => {
     const tricky = `line1\r\nline2\r\n--not-the-boundary\r\n--${BOUNDARY.slice(0, -1)}\r\n`;
-    const f = await typed(R, multipart([{ name: "t", value: tricky }, { name: "u", value: "" }]), MULTIPART).formData();
+    const f = await typed(
+      R,
+      multipart([
+        { name: "t", value: tricky },
+        { name: "u", value: "" },
+      ]),
+      MULTIPART,
+    ).formData();
     assert.equal(f.get("t"), tricky);
     assert.equal(f.get("u"), "");
   });
 
   both("binary file content is byte-exact", async (R) => {
     const bytes = new Uint8Array(256).map((_, i) => i);
-    const head = enc(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="bin"; filename="b"\r\nContent-Type: application/octet-stream\r\n\r\n`);
+    const head = enc(
+      `--${BOUNDARY}\r\nContent-Disposition: form-data; name="bin"; filename="b"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+    );
     const tail = enc(`\r\n--${BOUNDARY}--\r\n`);
     const body = new Uint8Array(head.length + bytes.length + tail.length);
     body.set(head);
@@ -328,7 +372,10 @@ describe("formData(): multipart/form-data", () => {
     ["no delimiter at all", "just text"],
     ["a part without a name", `--${BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\n1\r\n--${BOUNDARY}--\r\n`],
     ["a part without headers", `--${BOUNDARY}\r\n\r\n1\r\n--${BOUNDARY}--\r\n`],
-    ["a delimiter not followed by CRLF", `--${BOUNDARY}X\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--${BOUNDARY}--\r\n`],
+    [
+      "a delimiter not followed by CRLF",
+      `--${BOUNDARY}X\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--${BOUNDARY}--\r\n`,
+    ],
   ];
   for (const [label, body] of malformed) {
     both(`${label} rejects with a TypeError`, async (R) => {
@@ -356,7 +403,14 @@ describe("formData(): multipart/form-data", () => {
   });
 
   test("a part with Content-Transfer-Encoding: base64 is decoded [fetch-rs]", async () => {
-    const body = multipart([{ name: "b", filename: "b.txt", headers: ["Content-Transfer-Encoding: base64"], value: Buffer.from("decoded!").toString("base64") }]);
+    const body = multipart([
+      {
+        name: "b",
+        filename: "b.txt",
+        headers: ["Content-Transfer-Encoding: base64"],
+        value: Buffer.from("decoded!").toString("base64"),
+      },
+    ]);
     assert.equal(await (await typed(Response, body, MULTIPART).formData()).get("b").text(), "decoded!");
   });
 
@@ -419,7 +473,7 @@ describe("formData(): the streaming multipart parser", () => {
       const type = encoded.headers.get("content-type");
       const bytes = new Uint8Array(await encoded.arrayBuffer());
       const chunks = [];
-      for (let p = 0; p < bytes.length; ) {
+      for (let p = 0; p < bytes.length;) {
         const n = 1 + rnd(20);
         chunks.push(bytes.slice(p, p + n));
         p += n;
@@ -461,14 +515,22 @@ describe("formData(): limits", () => {
   };
 
   test("the defaults", () => {
-    assert.deepEqual(saved, { maxParts: 1000, maxFieldSize: 1024 * 1024, maxFileSize: Infinity, maxPartHeaderSize: 16 * 1024 });
+    assert.deepEqual(saved, {
+      maxParts: 1000,
+      maxFieldSize: 1024 * 1024,
+      maxFileSize: Infinity,
+      maxPartHeaderSize: 16 * 1024,
+    });
   });
 
   test("more parts than maxParts rejects with ERR_FORM_DATA_LIMIT; exactly maxParts is fine", async () => {
     await withLimits({ maxParts: 3 }, async () => {
       const parts = (n) => Array.from({ length: n }, (_, i) => ({ name: `p${i}`, value: String(i) }));
       assert.equal([...(await typed(Response, multipart(parts(3)), MULTIPART).formData())].length, 3);
-      await assert.rejects(typed(Response, multipart(parts(4)), MULTIPART).formData(), { name: "TypeError", code: "ERR_FORM_DATA_LIMIT" });
+      await assert.rejects(typed(Response, multipart(parts(4)), MULTIPART).formData(), {
+        name: "TypeError",
+        code: "ERR_FORM_DATA_LIMIT",
+      });
     });
   });
 
@@ -479,16 +541,28 @@ describe("formData(): limits", () => {
 
   test("a text field over maxFieldSize rejects; a file of that size does not", async () => {
     await withLimits({ maxFieldSize: 10 }, async () => {
-      await assert.rejects(typed(Response, multipart([{ name: "t", value: "x".repeat(11) }]), MULTIPART).formData(), { code: "ERR_FORM_DATA_LIMIT" });
-      assert.equal((await typed(Response, multipart([{ name: "t", value: "x".repeat(10) }]), MULTIPART).formData()).get("t"), "x".repeat(10));
-      const f = await typed(Response, multipart([{ name: "f", filename: "f", value: "x".repeat(100) }]), MULTIPART).formData();
+      await assert.rejects(typed(Response, multipart([{ name: "t", value: "x".repeat(11) }]), MULTIPART).formData(), {
+        code: "ERR_FORM_DATA_LIMIT",
+      });
+      assert.equal(
+        (await typed(Response, multipart([{ name: "t", value: "x".repeat(10) }]), MULTIPART).formData()).get("t"),
+        "x".repeat(10),
+      );
+      const f = await typed(
+        Response,
+        multipart([{ name: "f", filename: "f", value: "x".repeat(100) }]),
+        MULTIPART,
+      ).formData();
       assert.equal(f.get("f").size, 100);
     });
   });
 
   test("a file over maxFileSize rejects", async () => {
     await withLimits({ maxFileSize: 50 }, async () => {
-      await assert.rejects(typed(Response, multipart([{ name: "f", filename: "f", value: "x".repeat(51) }]), MULTIPART).formData(), { code: "ERR_FORM_DATA_LIMIT" });
+      await assert.rejects(
+        typed(Response, multipart([{ name: "f", filename: "f", value: "x".repeat(51) }]), MULTIPART).formData(),
+        { code: "ERR_FORM_DATA_LIMIT" },
+      );
     });
   });
 
@@ -522,7 +596,9 @@ describe("formData(): limits", () => {
   test("urlencoded bodies obey maxParts too", async () => {
     await withLimits({ maxParts: 2 }, async () => {
       assert.equal([...(await typed(Response, "a=1&&b=2&", "application/x-www-form-urlencoded").formData())].length, 2);
-      await assert.rejects(typed(Response, "a=1&b=2&c=3", "application/x-www-form-urlencoded").formData(), { code: "ERR_FORM_DATA_LIMIT" });
+      await assert.rejects(typed(Response, "a=1&b=2&c=3", "application/x-www-form-urlencoded").formData(), {
+        code: "ERR_FORM_DATA_LIMIT",
+      });
     });
   });
 

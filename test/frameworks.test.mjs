@@ -21,9 +21,20 @@ const NodeResponse = globalThis.Response;
 
 function honoApp() {
   const app = new Hono();
-  app.use("/api/*", cors({ origin: "http://client.test", allowMethods: ["GET", "POST", "PUT"], exposeHeaders: ["X-Total"], credentials: true, maxAge: 600 }));
+  app.use(
+    "/api/*",
+    cors({
+      origin: "http://client.test",
+      allowMethods: ["GET", "POST", "PUT"],
+      exposeHeaders: ["X-Total"],
+      credentials: true,
+      maxAge: 600,
+    }),
+  );
   app.get("/", (c) => c.text("hello from hono"));
-  app.get("/users/:id", (c) => c.json({ id: c.req.param("id"), q: c.req.query("q") ?? null, tags: c.req.queries("tag") ?? [] }));
+  app.get("/users/:id", (c) =>
+    c.json({ id: c.req.param("id"), q: c.req.query("q") ?? null, tags: c.req.queries("tag") ?? [] }),
+  );
   app.get("/users/:id/posts/:post{[0-9]+}", (c) => c.json(c.req.param()));
   app.delete("/users/:id", (c) => c.body(null, 204));
   app.get("/api/items", (c) => {
@@ -45,7 +56,8 @@ function honoApp() {
     const body = await c.req.parseBody({ all: true });
     const out = {};
     for (const [k, v] of Object.entries(body)) {
-      const one = async (x) => (typeof x === "string" ? x : { name: x.name, type: x.type, size: x.size, text: await x.text() });
+      const one = async (x) =>
+        typeof x === "string" ? x : { name: x.name, type: x.type, size: x.size, text: await x.text() };
       out[k] = Array.isArray(v) ? await Promise.all(v.map(one)) : await one(v);
     }
     return c.json(out);
@@ -59,8 +71,12 @@ function honoApp() {
       await stream.write("part");
     }),
   );
-  app.get("/headers", (c) => c.json({ custom: c.req.header("x-custom") ?? null, accept: c.req.header("accept") ?? null, method: c.req.method }));
-  app.get("/raw", (c) => c.json({ isRequest: c.req.raw instanceof Request, url: new URL(c.req.url).pathname + new URL(c.req.url).search }));
+  app.get("/headers", (c) =>
+    c.json({ custom: c.req.header("x-custom") ?? null, accept: c.req.header("accept") ?? null, method: c.req.method }),
+  );
+  app.get("/raw", (c) =>
+    c.json({ isRequest: c.req.raw instanceof Request, url: new URL(c.req.url).pathname + new URL(c.req.url).search }),
+  );
   app.get("/throw", () => {
     throw new Error("boom");
   });
@@ -74,7 +90,11 @@ function honoApp() {
 }
 
 function ittyApp() {
-  const { preflight, corsify } = ittyCors({ origin: "http://client.test", allowMethods: ["GET", "POST"], exposeHeaders: ["X-Total"] });
+  const { preflight, corsify } = ittyCors({
+    origin: "http://client.test",
+    allowMethods: ["GET", "POST"],
+    exposeHeaders: ["X-Total"],
+  });
   const router = AutoRouter({ before: [preflight], finally: [corsify] });
   router.get("/", () => text("hello from itty"));
   router.get("/items/:id", ({ id, query }) => ({ id, q: query.q ?? null }));
@@ -82,7 +102,15 @@ function ittyApp() {
   router.get("/missing", () => error(404, "not here"));
   router.get("/empty", () => new Response(null, { status: 204 }));
   router.get("/redirect", () => Response.redirect("http://example.test/moved", 307));
-  router.get("/custom", () => new Response("custom body", { status: 299, statusText: "Custom", headers: { "x-total": "9", "content-type": "text/x-custom" } }));
+  router.get(
+    "/custom",
+    () =>
+      new Response("custom body", {
+        status: 299,
+        statusText: "Custom",
+        headers: { "x-total": "9", "content-type": "text/x-custom" },
+      }),
+  );
   router.get("/throw", () => {
     throw new Error("itty boom");
   });
@@ -165,7 +193,8 @@ const mediaType = (v) => v.replace(/\s*;\s*/g, ";").toLowerCase();
 
 function picked(headers) {
   const out = {};
-  for (const name of COMPARED) if (headers[name] !== undefined) out[name] = name === "content-type" ? mediaType(headers[name]) : headers[name];
+  for (const name of COMPARED)
+    if (headers[name] !== undefined) out[name] = name === "content-type" ? mediaType(headers[name]) : headers[name];
   return out;
 }
 
@@ -186,7 +215,8 @@ function defineTests() {
   before(async () => {
     ({ serve } = await import("../dist/index.js"));
     reference = await startReference();
-    for (const [name, make] of Object.entries(APPS)) ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
+    for (const [name, make] of Object.entries(APPS))
+      ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
   });
 
   after(async () => {
@@ -244,7 +274,12 @@ function defineTests() {
     });
 
     test("PUT with a text body, custom status and header", async () => {
-      const r = await compare("hono", { method: "PUT", path: "/text", headers: { "content-type": "text/plain" }, body: Buffer.from("shout") });
+      const r = await compare("hono", {
+        method: "PUT",
+        path: "/text",
+        headers: { "content-type": "text/plain" },
+        body: Buffer.from("shout"),
+      });
       assert.equal(r.status, 202);
       assert.equal(r.body.toString(), "SHOUT");
       assert.equal(r.headers["x-len"], "set");
@@ -284,7 +319,10 @@ function defineTests() {
 
     test("two cookies stay two Set-Cookie headers", async () => {
       const r = await compare("hono", { path: "/cookies" });
-      assert.deepEqual(r.headers["set-cookie"], ["session=abc123; Path=/; HttpOnly; SameSite=Lax", "theme=dark; Max-Age=3600; Path=/"]);
+      assert.deepEqual(r.headers["set-cookie"], [
+        "session=abc123; Path=/; HttpOnly; SameSite=Lax",
+        "theme=dark; Max-Age=3600; Path=/",
+      ]);
     });
 
     test("cookies are read from the request", async () => {
@@ -304,7 +342,11 @@ function defineTests() {
       const r = await compare("hono", {
         method: "OPTIONS",
         path: "/api/items",
-        headers: { ...ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": "content-type,x-custom" },
+        headers: {
+          ...ORIGIN,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "content-type,x-custom",
+        },
       });
       assert.equal(r.status, 204);
       assert.equal(r.headers["access-control-allow-methods"], "GET,POST,PUT");
@@ -401,7 +443,11 @@ function defineTests() {
     });
 
     test("cors preflight", async () => {
-      const r = await compare("itty", { method: "OPTIONS", path: "/items/1", headers: { ...ORIGIN, "access-control-request-method": "POST" } });
+      const r = await compare("itty", {
+        method: "OPTIONS",
+        path: "/items/1",
+        headers: { ...ORIGIN, "access-control-request-method": "POST" },
+      });
       assert.equal(r.headers["access-control-allow-origin"], "http://client.test");
       assert.match(r.headers["access-control-allow-methods"] ?? "", /POST/);
     });

@@ -202,11 +202,13 @@ const notSmuggled = (seen) =>
     `a hidden request was executed: ${JSON.stringify(seen.map((r) => r.url))}`,
   );
 const listenerNotCalled = (seen) => assert.equal(seen.length, 0, `the listener ran: ${JSON.stringify(seen)}`);
-const paths = (...expected) => (seen) =>
-  assert.deepEqual(
-    seen.map((r) => r.path),
-    expected,
-  );
+const paths =
+  (...expected) =>
+  (seen) =>
+    assert.deepEqual(
+      seen.map((r) => r.path),
+      expected,
+    );
 const cleanValue = (seen) => {
   for (const r of seen) {
     assert.ok(!/[\0\r\n]/.test(r.xa ?? ""), `a NUL/CR/LF reached the listener: ${JSON.stringify(r.xa)}`);

@@ -41,13 +41,19 @@ test("no file in lib/ writes a wire constant's number by hand", () => {
 });
 
 test("a native error reaches JS with its code as a property, the message as written", () => {
-  assert.throws(() => new addon.NativeServer({ host: "not a host", port: 0 }), (e) => {
-    assert.equal(e.code, "ERR_INVALID_OPTION");
-    assert.doesNotMatch(e.message, /^\[/);
-    return true;
-  });
+  assert.throws(
+    () => new addon.NativeServer({ host: "not a host", port: 0 }),
+    (e) => {
+      assert.equal(e.code, "ERR_INVALID_OPTION");
+      assert.doesNotMatch(e.message, /^\[/);
+      return true;
+    },
+  );
   const server = new addon.NativeServer({ host: "127.0.0.1", port: 0 });
-  assert.throws(() => addon.bodyCollect(server.handle, 1), { code: "ERR_INVALID_STATE", message: "the request is no longer available" });
+  assert.throws(() => addon.bodyCollect(server.handle, 1), {
+    code: "ERR_INVALID_STATE",
+    message: "the request is no longer available",
+  });
   assert.throws(() => addon.respondStream(server.handle + 1000, 1, 200, 0, null), { code: "ERR_INVALID_STATE" });
   assert.throws(() => server.close(0), { code: "ERR_INVALID_STATE", message: "the server is not listening" });
 });

@@ -152,7 +152,12 @@ describe("headers", () => {
 describe("body", () => {
   const kinds = [
     ["a string", () => "text", "text/plain;charset=UTF-8", "text"],
-    ["URLSearchParams", () => new URLSearchParams("a=1&b=2"), "application/x-www-form-urlencoded;charset=UTF-8", "a=1&b=2"],
+    [
+      "URLSearchParams",
+      () => new URLSearchParams("a=1&b=2"),
+      "application/x-www-form-urlencoded;charset=UTF-8",
+      "a=1&b=2",
+    ],
     ["a Blob with a type", () => new Blob(["blob"], { type: "application/x-test" }), "application/x-test", "blob"],
     ["bytes", () => new Uint8Array([104, 105]), null, "hi"],
     ["an ArrayBuffer", () => new Uint8Array([104, 105]).buffer, null, "hi"],
@@ -176,7 +181,10 @@ describe("body", () => {
   });
 
   both("a Content-Type in init wins", (R) => {
-    assert.equal(new R(URL_, { method: "POST", body: "x", headers: { "content-type": "text/csv" } }).headers.get("content-type"), "text/csv");
+    assert.equal(
+      new R(URL_, { method: "POST", body: "x", headers: { "content-type": "text/csv" } }).headers.get("content-type"),
+      "text/csv",
+    );
   });
 
   for (const method of ["GET", "HEAD", "get", "head"]) {
@@ -211,12 +219,18 @@ describe("body", () => {
   });
 
   both("keepalive with a stream body is a TypeError", (R) => {
-    assert.throws(() => new R(URL_, { method: "POST", body: streamOf("x"), duplex: "half", keepalive: true }), TypeError);
+    assert.throws(
+      () => new R(URL_, { method: "POST", body: streamOf("x"), duplex: "half", keepalive: true }),
+      TypeError,
+    );
     assert.equal(new R(URL_, { method: "POST", body: "x", keepalive: true }).keepalive, true);
   });
 
   both("a stream body in no-cors mode is a TypeError", (R) => {
-    assert.throws(() => new R(URL_, { method: "POST", mode: "no-cors", body: streamOf("x"), duplex: "half" }), TypeError);
+    assert.throws(
+      () => new R(URL_, { method: "POST", mode: "no-cors", body: streamOf("x"), duplex: "half" }),
+      TypeError,
+    );
   });
 
   both("body methods read it; a second read rejects with a TypeError", async (R) => {
@@ -240,7 +254,17 @@ describe("options", () => {
     credentials: ["omit", "same-origin", "include"],
     cache: ["default", "no-store", "reload", "no-cache", "force-cache"],
     redirect: ["follow", "error", "manual"],
-    referrerPolicy: ["", "no-referrer", "no-referrer-when-downgrade", "same-origin", "origin", "strict-origin", "origin-when-cross-origin", "strict-origin-when-cross-origin", "unsafe-url"],
+    referrerPolicy: [
+      "",
+      "no-referrer",
+      "no-referrer-when-downgrade",
+      "same-origin",
+      "origin",
+      "strict-origin",
+      "origin-when-cross-origin",
+      "strict-origin-when-cross-origin",
+      "unsafe-url",
+    ],
   };
   for (const [member, values] of Object.entries(enums)) {
     both(`${member}: every valid value is kept`, (R) => {
@@ -263,8 +287,10 @@ describe("options", () => {
   });
 
   both("no-cors allows only GET, HEAD and POST", (R) => {
-    for (const method of ["GET", "HEAD", "POST"]) assert.equal(new R(URL_, { mode: "no-cors", method }).mode, "no-cors");
-    for (const method of ["PUT", "DELETE", "PATCH"]) assert.throws(() => new R(URL_, { mode: "no-cors", method }), TypeError, method);
+    for (const method of ["GET", "HEAD", "POST"])
+      assert.equal(new R(URL_, { mode: "no-cors", method }).mode, "no-cors");
+    for (const method of ["PUT", "DELETE", "PATCH"])
+      assert.throws(() => new R(URL_, { mode: "no-cors", method }), TypeError, method);
   });
 
   both("referrer: a URL, '' for none, about:client for the client", (R) => {
@@ -347,7 +373,16 @@ describe("signal", () => {
 
 describe("new Request(request, init)", () => {
   both("copies method, url, headers and options", (R) => {
-    const a = new R(URL_, { method: "PUT", headers: { "x-a": "1" }, cache: "no-store", credentials: "omit", redirect: "manual", integrity: "i", referrerPolicy: "origin", mode: "same-origin" });
+    const a = new R(URL_, {
+      method: "PUT",
+      headers: { "x-a": "1" },
+      cache: "no-store",
+      credentials: "omit",
+      redirect: "manual",
+      integrity: "i",
+      referrerPolicy: "origin",
+      mode: "same-origin",
+    });
     const b = new R(a);
     assert.equal(b.method, "PUT");
     assert.equal(b.url, URL_);
@@ -363,7 +398,12 @@ describe("new Request(request, init)", () => {
   });
 
   both("init overrides, and a non-empty init resets referrer and its policy", (R) => {
-    const a = new R(URL_, { method: "POST", headers: { "x-a": "1" }, referrer: "http://ref.test/", referrerPolicy: "origin" });
+    const a = new R(URL_, {
+      method: "POST",
+      headers: { "x-a": "1" },
+      referrer: "http://ref.test/",
+      referrerPolicy: "origin",
+    });
     assert.equal(new R(a).referrer, "http://ref.test/");
     const b = new R(a, { method: "DELETE", headers: { "x-b": "2" } });
     assert.equal(b.method, "DELETE");
@@ -486,8 +526,28 @@ describe("identity", () => {
   });
 
   both("the prototype has every member of the standard", (R) => {
-    for (const m of ["clone", "arrayBuffer", "blob", "bytes", "formData", "json", "text"]) assert.equal(typeof R.prototype[m], "function", m);
-    for (const g of ["method", "url", "headers", "destination", "referrer", "referrerPolicy", "mode", "credentials", "cache", "redirect", "integrity", "keepalive", "isReloadNavigation", "isHistoryNavigation", "signal", "body", "bodyUsed", "duplex"])
+    for (const m of ["clone", "arrayBuffer", "blob", "bytes", "formData", "json", "text"])
+      assert.equal(typeof R.prototype[m], "function", m);
+    for (const g of [
+      "method",
+      "url",
+      "headers",
+      "destination",
+      "referrer",
+      "referrerPolicy",
+      "mode",
+      "credentials",
+      "cache",
+      "redirect",
+      "integrity",
+      "keepalive",
+      "isReloadNavigation",
+      "isHistoryNavigation",
+      "signal",
+      "body",
+      "bodyUsed",
+      "duplex",
+    ])
       assert.equal(typeof Object.getOwnPropertyDescriptor(R.prototype, g)?.get, "function", g);
   });
 
@@ -527,7 +587,12 @@ describe("incoming requests", () => {
           out.keys = [...req.headers.keys()].filter((k) => k.startsWith("x-"));
           attempt("setAfterIteration", () => req.headers.set("x-custom", "changed"));
           attempt("relative", () => new Request("/relative").url);
-          out.instance = [req instanceof Request, req instanceof NodeRequest, req.headers instanceof Headers, req.headers instanceof NodeHeaders];
+          out.instance = [
+            req instanceof Request,
+            req instanceof NodeRequest,
+            req.headers instanceof Headers,
+            req.headers instanceof NodeHeaders,
+          ];
           out.body = req.body;
           out.bodyUsed = req.bodyUsed;
           out.signalAborted = req.signal.aborted;
@@ -554,7 +619,8 @@ describe("incoming requests", () => {
         } else if (path === "/form") {
           const form = await req.formData();
           out.entries = [];
-          for (const [k, v] of form) out.entries.push([k, typeof v === "string" ? v : [v.name, v.type, await v.text()]]);
+          for (const [k, v] of form)
+            out.entries.push([k, typeof v === "string" ? v : [v.name, v.type, await v.text()]]);
         } else if (path === "/blob") {
           const b = await req.blob();
           out.type = b.type;
@@ -637,16 +703,26 @@ describe("incoming requests", () => {
     form.append("name", "value é");
     form.append("file", new File(["file body"], "up.txt", { type: "text/plain" }));
     const out = await get("/form", { method: "POST", body: form });
-    assert.deepEqual(out.entries, [["name", "value é"], ["file", ["up.txt", "text/plain", "file body"]]]);
+    assert.deepEqual(out.entries, [
+      ["name", "value é"],
+      ["file", ["up.txt", "text/plain", "file body"]],
+    ]);
   });
 
   test("formData() of a urlencoded upload", async () => {
     const out = await get("/form", { method: "POST", body: new URLSearchParams({ a: "1", b: "x y" }) });
-    assert.deepEqual(out.entries, [["a", "1"], ["b", "x y"]]);
+    assert.deepEqual(out.entries, [
+      ["a", "1"],
+      ["b", "x y"],
+    ]);
   });
 
   test("blob() is typed from the request's Content-Type", async () => {
-    const out = await get("/blob", { method: "POST", body: "12345", headers: { "content-type": "Application/Octet-Stream" } });
+    const out = await get("/blob", {
+      method: "POST",
+      body: "12345",
+      headers: { "content-type": "Application/Octet-Stream" },
+    });
     assert.equal(out.type, "application/octet-stream");
     assert.equal(out.size, 5);
   });

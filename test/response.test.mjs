@@ -65,13 +65,23 @@ describe("BodyInit kinds and their Content-Type", () => {
     ["an ArrayBuffer", () => new TextEncoder().encode("ab").buffer, null, "ab"],
     ["a Uint8Array", () => new TextEncoder().encode("u8"), null, "u8"],
     ["a Buffer", () => Buffer.from("buf"), null, "buf"],
-    ["a DataView over part of a buffer", () => new DataView(new TextEncoder().encode("xxdvxx").buffer, 2, 2), null, "dv"],
+    [
+      "a DataView over part of a buffer",
+      () => new DataView(new TextEncoder().encode("xxdvxx").buffer, 2, 2),
+      null,
+      "dv",
+    ],
     ["a subarray", () => new TextEncoder().encode("0123456").subarray(2, 5), null, "234"],
     ["an Int16Array", () => new Int16Array([0x6968]), null, "hi"],
     ["a Blob with a type", () => new Blob(["blob"], { type: "Text/X-Blob" }), "text/x-blob", "blob"],
     ["a Blob without a type", () => new Blob(["blob"]), null, "blob"],
     ["a File", () => new File(["file"], "f.txt", { type: "text/x-file" }), "text/x-file", "file"],
-    ["URLSearchParams", () => new URLSearchParams({ a: "1", b: "two words", c: "&=" }), FORM, "a=1&b=two+words&c=%26%3D"],
+    [
+      "URLSearchParams",
+      () => new URLSearchParams({ a: "1", b: "two words", c: "&=" }),
+      FORM,
+      "a=1&b=two+words&c=%26%3D",
+    ],
     ["a ReadableStream", () => streamOf("str", "eam"), null, "stream"],
     ["a number (a string by WebIDL)", () => 42, TEXT, "42"],
     ["a plain object (a string by WebIDL)", () => ({}), TEXT, "[object Object]"],
@@ -98,7 +108,10 @@ describe("BodyInit kinds and their Content-Type", () => {
     assert.ok(text.startsWith(`--${m[1]}\r\n`), text);
     assert.ok(text.endsWith(`--${m[1]}--\r\n`), text);
     assert.match(text, /Content-Disposition: form-data; name="field"\r\n\r\nvalue\r\n/);
-    assert.match(text, /Content-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Type: text\/plain\r\n\r\ncontent\r\n/);
+    assert.match(
+      text,
+      /Content-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Type: text\/plain\r\n\r\ncontent\r\n/,
+    );
   });
 
   both("FormData bodies round-trip through formData()", async (R) => {
@@ -117,8 +130,14 @@ describe("BodyInit kinds and their Content-Type", () => {
 
   both("a Content-Type given in init wins over the body's", (R) => {
     assert.equal(new R("x", { headers: { "Content-Type": "text/html" } }).headers.get("content-type"), "text/html");
-    assert.equal(new R(new URLSearchParams("a=1"), { headers: [["content-type", "a/b"]] }).headers.get("content-type"), "a/b");
-    assert.equal(new R(new Blob([], { type: "x/y" }), { headers: { "content-type": "c/d" } }).headers.get("content-type"), "c/d");
+    assert.equal(
+      new R(new URLSearchParams("a=1"), { headers: [["content-type", "a/b"]] }).headers.get("content-type"),
+      "a/b",
+    );
+    assert.equal(
+      new R(new Blob([], { type: "x/y" }), { headers: { "content-type": "c/d" } }).headers.get("content-type"),
+      "c/d",
+    );
   });
 
   // The standard copies a BufferSource at construction; fetch-rs does not (DESIGN.md
@@ -174,7 +193,11 @@ describe("BodyInit kinds and their Content-Type", () => {
   });
 
   test("Node's Headers are accepted as init headers, Set-Cookie kept apart", () => {
-    const g = new NodeHeaders([["x", "1"], ["set-cookie", "a=1"], ["set-cookie", "b=2"]]);
+    const g = new NodeHeaders([
+      ["x", "1"],
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2"],
+    ]);
     const r = new Response("x", { headers: g });
     assert.equal(r.headers.get("x"), "1");
     assert.deepEqual(r.headers.getSetCookie(), ["a=1", "b=2"]);
@@ -183,7 +206,17 @@ describe("BodyInit kinds and their Content-Type", () => {
 
 describe("status and statusText", () => {
   both("status 200 to 599 is kept; ok is 200 to 299", (R) => {
-    for (const [status, ok] of [[200, true], [201, true], [226, true], [299, true], [300, false], [399, false], [404, false], [500, false], [599, false]]) {
+    for (const [status, ok] of [
+      [200, true],
+      [201, true],
+      [226, true],
+      [299, true],
+      [300, false],
+      [399, false],
+      [404, false],
+      [500, false],
+      [599, false],
+    ]) {
       const r = new R(null, { status });
       assert.equal(r.status, status);
       assert.equal(r.ok, ok, String(status));
@@ -205,7 +238,8 @@ describe("status and statusText", () => {
   });
 
   both("statusText: reason-phrase characters are kept", (R) => {
-    for (const text of ["OK", "", "Not Found", "tab\there", "caf\u00e9", "~!@#$%^&*()"]) assert.equal(new R(null, { statusText: text }).statusText, text);
+    for (const text of ["OK", "", "Not Found", "tab\there", "caf\u00e9", "~!@#$%^&*()"])
+      assert.equal(new R(null, { statusText: text }).statusText, text);
   });
 
   for (const text of ["a\nb", "\r", "a\r\nb", "\0", "\x7f", "\x01", "\u0100", "\u2028", "\uD83D\uDE00"]) {
@@ -256,7 +290,10 @@ describe("Response.json", () => {
   });
 
   both("keeps a Content-Type given in init", (R) => {
-    assert.equal(R.json(1, { headers: { "content-type": "application/vnd.api+json" } }).headers.get("content-type"), "application/vnd.api+json");
+    assert.equal(
+      R.json(1, { headers: { "content-type": "application/vnd.api+json" } }).headers.get("content-type"),
+      "application/vnd.api+json",
+    );
   });
 
   both("a value JSON cannot serialize is a TypeError", (R) => {
@@ -555,7 +592,8 @@ describe("identity", () => {
   });
 
   both("the prototype has every member of the standard", (R) => {
-    for (const m of ["clone", "arrayBuffer", "blob", "bytes", "formData", "json", "text"]) assert.equal(typeof R.prototype[m], "function", m);
+    for (const m of ["clone", "arrayBuffer", "blob", "bytes", "formData", "json", "text"])
+      assert.equal(typeof R.prototype[m], "function", m);
     for (const g of ["type", "url", "redirected", "status", "ok", "statusText", "headers", "body", "bodyUsed"])
       assert.equal(typeof Object.getOwnPropertyDescriptor(R.prototype, g)?.get, "function", g);
     for (const s of ["error", "redirect", "json"]) assert.equal(typeof R[s], "function", s);

@@ -127,7 +127,10 @@ describe("framing on the wire", () => {
   });
 
   test("pipelined requests on one connection are answered in order", async () => {
-    const r = await raw(ctx.server.port, "GET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\n\r\n");
+    const r = await raw(
+      ctx.server.port,
+      "GET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     const statuses = [...r.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
     assert.deepEqual(statuses, [204, 200, 304]);
   });
@@ -157,7 +160,10 @@ describe("framing on the wire", () => {
           }
         }
         const r = await raw(server.port, wire, { idleMs: 500 });
-        const bodies = r.text.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((part) => part.split("\r\n\r\n")[1]);
+        const bodies = r.text
+          .split(/HTTP\/1\.1 200 OK\r\n/)
+          .slice(1)
+          .map((part) => part.split("\r\n\r\n")[1]);
         assert.deepEqual(bodies, expected);
       });
       await Promise.all(conns);
@@ -192,7 +198,8 @@ describe("response and request body kinds", () => {
         return event.respondWith(new Response(stream, { headers: { "content-type": "text/plain" } }));
       }
       if (path === "/blob") return event.respondWith(new Response(new Blob(["blob body"], { type: "text/x-blob" })));
-      if (path === "/foreign-json") return event.respondWith(globalThis.Response === Response ? new Response("x") : null);
+      if (path === "/foreign-json")
+        return event.respondWith(globalThis.Response === Response ? new Response("x") : null);
       if (path === "/body-stream") {
         const reader = event.request.body.getReader();
         let total = 0;
@@ -239,7 +246,9 @@ describe("response and request body kinds", () => {
   });
 
   test("a body over maxBodySize gets 413", async () => {
-    const small = await start(async (event) => event.respondWith(new Response(await event.request.text())), { maxBodySize: 1000 });
+    const small = await start(async (event) => event.respondWith(new Response(await event.request.text())), {
+      maxBodySize: 1000,
+    });
     try {
       const declared = await request(small.base, "/", { method: "POST", body: "x".repeat(1001) });
       assert.equal(declared.status, 413);
@@ -333,7 +342,11 @@ describe("the RFC's API", () => {
       event.respondWith(Response.json({ received: data, method: req.method }));
     });
     try {
-      const r = await fetch(base + "/api/json", { method: "POST", body: JSON.stringify({ a: [1, 2] }), headers: { "content-type": "application/json" } });
+      const r = await fetch(base + "/api/json", {
+        method: "POST",
+        body: JSON.stringify({ a: [1, 2] }),
+        headers: { "content-type": "application/json" },
+      });
       assert.deepEqual(await r.json(), { received: { a: [1, 2] }, method: "POST" });
     } finally {
       await server.close();
@@ -358,7 +371,12 @@ describe("the RFC's API", () => {
   test("the FetchEvent exposes request and clientAddress", async () => {
     let seen;
     const { server, base } = await start((event) => {
-      seen = { isEvent: event instanceof FetchEvent, isRequest: event.request instanceof Request, addr: event.clientAddress, type: event.type };
+      seen = {
+        isEvent: event instanceof FetchEvent,
+        isRequest: event.request instanceof Request,
+        addr: event.clientAddress,
+        type: event.type,
+      };
       event.respondWith(new Response(event.request.headers.get("x-probe")));
     });
     try {
@@ -410,7 +428,11 @@ describe("the RFC's API", () => {
         assert.equal(req.headers.get("x-empty"), "");
         assert.equal(req.headers.has("x-missing"), false);
         const entries = [...req.headers].filter(([n]) => n.startsWith("x-"));
-        assert.deepEqual(entries, [["x-a", "1"], ["x-b", "two, three"], ["x-empty", ""]]);
+        assert.deepEqual(entries, [
+          ["x-a", "1"],
+          ["x-b", "two, three"],
+          ["x-empty", ""],
+        ]);
         assert.throws(() => req.headers.set("x-a", "2"), TypeError);
       }
     } finally {
@@ -554,7 +576,8 @@ describe("close()", () => {
     assert.ok((await hung) instanceof Error);
   });
 
-  const script = (body) => `import { Server, Response } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};\n${body}`;
+  const script = (body) =>
+    `import { Server, Response } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};\n${body}`;
   async function runScript(source, timeoutMs = 8000) {
     const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -584,7 +607,9 @@ describe("close()", () => {
   });
 
   test("a script that never calls listen() exits", async () => {
-    const r = await runScript(script(`const s = new Server({ port: 0 }); s.addEventListener("fetch", () => {}); console.log("made");`));
+    const r = await runScript(
+      script(`const s = new Server({ port: 0 }); s.addEventListener("fetch", () => {}); console.log("made");`),
+    );
     assert.equal(r.signal, null);
     assert.equal(r.code, 0, r.out);
   });
@@ -625,5 +650,6 @@ test("servers in worker threads share a port with reusePort, each with its own b
 test("the examples directory has the RFC's four examples", async () => {
   const { readdir } = await import("node:fs/promises");
   const files = await readdir(fileURLToPath(new URL("../examples/", import.meta.url)));
-  for (const f of ["hello-world.mjs", "json-api.mjs", "echo-body.mjs", "wait-until.mjs"]) assert.ok(files.includes(f), f);
+  for (const f of ["hello-world.mjs", "json-api.mjs", "echo-body.mjs", "wait-until.mjs"])
+    assert.ok(files.includes(f), f);
 });

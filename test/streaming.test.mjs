@@ -66,11 +66,14 @@ describe("large bodies stream without being held in memory", () => {
       const size = 256 * MiB;
       const chunk = Buffer.alloc(MiB, 7);
       const res = await new Promise((resolve, reject) => {
-        const req = http.request({ port: srv.port, host: "127.0.0.1", method: "POST", headers: { "content-length": size } }, (r) => {
-          let body = "";
-          r.on("data", (d) => (body += d));
-          r.on("end", () => resolve({ status: r.statusCode, body }));
-        });
+        const req = http.request(
+          { port: srv.port, host: "127.0.0.1", method: "POST", headers: { "content-length": size } },
+          (r) => {
+            let body = "";
+            r.on("data", (d) => (body += d));
+            r.on("end", () => resolve({ status: r.statusCode, body }));
+          },
+        );
         req.on("error", reject);
         let sent = 0;
         const write = () => {
@@ -118,7 +121,10 @@ describe("large bodies stream without being held in memory", () => {
       const peak = stop();
       assert.equal(total, 64 * MiB);
       assert.ok(ok, "content differs");
-      assert.ok(peak - before < 32 * MiB, `RSS rose by ${((peak - before) / MiB).toFixed(1)} MiB for a 64 MiB download`);
+      assert.ok(
+        peak - before < 32 * MiB,
+        `RSS rose by ${((peak - before) / MiB).toFixed(1)} MiB for a 64 MiB download`,
+      );
     } finally {
       srv.stop();
     }
