@@ -2,6 +2,8 @@
 export { Server, serve } from "./server.js";
 export type { ServerOptions, ServerStats, ServerErrorEvent, ServeOptions, ServeInfo } from "./server.js";
 export { FetchEvent } from "./fetch-event.js";
+export type { ClientCertificate } from "./fetch-event.js";
+export type { TlsOptions, PemInput } from "./tls.js";
 export { Request } from "./request.js";
 export type { RequestInitLike as RequestInit } from "./request.js";
 export { Response } from "./response.js";

@@ -15,6 +15,31 @@ export interface NativeOptions {
   headerTimeoutMs?: number;
   idleTimeoutMs?: number;
   timeoutMs?: number;
+  tls?: NativeTls[];
+  http2?: boolean;
+  tlsHandshakeTimeoutMs?: number;
+  http2MaxConcurrentStreams?: number;
+}
+
+/** One certificate entry: PEM text, arrays already joined (src/tls.rs `NativeTls`). */
+export interface NativeTls {
+  cert: string;
+  key: string;
+  ca?: string;
+  passphrase?: string;
+  serverName?: string;
+  requestCert?: boolean;
+}
+
+/** A verified client certificate; dates in ms since the epoch (src/tls.rs). */
+export interface NativeClientCertificate {
+  subject: string;
+  issuer: string;
+  validFrom: number;
+  validTo: number;
+  fingerprint256: string;
+  serialNumber: string;
+  raw: Buffer;
 }
 
 export interface NativeServer {
@@ -27,6 +52,7 @@ export interface NativeServer {
   flush(): void;
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
+  requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
@@ -41,6 +67,7 @@ export interface NativeServer {
   close(graceMs: number): void;
   forceClose(): void;
   shutdown(): void;
+  setTls(entries: NativeTls[]): void;
   stats(): number[];
   liveRequests(): number;
 }
@@ -52,6 +79,7 @@ interface ServerHandle {
   close(graceMs: number): void;
   forceClose(): void;
   shutdown(): void;
+  setTls(entries: NativeTls[]): void;
   stats(): number[];
   liveRequests(): number;
 }
@@ -66,6 +94,7 @@ interface Addon {
   flush(h: H): void;
   requestMethod(h: H, id: number): string | null;
   requestClientAddress(h: H, id: number): string | null;
+  requestClientCertificate(h: H, id: number): NativeClientCertificate | null;
   requestRelease(h: H, id: number): void;
   bodyCollect(h: H, id: number): Buffer | null;
   bodyPull(h: H, id: number): Buffer | number;
@@ -93,6 +122,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     close: (graceMs) => s.close(graceMs),
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
+    setTls: (entries) => s.setTls(entries),
     stats: () => s.stats(),
     liveRequests: () => s.liveRequests(),
     drain: (records, texts) => a.drain(h, records, texts),
@@ -100,6 +130,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
+    requestClientCertificate: (id) => a.requestClientCertificate(h, id),
     requestRelease: (id) => a.requestRelease(h, id),
     bodyCollect: (id) => a.bodyCollect(h, id),
     bodyPull: (id) => a.bodyPull(h, id),

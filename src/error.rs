@@ -15,6 +15,9 @@ pub enum ErrorKind {
     InvalidHeader,
     /// The server is not in a state where the call makes sense.
     InvalidState,
+    /// A `tls` option that cannot be used: bad PEM, a key that does not match its
+    /// certificate, an encrypted key without (or with the wrong) passphrase.
+    TlsConfig,
 }
 
 impl ErrorKind {
@@ -26,6 +29,7 @@ impl ErrorKind {
             ErrorKind::InvalidStatus => "ERR_INVALID_STATUS",
             ErrorKind::InvalidHeader => "ERR_INVALID_HEADER",
             ErrorKind::InvalidState => "ERR_INVALID_STATE",
+            ErrorKind::TlsConfig => "ERR_TLS_CONFIG",
         }
     }
 }

@@ -14,6 +14,8 @@
 //! | `drain(h, records, texts)` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each REQUEST record's URL and packed headers as one string in `texts`; returns records written |
 //! | `reschedule(h)`, `flush(h)` | | ring again if events remain; send gathered replies |
 //! | `requestMethod/ClientAddress(h, id)` | slot id | a method other than the common seven; the client's address |
+//! | `requestClientCertificate(h, id)` | slot id | the verified client certificate of an HTTPS request, or `null` |
+//! | `.setTls(entries)` | PEM entries | new TLS connections use them; throws `ERR_TLS_CONFIG` and keeps the old ones |
 //! | `requestRelease(h, id)` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect(h, id)` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull(h, id)` | slot id | the next chunk as a Buffer, or `0` at the end, `1` when a BODY_* record will follow |
@@ -40,6 +42,7 @@ pub mod options;
 pub mod request;
 pub mod response;
 pub mod stats;
+pub mod tls;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
 // freed in bulk on a tokio thread (DESIGN.md section 2).
@@ -81,6 +84,8 @@ pub struct Core {
     phase: Option<watch::Sender<Phase>>,
     /// The head texts of the REQUEST records `drain` is handing over (emptied each time).
     heads: Vec<request::HeadText>,
+    /// An HTTPS server's certificates, once listening (`setTls` swaps them here).
+    tls: Option<Arc<tls::TlsAcceptor>>,
 }
 
 fn invalid_state(msg: &str) -> napi::Error {
@@ -182,6 +187,7 @@ impl Core {
             runtime: None,
             phase: None,
             heads: Vec::new(),
+            tls: None,
         })
     }
 
@@ -190,6 +196,11 @@ impl Core {
         if self.runtime.is_some() {
             return Err(invalid_state("the server is already listening"));
         }
+        // Certificates first: a bad one rejects `listen()` before the port is taken.
+        let tls = match &self.config.tls {
+            Some(entries) => Some(Arc::new(tls::TlsAcceptor::new(entries, self.config.http2)?)),
+            None => None,
+        };
         let std_listener = listener::bind(&self.config)?;
         let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
         let park_doorbell = self.js.doorbell.clone();
@@ -205,13 +216,17 @@ impl Core {
         let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
         self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let shared = Arc::new(ServerShared::new(
-            self.js.doorbell.clone(),
-            self.stats.clone(),
-            self.config.clone(),
-            phase_rx,
-            local.to_string(),
-        ));
+        let shared = Arc::new(
+            ServerShared::new(
+                self.js.doorbell.clone(),
+                self.stats.clone(),
+                self.config.clone(),
+                phase_rx,
+                local.to_string(),
+            )
+            .with_tls(tls.clone()),
+        );
+        self.tls = tls;
         runtime.spawn(self.js.doorbell.clone().deliver_replies());
         let _enter = runtime.enter();
         runtime.spawn(listener::accept_loop(std_listener, shared));
@@ -264,6 +279,25 @@ impl Core {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
             v4 => v4.to_string(),
         })
+    }
+
+    pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
+        let live = self.js.slab.get(SlotId(id))?;
+        live.req.tls.as_ref()?.client_certificate.as_ref().map(tls::ClientCertificateInfo::from)
+    }
+
+    /// New certificates: for new connections at once when listening, else for `listen()`.
+    /// A bad entry throws `ERR_TLS_CONFIG` and changes nothing.
+    pub fn set_tls(&mut self, entries: Vec<tls::NativeTls>) -> Result<()> {
+        match (&self.tls, self.runtime.is_some()) {
+            (Some(acceptor), _) => acceptor.set(&entries)?,
+            (None, true) => return Err(invalid_state("the server was started without tls; it cannot switch to HTTPS")),
+            (None, false) => {
+                tls::CertTable::build(&entries, self.config.http2)?;
+                self.config.tls = Some(entries);
+            }
+        }
+        Ok(())
     }
 
     /// Frees the slot. A request still unanswered gets a 500.
@@ -532,10 +566,19 @@ impl Core {
         }
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests,
+    /// tlsHandshakes, tlsHandshakeFailures]`.
     pub fn stats(&self) -> Vec<f64> {
         let s = self.stats.snapshot();
-        vec![s.active_connections, s.total_requests, s.requests_per_second, s.avg_latency_ms, s.pending_requests]
+        vec![
+            s.active_connections,
+            s.total_requests,
+            s.requests_per_second,
+            s.avg_latency_ms,
+            s.pending_requests,
+            s.tls_handshakes,
+            s.tls_handshake_failures,
+        ]
     }
 
     /// Requests held by the JS thread (for tests of slot reuse and leaks).
@@ -665,7 +708,14 @@ impl NativeServer {
         })
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    /// New certificates (see `Core::set_tls`); throws `ERR_TLS_CONFIG` and keeps the old ones.
+    #[napi(catch_unwind)]
+    pub fn set_tls(&self, entries: Vec<tls::NativeTls>) -> Result<()> {
+        with_core(self.handle, |c| c.set_tls(entries))
+    }
+
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests,
+    /// tlsHandshakes, tlsHandshakeFailures]`.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> Result<Vec<f64>> {
         with_core(self.handle, |c| Ok(c.stats()))
@@ -709,6 +759,12 @@ pub fn request_method(server: u32, id: u32) -> Result<Option<String>> {
 #[napi(catch_unwind)]
 pub fn request_client_address(server: u32, id: u32) -> Result<Option<String>> {
     with_core(server, |c| Ok(c.request_client_address(id)))
+}
+
+/// The verified client certificate of an HTTPS request (mTLS), or `null`.
+#[napi(catch_unwind)]
+pub fn request_client_certificate(server: u32, id: u32) -> Result<Option<tls::ClientCertificateInfo>> {
+    with_core(server, |c| Ok(c.request_client_certificate(id)))
 }
 
 /// Frees the slot. A request still unanswered gets a 500.
