@@ -1,7 +1,7 @@
 // Server (RFC 00001 section 3.2): options, listeners, the batch dispatch loop that the
 // native doorbell drives, and graceful close.
 import type { NativeBody } from "./body.js";
-import { eventInternals, FetchEvent, type EventHost } from "./fetch-event.js";
+import { eventInternals, FetchEvent, type ClientCertificate, type EventHost } from "./fetch-event.js";
 import {
   ABORT_TIMEOUT,
   BODY_TOO_LARGE,
@@ -558,6 +558,8 @@ function bodyError(kind: number): Error {
 export interface ServeInfo {
   /** The client's IP address. */
   readonly clientAddress: string;
+  /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
+  readonly clientCertificate: ClientCertificate | null;
   /** Keeps work alive after the response; `close()` waits for it. */
   waitUntil(promise: unknown): void;
 }
@@ -575,6 +577,9 @@ class EventInfo implements ServeInfo {
   }
   get clientAddress(): string {
     return this.#ev.clientAddress;
+  }
+  get clientCertificate(): ClientCertificate | null {
+    return this.#ev.clientCertificate;
   }
   get waitUntil(): (promise: unknown) => void {
     const ev = this.#ev;

@@ -43,7 +43,9 @@ impl WriteSide {
             }
             self.buf.drain(..n);
         }
-        Poll::Ready(Ok(()))
+        // A TLS stream takes bytes it cannot send yet (the socket is full) and keeps their
+        // records until flushed; over TCP this is a no-op.
+        Pin::new(&mut self.half).poll_flush(cx)
     }
 }
 

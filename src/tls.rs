@@ -393,6 +393,42 @@ mod tests {
         assert!(e.message.contains("no passphrase"), "{}", e.message);
     }
 
+    const A_CERT: &str = include_str!("../test/fixtures/tls/a.pem");
+    const A_KEY: &str = include_str!("../test/fixtures/tls/a.key");
+    const B_CERT: &str = include_str!("../test/fixtures/tls/b.pem");
+    const B_KEY: &str = include_str!("../test/fixtures/tls/b.key");
+
+    fn entry(cert: &str, key: &str, name: Option<&str>) -> NativeTls {
+        NativeTls { cert: cert.into(), key: key.into(), server_name: name.map(Into::into), ..Default::default() }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let table = CertTable::build(
+            &[entry(A_CERT, A_KEY, None), entry(B_CERT, B_KEY, Some("B.test")), entry(B_CERT, B_KEY, Some("*.w.test"))],
+            true,
+        )
+        .unwrap();
+        let exact = table.pick(Some("b.test"));
+        assert!(Arc::ptr_eq(&exact, &table.exact["b.test"]));
+        assert!(Arc::ptr_eq(&table.pick(Some("x.w.test")), &table.wildcard[0].1));
+        assert!(Arc::ptr_eq(&table.pick(Some("x.y.w.test")), &table.default));
+        assert!(Arc::ptr_eq(&table.pick(None), &table.default));
+        assert_eq!(table.default.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_named() {
+        let e = CertTable::build(&[entry(A_CERT, B_KEY, None)], true).err().unwrap();
+        assert!(e.message.contains("does not match the certificate"), "{}", e.message);
+    }
+
+    #[test]
+    fn http1_only_offers_only_http11() {
+        let table = CertTable::build(&[entry(A_CERT, A_KEY, None)], false).unwrap();
+        assert_eq!(table.default.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
     #[test]
     fn fingerprint_is_colon_hex() {
         assert_eq!(hex_colon(&[0xab, 0x01, 0xff]), "AB:01:FF");

@@ -327,3 +327,69 @@ test("curl: --http2 and --http1.1 over TLS with --cacert, and mTLS with --cert/-
     await plainTls.close();
   }
 });
+
+test("a large HTTPS/1.1 response reaches a client that starts reading late", async () => {
+  // Regression: rustls keeps ciphertext it could not write to a full socket; unless the
+  // connection flushes it, the end of a response waits for a write that never comes.
+  const big = new Uint8Array(8 * 1024 * 1024).fill(42);
+  const server = await startTls((e) => e.respondWith(new Response(big)));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+      s.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      s.pause();
+      await sleep(300);
+      let received = 0;
+      const done = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`stalled after ${received} bytes`)), 10_000);
+        s.on("data", (d) => {
+          received += d.length;
+          if (received >= big.length) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      // Then slowly, so the server often finds the socket full, the last write included.
+      const tick = setInterval(() => (s.isPaused() ? s.resume() : s.pause()), 2);
+      await done.finally(() => clearInterval(tick));
+      s.destroy();
+    }
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("a returning client resumes its TLS session", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    // TLS 1.3 sends the ticket after the handshake: read a response first.
+    const first = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    const session = await new Promise((resolve) => {
+      first.once("session", resolve);
+      first.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    });
+    first.destroy();
+    const second = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"], session });
+    assert.equal(second.isSessionReused(), true);
+    second.destroy();
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("serve() passes the client certificate in its info", async () => {
+  const { serve } = await import("../dist/index.js");
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    tls: { ...A, ca: CA, requestCert: true },
+    fetch: (_req, info) => new Response(info.clientCertificate?.subject ?? "none"),
+  });
+  try {
+    const r = await httpsRequest(server.port, "/", { key: pem("client.key"), cert: pem("client.pem") });
+    assert.equal(r.body, "CN=test client,O=fetch-rs tests");
+  } finally {
+    await server.close();
+  }
+});
