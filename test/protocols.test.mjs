@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
+import net from "node:net";
+import tls from "node:tls";
 import { describe, test } from "node:test";
 import { Response, Server } from "../dist/index.js";
 import { A, CA } from "./tls-helpers.mjs";
@@ -55,11 +57,34 @@ function h2Client(port, secure) {
   };
 }
 
+/** One keep-alive request, then nothing: resolves when the server closes the connection. */
+function idleAfterOneRequest(port, secure, h2) {
+  return new Promise((resolve, reject) => {
+    if (h2) {
+      const session = http2.connect(secure ? `https://localhost:${port}` : `http://127.0.0.1:${port}`, { ca: CA, host: "127.0.0.1" });
+      session.on("error", () => {});
+      session.on("close", resolve);
+      const req = session.request({ ":path": "/" });
+      req.on("error", reject);
+      req.resume();
+      req.end();
+      return;
+    }
+    const sock = secure
+      ? tls.connect({ host: "127.0.0.1", port, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] })
+      : net.connect(port, "127.0.0.1");
+    sock.on(secure ? "secureConnect" : "connect", () => sock.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    sock.on("data", () => {});
+    sock.on("error", () => {});
+    sock.on("close", resolve);
+  });
+}
+
 const protocols = [
-  { name: "HTTP/1.1", tls: false, client: (port) => h1Client(port, false) },
-  { name: "h2c", tls: false, client: (port) => h2Client(port, false) },
-  { name: "HTTPS/1.1", tls: true, client: (port) => h1Client(port, true) },
-  { name: "HTTP/2 over TLS", tls: true, client: (port) => h2Client(port, true) },
+  { name: "HTTP/1.1", tls: false, h2: false, client: (port) => h1Client(port, false) },
+  { name: "h2c", tls: false, h2: true, client: (port) => h2Client(port, false) },
+  { name: "HTTPS/1.1", tls: true, h2: false, client: (port) => h1Client(port, true) },
+  { name: "HTTP/2 over TLS", tls: true, h2: true, client: (port) => h2Client(port, true) },
 ];
 
 /** Starts a server for `protocol`, runs `fn(client, server)`, and closes both. */
@@ -146,6 +171,16 @@ for (const protocol of protocols) {
           assert.equal(r.body.toString(), "fine");
         },
       );
+    });
+
+    test("a keep-alive connection left idle is closed after idleTimeout", async () => {
+      await withServer(protocol, (e) => e.respondWith(new Response("ok")), { idleTimeout: 300 }, async (_client, server) => {
+        const started = Date.now();
+        await idleAfterOneRequest(server.port, protocol.tls, protocol.h2);
+        const took = Date.now() - started;
+        // One to two idle periods, with room for a slow machine.
+        assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
+      });
     });
 
     test("a streamed response of 4 MiB arrives whole", async () => {

@@ -393,3 +393,16 @@ test("serve() passes the client certificate in its info", async () => {
     await server.close();
   }
 });
+
+test("headerTimeout holds over TLS: a client that shakes hands and sends no request is closed", async () => {
+  const server = await startTls(echoUrl, { headerTimeout: 300, idleTimeout: 0 });
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    const started = Date.now();
+    await new Promise((r) => s.on("close", r));
+    const took = Date.now() - started;
+    assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
+  } finally {
+    await server.close({ force: true });
+  }
+});
