@@ -329,8 +329,8 @@ test("curl: --http2 and --http1.1 over TLS with --cacert, and mTLS with --cert/-
 });
 
 test("a large HTTPS/1.1 response reaches a client that starts reading late", async () => {
-  // Regression: rustls keeps ciphertext it could not write to a full socket; unless the
-  // connection flushes it, the end of a response waits for a write that never comes.
+  // rustls keeps records it could not write to a full socket until the stream is flushed;
+  // the end of a response must not wait for a write that never comes.
   const big = new Uint8Array(8 * 1024 * 1024).fill(42);
   const server = await startTls((e) => e.respondWith(new Response(big)));
   try {
