@@ -158,6 +158,7 @@ test("a CONTINUATION flood and an HPACK bomb end at maxHeaderSize; others are se
     }
     const answer = await waitFrame(conn, (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)));
     assert.ok(answer || conn.closed, "the server kept reading an endless header block");
+    if (answer?.type === GOAWAY) assert.equal(answer.payload.readUInt32BE(4), 11 /* ENHANCE_YOUR_CALM */);
     assert.ok(written < 4096, "the server read all 4 MB of CONTINUATION frames");
     conn.socket.destroy();
     // 2. An HPACK bomb: one 4000-byte header added to the dynamic table, then referenced by
@@ -168,6 +169,7 @@ test("a CONTINUATION flood and an HPACK bomb end at maxHeaderSize; others are se
     bomb.socket.write(frame(HEADERS, END_STREAM | END_HEADERS, 1, block));
     const reply = await waitFrame(bomb, (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)));
     assert.ok(reply || bomb.closed, "no answer to the HPACK bomb");
+    if (reply?.type === GOAWAY) assert.equal(reply.payload.readUInt32BE(4), 11 /* ENHANCE_YOUR_CALM */);
     bomb.socket.destroy();
     const v = await victim.stop();
     assert.deepEqual(v.errors, []);
