@@ -23,7 +23,7 @@ use tokio_rustls::LazyConfigAcceptor;
 /// One certificate entry as the JS layer passes it: PEM text (a chain, several CAs
 /// concatenated), already normalized from strings, Buffers and arrays.
 #[napi(object)]
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct NativeTls {
     pub cert: String,
     pub key: String,
@@ -31,6 +31,18 @@ pub struct NativeTls {
     pub passphrase: Option<String>,
     pub server_name: Option<String>,
     pub request_cert: Option<bool>,
+}
+
+// By hand: a debug print of the options must not show the private key or its passphrase.
+impl std::fmt::Debug for NativeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeTls")
+            .field("server_name", &self.server_name)
+            .field("request_cert", &self.request_cert)
+            .field("cert_len", &self.cert.len())
+            .field("ca_len", &self.ca.as_ref().map(String::len))
+            .finish_non_exhaustive()
+    }
 }
 
 fn config_error(msg: impl Into<String>) -> BridgeError {
@@ -427,6 +439,13 @@ mod tests {
     fn http1_only_offers_only_http11() {
         let table = CertTable::build(&[entry(A_CERT, A_KEY, None)], false).unwrap();
         assert_eq!(table.default.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_key() {
+        let e = NativeTls { key: "SECRET KEY".into(), passphrase: Some("hunter2".into()), ..Default::default() };
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("SECRET") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]
