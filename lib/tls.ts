@@ -66,11 +66,18 @@ export function tlsEntries(tls: unknown): NativeTls[] {
  * and Deno.serve; `undefined` for plain HTTP. */
 export function tlsFromOptions(o: Record<string, unknown>): NativeTls[] | undefined {
   if (o.tls !== undefined && o.tls !== null && o.tls !== false) {
-    if (o.key !== undefined || o.cert !== undefined) throw tlsError("give either tls or the top-level key and cert, not both");
+    if (o.key !== undefined || o.cert !== undefined)
+      throw tlsError("give either tls or the top-level key and cert, not both");
     return tlsEntries(o.tls);
   }
   if (o.key !== undefined || o.cert !== undefined) {
-    const top: Record<string, unknown> = { key: o.key, cert: o.cert, ca: o.ca, passphrase: o.passphrase, requestCert: o.requestCert };
+    const top: Record<string, unknown> = {
+      key: o.key,
+      cert: o.cert,
+      ca: o.ca,
+      passphrase: o.passphrase,
+      requestCert: o.requestCert,
+    };
     return [entry(top, "options")];
   }
   return undefined;

@@ -33,7 +33,8 @@ document.body.textContent = "page=" + nav.nextHopProtocol + " script=" + self.ne
 
 test("headless Chromium loads a page over HTTPS and HTTP/2", async (t) => {
   const chromium = await findChromium();
-  if (chromium === null) return t.skip("Chromium is not installed (apt-get install chromium); set CHROMIUM_PATH to use another");
+  if (chromium === null)
+    return t.skip("Chromium is not installed (apt-get install chromium); set CHROMIUM_PATH to use another");
   const server = new Server({ port: 0, host: "127.0.0.1", tls: A });
   const paths = [];
   server.addEventListener("fetch", (e) => {

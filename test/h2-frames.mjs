@@ -36,7 +36,13 @@ export function getHeaderBlock(path = "/") {
 /** A literal header with a new name, not indexed, for padding header blocks. */
 export function literalHeader(name, value) {
   const len = (n) => (n < 127 ? Buffer.from([n]) : Buffer.from([127, ...intTail(n - 127)]));
-  return Buffer.concat([Buffer.from([0x00]), len(name.length), Buffer.from(name), len(value.length), Buffer.from(value)]);
+  return Buffer.concat([
+    Buffer.from([0x00]),
+    len(name.length),
+    Buffer.from(name),
+    len(value.length),
+    Buffer.from(value),
+  ]);
 }
 
 function intTail(n) {
@@ -67,7 +73,12 @@ export function rawH2(port) {
       while (buf.length >= 9) {
         const len = buf.readUIntBE(0, 3);
         if (buf.length < 9 + len) break;
-        const f = { type: buf[3], flags: buf[4], stream: buf.readUInt32BE(5) & 0x7fffffff, payload: buf.subarray(9, 9 + len) };
+        const f = {
+          type: buf[3],
+          flags: buf[4],
+          stream: buf.readUInt32BE(5) & 0x7fffffff,
+          payload: buf.subarray(9, 9 + len),
+        };
         buf = buf.subarray(9 + len);
         conn.frames.push(f);
         // Keep the list short under floods: the tests look for kinds, not every frame.

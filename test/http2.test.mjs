@@ -88,7 +88,9 @@ test("http2MaxConcurrentStreams is advertised and a stream beyond it is refused"
   const server = await startTls(() => new Promise(() => {}), { http2MaxConcurrentStreams: 4, timeout: 0 });
   try {
     const session = await h2Session(server.port);
-    await new Promise((r) => (session.remoteSettings.maxConcurrentStreams === 4 ? r() : session.once("remoteSettings", r)));
+    await new Promise((r) =>
+      session.remoteSettings.maxConcurrentStreams === 4 ? r() : session.once("remoteSettings", r),
+    );
     assert.equal(session.remoteSettings.maxConcurrentStreams, 4);
     session.destroy();
     const conn = await rawH2(server.port);
@@ -119,7 +121,8 @@ test("rapid reset: a client resetting thousands of streams a second gets GOAWAY;
     while (Date.now() < until) {
       const conn = await rawH2(server.port);
       const burst = [];
-      for (let i = 0, id = 1; i < 2000; i++, id += 2) burst.push(frame(HEADERS, END_STREAM | END_HEADERS, id, getHeaderBlock()), rstStream(id));
+      for (let i = 0, id = 1; i < 2000; i++, id += 2)
+        burst.push(frame(HEADERS, END_STREAM | END_HEADERS, id, getHeaderBlock()), rstStream(id));
       conn.socket.write(Buffer.concat(burst));
       sent += 2000;
       const g = await waitFrame(conn, (f) => f.type === GOAWAY, 5000);
@@ -154,9 +157,15 @@ test("a CONTINUATION flood and an HPACK bomb end at maxHeaderSize; others are se
       const ok = conn.socket.write(Buffer.concat(Array.from({ length: 64 }, () => frame(CONTINUATION, 0, 1, filler))));
       written += 64;
       if (!ok) await Promise.race([new Promise((r) => conn.socket.once("drain", r)), sleep(1000)]);
-      if (conn.frames.some((f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)))) break;
+      if (
+        conn.frames.some((f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)))
+      )
+        break;
     }
-    const answer = await waitFrame(conn, (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)));
+    const answer = await waitFrame(
+      conn,
+      (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)),
+    );
     assert.ok(answer || conn.closed, "the server kept reading an endless header block");
     if (answer?.type === GOAWAY) assert.equal(answer.payload.readUInt32BE(4), 11 /* ENHANCE_YOUR_CALM */);
     assert.ok(written < 4096, "the server read all 4 MB of CONTINUATION frames");
@@ -164,10 +173,18 @@ test("a CONTINUATION flood and an HPACK bomb end at maxHeaderSize; others are se
     // 2. An HPACK bomb: one 4000-byte header added to the dynamic table, then referenced by
     //    its one-byte index 4000 times (16 MB once decoded, from a 4 KB block).
     const bomb = await rawH2(server.port);
-    const add = Buffer.concat([Buffer.from([0x40, 7]), Buffer.from("x-bombx"), Buffer.from([0x7f, ...[4000 - 127].flatMap((n) => [(n % 128) + 128, n >> 7])]), Buffer.from("b".repeat(4000))]);
+    const add = Buffer.concat([
+      Buffer.from([0x40, 7]),
+      Buffer.from("x-bombx"),
+      Buffer.from([0x7f, ...[4000 - 127].flatMap((n) => [(n % 128) + 128, n >> 7])]),
+      Buffer.from("b".repeat(4000)),
+    ]);
     const block = Buffer.concat([getHeaderBlock(), add, Buffer.alloc(4000, 0xbe /* index 62 */)]);
     bomb.socket.write(frame(HEADERS, END_STREAM | END_HEADERS, 1, block));
-    const reply = await waitFrame(bomb, (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)));
+    const reply = await waitFrame(
+      bomb,
+      (f) => f.type === GOAWAY || (f.stream === 1 && (f.type === HEADERS || f.type === RST_STREAM)),
+    );
     assert.ok(reply || bomb.closed, "no answer to the HPACK bomb");
     if (reply?.type === GOAWAY) assert.equal(reply.payload.readUInt32BE(4), 11 /* ENHANCE_YOUR_CALM */);
     bomb.socket.destroy();
@@ -232,7 +249,10 @@ test("a 1 GiB streamed HTTP/2 response to a slow reader holds bounded memory", a
     session.close();
     assert.equal(received, 1024 * 1024 * 1024);
     const grewMiB = (peak - baseline) / 1024;
-    assert.ok(grewMiB < 200, `the server grew by ${grewMiB.toFixed(0)} MiB (baseline ${baseline} KiB, after the stall ${afterStall} KiB)`);
+    assert.ok(
+      grewMiB < 200,
+      `the server grew by ${grewMiB.toFixed(0)} MiB (baseline ${baseline} KiB, after the stall ${afterStall} KiB)`,
+    );
   } finally {
     child.kill("SIGKILL");
   }

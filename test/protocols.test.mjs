@@ -61,7 +61,10 @@ function h2Client(port, secure) {
 function idleAfterOneRequest(port, secure, h2) {
   return new Promise((resolve, reject) => {
     if (h2) {
-      const session = http2.connect(secure ? `https://localhost:${port}` : `http://127.0.0.1:${port}`, { ca: CA, host: "127.0.0.1" });
+      const session = http2.connect(secure ? `https://localhost:${port}` : `http://127.0.0.1:${port}`, {
+        ca: CA,
+        host: "127.0.0.1",
+      });
       session.on("error", () => {});
       session.on("close", resolve);
       const req = session.request({ ":path": "/" });
@@ -108,7 +111,10 @@ for (const protocol of protocols) {
     test("serves a request with the right scheme, method and headers", async () => {
       await withServer(
         protocol,
-        (e) => e.respondWith(Response.json({ url: e.request.url, method: e.request.method, x: e.request.headers.get("x-test") })),
+        (e) =>
+          e.respondWith(
+            Response.json({ url: e.request.url, method: e.request.method, x: e.request.headers.get("x-test") }),
+          ),
         {},
         async (client, server) => {
           const r = await client.request({ path: "/p?q=1", headers: { "x-test": "yes" } });
@@ -123,36 +129,56 @@ for (const protocol of protocols) {
 
     test("echoes a 300 KB request body", async () => {
       const body = "z".repeat(300_000);
-      await withServer(protocol, async (e) => e.respondWith(new Response(await e.request.text())), {}, async (client) => {
-        const r = await client.request({ method: "POST", body });
-        assert.equal(r.status, 200);
-        assert.equal(r.body.toString(), body);
-      });
+      await withServer(
+        protocol,
+        async (e) => e.respondWith(new Response(await e.request.text())),
+        {},
+        async (client) => {
+          const r = await client.request({ method: "POST", body });
+          assert.equal(r.status, 200);
+          assert.equal(r.body.toString(), body);
+        },
+      );
     });
 
     test("a declared body over maxBodySize gets 413", async () => {
-      await withServer(protocol, (e) => e.respondWith(new Response("ran")), { maxBodySize: 1000 }, async (client) => {
-        const r = await client.request({ method: "POST", body: "x".repeat(5000) });
-        assert.equal(r.status, 413);
-      });
+      await withServer(
+        protocol,
+        (e) => e.respondWith(new Response("ran")),
+        { maxBodySize: 1000 },
+        async (client) => {
+          const r = await client.request({ method: "POST", body: "x".repeat(5000) });
+          assert.equal(r.status, 413);
+        },
+      );
     });
 
     test("header fields over maxHeaderSize get 431", async () => {
-      await withServer(protocol, (e) => e.respondWith(new Response("ran")), { maxHeaderSize: 4096 }, async (client, server) => {
-        const r = await client.request({ headers: { "x-big": "b".repeat(6000) } });
-        assert.equal(r.status, 431);
-        const fresh = protocol.client(server.port);
-        const ok = await fresh.request({ headers: { "x-small": "s".repeat(1000) } });
-        fresh.close();
-        assert.equal(ok.status, 200);
-      });
+      await withServer(
+        protocol,
+        (e) => e.respondWith(new Response("ran")),
+        { maxHeaderSize: 4096 },
+        async (client, server) => {
+          const r = await client.request({ headers: { "x-big": "b".repeat(6000) } });
+          assert.equal(r.status, 431);
+          const fresh = protocol.client(server.port);
+          const ok = await fresh.request({ headers: { "x-small": "s".repeat(1000) } });
+          fresh.close();
+          assert.equal(ok.status, 200);
+        },
+      );
     });
 
     test("a listener that does not respond within timeout gets 503", async () => {
-      await withServer(protocol, () => new Promise(() => {}), { timeout: 200 }, async (client) => {
-        const r = await client.request();
-        assert.equal(r.status, 503);
-      });
+      await withServer(
+        protocol,
+        () => new Promise(() => {}),
+        { timeout: 200 },
+        async (client) => {
+          const r = await client.request();
+          assert.equal(r.status, 503);
+        },
+      );
     });
 
     test("a listener that throws gets 500 and the server goes on", async () => {
@@ -174,13 +200,18 @@ for (const protocol of protocols) {
     });
 
     test("a keep-alive connection left idle is closed after idleTimeout", async () => {
-      await withServer(protocol, (e) => e.respondWith(new Response("ok")), { idleTimeout: 300 }, async (_client, server) => {
-        const started = Date.now();
-        await idleAfterOneRequest(server.port, protocol.tls, protocol.h2);
-        const took = Date.now() - started;
-        // One to two idle periods, with room for a slow machine.
-        assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
-      });
+      await withServer(
+        protocol,
+        (e) => e.respondWith(new Response("ok")),
+        { idleTimeout: 300 },
+        async (_client, server) => {
+          const started = Date.now();
+          await idleAfterOneRequest(server.port, protocol.tls, protocol.h2);
+          const took = Date.now() - started;
+          // One to two idle periods, with room for a slow machine.
+          assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
+        },
+      );
     });
 
     test("a streamed response of 4 MiB arrives whole", async () => {

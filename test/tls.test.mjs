@@ -101,7 +101,12 @@ test("SNI picks the certificate of each name; others get the default", async () 
 });
 
 test("SNI: a wildcard serverName matches one label; without a default the first entry serves", async () => {
-  const server = await startTls(echoUrl, { tls: [{ ...A, serverName: "a.test" }, { ...B, serverName: "*.b.test" }] });
+  const server = await startTls(echoUrl, {
+    tls: [
+      { ...A, serverName: "a.test" },
+      { ...B, serverName: "*.b.test" },
+    ],
+  });
   try {
     assert.equal(await peerName(server.port, "x.b.test"), "b.test");
     assert.equal(await peerName(server.port, "x.y.b.test"), "a.test");
@@ -200,7 +205,9 @@ test("mTLS: no client certificate, or one from another CA, fails the handshake; 
   );
   try {
     await assert.rejects(httpsRequest(server.port));
-    await assert.rejects(httpsRequest(server.port, "/", { key: pem("untrusted-client.key"), cert: pem("untrusted-client.pem") }));
+    await assert.rejects(
+      httpsRequest(server.port, "/", { key: pem("untrusted-client.key"), cert: pem("untrusted-client.pem") }),
+    );
     assert.equal(calls, 0);
     await sleep(50);
     assert.ok(server.stats().tlsHandshakeFailures >= 2, JSON.stringify(server.stats()));
@@ -212,11 +219,17 @@ test("mTLS: no client certificate, or one from another CA, fails the handshake; 
 test("ERR_TLS_CONFIG: listen() rejects and names the problem", async () => {
   const cases = [
     [{ cert: "garbage", key: A.key }, /tls\.cert contains no PEM certificate/],
-    [{ cert: "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n", key: A.key }, /tls\.cert is not valid PEM/],
+    [
+      { cert: "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n", key: A.key },
+      /tls\.cert is not valid PEM/,
+    ],
     [{ cert: A.cert, key: "garbage" }, /tls\.key contains no PEM private key/],
     [{ cert: A.cert, key: B.key }, /tls\.key does not match the certificate/],
     [{ cert: A.cert, key: pem("a-encrypted.key") }, /tls\.key is encrypted and no passphrase was given/],
-    [{ cert: A.cert, key: pem("a-encrypted.key"), passphrase: "wrong" }, /tls\.key could not be decrypted: wrong passphrase/],
+    [
+      { cert: A.cert, key: pem("a-encrypted.key"), passphrase: "wrong" },
+      /tls\.key could not be decrypted: wrong passphrase/,
+    ],
     [{ ...A, requestCert: true }, /tls\.requestCert needs ca/],
     [{ ...A, ca: "nothing", requestCert: true }, /tls\.ca contains no PEM certificate/],
     [[{ ...A }, { ...B }], /tls\[1\]: only one entry may leave out serverName/],
@@ -232,7 +245,10 @@ test("ERR_TLS_CONFIG: listen() rejects and names the problem", async () => {
     await server.close();
   }
   // Shapes the JS layer refuses at once.
-  assert.throws(() => new Server({ tls: { cert: A.cert } }), { code: "ERR_TLS_CONFIG", message: /tls\.key is required/ });
+  assert.throws(() => new Server({ tls: { cert: A.cert } }), {
+    code: "ERR_TLS_CONFIG",
+    message: /tls\.key is required/,
+  });
   assert.throws(() => new Server({ tls: { cert: 42, key: A.key } }), { code: "ERR_TLS_CONFIG" });
   assert.throws(() => new Server({ tls: [] }), { code: "ERR_TLS_CONFIG" });
 });
@@ -311,7 +327,15 @@ test("curl: --http2 and --http1.1 over TLS with --cacert, and mTLS with --cert/-
   const plainTls = await startTls(echoUrl);
   try {
     const curl = async (port, ...args) => {
-      const { stdout } = await run("curl", ["-sS", "--cacert", ca, "-w", "\n%{http_version}", ...args, `https://localhost:${port}/c`]);
+      const { stdout } = await run("curl", [
+        "-sS",
+        "--cacert",
+        ca,
+        "-w",
+        "\n%{http_version}",
+        ...args,
+        `https://localhost:${port}/c`,
+      ]);
       const nl = stdout.lastIndexOf("\n");
       return { body: stdout.slice(0, nl), version: stdout.slice(nl + 1) };
     };
@@ -319,7 +343,14 @@ test("curl: --http2 and --http1.1 over TLS with --cacert, and mTLS with --cert/-
     assert.equal(v2.version, "2");
     assert.equal(JSON.parse(v2.body).url, `https://localhost:${plainTls.port}/c`);
     assert.equal((await curl(plainTls.port, "--http1.1")).version, "1.1");
-    const m = await curl(server.port, "--http2", "--cert", file("client.pem", pem("client.pem")), "--key", file("client.key", pem("client.key")));
+    const m = await curl(
+      server.port,
+      "--http2",
+      "--cert",
+      file("client.pem", pem("client.pem")),
+      "--key",
+      file("client.key", pem("client.key")),
+    );
     assert.equal(JSON.parse(m.body).cert.subject, "CN=test client,O=fetch-rs tests");
     await assert.rejects(curl(server.port, "--http2"));
   } finally {
