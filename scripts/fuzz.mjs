@@ -456,6 +456,10 @@ tlsServer?.child.on("exit", (code, signal) => {
   serverExit ??= { code, signal, server: "tls" };
 });
 const ports = { plain: server.port, tls: tlsServer?.port };
+// A fuzzer that dies of its own error must not leave its servers running.
+process.on("exit", () => {
+  for (const s of [server, tlsServer]) if (s && s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
+});
 const healthy = async () =>
   serverExit === null && (await healthCheck(server.port)) && (tlsServer === null || (await healthCheckTls(tlsServer.port)));
 
