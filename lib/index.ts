@@ -9,6 +9,8 @@ export type {
   ExecutionContext,
 } from "./server.js";
 export { FetchEvent } from "./fetch-event.js";
+export type { ClientCertificate } from "./fetch-event.js";
+export type { TlsOptions, PemInput } from "./tls.js";
 export { Request } from "./request.js";
 export type { RequestInitLike as RequestInit } from "./request.js";
 export { Response } from "./response.js";

@@ -16,6 +16,31 @@ export interface NativeOptions {
   headerTimeoutMs?: number;
   idleTimeoutMs?: number;
   timeoutMs?: number;
+  tls?: NativeTls[];
+  http2?: boolean;
+  tlsHandshakeTimeoutMs?: number;
+  http2MaxConcurrentStreams?: number;
+}
+
+/** One certificate entry: PEM text, arrays already joined (src/tls.rs `NativeTls`). */
+export interface NativeTls {
+  cert: string;
+  key: string;
+  ca?: string;
+  passphrase?: string;
+  serverName?: string;
+  requestCert?: boolean;
+}
+
+/** A verified client certificate; dates in ms since the epoch (src/tls.rs). */
+export interface NativeClientCertificate {
+  subject: string;
+  issuer: string;
+  validFrom: number;
+  validTo: number;
+  fingerprint256: string;
+  serialNumber: string;
+  raw: Buffer;
 }
 
 /** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
@@ -30,6 +55,7 @@ interface Calls {
   flush(): void;
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
+  requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
@@ -64,6 +90,7 @@ interface ServerHandle {
   close(graceMs: number): void;
   forceClose(): void;
   shutdown(): void;
+  setTls(entries: NativeTls[]): void;
   stats(): number[];
 }
 
@@ -96,12 +123,14 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     close: (graceMs) => s.close(graceMs),
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
+    setTls: (entries) => s.setTls(entries),
     stats: () => s.stats(),
     drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
+    requestClientCertificate: (id) => a.requestClientCertificate(h, id),
     requestRelease: (id) => a.requestRelease(h, id),
     bodyCollect: (id) => a.bodyCollect(h, id),
     bodyPull: (id) => a.bodyPull(h, id),

@@ -1,7 +1,7 @@
 // Server (RFC 00001 section 3.2): options, listeners, the batch dispatch loop that the
 // native doorbell drives, and graceful close.
 import type { NativeBody } from "./body.js";
-import { eventInternals, FetchEvent, type EventHost } from "./fetch-event.js";
+import { eventInternals, FetchEvent, type ClientCertificate, type EventHost } from "./fetch-event.js";
 import {
   ABORT_TIMEOUT,
   bodyError,
@@ -27,6 +27,7 @@ import {
 import { sendResponse, type StreamHooks } from "./reply.js";
 import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
+import { tlsEntries, tlsFromOptions, type TlsOptions } from "./tls.js";
 
 export interface ServerOptions {
   /** Port to listen on; 0 picks a free one (default 3000). A string of decimal digits
@@ -58,6 +59,18 @@ export interface ServerOptions {
   backlog?: number;
   /** Install fetch-rs's Response as `globalThis.Response` (default true). */
   overrideGlobals?: boolean;
+  /** Serve HTTPS: one certificate, or one per host name (SNI). See the README. */
+  tls?: TlsOptions | TlsOptions[];
+  /** Alias of `tls.key` (node:https, Deno.serve). */
+  key?: TlsOptions["key"];
+  /** Alias of `tls.cert` (node:https, Deno.serve). */
+  cert?: TlsOptions["cert"];
+  /** Offer HTTP/2: ALPN `h2` over TLS and h2c by preface (default true); false: HTTP/1.1 only. */
+  http2?: boolean;
+  /** Time in ms a client has to finish the TLS handshake (default 10000, 0: none). */
+  tlsHandshakeTimeout?: number;
+  /** HTTP/2 streams a client may have open at once on one connection (default 128). */
+  http2MaxConcurrentStreams?: number;
 }
 
 export interface ServerStats {
@@ -67,6 +80,10 @@ export interface ServerStats {
   avgLatencyMs: number;
   /** Requests handed to JavaScript and not answered yet. */
   pendingRequests: number;
+  /** TLS handshakes completed. */
+  tlsHandshakes: number;
+  /** TLS handshakes that failed: not TLS, timed out, or a client certificate refused. */
+  tlsHandshakeFailures: number;
 }
 
 /** The event given to `error` listeners. */
@@ -131,7 +148,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
   const host = o.host ?? o.hostname;
   if (host !== undefined && (typeof host !== "string" || host === ""))
     throw optionError(`${o.host !== undefined ? "host" : "hostname"} must be a non-empty string, got ${got(host)}`);
-  for (const b of ["reusePort", "overrideGlobals"]) {
+  for (const b of ["reusePort", "overrideGlobals", "http2"]) {
     if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean, got ${got(o[b])}`);
   }
   return {
@@ -148,6 +165,10 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     headerTimeoutMs: integer(o, "headerTimeout", 0),
     idleTimeoutMs: integer(o, "idleTimeout", 0),
     shutdownTimeout: integer(o, "shutdownTimeout", 0) ?? 10_000,
+    tls: tlsFromOptions(o),
+    http2: o.http2 as boolean | undefined,
+    tlsHandshakeTimeoutMs: integer(o, "tlsHandshakeTimeout", 0),
+    http2MaxConcurrentStreams: integer(o, "http2MaxConcurrentStreams", 1, 2 ** 31 - 1),
     overrideGlobals: (o.overrideGlobals as boolean | undefined) ?? true,
   };
 }
@@ -198,7 +219,7 @@ export class Server {
     return this.#port;
   }
 
-  /** `http://host:port/`, once listening. */
+  /** `http://host:port/` (`https://` with `tls`), once listening. */
   get url(): URL {
     const h = this.#options.host ?? "0.0.0.0";
     const host =
@@ -207,7 +228,8 @@ export class Server {
         : h.includes(":") && !h.startsWith("[")
           ? `[${h}]`
           : h;
-    return new URL(`http://${host}:${this.#port}/`);
+    const scheme = this.#options.tls === undefined ? "http" : "https";
+    return new URL(`${scheme}://${host}:${this.#port}/`);
   }
 
   addEventListener(type: "fetch", listener: FetchListener): void;
@@ -277,6 +299,22 @@ export class Server {
     return this.#closing;
   }
 
+  /**
+   * Replaces the certificates (same shape as the `tls` option): new connections use them at
+   * once, open ones keep theirs. Rejects with `code: "ERR_TLS_CONFIG"` and keeps the old ones
+   * when the new ones cannot be used.
+   */
+  setTls(tls: TlsOptions | TlsOptions[]): Promise<void> {
+    try {
+      const entries = tlsEntries(tls);
+      this.#native.setTls(entries);
+      this.#options.tls = entries;
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(nativeError(e));
+    }
+  }
+
   stats(): ServerStats {
     const s = this.#native.stats();
     return {
@@ -285,6 +323,8 @@ export class Server {
       requestsPerSecond: s[2],
       avgLatencyMs: s[3],
       pendingRequests: s[4],
+      tlsHandshakes: s[5],
+      tlsHandshakeFailures: s[6],
     };
   }
 
@@ -460,6 +500,12 @@ export class Server {
       body,
       request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
+      clientCertificate: (id) => {
+        const c = native.requestClientCertificate(id);
+        if (c === null) return null;
+        const { validFrom, validTo, raw, ...names } = c;
+        return { ...names, validFrom: new Date(validFrom), validTo: new Date(validTo), raw: new Uint8Array(raw) };
+      },
       send: (ev, id, response, release) => {
         // A Request object outliving its record reads what is still native first.
         if (release) {
@@ -590,6 +636,8 @@ function safeUrl(r: Request): string {
 export interface ServeInfo {
   /** The client's IP address. */
   readonly clientAddress: string;
+  /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
+  readonly clientCertificate: ClientCertificate | null;
   /** Keeps work alive after the response; `close()` waits for it. */
   waitUntil(promise: unknown): void;
 }
@@ -629,6 +677,9 @@ class EventInfo implements ServeInfo, ExecutionContext {
   get clientAddress(): string {
     return this.#ev.clientAddress;
   }
+  get clientCertificate(): ClientCertificate | null {
+    return this.#ev.clientCertificate;
+  }
   // Getters returning bound functions, so `const { waitUntil } = info` works.
   get waitUntil(): (promise: unknown) => void {
     const ev = this.#ev;
@@ -648,6 +699,7 @@ class EventInfo implements ServeInfo, ExecutionContext {
   [Symbol.for("nodejs.util.inspect.custom")](): object {
     return {
       clientAddress: this.clientAddress,
+      clientCertificate: this.clientCertificate,
       waitUntil: this.waitUntil,
       passThroughOnException: passThrough,
       props: NO_PROPS,

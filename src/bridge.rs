@@ -58,6 +58,8 @@ pub struct IncomingRequest {
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<oneshot::Sender<Reply>>,
     pub ticket: Arc<Ticket>,
+    /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
+    pub tls: Option<Arc<crate::tls::Session>>,
 }
 
 /// A request body as it arrives: absent, already read in full, or still on the wire.

@@ -50,6 +50,8 @@ pub struct ServerShared {
     pub phase: watch::Receiver<Phase>,
     /// The bound address, for the URLs of requests without a Host.
     pub local: String,
+    /// Set for an HTTPS server: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -71,10 +73,32 @@ impl ServerShared {
             .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
             .header_read_timeout(config.header_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32);
-        ServerShared { doorbell, stats, config, phase, local, h1, h2 }
+        // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
+        // bombs and CONTINUATION floods end at this size), streams a client may reset
+        // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and
+        // streams the server itself reset for protocol errors. Flow-control windows keep
+        // h2's defaults (1 MiB), so a slow reader holds at most that much per stream.
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32)
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+        ServerShared { doorbell, stats, config, phase, local, tls: None, h1, h2 }
+    }
+
+    /// Makes this an HTTPS server.
+    pub fn with_tls(mut self, tls: Option<Arc<crate::tls::TlsAcceptor>>) -> Self {
+        self.tls = tls;
+        self
     }
 }
+
+/// Streams a client may open and reset before the server has accepted them; more and the
+/// connection gets GOAWAY. h2's default (20).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server resets for a client's protocol errors before it sends GOAWAY
+/// (RUSTSEC-2024-0003); hyper's default.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The checks hyper leaves to the server: RFC 9112 section 3.2 (exactly one valid Host
 /// in HTTP/1.1), the target length (414) and `maxHeaderSize` for the header fields (431).
@@ -125,6 +149,15 @@ const H2_PREFIX: &[u8; 3] = b"PRI";
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
     let _guard = ConnectionGuard::new(shared.stats.clone());
     let _ = stream.set_nodelay(true);
+    if let Some(tls) = shared.tls.clone() {
+        if let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await {
+            tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
+            let (read, write) = tokio::io::split(accepted.stream);
+            let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2);
+            serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
+        }
+        return;
+    }
     let mut phase = shared.phase.clone();
     // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
     // nothing within the header timeout, or a server closing meanwhile, ends it here.
@@ -143,12 +176,25 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
             return;
         }
     };
-    let h2 = peeked == prefix.len() && &prefix == H2_PREFIX;
+    let h2 = shared.config.http2 && peeked == prefix.len() && &prefix == H2_PREFIX;
     tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
     let (io, cork) = Cork::new(stream, h2);
+    serve_http(io, cork, h2, remote, None, shared).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 over a connection's (plain or decrypted) bytes.
+async fn serve_http(
+    io: crate::cork::CorkedStream,
+    cork: Arc<Cork>,
+    h2: bool,
+    remote: SocketAddr,
+    tls: Option<Arc<crate::tls::Session>>,
+    shared: Arc<ServerShared>,
+) {
+    let phase = shared.phase.clone();
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
-    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
+    let svc = service_fn(move |req| handle(req, remote, tls.clone(), svc_shared.clone(), svc_cork.clone()));
     let finished = if h2 {
         drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     } else {
@@ -282,6 +328,7 @@ fn closing(status: u16) -> Reply {
 async fn handle(
     req: http::Request<Incoming>,
     remote: SocketAddr,
+    tls: Option<Arc<crate::tls::Session>>,
     shared: Arc<ServerShared>,
     cork: Arc<Cork>,
 ) -> Result<Reply, Infallible> {
@@ -335,7 +382,8 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let text = crate::request::head_text(&head, "http", &shared.local);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let text = crate::request::head_text(&head, scheme, &shared.local);
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,
@@ -344,6 +392,7 @@ async fn handle(
         remote,
         reply: Some(tx),
         ticket,
+        tls,
     })));
 
     let reply = match shared.config.request_timeout {

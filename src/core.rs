@@ -11,7 +11,7 @@ use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{PULL_END, PULL_PENDING};
-use crate::{listener, request, response};
+use crate::{listener, request, response, tls};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
 use std::collections::VecDeque;
@@ -32,6 +32,8 @@ pub struct Core {
     phase: Option<watch::Sender<Phase>>,
     /// The head texts of the REQUEST records `drain` is handing over (emptied each time).
     heads: Vec<request::HeadText>,
+    /// An HTTPS server's certificates, once listening (`setTls` swaps them here).
+    tls: Option<Arc<tls::TlsAcceptor>>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -52,6 +54,7 @@ impl Core {
             runtime: None,
             phase: None,
             heads: Vec::new(),
+            tls: None,
         })
     }
 
@@ -60,6 +63,11 @@ impl Core {
         if self.runtime.is_some() {
             return Err(invalid_state("the server is already listening"));
         }
+        // Certificates first: a bad one rejects `listen()` before the port is taken.
+        let tls = match &self.config.tls {
+            Some(entries) => Some(Arc::new(tls::TlsAcceptor::new(entries, self.config.http2)?)),
+            None => None,
+        };
         let std_listener = listener::bind(&self.config)?;
         let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
         let park_doorbell = self.js.doorbell.clone();
@@ -75,13 +83,17 @@ impl Core {
         let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
         self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let shared = Arc::new(ServerShared::new(
-            self.js.doorbell.clone(),
-            self.stats.clone(),
-            self.config.clone(),
-            phase_rx,
-            local.to_string(),
-        ));
+        let shared = Arc::new(
+            ServerShared::new(
+                self.js.doorbell.clone(),
+                self.stats.clone(),
+                self.config.clone(),
+                phase_rx,
+                local.to_string(),
+            )
+            .with_tls(tls.clone()),
+        );
+        self.tls = tls;
         runtime.spawn(self.js.doorbell.clone().deliver_replies());
         let _enter = runtime.enter();
         runtime.spawn(listener::accept_loop(std_listener, shared));
@@ -134,6 +146,25 @@ impl Core {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
             v4 => v4.to_string(),
         })
+    }
+
+    pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
+        let live = self.js.slab.get(SlotId(id))?;
+        live.req.tls.as_ref()?.client_certificate.as_ref().map(tls::ClientCertificateInfo::from)
+    }
+
+    /// New certificates: for new connections at once when listening, else for `listen()`.
+    /// A bad entry throws `ERR_TLS_CONFIG` and changes nothing.
+    pub fn set_tls(&mut self, entries: Vec<tls::NativeTls>) -> BridgeResult<()> {
+        match (&self.tls, self.runtime.is_some()) {
+            (Some(acceptor), _) => acceptor.set(&entries)?,
+            (None, true) => return Err(invalid_state("the server was started without tls; it cannot switch to HTTPS")),
+            (None, false) => {
+                tls::CertTable::build(&entries, self.config.http2)?;
+                self.config.tls = Some(entries);
+            }
+        }
+        Ok(())
     }
 
     /// Frees the slot. A request still unanswered gets a 500.
@@ -407,7 +438,15 @@ impl Core {
     /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
     pub fn stats(&self) -> Vec<f64> {
         let s = self.stats.snapshot();
-        vec![s.active_connections, s.total_requests, s.requests_per_second, s.avg_latency_ms, s.pending_requests]
+        vec![
+            s.active_connections,
+            s.total_requests,
+            s.requests_per_second,
+            s.avg_latency_ms,
+            s.pending_requests,
+            s.tls_handshakes,
+            s.tls_handshake_failures,
+        ]
     }
 
     /// Queues the reply for the next flush (nothing when the slot is gone); with

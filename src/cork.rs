@@ -17,16 +17,19 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use tokio::io::AsyncWrite;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// The two halves of a connection's byte stream: a TCP socket's, or a TLS stream's.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Buffered bytes above which a write goes to the socket at once: the cork is for
 /// small responses; a large body gains nothing from waiting.
 const CORK_LIMIT: usize = 64 * 1024;
 
 struct WriteSide {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     buf: Vec<u8>,
 }
 
@@ -40,7 +43,9 @@ impl WriteSide {
             }
             self.buf.drain(..n);
         }
-        Poll::Ready(Ok(()))
+        // A TLS stream takes bytes it cannot send yet (the socket is full) and keeps their
+        // records until flushed; over TCP this is a no-op.
+        Pin::new(&mut self.half).poll_flush(cx)
     }
 }
 
@@ -65,6 +70,11 @@ impl Cork {
     /// streams must not wait on one another.
     pub fn new(stream: TcpStream, passthrough: bool) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough)
+    }
+
+    /// As `new`, over any byte stream split in two (TLS: `tokio::io::split`).
+    pub fn from_halves(read: ReadHalf, write: WriteHalf, passthrough: bool) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
             write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
             read_called: AtomicBool::new(false),
@@ -110,7 +120,7 @@ impl Cork {
 /// The socket as hyper sees it: reads go straight through; writes are buffered until
 /// the connection task flushes them.
 pub struct CorkedStream {
-    read: TokioIo<OwnedReadHalf>,
+    read: TokioIo<ReadHalf>,
     cork: Arc<Cork>,
 }
 

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// A failure of Node-API itself (an argument of the wrong type, out of memory, a
     /// panic): its status is the code, as napi-rs gives it.
     Napi(napi::Status),
+    /// A `tls` option that cannot be used: bad PEM, a key that does not match its
+    /// certificate, an encrypted key without (or with the wrong) passphrase.
+    TlsConfig,
 }
 
 impl ErrorKind {
@@ -39,6 +42,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "ERR_BODY_TOO_LARGE",
             ErrorKind::BodyAborted => "ERR_BODY_ABORTED",
             ErrorKind::Napi(status) => status.as_ref(),
+            ErrorKind::TlsConfig => "ERR_TLS_CONFIG",
         }
     }
 }

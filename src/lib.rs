@@ -13,7 +13,8 @@
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
 //! | `.close(graceMs)`, `.forceClose()`, `.shutdown()` | | drain then force; a CLOSED record follows; then release |
-//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]` |
+//! | `.setTls(entries)` | PEM entries | new TLS connections use them; throws `ERR_TLS_CONFIG` and keeps the old ones |
+//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, tlsHandshakes, tlsHandshakeFailures]` |
 //!
 //! Module map: the network side is `listener.rs` (accept), `connection.rs` (one
 //! connection), `request.rs`/`response.rs`/`body.rs` (messages), `bridge.rs` (the queue to
@@ -43,6 +44,7 @@ mod request;
 mod response;
 mod slab;
 mod stats;
+mod tls;
 mod wire;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were

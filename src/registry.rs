@@ -96,7 +96,14 @@ impl NativeServer {
         })
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    /// New certificates (see `Core::set_tls`); throws `ERR_TLS_CONFIG` and keeps the old ones.
+    #[napi(catch_unwind)]
+    pub fn set_tls(&self, entries: Vec<crate::tls::NativeTls>) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| c.set_tls(entries))
+    }
+
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests,
+    /// tlsHandshakes, tlsHandshakeFailures]`.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<Vec<f64>, ErrorKind> {
         on_core(self.handle, |c| Ok(c.stats()))
