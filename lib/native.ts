@@ -136,6 +136,8 @@ export const PULL_PENDING = 1;
 /** Abort reasons in ABORT records. */
 export const ABORT_CLIENT_GONE = 1;
 export const ABORT_TIMEOUT = 2;
+/** The client half-closed: `request.signal` aborts, the answer is still sent. */
+export const ABORT_HALF_CLOSED = 3;
 
 /** Body error kinds in BODY_ERROR records. */
 export const BODY_TOO_LARGE = 1;

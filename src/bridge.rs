@@ -43,6 +43,10 @@ pub enum AbortReason {
     ClientGone = 1,
     /// The listener did not respond within the `timeout` option.
     Timeout = 2,
+    /// The client shut down its side after sending the request: it may still read the
+    /// answer (an HTTP/1.1 half-close) or be gone. `request.signal` aborts; the answer is
+    /// still sent.
+    HalfClosed = 3,
 }
 
 /// A request as it travels from a connection task to the JS thread. Its head stays with
@@ -479,8 +483,10 @@ impl JsSide {
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
-                live.req.reply = None;
-                live.stream = None;
+                if reason != AbortReason::HalfClosed {
+                    live.req.reply = None;
+                    live.stream = None;
+                }
                 Some([record::ABORT, id, reason as u32, 0])
             }
             Event::StreamAborted(id) => {

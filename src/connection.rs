@@ -65,6 +65,9 @@ impl ServerShared {
         let mut h1 = http1::Builder::new();
         // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a malformed
         // request unflushed; cork.rs coalesces pipelined responses instead.
+        // No half_close: hyper then reads while a request is out, and sees a client that
+        // leaves. One that only half-closes between requests (`nc -N`) is still answered:
+        // cork.rs keeps that end of stream from hyper until the answers are out.
         h1.keep_alive(true)
             .timer(TokioTimer::new())
             .max_header_size(config.max_header_size + HEAD_SLACK)
@@ -118,8 +121,60 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 method does.
-const H2_PREFIX: &[u8; 3] = b"PRI";
+/// The HTTP/2 connection preface (RFC 9113 3.4): a connection that starts with all of it
+/// speaks h2c with prior knowledge; one that differs from it in any byte is HTTP/1.1
+/// (`PRIX / HTTP/1.1` included).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes read either differ from the h2 preface or are all of it,
+/// whatever the segmentation; returns them (`None`: closed before a byte came).
+async fn read_preface(stream: &mut TcpStream) -> Option<([u8; 24], usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 24];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = stream.read(&mut buf[n..]).await.ok()?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break;
+        }
+    }
+    (n > 0).then_some((buf, n))
+}
+
+/// How long and how much a closing HTTP/1.1 connection goes on reading and discarding
+/// what the client still sends (the lingering close, as nginx's `lingering_time` and
+/// `lingering_timeout`): a client still uploading a body the server refused gets to read
+/// the response instead of a reset that can destroy it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After the last response: FIN, then read and discard until the client closes too, or
+/// `LINGER_TIME` or `LINGER_BYTES` runs out, or the server stops running.
+async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut read) = cork.take_read_half() else { return };
+    if cork.shutdown().await.is_err() {
+        return;
+    }
+    let discard = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, discard) => {}
+        _ = phase.wait_for(|p| *p != Phase::Running) => {}
+    }
+}
 
 /// Serves one accepted connection until it closes or the server is forced down.
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
@@ -127,21 +182,22 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     let _ = stream.set_nodelay(true);
     let mut phase = shared.phase.clone();
     // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
-    // nothing within the header timeout, or a server closing meanwhile, ends it here.
-    let mut prefix = [0u8; 3];
+    // nothing (or only part of the h2 preface) within the header timeout, or a server
+    // closing meanwhile, ends it here.
+    let mut stream = stream;
     let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
-    let peeked = tokio::select! {
-        p = tokio::time::timeout(wait, stream.peek(&mut prefix)) => match p {
-            Ok(Ok(n)) if n > 0 => n,
+    let (first, n) = tokio::select! {
+        p = tokio::time::timeout(wait, read_preface(&mut stream)) => match p {
+            Ok(Some(read)) => read,
             _ => return,
         },
         _ = phase.wait_for(|p| *p != Phase::Running) => return,
     };
-    let h2 = peeked == prefix.len() && &prefix == H2_PREFIX;
-    let (io, cork) = Cork::new(stream, h2);
+    let h2 = first[..n] == H2_PREFACE[..];
+    let (io, cork) = Cork::new(stream, h2, &first[..n]);
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
-    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
+    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), InFlightCount::new(svc_cork.clone())));
     let finished = if h2 {
         drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     } else {
@@ -150,6 +206,9 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     if finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
         let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
+        if !h2 {
+            linger(&cork, shared.phase.clone()).await;
+        }
     }
 }
 
@@ -222,12 +281,21 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts a request of one connection while its response is being produced.
+/// Counts a request of one connection while its response is being produced: from
+/// when hyper hands it over (before hyper reads on), not from the first poll.
 struct InFlightCount(Arc<Cork>);
+
+impl InFlightCount {
+    fn new(cork: Arc<Cork>) -> Self {
+        cork.in_flight.fetch_add(1, Ordering::Release);
+        InFlightCount(cork)
+    }
+}
 
 impl Drop for InFlightCount {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+        self.0.answered();
     }
 }
 
@@ -271,11 +339,9 @@ async fn handle(
     req: http::Request<Incoming>,
     remote: SocketAddr,
     shared: Arc<ServerShared>,
-    cork: Arc<Cork>,
+    in_flight_count: InFlightCount,
 ) -> Result<Reply, Infallible> {
     let started = Instant::now();
-    cork.in_flight.fetch_add(1, Ordering::Relaxed);
-    let in_flight_count = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
@@ -326,8 +392,21 @@ async fn handle(
         ticket,
     })));
 
+    // A client that half-closes may still read the answer, or may be gone: TCP cannot
+    // tell. The listener's `request.signal` aborts as for a client that left, and the
+    // answer is still sent.
+    let cork = in_flight_count.0.clone();
+    let mut rx = rx;
+    let wait = async {
+        tokio::select! {
+            r = &mut rx => return r,
+            _ = cork.client_left() => {}
+        }
+        shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
+        rx.await
+    };
     let reply = match shared.config.request_timeout {
-        Some(t) => match tokio::time::timeout(t, rx).await {
+        Some(t) => match tokio::time::timeout(t, wait).await {
             Ok(r) => r,
             Err(_) => {
                 in_flight.armed = false;
@@ -335,7 +414,7 @@ async fn handle(
                 return Ok(closing(503));
             }
         },
-        None => rx.await,
+        None => wait.await,
     };
     in_flight.armed = false;
     stats.record_response(started.elapsed());

@@ -35,6 +35,7 @@ pub mod connection;
 pub mod cork;
 pub mod error;
 pub mod fast;
+pub mod h1_strict;
 pub mod listener;
 pub mod options;
 pub mod request;
