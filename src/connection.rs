@@ -146,11 +146,13 @@ async fn read_preface(stream: &mut TcpStream) -> Option<([u8; 24], usize)> {
 }
 
 /// How long and how much a closing HTTP/1.1 connection goes on reading and discarding
-/// what the client still sends (the lingering close, as nginx's `lingering_time` and
-/// `lingering_timeout`): a client still uploading a body the server refused gets to read
-/// the response instead of a reset that can destroy it.
+/// what the client still sends (the lingering close, as nginx's `lingering_close`): a
+/// client still uploading a body the server refused must finish writing to read the
+/// response (Node's fetch and node:http fail the whole request on a reset); closing with
+/// its bytes unread sends a reset instead. 2 s covers a refused upload of tens of MiB on a
+/// fast network; 64 MiB bounds what one client can make the server read for nothing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// After the last response: FIN, then read and discard until the client closes too, or
 /// `LINGER_TIME` or `LINGER_BYTES` runs out, or the server stops running.
@@ -381,7 +383,9 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let text = crate::request::head_text(&head, "http", &shared.local);
+    let Ok(text) = crate::request::head_text(&head, "http", &shared.local) else {
+        return Ok(closing(400));
+    };
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,

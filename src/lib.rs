@@ -41,6 +41,7 @@ pub mod options;
 pub mod request;
 pub mod response;
 pub mod stats;
+pub mod target;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
 // freed in bulk on a tokio thread (DESIGN.md section 2).
