@@ -19,7 +19,7 @@ pub struct HeadText {
 /// The head text of a request (see `HeadText`); `scheme` and `local` (the bound address)
 /// complete the URL (see `target::write_url`). A target or authority the URL cannot be
 /// made from, or an h2 Host that differs from `:authority`, is refused.
-pub fn head_text(head: &Parts, scheme: &str, local: &str) -> Result<HeadText, BadTarget> {
+pub(crate) fn head_text(head: &Parts, scheme: &str, local: &str) -> Result<HeadText, BadTarget> {
     let mut hosts = head.headers.get_all(HOST).iter();
     let host = hosts.next().map(|h| h.as_bytes());
     if head.version == http::Version::HTTP_2 {
