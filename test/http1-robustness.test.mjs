@@ -293,10 +293,84 @@ const vectors = [
     },
   },
   {
-    name: "asterisk-form OPTIONS is answered",
+    name: "asterisk-form OPTIONS is answered, seen as the path /*",
     send: `OPTIONS * HTTP/1.1\r\n${H}\r\n`,
     status: any(200, 204),
     close: false,
+    check: paths("/*"),
+  },
+  {
+    name: "asterisk-form for GET gets 400",
+    send: `GET * HTTP/1.1\r\n${H}\r\n`,
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "authority-form for GET (only CONNECT may use it) gets 400",
+    send: `GET evil.example:80 HTTP/1.1\r\n${H}\r\n`,
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "a Host with a non-numeric port gets 400",
+    send: "GET /h HTTP/1.1\r\nHost: x:abc\r\n\r\n",
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "a Host with a port over 65535 gets 400",
+    send: "GET /h HTTP/1.1\r\nHost: x:99999\r\n\r\n",
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "a Host with userinfo gets 400",
+    send: "GET /h HTTP/1.1\r\nHost: good.example@evil.example\r\n\r\n",
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "an absolute-form target with userinfo gets 400",
+    send: `GET http://good.example@evil.example/ HTTP/1.1\r\n${H}\r\n`,
+    status: 400,
+    close: true,
+    check: listenerNotCalled,
+  },
+  {
+    name: "a Host in upper case with the default port is seen as the URL parser writes it",
+    send: "GET /h HTTP/1.1\r\nHost: EXAMPLE.test:80\r\n\r\n",
+    status: 200,
+    close: false,
+    check: (seen) => assert.equal(seen[0]?.url, "http://example.test/h"),
+  },
+  {
+    name: "dot segments are resolved: /a/./x/../y is /a/y",
+    send: GET("/a/./x/../y"),
+    status: 200,
+    close: false,
+    check: paths("/a/y"),
+  },
+  {
+    name: "%2e dot segments are resolved: /url/%2e%2e/y is /y",
+    send: GET("/url/%2e%2e/y"),
+    status: 200,
+    close: false,
+    check: (seen) => {
+      paths("/y")(seen);
+      assert.equal(seen[0].url, "http://x/y");
+    },
+  },
+  {
+    name: "dot segments cannot climb above the root: /../../secret.txt is /secret.txt",
+    send: GET("/../../secret.txt"),
+    status: 200,
+    close: false,
+    check: (seen) => assert.equal(seen[0]?.url, "http://x/secret.txt"),
   },
 
   // --- Content-Length (RFC 9112 6.3 item 5: invalid => 400 and close)
@@ -1108,6 +1182,8 @@ describe("HTTP/1.1 robustness vectors", () => {
         assert.equal(result.closed, v.close, `expected the connection ${want}; observed ${observed}`);
       }
       if (v.check) v.check(seen, responses, result);
+      // request.url is always what the URL parser gives.
+      for (const r of seen) assert.equal(new URL(r.url).href, r.url);
 
       // (c) the server still serves a normal request on a fresh connection
       const res = await withTimeout(request(s.base, "/health"), 5000, "the follow-up request");
