@@ -281,40 +281,68 @@ fn write_host(host: &[u8], out: &mut Vec<u8>) -> Result<(), BadTarget> {
     let last = trimmed.rsplit(|&b| b == b'.').next().unwrap_or(trimmed);
     let numeric = !last.is_empty() && last.iter().all(u8::is_ascii_digit)
         || (last.len() >= 2 && last[..2].eq_ignore_ascii_case(b"0x") && last[2..].iter().all(u8::is_ascii_hexdigit));
-    if numeric {
+    if numeric && !is_dotted_quad(trimmed) {
         let v4 = parse_ipv4(trimmed).ok_or(BadTarget)?;
         out.truncate(start);
-        let [a, b, c, d] = v4.to_be_bytes();
-        out.extend_from_slice(format!("{a}.{b}.{c}.{d}").as_bytes());
+        for (i, byte) in v4.to_be_bytes().iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            push_decimal(u32::from(*byte), out);
+        }
+    } else if numeric && trimmed.len() != domain.len() {
+        // `1.2.3.4.`: the URL parser drops the trailing dot of an address.
+        out.pop();
     }
     Ok(())
+}
+
+fn push_decimal(n: u32, out: &mut Vec<u8>) {
+    if n >= 10 {
+        push_decimal(n / 10, out);
+    }
+    out.push(b'0' + (n % 10) as u8);
+}
+
+/// `a.b.c.d` already as the URL parser writes it (the common `127.0.0.1`): no work.
+fn is_dotted_quad(s: &[u8]) -> bool {
+    let mut parts = 0;
+    for p in s.split(|&b| b == b'.') {
+        parts += 1;
+        let ok = !p.is_empty()
+            && p.len() <= 3
+            && p.iter().all(u8::is_ascii_digit)
+            && (p.len() == 1 || p[0] != b'0')
+            && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 255;
+        if !ok || parts > 4 {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// The URL parser's IPv4 parser: one to four parts, each decimal, octal (leading 0) or
 /// hex (0x); all but the last at most 255, the last filling the remaining bytes.
 fn parse_ipv4(s: &[u8]) -> Option<u32> {
-    let parts: Vec<&[u8]> = s.split(|&b| b == b'.').collect();
-    if parts.len() > 4 {
-        return None;
-    }
-    let mut numbers = Vec::with_capacity(4);
-    for p in &parts {
+    let mut numbers = [0u64; 4];
+    let mut count = 0;
+    for p in s.split(|&b| b == b'.') {
+        if count == 4 || p.is_empty() {
+            return None;
+        }
         let (digits, radix) = if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"0x") {
             (&p[2..], 16)
         } else if p.len() >= 2 && p[0] == b'0' {
             (&p[1..], 8)
         } else {
-            (&p[..], 10)
+            (p, 10)
         };
-        if p.is_empty() {
-            return None;
-        }
-        let n =
+        numbers[count] =
             if digits.is_empty() { 0 } else { u64::from_str_radix(std::str::from_utf8(digits).ok()?, radix).ok()? };
-        numbers.push(n);
+        count += 1;
     }
-    let (last, rest) = numbers.split_last()?;
-    if rest.iter().any(|&n| n > 255) || *last >= 256u64.pow(5 - numbers.len() as u32) {
+    let (last, rest) = numbers[..count].split_last()?;
+    if rest.iter().any(|&n| n > 255) || *last >= 256u64.pow(5 - count as u32) {
         return None;
     }
     let mut v = *last;
@@ -400,11 +428,24 @@ mod tests {
         assert_eq!(url("/", Some("x:")).unwrap(), "http://x/");
         assert_eq!(url("/", Some("x:0081")).unwrap(), "http://x:81/");
         assert_eq!(url("/", Some("0x7f.1")).unwrap(), "http://127.0.0.1/");
+        assert_eq!(url("/", Some("1.2.3.4.:8080")).unwrap(), "http://1.2.3.4:8080/");
+        assert_eq!(url("/", Some("010.0.0.1")).unwrap(), "http://8.0.0.1/");
+        assert_eq!(url("/", Some("4294967295")).unwrap(), "http://255.255.255.255/");
         assert_eq!(url("/", Some("[0:0::1]:80")).unwrap(), "http://[::1]/");
         assert_eq!(url("/", Some("[::ffff:1.2.3.4]")).unwrap(), "http://[::ffff:102:304]/");
-        for bad in
-            ["x:abc", "x:99999", "x:65536", "good.example@evil.example", "a.256", "x.1.2.3.4", "[::1", ":80", "a%41"]
-        {
+        for bad in [
+            "x:abc",
+            "x:99999",
+            "x:65536",
+            "good.example@evil.example",
+            "a.256",
+            "x.1.2.3.4",
+            "4294967296",
+            "08.1",
+            "[::1",
+            ":80",
+            "a%41",
+        ] {
             assert_eq!(url("/", Some(bad)), Err(BadTarget), "{bad}");
         }
     }

@@ -151,7 +151,7 @@ describe("request.url is what the URL parser gives", () => {
     "", "%", "%zz", "a;b=c", "@", ":", "!$&'()*+,=", "|", "^", "{}", "`", "\"", "é", "%41",
   ];
   const QUERIES = ["", "?", "?a=1", "?a=/../", "?q='x'", "?x=%2e%2e", "?{}|^", "?a=\"b\"", "?é=1", "?#"];
-  const HOSTS = ["x", "Example.COM", "127.0.0.1:3000", "x:80", "x:0080", "[::1]:8080", "0x7f.1", "a-b.c_d"];
+  const HOSTS = ["x", "Example.COM", "127.0.0.1:3000", "x:80", "x:0080", "[::1]:8080", "[0:0::1]", "0x7f.1", "010.0.0.1", "1.2.3.4.", "a-b.c_d", "x:"];
 
   /** A request target of random segments; bytes over 0x7f are sent as they are. */
   function target() {
