@@ -24,7 +24,10 @@ before(async () => {
 });
 after(() => ctx.server.close());
 
-/** Sends raw HTTP/1.1 bytes; resolves with the status and the URL the listener saw (if any). */
+/**
+ * Sends raw HTTP/1.1 bytes (a head ending in `Connection: close`, so the server closes at
+ * once); resolves with the status and the URL the listener saw (if any).
+ */
 async function h1(head) {
   seen.length = 0;
   const r = await raw(ctx.server.port, head, { end: false });
@@ -75,8 +78,8 @@ describe("h2 :authority and Host", () => {
 
 describe("OPTIONS * and OPTIONS /", () => {
   test("OPTIONS * reaches the listener with the path /*, OPTIONS / with /", async () => {
-    const star = await h1("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
-    const slash = await h1("OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n");
+    const star = await h1("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const slash = await h1("OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert.equal(star.status, 200);
     assert.equal(new URL(star.url).pathname, "/*");
     assert.equal(new URL(slash.url).pathname, "/");
@@ -123,14 +126,14 @@ describe("a naive static file handler cannot be walked out of its root", () => {
     "/..\\..\\secret.txt",
   ]) {
     test(`GET ${target} does not serve a file outside the root`, async () => {
-      const r = await raw(files.server.port, `GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const r = await raw(files.server.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
       assert.ok(!r.text.includes("SECRET"), `served ${JSON.stringify(r.text.slice(0, 200))}`);
       assert.equal(parseRaw(r.text).status, 404);
     });
   }
 
   test("GET /index.txt is served", async () => {
-    const r = await raw(files.server.port, "GET /a/../index.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    const r = await raw(files.server.port, "GET /a/../index.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert.equal(parseRaw(r.text).status, 200);
     assert.match(r.text, /public$/);
   });
@@ -151,7 +154,10 @@ describe("request.url is what the URL parser gives", () => {
     "", "%", "%zz", "a;b=c", "@", ":", "!$&'()*+,=", "|", "^", "{}", "`", "\"", "é", "%41",
   ];
   const QUERIES = ["", "?", "?a=1", "?a=/../", "?q='x'", "?x=%2e%2e", "?{}|^", "?a=\"b\"", "?é=1", "?#"];
-  const HOSTS = ["x", "Example.COM", "127.0.0.1:3000", "x:80", "x:0080", "[::1]:8080", "[0:0::1]", "0x7f.1", "010.0.0.1", "1.2.3.4.", "a-b.c_d", "x:"];
+  const HOSTS = [
+    "x", "Example.COM", "127.0.0.1:3000", "x:80", "x:0080", "[::1]:8080", "[0:0::1]", "0x7f.1", "010.0.0.1", "1.2.3.4.",
+    "a-b.c_d", "x:",
+  ];
 
   /** A request target of random segments; bytes over 0x7f are sent as they are. */
   function target() {
@@ -168,7 +174,7 @@ describe("request.url is what the URL parser gives", () => {
     for (let i = 0; i < 300; i++) {
       const t = target();
       const host = pick(HOSTS);
-      const r = await h1(Buffer.from(`GET ${t} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, "utf8"));
+      const r = await h1(Buffer.from(`GET ${t} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`, "utf8"));
       if (r.status !== 200) {
         // hyper refuses some bytes in a target (e.g. `"`, `{`): a 400 before the listener.
         if (r.status !== 400 || r.url !== undefined) failures.push({ t, host, status: r.status });
