@@ -351,6 +351,11 @@ async fn handle(
         // A request this broken may come from a confused or hostile peer: end the connection.
         return Ok(closing(status));
     }
+    // The URL and headers as JS gets them; a target or authority no URL can be made
+    // from is refused before any of the body is read.
+    let Ok(text) = crate::request::head_text(&head, "http", &shared.local) else {
+        return Ok(closing(400));
+    };
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
         RequestBody::None
@@ -383,9 +388,6 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let Ok(text) = crate::request::head_text(&head, "http", &shared.local) else {
-        return Ok(closing(400));
-    };
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,
@@ -399,7 +401,7 @@ async fn handle(
     // A client that half-closes may still read the answer, or may be gone: TCP cannot
     // tell. The listener's `request.signal` aborts as for a client that left, and the
     // answer is still sent.
-    let cork = in_flight_count.0.clone();
+    let cork = &in_flight_count.0;
     let mut rx = rx;
     let wait = async {
         tokio::select! {
