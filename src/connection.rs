@@ -465,6 +465,63 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// As `exchange`, writing `parts` 50 ms apart and reading the first `want` bytes back.
+    async fn exchange_parts(parts: &[&[u8]], want: usize) -> Vec<u8> {
+        let (shared, _phase) = shared();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (stream, remote) = listener.accept().await.unwrap();
+            serve(stream, remote, shared).await;
+        });
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = client.into_split();
+        for part in parts {
+            w.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut out = vec![0u8; want];
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.read_exact(&mut out)).await;
+        task.abort();
+        out
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_one_byte_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..1], &H2_PREFACE[1..]], 9).await;
+        // A frame header: 24-bit length, type 0x4 (SETTINGS), flags, stream 0.
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_two_bytes_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..2], &H2_PREFACE[2..]], 9).await;
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_leaves_the_preface_late_is_http11() {
+        let out = exchange(b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn bare_lf_in_a_head_gets_400() {
+        let out = exchange(b"GET / HTTP/1.1\nHost: x\n\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn repeated_content_length_after_a_partial_read_gets_400() {
+        // hyper has part of the head already: it parses again only once a head end comes.
+        let out = exchange_parts(
+            &[b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"],
+            12,
+        )
+        .await;
+        assert_eq!(&out, b"HTTP/1.1 400", "{:?}", String::from_utf8_lossy(&out));
+    }
+
     #[tokio::test]
     async fn malformed_request_line_gets_400() {
         let out = exchange(b"GARBAGE\r\n\r\n").await;
