@@ -203,6 +203,12 @@ impl hyper::rt::Read for CorkedStream {
                 let n = this.replay.len().min(tbuf.remaining());
                 tbuf.put_slice(&this.replay[..n]);
                 this.replay = this.replay[n..].into();
+                // The rest of the first segment is usually here already: hyper parses the
+                // head once instead of twice. An end of stream shows again on the next read,
+                // and after an error the socket reads as ended.
+                if let (Some(read), true) = (this.read.as_mut(), this.replay.is_empty() && tbuf.remaining() > 0) {
+                    let _ = Pin::new(read).poll_read(cx, &mut tbuf);
+                }
             } else {
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
                 ready!(Pin::new(read).poll_read(cx, &mut tbuf))?;
