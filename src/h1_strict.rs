@@ -21,6 +21,9 @@
 //! and chunked bodies) to know where each head starts; when it meets anything it does not
 //! understand, hyper will refuse that too, so it stops checking rather than guessing.
 //!
+//! Bytes after an upgrade are not HTTP/1.1: none is served today (hyper runs without
+//! `with_upgrades`); a connection that upgrades must stop calling `scan`.
+//!
 //! Cost: a head is searched for line ends with `memchr`; only `Content-Length` and
 //! `Transfer-Encoding` lines are looked at further; body bytes are skipped by count.
 //! State is a few words plus the start of a line split across reads (at most

@@ -87,6 +87,7 @@ fn default_port(scheme: &str) -> u16 {
     }
 }
 
+// https://url.spec.whatwg.org/#path-percent-encode-set
 /// Bytes the URL parser percent-encodes in a path (its path percent-encode set: C0
 /// controls, space, `"`, `#`, `<`, `>`, `?`, `` ` ``, `{`, `}`, DEL and above), plus `\`
 /// (a separator for http) and `.`/`%` only at a segment start (checked apart).
@@ -106,6 +107,7 @@ const PATH_ENCODE: [bool; 256] = {
     t
 };
 
+// https://url.spec.whatwg.org/#special-query-percent-encode-set
 /// Bytes the URL parser percent-encodes in the query of an http(s) URL (its special-query
 /// percent-encode set: C0 controls, space, `"`, `#`, `<`, `>`, `'`, DEL and above).
 const QUERY_ENCODE: [bool; 256] = {
@@ -129,6 +131,7 @@ fn push_encoded(b: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
 }
 
+// https://url.spec.whatwg.org/#single-dot-path-segment
 /// A dot segment as the URL parser sees one: `.` or `..`, any dot possibly `%2e`.
 fn dots(seg: &[u8]) -> Option<u8> {
     let single = |s: &[u8]| s == b"." || s.eq_ignore_ascii_case(b"%2e");
@@ -169,6 +172,7 @@ fn path_is_plain(path: &[u8]) -> bool {
     true
 }
 
+// https://url.spec.whatwg.org/#path-state
 /// The URL parser's path state for an http(s) URL, on a path starting with `/`.
 fn write_path(path: &[u8], out: &mut Vec<u8>) {
     let base = out.len();
@@ -275,7 +279,8 @@ fn write_host(host: &[u8], out: &mut Vec<u8>) -> Result<(), BadTarget> {
             _ => return Err(BadTarget),
         }
     }
-    // A host whose last label is a number is an IPv4 address to the URL parser, or an error.
+    // A host whose last label is a number is an IPv4 address to the URL parser, or an error
+    // (https://url.spec.whatwg.org/#ends-in-a-number-checker).
     let domain = &out[start..];
     let trimmed = domain.strip_suffix(b".").filter(|d| !d.is_empty()).unwrap_or(domain);
     let last = trimmed.rsplit(|&b| b == b'.').next().unwrap_or(trimmed);
@@ -321,6 +326,7 @@ fn is_dotted_quad(s: &[u8]) -> bool {
     parts == 4
 }
 
+// https://url.spec.whatwg.org/#concept-ipv4-parser
 /// The URL parser's IPv4 parser: one to four parts, each decimal, octal (leading 0) or
 /// hex (0x); all but the last at most 255, the last filling the remaining bytes.
 fn parse_ipv4(s: &[u8]) -> Option<u32> {
@@ -352,6 +358,7 @@ fn parse_ipv4(s: &[u8]) -> Option<u32> {
     u32::try_from(v).ok()
 }
 
+// https://url.spec.whatwg.org/#concept-ipv6-serializer
 /// IPv6 as the URL serializer writes it: lowercase hex pieces, the first longest run of
 /// two or more zero pieces as `::`, never the dotted IPv4 tail.
 fn write_ipv6(addr: &std::net::Ipv6Addr, out: &mut Vec<u8>) {
