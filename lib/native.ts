@@ -174,6 +174,8 @@ export const PULL_PENDING = constant("PULL_PENDING");
 
 /** Abort reasons in ABORT records. */
 export const ABORT_TIMEOUT = constant("ABORT_TIMEOUT");
+/** The client half-closed: `request.signal` aborts, the answer is still sent. */
+export const ABORT_HALF_CLOSED = constant("ABORT_HALF_CLOSED");
 
 /** Body error kinds in BODY_ERROR records. */
 export const BODY_TOO_LARGE = constant("BODY_TOO_LARGE");

@@ -3,6 +3,7 @@
 import type { NativeBody } from "./body.js";
 import { eventInternals, FetchEvent, type ClientCertificate, type EventHost } from "./fetch-event.js";
 import {
+  ABORT_HALF_CLOSED,
   ABORT_TIMEOUT,
   bodyError,
   CT_NONE,
@@ -429,6 +430,12 @@ export class Server {
     const st = this.#state(id);
     const ev = st?.event;
     if (st === undefined || ev === undefined) return;
+    if (reason === ABORT_HALF_CLOSED) {
+      // Only the signal: the body was complete, and the answer still goes out. The
+      // Request is made now if the listener has not looked yet, so a later look sees it.
+      abortRequest(ev.request, "AbortError");
+      return;
+    }
     const req = eventInternals.requestIfCreated(ev);
     if (req !== null) abortRequest(req, reason === ABORT_TIMEOUT ? "TimeoutError" : "AbortError");
     const err = Object.assign(new Error("The client closed the connection"), { code: "ERR_BODY_ABORTED" });

@@ -67,6 +67,9 @@ impl ServerShared {
         let mut h1 = http1::Builder::new();
         // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a malformed
         // request unflushed; cork.rs coalesces pipelined responses instead.
+        // No half_close: hyper then reads while a request is out, and sees a client that
+        // leaves. One that only half-closes between requests (`nc -N`) is still answered:
+        // cork.rs keeps that end of stream from hyper until the answers are out.
         h1.keep_alive(true)
             .timer(TokioTimer::new())
             .max_header_size(config.max_header_size + HEAD_SLACK)
@@ -142,8 +145,62 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 method does.
-const H2_PREFIX: &[u8; 3] = b"PRI";
+/// The HTTP/2 connection preface (RFC 9113 3.4): a connection that starts with all of it
+/// speaks h2c with prior knowledge; one that differs from it in any byte is HTTP/1.1
+/// (`PRIX / HTTP/1.1` included).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes read either differ from the h2 preface or are all of it,
+/// whatever the segmentation; returns them (`None`: closed before a byte came).
+async fn read_preface(stream: &mut TcpStream) -> Option<([u8; 24], usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 24];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = stream.read(&mut buf[n..]).await.ok()?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break;
+        }
+    }
+    (n > 0).then_some((buf, n))
+}
+
+/// How long and how much a closing HTTP/1.1 connection goes on reading and discarding
+/// what the client still sends (the lingering close, as nginx's `lingering_close`): a
+/// client still uploading a body the server refused must finish writing to read the
+/// response (Node's fetch and node:http fail the whole request on a reset); closing with
+/// its bytes unread sends a reset instead. 2 s covers a refused upload of tens of MiB on a
+/// fast network; 64 MiB bounds what one client can make the server read for nothing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// After the last response: FIN, then read and discard until the client closes too, or
+/// `LINGER_TIME` or `LINGER_BYTES` runs out, or the server stops running.
+async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut read) = cork.take_read_half() else { return };
+    if cork.shutdown().await.is_err() {
+        return;
+    }
+    let discard = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, discard) => {}
+        _ = phase.wait_for(|p| *p != Phase::Running) => {}
+    }
+}
 
 /// Serves one accepted connection until it closes or the server is forced down.
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
@@ -153,19 +210,20 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
         if let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await {
             tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
             let (read, write) = tokio::io::split(accepted.stream);
-            let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2);
+            let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2, &[]);
             serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
         }
         return;
     }
     let mut phase = shared.phase.clone();
     // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
-    // nothing within the header timeout, or a server closing meanwhile, ends it here.
-    let mut prefix = [0u8; 3];
+    // nothing (or only part of the h2 preface) within the header timeout, or a server
+    // closing meanwhile, ends it here.
+    let mut stream = stream;
     let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
-    let peeked = tokio::select! {
-        p = tokio::time::timeout(wait, stream.peek(&mut prefix)) => match p {
-            Ok(Ok(n)) if n > 0 => n,
+    let (first, n) = tokio::select! {
+        p = tokio::time::timeout(wait, read_preface(&mut stream)) => match p {
+            Ok(Some(read)) => read,
             _ => {
                 tracing::debug!(%remote, "connection closed: no request within the header timeout, or the client left");
                 return;
@@ -176,9 +234,9 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
             return;
         }
     };
-    let h2 = shared.config.http2 && peeked == prefix.len() && &prefix == H2_PREFIX;
+    let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
     tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
-    let (io, cork) = Cork::new(stream, h2);
+    let (io, cork) = Cork::new(stream, h2, &first[..n]);
     serve_http(io, cork, h2, remote, None, shared).await;
 }
 
@@ -194,7 +252,9 @@ async fn serve_http(
     let phase = shared.phase.clone();
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
-    let svc = service_fn(move |req| handle(req, remote, tls.clone(), svc_shared.clone(), svc_cork.clone()));
+    let svc = service_fn(move |req| {
+        handle(req, remote, tls.clone(), svc_shared.clone(), InFlightCount::new(svc_cork.clone()))
+    });
     let finished = if h2 {
         drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
     } else {
@@ -204,6 +264,9 @@ async fn serve_http(
     if finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
         let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
+        if !h2 {
+            linger(&cork, shared.phase.clone()).await;
+        }
     }
 }
 
@@ -280,12 +343,21 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts a request of one connection while its response is being produced.
+/// Counts a request of one connection while its response is being produced: from
+/// when hyper hands it over (before hyper reads on), not from the first poll.
 struct InFlightCount(Arc<Cork>);
+
+impl InFlightCount {
+    fn new(cork: Arc<Cork>) -> Self {
+        cork.in_flight.fetch_add(1, Ordering::Release);
+        InFlightCount(cork)
+    }
+}
 
 impl Drop for InFlightCount {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+        self.0.answered();
     }
 }
 
@@ -330,11 +402,9 @@ async fn handle(
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
     shared: Arc<ServerShared>,
-    cork: Arc<Cork>,
+    in_flight_count: InFlightCount,
 ) -> Result<Reply, Infallible> {
     let started = Instant::now();
-    cork.in_flight.fetch_add(1, Ordering::Relaxed);
-    let in_flight_count = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
@@ -343,6 +413,13 @@ async fn handle(
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Ok(closing(status));
     }
+    // The URL and headers as JS gets them; a target or authority no URL can be made
+    // from is refused before any of the body is read.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let Ok(text) = crate::request::head_text(&head, scheme, &shared.local) else {
+        tracing::debug!(%remote, "request target or Host refused: 400");
+        return Ok(closing(400));
+    };
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
         RequestBody::None
@@ -382,8 +459,6 @@ async fn handle(
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let text = crate::request::head_text(&head, scheme, &shared.local);
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,
@@ -395,8 +470,21 @@ async fn handle(
         tls,
     })));
 
+    // A client that half-closes may still read the answer, or may be gone: TCP cannot
+    // tell. The listener's `request.signal` aborts as for a client that left, and the
+    // answer is still sent.
+    let cork = &in_flight_count.0;
+    let mut rx = rx;
+    let wait = async {
+        tokio::select! {
+            r = &mut rx => return r,
+            _ = cork.client_left() => {}
+        }
+        shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
+        rx.await
+    };
     let reply = match shared.config.request_timeout {
-        Some(t) => match tokio::time::timeout(t, rx).await {
+        Some(t) => match tokio::time::timeout(t, wait).await {
             Ok(r) => r,
             Err(_) => {
                 in_flight.armed = false;
@@ -405,7 +493,7 @@ async fn handle(
                 return Ok(closing(503));
             }
         },
-        None => rx.await,
+        None => wait.await,
     };
     in_flight.armed = false;
     stats.record_response(started.elapsed());
@@ -448,6 +536,63 @@ mod tests {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r.read_to_end(&mut out)).await;
         task.abort();
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// As `exchange`, writing `parts` 50 ms apart and reading the first `want` bytes back.
+    async fn exchange_parts(parts: &[&[u8]], want: usize) -> Vec<u8> {
+        let (shared, _phase) = shared();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (stream, remote) = listener.accept().await.unwrap();
+            serve(stream, remote, shared).await;
+        });
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = client.into_split();
+        for part in parts {
+            w.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut out = vec![0u8; want];
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.read_exact(&mut out)).await;
+        task.abort();
+        out
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_one_byte_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..1], &H2_PREFACE[1..]], 9).await;
+        // A frame header: 24-bit length, type 0x4 (SETTINGS), flags, stream 0.
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_two_bytes_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..2], &H2_PREFACE[2..]], 9).await;
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_leaves_the_preface_late_is_http11() {
+        let out = exchange(b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn bare_lf_in_a_head_gets_400() {
+        let out = exchange(b"GET / HTTP/1.1\nHost: x\n\n").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn repeated_content_length_after_a_partial_read_gets_400() {
+        // hyper has part of the head already: it parses again only once a head end comes.
+        let out = exchange_parts(
+            &[b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"],
+            12,
+        )
+        .await;
+        assert_eq!(&out, b"HTTP/1.1 400", "{:?}", String::from_utf8_lossy(&out));
     }
 
     #[tokio::test]

@@ -11,14 +11,15 @@
 //! poll unless hyper went straight on to another request already in its read buffer
 //! (it did not read the socket, and a request is waiting on JS).
 
-use hyper_util::rt::TokioIo;
+use crate::h1_strict::Strict;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// The two halves of a connection's byte stream: a TCP socket's, or a TLS stream's.
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -62,19 +63,35 @@ pub struct Cork {
     pub streaming: AtomicUsize,
     /// Bytes moved either way since the idle check last looked.
     activity: AtomicBool,
+    /// The read half once hyper is done with the connection, for the lingering close.
+    leftover: Mutex<Option<ReadHalf>>,
+    /// The client half-closed between requests while some were still being answered:
+    /// hyper is told of the end only once they are (see `CorkedStream::poll_read`).
+    client_eof: AtomicBool,
+    /// Woken when `client_eof` is set, for the requests waiting on JS.
+    client_left: Notify,
+    /// hyper's read, waiting for the last answer before it gets the end of the stream.
+    eof_reader: Mutex<Option<Waker>>,
 }
 
 impl Cork {
     /// Splits `stream` into the wrapper hyper serves and the handle the task flushes with.
     /// An HTTP/2 connection (`passthrough`) is never corked: its frames for concurrent
     /// streams must not wait on one another.
-    pub fn new(stream: TcpStream, passthrough: bool) -> (CorkedStream, Arc<Cork>) {
+    /// `replay` is what protocol selection already read; hyper reads it first. HTTP/1.1
+    /// reads go through the framing checks of `h1_strict`.
+    pub fn new(stream: TcpStream, passthrough: bool, replay: &[u8]) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
-        Cork::from_halves(Box::new(read), Box::new(write), passthrough)
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay)
     }
 
     /// As `new`, over any byte stream split in two (TLS: `tokio::io::split`).
-    pub fn from_halves(read: ReadHalf, write: WriteHalf, passthrough: bool) -> (CorkedStream, Arc<Cork>) {
+    pub fn from_halves(
+        read: ReadHalf,
+        write: WriteHalf,
+        passthrough: bool,
+        replay: &[u8],
+    ) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
             write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
             read_called: AtomicBool::new(false),
@@ -82,8 +99,53 @@ impl Cork {
             in_flight: AtomicUsize::new(0),
             streaming: AtomicUsize::new(0),
             activity: AtomicBool::new(false),
+            leftover: Mutex::new(None),
+            client_eof: AtomicBool::new(false),
+            client_left: Notify::new(),
+            eof_reader: Mutex::new(None),
         });
-        (CorkedStream { read: TokioIo::new(read), cork: cork.clone() }, cork)
+        let strict = (!passthrough).then(Box::default);
+        let stream = CorkedStream { read: Some(read), replay: replay.into(), strict, cork: cork.clone() };
+        (stream, cork)
+    }
+
+    /// Resolves when the client has shut down its side (sent FIN) while requests of this
+    /// connection were waiting on JS: for HTTP, the client may be gone.
+    pub async fn client_left(&self) {
+        let notified = self.client_left.notified();
+        if self.client_eof.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// A request finished or a streamed response ended: hyper may now get the end of
+    /// the stream it was kept from.
+    pub fn answered(&self) {
+        if self.client_eof.load(Ordering::Acquire) {
+            if let Some(w) = self.eof_reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn answering(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 || self.streaming.load(Ordering::Acquire) > 0
+    }
+
+    /// The read half, once hyper has dropped the connection (see `CorkedStream`'s Drop).
+    pub fn take_read_half(&self) -> Option<ReadHalf> {
+        self.leftover.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Sends FIN once everything buffered is written.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut side = self.side();
+            ready!(side.poll_drain(cx))?;
+            Pin::new(&mut side.half).poll_shutdown(cx)
+        })
+        .await
     }
 
     fn side(&self) -> std::sync::MutexGuard<'_, WriteSide> {
@@ -117,25 +179,93 @@ impl Cork {
     }
 }
 
-/// The socket as hyper sees it: reads go straight through; writes are buffered until
-/// the connection task flushes them.
+/// The socket as hyper sees it: reads go through (HTTP/1.1 ones checked by
+/// `h1_strict`); writes are buffered until the connection task flushes them.
 pub struct CorkedStream {
-    read: TokioIo<ReadHalf>,
+    /// Always Some until dropped, when it moves to `Cork::leftover`.
+    read: Option<ReadHalf>,
+    /// Bytes read before hyper took over (the protocol selection), served first.
+    replay: Box<[u8]>,
+    /// HTTP/1.1 only. Boxed: it is mostly a line buffer, and h2 does without.
+    strict: Option<Box<Strict>>,
     cork: Arc<Cork>,
+}
+
+impl Drop for CorkedStream {
+    fn drop(&mut self) {
+        // Kept so the connection task can read and discard what the client still sends
+        // after the last response (the lingering close), instead of a reset.
+        *self.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = self.read.take();
+    }
 }
 
 impl hyper::rt::Read for CorkedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        self.cork.read_called.store(true, Ordering::Relaxed);
-        let r = Pin::new(&mut self.read).poll_read(cx, buf);
-        if r.is_ready() {
-            self.cork.activity.store(true, Ordering::Relaxed);
+        let this = &mut *self;
+        this.cork.read_called.store(true, Ordering::Relaxed);
+        if this.cork.client_eof.load(Ordering::Acquire) {
+            return this.end_after_answers(cx);
         }
-        r
+        // SAFETY: `ReadBuf` only writes initialized bytes into the cursor's spare capacity
+        // and reports how many; exactly those are advanced over (as hyper-util's TokioIo).
+        let n = unsafe {
+            let mut tbuf = ReadBuf::uninit(buf.as_mut());
+            if !this.replay.is_empty() {
+                let n = this.replay.len().min(tbuf.remaining());
+                tbuf.put_slice(&this.replay[..n]);
+                this.replay = this.replay[n..].into();
+                // The rest of the first segment is usually here already: hyper parses the
+                // head once instead of twice. An end of stream shows again on the next read,
+                // and after an error the socket reads as ended.
+                if let (Some(read), true) = (this.read.as_mut(), this.replay.is_empty() && tbuf.remaining() > 0) {
+                    let _ = Pin::new(read).poll_read(cx, &mut tbuf);
+                }
+            } else {
+                let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
+                ready!(Pin::new(read).poll_read(cx, &mut tbuf))?;
+                // End of stream between two HTTP/1.1 requests while one is still being
+                // answered: a half-close (`nc -N`, `socket.end(request)`), which RFC 9112
+                // 9.6 lets a client do. hyper would drop the connection with the answers;
+                // it gets the end once they are out. Mid-request, it gets it at once.
+                let between = this.strict.as_ref().is_some_and(|s| s.between_requests());
+                if tbuf.filled().is_empty() && between && this.cork.in_flight.load(Ordering::Acquire) > 0 {
+                    this.cork.client_eof.store(true, Ordering::Release);
+                    this.cork.client_left.notify_waiters();
+                    return this.end_after_answers(cx);
+                }
+            }
+            if let Some(at) = this.strict.as_mut().and_then(|s| s.scan(tbuf.filled())) {
+                // hyper gets what precedes the violation, then a NUL and the end of a
+                // head: a parse error it answers with 400 (see `h1_strict`).
+                tbuf.set_filled(at);
+                let mark = b"\0\r\n\r\n";
+                tbuf.put_slice(&mark[..mark.len().min(tbuf.remaining())]);
+            }
+            tbuf.filled().len()
+        };
+        // SAFETY: the first `n` bytes were initialized above.
+        unsafe { buf.advance(n) };
+        this.cork.activity.store(true, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl CorkedStream {
+    /// After a half-close: end of stream once nothing is being answered, else wait.
+    fn end_after_answers(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.cork.answering() {
+            return Poll::Ready(Ok(()));
+        }
+        *self.cork.eof_reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Re-checked: an answer may have finished before the waker was stored.
+        if !self.cork.answering() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -203,6 +333,7 @@ impl StreamingGuard {
 
 impl Drop for StreamingGuard {
     fn drop(&mut self) {
-        self.0.streaming.fetch_sub(1, Ordering::Relaxed);
+        self.0.streaming.fetch_sub(1, Ordering::Release);
+        self.0.answered();
     }
 }

@@ -35,6 +35,7 @@ mod core;
 mod cork;
 mod diagnostics;
 mod error;
+mod h1_strict;
 mod js_side;
 mod lending;
 mod listener;
@@ -44,6 +45,7 @@ mod request;
 mod response;
 mod slab;
 mod stats;
+mod target;
 mod tls;
 mod wire;
 
