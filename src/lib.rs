@@ -42,7 +42,10 @@ pub mod response;
 pub mod stats;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
-// freed in bulk on a tokio thread (DESIGN.md section 2).
+// freed in bulk on a tokio thread (DESIGN.md section 2). Its 2.x line (the crate's `v2`
+// feature): 3.x keeps main-thread bookkeeping that breaks once the first thread that used
+// it has exited, so loading the addon in a second worker thread after the first ended
+// crashed in `mi_thread_init` (test/workers.test.mjs).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -522,6 +525,20 @@ impl Core {
         }
     }
 
+    /// The JS environment that owns this server is going away (its worker thread ends,
+    /// or the process exits): drop every connection and stop the runtime's threads before
+    /// the environment's memory goes. The wait is bounded (a worker only has to finish its
+    /// current poll); threads still running after it only run the addon's code, which
+    /// stays loaded for the life of the process (build.rs).
+    fn shut_down_for_env_exit(&mut self) {
+        self.force_close();
+        self.js.doorbell.set_callback(None);
+        self.js.slab.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+
     /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
     /// loop alive. Unanswered requests are dropped.
     pub fn shutdown(&mut self) {
@@ -586,6 +603,38 @@ thread_local! {
     static SERVERS: std::cell::RefCell<Vec<Option<Core>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Whether this JS thread's environment has the cleanup hook below.
+    static ENV_HOOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Registers, once per JS thread, a hook that shuts this thread's servers down when its
+/// environment is torn down (worker.terminate(), process.exit() in a worker, a worker
+/// whose event loop ran dry with a server never closed). Without it the runtimes would
+/// go only when V8 finalizes the server objects or the thread's locals are destroyed,
+/// whichever comes first, with tokio threads possibly still polling connections.
+fn hook_env_cleanup(env: &Env) -> Result<()> {
+    if ENV_HOOKED.with(|h| h.replace(true)) {
+        return Ok(());
+    }
+    env.add_env_cleanup_hook((), |()| {
+        ENV_HOOKED.with(|h| h.set(false));
+        // Taken out first, shut down after the borrow ends.
+        let cores: Vec<Core> = SERVERS
+            .try_with(|servers| {
+                servers
+                    .try_borrow_mut()
+                    .map(|mut s| s.iter_mut().filter_map(Option::take).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        for mut core in cores {
+            core.shut_down_for_env_exit();
+        }
+    })?;
+    Ok(())
+}
+
 /// Runs `f` on the server `handle`. Every caller runs on the JS thread, and none calls
 /// back into JS while it holds the server, so the borrow is never contended.
 fn with_core<R>(handle: u32, f: impl FnOnce(&mut Core) -> Result<R>) -> Result<R> {
@@ -608,8 +657,9 @@ pub struct NativeServer {
 #[napi]
 impl NativeServer {
     #[napi(constructor)]
-    pub fn new(options: NativeOptions) -> Result<Self> {
+    pub fn new(env: Env, options: NativeOptions) -> Result<Self> {
         let core = Core::new(options)?;
+        hook_env_cleanup(&env)?;
         let handle = SERVERS.with(|servers| {
             let mut servers = servers.borrow_mut();
             match servers.iter().position(Option::is_none) {
