@@ -15,6 +15,8 @@ pub enum ErrorKind {
     InvalidHeader,
     /// The server is not in a state where the call makes sense.
     InvalidState,
+    /// A response with no body declares a nonzero `Content-Length` (other than for HEAD).
+    ContentLengthWithoutBody,
 }
 
 impl ErrorKind {
@@ -26,6 +28,7 @@ impl ErrorKind {
             ErrorKind::InvalidStatus => "ERR_INVALID_STATUS",
             ErrorKind::InvalidHeader => "ERR_INVALID_HEADER",
             ErrorKind::InvalidState => "ERR_INVALID_STATE",
+            ErrorKind::ContentLengthWithoutBody => "ERR_CONTENT_LENGTH_WITHOUT_BODY",
         }
     }
 }

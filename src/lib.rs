@@ -573,7 +573,8 @@ impl Core {
         body: ResponseBody,
         release: bool,
     ) -> Result<()> {
-        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
+        let reply = response::build(status, ct, headers.as_deref(), body, head)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
             self.js.outbox.push((tx, reply));
