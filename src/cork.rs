@@ -11,6 +11,7 @@
 //! poll unless hyper went straight on to another request already in its read buffer
 //! (it did not read the socket, and a request is waiting on JS).
 
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -30,6 +31,11 @@ struct WriteSide {
     buf: Vec<u8>,
 }
 
+/// Capacity the write buffer may keep once drained: enough for a typical small response,
+/// so a keep-alive connection does not allocate per response, while one that wrote a
+/// large pipelined batch gives the rest back.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
 impl WriteSide {
     /// Writes the buffer out; Pending (with a wake-up registered) while the socket is full.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -39,6 +45,9 @@ impl WriteSide {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buf.drain(..n);
+        }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
         }
         Poll::Ready(Ok(()))
     }
@@ -57,6 +66,11 @@ pub struct Cork {
     pub streaming: AtomicUsize,
     /// Bytes moved either way since the idle check last looked.
     activity: AtomicBool,
+    /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
+    write_blocked: AtomicBool,
+    /// The request of this connection whose record JS may still hold, with its body
+    /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
+    pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
 }
 
 impl Cork {
@@ -72,8 +86,22 @@ impl Cork {
             in_flight: AtomicUsize::new(0),
             streaming: AtomicUsize::new(0),
             activity: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+            last_request: Mutex::new(std::sync::Weak::new()),
         });
-        (CorkedStream { read: TokioIo::new(read), cork: cork.clone() }, cork)
+        (CorkedStream { read: TokioIo::new(read), cork: cork.clone(), rewound: None }, cork)
+    }
+
+    /// True when the connection holds nothing in progress: no request or streamed
+    /// response, nothing unwritten (here or blocked in hyper), and no request record that
+    /// JS still holds (whose body hyper could still be reading). With a quiet period
+    /// behind it, hyper's connection can then be released and rebuilt (connection.rs).
+    pub fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.streaming.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && self.side().buf.is_empty()
+            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
     }
 
     fn side(&self) -> std::sync::MutexGuard<'_, WriteSide> {
@@ -112,15 +140,41 @@ impl Cork {
 pub struct CorkedStream {
     read: TokioIo<OwnedReadHalf>,
     cork: Arc<Cork>,
+    /// Bytes a released hyper connection had read but not parsed; read again first.
+    rewound: Option<Bytes>,
+}
+
+impl CorkedStream {
+    /// Puts back bytes read from the socket but not consumed, to be read first.
+    pub fn rewind(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.rewound = Some(bytes);
+        }
+    }
+
+    /// Resolves when the socket has something to read (or has closed); holds no buffer.
+    pub async fn readable(&self) {
+        if self.rewound.is_none() {
+            let _ = self.read.inner().readable().await;
+        }
+    }
 }
 
 impl hyper::rt::Read for CorkedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         self.cork.read_called.store(true, Ordering::Relaxed);
+        if let Some(mut bytes) = self.rewound.take() {
+            let n = bytes.len().min(buf.remaining());
+            buf.put_slice(&bytes.split_to(n));
+            if !bytes.is_empty() {
+                self.rewound = Some(bytes);
+            }
+            return Poll::Ready(Ok(()));
+        }
         let r = Pin::new(&mut self.read).poll_read(cx, buf);
         if r.is_ready() {
             self.cork.activity.store(true, Ordering::Relaxed);
@@ -139,25 +193,9 @@ impl hyper::rt::Write for CorkedStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        self.cork.activity.store(true, Ordering::Relaxed);
-        let mut side = self.cork.side();
-        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
-        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        // Too much to hold, or write-through: what is buffered goes first, in order.
-        ready!(side.poll_drain(cx))?;
-        if !passthrough && total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
+        let r = self.write_through_cork(cx, bufs);
+        self.cork.write_blocked.store(r.is_pending(), Ordering::Relaxed);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -178,6 +216,30 @@ impl hyper::rt::Write for CorkedStream {
         let mut side = self.cork.side();
         ready!(side.poll_drain(cx))?;
         Pin::new(&mut side.half).poll_shutdown(cx)
+    }
+}
+
+impl CorkedStream {
+    fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.cork.activity.store(true, Ordering::Relaxed);
+        let mut side = self.cork.side();
+        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
+        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        // Too much to hold, or write-through: what is buffered goes first, in order.
+        ready!(side.poll_drain(cx))?;
+        if !passthrough && total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
     }
 }
 

@@ -29,6 +29,7 @@
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alloc;
 pub mod body;
 pub mod bridge;
 pub mod connection;
@@ -40,15 +41,6 @@ pub mod options;
 pub mod request;
 pub mod response;
 pub mod stats;
-
-// mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
-// freed in bulk on a tokio thread (DESIGN.md section 2). Its 2.x line (the crate's `v2`
-// feature): 3.x keeps main-thread bookkeeping that breaks once the first thread that used
-// it has exited, so loading the addon in a second worker thread after the first ended
-// crashed in `mi_thread_init` (test/workers.test.mjs).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use body::{ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE_STREAM_CHUNKS};
 use bridge::{BodyState, Doorbell, JsSide, LentRef, ResponseStream, SlotId};
@@ -201,7 +193,10 @@ impl Core {
             .thread_name("fetch-rs")
             // A worker out of work rings JS for everything it queued meanwhile: one
             // wake-up per round of network events instead of one per request.
-            .on_thread_park(move || park_doorbell.ring_if_waiting())
+            .on_thread_park(move || {
+                park_doorbell.ring_if_waiting();
+                alloc::give_back_released();
+            })
             .enable_all()
             .build()
             .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
