@@ -163,7 +163,7 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
             (io, svc) = (parts.io, parts.service);
             io.rewind(parts.read_buf);
             crate::alloc::note_release();
-            let timeout = clock.time_left();
+            let timeout = clock.time_left(shared.config.header_timeout);
             tokio::select! {
                 _ = io.readable() => {}
                 _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
@@ -237,11 +237,18 @@ impl IdleClock {
         self.close_after.is_some_and(|n| self.quiet >= n)
     }
 
-    /// What is left of `idleTimeout` (None: no timeout); stops the interval.
-    fn time_left(&mut self) -> Option<Duration> {
+    /// How long a released connection may wait for its next request: what is left of
+    /// `idleTimeout` and of `headerTimeout` (hyper's header timer ran from the last
+    /// response, which is about when the quiet began); None: no limit. Stops the interval.
+    fn time_left(&mut self, header_timeout: Option<Duration>) -> Option<Duration> {
         self.interval = None;
-        let n = self.close_after?;
-        Some(self.period * n.saturating_sub(self.quiet))
+        let quiet_for = self.period * self.quiet;
+        let idle = self.close_after.map(|n| self.period * n.saturating_sub(self.quiet));
+        let header = header_timeout.map(|t| t.saturating_sub(quiet_for));
+        match (idle, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Cork {
     activity: AtomicBool,
     /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
     write_blocked: AtomicBool,
+    /// hyper got bytes after it last wrote: it may hold part of the next head. Releasing
+    /// then would restart its header timer, which a client sending a byte every few
+    /// seconds could use to hold a connection forever (slowloris).
+    read_since_write: AtomicBool,
     /// The request of this connection whose record JS may still hold, with its body
     /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
     pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
@@ -87,19 +91,22 @@ impl Cork {
             streaming: AtomicUsize::new(0),
             activity: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
+            read_since_write: AtomicBool::new(false),
             last_request: Mutex::new(std::sync::Weak::new()),
         });
         (CorkedStream { read: TokioIo::new(read), cork: cork.clone(), rewound: None }, cork)
     }
 
     /// True when the connection holds nothing in progress: no request or streamed
-    /// response, nothing unwritten (here or blocked in hyper), and no request record that
-    /// JS still holds (whose body hyper could still be reading). With a quiet period
-    /// behind it, hyper's connection can then be released and rebuilt (connection.rs).
+    /// response, nothing unwritten (here or blocked in hyper), nothing read since the last
+    /// response (part of a head), and no request record that JS still holds (whose body
+    /// hyper could still be reading). With a quiet period behind it, hyper's connection
+    /// can then be released and rebuilt (connection.rs).
     pub fn settled(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
             && self.streaming.load(Ordering::Relaxed) == 0
             && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.read_since_write.load(Ordering::Relaxed)
             && self.side().buf.is_empty()
             && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
     }
@@ -168,6 +175,7 @@ impl hyper::rt::Read for CorkedStream {
     ) -> Poll<io::Result<()>> {
         self.cork.read_called.store(true, Ordering::Relaxed);
         if let Some(mut bytes) = self.rewound.take() {
+            self.cork.read_since_write.store(true, Ordering::Relaxed);
             let n = bytes.len().min(buf.remaining());
             buf.put_slice(&bytes.split_to(n));
             if !bytes.is_empty() {
@@ -178,6 +186,7 @@ impl hyper::rt::Read for CorkedStream {
         let r = Pin::new(&mut self.read).poll_read(cx, buf);
         if r.is_ready() {
             self.cork.activity.store(true, Ordering::Relaxed);
+            self.cork.read_since_write.store(true, Ordering::Relaxed);
         }
         r
     }
@@ -223,6 +232,7 @@ impl CorkedStream {
     fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.cork.activity.store(true, Ordering::Relaxed);
+        self.cork.read_since_write.store(false, Ordering::Relaxed);
         let mut side = self.cork.side();
         let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
         if !passthrough && side.buf.len() + total <= CORK_LIMIT {

@@ -71,26 +71,53 @@ test("requests after a quiet spell, a head split by one, and a body paused by on
   }
 });
 
-test("a quiet connection is still closed by idleTimeout and by close()", async () => {
-  const { server } = await start((e) => e.respondWith(new Response("hello")), { idleTimeout: 4000 });
-  const other = await start((e) => e.respondWith(new Response("hello")));
+test("a head sent a byte every few seconds after a response still meets headerTimeout (slowloris)", async () => {
+  const { server } = await start((e) => e.respondWith(new Response("hello")), { headerTimeout: 5000, idleTimeout: 0 });
   try {
-    const timed = connect(server.port);
-    timed.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    const closedByTimeout = once(timed, "close");
-    const kept = connect(other.server.port);
-    kept.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    const closedByClose = once(kept, "close");
+    const s = connect(server.port);
+    s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await until(() => s.got.includes("hello"));
     const started = Date.now();
-    await closedByTimeout;
-    const after = Date.now() - started;
-    assert.ok(after >= 3500, `closed after ${after} ms, before idleTimeout`);
-    // By now the other connection has been quiet long enough to be released.
-    await other.server.close();
-    await closedByClose;
+    const closed = once(s, "close").then(() => Date.now() - started);
+    // Gaps longer than the quiet time after which an idle connection is released: each
+    // byte must not restart the header timer.
+    let open = true;
+    closed.then(() => (open = false));
+    for (const b of "GET / HTTP/1.1\r\n") {
+      if (!open) break;
+      s.write(b);
+      await Promise.race([sleep(QUIET), closed]);
+      if (Date.now() - started > 9000) break;
+    }
+    const after = await Promise.race([closed, sleep(1000).then(() => Infinity)]);
+    assert.ok(after < 7500, `the connection lived ${after} ms after its last response with headerTimeout 5000`);
+    s.destroy();
   } finally {
     await server.close();
+  }
+});
+
+test("a quiet connection is still closed by idleTimeout, headerTimeout and close()", async () => {
+  const hello = (e) => e.respondWith(new Response("hello"));
+  const idle = await start(hello, { idleTimeout: 4000 });
+  const header = await start(hello, { idleTimeout: 0, headerTimeout: 4000 });
+  const other = await start(hello);
+  const servers = [idle.server, header.server, other.server];
+  try {
+    const [byIdle, byHeader, byClose] = servers.map((server) => {
+      const s = connect(server.port);
+      s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      return once(s, "close");
+    });
+    const started = Date.now();
+    const within = (p) => Promise.race([p.then(() => Date.now() - started), sleep(10_000).then(() => Infinity)]);
+    const [idleAfter, headerAfter] = await Promise.all([within(byIdle), within(byHeader)]);
+    for (const after of [idleAfter, headerAfter]) assert.ok(after >= 3500 && after < 7000, `closed after ${after} ms`);
+    // By now the other connection has been quiet long enough to be released.
     await other.server.close();
+    await byClose;
+  } finally {
+    for (const server of servers) await server.close({ force: true });
   }
 });
 
