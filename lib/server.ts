@@ -523,11 +523,14 @@ export class Server {
         try {
           r = sendResponse(native, id, response, release, this.#streamHooks);
         } catch (e) {
+          // Reported with its stable code (ERR_CONTENT_LENGTH_WITHOUT_BODY, ERR_INVALID_HEADER…).
           throw nativeError(e);
         }
         this.#queueFlush();
         // A body read first (a Blob, a foreign Response) is replied to later.
-        return r === undefined ? r : r.finally(() => this.#queueFlush());
+        return r === undefined
+          ? r
+          : r.then(undefined, (e: unknown) => Promise.reject(nativeError(e))).finally(() => this.#queueFlush());
       },
       fail: (ev, id, status, unanswered) => {
         if (unanswered) {

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -242,26 +242,54 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
 
 /// Serves HTTP/1.1 or HTTP/2 over a connection's (plain or decrypted) bytes.
 async fn serve_http(
-    io: crate::cork::CorkedStream,
+    mut io: crate::cork::CorkedStream,
     cork: Arc<Cork>,
     h2: bool,
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
     shared: Arc<ServerShared>,
 ) {
-    let phase = shared.phase.clone();
+    let mut phase = shared.phase.clone();
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
-    let svc = service_fn(move |req| {
+    let mut svc = service_fn(move |req| {
         handle(req, remote, tls.clone(), svc_shared.clone(), InFlightCount::new(svc_cork.clone()))
     });
-    let finished = if h2 {
-        drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
+    let mut clock = IdleClock::new(shared.config.idle_timeout);
+    // An idle connection's hyper state can be released only where its socket's readiness
+    // can be watched without reading (plain TCP, not TLS).
+    let releasable = io.can_wait_readable();
+    // hyper's connection state is boxed: the task of an idle HTTP/1.1 connection whose
+    // hyper state was released (below) keeps only the small rest.
+    let end = if h2 {
+        let mut conn = Box::pin(shared.h2.serve_connection(io, svc));
+        drive(&mut conn, &cork, &mut phase, &mut clock, false).await
     } else {
-        drive(shared.h1.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
+        loop {
+            let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
+            let end = drive(&mut conn, &cork, &mut phase, &mut clock, releasable).await;
+            if end != End::Quiet {
+                break end;
+            }
+            // Quiet and settled: hand hyper's buffers back (an 8 KiB read buffer and an
+            // 8 KiB header buffer, kept for the connection's life otherwise) and wait for
+            // the next request holding no buffer. Bytes hyper had read but not parsed
+            // are read again by the next hyper connection.
+            let parts = Pin::into_inner(conn).into_parts();
+            (io, svc) = (parts.io, parts.service);
+            io.rewind(parts.read_buf);
+            crate::alloc::note_release();
+            let timeout = clock.time_left(shared.config.header_timeout);
+            tokio::select! {
+                _ = io.readable() => {}
+                _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
+                _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => break End::Finished,
+            }
+            clock.restart();
+        }
     };
-    tracing::debug!(%remote, reason = if finished { "done" } else { "cut off" }, "connection closed");
-    if finished {
+    tracing::debug!(%remote, reason = ?end, "connection closed");
+    if end == End::Finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
         let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
         if !h2 {
@@ -270,18 +298,91 @@ async fn serve_http(
     }
 }
 
-/// Polls a connection to its end, flushing corked writes after each poll and starting a
-/// graceful shutdown when the server drains. Returns false when it was cut off.
+/// How `drive` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// hyper finished the connection (closed, or an error it answered).
+    Finished,
+    /// Cut off: the server forced it down, or the socket failed.
+    CutOff,
+    /// Quiet for two periods with nothing in progress: hyper's state may be released.
+    Quiet,
+}
+
+/// How long a keep-alive connection stays quiet (no bytes either way, nothing in
+/// progress) before hyper's state is released: two to three of these. Long enough that a
+/// connection in use never pays for rebuilding hyper's connection (two buffers and a box),
+/// short enough that idle connections hold little soon after going idle.
+const QUIET_PERIOD: Duration = Duration::from_secs(1);
+
+/// The quiet-time clock of one connection: one interval ticking while hyper's state is
+/// live, never touched per request, and none while released.
+struct IdleClock {
+    period: Duration,
+    interval: Option<tokio::time::Interval>,
+    /// Periods in a row in which nothing moved.
+    quiet: u32,
+    /// `idleTimeout`: after this many quiet periods the connection is closed.
+    close_after: Option<u32>,
+}
+
+impl IdleClock {
+    fn new(idle_timeout: Option<Duration>) -> Self {
+        let period = idle_timeout.map_or(QUIET_PERIOD, |d| d.min(QUIET_PERIOD)).max(Duration::from_millis(1));
+        let close_after = idle_timeout.map(|d| (d.as_nanos().div_ceil(period.as_nanos())).max(1) as u32);
+        let mut clock = IdleClock { period, interval: None, quiet: 0, close_after };
+        clock.restart();
+        clock
+    }
+
+    /// Starts counting from now (hyper's state is live again).
+    fn restart(&mut self) {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
+        // A task held up past several ticks must not count them all as quiet at once.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.interval = Some(i);
+        self.quiet = 0;
+    }
+
+    async fn tick(&mut self) {
+        match self.interval.as_mut() {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.close_after.is_some_and(|n| self.quiet >= n)
+    }
+
+    /// How long a released connection may wait for its next request: what is left of
+    /// `idleTimeout` and of `headerTimeout` (hyper's header timer ran from the last
+    /// response, which is about when the quiet began); None: no limit. Stops the interval.
+    fn time_left(&mut self, header_timeout: Option<Duration>) -> Option<Duration> {
+        self.interval = None;
+        let quiet_for = self.period * self.quiet;
+        let idle = self.close_after.map(|n| self.period * n.saturating_sub(self.quiet));
+        let header = header_timeout.map(|t| t.saturating_sub(quiet_for));
+        match (idle, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Polls a connection until it ends, flushing corked writes after each poll and starting
+/// a graceful shutdown when the server drains or `idleTimeout` passes. With `releasable`,
+/// returns `End::Quiet` once the connection has been quiet for two periods with nothing
+/// in progress (`Cork::settled`), so its caller can release hyper's state.
 async fn drive<C: GracefulConnection>(
-    conn: C,
+    conn: &mut Pin<Box<C>>,
     cork: &Cork,
-    mut phase: watch::Receiver<Phase>,
-    idle_timeout: Option<Duration>,
-) -> bool {
-    // The idle check runs once per period: a connection idle through a whole period is
-    // closed, so it goes after one to two periods; no timer is touched per request.
-    let mut idle_check = idle_timeout.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
-    let mut conn = pin!(conn);
+    phase: &mut watch::Receiver<Phase>,
+    clock: &mut IdleClock,
+    releasable: bool,
+) -> End {
     // Set by the loop below; the corked future starts the graceful shutdown itself,
     // since it holds the connection.
     let drain = AtomicBool::new(false);
@@ -292,19 +393,19 @@ async fn drive<C: GracefulConnection>(
             conn.as_mut().graceful_shutdown();
         }
         if conn.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(true);
+            return Poll::Ready(End::Finished);
         }
         // Corked responses go out now unless hyper is on a pipelined request.
         match cork.after_poll(cx) {
             Ok(()) => Poll::Pending,
-            Err(_) => Poll::Ready(false),
+            Err(_) => Poll::Ready(End::CutOff),
         }
     }));
     loop {
         match *phase.borrow_and_update() {
             Phase::Forced => {
                 tracing::debug!("connection forced closed: the shutdown grace period is over");
-                return false;
+                return End::CutOff;
             }
             Phase::Draining => drain.store(true, Ordering::Relaxed),
             Phase::Running => {}
@@ -314,13 +415,20 @@ async fn drive<C: GracefulConnection>(
             changed = phase.changed() => {
                 // An error means the server object is gone: nothing can answer any more.
                 if changed.is_err() {
-                    return false;
+                    return End::CutOff;
                 }
             }
-            _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
+            _ = clock.tick() => {
                 if cork.idle_since_last_check() {
+                    clock.quiet += 1;
+                } else {
+                    clock.quiet = 0;
+                }
+                if clock.timed_out() {
                     tracing::debug!("idle timeout: closing the connection");
                     drain.store(true, Ordering::Relaxed);
+                } else if releasable && clock.quiet >= 2 && !drain.load(Ordering::Relaxed) && cork.settled() {
+                    return End::Quiet;
                 }
             }
         }
@@ -458,6 +566,13 @@ async fn handle(
 
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
+    if matches!(body, RequestBody::Incoming(_)) {
+        // hyper reads this body for as long as JS may: the connection is not settled
+        // (Cork::settled) while the request's record lives.
+        if let Ok(mut last) = in_flight_count.0.last_request.lock() {
+            *last = Arc::downgrade(&ticket);
+        }
+    }
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {

@@ -11,7 +11,7 @@ use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{PULL_END, PULL_PENDING};
-use crate::{listener, request, response, tls};
+use crate::{alloc, listener, request, response, tls};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
 use std::collections::VecDeque;
@@ -76,7 +76,10 @@ impl Core {
             .thread_name("fetch-rs")
             // A worker out of work rings JS for everything it queued meanwhile: one
             // wake-up per round of network events instead of one per request.
-            .on_thread_park(move || park_doorbell.ring_if_waiting())
+            .on_thread_park(move || {
+                park_doorbell.ring_if_waiting();
+                alloc::give_back_released();
+            })
             .enable_all()
             .build()
             .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
@@ -425,6 +428,20 @@ impl Core {
         }
     }
 
+    /// The JS environment that owns this server is going away (its worker thread ends,
+    /// or the process exits): drop every connection and stop the runtime's threads before
+    /// the environment's memory goes. The wait is bounded (a worker only has to finish its
+    /// current poll); threads still running after it only run the addon's code, which
+    /// stays loaded for the life of the process (build.rs).
+    pub(crate) fn shut_down_for_env_exit(&mut self) {
+        self.force_close();
+        self.js.doorbell.set_callback(None);
+        self.js.slab.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+
     /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
     /// loop alive. Unanswered requests are dropped.
     pub fn shutdown(&mut self) {
@@ -460,7 +477,8 @@ impl Core {
         body: ResponseBody,
         release: bool,
     ) -> BridgeResult<()> {
-        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
+        let reply = response::build(status, ct, headers.as_deref(), body, head)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
             self.js.outbox.push((tx, reply));

@@ -12,6 +12,7 @@
 //! (it did not read the socket, and a request is waiting on JS).
 
 use crate::h1_strict::Strict;
+use bytes::Bytes;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,13 +22,35 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// The two halves of a connection's byte stream: a TCP socket's, or a TLS stream's.
-pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The read half of a connection's byte stream: a TCP socket's, or a TLS stream's.
+pub trait ConnRead: AsyncRead + Send + Unpin {
+    /// Readiness without reading: `Some` where the stream can report it (a TCP socket),
+    /// `None` where bytes must be read to know (TLS records).
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        None
+    }
+}
+
+impl ConnRead for tokio::net::tcp::OwnedReadHalf {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        Some(self.as_ref().poll_read_ready(cx))
+    }
+}
+
+impl<T: AsyncRead + Send> ConnRead for tokio::io::ReadHalf<T> {}
+
+pub type ReadHalf = Box<dyn ConnRead>;
+/// The write half, as `ReadHalf`.
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Buffered bytes above which a write goes to the socket at once: the cork is for
 /// small responses; a large body gains nothing from waiting.
 const CORK_LIMIT: usize = 64 * 1024;
+
+/// Capacity the write buffer may keep once drained: enough for a typical small response,
+/// so a keep-alive connection does not allocate per response, while one that wrote a
+/// large pipelined batch gives the rest back.
+const KEEP_CAPACITY: usize = 4 * 1024;
 
 struct WriteSide {
     half: WriteHalf,
@@ -43,6 +66,9 @@ impl WriteSide {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buf.drain(..n);
+        }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
         }
         // A TLS stream takes bytes it cannot send yet (the socket is full) and keeps their
         // records until flushed; over TCP this is a no-op.
@@ -72,6 +98,15 @@ pub struct Cork {
     client_left: Notify,
     /// hyper's read, waiting for the last answer before it gets the end of the stream.
     eof_reader: Mutex<Option<Waker>>,
+    /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
+    write_blocked: AtomicBool,
+    /// hyper got bytes after it last wrote: it may hold part of the next head. Releasing
+    /// then would restart its header timer, which a client sending a byte every few
+    /// seconds could use to hold a connection forever (slowloris).
+    read_since_write: AtomicBool,
+    /// The request of this connection whose record JS may still hold, with its body
+    /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
+    pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
 }
 
 impl Cork {
@@ -103,10 +138,28 @@ impl Cork {
             client_eof: AtomicBool::new(false),
             client_left: Notify::new(),
             eof_reader: Mutex::new(None),
+            write_blocked: AtomicBool::new(false),
+            read_since_write: AtomicBool::new(false),
+            last_request: Mutex::new(std::sync::Weak::new()),
         });
         let strict = (!passthrough).then(Box::default);
-        let stream = CorkedStream { read: Some(read), replay: replay.into(), strict, cork: cork.clone() };
+        let stream =
+            CorkedStream { read: Some(read), replay: replay.into(), strict, cork: cork.clone(), rewound: None };
         (stream, cork)
+    }
+
+    /// True when the connection holds nothing in progress: no request or streamed
+    /// response, nothing unwritten (here or blocked in hyper), nothing read since the last
+    /// response (part of a head), and no request record that JS still holds (whose body
+    /// hyper could still be reading). With a quiet period behind it, hyper's connection
+    /// can then be released and rebuilt (connection.rs).
+    pub fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.streaming.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.read_since_write.load(Ordering::Relaxed)
+            && self.side().buf.is_empty()
+            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
     }
 
     /// Resolves when the client has shut down its side (sent FIN) while requests of this
@@ -189,6 +242,9 @@ pub struct CorkedStream {
     /// HTTP/1.1 only. Boxed: it is mostly a line buffer, and h2 does without.
     strict: Option<Box<Strict>>,
     cork: Arc<Cork>,
+    /// Bytes a released hyper connection had read but not parsed; read again first (they
+    /// passed the framing checks already).
+    rewound: Option<Bytes>,
 }
 
 impl Drop for CorkedStream {
@@ -207,6 +263,15 @@ impl hyper::rt::Read for CorkedStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         this.cork.read_called.store(true, Ordering::Relaxed);
+        if let Some(mut bytes) = this.rewound.take() {
+            this.cork.read_since_write.store(true, Ordering::Relaxed);
+            let n = bytes.len().min(buf.remaining());
+            buf.put_slice(&bytes.split_to(n));
+            if !bytes.is_empty() {
+                this.rewound = Some(bytes);
+            }
+            return Poll::Ready(Ok(()));
+        }
         if this.cork.client_eof.load(Ordering::Acquire) {
             return this.end_after_answers(cx);
         }
@@ -250,11 +315,38 @@ impl hyper::rt::Read for CorkedStream {
         // SAFETY: the first `n` bytes were initialized above.
         unsafe { buf.advance(n) };
         this.cork.activity.store(true, Ordering::Relaxed);
+        this.cork.read_since_write.store(true, Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
 }
 
 impl CorkedStream {
+    /// Puts back bytes read from the socket but not consumed, to be read first.
+    pub fn rewind(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.rewound = Some(bytes);
+        }
+    }
+
+    /// Whether `readable` can wait for the socket without reading it (not over TLS).
+    pub fn can_wait_readable(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        self.read.as_ref().is_some_and(|r| r.poll_readable(&mut Context::from_waker(waker)).is_some())
+    }
+
+    /// Resolves when the socket has something to read (or has closed); holds no buffer.
+    pub async fn readable(&mut self) {
+        if self.rewound.is_some() || !self.replay.is_empty() {
+            return;
+        }
+        let Some(read) = self.read.as_mut() else { return };
+        std::future::poll_fn(move |cx| match read.poll_readable(cx) {
+            Some(p) => p.map(|_| ()),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
     /// After a half-close: end of stream once nothing is being answered, else wait.
     fn end_after_answers(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.cork.answering() {
@@ -279,25 +371,9 @@ impl hyper::rt::Write for CorkedStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        self.cork.activity.store(true, Ordering::Relaxed);
-        let mut side = self.cork.side();
-        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
-        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        // Too much to hold, or write-through: what is buffered goes first, in order.
-        ready!(side.poll_drain(cx))?;
-        if !passthrough && total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
+        let r = self.write_through_cork(cx, bufs);
+        self.cork.write_blocked.store(r.is_pending(), Ordering::Relaxed);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -318,6 +394,31 @@ impl hyper::rt::Write for CorkedStream {
         let mut side = self.cork.side();
         ready!(side.poll_drain(cx))?;
         Pin::new(&mut side.half).poll_shutdown(cx)
+    }
+}
+
+impl CorkedStream {
+    fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.cork.activity.store(true, Ordering::Relaxed);
+        self.cork.read_since_write.store(false, Ordering::Relaxed);
+        let mut side = self.cork.side();
+        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
+        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        // Too much to hold, or write-through: what is buffered goes first, in order.
+        ready!(side.poll_drain(cx))?;
+        if !passthrough && total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     /// A `tls` option that cannot be used: bad PEM, a key that does not match its
     /// certificate, an encrypted key without (or with the wrong) passphrase.
     TlsConfig,
+    /// A response with no body declares a nonzero `Content-Length` (other than for HEAD).
+    ContentLengthWithoutBody,
 }
 
 impl ErrorKind {
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::BodyAborted => "ERR_BODY_ABORTED",
             ErrorKind::Napi(status) => status.as_ref(),
             ErrorKind::TlsConfig => "ERR_TLS_CONFIG",
+            ErrorKind::ContentLengthWithoutBody => "ERR_CONTENT_LENGTH_WITHOUT_BODY",
         }
     }
 }

@@ -27,6 +27,7 @@
 // napi surface, and what only it reaches, as unused.
 #![cfg_attr(test, allow(dead_code))]
 
+mod alloc;
 mod body;
 mod bridge;
 mod calls;
@@ -48,9 +49,3 @@ mod stats;
 mod target;
 mod tls;
 mod wire;
-
-// mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
-// freed in bulk on a tokio thread (DESIGN.md section 2).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
