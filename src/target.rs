@@ -91,26 +91,16 @@ fn default_port(scheme: &str) -> u16 {
 /// Bytes the URL parser percent-encodes in a path (its path percent-encode set: C0
 /// controls, space, `"`, `#`, `<`, `>`, `?`, `` ` ``, `{`, `}`, DEL and above), plus `\`
 /// (a separator for http) and `.`/`%` only at a segment start (checked apart).
-const PATH_ENCODE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = b <= 0x20 || b >= 0x7f;
-        b += 1;
-    }
-    let mut i = 0;
-    let extra = b"\"#<>?`{}";
-    while i < extra.len() {
-        t[extra[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
+const PATH_ENCODE: [bool; 256] = encode_set(b"\"#<>?`{}");
 
 // https://url.spec.whatwg.org/#special-query-percent-encode-set
 /// Bytes the URL parser percent-encodes in the query of an http(s) URL (its special-query
 /// percent-encode set: C0 controls, space, `"`, `#`, `<`, `>`, `'`, DEL and above).
-const QUERY_ENCODE: [bool; 256] = {
+const QUERY_ENCODE: [bool; 256] = encode_set(b"\"#<>'");
+
+/// A percent-encode set as a byte table: C0 controls, space, DEL and above (what every set
+/// of the URL Standard holds), plus `extra`.
+const fn encode_set(extra: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -118,13 +108,12 @@ const QUERY_ENCODE: [bool; 256] = {
         b += 1;
     }
     let mut i = 0;
-    let extra = b"\"#<>'";
     while i < extra.len() {
         t[extra[i] as usize] = true;
         i += 1;
     }
     t
-};
+}
 
 fn push_encoded(b: u8, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
