@@ -627,6 +627,7 @@ mod tests {
     use super::*;
     use crate::options::NativeOptions;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
     fn shared() -> (Arc<ServerShared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Running);
@@ -635,35 +636,41 @@ mod tests {
         (Arc::new(ServerShared::new(Arc::new(Doorbell::new()), Arc::new(Stats::new()), config, rx, local)), tx)
     }
 
-    /// Serves one connection on a loopback socket, sends `input`, and returns all output.
-    async fn exchange(input: &[u8]) -> String {
-        let (shared, _phase) = shared();
+    /// Serves one connection on a loopback socket; returns the client's halves and the
+    /// serving task (to abort once done).
+    async fn connect() -> (OwnedReadHalf, OwnedWriteHalf, tokio::task::JoinHandle<()>) {
+        let (shared, phase) = shared();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
+            let _phase = phase;
             let (stream, remote) = listener.accept().await.unwrap();
             serve(stream, remote, shared).await;
         });
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = client.into_split();
+        let (r, w) = client.into_split();
+        (r, w, task)
+    }
+
+    /// Serves one connection on a loopback socket, sends `input`, and returns all output.
+    async fn exchange(input: &[u8]) -> String {
+        let (mut r, mut w, task) = connect().await;
         w.write_all(input).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r.read_to_end(&mut out)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut out)).await;
         task.abort();
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Sends `input` on a connection of its own; asserts the reply has `status`.
+    async fn expect_status(input: &[u8], status: u16) {
+        let out = exchange(input).await;
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out:?}");
+    }
+
     /// As `exchange`, writing `parts` 50 ms apart and reading the first `want` bytes back.
     async fn exchange_parts(parts: &[&[u8]], want: usize) -> Vec<u8> {
-        let (shared, _phase) = shared();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let (stream, remote) = listener.accept().await.unwrap();
-            serve(stream, remote, shared).await;
-        });
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = client.into_split();
+        let (mut r, mut w, task) = connect().await;
         for part in parts {
             w.write_all(part).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -689,14 +696,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_head_that_leaves_the_preface_late_is_http11() {
-        let out = exchange(b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn bare_lf_in_a_head_gets_400() {
-        let out = exchange(b"GET / HTTP/1.1\nHost: x\n\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\nHost: x\n\n", 400).await;
     }
 
     #[tokio::test]
@@ -712,45 +717,38 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_request_line_gets_400() {
-        let out = exchange(b"GARBAGE\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GARBAGE\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn invalid_header_line_gets_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn declared_body_over_the_limit_gets_413_before_dispatch() {
-        let out = exchange(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 413"), "{out:?}");
+        expect_status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413).await;
     }
 
     #[tokio::test]
     async fn http11_without_host_gets_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn two_host_headers_get_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn long_target_gets_414() {
         let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_LEN + 1));
-        let out = exchange(req.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 414"), "{out:?}");
+        expect_status(req.as_bytes(), 414).await;
     }
 
     #[tokio::test]
     async fn header_fields_over_max_header_size_get_431() {
         let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
-        let out = exchange(req.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+        expect_status(req.as_bytes(), 431).await;
     }
 }
