@@ -46,6 +46,16 @@ export interface NativeClientCertificate {
 /** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
  * to a server. The addon's own take the server's handle first. To add a call: its entry in
  * `calls!` there, its line here and in `createNativeServer`. */
+/** `respondBytes` copies `body`; `respondBytesShared` holds it, not copied, until written. */
+type RespondBytes = (
+  id: number,
+  status: number,
+  ct: number,
+  headers: string[] | null,
+  body: Uint8Array,
+  release: boolean,
+) => void;
+
 interface Calls {
   /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
    * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
@@ -60,22 +70,8 @@ interface Calls {
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(
-    id: number,
-    status: number,
-    ct: number,
-    headers: string[] | null,
-    body: Uint8Array,
-    release: boolean,
-  ): void;
-  respondBytesShared(
-    id: number,
-    status: number,
-    ct: number,
-    headers: string[] | null,
-    body: Uint8Array,
-    release: boolean,
-  ): void;
+  respondBytes: RespondBytes;
+  respondBytesShared: RespondBytes;
   respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
