@@ -1,13 +1,12 @@
 // Behaviour of the core server over real sockets: methods and bodies, concurrency,
 // framing, errors from listeners, close(), and the RFC's API.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FetchEvent, Request, Response, Server, serve } from "../dist/index.js";
-import { parseRaw, pattern, raw, request, sleep, start } from "./helpers.mjs";
+import { parseRaw, pattern, raw, request, runModule, sleep, start } from "./helpers.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -685,16 +684,7 @@ describe("close()", () => {
 
   const script = (body) =>
     `import { Server, Response } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};\n${body}`;
-  async function runScript(source, timeoutMs = 8000) {
-    const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const [code, signal] = await once(child, "exit");
-    clearTimeout(timer);
-    return { code, signal, out };
-  }
+  const runScript = (source, timeoutMs = 8000) => runModule(source, timeoutMs);
 
   test("after close() nothing keeps the event loop alive", async () => {
     const r = await runScript(

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import https from "node:https";
 import http2 from "node:http2";
 import tls from "node:tls";
+import { readResponse } from "./helpers.mjs";
 
 const dir = new URL("./fixtures/tls/", import.meta.url);
 /** A fixture file's PEM text. */
@@ -36,20 +37,11 @@ export function httpsRequest(port, path = "/", options = {}) {
   return new Promise((resolve, reject) => {
     const req = https.request(
       { host: "127.0.0.1", port, path, ca: CA, servername: "localhost", agent: false, ...rest },
-      (res) => {
-        const chunks = [];
-        res.on("data", (c) => chunks.push(c));
-        res.on("end", () =>
-          resolve({
-            status: res.statusCode,
-            headers: res.headers,
-            body: Buffer.concat(chunks).toString(),
-            alpn: res.socket?.alpnProtocol,
-            socket: res.socket,
-          }),
-        );
-        res.on("error", reject);
-      },
+      (res) =>
+        readResponse(res).then(
+          (r) => resolve({ ...r, body: r.body.toString(), alpn: res.socket?.alpnProtocol, socket: res.socket }),
+          reject,
+        ),
     );
     req.on("error", reject);
     req.end(body);

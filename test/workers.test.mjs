@@ -3,22 +3,12 @@
 // child process, so a crash fails the test instead of killing the runner.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
+import { runModule } from "./helpers.mjs";
 
 const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
 
 /** Runs `source` as an ES module in a child process; resolves with its exit and output. */
-async function runChild(source, timeoutMs = 90_000) {
-  const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout.on("data", (d) => (out += d));
-  child.stderr.on("data", (d) => (out += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const [code, signal] = await once(child, "exit");
-  clearTimeout(timer);
-  return { code, signal, out };
-}
+const runChild = (source, timeoutMs = 90_000) => runModule(source, timeoutMs);
 
 // The worker (an ES module: workers inherit the child's --input-type): loads fetch-rs, serves on port 0, posts its port, and then goes as the
 // parent says: "close" (close the server and let the thread end by itself) or "exit"
