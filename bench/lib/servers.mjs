@@ -27,39 +27,55 @@ const BUN = "bench/node_modules/.bin/bun";
 const DENO = "bench/node_modules/.bin/deno";
 const HYPER = "target/release/examples/hyper-baseline";
 
+// What the entries of one runtime share (plain and TLS alike; TLS servers get `tls: true`).
+const FETCH_RS = {
+  command: process.execPath,
+  args: ["bench/servers/fetch-rs.mjs"],
+  requires: ["dist/index.js", "fetch-rs.node"],
+  missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+  mainThread: "js",
+};
+const BUN_SERVE = {
+  command: BUN,
+  args: ["bench/servers/bun.mjs"],
+  requires: [BUN],
+  missingHint: PEERS_HINT,
+  mainThread: "main",
+  version: [BUN, ["--version"]],
+};
+const DENO_SERVE = {
+  command: DENO,
+  args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT,TLS_CERT_PEM,TLS_KEY_PEM", "bench/servers/deno.mjs"],
+  requires: [DENO],
+  missingHint: PEERS_HINT,
+  mainThread: "main",
+  version: [DENO, ["--version"]],
+};
+
 export const SERVERS = [
   {
     name: "fetch-rs",
     title: "fetch-rs, addEventListener('fetch')",
-    command: process.execPath,
-    args: ["bench/servers/fetch-rs.mjs"],
-    requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    ...FETCH_RS,
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     name: "fetch-rs-serve",
     title: "fetch-rs, serve({ fetch })",
-    command: process.execPath,
+    ...FETCH_RS,
     args: ["bench/servers/fetch-rs-serve.mjs"],
-    requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     // The same server from another build (bench/make-baseline.sh REV), to compare a change with
     // the code before it in one run.
     name: "fetch-rs-base",
     title: "fetch-rs, addEventListener('fetch'), built from bench/baseline (the code before a change)",
-    command: process.execPath,
-    args: ["bench/servers/fetch-rs.mjs"],
+    ...FETCH_RS,
     env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
     requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node"],
     missingHint: "no baseline build: run `bench/make-baseline.sh REV` (e.g. main) to make one",
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     name: "node-http",
@@ -100,35 +116,21 @@ export const SERVERS = [
   {
     name: "bun",
     title: "Bun.serve",
-    command: BUN,
-    args: ["bench/servers/bun.mjs"],
-    requires: [BUN],
-    missingHint: PEERS_HINT,
+    ...BUN_SERVE,
     // Bun.serve has no HTTP/2 cleartext.
     protocols: ["h1"],
-    mainThread: "main",
-    version: [BUN, ["--version"]],
   },
   {
     name: "deno",
     title: "Deno.serve",
-    command: DENO,
-    args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT,TLS_CERT_PEM,TLS_KEY_PEM", "bench/servers/deno.mjs"],
-    requires: [DENO],
-    missingHint: PEERS_HINT,
+    ...DENO_SERVE,
     protocols: ["h1", "h2c"],
-    mainThread: "main",
-    version: [DENO, ["--version"]],
   },
   {
     name: "fetch-rs-tls",
     title: "fetch-rs over TLS (HTTP/1.1 and h2 by ALPN)",
-    command: process.execPath,
-    args: ["bench/servers/fetch-rs.mjs"],
-    requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    ...FETCH_RS,
     protocols: ["tls-h1", "tls-h2"],
-    mainThread: "js",
     tls: true,
   },
   {
@@ -152,26 +154,16 @@ export const SERVERS = [
   {
     name: "bun-tls",
     title: "Bun.serve with tls",
-    command: BUN,
-    args: ["bench/servers/bun.mjs"],
-    requires: [BUN],
-    missingHint: PEERS_HINT,
+    ...BUN_SERVE,
     // Bun.serve answers HTTP/1.1 over TLS (no h2 in ALPN).
     protocols: ["tls-h1"],
-    mainThread: "main",
-    version: [BUN, ["--version"]],
     tls: true,
   },
   {
     name: "deno-tls",
     title: "Deno.serve with cert and key",
-    command: DENO,
-    args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT,TLS_CERT_PEM,TLS_KEY_PEM", "bench/servers/deno.mjs"],
-    requires: [DENO],
-    missingHint: PEERS_HINT,
+    ...DENO_SERVE,
     protocols: ["tls-h1", "tls-h2"],
-    mainThread: "main",
-    version: [DENO, ["--version"]],
     tls: true,
   },
   {
