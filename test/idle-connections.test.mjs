@@ -32,6 +32,26 @@ async function until(what, ms = 10_000) {
 
 const count = (text, s) => text.split(s).length - 1;
 
+test("the strict framing checks still apply to a request after a quiet spell", async () => {
+  const { server } = await start((e) => e.respondWith(new Response("hello")));
+  try {
+    const lf = connect(server.port);
+    const cl = connect(server.port);
+    for (const s of [lf, cl]) s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await until(() => lf.got.includes("hello") && cl.got.includes("hello"));
+    await sleep(QUIET);
+    // Each accepted by hyper itself; refused by the checks in front of it (src/h1_strict.rs).
+    lf.write("GET / HTTP/1.1\nHost: x\n\n");
+    cl.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx");
+    await until(() => count(lf.got, "HTTP/1.1") === 2 && count(cl.got, "HTTP/1.1") === 2);
+    assert.match(lf.got, /HTTP\/1\.1 200[^]*HTTP\/1\.1 400/, lf.got);
+    assert.match(cl.got, /HTTP\/1\.1 200[^]*HTTP\/1\.1 400/, cl.got);
+    for (const s of [lf, cl]) s.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
 test("requests after a quiet spell, a head split by one, and a body paused by one all come through", async () => {
   let seenBody;
   const { server } = await start(async (e) => {

@@ -121,8 +121,10 @@ describe("large bodies stream without being held in memory", () => {
       const peak = stop();
       assert.equal(total, 64 * MiB);
       assert.ok(ok, "content differs");
+      // Measured 22-27 MiB on a quiet machine, up to 38 MiB with other builds running beside
+      // it (garbage waits longer for its GC); a body held whole would take 64 MiB and more.
       assert.ok(
-        peak - before < 32 * MiB,
+        peak - before < 44 * MiB,
         `RSS rose by ${((peak - before) / MiB).toFixed(1)} MiB for a 64 MiB download`,
       );
     } finally {
