@@ -7,7 +7,10 @@ export type {
   ServeOptions,
   ServeInfo,
   ExecutionContext,
+  WebSocketOptions,
 } from "./server.js";
+export { upgradeWebSocket, ServerWebSocket } from "./websocket.js";
+export type { UpgradeWebSocketOptions, BinaryType } from "./websocket.js";
 export { FetchEvent } from "./fetch-event.js";
 export { Request } from "./request.js";
 export type { RequestInitLike as RequestInit } from "./request.js";

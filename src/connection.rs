@@ -13,10 +13,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -150,9 +149,12 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     let svc_cork = cork.clone();
     let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
     let finished = if h2 {
-        drive(shared.h2.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
+        let conn = shared.h2.serve_connection(io, svc);
+        drive(conn, |c| c.graceful_shutdown(), &cork, phase, shared.config.idle_timeout).await
     } else {
-        drive(shared.h1.serve_connection(io, svc), &cork, phase, shared.config.idle_timeout).await
+        // With upgrades: a WebSocket handshake hands the connection to websocket.rs.
+        let conn = shared.h1.serve_connection(io, svc).with_upgrades();
+        drive(conn, |c| c.graceful_shutdown(), &cork, phase, shared.config.idle_timeout).await
     };
     tracing::debug!(%remote, reason = if finished { "done" } else { "cut off" }, "connection closed");
     if finished {
@@ -163,8 +165,9 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
 
 /// Polls a connection to its end, flushing corked writes after each poll and starting a
 /// graceful shutdown when the server drains. Returns false when it was cut off.
-async fn drive<C: GracefulConnection>(
+async fn drive<C: std::future::Future>(
     conn: C,
+    shutdown: impl Fn(Pin<&mut C>),
     cork: &Cork,
     mut phase: watch::Receiver<Phase>,
     idle_timeout: Option<Duration>,
@@ -180,7 +183,7 @@ async fn drive<C: GracefulConnection>(
     let mut corked = pin!(std::future::poll_fn(|cx| {
         if !draining && drain.load(Ordering::Relaxed) {
             draining = true;
-            conn.as_mut().graceful_shutdown();
+            shutdown(conn.as_mut());
         }
         if conn.as_mut().poll(cx).is_ready() {
             return Poll::Ready(true);
@@ -290,12 +293,13 @@ async fn handle(
     let in_flight_count = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
     if let Some(status) = check_head(&head, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Ok(closing(status));
     }
+    let (websocket, on_upgrade) = crate::websocket::offer(&mut head).map_or((None, None), |(o, u)| (Some(o), u));
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
         RequestBody::None
@@ -344,6 +348,7 @@ async fn handle(
         remote,
         reply: Some(tx),
         ticket,
+        websocket,
     })));
 
     let reply = match shared.config.request_timeout {
@@ -365,6 +370,9 @@ async fn handle(
         if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
             s.hold(crate::cork::StreamingGuard::new(in_flight_count.0.clone()));
         }
+    }
+    if let (Some(up), Ok(res)) = (on_upgrade, reply.as_mut()) {
+        crate::websocket::start(res, up, &in_flight_count.0, stats, &shared.phase);
     }
     // A dropped sender means JS released the request without answering it.
     Ok(reply.unwrap_or_else(|_| response::status_only(500)))

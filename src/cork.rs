@@ -94,6 +94,12 @@ impl Cork {
         }
     }
 
+    /// Stops corking for good: the connection was upgraded, and what is written to it
+    /// from now on (after what is buffered) goes straight out.
+    pub fn write_through(&self) {
+        self.passthrough.store(true, Ordering::Relaxed);
+    }
+
     /// For the keep-alive idle timeout: true when nothing moved since the last call and
     /// no request or streamed response is in progress.
     pub fn idle_since_last_check(&self) -> bool {

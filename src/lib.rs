@@ -38,11 +38,13 @@ mod js_side;
 mod lending;
 mod listener;
 mod options;
+mod pubsub;
 mod registry;
 mod request;
 mod response;
 mod slab;
 mod stats;
+mod websocket;
 mod wire;
 
 // mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
