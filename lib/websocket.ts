@@ -55,7 +55,9 @@ const ABNORMAL = 1006;
  * need them (a policy violation, an internal error), the other codes RFC 6455 and its
  * registry let an endpoint send. */
 function sendableCode(code: number): boolean {
-  return code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014);
+  return (
+    code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014)
+  );
 }
 
 const encoder = new TextEncoder();
@@ -166,7 +168,8 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         const data = text ? payload : ws.#binary(payload as Buffer);
         ws.#fire(new MessageEvent("message", { data }));
       },
-      pong: (ws, payload) => ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length))),
+      pong: (ws, payload) =>
+        ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length))),
       drain: (ws) => ws.#fire(new Event("drain")),
       closed: (ws, code, reason, clean) => {
         if (ws.#state === CLOSED) return;
@@ -312,7 +315,10 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     if (code !== undefined) {
       c = Math.trunc(Number(code));
       if (!Number.isFinite(c) || !sendableCode(c))
-        throw new DOMException(`close(): code must be 1000 or between 3000 and 4999, got ${String(code)}`, "InvalidAccessError");
+        throw new DOMException(
+          `close(): code must be 1000 or between 3000 and 4999, got ${String(code)}`,
+          "InvalidAccessError",
+        );
     }
     // USVString: lone surrogates become U+FFFD, as TextEncoder encodes them.
     const r = reason === undefined ? "" : new TextDecoder().decode(encoder.encode(String(reason)));
@@ -333,7 +339,8 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
    * false when the socket is not open. */
   ping(data?: string | ArrayBufferLike | ArrayBufferView): boolean {
     if (this.#state !== OPEN) return false;
-    const bytes = data === undefined ? new Uint8Array(0) : typeof data === "string" ? encoder.encode(data) : toBytes(data);
+    const bytes =
+      data === undefined ? new Uint8Array(0) : typeof data === "string" ? encoder.encode(data) : toBytes(data);
     if (bytes === null) throw new TypeError("ping() takes a string, an ArrayBuffer or a view of one");
     if (bytes.length > 125) throw new RangeError("ping(): the payload must be at most 125 bytes");
     return this.#host.ping(this.#sid, bytes);
@@ -439,11 +446,13 @@ export function upgradeWebSocket<T = unknown>(
   request: Request,
   options: UpgradeWebSocketOptions<T> = {},
 ): { socket: ServerWebSocket<T>; response: Response } {
-  if (options === null || typeof options !== "object") throw new TypeError("upgradeWebSocket() options must be an object");
+  if (options === null || typeof options !== "object")
+    throw new TypeError("upgradeWebSocket() options must be an object");
   const slot = incomingSlot(request);
   if (slot === null) throw upgradeError("upgradeWebSocket() needs a request this server received");
   const source = slot.source as Partial<UpgradeSource>;
-  if (typeof source.webSocket !== "function") throw upgradeError("upgradeWebSocket() needs a request this server received");
+  if (typeof source.webSocket !== "function")
+    throw upgradeError("upgradeWebSocket() needs a request this server received");
   const { protocol, idleTimeout, maxPayload, compress } = options;
   if (protocol !== undefined && typeof protocol !== "string") throw new TypeError("protocol must be a string");
   if (idleTimeout !== undefined && (typeof idleTimeout !== "number" || !(idleTimeout >= 0)))

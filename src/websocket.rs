@@ -1084,7 +1084,7 @@ mod tests {
             ..Default::default()
         };
         let h = handshake(&offer, None, false).unwrap();
-        assert_eq!(h.accept, "s3pPLMBiTxaQ9kYGzzhZRrK+xOo=");
+        assert_eq!(h.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
