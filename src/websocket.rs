@@ -348,6 +348,8 @@ impl SocketShared {
         }
         let before = self.buffered.load(Ordering::Acquire);
         if before > 0 && before + len > self.config.backpressure_limit {
+            // A DRAIN record tells the sender when to try again.
+            self.drain_wanted.store(true, Ordering::Release);
             if self.config.close_on_backpressure_limit {
                 tracing::debug!(sid = self.sid, "websocket: backpressure limit reached; closing");
                 self.close(code::POLICY, "backpressure limit reached".into());

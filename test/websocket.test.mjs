@@ -391,7 +391,9 @@ test("ping and pong both ways; a silent client is closed after the idle timeout"
 });
 
 test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async () => {
-  const child = fork(fileURLToPath(new URL("./ws-child.mjs", import.meta.url)), ["push"], { stdio: "inherit" });
+  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["push"], {
+    stdio: "inherit",
+  });
   const messages = [];
   let wake;
   child.on("message", (m) => {
@@ -423,11 +425,11 @@ test("send statuses, bufferedAmount and drain, with a client that stops reading 
     assert.ok(pushed.buffered > 8 * MiB, `bufferedAmount ${pushed.buffered}`);
     const growth = pushed.peakRss - rss;
     assert.ok(growth < 64 * MiB, `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
-    // Reading again empties the queue: a drain event.
+    // Reading again empties the queue: a drain event once it is at a quarter of the limit
+    // (an earlier one may have come while the kernel's buffers were still filling).
     sock.on("data", () => {});
     sock.resume();
-    const drained = await next((m) => m.drain);
-    assert.ok(drained.bufferedAmount < 16 * MiB);
+    await next((m) => m.drain && m.bufferedAmount <= 4 * MiB);
     sock.destroy();
   } finally {
     child.send("exit");
@@ -436,7 +438,9 @@ test("send statuses, bufferedAmount and drain, with a client that stops reading 
 });
 
 test("a client flooding a slow handler: nothing lost, order kept, server memory bounded", async () => {
-  const child = fork(fileURLToPath(new URL("./ws-child.mjs", import.meta.url)), ["flood"], { stdio: "inherit" });
+  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["flood"], {
+    stdio: "inherit",
+  });
   const messages = [];
   let wake;
   child.on("message", (m) => {

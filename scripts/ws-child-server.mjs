@@ -1,6 +1,6 @@
 // A WebSocket server in a child process, for tests that measure the server's memory
-// apart from the client's (test/websocket.test.mjs). Not a test itself.
-// Run with: node test/ws-child.mjs push|flood  (then talk to it over IPC)
+// apart from the client's (test/websocket.test.mjs). Not run on its own: it is forked
+// with `push` or `flood` and talks to its parent over IPC.
 import { serve, upgradeWebSocket } from "../dist/index.js";
 
 const mode = process.argv[2];
