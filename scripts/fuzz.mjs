@@ -1,8 +1,10 @@
 // Fuzz: random and mutated HTTP/1.1 request bytes against a fetch-rs server in a child process,
-// each case on a fresh connection, for a bounded time. After every --check-every cases it checks
-// that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
-// stopped answering, or logged a panic.
-// Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
+// each case on a fresh connection, for a bounded time; a share of the cases (--ws-share) are
+// random and mutated WebSocket frames on a freshly upgraded socket instead. After every
+// --check-every cases it checks that the process is alive, still answers a normal GET, and that
+// a WebSocket opened at the start still echoes (other sockets unaffected). Exits non-zero if the
+// server crashed, stopped answering, or logged a panic.
+// Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200] [--ws-share 0.3]
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
@@ -10,11 +12,13 @@ import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { deflateRawSync, constants as zlib } from "node:zlib";
+import WebSocket from "ws";
 import { rssKiB, startServer } from "./child-server.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150 };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, wsShare: 0.3 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -26,8 +30,9 @@ function parseArgs(argv) {
     else if (a === "--seed") o.seed = Math.floor(num());
     else if (a === "--concurrency") o.concurrency = Math.max(1, Math.floor(num()));
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
+    else if (a === "--ws-share") o.wsShare = Math.min(1, num());
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--ws-share F]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -53,7 +58,12 @@ const pick = (a) => a[int(a.length)];
 // --- the server process (the soak server: /json, /echo, /throw, /reject, /slow)
 
 // A small body limit and header timeout so oversized and stalled cases resolve quickly.
-const SERVER_OPTIONS = { maxBodySize: 64 * 1024, headerTimeout: 2000, timeout: 2000 };
+const SERVER_OPTIONS = {
+  maxBodySize: 64 * 1024,
+  headerTimeout: 2000,
+  timeout: 2000,
+  websocket: { maxPayloadLength: 64 * 1024, idleTimeout: 2 },
+};
 
 
 // --- cases: a corpus of valid requests, mutated
@@ -177,7 +187,132 @@ const MUTATORS = [
 ];
 
 /** One case: bytes, how to split the write, and whether to half-close afterwards. */
+// --- WebSocket cases: frames after a handshake, valid ones mutated, or random bytes
+
+/** A masked client frame (RFC 6455 section 5.2). */
+function wsFrame(opcode, payload, { fin = true, rsv1 = false } = {}) {
+  const p = Buffer.from(payload);
+  const head = [(fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode];
+  if (p.length < 126) head.push(0x80 | p.length);
+  else head.push(0x80 | 126, p.length >> 8, p.length & 0xff);
+  const key = Buffer.from([int(256), int(256), int(256), int(256)]);
+  return Buffer.concat([Buffer.from(head), key, Buffer.from(p.map((b, i) => b ^ key[i % 4]))]);
+}
+
+/** permessage-deflate's form of a message: raw deflate, sync flush, tail removed. */
+function deflated(text) {
+  const z = deflateRawSync(Buffer.from(text), { finishFlush: zlib.Z_SYNC_FLUSH });
+  return z.subarray(0, z.length - 4);
+}
+
+const WS_CORPUS = () => [
+  wsFrame(1, "hello"),
+  wsFrame(2, Buffer.from([0, 1, 2, 255])),
+  Buffer.concat([wsFrame(1, "frag", { fin: false }), wsFrame(9, "ping"), wsFrame(0, "ment")]),
+  wsFrame(1, "é€😀"),
+  wsFrame(9, "are you there"),
+  wsFrame(10, "unsolicited"),
+  wsFrame(8, Buffer.from([0x03, 0xe8, 0x62, 0x79, 0x65])),
+  wsFrame(1, deflated("compressed ".repeat(20)), { rsv1: true }),
+  Buffer.concat([wsFrame(2, deflated("ab".repeat(500)).subarray(0, 5), { fin: false, rsv1: true }), wsFrame(0, deflated("ab".repeat(500)).subarray(5))]),
+  wsFrame(2, Buffer.alloc(300, 7)),
+];
+
+function makeWsCase() {
+  let bytes;
+  let how;
+  if (rand() < 0.1) {
+    bytes = randomBytes(1 + int(256));
+    how = "ws-random";
+  } else {
+    const corpus = WS_CORPUS();
+    bytes = Buffer.concat(Array.from({ length: 1 + int(3) }, () => pick(corpus)));
+    const names = [];
+    const n = int(4);
+    for (let i = 0; i < n; i++) {
+      const m = pick(MUTATORS);
+      names.push(m.name);
+      bytes = m(bytes);
+    }
+    how = `ws:${names.join("+") || "valid"}`;
+  }
+  return { ws: true, compress: rand() < 0.5, bytes, how, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.1 };
+}
+
+/** Upgrades a fresh connection, then sends the case's frames; resolves with the close code seen. */
+function runWsCase(port, c) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    let done = false;
+    let idle;
+    const finish = (how) => {
+      if (done) return;
+      done = true;
+      clearTimeout(idle);
+      clearTimeout(hard);
+      sock.destroy();
+      let status = upgraded ? "ws-open" : "ws-no-upgrade";
+      // The first close frame the server sent, if any.
+      for (let i = 0; i + 2 <= buf.length; ) {
+        const op = buf[i] & 0x0f;
+        let len = buf[i + 1] & 0x7f;
+        let at = i + 2;
+        if (len === 126) (len = buf.readUInt16BE(at)), (at += 2);
+        else if (len === 127) (len = Number(buf.readBigUInt64BE(at))), (at += 8);
+        if (op === 8) {
+          status = `ws-close-${len >= 2 && at + 2 <= buf.length ? buf.readUInt16BE(at) : 1005}`;
+          break;
+        }
+        i = at + len;
+      }
+      resolve({ status, closedBy: how });
+    };
+    const hard = setTimeout(() => finish("client"), 3000);
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish("client"), opts.idleMs);
+    };
+    const send = async () => {
+      const size = Math.ceil(c.bytes.length / c.pieces) || 1;
+      for (let i = 0; i < c.bytes.length; i += size) {
+        if (done) return;
+        sock.write(c.bytes.subarray(i, i + size));
+        if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
+      }
+      if (c.halfClose && !done) sock.end();
+      arm();
+    };
+    sock.on("data", (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (!upgraded) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        if (!/^HTTP\/1\.1 101/.test(buf.toString("latin1", 0, 16))) return finish("server");
+        upgraded = true;
+        buf = buf.subarray(end + 4);
+        void send();
+      }
+      arm();
+    });
+    sock.on("end", () => finish("server"));
+    sock.on("close", () => finish("server"));
+    sock.on("error", () => finish("server"));
+    sock.on("connect", () => {
+      sock.write(
+        `GET /ws${c.compress ? "?z" : ""} HTTP/1.1\r\nHost: fuzz\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          (c.compress ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "") +
+          "\r\n",
+      );
+      arm();
+    });
+  });
+}
+
 function makeCase() {
+  if (rand() < opts.wsShare) return makeWsCase();
   let bytes;
   let how;
   const r = rand();
@@ -242,8 +377,35 @@ function runCase(port, c) {
   });
 }
 
-/** A normal GET on a fresh connection must get 200 within 5 s. */
-function healthCheck(port) {
+/** The sentinel WebSocket, opened at the start, must still echo within 5 s. */
+let sentinel = null;
+let sentinelSeq = 0;
+function sentinelCheck() {
+  if (sentinel === null || sentinel.readyState !== WebSocket.OPEN) return Promise.resolve(false);
+  const want = `sentinel ${++sentinelSeq}`;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      sentinel.off("message", on);
+      resolve(false);
+    }, 5000);
+    const on = (d) => {
+      if (String(d) !== want) return;
+      clearTimeout(timer);
+      sentinel.off("message", on);
+      resolve(true);
+    };
+    sentinel.on("message", on);
+    sentinel.send(want);
+  });
+}
+
+/** A normal GET on a fresh connection must get 200 within 5 s, and the sentinel echo. */
+async function healthCheck(port) {
+  if (opts.wsShare > 0 && !(await sentinelCheck())) return false;
+  return httpCheck(port);
+}
+
+function httpCheck(port) {
   return new Promise((resolve) => {
     const sock = net.connect(port, "127.0.0.1");
     let text = "";
@@ -274,6 +436,16 @@ server.child.on("exit", (code, signal) => {
   serverExit = { code, signal };
 });
 
+if (opts.wsShare > 0) {
+  // Pings keep the sentinel alive through the server's 2 s idle timeout.
+  sentinel = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+  await new Promise((resolve, reject) => {
+    sentinel.once("open", resolve);
+    sentinel.once("error", reject);
+  });
+  sentinel.on("error", () => {});
+}
+
 const rssStart = rssKiB(pid);
 const started = Date.now();
 const deadline = started + opts.seconds * 1000;
@@ -291,7 +463,7 @@ async function fuzzWorker() {
     const c = makeCase();
     recent.push({ how: c.how, pieces: c.pieces, halfClose: c.halfClose, bytes: c.bytes.toString("base64") });
     if (recent.length > 64) recent.shift();
-    const r = await runCase(server.port, c);
+    const r = c.ws ? await runWsCase(server.port, c) : await runCase(server.port, c);
     cases++;
     byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
     closedByServer[r.closedBy === "server" ? "yes" : "no"]++;
@@ -319,6 +491,7 @@ if (!finalOk) failedChecks++;
 const rssEnd = rssKiB(pid);
 const crashed = serverExit !== null;
 const panics = (server.stderr().match(/panicked at/g) ?? []).length;
+sentinel?.terminate();
 
 if (!crashed) {
   const exited = new Promise((r) => server.child.once("exit", r));
