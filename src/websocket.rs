@@ -36,6 +36,9 @@ pub(crate) const COMPRESS_MIN: usize = 64;
 /// How long a closing socket waits for the peer's close frame before dropping TCP.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// The most `parse_frame` reserves ahead of bytes that have arrived.
+const RESERVE_AHEAD: usize = 1024 * 1024;
+
 /// Frames up to this size are copied into one write buffer; larger payloads are written
 /// from their own allocation.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -561,7 +564,9 @@ pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     }
     let len = len as usize;
     if buf.len() < head + len {
-        buf.reserve(head + len - buf.len());
+        // Room for the frame, but not all at once for a huge declared length: the buffer
+        // grows as bytes actually arrive.
+        buf.reserve((head + len - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
@@ -941,8 +946,10 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
             let mut writing = std::pin::pin!(write_loop(w, &shared));
             let mut wrote_close = None;
             // Run both halves; whichever finishes first decides what the other does.
+            // Biased to the writer: when both are ready it is taken, so `writing` is never
+            // polled again after it completed (below, only while `wrote_close` is None).
             let read = tokio::select! {
-                read = reading.as_mut() => read,
+                biased;
                 ok = writing.as_mut() => {
                     wrote_close = Some(ok);
                     if !ok {
@@ -951,6 +958,7 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                     // We sent a close frame: wait (bounded) for the peer's.
                     reading.as_mut().await
                 }
+                read = reading.as_mut() => read,
             };
             match read {
                 Ok(Some((c, reason))) => {
