@@ -1065,6 +1065,7 @@ pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> c
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn masked(opcode: u8, fin: bool, payload: &[u8]) -> BytesMut {
         let mask = [1u8, 2, 3, 4];
@@ -1182,6 +1183,86 @@ mod tests {
         let mut d = Decompress::new(false);
         let mut out = Vec::new();
         assert_eq!(inflate(&mut d, &z2, &mut out, 100).unwrap_err(), code::TOO_BIG);
+    }
+
+    /// Runs a socket over an in-memory duplex: the test is the client.
+    fn socket_on_duplex() -> (tokio::io::DuplexStream, Arc<Doorbell>, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let doorbell = Arc::new(Doorbell::new());
+        let config = SocketConfig {
+            max_payload: 1024,
+            idle_timeout: None,
+            backpressure_limit: 1 << 20,
+            close_on_backpressure_limit: false,
+            deflate: None,
+        };
+        let shared = SocketShared::new(7, config, doorbell.clone());
+        let stats = Arc::new(Stats::new());
+        stats.connection_opened();
+        stats.web_sockets.fetch_add(1, Ordering::Relaxed);
+        let (_tx, rx) = watch::channel(Phase::Running);
+        let task = tokio::spawn(async move {
+            let _keep = _tx;
+            run(server, shared, stats, rx).await
+        });
+        (client, doorbell, task)
+    }
+
+    /// The events queued for JS, in order, as short descriptions.
+    fn events(doorbell: &Doorbell) -> Vec<String> {
+        let mut v = Vec::new();
+        doorbell.take_queued(&mut v);
+        v.into_iter()
+            .map(|e| match e {
+                Event::WsOpen(_) => "open".to_string(),
+                Event::WsMessage(_, Message::Text(t)) => format!("text {t}"),
+                Event::WsMessage(_, Message::Binary(b)) => format!("binary {}", b.len()),
+                Event::WsClose(_, c, r, clean) => format!("close {c} {r:?} {clean}"),
+                _ => "other".to_string(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_peer_close_is_echoed_and_reported_clean() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&masked(OP_TEXT, true, b"hi")).await.unwrap();
+        client.write_all(&masked(OP_CLOSE, true, &[0x03, 0xe8, b'o', b'k'])).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        // The echo: a close frame with 1000.
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+        assert_eq!(events(&doorbell), ["open", "text hi", "close 1000 \"ok\" true"]);
+    }
+
+    #[tokio::test]
+    async fn a_protocol_error_closes_with_its_code() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&[0x81, 0x01, b'a']).await.unwrap();
+        let mut out = Vec::new();
+        // Failing the connection (RFC 6455 section 7.1.7): the close frame, then the end of
+        // the connection, without waiting for the peer's close.
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(&out[..4], [0x88, 16, 0x03, 0xea]);
+        assert_eq!(&out[4..], b"protocol error");
+        task.await.unwrap();
+        let ev = events(&doorbell);
+        assert_eq!(ev[0], "open");
+        assert_eq!(ev[1], "close 1002 \"protocol error\" false");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_across_fragments_closes_with_1009() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&masked(OP_BINARY, false, &[1u8; 600])).await.unwrap();
+        client.write_all(&masked(OP_CONT, true, &[1u8; 600])).await.unwrap();
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[2..], &1009u16.to_be_bytes());
+        drop(client);
+        task.await.unwrap();
+        assert!(events(&doorbell).iter().any(|e| e.starts_with("close 1009")));
     }
 
     #[test]
