@@ -4,6 +4,8 @@
 import { serve, upgradeWebSocket } from "../dist/index.js";
 
 const mode = process.argv[2];
+// Messages of 64 KiB the flood test sends.
+const FLOOD_MESSAGES = Number(process.argv[3] ?? 4096);
 const MiB = 1024 * 1024;
 let peakRss = 0;
 const sample = () => (peakRss = Math.max(peakRss, process.memoryUsage().rss));
@@ -48,7 +50,7 @@ const server = serve({
         if (seq % 512 === 0) busy(40);
         if (seq % 64 === 0) sample();
         if (e.data.byteLength !== 64 * 1024) bad++;
-        if (expected === 4096) process.send({ received: expected, bad, peakRss });
+        if (expected === FLOOD_MESSAGES) process.send({ received: expected, bad, peakRss });
       };
     }
     return response;

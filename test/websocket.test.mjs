@@ -390,7 +390,7 @@ test("ping and pong both ways; a silent client is closed after the idle timeout"
   }
 });
 
-test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async () => {
+test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async (t) => {
   const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["push"], {
     stdio: "inherit",
   });
@@ -424,6 +424,7 @@ test("send statuses, bufferedAmount and drain, with a client that stops reading 
     assert.ok(pushed.statuses.dropped >= 200, JSON.stringify(pushed));
     assert.ok(pushed.buffered > 8 * MiB, `bufferedAmount ${pushed.buffered}`);
     const growth = pushed.peakRss - rss;
+    t.diagnostic(`256 MiB pushed: ${JSON.stringify(pushed.statuses)}; server RSS +${(growth / MiB).toFixed(1)} MiB`);
     assert.ok(growth < 64 * MiB, `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
     // Reading again empties the queue: a drain event once it is at a quarter of the limit
     // (an earlier one may have come while the kernel's buffers were still filling).
@@ -437,7 +438,7 @@ test("send statuses, bufferedAmount and drain, with a client that stops reading 
   }
 });
 
-test("a client flooding a slow handler: nothing lost, order kept, server memory bounded", async () => {
+test("a client flooding a slow handler: nothing lost, order kept, server memory bounded", async (t) => {
   const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["flood"], {
     stdio: "inherit",
   });
@@ -467,6 +468,7 @@ test("a client flooding a slow handler: nothing lost, order kept, server memory 
     const done = await next((m) => m.received);
     assert.equal(done.bad, 0);
     const growth = done.peakRss - rss;
+    t.diagnostic(`256 MiB flooded: server RSS +${(growth / MiB).toFixed(1)} MiB`);
     // Bounded, not proportional to the 256 MiB sent: read credit holds the socket back
     // while JS is busy; what is left is garbage V8 collects at its own pace.
     assert.ok(growth < 96 * MiB, `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
