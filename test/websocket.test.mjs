@@ -664,3 +664,65 @@ async function rawRequest(port, text) {
   sock.destroy();
   return String(d);
 }
+
+test("edge cases: a client that vanishes, an upgrade answered otherwise, twice, or over HTTP/1.0", async () => {
+  const closes = [];
+  const errors = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const path = new URL(req.url).pathname;
+      let upgraded;
+      try {
+        upgraded = upgradeWebSocket(req);
+      } catch (e) {
+        errors.push(e.code);
+        return new Response("no", { status: 400 });
+      }
+      const { socket, response } = upgraded;
+      socket.onclose = (e) => closes.push([path, e.code, e.wasClean]);
+      socket.onerror = () => closes.push([path, "error"]);
+      if (path === "/twice") {
+        try {
+          upgradeWebSocket(req);
+        } catch (e) {
+          errors.push(e.code);
+        }
+      }
+      // Answered with something else: the socket never opens.
+      if (path === "/refuse") return new Response("not today", { status: 403 });
+      return response;
+    },
+  });
+  try {
+    const r = await rawClient(server.port);
+    r.sock.destroy();
+    await waitFor(() => closes.some((c) => c[0] === "/raw"));
+    assert.deepEqual(
+      closes.filter((c) => c[0] === "/raw"),
+      [["/raw", 1006, false]],
+    );
+    const refused = await rawRequest(
+      server.port,
+      "GET /refuse HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert.match(refused, /^HTTP\/1.1 403/);
+    await waitFor(() => closes.some((c) => c[0] === "/refuse"));
+    assert.deepEqual(
+      closes.filter((c) => c[0] === "/refuse"),
+      [["/refuse", 1006, false]],
+    );
+    const c = new WebSocket(`ws://127.0.0.1:${server.port}/twice`);
+    await once(c, "open");
+    c.close();
+    const old = await rawRequest(
+      server.port,
+      "GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert.match(old, /^HTTP\/1.[01] 400/);
+    assert.deepEqual(errors, ["ERR_WS_NOT_UPGRADE", "ERR_WS_NOT_UPGRADE"]);
+  } finally {
+    await server.close();
+  }
+});
