@@ -471,23 +471,30 @@ pub(crate) fn deflate(c: &mut Compress, input: &[u8]) -> Vec<u8> {
 }
 
 /// Inflates `input` onto `out`, failing with 1009 past `limit` bytes in total and 1007
-/// on bad compressed data.
-fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), u16> {
+/// on bad compressed data. `Ok(true)`: a final block ended the deflate stream (the
+/// inflater is reset; the rest of the message is not deflate data to feed it).
+fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, u16> {
     loop {
         if out.len() == out.capacity() {
             let room = (input.len() * 4).clamp(4096, 1024 * 1024);
             out.reserve(room);
         }
         let (in0, out0) = (d.total_in(), d.total_out());
-        d.decompress_vec(input, out, FlushDecompress::Sync).map_err(|_| code::INVALID_DATA)?;
+        let status = d.decompress_vec(input, out, FlushDecompress::Sync).map_err(|_| code::INVALID_DATA)?;
         let consumed = (d.total_in() - in0) as usize;
         input = &input[consumed..];
         if out.len() > limit {
             return Err(code::TOO_BIG);
         }
+        if status == flate2::Status::StreamEnd {
+            // A final block (BFINAL) ends the deflate stream: the inflater starts afresh
+            // for the next message.
+            d.reset(false);
+            return Ok(true);
+        }
         let produced = d.total_out() - out0;
         if input.is_empty() && out.len() < out.capacity() {
-            return Ok(());
+            return Ok(false);
         }
         if consumed == 0 && produced == 0 && out.len() < out.capacity() {
             // No progress with room to spare: the stream is stuck on bad data.
@@ -591,6 +598,8 @@ struct Assembly {
     text: bool,
     compressed: bool,
     data: Vec<u8>,
+    /// A final deflate block came: the rest of the message is not inflated.
+    ended: bool,
     /// Bytes of `data` known to be valid UTF-8 (text only).
     checked: usize,
 }
@@ -667,7 +676,7 @@ impl Reader {
                     }
                     return Ok(Step::Continue);
                 }
-                self.assembly = Some(Assembly { text, compressed: f.rsv1, data: Vec::new(), checked: 0 });
+                self.assembly = Some(Assembly { text, compressed: f.rsv1, data: Vec::new(), ended: false, checked: 0 });
                 self.append(f.payload, f.fin, max)?;
             }
             OP_CONT => {
@@ -706,10 +715,15 @@ impl Reader {
         let Some(a) = self.assembly.as_mut() else { return Err(code::PROTOCOL_ERROR) };
         if a.compressed {
             let Some(d) = self.inflater.as_mut() else { return Err(code::PROTOCOL_ERROR) };
-            inflate(d, &payload, &mut a.data, max)?;
+            if !a.ended {
+                a.ended = inflate(d, &payload, &mut a.data, max)?;
+            }
             if fin {
-                inflate(d, &[0, 0, 0xff, 0xff], &mut a.data, max)?;
-                if self.shared.config.deflate.is_some_and(|d| d.client_no_context_takeover) {
+                // The sync flush's `00 00 ff ff` the sender left off (RFC 7692 section 7.2.2).
+                if !a.ended {
+                    inflate(d, &[0, 0, 0xff, 0xff], &mut a.data, max)?;
+                }
+                if !a.ended && self.shared.config.deflate.is_some_and(|d| d.client_no_context_takeover) {
                     d.reset(false);
                 }
             }
@@ -1271,6 +1285,23 @@ mod tests {
         drop(client);
         task.await.unwrap();
         assert!(events(&doorbell).iter().any(|e| e.starts_with("close 1009")));
+    }
+
+    #[test]
+    fn a_final_deflate_block_ends_the_message_cleanly() {
+        // zlib's own raw deflate of a message, finished (BFINAL set), as some clients send it.
+        let mut c = Compress::new(Compression::default(), false);
+        let mut z = Vec::with_capacity(256);
+        c.compress_vec(b"final block", &mut z, FlushCompress::Finish).unwrap();
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        assert!(inflate(&mut d, &z, &mut out, 1 << 20).unwrap());
+        assert_eq!(out, b"final block");
+        // The next message inflates too.
+        let z2 = deflate(&mut compressor(15), b"next");
+        let mut out2 = Vec::new();
+        inflate(&mut d, &z2, &mut out2, 1 << 20).unwrap();
+        assert_eq!(out2, b"next");
     }
 
     #[test]
