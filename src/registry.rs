@@ -96,7 +96,7 @@ impl NativeServer {
         })
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, webSockets]`.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<Vec<f64>, ErrorKind> {
         on_core(self.handle, |c| Ok(c.stats()))
