@@ -759,20 +759,19 @@ impl Reader {
 /// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
 /// connection ends. Returns the close code and reason to tell JS, and whether the peer
 /// closed (an `Err` is a failure to send as our close code).
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut io: R,
-    reader: &mut Reader,
-    mut phase: watch::Receiver<Phase>,
-) -> Result<Option<(u16, String)>, u16> {
+async fn read_loop<R: AsyncRead + Unpin>(mut io: R, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
+    use tokio::time::Instant;
     let shared = reader.shared.clone();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let idle = shared.config.idle_timeout;
+    // One timer per socket, re-armed only when it fires: a read just marks the socket
+    // active, so a busy socket touches no timer per message.
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let timer = tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d));
+    let mut timer = std::pin::pin!(timer);
+    let mut active = false;
     let mut ping_sent = false;
-    let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
-    let mut close_deadline: Option<tokio::time::Instant> = None;
-    if *phase.borrow_and_update() == Phase::Draining {
-        shared.close(code::GOING_AWAY, "server is closing".into());
-    }
+    let mut close_deadline: Option<Instant> = None;
     loop {
         while let Some(f) = parse_frame(&mut buf, reader.room())? {
             if let Step::Closed(c, r) = reader.frame(f)? {
@@ -780,18 +779,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         if close_deadline.is_none() && shared.closing.load(Ordering::Acquire) {
-            close_deadline = Some(tokio::time::Instant::now() + CLOSE_WAIT);
-        }
-        let until = match (deadline, close_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timer = async {
-            match until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
+            let t = Instant::now() + CLOSE_WAIT;
+            close_deadline = Some(t);
+            if t < timer.deadline() {
+                timer.as_mut().reset(t);
             }
-        };
+        }
         let credit_ok = shared.unread.load(Ordering::Acquire) <= READ_CREDIT;
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(8 * 1024);
@@ -800,35 +793,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
             n = io.read_buf(&mut buf), if credit_ok => {
                 match n {
                     Ok(0) | Err(_) => return Ok(None),
-                    Ok(_) => {
-                        ping_sent = false;
-                        deadline = idle.map(|d| tokio::time::Instant::now() + d);
-                    }
+                    Ok(_) => active = true,
                 }
             }
             _ = shared.credit.notified(), if !credit_ok => {}
-            _ = timer => {
-                if close_deadline.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            _ = timer.as_mut() => {
+                let now = Instant::now();
+                if close_deadline.is_some_and(|t| t <= now) {
                     return Ok(None);
                 }
-                if ping_sent {
+                let Some(period) = idle else {
+                    timer.as_mut().reset(close_deadline.unwrap_or(far));
+                    continue;
+                };
+                if active {
+                    // Something arrived during the period: the socket is alive.
+                    active = false;
+                    ping_sent = false;
+                } else if ping_sent {
                     tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
                     shared.close(code::GOING_AWAY, "idle timeout".into());
-                    close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                    deadline = None;
+                    close_deadline = Some(now + Duration::from_secs(1));
                 } else {
                     ping_sent = true;
                     shared.push(Out::Ping(Bytes::new()));
-                    deadline = idle.map(|d| tokio::time::Instant::now() + d);
                 }
-            }
-            changed = phase.changed() => {
-                let p = if changed.is_err() { Phase::Forced } else { *phase.borrow_and_update() };
-                match p {
-                    Phase::Running => {}
-                    Phase::Draining => shared.close(code::GOING_AWAY, "server is closing".into()),
-                    Phase::Forced => return Ok(None),
-                }
+                let next = close_deadline.map_or(now + period, |c| c.min(now + period));
+                timer.as_mut().reset(next);
             }
         }
     }
@@ -958,13 +949,13 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
         inflater: shared.config.deflate.map(|_| Decompress::new(false)),
         assembly: None,
     };
-    let mut forced = phase.clone();
+    let mut forced = phase;
     let already_forced = *forced.borrow() == Phase::Forced;
     let ending = if already_forced {
         Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
     } else {
         let work = async {
-            let mut reading = std::pin::pin!(read_loop(r, &mut reader, phase));
+            let mut reading = std::pin::pin!(read_loop(r, &mut reader));
             let mut writing = std::pin::pin!(write_loop(w, &shared));
             let mut wrote_close = None;
             // Run both halves; whichever finishes first decides what the other does.
@@ -1015,10 +1006,24 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         };
-        tokio::select! {
-            e = work => e,
-            _ = forced.wait_for(|p| *p == Phase::Forced) => {
-                Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
+        let mut work = std::pin::pin!(work);
+        let abnormal = || Ending { code: code::ABNORMAL, reason: String::new(), clean: false };
+        // The server's phase is watched here, once per socket, not in the read loop.
+        let first = tokio::select! {
+            e = work.as_mut() => Some(e),
+            // An error: the server is gone; as forced.
+            r = forced.wait_for(|p| *p != Phase::Running) => {
+                if r.map_or(true, |p| *p == Phase::Forced) { Some(abnormal()) } else { None }
+            }
+        };
+        match first {
+            Some(e) => e,
+            None => {
+                shared.close(code::GOING_AWAY, "server is closing".into());
+                tokio::select! {
+                    e = work.as_mut() => e,
+                    _ = forced.wait_for(|p| *p == Phase::Forced) => abnormal(),
+                }
             }
         }
     };
