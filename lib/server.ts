@@ -455,9 +455,19 @@ export class Server {
 
   #makeWsHost(): WebSocketHost {
     const n = this.#native;
+    // Sends wake their sockets' writers at the next flush: the batch's end, or a
+    // microtask when sent from elsewhere (a timer, a promise).
     return {
-      sendText: (sid, data, compress) => n.wsSendText(sid, data, compress),
-      sendBytes: (sid, data, compress) => n.wsSendBytes(sid, data, compress),
+      sendText: (sid, data, compress) => {
+        const r = n.wsSendText(sid, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      sendBytes: (sid, data, compress) => {
+        const r = n.wsSendBytes(sid, data, compress);
+        this.#queueFlush();
+        return r;
+      },
       close: (sid, code, reason) => n.wsClose(sid, code, reason),
       abandon: (sid) => n.wsAbandon(sid),
       ping: (sid, data) => n.wsPing(sid, data),
@@ -466,8 +476,16 @@ export class Server {
       subscribe: (sid, topic, on) => n.wsSubscribe(sid, topic, on),
       isSubscribed: (sid, topic) => n.wsIsSubscribed(sid, topic),
       topics: (sid) => n.wsTopics(sid),
-      publishText: (sid, topic, data, compress) => n.wsPublishText(sid, topic, data, compress),
-      publishBytes: (sid, topic, data, compress) => n.wsPublishBytes(sid, topic, data, compress),
+      publishText: (sid, topic, data, compress) => {
+        const r = n.wsPublishText(sid, topic, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      publishBytes: (sid, topic, data, compress) => {
+        const r = n.wsPublishBytes(sid, topic, data, compress);
+        this.#queueFlush();
+        return r;
+      },
       report: (e) => this.#report(e, null),
     };
   }

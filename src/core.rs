@@ -553,7 +553,11 @@ impl Core {
     pub fn ws_send(&mut self, sid: u32, payload: bytes::Bytes, text: bool, compress: bool) -> i32 {
         let Some(s) = self.js.sockets.get(sid) else { return websocket::SEND_DROPPED };
         let len = payload.len();
-        s.shared.send(websocket::Out::Message { payload, text, compress }, len)
+        let status = s.shared.send(websocket::Out::Message { payload, text, compress }, len);
+        if status != websocket::SEND_DROPPED && s.shared.wants_wake() {
+            self.js.wake_writers.push(s.shared.clone());
+        }
+        status
     }
 
     pub fn ws_close(&mut self, sid: u32, code: u32, reason: String) {
@@ -594,6 +598,6 @@ impl Core {
     /// Sends to every subscriber of `topic` but socket `except` (0: none); returns how
     /// many took the message.
     pub fn ws_publish(&mut self, except: u32, topic: &str, payload: bytes::Bytes, text: bool, compress: bool) -> u32 {
-        self.js.sockets.publish(topic, payload, text, compress, except)
+        self.js.sockets.publish(topic, payload, text, compress, except, &mut self.js.wake_writers)
     }
 }

@@ -34,6 +34,8 @@ pub struct JsSide {
     releases: Vec<LentRef>,
     /// Open WebSockets and their topics.
     pub sockets: Sockets,
+    /// Sockets sent to since the last flush, whose writers the flush wakes.
+    pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
 }
 
 impl JsSide {
@@ -46,6 +48,7 @@ impl JsSide {
             outbox: Vec::new(),
             releases: Vec::new(),
             sockets: Sockets::default(),
+            wake_writers: Vec::new(),
         }
     }
 
@@ -183,5 +186,8 @@ impl JsSide {
     /// Sends the replies gathered since the last flush.
     pub fn flush(&mut self) {
         self.doorbell.send_replies(&mut self.outbox);
+        for s in self.wake_writers.drain(..) {
+            s.wake_writer();
+        }
     }
 }

@@ -107,7 +107,15 @@ impl Sockets {
     /// Sends a message to every subscriber of `topic` but `except`; returns how many
     /// took it. The frame is encoded once, and compressed once for the subscribers that
     /// agreed on permessage-deflate (no context takeover makes one frame valid for all).
-    pub fn publish(&self, topic: &str, payload: Bytes, text: bool, compress: bool, except: u32) -> u32 {
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        text: bool,
+        compress: bool,
+        except: u32,
+        wake: &mut Vec<Arc<SocketShared>>,
+    ) -> u32 {
         let Some(subs) = self.topics.get(topic) else { return 0 };
         let opcode = if text { websocket::OP_TEXT } else { websocket::OP_BINARY };
         let len = payload.len();
@@ -139,6 +147,9 @@ impl Sockets {
             };
             if s.shared.queue(Out::Encoded { frame, payload_len: len }, len).is_some() {
                 n += 1;
+                if s.shared.wants_wake() {
+                    wake.push(s.shared.clone());
+                }
             }
         }
         n

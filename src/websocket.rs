@@ -307,6 +307,8 @@ pub(crate) struct SocketShared {
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
     writer_wake: Notify,
+    /// Listed for a wake-up at the JS thread's next flush.
+    wake_pending: AtomicBool,
     /// A send was queued behind others: post a DRAIN record once the queue runs low.
     drain_wanted: AtomicBool,
     /// A close frame is queued: data sends are refused.
@@ -327,6 +329,7 @@ impl SocketShared {
             queue: Mutex::new(VecDeque::new()),
             buffered: AtomicUsize::new(0),
             writer_wake: Notify::new(),
+            wake_pending: AtomicBool::new(false),
             drain_wanted: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
@@ -363,11 +366,25 @@ impl SocketShared {
             return None;
         }
         self.buffered.fetch_add(len, Ordering::AcqRel);
-        self.push(out);
+        // No wake-up yet: the JS thread wakes each socket it sent to once, when it flushes
+        // the batch (`wake_writer`), so a batch's messages go out in one write.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
         if before > 0 {
             self.drain_wanted.store(true, Ordering::Release);
         }
         Some(before == 0)
+    }
+
+    /// Marks the socket for a writer wake-up at the next flush; true the first time since
+    /// the last one, when the caller must list it.
+    pub fn wants_wake(&self) -> bool {
+        !self.wake_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes the writer for what `queue` added (called at the JS thread's flush).
+    pub fn wake_writer(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+        self.writer_wake.notify_one();
     }
 
     /// `queue` as `send` reports it (Bun's numbers).

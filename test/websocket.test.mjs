@@ -619,6 +619,11 @@ test("send before open throws; the socket's members", async () => {
       ["two", false],
     ]);
     assert.ok(sock.send("three") > 0);
+    // A send from a timer, outside any batch of events, goes out too.
+    await waitFor(() => both.length === 3);
+    setTimeout(() => sock.send("from a timer"), 5);
+    await waitFor(() => both.length === 4);
+    assert.deepEqual(both[3], ["from a timer", false]);
     c.close();
   } finally {
     await server.close();
