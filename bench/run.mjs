@@ -19,7 +19,7 @@ import {
 } from "./lib/cpu.mjs";
 import { LOADGENS, removeBodyFiles } from "./lib/loadgen.mjs";
 import { fmt, legend, machineHeader, median, runProblems, runsTable, summarize, summaryTable } from "./lib/report.mjs";
-import { checkPipelined, checkResponse, CONNECTIONS, DEFAULT_MODES, MODES, PIPELINE_DEPTH, SCENARIOS } from "./lib/scenarios.mjs";
+import { checkPipelined, checkResponse, CONNECTIONS, DEFAULT_MODES, MODES, PIPELINE_DEPTH, SCENARIOS, TLS_MODES } from "./lib/scenarios.mjs";
 import {
   BASELINE_BY_PROTOCOL, killAllNow, missingRequirements, SERVERS, startServer, stopAll, stopServer,
 } from "./lib/servers.mjs";
@@ -44,8 +44,9 @@ const names = (table) => table.map((e) => e.name).join(",");
 const USAGE = `Usage: node bench/run.mjs [options]
   --scenarios=a,b   scenarios (default: all: ${names(SCENARIOS)})
   --servers=a,b     servers (default: all available: ${names(SERVERS)})
-  --modes=a,b       plain, pipelined, h2c (default: ${DEFAULT_MODES.join(",")}; --h2 adds h2c)
+  --modes=a,b       plain, pipelined, h2c, https, h2, handshake (default: ${DEFAULT_MODES.join(",")}; --h2 adds h2c, --tls the TLS modes)
   --h2              add the HTTP/2 cleartext mode (h2load, prior knowledge; servers that speak it)
+  --tls             add the TLS modes: https (wrk, keep-alive), h2 (h2load, ${MODES.find((m) => m.name === "h2").depth} streams), handshake (wrk, a new connection per request)
   --loadgen=NAME    wrk (default), autocannon or oha (plain mode only) for the HTTP/1.1 modes
   --duration=N      seconds per measured run (default 5)
   --warmup=N        seconds of warm-up before each measured run (default 2)
@@ -66,6 +67,7 @@ function readOptions() {
         servers: { type: "string" },
         modes: { type: "string" },
         h2: { type: "boolean", default: false },
+        tls: { type: "boolean", default: false },
         loadgen: { type: "string", default: "wrk" },
         duration: { type: "string" },
         warmup: { type: "string" },
@@ -86,7 +88,8 @@ function readOptions() {
   }
   const quick = values.quick ? QUICK : {};
   const defaults = { duration: 5, warmup: 2, rounds: 3, ...quick };
-  const modeList = values.modes ?? quick.modes ?? [...DEFAULT_MODES, ...(values.h2 ? ["h2c"] : [])].join(",");
+  const modeList =
+    values.modes ?? quick.modes ?? [...DEFAULT_MODES, ...(values.h2 ? ["h2c"] : []), ...(values.tls ? TLS_MODES : [])].join(",");
   if (!LOADGENS[values.loadgen] || values.loadgen === "h2load") {
     usageError(`--loadgen must be wrk, autocannon or oha, got ${values.loadgen}`);
   }
@@ -199,15 +202,15 @@ function assertAlive(server) {
   }
 }
 
-/** The load generator of a mode: h2load for h2c, the chosen one (wrk by default) otherwise. */
-const loadgenFor = (mode, opts) => (mode.protocol === "h2c" ? LOADGENS.h2load : opts.loadgen);
+/** The load generator of a mode: h2load for h2c and h2, the chosen one (wrk by default) otherwise. */
+const loadgenFor = (mode, opts) => (mode.protocol === "h2c" || mode.protocol === "tls-h2" ? LOADGENS.h2load : opts.loadgen);
 
 /** One warm-up run, then one measured run with the server's CPU time, RSS and the machine's CPU read around it. */
 async function measure(server, scenario, mode, ctx) {
   const { opts, plan, ticksPerSecond } = ctx;
   const loadgen = loadgenFor(mode, opts);
   const base = {
-    port: server.port, scenario, mode, connections: CONNECTIONS, threads: plan.loadThreads, pinCore: plan.loadCpus, cwd: ROOT,
+    port: server.port, scenario, mode, connections: mode.connections ?? CONNECTIONS, threads: plan.loadThreads, pinCore: plan.loadCpus, cwd: ROOT,
   };
   await loadgen.run({ ...base, durationS: opts.warmupS });
   assertAlive(server);

@@ -87,19 +87,27 @@ export function extractBody(init: BodyInitLike): Extracted {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function streamFromIterable(it: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
+/** A stream of an async iterable's chunks (strings as UTF-8); cancelling it ends the
+ * iterator. `highWaterMark` 0 reads nothing ahead of the consumer. */
+export function streamFromIterable(
+  it: AsyncIterable<Uint8Array | string>,
+  highWaterMark = 1,
+): ReadableStream<Uint8Array> {
   let iter: AsyncIterator<Uint8Array | string> | undefined;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      iter ??= it[Symbol.asyncIterator]();
-      const { value, done } = await iter.next();
-      if (done) controller.close();
-      else controller.enqueue(typeof value === "string" ? encoder.encode(value) : value);
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        iter ??= it[Symbol.asyncIterator]();
+        const { value, done } = await iter.next();
+        if (done) controller.close();
+        else controller.enqueue(typeof value === "string" ? encoder.encode(value) : value);
+      },
+      async cancel(reason) {
+        await iter?.return?.(reason);
+      },
     },
-    async cancel(reason) {
-      await iter?.return?.(reason);
-    },
-  });
+    { highWaterMark },
+  );
 }
 
 type InMemory = string | Uint8Array | Blob;

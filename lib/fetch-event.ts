@@ -3,10 +3,26 @@
 // request's native record can be released.
 import type { Request } from "./request.js";
 
+/** The certificate an HTTPS client presented and the server verified (`requestCert`). */
+export interface ClientCertificate {
+  /** RFC 4514 distinguished name, e.g. `CN=alice,O=Example`. */
+  subject: string;
+  issuer: string;
+  validFrom: Date;
+  validTo: Date;
+  /** SHA-256 of the DER certificate as `AB:CD:…`, as node:tls writes it. */
+  fingerprint256: string;
+  /** Upper-case hexadecimal. */
+  serialNumber: string;
+  /** The certificate, DER-encoded. */
+  raw: Uint8Array;
+}
+
 /** @internal What a FetchEvent needs from its server. */
 export interface EventHost {
   request(ev: FetchEvent, id: number, code: number, flags: number, url: string, headers: string): Request;
   clientAddress(id: number): string;
+  clientCertificate(id: number): ClientCertificate | null;
   /** Sends a response; with `release`, also frees the request's record when the reply
    * is queued at once. Returns a promise while a body is still read or streamed (the
    * record is then kept, and `finish` frees it). */
@@ -84,6 +100,11 @@ export class FetchEvent {
   /** The client's IP address. */
   get clientAddress(): string {
     return this.#host.clientAddress(this.#id);
+  }
+
+  /** The client's verified certificate over HTTPS with `requestCert`; otherwise `null`. */
+  get clientCertificate(): ClientCertificate | null {
+    return this.#host.clientCertificate(this.#id);
   }
 
   /**

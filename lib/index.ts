@@ -12,6 +12,8 @@ export type {
 export { upgradeWebSocket, ServerWebSocket } from "./websocket.js";
 export type { UpgradeWebSocketOptions, BinaryType } from "./websocket.js";
 export { FetchEvent } from "./fetch-event.js";
+export type { ClientCertificate } from "./fetch-event.js";
+export type { TlsOptions, PemInput } from "./tls.js";
 export { Request } from "./request.js";
 export type { RequestInitLike as RequestInit } from "./request.js";
 export { Response } from "./response.js";

@@ -21,11 +21,46 @@ export interface NativeOptions {
   wsBackpressureLimit?: number;
   wsCloseOnBackpressureLimit?: boolean;
   wsPerMessageDeflate?: boolean;
+  tls?: NativeTls[];
+  http2?: boolean;
+  tlsHandshakeTimeoutMs?: number;
+  http2MaxConcurrentStreams?: number;
+}
+
+/** One certificate entry: PEM text, arrays already joined (src/tls.rs `NativeTls`). */
+export interface NativeTls {
+  cert: string;
+  key: string;
+  ca?: string;
+  passphrase?: string;
+  serverName?: string;
+  requestCert?: boolean;
+}
+
+/** A verified client certificate; dates in ms since the epoch (src/tls.rs). */
+export interface NativeClientCertificate {
+  subject: string;
+  issuer: string;
+  validFrom: number;
+  validTo: number;
+  fingerprint256: string;
+  serialNumber: string;
+  raw: Buffer;
 }
 
 /** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
  * to a server. The addon's own take the server's handle first. To add a call: its entry in
  * `calls!` there, its line here and in `createNativeServer`. */
+/** `respondBytes` copies `body`; `respondBytesShared` holds it, not copied, until written. */
+type RespondBytes = (
+  id: number,
+  status: number,
+  ct: number,
+  headers: string[] | null,
+  body: Uint8Array,
+  release: boolean,
+) => void;
+
 interface Calls {
   /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
    * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
@@ -35,26 +70,13 @@ interface Calls {
   flush(): void;
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
+  requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | null;
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
-  respondBytes(
-    id: number,
-    status: number,
-    ct: number,
-    headers: string[] | null,
-    body: Uint8Array,
-    release: boolean,
-  ): void;
-  respondBytesShared(
-    id: number,
-    status: number,
-    ct: number,
-    headers: string[] | null,
-    body: Uint8Array,
-    release: boolean,
-  ): void;
+  respondBytes: RespondBytes;
+  respondBytesShared: RespondBytes;
   respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
   respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
@@ -83,6 +105,7 @@ interface ServerHandle {
   close(graceMs: number): void;
   forceClose(): void;
   shutdown(): void;
+  setTls(entries: NativeTls[]): void;
   stats(): number[];
 }
 
@@ -115,12 +138,14 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     close: (graceMs) => s.close(graceMs),
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
+    setTls: (entries) => s.setTls(entries),
     stats: () => s.stats(),
     drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
     requestMethod: (id) => a.requestMethod(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
+    requestClientCertificate: (id) => a.requestClientCertificate(h, id),
     requestRelease: (id) => a.requestRelease(h, id),
     bodyCollect: (id) => a.bodyCollect(h, id),
     bodyPull: (id) => a.bodyPull(h, id),
@@ -187,6 +212,8 @@ export const PULL_PENDING = constant("PULL_PENDING");
 
 /** Abort reasons in ABORT records. */
 export const ABORT_TIMEOUT = constant("ABORT_TIMEOUT");
+/** The client half-closed: `request.signal` aborts, the answer is still sent. */
+export const ABORT_HALF_CLOSED = constant("ABORT_HALF_CLOSED");
 
 /** Body error kinds in BODY_ERROR records. */
 export const BODY_TOO_LARGE = constant("BODY_TOO_LARGE");

@@ -1,7 +1,7 @@
 // Turns a Response (ours, Node's global one, or anything shaped like it) into native
 // respond calls: the fast paths first, streams with backpressure last.
 import * as zlib from "node:zlib";
-import { isNativeBody, type BodySource } from "./body.js";
+import { isNativeBody, streamFromIterable, type BodySource } from "./body.js";
 import { flatHeaders } from "./headers.js";
 import { CT_NONE, type NativeServer } from "./native.js";
 import { isNodeInstance, looksLikeResponse } from "./node-classes.js";
@@ -131,7 +131,7 @@ function sendResponseShaped(
       status,
       CT_NONE,
       headers,
-      iterableStream(body as AsyncIterable<Uint8Array | string>),
+      streamFromIterable(body as AsyncIterable<Uint8Array | string>, 0),
       hooks,
     );
   if (typeof (body as ReadableStream).getReader === "function")
@@ -174,24 +174,6 @@ function readerStream(foreign: { getReader(): ReadableStreamDefaultReader<Uint8A
       },
       async cancel(reason) {
         await reader?.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-function iterableStream(it: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
-  let iter: AsyncIterator<Uint8Array | string> | undefined;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        iter ??= it[Symbol.asyncIterator]();
-        const { value, done } = await iter.next();
-        if (done) controller.close();
-        else controller.enqueue(typeof value === "string" ? Buffer.from(value) : value);
-      },
-      async cancel(reason) {
-        await iter?.return?.(reason);
       },
     },
     { highWaterMark: 0 },

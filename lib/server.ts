@@ -1,8 +1,9 @@
 // Server (RFC 00001 section 3.2): options, listeners, the batch dispatch loop that the
 // native doorbell drives, and graceful close.
 import type { NativeBody } from "./body.js";
-import { eventInternals, FetchEvent, type EventHost } from "./fetch-event.js";
+import { eventInternals, FetchEvent, type ClientCertificate, type EventHost } from "./fetch-event.js";
 import {
+  ABORT_HALF_CLOSED,
   ABORT_TIMEOUT,
   bodyError,
   CT_NONE,
@@ -57,6 +58,7 @@ export interface WebSocketOptions {
   /** Agree on permessage-deflate (RFC 7692) when a client offers it (default false). */
   perMessageDeflate?: boolean;
 }
+import { tlsEntries, tlsFromOptions, type TlsOptions } from "./tls.js";
 
 export interface ServerOptions {
   /** Port to listen on; 0 picks a free one (default 3000). A string of decimal digits
@@ -90,6 +92,18 @@ export interface ServerOptions {
   overrideGlobals?: boolean;
   /** WebSocket settings (see `upgradeWebSocket`). */
   websocket?: WebSocketOptions;
+  /** Serve HTTPS: one certificate, or one per host name (SNI). See the README. */
+  tls?: TlsOptions | TlsOptions[];
+  /** Alias of `tls.key` (node:https, Deno.serve). */
+  key?: TlsOptions["key"];
+  /** Alias of `tls.cert` (node:https, Deno.serve). */
+  cert?: TlsOptions["cert"];
+  /** Offer HTTP/2: ALPN `h2` over TLS and h2c by preface (default true); false: HTTP/1.1 only. */
+  http2?: boolean;
+  /** Time in ms a client has to finish the TLS handshake (default 10000, 0: none). */
+  tlsHandshakeTimeout?: number;
+  /** HTTP/2 streams a client may have open at once on one connection (default 128). */
+  http2MaxConcurrentStreams?: number;
 }
 
 export interface ServerStats {
@@ -101,6 +115,10 @@ export interface ServerStats {
   pendingRequests: number;
   /** Open WebSockets (each also counted in activeConnections). */
   webSockets: number;
+  /** TLS handshakes completed. */
+  tlsHandshakes: number;
+  /** TLS handshakes that failed: not TLS, timed out, or a client certificate refused. */
+  tlsHandshakeFailures: number;
 }
 
 /** The event given to `error` listeners. */
@@ -165,7 +183,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
   const host = o.host ?? o.hostname;
   if (host !== undefined && (typeof host !== "string" || host === ""))
     throw optionError(`${o.host !== undefined ? "host" : "hostname"} must be a non-empty string, got ${got(host)}`);
-  for (const b of ["reusePort", "overrideGlobals"]) {
+  for (const b of ["reusePort", "overrideGlobals", "http2"]) {
     if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean, got ${got(o[b])}`);
   }
   const ws = o.websocket === undefined ? {} : (o.websocket as Record<string, unknown>);
@@ -196,6 +214,10 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     headerTimeoutMs: integer(o, "headerTimeout", 0),
     idleTimeoutMs: integer(o, "idleTimeout", 0),
     shutdownTimeout: integer(o, "shutdownTimeout", 0) ?? 10_000,
+    tls: tlsFromOptions(o),
+    http2: o.http2 as boolean | undefined,
+    tlsHandshakeTimeoutMs: integer(o, "tlsHandshakeTimeout", 0),
+    http2MaxConcurrentStreams: integer(o, "http2MaxConcurrentStreams", 1, 2 ** 31 - 1),
     overrideGlobals: (o.overrideGlobals as boolean | undefined) ?? true,
   };
 }
@@ -252,7 +274,7 @@ export class Server {
     return this.#port;
   }
 
-  /** `http://host:port/`, once listening. */
+  /** `http://host:port/` (`https://` with `tls`), once listening. */
   get url(): URL {
     const h = this.#options.host ?? "0.0.0.0";
     const host =
@@ -261,7 +283,8 @@ export class Server {
         : h.includes(":") && !h.startsWith("[")
           ? `[${h}]`
           : h;
-    return new URL(`http://${host}:${this.#port}/`);
+    const scheme = this.#options.tls === undefined ? "http" : "https";
+    return new URL(`${scheme}://${host}:${this.#port}/`);
   }
 
   addEventListener(type: "fetch", listener: FetchListener): void;
@@ -331,6 +354,22 @@ export class Server {
     return this.#closing;
   }
 
+  /**
+   * Replaces the certificates (same shape as the `tls` option): new connections use them at
+   * once, open ones keep theirs. Rejects with `code: "ERR_TLS_CONFIG"` and keeps the old ones
+   * when the new ones cannot be used.
+   */
+  setTls(tls: TlsOptions | TlsOptions[]): Promise<void> {
+    try {
+      const entries = tlsEntries(tls);
+      this.#native.setTls(entries);
+      this.#options.tls = entries;
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(nativeError(e));
+    }
+  }
+
   stats(): ServerStats {
     const s = this.#native.stats();
     return {
@@ -339,7 +378,9 @@ export class Server {
       requestsPerSecond: s[2],
       avgLatencyMs: s[3],
       pendingRequests: s[4],
-      webSockets: s[5],
+      tlsHandshakes: s[5],
+      tlsHandshakeFailures: s[6],
+      webSockets: s[7],
     };
   }
 
@@ -552,6 +593,12 @@ export class Server {
     const st = this.#state(id);
     const ev = st?.event;
     if (st === undefined || ev === undefined) return;
+    if (reason === ABORT_HALF_CLOSED) {
+      // Only the signal: the body was complete, and the answer still goes out. The
+      // Request is made now if the listener has not looked yet, so a later look sees it.
+      abortRequest(ev.request, "AbortError");
+      return;
+    }
     const req = eventInternals.requestIfCreated(ev);
     if (req !== null) abortRequest(req, reason === ABORT_TIMEOUT ? "TimeoutError" : "AbortError");
     const err = Object.assign(new Error("The client closed the connection"), { code: "ERR_BODY_ABORTED" });
@@ -624,6 +671,12 @@ export class Server {
       body,
       request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
+      clientCertificate: (id) => {
+        const c = native.requestClientCertificate(id);
+        if (c === null) return null;
+        const { validFrom, validTo, raw, ...names } = c;
+        return { ...names, validFrom: new Date(validFrom), validTo: new Date(validTo), raw: new Uint8Array(raw) };
+      },
       send: (ev, id, response, release) => {
         const up = typeof response === "object" && response !== null ? this.#upgrades.get(response) : undefined;
         if (up !== undefined && up.id === id) {
@@ -647,11 +700,14 @@ export class Server {
         try {
           r = sendResponse(native, id, response, release, this.#streamHooks);
         } catch (e) {
+          // Reported with its stable code (ERR_CONTENT_LENGTH_WITHOUT_BODY, ERR_INVALID_HEADER…).
           throw nativeError(e);
         }
         this.#queueFlush();
         // A body read first (a Blob, a foreign Response) is replied to later.
-        return r === undefined ? r : r.finally(() => this.#queueFlush());
+        return r === undefined
+          ? r
+          : r.then(undefined, (e: unknown) => Promise.reject(nativeError(e))).finally(() => this.#queueFlush());
       },
       fail: (ev, id, status, unanswered) => {
         if (unanswered) {
@@ -772,6 +828,8 @@ function safeUrl(r: Request): string {
 export interface ServeInfo {
   /** The client's IP address. */
   readonly clientAddress: string;
+  /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
+  readonly clientCertificate: ClientCertificate | null;
   /** Keeps work alive after the response; `close()` waits for it. */
   waitUntil(promise: unknown): void;
 }
@@ -811,6 +869,9 @@ class EventInfo implements ServeInfo, ExecutionContext {
   get clientAddress(): string {
     return this.#ev.clientAddress;
   }
+  get clientCertificate(): ClientCertificate | null {
+    return this.#ev.clientCertificate;
+  }
   // Getters returning bound functions, so `const { waitUntil } = info` works.
   get waitUntil(): (promise: unknown) => void {
     const ev = this.#ev;
@@ -830,6 +891,7 @@ class EventInfo implements ServeInfo, ExecutionContext {
   [Symbol.for("nodejs.util.inspect.custom")](): object {
     return {
       clientAddress: this.clientAddress,
+      clientCertificate: this.clientCertificate,
       waitUntil: this.waitUntil,
       passThroughOnException: passThrough,
       props: NO_PROPS,

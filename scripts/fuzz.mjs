@@ -1,15 +1,22 @@
 // Fuzz: random and mutated HTTP/1.1 request bytes against a fetch-rs server in a child process,
-// each case on a fresh connection, for a bounded time; a share of the cases (--ws-share) are
-// random and mutated WebSocket frames on a freshly upgraded socket instead. After every
-// --check-every cases it checks that the process is alive, still answers a normal GET, and that
-// a WebSocket opened at the start still echoes (other sockets unaffected). Exits non-zero if the
-// server crashed, stopped answering, or logged a panic.
-// Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200] [--ws-share 0.3]
+// each case on a fresh connection, for a bounded time. After every --check-every cases it checks
+// that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
+// stopped answering, or logged a panic.
+// Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
+//           [--targets http1,h2c,tls,tls-h2,ws]
+//
+// Targets: `http1` mutated HTTP/1.1 requests; `h2c` the HTTP/2 preface then mutated frames on the
+// plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
+// server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
+// frames; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
+// WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
+// of the targets given (default: all five).
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deflateRawSync, constants as zlib } from "node:zlib";
@@ -18,7 +25,7 @@ import { rssKiB, startServer } from "./child-server.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, wsShare: 0.3 };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2", "ws"] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -30,9 +37,12 @@ function parseArgs(argv) {
     else if (a === "--seed") o.seed = Math.floor(num());
     else if (a === "--concurrency") o.concurrency = Math.max(1, Math.floor(num()));
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
-    else if (a === "--ws-share") o.wsShare = Math.min(1, num());
+    else if (a === "--targets") {
+      o.targets = String(argv[++i]).split(",");
+      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
+    }
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--ws-share F]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2,ws]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -186,7 +196,101 @@ const MUTATORS = [
   },
 ];
 
-/** One case: bytes, how to split the write, and whether to half-close afterwards. */
+// --- HTTP/2 frames (RFC 9113 section 4.1) and TLS records
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+function h2Frame(type, flags, stream, payload = Buffer.alloc(0)) {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream >>> 0, 5);
+  return Buffer.concat([h, payload]);
+}
+
+const u32 = (n) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+// HPACK without Huffman: :method GET/POST (static 2/3), :scheme http/https (6/7), :path and
+// :authority as literals with indexed names (4 and 1).
+const hpack = (method, path, scheme = 7) =>
+  Buffer.concat([Buffer.from([method === "POST" ? 0x83 : 0x82, 0x80 | scheme, 0x04, path.length]), Buffer.from(path), Buffer.from([0x01, 4]), Buffer.from("fuzz")]);
+
+/** Valid frame sequences to mutate (sent after the preface). */
+const H2_CORPUS = [
+  Buffer.concat([h2Frame(4, 0, 0), h2Frame(1, 5, 1, hpack("GET", "/json"))]),
+  Buffer.concat([h2Frame(4, 0, 0, Buffer.from([0, 3, 0, 0, 0, 100, 0, 4, 0, 1, 0, 0])), h2Frame(1, 4, 1, hpack("POST", "/echo")), h2Frame(0, 1, 1, Buffer.from("hello"))]),
+  Buffer.concat([h2Frame(4, 0, 0), h2Frame(1, 5, 1, hpack("GET", "/slow")), h2Frame(3, 0, 1, u32(8)), h2Frame(1, 5, 3, hpack("GET", "/json"))]),
+  Buffer.concat([h2Frame(4, 0, 0), h2Frame(6, 0, 0, Buffer.alloc(8, 7)), h2Frame(8, 0, 0, u32(65535)), h2Frame(2, 0, 1, Buffer.from([0, 0, 0, 0, 16]))]),
+  Buffer.concat([h2Frame(4, 0, 0), h2Frame(1, 1, 1, hpack("GET", "/json").subarray(0, 3)), h2Frame(9, 4, 1, hpack("GET", "/json").subarray(3))]),
+  Buffer.concat([h2Frame(4, 0, 0), h2Frame(1, 5, 1, hpack("GET", "/throw")), h2Frame(7, 0, 0, Buffer.concat([u32(1), u32(0)]))]),
+];
+
+const FRAME_MUTATORS = [
+  function frameType(b) {
+    const c = Buffer.from(b);
+    if (c.length >= 9) c[3] = int(12);
+    return c;
+  },
+  function frameFlags(b) {
+    const c = Buffer.from(b);
+    if (c.length >= 9) c[4] = int(256);
+    return c;
+  },
+  function frameStream(b) {
+    const c = Buffer.from(b);
+    if (c.length >= 9) c.writeUInt32BE(pick([0, 1, 2, 3, 0x7fffffff, 0x80000001, int(2 ** 32)]), 5);
+    return c;
+  },
+  function frameLength(b) {
+    const c = Buffer.from(b);
+    if (c.length >= 9) c.writeUIntBE(pick([0, 1, 8, 16384, 16385, 0xffffff, int(64)]), 0, 3);
+    return c;
+  },
+  function extraFrame(b) {
+    const f = h2Frame(int(12), int(256), pick([0, 1, 3, 5, int(100)]), randomBytes(int(24)));
+    const at = pick([0, b.length]);
+    return Buffer.concat([b.subarray(0, at), f, b.subarray(at)]);
+  },
+  function repeatFrames(b) {
+    return Buffer.concat(Array.from({ length: 2 + int(50) }, () => b));
+  },
+];
+const BYTE_MUTATORS = ["flipBit", "setByte", "insertBytes", "deleteRange", "duplicateRange", "truncate"];
+const byteMutator = () => {
+  const name = pick(BYTE_MUTATORS);
+  return MUTATORS.find((f) => f.name === name);
+};
+
+function mutateFrames(bytes) {
+  const names = [];
+  const n = 1 + int(3);
+  for (let i = 0; i < n; i++) {
+    const m = rand() < 0.6 ? pick(FRAME_MUTATORS) : byteMutator();
+    names.push(m.name);
+    bytes = m(bytes);
+  }
+  return { bytes, how: names.join("+") };
+}
+
+/** ClientHellos of real clients (captured at start), to mutate on the TLS port. */
+const CLIENT_HELLOS = [];
+
+async function captureClientHello(options) {
+  const sink = net.createServer();
+  await new Promise((r) => sink.listen(0, "127.0.0.1", r));
+  const got = new Promise((resolve) => sink.once("connection", (s) => s.once("data", (d) => (resolve(d), s.destroy()))));
+  const c = tls.connect({ port: sink.address().port, host: "127.0.0.1", servername: "localhost", ...options });
+  c.on("error", () => {});
+  const hello = await got;
+  c.destroy();
+  sink.close();
+  return hello;
+}
+
 // --- WebSocket cases: frames after a handshake, valid ones mutated, or random bytes
 
 /** A masked client frame (RFC 6455 section 5.2). */
@@ -311,8 +415,40 @@ function runWsCase(port, c) {
   });
 }
 
+/** One case: bytes, how to split the write, and whether to half-close afterwards. */
 function makeCase() {
-  if (rand() < opts.wsShare) return makeWsCase();
+  const target = pick(opts.targets);
+  if (target === "ws") return { target, ...makeWsCase() };
+  if (target === "h2c" || target === "tls-h2") {
+    const r = rand() < 0.1 ? { bytes: randomBytes(1 + int(256)), how: "random" } : mutateFrames(pick(H2_CORPUS));
+    // h2c needs the preface first; over TLS it is sent after the handshake with the rest.
+    const bytes = Buffer.concat([H2_PREFACE, r.bytes]);
+    return { target, bytes, how: `${target}:${r.how}`, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
+  }
+  if (target === "tls") {
+    let bytes;
+    let how;
+    if (rand() < 0.15 || CLIENT_HELLOS.length === 0) {
+      bytes = randomBytes(1 + int(512));
+      how = "random";
+    } else {
+      bytes = pick(CLIENT_HELLOS);
+      const names = [];
+      for (let i = 0, n = 1 + int(3); i < n; i++) {
+        const m = byteMutator();
+        names.push(m.name);
+        bytes = m(bytes);
+      }
+      how = names.join("+");
+    }
+    return { target, bytes, how: `tls:${how}`, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
+  }
+  const c = makeHttp1Case();
+  c.target = "http1";
+  return c;
+}
+
+function makeHttp1Case() {
   let bytes;
   let how;
   const r = rand();
@@ -336,9 +472,14 @@ function makeCase() {
 }
 
 /** Runs one case on a fresh connection; resolves with the first status seen (or none/garbage). */
-function runCase(port, c) {
+function runCase(ports, c) {
   return new Promise((resolve) => {
-    const sock = net.connect(port, "127.0.0.1");
+    const secure = c.target === "tls" || c.target === "tls-h2";
+    const port = secure ? ports.tls : ports.plain;
+    const sock =
+      c.target === "tls-h2"
+        ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ALPNProtocols: ["h2"], rejectUnauthorized: false })
+        : net.connect(port, "127.0.0.1");
     const chunks = [];
     let done = false;
     let idle;
@@ -348,9 +489,14 @@ function runCase(port, c) {
       clearTimeout(idle);
       clearTimeout(hard);
       sock.destroy();
-      const text = Buffer.concat(chunks).toString("latin1", 0, 64);
+      const data = Buffer.concat(chunks);
+      const text = data.toString("latin1", 0, 64);
       const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
-      resolve({ status: m ? m[1] : text.length === 0 ? "none" : "non-http1", closedBy: how });
+      let status = m ? m[1] : text.length === 0 ? "none" : "non-http1";
+      // HTTP/2 and TLS: whether the server answered with frames / an alert at all.
+      if (c.target === "h2c" || c.target === "tls-h2") status = data.length >= 9 ? `h2-frames` : "none";
+      if (c.target === "tls") status = data.length > 0 && data[0] === 0x15 ? "tls-alert" : data.length > 0 ? "tls-other" : "none";
+      resolve({ status: `${c.target}:${status}`, closedBy: how });
     };
     const hard = setTimeout(() => finish("client"), 3000);
     const arm = () => {
@@ -364,7 +510,7 @@ function runCase(port, c) {
     sock.on("end", () => finish("server"));
     sock.on("close", () => finish("server"));
     sock.on("error", () => finish("server"));
-    sock.on("connect", async () => {
+    sock.on(c.target === "tls-h2" ? "secureConnect" : "connect", async () => {
       const size = Math.ceil(c.bytes.length / c.pieces) || 1;
       for (let i = 0; i < c.bytes.length || i === 0; i += size) {
         if (done) return;
@@ -377,6 +523,10 @@ function runCase(port, c) {
   });
 }
 
+/**
+ * A normal GET on a fresh connection must get 200 within 5 s: over plain TCP, or with `secure`
+ * over TLS (HTTP/1.1 by ALPN).
+ */
 /** The sentinel WebSocket, opened at the start, must still echo within 5 s. */
 let sentinel = null;
 let sentinelSeq = 0;
@@ -399,21 +549,17 @@ function sentinelCheck() {
   });
 }
 
-/** A normal GET on a fresh connection must get 200 within 5 s, and the sentinel echo. */
-async function healthCheck(port) {
-  if (opts.wsShare > 0 && !(await sentinelCheck())) return false;
-  return httpCheck(port);
-}
-
-function httpCheck(port) {
+function healthCheck(port, secure = false) {
   return new Promise((resolve) => {
-    const sock = net.connect(port, "127.0.0.1");
+    const sock = secure
+      ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] })
+      : net.connect(port, "127.0.0.1");
     let text = "";
     const timer = setTimeout(() => {
       sock.destroy();
       resolve(false);
     }, 5000);
-    sock.on("connect", () => sock.write("GET /json HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n"));
+    sock.on(secure ? "secureConnect" : "connect", () => sock.write("GET /json HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n"));
     sock.on("data", (d) => {
       text += d.toString("latin1");
     });
@@ -429,15 +575,36 @@ function httpCheck(port) {
 
 // --- the run
 
+const fixture = (name) => readFileSync(new URL(`../test/fixtures/tls/${name}`, import.meta.url), "utf8");
+const needsTls = opts.targets.some((t) => t.startsWith("tls"));
+for (const o of [{ ALPNProtocols: ["h2", "http/1.1"] }, {}, { maxVersion: "TLSv1.2" }, { ALPNProtocols: ["http/1.1"], servername: "a.test" }])
+  if (needsTls) CLIENT_HELLOS.push(await captureClientHello(o));
+
 const server = await startServer(["--options", JSON.stringify(SERVER_OPTIONS)]);
 const pid = server.child.pid;
 let serverExit = null;
 server.child.on("exit", (code, signal) => {
   serverExit = { code, signal };
 });
-
-if (opts.wsShare > 0) {
-  // Pings keep the sentinel alive through the server's 2 s idle timeout.
+// The TLS server: a second process, so a crash is told apart (its exit counts the same).
+const tlsServer = needsTls
+  ? await startServer(["--options", JSON.stringify({ ...SERVER_OPTIONS, tlsHandshakeTimeout: 2000, tls: { cert: fixture("a.pem"), key: fixture("a.key") } })])
+  : null;
+tlsServer?.child.on("exit", (code, signal) => {
+  serverExit ??= { code, signal, server: "tls" };
+});
+const ports = { plain: server.port, tls: tlsServer?.port };
+// A fuzzer that dies of its own error must not leave its servers running.
+process.on("exit", () => {
+  for (const s of [server, tlsServer]) if (s && s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
+});
+const healthy = async () =>
+  serverExit === null &&
+  (sentinel === null || (await sentinelCheck())) &&
+  (await healthCheck(server.port)) &&
+  (tlsServer === null || (await healthCheck(tlsServer.port, true)));
+if (opts.targets.includes("ws")) {
+  // The sentinel answers the server's pings, so its 2 s idle timeout never closes it.
   sentinel = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
   await new Promise((resolve, reject) => {
     sentinel.once("open", resolve);
@@ -461,16 +628,16 @@ let stop = false;
 async function fuzzWorker() {
   while (!stop && Date.now() < deadline && serverExit === null) {
     const c = makeCase();
-    recent.push({ how: c.how, pieces: c.pieces, halfClose: c.halfClose, bytes: c.bytes.toString("base64") });
+    recent.push({ target: c.target, how: c.how, pieces: c.pieces, halfClose: c.halfClose, bytes: c.bytes.toString("base64") });
     if (recent.length > 64) recent.shift();
-    const r = c.ws ? await runWsCase(server.port, c) : await runCase(server.port, c);
+    const r = c.target === "ws" ? await runWsCase(ports.plain, c) : await runCase(ports, c);
     cases++;
     byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
     closedByServer[r.closedBy === "server" ? "yes" : "no"]++;
     if (++sinceCheck >= opts.checkEvery) {
       sinceCheck = 0;
       checks++;
-      if (serverExit !== null || !(await healthCheck(server.port))) {
+      if (!(await healthy())) {
         failedChecks++;
         stop = true;
       }
@@ -486,18 +653,20 @@ clearInterval(progress);
 
 // One last check after everything settled.
 checks++;
-const finalOk = serverExit === null && (await healthCheck(server.port));
+const finalOk = await healthy();
 if (!finalOk) failedChecks++;
 const rssEnd = rssKiB(pid);
 const crashed = serverExit !== null;
-const panics = (server.stderr().match(/panicked at/g) ?? []).length;
+const stderrOf = () => server.stderr() + (tlsServer?.stderr() ?? "");
+const panics = (stderrOf().match(/panicked at/g) ?? []).length;
 sentinel?.terminate();
 
-if (!crashed) {
-  const exited = new Promise((r) => server.child.once("exit", r));
-  server.child.kill("SIGTERM");
+for (const s of [server, tlsServer]) {
+  if (s === null || s.child.exitCode !== null || s.child.signalCode !== null) continue;
+  const exited = new Promise((r) => s.child.once("exit", r));
+  s.child.kill("SIGTERM");
   const ok = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 15_000))]);
-  if (!ok) server.child.kill("SIGKILL");
+  if (!ok) s.child.kill("SIGKILL");
 }
 
 const seconds = (Date.now() - started) / 1000;
@@ -508,7 +677,7 @@ console.log(`  connection closed by the server: ${closedByServer.yes}, left open
 console.log(`  health checks: ${checks - failedChecks}/${checks} answered 200`);
 console.log(`  crashes: ${crashed ? 1 : 0}${crashed ? ` (${JSON.stringify(serverExit)})` : ""}; panics logged: ${panics}`);
 console.log(`  server RSS: ${((rssStart ?? 0) / 1024).toFixed(1)} MiB at start, ${((rssEnd ?? 0) / 1024).toFixed(1)} MiB at the end`);
-if (server.stderr().trim()) console.log(`  server stderr (tail):\n${server.stderr().trim().split("\n").slice(-20).join("\n")}`);
+if (stderrOf().trim()) console.log(`  server stderr (tail):\n${stderrOf().trim().split("\n").slice(-20).join("\n")}`);
 if (failed) {
   const file = join(tmpdir(), `fuzz-failure-${opts.seed}.json`);
   writeFileSync(file, JSON.stringify({ seed: opts.seed, serverExit, recent }, null, 1));

@@ -2,8 +2,8 @@
 // Run with: node scripts/soak-server.mjs [--options '{"maxBodySize":65536}']
 //
 // Routes: GET /json, POST /echo (body back), /throw (listener throws), /reject (its promise
-// rejects), /slow (answers after 1-20 ms), /ws (a WebSocket echo; /ws?z also agrees on
-// permessage-deflate; every socket subscribes to "all"), /__stats (server.stats(), error count, memory, V8 heap spaces).
+// rejects), /slow (answers after 1-20 ms), /stream?mib=N (N MiB streamed), /ws (a WebSocket
+// echo; /ws?z also agrees on permessage-deflate; every socket subscribes to "all"), /__stats (server.stats(), error count, memory, V8 heap spaces).
 // Prints "listening <port>" on stdout once it accepts connections; SIGTERM closes it gracefully.
 import { getHeapSpaceStatistics } from "node:v8";
 import { Response, Server, upgradeWebSocket } from "../dist/index.js";
@@ -71,6 +71,20 @@ server.addEventListener("fetch", (event) => {
         if (served % 16 === 0) socket.publish("all", "fan-out");
       };
       event.respondWith(response);
+      return;
+    }
+    case "/stream": {
+      // ?mib=N: N MiB in 64 KiB chunks, produced only as fast as the client takes them.
+      const mib = Number(new URL(request.url).searchParams.get("mib") ?? "1");
+      const chunk = new Uint8Array(64 * 1024).fill(120);
+      let left = mib * 16;
+      const body = new ReadableStream({
+        pull(c) {
+          if (left-- > 0) c.enqueue(chunk);
+          else c.close();
+        },
+      });
+      event.respondWith(new Response(body, { headers: { "content-type": "application/octet-stream" } }));
       return;
     }
     case "/__stats":

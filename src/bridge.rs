@@ -45,6 +45,10 @@ pub enum AbortReason {
     ClientGone = wire::ABORT_CLIENT_GONE,
     /// The listener did not respond within the `timeout` option.
     Timeout = wire::ABORT_TIMEOUT,
+    /// The client shut down its side after sending the request: it may still read the
+    /// answer (an HTTP/1.1 half-close) or be gone. `request.signal` aborts; the answer is
+    /// still sent.
+    HalfClosed = wire::ABORT_HALF_CLOSED,
 }
 
 /// A request as it travels from a connection task to the JS thread. Its head stays with
@@ -60,6 +64,8 @@ pub struct IncomingRequest {
     pub ticket: Arc<Ticket>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
+    /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
+    pub tls: Option<Arc<crate::tls::Session>>,
 }
 
 /// A request body as it arrives: absent, already read in full, or still on the wire.

@@ -17,6 +17,7 @@
 //! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each REQUEST record's URL and packed headers as one string in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
 //! | `requestMethod/ClientAddress` | slot id | a method other than those with a code; the client's address |
+//! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
@@ -96,6 +97,11 @@ calls! {
     /// `requestClientAddress(id)`: the client's IP address.
     c"requestClientAddress" => fn request_client_address(core, _env; id: u32) -> Option<String> {
         Ok(core.request_client_address(id))
+    }
+    /// `requestClientCertificate(id)`: the verified client certificate of an HTTPS request
+    /// (mTLS), or `null`.
+    c"requestClientCertificate" => fn request_client_certificate(core, _env; id: u32) -> Option<crate::tls::ClientCertificateInfo> {
+        Ok(core.request_client_certificate(id))
     }
     /// `requestRelease(id)`: frees the slot; a request still unanswered gets a 500.
     c"requestRelease" => fn request_release(core, _env; id: u32) -> () {

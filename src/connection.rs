@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -49,6 +50,8 @@ pub struct ServerShared {
     pub phase: watch::Receiver<Phase>,
     /// The bound address, for the URLs of requests without a Host.
     pub local: String,
+    /// Set for an HTTPS server: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -64,16 +67,41 @@ impl ServerShared {
         let mut h1 = http1::Builder::new();
         // No pipeline_flush: with it, hyper 1.x leaves the automatic 400 for a malformed
         // request unflushed; cork.rs coalesces pipelined responses instead.
+        // No half_close: hyper then reads while a request is out, and sees a client that
+        // leaves. One that only half-closes between requests (`nc -N`) is still answered:
+        // cork.rs keeps that end of stream from hyper until the answers are out.
         h1.keep_alive(true)
             .timer(TokioTimer::new())
             .max_header_size(config.max_header_size + HEAD_SLACK)
             .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
             .header_read_timeout(config.header_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32);
-        ServerShared { doorbell, stats, config, phase, local, h1, h2 }
+        // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
+        // bombs and CONTINUATION floods end at this size), streams a client may reset
+        // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and
+        // streams the server itself reset for protocol errors. Flow-control windows keep
+        // h2's defaults (1 MiB), so a slow reader holds at most that much per stream.
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32)
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+        ServerShared { doorbell, stats, config, phase, local, tls: None, h1, h2 }
+    }
+
+    /// Makes this an HTTPS server.
+    pub fn with_tls(mut self, tls: Option<Arc<crate::tls::TlsAcceptor>>) -> Self {
+        self.tls = tls;
+        self
     }
 }
+
+/// Streams a client may open and reset before the server has accepted them; more and the
+/// connection gets GOAWAY. h2's default (20).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server resets for a client's protocol errors before it sends GOAWAY
+/// (RUSTSEC-2024-0003); hyper's default.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The checks hyper leaves to the server: RFC 9112 section 3.2 (exactly one valid Host
 /// in HTTP/1.1), the target length (414) and `maxHeaderSize` for the header fields (431).
@@ -117,21 +145,85 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The HTTP/2 connection preface starts with these bytes; no HTTP/1.1 method does.
-const H2_PREFIX: &[u8; 3] = b"PRI";
+/// The HTTP/2 connection preface (RFC 9113 3.4): a connection that starts with all of it
+/// speaks h2c with prior knowledge; one that differs from it in any byte is HTTP/1.1
+/// (`PRIX / HTTP/1.1` included).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes read either differ from the h2 preface or are all of it,
+/// whatever the segmentation; returns them (`None`: closed before a byte came).
+async fn read_preface(stream: &mut TcpStream) -> Option<([u8; 24], usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 24];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = stream.read(&mut buf[n..]).await.ok()?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break;
+        }
+    }
+    (n > 0).then_some((buf, n))
+}
+
+/// How long and how much a closing HTTP/1.1 connection goes on reading and discarding
+/// what the client still sends (the lingering close, as nginx's `lingering_close`): a
+/// client still uploading a body the server refused must finish writing to read the
+/// response (Node's fetch and node:http fail the whole request on a reset); closing with
+/// its bytes unread sends a reset instead. 2 s covers a refused upload of tens of MiB on a
+/// fast network; 64 MiB bounds what one client can make the server read for nothing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// After the last response: FIN, then read and discard until the client closes too, or
+/// `LINGER_TIME` or `LINGER_BYTES` runs out, or the server stops running.
+async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut read) = cork.take_read_half() else { return };
+    if cork.shutdown().await.is_err() {
+        return;
+    }
+    let discard = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, discard) => {}
+        _ = phase.wait_for(|p| *p != Phase::Running) => {}
+    }
+}
 
 /// Serves one accepted connection until it closes or the server is forced down.
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
     let _guard = ConnectionGuard::new(shared.stats.clone());
     let _ = stream.set_nodelay(true);
+    if let Some(tls) = shared.tls.clone() {
+        if let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await {
+            tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
+            let (read, write) = tokio::io::split(accepted.stream);
+            let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2, &[]);
+            serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
+        }
+        return;
+    }
     let mut phase = shared.phase.clone();
     // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
-    // nothing within the header timeout, or a server closing meanwhile, ends it here.
-    let mut prefix = [0u8; 3];
+    // nothing (or only part of the h2 preface) within the header timeout, or a server
+    // closing meanwhile, ends it here.
+    let mut stream = stream;
     let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
-    let peeked = tokio::select! {
-        p = tokio::time::timeout(wait, stream.peek(&mut prefix)) => match p {
-            Ok(Ok(n)) if n > 0 => n,
+    let (first, n) = tokio::select! {
+        p = tokio::time::timeout(wait, read_preface(&mut stream)) => match p {
+            Ok(Some(read)) => read,
             _ => {
                 tracing::debug!(%remote, "connection closed: no request within the header timeout, or the client left");
                 return;
@@ -142,40 +234,165 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
             return;
         }
     };
-    let h2 = peeked == prefix.len() && &prefix == H2_PREFIX;
+    let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
     tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
-    let (io, cork) = Cork::new(stream, h2);
+    let (io, cork) = Cork::new(stream, h2, &first[..n]);
+    serve_http(io, cork, h2, remote, None, shared).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 over a connection's (plain or decrypted) bytes.
+async fn serve_http(
+    mut io: crate::cork::CorkedStream,
+    cork: Arc<Cork>,
+    h2: bool,
+    remote: SocketAddr,
+    tls: Option<Arc<crate::tls::Session>>,
+    shared: Arc<ServerShared>,
+) {
+    let mut phase = shared.phase.clone();
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
-    let svc = service_fn(move |req| handle(req, remote, svc_shared.clone(), svc_cork.clone()));
-    let finished = if h2 {
-        let conn = shared.h2.serve_connection(io, svc);
-        drive(conn, |c| c.graceful_shutdown(), &cork, phase, shared.config.idle_timeout).await
+    let mut svc = service_fn(move |req| {
+        handle(req, remote, tls.clone(), svc_shared.clone(), InFlightCount::new(svc_cork.clone()))
+    });
+    let mut clock = IdleClock::new(shared.config.idle_timeout);
+    // An idle connection's hyper state can be released only where its socket's readiness
+    // can be watched without reading (plain TCP, not TLS).
+    let releasable = io.can_wait_readable();
+    // hyper's connection state is boxed: the task of an idle HTTP/1.1 connection whose
+    // hyper state was released (below) keeps only the small rest.
+    let end = if h2 {
+        let mut conn = Box::pin(shared.h2.serve_connection(io, svc));
+        drive(&mut conn, &cork, &mut phase, &mut clock, false).await
     } else {
-        // With upgrades: a WebSocket handshake hands the connection to websocket.rs.
-        let conn = shared.h1.serve_connection(io, svc).with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), &cork, phase, shared.config.idle_timeout).await
+        loop {
+            let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
+            let end = drive(&mut conn, &cork, &mut phase, &mut clock, releasable).await;
+            let upgrade = cork.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (End::Finished, Some(ws)) = (end, upgrade) {
+                // A WebSocket was accepted: hyper wrote the 101 and let go of the
+                // connection, which the socket takes over from here.
+                tracing::debug!(%remote, "connection upgraded to a WebSocket");
+                let parts = Pin::into_inner(conn).into_parts();
+                let (stats, phase) = (shared.stats.clone(), shared.phase.clone());
+                crate::websocket::take_over(parts.io, parts.read_buf, &cork, ws, stats, phase).await;
+                return;
+            }
+            if end != End::Quiet {
+                break end;
+            }
+            // Quiet and settled: hand hyper's buffers back (an 8 KiB read buffer and an
+            // 8 KiB header buffer, kept for the connection's life otherwise) and wait for
+            // the next request holding no buffer. Bytes hyper had read but not parsed
+            // are read again by the next hyper connection.
+            let parts = Pin::into_inner(conn).into_parts();
+            (io, svc) = (parts.io, parts.service);
+            io.rewind(parts.read_buf);
+            crate::alloc::note_release();
+            let timeout = clock.time_left(shared.config.header_timeout);
+            tokio::select! {
+                _ = io.readable() => {}
+                _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
+                _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => break End::Finished,
+            }
+            clock.restart();
+        }
     };
-    tracing::debug!(%remote, reason = if finished { "done" } else { "cut off" }, "connection closed");
-    if finished {
+    tracing::debug!(%remote, reason = ?end, "connection closed");
+    if end == End::Finished {
         // hyper finished (a close, an error answered with 400): send what it wrote.
         let _ = tokio::time::timeout(Duration::from_secs(5), cork.finish()).await;
+        if !h2 {
+            linger(&cork, shared.phase.clone()).await;
+        }
     }
 }
 
-/// Polls a connection to its end, flushing corked writes after each poll and starting a
-/// graceful shutdown when the server drains. Returns false when it was cut off.
-async fn drive<C: std::future::Future>(
-    conn: C,
-    shutdown: impl Fn(Pin<&mut C>),
+/// How `drive` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// hyper finished the connection (closed, or an error it answered).
+    Finished,
+    /// Cut off: the server forced it down, or the socket failed.
+    CutOff,
+    /// Quiet for two periods with nothing in progress: hyper's state may be released.
+    Quiet,
+}
+
+/// How long a keep-alive connection stays quiet (no bytes either way, nothing in
+/// progress) before hyper's state is released: two to three of these. Long enough that a
+/// connection in use never pays for rebuilding hyper's connection (two buffers and a box),
+/// short enough that idle connections hold little soon after going idle.
+const QUIET_PERIOD: Duration = Duration::from_secs(1);
+
+/// The quiet-time clock of one connection: one interval ticking while hyper's state is
+/// live, never touched per request, and none while released.
+struct IdleClock {
+    period: Duration,
+    interval: Option<tokio::time::Interval>,
+    /// Periods in a row in which nothing moved.
+    quiet: u32,
+    /// `idleTimeout`: after this many quiet periods the connection is closed.
+    close_after: Option<u32>,
+}
+
+impl IdleClock {
+    fn new(idle_timeout: Option<Duration>) -> Self {
+        let period = idle_timeout.map_or(QUIET_PERIOD, |d| d.min(QUIET_PERIOD)).max(Duration::from_millis(1));
+        let close_after = idle_timeout.map(|d| (d.as_nanos().div_ceil(period.as_nanos())).max(1) as u32);
+        let mut clock = IdleClock { period, interval: None, quiet: 0, close_after };
+        clock.restart();
+        clock
+    }
+
+    /// Starts counting from now (hyper's state is live again).
+    fn restart(&mut self) {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
+        // A task held up past several ticks must not count them all as quiet at once.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.interval = Some(i);
+        self.quiet = 0;
+    }
+
+    async fn tick(&mut self) {
+        match self.interval.as_mut() {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.close_after.is_some_and(|n| self.quiet >= n)
+    }
+
+    /// How long a released connection may wait for its next request: what is left of
+    /// `idleTimeout` and of `headerTimeout` (hyper's header timer ran from the last
+    /// response, which is about when the quiet began); None: no limit. Stops the interval.
+    fn time_left(&mut self, header_timeout: Option<Duration>) -> Option<Duration> {
+        self.interval = None;
+        let quiet_for = self.period * self.quiet;
+        let idle = self.close_after.map(|n| self.period * n.saturating_sub(self.quiet));
+        let header = header_timeout.map(|t| t.saturating_sub(quiet_for));
+        match (idle, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Polls a connection until it ends, flushing corked writes after each poll and starting
+/// a graceful shutdown when the server drains or `idleTimeout` passes. With `releasable`,
+/// returns `End::Quiet` once the connection has been quiet for two periods with nothing
+/// in progress (`Cork::settled`), so its caller can release hyper's state.
+async fn drive<C: GracefulConnection>(
+    conn: &mut Pin<Box<C>>,
     cork: &Cork,
-    mut phase: watch::Receiver<Phase>,
-    idle_timeout: Option<Duration>,
-) -> bool {
-    // The idle check runs once per period: a connection idle through a whole period is
-    // closed, so it goes after one to two periods; no timer is touched per request.
-    let mut idle_check = idle_timeout.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
-    let mut conn = pin!(conn);
+    phase: &mut watch::Receiver<Phase>,
+    clock: &mut IdleClock,
+    releasable: bool,
+) -> End {
     // Set by the loop below; the corked future starts the graceful shutdown itself,
     // since it holds the connection.
     let drain = AtomicBool::new(false);
@@ -183,22 +400,22 @@ async fn drive<C: std::future::Future>(
     let mut corked = pin!(std::future::poll_fn(|cx| {
         if !draining && drain.load(Ordering::Relaxed) {
             draining = true;
-            shutdown(conn.as_mut());
+            conn.as_mut().graceful_shutdown();
         }
         if conn.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(true);
+            return Poll::Ready(End::Finished);
         }
         // Corked responses go out now unless hyper is on a pipelined request.
         match cork.after_poll(cx) {
             Ok(()) => Poll::Pending,
-            Err(_) => Poll::Ready(false),
+            Err(_) => Poll::Ready(End::CutOff),
         }
     }));
     loop {
         match *phase.borrow_and_update() {
             Phase::Forced => {
                 tracing::debug!("connection forced closed: the shutdown grace period is over");
-                return false;
+                return End::CutOff;
             }
             Phase::Draining => drain.store(true, Ordering::Relaxed),
             Phase::Running => {}
@@ -208,13 +425,20 @@ async fn drive<C: std::future::Future>(
             changed = phase.changed() => {
                 // An error means the server object is gone: nothing can answer any more.
                 if changed.is_err() {
-                    return false;
+                    return End::CutOff;
                 }
             }
-            _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
+            _ = clock.tick() => {
                 if cork.idle_since_last_check() {
+                    clock.quiet += 1;
+                } else {
+                    clock.quiet = 0;
+                }
+                if clock.timed_out() {
                     tracing::debug!("idle timeout: closing the connection");
                     drain.store(true, Ordering::Relaxed);
+                } else if releasable && clock.quiet >= 2 && !drain.load(Ordering::Relaxed) && cork.settled() {
+                    return End::Quiet;
                 }
             }
         }
@@ -237,12 +461,21 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts a request of one connection while its response is being produced.
+/// Counts a request of one connection while its response is being produced: from
+/// when hyper hands it over (before hyper reads on), not from the first poll.
 struct InFlightCount(Arc<Cork>);
+
+impl InFlightCount {
+    fn new(cork: Arc<Cork>) -> Self {
+        cork.in_flight.fetch_add(1, Ordering::Release);
+        InFlightCount(cork)
+    }
+}
 
 impl Drop for InFlightCount {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+        self.0.answered();
     }
 }
 
@@ -285,21 +518,27 @@ fn closing(status: u16) -> Reply {
 async fn handle(
     req: http::Request<Incoming>,
     remote: SocketAddr,
+    tls: Option<Arc<crate::tls::Session>>,
     shared: Arc<ServerShared>,
-    cork: Arc<Cork>,
+    in_flight_count: InFlightCount,
 ) -> Result<Reply, Infallible> {
     let started = Instant::now();
-    cork.in_flight.fetch_add(1, Ordering::Relaxed);
-    let in_flight_count = InFlightCount(cork);
     let stats = &shared.stats;
     stats.total_requests.fetch_add(1, Ordering::Relaxed);
-    let (mut head, body) = req.into_parts();
+    let (head, body) = req.into_parts();
     if let Some(status) = check_head(&head, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Ok(closing(status));
     }
-    let (websocket, on_upgrade) = crate::websocket::offer(&mut head).map_or((None, None), |(o, u)| (Some(o), u));
+    let websocket = crate::websocket::offer(&head);
+    // The URL and headers as JS gets them; a target or authority no URL can be made
+    // from is refused before any of the body is read.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let Ok(text) = crate::request::head_text(&head, scheme, &shared.local) else {
+        tracing::debug!(%remote, "request target or Host refused: 400");
+        return Ok(closing(400));
+    };
     let limit = shared.config.max_body_size;
     let body = if body.is_end_stream() {
         RequestBody::None
@@ -338,8 +577,14 @@ async fn handle(
 
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
+    if matches!(body, RequestBody::Incoming(_)) {
+        // hyper reads this body for as long as JS may: the connection is not settled
+        // (Cork::settled) while the request's record lives.
+        if let Ok(mut last) = in_flight_count.0.last_request.lock() {
+            *last = Arc::downgrade(&ticket);
+        }
+    }
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
-    let text = crate::request::head_text(&head, "http", &shared.local);
     let method = head.method;
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,
@@ -349,10 +594,24 @@ async fn handle(
         reply: Some(tx),
         ticket,
         websocket,
+        tls,
     })));
 
+    // A client that half-closes may still read the answer, or may be gone: TCP cannot
+    // tell. The listener's `request.signal` aborts as for a client that left, and the
+    // answer is still sent.
+    let cork = &in_flight_count.0;
+    let mut rx = rx;
+    let wait = async {
+        tokio::select! {
+            r = &mut rx => return r,
+            _ = cork.client_left() => {}
+        }
+        shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
+        rx.await
+    };
     let reply = match shared.config.request_timeout {
-        Some(t) => match tokio::time::timeout(t, rx).await {
+        Some(t) => match tokio::time::timeout(t, wait).await {
             Ok(r) => r,
             Err(_) => {
                 in_flight.armed = false;
@@ -361,7 +620,7 @@ async fn handle(
                 return Ok(closing(503));
             }
         },
-        None => rx.await,
+        None => wait.await,
     };
     in_flight.armed = false;
     stats.record_response(started.elapsed());
@@ -371,8 +630,8 @@ async fn handle(
             s.hold(crate::cork::StreamingGuard::new(in_flight_count.0.clone()));
         }
     }
-    if let (Some(up), Ok(res)) = (on_upgrade, reply.as_mut()) {
-        crate::websocket::start(res, up, &in_flight_count.0, stats, &shared.phase);
+    if let Ok(res) = reply.as_mut() {
+        crate::websocket::claim(res, &in_flight_count.0);
     }
     // A dropped sender means JS released the request without answering it.
     Ok(reply.unwrap_or_else(|_| response::status_only(500)))
@@ -383,6 +642,7 @@ mod tests {
     use super::*;
     use crate::options::NativeOptions;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
     fn shared() -> (Arc<ServerShared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Running);
@@ -391,65 +651,119 @@ mod tests {
         (Arc::new(ServerShared::new(Arc::new(Doorbell::new()), Arc::new(Stats::new()), config, rx, local)), tx)
     }
 
-    /// Serves one connection on a loopback socket, sends `input`, and returns all output.
-    async fn exchange(input: &[u8]) -> String {
-        let (shared, _phase) = shared();
+    /// Serves one connection on a loopback socket; returns the client's halves and the
+    /// serving task (to abort once done).
+    async fn connect() -> (OwnedReadHalf, OwnedWriteHalf, tokio::task::JoinHandle<()>) {
+        let (shared, phase) = shared();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
+            let _phase = phase;
             let (stream, remote) = listener.accept().await.unwrap();
             serve(stream, remote, shared).await;
         });
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = client.into_split();
+        let (r, w) = client.into_split();
+        (r, w, task)
+    }
+
+    /// Serves one connection on a loopback socket, sends `input`, and returns all output.
+    async fn exchange(input: &[u8]) -> String {
+        let (mut r, mut w, task) = connect().await;
         w.write_all(input).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r.read_to_end(&mut out)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.read_to_end(&mut out)).await;
         task.abort();
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Sends `input` on a connection of its own; asserts the reply has `status`.
+    async fn expect_status(input: &[u8], status: u16) {
+        let out = exchange(input).await;
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out:?}");
+    }
+
+    /// As `exchange`, writing `parts` 50 ms apart and reading the first `want` bytes back.
+    async fn exchange_parts(parts: &[&[u8]], want: usize) -> Vec<u8> {
+        let (mut r, mut w, task) = connect().await;
+        for part in parts {
+            w.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut out = vec![0u8; want];
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.read_exact(&mut out)).await;
+        task.abort();
+        out
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_one_byte_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..1], &H2_PREFACE[1..]], 9).await;
+        // A frame header: 24-bit length, type 0x4 (SETTINGS), flags, stream 0.
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn h2c_preface_split_after_two_bytes_gets_settings() {
+        let out = exchange_parts(&[&H2_PREFACE[..2], &H2_PREFACE[2..]], 9).await;
+        assert_eq!(out[3], 0x4, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_leaves_the_preface_late_is_http11() {
+        expect_status(b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn bare_lf_in_a_head_gets_400() {
+        expect_status(b"GET / HTTP/1.1\nHost: x\n\n", 400).await;
+    }
+
+    #[tokio::test]
+    async fn repeated_content_length_after_a_partial_read_gets_400() {
+        // hyper has part of the head already: it parses again only once a head end comes.
+        let out = exchange_parts(
+            &[b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"],
+            12,
+        )
+        .await;
+        assert_eq!(&out, b"HTTP/1.1 400", "{:?}", String::from_utf8_lossy(&out));
+    }
+
     #[tokio::test]
     async fn malformed_request_line_gets_400() {
-        let out = exchange(b"GARBAGE\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GARBAGE\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn invalid_header_line_gets_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn declared_body_over_the_limit_gets_413_before_dispatch() {
-        let out = exchange(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 413"), "{out:?}");
+        expect_status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413).await;
     }
 
     #[tokio::test]
     async fn http11_without_host_gets_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn two_host_headers_get_400() {
-        let out = exchange(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+        expect_status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400).await;
     }
 
     #[tokio::test]
     async fn long_target_gets_414() {
         let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_LEN + 1));
-        let out = exchange(req.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 414"), "{out:?}");
+        expect_status(req.as_bytes(), 414).await;
     }
 
     #[tokio::test]
     async fn header_fields_over_max_header_size_get_431() {
         let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
-        let out = exchange(req.as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+        expect_status(req.as_bytes(), 431).await;
     }
 }

@@ -11,7 +11,7 @@ use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{PULL_END, PULL_PENDING};
-use crate::{listener, options, response, websocket};
+use crate::{alloc, listener, options, response, tls, websocket};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
 use std::collections::VecDeque;
@@ -32,6 +32,8 @@ pub struct Core {
     phase: Option<watch::Sender<Phase>>,
     /// The payloads of the records `drain` is handing over (emptied each time).
     heads: Vec<Payload>,
+    /// An HTTPS server's certificates, once listening (`setTls` swaps them here).
+    tls: Option<Arc<tls::TlsAcceptor>>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -52,6 +54,7 @@ impl Core {
             runtime: None,
             phase: None,
             heads: Vec::new(),
+            tls: None,
         })
     }
 
@@ -60,6 +63,11 @@ impl Core {
         if self.runtime.is_some() {
             return Err(invalid_state("the server is already listening"));
         }
+        // Certificates first: a bad one rejects `listen()` before the port is taken.
+        let tls = match &self.config.tls {
+            Some(entries) => Some(Arc::new(tls::TlsAcceptor::new(entries, self.config.http2)?)),
+            None => None,
+        };
         let std_listener = listener::bind(&self.config)?;
         let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
         let park_doorbell = self.js.doorbell.clone();
@@ -68,20 +76,27 @@ impl Core {
             .thread_name("fetch-rs")
             // A worker out of work rings JS for everything it queued meanwhile: one
             // wake-up per round of network events instead of one per request.
-            .on_thread_park(move || park_doorbell.ring_if_waiting())
+            .on_thread_park(move || {
+                park_doorbell.ring_if_waiting();
+                alloc::give_back_released();
+            })
             .enable_all()
             .build()
             .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
         let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
         self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let shared = Arc::new(ServerShared::new(
-            self.js.doorbell.clone(),
-            self.stats.clone(),
-            self.config.clone(),
-            phase_rx,
-            local.to_string(),
-        ));
+        let shared = Arc::new(
+            ServerShared::new(
+                self.js.doorbell.clone(),
+                self.stats.clone(),
+                self.config.clone(),
+                phase_rx,
+                local.to_string(),
+            )
+            .with_tls(tls.clone()),
+        );
+        self.tls = tls;
         runtime.spawn(self.js.doorbell.clone().deliver_replies());
         let _enter = runtime.enter();
         runtime.spawn(listener::accept_loop(std_listener, shared));
@@ -138,6 +153,25 @@ impl Core {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
             v4 => v4.to_string(),
         })
+    }
+
+    pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
+        let live = self.js.slab.get(SlotId(id))?;
+        live.req.tls.as_ref()?.client_certificate.as_ref().map(tls::ClientCertificateInfo::from)
+    }
+
+    /// New certificates: for new connections at once when listening, else for `listen()`.
+    /// A bad entry throws `ERR_TLS_CONFIG` and changes nothing.
+    pub fn set_tls(&mut self, entries: Vec<tls::NativeTls>) -> BridgeResult<()> {
+        match (&self.tls, self.runtime.is_some()) {
+            (Some(acceptor), _) => acceptor.set(&entries)?,
+            (None, true) => return Err(invalid_state("the server was started without tls; it cannot switch to HTTPS")),
+            (None, false) => {
+                tls::CertTable::build(&entries, self.config.http2)?;
+                self.config.tls = Some(entries);
+            }
+        }
+        Ok(())
     }
 
     /// Frees the slot. A request still unanswered gets a 500.
@@ -398,6 +432,20 @@ impl Core {
         }
     }
 
+    /// The JS environment that owns this server is going away (its worker thread ends,
+    /// or the process exits): drop every connection and stop the runtime's threads before
+    /// the environment's memory goes. The wait is bounded (a worker only has to finish its
+    /// current poll); threads still running after it only run the addon's code, which
+    /// stays loaded for the life of the process (build.rs).
+    pub(crate) fn shut_down_for_env_exit(&mut self) {
+        self.force_close();
+        self.js.doorbell.set_callback(None);
+        self.js.slab.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+
     /// Releases the doorbell and the runtime once closed, so nothing keeps Node's event
     /// loop alive. Unanswered requests are dropped.
     pub fn shutdown(&mut self) {
@@ -417,6 +465,8 @@ impl Core {
             s.requests_per_second,
             s.avg_latency_ms,
             s.pending_requests,
+            s.tls_handshakes,
+            s.tls_handshake_failures,
             s.web_sockets,
         ]
     }
@@ -432,7 +482,8 @@ impl Core {
         body: ResponseBody,
         release: bool,
     ) -> BridgeResult<()> {
-        let reply = response::build(status, ct, headers.as_deref(), body)?;
+        let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
+        let reply = response::build(status, ct, headers.as_deref(), body, head)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
             self.js.outbox.push((tx, reply));

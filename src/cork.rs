@@ -11,22 +11,49 @@
 //! poll unless hyper went straight on to another request already in its read buffer
 //! (it did not read the socket, and a request is waiting on JS).
 
-use hyper_util::rt::TokioIo;
+use crate::h1_strict::Strict;
+use bytes::Bytes;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
-use tokio::io::AsyncWrite;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// The read half of a connection's byte stream: a TCP socket's, or a TLS stream's.
+pub trait ConnRead: AsyncRead + Send + Unpin {
+    /// Readiness without reading: `Some` where the stream can report it (a TCP socket),
+    /// `None` where bytes must be read to know (TLS records).
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        None
+    }
+}
+
+impl ConnRead for tokio::net::tcp::OwnedReadHalf {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
+        Some(self.as_ref().poll_read_ready(cx))
+    }
+}
+
+impl<T: AsyncRead + Send> ConnRead for tokio::io::ReadHalf<T> {}
+
+pub type ReadHalf = Box<dyn ConnRead>;
+/// The write half, as `ReadHalf`.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Buffered bytes above which a write goes to the socket at once: the cork is for
 /// small responses; a large body gains nothing from waiting.
 const CORK_LIMIT: usize = 64 * 1024;
 
+/// Capacity the write buffer may keep once drained: enough for a typical small response,
+/// so a keep-alive connection does not allocate per response, while one that wrote a
+/// large pipelined batch gives the rest back.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
 struct WriteSide {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     buf: Vec<u8>,
 }
 
@@ -40,7 +67,12 @@ impl WriteSide {
             }
             self.buf.drain(..n);
         }
-        Poll::Ready(Ok(()))
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        // A TLS stream takes bytes it cannot send yet (the socket is full) and keeps their
+        // records until flushed; over TCP this is a no-op.
+        Pin::new(&mut self.half).poll_flush(cx)
     }
 }
 
@@ -57,14 +89,47 @@ pub struct Cork {
     pub streaming: AtomicUsize,
     /// Bytes moved either way since the idle check last looked.
     activity: AtomicBool,
+    /// The read half once hyper is done with the connection, for the lingering close.
+    leftover: Mutex<Option<ReadHalf>>,
+    /// The client half-closed between requests while some were still being answered:
+    /// hyper is told of the end only once they are (see `CorkedStream::poll_read`).
+    client_eof: AtomicBool,
+    /// Woken when `client_eof` is set, for the requests waiting on JS.
+    client_left: Notify,
+    /// hyper's read, waiting for the last answer before it gets the end of the stream.
+    eof_reader: Mutex<Option<Waker>>,
+    /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
+    write_blocked: AtomicBool,
+    /// hyper got bytes after it last wrote: it may hold part of the next head. Releasing
+    /// then would restart its header timer, which a client sending a byte every few
+    /// seconds could use to hold a connection forever (slowloris).
+    read_since_write: AtomicBool,
+    /// The request of this connection whose record JS may still hold, with its body
+    /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
+    pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
+    /// A WebSocket accepted on this connection: it takes the connection once hyper has
+    /// written the 101 (connection.rs, websocket.rs).
+    pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
 }
 
 impl Cork {
     /// Splits `stream` into the wrapper hyper serves and the handle the task flushes with.
     /// An HTTP/2 connection (`passthrough`) is never corked: its frames for concurrent
     /// streams must not wait on one another.
-    pub fn new(stream: TcpStream, passthrough: bool) -> (CorkedStream, Arc<Cork>) {
+    /// `replay` is what protocol selection already read; hyper reads it first. HTTP/1.1
+    /// reads go through the framing checks of `h1_strict`.
+    pub fn new(stream: TcpStream, passthrough: bool, replay: &[u8]) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay)
+    }
+
+    /// As `new`, over any byte stream split in two (TLS: `tokio::io::split`).
+    pub fn from_halves(
+        read: ReadHalf,
+        write: WriteHalf,
+        passthrough: bool,
+        replay: &[u8],
+    ) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
             write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
             read_called: AtomicBool::new(false),
@@ -72,8 +137,72 @@ impl Cork {
             in_flight: AtomicUsize::new(0),
             streaming: AtomicUsize::new(0),
             activity: AtomicBool::new(false),
+            leftover: Mutex::new(None),
+            client_eof: AtomicBool::new(false),
+            client_left: Notify::new(),
+            eof_reader: Mutex::new(None),
+            write_blocked: AtomicBool::new(false),
+            read_since_write: AtomicBool::new(false),
+            last_request: Mutex::new(std::sync::Weak::new()),
+            upgrade: Mutex::new(None),
         });
-        (CorkedStream { read: TokioIo::new(read), cork: cork.clone() }, cork)
+        let strict = (!passthrough).then(Box::default);
+        let stream =
+            CorkedStream { read: Some(read), replay: replay.into(), strict, cork: cork.clone(), rewound: None };
+        (stream, cork)
+    }
+
+    /// True when the connection holds nothing in progress: no request or streamed
+    /// response, nothing unwritten (here or blocked in hyper), nothing read since the last
+    /// response (part of a head), and no request record that JS still holds (whose body
+    /// hyper could still be reading). With a quiet period behind it, hyper's connection
+    /// can then be released and rebuilt (connection.rs).
+    pub fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.streaming.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.read_since_write.load(Ordering::Relaxed)
+            && self.side().buf.is_empty()
+            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
+    }
+
+    /// Resolves when the client has shut down its side (sent FIN) while requests of this
+    /// connection were waiting on JS: for HTTP, the client may be gone.
+    pub async fn client_left(&self) {
+        let notified = self.client_left.notified();
+        if self.client_eof.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// A request finished or a streamed response ended: hyper may now get the end of
+    /// the stream it was kept from.
+    pub fn answered(&self) {
+        if self.client_eof.load(Ordering::Acquire) {
+            if let Some(w) = self.eof_reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn answering(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 || self.streaming.load(Ordering::Acquire) > 0
+    }
+
+    /// The read half, once hyper has dropped the connection (see `CorkedStream`'s Drop).
+    pub fn take_read_half(&self) -> Option<ReadHalf> {
+        self.leftover.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Sends FIN once everything buffered is written.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut side = self.side();
+            ready!(side.poll_drain(cx))?;
+            Pin::new(&mut side.half).poll_shutdown(cx)
+        })
+        .await
     }
 
     fn side(&self) -> std::sync::MutexGuard<'_, WriteSide> {
@@ -94,10 +223,12 @@ impl Cork {
         }
     }
 
-    /// Stops corking for good: the connection was upgraded, and what is written to it
-    /// from now on (after what is buffered) goes straight out.
-    pub fn write_through(&self) {
-        self.passthrough.store(true, Ordering::Relaxed);
+    /// Hands the write half over (a WebSocket takes the connection), with what was
+    /// written and not sent yet (the 101), which must go out first.
+    pub fn take_writer(&self) -> (WriteHalf, Vec<u8>) {
+        let mut side = self.side();
+        let half = std::mem::replace(&mut side.half, Box::new(tokio::io::sink()));
+        (half, std::mem::take(&mut side.buf))
     }
 
     /// For the keep-alive idle timeout: true when nothing moved since the last call and
@@ -113,25 +244,145 @@ impl Cork {
     }
 }
 
-/// The socket as hyper sees it: reads go straight through; writes are buffered until
-/// the connection task flushes them.
+/// The socket as hyper sees it: reads go through (HTTP/1.1 ones checked by
+/// `h1_strict`); writes are buffered until the connection task flushes them.
 pub struct CorkedStream {
-    read: TokioIo<OwnedReadHalf>,
+    /// Always Some until dropped, when it moves to `Cork::leftover`.
+    read: Option<ReadHalf>,
+    /// Bytes read before hyper took over (the protocol selection), served first.
+    replay: Box<[u8]>,
+    /// HTTP/1.1 only. Boxed: it is mostly a line buffer, and h2 does without.
+    strict: Option<Box<Strict>>,
     cork: Arc<Cork>,
+    /// Bytes a released hyper connection had read but not parsed; read again first (they
+    /// passed the framing checks already).
+    rewound: Option<Bytes>,
+}
+
+impl Drop for CorkedStream {
+    fn drop(&mut self) {
+        // Kept so the connection task can read and discard what the client still sends
+        // after the last response (the lingering close), instead of a reset.
+        *self.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = self.read.take();
+    }
 }
 
 impl hyper::rt::Read for CorkedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        self.cork.read_called.store(true, Ordering::Relaxed);
-        let r = Pin::new(&mut self.read).poll_read(cx, buf);
-        if r.is_ready() {
-            self.cork.activity.store(true, Ordering::Relaxed);
+        let this = &mut *self;
+        this.cork.read_called.store(true, Ordering::Relaxed);
+        if let Some(mut bytes) = this.rewound.take() {
+            this.cork.read_since_write.store(true, Ordering::Relaxed);
+            let n = bytes.len().min(buf.remaining());
+            buf.put_slice(&bytes.split_to(n));
+            if !bytes.is_empty() {
+                this.rewound = Some(bytes);
+            }
+            return Poll::Ready(Ok(()));
         }
-        r
+        if this.cork.client_eof.load(Ordering::Acquire) {
+            return this.end_after_answers(cx);
+        }
+        // SAFETY: `ReadBuf` only writes initialized bytes into the cursor's spare capacity
+        // and reports how many; exactly those are advanced over (as hyper-util's TokioIo).
+        let n = unsafe {
+            let mut tbuf = ReadBuf::uninit(buf.as_mut());
+            if !this.replay.is_empty() {
+                let n = this.replay.len().min(tbuf.remaining());
+                tbuf.put_slice(&this.replay[..n]);
+                this.replay = this.replay[n..].into();
+                // The rest of the first segment is usually here already: hyper parses the
+                // head once instead of twice. An end of stream shows again on the next read,
+                // and after an error the socket reads as ended.
+                if let (Some(read), true) = (this.read.as_mut(), this.replay.is_empty() && tbuf.remaining() > 0) {
+                    let _ = Pin::new(read).poll_read(cx, &mut tbuf);
+                }
+            } else {
+                let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
+                ready!(Pin::new(read).poll_read(cx, &mut tbuf))?;
+                // End of stream between two HTTP/1.1 requests while one is still being
+                // answered: a half-close (`nc -N`, `socket.end(request)`), which RFC 9112
+                // 9.6 lets a client do. hyper would drop the connection with the answers;
+                // it gets the end once they are out. Mid-request, it gets it at once.
+                let between = this.strict.as_ref().is_some_and(|s| s.between_requests());
+                if tbuf.filled().is_empty() && between && this.cork.in_flight.load(Ordering::Acquire) > 0 {
+                    this.cork.client_eof.store(true, Ordering::Release);
+                    this.cork.client_left.notify_waiters();
+                    return this.end_after_answers(cx);
+                }
+            }
+            if let Some(at) = this.strict.as_mut().and_then(|s| s.scan(tbuf.filled())) {
+                // hyper gets what precedes the violation, then a NUL and the end of a
+                // head: a parse error it answers with 400 (see `h1_strict`).
+                tbuf.set_filled(at);
+                let mark = b"\0\r\n\r\n";
+                tbuf.put_slice(&mark[..mark.len().min(tbuf.remaining())]);
+            }
+            tbuf.filled().len()
+        };
+        // SAFETY: the first `n` bytes were initialized above.
+        unsafe { buf.advance(n) };
+        this.cork.activity.store(true, Ordering::Relaxed);
+        this.cork.read_since_write.store(true, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl CorkedStream {
+    /// Puts back bytes read from the socket but not consumed, to be read first.
+    /// Hands the read half over (a WebSocket takes the connection), with the bytes read
+    /// and not consumed, to be read first: `read_buf` (hyper's), then what hyper had not
+    /// read yet of the rewound bytes and the replay.
+    pub fn into_reader(mut self, read_buf: Bytes) -> Option<(ReadHalf, Bytes)> {
+        let read = self.read.take()?;
+        let mut first = bytes::BytesMut::from(&read_buf[..]);
+        if let Some(r) = self.rewound.take() {
+            first.extend_from_slice(&r);
+        }
+        first.extend_from_slice(&self.replay);
+        Some((read, first.freeze()))
+    }
+
+    pub fn rewind(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.rewound = Some(bytes);
+        }
+    }
+
+    /// Whether `readable` can wait for the socket without reading it (not over TLS).
+    pub fn can_wait_readable(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        self.read.as_ref().is_some_and(|r| r.poll_readable(&mut Context::from_waker(waker)).is_some())
+    }
+
+    /// Resolves when the socket has something to read (or has closed); holds no buffer.
+    pub async fn readable(&mut self) {
+        if self.rewound.is_some() || !self.replay.is_empty() {
+            return;
+        }
+        let Some(read) = self.read.as_mut() else { return };
+        std::future::poll_fn(move |cx| match read.poll_readable(cx) {
+            Some(p) => p.map(|_| ()),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    /// After a half-close: end of stream once nothing is being answered, else wait.
+    fn end_after_answers(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.cork.answering() {
+            return Poll::Ready(Ok(()));
+        }
+        *self.cork.eof_reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Re-checked: an answer may have finished before the waker was stored.
+        if !self.cork.answering() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -145,25 +396,9 @@ impl hyper::rt::Write for CorkedStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        self.cork.activity.store(true, Ordering::Relaxed);
-        let mut side = self.cork.side();
-        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
-        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        // Too much to hold, or write-through: what is buffered goes first, in order.
-        ready!(side.poll_drain(cx))?;
-        if !passthrough && total <= CORK_LIMIT {
-            for b in bufs {
-                side.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
+        let r = self.write_through_cork(cx, bufs);
+        self.cork.write_blocked.store(r.is_pending(), Ordering::Relaxed);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -187,6 +422,31 @@ impl hyper::rt::Write for CorkedStream {
     }
 }
 
+impl CorkedStream {
+    fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.cork.activity.store(true, Ordering::Relaxed);
+        self.cork.read_since_write.store(false, Ordering::Relaxed);
+        let mut side = self.cork.side();
+        let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
+        if !passthrough && side.buf.len() + total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        // Too much to hold, or write-through: what is buffered goes first, in order.
+        ready!(side.poll_drain(cx))?;
+        if !passthrough && total <= CORK_LIMIT {
+            for b in bufs {
+                side.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
+    }
+}
+
 /// Counts a streamed response body while hyper writes it (see `Cork::streaming`).
 pub struct StreamingGuard(Arc<Cork>);
 
@@ -199,6 +459,7 @@ impl StreamingGuard {
 
 impl Drop for StreamingGuard {
     fn drop(&mut self) {
-        self.0.streaming.fetch_sub(1, Ordering::Relaxed);
+        self.0.streaming.fetch_sub(1, Ordering::Release);
+        self.0.answered();
     }
 }

@@ -2,23 +2,27 @@
 //! (connection accepted and closed and why, protocol chosen, limits hit, timeouts), written
 //! to stderr when the `FETCH_RS_LOG` environment variable asks for them, e.g.
 //! `FETCH_RS_LOG=debug` or `FETCH_RS_LOG=fetch_rs=trace,h2=debug` (tracing-subscriber's
-//! `EnvFilter` syntax). Off, and nearly free, when it is unset.
+//! `EnvFilter` syntax). Unset, only warnings and errors are written (nothing, on a healthy
+//! server), and the rest costs nearly nothing.
 
 use std::sync::Once;
 
 /// The environment variable that switches the log on.
 const ENV: &str = "FETCH_RS_LOG";
 
-/// Installs the subscriber if `FETCH_RS_LOG` is set. Called each time the addon is
+/// The filter when `FETCH_RS_LOG` is unset or empty.
+const DEFAULT: &str = "fetch_rs=warn";
+
+/// Installs the subscriber, with `FETCH_RS_LOG`'s filter or `DEFAULT`. Called each time the addon is
 /// loaded; several worker threads may load it at once, and only the first call in the
 /// process does anything. An application that installed its own global subscriber keeps it.
 pub(crate) fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let Ok(spec) = std::env::var(ENV) else { return };
-        if spec.trim().is_empty() {
-            return;
-        }
+        // Unset: warnings and errors only (an accept failing for want of descriptors,
+        // a socket that cannot be registered), which a server's operator must see, and
+        // which a healthy server never writes.
+        let spec = std::env::var(ENV).ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT.to_string());
         let filter = match tracing_subscriber::EnvFilter::builder().parse(&spec) {
             Ok(f) => f,
             Err(e) => {

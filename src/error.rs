@@ -33,6 +33,11 @@ pub enum ErrorKind {
     /// A failure of Node-API itself (an argument of the wrong type, out of memory, a
     /// panic): its status is the code, as napi-rs gives it.
     Napi(napi::Status),
+    /// A `tls` option that cannot be used: bad PEM, a key that does not match its
+    /// certificate, an encrypted key without (or with the wrong) passphrase.
+    TlsConfig,
+    /// A response with no body declares a nonzero `Content-Length` (other than for HEAD).
+    ContentLengthWithoutBody,
 }
 
 impl ErrorKind {
@@ -52,6 +57,8 @@ impl ErrorKind {
             ErrorKind::WsBadVersion => "ERR_WS_BAD_VERSION",
             ErrorKind::WsBadProtocol => "ERR_WS_BAD_PROTOCOL",
             ErrorKind::Napi(status) => status.as_ref(),
+            ErrorKind::TlsConfig => "ERR_TLS_CONFIG",
+            ErrorKind::ContentLengthWithoutBody => "ERR_CONTENT_LENGTH_WITHOUT_BODY",
         }
     }
 }

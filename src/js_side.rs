@@ -134,8 +134,10 @@ impl JsSide {
             Event::Abort(ticket, reason) => {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
-                live.req.reply = None;
-                live.stream = None;
+                if reason != AbortReason::HalfClosed {
+                    live.req.reply = None;
+                    live.stream = None;
+                }
                 Some([wire::RECORD_ABORT, id, reason as u32, 0])
             }
             Event::StreamAborted(id) => {

@@ -13,7 +13,8 @@
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
 //! | `.close(graceMs)`, `.forceClose()`, `.shutdown()` | | drain then force; a CLOSED record follows; then release |
-//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, webSockets]` |
+//! | `.setTls(entries)` | PEM entries | new TLS connections use them; throws `ERR_TLS_CONFIG` and keeps the old ones |
+//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, tlsHandshakes, tlsHandshakeFailures, webSockets]` |
 //!
 //! Module map: the network side is `listener.rs` (accept), `connection.rs` (one
 //! connection), `request.rs`/`response.rs`/`body.rs` (messages), `bridge.rs` (the queue to
@@ -28,6 +29,7 @@
 // napi surface, and what only it reaches, as unused.
 #![cfg_attr(test, allow(dead_code))]
 
+mod alloc;
 mod body;
 mod bridge;
 mod calls;
@@ -36,6 +38,7 @@ mod core;
 mod cork;
 mod diagnostics;
 mod error;
+mod h1_strict;
 mod js_side;
 mod lending;
 mod listener;
@@ -46,11 +49,7 @@ mod request;
 mod response;
 mod slab;
 mod stats;
+mod target;
+mod tls;
 mod websocket;
 mod wire;
-
-// mimalloc: glibc's allocator trimmed and re-faulted its heap when large bodies were
-// freed in bulk on a tokio thread (DESIGN.md section 2).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

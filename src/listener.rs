@@ -38,6 +38,44 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// The first wait after an accept error that is not about one connection; it doubles
+/// with each error in a row up to `ACCEPT_BACKOFF_MAX`. Out of file descriptors
+/// (EMFILE/ENFILE) or memory, accept fails at once for as long as the shortage lasts,
+/// since the waiting connection keeps the socket readable: retrying without a pause would
+/// spin a core.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// The longest wait between tries: how late, at most, a server notices that descriptors
+/// are free again.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A run of failed accepts (an "episode"): logged once when it starts, and once with
+/// its count and length when an accept succeeds again.
+struct AcceptTrouble {
+    failures: u64,
+    since: std::time::Instant,
+    delay: Duration,
+}
+
+impl AcceptTrouble {
+    fn start(e: &io::Error) -> Self {
+        tracing::warn!(error = %e, "accept failed; retrying with backoff (up to {ACCEPT_BACKOFF_MAX:?} between tries)");
+        AcceptTrouble { failures: 1, since: std::time::Instant::now(), delay: ACCEPT_BACKOFF_MIN }
+    }
+
+    /// The wait before the next try after one more failure.
+    fn next_delay(&mut self) -> Duration {
+        let d = self.delay;
+        self.delay = (self.delay * 2).min(ACCEPT_BACKOFF_MAX);
+        d
+    }
+
+    fn recovered(self) {
+        let ms = self.since.elapsed().as_millis();
+        tracing::warn!(failures = self.failures, "accepting again after {} failed accepts over {ms} ms", self.failures);
+    }
+}
+
 /// Accepts until the server leaves `Phase::Running`. With `maxConnections` reached,
 /// new connections wait in the kernel's backlog until one closes.
 pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShared>) {
@@ -50,6 +88,7 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
     };
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut phase: watch::Receiver<Phase> = shared.phase.clone();
+    let mut trouble: Option<AcceptTrouble> = None;
     loop {
         if *phase.borrow_and_update() != Phase::Running {
             return;
@@ -64,6 +103,9 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
         };
         match accepted {
             Ok((stream, remote)) => {
+                if let Some(t) = trouble.take() {
+                    t.recovered();
+                }
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     connection::serve(stream, remote, shared).await;
@@ -74,9 +116,21 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
                 tracing::debug!(error = %e, "accept: connection gone before it was taken")
             }
             Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed; backing off 50 ms");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors or memory: back off instead of spinning, and
+                // log the episode, not each try.
+                let t = match trouble.as_mut() {
+                    Some(t) => {
+                        t.failures += 1;
+                        t
+                    }
+                    None => trouble.insert(AcceptTrouble::start(&e)),
+                };
+                let wait = t.next_delay();
+                drop(permit);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = phase.changed() => {}
+                }
             }
         }
     }

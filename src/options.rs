@@ -27,6 +27,12 @@ pub struct NativeOptions {
     pub ws_backpressure_limit: Option<f64>,
     pub ws_close_on_backpressure_limit: Option<bool>,
     pub ws_per_message_deflate: Option<bool>,
+    /// Certificates: one entry per host name (SNI), one without `serverName` the default.
+    pub tls: Option<Vec<crate::tls::NativeTls>>,
+    /// Offer HTTP/2 (ALPN `h2`, and h2c by preface); false: HTTP/1.1 only.
+    pub http2: Option<bool>,
+    pub tls_handshake_timeout_ms: Option<f64>,
+    pub http2_max_concurrent_streams: Option<u32>,
 }
 
 /// Validated configuration used by the listener and the connections.
@@ -46,6 +52,11 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Time the listener has to produce a response.
     pub request_timeout: Option<Duration>,
+    /// Checked when the server listens (`ERR_TLS_CONFIG` from `listen()`), not here.
+    pub tls: Option<Vec<crate::tls::NativeTls>>,
+    pub http2: bool,
+    pub tls_handshake_timeout: Option<Duration>,
+    pub http2_max_concurrent_streams: u32,
     /// Defaults of every WebSocket (the `websocket` options).
     pub ws: WsDefaults,
 }
@@ -152,6 +163,11 @@ impl ServerConfig {
                 close_on_backpressure_limit: o.ws_close_on_backpressure_limit.unwrap_or(false),
                 per_message_deflate: o.ws_per_message_deflate.unwrap_or(false),
             },
+            tls: o.tls.clone(),
+            http2: o.http2.unwrap_or(true),
+            tls_handshake_timeout: duration_ms("tlsHandshakeTimeout", o.tls_handshake_timeout_ms, 10_000.0)?,
+            // 128: what nginx and hyper's own server default to; enough for a browser page.
+            http2_max_concurrent_streams: positive("http2MaxConcurrentStreams", o.http2_max_concurrent_streams, 128)?,
         })
     }
 }

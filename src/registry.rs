@@ -5,11 +5,44 @@ use crate::core::{invalid_state, Core};
 use crate::error::{BridgeResult, ErrorKind};
 use crate::options::NativeOptions;
 use napi::bindgen_prelude::Function;
+use napi::Env;
 use napi_derive::napi;
 
 thread_local! {
     /// The servers created on this JS thread, by handle (index); `None` once finalized.
     static SERVERS: std::cell::RefCell<Vec<Option<Core>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// Whether this JS thread's environment has the cleanup hook below.
+    static ENV_HOOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Registers, once per JS thread, a hook that shuts this thread's servers down when its
+/// environment is torn down (worker.terminate(), process.exit() in a worker, a worker
+/// whose event loop ran dry with a server never closed). Without it the runtimes would
+/// go only when V8 finalizes the server objects or the thread's locals are destroyed,
+/// whichever comes first, with tokio threads possibly still polling connections.
+fn hook_env_cleanup(env: &Env) -> napi::Result<()> {
+    if ENV_HOOKED.with(|h| h.replace(true)) {
+        return Ok(());
+    }
+    env.add_env_cleanup_hook((), |()| {
+        ENV_HOOKED.with(|h| h.set(false));
+        // Taken out first, shut down after the borrow ends.
+        let cores: Vec<Core> = SERVERS
+            .try_with(|servers| {
+                servers
+                    .try_borrow_mut()
+                    .map(|mut s| s.iter_mut().filter_map(Option::take).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        for mut core in cores {
+            core.shut_down_for_env_exit();
+        }
+    })?;
+    Ok(())
 }
 
 /// Runs `f` on the server `handle`. Every caller runs on the JS thread, and none calls
@@ -39,8 +72,9 @@ pub struct NativeServer {
 #[napi]
 impl NativeServer {
     #[napi(constructor)]
-    pub fn new(options: NativeOptions) -> napi::Result<Self, ErrorKind> {
+    pub fn new(env: Env, options: NativeOptions) -> napi::Result<Self, ErrorKind> {
         let core = Core::new(options)?;
+        hook_env_cleanup(&env).map_err(crate::error::BridgeError::from)?;
         let handle = SERVERS.with(|servers| {
             let mut servers = servers.borrow_mut();
             match servers.iter().position(Option::is_none) {
@@ -96,7 +130,14 @@ impl NativeServer {
         })
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, webSockets]`.
+    /// New certificates (see `Core::set_tls`); throws `ERR_TLS_CONFIG` and keeps the old ones.
+    #[napi(catch_unwind)]
+    pub fn set_tls(&self, entries: Vec<crate::tls::NativeTls>) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| c.set_tls(entries))
+    }
+
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests,
+    /// tlsHandshakes, tlsHandshakeFailures]`.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<Vec<f64>, ErrorKind> {
         on_core(self.handle, |c| Ok(c.stats()))

@@ -2,6 +2,7 @@
 //! on the connection's thread, so that the JS thread only turns them into one string per
 //! batch of requests (`drain`).
 
+use crate::target::{write_url, BadTarget};
 use http::header::HOST;
 use http::request::Parts;
 
@@ -16,16 +17,25 @@ pub struct HeadText {
 }
 
 /// The head text of a request (see `HeadText`); `scheme` and `local` (the bound address)
-/// complete the URL as `url` does.
-pub fn head_text(head: &Parts, scheme: &str, local: &str) -> HeadText {
-    let (authority, path) = url_parts(head, local);
+/// complete the URL (see `target::write_url`). A target or authority the URL cannot be
+/// made from, or an h2 Host that differs from `:authority`, is refused.
+pub(crate) fn head_text(head: &Parts, scheme: &str, local: &str) -> Result<HeadText, BadTarget> {
+    let mut hosts = head.headers.get_all(HOST).iter();
+    let host = hosts.next().map(|h| h.as_bytes());
+    if head.version == http::Version::HTTP_2 {
+        // RFC 9113 8.3.1: a Host must identify the same entity as `:authority`.
+        if let (Some(authority), Some(host)) = (head.uri.authority(), host) {
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) || hosts.next().is_some() {
+                return Err(BadTarget);
+            }
+        }
+    }
     let headers_len: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
-    let url_len = scheme.len() + 3 + authority.len() + path.len();
-    let mut bytes = Vec::with_capacity(url_len + headers_len);
-    bytes.extend_from_slice(scheme.as_bytes());
-    bytes.extend_from_slice(b"://");
-    bytes.extend_from_slice(authority.as_bytes());
-    bytes.extend_from_slice(path.as_bytes());
+    let target_len = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let mut bytes =
+        Vec::with_capacity(scheme.len() + 3 + host.map_or(local.len(), <[u8]>::len) + target_len + 8 + headers_len);
+    write_url(head, scheme, host, local, &mut bytes)?;
+    let url_len = bytes.len();
     for (i, (n, v)) in head.headers.iter().enumerate() {
         if i > 0 {
             bytes.push(b'\n');
@@ -34,23 +44,7 @@ pub fn head_text(head: &Parts, scheme: &str, local: &str) -> HeadText {
         bytes.push(b'\n');
         bytes.extend_from_slice(v.as_bytes());
     }
-    HeadText { bytes, url_len }
-}
-
-/// The authority and path of a request's absolute URL: the Host header (or the authority
-/// of an absolute-form target, or the local address), then the path and query.
-fn url_parts<'a>(head: &'a Parts, local: &'a str) -> (&'a str, &'a str) {
-    let authority = head
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| head.headers.get(HOST).and_then(|h| h.to_str().ok()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or(local);
-    let path = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    // An asterisk-form target (`OPTIONS *`) has no path to speak of.
-    let path = if path.starts_with('/') { path } else { "/" };
-    (authority, path)
+    Ok(HeadText { bytes, url_len })
 }
 
 #[cfg(test)]
@@ -59,7 +53,7 @@ mod tests {
 
     fn text(req: http::Request<()>) -> (String, String) {
         let (head, _) = req.into_parts();
-        let t = head_text(&head, "http", "127.0.0.1:1");
+        let t = head_text(&head, "http", "127.0.0.1:1").unwrap();
         let s = String::from_utf8(t.bytes).unwrap();
         (s[..t.url_len].to_string(), s[t.url_len..].to_string())
     }

@@ -48,10 +48,30 @@ fn header_value(v: &str) -> BridgeResult<HeaderValue> {
     res.map_err(|_| BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header value {v:?}")))
 }
 
-/// Builds a response from JS's parts. `headers` is a flat `[name, value, …]` list.
-pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBody) -> BridgeResult<Reply> {
+/// A `Content-Length` value from JS: one decimal number (RFC 9110 section 8.6).
+fn declared_length(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// Builds a response from JS's parts. `headers` is a flat `[name, value, …]` list;
+/// `head`: the request is a HEAD.
+///
+/// The framing is hyper's, from the body: a `Content-Length` from JS is dropped when the
+/// response has a body (the body's length is sent, or chunked for a stream). Without a
+/// body (null), a declared length is what a HEAD response must carry (RFC 9110 section
+/// 9.3.2: the length a GET would get; a proxied HEAD, `fetch(url, { method: "HEAD" })`,
+/// has no body and the upstream's length), so it is kept for HEAD; for any other request
+/// it promises bytes that are not there, an application error (`ContentLengthWithoutBody`)
+/// rather than a silent `content-length: 0`. 204 and 304 never get a length from a body
+/// anyway, and a value that is not a number is dropped as before.
+pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBody, head: bool) -> BridgeResult<Reply> {
+    let bodyless = matches!(body, ResponseBody::Empty);
     let mut res = http::Response::new(body);
     *res.status_mut() = status_code(status)?;
+    let status = res.status();
     let map = res.headers_mut();
     let mut connection: Option<Vec<HeaderValue>> = None;
     if let Some(v) = content_type(ct) {
@@ -69,9 +89,20 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
             // Framing is hyper's job: a length or transfer coding from JS could make
             // the message disagree with its body.
             if name == http::header::CONTENT_LENGTH {
+                let Some(len) = declared_length(&pair[1]) else { continue };
+                if !bodyless || len == 0 || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    continue;
+                }
+                if !head {
+                    return Err(BridgeError::new(
+                        ErrorKind::ContentLengthWithoutBody,
+                        format!("the response declares content-length: {len} but has no body"),
+                    ));
+                }
+                map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
                 continue;
             }
-            if is_hop_by_hop(&name, status) {
+            if is_hop_by_hop(&name, status.as_u16().into()) {
                 // Validated all the same: a bad value is the handler's bug either way.
                 let value = header_value(&pair[1])?;
                 if name == http::header::CONNECTION {
@@ -135,30 +166,30 @@ mod tests {
     #[test]
     fn crlf_in_header_value_is_rejected() {
         let h = vec!["x-a".to_string(), "a\r\nInjected: 1".to_string()];
-        let e = build(200, 0, Some(&h), ResponseBody::Empty).unwrap_err();
+        let e = build(200, 0, Some(&h), ResponseBody::Empty, false).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidHeader);
     }
 
     #[test]
     fn invalid_header_name_is_rejected() {
         let h = vec!["bad name".to_string(), "v".to_string()];
-        assert!(build(200, 0, Some(&h), ResponseBody::Empty).is_err());
+        assert!(build(200, 0, Some(&h), ResponseBody::Empty, false).is_err());
     }
 
     #[test]
     fn repeated_headers_stay_separate() {
         let h: Vec<String> = ["set-cookie", "a=1", "set-cookie", "b=2"].iter().map(|s| s.to_string()).collect();
-        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty, false).unwrap();
         assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
     }
 
     #[test]
     fn latin1_values_become_single_bytes() {
         let h = vec!["x-a".to_string(), "caf\u{e9}".to_string()];
-        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty, false).unwrap();
         assert_eq!(r.headers()["x-a"].as_bytes(), b"caf\xe9");
         let h = vec!["x-a".to_string(), "\u{20ac}".to_string()];
-        assert!(build(200, 0, Some(&h), ResponseBody::Empty).is_err());
+        assert!(build(200, 0, Some(&h), ResponseBody::Empty, false).is_err());
     }
 
     #[test]
@@ -195,7 +226,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let r = build(200, 0, Some(&h), ResponseBody::Empty, false).unwrap();
         let mut names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-type", "x-kept"]);
@@ -204,7 +235,7 @@ mod tests {
     #[test]
     fn proxy_authenticate_is_kept_on_407() {
         let h: Vec<String> = ["proxy-authenticate", "Basic realm=\"p\""].iter().map(|s| s.to_string()).collect();
-        let r = build(407, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let r = build(407, 0, Some(&h), ResponseBody::Empty, false).unwrap();
         assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"p\"");
     }
 
@@ -212,7 +243,32 @@ mod tests {
     fn framing_headers_from_js_are_ignored() {
         let h: Vec<String> =
             ["content-length", "5", "transfer-encoding", "chunked"].iter().map(|s| s.to_string()).collect();
-        let r = build(200, 0, Some(&h), ResponseBody::Empty).unwrap();
+        let r = build(200, 0, Some(&h), ResponseBody::full(bytes::Bytes::from_static(b"abc")), false).unwrap();
         assert!(r.headers().is_empty());
+    }
+
+    fn cl(v: &str) -> Vec<String> {
+        vec!["content-length".to_string(), v.to_string()]
+    }
+
+    #[test]
+    fn head_without_body_keeps_its_declared_length() {
+        let r = build(200, 0, Some(&cl("12345")), ResponseBody::Empty, true).unwrap();
+        assert_eq!(r.headers()["content-length"], "12345");
+    }
+
+    #[test]
+    fn get_without_body_and_a_declared_length_is_an_error() {
+        let e = build(200, 0, Some(&cl("12345")), ResponseBody::Empty, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ContentLengthWithoutBody);
+        assert!(build(200, 0, Some(&cl("0")), ResponseBody::Empty, false).is_ok());
+        assert!(build(304, 0, Some(&cl("12345")), ResponseBody::Empty, false).is_ok());
+    }
+
+    #[test]
+    fn a_body_sets_the_length_whatever_is_declared() {
+        let body = ResponseBody::full(bytes::Bytes::from_static(b"abc"));
+        let r = build(200, 0, Some(&cl("12345")), body, true).unwrap();
+        assert!(r.headers().get("content-length").is_none());
     }
 }

@@ -156,6 +156,7 @@ mod tests {
                 reply: Some(tx),
                 ticket: Arc::default(),
                 websocket: None,
+                tls: None,
             }),
             body: BodyState::None,
             stream: None,

@@ -24,6 +24,10 @@ pub struct Stats {
     pub pending_requests: AtomicUsize,
     /// Open WebSockets (each also counts as a connection).
     pub web_sockets: AtomicUsize,
+    /// TLS handshakes completed, and those that failed (garbage, timeouts, rejected
+    /// client certificates).
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
     buckets: [Bucket; BUCKETS],
     /// Notified when the last connection closes (`wait_no_connections`).
     no_connections: Notify,
@@ -38,6 +42,8 @@ pub struct StatsSnapshot {
     pub avg_latency_ms: f64,
     pub pending_requests: f64,
     pub web_sockets: f64,
+    pub tls_handshakes: f64,
+    pub tls_handshake_failures: f64,
 }
 
 impl Default for Stats {
@@ -55,6 +61,8 @@ impl Stats {
             pending_requests: AtomicUsize::new(0),
             web_sockets: AtomicUsize::new(0),
             no_connections: Notify::new(),
+            tls_handshakes: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| Bucket {
                 second: AtomicU64::new(u64::MAX),
                 count: AtomicU64::new(0),
@@ -129,6 +137,8 @@ impl Stats {
             avg_latency_ms: if count == 0 { 0.0 } else { latency as f64 / count as f64 / 1000.0 },
             pending_requests: self.pending_requests.load(Ordering::Relaxed) as f64,
             web_sockets: self.web_sockets.load(Ordering::Relaxed) as f64,
+            tls_handshakes: self.tls_handshakes.load(Ordering::Relaxed) as f64,
+            tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed) as f64,
         }
     }
 }

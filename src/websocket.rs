@@ -157,9 +157,9 @@ fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &
         .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
-/// The upgrade offer of a request with an `Upgrade` header, and hyper's handle on the
-/// upgraded connection (taken out of the request so the connection task keeps it).
-pub(crate) fn offer(head: &mut http::request::Parts) -> Option<(Box<Offer>, Option<hyper::upgrade::OnUpgrade>)> {
+/// The upgrade offer of a request with an `Upgrade` header. (hyper's own upgrade is not
+/// used: the connection task takes the connection back once the 101 is written.)
+pub(crate) fn offer(head: &http::request::Parts) -> Option<Box<Offer>> {
     if !head.headers.contains_key(http::header::UPGRADE) {
         return None;
     }
@@ -194,8 +194,7 @@ pub(crate) fn offer(head: &mut http::request::Parts) -> Option<(Box<Offer>, Opti
         protocols,
         extensions,
     };
-    let on_upgrade = if is_upgrade { head.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    Some((Box::new(offer), on_upgrade))
+    Some(Box::new(offer))
 }
 
 /// Why a request cannot be upgraded (the `code` of the TypeError `upgradeWebSocket` throws).
@@ -776,10 +775,16 @@ impl Reader {
 /// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
 /// connection ends. Returns the close code and reason to tell JS, and whether the peer
 /// closed (an `Err` is a failure to send as our close code).
-async fn read_loop<R: AsyncRead + Unpin>(mut io: R, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut io: R,
+    reader: &mut Reader,
+    first: Bytes,
+) -> Result<Option<(u16, String)>, u16> {
     use tokio::time::Instant;
     let shared = reader.shared.clone();
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    // What was read with the handshake: the client's first frames.
+    buf.extend_from_slice(&first);
     let idle = shared.config.idle_timeout;
     // One timer per socket, re-armed only when it fires: a read just marks the socket
     // active, so a busy socket touches no timer per message.
@@ -843,8 +848,12 @@ async fn read_loop<R: AsyncRead + Unpin>(mut io: R, reader: &mut Reader) -> Resu
 }
 
 /// Sends queued frames until a close frame is written (true) or the socket fails (false).
-async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &SocketShared) -> bool {
+async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &SocketShared, unsent: Vec<u8>) -> bool {
     let mut batch: Vec<Out> = Vec::new();
+    // What the connection had not sent yet (the 101) goes before any frame.
+    if !unsent.is_empty() && (io.write_all(&unsent).await.is_err() || io.flush().await.is_err()) {
+        return false;
+    }
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut compressor: Option<Compress> = None;
     loop {
@@ -940,26 +949,27 @@ fn compressor_for(d: Deflate) -> Compress {
     compressor(d.server_window_bits)
 }
 
-/// Counts an open socket as a connection (so `close()` waits for it) and as a socket.
+/// Counts an open socket (its connection is counted by its connection task).
 struct SocketGuard(Arc<Stats>);
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.0.web_sockets.fetch_sub(1, Ordering::Relaxed);
-        self.0.connection_closed();
     }
 }
 
 /// Runs one socket on its upgraded connection until it closes; its CLOSE record is the
 /// last thing JS hears of it.
-pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
-    io: IO,
+pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: R,
+    w: W,
+    first: Bytes,
+    unsent: Vec<u8>,
     shared: Arc<SocketShared>,
     stats: Arc<Stats>,
     phase: watch::Receiver<Phase>,
 ) {
     let _guard = SocketGuard(stats);
-    let (r, w) = tokio::io::split(io);
     shared.doorbell.push(Event::WsOpen(shared.sid));
     let mut reader = Reader {
         shared: shared.clone(),
@@ -972,8 +982,8 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
         Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
     } else {
         let work = async {
-            let mut reading = std::pin::pin!(read_loop(r, &mut reader));
-            let mut writing = std::pin::pin!(write_loop(w, &shared));
+            let mut reading = std::pin::pin!(read_loop(r, &mut reader, first));
+            let mut writing = std::pin::pin!(write_loop(w, &shared, unsent));
             let mut wrote_close = None;
             // Run both halves; whichever finishes first decides what the other does.
             // Biased to the writer: when both are ready it is taken, so `writing` is never
@@ -1048,37 +1058,32 @@ pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
     shared.doorbell.push(Event::WsClose(shared.sid, ending.code, ending.reason, ending.clean));
 }
 
-/// After the JS thread answered an upgradable request: when the answer is our 101,
-/// start the socket on the upgraded connection.
-pub(crate) fn start(
-    reply: &mut crate::bridge::Reply,
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    cork: &Arc<crate::cork::Cork>,
-    stats: &Arc<Stats>,
-    phase: &watch::Receiver<Phase>,
+/// After the JS thread answered an upgradable request: when the answer is our 101, the
+/// socket waits on the connection's cork for hyper to finish writing it (`take_over`).
+pub(crate) fn claim(reply: &mut crate::bridge::Reply, cork: &crate::cork::Cork) {
+    if let Some(accepted) = reply.extensions_mut().remove::<Accepted>() {
+        *cork.upgrade.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepted.0);
+    }
+}
+
+/// Runs the socket accepted on a connection whose hyper connection has finished with
+/// the 101: the socket takes the connection's halves, what hyper read past the request
+/// (`read_buf`, the client's first frames) and what is still unwritten (the 101).
+pub(crate) async fn take_over(
+    io: crate::cork::CorkedStream,
+    read_buf: Bytes,
+    cork: &crate::cork::Cork,
+    shared: Arc<SocketShared>,
+    stats: Arc<Stats>,
+    phase: watch::Receiver<Phase>,
 ) {
-    let Some(accepted) = reply.extensions_mut().remove::<Accepted>() else { return };
-    let shared = accepted.0;
-    stats.connection_opened();
+    let Some((read, first)) = io.into_reader(read_buf) else {
+        shared.abandon();
+        return;
+    };
+    let (write, unsent) = cork.take_writer();
     stats.web_sockets.fetch_add(1, Ordering::Relaxed);
-    let cork = cork.clone();
-    let stats = stats.clone();
-    let phase = phase.clone();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                // From here on every write goes straight out (after the 101 itself).
-                cork.write_through();
-                run(hyper_util::rt::TokioIo::new(upgraded), shared, stats.clone(), phase).await;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket: the upgrade failed");
-                stats.web_sockets.fetch_sub(1, Ordering::Relaxed);
-                stats.connection_closed();
-                shared.abandon();
-            }
-        }
-    });
+    run(read, write, first, unsent, shared, stats, phase).await;
 }
 
 /// Carried in a 101 reply's extensions: the socket to start once hyper hands over the
@@ -1242,12 +1247,12 @@ mod tests {
         };
         let shared = SocketShared::new(7, config, doorbell.clone());
         let stats = Arc::new(Stats::new());
-        stats.connection_opened();
         stats.web_sockets.fetch_add(1, Ordering::Relaxed);
         let (_tx, rx) = watch::channel(Phase::Running);
         let task = tokio::spawn(async move {
             let _keep = _tx;
-            run(server, shared, stats, rx).await
+            let (r, w) = tokio::io::split(server);
+            run(r, w, Bytes::new(), Vec::new(), shared, stats, rx).await
         });
         (client, doorbell, task)
     }

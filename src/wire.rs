@@ -64,6 +64,8 @@ constants! {
     ABORT_CLIENT_GONE = 1;
     /// ABORT reason: the listener did not respond within the `timeout` option.
     ABORT_TIMEOUT = 2;
+    /// ABORT reason: the client half-closed after its request; the answer is still sent.
+    ABORT_HALF_CLOSED = 3;
 
     /// BODY_ERROR kind: more bytes than `maxBodySize`.
     BODY_TOO_LARGE = 1;

@@ -8,14 +8,13 @@
 // Response as the global one, @hono/node-server installs its own.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { cors } from "hono/cors";
 import { setCookie, getCookie } from "hono/cookie";
 import { streamText } from "hono/streaming";
 import { HTTPException } from "hono/http-exception";
 import { AutoRouter, cors as ittyCors, error, text } from "itty-router";
+import { send, serveReference, startReference, stopReference } from "./helpers.mjs";
 
 const NodeResponse = globalThis.Response;
 
@@ -121,52 +120,9 @@ const APPS = { hono: () => honoApp().fetch, itty: () => ittyApp().fetch };
 
 if (process.env.FETCH_RS_FRAMEWORK_REFERENCE === "1") {
   // The reference: both apps on @hono/node-server, as its users run it.
-  const { serve } = await import("@hono/node-server");
-  const ports = {};
-  for (const [name, make] of Object.entries(APPS)) {
-    ports[name] = await new Promise((resolve) => {
-      serve({ fetch: make(), port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
-    });
-  }
-  process.stdout.write(`PORTS ${JSON.stringify(ports)}\n`);
-  process.stdin.resume();
-  process.stdin.on("end", () => process.exit(0));
+  await serveReference(APPS);
 } else {
   defineTests();
-}
-
-/** Starts the reference in a child process; resolves with its ports and the child. */
-function startReference() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
-      env: { ...process.env, FETCH_RS_FRAMEWORK_REFERENCE: "1" },
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /PORTS (.+)\n/.exec(out);
-      if (m) resolve({ child, ports: JSON.parse(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`reference server exited (${code}): ${out}`)));
-    child.on("error", reject);
-  });
-}
-
-/** One request with node:http (no redirects followed); status, headers, body bytes. */
-async function send(port, { method = "GET", path, headers = {}, body }) {
-  const http = await import("node:http");
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    if (body !== undefined) req.setHeader("content-length", body.length);
-    req.end(body);
-  });
 }
 
 // The headers an application decides; Date, Connection, Keep-Alive and framing are the
@@ -214,18 +170,14 @@ function defineTests() {
 
   before(async () => {
     ({ serve } = await import("../dist/index.js"));
-    reference = await startReference();
+    reference = await startReference(import.meta.url, { FETCH_RS_FRAMEWORK_REFERENCE: "1" });
     for (const [name, make] of Object.entries(APPS))
       ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
   });
 
   after(async () => {
     for (const s of Object.values(ours)) await s.close();
-    if (reference) {
-      reference.child.removeAllListeners("exit");
-      reference.child.stdin.end();
-      reference.child.kill();
-    }
+    stopReference(reference);
   });
 
   /** Sends `req` to both servers of `app`; asserts they agree and returns ours. */

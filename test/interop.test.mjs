@@ -5,16 +5,15 @@
 // Beside them, the serve() handler's third argument and the option errors.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
-import { fileURLToPath } from "node:url";
 import { inspect } from "node:util";
 import zlib from "node:zlib";
 import { createYoga, createSchema } from "graphql-yoga";
 import { createServerAdapter, Response as PonyfillResponse } from "@whatwg-node/server";
 import { Hono } from "hono";
+import { send, serveReference, startReference, stopReference } from "./helpers.mjs";
 
 const NodeResponse = globalThis.Response;
 const GZIP_TEXT = "compressed upstream text, ".repeat(40);
@@ -149,63 +148,9 @@ function proxyApp(upstream) {
 const APPS = { yoga: () => yogaApp().fetch, adapter: () => adapterApp().fetch };
 
 if (process.env.FETCH_RS_INTEROP_REFERENCE === "1") {
-  const { serve } = await import("@hono/node-server");
-  const ports = {};
-  const apps = { ...APPS, proxy: () => proxyApp(process.env.UPSTREAM) };
-  for (const [name, make] of Object.entries(apps)) {
-    ports[name] = await new Promise((resolve) => {
-      serve({ fetch: make(), port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
-    });
-  }
-  process.stdout.write(`PORTS ${JSON.stringify(ports)}\n`);
-  process.stdin.resume();
-  process.stdin.on("end", () => process.exit(0));
+  await serveReference({ ...APPS, proxy: () => proxyApp(process.env.UPSTREAM) });
 } else {
   defineTests();
-}
-
-function startReference(upstream) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
-      env: { ...process.env, FETCH_RS_INTEROP_REFERENCE: "1", UPSTREAM: upstream },
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /PORTS (.+)\n/.exec(out);
-      if (m) resolve({ child, ports: JSON.parse(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`reference server exited (${code}): ${out}`)));
-    child.on("error", reject);
-  });
-}
-
-/** One request with node:http; `chunks` sends the body chunked, in those pieces. */
-function send(port, { method = "GET", path, headers = {}, body, chunks }) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
-      const parts = [];
-      res.on("data", (c) => parts.push(c));
-      res.on("end", () =>
-        resolve({
-          status: res.statusCode,
-          headers: res.headers,
-          rawHeaders: res.rawHeaders,
-          body: Buffer.concat(parts),
-        }),
-      );
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    if (chunks !== undefined) {
-      for (const c of chunks) req.write(c);
-      req.end();
-      return;
-    }
-    if (body !== undefined) req.setHeader("content-length", body.length);
-    req.end(body);
-  });
 }
 
 const mediaType = (v) => v?.replace(/\s*;\s*/g, ";").toLowerCase();
@@ -221,7 +166,7 @@ function defineTests() {
     ({ serve, Server } = await import("../dist/index.js"));
     upstreamServer = await startUpstream();
     const upstream = `http://127.0.0.1:${upstreamServer.address().port}`;
-    reference = await startReference(upstream);
+    reference = await startReference(import.meta.url, { FETCH_RS_INTEROP_REFERENCE: "1", UPSTREAM: upstream });
     const apps = { ...APPS, proxy: () => proxyApp(upstream) };
     for (const [name, make] of Object.entries(apps))
       ours[name] = serve({ fetch: make(), port: 0, hostname: "127.0.0.1" });
@@ -230,11 +175,7 @@ function defineTests() {
   after(async () => {
     for (const s of Object.values(ours)) await s.close();
     upstreamServer?.close();
-    if (reference) {
-      reference.child.removeAllListeners("exit");
-      reference.child.stdin.end();
-      reference.child.kill();
-    }
+    stopReference(reference);
   });
 
   /** Sends `req` to both servers of `app`; asserts status, content type and body agree. */

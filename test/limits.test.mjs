@@ -1,6 +1,8 @@
 // Limits, timeouts, overload and shutdown behaviour (DESIGN.md section 4), over real sockets.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { test } from "node:test";
 import { Response } from "../dist/index.js";
@@ -195,3 +197,69 @@ test("an idle keep-alive connection is closed after idleTimeout; a quiet stream 
     await server.close();
   }
 });
+
+test(
+  "out of file descriptors, accept backs off and logs once per episode, then serves again",
+  { skip: process.platform !== "linux" },
+  async () => {
+    // A server in a child process with few descriptors; connections from here use them up.
+    const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+    const source = `
+    import { Server, Response } from ${dist};
+    const server = new Server({ port: 0, host: "127.0.0.1", headerTimeout: 120000, idleTimeout: 120000 });
+    server.addEventListener("fetch", (e) => e.respondWith(new Response("ok")));
+    await server.listen();
+    console.log("listening " + server.port);
+  `;
+    const child = spawn(
+      "sh",
+      ["-c", 'ulimit -n 64 && exec "$0" "$@"', process.execPath, "--input-type=module", "-e", source],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const until = async (what, ms = 20_000) => {
+      for (const end = Date.now() + ms; !what();) {
+        if (Date.now() > end || child.exitCode !== null)
+          throw new Error(`gave up waiting; stdout: ${out} stderr: ${err}`);
+        await sleep(20);
+      }
+    };
+    const cpuTicks = () => {
+      const f = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1].split(" ");
+      return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (1/100 s)
+    };
+    const sockets = [];
+    try {
+      await until(() => /listening \d+/.test(out));
+      const port = Number(/listening (\d+)/.exec(out)[1]);
+      // More connections than the child has descriptors: the rest wait in the backlog.
+      for (let i = 0; i < 80; i++) {
+        const s = net.connect(port, "127.0.0.1");
+        s.on("error", () => {});
+        sockets.push(s);
+      }
+      await until(() => err.includes("accept failed"));
+      const ticks = cpuTicks();
+      await sleep(2000);
+      const spent = (cpuTicks() - ticks) / 100;
+      const failures = err.match(/accept failed/g).length;
+      assert.equal(failures, 1, `one line for the episode, not one per try:\n${err}`);
+      assert.ok(spent < 0.5, `the child used ${spent} s of CPU in 2 s while out of descriptors`);
+      for (const s of sockets) s.destroy();
+      await until(() => err.includes("accepting again"));
+      assert.match(err, /accepting again after \d+ failed accepts/);
+      const r = await request(`http://127.0.0.1:${port}`, "/");
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), "ok");
+      assert.equal(err.match(/accept failed/g).length, 1, err);
+    } finally {
+      for (const s of sockets) s.destroy();
+      child.kill("SIGKILL");
+    }
+  },
+);

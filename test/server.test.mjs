@@ -1,13 +1,12 @@
 // Behaviour of the core server over real sockets: methods and bodies, concurrency,
 // framing, errors from listeners, close(), and the RFC's API.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FetchEvent, Request, Response, Server, serve } from "../dist/index.js";
-import { parseRaw, pattern, raw, request, sleep, start } from "./helpers.mjs";
+import { parseRaw, pattern, raw, request, runModule, sleep, start } from "./helpers.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -179,6 +178,113 @@ describe("framing on the wire", () => {
     assert.match(r.text, /^HTTP\/1\.1 400/);
     const ok = await fetch(`http://127.0.0.1:${ctx.server.port}/`);
     assert.equal(await ok.text(), "hello");
+  });
+});
+
+describe("HEAD and Content-Length", () => {
+  let ctx;
+  let upstream;
+  const errors = [];
+  before(async () => {
+    // An upstream that answers HEAD as GET would, with its length and no body.
+    const http = await import("node:http");
+    upstream = http.createServer((req, res) => {
+      res.setHeader("content-type", "text/plain");
+      res.setHeader("content-length", "777");
+      res.end(req.method === "HEAD" ? undefined : "u".repeat(777));
+    });
+    await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+    const up = `http://127.0.0.1:${upstream.address().port}/`;
+    ctx = await start((event) => {
+      const path = new URL(event.request.url).pathname;
+      const declared = { headers: { "content-length": "12345", "x-kind": "declared" } };
+      if (path === "/declared") return event.respondWith(new Response(null, declared));
+      if (path === "/declared-node") return event.respondWith(new globalThis.Response(null, declared));
+      if (path === "/declared-zero")
+        return event.respondWith(new Response(null, { headers: { "content-length": "0" } }));
+      if (path === "/wrong") return event.respondWith(new Response("abc", { headers: { "content-length": "12345" } }));
+      if (path === "/proxy") return event.respondWith(fetch(up, { method: event.request.method }));
+      event.respondWith(new Response("hello"));
+    });
+    ctx.server.addEventListener("error", (e) => errors.push(e.error));
+  });
+  after(async () => {
+    await ctx.server.close();
+    upstream.close();
+  });
+
+  test("a HEAD response keeps the Content-Length its headers declare, and the connection stays in step", async () => {
+    for (const path of ["/declared", "/declared-node"]) {
+      const r = await raw(ctx.server.port, `HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const [first, second] = r.text.split(/(?=HTTP\/1\.1 )/);
+      const p = parseRaw(first);
+      assert.equal(p.status, 200, path);
+      assert.ok(p.lines.includes("content-length: 12345"), p.lines.join("|"));
+      assert.ok(p.lines.includes("x-kind: declared"));
+      assert.equal(p.body, "");
+      assert.equal(parseRaw(second).body, "hello", r.text);
+    }
+  });
+
+  test("a HEAD response with a body gets the body's length, as GET would", async () => {
+    const r = await raw(ctx.server.port, "HEAD /wrong HTTP/1.1\r\nHost: x\r\n\r\n");
+    const p = parseRaw(r.text);
+    assert.ok(p.lines.includes("content-length: 3"), p.lines.join("|"));
+    assert.equal(p.body, "");
+  });
+
+  test("HEAD proxied through Node's fetch keeps the upstream's Content-Length", async () => {
+    const r = await raw(ctx.server.port, "HEAD /proxy HTTP/1.1\r\nHost: x\r\n\r\n");
+    const p = parseRaw(r.text);
+    assert.equal(p.status, 200);
+    assert.ok(p.lines.includes("content-length: 777"), p.lines.join("|"));
+    assert.equal(p.body, "");
+    const g = await fetch(ctx.base + "/proxy");
+    assert.equal(g.headers.get("content-length"), "777");
+    assert.equal((await g.text()).length, 777);
+  });
+
+  test("over h2c too: HEAD keeps the declared length, GET without the body gets 500", async () => {
+    const http2 = await import("node:http2");
+    const session = http2.connect(ctx.base);
+    const ask = (method, path) =>
+      new Promise((resolve, reject) => {
+        const req = session.request({ ":method": method, ":path": path });
+        let headers;
+        let body = "";
+        req.on("response", (h) => (headers = h));
+        req.setEncoding("latin1");
+        req.on("data", (d) => (body += d));
+        req.on("end", () => resolve({ headers, body }));
+        req.on("error", reject);
+        req.end();
+      });
+    try {
+      const head = await ask("HEAD", "/declared");
+      assert.equal(head.headers[":status"], 200);
+      assert.equal(head.headers["content-length"], "12345");
+      assert.equal(head.body, "");
+      const get = await ask("GET", "/declared");
+      assert.equal(get.headers[":status"], 500);
+    } finally {
+      session.close();
+    }
+  });
+
+  test("GET with a declared length and no body is a reported error (500), not content-length: 0", async () => {
+    errors.length = 0;
+    for (const path of ["/declared", "/declared-node"]) {
+      const r = await raw(ctx.server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const p = parseRaw(r.text);
+      assert.equal(p.status, 500, r.text);
+      assert.ok(!p.lines.includes("content-length: 12345"));
+    }
+    assert.equal(errors.length, 2);
+    for (const e of errors) assert.equal(e.code, "ERR_CONTENT_LENGTH_WITHOUT_BODY");
+    const zero = parseRaw((await raw(ctx.server.port, "GET /declared-zero HTTP/1.1\r\nHost: x\r\n\r\n")).text);
+    assert.equal(zero.status, 200);
+    assert.ok(zero.lines.includes("content-length: 0"));
+    assert.equal(errors.length, 2);
   });
 });
 
@@ -578,16 +684,7 @@ describe("close()", () => {
 
   const script = (body) =>
     `import { Server, Response } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};\n${body}`;
-  async function runScript(source, timeoutMs = 8000) {
-    const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const [code, signal] = await once(child, "exit");
-    clearTimeout(timer);
-    return { code, signal, out };
-  }
+  const runScript = (source, timeoutMs = 8000) => runModule(source, timeoutMs);
 
   test("after close() nothing keeps the event loop alive", async () => {
     const r = await runScript(

@@ -2,75 +2,20 @@
 // (https://webidl.spec.whatwg.org/#es-interfaces) for the IDL in
 // https://fetch.spec.whatwg.org/#headers-class, #request-class and #response-class, plus
 // the Fetch standard's rules on converting HeadersInit and on disturbed and locked bodies.
-// The checks are generated from tables, one test per rule and member; each also runs on
+// The checks are generated from tables (the IDL one is in helpers.mjs, shared with
+// request.test.mjs), one test per rule and member; each also runs on
 // Node's own classes (undici), which follow the same rules, as a check of the checks.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Request, Response } from "../dist/index.js";
+import { BODY_OPS, IDL } from "./helpers.mjs";
 
 // No Server is created here, so the globals are still Node's.
 const Node = { Headers: globalThis.Headers, Request: globalThis.Request, Response: globalThis.Response };
 const Ours = { Headers, Request, Response };
 assert.notEqual(Node.Response, Response);
 
-const BODY_OPS = { arrayBuffer: 0, blob: 0, bytes: 0, formData: 0, json: 0, text: 0 };
 const PROMISE_OPS = new Set(Object.keys(BODY_OPS));
-
-// The IDL: the constructor's required arguments, attributes, regular operations with their
-// required-argument counts, static operations likewise.
-const IDL = {
-  Headers: {
-    length: 0,
-    attributes: [],
-    operations: {
-      append: 2,
-      delete: 1,
-      get: 1,
-      getSetCookie: 0,
-      has: 1,
-      set: 2,
-      entries: 0,
-      forEach: 1,
-      keys: 0,
-      values: 0,
-    },
-    statics: {},
-    make: (C) => new C.Headers([["a", "1"]]),
-  },
-  Request: {
-    length: 1,
-    attributes: [
-      "method",
-      "url",
-      "headers",
-      "destination",
-      "referrer",
-      "referrerPolicy",
-      "mode",
-      "credentials",
-      "cache",
-      "redirect",
-      "integrity",
-      "keepalive",
-      "isReloadNavigation",
-      "isHistoryNavigation",
-      "signal",
-      "duplex",
-      "body",
-      "bodyUsed",
-    ],
-    operations: { clone: 0, ...BODY_OPS },
-    statics: {},
-    make: (C) => new C.Request("http://example.test/", { method: "POST", body: "x" }),
-  },
-  Response: {
-    length: 0,
-    attributes: ["type", "url", "redirected", "status", "ok", "statusText", "headers", "body", "bodyUsed"],
-    operations: { clone: 0, ...BODY_OPS },
-    statics: { error: 0, redirect: 1, json: 1 },
-    make: (C) => new C.Response("x"),
-  },
-};
 
 const OTHER = { Headers: "Response", Request: "Headers", Response: "Request" };
 // Arguments that satisfy each operation, so that only the missing one can be the error.

@@ -731,3 +731,23 @@ test("edge cases: a client that vanishes, an upgrade answered otherwise, twice, 
     await server.close();
   }
 });
+
+test("WebSocket over TLS (wss://), with permessage-deflate", async () => {
+  const { A, CA } = await import("./tls-helpers.mjs");
+  const server = wsServer(echo, { tls: A, websocket: { perMessageDeflate: true } });
+  try {
+    const c = new WebSocket(`wss://localhost:${server.port}/secure`, { ca: CA });
+    await once(c, "open");
+    assert.match(c.extensions, /permessage-deflate/);
+    const text = "secure ".repeat(1000);
+    c.send(text);
+    assert.equal(String((await nextMessage(c)).data), text);
+    c.send(Buffer.alloc(70000, 3));
+    const m = await nextMessage(c);
+    assert.equal(m.data.length, 70000);
+    c.close(1000);
+    assert.equal((await closed(c)).code, 1000);
+  } finally {
+    await server.close();
+  }
+});

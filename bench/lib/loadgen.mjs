@@ -87,9 +87,12 @@ export const LOADGENS = {
     name: "wrk",
     version: () => wrkVersion(),
     missingHint: "apt-get install -y wrk",
-    modes: ["plain", "pipelined"],
+    modes: ["plain", "pipelined", "https", "handshake"],
     run({ port, scenario, mode, durationS, connections, threads, pinCore, cwd, onSpawn }) {
-      const base = { url: `http://127.0.0.1:${port}${scenario.path}`, durationS, connections, threads, pinCore, cwd, onSpawn };
+      const url = `${mode.scheme ?? "http"}://127.0.0.1:${port}${scenario.path}`;
+      // Connection: close makes wrk reconnect after every response: one TLS handshake per request.
+      const headers = mode.newConnection ? ["Connection: close"] : [];
+      const base = { url, headers, durationS, connections, threads, pinCore, cwd, onSpawn };
       const request = [scenario.method, scenario.path, String(scenario.bodyBytes)];
       if (mode.depth > 1) return runWrk({ ...base, script: "bench/pipeline.lua", scriptArgs: [String(mode.depth), ...request] });
       // A plain GET needs no script: wrk's static request from the URL is its fastest path.
@@ -102,7 +105,7 @@ export const LOADGENS = {
     name: "h2load",
     version: () => probeVersion("h2load", ["--version"], /nghttp2\/(\S+)/),
     missingHint: "apt-get install -y nghttp2-client",
-    modes: ["h2c"],
+    modes: ["h2c", "h2"],
     async run({ port, scenario, mode, durationS, connections, threads, pinCore, cwd, onSpawn }) {
       // Per-request durations come from the log file: h2load prints no percentiles itself.
       const logDir = mkdtempSync(join(tmpdir(), "fetch-rs-h2load-"));
@@ -111,7 +114,7 @@ export const LOADGENS = {
         const args = [`-c${connections}`, `-m${mode.depth}`, `-t${threads}`, `-D${durationS}`, `--log-file=${logFile}`];
         const file = bodyFile(scenario);
         if (file) args.push("-d", file, "-H", "content-type: application/octet-stream");
-        args.push(`http://127.0.0.1:${port}${scenario.path}`);
+        args.push(`${mode.scheme ?? "http"}://127.0.0.1:${port}${scenario.path}`);
         const { stdout } = await runTool("h2load", "h2load", args, { pinCore, cwd, durationS, onSpawn });
         return parseH2load(stdout, readFileSync(logFile, "utf8"));
       } finally {

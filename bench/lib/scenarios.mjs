@@ -4,6 +4,7 @@
 
 import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
 import net from "node:net";
 
 const KiB = 1024;
@@ -25,20 +26,31 @@ export const SCENARIOS = [
   { name: "async", title: "await a 1 ms timer, then JSON", method: "GET", path: "/async", bodyBytes: 0, expect: { type: "application/json", body: '{"ok":true}' } },
 ];
 
-/** Connections per run, every mode. */
+/** Connections per run, every mode but those that set their own. */
 export const CONNECTIONS = 50;
 /** Requests per write (pipelined) or concurrent streams per connection (h2c). */
 export const PIPELINE_DEPTH = 16;
+/** Concurrent streams per connection over HTTP/2 with TLS, as browsers and h2load users run it. */
+export const H2_TLS_STREAMS = 100;
 
 /**
- * protocol: what a server must speak to take part ("h1" or "h2c"). depth: requests in flight per
- * connection. The h2c mode runs only with --h2 (or --modes=h2c) and uses h2load.
+ * protocol: what a server must speak to take part ("h1", "h2c", "tls-h1": HTTPS/1.1, "tls-h2":
+ * HTTP/2 over TLS by ALPN). depth: requests in flight per connection. scheme: the URL's.
+ * newConnection: every request on a new connection (a full TLS handshake each).
+ * The h2c mode runs only with --h2 (or --modes=h2c) and uses h2load; the TLS modes only with
+ * --tls (or --modes=https,h2,handshake), h2load for h2 and wrk for the others.
  */
 export const MODES = [
   { name: "plain", protocol: "h1", depth: 1, title: "one request at a time per connection (keep-alive)" },
   { name: "pipelined", protocol: "h1", depth: PIPELINE_DEPTH, title: `${PIPELINE_DEPTH} requests per write` },
   { name: "h2c", protocol: "h2c", depth: PIPELINE_DEPTH, title: `HTTP/2 prior knowledge, ${PIPELINE_DEPTH} concurrent streams per connection` },
+  { name: "https", protocol: "tls-h1", depth: 1, scheme: "https", title: "HTTPS/1.1 keep-alive, one request at a time per connection" },
+  // 10 connections: with 50 x 100 streams in flight, h2load never finished against node:http2.
+  { name: "h2", protocol: "tls-h2", depth: H2_TLS_STREAMS, connections: 10, scheme: "https", title: `HTTP/2 over TLS (ALPN), 10 connections x ${H2_TLS_STREAMS} concurrent streams` },
+  { name: "handshake", protocol: "tls-h1", depth: 1, scheme: "https", newConnection: true, title: "HTTPS/1.1, a new TLS connection (full handshake) per request" },
 ];
+
+export const TLS_MODES = ["https", "h2", "handshake"];
 
 export const DEFAULT_MODES = ["plain", "pipelined"];
 
@@ -57,7 +69,8 @@ export async function checkResponse(scenario, port, protocol) {
   const body = requestBody(scenario);
   let res;
   try {
-    res = await (protocol === "h2c" ? requestH2c : requestH1)(scenario, port, body);
+    const secure = protocol.startsWith("tls-");
+    res = await (protocol === "h2c" || protocol === "tls-h2" ? requestH2c : requestH1)(scenario, port, body, secure);
   } catch (err) {
     return `no answer to ${scenario.method} ${scenario.path}: ${err.message}`;
   }
@@ -74,12 +87,15 @@ export async function checkResponse(scenario, port, protocol) {
   return null;
 }
 
-function requestH1(scenario, port, body) {
+// The benchmark's certificate is self-signed for the test CA; the check only wants the answer.
+const TLS_CLIENT = { rejectUnauthorized: false, servername: "localhost" };
+
+function requestH1(scenario, port, body, secure) {
   return new Promise((resolve, reject) => {
     const headers = body ? { "content-type": "application/octet-stream", "content-length": body.length } : {};
     // agent: false sends "Connection: close", so no idle keep-alive connection lingers during the run.
-    const req = http.request(
-      { host: "127.0.0.1", port, method: scenario.method, path: scenario.path, headers, agent: false, timeout: CHECK_TIMEOUT_MS },
+    const req = (secure ? https : http).request(
+      { host: "127.0.0.1", port, method: scenario.method, path: scenario.path, headers, agent: false, timeout: CHECK_TIMEOUT_MS, ...(secure ? TLS_CLIENT : {}) },
       (res) => {
         const chunks = [];
         res.on("data", (chunk) => chunks.push(chunk));
@@ -93,9 +109,9 @@ function requestH1(scenario, port, body) {
   });
 }
 
-function requestH2c(scenario, port, body) {
+function requestH2c(scenario, port, body, secure) {
   return new Promise((resolve, reject) => {
-    const session = http2.connect(`http://127.0.0.1:${port}`);
+    const session = secure ? http2.connect(`https://127.0.0.1:${port}`, TLS_CLIENT) : http2.connect(`http://127.0.0.1:${port}`);
     const timer = setTimeout(() => {
       session.destroy();
       reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000} s`));

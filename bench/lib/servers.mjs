@@ -3,7 +3,7 @@
 // Used by bench/run.mjs. Run with: node bench/run.mjs (not run on its own)
 
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { isAbsolute, join } from "node:path";
 
@@ -18,6 +18,8 @@ import { isAbsolute, join } from "node:path";
  *   (Bun, Deno: their main thread, which runs JS and most of their HTTP work), null (no JS).
  * - `version`: how to print the runtime's version for the header (a command), if not Node's.
  * - `env`: extra environment variables for the server.
+ * - `tls`: the server serves HTTPS with the benchmark certificate, given as PEM in the
+ *   TLS_CERT_PEM and TLS_KEY_PEM environment variables (every TLS server the same one).
  * To add a peer, add an entry and a script or binary.
  */
 const PEERS_HINT = "install the peers with `npm --prefix bench install` (bench/README.md)";
@@ -25,39 +27,55 @@ const BUN = "bench/node_modules/.bin/bun";
 const DENO = "bench/node_modules/.bin/deno";
 const HYPER = "target/release/examples/hyper-baseline";
 
+// What the entries of one runtime share (plain and TLS alike; TLS servers get `tls: true`).
+const FETCH_RS = {
+  command: process.execPath,
+  args: ["bench/servers/fetch-rs.mjs"],
+  requires: ["dist/index.js", "fetch-rs.node"],
+  missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+  mainThread: "js",
+};
+const BUN_SERVE = {
+  command: BUN,
+  args: ["bench/servers/bun.mjs"],
+  requires: [BUN],
+  missingHint: PEERS_HINT,
+  mainThread: "main",
+  version: [BUN, ["--version"]],
+};
+const DENO_SERVE = {
+  command: DENO,
+  args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT,TLS_CERT_PEM,TLS_KEY_PEM", "bench/servers/deno.mjs"],
+  requires: [DENO],
+  missingHint: PEERS_HINT,
+  mainThread: "main",
+  version: [DENO, ["--version"]],
+};
+
 export const SERVERS = [
   {
     name: "fetch-rs",
     title: "fetch-rs, addEventListener('fetch')",
-    command: process.execPath,
-    args: ["bench/servers/fetch-rs.mjs"],
-    requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    ...FETCH_RS,
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     name: "fetch-rs-serve",
     title: "fetch-rs, serve({ fetch })",
-    command: process.execPath,
+    ...FETCH_RS,
     args: ["bench/servers/fetch-rs-serve.mjs"],
-    requires: ["dist/index.js", "fetch-rs.node"],
-    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     // The same server from another build (bench/make-baseline.sh REV), to compare a change with
     // the code before it in one run.
     name: "fetch-rs-base",
     title: "fetch-rs, addEventListener('fetch'), built from bench/baseline (the code before a change)",
-    command: process.execPath,
-    args: ["bench/servers/fetch-rs.mjs"],
+    ...FETCH_RS,
     env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
     requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node"],
     missingHint: "no baseline build: run `bench/make-baseline.sh REV` (e.g. main) to make one",
     protocols: ["h1", "h2c"],
-    mainThread: "js",
   },
   {
     name: "node-http",
@@ -98,25 +116,55 @@ export const SERVERS = [
   {
     name: "bun",
     title: "Bun.serve",
-    command: BUN,
-    args: ["bench/servers/bun.mjs"],
-    requires: [BUN],
-    missingHint: PEERS_HINT,
+    ...BUN_SERVE,
     // Bun.serve has no HTTP/2 cleartext.
     protocols: ["h1"],
-    mainThread: "main",
-    version: [BUN, ["--version"]],
   },
   {
     name: "deno",
     title: "Deno.serve",
-    command: DENO,
-    args: ["run", "--allow-net=127.0.0.1", "--allow-env=PORT", "bench/servers/deno.mjs"],
-    requires: [DENO],
-    missingHint: PEERS_HINT,
+    ...DENO_SERVE,
     protocols: ["h1", "h2c"],
-    mainThread: "main",
-    version: [DENO, ["--version"]],
+  },
+  {
+    name: "fetch-rs-tls",
+    title: "fetch-rs over TLS (HTTP/1.1 and h2 by ALPN)",
+    ...FETCH_RS,
+    protocols: ["tls-h1", "tls-h2"],
+    tls: true,
+  },
+  {
+    name: "node-https",
+    title: "node:https createServer, the baseline of the https and handshake modes",
+    command: process.execPath,
+    args: ["bench/servers/node-http.mjs", "--https"],
+    protocols: ["tls-h1"],
+    mainThread: "js",
+    tls: true,
+  },
+  {
+    name: "node-http2-tls",
+    title: "node:http2 createSecureServer, the baseline of the h2 mode",
+    command: process.execPath,
+    args: ["bench/servers/node-http.mjs", "--h2"],
+    protocols: ["tls-h2"],
+    mainThread: "js",
+    tls: true,
+  },
+  {
+    name: "bun-tls",
+    title: "Bun.serve with tls",
+    ...BUN_SERVE,
+    // Bun.serve answers HTTP/1.1 over TLS (no h2 in ALPN).
+    protocols: ["tls-h1"],
+    tls: true,
+  },
+  {
+    name: "deno-tls",
+    title: "Deno.serve with cert and key",
+    ...DENO_SERVE,
+    protocols: ["tls-h1", "tls-h2"],
+    tls: true,
   },
   {
     name: "hyper",
@@ -131,7 +179,13 @@ export const SERVERS = [
 ];
 
 /** Which server each mode's ratios are taken against. */
-export const BASELINE_BY_PROTOCOL = { h1: "node-http", h2c: "node-http2" };
+export const BASELINE_BY_PROTOCOL = { h1: "node-http", h2c: "node-http2", "tls-h1": "node-https", "tls-h2": "node-http2-tls" };
+
+// The certificate every TLS server gets: the test suite's (EC P-256, for localhost and 127.0.0.1).
+const tlsEnv = () => {
+  const file = (name) => readFileSync(new URL(`../../test/fixtures/tls/${name}`, import.meta.url), "utf8");
+  return { TLS_CERT_PEM: file("a.pem"), TLS_KEY_PEM: file("a.key") };
+};
 
 // Bounds on every wait, so a broken server cannot hang the run.
 const READY_TIMEOUT_MS = 20_000;
@@ -189,7 +243,7 @@ export async function startServer(entry, { root, pinCore }) {
   const child = spawnTracked(command, entry.args, {
     pinCore,
     cwd: root,
-    env: { ...process.env, ...entry.env, PORT: String(port) },
+    env: { ...process.env, ...entry.env, PORT: String(port), ...(entry.tls ? tlsEnv() : {}) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const readyPort = await waitForReady(child, entry.name);

@@ -26,11 +26,12 @@ function parseVersion(banner) {
 
 /**
  * Runs one wrk measurement and resolves with its parsed report.
- * { url, durationS, connections, threads (default 1), script (path or null), scriptArgs (strings),
+ * { url, headers (extra request header lines), durationS, connections, threads (default 1), script (path or null), scriptArgs (strings),
  *   pinCore (taskset cpu list or null), cwd, onSpawn (called with the pid once wrk runs) }
  */
-export function runWrk({ url, durationS, connections, threads = 1, script = null, scriptArgs = [], pinCore, cwd, onSpawn }) {
+export function runWrk({ url, headers = [], durationS, connections, threads = 1, script = null, scriptArgs = [], pinCore, cwd, onSpawn }) {
   const args = [`-t${threads}`, `-c${connections}`, `-d${durationS}s`, "--latency"];
+  for (const h of headers) args.push("-H", h);
   if (script) args.push("-s", script);
   args.push(url);
   if (script && scriptArgs.length > 0) args.push("--", ...scriptArgs); // reach the script's init(args)

@@ -10,6 +10,8 @@ const server = Bun.serve({
   port: Number(process.env.PORT ?? 3000),
   maxRequestBodySize: 16 * 1024 * 1024,
   fetch: handle,
+  // With TLS_CERT_PEM / TLS_KEY_PEM: HTTPS (the bun-tls entry).
+  tls: process.env.TLS_CERT_PEM ? { cert: process.env.TLS_CERT_PEM, key: process.env.TLS_KEY_PEM } : undefined,
 });
 console.log(`READY ${server.port}`);
 

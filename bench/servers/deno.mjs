@@ -10,6 +10,8 @@ const server = Deno.serve(
   {
     hostname: "127.0.0.1",
     port: Number(Deno.env.get("PORT") ?? 3000),
+    // With TLS_CERT_PEM / TLS_KEY_PEM (the deno-tls entry): HTTPS, h2 and HTTP/1.1 by ALPN.
+    ...(Deno.env.get("TLS_CERT_PEM") ? { cert: Deno.env.get("TLS_CERT_PEM"), key: Deno.env.get("TLS_KEY_PEM") } : {}),
     // Without onListen Deno prints its own "Listening on" line.
     onListen: ({ port }) => console.log(`READY ${port}`),
   },

@@ -2,6 +2,7 @@
 // ../lib/scenarios.mjs answered by the shared Fetch handler (fetch-handler.mjs).
 // Needs the built package (npm run build: dist/index.js and fetch-rs.node).
 // Started by bench/run.mjs; prints "READY <port>" once listening, exits on SIGTERM.
+// With TLS_CERT_PEM and TLS_KEY_PEM in the environment it serves HTTPS (h2 and HTTP/1.1 by ALPN).
 // Run with: PORT=3000 node bench/servers/fetch-rs.mjs
 
 // FETCH_RS_PACKAGE: another build's dist/index.js, relative to this file (the fetch-rs-base entry).
@@ -10,7 +11,8 @@ import { handle } from "./fetch-handler.mjs";
 
 const port = Number(process.env.PORT ?? 3000);
 // 16 MiB: room for the 1 MiB upload, pipelined 16 deep.
-const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024 });
+const tls = process.env.TLS_CERT_PEM ? { cert: process.env.TLS_CERT_PEM, key: process.env.TLS_KEY_PEM } : undefined;
+const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024, tls });
 server.addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
 await server.listen();
 console.log(`READY ${server.port ?? port}`);

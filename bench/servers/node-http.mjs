@@ -3,10 +3,13 @@
 // the same handler runs on node:http2's createServer (HTTP/2 prior knowledge, compatibility API):
 // the baseline of the h2c mode.
 // Started by bench/run.mjs; prints "READY <port>" once listening, exits on SIGTERM.
-// Run with: PORT=3000 node bench/servers/node-http.mjs [--h2c]
+// --https: node:https (HTTP/1.1 over TLS), --h2: node:http2 createSecureServer (HTTP/2 over TLS),
+// both with the certificate in TLS_CERT_PEM / TLS_KEY_PEM: the baselines of the TLS modes.
+// Run with: PORT=3000 node bench/servers/node-http.mjs [--h2c | --https | --h2]
 
 import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
 
 const port = Number(process.env.PORT ?? 3000);
 const BIG = Buffer.alloc(100 * 1024, 0x78); // the 100 KiB response, 'x' repeated
@@ -52,7 +55,14 @@ function onRequest(req, res) {
 }
 
 const h2c = process.argv.includes("--h2c");
-const server = h2c ? http2.createServer(onRequest) : http.createServer(onRequest);
+const tls = { cert: process.env.TLS_CERT_PEM, key: process.env.TLS_KEY_PEM };
+const server = process.argv.includes("--https")
+  ? https.createServer(tls, onRequest)
+  : process.argv.includes("--h2")
+    ? http2.createSecureServer(tls, onRequest)
+    : h2c
+      ? http2.createServer(onRequest)
+      : http.createServer(onRequest);
 
 server.listen(port, "127.0.0.1", () => {
   console.log(`READY ${server.address().port}`);

@@ -1,0 +1,459 @@
+//! TLS: certificate configuration (PEM, encrypted keys, SNI, client certificates),
+//! hot reload, and the handshake that hands a connection to HTTP/1.1 or HTTP/2 by ALPN.
+//!
+//! Each `tls` entry becomes its own rustls `ServerConfig` (its certificate, its client
+//! verifier). The handshake reads the ClientHello first (`LazyConfigAcceptor`), picks the
+//! entry by SNI, then finishes with that entry's config, so each host name can have its
+//! own `ca`/`requestCert`. The table of entries is behind a lock read once per handshake:
+//! `setTls` swaps it, connections already open keep the config they shook hands with.
+
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
+use napi_derive::napi;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+/// One certificate entry as the JS layer passes it: PEM text (a chain, several CAs
+/// concatenated), already normalized from strings, Buffers and arrays.
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct NativeTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: Option<String>,
+    pub passphrase: Option<String>,
+    pub server_name: Option<String>,
+    pub request_cert: Option<bool>,
+}
+
+// By hand: a debug print of the options must not show the private key or its passphrase.
+impl std::fmt::Debug for NativeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeTls")
+            .field("server_name", &self.server_name)
+            .field("request_cert", &self.request_cert)
+            .field("cert_len", &self.cert.len())
+            .field("ca_len", &self.ca.as_ref().map(String::len))
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(msg: impl Into<String>) -> BridgeError {
+    BridgeError::new(ErrorKind::TlsConfig, msg)
+}
+
+/// `which` names the entry in messages: "tls" for one, "tls[1] (example.com)" for a list.
+fn entry_name(entries: &[NativeTls], i: usize) -> String {
+    let base = if entries.len() == 1 { "tls".to_string() } else { format!("tls[{i}]") };
+    match &entries[i].server_name {
+        Some(n) => format!("{base} ({n})"),
+        None => base,
+    }
+}
+
+fn parse_certs(pem: &str, what: &str, which: &str) -> BridgeResult<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| config_error(format!("{which}.{what} is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(config_error(format!("{which}.{what} contains no PEM certificate (-----BEGIN CERTIFICATE-----)")));
+    }
+    Ok(certs)
+}
+
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or PKCS#8 encrypted with
+/// `passphrase` (PBES2, what `openssl genpkey -aes256` and `openssl pkcs8 -topk8` write).
+fn parse_key(pem: &str, passphrase: Option<&str>, which: &str) -> BridgeResult<PrivateKeyDer<'static>> {
+    if let Some(start) = pem.find(ENCRYPTED_BEGIN) {
+        let end = pem[start..]
+            .find(ENCRYPTED_END)
+            .map(|e| start + e + ENCRYPTED_END.len())
+            .ok_or_else(|| config_error(format!("{which}.key is not valid PEM: no {ENCRYPTED_END} line")))?;
+        let Some(passphrase) = passphrase else {
+            return Err(config_error(format!("{which}.key is encrypted and no passphrase was given")));
+        };
+        let (_, der) = pkcs8::der::pem::decode_vec(&pem.as_bytes()[start..end])
+            .map_err(|e| config_error(format!("{which}.key is not valid PEM: {e}")))?;
+        let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
+            .map_err(|e| config_error(format!("{which}.key is not a valid encrypted PKCS#8 key: {e}")))?;
+        let plain = info.decrypt(passphrase.as_bytes()).map_err(|e| {
+            config_error(format!("{which}.key could not be decrypted: wrong passphrase or unsupported cipher ({e})"))
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec())));
+    }
+    if pem.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(config_error(format!(
+            "{which}.key uses OpenSSL's legacy PEM encryption; convert it to encrypted PKCS#8 \
+             (openssl pkcs8 -topk8 -v2 aes-256-cbc)"
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => config_error(format!(
+            "{which}.key contains no PEM private key (-----BEGIN PRIVATE KEY----- or RSA/EC PRIVATE KEY)"
+        )),
+        e => config_error(format!("{which}.key is not valid PEM: {e}")),
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// One entry's rustls config.
+fn build_config(entries: &[NativeTls], i: usize, http2: bool) -> BridgeResult<ServerConfig> {
+    let e = &entries[i];
+    let which = entry_name(entries, i);
+    let certs = parse_certs(&e.cert, "cert", &which)?;
+    let key = parse_key(&e.key, e.passphrase.as_deref(), &which)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| config_error(format!("{which}: {err}")))?;
+    let request_cert = e.request_cert.unwrap_or(false);
+    let builder = match (&e.ca, request_cert) {
+        (Some(ca), true) => {
+            let mut roots = RootCertStore::empty();
+            for c in parse_certs(ca, "ca", &which)? {
+                roots
+                    .add(c)
+                    .map_err(|err| config_error(format!("{which}.ca has a certificate rustls rejects: {err}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|err| config_error(format!("{which}.ca cannot verify client certificates: {err}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        (None, true) => {
+            return Err(config_error(format!(
+                "{which}.requestCert needs ca: the certificates that sign client certificates"
+            )))
+        }
+        (_, false) => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|err| match err {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            config_error(format!("{which}.key does not match the certificate in {which}.cert"))
+        }
+        err => config_error(format!("{which}.key cannot be used: {err}")),
+    })?;
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    // Stateless resumption, as node:https offers by default: a returning client skips
+    // the key exchange.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Ok(config)
+}
+
+/// The configs of one `tls` option: by exact host name, by wildcard suffix, and the
+/// default for clients without SNI or with a name no entry has.
+pub struct CertTable {
+    exact: HashMap<String, Arc<ServerConfig>>,
+    /// `*.example.com` is kept as `.example.com`: it matches one label before it.
+    wildcard: Vec<(String, Arc<ServerConfig>)>,
+    default: Arc<ServerConfig>,
+}
+
+impl CertTable {
+    /// Parses and checks every entry; the first error is returned, naming its entry.
+    pub fn build(entries: &[NativeTls], http2: bool) -> BridgeResult<CertTable> {
+        if entries.is_empty() {
+            return Err(config_error("tls must have at least one certificate entry"));
+        }
+        let mut exact = HashMap::new();
+        let mut wildcard = Vec::new();
+        let mut default = None;
+        let mut first = None;
+        for (i, e) in entries.iter().enumerate() {
+            let config = Arc::new(build_config(entries, i, http2)?);
+            first.get_or_insert_with(|| config.clone());
+            match e.server_name.as_deref().map(|n| n.trim().to_ascii_lowercase()) {
+                None => {
+                    if default.is_some() {
+                        return Err(config_error(format!(
+                            "{}: only one entry may leave out serverName (it is the default)",
+                            entry_name(entries, i)
+                        )));
+                    }
+                    default = Some(config);
+                }
+                Some(n) if n.is_empty() => {
+                    return Err(config_error(format!("{}.serverName must not be empty", entry_name(entries, i))))
+                }
+                Some(n) => match n.strip_prefix('*') {
+                    Some(suffix) if suffix.starts_with('.') => wildcard.push((suffix.to_string(), config)),
+                    _ => {
+                        exact.insert(n, config);
+                    }
+                },
+            }
+        }
+        // Without an entry lacking serverName, the first entry is the default.
+        let default = match default.or(first) {
+            Some(d) => d,
+            None => return Err(config_error("tls must have at least one certificate entry")),
+        };
+        Ok(CertTable { exact, wildcard, default })
+    }
+
+    fn pick(&self, server_name: Option<&str>) -> Arc<ServerConfig> {
+        if let Some(name) = server_name {
+            // rustls gives the SNI name lower-cased and without a trailing dot.
+            if let Some(c) = self.exact.get(name) {
+                return c.clone();
+            }
+            if let Some(dot) = name.find('.') {
+                let suffix = &name[dot..];
+                if let Some((_, c)) = self.wildcard.iter().find(|(s, _)| s == suffix) {
+                    return c.clone();
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// The verified identity of a client that presented a certificate (mTLS).
+#[derive(Debug)]
+pub struct ClientCertificate {
+    pub subject: String,
+    pub issuer: String,
+    /// Milliseconds since the Unix epoch.
+    pub valid_from: f64,
+    pub valid_to: f64,
+    /// SHA-256 of the DER certificate, as `AB:CD:…` (node:tls's `fingerprint256`).
+    pub fingerprint256: String,
+    /// Hexadecimal, upper case, as node:tls gives it.
+    pub serial_number: String,
+    pub raw: Vec<u8>,
+}
+
+fn hex_colon(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+impl ClientCertificate {
+    /// Reads the fields of a certificate rustls already verified. `None` only if it does
+    /// not parse as X.509 here, which verification makes unexpected.
+    fn parse(der: &CertificateDer<'_>) -> Option<ClientCertificate> {
+        use x509_cert::der::Decode;
+        let cert = x509_cert::Certificate::from_der(der.as_ref()).ok()?;
+        let tbs = cert.tbs_certificate();
+        let ms = |t: x509_cert::time::Time| t.to_unix_duration().as_millis() as f64;
+        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+        let serial: String = tbs.serial_number().as_bytes().iter().map(|b| format!("{b:02X}")).collect();
+        Some(ClientCertificate {
+            subject: tbs.subject().to_string(),
+            issuer: tbs.issuer().to_string(),
+            valid_from: ms(tbs.validity().not_before),
+            valid_to: ms(tbs.validity().not_after),
+            fingerprint256: hex_colon(digest.as_ref()),
+            serial_number: serial,
+            raw: der.as_ref().to_vec(),
+        })
+    }
+}
+
+/// `event.clientCertificate` as it crosses to JS (dates as milliseconds).
+#[napi(object)]
+pub struct ClientCertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub valid_from: f64,
+    pub valid_to: f64,
+    pub fingerprint256: String,
+    pub serial_number: String,
+    pub raw: napi::bindgen_prelude::Buffer,
+}
+
+impl From<&ClientCertificate> for ClientCertificateInfo {
+    fn from(c: &ClientCertificate) -> Self {
+        ClientCertificateInfo {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            valid_from: c.valid_from,
+            valid_to: c.valid_to,
+            fingerprint256: c.fingerprint256.clone(),
+            serial_number: c.serial_number.clone(),
+            raw: c.raw.clone().into(),
+        }
+    }
+}
+
+/// What a TLS connection's requests learn about it.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// The TLS side of a listening server: the current certificate table and the handshake.
+pub struct TlsAcceptor {
+    table: RwLock<Arc<CertTable>>,
+    http2: bool,
+}
+
+/// How a finished handshake goes on.
+pub struct Accepted {
+    pub stream: TlsStream<TcpStream>,
+    /// ALPN chose `h2`. Without ALPN, HTTP/1.1.
+    pub h2: bool,
+    pub session: Arc<Session>,
+}
+
+impl TlsAcceptor {
+    pub fn new(entries: &[NativeTls], http2: bool) -> BridgeResult<TlsAcceptor> {
+        Ok(TlsAcceptor { table: RwLock::new(Arc::new(CertTable::build(entries, http2)?)), http2 })
+    }
+
+    /// Replaces the certificates for new connections; on error the old ones stay.
+    pub fn set(&self, entries: &[NativeTls]) -> BridgeResult<()> {
+        let table = Arc::new(CertTable::build(entries, self.http2)?);
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<CertTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs the handshake, bounded by `timeout`. Errors (garbage, plain HTTP, a client
+    /// certificate missing or not trusted, a timeout) end this connection only.
+    pub async fn accept(&self, stream: TcpStream, timeout: Option<Duration>) -> std::io::Result<Accepted> {
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+            let config = self.current().pick(start.client_hello().server_name());
+            start.into_stream(config).await
+        };
+        let stream = match timeout {
+            Some(t) => tokio::time::timeout(t, handshake)
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??,
+            None => handshake.await?,
+        };
+        let (_, conn) = stream.get_ref();
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        let client_certificate = conn.peer_certificates().and_then(|c| c.first()).and_then(ClientCertificate::parse);
+        Ok(Accepted { stream, h2, session: Arc::new(Session { client_certificate }) })
+    }
+}
+
+/// The handshake of one connection, counted in the stats; `None` when it failed, timed
+/// out (`tlsHandshakeTimeout`), or the server began closing meanwhile.
+pub(crate) async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    shared: &crate::connection::ServerShared,
+) -> Option<Accepted> {
+    use crate::connection::Phase;
+    use std::sync::atomic::Ordering;
+    let mut phase = shared.phase.clone();
+    let result = tokio::select! {
+        r = tls.accept(stream, shared.config.tls_handshake_timeout) => r,
+        _ = phase.wait_for(|p| *p != Phase::Running) => {
+            tracing::debug!("TLS handshake abandoned: the server is closing");
+            return None;
+        }
+    };
+    match result {
+        Ok(a) => {
+            shared.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            Some(a)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake failed; connection closed");
+            shared.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_pem_is_a_config_error() {
+        let e = CertTable::build(&[NativeTls { cert: "nope".into(), key: "nope".into(), ..Default::default() }], true)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::TlsConfig);
+        assert!(e.message.contains("tls.cert"), "{}", e.message);
+    }
+
+    #[test]
+    fn key_without_pem_is_named() {
+        let e = parse_key("x", None, "tls").err().unwrap();
+        assert!(e.message.contains("no PEM private key"), "{}", e.message);
+    }
+
+    #[test]
+    fn encrypted_key_without_passphrase_is_named() {
+        let pem = format!("{ENCRYPTED_BEGIN}\nAAAA\n{ENCRYPTED_END}\n");
+        let e = parse_key(&pem, None, "tls").err().unwrap();
+        assert!(e.message.contains("no passphrase"), "{}", e.message);
+    }
+
+    const A_CERT: &str = include_str!("../test/fixtures/tls/a.pem");
+    const A_KEY: &str = include_str!("../test/fixtures/tls/a.key");
+    const B_CERT: &str = include_str!("../test/fixtures/tls/b.pem");
+    const B_KEY: &str = include_str!("../test/fixtures/tls/b.key");
+
+    fn entry(cert: &str, key: &str, name: Option<&str>) -> NativeTls {
+        NativeTls { cert: cert.into(), key: key.into(), server_name: name.map(Into::into), ..Default::default() }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let table = CertTable::build(
+            &[entry(A_CERT, A_KEY, None), entry(B_CERT, B_KEY, Some("B.test")), entry(B_CERT, B_KEY, Some("*.w.test"))],
+            true,
+        )
+        .unwrap();
+        let exact = table.pick(Some("b.test"));
+        assert!(Arc::ptr_eq(&exact, &table.exact["b.test"]));
+        assert!(Arc::ptr_eq(&table.pick(Some("x.w.test")), &table.wildcard[0].1));
+        assert!(Arc::ptr_eq(&table.pick(Some("x.y.w.test")), &table.default));
+        assert!(Arc::ptr_eq(&table.pick(None), &table.default));
+        assert_eq!(table.default.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_named() {
+        let e = CertTable::build(&[entry(A_CERT, B_KEY, None)], true).err().unwrap();
+        assert!(e.message.contains("does not match the certificate"), "{}", e.message);
+    }
+
+    #[test]
+    fn http1_only_offers_only_http11() {
+        let table = CertTable::build(&[entry(A_CERT, A_KEY, None)], false).unwrap();
+        assert_eq!(table.default.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_key() {
+        let e = NativeTls { key: "SECRET KEY".into(), passphrase: Some("hunter2".into()), ..Default::default() };
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("SECRET") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn fingerprint_is_colon_hex() {
+        assert_eq!(hex_colon(&[0xab, 0x01, 0xff]), "AB:01:FF");
+    }
+}

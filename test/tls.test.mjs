@@ -1,0 +1,444 @@
+// HTTPS: certificates, ALPN, SNI, reload, client certificates and configuration errors,
+// with real clients (node:https, node:http2, node:tls, curl) over the fixture certificates.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import net from "node:net";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { Response, Server } from "../dist/index.js";
+import { sleep } from "./helpers.mjs";
+import { A, B, CA, h2Request, h2Session, httpsRequest, peerName, pem, tlsConnect } from "./tls-helpers.mjs";
+
+const run = promisify(execFile);
+
+async function startTls(listener, options = {}) {
+  const server = new Server({ port: 0, host: "127.0.0.1", tls: A, ...options });
+  if (listener) server.addEventListener("fetch", listener);
+  await server.listen();
+  return server;
+}
+
+/** The handshake failure count reaches `n` (it is counted just after the socket closes). */
+async function failuresReach(server, n) {
+  for (let i = 0; i < 100 && server.stats().tlsHandshakeFailures < n; i++) await sleep(20);
+  assert.ok(server.stats().tlsHandshakeFailures >= n, JSON.stringify(server.stats()));
+}
+
+const echoUrl = (e) => e.respondWith(Response.json({ url: e.request.url, cert: e.clientCertificate }));
+
+async function hasCurl() {
+  try {
+    await run("curl", ["--version"]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test("node:https gets HTTP/1.1 over TLS, with https:// request and server URLs", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const r = await httpsRequest(server.port, "/a?b=1");
+    assert.equal(r.status, 200);
+    assert.equal(r.alpn, false, "node:https offers no ALPN");
+    assert.equal(JSON.parse(r.body).url, `https://127.0.0.1:${server.port}/a?b=1`);
+    assert.equal(JSON.parse(r.body).cert, null);
+    assert.equal(server.url.protocol, "https:");
+    const s = server.stats();
+    assert.ok(s.tlsHandshakes >= 1);
+    assert.equal(s.tlsHandshakeFailures, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+test("ALPN: a client offering h2 and http/1.1 gets h2; node:http2 is served", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["h2", "http/1.1"] });
+    assert.equal(s.alpnProtocol, "h2");
+    s.destroy();
+    const h1 = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    assert.equal(h1.alpnProtocol, "http/1.1");
+    h1.destroy();
+    const session = await h2Session(server.port);
+    assert.equal(session.alpnProtocol, "h2");
+    const r = await h2Request(session, { ":path": "/x" });
+    assert.equal(r.status, 200);
+    assert.equal(JSON.parse(r.body).url, `https://localhost:${server.port}/x`);
+    session.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("http2: false offers only http/1.1", async () => {
+  const server = await startTls(echoUrl, { http2: false });
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["h2", "http/1.1"] });
+    assert.equal(s.alpnProtocol, "http/1.1");
+    s.destroy();
+    // A client that speaks only h2 has nothing in common with the server.
+    await assert.rejects(tlsConnect(server.port, { ALPNProtocols: ["h2"] }));
+  } finally {
+    await server.close();
+  }
+});
+
+test("SNI picks the certificate of each name; others get the default", async () => {
+  const server = await startTls(echoUrl, {
+    tls: [
+      { ...B, serverName: "b.test" },
+      { ...A, serverName: "a.test" },
+      { ...A }, // the default
+    ],
+  });
+  try {
+    assert.equal(await peerName(server.port, "a.test"), "a.test");
+    assert.equal(await peerName(server.port, "b.test"), "b.test");
+    assert.equal(await peerName(server.port, "B.TEST"), "b.test");
+    assert.equal(await peerName(server.port, "other.test"), "a.test");
+    // The b.test certificate verifies against the CA for its name.
+    const r = await httpsRequest(server.port, "/", { servername: "b.test" });
+    assert.equal(r.status, 200);
+  } finally {
+    await server.close();
+  }
+});
+
+test("SNI: a wildcard serverName matches one label; without a default the first entry serves", async () => {
+  const server = await startTls(echoUrl, {
+    tls: [
+      { ...A, serverName: "a.test" },
+      { ...B, serverName: "*.b.test" },
+    ],
+  });
+  try {
+    assert.equal(await peerName(server.port, "x.b.test"), "b.test");
+    assert.equal(await peerName(server.port, "x.y.b.test"), "a.test");
+    assert.equal(await peerName(server.port, "unknown.test"), "a.test");
+  } finally {
+    await server.close();
+  }
+});
+
+test("top-level key and cert are aliases of tls", async () => {
+  const server = new Server({ port: 0, host: "127.0.0.1", key: Buffer.from(A.key), cert: [A.cert] });
+  server.addEventListener("fetch", echoUrl);
+  await server.listen();
+  try {
+    const r = await httpsRequest(server.port);
+    assert.equal(r.status, 200);
+    assert.equal(server.url.protocol, "https:");
+  } finally {
+    await server.close();
+  }
+});
+
+test("an encrypted PKCS#8 key with its passphrase serves", async () => {
+  const server = await startTls(echoUrl, { tls: { cert: A.cert, key: pem("a-encrypted.key"), passphrase: "secret" } });
+  try {
+    assert.equal((await httpsRequest(server.port)).status, 200);
+  } finally {
+    await server.close();
+  }
+});
+
+test("setTls: new connections get the new certificate, an open one keeps its own", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const old = await h2Session(server.port, { servername: "a.test" });
+    assert.equal((await h2Request(old)).status, 200);
+    await server.setTls({ ...B });
+    assert.equal(await peerName(server.port, "localhost"), "b.test");
+    // The connection opened before the swap goes on with its handshake's certificate.
+    assert.equal(old.socket.getPeerCertificate().subject.CN, "a.test");
+    assert.equal((await h2Request(old, { ":path": "/again" })).status, 200);
+    old.close();
+    // A bad config is refused and the current one stays.
+    await assert.rejects(server.setTls({ cert: "not pem", key: A.key }), { code: "ERR_TLS_CONFIG" });
+    assert.equal(await peerName(server.port, "localhost"), "b.test");
+    await server.setTls([{ ...A }, { ...B, serverName: "b.test" }]);
+    assert.equal(await peerName(server.port, "localhost"), "a.test");
+    assert.equal(await peerName(server.port, "b.test"), "b.test");
+  } finally {
+    await server.close();
+  }
+});
+
+test("setTls before listen changes what listen uses; on a plain server it is refused", async () => {
+  const server = new Server({ port: 0, host: "127.0.0.1", tls: B });
+  server.addEventListener("fetch", echoUrl);
+  await server.setTls(A);
+  await server.listen();
+  const plain = new Server({ port: 0, host: "127.0.0.1" });
+  await plain.listen();
+  try {
+    assert.equal(await peerName(server.port, "localhost"), "a.test");
+    await assert.rejects(plain.setTls(A), { code: "ERR_INVALID_STATE" });
+  } finally {
+    await server.close();
+    await plain.close();
+  }
+});
+
+test("mTLS: a client certificate signed by ca is accepted and reaches the event", async () => {
+  const server = await startTls(echoUrl, { tls: { ...A, ca: CA, requestCert: true } });
+  try {
+    const r = await httpsRequest(server.port, "/", { key: pem("client.key"), cert: pem("client.pem") });
+    assert.equal(r.status, 200);
+    const { cert } = JSON.parse(r.body);
+    assert.equal(cert.subject, "CN=test client,O=fetch-rs tests");
+    assert.equal(cert.issuer, "CN=fetch-rs test CA,O=fetch-rs tests");
+    assert.match(cert.fingerprint256, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    assert.ok(Date.parse(cert.validFrom) < Date.now() && Date.parse(cert.validTo) > Date.now());
+    // The same fingerprint node computes for the certificate.
+    const { X509Certificate } = await import("node:crypto");
+    assert.equal(cert.fingerprint256, new X509Certificate(pem("client.pem")).fingerprint256);
+  } finally {
+    await server.close();
+  }
+});
+
+test("mTLS: no client certificate, or one from another CA, fails the handshake; the listener never runs", async () => {
+  let calls = 0;
+  const server = await startTls(
+    (e) => {
+      calls++;
+      e.respondWith(new Response("no"));
+    },
+    { tls: { ...A, ca: CA, requestCert: true } },
+  );
+  try {
+    await assert.rejects(httpsRequest(server.port));
+    await assert.rejects(
+      httpsRequest(server.port, "/", { key: pem("untrusted-client.key"), cert: pem("untrusted-client.pem") }),
+    );
+    assert.equal(calls, 0);
+    await failuresReach(server, 2);
+  } finally {
+    await server.close();
+  }
+});
+
+test("ERR_TLS_CONFIG: listen() rejects and names the problem", async () => {
+  const cases = [
+    [{ cert: "garbage", key: A.key }, /tls\.cert contains no PEM certificate/],
+    [
+      { cert: "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n", key: A.key },
+      /tls\.cert is not valid PEM/,
+    ],
+    [{ cert: A.cert, key: "garbage" }, /tls\.key contains no PEM private key/],
+    [{ cert: A.cert, key: B.key }, /tls\.key does not match the certificate/],
+    [{ cert: A.cert, key: pem("a-encrypted.key") }, /tls\.key is encrypted and no passphrase was given/],
+    [
+      { cert: A.cert, key: pem("a-encrypted.key"), passphrase: "wrong" },
+      /tls\.key could not be decrypted: wrong passphrase/,
+    ],
+    [{ ...A, requestCert: true }, /tls\.requestCert needs ca/],
+    [{ ...A, ca: "nothing", requestCert: true }, /tls\.ca contains no PEM certificate/],
+    [[{ ...A }, { ...B }], /tls\[1\]: only one entry may leave out serverName/],
+    [[{ ...A }, { ...B, key: A.key, serverName: "b.test" }], /tls\[1\] \(b\.test\)\.key does not match/],
+  ];
+  for (const [tls, message] of cases) {
+    const server = new Server({ port: 0, host: "127.0.0.1", tls });
+    await assert.rejects(server.listen(), (e) => {
+      assert.equal(e.code, "ERR_TLS_CONFIG", e.message);
+      assert.match(e.message, message);
+      return true;
+    });
+    await server.close();
+  }
+  // Shapes the JS layer refuses at once.
+  assert.throws(() => new Server({ tls: { cert: A.cert } }), {
+    code: "ERR_TLS_CONFIG",
+    message: /tls\.key is required/,
+  });
+  assert.throws(() => new Server({ tls: { cert: 42, key: A.key } }), { code: "ERR_TLS_CONFIG" });
+  assert.throws(() => new Server({ tls: [] }), { code: "ERR_TLS_CONFIG" });
+});
+
+test("garbage and plain HTTP on the TLS port are closed; other clients are served", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const junk = (data) =>
+      new Promise((resolve) => {
+        const s = net.connect(server.port, "127.0.0.1", () => s.write(data));
+        s.on("data", () => {});
+        s.on("close", resolve);
+        s.on("error", () => {});
+      });
+    await Promise.all([
+      junk("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      junk(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])),
+      junk(Buffer.alloc(4096, 0xff)),
+    ]);
+    assert.equal((await httpsRequest(server.port)).status, 200);
+    await failuresReach(server, 3);
+  } finally {
+    await server.close();
+  }
+});
+
+test("tlsHandshakeTimeout closes a connection that never finishes its handshake", async () => {
+  const server = await startTls(echoUrl, { tlsHandshakeTimeout: 200 });
+  try {
+    const s = net.connect(server.port, "127.0.0.1");
+    s.on("error", () => {});
+    const started = Date.now();
+    // Half a ClientHello, then nothing.
+    s.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    await new Promise((r) => s.on("close", r));
+    assert.ok(Date.now() - started < 5000);
+    await failuresReach(server, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+test("close() sends GOAWAY to TLS HTTP/2 clients and lets open streams finish", async () => {
+  let release;
+  const gate = new Promise((r) => (release = r));
+  const server = await startTls(async (e) => {
+    await gate;
+    e.respondWith(new Response("finished"));
+  });
+  const session = await h2Session(server.port);
+  const goaway = new Promise((r) => session.once("goaway", r));
+  const pending = h2Request(session);
+  await sleep(100);
+  const closed = server.close();
+  await goaway;
+  release();
+  const r = await pending;
+  assert.equal(r.body, "finished");
+  await closed;
+  session.destroy();
+});
+
+test("curl: --http2 and --http1.1 over TLS with --cacert, and mTLS with --cert/--key", async (t) => {
+  if (!(await hasCurl())) return t.skip("curl is not installed (apt-get install curl)");
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const dir = mkdtempSync(join(tmpdir(), "fetch-rs-tls-"));
+  const file = (name, text) => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+  const ca = file("ca.pem", CA);
+  const server = await startTls(echoUrl, { tls: { ...A, ca: CA, requestCert: true } });
+  const plainTls = await startTls(echoUrl);
+  try {
+    const curl = async (port, ...args) => {
+      const { stdout } = await run("curl", [
+        "-sS",
+        "--cacert",
+        ca,
+        "-w",
+        "\n%{http_version}",
+        ...args,
+        `https://localhost:${port}/c`,
+      ]);
+      const nl = stdout.lastIndexOf("\n");
+      return { body: stdout.slice(0, nl), version: stdout.slice(nl + 1) };
+    };
+    const v2 = await curl(plainTls.port, "--http2");
+    assert.equal(v2.version, "2");
+    assert.equal(JSON.parse(v2.body).url, `https://localhost:${plainTls.port}/c`);
+    assert.equal((await curl(plainTls.port, "--http1.1")).version, "1.1");
+    const m = await curl(
+      server.port,
+      "--http2",
+      "--cert",
+      file("client.pem", pem("client.pem")),
+      "--key",
+      file("client.key", pem("client.key")),
+    );
+    assert.equal(JSON.parse(m.body).cert.subject, "CN=test client,O=fetch-rs tests");
+    await assert.rejects(curl(server.port, "--http2"));
+  } finally {
+    await server.close();
+    await plainTls.close();
+  }
+});
+
+test("a large HTTPS/1.1 response reaches a client that starts reading late", async () => {
+  // rustls keeps records it could not write to a full socket until the stream is flushed;
+  // the end of a response must not wait for a write that never comes.
+  const big = new Uint8Array(8 * 1024 * 1024).fill(42);
+  const server = await startTls((e) => e.respondWith(new Response(big)));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+      s.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      s.pause();
+      await sleep(300);
+      let received = 0;
+      const done = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`stalled after ${received} bytes`)), 10_000);
+        s.on("data", (d) => {
+          received += d.length;
+          if (received >= big.length) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      // Then slowly, so the server often finds the socket full, the last write included.
+      const tick = setInterval(() => (s.isPaused() ? s.resume() : s.pause()), 2);
+      await done.finally(() => clearInterval(tick));
+      s.destroy();
+    }
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("a returning client resumes its TLS session", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    // TLS 1.3 sends the ticket after the handshake: read a response first.
+    const first = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    const session = await new Promise((resolve) => {
+      first.once("session", resolve);
+      first.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    });
+    first.destroy();
+    const second = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"], session });
+    assert.equal(second.isSessionReused(), true);
+    second.destroy();
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("serve() passes the client certificate in its info", async () => {
+  const { serve } = await import("../dist/index.js");
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    tls: { ...A, ca: CA, requestCert: true },
+    fetch: (_req, info) => new Response(info.clientCertificate?.subject ?? "none"),
+  });
+  try {
+    const r = await httpsRequest(server.port, "/", { key: pem("client.key"), cert: pem("client.pem") });
+    assert.equal(r.body, "CN=test client,O=fetch-rs tests");
+  } finally {
+    await server.close();
+  }
+});
+
+test("headerTimeout holds over TLS: a client that shakes hands and sends no request is closed", async () => {
+  const server = await startTls(echoUrl, { headerTimeout: 300, idleTimeout: 0 });
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    const started = Date.now();
+    await new Promise((r) => s.on("close", r));
+    const took = Date.now() - started;
+    assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
+  } finally {
+    await server.close({ force: true });
+  }
+});

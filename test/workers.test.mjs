@@ -1,0 +1,128 @@
+// The addon loaded and unloaded by many worker threads in one process (test runners,
+// worker pools, a restarted worker of examples/multi-core.mjs). Each scenario runs in a
+// child process, so a crash fails the test instead of killing the runner.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { runModule } from "./helpers.mjs";
+
+const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+
+/** Runs `source` as an ES module in a child process; resolves with its exit and output. */
+const runChild = (source, timeoutMs = 90_000) => runModule(source, timeoutMs);
+
+// The worker (an ES module: workers inherit the child's --input-type): loads fetch-rs, serves on port 0, posts its port, and then goes as the
+// parent says: "close" (close the server and let the thread end by itself) or "exit"
+// (process.exit() in the worker, server still listening). worker.terminate() is the third way.
+const workerSource = `
+  const { parentPort, workerData } = await import("node:worker_threads");
+  const { Server, Response } = await import(${dist});
+  {
+    const server = new Server({ port: 0, host: "127.0.0.1" });
+    server.addEventListener("fetch", (e) => {
+      if (e.request.url.endsWith("/hang")) return e.respondWith(new Promise(() => {}));
+      e.respondWith(new Response("worker " + workerData.i));
+    });
+    await server.listen();
+    parentPort.postMessage(server.port);
+    parentPort.on("message", async (how) => {
+      if (how === "close") {
+        await server.close();
+        parentPort.close();
+      } else if (how === "exit") {
+        process.exit(0);
+      }
+    });
+  }
+`;
+
+const parentSource = `
+  import { Worker } from "node:worker_threads";
+  import { once } from "node:events";
+  import http from "node:http";
+
+  const workerSource = ${JSON.stringify(workerSource)};
+  function get(port, path = "/") {
+    return new Promise((resolve, reject) => {
+      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(body));
+      });
+      req.on("error", reject);
+    });
+  }
+  async function startWorker(i) {
+    const w = new Worker(workerSource, { eval: true, workerData: { i } });
+    const [port] = await once(w, "message");
+    return { w, port };
+  }
+  async function ending(w, how) {
+    const exited = once(w, "exit");
+    if (how === "terminate") await w.terminate();
+    else w.postMessage(how);
+    await exited;
+  }
+
+  let answered = 0;
+  let expected = 0;
+  const check = (body, i) => {
+    expected++;
+    if (body === "worker " + i) answered++;
+    else console.log("wrong answer from worker", i, JSON.stringify(body));
+  };
+
+  // Only imports and exits: the shortest reproduction.
+  for (let i = 0; i < 3; i++) {
+    const w = new Worker("import(" + JSON.stringify(${dist}) + ")", { eval: true });
+    await once(w, "exit");
+  }
+
+  // 50 workers in turn, each serving a request and then ending one of four ways.
+  const ways = ["close", "exit", "terminate", "terminate-mid-request"];
+  for (let i = 0; i < 50; i++) {
+    const { w, port } = await startWorker(i);
+    check(await get(port), i);
+    const how = ways[i % ways.length];
+    if (how === "terminate-mid-request") {
+      // A request the worker never answers, in flight while the thread is torn down.
+      const hung = get(port, "/hang").then(() => "answered", (e) => e.code);
+      await new Promise((r) => setTimeout(r, 20));
+      await ending(w, "terminate");
+      const outcome = await hung;
+      if (outcome !== "ECONNRESET" && outcome !== "answered") console.log("hung request ended with", outcome);
+    } else {
+      await ending(w, how);
+    }
+  }
+
+  // Workers that start, serve and end while another keeps serving.
+  const long = await startWorker(1000);
+  let serving = true;
+  const steady = (async () => {
+    while (serving) check(await get(long.port), 1000);
+  })();
+  for (let i = 100; i < 120; i += 2) {
+    const a = startWorker(i);
+    const b = startWorker(i + 1);
+    for (const [j, p] of [[i, a], [i + 1, b]]) {
+      const { w, port } = await p;
+      check(await get(port), j);
+      await ending(w, j % 2 ? "terminate" : "close");
+    }
+  }
+  serving = false;
+  await steady;
+  await ending(long.w, "terminate");
+  console.log(JSON.stringify({ answered, expected }));
+`;
+
+test("workers that load fetch-rs, serve and end one after another do not crash the process", async () => {
+  const r = await runChild(parentSource);
+  assert.equal(r.signal, null, `the process died: ${r.signal}\n${r.out}`);
+  assert.equal(r.code, 0, r.out);
+  const last = r.out.trim().split("\n").at(-1);
+  const { answered, expected } = JSON.parse(last);
+  assert.ok(expected >= 70, r.out);
+  assert.equal(answered, expected, r.out);
+});
