@@ -7,7 +7,10 @@ export type {
   ServeOptions,
   ServeInfo,
   ExecutionContext,
+  WebSocketOptions,
 } from "./server.js";
+export { upgradeWebSocket, ServerWebSocket } from "./websocket.js";
+export type { UpgradeWebSocketOptions, BinaryType } from "./websocket.js";
 export { FetchEvent } from "./fetch-event.js";
 export type { ClientCertificate } from "./fetch-event.js";
 export type { TlsOptions, PemInput } from "./tls.js";

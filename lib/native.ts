@@ -16,6 +16,11 @@ export interface NativeOptions {
   headerTimeoutMs?: number;
   idleTimeoutMs?: number;
   timeoutMs?: number;
+  wsMaxPayloadLength?: number;
+  wsIdleTimeoutMs?: number;
+  wsBackpressureLimit?: number;
+  wsCloseOnBackpressureLimit?: boolean;
+  wsPerMessageDeflate?: boolean;
   tls?: NativeTls[];
   http2?: boolean;
   tlsHandshakeTimeoutMs?: number;
@@ -60,7 +65,7 @@ interface Calls {
   /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
    * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
    * then its headers, packed as `name\nvalue\nname\nvalue…`. Returns the record count. */
-  drain(records: Uint32Array, texts: string[]): number;
+  drain(records: Uint32Array, texts: unknown[]): number;
   reschedule(): void;
   flush(): void;
   requestMethod(id: number): string | null;
@@ -77,6 +82,20 @@ interface Calls {
   streamWrite(id: number, chunk: Uint8Array): boolean;
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
   streamEnd(id: number, failed: boolean): void;
+  wsUpgrade(id: number, protocol: string | null, maxPayload: number, idleTimeoutMs: number, compress: number): number;
+  wsAccept(id: number, sid: number, release: boolean): void;
+  wsAbandon(sid: number): void;
+  wsSendText(sid: number, data: string, compress: boolean): number;
+  wsSendBytes(sid: number, data: Uint8Array, compress: boolean): number;
+  wsClose(sid: number, code: number, reason: string): void;
+  wsPing(sid: number, data: Uint8Array): boolean;
+  wsBuffered(sid: number): number;
+  wsRemoteAddress(sid: number): string;
+  wsSubscribe(sid: number, topic: string, on: boolean): boolean;
+  wsIsSubscribed(sid: number, topic: string): boolean;
+  wsTopics(sid: number): string[];
+  wsPublishText(sid: number, topic: string, data: string, compress: boolean): number;
+  wsPublishBytes(sid: number, topic: string, data: Uint8Array, compress: boolean): number;
 }
 
 /** The addon's server object (src/registry.rs): its life (listen, close, GC) and its handle. */
@@ -139,6 +158,21 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     streamWrite: (id, chunk) => a.streamWrite(h, id, chunk),
     streamWriteShared: (id, chunk) => a.streamWriteShared(h, id, chunk),
     streamEnd: (id, failed) => a.streamEnd(h, id, failed),
+    wsUpgrade: (id, protocol, maxPayload, idleTimeoutMs, compress) =>
+      a.wsUpgrade(h, id, protocol, maxPayload, idleTimeoutMs, compress),
+    wsAccept: (id, sid, release) => a.wsAccept(h, id, sid, release),
+    wsAbandon: (sid) => a.wsAbandon(h, sid),
+    wsSendText: (sid, data, compress) => a.wsSendText(h, sid, data, compress),
+    wsSendBytes: (sid, data, compress) => a.wsSendBytes(h, sid, data, compress),
+    wsClose: (sid, code, reason) => a.wsClose(h, sid, code, reason),
+    wsPing: (sid, data) => a.wsPing(h, sid, data),
+    wsBuffered: (sid) => a.wsBuffered(h, sid),
+    wsRemoteAddress: (sid) => a.wsRemoteAddress(h, sid),
+    wsSubscribe: (sid, topic, on) => a.wsSubscribe(h, sid, topic, on),
+    wsIsSubscribed: (sid, topic) => a.wsIsSubscribed(h, sid, topic),
+    wsTopics: (sid) => a.wsTopics(h, sid),
+    wsPublishText: (sid, topic, data, compress) => a.wsPublishText(h, sid, topic, data, compress),
+    wsPublishBytes: (sid, topic, data, compress) => a.wsPublishBytes(h, sid, topic, data, compress),
   };
 }
 
@@ -160,6 +194,14 @@ export const RECORD_BODY_ERROR = constant("RECORD_BODY_ERROR");
 export const RECORD_ABORT = constant("RECORD_ABORT");
 export const RECORD_WRITABLE = constant("RECORD_WRITABLE");
 export const RECORD_CLOSED = constant("RECORD_CLOSED");
+export const RECORD_WS_OPEN = constant("RECORD_WS_OPEN");
+export const RECORD_WS_MESSAGE = constant("RECORD_WS_MESSAGE");
+export const RECORD_WS_PONG = constant("RECORD_WS_PONG");
+export const RECORD_WS_DRAIN = constant("RECORD_WS_DRAIN");
+export const RECORD_WS_CLOSE = constant("RECORD_WS_CLOSE");
+/** WS_MESSAGE kinds and the WS_CLOSE flag. */
+export const WS_TEXT = constant("WS_TEXT");
+export const WS_CLEAN = constant("WS_CLEAN");
 /** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
 export const METHOD_MASK = constant("METHOD_MASK");
 export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");
@@ -191,7 +233,15 @@ export const METHODS: readonly string[] = addon.constants.METHODS as readonly st
 // The one place native failures become the public errors. A native error carries its
 // stable `code` (src/error.rs); invalid input becomes a TypeError, as the Fetch standard
 // raises for bad headers or statuses.
-const TYPE_ERROR_CODES = new Set(["ERR_INVALID_HEADER", "ERR_INVALID_STATUS", "ERR_INVALID_OPTION"]);
+const TYPE_ERROR_CODES = new Set([
+  "ERR_INVALID_HEADER",
+  "ERR_INVALID_STATUS",
+  "ERR_INVALID_OPTION",
+  "ERR_WS_NOT_UPGRADE",
+  "ERR_WS_BAD_KEY",
+  "ERR_WS_BAD_VERSION",
+  "ERR_WS_BAD_PROTOCOL",
+]);
 
 /** The public error for one a native call threw. */
 export function nativeError(e: unknown): Error {

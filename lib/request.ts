@@ -13,6 +13,8 @@ import { brandRejection, defineInterface } from "./webidl.js";
 export interface RequestSource {
   method(id: number): string;
   body(id: number): NativeBody;
+  /** `upgradeWebSocket` for this request (lib/websocket.ts's UpgradeSource). */
+  webSocket?(id: number, options: object): unknown;
 }
 
 type RequestMode = "navigate" | "same-origin" | "no-cors" | "cors";
@@ -153,6 +155,8 @@ export let incomingRequest: (
 ) => Request;
 /** @internal Reads what is still native (an uncommon method) before the record goes away. */
 export let detachRequest: (r: Request) => void;
+/** @internal The server and record of a request it received (null for others). */
+export let incomingSlot: (r: Request) => { source: RequestSource; id: number } | null;
 /** @internal */
 export let abortRequest: (r: Request, kind: "AbortError" | "TimeoutError") => void;
 
@@ -343,6 +347,7 @@ export class Request {
       if (code < METHODS.length) r.#method = METHODS[code];
       return r;
     };
+    incomingSlot = (r) => (r instanceof Request && r.#source !== null ? { source: r.#source, id: r.#id } : null);
     detachRequest = (r) => {
       if (r.#source !== null) r.#method ??= r.#source.method(r.#id);
     };

@@ -22,12 +22,42 @@ import {
   RECORD_REQUEST,
   RECORD_WORDS,
   RECORD_WRITABLE,
+  RECORD_WS_CLOSE,
+  RECORD_WS_DRAIN,
+  RECORD_WS_MESSAGE,
+  RECORD_WS_OPEN,
+  RECORD_WS_PONG,
+  WS_CLEAN,
+  WS_TEXT,
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
 import { sendResponse, type StreamHooks } from "./reply.js";
 import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
+import {
+  publishWith,
+  socketInternals,
+  type ServerWebSocket,
+  type UpgradeWebSocketOptions,
+  type WebSocketHost,
+} from "./websocket.js";
+
+/** The server's WebSocket options (the `websocket` member of ServerOptions). */
+export interface WebSocketOptions {
+  /** Largest message in bytes; a larger one closes the socket with 1009 (default 16 MiB). */
+  maxPayloadLength?: number;
+  /** Seconds a socket may be silent before it is pinged, and closed (1001) if it stays
+   * silent as long again (default 120; 0: never). */
+  idleTimeout?: number;
+  /** Bytes a socket's send queue may hold; beyond it `send` returns 0 and drops the
+   * message (default 16 MiB). */
+  backpressureLimit?: number;
+  /** Close a socket (1008) whose send queue reaches `backpressureLimit` (default false). */
+  closeOnBackpressureLimit?: boolean;
+  /** Agree on permessage-deflate (RFC 7692) when a client offers it (default false). */
+  perMessageDeflate?: boolean;
+}
 import { tlsEntries, tlsFromOptions, type TlsOptions } from "./tls.js";
 
 export interface ServerOptions {
@@ -60,6 +90,8 @@ export interface ServerOptions {
   backlog?: number;
   /** Install fetch-rs's Response as `globalThis.Response` (default true). */
   overrideGlobals?: boolean;
+  /** WebSocket settings (see `upgradeWebSocket`). */
+  websocket?: WebSocketOptions;
   /** Serve HTTPS: one certificate, or one per host name (SNI). See the README. */
   tls?: TlsOptions | TlsOptions[];
   /** Alias of `tls.key` (node:https, Deno.serve). */
@@ -81,6 +113,8 @@ export interface ServerStats {
   avgLatencyMs: number;
   /** Requests handed to JavaScript and not answered yet. */
   pendingRequests: number;
+  /** Open WebSockets (each also counted in activeConnections). */
+  webSockets: number;
   /** TLS handshakes completed. */
   tlsHandshakes: number;
   /** TLS handshakes that failed: not TLS, timed out, or a client certificate refused. */
@@ -152,7 +186,21 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
   for (const b of ["reusePort", "overrideGlobals", "http2"]) {
     if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean, got ${got(o[b])}`);
   }
+  const ws = o.websocket === undefined ? {} : (o.websocket as Record<string, unknown>);
+  if (ws === null || typeof ws !== "object") throw optionError(`websocket must be an object, got ${got(o.websocket)}`);
+  for (const b of ["closeOnBackpressureLimit", "perMessageDeflate"]) {
+    if (ws[b] !== undefined && typeof ws[b] !== "boolean")
+      throw optionError(`websocket.${b} must be a boolean, got ${got(ws[b])}`);
+  }
+  const wsIdle = ws.idleTimeout;
+  if (wsIdle !== undefined && (typeof wsIdle !== "number" || !(wsIdle >= 0) || !Number.isFinite(wsIdle)))
+    throw optionError(`websocket.idleTimeout must be a non-negative number of seconds, got ${got(wsIdle)}`);
   return {
+    wsMaxPayloadLength: integer(ws, "maxPayloadLength", 1),
+    wsIdleTimeoutMs: wsIdle === undefined ? undefined : (wsIdle as number) * 1000,
+    wsBackpressureLimit: integer(ws, "backpressureLimit", 1),
+    wsCloseOnBackpressureLimit: ws.closeOnBackpressureLimit as boolean | undefined,
+    wsPerMessageDeflate: ws.perMessageDeflate as boolean | undefined,
     host: host as string | undefined,
     port: integer(o, "port", 0, 65535, true) ?? 3000,
     reusePort: o.reusePort as boolean | undefined,
@@ -181,7 +229,12 @@ export class Server {
   #errorListeners: ErrorListener[] = [];
   #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS);
   // The head texts of the REQUEST records of a drain, in order (emptied as dispatched).
-  #texts: string[] = [];
+  // and the payload of each WebSocket record that has one (a string or a Buffer).
+  #texts: unknown[] = [];
+  #sockets = new Map<number, ServerWebSocket>();
+  // The responses `upgradeWebSocket` returned, to the socket each one opens.
+  #upgrades = new WeakMap<object, { id: number; sid: number; socket: ServerWebSocket }>();
+  #wsHost: WebSocketHost;
   // Per request, by the slot index of its id (see RequestState).
   #requests: (RequestState | undefined)[] = [];
   #streamHooks: StreamHooks = {
@@ -213,6 +266,7 @@ export class Server {
     }
     if (this.#options.overrideGlobals) (globalThis as { Response: unknown }).Response = Response;
     this.#host = this.#makeHost();
+    this.#wsHost = this.#makeWsHost();
   }
 
   /** The bound port, once listening. */
@@ -326,7 +380,15 @@ export class Server {
       pendingRequests: s[4],
       tlsHandshakes: s[5],
       tlsHandshakeFailures: s[6],
+      webSockets: s[7],
     };
+  }
+
+  /** Sends a message to every WebSocket subscribed to `topic`; returns how many took it.
+   * The message is framed (and compressed) once for all of them. */
+  publish(topic: string, data: string | ArrayBufferLike | ArrayBufferView, compress = true): number {
+    if (!this.#listening) return 0;
+    return publishWith(this.#wsHost, 0, topic, data, compress);
   }
 
   // The doorbell: drains every queued record, in one native call per 1024, and
@@ -344,8 +406,17 @@ export class Server {
         // Each REQUEST record's head text: its URL (urlLength characters), then its headers.
         let k = 0;
         for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
-          if (rec[i] === RECORD_REQUEST) {
-            const text = texts[k];
+          const kind = rec[i];
+          if (kind >= RECORD_WS_OPEN && kind <= RECORD_WS_CLOSE) {
+            // Every WebSocket record but DRAIN carries a payload.
+            let payload: unknown = undefined;
+            if (kind !== RECORD_WS_DRAIN) {
+              payload = texts[k];
+              texts[k++] = "";
+            }
+            this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload);
+          } else if (kind === RECORD_REQUEST) {
+            const text = texts[k] as string;
             texts[k++] = "";
             const urlLength = rec[i + 3];
             this.#dispatch(
@@ -398,6 +469,98 @@ export class Server {
         this.#onClosed?.();
         break;
     }
+  }
+
+  #wsRecord(kind: number, sid: number, arg: number, payload: unknown): void {
+    const ws = this.#sockets.get(sid);
+    if (ws === undefined) return;
+    switch (kind) {
+      case RECORD_WS_MESSAGE:
+        socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
+        break;
+      case RECORD_WS_OPEN:
+        socketInternals.open(ws, payload as string);
+        break;
+      case RECORD_WS_DRAIN:
+        socketInternals.drain(ws);
+        break;
+      case RECORD_WS_PONG:
+        socketInternals.pong(ws, payload as Buffer);
+        break;
+      case RECORD_WS_CLOSE:
+        this.#sockets.delete(sid);
+        socketInternals.closed(ws, arg & 0xffff, payload as string, (arg & WS_CLEAN) !== 0);
+        break;
+    }
+  }
+
+  #makeWsHost(): WebSocketHost {
+    const n = this.#native;
+    // Sends wake their sockets' writers at the next flush: the batch's end, or a
+    // microtask when sent from elsewhere (a timer, a promise).
+    return {
+      sendText: (sid, data, compress) => {
+        const r = n.wsSendText(sid, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      sendBytes: (sid, data, compress) => {
+        const r = n.wsSendBytes(sid, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      close: (sid, code, reason) => n.wsClose(sid, code, reason),
+      abandon: (sid) => n.wsAbandon(sid),
+      ping: (sid, data) => n.wsPing(sid, data),
+      buffered: (sid) => n.wsBuffered(sid),
+      remoteAddress: (sid) => n.wsRemoteAddress(sid),
+      subscribe: (sid, topic, on) => n.wsSubscribe(sid, topic, on),
+      isSubscribed: (sid, topic) => n.wsIsSubscribed(sid, topic),
+      topics: (sid) => n.wsTopics(sid),
+      publishText: (sid, topic, data, compress) => {
+        const r = n.wsPublishText(sid, topic, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      publishBytes: (sid, topic, data, compress) => {
+        const r = n.wsPublishBytes(sid, topic, data, compress);
+        this.#queueFlush();
+        return r;
+      },
+      report: (e) => this.#report(e, null),
+    };
+  }
+
+  /** `upgradeWebSocket` for request `id`: the socket, and the response that opens it. */
+  #upgrade(id: number, options: UpgradeWebSocketOptions): { socket: ServerWebSocket; response: Response } {
+    const st = this.#state(id);
+    const ev = st?.event;
+    if (st === undefined || ev === undefined)
+      throw Object.assign(new TypeError("upgradeWebSocket(): the request was already answered"), {
+        code: "ERR_WS_NOT_UPGRADE",
+      });
+    const compress = options.compress === undefined ? 0 : options.compress ? 2 : 1;
+    let sid: number;
+    try {
+      sid = this.#native.wsUpgrade(
+        id,
+        options.protocol ?? null,
+        options.maxPayload ?? -1,
+        options.idleTimeout === undefined ? -1 : options.idleTimeout * 1000,
+        compress,
+      );
+    } catch (e) {
+      throw nativeError(e);
+    }
+    const url = eventInternals.requestIfCreated(ev)?.url ?? "";
+    const socket = socketInternals.create(this.#wsHost, sid, url, options.protocol ?? "", options.data);
+    this.#sockets.set(sid, socket);
+    // A Response cannot be constructed with 101; this one only stands for the upgrade.
+    const response = new Response(null, { status: 200 });
+    Object.defineProperty(response, "status", { value: 101 });
+    this.#upgrades.set(response, { id, sid, socket });
+    st.socket = socket;
+    return { socket, response };
   }
 
   #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
@@ -503,6 +666,7 @@ export class Server {
       stream: () => server.#bodyStream(id),
     });
     return {
+      webSocket: (id: number, options: UpgradeWebSocketOptions) => this.#upgrade(id, options),
       method: (id) => native.requestMethod(id) ?? "GET",
       body,
       request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
@@ -514,6 +678,19 @@ export class Server {
         return { ...names, validFrom: new Date(validFrom), validTo: new Date(validTo), raw: new Uint8Array(raw) };
       },
       send: (ev, id, response, release) => {
+        const up = typeof response === "object" && response !== null ? this.#upgrades.get(response) : undefined;
+        if (up !== undefined && up.id === id) {
+          this.#upgrades.delete(response as object);
+          const st = this.#state(id);
+          if (st !== undefined) st.socket = null;
+          try {
+            native.wsAccept(id, up.sid, release);
+          } catch (e) {
+            throw nativeError(e);
+          }
+          this.#queueFlush();
+          return;
+        }
         // A Request object outliving its record reads what is still native first.
         if (release) {
           const req = eventInternals.requestIfCreated(ev);
@@ -549,6 +726,8 @@ export class Server {
       finish: (ev, released) => {
         const id = eventInternals.id(ev);
         const st = this.#state(id);
+        // A socket prepared for a request answered otherwise never opens.
+        if (st?.socket != null) socketInternals.abandon(st.socket);
         if (st !== undefined && st.event === ev) st.clear();
         if (released) return;
         const req = eventInternals.requestIfCreated(ev);
@@ -625,8 +804,11 @@ class RequestState {
   writable: ((ok: boolean) => void) | null = null;
   /** Stops a streamed response's producer when the client leaves. */
   cancelStream: (() => void) | null = null;
+  /** A WebSocket prepared by `upgradeWebSocket` and not yet accepted. */
+  socket: ServerWebSocket | null = null;
 
   clear(): void {
+    this.socket = null;
     this.id = 0;
     this.event = undefined;
     this.body = null;

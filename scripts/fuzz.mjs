@@ -3,12 +3,14 @@
 // that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
 // stopped answering, or logged a panic.
 // Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
-//           [--targets http1,h2c,tls,tls-h2]
+//           [--targets http1,h2c,tls,tls-h2,ws]
 //
 // Targets: `http1` mutated HTTP/1.1 requests; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
 // server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
-// frames. Each case picks one of the targets given (default: all four).
+// frames; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
+// WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
+// of the targets given (default: all five).
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
@@ -17,11 +19,13 @@ import net from "node:net";
 import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { deflateRawSync, constants as zlib } from "node:zlib";
+import WebSocket from "ws";
 import { rssKiB, startServer } from "./child-server.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2"] };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2", "ws"] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -35,10 +39,10 @@ function parseArgs(argv) {
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
     else if (a === "--targets") {
       o.targets = String(argv[++i]).split(",");
-      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2"].includes(t)) throw new Error(`unknown target ${t}`);
+      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
     }
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2,ws]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -64,7 +68,12 @@ const pick = (a) => a[int(a.length)];
 // --- the server process (the soak server: /json, /echo, /throw, /reject, /slow)
 
 // A small body limit and header timeout so oversized and stalled cases resolve quickly.
-const SERVER_OPTIONS = { maxBodySize: 64 * 1024, headerTimeout: 2000, timeout: 2000 };
+const SERVER_OPTIONS = {
+  maxBodySize: 64 * 1024,
+  headerTimeout: 2000,
+  timeout: 2000,
+  websocket: { maxPayloadLength: 64 * 1024, idleTimeout: 2 },
+};
 
 
 // --- cases: a corpus of valid requests, mutated
@@ -282,9 +291,134 @@ async function captureClientHello(options) {
   return hello;
 }
 
+// --- WebSocket cases: frames after a handshake, valid ones mutated, or random bytes
+
+/** A masked client frame (RFC 6455 section 5.2). */
+function wsFrame(opcode, payload, { fin = true, rsv1 = false } = {}) {
+  const p = Buffer.from(payload);
+  const head = [(fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode];
+  if (p.length < 126) head.push(0x80 | p.length);
+  else head.push(0x80 | 126, p.length >> 8, p.length & 0xff);
+  const key = Buffer.from([int(256), int(256), int(256), int(256)]);
+  return Buffer.concat([Buffer.from(head), key, Buffer.from(p.map((b, i) => b ^ key[i % 4]))]);
+}
+
+/** permessage-deflate's form of a message: raw deflate, sync flush, tail removed. */
+function deflated(text) {
+  const z = deflateRawSync(Buffer.from(text), { finishFlush: zlib.Z_SYNC_FLUSH });
+  return z.subarray(0, z.length - 4);
+}
+
+const WS_CORPUS = () => [
+  wsFrame(1, "hello"),
+  wsFrame(2, Buffer.from([0, 1, 2, 255])),
+  Buffer.concat([wsFrame(1, "frag", { fin: false }), wsFrame(9, "ping"), wsFrame(0, "ment")]),
+  wsFrame(1, "é€😀"),
+  wsFrame(9, "are you there"),
+  wsFrame(10, "unsolicited"),
+  wsFrame(8, Buffer.from([0x03, 0xe8, 0x62, 0x79, 0x65])),
+  wsFrame(1, deflated("compressed ".repeat(20)), { rsv1: true }),
+  Buffer.concat([wsFrame(2, deflated("ab".repeat(500)).subarray(0, 5), { fin: false, rsv1: true }), wsFrame(0, deflated("ab".repeat(500)).subarray(5))]),
+  wsFrame(2, Buffer.alloc(300, 7)),
+];
+
+function makeWsCase() {
+  let bytes;
+  let how;
+  if (rand() < 0.1) {
+    bytes = randomBytes(1 + int(256));
+    how = "ws-random";
+  } else {
+    const corpus = WS_CORPUS();
+    bytes = Buffer.concat(Array.from({ length: 1 + int(3) }, () => pick(corpus)));
+    const names = [];
+    const n = int(4);
+    for (let i = 0; i < n; i++) {
+      const m = pick(MUTATORS);
+      names.push(m.name);
+      bytes = m(bytes);
+    }
+    how = `ws:${names.join("+") || "valid"}`;
+  }
+  return { ws: true, compress: rand() < 0.5, bytes, how, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.1 };
+}
+
+/** Upgrades a fresh connection, then sends the case's frames; resolves with the close code seen. */
+function runWsCase(port, c) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    let done = false;
+    let idle;
+    const finish = (how) => {
+      if (done) return;
+      done = true;
+      clearTimeout(idle);
+      clearTimeout(hard);
+      sock.destroy();
+      let status = upgraded ? "ws-open" : "ws-no-upgrade";
+      // The first close frame the server sent, if any.
+      for (let i = 0; i + 2 <= buf.length; ) {
+        const op = buf[i] & 0x0f;
+        let len = buf[i + 1] & 0x7f;
+        let at = i + 2;
+        if (len === 126) (len = buf.readUInt16BE(at)), (at += 2);
+        else if (len === 127) (len = Number(buf.readBigUInt64BE(at))), (at += 8);
+        if (op === 8) {
+          status = `ws-close-${len >= 2 && at + 2 <= buf.length ? buf.readUInt16BE(at) : 1005}`;
+          break;
+        }
+        i = at + len;
+      }
+      resolve({ status, closedBy: how });
+    };
+    const hard = setTimeout(() => finish("client"), 3000);
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish("client"), opts.idleMs);
+    };
+    const send = async () => {
+      const size = Math.ceil(c.bytes.length / c.pieces) || 1;
+      for (let i = 0; i < c.bytes.length; i += size) {
+        if (done) return;
+        sock.write(c.bytes.subarray(i, i + size));
+        if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
+      }
+      if (c.halfClose && !done) sock.end();
+      arm();
+    };
+    sock.on("data", (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (!upgraded) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        if (!/^HTTP\/1\.1 101/.test(buf.toString("latin1", 0, 16))) return finish("server");
+        upgraded = true;
+        buf = buf.subarray(end + 4);
+        void send();
+      }
+      arm();
+    });
+    sock.on("end", () => finish("server"));
+    sock.on("close", () => finish("server"));
+    sock.on("error", () => finish("server"));
+    sock.on("connect", () => {
+      sock.write(
+        `GET /ws${c.compress ? "?z" : ""} HTTP/1.1\r\nHost: fuzz\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          (c.compress ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "") +
+          "\r\n",
+      );
+      arm();
+    });
+  });
+}
+
 /** One case: bytes, how to split the write, and whether to half-close afterwards. */
 function makeCase() {
   const target = pick(opts.targets);
+  if (target === "ws") return { target, ...makeWsCase() };
   if (target === "h2c" || target === "tls-h2") {
     const r = rand() < 0.1 ? { bytes: randomBytes(1 + int(256)), how: "random" } : mutateFrames(pick(H2_CORPUS));
     // h2c needs the preface first; over TLS it is sent after the handshake with the rest.
@@ -393,6 +527,28 @@ function runCase(ports, c) {
  * A normal GET on a fresh connection must get 200 within 5 s: over plain TCP, or with `secure`
  * over TLS (HTTP/1.1 by ALPN).
  */
+/** The sentinel WebSocket, opened at the start, must still echo within 5 s. */
+let sentinel = null;
+let sentinelSeq = 0;
+function sentinelCheck() {
+  if (sentinel === null || sentinel.readyState !== WebSocket.OPEN) return Promise.resolve(false);
+  const want = `sentinel ${++sentinelSeq}`;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      sentinel.off("message", on);
+      resolve(false);
+    }, 5000);
+    const on = (d) => {
+      if (String(d) !== want) return;
+      clearTimeout(timer);
+      sentinel.off("message", on);
+      resolve(true);
+    };
+    sentinel.on("message", on);
+    sentinel.send(want);
+  });
+}
+
 function healthCheck(port, secure = false) {
   return new Promise((resolve) => {
     const sock = secure
@@ -443,7 +599,19 @@ process.on("exit", () => {
   for (const s of [server, tlsServer]) if (s && s.child.exitCode === null && s.child.signalCode === null) s.child.kill("SIGKILL");
 });
 const healthy = async () =>
-  serverExit === null && (await healthCheck(server.port)) && (tlsServer === null || (await healthCheck(tlsServer.port, true)));
+  serverExit === null &&
+  (sentinel === null || (await sentinelCheck())) &&
+  (await healthCheck(server.port)) &&
+  (tlsServer === null || (await healthCheck(tlsServer.port, true)));
+if (opts.targets.includes("ws")) {
+  // The sentinel answers the server's pings, so its 2 s idle timeout never closes it.
+  sentinel = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+  await new Promise((resolve, reject) => {
+    sentinel.once("open", resolve);
+    sentinel.once("error", reject);
+  });
+  sentinel.on("error", () => {});
+}
 
 const rssStart = rssKiB(pid);
 const started = Date.now();
@@ -462,7 +630,7 @@ async function fuzzWorker() {
     const c = makeCase();
     recent.push({ target: c.target, how: c.how, pieces: c.pieces, halfClose: c.halfClose, bytes: c.bytes.toString("base64") });
     if (recent.length > 64) recent.shift();
-    const r = await runCase(ports, c);
+    const r = c.target === "ws" ? await runWsCase(ports.plain, c) : await runCase(ports, c);
     cases++;
     byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
     closedByServer[r.closedBy === "server" ? "yes" : "no"]++;
@@ -491,6 +659,7 @@ const rssEnd = rssKiB(pid);
 const crashed = serverExit !== null;
 const stderrOf = () => server.stderr() + (tlsServer?.stderr() ?? "");
 const panics = (stderrOf().match(/panicked at/g) ?? []).length;
+sentinel?.terminate();
 
 for (const s of [server, tlsServer]) {
   if (s === null || s.child.exitCode !== null || s.child.signalCode !== null) continue;

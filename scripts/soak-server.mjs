@@ -2,10 +2,11 @@
 // Run with: node scripts/soak-server.mjs [--options '{"maxBodySize":65536}']
 //
 // Routes: GET /json, POST /echo (body back), /throw (listener throws), /reject (its promise
-// rejects), /slow (answers after 1-20 ms), /stream?mib=N (N MiB streamed), /__stats (server.stats(), error count, memory, V8 heap spaces).
+// rejects), /slow (answers after 1-20 ms), /stream?mib=N (N MiB streamed), /ws (a WebSocket
+// echo; /ws?z also agrees on permessage-deflate; every socket subscribes to "all"), /__stats (server.stats(), error count, memory, V8 heap spaces).
 // Prints "listening <port>" on stdout once it accepts connections; SIGTERM closes it gracefully.
 import { getHeapSpaceStatistics } from "node:v8";
-import { Response, Server } from "../dist/index.js";
+import { Response, Server, upgradeWebSocket } from "../dist/index.js";
 
 const optionsArg = process.argv.indexOf("--options");
 const extra = optionsArg === -1 ? {} : JSON.parse(process.argv[optionsArg + 1]);
@@ -54,6 +55,24 @@ server.addEventListener("fetch", (event) => {
     case "/slow":
       event.respondWith(sleep(1 + (served % 20)).then(() => new Response("slow")));
       return;
+    case "/ws": {
+      let upgraded;
+      try {
+        upgraded = upgradeWebSocket(request, { compress: request.url.endsWith("?z") });
+      } catch {
+        event.respondWith(new Response("not an upgrade", { status: 426 }));
+        return;
+      }
+      const { socket, response } = upgraded;
+      socket.binaryType = "nodebuffer";
+      socket.onopen = () => socket.subscribe("all");
+      socket.onmessage = (e) => {
+        socket.send(e.data);
+        if (served % 16 === 0) socket.publish("all", "fan-out");
+      };
+      event.respondWith(response);
+      return;
+    }
     case "/stream": {
       // ?mib=N: N MiB in 64 KiB chunks, produced only as fast as the client takes them.
       const mib = Number(new URL(request.url).searchParams.get("mib") ?? "1");

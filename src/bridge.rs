@@ -62,6 +62,8 @@ pub struct IncomingRequest {
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<oneshot::Sender<Reply>>,
     pub ticket: Arc<Ticket>,
+    /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
+    pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
     pub tls: Option<Arc<crate::tls::Session>>,
 }
@@ -87,6 +89,16 @@ pub enum Event {
     Writable(u32),
     /// `close()` finished: no connection is left.
     Closed,
+    /// A WebSocket's connection is upgraded: it is open.
+    WsOpen(u32),
+    /// A whole message arrived on a WebSocket.
+    WsMessage(u32, crate::websocket::Message),
+    /// A pong arrived, with its payload.
+    WsPong(u32, Bytes),
+    /// A WebSocket's send queue fell below its low-water mark.
+    WsDrain(u32),
+    /// A WebSocket closed: code, reason, and whether both sides sent a close frame.
+    WsClose(u32, u16, String, bool),
     /// A lent JS buffer is no longer needed: its reference is deleted at the next drain,
     /// which rides on the next ring instead of waking JS once per buffer.
     Release(LentRef),

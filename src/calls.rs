@@ -25,6 +25,13 @@
 //! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
+//! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
+//! | `wsAccept`, `wsAbandon` | id, socket id, release / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
+//! | `wsSendText/Bytes` | socket id, message (copied), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
+//! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
+//! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
+//! | `wsPublishText/Bytes` | sender's socket id (0: none), topic, message (copied), compress | one frame for all subscribers but the sender; returns how many took it |
 //!
 //! Everything runs on the JS thread that created the server.
 
@@ -148,6 +155,66 @@ calls! {
     /// `streamWriteShared(id, chunk)`: see `Core::stream_write_shared`.
     c"streamWriteShared" => fn stream_write_shared(core, env; id: u32, chunk: Uint8ArraySlice<'_>) -> bool {
         core.stream_write_shared(env, id, chunk)
+    }
+    /// `wsUpgrade(id, protocol, maxPayload, idleTimeoutMs, compress)`: see `Core::ws_upgrade`.
+    c"wsUpgrade" => fn ws_upgrade(
+        core, _env; id: u32, protocol: Option<String>, max_payload: f64, idle_timeout_ms: f64, compress: u32
+    ) -> u32 {
+        core.ws_upgrade(id, protocol, max_payload, idle_timeout_ms, compress)
+    }
+    /// `wsAccept(id, sid, release)`: see `Core::ws_accept`.
+    c"wsAccept" => fn ws_accept(core, _env; id: u32, sid: u32, release: bool) -> () {
+        core.ws_accept(id, sid, release)
+    }
+    /// `wsAbandon(sid)`: see `Core::ws_abandon`.
+    c"wsAbandon" => fn ws_abandon(core, _env; sid: u32) -> () {
+        core.ws_abandon(sid);
+        Ok(())
+    }
+    /// `wsSendText(sid, text, compress)`: see `Core::ws_send`.
+    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: bool) -> i32 {
+        Ok(core.ws_send(sid, bytes::Bytes::from(text), true, compress))
+    }
+    /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
+    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: &mut [u8], compress: bool) -> i32 {
+        Ok(core.ws_send(sid, bytes::Bytes::copy_from_slice(data), false, compress))
+    }
+    /// `wsClose(sid, code, reason)`: queues a close frame.
+    c"wsClose" => fn ws_close(core, _env; sid: u32, code: u32, reason: String) -> () {
+        core.ws_close(sid, code, reason);
+        Ok(())
+    }
+    /// `wsPing(sid, data)`: queues a ping; false when the socket is closing.
+    c"wsPing" => fn ws_ping(core, _env; sid: u32, data: &mut [u8]) -> bool {
+        Ok(core.ws_ping(sid, data))
+    }
+    /// `wsBuffered(sid)`: bytes queued and not yet written.
+    c"wsBuffered" => fn ws_buffered(core, _env; sid: u32) -> f64 {
+        Ok(core.ws_buffered(sid))
+    }
+    /// `wsRemoteAddress(sid)`: the client's IP address.
+    c"wsRemoteAddress" => fn ws_remote_address(core, _env; sid: u32) -> String {
+        Ok(core.ws_remote_address(sid))
+    }
+    /// `wsSubscribe(sid, topic, on)`: (un)subscribes; true when that changed anything.
+    c"wsSubscribe" => fn ws_subscribe(core, _env; sid: u32, topic: String, on: bool) -> bool {
+        Ok(core.ws_subscribe(sid, &topic, on))
+    }
+    /// `wsIsSubscribed(sid, topic)`.
+    c"wsIsSubscribed" => fn ws_is_subscribed(core, _env; sid: u32, topic: String) -> bool {
+        Ok(core.ws_is_subscribed(sid, &topic))
+    }
+    /// `wsTopics(sid)`: the topics a socket is subscribed to.
+    c"wsTopics" => fn ws_topics(core, _env; sid: u32) -> Vec<String> {
+        Ok(core.ws_topics(sid))
+    }
+    /// `wsPublishText(except, topic, text, compress)`: see `Core::ws_publish`.
+    c"wsPublishText" => fn ws_publish_text(core, _env; except: u32, topic: String, text: String, compress: bool) -> u32 {
+        Ok(core.ws_publish(except, &topic, bytes::Bytes::from(text), true, compress))
+    }
+    /// `wsPublishBytes(except, topic, data, compress)`: the data is copied once.
+    c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: String, data: &mut [u8], compress: bool) -> u32 {
+        Ok(core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(data), false, compress))
     }
     /// `streamEnd(id, failed)`: see `Core::stream_end`.
     c"streamEnd" => fn stream_end(core, _env; id: u32, failed: bool) -> () {

@@ -278,6 +278,16 @@ async fn serve_http(
         loop {
             let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
             let end = drive(&mut conn, &cork, &mut phase, &mut clock, releasable).await;
+            let upgrade = cork.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (End::Finished, Some(ws)) = (end, upgrade) {
+                // A WebSocket was accepted: hyper wrote the 101 and let go of the
+                // connection, which the socket takes over from here.
+                tracing::debug!(%remote, "connection upgraded to a WebSocket");
+                let parts = Pin::into_inner(conn).into_parts();
+                let (stats, phase) = (shared.stats.clone(), shared.phase.clone());
+                crate::websocket::take_over(parts.io, parts.read_buf, &cork, ws, stats, phase).await;
+                return;
+            }
             if end != End::Quiet {
                 break end;
             }
@@ -532,6 +542,7 @@ async fn handle(
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Ok(closing(status));
     }
+    let websocket = crate::websocket::offer(&head);
     // The URL and headers as JS gets them; a target or authority no URL can be made
     // from is refused before any of the body is read.
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -593,6 +604,7 @@ async fn handle(
         remote,
         reply: Some(tx),
         ticket,
+        websocket,
         tls,
     })));
 
@@ -628,6 +640,9 @@ async fn handle(
         if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
             s.hold(crate::cork::StreamingGuard::new(in_flight_count.0.clone()));
         }
+    }
+    if let Ok(res) = reply.as_mut() {
+        crate::websocket::claim(res, &in_flight_count.0);
     }
     // A dropped sender means JS released the request without answering it.
     Ok(reply.unwrap_or_else(|_| response::status_only(500)))

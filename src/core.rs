@@ -5,13 +5,13 @@ use crate::body::{self, ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE
 use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
-use crate::js_side::JsSide;
+use crate::js_side::{JsSide, Payload};
 use crate::lending::{lend, to_buffer};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{PULL_END, PULL_PENDING};
-use crate::{alloc, listener, request, response, tls};
+use crate::{alloc, listener, options, response, tls, websocket};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
 use std::collections::VecDeque;
@@ -30,8 +30,8 @@ pub struct Core {
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
     phase: Option<watch::Sender<Phase>>,
-    /// The head texts of the REQUEST records `drain` is handing over (emptied each time).
-    heads: Vec<request::HeadText>,
+    /// The payloads of the records `drain` is handing over (emptied each time).
+    heads: Vec<Payload>,
     /// An HTTPS server's certificates, once listening (`setTls` swaps them here).
     tls: Option<Arc<tls::TlsAcceptor>>,
 }
@@ -117,8 +117,12 @@ impl Core {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
         let n = self.js.drain(records, &mut self.heads) as u32;
-        for (k, head) in self.heads.drain(..).enumerate() {
-            texts.set_element(k as u32, latin1(env, &head.bytes)?)?;
+        for (k, payload) in self.heads.drain(..).enumerate() {
+            match payload {
+                Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
+                Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
+                Payload::Binary(b) => texts.set_element(k as u32, to_buffer(env, b)?)?,
+            }
         }
         for r in self.js.take_releases() {
             // SAFETY: each reference was created by `lend` in this env, and is deleted once.
@@ -452,7 +456,7 @@ impl Core {
         }
     }
 
-    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests]`.
+    /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, webSockets]`.
     pub fn stats(&self) -> Vec<f64> {
         let s = self.stats.snapshot();
         vec![
@@ -463,6 +467,7 @@ impl Core {
             s.pending_requests,
             s.tls_handshakes,
             s.tls_handshake_failures,
+            s.web_sockets,
         ]
     }
 
@@ -496,5 +501,154 @@ fn body_error(kind: body::BodyErrorKind) -> BridgeError {
             BridgeError::new(ErrorKind::BodyTooLarge, "the request body is larger than maxBodySize")
         }
         body::BodyErrorKind::Aborted => BridgeError::new(ErrorKind::BodyAborted, "the client aborted the request body"),
+    }
+}
+
+/// `upgradeWebSocket`'s reasons for refusing a request, as errors with their codes.
+fn offer_error(e: websocket::OfferError) -> BridgeError {
+    use websocket::OfferError as E;
+    match e {
+        E::NotUpgrade => BridgeError::new(
+            ErrorKind::WsNotUpgrade,
+            "the request is not a WebSocket upgrade (GET over HTTP/1.1 with Connection: upgrade and Upgrade: websocket)",
+        ),
+        E::BadKey => BridgeError::new(ErrorKind::WsBadKey, "the Sec-WebSocket-Key header is missing or invalid"),
+        E::BadVersion => BridgeError::new(ErrorKind::WsBadVersion, "the Sec-WebSocket-Version header is not 13"),
+        E::BadProtocol => {
+            BridgeError::new(ErrorKind::WsBadProtocol, "the protocol is not one the client offered in Sec-WebSocket-Protocol")
+        }
+    }
+}
+
+/// WebSockets: the upgrade, sends and closes, and pub/sub.
+impl Core {
+    /// Checks request `id` for an upgrade and registers its socket; returns the socket's
+    /// id. Negative numbers (and `compress` 0) mean the server's default for that option.
+    pub fn ws_upgrade(
+        &mut self,
+        id: u32,
+        protocol: Option<String>,
+        max_payload: f64,
+        idle_timeout_ms: f64,
+        compress: u32,
+    ) -> BridgeResult<u32> {
+        let d = self.config.ws;
+        let max_payload =
+            if max_payload < 0.0 { d.max_payload } else { options::bytes("maxPayload", Some(max_payload), 0.0)? };
+        let idle_timeout = if idle_timeout_ms < 0.0 {
+            d.idle_timeout
+        } else if idle_timeout_ms == 0.0 || !idle_timeout_ms.is_finite() {
+            None
+        } else {
+            Some(Duration::from_secs_f64(idle_timeout_ms / 1000.0))
+        };
+        let deflate = match compress {
+            1 => false,
+            2 => true,
+            _ => d.per_message_deflate,
+        };
+        let doorbell = self.js.doorbell.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            return Err(invalid_state("the request is no longer available"));
+        };
+        if live.req.reply.is_none() {
+            return Err(invalid_state("the request was already answered"));
+        }
+        let Some(offer) = live.req.websocket.as_deref() else {
+            return Err(offer_error(websocket::OfferError::NotUpgrade));
+        };
+        let h = websocket::handshake(offer, protocol.as_deref(), deflate).map_err(offer_error)?;
+        live.req.websocket = None;
+        let remote = live.req.remote;
+        let config = websocket::SocketConfig {
+            max_payload,
+            idle_timeout,
+            backpressure_limit: d.backpressure_limit,
+            close_on_backpressure_limit: d.close_on_backpressure_limit,
+            deflate: h.deflate,
+        };
+        Ok(self.js.sockets.insert(config, remote, h, doorbell))
+    }
+
+    /// Answers request `id` with the 101 of socket `sid`; the socket opens once hyper
+    /// hands the connection over (a WS_OPEN record follows).
+    pub fn ws_accept(&mut self, id: u32, sid: u32, release: bool) -> BridgeResult<()> {
+        let Some(socket) = self.js.sockets.get_mut(sid) else { return Err(invalid_state("the WebSocket is gone")) };
+        let Some(h) = socket.handshake.take() else { return Err(invalid_state("the WebSocket was already accepted")) };
+        let reply = websocket::switching_protocols(&h, socket.shared.clone());
+        let shared = socket.shared.clone();
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+            shared.abandon();
+            return Ok(());
+        };
+        match live.req.reply.take() {
+            Some(tx) => self.js.outbox.push((tx, reply)),
+            None => shared.abandon(),
+        }
+        if release {
+            self.js.slab.remove(SlotId(id));
+        }
+        Ok(())
+    }
+
+    /// A socket that will never be accepted (its request was answered otherwise).
+    pub fn ws_abandon(&mut self, sid: u32) {
+        if let Some(s) = self.js.sockets.get(sid) {
+            if s.handshake.is_some() {
+                s.shared.abandon();
+            }
+        }
+    }
+
+    /// Queues a message; Bun's status numbers (bytes, -1 queued, 0 dropped).
+    pub fn ws_send(&mut self, sid: u32, payload: bytes::Bytes, text: bool, compress: bool) -> i32 {
+        let Some(s) = self.js.sockets.get(sid) else { return websocket::SEND_DROPPED };
+        let len = payload.len();
+        let status = s.shared.send(websocket::Out::Message { payload, text, compress }, len);
+        if status != websocket::SEND_DROPPED && s.shared.wants_wake() {
+            self.js.wake_writers.push(s.shared.clone());
+        }
+        status
+    }
+
+    pub fn ws_close(&mut self, sid: u32, code: u32, reason: String) {
+        if let Some(s) = self.js.sockets.get(sid) {
+            s.shared.close(code as u16, reason);
+        }
+    }
+
+    pub fn ws_ping(&mut self, sid: u32, data: &[u8]) -> bool {
+        let Some(s) = self.js.sockets.get(sid) else { return false };
+        s.shared.ping(bytes::Bytes::copy_from_slice(&data[..data.len().min(125)]))
+    }
+
+    pub fn ws_buffered(&self, sid: u32) -> f64 {
+        self.js.sockets.get(sid).map_or(0.0, |s| s.shared.buffered() as f64)
+    }
+
+    pub fn ws_remote_address(&self, sid: u32) -> String {
+        let Some(s) = self.js.sockets.get(sid) else { return String::new() };
+        match s.remote.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
+            v4 => v4.to_string(),
+        }
+    }
+
+    pub fn ws_subscribe(&mut self, sid: u32, topic: &str, on: bool) -> bool {
+        self.js.sockets.subscribe(sid, topic, on)
+    }
+
+    pub fn ws_is_subscribed(&self, sid: u32, topic: &str) -> bool {
+        self.js.sockets.is_subscribed(sid, topic)
+    }
+
+    pub fn ws_topics(&self, sid: u32) -> Vec<String> {
+        self.js.sockets.topics_of(sid)
+    }
+
+    /// Sends to every subscriber of `topic` but socket `except` (0: none); returns how
+    /// many took the message.
+    pub fn ws_publish(&mut self, except: u32, topic: &str, payload: bytes::Bytes, text: bool, compress: bool) -> u32 {
+        self.js.sockets.publish(topic, payload, text, compress, except, &mut self.js.wake_writers)
     }
 }

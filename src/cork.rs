@@ -107,6 +107,9 @@ pub struct Cork {
     /// The request of this connection whose record JS may still hold, with its body
     /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
     pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
+    /// A WebSocket accepted on this connection: it takes the connection once hyper has
+    /// written the 101 (connection.rs, websocket.rs).
+    pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
 }
 
 impl Cork {
@@ -141,6 +144,7 @@ impl Cork {
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
             last_request: Mutex::new(std::sync::Weak::new()),
+            upgrade: Mutex::new(None),
         });
         let strict = (!passthrough).then(Box::default);
         let stream = CorkedStream {
@@ -223,6 +227,14 @@ impl Cork {
             // The socket is full; the registered wake-up polls the task again.
             Poll::Pending => Ok(()),
         }
+    }
+
+    /// Hands the write half over (a WebSocket takes the connection), with what was
+    /// written and not sent yet (the 101), which must go out first.
+    pub fn take_writer(&self) -> (WriteHalf, Vec<u8>) {
+        let mut side = self.side();
+        let half = std::mem::replace(&mut side.half, Box::new(tokio::io::sink()));
+        (half, std::mem::take(&mut side.buf))
     }
 
     /// For the keep-alive idle timeout: true when nothing moved since the last call and
@@ -335,6 +347,19 @@ impl hyper::rt::Read for CorkedStream {
 
 impl CorkedStream {
     /// Puts back bytes read from the socket but not consumed, to be read first.
+    /// Hands the read half over (a WebSocket takes the connection), with the bytes read
+    /// and not consumed, to be read first: `read_buf` (hyper's), then what hyper had not
+    /// read yet of the rewound bytes and the replay.
+    pub fn into_reader(mut self, read_buf: Bytes) -> Option<(ReadHalf, Bytes)> {
+        let read = self.read.take()?;
+        let mut first = bytes::BytesMut::from(&read_buf[..]);
+        if let Some(r) = self.rewound.take() {
+            first.extend_from_slice(&r);
+        }
+        first.extend_from_slice(&self.replay);
+        Some((read, first.freeze()))
+    }
+
     pub fn rewind(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.rewound = Some(bytes);

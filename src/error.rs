@@ -21,6 +21,15 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The client aborted the request body.
     BodyAborted,
+    /// `upgradeWebSocket` on a request that is not a WebSocket upgrade (not GET over
+    /// HTTP/1.1 with `Connection: upgrade` and `Upgrade: websocket`).
+    WsNotUpgrade,
+    /// The upgrade's `Sec-WebSocket-Key` is missing or not 16 bytes in base64.
+    WsBadKey,
+    /// The upgrade's `Sec-WebSocket-Version` is not 13.
+    WsBadVersion,
+    /// The `protocol` chosen is not one the client offered.
+    WsBadProtocol,
     /// A failure of Node-API itself (an argument of the wrong type, out of memory, a
     /// panic): its status is the code, as napi-rs gives it.
     Napi(napi::Status),
@@ -43,6 +52,10 @@ impl ErrorKind {
             ErrorKind::InvalidState => "ERR_INVALID_STATE",
             ErrorKind::BodyTooLarge => "ERR_BODY_TOO_LARGE",
             ErrorKind::BodyAborted => "ERR_BODY_ABORTED",
+            ErrorKind::WsNotUpgrade => "ERR_WS_NOT_UPGRADE",
+            ErrorKind::WsBadKey => "ERR_WS_BAD_KEY",
+            ErrorKind::WsBadVersion => "ERR_WS_BAD_VERSION",
+            ErrorKind::WsBadProtocol => "ERR_WS_BAD_PROTOCOL",
             ErrorKind::Napi(status) => status.as_ref(),
             ErrorKind::TlsConfig => "ERR_TLS_CONFIG",
             ErrorKind::ContentLengthWithoutBody => "ERR_CONTENT_LENGTH_WITHOUT_BODY",

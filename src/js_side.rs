@@ -4,6 +4,7 @@
 
 use crate::body::BodyErrorKind;
 use crate::bridge::{AbortReason, Doorbell, Event, LentRef, Reply, RequestBody};
+use crate::pubsub::Sockets;
 use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
 use crate::wire;
 use std::collections::VecDeque;
@@ -14,6 +15,14 @@ use tokio::sync::oneshot;
 /// Words per record, as an array length.
 const WORDS: usize = wire::RECORD_WORDS as usize;
 
+/// What a drained record carries beside its words, in order: a request's head text, or
+/// a WebSocket message, pong payload or close reason.
+pub enum Payload {
+    Head(crate::request::HeadText),
+    Text(String),
+    Binary(bytes::Bytes),
+}
+
 /// The JS thread's half of the bridge.
 pub struct JsSide {
     pub doorbell: Arc<Doorbell>,
@@ -23,6 +32,10 @@ pub struct JsSide {
     pub outbox: Vec<(oneshot::Sender<Reply>, Reply)>,
     /// References of lent buffers to delete, gathered by `drain`.
     releases: Vec<LentRef>,
+    /// Open WebSockets and their topics.
+    pub sockets: Sockets,
+    /// Sockets sent to since the last flush, whose writers the flush wakes.
+    pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
 }
 
 impl JsSide {
@@ -34,6 +47,8 @@ impl JsSide {
             swap: Vec::new(),
             outbox: Vec::new(),
             releases: Vec::new(),
+            sockets: Sockets::default(),
+            wake_writers: Vec::new(),
         }
     }
 
@@ -45,7 +60,7 @@ impl JsSide {
     /// Moves queued events into the slab and writes up to `records.len() / WORDS` records,
     /// moving the head text of each REQUEST record, in order, to `heads`. Returns the
     /// number written.
-    pub fn drain(&mut self, records: &mut [u32], heads: &mut Vec<crate::request::HeadText>) -> usize {
+    pub fn drain(&mut self, records: &mut [u32], heads: &mut Vec<Payload>) -> usize {
         self.doorbell.take_queued(&mut self.swap);
         self.pending.extend(self.swap.drain(..));
         let capacity = records.len() / WORDS;
@@ -61,12 +76,12 @@ impl JsSide {
     }
 
     /// Updates the slab for one event and returns its record, if JS needs to see it.
-    fn apply(&mut self, ev: Event, heads: &mut Vec<crate::request::HeadText>) -> Option<[u32; WORDS]> {
+    fn apply(&mut self, ev: Event, heads: &mut Vec<Payload>) -> Option<[u32; WORDS]> {
         match ev {
             Event::Request(mut req) => {
                 let head = std::mem::take(&mut req.text);
                 let url_len = head.url_len as u32;
-                heads.push(head);
+                heads.push(Payload::Head(head));
                 let mut flags = wire::method_code(&req.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
@@ -135,6 +150,34 @@ impl JsSide {
                 Some([wire::RECORD_WRITABLE, id, 0, 0])
             }
             Event::Closed => Some([wire::RECORD_CLOSED, 0, 0, 0]),
+            Event::WsOpen(sid) => {
+                heads.push(Payload::Text(self.sockets.get(sid)?.extensions.clone()));
+                Some([wire::RECORD_WS_OPEN, sid, 0, 0])
+            }
+            Event::WsMessage(sid, msg) => {
+                let s = self.sockets.get(sid)?;
+                s.shared.taken(msg.len());
+                let (kind, payload) = match msg {
+                    crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Text(t)),
+                    crate::websocket::Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
+                };
+                heads.push(payload);
+                Some([wire::RECORD_WS_MESSAGE, sid, kind, 0])
+            }
+            Event::WsPong(sid, data) => {
+                self.sockets.get(sid)?;
+                heads.push(Payload::Binary(data));
+                Some([wire::RECORD_WS_PONG, sid, 0, 0])
+            }
+            Event::WsDrain(sid) => {
+                self.sockets.get(sid)?;
+                Some([wire::RECORD_WS_DRAIN, sid, 0, 0])
+            }
+            Event::WsClose(sid, code, reason, clean) => {
+                self.sockets.remove(sid)?;
+                heads.push(Payload::Text(reason));
+                Some([wire::RECORD_WS_CLOSE, sid, code as u32 | if clean { wire::WS_CLEAN } else { 0 }, 0])
+            }
             Event::Release(r) => {
                 self.releases.push(r);
                 None
@@ -145,5 +188,8 @@ impl JsSide {
     /// Sends the replies gathered since the last flush.
     pub fn flush(&mut self) {
         self.doorbell.send_replies(&mut self.outbox);
+        for s in self.wake_writers.drain(..) {
+            s.wake_writer();
+        }
     }
 }

@@ -14,12 +14,14 @@
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
 //! | `.close(graceMs)`, `.forceClose()`, `.shutdown()` | | drain then force; a CLOSED record follows; then release |
 //! | `.setTls(entries)` | PEM entries | new TLS connections use them; throws `ERR_TLS_CONFIG` and keeps the old ones |
-//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, tlsHandshakes, tlsHandshakeFailures]` |
+//! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, tlsHandshakes, tlsHandshakeFailures, webSockets]` |
 //!
 //! Module map: the network side is `listener.rs` (accept), `connection.rs` (one
 //! connection), `request.rs`/`response.rs`/`body.rs` (messages), `bridge.rs` (the queue to
 //! JS); the JS thread's side is `js_side.rs` (drain), `slab.rs` (requests by id),
-//! `core.rs` (a server's operations), `lending.rs` (zero-copy bodies).
+//! `core.rs` (a server's operations), `lending.rs` (zero-copy bodies). WebSocket:
+//! `websocket.rs` (handshake, framing, permessage-deflate, the task of one socket) and
+//! `pubsub.rs` (the JS thread's sockets by id and their topics).
 
 // Tests may unwrap: a panic there is a failed test, not a crashed server.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -41,6 +43,7 @@ mod js_side;
 mod lending;
 mod listener;
 mod options;
+mod pubsub;
 mod registry;
 mod request;
 mod response;
@@ -48,4 +51,5 @@ mod slab;
 mod stats;
 mod target;
 mod tls;
+mod websocket;
 mod wire;

@@ -22,6 +22,11 @@ pub struct NativeOptions {
     pub header_timeout_ms: Option<f64>,
     pub idle_timeout_ms: Option<f64>,
     pub timeout_ms: Option<f64>,
+    pub ws_max_payload_length: Option<f64>,
+    pub ws_idle_timeout_ms: Option<f64>,
+    pub ws_backpressure_limit: Option<f64>,
+    pub ws_close_on_backpressure_limit: Option<bool>,
+    pub ws_per_message_deflate: Option<bool>,
     /// Certificates: one entry per host name (SNI), one without `serverName` the default.
     pub tls: Option<Vec<crate::tls::NativeTls>>,
     /// Offer HTTP/2 (ALPN `h2`, and h2c by preface); false: HTTP/1.1 only.
@@ -52,6 +57,22 @@ pub struct ServerConfig {
     pub http2: bool,
     pub tls_handshake_timeout: Option<Duration>,
     pub http2_max_concurrent_streams: u32,
+    /// Defaults of every WebSocket (the `websocket` options).
+    pub ws: WsDefaults,
+}
+
+/// The server's WebSocket options, each socket's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct WsDefaults {
+    /// Largest message; a larger one closes the socket with 1009.
+    pub max_payload: usize,
+    /// A socket silent this long is pinged, and closed if still silent as long again.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes a socket's send queue holds before `send` drops messages.
+    pub backpressure_limit: usize,
+    pub close_on_backpressure_limit: bool,
+    /// Offer permessage-deflate when the client asks for it.
+    pub per_message_deflate: bool,
 }
 
 /// Request bodies at most this large (with a declared length) are read before the
@@ -70,6 +91,15 @@ fn duration_ms(name: &str, v: Option<f64>, default_ms: f64) -> BridgeResult<Opti
         return Err(invalid(format!("{name} must be a non-negative number of milliseconds, got {ms}")));
     }
     Ok(if ms == 0.0 { None } else { Some(Duration::from_secs_f64(ms / 1000.0)) })
+}
+
+/// A positive byte count (at most 2^53), or the default.
+pub(crate) fn bytes(name: &str, v: Option<f64>, default: f64) -> BridgeResult<usize> {
+    let n = v.unwrap_or(default);
+    if !n.is_finite() || n < 1.0 || n.fract() != 0.0 || n > 9007199254740991.0 {
+        return Err(invalid(format!("{name} must be a positive integer, got {n}")));
+    }
+    Ok(n.min(usize::MAX as f64) as usize)
 }
 
 /// The default number of tokio worker threads: the JS thread is the bottleneck, so
@@ -122,6 +152,17 @@ impl ServerConfig {
             header_timeout: duration_ms("headerTimeout", o.header_timeout_ms, 30_000.0)?,
             idle_timeout: duration_ms("idleTimeout", o.idle_timeout_ms, 10_000.0)?,
             request_timeout: duration_ms("timeout", o.timeout_ms, 30_000.0)?,
+            ws: WsDefaults {
+                max_payload: bytes("websocket.maxPayloadLength", o.ws_max_payload_length, 16.0 * 1024.0 * 1024.0)?,
+                idle_timeout: duration_ms("websocket.idleTimeout", o.ws_idle_timeout_ms, 120_000.0)?,
+                backpressure_limit: bytes(
+                    "websocket.backpressureLimit",
+                    o.ws_backpressure_limit,
+                    16.0 * 1024.0 * 1024.0,
+                )?,
+                close_on_backpressure_limit: o.ws_close_on_backpressure_limit.unwrap_or(false),
+                per_message_deflate: o.ws_per_message_deflate.unwrap_or(false),
+            },
             tls: o.tls.clone(),
             http2: o.http2.unwrap_or(true),
             tls_handshake_timeout: duration_ms("tlsHandshakeTimeout", o.tls_handshake_timeout_ms, 10_000.0)?,

@@ -155,6 +155,7 @@ mod tests {
                 remote: "127.0.0.1:1".parse().unwrap(),
                 reply: Some(tx),
                 ticket: Arc::default(),
+                websocket: None,
                 tls: None,
             }),
             body: BodyState::None,

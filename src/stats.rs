@@ -22,6 +22,8 @@ pub struct Stats {
     pub total_requests: AtomicU64,
     /// Requests handed to JS and not yet answered (or abandoned).
     pub pending_requests: AtomicUsize,
+    /// Open WebSockets (each also counts as a connection).
+    pub web_sockets: AtomicUsize,
     /// TLS handshakes completed, and those that failed (garbage, timeouts, rejected
     /// client certificates).
     pub tls_handshakes: AtomicU64,
@@ -39,6 +41,7 @@ pub struct StatsSnapshot {
     pub requests_per_second: f64,
     pub avg_latency_ms: f64,
     pub pending_requests: f64,
+    pub web_sockets: f64,
     pub tls_handshakes: f64,
     pub tls_handshake_failures: f64,
 }
@@ -56,6 +59,7 @@ impl Stats {
             active_connections: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
             pending_requests: AtomicUsize::new(0),
+            web_sockets: AtomicUsize::new(0),
             no_connections: Notify::new(),
             tls_handshakes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
@@ -132,6 +136,7 @@ impl Stats {
             requests_per_second: count as f64 / span,
             avg_latency_ms: if count == 0 { 0.0 } else { latency as f64 / count as f64 / 1000.0 },
             pending_requests: self.pending_requests.load(Ordering::Relaxed) as f64,
+            web_sockets: self.web_sockets.load(Ordering::Relaxed) as f64,
             tls_handshakes: self.tls_handshakes.load(Ordering::Relaxed) as f64,
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed) as f64,
         }

@@ -35,6 +35,25 @@ constants! {
     RECORD_WRITABLE = 7;
     /// `close()` finished: no connection is left.
     RECORD_CLOSED = 8;
+    /// A WebSocket (`id`: its socket id) is open; its agreed extensions are the next
+    /// item of `texts`.
+    RECORD_WS_OPEN = 9;
+    /// A WebSocket message; its payload is the next item of `texts` (a string for text,
+    /// a Buffer for binary). `arg`: `WS_TEXT` or `WS_BINARY`.
+    RECORD_WS_MESSAGE = 10;
+    /// A pong; its payload (a Buffer) is the next item of `texts`.
+    RECORD_WS_PONG = 11;
+    /// A WebSocket's send queue fell below its low-water mark.
+    RECORD_WS_DRAIN = 12;
+    /// A WebSocket closed; its reason is the next item of `texts`. `arg`: the close code,
+    /// plus `WS_CLEAN` when both sides sent a close frame.
+    RECORD_WS_CLOSE = 13;
+
+    /// WS_MESSAGE kinds.
+    WS_TEXT = 1;
+    WS_BINARY = 2;
+    /// WS_CLOSE flag: the closing handshake completed.
+    WS_CLEAN = 1 << 16;
 
     /// The bits of a REQUEST record's `arg` that hold its method code.
     METHOD_MASK = 0xff;
@@ -141,7 +160,7 @@ mod tests {
             ALL.iter().filter(|(n, _)| n.starts_with("RECORD_") && *n != "RECORD_WORDS").map(|(_, v)| *v).collect();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 8);
+        assert_eq!(kinds.len(), 13);
         assert!(!kinds.contains(&0), "a zeroed record is no kind");
     }
 

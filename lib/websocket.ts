@@ -1,0 +1,464 @@
+// WebSocket on the server: `upgradeWebSocket(request)` (Deno's shape) and the socket it
+// returns, an EventTarget shaped as the WHATWG WebSocket (https://websockets.spec.whatwg.org/)
+// with Bun's server extensions (send statuses, drain, ping/pong, pub/sub). Frames, queues
+// and topics live in Rust (src/websocket.rs, src/pubsub.rs); this file is the JS face.
+import type { Request } from "./request.js";
+import { incomingSlot } from "./request.js";
+import type { Response } from "./response.js";
+
+/** Options of `upgradeWebSocket`. */
+export interface UpgradeWebSocketOptions<T = unknown> {
+  /** The subprotocol to agree on; must be one the client offered in Sec-WebSocket-Protocol. */
+  protocol?: string;
+  /** Seconds a socket may be silent before it is pinged, and closed if silent as long
+   * again (default: the server's `websocket.idleTimeout`; 0: never). */
+  idleTimeout?: number;
+  /** Largest message in bytes; a larger one closes the socket with 1009 (default: the
+   * server's `websocket.maxPayloadLength`). */
+  maxPayload?: number;
+  /** Agree on permessage-deflate if the client offers it (default: the server's
+   * `websocket.perMessageDeflate`). */
+  compress?: boolean;
+  /** User data, kept as `socket.data`. */
+  data?: T;
+}
+
+export type BinaryType = "arraybuffer" | "blob" | "nodebuffer" | "uint8array";
+
+/** @internal What a socket needs from its server (bound native calls). */
+export interface WebSocketHost {
+  sendText(sid: number, data: string, compress: boolean): number;
+  sendBytes(sid: number, data: Uint8Array, compress: boolean): number;
+  close(sid: number, code: number, reason: string): void;
+  abandon(sid: number): void;
+  ping(sid: number, data: Uint8Array): boolean;
+  buffered(sid: number): number;
+  remoteAddress(sid: number): string;
+  subscribe(sid: number, topic: string, on: boolean): boolean;
+  isSubscribed(sid: number, topic: string): boolean;
+  topics(sid: number): string[];
+  publishText(sid: number, topic: string, data: string, compress: boolean): number;
+  publishBytes(sid: number, topic: string, data: Uint8Array, compress: boolean): number;
+  report(error: unknown): void;
+}
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+// Close codes 1005 and 1006 are never sent: they say "no code" and "no close frame".
+const NO_STATUS = 1005;
+const ABNORMAL = 1006;
+
+/** Codes `close()` accepts: the WHATWG ones (1000, 3000-4999), and, as a server may
+ * need them (a policy violation, an internal error), the other codes RFC 6455 and its
+ * registry let an endpoint send. */
+function sendableCode(code: number): boolean {
+  return (
+    code === 1000 || (code >= 3000 && code <= 4999) || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014)
+  );
+}
+
+const encoder = new TextEncoder();
+
+// The close event, where Node has none of its own (Node 20 has no global CloseEvent).
+class WsCloseEvent extends Event {
+  readonly code: number;
+  readonly reason: string;
+  readonly wasClean: boolean;
+  constructor(type: string, init: { code?: number; reason?: string; wasClean?: boolean } = {}) {
+    super(type);
+    this.code = init.code ?? 0;
+    this.reason = init.reason ?? "";
+    this.wasClean = init.wasClean ?? false;
+  }
+}
+
+const CloseEventClass: typeof WsCloseEvent =
+  (globalThis as unknown as { CloseEvent?: typeof WsCloseEvent }).CloseEvent ?? WsCloseEvent;
+
+/** The `error` event: a plain Event with the error, as `ErrorEvent` has it. */
+class WsErrorEvent extends Event {
+  readonly error: unknown;
+  readonly message: string;
+  constructor(error: unknown) {
+    super("error");
+    this.error = error;
+    this.message = error instanceof Error ? error.message : String(error);
+  }
+}
+
+/** A `pong` event: `data` is the pong's payload. */
+class PongEvent extends Event {
+  readonly data: Uint8Array;
+  constructor(data: Uint8Array) {
+    super("pong");
+    this.data = data;
+  }
+}
+
+type Handler = ((this: ServerWebSocket, ev: Event) => unknown) | null;
+
+/** @internal */
+export let socketInternals: {
+  create<T>(host: WebSocketHost, sid: number, url: string, protocol: string, data: T): ServerWebSocket<T>;
+  open(ws: ServerWebSocket, extensions: string): void;
+  message(ws: ServerWebSocket, text: boolean, payload: string | Buffer): void;
+  pong(ws: ServerWebSocket, payload: Buffer): void;
+  drain(ws: ServerWebSocket): void;
+  closed(ws: ServerWebSocket, code: number, reason: string, clean: boolean): void;
+  /** The request was answered without the upgrade response: the socket never opens. */
+  abandon(ws: ServerWebSocket): void;
+};
+
+const INTERNAL = Symbol("internal");
+
+/**
+ * A server-side WebSocket, as `upgradeWebSocket` returns it: the WHATWG `WebSocket`
+ * members and events, plus `send` statuses, `drain`, `ping`/`pong`, pub/sub,
+ * `remoteAddress` and `data`.
+ */
+export class ServerWebSocket<T = unknown> extends EventTarget {
+  static readonly CONNECTING = CONNECTING;
+  static readonly OPEN = OPEN;
+  static readonly CLOSING = CLOSING;
+  static readonly CLOSED = CLOSED;
+  readonly CONNECTING = CONNECTING;
+  readonly OPEN = OPEN;
+  readonly CLOSING = CLOSING;
+  readonly CLOSED = CLOSED;
+
+  /** User data given to `upgradeWebSocket` (`options.data`). */
+  data: T;
+  #host: WebSocketHost;
+  #sid: number;
+  #state = CONNECTING;
+  #url: string;
+  #protocol: string;
+  #extensions = "";
+  #binaryType: BinaryType = "arraybuffer";
+  #handlers: Record<string, Handler> = {};
+  // Sends waiting for a Blob ahead of them to be read, so messages keep their order.
+  #later: Array<{ data: string | Uint8Array | Blob; compress: boolean }> | null = null;
+  #laterBytes = 0;
+
+  /** @internal */
+  constructor(key: typeof INTERNAL, host: WebSocketHost, sid: number, url: string, protocol: string, data: T) {
+    if (key !== INTERNAL) throw new TypeError("Illegal constructor: use upgradeWebSocket(request)");
+    super();
+    this.#host = host;
+    this.#sid = sid;
+    this.#url = url;
+    this.#protocol = protocol;
+    this.data = data;
+  }
+
+  static {
+    socketInternals = {
+      create: (host, sid, url, protocol, data) => new ServerWebSocket(INTERNAL, host, sid, url, protocol, data),
+      open: (ws, extensions) => {
+        if (ws.#state !== CONNECTING) return;
+        ws.#state = OPEN;
+        ws.#extensions = extensions;
+        ws.#fire(new Event("open"));
+      },
+      message: (ws, text, payload) => {
+        if (ws.#state !== OPEN) return;
+        const data = text ? payload : ws.#binary(payload as Buffer);
+        ws.#fire(new MessageEvent("message", { data }));
+      },
+      pong: (ws, payload) =>
+        ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length))),
+      drain: (ws) => ws.#fire(new Event("drain")),
+      closed: (ws, code, reason, clean) => {
+        if (ws.#state === CLOSED) return;
+        ws.#state = CLOSED;
+        ws.#later = null;
+        if (!clean && code !== ABNORMAL) {
+          const err = Object.assign(new Error(`WebSocket closed with ${code}${reason ? ": " + reason : ""}`), {
+            code: "ERR_WS_CLOSED",
+            closeCode: code,
+          });
+          ws.#fire(new WsErrorEvent(err));
+        }
+        ws.#fire(new CloseEventClass("close", { code, reason, wasClean: clean }));
+      },
+      abandon: (ws) => {
+        if (ws.#state !== CONNECTING) return;
+        ws.#host.abandon(ws.#sid);
+      },
+    };
+  }
+
+  #fire(ev: Event): void {
+    try {
+      this.dispatchEvent(ev);
+    } catch (e) {
+      this.#host.report(e);
+    }
+  }
+
+  #binary(b: Buffer): unknown {
+    switch (this.#binaryType) {
+      case "nodebuffer":
+        return b;
+      case "uint8array":
+        return new Uint8Array(b.buffer, b.byteOffset, b.length);
+      case "blob":
+        return new Blob([b as Uint8Array<ArrayBuffer>]);
+      default:
+        return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength
+          ? b.buffer
+          : b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+    }
+  }
+
+  /** The URL of the upgrade request. */
+  get url(): string {
+    return this.#url;
+  }
+  /** CONNECTING (0) until the 101 is sent and the connection handed over, then OPEN (1),
+   * CLOSING (2) once `close()` was called, CLOSED (3). */
+  get readyState(): number {
+    return this.#state;
+  }
+  get protocol(): string {
+    return this.#protocol;
+  }
+  /** The agreed extensions ("permessage-deflate; …" or ""). */
+  get extensions(): string {
+    return this.#extensions;
+  }
+  /** How binary messages arrive: "arraybuffer" (the default here, as a server wants the
+   * bytes at once), "blob", "nodebuffer" (a Buffer) or "uint8array". */
+  get binaryType(): BinaryType {
+    return this.#binaryType;
+  }
+  set binaryType(v: BinaryType) {
+    // https://websockets.spec.whatwg.org/#dom-websocket-binarytype: other values are ignored.
+    if (v === "arraybuffer" || v === "blob" || v === "nodebuffer" || v === "uint8array") this.#binaryType = v;
+  }
+  /** Bytes of messages queued and not yet written to the connection. */
+  get bufferedAmount(): number {
+    return (this.#state === CLOSED ? 0 : this.#host.buffered(this.#sid)) + this.#laterBytes;
+  }
+  /** The client's IP address. */
+  get remoteAddress(): string {
+    return this.#host.remoteAddress(this.#sid);
+  }
+
+  /**
+   * https://websockets.spec.whatwg.org/#dom-websocket-send. Returns, as Bun's does, the
+   * bytes handed to the connection, -1 when the message is queued behind others (a
+   * `drain` event follows once the queue is low), or 0 when it was dropped (the socket
+   * is closing, or its queue is at `backpressureLimit`). `compress` (default true) lets
+   * a message be compressed where permessage-deflate was agreed.
+   */
+  send(data: string | ArrayBufferLike | ArrayBufferView | Blob, compress = true): number {
+    if (this.#state === CONNECTING) throw new DOMException("The WebSocket is not open yet", "InvalidStateError");
+    if (this.#state !== OPEN) return 0;
+    const c = compress !== false;
+    if (this.#later !== null || data instanceof Blob) return this.#sendLater(data, c);
+    return this.#sendNow(data, c);
+  }
+
+  #sendNow(data: unknown, compress: boolean): number {
+    if (typeof data === "string") return this.#host.sendText(this.#sid, data, compress);
+    const bytes = toBytes(data);
+    if (bytes !== null) return this.#host.sendBytes(this.#sid, bytes, compress);
+    return this.#host.sendText(this.#sid, String(data), compress);
+  }
+
+  #sendLater(data: string | ArrayBufferLike | ArrayBufferView | Blob, compress: boolean): number {
+    const item = {
+      data: typeof data === "string" || data instanceof Blob ? data : (toBytes(data) ?? String(data)),
+      compress,
+    };
+    // A view's bytes are copied now: the caller may reuse its buffer after send() returns.
+    if (item.data instanceof Uint8Array) item.data = item.data.slice();
+    const d = item.data;
+    const size = typeof d === "string" ? encoder.encode(d).length : d instanceof Blob ? d.size : d.length;
+    this.#laterBytes += size;
+    if (this.#later !== null) {
+      this.#later.push(item);
+      return -1;
+    }
+    this.#later = [item];
+    void this.#flushLater();
+    return -1;
+  }
+
+  async #flushLater(): Promise<void> {
+    while (this.#later !== null && this.#later.length > 0) {
+      const item = this.#later[0];
+      let payload: string | Uint8Array;
+      let size: number;
+      if (item.data instanceof Blob) {
+        size = item.data.size;
+        payload = new Uint8Array(await item.data.arrayBuffer());
+      } else {
+        payload = item.data as string | Uint8Array;
+        size = typeof payload === "string" ? encoder.encode(payload).length : payload.length;
+      }
+      if (this.#later === null) return;
+      this.#later.shift();
+      this.#laterBytes -= size;
+      if (this.#state === OPEN) this.#sendNow(payload, item.compress);
+    }
+    this.#later = null;
+  }
+
+  /** https://websockets.spec.whatwg.org/#dom-websocket-close */
+  close(code?: number, reason?: string): void {
+    let c = NO_STATUS;
+    if (code !== undefined) {
+      c = Math.trunc(Number(code));
+      if (!Number.isFinite(c) || !sendableCode(c))
+        throw new DOMException(
+          `close(): code must be 1000 or between 3000 and 4999, got ${String(code)}`,
+          "InvalidAccessError",
+        );
+    }
+    // USVString: lone surrogates become U+FFFD, as TextEncoder encodes them.
+    const r = reason === undefined ? "" : new TextDecoder().decode(encoder.encode(String(reason)));
+    if (encoder.encode(r).length > 123)
+      throw new DOMException("close(): the reason must be at most 123 bytes of UTF-8", "SyntaxError");
+    if (this.#state === CLOSING || this.#state === CLOSED) return;
+    if (this.#state === CONNECTING) {
+      this.#state = CLOSING;
+      this.#host.abandon(this.#sid);
+      return;
+    }
+    this.#state = CLOSING;
+    // A reason needs a code; WHATWG sends 1000 then.
+    this.#host.close(this.#sid, c === NO_STATUS && r !== "" ? 1000 : c, r);
+  }
+
+  /** Sends a ping (payload up to 125 bytes); a `pong` event brings the answer. Returns
+   * false when the socket is not open. */
+  ping(data?: string | ArrayBufferLike | ArrayBufferView): boolean {
+    if (this.#state !== OPEN) return false;
+    const bytes =
+      data === undefined ? new Uint8Array(0) : typeof data === "string" ? encoder.encode(data) : toBytes(data);
+    if (bytes === null) throw new TypeError("ping() takes a string, an ArrayBuffer or a view of one");
+    if (bytes.length > 125) throw new RangeError("ping(): the payload must be at most 125 bytes");
+    return this.#host.ping(this.#sid, bytes);
+  }
+
+  /** Receives what is published to `topic` (Bun's pub/sub). */
+  subscribe(topic: string): void {
+    this.#host.subscribe(this.#sid, topicName(topic), true);
+  }
+  unsubscribe(topic: string): void {
+    this.#host.subscribe(this.#sid, topicName(topic), false);
+  }
+  isSubscribed(topic: string): boolean {
+    return this.#host.isSubscribed(this.#sid, topicName(topic));
+  }
+  /** The topics this socket is subscribed to. */
+  get subscriptions(): string[] {
+    return this.#state === CLOSED ? [] : this.#host.topics(this.#sid);
+  }
+  /** Sends to every subscriber of `topic` except this socket; returns how many took it. */
+  publish(topic: string, data: string | ArrayBufferLike | ArrayBufferView, compress = true): number {
+    return publishWith(this.#host, this.#sid, topic, data, compress);
+  }
+
+  get onopen(): Handler {
+    return this.#handlers.open ?? null;
+  }
+  set onopen(f: Handler) {
+    this.#setHandler("open", f);
+  }
+  get onmessage(): Handler {
+    return this.#handlers.message ?? null;
+  }
+  set onmessage(f: Handler) {
+    this.#setHandler("message", f);
+  }
+  get onclose(): Handler {
+    return this.#handlers.close ?? null;
+  }
+  set onclose(f: Handler) {
+    this.#setHandler("close", f);
+  }
+  get onerror(): Handler {
+    return this.#handlers.error ?? null;
+  }
+  set onerror(f: Handler) {
+    this.#setHandler("error", f);
+  }
+
+  // https://html.spec.whatwg.org/#event-handler-attributes: one listener per handler,
+  // added when first set, which calls whatever the attribute holds at the time.
+  #setHandler(type: string, f: Handler): void {
+    const had = type in this.#handlers;
+    this.#handlers[type] = typeof f === "function" ? f : null;
+    if (!had) this.addEventListener(type, (ev) => this.#handlers[type]?.call(this, ev));
+  }
+}
+
+function toBytes(data: unknown): Uint8Array | null {
+  if (data instanceof Uint8Array) return data;
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer || data instanceof SharedArrayBuffer) return new Uint8Array(data);
+  return null;
+}
+
+function topicName(topic: unknown): string {
+  if (typeof topic !== "string") throw new TypeError("A topic must be a string");
+  return topic;
+}
+
+/** @internal A publish from socket `sid` (0: from the server). */
+export function publishWith(
+  host: WebSocketHost,
+  sid: number,
+  topic: string,
+  data: string | ArrayBufferLike | ArrayBufferView,
+  compress: boolean,
+): number {
+  const t = topicName(topic);
+  if (typeof data === "string") return host.publishText(sid, t, data, compress !== false);
+  const bytes = toBytes(data);
+  if (bytes === null) throw new TypeError("publish() takes a string, an ArrayBuffer or a view of one");
+  return host.publishBytes(sid, t, bytes, compress !== false);
+}
+
+/** @internal What a request's server does for `upgradeWebSocket`. */
+export interface UpgradeSource {
+  webSocket(id: number, options: UpgradeWebSocketOptions): { socket: ServerWebSocket; response: Response };
+}
+
+function upgradeError(message: string): TypeError {
+  return Object.assign(new TypeError(message), { code: "ERR_WS_NOT_UPGRADE" });
+}
+
+/**
+ * Upgrades a request this server received to a WebSocket (Deno's `upgradeWebSocket`):
+ * returns the socket and the response to answer with (`event.respondWith(response)`, or
+ * return it from a `serve()` handler). The socket opens once that response is sent.
+ * Throws a TypeError with `code` ERR_WS_NOT_UPGRADE, ERR_WS_BAD_KEY, ERR_WS_BAD_VERSION or
+ * ERR_WS_BAD_PROTOCOL when the request is not a valid upgrade.
+ */
+export function upgradeWebSocket<T = unknown>(
+  request: Request,
+  options: UpgradeWebSocketOptions<T> = {},
+): { socket: ServerWebSocket<T>; response: Response } {
+  if (options === null || typeof options !== "object")
+    throw new TypeError("upgradeWebSocket() options must be an object");
+  const slot = incomingSlot(request);
+  if (slot === null) throw upgradeError("upgradeWebSocket() needs a request this server received");
+  const source = slot.source as Partial<UpgradeSource>;
+  if (typeof source.webSocket !== "function")
+    throw upgradeError("upgradeWebSocket() needs a request this server received");
+  const { protocol, idleTimeout, maxPayload, compress } = options;
+  if (protocol !== undefined && typeof protocol !== "string") throw new TypeError("protocol must be a string");
+  if (idleTimeout !== undefined && (typeof idleTimeout !== "number" || !(idleTimeout >= 0)))
+    throw new TypeError("idleTimeout must be a non-negative number of seconds");
+  if (maxPayload !== undefined && (!Number.isInteger(maxPayload) || maxPayload < 1))
+    throw new TypeError("maxPayload must be a positive integer");
+  if (compress !== undefined && typeof compress !== "boolean") throw new TypeError("compress must be a boolean");
+  return source.webSocket(slot.id, options) as { socket: ServerWebSocket<T>; response: Response };
+}

@@ -1,0 +1,157 @@
+//! The JS thread's open WebSockets by id, and the pub/sub topic table: a publish is one
+//! native call that frames (and compresses) its message once and queues the same bytes
+//! on every subscriber.
+
+use crate::websocket::{self, Handshake, Out, SocketConfig, SocketShared};
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A socket as the JS thread holds it.
+pub(crate) struct LiveSocket {
+    pub shared: Arc<SocketShared>,
+    pub remote: SocketAddr,
+    /// The handshake to answer with, until the 101 goes out.
+    pub handshake: Option<Handshake>,
+    /// The agreed `Sec-WebSocket-Extensions` value, "" for none.
+    pub extensions: String,
+    topics: HashSet<String>,
+}
+
+/// Open sockets by id, and who is subscribed to what.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    next: u32,
+    live: HashMap<u32, LiveSocket>,
+    topics: HashMap<String, HashSet<u32>>,
+}
+
+impl Sockets {
+    /// Registers a socket about to be accepted; returns its id (never 0).
+    pub fn insert(
+        &mut self,
+        config: SocketConfig,
+        remote: SocketAddr,
+        handshake: Handshake,
+        doorbell: Arc<crate::bridge::Doorbell>,
+    ) -> u32 {
+        loop {
+            self.next = self.next.wrapping_add(1);
+            if self.next != 0 && !self.live.contains_key(&self.next) {
+                break;
+            }
+        }
+        let sid = self.next;
+        let shared = SocketShared::new(sid, config, doorbell);
+        let extensions = handshake.extensions.clone().unwrap_or_default();
+        let live = LiveSocket { shared, remote, handshake: Some(handshake), extensions, topics: HashSet::new() };
+        self.live.insert(sid, live);
+        sid
+    }
+
+    pub fn get(&self, sid: u32) -> Option<&LiveSocket> {
+        self.live.get(&sid)
+    }
+
+    pub fn get_mut(&mut self, sid: u32) -> Option<&mut LiveSocket> {
+        self.live.get_mut(&sid)
+    }
+
+    /// Forgets a closed socket and its subscriptions.
+    pub fn remove(&mut self, sid: u32) -> Option<LiveSocket> {
+        let s = self.live.remove(&sid)?;
+        for t in &s.topics {
+            if let Some(subs) = self.topics.get_mut(t) {
+                subs.remove(&sid);
+                if subs.is_empty() {
+                    self.topics.remove(t);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    /// Subscribes (`on`) or unsubscribes; returns whether that changed anything.
+    pub fn subscribe(&mut self, sid: u32, topic: &str, on: bool) -> bool {
+        let Some(s) = self.live.get_mut(&sid) else { return false };
+        if on {
+            if !s.topics.insert(topic.to_string()) {
+                return false;
+            }
+            self.topics.entry(topic.to_string()).or_default().insert(sid);
+            true
+        } else {
+            if !s.topics.remove(topic) {
+                return false;
+            }
+            if let Some(subs) = self.topics.get_mut(topic) {
+                subs.remove(&sid);
+                if subs.is_empty() {
+                    self.topics.remove(topic);
+                }
+            }
+            true
+        }
+    }
+
+    pub fn is_subscribed(&self, sid: u32, topic: &str) -> bool {
+        self.live.get(&sid).is_some_and(|s| s.topics.contains(topic))
+    }
+
+    /// The topics a socket is subscribed to.
+    pub fn topics_of(&self, sid: u32) -> Vec<String> {
+        self.live.get(&sid).map(|s| s.topics.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Sends a message to every subscriber of `topic` but `except`; returns how many
+    /// took it. The frame is encoded once, and compressed once for the subscribers that
+    /// agreed on permessage-deflate (no context takeover makes one frame valid for all).
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        text: bool,
+        compress: bool,
+        except: u32,
+        wake: &mut Vec<Arc<SocketShared>>,
+    ) -> u32 {
+        let Some(subs) = self.topics.get(topic) else { return 0 };
+        let opcode = if text { websocket::OP_TEXT } else { websocket::OP_BINARY };
+        let len = payload.len();
+        // The smallest window any deflating subscriber allows, when compressing at all.
+        let bits = if compress && len >= websocket::COMPRESS_MIN {
+            subs.iter().filter_map(|s| self.live.get(s)?.shared.config.deflate.map(|d| d.server_window_bits)).min()
+        } else {
+            None
+        };
+        let mut plain: Option<Bytes> = None;
+        let mut packed: Option<Bytes> = None;
+        let mut n = 0;
+        for sid in subs {
+            if *sid == except {
+                continue;
+            }
+            let Some(s) = self.live.get(sid) else { continue };
+            if s.handshake.is_some() {
+                continue;
+            }
+            let frame = match (bits, s.shared.config.deflate) {
+                (Some(b), Some(_)) => packed
+                    .get_or_insert_with(|| {
+                        let z = websocket::deflate(&mut websocket::compressor(b), &payload);
+                        websocket::encode_frame(opcode, true, &z)
+                    })
+                    .clone(),
+                _ => plain.get_or_insert_with(|| websocket::encode_frame(opcode, false, &payload)).clone(),
+            };
+            if s.shared.queue(Out::Encoded { frame, payload_len: len }, len).is_some() {
+                n += 1;
+                if s.shared.wants_wake() {
+                    wake.push(s.shared.clone());
+                }
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,1343 @@
+//! WebSocket (RFC 6455, server side) on an upgraded HTTP/1.1 connection: the handshake
+//! (validation, subprotocol and permessage-deflate negotiation), frame parsing and
+//! encoding, and the task that runs one socket: a reader with read credit (it stops
+//! reading while JS has not taken what it delivered) and a writer that drains the
+//! socket's bounded send queue. Events cross to JS through the bridge (`Event::Ws*`).
+//!
+//! The framing is our own, over `flate2` for RFC 7692: the maintained crates either have
+//! no permessage-deflate (tungstenite, fastwebsockets) or are young (yawc), and the
+//! bridge wants control of when a socket is read.
+
+use crate::bridge::{Doorbell, Event};
+use crate::connection::Phase;
+use crate::stats::Stats;
+use base64::Engine;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use sha1::Digest;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+
+/// RFC 6455 section 1.3: appended to the client's key before hashing.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Bytes delivered to JS and not yet drained above which a socket is not read: TCP then
+/// pushes back on a fast sender. One message larger than this still passes whole.
+const READ_CREDIT: usize = 1024 * 1024;
+
+/// Messages shorter than this are sent uncompressed even with permessage-deflate: the
+/// deflate block overhead makes tiny messages larger, not smaller.
+pub(crate) const COMPRESS_MIN: usize = 64;
+
+/// How long a closing socket waits for the peer's close frame before dropping TCP.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Binary messages this large get an allocation of their own (see `Reader::frame`).
+const OWN_ALLOCATION_MIN: usize = 16 * 1024;
+
+/// The most `parse_frame` reserves ahead of bytes that have arrived.
+const RESERVE_AHEAD: usize = 1024 * 1024;
+
+/// Frames up to this size are copied into one write buffer; larger payloads are written
+/// from their own allocation.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Close codes used by the server (RFC 6455 section 7.4.1).
+pub(crate) mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const NO_STATUS: u16 = 1005;
+    pub const ABNORMAL: u16 = 1006;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Whether a close code received on the wire is one a peer may send (RFC 6455 section
+/// 7.4 and the IANA registry): 1005, 1006 and 1015 are never sent; 1004 is reserved.
+pub(crate) fn valid_wire_code(c: u16) -> bool {
+    matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// permessage-deflate parameters agreed for one socket (RFC 7692 section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deflate {
+    /// The client resets its compressor after each message, so we reset our inflater.
+    pub client_no_context_takeover: bool,
+    /// Our compression window (9-15). We always take no context takeover ourselves, so
+    /// a published frame compressed once is valid for every subscriber.
+    pub server_window_bits: u8,
+}
+
+impl Deflate {
+    /// The `Sec-WebSocket-Extensions` value of the response.
+    fn response(&self, offered_server_bits: bool) -> String {
+        let mut s = String::from("permessage-deflate; server_no_context_takeover");
+        if self.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if offered_server_bits {
+            s.push_str(&format!("; server_max_window_bits={}", self.server_window_bits));
+        }
+        s
+    }
+}
+
+/// The first acceptable permessage-deflate offer of an `Sec-WebSocket-Extensions` value,
+/// and whether it named server_max_window_bits. Offers with unknown, repeated or
+/// invalid parameters are declined (section 7.1); so are windows below 9 bits, which
+/// zlib cannot produce for raw deflate.
+pub(crate) fn negotiate_deflate(header: &str) -> Option<(Deflate, bool)> {
+    'offers: for offer in header.split(',') {
+        let mut parts = offer.split(';').map(str::trim);
+        if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+            continue;
+        }
+        let mut d = Deflate { client_no_context_takeover: false, server_window_bits: 15 };
+        let (mut seen_snct, mut seen_cnct, mut seen_smwb, mut seen_cmwb) = (false, false, false, false);
+        for p in parts {
+            let (name, value) = match p.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (p, None),
+            };
+            let bits = |v: Option<&str>| -> Option<u8> {
+                let b: u8 = v?.parse().ok()?;
+                (8..=15).contains(&b).then_some(b)
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "server_no_context_takeover" if !seen_snct && value.is_none() => seen_snct = true,
+                "client_no_context_takeover" if !seen_cnct && value.is_none() => {
+                    seen_cnct = true;
+                    d.client_no_context_takeover = true;
+                }
+                "server_max_window_bits" if !seen_smwb => {
+                    seen_smwb = true;
+                    match bits(value) {
+                        Some(b) if b >= 9 => d.server_window_bits = b,
+                        _ => continue 'offers,
+                    }
+                }
+                "client_max_window_bits" if !seen_cmwb => {
+                    seen_cmwb = true;
+                    // No value: the client could take a limit; we set none (we inflate with
+                    // a full window, which reads any smaller one).
+                    if value.is_some() && bits(value).is_none() {
+                        continue 'offers;
+                    }
+                }
+                _ => continue 'offers,
+            }
+        }
+        return Some((d, seen_smwb));
+    }
+    None
+}
+
+/// What a request said about upgrading, gathered on its connection task when it has an
+/// `Upgrade` header; checked by `upgradeWebSocket` on the JS thread.
+#[derive(Debug, Default)]
+pub(crate) struct Offer {
+    /// GET, HTTP/1.1, `Connection: upgrade` and `Upgrade: websocket`.
+    pub is_upgrade: bool,
+    pub key: Option<String>,
+    pub version: Option<String>,
+    pub protocols: Vec<String>,
+    pub extensions: String,
+}
+
+fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+}
+
+/// The upgrade offer of a request with an `Upgrade` header. (hyper's own upgrade is not
+/// used: the connection task takes the connection back once the 101 is written.)
+pub(crate) fn offer(head: &http::request::Parts) -> Option<Box<Offer>> {
+    if !head.headers.contains_key(http::header::UPGRADE) {
+        return None;
+    }
+    let h = &head.headers;
+    let is_upgrade = head.method == http::Method::GET
+        && head.version == http::Version::HTTP_11
+        && has_token(h, http::header::CONNECTION, "upgrade")
+        && has_token(h, http::header::UPGRADE, "websocket");
+    let one = |name| {
+        let mut all = h.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => v.to_str().ok().map(|s| s.trim().to_string()),
+            _ => None,
+        }
+    };
+    let mut protocols = Vec::new();
+    for v in h.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
+        if let Ok(s) = v.to_str() {
+            protocols.extend(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()));
+        }
+    }
+    let extensions = h
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let offer = Offer {
+        is_upgrade,
+        key: one(http::header::SEC_WEBSOCKET_KEY),
+        version: one(http::header::SEC_WEBSOCKET_VERSION),
+        protocols,
+        extensions,
+    };
+    Some(Box::new(offer))
+}
+
+/// Why a request cannot be upgraded (the `code` of the TypeError `upgradeWebSocket` throws).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OfferError {
+    /// Not GET, not HTTP/1.1, or no `Connection: upgrade` / `Upgrade: websocket`.
+    NotUpgrade,
+    /// `Sec-WebSocket-Key` missing, repeated, or not 16 bytes in base64.
+    BadKey,
+    /// `Sec-WebSocket-Version` is not 13.
+    BadVersion,
+    /// The protocol chosen is not one the client offered.
+    BadProtocol,
+}
+
+/// The handshake's answer: `Sec-WebSocket-Accept` and the agreed protocol and extension.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    pub accept: String,
+    pub protocol: Option<String>,
+    pub deflate: Option<Deflate>,
+    pub extensions: Option<String>,
+}
+
+/// RFC 6455 section 4.2.1: checks the offer and agrees on the protocol and deflate.
+pub(crate) fn handshake(offer: &Offer, protocol: Option<&str>, deflate: bool) -> Result<Handshake, OfferError> {
+    if !offer.is_upgrade {
+        return Err(OfferError::NotUpgrade);
+    }
+    let key = offer.key.as_deref().ok_or(OfferError::BadKey)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key).map_err(|_| OfferError::BadKey)?;
+    if decoded.len() != 16 {
+        return Err(OfferError::BadKey);
+    }
+    if offer.version.as_deref() != Some("13") {
+        return Err(OfferError::BadVersion);
+    }
+    if let Some(p) = protocol {
+        if !offer.protocols.iter().any(|o| o == p) {
+            return Err(OfferError::BadProtocol);
+        }
+    }
+    let mut sha = sha1::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(ACCEPT_GUID);
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    let agreed = if deflate { negotiate_deflate(&offer.extensions) } else { None };
+    Ok(Handshake {
+        accept,
+        protocol: protocol.map(str::to_string),
+        deflate: agreed.map(|(d, _)| d),
+        extensions: agreed.map(|(d, bits)| d.response(bits)),
+    })
+}
+
+/// Per-socket settings, from the server's `websocket` options and the upgrade's own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketConfig {
+    pub max_payload: usize,
+    pub idle_timeout: Option<Duration>,
+    pub backpressure_limit: usize,
+    pub close_on_backpressure_limit: bool,
+    pub deflate: Option<Deflate>,
+}
+
+/// A message as JS receives it.
+pub enum Message {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Message {
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(s) => s.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+}
+
+/// What waits in a socket's send queue.
+pub(crate) enum Out {
+    /// A data message, framed (and compressed) by the writer.
+    Message {
+        payload: Bytes,
+        text: bool,
+        compress: bool,
+    },
+    /// A frame encoded once for many sockets (a publish).
+    Encoded {
+        frame: Bytes,
+        payload_len: usize,
+    },
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(u16, String),
+}
+
+/// `send` results, as Bun numbers them: bytes handed to the socket, queued behind
+/// others (a DRAIN record follows), or dropped.
+pub(crate) const SEND_QUEUED: i32 = -1;
+pub(crate) const SEND_DROPPED: i32 = 0;
+
+/// One socket's state shared by the JS thread (sends) and its task.
+pub(crate) struct SocketShared {
+    pub sid: u32,
+    pub config: SocketConfig,
+    queue: Mutex<VecDeque<Out>>,
+    /// Data bytes queued and not yet written to the socket.
+    buffered: AtomicUsize,
+    writer_wake: Notify,
+    /// Listed for a wake-up at the JS thread's next flush.
+    wake_pending: AtomicBool,
+    /// A send was queued behind others: post a DRAIN record once the queue runs low.
+    drain_wanted: AtomicBool,
+    /// A close frame is queued: data sends are refused.
+    closing: AtomicBool,
+    /// The socket's task has ended (or never started).
+    gone: AtomicBool,
+    /// Bytes of messages handed to the bridge that JS has not drained yet.
+    unread: AtomicUsize,
+    credit: Notify,
+    doorbell: Arc<Doorbell>,
+}
+
+impl SocketShared {
+    pub fn new(sid: u32, config: SocketConfig, doorbell: Arc<Doorbell>) -> Arc<Self> {
+        Arc::new(SocketShared {
+            sid,
+            config,
+            queue: Mutex::new(VecDeque::new()),
+            buffered: AtomicUsize::new(0),
+            writer_wake: Notify::new(),
+            wake_pending: AtomicBool::new(false),
+            drain_wanted: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            unread: AtomicUsize::new(0),
+            credit: Notify::new(),
+            doorbell,
+        })
+    }
+
+    fn push(&self, out: Out) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
+        self.writer_wake.notify_one();
+    }
+
+    /// Data bytes queued and not yet written (`bufferedAmount`).
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Queues a data message of `len` payload bytes: `None` when dropped (closing, or
+    /// over the backpressure limit), `Some(true)` when nothing was queued before it.
+    pub fn queue(&self, out: Out, len: usize) -> Option<bool> {
+        if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
+            return None;
+        }
+        let before = self.buffered.load(Ordering::Acquire);
+        if before > 0 && before + len > self.config.backpressure_limit {
+            // A DRAIN record tells the sender when to try again.
+            self.drain_wanted.store(true, Ordering::Release);
+            if self.config.close_on_backpressure_limit {
+                tracing::debug!(sid = self.sid, "websocket: backpressure limit reached; closing");
+                self.close(code::POLICY, "backpressure limit reached".into());
+            }
+            return None;
+        }
+        self.buffered.fetch_add(len, Ordering::AcqRel);
+        // No wake-up yet: the JS thread wakes each socket it sent to once, when it flushes
+        // the batch (`wake_writer`), so a batch's messages go out in one write.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
+        if before > 0 {
+            self.drain_wanted.store(true, Ordering::Release);
+        }
+        Some(before == 0)
+    }
+
+    /// Marks the socket for a writer wake-up at the next flush; true the first time since
+    /// the last one, when the caller must list it.
+    pub fn wants_wake(&self) -> bool {
+        !self.wake_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes the writer for what `queue` added (called at the JS thread's flush).
+    pub fn wake_writer(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+        self.writer_wake.notify_one();
+    }
+
+    /// `queue` as `send` reports it (Bun's numbers).
+    pub fn send(&self, out: Out, len: usize) -> i32 {
+        match self.queue(out, len) {
+            None => SEND_DROPPED,
+            Some(true) => len.min(i32::MAX as usize) as i32,
+            Some(false) => SEND_QUEUED,
+        }
+    }
+
+    /// Queues a close frame (once); later sends are dropped.
+    pub fn close(&self, code: u16, reason: String) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.push(Out::Close(code, reason));
+        }
+    }
+
+    pub fn ping(&self, data: Bytes) -> bool {
+        if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
+            return false;
+        }
+        self.push(Out::Ping(data));
+        true
+    }
+
+    /// JS drained a message of `len` bytes: give the reader its credit back.
+    pub fn taken(&self, len: usize) {
+        let before = self.unread.fetch_sub(len, Ordering::AcqRel);
+        if before > READ_CREDIT && before - len <= READ_CREDIT {
+            self.credit.notify_one();
+        }
+    }
+
+    /// The socket will never run (the upgrade failed): tell JS it closed.
+    pub fn abandon(&self) {
+        if !self.gone.swap(true, Ordering::AcqRel) {
+            self.doorbell.push_now(Event::WsClose(self.sid, code::ABNORMAL, String::new(), false));
+        }
+    }
+}
+
+/// Writes a frame header (server frames are never masked).
+fn put_header(out: &mut BytesMut, opcode: u8, rsv1: bool, len: usize) {
+    out.put_u8(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.put_u8(126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+}
+
+/// A whole frame, header and payload, in one buffer (a publish's shared frame).
+pub(crate) fn encode_frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 10);
+    put_header(&mut b, opcode, rsv1, payload.len());
+    b.extend_from_slice(payload);
+    b.freeze()
+}
+
+pub(crate) const OP_CONT: u8 = 0;
+pub(crate) const OP_TEXT: u8 = 1;
+pub(crate) const OP_BINARY: u8 = 2;
+pub(crate) const OP_CLOSE: u8 = 8;
+pub(crate) const OP_PING: u8 = 9;
+pub(crate) const OP_PONG: u8 = 10;
+
+/// A raw-deflate compressor without context takeover (each message on its own).
+pub(crate) fn compressor(bits: u8) -> Compress {
+    Compress::new_with_window_bits(Compression::fast(), false, bits)
+}
+
+/// Compresses one message as RFC 7692 section 7.2.1 says: a sync flush, without its
+/// final `00 00 ff ff`, then the compressor is reset (no context takeover).
+pub(crate) fn deflate(c: &mut Compress, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    let start_in = c.total_in();
+    loop {
+        let consumed = (c.total_in() - start_in) as usize;
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64));
+        }
+        let before_out = c.total_out();
+        if c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync).is_err() {
+            break;
+        }
+        let done_in = (c.total_in() - start_in) as usize == input.len();
+        if done_in && out.len() < out.capacity() && c.total_out() >= before_out {
+            break;
+        }
+    }
+    if out.ends_with(&[0, 0, 0xff, 0xff]) {
+        out.truncate(out.len() - 4);
+    }
+    c.reset();
+    out
+}
+
+/// Inflates `input` onto `out`, failing with 1009 past `limit` bytes in total and 1007
+/// on bad compressed data. `Ok(true)`: a final block ended the deflate stream (the
+/// inflater is reset; the rest of the message is not deflate data to feed it).
+fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, u16> {
+    loop {
+        if out.len() == out.capacity() {
+            let room = (input.len() * 4).clamp(4096, 1024 * 1024);
+            out.reserve(room);
+        }
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let status = d.decompress_vec(input, out, FlushDecompress::Sync).map_err(|_| code::INVALID_DATA)?;
+        let consumed = (d.total_in() - in0) as usize;
+        input = &input[consumed..];
+        if out.len() > limit {
+            return Err(code::TOO_BIG);
+        }
+        if status == flate2::Status::StreamEnd {
+            // A final block (BFINAL) ends the deflate stream: the inflater starts afresh
+            // for the next message.
+            d.reset(false);
+            return Ok(true);
+        }
+        let produced = d.total_out() - out0;
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(false);
+        }
+        if consumed == 0 && produced == 0 && out.len() < out.capacity() {
+            // No progress with room to spare: the stream is stuck on bad data.
+            return Err(code::INVALID_DATA);
+        }
+    }
+}
+
+/// One frame from a client, unmasked.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub fin: bool,
+    pub rsv1: bool,
+    pub opcode: u8,
+    pub payload: BytesMut,
+}
+
+/// XORs `data` with the 4-byte mask, starting at the mask's first byte.
+fn unmask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ wide;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+}
+
+/// Parses one frame from the front of `buf`: `Ok(None)` when more bytes are needed
+/// (room for the frame is reserved), `Err(code)` when the peer broke the protocol.
+/// `max_len` bounds a data frame's payload (the message limit still left).
+pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, u16> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    let fin = b0 & 0x80 != 0;
+    let rsv1 = b0 & 0x40 != 0;
+    let opcode = b0 & 0x0f;
+    if b0 & 0x30 != 0 {
+        return Err(code::PROTOCOL_ERROR);
+    }
+    if b1 & 0x80 == 0 {
+        // Section 5.1: a client must mask every frame.
+        return Err(code::PROTOCOL_ERROR);
+    }
+    let len7 = (b1 & 0x7f) as usize;
+    let ext = match len7 {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let head = 2 + ext + 4;
+    if buf.len() < head {
+        return Ok(None);
+    }
+    let len = match len7 {
+        126 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
+        127 => {
+            let l = u64::from_be_bytes([buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], buf[8], buf[9]]);
+            if l >> 63 != 0 {
+                return Err(code::PROTOCOL_ERROR);
+            }
+            l
+        }
+        l => l as u64,
+    };
+    if opcode >= 8 {
+        // Section 5.5: control frames are not fragmented and carry at most 125 bytes.
+        if !fin || len > 125 {
+            return Err(code::PROTOCOL_ERROR);
+        }
+    } else if len > max_len as u64 {
+        return Err(code::TOO_BIG);
+    }
+    let len = len as usize;
+    if buf.len() < head + len {
+        // Room for the frame, but not all at once for a huge declared length: the buffer
+        // grows as bytes actually arrive.
+        buf.reserve((head + len - buf.len()).min(RESERVE_AHEAD));
+        return Ok(None);
+    }
+    let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
+    buf.advance(head);
+    let mut payload = buf.split_to(len);
+    unmask(&mut payload, mask);
+    Ok(Some(Frame { fin, rsv1, opcode, payload }))
+}
+
+/// How a socket ended, as its CLOSE record tells JS.
+struct Ending {
+    code: u16,
+    reason: String,
+    clean: bool,
+}
+
+/// A message being assembled from fragments.
+struct Assembly {
+    text: bool,
+    compressed: bool,
+    data: Vec<u8>,
+    /// A final deflate block came: the rest of the message is not inflated.
+    ended: bool,
+    /// Bytes of `data` known to be valid UTF-8 (text only).
+    checked: usize,
+}
+
+/// Checks the UTF-8 of `data[*checked..]`, failing fast: a sequence that can never be
+/// valid fails now; an incomplete one at the end waits for more unless `last`.
+fn check_utf8(data: &[u8], checked: &mut usize, last: bool) -> Result<(), u16> {
+    match std::str::from_utf8(&data[*checked..]) {
+        Ok(_) => {
+            *checked = data.len();
+            Ok(())
+        }
+        Err(e) if e.error_len().is_none() && !last => {
+            *checked += e.valid_up_to();
+            Ok(())
+        }
+        Err(_) => Err(code::INVALID_DATA),
+    }
+}
+
+/// The reading half's state.
+struct Reader {
+    shared: Arc<SocketShared>,
+    inflater: Option<Decompress>,
+    assembly: Option<Assembly>,
+}
+
+/// What a frame did to the reader.
+enum Step {
+    Continue,
+    /// The peer sent its close frame.
+    Closed(u16, String),
+}
+
+impl Reader {
+    fn deliver(&self, msg: Message) {
+        self.shared.unread.fetch_add(msg.len(), Ordering::AcqRel);
+        self.shared.doorbell.push(Event::WsMessage(self.shared.sid, msg));
+    }
+
+    fn message(&self, text: bool, data: Vec<u8>) -> Result<(), u16> {
+        if text {
+            let s = String::from_utf8(data).map_err(|_| code::INVALID_DATA)?;
+            self.deliver(Message::Text(s));
+        } else {
+            self.deliver(Message::Binary(Bytes::from(data)));
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, f: Frame) -> Result<Step, u16> {
+        let max = self.shared.config.max_payload;
+        match f.opcode {
+            OP_TEXT | OP_BINARY => {
+                if self.assembly.is_some() {
+                    return Err(code::PROTOCOL_ERROR);
+                }
+                if f.rsv1 && self.inflater.is_none() {
+                    return Err(code::PROTOCOL_ERROR);
+                }
+                let text = f.opcode == OP_TEXT;
+                if f.fin && !f.rsv1 {
+                    // The common case: one uncompressed frame, no copy for binary.
+                    if text {
+                        let s = std::str::from_utf8(&f.payload).map_err(|_| code::INVALID_DATA)?.to_string();
+                        self.deliver(Message::Text(s));
+                    } else if f.payload.len() >= OWN_ALLOCATION_MIN {
+                        // A large message may reach JS as an external buffer that lives
+                        // until V8 collects it; a slice of the read buffer would keep the
+                        // whole buffer (and the messages around it) alive that long.
+                        self.deliver(Message::Binary(Bytes::copy_from_slice(&f.payload)));
+                    } else {
+                        self.deliver(Message::Binary(f.payload.freeze()));
+                    }
+                    return Ok(Step::Continue);
+                }
+                self.assembly = Some(Assembly { text, compressed: f.rsv1, data: Vec::new(), ended: false, checked: 0 });
+                self.append(f.payload, f.fin, max)?;
+            }
+            OP_CONT => {
+                if self.assembly.is_none() || f.rsv1 {
+                    return Err(code::PROTOCOL_ERROR);
+                }
+                self.append(f.payload, f.fin, max)?;
+            }
+            OP_CLOSE => {
+                let p = &f.payload;
+                if p.is_empty() {
+                    return Ok(Step::Closed(code::NO_STATUS, String::new()));
+                }
+                if p.len() == 1 {
+                    return Err(code::PROTOCOL_ERROR);
+                }
+                let c = u16::from_be_bytes([p[0], p[1]]);
+                if !valid_wire_code(c) {
+                    return Err(code::PROTOCOL_ERROR);
+                }
+                let reason = std::str::from_utf8(&p[2..]).map_err(|_| code::INVALID_DATA)?;
+                return Ok(Step::Closed(c, reason.to_string()));
+            }
+            OP_PING => {
+                if !self.shared.closing.load(Ordering::Acquire) {
+                    self.shared.push(Out::Pong(f.payload.freeze()));
+                }
+            }
+            OP_PONG => self.shared.doorbell.push(Event::WsPong(self.shared.sid, f.payload.freeze())),
+            _ => return Err(code::PROTOCOL_ERROR),
+        }
+        Ok(Step::Continue)
+    }
+
+    fn append(&mut self, payload: BytesMut, fin: bool, max: usize) -> Result<(), u16> {
+        let Some(a) = self.assembly.as_mut() else { return Err(code::PROTOCOL_ERROR) };
+        if a.compressed {
+            let Some(d) = self.inflater.as_mut() else { return Err(code::PROTOCOL_ERROR) };
+            if !a.ended {
+                a.ended = inflate(d, &payload, &mut a.data, max)?;
+            }
+            if fin {
+                // The sync flush's `00 00 ff ff` the sender left off (RFC 7692 section 7.2.2).
+                if !a.ended {
+                    inflate(d, &[0, 0, 0xff, 0xff], &mut a.data, max)?;
+                }
+                if !a.ended && self.shared.config.deflate.is_some_and(|d| d.client_no_context_takeover) {
+                    d.reset(false);
+                }
+            }
+        } else {
+            if a.data.len() + payload.len() > max {
+                return Err(code::TOO_BIG);
+            }
+            a.data.extend_from_slice(&payload);
+        }
+        if a.text {
+            check_utf8(&a.data, &mut a.checked, fin)?;
+        }
+        if fin {
+            if let Some(a) = self.assembly.take() {
+                self.message(a.text, a.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The message limit left for the next frame.
+    fn room(&self) -> usize {
+        let max = self.shared.config.max_payload;
+        match &self.assembly {
+            // A compressed frame's size is checked as it inflates.
+            Some(a) if a.compressed => max,
+            Some(a) => max.saturating_sub(a.data.len()),
+            None => max,
+        }
+    }
+}
+
+/// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
+/// connection ends. Returns the close code and reason to tell JS, and whether the peer
+/// closed (an `Err` is a failure to send as our close code).
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut io: R,
+    reader: &mut Reader,
+    first: Bytes,
+) -> Result<Option<(u16, String)>, u16> {
+    use tokio::time::Instant;
+    let shared = reader.shared.clone();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // What was read with the handshake: the client's first frames.
+    buf.extend_from_slice(&first);
+    let idle = shared.config.idle_timeout;
+    // One timer per socket, re-armed only when it fires: a read just marks the socket
+    // active, so a busy socket touches no timer per message.
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let timer = tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d));
+    let mut timer = std::pin::pin!(timer);
+    let mut active = false;
+    let mut ping_sent = false;
+    let mut close_deadline: Option<Instant> = None;
+    loop {
+        while let Some(f) = parse_frame(&mut buf, reader.room())? {
+            if let Step::Closed(c, r) = reader.frame(f)? {
+                return Ok(Some((c, r)));
+            }
+        }
+        if close_deadline.is_none() && shared.closing.load(Ordering::Acquire) {
+            let t = Instant::now() + CLOSE_WAIT;
+            close_deadline = Some(t);
+            if t < timer.deadline() {
+                timer.as_mut().reset(t);
+            }
+        }
+        let credit_ok = shared.unread.load(Ordering::Acquire) <= READ_CREDIT;
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8 * 1024);
+        }
+        tokio::select! {
+            n = io.read_buf(&mut buf), if credit_ok => {
+                match n {
+                    Ok(0) | Err(_) => return Ok(None),
+                    Ok(_) => active = true,
+                }
+            }
+            _ = shared.credit.notified(), if !credit_ok => {}
+            _ = timer.as_mut() => {
+                let now = Instant::now();
+                if close_deadline.is_some_and(|t| t <= now) {
+                    return Ok(None);
+                }
+                let Some(period) = idle else {
+                    timer.as_mut().reset(close_deadline.unwrap_or(far));
+                    continue;
+                };
+                if active {
+                    // Something arrived during the period: the socket is alive.
+                    active = false;
+                    ping_sent = false;
+                } else if ping_sent {
+                    tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
+                    shared.close(code::GOING_AWAY, "idle timeout".into());
+                    close_deadline = Some(now + Duration::from_secs(1));
+                } else {
+                    ping_sent = true;
+                    shared.push(Out::Ping(Bytes::new()));
+                }
+                let next = close_deadline.map_or(now + period, |c| c.min(now + period));
+                timer.as_mut().reset(next);
+            }
+        }
+    }
+}
+
+/// Sends queued frames until a close frame is written (true) or the socket fails (false).
+async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &SocketShared, unsent: Vec<u8>) -> bool {
+    let mut batch: Vec<Out> = Vec::new();
+    // What the connection had not sent yet (the 101) goes before any frame.
+    if !unsent.is_empty() && (io.write_all(&unsent).await.is_err() || io.flush().await.is_err()) {
+        return false;
+    }
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut compressor: Option<Compress> = None;
+    loop {
+        {
+            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            batch.extend(q.drain(..));
+        }
+        if batch.is_empty() {
+            shared.writer_wake.notified().await;
+            continue;
+        }
+        let mut data_bytes = 0;
+        let mut closed = false;
+        for out in batch.drain(..) {
+            let large: Option<Bytes> = match out {
+                Out::Message { payload, text, compress } => {
+                    data_bytes += payload.len();
+                    let opcode = if text { OP_TEXT } else { OP_BINARY };
+                    match shared.config.deflate {
+                        Some(d) if compress && payload.len() >= COMPRESS_MIN => {
+                            let c = compressor.get_or_insert_with(|| compressor_for(d));
+                            let z = deflate(c, &payload);
+                            put_header(&mut buf, opcode, true, z.len());
+                            buf.extend_from_slice(&z);
+                            None
+                        }
+                        _ => {
+                            put_header(&mut buf, opcode, false, payload.len());
+                            Some(payload)
+                        }
+                    }
+                }
+                Out::Encoded { frame, payload_len } => {
+                    data_bytes += payload_len;
+                    Some(frame)
+                }
+                Out::Ping(p) => {
+                    put_header(&mut buf, OP_PING, false, p.len());
+                    Some(p)
+                }
+                Out::Pong(p) => {
+                    put_header(&mut buf, OP_PONG, false, p.len());
+                    Some(p)
+                }
+                Out::Close(c, reason) => {
+                    // 1005 is "no status": a close frame with an empty body.
+                    let mut body = Vec::with_capacity(2 + reason.len());
+                    if c != code::NO_STATUS {
+                        body.extend_from_slice(&c.to_be_bytes());
+                        body.extend_from_slice(reason.as_bytes());
+                    }
+                    put_header(&mut buf, OP_CLOSE, false, body.len());
+                    buf.extend_from_slice(&body);
+                    closed = true;
+                    None
+                }
+            };
+            if let Some(p) = large {
+                if p.len() <= COALESCE_LIMIT {
+                    buf.extend_from_slice(&p);
+                } else {
+                    if io.write_all(&buf).await.is_err() || io.write_all(&p).await.is_err() {
+                        return false;
+                    }
+                    buf.clear();
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            if io.write_all(&buf).await.is_err() {
+                return false;
+            }
+            buf.clear();
+            if buf.capacity() > 1024 * 1024 {
+                buf = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        let left = shared.buffered.fetch_sub(data_bytes, Ordering::AcqRel) - data_bytes;
+        if left <= shared.config.backpressure_limit / 4 && shared.drain_wanted.swap(false, Ordering::AcqRel) {
+            shared.doorbell.push(Event::WsDrain(shared.sid));
+        }
+        if closed {
+            let _ = io.flush().await;
+            return true;
+        }
+    }
+}
+
+fn compressor_for(d: Deflate) -> Compress {
+    compressor(d.server_window_bits)
+}
+
+/// Counts an open socket (its connection is counted by its connection task).
+struct SocketGuard(Arc<Stats>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.web_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one socket on its upgraded connection until it closes; its CLOSE record is the
+/// last thing JS hears of it.
+pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: R,
+    w: W,
+    first: Bytes,
+    unsent: Vec<u8>,
+    shared: Arc<SocketShared>,
+    stats: Arc<Stats>,
+    phase: watch::Receiver<Phase>,
+) {
+    let _guard = SocketGuard(stats);
+    shared.doorbell.push(Event::WsOpen(shared.sid));
+    let mut reader = Reader {
+        shared: shared.clone(),
+        inflater: shared.config.deflate.map(|_| Decompress::new(false)),
+        assembly: None,
+    };
+    let mut forced = phase;
+    let already_forced = *forced.borrow() == Phase::Forced;
+    let ending = if already_forced {
+        Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
+    } else {
+        let work = async {
+            let mut reading = std::pin::pin!(read_loop(r, &mut reader, first));
+            let mut writing = std::pin::pin!(write_loop(w, &shared, unsent));
+            let mut wrote_close = None;
+            // Run both halves; whichever finishes first decides what the other does.
+            // Biased to the writer: when both are ready it is taken, so `writing` is never
+            // polled again after it completed (below, only while `wrote_close` is None).
+            let read = tokio::select! {
+                biased;
+                ok = writing.as_mut() => {
+                    wrote_close = Some(ok);
+                    if !ok {
+                        return Ending { code: code::ABNORMAL, reason: String::new(), clean: false };
+                    }
+                    // We sent a close frame: wait (bounded) for the peer's.
+                    reading.as_mut().await
+                }
+                read = reading.as_mut() => read,
+            };
+            match read {
+                Ok(Some((c, reason))) => {
+                    // The peer closed: echo its code unless we closed first.
+                    if wrote_close.is_none() {
+                        let echo = if c == code::NO_STATUS { code::NORMAL } else { c };
+                        shared.close(echo, String::new());
+                        let _ = tokio::time::timeout(CLOSE_WAIT, writing.as_mut()).await;
+                    }
+                    Ending { code: c, reason, clean: true }
+                }
+                Ok(None) => Ending { code: code::ABNORMAL, reason: String::new(), clean: false },
+                Err(c) => {
+                    tracing::debug!(sid = shared.sid, code = c, "websocket: protocol error; closing");
+                    let reason = match c {
+                        code::INVALID_DATA => "invalid data",
+                        code::TOO_BIG => "message too big",
+                        _ => "protocol error",
+                    };
+                    // Our close frame goes first, past anything queued, unless one is out.
+                    if wrote_close.is_none() {
+                        shared.closing.store(true, Ordering::Release);
+                        {
+                            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                            q.retain(|o| !matches!(o, Out::Close(..)));
+                            q.push_front(Out::Close(c, reason.into()));
+                        }
+                        shared.writer_wake.notify_one();
+                        let _ = tokio::time::timeout(CLOSE_WAIT, writing.as_mut()).await;
+                    }
+                    Ending { code: c, reason: reason.into(), clean: false }
+                }
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        let abnormal = || Ending { code: code::ABNORMAL, reason: String::new(), clean: false };
+        // The server's phase is watched here, once per socket, not in the read loop.
+        let first = tokio::select! {
+            e = work.as_mut() => Some(e),
+            // An error: the server is gone; as forced.
+            r = forced.wait_for(|p| *p != Phase::Running) => {
+                if r.map_or(true, |p| *p == Phase::Forced) { Some(abnormal()) } else { None }
+            }
+        };
+        match first {
+            Some(e) => e,
+            None => {
+                shared.close(code::GOING_AWAY, "server is closing".into());
+                tokio::select! {
+                    e = work.as_mut() => e,
+                    _ = forced.wait_for(|p| *p == Phase::Forced) => abnormal(),
+                }
+            }
+        }
+    };
+    shared.gone.store(true, Ordering::Release);
+    shared.doorbell.push(Event::WsClose(shared.sid, ending.code, ending.reason, ending.clean));
+}
+
+/// After the JS thread answered an upgradable request: when the answer is our 101, the
+/// socket waits on the connection's cork for hyper to finish writing it (`take_over`).
+pub(crate) fn claim(reply: &mut crate::bridge::Reply, cork: &crate::cork::Cork) {
+    if let Some(accepted) = reply.extensions_mut().remove::<Accepted>() {
+        *cork.upgrade.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepted.0);
+    }
+}
+
+/// Runs the socket accepted on a connection whose hyper connection has finished with
+/// the 101: the socket takes the connection's halves, what hyper read past the request
+/// (`read_buf`, the client's first frames) and what is still unwritten (the 101).
+pub(crate) async fn take_over(
+    io: crate::cork::CorkedStream,
+    read_buf: Bytes,
+    cork: &crate::cork::Cork,
+    shared: Arc<SocketShared>,
+    stats: Arc<Stats>,
+    phase: watch::Receiver<Phase>,
+) {
+    let Some((read, first)) = io.into_reader(read_buf) else {
+        shared.abandon();
+        return;
+    };
+    let (write, unsent) = cork.take_writer();
+    stats.web_sockets.fetch_add(1, Ordering::Relaxed);
+    run(read, write, first, unsent, shared, stats, phase).await;
+}
+
+/// Carried in a 101 reply's extensions: the socket to start once hyper hands over the
+/// connection.
+#[derive(Clone)]
+pub(crate) struct Accepted(pub Arc<SocketShared>);
+
+/// The 101 response for a handshake.
+pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> crate::bridge::Reply {
+    let mut res = http::Response::new(crate::body::ResponseBody::Empty);
+    *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    if let Ok(v) = http::HeaderValue::from_str(&h.accept) {
+        headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = h.protocol.as_deref().and_then(|p| http::HeaderValue::from_str(p).ok()) {
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    if let Some(v) = h.extensions.as_deref().and_then(|e| http::HeaderValue::from_str(e).ok()) {
+        headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
+    res.extensions_mut().insert(Accepted(shared));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> BytesMut {
+        let mask = [1u8, 2, 3, 4];
+        let mut b = BytesMut::new();
+        b.put_u8(if fin { 0x80 } else { 0 } | opcode);
+        let len = payload.len();
+        if len < 126 {
+            b.put_u8(0x80 | len as u8);
+        } else if len < 65536 {
+            b.put_u8(0x80 | 126);
+            b.put_u16(len as u16);
+        } else {
+            b.put_u8(0x80 | 127);
+            b.put_u64(len as u64);
+        }
+        b.extend_from_slice(&mask);
+        b.extend(payload.iter().enumerate().map(|(i, x)| x ^ mask[i % 4]));
+        b
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        let offer = Offer {
+            is_upgrade: true,
+            key: Some("dGhlIHNhbXBsZSBub25jZQ==".into()),
+            version: Some("13".into()),
+            ..Default::default()
+        };
+        let h = handshake(&offer, None, false).unwrap();
+        assert_eq!(h.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn bad_keys_and_versions_are_refused() {
+        let mut offer =
+            Offer { is_upgrade: true, key: Some("short".into()), version: Some("13".into()), ..Default::default() };
+        assert_eq!(handshake(&offer, None, false).unwrap_err(), OfferError::BadKey);
+        offer.key = Some("dGhlIHNhbXBsZSBub25jZQ==".into());
+        offer.version = Some("8".into());
+        assert_eq!(handshake(&offer, None, false).unwrap_err(), OfferError::BadVersion);
+        offer.version = Some("13".into());
+        assert_eq!(handshake(&offer, Some("chat"), false).unwrap_err(), OfferError::BadProtocol);
+    }
+
+    #[test]
+    fn deflate_offers_are_negotiated() {
+        let (d, bits) = negotiate_deflate("permessage-deflate; client_max_window_bits").unwrap();
+        assert!(!d.client_no_context_takeover && !bits);
+        let (d, bits) =
+            negotiate_deflate("permessage-deflate; server_max_window_bits=8, permessage-deflate; client_no_context_takeover; server_max_window_bits=10").unwrap();
+        assert!(d.client_no_context_takeover && bits);
+        assert_eq!(d.server_window_bits, 10);
+        assert!(negotiate_deflate("permessage-deflate; unknown=1").is_none());
+        assert!(
+            negotiate_deflate("permessage-deflate; server_no_context_takeover; server_no_context_takeover").is_none()
+        );
+        assert!(negotiate_deflate("x-webkit-deflate-frame").is_none());
+    }
+
+    #[test]
+    fn frames_parse_across_partial_reads() {
+        let whole = masked(OP_TEXT, true, b"hello");
+        let mut buf = BytesMut::from(&whole[..3]);
+        assert!(parse_frame(&mut buf, 100).unwrap().is_none());
+        buf.extend_from_slice(&whole[3..]);
+        let f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(&f.payload[..], b"hello");
+        assert!(buf.is_empty());
+        let big = vec![7u8; 70000];
+        let mut buf = masked(OP_BINARY, true, &big);
+        assert_eq!(&parse_frame(&mut buf, 100000).unwrap().unwrap().payload[..], &big[..]);
+    }
+
+    #[test]
+    fn protocol_violations_get_their_codes() {
+        let mut unmasked = BytesMut::from(&[0x81u8, 0x01, b'a'][..]);
+        assert_eq!(parse_frame(&mut unmasked, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        let mut rsv2 = masked(OP_TEXT, true, b"a");
+        rsv2[0] |= 0x20;
+        assert_eq!(parse_frame(&mut rsv2, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        let mut long_ping = masked(OP_PING, true, &[0u8; 126]);
+        assert_eq!(parse_frame(&mut long_ping, 1000).unwrap_err(), code::PROTOCOL_ERROR);
+        let mut fragmented_ping = masked(OP_PING, false, b"x");
+        assert_eq!(parse_frame(&mut fragmented_ping, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        let mut too_big = masked(OP_BINARY, true, &[0u8; 200]);
+        assert_eq!(parse_frame(&mut too_big, 100).unwrap_err(), code::TOO_BIG);
+    }
+
+    #[test]
+    fn utf8_fails_fast_across_fragments() {
+        let mut checked = 0;
+        // "é" split across fragments is fine until the end.
+        assert!(check_utf8(&[b'a', 0xc3], &mut checked, false).is_ok());
+        assert!(check_utf8(&[b'a', 0xc3, 0xa9], &mut checked, true).is_ok());
+        let mut checked = 0;
+        assert_eq!(check_utf8(&[0xff, b'a'], &mut checked, false).unwrap_err(), code::INVALID_DATA);
+        let mut checked = 0;
+        assert_eq!(check_utf8(&[b'a', 0xc3], &mut checked, true).unwrap_err(), code::INVALID_DATA);
+    }
+
+    #[test]
+    fn deflate_round_trips_and_bounds_inflation() {
+        let text = "hello hello hello hello hello hello hello hello hello hello hello".repeat(100);
+        let mut c = compressor(15);
+        let z = deflate(&mut c, text.as_bytes());
+        assert!(z.len() < text.len() / 10);
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        inflate(&mut d, &z, &mut out, 1 << 20).unwrap();
+        inflate(&mut d, &[0, 0, 0xff, 0xff], &mut out, 1 << 20).unwrap();
+        assert_eq!(out, text.as_bytes());
+        // Reset compressor: a second message decodes with a fresh inflater too.
+        let z2 = deflate(&mut c, text.as_bytes());
+        assert_eq!(z, z2);
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        assert_eq!(inflate(&mut d, &z2, &mut out, 100).unwrap_err(), code::TOO_BIG);
+    }
+
+    /// Runs a socket over an in-memory duplex: the test is the client.
+    fn socket_on_duplex() -> (tokio::io::DuplexStream, Arc<Doorbell>, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let doorbell = Arc::new(Doorbell::new());
+        let config = SocketConfig {
+            max_payload: 1024,
+            idle_timeout: None,
+            backpressure_limit: 1 << 20,
+            close_on_backpressure_limit: false,
+            deflate: None,
+        };
+        let shared = SocketShared::new(7, config, doorbell.clone());
+        let stats = Arc::new(Stats::new());
+        stats.web_sockets.fetch_add(1, Ordering::Relaxed);
+        let (_tx, rx) = watch::channel(Phase::Running);
+        let task = tokio::spawn(async move {
+            let _keep = _tx;
+            let (r, w) = tokio::io::split(server);
+            run(r, w, Bytes::new(), Vec::new(), shared, stats, rx).await
+        });
+        (client, doorbell, task)
+    }
+
+    /// The events queued for JS, in order, as short descriptions.
+    fn events(doorbell: &Doorbell) -> Vec<String> {
+        let mut v = Vec::new();
+        doorbell.take_queued(&mut v);
+        v.into_iter()
+            .map(|e| match e {
+                Event::WsOpen(_) => "open".to_string(),
+                Event::WsMessage(_, Message::Text(t)) => format!("text {t}"),
+                Event::WsMessage(_, Message::Binary(b)) => format!("binary {}", b.len()),
+                Event::WsClose(_, c, r, clean) => format!("close {c} {r:?} {clean}"),
+                _ => "other".to_string(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_peer_close_is_echoed_and_reported_clean() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&masked(OP_TEXT, true, b"hi")).await.unwrap();
+        client.write_all(&masked(OP_CLOSE, true, &[0x03, 0xe8, b'o', b'k'])).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        // The echo: a close frame with 1000.
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+        assert_eq!(events(&doorbell), ["open", "text hi", "close 1000 \"ok\" true"]);
+    }
+
+    #[tokio::test]
+    async fn a_protocol_error_closes_with_its_code() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&[0x81, 0x01, b'a']).await.unwrap();
+        let mut out = Vec::new();
+        // Failing the connection (RFC 6455 section 7.1.7): the close frame, then the end of
+        // the connection, without waiting for the peer's close.
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(&out[..4], [0x88, 16, 0x03, 0xea]);
+        assert_eq!(&out[4..], b"protocol error");
+        task.await.unwrap();
+        let ev = events(&doorbell);
+        assert_eq!(ev[0], "open");
+        assert_eq!(ev[1], "close 1002 \"protocol error\" false");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_across_fragments_closes_with_1009() {
+        let (mut client, doorbell, task) = socket_on_duplex();
+        client.write_all(&masked(OP_BINARY, false, &[1u8; 600])).await.unwrap();
+        client.write_all(&masked(OP_CONT, true, &[1u8; 600])).await.unwrap();
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[2..], &1009u16.to_be_bytes());
+        drop(client);
+        task.await.unwrap();
+        assert!(events(&doorbell).iter().any(|e| e.starts_with("close 1009")));
+    }
+
+    #[test]
+    fn a_final_deflate_block_ends_the_message_cleanly() {
+        // zlib's own raw deflate of a message, finished (BFINAL set), as some clients send it.
+        let mut c = Compress::new(Compression::default(), false);
+        let mut z = Vec::with_capacity(256);
+        c.compress_vec(b"final block", &mut z, FlushCompress::Finish).unwrap();
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        assert!(inflate(&mut d, &z, &mut out, 1 << 20).unwrap());
+        assert_eq!(out, b"final block");
+        // The next message inflates too.
+        let z2 = deflate(&mut compressor(15), b"next");
+        let mut out2 = Vec::new();
+        inflate(&mut d, &z2, &mut out2, 1 << 20).unwrap();
+        assert_eq!(out2, b"next");
+    }
+
+    #[test]
+    fn close_codes_on_the_wire() {
+        for c in [1000, 1001, 1002, 1003, 1007, 1011, 3000, 4999] {
+            assert!(valid_wire_code(c), "{c}");
+        }
+        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            assert!(!valid_wire_code(c), "{c}");
+        }
+    }
+}

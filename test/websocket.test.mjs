@@ -1,0 +1,753 @@
+// WebSocket behaviour over real sockets: the `ws` package as the client, raw sockets for
+// what a well-behaved client never sends, Node's own WebSocket where it has one, and a
+// child-process server where the server's memory is measured.
+import assert from "node:assert/strict";
+import { execFile, fork, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
+import { once } from "node:events";
+import net from "node:net";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+import { serve, upgradeWebSocket, Response } from "../dist/index.js";
+
+const MiB = 1024 * 1024;
+
+/** A server whose every request is upgraded; `onSocket(socket, request)` wires it up. */
+function wsServer(onSocket, options = {}, upgrade = {}) {
+  return serve({
+    port: 0,
+    host: "127.0.0.1",
+    ...options,
+    fetch(req) {
+      const { socket, response } = upgradeWebSocket(req, typeof upgrade === "function" ? upgrade(req) : upgrade);
+      onSocket(socket, req);
+      return response;
+    },
+  });
+}
+
+function echo(socket) {
+  socket.binaryType = "nodebuffer";
+  socket.onmessage = (e) => socket.send(e.data);
+}
+
+/** Opens a `ws` client; resolves once open. */
+async function client(server, opts = {}, protocols) {
+  const c = new WebSocket(`ws://127.0.0.1:${server.port}/ws`, protocols, opts);
+  await once(c, "open");
+  return c;
+}
+
+function nextMessage(c) {
+  return new Promise((resolve) => c.once("message", (data, isBinary) => resolve({ data, isBinary })));
+}
+
+function closed(c) {
+  return new Promise((resolve) => c.once("close", (code, reason) => resolve({ code, reason: String(reason) })));
+}
+
+/** A masked client frame. */
+function frame(opcode, payload, { fin = true, mask = true, rsv1 = false } = {}) {
+  const p = Buffer.from(payload);
+  const len = p.length;
+  const head = [(fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode];
+  if (len < 126) head.push((mask ? 0x80 : 0) | len);
+  else if (len < 65536) head.push((mask ? 0x80 : 0) | 126, len >> 8, len & 0xff);
+  else throw new Error("test frames stay small");
+  if (!mask) return Buffer.concat([Buffer.from(head), p]);
+  const key = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+  const body = Buffer.from(p.map((b, i) => b ^ key[i % 4]));
+  return Buffer.concat([Buffer.from(head), key, body]);
+}
+
+/** Server frames parsed from a byte stream: [{ opcode, payload }]. */
+function parseFrames(buf) {
+  const out = [];
+  let i = 0;
+  while (i + 2 <= buf.length) {
+    const opcode = buf[i] & 0x0f;
+    let len = buf[i + 1] & 0x7f;
+    let at = i + 2;
+    if (len === 126) {
+      len = buf.readUInt16BE(at);
+      at += 2;
+    } else if (len === 127) {
+      len = Number(buf.readBigUInt64BE(at));
+      at += 8;
+    }
+    if (at + len > buf.length) break;
+    out.push({ opcode, payload: buf.subarray(at, at + len) });
+    i = at + len;
+  }
+  return out;
+}
+
+/** A raw client: does the handshake, then collects frames. */
+async function rawClient(port, extraHeaders = "") {
+  const sock = net.connect(port, "127.0.0.1");
+  await once(sock, "connect");
+  sock.write(
+    "GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extraHeaders}\r\n`,
+  );
+  let data = Buffer.alloc(0);
+  let head = null;
+  const state = { sock, frames: [], ended: false, head: "" };
+  const waiters = [];
+  sock.on("data", (d) => {
+    data = Buffer.concat([data, d]);
+    if (head === null) {
+      const end = data.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      head = data.subarray(0, end).toString("latin1");
+      state.head = head;
+      data = data.subarray(end + 4);
+    }
+    state.frames = parseFrames(data);
+    for (const w of waiters.splice(0)) w();
+  });
+  const done = () => {
+    state.ended = true;
+    for (const w of waiters.splice(0)) w();
+  };
+  sock.on("end", done);
+  sock.on("close", done);
+  sock.on("error", done);
+  state.until = async (pred) => {
+    while (!pred(state)) {
+      if (state.ended) return pred(state);
+      await new Promise((r) => waiters.push(r));
+    }
+    return true;
+  };
+  await state.until((s) => s.head !== "");
+  assert.match(state.head, /^HTTP\/1.1 101/);
+  return state;
+}
+
+function closeFrameOf(state) {
+  const f = state.frames.find((x) => x.opcode === 8);
+  return f && { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005, reason: String(f.payload.subarray(2)) };
+}
+
+test("text and binary messages echo, up to 16 MiB", async () => {
+  const server = wsServer(echo);
+  try {
+    const c = await client(server);
+    c.send("héllo");
+    let m = await nextMessage(c);
+    assert.equal(m.isBinary, false);
+    assert.equal(String(m.data), "héllo");
+    const big = Buffer.alloc(16 * MiB);
+    for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
+    c.send(big);
+    m = await nextMessage(c);
+    assert.equal(m.isBinary, true);
+    assert.ok(Buffer.compare(m.data, big) === 0);
+    c.close();
+    await closed(c);
+  } finally {
+    await server.close();
+  }
+});
+
+test("fragmented messages are assembled, with control frames between fragments", async () => {
+  const server = wsServer(echo);
+  try {
+    const c = await client(server);
+    c.send("frag", { fin: false });
+    c.send("ment", { fin: false });
+    c.send("ed", { fin: true });
+    assert.equal(String((await nextMessage(c)).data), "fragmented");
+    c.close();
+    // A raw client splits "é" across fragments and puts a ping between them.
+    const r = await rawClient(server.port);
+    const e = Buffer.from("é");
+    r.sock.write(frame(1, Buffer.concat([Buffer.from("a"), e.subarray(0, 1)]), { fin: false }));
+    r.sock.write(frame(9, "p"));
+    r.sock.write(frame(0, Buffer.concat([e.subarray(1), Buffer.from("b")])));
+    await r.until((s) => s.frames.length >= 2);
+    assert.deepEqual(
+      r.frames.map((f) => [f.opcode, String(f.payload)]),
+      [
+        [10, "p"],
+        [1, "aéb"],
+      ],
+    );
+    r.sock.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test("invalid UTF-8 closes with 1007, even split across fragments (failing fast)", async () => {
+  let serverClose;
+  const server = wsServer((s) => (s.onclose = (e) => (serverClose = e)));
+  try {
+    const r = await rawClient(server.port);
+    r.sock.write(frame(1, Buffer.from([0x61, 0xff, 0x62])));
+    await r.until((s) => closeFrameOf(s) !== undefined);
+    assert.equal(closeFrameOf(r).code, 1007);
+    // The first fragment already holds a byte that can never be UTF-8: no need to wait.
+    const r2 = await rawClient(server.port);
+    r2.sock.write(frame(1, Buffer.from([0x61, 0xc0]), { fin: false }));
+    await r2.until((s) => closeFrameOf(s) !== undefined);
+    assert.equal(closeFrameOf(r2).code, 1007);
+    await r2.until((s) => s.ended);
+    assert.equal(serverClose.code, 1007);
+    assert.equal(serverClose.wasClean, false);
+  } finally {
+    await server.close();
+  }
+});
+
+test("an unmasked client frame closes with 1002, and other sockets carry on", async () => {
+  const server = wsServer(echo);
+  try {
+    const good = await client(server);
+    const r = await rawClient(server.port);
+    r.sock.write(frame(1, "hi", { mask: false }));
+    await r.until((s) => closeFrameOf(s) !== undefined);
+    assert.equal(closeFrameOf(r).code, 1002);
+    await r.until((s) => s.ended);
+    good.send("still here");
+    assert.equal(String((await nextMessage(good)).data), "still here");
+    good.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("protocol violations close with 1002: reserved opcodes and bits, bad close codes, long pings", async () => {
+  const server = wsServer(echo);
+  try {
+    const cases = [
+      frame(3, "x"),
+      frame(1, "x", { rsv1: true }),
+      frame(0, "x"),
+      frame(9, "x", { fin: false }),
+      frame(8, Buffer.from([0x03, 0xed])), // 1005 is never sent
+      frame(8, Buffer.from([0x03, 0xec])), // 1004 is reserved
+      frame(8, Buffer.from([0x03])),
+      Buffer.concat([
+        frame(9, Buffer.alloc(0)).subarray(0, 1),
+        Buffer.from([0x80 | 126, 0, 126]),
+        Buffer.alloc(4 + 126),
+      ]),
+    ];
+    for (const bytes of cases) {
+      const r = await rawClient(server.port);
+      r.sock.write(bytes);
+      await r.until((s) => closeFrameOf(s) !== undefined);
+      assert.equal(closeFrameOf(r).code, 1002, `frame ${bytes.subarray(0, 2).toString("hex")}`);
+      r.sock.destroy();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test("a message over maxPayloadLength closes with 1009", async () => {
+  const server = wsServer(echo, { websocket: { maxPayloadLength: 1024 } });
+  try {
+    const c = await client(server);
+    c.send("x".repeat(1000));
+    assert.equal(String((await nextMessage(c)).data).length, 1000);
+    c.send(Buffer.alloc(2000));
+    assert.equal((await closed(c)).code, 1009);
+    // Per upgrade, too, and across fragments.
+  } finally {
+    await server.close();
+  }
+  const s2 = wsServer(echo, {}, { maxPayload: 100 });
+  try {
+    const c = await client(s2);
+    c.send("a".repeat(60), { fin: false });
+    c.send("a".repeat(60), { fin: true });
+    assert.equal((await closed(c)).code, 1009);
+  } finally {
+    await s2.close();
+  }
+});
+
+test("close codes and reasons travel both ways", async () => {
+  const events = [];
+  let sock;
+  const server = wsServer((s) => {
+    sock = s;
+    s.onclose = (e) => events.push([e.code, e.reason, e.wasClean]);
+  });
+  try {
+    const c = await client(server);
+    c.close(4001, "client says bye");
+    await closed(c);
+    await waitFor(() => events.length === 1);
+    assert.deepEqual(events[0], [4001, "client says bye", true]);
+    assert.equal(sock.readyState, 3);
+
+    const c2 = await client(server);
+    await waitFor(() => sock.readyState === 1);
+    assert.throws(() => sock.close(1005), { name: "InvalidAccessError" });
+    assert.throws(() => sock.close(2000), { name: "InvalidAccessError" });
+    assert.throws(() => sock.close(1000, "é".repeat(62)), { name: "SyntaxError" });
+    const seen = closed(c2);
+    sock.close(4002, "server says bye");
+    assert.equal(sock.readyState, 2);
+    assert.deepEqual(await seen, { code: 4002, reason: "server says bye" });
+    await waitFor(() => events.length === 2);
+    // The client echoed the code and reason.
+    assert.deepEqual(events[1], [4002, "server says bye", true]);
+
+    // No code: the close frame has none, which the client sees as 1005.
+    const c3 = await client(server);
+    await waitFor(() => sock.readyState === 1);
+    const seen3 = closed(c3);
+    sock.close();
+    assert.equal((await seen3).code, 1005);
+  } finally {
+    await server.close();
+  }
+});
+
+test("subprotocols are agreed, and bad upgrades throw TypeErrors with codes", async () => {
+  const errors = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const url = new URL(req.url);
+      try {
+        const { socket, response } = upgradeWebSocket(req, { protocol: url.searchParams.get("p") ?? undefined });
+        socket.onopen = () => socket.send(socket.protocol);
+        return response;
+      } catch (e) {
+        errors.push([e.constructor.name, e.code]);
+        return new Response("no upgrade", { status: 426 });
+      }
+    },
+  });
+  try {
+    const c = new WebSocket(`ws://127.0.0.1:${server.port}/?p=b`, ["a", "b"]);
+    const m = await nextMessage(c);
+    assert.equal(c.protocol, "b");
+    assert.equal(String(m.data), "b");
+    c.close();
+    const bad = new WebSocket(`ws://127.0.0.1:${server.port}/?p=z`, ["a"]);
+    const [err] = await once(bad, "error");
+    assert.match(err.message, /426/);
+    const plain = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(plain.status, 426);
+    const r = await rawRequest(
+      server.port,
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n",
+    );
+    assert.match(r, /^HTTP\/1.1 426/);
+    const v = await rawRequest(
+      server.port,
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert.match(v, /^HTTP\/1.1 426/);
+    assert.deepEqual(errors, [
+      ["TypeError", "ERR_WS_BAD_PROTOCOL"],
+      ["TypeError", "ERR_WS_NOT_UPGRADE"],
+      ["TypeError", "ERR_WS_BAD_KEY"],
+      ["TypeError", "ERR_WS_BAD_VERSION"],
+    ]);
+  } finally {
+    await server.close();
+  }
+});
+
+test("ping and pong both ways; a silent client is closed after the idle timeout", async () => {
+  let sock;
+  const pongs = [];
+  const server = wsServer(
+    (s) => {
+      sock = s;
+      s.addEventListener("pong", (e) => pongs.push(Buffer.from(e.data).toString()));
+    },
+    {},
+    (req) => ({ idleTimeout: new URL(req.url).pathname === "/raw" ? 0.2 : 0 }),
+  );
+  try {
+    const c = await client(server);
+    await waitFor(() => sock?.readyState === 1);
+    assert.equal(sock.ping("hi"), true);
+    await waitFor(() => pongs.length === 1);
+    assert.equal(pongs[0], "hi");
+    c.ping("yo");
+    const [data] = await once(c, "pong");
+    assert.equal(String(data), "yo");
+    c.close();
+    // The raw client answers nothing: it gets a ping, then a 1001 close.
+    const r = await rawClient(server.port);
+    await r.until((s) => closeFrameOf(s) !== undefined);
+    assert.equal(r.frames[0].opcode, 9);
+    assert.equal(closeFrameOf(r).code, 1001);
+  } finally {
+    await server.close();
+  }
+});
+
+test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async (t) => {
+  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["push"], {
+    stdio: "inherit",
+  });
+  const messages = [];
+  let wake;
+  child.on("message", (m) => {
+    messages.push(m);
+    wake?.();
+  });
+  const next = async (pred) => {
+    for (;;) {
+      const m = messages.find(pred);
+      if (m) return m;
+      await new Promise((r) => (wake = r));
+    }
+  };
+  try {
+    const { port, rss } = await next((m) => m.port);
+    // A client that reads only the handshake, then nothing.
+    const sock = net.connect(port, "127.0.0.1");
+    await once(sock, "connect");
+    sock.write(
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    await once(sock, "data");
+    sock.pause();
+    const pushed = await next((m) => m.pushed);
+    assert.ok(pushed.statuses.written >= 1, JSON.stringify(pushed));
+    assert.ok(pushed.statuses.queued >= 1, JSON.stringify(pushed));
+    assert.ok(pushed.statuses.dropped >= 200, JSON.stringify(pushed));
+    assert.ok(pushed.buffered > 8 * MiB, `bufferedAmount ${pushed.buffered}`);
+    const growth = pushed.peakRss - rss;
+    t.diagnostic(`256 MiB pushed: ${JSON.stringify(pushed.statuses)}; server RSS +${(growth / MiB).toFixed(1)} MiB`);
+    assert.ok(growth < 64 * MiB, `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
+    // Reading again empties the queue: a drain event once it is at a quarter of the limit
+    // (an earlier one may have come while the kernel's buffers were still filling).
+    sock.on("data", () => {});
+    sock.resume();
+    await next((m) => m.drain && m.bufferedAmount <= 4 * MiB);
+    sock.destroy();
+  } finally {
+    child.send("exit");
+    await once(child, "exit");
+  }
+});
+
+test("a client flooding a slow handler: nothing lost, order kept, server memory bounded", async (t) => {
+  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["flood"], {
+    stdio: "inherit",
+  });
+  const messages = [];
+  let wake;
+  child.on("message", (m) => {
+    messages.push(m);
+    wake?.();
+  });
+  const next = async (pred) => {
+    for (;;) {
+      const m = messages.find(pred);
+      if (m) return m;
+      await new Promise((r) => (wake = r));
+    }
+  };
+  try {
+    const { port, rss } = await next((m) => m.port);
+    const c = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+    await once(c, "open");
+    // 256 MiB as fast as the socket takes it, in order.
+    for (let i = 0; i < 4096; i++) {
+      const b = Buffer.alloc(64 * 1024);
+      b.writeUInt32BE(i, 0);
+      c.send(b);
+    }
+    const done = await next((m) => m.received);
+    assert.equal(done.bad, 0);
+    const growth = done.peakRss - rss;
+    t.diagnostic(`256 MiB flooded: server RSS +${(growth / MiB).toFixed(1)} MiB`);
+    // Bounded, not proportional to the 256 MiB sent: read credit holds the socket back
+    // while JS is busy; what is left is garbage V8 collects at its own pace.
+    assert.ok(growth < 96 * MiB, `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
+    c.close();
+  } finally {
+    child.send("exit");
+    await once(child, "exit");
+  }
+});
+
+test("pub/sub: a publish reaches 1,000 subscribers; socket.publish skips the sender", async () => {
+  const sockets = [];
+  const server = wsServer((s) => {
+    sockets.push(s);
+    s.onopen = () => s.subscribe("room");
+    s.onmessage = (e) => s.publish("room", e.data);
+  });
+  try {
+    const clients = [];
+    for (let i = 0; i < 1000; i += 100) {
+      clients.push(
+        ...(await Promise.all(Array.from({ length: 100 }, () => client(server, { perMessageDeflate: false })))),
+      );
+    }
+    await waitFor(() => sockets.length === 1000 && sockets.every((s) => s.isSubscribed("room")));
+    assert.equal(server.stats().webSockets, 1000);
+    let got = 0;
+    const all = Promise.all(
+      clients.map((c) => nextMessage(c).then((m) => (got += String(m.data) === "to all" ? 1 : 0))),
+    );
+    assert.equal(server.publish("room", "to all"), 1000);
+    await all;
+    assert.equal(got, 1000);
+    // From one socket: everyone but the sender.
+    const others = Promise.all(clients.slice(1).map((c) => nextMessage(c)));
+    clients[0].send("from 0");
+    const received = await others;
+    assert.ok(received.every((m) => String(m.data) === "from 0"));
+    sockets[0].unsubscribe("room");
+    assert.equal(sockets[0].isSubscribed("room"), false);
+    assert.deepEqual(sockets[1].subscriptions, ["room"]);
+    assert.equal(server.publish("room", new Uint8Array([1, 2, 3])), 999);
+    assert.equal(server.publish("nobody", "x"), 0);
+    await Promise.all(clients.map((c) => (c.close(), closed(c))));
+    await waitFor(() => server.stats().webSockets === 0);
+    assert.equal(server.publish("room", "x"), 0);
+  } finally {
+    await server.close();
+  }
+});
+
+test("permessage-deflate is negotiated and used both ways, and for publishes", async () => {
+  let sock;
+  const server = wsServer(
+    (s) => {
+      sock = s;
+      s.subscribe("t");
+      echo(s);
+    },
+    { websocket: { perMessageDeflate: true } },
+  );
+  try {
+    const c = await client(server, { perMessageDeflate: { threshold: 0 } });
+    assert.match(c.extensions, /permessage-deflate/);
+    await waitFor(() => sock?.readyState === 1);
+    assert.match(sock.extensions, /^permessage-deflate/);
+    const text = "compress me please ".repeat(10000);
+    const before = c._socket.bytesRead;
+    c.send(text);
+    assert.equal(String((await nextMessage(c)).data), text);
+    const wire = c._socket.bytesRead - before;
+    assert.ok(wire < text.length / 20, `${wire} bytes on the wire for ${text.length}`);
+    const before2 = c._socket.bytesRead;
+    assert.equal(server.publish("t", text), 1);
+    assert.equal(String((await nextMessage(c)).data), text);
+    assert.ok(c._socket.bytesRead - before2 < text.length / 20);
+    c.close();
+    // Off by default, and per upgrade.
+    const plain = wsServer(echo);
+    const c2 = await client(plain);
+    assert.equal(c2.extensions, "");
+    c2.close();
+    await plain.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("server.close() closes every socket with 1001; stats count open sockets", async () => {
+  const server = wsServer(echo);
+  const c1 = await client(server);
+  const c2 = await client(server);
+  await waitFor(() => server.stats().webSockets === 2);
+  assert.ok(server.stats().activeConnections >= 2);
+  const seen = Promise.all([closed(c1), closed(c2)]);
+  await server.close();
+  const [a, b] = await seen;
+  assert.equal(a.code, 1001);
+  assert.equal(b.code, 1001);
+  assert.equal(server.stats().webSockets, 0);
+});
+
+test("send before open throws; the socket's members", async () => {
+  let early;
+  let sock;
+  const server = wsServer(
+    (s) => {
+      sock = s;
+      try {
+        s.send("too early");
+      } catch (e) {
+        early = e;
+      }
+    },
+    {},
+    { data: { user: 7 } },
+  );
+  try {
+    const c = await client(server);
+    await waitFor(() => sock?.readyState === 1);
+    assert.equal(early.name, "InvalidStateError");
+    assert.deepEqual(sock.data, { user: 7 });
+    assert.equal(sock.remoteAddress, "127.0.0.1");
+    assert.match(sock.url, /\/ws$/);
+    assert.equal(sock.binaryType, "arraybuffer");
+    sock.binaryType = "bogus";
+    assert.equal(sock.binaryType, "arraybuffer");
+    const got = [];
+    sock.onmessage = (e) => got.push(e.data);
+    for (const t of ["arraybuffer", "uint8array", "nodebuffer", "blob"]) {
+      sock.binaryType = t;
+      c.send(Buffer.from([1, 2]));
+      await waitFor(() => got.length > 0);
+      const d = got.pop();
+      if (t === "arraybuffer") assert.ok(d instanceof ArrayBuffer);
+      if (t === "uint8array") assert.ok(d instanceof Uint8Array && !Buffer.isBuffer(d));
+      if (t === "nodebuffer") assert.ok(Buffer.isBuffer(d));
+      if (t === "blob") assert.deepEqual([...new Uint8Array(await d.arrayBuffer())], [1, 2]);
+    }
+    // A Blob and what follows it keep their order.
+    const both = [];
+    c.on("message", (data, isBinary) => both.push([String(data), isBinary]));
+    sock.send(new Blob(["one"]));
+    sock.send("two");
+    await waitFor(() => both.length === 2);
+    assert.deepEqual(both, [
+      ["one", true],
+      ["two", false],
+    ]);
+    assert.ok(sock.send("three") > 0);
+    // A send from a timer, outside any batch of events, goes out too.
+    await waitFor(() => both.length === 3);
+    setTimeout(() => sock.send("from a timer"), 5);
+    await waitFor(() => both.length === 4);
+    assert.deepEqual(both[3], ["from a timer", false]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("Node's own WebSocket client talks to the server", async (t) => {
+  const flag = spawnSync(process.execPath, ["--experimental-websocket", "-e", "0"]).status === 0;
+  const native = typeof globalThis.WebSocket === "function";
+  if (!native && !flag) return t.skip("this Node has no WebSocket client");
+  const server = wsServer(echo);
+  try {
+    const script = `
+      const ws = new WebSocket("ws://127.0.0.1:${server.port}/");
+      ws.onopen = () => ws.send("from node");
+      ws.onmessage = (e) => { console.log(e.data); ws.close(1000); };
+      ws.onerror = (e) => { console.log("error", e.message); process.exit(1); };`;
+    // Asynchronously: this process runs the server.
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [...(native ? [] : ["--experimental-websocket"]), "-e", script],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    assert.equal(stdout.trim(), "from node");
+  } finally {
+    await server.close();
+  }
+});
+
+async function waitFor(pred, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function rawRequest(port, text) {
+  const sock = net.connect(port, "127.0.0.1");
+  await once(sock, "connect");
+  sock.write(text);
+  const [d] = await once(sock, "data");
+  sock.destroy();
+  return String(d);
+}
+
+test("edge cases: a client that vanishes, an upgrade answered otherwise, twice, or over HTTP/1.0", async () => {
+  const closes = [];
+  const errors = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const path = new URL(req.url).pathname;
+      let upgraded;
+      try {
+        upgraded = upgradeWebSocket(req);
+      } catch (e) {
+        errors.push(e.code);
+        return new Response("no", { status: 400 });
+      }
+      const { socket, response } = upgraded;
+      socket.onclose = (e) => closes.push([path, e.code, e.wasClean]);
+      socket.onerror = () => closes.push([path, "error"]);
+      if (path === "/twice") {
+        try {
+          upgradeWebSocket(req);
+        } catch (e) {
+          errors.push(e.code);
+        }
+      }
+      // Answered with something else: the socket never opens.
+      if (path === "/refuse") return new Response("not today", { status: 403 });
+      return response;
+    },
+  });
+  try {
+    const r = await rawClient(server.port);
+    r.sock.destroy();
+    await waitFor(() => closes.some((c) => c[0] === "/raw"));
+    assert.deepEqual(
+      closes.filter((c) => c[0] === "/raw"),
+      [["/raw", 1006, false]],
+    );
+    const refused = await rawRequest(
+      server.port,
+      "GET /refuse HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert.match(refused, /^HTTP\/1.1 403/);
+    await waitFor(() => closes.some((c) => c[0] === "/refuse"));
+    assert.deepEqual(
+      closes.filter((c) => c[0] === "/refuse"),
+      [["/refuse", 1006, false]],
+    );
+    const c = new WebSocket(`ws://127.0.0.1:${server.port}/twice`);
+    await once(c, "open");
+    c.close();
+    const old = await rawRequest(
+      server.port,
+      "GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert.match(old, /^HTTP\/1.[01] 400/);
+    assert.deepEqual(errors, ["ERR_WS_NOT_UPGRADE", "ERR_WS_NOT_UPGRADE"]);
+  } finally {
+    await server.close();
+  }
+});
+
+test("WebSocket over TLS (wss://), with permessage-deflate", async () => {
+  const { A, CA } = await import("./tls-helpers.mjs");
+  const server = wsServer(echo, { tls: A, websocket: { perMessageDeflate: true } });
+  try {
+    const c = new WebSocket(`wss://localhost:${server.port}/secure`, { ca: CA });
+    await once(c, "open");
+    assert.match(c.extensions, /permessage-deflate/);
+    const text = "secure ".repeat(1000);
+    c.send(text);
+    assert.equal(String((await nextMessage(c)).data), text);
+    c.send(Buffer.alloc(70000, 3));
+    const m = await nextMessage(c);
+    assert.equal(m.data.length, 70000);
+    c.close(1000);
+    assert.equal((await closed(c)).code, 1000);
+  } finally {
+    await server.close();
+  }
+});
