@@ -285,7 +285,8 @@ async fn serve_http(
                 tracing::debug!(%remote, "connection upgraded to a WebSocket");
                 let parts = Pin::into_inner(conn).into_parts();
                 let (stats, phase) = (shared.stats.clone(), shared.phase.clone());
-                crate::websocket::take_over(parts.io, parts.read_buf, &cork, ws, stats, phase).await;
+                // Boxed, as the TLS path: inline, its state would be in every connection's task.
+                Box::pin(crate::websocket::take_over(parts.io, parts.read_buf, &cork, ws, stats, phase)).await;
                 return;
             }
             if end != End::Quiet {
