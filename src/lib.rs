@@ -35,6 +35,7 @@ mod core;
 mod cork;
 mod diagnostics;
 mod error;
+mod in_thread;
 mod js_side;
 mod lending;
 mod listener;
