@@ -263,7 +263,11 @@ impl LocalDriver {
         }
     }
 
-    /// Stops watching; the driver is freed once libuv has closed both handles.
+    /// Stops watching; the driver is freed once libuv has closed both handles. Called on
+    /// the JS thread while its env is alive (`Core::shutdown`, or `Core`'s drop when the
+    /// server object is collected or its env torn down), so the Node-API references go
+    /// here: libuv may run the close callbacks after the env's isolate is gone (a worker
+    /// thread's last loop run).
     pub fn close(driver: *const LocalDriver) {
         // SAFETY: `driver` came from `start` and is freed only by the last close callback.
         unsafe {
@@ -271,6 +275,8 @@ impl LocalDriver {
             if d.closed.replace(true) {
                 return;
             }
+            sys::napi_delete_reference(d.env, d.func);
+            sys::napi_async_destroy(d.env, d.async_ctx);
             (d.uv.close)(d.poll.cast(), Some(on_close));
             (d.uv.close)(d.timer.cast(), Some(on_close));
         }
@@ -297,8 +303,6 @@ unsafe extern "C" fn on_close(handle: *mut c_void) {
         d.open_handles.set(d.open_handles.get() - 1);
         if d.open_handles.get() == 0 {
             let d = Box::from_raw(driver);
-            sys::napi_delete_reference(d.env, d.func);
-            sys::napi_async_destroy(d.env, d.async_ctx);
             drop(Box::from_raw(d.poll));
             drop(Box::from_raw(d.timer));
             let LocalDriver { rt, .. } = *d;

@@ -36,36 +36,40 @@ test("workerThreads: 0 serves without starting a Rust thread", { skip: !linux },
   }
 });
 
-test("workerThreads: 0 answers bodies small, collected and streamed, and streamed responses", { skip: !linux }, async () => {
-  const { server, base } = await start(async (e) => {
-    const url = new URL(e.request.url);
-    if (url.pathname === "/echo") return e.respondWith(new Response(await e.request.arrayBuffer()));
-    if (url.pathname === "/stream") {
-      const body = new ReadableStream({
-        async pull(c) {
-          await sleep(1);
-          c.enqueue(new TextEncoder().encode("chunk "));
-          if (++this.n === 3) c.close();
-        },
-        n: 0,
-      });
-      return e.respondWith(new Response(body));
+test(
+  "workerThreads: 0 answers bodies small, collected and streamed, and streamed responses",
+  { skip: !linux },
+  async () => {
+    const { server, base } = await start(async (e) => {
+      const url = new URL(e.request.url);
+      if (url.pathname === "/echo") return e.respondWith(new Response(await e.request.arrayBuffer()));
+      if (url.pathname === "/stream") {
+        const body = new ReadableStream({
+          async pull(c) {
+            await sleep(1);
+            c.enqueue(new TextEncoder().encode("chunk "));
+            if (++this.n === 3) c.close();
+          },
+          n: 0,
+        });
+        return e.respondWith(new Response(body));
+      }
+      e.respondWith(new Response("hi"));
+    }, inThread);
+    try {
+      assert.equal(await (await fetch(`${base}/`)).text(), "hi");
+      for (const size of [10, 100 * 1024, 3 * 1024 * 1024]) {
+        const sent = pattern(size, size);
+        const res = await request(base, "/echo", { method: "POST", body: sent });
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(sent), `echo of ${size} bytes`);
+      }
+      assert.equal(await (await fetch(`${base}/stream`)).text(), "chunk chunk chunk ");
+    } finally {
+      await server.close();
     }
-    e.respondWith(new Response("hi"));
-  }, inThread);
-  try {
-    assert.equal(await (await fetch(`${base}/`)).text(), "hi");
-    for (const size of [10, 100 * 1024, 3 * 1024 * 1024]) {
-      const sent = pattern(size, size);
-      const res = await request(base, "/echo", { method: "POST", body: sent });
-      assert.equal(res.status, 200);
-      assert.ok(res.body.equals(sent), `echo of ${size} bytes`);
-    }
-    assert.equal(await (await fetch(`${base}/stream`)).text(), "chunk chunk chunk ");
-  } finally {
-    await server.close();
-  }
-});
+  },
+);
 
 test("workerThreads: 0 answers pipelined requests in order, sync and async listeners", { skip: !linux }, async () => {
   const { server } = await start(async (e) => {
@@ -77,8 +81,14 @@ test("workerThreads: 0 answers pipelined requests in order, sync and async liste
     let req = "";
     for (let i = 0; i < 20; i++) req += `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
     const { text } = await raw(server.port, req, { idleMs: 500 });
-    const bodies = text.split("HTTP/1.1 200 OK").slice(1).map((r) => parseRaw(`HTTP/1.1 200 OK${r}`).body);
-    assert.deepEqual(bodies, Array.from({ length: 20 }, (_, i) => `r${i}`));
+    const bodies = text
+      .split("HTTP/1.1 200 OK")
+      .slice(1)
+      .map((r) => parseRaw(`HTTP/1.1 200 OK${r}`).body);
+    assert.deepEqual(
+      bodies,
+      Array.from({ length: 20 }, (_, i) => `r${i}`),
+    );
   } finally {
     await server.close();
   }
@@ -146,3 +156,36 @@ test("workerThreads: 0 closes gracefully and lets the process exit", { skip: !li
   assert.equal(await (await fetch(`${again.base}/`)).text(), "y");
   await again.server.close();
 });
+
+test(
+  "workerThreads: 0 in worker threads: two share a port, and terminating one that still listens is safe",
+  { skip: !linux },
+  async () => {
+    const { Worker } = await import("node:worker_threads");
+    const { once } = await import("node:events");
+    const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+    const code = `
+    const { parentPort, workerData, threadId } = await import("node:worker_threads");
+    const { Server, Response } = await import(${dist});
+    const server = new Server({ port: workerData.port, host: "127.0.0.1", reusePort: true, workerThreads: 0 });
+    server.addEventListener("fetch", (e) => e.respondWith(Response.json({ thread: threadId })));
+    await server.listen();
+    parentPort.postMessage(server.port);
+  `;
+    const first = new Worker(code, { eval: true, workerData: { port: 0 } });
+    const [port] = await once(first, "message");
+    const second = new Worker(code, { eval: true, workerData: { port } });
+    await once(second, "message");
+    const threads = new Set();
+    for (let i = 0; i < 40 && threads.size < 2; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } });
+      threads.add((await r.json()).thread);
+    }
+    assert.equal(threads.size, 2, "connections never reached the second worker");
+    // Neither server is closed: terminating tears its env down with the sockets still watched.
+    await first.terminate();
+    await second.terminate();
+    await sleep(50);
+    assert.ok(true, "the process survived");
+  },
+);
