@@ -84,7 +84,7 @@ export interface ServerOptions {
   idleTimeout?: number;
   /** Time in ms `close()` lets in-flight requests finish before it forces connections closed (default 10000, 0: wait). */
   shutdownTimeout?: number;
-  /** Rust worker threads for network I/O (default: cores - 1, at most 4). */
+  /** Rust worker threads for network I/O (default: cores - 1, at most 4); 0: network I/O on the JS thread (Linux). */
   workerThreads?: number;
   /** Listen backlog (default 2048). */
   backlog?: number;
@@ -209,7 +209,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     maxBodySize: integer(o, "maxBodySize", 0),
     maxHeaderSize: integer(o, "maxHeaderSize", 1, 2 ** 32 - 1),
     maxPendingRequests: integer(o, "maxPendingRequests", 1, 2 ** 32 - 1),
-    workerThreads: integer(o, "workerThreads", 1, 1024),
+    workerThreads: integer(o, "workerThreads", 0, 1024),
     timeoutMs: integer(o, "timeout", 0),
     headerTimeoutMs: integer(o, "headerTimeout", 0),
     idleTimeoutMs: integer(o, "idleTimeout", 0),

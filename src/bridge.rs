@@ -175,6 +175,11 @@ impl Doorbell {
         std::mem::swap(into, &mut *q);
     }
 
+    /// Whether events are waiting for a drain.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
     /// Rings JS if events are queued and no drain is scheduled.
     pub fn ring_if_waiting(&self) {
         if self.scheduled.load(Ordering::Acquire) {

@@ -410,6 +410,7 @@ async fn drive<C: GracefulConnection>(
     let drain = AtomicBool::new(false);
     let mut draining = false;
     let mut corked = pin!(std::future::poll_fn(|cx| {
+        crate::in_thread::note_work();
         if !draining && drain.load(Ordering::Relaxed) {
             draining = true;
             conn.as_mut().graceful_shutdown();

@@ -34,6 +34,8 @@ pub struct Core {
     heads: Vec<Payload>,
     /// An HTTPS server's certificates, once listening (`setTls` swaps them here).
     tls: Option<Arc<tls::TlsAcceptor>>,
+    /// PROTOTYPE: the in-thread network (`FETCH_RS_IN_THREAD=1`), instead of `runtime`.
+    local: Option<*const crate::in_thread::LocalDriver>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -55,12 +57,13 @@ impl Core {
             phase: None,
             heads: Vec::new(),
             tls: None,
+            local: None,
         })
     }
 
     /// Binds the socket and starts serving; returns the bound port.
     pub fn listen(&mut self, doorbell: Function<(), ()>) -> BridgeResult<u32> {
-        if self.runtime.is_some() {
+        if self.runtime.is_some() || self.local.is_some() {
             return Err(invalid_state("the server is already listening"));
         }
         // Certificates first: a bad one rejects `listen()` before the port is taken.
@@ -70,21 +73,6 @@ impl Core {
         };
         let std_listener = listener::bind(&self.config)?;
         let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
-        let park_doorbell = self.js.doorbell.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.config.worker_threads)
-            .thread_name("fetch-rs")
-            // A worker out of work rings JS for everything it queued meanwhile: one
-            // wake-up per round of network events instead of one per request.
-            .on_thread_park(move || {
-                park_doorbell.ring_if_waiting();
-                alloc::give_back_released();
-            })
-            .enable_all()
-            .build()
-            .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
-        let tsfn = doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
-        self.js.doorbell.set_callback(Some(tsfn));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let shared = Arc::new(
             ServerShared::new(
@@ -96,14 +84,52 @@ impl Core {
             )
             .with_tls(tls.clone()),
         );
+        // FETCH_RS_IN_THREAD=1 forces the in-thread network for every server: a way to run
+        // the whole test suite in that mode (docs/network-thread.md).
+        if self.config.worker_threads == 0 || std::env::var_os("FETCH_RS_IN_THREAD").is_some_and(|v| v == "1") {
+            use napi::JsValue;
+            let v = doorbell.value();
+            let driver = crate::in_thread::LocalDriver::start(v.env, v.value, self.js.doorbell.clone())
+                .map_err(|e| BridgeError::new(ErrorKind::Listen, e))?;
+            // SAFETY: alive until `LocalDriver::close`.
+            let handle = unsafe { (*driver).handle() };
+            handle.spawn(self.js.doorbell.clone().deliver_replies());
+            handle.spawn(listener::accept_loop(std_listener, shared));
+            self.local = Some(driver);
+        } else {
+            let park_doorbell = self.js.doorbell.clone();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(self.config.worker_threads)
+                .thread_name("fetch-rs")
+                // A worker out of work rings JS for everything it queued meanwhile: one
+                // wake-up per round of network events instead of one per request.
+                .on_thread_park(move || {
+                    park_doorbell.ring_if_waiting();
+                    alloc::give_back_released();
+                })
+                .enable_all()
+                .build()
+                .map_err(|e| BridgeError::new(ErrorKind::Listen, format!("cannot start the runtime: {e}")))?;
+            let tsfn =
+                doorbell.build_threadsafe_function::<()>().callee_handled::<false>().build_callback(|_| Ok(()))?;
+            self.js.doorbell.set_callback(Some(tsfn));
+            runtime.spawn(self.js.doorbell.clone().deliver_replies());
+            let _enter = runtime.enter();
+            runtime.spawn(listener::accept_loop(std_listener, shared));
+            drop(_enter);
+            self.runtime = Some(runtime);
+        }
         self.tls = tls;
-        runtime.spawn(self.js.doorbell.clone().deliver_replies());
-        let _enter = runtime.enter();
-        runtime.spawn(listener::accept_loop(std_listener, shared));
-        drop(_enter);
-        self.runtime = Some(runtime);
         self.phase = Some(phase_tx);
         Ok(local.port() as u32)
+    }
+
+    fn rt_handle(&self) -> Option<tokio::runtime::Handle> {
+        if let Some(d) = self.local {
+            // SAFETY: alive until `LocalDriver::close`, which also clears `local`.
+            return Some(unsafe { (*d).handle() });
+        }
+        self.runtime.as_ref().map(|r| r.handle().clone())
     }
 
     /// Writes `[kind, id, arg, urlLength]` records for queued events, and the head text of
@@ -133,6 +159,10 @@ impl Core {
 
     /// Rings the doorbell again if events are still queued.
     pub fn reschedule(&self) {
+        if let Some(d) = self.local {
+            // SAFETY: alive until `LocalDriver::close`, which also clears `local`.
+            return unsafe { (*d).reschedule() };
+        }
         self.js.doorbell.reschedule();
     }
 
@@ -163,7 +193,7 @@ impl Core {
     /// New certificates: for new connections at once when listening, else for `listen()`.
     /// A bad entry throws `ERR_TLS_CONFIG` and changes nothing.
     pub fn set_tls(&mut self, entries: Vec<tls::NativeTls>) -> BridgeResult<()> {
-        match (&self.tls, self.runtime.is_some()) {
+        match (&self.tls, self.runtime.is_some() || self.local.is_some()) {
             (Some(acceptor), _) => acceptor.set(&entries)?,
             (None, true) => return Err(invalid_state("the server was started without tls; it cannot switch to HTTPS")),
             (None, false) => {
@@ -187,7 +217,7 @@ impl Core {
     /// BODY_ERROR record will follow. Throws once the body failed or was taken.
     pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<BufferSlice<'e>>> {
         let limit = self.config.max_body_size;
-        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let rt = self.rt_handle();
         let doorbell = self.js.doorbell.clone();
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             return Err(invalid_state("the request is no longer available"));
@@ -219,7 +249,7 @@ impl Core {
     /// `PULL_PENDING` when a BODY_DATA / BODY_END / BODY_ERROR record will follow.
     pub fn body_pull<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Either<BufferSlice<'e>, u32>> {
         let limit = self.config.max_body_size;
-        let rt = self.runtime.as_ref().map(|r| r.handle().clone());
+        let rt = self.rt_handle();
         let doorbell = self.js.doorbell.clone();
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             return Err(invalid_state("the request is no longer available"));
@@ -376,7 +406,7 @@ impl Core {
                 // waits for room instead of blocking the JS thread.
                 if stream.tx.try_send(StreamItem::Error).is_err() {
                     let tx = stream.tx.clone();
-                    if let Some(rt) = self.runtime.as_ref() {
+                    if let Some(rt) = self.rt_handle() {
                         rt.spawn(async move {
                             let _ = tx.send(StreamItem::Error).await;
                         });
@@ -390,7 +420,7 @@ impl Core {
     /// idle connections; after `graceMs` (0: wait forever) force the rest. A CLOSED
     /// record follows when no connection is left.
     pub fn close(&mut self, grace_ms: f64) -> BridgeResult<()> {
-        let (Some(rt), Some(phase)) = (self.runtime.as_ref(), self.phase.clone()) else {
+        let (Some(rt), Some(phase)) = (self.rt_handle(), self.phase.clone()) else {
             return Err(invalid_state("the server is not listening"));
         };
         if *phase.borrow() != Phase::Running {
@@ -454,6 +484,9 @@ impl Core {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+        if let Some(d) = self.local.take() {
+            crate::in_thread::LocalDriver::close(d);
+        }
     }
 
     /// `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, webSockets]`.
@@ -492,6 +525,15 @@ impl Core {
             self.js.slab.remove(SlotId(id));
         }
         Ok(())
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // A server collected without `close()`: stop watching its sockets from Node's loop.
+        if let Some(d) = self.local.take() {
+            crate::in_thread::LocalDriver::close(d);
+        }
     }
 }
 

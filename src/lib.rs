@@ -39,6 +39,7 @@ mod cork;
 mod diagnostics;
 mod error;
 mod h1_strict;
+mod in_thread;
 mod js_side;
 mod lending;
 mod listener;

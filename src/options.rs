@@ -46,6 +46,7 @@ pub struct ServerConfig {
     pub max_body_size: u64,
     pub max_header_size: usize,
     pub max_pending_requests: usize,
+    /// 0: no worker threads, the network runs on the JS thread (`in_thread.rs`).
     pub worker_threads: usize,
     pub header_timeout: Option<Duration>,
     /// A connection with no request in progress and no bytes either way for this long is closed.
@@ -145,7 +146,7 @@ impl ServerConfig {
             max_header_size: positive("maxHeaderSize", o.max_header_size, 16 * 1024)? as usize,
             max_pending_requests: positive("maxPendingRequests", o.max_pending_requests, 16384)? as usize,
             worker_threads: match o.worker_threads {
-                Some(0) => return Err(invalid("workerThreads must be a positive integer".into())),
+                // 0: the network runs on the JS thread (`in_thread.rs`).
                 Some(n) => n as usize,
                 None => default_worker_threads(),
             },

@@ -78,6 +78,18 @@ export const SERVERS = [
     protocols: ["h1", "h2c"],
   },
   {
+    // The network on the JS thread (src/in_thread.rs, docs/network-thread.md).
+    name: "fetch-rs-inthread",
+    title: "fetch-rs, addEventListener('fetch'), network on the JS thread (workerThreads: 0)",
+    command: process.execPath,
+    args: ["bench/servers/fetch-rs.mjs"],
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
+    requires: ["dist/index.js", "fetch-rs.node"],
+    missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
+    protocols: ["h1"],
+    mainThread: "js",
+  },
+  {
     name: "node-http",
     title: "node:http createServer",
     command: process.execPath,

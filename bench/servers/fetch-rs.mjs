@@ -12,7 +12,9 @@ import { handle } from "./fetch-handler.mjs";
 const port = Number(process.env.PORT ?? 3000);
 // 16 MiB: room for the 1 MiB upload, pipelined 16 deep.
 const tls = process.env.TLS_CERT_PEM ? { cert: process.env.TLS_CERT_PEM, key: process.env.TLS_KEY_PEM } : undefined;
-const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024, tls });
+// FETCH_RS_OPTIONS: extra Server options as JSON, to measure one option against the default.
+const extra = process.env.FETCH_RS_OPTIONS ? JSON.parse(process.env.FETCH_RS_OPTIONS) : {};
+const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024, tls, ...extra });
 server.addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
 await server.listen();
 console.log(`READY ${server.port ?? port}`);

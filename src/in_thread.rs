@@ -1,0 +1,312 @@
+//! The network on the JS thread (`workerThreads: 0`): a current-thread tokio runtime whose
+//! epoll descriptor Node's loop watches (`uv_poll_t`). Each readiness runs one non-blocking
+//! turn of the runtime and calls the JS drain synchronously inside it, so a request is
+//! parsed, handled and answered on one thread with no cross-thread wake-up
+//! (docs/network-thread.md has the measurements).
+//!
+//! tokio keeps its driver private: the epoll descriptor is found with a probe registered
+//! in the runtime (`driver_fd`, Linux only), and the runtime's timers are driven by a
+//! 10 ms libuv timer (unreferenced) since their next deadline is private too, so a
+//! timeout may fire up to 10 ms late.
+
+use crate::bridge::Doorbell;
+use napi::sys;
+use std::cell::Cell;
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+thread_local! {
+    /// Polls of connection tasks on this thread (`note_work`), so a turn can tell
+    /// whether its last round did anything.
+    static WORK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Called from each poll of a connection task.
+#[inline]
+pub fn note_work() {
+    WORK.set(WORK.get().wrapping_add(1));
+}
+
+type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+type TimerCb = unsafe extern "C" fn(*mut c_void);
+type CloseCb = unsafe extern "C" fn(*mut c_void);
+
+/// libuv's functions, looked up in the process (Node exports them to addons).
+struct Uv {
+    poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int,
+    poll_start: unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int,
+    timer_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    timer_start: unsafe extern "C" fn(*mut c_void, TimerCb, u64, u64) -> c_int,
+    unref: unsafe extern "C" fn(*mut c_void),
+    close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
+}
+
+#[cfg(target_os = "linux")]
+unsafe fn sym<T>(name: &CStr) -> Option<T> {
+    // SAFETY: the caller names a libuv function whose C signature matches `T`.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if p.is_null() {
+        None
+    } else {
+        Some(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
+    }
+}
+
+impl Uv {
+    #[cfg(not(target_os = "linux"))]
+    fn load() -> Option<Uv> {
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    fn load() -> Option<Uv> {
+        // SAFETY: the signatures are libuv 1.x's.
+        unsafe {
+            Some(Uv {
+                poll_init: sym(c"uv_poll_init")?,
+                poll_start: sym(c"uv_poll_start")?,
+                timer_init: sym(c"uv_timer_init")?,
+                timer_start: sym(c"uv_timer_start")?,
+                unref: sym(c"uv_unref")?,
+                close: sym(c"uv_close")?,
+            })
+        }
+    }
+}
+
+/// Room for a `uv_poll_t` or `uv_timer_t` (about 160 bytes on 64-bit Linux). A handle's
+/// first field is its `data` pointer.
+type HandleMem = [u64; 64];
+
+/// The in-thread network of one server.
+pub struct LocalDriver {
+    rt: tokio::runtime::Runtime,
+    doorbell: Arc<Doorbell>,
+    env: sys::napi_env,
+    func: sys::napi_ref,
+    async_ctx: sys::napi_async_context,
+    poll: *mut HandleMem,
+    timer: *mut HandleMem,
+    uv: Uv,
+    in_turn: Cell<bool>,
+    /// JS stopped a drain early (`reschedule`): call it again even with nothing new queued.
+    js_again: Cell<bool>,
+    closed: Cell<bool>,
+    open_handles: Cell<u32>,
+}
+
+/// The epoll descriptor of `rt`'s I/O driver. tokio keeps it private, so a probe (an
+/// eventfd) is registered with the runtime and the epoll instance listing it in
+/// /proc/self/fdinfo is the one: exact even while other threads create epoll instances.
+#[cfg(not(target_os = "linux"))]
+fn driver_fd(_rt: &tokio::runtime::Runtime) -> Result<i32, String> {
+    Err("workerThreads: 0 (the network on the JS thread) is supported on Linux only".into())
+}
+
+#[cfg(target_os = "linux")]
+fn driver_fd(rt: &tokio::runtime::Runtime) -> Result<i32, String> {
+    // SAFETY: a plain syscall; the descriptor is owned by `probe` below.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let probe = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let _enter = rt.enter();
+    // SAFETY: `probe` owns its descriptor, which nothing closes or replaces while registered.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(probe) }.map_err(|e| format!("probe: {e}"))?;
+    let needle = format!("tfd: {raw:>8} ");
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("/proc/self/fd: {e}"))?;
+    let mut found = None;
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]")
+            && std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).is_ok_and(|t| t.contains(&needle))
+        {
+            // tokio keeps a duplicate of the descriptor (mio's registry clone): the same
+            // instance, either will do.
+            found = Some(fd);
+            break;
+        }
+    }
+    drop(registered);
+    found.ok_or_else(|| "cannot find the runtime's epoll descriptor".to_string())
+}
+
+impl LocalDriver {
+    /// Builds the runtime and starts watching it from Node's loop. `func` is the JS
+    /// doorbell, called synchronously inside each turn that queued events.
+    pub fn start(
+        env: sys::napi_env,
+        func: sys::napi_value,
+        doorbell: Arc<Doorbell>,
+    ) -> Result<*const LocalDriver, String> {
+        let uv = Uv::load().ok_or("workerThreads: 0 needs libuv's symbols from Node (Linux only)")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let epfd = driver_fd(&rt)?;
+        // SAFETY: plain Node-API calls on the JS thread with its env.
+        unsafe {
+            let mut func_ref = null_mut();
+            sys::napi_create_reference(env, func, 1, &mut func_ref);
+            let mut name = null_mut();
+            sys::napi_create_string_utf8(env, c"fetch-rs".as_ptr(), 8, &mut name);
+            let mut resource = null_mut();
+            sys::napi_create_object(env, &mut resource);
+            let mut async_ctx = null_mut();
+            sys::napi_async_init(env, resource, name, &mut async_ctx);
+            let mut uv_loop = null_mut();
+            sys::napi_get_uv_event_loop(env, &mut uv_loop);
+            let driver = Box::into_raw(Box::new(LocalDriver {
+                rt,
+                doorbell,
+                env,
+                func: func_ref,
+                async_ctx,
+                poll: Box::into_raw(Box::new([0u64; 64])),
+                timer: Box::into_raw(Box::new([0u64; 64])),
+                uv,
+                in_turn: Cell::new(false),
+                js_again: Cell::new(false),
+                closed: Cell::new(false),
+                open_handles: Cell::new(2),
+            }));
+            let d = &*driver;
+            (d.uv.poll_init)(uv_loop.cast(), d.poll.cast(), epfd);
+            (*d.poll)[0] = driver as u64;
+            (d.uv.poll_start)(d.poll.cast(), 1, on_poll);
+            (d.uv.timer_init)(uv_loop.cast(), d.timer.cast());
+            (*d.timer)[0] = driver as u64;
+            (d.uv.timer_start)(d.timer.cast(), on_timer, 0, 10);
+            (d.uv.unref)(d.timer.cast());
+            Ok(driver)
+        }
+    }
+
+    /// JS left events undrained so timers and I/O get their turn: another turn soon,
+    /// which calls JS whatever is queued.
+    pub fn reschedule(&self) {
+        if self.closed.get() {
+            return;
+        }
+        self.js_again.set(true);
+        // SAFETY: the timer handle lives until the driver closes.
+        unsafe { (self.uv.timer_start)(self.timer.cast(), on_timer, 0, 10) };
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// One non-blocking turn: run what is ready, poll the sockets, and call JS while
+    /// events are queued.
+    fn turn(&self) {
+        if self.closed.get() || self.in_turn.replace(true) {
+            return;
+        }
+        let doorbell = &self.doorbell;
+        let mut busy = false;
+        self.rt.block_on(async {
+            // Each yield lets the runtime run its ready tasks, then poll the sockets and
+            // timers without blocking; two get freshly readable connections parsed. Rounds
+            // go on while they find work: a task woken by the last poll of a turn would
+            // otherwise wait, its readiness consumed, for the next turn.
+            for _ in 0..16 {
+                let before = WORK.get();
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                if self.closed.get() {
+                    return;
+                }
+                if doorbell.has_queued() || self.js_again.take() {
+                    self.call_js();
+                    busy = true;
+                    continue;
+                }
+                if WORK.get() == before {
+                    busy = false;
+                    return;
+                }
+                busy = true;
+            }
+        });
+        if busy && !self.closed.get() {
+            // More may be waiting in the runtime's queue: another turn once Node's loop
+            // has had its own turn.
+            // SAFETY: the timer handle lives until the driver closes.
+            unsafe { (self.uv.timer_start)(self.timer.cast(), on_timer, 0, 10) };
+        }
+        self.in_turn.set(false);
+    }
+
+    fn call_js(&self) {
+        let env = self.env;
+        // SAFETY: on the JS thread, outside any other Node-API call.
+        unsafe {
+            let mut scope = null_mut();
+            sys::napi_open_handle_scope(env, &mut scope);
+            let mut func = null_mut();
+            sys::napi_get_reference_value(env, self.func, &mut func);
+            let mut recv = null_mut();
+            sys::napi_get_global(env, &mut recv);
+            let mut result = null_mut();
+            let status = sys::napi_make_callback(env, self.async_ctx, recv, func, 0, std::ptr::null(), &mut result);
+            if status == sys::Status::napi_pending_exception {
+                let mut e = null_mut();
+                sys::napi_get_and_clear_last_exception(env, &mut e);
+                sys::napi_fatal_exception(env, e);
+            }
+            sys::napi_close_handle_scope(env, scope);
+        }
+    }
+
+    /// Stops watching; the driver is freed once libuv has closed both handles. Called on
+    /// the JS thread while its env is alive (`Core::shutdown`, or `Core`'s drop when the
+    /// server object is collected or its env torn down), so the Node-API references go
+    /// here: libuv may run the close callbacks after the env's isolate is gone (a worker
+    /// thread's last loop run).
+    pub fn close(driver: *const LocalDriver) {
+        // SAFETY: `driver` came from `start` and is freed only by the last close callback.
+        unsafe {
+            let d = &*driver;
+            if d.closed.replace(true) {
+                return;
+            }
+            sys::napi_delete_reference(d.env, d.func);
+            sys::napi_async_destroy(d.env, d.async_ctx);
+            (d.uv.close)(d.poll.cast(), Some(on_close));
+            (d.uv.close)(d.timer.cast(), Some(on_close));
+        }
+    }
+}
+
+unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
+    // SAFETY: the handle's data is the driver, alive until both handles closed.
+    let d = unsafe { &*(*(handle as *const u64) as *const LocalDriver) };
+    d.turn();
+}
+
+unsafe extern "C" fn on_timer(handle: *mut c_void) {
+    // SAFETY: as `on_poll`.
+    let d = unsafe { &*(*(handle as *const u64) as *const LocalDriver) };
+    d.turn();
+}
+
+unsafe extern "C" fn on_close(handle: *mut c_void) {
+    // SAFETY: as `on_poll`; the last close frees the driver and its handles.
+    unsafe {
+        let driver = *(handle as *const u64) as *mut LocalDriver;
+        let d = &*driver;
+        d.open_handles.set(d.open_handles.get() - 1);
+        if d.open_handles.get() == 0 {
+            let d = Box::from_raw(driver);
+            drop(Box::from_raw(d.poll));
+            drop(Box::from_raw(d.timer));
+            let LocalDriver { rt, .. } = *d;
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,191 @@
+// workerThreads: 0: the network on the JS thread (src/in_thread.rs). The same server
+// behaviour as with worker threads, over real sockets, and no Rust threads started. The
+// whole suite also runs in this mode with FETCH_RS_IN_THREAD=1 (docs/network-thread.md).
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import http2 from "node:http2";
+import { test } from "node:test";
+import { Server } from "../dist/index.js";
+import { parseRaw, pattern, raw, request, sleep, start } from "./helpers.mjs";
+import { A, httpsRequest } from "./tls-helpers.mjs";
+
+const inThread = { workerThreads: 0 };
+
+/** Names of this process's threads that fetch-rs's runtime started. */
+function runtimeThreads() {
+  return readdirSync("/proc/self/task").filter((t) => {
+    try {
+      return readFileSync(`/proc/self/task/${t}/comm`, "utf8").trim() === "fetch-rs";
+    } catch {
+      return false; // the thread ended meanwhile
+    }
+  }).length;
+}
+
+const linux = process.platform === "linux";
+
+test("workerThreads: 0 serves without starting a Rust thread", { skip: !linux }, async () => {
+  const before = runtimeThreads();
+  const { server, base } = await start((e) => e.respondWith(Response.json({ ok: true })), inThread);
+  try {
+    const res = await fetch(`${base}/`);
+    assert.deepEqual(await res.json(), { ok: true });
+    assert.equal(runtimeThreads(), before);
+  } finally {
+    await server.close();
+  }
+});
+
+test(
+  "workerThreads: 0 answers bodies small, collected and streamed, and streamed responses",
+  { skip: !linux },
+  async () => {
+    const { server, base } = await start(async (e) => {
+      const url = new URL(e.request.url);
+      if (url.pathname === "/echo") return e.respondWith(new Response(await e.request.arrayBuffer()));
+      if (url.pathname === "/stream") {
+        const body = new ReadableStream({
+          async pull(c) {
+            await sleep(1);
+            c.enqueue(new TextEncoder().encode("chunk "));
+            if (++this.n === 3) c.close();
+          },
+          n: 0,
+        });
+        return e.respondWith(new Response(body));
+      }
+      e.respondWith(new Response("hi"));
+    }, inThread);
+    try {
+      assert.equal(await (await fetch(`${base}/`)).text(), "hi");
+      for (const size of [10, 100 * 1024, 3 * 1024 * 1024]) {
+        const sent = pattern(size, size);
+        const res = await request(base, "/echo", { method: "POST", body: sent });
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(sent), `echo of ${size} bytes`);
+      }
+      assert.equal(await (await fetch(`${base}/stream`)).text(), "chunk chunk chunk ");
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+test("workerThreads: 0 answers pipelined requests in order, sync and async listeners", { skip: !linux }, async () => {
+  const { server } = await start(async (e) => {
+    const n = new URL(e.request.url).pathname.slice(1);
+    if (Number(n) % 2) await sleep(2);
+    e.respondWith(new Response(`r${n}`));
+  }, inThread);
+  try {
+    let req = "";
+    for (let i = 0; i < 20; i++) req += `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const { text } = await raw(server.port, req, { idleMs: 500 });
+    const bodies = text
+      .split("HTTP/1.1 200 OK")
+      .slice(1)
+      .map((r) => parseRaw(`HTTP/1.1 200 OK${r}`).body);
+    assert.deepEqual(
+      bodies,
+      Array.from({ length: 20 }, (_, i) => `r${i}`),
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+test("workerThreads: 0 keeps the timeouts: a listener that never answers gets 503", { skip: !linux }, async () => {
+  const { server, base } = await start((e) => e.respondWith(new Promise(() => {})), { ...inThread, timeout: 150 });
+  try {
+    const started = Date.now();
+    const res = await request(base, "/");
+    assert.equal(res.status, 503);
+    assert.ok(Date.now() - started >= 140);
+  } finally {
+    await server.close();
+  }
+});
+
+test("workerThreads: 0 serves HTTPS", { skip: !linux }, async () => {
+  const server = new Server({ port: 0, host: "127.0.0.1", tls: A, ...inThread });
+  server.addEventListener("fetch", (e) => e.respondWith(new Response(`tls ${e.request.url}`)));
+  await server.listen();
+  try {
+    const res = await httpsRequest(server.port, "/a", { ALPNProtocols: ["http/1.1"] });
+    assert.equal(res.status, 200);
+    assert.equal(res.alpn, "http/1.1");
+    assert.match(res.body, /^tls https:\/\/127\.0\.0\.1:\d+\/a$/);
+    res.socket.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test("workerThreads: 0 speaks HTTP/2 cleartext with concurrent streams", { skip: !linux }, async () => {
+  const { server, base } = await start(async (e) => {
+    await sleep(5);
+    e.respondWith(new Response(new URL(e.request.url).pathname));
+  }, inThread);
+  const session = http2.connect(base);
+  try {
+    const one = (path) =>
+      new Promise((resolve, reject) => {
+        const s = session.request({ ":path": path });
+        let body = "";
+        s.setEncoding("utf8");
+        s.on("data", (d) => (body += d));
+        s.on("end", () => resolve(body));
+        s.on("error", reject);
+      });
+    assert.deepEqual(await Promise.all(["/a", "/b", "/c"].map(one)), ["/a", "/b", "/c"]);
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
+test("workerThreads: 0 closes gracefully and lets the process exit", { skip: !linux }, async () => {
+  const { server, base } = await start((e) => e.respondWith(new Response("x")), inThread);
+  const agent = new (await import("node:http")).Agent({ keepAlive: true });
+  const res = await request(base, "/", { agent });
+  assert.equal(res.status, 200);
+  await server.close();
+  agent.destroy();
+  // A second server on the same thread after the first is gone.
+  const again = await start((e) => e.respondWith(new Response("y")), inThread);
+  assert.equal(await (await fetch(`${again.base}/`)).text(), "y");
+  await again.server.close();
+});
+
+test(
+  "workerThreads: 0 in worker threads: two share a port, and terminating one that still listens is safe",
+  { skip: !linux },
+  async () => {
+    const { Worker } = await import("node:worker_threads");
+    const { once } = await import("node:events");
+    const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+    const code = `
+    const { parentPort, workerData, threadId } = await import("node:worker_threads");
+    const { Server, Response } = await import(${dist});
+    const server = new Server({ port: workerData.port, host: "127.0.0.1", reusePort: true, workerThreads: 0 });
+    server.addEventListener("fetch", (e) => e.respondWith(Response.json({ thread: threadId })));
+    await server.listen();
+    parentPort.postMessage(server.port);
+  `;
+    const first = new Worker(code, { eval: true, workerData: { port: 0 } });
+    const [port] = await once(first, "message");
+    const second = new Worker(code, { eval: true, workerData: { port } });
+    await once(second, "message");
+    const threads = new Set();
+    for (let i = 0; i < 40 && threads.size < 2; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } });
+      threads.add((await r.json()).thread);
+    }
+    assert.equal(threads.size, 2, "connections never reached the second worker");
+    // Neither server is closed: terminating tears its env down with the sockets still watched.
+    await first.terminate();
+    await second.terminate();
+    await sleep(50);
+    assert.ok(true, "the process survived");
+  },
+);
