@@ -238,6 +238,10 @@ impl LocalDriver {
             // has had its own turn.
             // SAFETY: the timer handle lives until the driver closes.
             unsafe { (self.uv.timer_start)(self.timer.cast(), on_timer, 0, 10) };
+        } else {
+            // Going idle: as a runtime thread about to park, give back what released idle
+            // connections left (cheap when none did).
+            crate::alloc::give_back_released();
         }
         self.in_turn.set(false);
     }
