@@ -232,7 +232,7 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     };
     let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
     tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
-    let (io, cork) = Cork::new(stream, h2, &first[..n]);
+    let (io, cork) = Cork::new(stream, h2, &first[..n], shared.doorbell.clone());
     serve_http(io, cork, h2, remote, None, shared).await;
 }
 
@@ -246,7 +246,7 @@ async fn serve_tls(
     let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await else { return };
     tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
     let (read, write) = tokio::io::split(accepted.stream);
-    let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2, &[]);
+    let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2, &[], shared.doorbell.clone());
     serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
 }
 
@@ -590,12 +590,11 @@ async fn handle(
 
     let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
-    if matches!(body, RequestBody::Incoming(_)) {
-        // hyper reads this body for as long as JS may: the connection is not settled
-        // (Cork::settled) while the request's record lives.
-        if let Ok(mut last) = in_flight_count.0.last_request.lock() {
-            *last = Arc::downgrade(&ticket);
-        }
+    // The request JS may hold: while its record lives the connection is not settled
+    // (Cork::settled: hyper may still be reading its body), and a half-close seen while it
+    // waits for its answer aborts its signal (Cork::half_closed).
+    if let Ok(mut last) = in_flight_count.0.last_request.lock() {
+        *last = Arc::downgrade(&ticket);
     }
     let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: shared.doorbell.clone(), armed: true };
     let method = head.method;
@@ -612,19 +611,13 @@ async fn handle(
 
     // A client that half-closes may still read the answer, or may be gone: TCP cannot
     // tell. The listener's `request.signal` aborts as for a client that left, and the
-    // answer is still sent.
-    let cork = &in_flight_count.0;
-    let mut rx = rx;
-    let wait = async {
-        tokio::select! {
-            r = &mut rx => return r,
-            _ = cork.client_left() => {}
-        }
+    // answer is still sent: the cork tells JS when it sees the end of the stream while a
+    // request waits (no wait per request here), and a request read after it is told now.
+    if in_flight_count.0.half_closed() {
         shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
-        rx.await
-    };
+    }
     let reply = match shared.config.request_timeout {
-        Some(t) => match tokio::time::timeout(t, wait).await {
+        Some(t) => match tokio::time::timeout(t, rx).await {
             Ok(r) => r,
             Err(_) => {
                 in_flight.armed = false;
@@ -633,7 +626,7 @@ async fn handle(
                 return Ok(closing(503));
             }
         },
-        None => wait.await,
+        None => rx.await,
     };
     in_flight.armed = false;
     stats.record_response(started.elapsed());

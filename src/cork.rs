@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 /// The read half of a connection's byte stream: a TCP socket's, or a TLS stream's.
 pub trait ConnRead: AsyncRead + Send + Unpin {
@@ -94,8 +93,8 @@ pub struct Cork {
     /// The client half-closed between requests while some were still being answered:
     /// hyper is told of the end only once they are (see `CorkedStream::poll_read`).
     client_eof: AtomicBool,
-    /// Woken when `client_eof` is set, for the requests waiting on JS.
-    client_left: Notify,
+    /// Where a half-close is reported for the request waiting on JS (`last_request`).
+    doorbell: Arc<crate::bridge::Doorbell>,
     /// hyper's read, waiting for the last answer before it gets the end of the stream.
     eof_reader: Mutex<Option<Waker>>,
     /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
@@ -118,9 +117,14 @@ impl Cork {
     /// streams must not wait on one another.
     /// `replay` is what protocol selection already read; hyper reads it first. HTTP/1.1
     /// reads go through the framing checks of `h1_strict`.
-    pub fn new(stream: TcpStream, passthrough: bool, replay: &[u8]) -> (CorkedStream, Arc<Cork>) {
+    pub fn new(
+        stream: TcpStream,
+        passthrough: bool,
+        replay: &[u8],
+        doorbell: Arc<crate::bridge::Doorbell>,
+    ) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
-        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay)
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell)
     }
 
     /// As `new`, over any byte stream split in two (TLS: `tokio::io::split`).
@@ -129,6 +133,7 @@ impl Cork {
         write: WriteHalf,
         passthrough: bool,
         replay: &[u8],
+        doorbell: Arc<crate::bridge::Doorbell>,
     ) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
             write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
@@ -139,7 +144,7 @@ impl Cork {
             activity: AtomicBool::new(false),
             leftover: Mutex::new(None),
             client_eof: AtomicBool::new(false),
-            client_left: Notify::new(),
+            doorbell,
             eof_reader: Mutex::new(None),
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
@@ -172,14 +177,20 @@ impl Cork {
             && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
     }
 
-    /// Resolves when the client has shut down its side (sent FIN) while requests of this
+    /// Whether the client has shut down its side (sent FIN) while requests of this
     /// connection were waiting on JS: for HTTP, the client may be gone.
-    pub async fn client_left(&self) {
-        let notified = self.client_left.notified();
-        if self.client_eof.load(Ordering::Acquire) {
-            return;
+    pub fn half_closed(&self) -> bool {
+        self.client_eof.load(Ordering::Acquire)
+    }
+
+    /// The end of the stream came while a request waits on JS: its `request.signal` aborts
+    /// (the answer is still sent). Runs on the connection's task, as `handle` does, so the
+    /// request is the one in `last_request`.
+    fn report_half_close(&self) {
+        let ticket = self.last_request.lock().ok().and_then(|w| w.upgrade());
+        if let Some(ticket) = ticket {
+            self.doorbell.push(crate::bridge::Event::Abort(ticket, crate::bridge::AbortReason::HalfClosed));
         }
-        notified.await;
     }
 
     /// A request finished or a streamed response ended: hyper may now get the end of
@@ -324,7 +335,7 @@ impl hyper::rt::Read for CorkedStream {
                 let between = this.strict.as_ref().is_some_and(|s| s.between_requests());
                 if tbuf.filled().is_empty() && between && this.cork.in_flight.load(Ordering::Acquire) > 0 {
                     this.cork.client_eof.store(true, Ordering::Release);
-                    this.cork.client_left.notify_waiters();
+                    this.cork.report_half_close();
                     return this.end_after_answers(cx);
                 }
             }
