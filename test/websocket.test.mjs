@@ -390,9 +390,12 @@ test("ping and pong both ways; a silent client is closed after the idle timeout"
   }
 });
 
-test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async (t) => {
-  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["push"], {
+/** The memory-measuring server (scripts/ws-child-server.mjs) in a child process, and `next`,
+ * which resolves with the first message from it that `pred` accepts. */
+function wsChild(mode, execArgv = []) {
+  const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), [mode], {
     stdio: "inherit",
+    execArgv,
   });
   const messages = [];
   let wake;
@@ -407,6 +410,11 @@ test("send statuses, bufferedAmount and drain, with a client that stops reading 
       await new Promise((r) => (wake = r));
     }
   };
+  return { child, next };
+}
+
+test("send statuses, bufferedAmount and drain, with a client that stops reading (server memory bounded)", async (t) => {
+  const { child, next } = wsChild("push");
   try {
     const { port, rss } = await next((m) => m.port);
     // A client that reads only the handshake, then nothing.
@@ -447,23 +455,7 @@ test(
   "a client flooding a slow handler: nothing lost, order kept, server memory bounded",
   { skip: floodSkip },
   async (t) => {
-    const child = fork(fileURLToPath(new URL("../scripts/ws-child-server.mjs", import.meta.url)), ["flood"], {
-      stdio: "inherit",
-      execArgv: ["--expose-gc"],
-    });
-    const messages = [];
-    let wake;
-    child.on("message", (m) => {
-      messages.push(m);
-      wake?.();
-    });
-    const next = async (pred) => {
-      for (;;) {
-        const m = messages.find(pred);
-        if (m) return m;
-        await new Promise((r) => (wake = r));
-      }
-    };
+    const { child, next } = wsChild("flood", ["--expose-gc"]);
     try {
       const { port, rss } = await next((m) => m.port);
       const c = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
