@@ -343,20 +343,35 @@ function makeWsCase() {
   return { ws: true, compress: rand() < 0.5, bytes, how, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.1 };
 }
 
+/** How a case's connection ends, once: the server closes it, or the client gives up after
+ * `opts.idleMs` without a byte (`arm()` on each read restarts that) or 3 s in all. `settle`
+ * gets who ended it, after the socket is destroyed. */
+function caseEnd(sock, settle) {
+  let done = false;
+  let idle;
+  const finish = (how) => {
+    if (done) return;
+    done = true;
+    clearTimeout(idle);
+    clearTimeout(hard);
+    sock.destroy();
+    settle(how);
+  };
+  const hard = setTimeout(() => finish("client"), 3000);
+  const arm = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => finish("client"), opts.idleMs);
+  };
+  return { finish, arm, ended: () => done };
+}
+
 /** Upgrades a fresh connection, then sends the case's frames; resolves with the close code seen. */
 function runWsCase(port, c) {
   return new Promise((resolve) => {
     const sock = net.connect(port, "127.0.0.1");
     let buf = Buffer.alloc(0);
     let upgraded = false;
-    let done = false;
-    let idle;
-    const finish = (how) => {
-      if (done) return;
-      done = true;
-      clearTimeout(idle);
-      clearTimeout(hard);
-      sock.destroy();
+    const { finish, arm, ended } = caseEnd(sock, (how) => {
       let status = upgraded ? "ws-open" : "ws-no-upgrade";
       // The first close frame the server sent, if any.
       for (let i = 0; i + 2 <= buf.length; ) {
@@ -372,20 +387,15 @@ function runWsCase(port, c) {
         i = at + len;
       }
       resolve({ status, closedBy: how });
-    };
-    const hard = setTimeout(() => finish("client"), 3000);
-    const arm = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => finish("client"), opts.idleMs);
-    };
+    });
     const send = async () => {
       const size = Math.ceil(c.bytes.length / c.pieces) || 1;
       for (let i = 0; i < c.bytes.length; i += size) {
-        if (done) return;
+        if (ended()) return;
         sock.write(c.bytes.subarray(i, i + size));
         if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
       }
-      if (c.halfClose && !done) sock.end();
+      if (c.halfClose && !ended()) sock.end();
       arm();
     };
     sock.on("data", (d) => {
@@ -481,14 +491,7 @@ function runCase(ports, c) {
         ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ALPNProtocols: ["h2"], rejectUnauthorized: false })
         : net.connect(port, "127.0.0.1");
     const chunks = [];
-    let done = false;
-    let idle;
-    const finish = (how) => {
-      if (done) return;
-      done = true;
-      clearTimeout(idle);
-      clearTimeout(hard);
-      sock.destroy();
+    const { finish, arm, ended } = caseEnd(sock, (how) => {
       const data = Buffer.concat(chunks);
       const text = data.toString("latin1", 0, 64);
       const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
@@ -497,12 +500,7 @@ function runCase(ports, c) {
       if (c.target === "h2c" || c.target === "tls-h2") status = data.length >= 9 ? `h2-frames` : "none";
       if (c.target === "tls") status = data.length > 0 && data[0] === 0x15 ? "tls-alert" : data.length > 0 ? "tls-other" : "none";
       resolve({ status: `${c.target}:${status}`, closedBy: how });
-    };
-    const hard = setTimeout(() => finish("client"), 3000);
-    const arm = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => finish("client"), opts.idleMs);
-    };
+    });
     sock.on("data", (d) => {
       chunks.push(d);
       arm();
@@ -513,11 +511,11 @@ function runCase(ports, c) {
     sock.on(c.target === "tls-h2" ? "secureConnect" : "connect", async () => {
       const size = Math.ceil(c.bytes.length / c.pieces) || 1;
       for (let i = 0; i < c.bytes.length || i === 0; i += size) {
-        if (done) return;
+        if (ended()) return;
         sock.write(c.bytes.subarray(i, i + size));
         if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
       }
-      if (c.halfClose && !done) sock.end();
+      if (c.halfClose && !ended()) sock.end();
       arm();
     });
   });
