@@ -2,6 +2,7 @@
 //! moves a request body to JS on demand, with a bound on what is in flight.
 
 use crate::bridge::{Doorbell, Event};
+use crate::lending::JsBody;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -170,8 +171,11 @@ const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
 /// How JS asked for a request body.
 pub enum ReadMode {
-    /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`).
+    /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`), when its length is
+    /// not declared.
     Collect,
+    /// Everything, written into a JS Buffer of the declared length.
+    CollectInto(JsBody),
     /// One chunk per pull (`request.body`), with `credit` granting each read.
     Stream(Arc<Notify>),
 }
@@ -183,7 +187,7 @@ pub fn spawn_body_reader(
     mut body: Incoming,
     id: u32,
     limit: u64,
-    mode: ReadMode,
+    mut mode: ReadMode,
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
 ) {
@@ -212,8 +216,11 @@ pub fn spawn_body_reader(
                 _ = &mut cancel => return,
             };
             let event = match frame {
-                None => match mode {
+                None => match std::mem::replace(&mut mode, ReadMode::Collect) {
                     ReadMode::Collect => Event::BodyFull(id, collected.split().freeze()),
+                    // hyper ends a body of declared length only once all of it came.
+                    ReadMode::CollectInto(into) if seen == into.len() as u64 => Event::BodyFilled(id, into),
+                    ReadMode::CollectInto(_) => Event::BodyError(id, BodyErrorKind::Aborted),
                     ReadMode::Stream(_) => Event::BodyEnd(id),
                 },
                 Some(Err(_)) => Event::BodyError(id, BodyErrorKind::Aborted),
@@ -225,9 +232,16 @@ pub fn spawn_body_reader(
                     } else if data.is_empty() {
                         continue;
                     } else {
-                        match &mode {
+                        match &mut mode {
                             // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
                             ReadMode::Collect => extend_declared(&mut collected, &data, declared),
+                            ReadMode::CollectInto(into) => {
+                                if !into.write_at((seen - data.len() as u64) as usize, &data) {
+                                    // More than declared: hyper does not let that through.
+                                    doorbell.push(Event::BodyError(id, BodyErrorKind::Aborted));
+                                    return;
+                                }
+                            }
                             ReadMode::Stream(_) => {
                                 doorbell.push(Event::BodyData(id, data));
                                 need_credit = true;

@@ -81,6 +81,8 @@ pub enum Event {
     BodyData(u32, Bytes),
     BodyEnd(u32),
     BodyFull(u32, Bytes),
+    /// A body of declared length, read into the JS Buffer made for it.
+    BodyFilled(u32, crate::lending::JsBody),
     BodyError(u32, BodyErrorKind),
     Abort(Arc<Ticket>, AbortReason),
     /// The client went away while a streamed response was still being written.

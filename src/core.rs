@@ -6,7 +6,7 @@ use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::js_side::{JsSide, Payload};
-use crate::lending::{lend, to_buffer};
+use crate::lending::{lend, to_buffer, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
@@ -225,12 +225,20 @@ impl Core {
         match std::mem::replace(&mut live.body, BodyState::Taken) {
             BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
             BodyState::Buffered(b) => to_buffer(env, b).map(Some),
+            BodyState::Filled(b) => b.into_buffer(env).map(Some),
             BodyState::Unread(incoming) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
+                // A declared length (over maxBodySize was answered 413 before the listener
+                // ran) gets its Buffer now, filled by the reader: see `JsBody`. Its pages
+                // are committed as the bytes arrive, so a length alone costs little memory.
+                let mode = match http_body::Body::size_hint(&incoming).exact() {
+                    Some(n) if n <= limit => ReadMode::CollectInto(JsBody::new(env, &doorbell, n as usize)?),
+                    _ => ReadMode::Collect,
+                };
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 live.cancel_reader = Some(cancel_tx);
                 live.body = BodyState::Collecting;
-                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Collect, doorbell, cancel_rx);
+                body::spawn_body_reader(&rt, incoming, id, limit, mode, doorbell, cancel_rx);
                 Ok(None)
             }
             BodyState::Collecting => {
@@ -264,6 +272,10 @@ impl Core {
                     return Ok(Either::B(PULL_END));
                 }
                 Ok(Either::A(to_buffer(env, b)?))
+            }
+            BodyState::Filled(_) => {
+                let BodyState::Filled(b) = std::mem::replace(&mut live.body, BodyState::Taken) else { unreachable!() };
+                Ok(Either::A(b.into_buffer(env)?))
             }
             BodyState::Unread(_) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };

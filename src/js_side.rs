@@ -120,6 +120,11 @@ impl JsSide {
                 live.body = BodyState::Buffered(data);
                 Some([wire::RECORD_BODY_FULL, id, 0, 0])
             }
+            Event::BodyFilled(id, data) => {
+                let live = self.slab.get_mut(SlotId(id))?;
+                live.body = BodyState::Filled(data);
+                Some([wire::RECORD_BODY_FULL, id, 0, 0])
+            }
             Event::BodyError(id, kind) => {
                 let live = self.slab.get_mut(SlotId(id))?;
                 live.body = BodyState::Failed(kind);

@@ -1,5 +1,6 @@
-//! Bytes crossing without a copy: large request bodies handed to JS as external buffers,
-//! and JS typed arrays lent to hyper as response bodies until written.
+//! Bytes crossing without a copy: large request bodies read straight into JS-owned
+//! buffers (or handed to JS as external buffers when their length is not declared), and JS
+//! typed arrays lent to hyper as response bodies until written.
 
 use crate::bridge::{self, Doorbell, LentRef};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
@@ -89,4 +90,93 @@ pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'
         reference: Some(LentRef(reference)),
         doorbell: doorbell.clone(),
     }))
+}
+
+/// A JS Buffer that a body reader fills off the JS thread: a request body of declared
+/// length is copied out of hyper's read buffer straight into memory V8 owns, so it goes
+/// back to the system when V8 collects the Buffer, with no finalizer to wait for.
+///
+/// External buffers (`to_buffer`) are freed by a finalizer that Node runs on the JS
+/// thread's next loop turn after V8 collects them: with the network on the JS thread
+/// (`workerThreads: 0`) those turns came too rarely under 1 MiB uploads and hundreds of
+/// MiB of collected bodies waited for them (RSS 0.9-2.4 GiB, the server 8x slower while
+/// the allocator faulted fresh pages in). A Buffer V8 allocated is freed by V8 itself.
+pub(crate) struct JsBody {
+    data: *mut u8,
+    len: usize,
+    reference: Option<LentRef>,
+    doorbell: Arc<Doorbell>,
+}
+
+// SAFETY: JS cannot reach the Buffer while it is being filled (it is handed over only
+// once complete, by `into_buffer`), and the reference keeps its memory alive; the
+// reference itself is only moved off the JS thread, never used there.
+unsafe impl Send for JsBody {}
+
+impl JsBody {
+    /// A Buffer of `len` bytes, not initialized (each byte is written before JS sees it),
+    /// held by a reference until handed to JS. On the JS thread.
+    pub(crate) fn new(env: &Env, doorbell: &Arc<Doorbell>, len: usize) -> BridgeResult<JsBody> {
+        let raw = env.raw();
+        let mut value = std::ptr::null_mut();
+        let mut data = std::ptr::null_mut();
+        let mut reference = std::ptr::null_mut();
+        // SAFETY: plain Node-API calls on the JS thread with its env. `napi_get_buffer_info`
+        // gives the pointer to write through (napi-rs: the create call's own pointer is not
+        // it on every target).
+        unsafe {
+            let status = napi::sys::napi_create_buffer(raw, len, &mut data, &mut value);
+            if status != napi::sys::Status::napi_ok {
+                return Err(BridgeError::new(ErrorKind::Napi(status.into()), "could not allocate the request body"));
+            }
+            let mut actual = 0usize;
+            napi::sys::napi_get_buffer_info(raw, value, &mut data, &mut actual);
+            if napi::sys::napi_create_reference(raw, value, 1, &mut reference) != napi::sys::Status::napi_ok {
+                return Err(BridgeError::new(
+                    ErrorKind::Napi(napi::Status::GenericFailure),
+                    "could not hold the request body",
+                ));
+            }
+        }
+        Ok(JsBody { data: data.cast(), len, reference: Some(LentRef(reference)), doorbell: doorbell.clone() })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `bytes` in at `offset`; false (nothing written) when they do not fit.
+    pub(crate) fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        if offset.checked_add(bytes.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: in bounds (checked above) of the Buffer's memory, which the reference
+        // keeps alive and nothing else touches until `into_buffer`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data.add(offset), bytes.len()) };
+        true
+    }
+
+    /// The filled Buffer, for JS; the reference goes with it. On the JS thread.
+    pub(crate) fn into_buffer<'e>(mut self, env: &'e Env) -> BridgeResult<BufferSlice<'e>> {
+        let Some(r) = self.reference.take() else {
+            return Err(BridgeError::new(ErrorKind::Napi(napi::Status::GenericFailure), "the request body is gone"));
+        };
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the reference was made in this env by `new` and is deleted once, here.
+        unsafe {
+            napi::sys::napi_get_reference_value(env.raw(), r.0, &mut value);
+            napi::sys::napi_delete_reference(env.raw(), r.0);
+            Ok(BufferSlice::from_napi_value(env.raw(), value)?)
+        }
+    }
+}
+
+impl Drop for JsBody {
+    fn drop(&mut self) {
+        // Not handed to JS (the request went away, or the body failed): the reference is
+        // deleted at JS's next drain, as a lent response body's is.
+        if let Some(r) = self.reference.take() {
+            self.doorbell.push(bridge::Event::Release(r));
+        }
+    }
 }

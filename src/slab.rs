@@ -35,6 +35,8 @@ pub enum BodyState {
     Unread(Incoming),
     /// Complete and waiting to be taken.
     Buffered(Bytes),
+    /// Complete in a JS Buffer (a body of declared length), waiting to be taken.
+    Filled(crate::lending::JsBody),
     /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
     Collecting,
     /// A reader task streams it one pull at a time.
