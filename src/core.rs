@@ -224,7 +224,11 @@ impl Core {
         };
         match std::mem::replace(&mut live.body, BodyState::Taken) {
             BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
-            BodyState::Buffered(b) => to_buffer(env, b).map(Some),
+            // Copied into memory V8 owns (see `JsBody` for why not an external buffer): a
+            // body that came with its head (at most PRECOLLECT_LIMIT), or one of no
+            // declared length collected by the reader (chunked), the one case that pays
+            // this copy on the JS thread.
+            BodyState::Buffered(b) => Ok(Some(BufferSlice::copy_from(env, &b)?)),
             BodyState::Filled(b) => b.into_buffer(env).map(Some),
             BodyState::Unread(incoming) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
@@ -271,7 +275,7 @@ impl Core {
                 if b.is_empty() {
                     return Ok(Either::B(PULL_END));
                 }
-                Ok(Either::A(to_buffer(env, b)?))
+                Ok(Either::A(BufferSlice::copy_from(env, &b)?))
             }
             BodyState::Filled(_) => {
                 let BodyState::Filled(b) = std::mem::replace(&mut live.body, BodyState::Taken) else { unreachable!() };
