@@ -109,8 +109,10 @@ pub(crate) struct JsBody {
 }
 
 // SAFETY: JS cannot reach the Buffer while it is being filled (it is handed over only
-// once complete, by `into_buffer`), and the reference keeps its memory alive; the
-// reference itself is only moved off the JS thread, never used there.
+// once complete, by `into_buffer`), and the reference keeps its memory alive; a Buffer from
+// `napi_create_buffer` always has its own backing store outside V8's heap, which the
+// garbage collector never moves. The reference itself is only moved off the JS thread,
+// never used there.
 unsafe impl Send for JsBody {}
 
 impl JsBody {
