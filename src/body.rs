@@ -167,14 +167,15 @@ pub fn extend_declared(buf: &mut BytesMut, data: &[u8], declared: u64) {
 }
 
 /// The most a collected body reserves for its declared length before its bytes arrive.
-const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
+pub const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
 /// How JS asked for a request body.
 pub enum ReadMode {
     /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`), when its length is
     /// not declared.
     Collect,
-    /// Everything, written into a JS Buffer of the declared length.
+    /// Everything, written into a JS Buffer of the declared length (at most
+    /// COLLECT_RESERVE_MAX).
     CollectInto(JsBody),
     /// One chunk per pull (`request.body`), with `credit` granting each read.
     Stream(Arc<Notify>),

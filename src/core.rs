@@ -225,18 +225,21 @@ impl Core {
         match std::mem::replace(&mut live.body, BodyState::Taken) {
             BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
             // Copied into memory V8 owns (see `JsBody` for why not an external buffer): a
-            // body that came with its head (at most PRECOLLECT_LIMIT), or one of no
-            // declared length collected by the reader (chunked), the one case that pays
+            // body that came with its head (at most PRECOLLECT_LIMIT), or one the reader
+            // collected (chunked, or declared over COLLECT_RESERVE_MAX), the cases that pay
             // this copy on the JS thread.
             BodyState::Buffered(b) => Ok(Some(BufferSlice::copy_from(env, &b)?)),
             BodyState::Filled(b) => b.into_buffer(env).map(Some),
             BodyState::Unread(incoming) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
-                // A declared length (over maxBodySize was answered 413 before the listener
-                // ran) gets its Buffer now, filled by the reader: see `JsBody`. Its pages
-                // are committed as the bytes arrive, so a length alone costs little memory.
+                // A declared length gets its Buffer now, filled by the reader: see `JsBody`.
+                // Only up to COLLECT_RESERVE_MAX, what a declared length may make the server
+                // set aside before the bytes arrive; a longer body is collected as it comes
+                // and copied once complete, as a chunked one is.
                 let mode = match http_body::Body::size_hint(&incoming).exact() {
-                    Some(n) if n <= limit => ReadMode::CollectInto(JsBody::new(env, &doorbell, n as usize)?),
+                    Some(n) if n <= limit.min(body::COLLECT_RESERVE_MAX) => {
+                        ReadMode::CollectInto(JsBody::new(env, &doorbell, n as usize)?)
+                    }
                     _ => ReadMode::Collect,
                 };
                 let (cancel_tx, cancel_rx) = oneshot::channel();

@@ -93,8 +93,9 @@ pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'
 }
 
 /// A JS Buffer that a body reader fills off the JS thread: a request body of declared
-/// length is copied out of hyper's read buffer straight into memory V8 owns, so it goes
-/// back to the system when V8 collects the Buffer, with no finalizer to wait for.
+/// length (up to `body::COLLECT_RESERVE_MAX`) is copied out of hyper's read buffer straight
+/// into memory V8 owns, so it goes back to the system when V8 collects the Buffer, with no
+/// finalizer to wait for.
 ///
 /// External buffers (`to_buffer`) are freed by a finalizer that Node runs on the JS
 /// thread's next loop turn after V8 collects them: with the network on the JS thread

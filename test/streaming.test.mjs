@@ -147,6 +147,10 @@ describe("large bodies stream without being held in memory", () => {
       });`);
     try {
       const body = Buffer.alloc(4 * MiB, 9);
+      // Up to 1 MiB the Buffer is made when the body is asked for and filled as it comes;
+      // a longer one is collected, then copied, as a chunked one is.
+      const small = body.subarray(0, 768 * 1024);
+      const declaredSmall = await request(`http://127.0.0.1:${srv.port}`, "/", { method: "POST", body: small });
       const declared = await request(`http://127.0.0.1:${srv.port}`, "/", { method: "POST", body });
       // No Content-Length: node:http sends the writes as chunks.
       const chunked = await new Promise((resolve, reject) => {
@@ -159,11 +163,15 @@ describe("large bodies stream without being held in memory", () => {
         for (let i = 0; i < 4; i++) req.write(body.subarray(i * MiB, (i + 1) * MiB));
         req.end();
       });
-      for (const [how, r] of [["declared", declared], ["chunked", chunked]]) {
+      for (const [how, r, size] of [
+        ["declared 768 KiB", declaredSmall, small.length],
+        ["declared 4 MiB", declared, body.length],
+        ["chunked 4 MiB", chunked, body.length],
+      ]) {
         const { length, counted, first } = JSON.parse(r.body);
-        assert.equal(length, body.length, how);
+        assert.equal(length, size, how);
         assert.equal(first, 9, how);
-        assert.ok(counted >= 3 * MiB, `${how}: arrayBuffers grew by ${counted} bytes for a 4 MiB body`);
+        assert.ok(counted >= size * 0.75, `${how}: arrayBuffers grew by ${counted} bytes`);
       }
     } finally {
       srv.stop();
