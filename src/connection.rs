@@ -3,6 +3,7 @@
 
 use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
 use crate::cork::Cork;
+use crate::in_thread::NotedExecutor;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
 use crate::response;
 use crate::stats::Stats;
@@ -12,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,7 +54,7 @@ pub struct ServerShared {
     /// Set for an HTTPS server: every connection starts with a TLS handshake.
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<NotedExecutor>,
 }
 
 impl ServerShared {
@@ -75,7 +76,7 @@ impl ServerShared {
             .max_header_size(config.max_header_size + HEAD_SLACK)
             .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
             .header_read_timeout(config.header_timeout);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let mut h2 = http2::Builder::new(NotedExecutor);
         // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
         // bombs and CONTINUATION floods end at this size), streams a client may reset
         // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and

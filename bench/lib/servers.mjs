@@ -86,7 +86,7 @@ export const SERVERS = [
     env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
     requires: ["dist/index.js", "fetch-rs.node"],
     missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
-    protocols: ["h1"],
+    protocols: ["h1", "h2c"],
     mainThread: "js",
   },
   {
