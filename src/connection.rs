@@ -454,6 +454,7 @@ async fn drive<C: GracefulConnection>(
             // The timer fired: a request's deadline may be due (hyper is polled again
             // above, and its due sleeps complete), or the clock's tick.
             let now = tokio::time::Instant::now();
+            cork.deadlines.fired(now.into_std());
             if clock.tick_due(now) {
                 if cork.idle_since_last_check() {
                     clock.quiet += 1;
@@ -600,6 +601,7 @@ async fn handle(
                 // that stops sending mid-body gets 408, and the connection ends.
                 let collected = crate::deadline::within(
                     &in_flight_count.0,
+                    started,
                     shared.config.request_timeout,
                     collect_small(body, n, limit),
                 )
@@ -618,6 +620,8 @@ async fn handle(
         }
     };
 
+    // The listener's time limit runs from now: after a body read first, else from the head.
+    let listener_from = if matches!(body, RequestBody::Full(_)) { Instant::now() } else { started };
     let waiting = stats.pending_requests.fetch_add(1, Ordering::Relaxed) + 1;
     let _pending = PendingGuard(stats.clone());
     if waiting > shared.config.max_pending_requests {
@@ -653,15 +657,16 @@ async fn handle(
     if in_flight_count.0.half_closed() {
         shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
     }
-    let reply = match crate::deadline::within(&in_flight_count.0, shared.config.request_timeout, rx).await {
-        Some(r) => r,
-        None => {
-            in_flight.armed = false;
-            tracing::debug!(%remote, "the listener did not respond within the timeout: 503");
-            shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
-            return Ok(closing(503));
-        }
-    };
+    let reply =
+        match crate::deadline::within(&in_flight_count.0, listener_from, shared.config.request_timeout, rx).await {
+            Some(r) => r,
+            None => {
+                in_flight.armed = false;
+                tracing::debug!(%remote, "the listener did not respond within the timeout: 503");
+                shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
+                return Ok(closing(503));
+            }
+        };
     in_flight.armed = false;
     stats.record_response(started.elapsed());
     let mut reply = reply;

@@ -26,21 +26,37 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The earliest deadline asked for since the connection task last looked.
+/// The earliest deadline asked for since the connection task last looked, and the time
+/// its timer last fired.
 pub struct Deadlines {
     base: Instant,
     /// Nanoseconds after `base`; `u64::MAX`: none.
     earliest: AtomicU64,
+    /// Nanoseconds after `base` when the connection's timer last fired: a `ConnSleep` is due
+    /// once this reaches its deadline, so a poll reads no clock.
+    fired: AtomicU64,
 }
 
 impl Deadlines {
     pub fn new() -> Self {
-        Deadlines { base: Instant::now(), earliest: AtomicU64::new(u64::MAX) }
+        Deadlines { base: Instant::now(), earliest: AtomicU64::new(u64::MAX), fired: AtomicU64::new(0) }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos().min(u64::MAX as u128 - 1) as u64
     }
 
     fn want(&self, at: Instant) {
-        let nanos = at.saturating_duration_since(self.base).as_nanos().min(u64::MAX as u128 - 1) as u64;
-        self.earliest.fetch_min(nanos, Ordering::Relaxed);
+        self.earliest.fetch_min(self.nanos(at), Ordering::Relaxed);
+    }
+
+    /// The connection's timer fired at `now`.
+    pub fn fired(&self, now: Instant) {
+        self.fired.fetch_max(self.nanos(now), Ordering::Relaxed);
+    }
+
+    fn due(&self, at: Instant) -> bool {
+        self.fired.load(Ordering::Relaxed) >= self.nanos(at)
     }
 
     /// The earliest deadline asked for since the last call, if any.
@@ -84,7 +100,8 @@ fn current() -> Option<Arc<Cork>> {
     }
 }
 
-/// A deadline that the connection task's timer wakes (see the module's comment).
+/// A deadline that the connection task's timer wakes (see the module's comment): due once
+/// that timer has fired at or after it.
 pub struct ConnSleep {
     at: Instant,
     cork: Arc<Cork>,
@@ -94,10 +111,11 @@ impl Future for ConnSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.at {
+        let deadlines = &self.cork.deadlines;
+        if deadlines.due(self.at) {
             return Poll::Ready(());
         }
-        self.cork.deadlines.want(self.at);
+        deadlines.want(self.at);
         Poll::Pending
     }
 }
@@ -121,13 +139,13 @@ impl hyper::rt::Timer for ConnTimer {
     }
 }
 
-/// `fut`, or None once `limit` has passed: on the connection's timer when polled inside
-/// the poll of `cork`'s connection (HTTP/1.1), else on a tokio timer of its own.
-pub async fn within<F: Future>(cork: &Arc<Cork>, limit: Option<Duration>, fut: F) -> Option<F::Output> {
+/// `fut`, or None once `limit` has passed since `from`: on the connection's timer when
+/// polled inside the poll of `cork`'s connection (HTTP/1.1), else on a tokio timer of its own.
+pub async fn within<F: Future>(cork: &Arc<Cork>, from: Instant, limit: Option<Duration>, fut: F) -> Option<F::Output> {
     let Some(limit) = limit else {
         return Some(fut.await);
     };
-    let at = Instant::now() + limit;
+    let at = from + limit;
     let mut fut = std::pin::pin!(fut);
     // Decided at the first poll: this is where the future runs from then on.
     let inside = std::future::poll_fn(|_| Poll::Ready(POLLING.get() == Arc::as_ptr(cork))).await;
