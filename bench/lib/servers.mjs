@@ -146,6 +146,16 @@ export const SERVERS = [
     tls: true,
   },
   {
+    // The network on the JS thread over TLS: the handshakes and records on the JS thread too.
+    name: "fetch-rs-inthread-tls",
+    title: "fetch-rs over TLS, network on the JS thread (workerThreads: 0)",
+    ...FETCH_RS,
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
+    protocols: ["tls-h1", "tls-h2"],
+    mainThread: "js",
+    tls: true,
+  },
+  {
     name: "node-https",
     title: "node:https createServer, the baseline of the https and handshake modes",
     command: process.execPath,
