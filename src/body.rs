@@ -195,7 +195,7 @@ pub fn spawn_body_reader(
     // A declared length sizes the buffer once (no regrowth copies), but only up to
     // COLLECT_RESERVE_MAX before the bytes have arrived: a length alone costs little memory.
     let declared = body.size_hint().exact().unwrap_or(0).min(limit);
-    rt.spawn(async move {
+    rt.spawn(crate::in_thread::Noted::new(async move {
         let mut seen: u64 = 0;
         let mut collected = BytesMut::new();
         if matches!(mode, ReadMode::Collect) {
@@ -255,5 +255,5 @@ pub fn spawn_body_reader(
             doorbell.push(event);
             return;
         }
-    });
+    }));
 }

@@ -3,6 +3,7 @@
 
 use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
 use crate::cork::Cork;
+use crate::in_thread::NotedExecutor;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
 use crate::response;
 use crate::stats::Stats;
@@ -12,9 +13,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +55,7 @@ pub struct ServerShared {
     /// Set for an HTTPS server: every connection starts with a TLS handshake.
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<NotedExecutor>,
 }
 
 impl ServerShared {
@@ -70,12 +72,13 @@ impl ServerShared {
         // No half_close: hyper then reads while a request is out, and sees a client that
         // leaves. One that only half-closes between requests (`nc -N`) is still answered:
         // cork.rs keeps that end of stream from hyper until the answers are out.
+        // hyper's header timer on the connection's own timer (deadline.rs).
         h1.keep_alive(true)
-            .timer(TokioTimer::new())
+            .timer(crate::deadline::ConnTimer)
             .max_header_size(config.max_header_size + HEAD_SLACK)
             .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
             .header_read_timeout(config.header_timeout);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let mut h2 = http2::Builder::new(NotedExecutor);
         // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
         // bombs and CONTINUATION floods end at this size), streams a client may reset
         // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and
@@ -337,11 +340,13 @@ enum End {
 /// short enough that idle connections hold little soon after going idle.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 
-/// The quiet-time clock of one connection: one interval ticking while hyper's state is
-/// live, never touched per request, and none while released.
+/// The quiet-time clock of one connection: a tick every period while hyper's state is
+/// live (on the connection's one timer, see `drive`), never touched per request, and none
+/// while released.
 struct IdleClock {
     period: Duration,
-    interval: Option<tokio::time::Interval>,
+    /// When the next tick is due; None while hyper's state is released.
+    next_tick: Option<tokio::time::Instant>,
     /// Periods in a row in which nothing moved.
     quiet: u32,
     /// `idleTimeout`: after this many quiet periods the connection is closed.
@@ -352,26 +357,26 @@ impl IdleClock {
     fn new(idle_timeout: Option<Duration>) -> Self {
         let period = idle_timeout.map_or(QUIET_PERIOD, |d| d.min(QUIET_PERIOD)).max(Duration::from_millis(1));
         let close_after = idle_timeout.map(|d| (d.as_nanos().div_ceil(period.as_nanos())).max(1) as u32);
-        let mut clock = IdleClock { period, interval: None, quiet: 0, close_after };
+        let mut clock = IdleClock { period, next_tick: None, quiet: 0, close_after };
         clock.restart();
         clock
     }
 
     /// Starts counting from now (hyper's state is live again).
     fn restart(&mut self) {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
-        // A task held up past several ticks must not count them all as quiet at once.
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.interval = Some(i);
+        self.next_tick = Some(tokio::time::Instant::now() + self.period);
         self.quiet = 0;
     }
 
-    async fn tick(&mut self) {
-        match self.interval.as_mut() {
-            Some(i) => {
-                i.tick().await;
+    /// Whether a tick is due at `now`; if so, the next one is a period from now (a task held
+    /// up past several ticks must not count them all as quiet at once).
+    fn tick_due(&mut self, now: tokio::time::Instant) -> bool {
+        match self.next_tick {
+            Some(t) if t <= now => {
+                self.next_tick = Some(now + self.period);
+                true
             }
-            None => std::future::pending().await,
+            _ => false,
         }
     }
 
@@ -381,9 +386,9 @@ impl IdleClock {
 
     /// How long a released connection may wait for its next request: what is left of
     /// `idleTimeout` and of `headerTimeout` (hyper's header timer ran from the last
-    /// response, which is about when the quiet began); None: no limit. Stops the interval.
+    /// response, which is about when the quiet began); None: no limit. Stops the ticks.
     fn time_left(&mut self, header_timeout: Option<Duration>) -> Option<Duration> {
-        self.interval = None;
+        self.next_tick = None;
         let quiet_for = self.period * self.quiet;
         let idle = self.close_after.map(|n| self.period * n.saturating_sub(self.quiet));
         let header = header_timeout.map(|t| t.saturating_sub(quiet_for));
@@ -398,9 +403,13 @@ impl IdleClock {
 /// a graceful shutdown when the server drains or `idleTimeout` passes. With `releasable`,
 /// returns `End::Quiet` once the connection has been quiet for two periods with nothing
 /// in progress (`Cork::settled`), so its caller can release hyper's state.
+///
+/// One tokio timer serves the connection: armed at the quiet-time clock's next tick or at
+/// the earliest deadline a request asked for (deadline.rs), whichever comes first, and
+/// moved only when something asks for an earlier time.
 async fn drive<C: GracefulConnection>(
     conn: &mut Pin<Box<C>>,
-    cork: &Cork,
+    cork: &Arc<Cork>,
     phase: &mut watch::Receiver<Phase>,
     clock: &mut IdleClock,
     releasable: bool,
@@ -409,19 +418,58 @@ async fn drive<C: GracefulConnection>(
     // since it holds the connection.
     let drain = AtomicBool::new(false);
     let mut draining = false;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let mut armed = clock.next_tick.unwrap_or_else(far);
+    let mut timer = Box::pin(tokio::time::sleep_until(armed));
     let mut corked = pin!(std::future::poll_fn(|cx| {
         crate::in_thread::note_work();
-        if !draining && drain.load(Ordering::Relaxed) {
-            draining = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        if conn.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Finished);
-        }
-        // Corked responses go out now unless hyper is on a pipelined request.
-        match cork.after_poll(cx) {
-            Ok(()) => Poll::Pending,
-            Err(_) => Poll::Ready(End::CutOff),
+        loop {
+            if !draining && drain.load(Ordering::Relaxed) {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            let done = {
+                let _polling = crate::deadline::polling(cork);
+                conn.as_mut().poll(cx).is_ready()
+            };
+            if done {
+                return Poll::Ready(End::Finished);
+            }
+            // Corked responses go out now unless hyper is on a pipelined request.
+            if cork.after_poll(cx).is_err() {
+                return Poll::Ready(End::CutOff);
+            }
+            let wanted = cork.deadlines.take().map(tokio::time::Instant::from_std);
+            let next = match (wanted, clock.next_tick) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or_else(far),
+            };
+            if next < armed {
+                armed = next;
+                timer.as_mut().reset(armed);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer fired: a request's deadline may be due (hyper is polled again
+            // above, and its due sleeps complete), or the clock's tick.
+            let now = tokio::time::Instant::now();
+            cork.deadlines.fired(now.into_std());
+            if clock.tick_due(now) {
+                if cork.idle_since_last_check() {
+                    clock.quiet += 1;
+                } else {
+                    clock.quiet = 0;
+                }
+                if clock.timed_out() {
+                    tracing::debug!("idle timeout: closing the connection");
+                    drain.store(true, Ordering::Relaxed);
+                } else if releasable && clock.quiet >= 2 && !drain.load(Ordering::Relaxed) && cork.settled() {
+                    return Poll::Ready(End::Quiet);
+                }
+            }
+            armed = clock.next_tick.unwrap_or_else(far);
+            timer.as_mut().reset(armed);
         }
     }));
     loop {
@@ -439,19 +487,6 @@ async fn drive<C: GracefulConnection>(
                 // An error means the server object is gone: nothing can answer any more.
                 if changed.is_err() {
                     return End::CutOff;
-                }
-            }
-            _ = clock.tick() => {
-                if cork.idle_since_last_check() {
-                    clock.quiet += 1;
-                } else {
-                    clock.quiet = 0;
-                }
-                if clock.timed_out() {
-                    tracing::debug!("idle timeout: closing the connection");
-                    drain.store(true, Ordering::Relaxed);
-                } else if releasable && clock.quiet >= 2 && !drain.load(Ordering::Relaxed) && cork.settled() {
-                    return End::Quiet;
                 }
             }
         }
@@ -564,10 +599,14 @@ async fn handle(
             Some(n) if n <= PRECOLLECT_LIMIT => {
                 // The listener's time limit also bounds the wait for this body: a client
                 // that stops sending mid-body gets 408, and the connection ends.
-                let collected = match shared.config.request_timeout {
-                    Some(t) => tokio::time::timeout(t, collect_small(body, n, limit)).await.unwrap_or(Err(408)),
-                    None => collect_small(body, n, limit).await,
-                };
+                let collected = crate::deadline::within(
+                    &in_flight_count.0,
+                    started,
+                    shared.config.request_timeout,
+                    collect_small(body, n, limit),
+                )
+                .await
+                .unwrap_or(Err(408));
                 match collected {
                     Ok(b) => RequestBody::Full(b),
                     Err(408) => {
@@ -581,6 +620,8 @@ async fn handle(
         }
     };
 
+    // The listener's time limit runs from now: after a body read first, else from the head.
+    let listener_from = if matches!(body, RequestBody::Full(_)) { Instant::now() } else { started };
     let waiting = stats.pending_requests.fetch_add(1, Ordering::Relaxed) + 1;
     let _pending = PendingGuard(stats.clone());
     if waiting > shared.config.max_pending_requests {
@@ -616,18 +657,16 @@ async fn handle(
     if in_flight_count.0.half_closed() {
         shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
     }
-    let reply = match shared.config.request_timeout {
-        Some(t) => match tokio::time::timeout(t, rx).await {
-            Ok(r) => r,
-            Err(_) => {
+    let reply =
+        match crate::deadline::within(&in_flight_count.0, listener_from, shared.config.request_timeout, rx).await {
+            Some(r) => r,
+            None => {
                 in_flight.armed = false;
                 tracing::debug!(%remote, "the listener did not respond within the timeout: 503");
                 shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
                 return Ok(closing(503));
             }
-        },
-        None => rx.await,
-    };
+        };
     in_flight.armed = false;
     stats.record_response(started.elapsed());
     let mut reply = reply;

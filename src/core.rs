@@ -5,6 +5,7 @@ use crate::body::{self, ReadMode, ResponseBody, StreamBody, StreamItem, RESPONSE
 use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
+use crate::in_thread::Noted;
 use crate::js_side::{JsSide, Payload};
 use crate::lending::{lend, to_buffer, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
@@ -93,8 +94,8 @@ impl Core {
                 .map_err(|e| BridgeError::new(ErrorKind::Listen, e))?;
             // SAFETY: alive until `LocalDriver::close`.
             let handle = unsafe { (*driver).handle() };
-            handle.spawn(self.js.doorbell.clone().deliver_replies());
-            handle.spawn(listener::accept_loop(std_listener, shared));
+            handle.spawn(Noted::new(self.js.doorbell.clone().deliver_replies()));
+            handle.spawn(Noted::new(listener::accept_loop(std_listener, shared)));
             self.local = Some(driver);
         } else {
             let park_doorbell = self.js.doorbell.clone();
@@ -426,9 +427,9 @@ impl Core {
                 if stream.tx.try_send(StreamItem::Error).is_err() {
                     let tx = stream.tx.clone();
                     if let Some(rt) = self.rt_handle() {
-                        rt.spawn(async move {
+                        rt.spawn(Noted::new(async move {
                             let _ = tx.send(StreamItem::Error).await;
-                        });
+                        }));
                     }
                 }
             }
@@ -454,7 +455,7 @@ impl Core {
         } else {
             None
         };
-        rt.spawn(async move {
+        rt.spawn(Noted::new(async move {
             let drained = stats.wait_no_connections();
             let mut drained = std::pin::pin!(drained);
             let done = match grace {
@@ -470,7 +471,7 @@ impl Core {
             }
             tracing::debug!("close: no connection left");
             doorbell.push_now(bridge::Event::Closed);
-        });
+        }));
         Ok(())
     }
 

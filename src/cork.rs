@@ -109,6 +109,8 @@ pub struct Cork {
     /// A WebSocket accepted on this connection: it takes the connection once hyper has
     /// written the 101 (connection.rs, websocket.rs).
     pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
+    /// Deadlines inside this connection's HTTP/1.1 requests (deadline.rs).
+    pub(crate) deadlines: crate::deadline::Deadlines,
 }
 
 impl Cork {
@@ -148,6 +150,7 @@ impl Cork {
             eof_reader: Mutex::new(None),
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
+            deadlines: crate::deadline::Deadlines::new(),
             last_request: Mutex::new(std::sync::Weak::new()),
             upgrade: Mutex::new(None),
         });

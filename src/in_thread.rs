@@ -28,6 +28,53 @@ pub fn note_work() {
     WORK.set(WORK.get().wrapping_add(1));
 }
 
+/// A future that counts its polls as work (`note_work`). Every task spawned on a
+/// server's runtime is wrapped in it: in the in-thread mode a turn runs another round
+/// while the last one polled any task, since a task woken during the runtime's last
+/// poll of a turn has its readiness already consumed and would otherwise wait for the
+/// next event or the 10 ms tick (an h2 stream's task, a body reader).
+pub struct Noted<F>(F);
+
+impl<F> Noted<F> {
+    pub fn new(fut: F) -> Self {
+        Noted(fut)
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Noted<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        note_work();
+        // SAFETY: structural pinning of the only field; `Noted` never moves it out.
+        unsafe { self.map_unchecked_mut(|n| &mut n.0) }.poll(cx)
+    }
+}
+
+/// Spawns `fut` on the current runtime with its polls counted (`Noted`).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(Noted(fut))
+}
+
+/// hyper's executor for HTTP/2 stream tasks, spawning them as `spawn` does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotedExecutor;
+
+impl<F> hyper::rt::Executor<F> for NotedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        spawn(fut);
+    }
+}
+
 type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
 type TimerCb = unsafe extern "C" fn(*mut c_void);
 type CloseCb = unsafe extern "C" fn(*mut c_void);

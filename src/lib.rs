@@ -36,6 +36,7 @@ mod calls;
 mod connection;
 mod core;
 mod cork;
+mod deadline;
 mod diagnostics;
 mod error;
 mod h1_strict;

@@ -107,7 +107,7 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
                     t.recovered();
                 }
                 let shared = shared.clone();
-                tokio::spawn(async move {
+                crate::in_thread::spawn(async move {
                     connection::serve(stream, remote, shared).await;
                     drop(permit);
                 });

@@ -263,3 +263,67 @@ test(
     }
   },
 );
+
+// Request deadlines of an HTTP/1.1 connection share one timer (src/deadline.rs), armed at the
+// earliest deadline asked for and otherwise at the connection's 1 s quiet-time tick. A short
+// limit must still fire on time, not at that tick, also for a later request of a connection.
+/** Writes `text` on `socket` and resolves with the ms until the data seen matches `until`, or the socket closes. */
+function timeUntil(socket, text, until) {
+  return new Promise((resolve) => {
+    const began = performance.now();
+    let seen = "";
+    const done = () => {
+      socket.off("data", onData);
+      socket.off("close", done);
+      resolve({ ms: performance.now() - began, seen });
+    };
+    const onData = (d) => {
+      seen += d;
+      if (until.test(seen)) done();
+    };
+    socket.on("data", onData);
+    socket.on("close", done);
+    socket.write(text);
+  });
+}
+
+test("a short timeout fires on time for a later request of a keep-alive connection", async () => {
+  const { server } = await start(
+    (e) => {
+      // /never: an answer that never comes, so the 150 ms limit answers 503.
+      const fast = new URL(e.request.url).pathname === "/fast";
+      e.respondWith(fast ? new Response("fast") : new Promise(() => {}));
+    },
+    { timeout: 150 },
+  );
+  const socket = net.connect(server.port, "127.0.0.1");
+  try {
+    await once(socket, "connect");
+    const first = await timeUntil(socket, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\nfast$/);
+    assert.match(first.seen, /^HTTP\/1\.1 200/);
+    const second = await timeUntil(socket, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\n$/);
+    assert.match(second.seen, /^HTTP\/1\.1 503/);
+    // Not before the limit, and well before the connection's 1 s tick.
+    assert.ok(second.ms >= 140 && second.ms < 800, `503 after ${second.ms.toFixed(0)} ms`);
+  } finally {
+    socket.destroy();
+    await server.close();
+  }
+});
+
+test("a short headerTimeout closes a keep-alive connection on time after its last response", async () => {
+  const { server } = await start((e) => e.respondWith(new Response("ok")), { headerTimeout: 200 });
+  const socket = net.connect(server.port, "127.0.0.1");
+  try {
+    await once(socket, "connect");
+    const first = await timeUntil(socket, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\nok$/);
+    assert.match(first.seen, /^HTTP\/1\.1 200/);
+    // Part of a second head, then silence: the header timer runs from the last response.
+    const second = await timeUntil(socket, "GET /slow HTTP/1.1\r\nHost: x\r\n", /^$/);
+    assert.ok(second.ms < 800, `closed after ${second.ms.toFixed(0)} ms`);
+    assert.ok(socket.destroyed || socket.readableEnded, "the connection is closed");
+  } finally {
+    socket.destroy();
+    await server.close();
+  }
+});

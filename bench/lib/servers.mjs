@@ -86,7 +86,7 @@ export const SERVERS = [
     env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
     requires: ["dist/index.js", "fetch-rs.node"],
     missingHint: "fetch-rs is not built: run `npm run build` in the repository root",
-    protocols: ["h1"],
+    protocols: ["h1", "h2c"],
     mainThread: "js",
   },
   {
@@ -143,6 +143,16 @@ export const SERVERS = [
     title: "fetch-rs over TLS (HTTP/1.1 and h2 by ALPN)",
     ...FETCH_RS,
     protocols: ["tls-h1", "tls-h2"],
+    tls: true,
+  },
+  {
+    // The network on the JS thread over TLS: the handshakes and records on the JS thread too.
+    name: "fetch-rs-inthread-tls",
+    title: "fetch-rs over TLS, network on the JS thread (workerThreads: 0)",
+    ...FETCH_RS,
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
+    protocols: ["tls-h1", "tls-h2"],
+    mainThread: "js",
     tls: true,
   },
   {
