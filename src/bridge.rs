@@ -119,6 +119,8 @@ pub struct Doorbell {
     scheduled: AtomicBool,
     callback: RwLock<Option<DoorbellFn>>,
     replies: Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    /// WebSockets sent to in a JS batch, written by the reply task (`send_writes`).
+    writes: Mutex<Vec<Arc<crate::websocket::SocketShared>>>,
     replies_ready: Notify,
 }
 
@@ -135,6 +137,7 @@ impl Doorbell {
             scheduled: AtomicBool::new(false),
             callback: RwLock::new(None),
             replies: Mutex::new(Vec::with_capacity(256)),
+            writes: Mutex::new(Vec::new()),
             replies_ready: Notify::new(),
         }
     }
@@ -217,9 +220,21 @@ impl Doorbell {
         self.replies_ready.notify_one();
     }
 
-    /// Runs on tokio: delivers replies to their connection tasks as batches arrive.
+    /// Hands the WebSockets a JS batch sent to over to tokio, to be written with one
+    /// wake-up (their frames are written here, not by a wake-up of each socket's task).
+    pub fn send_writes(&self, sockets: &mut Vec<Arc<crate::websocket::SocketShared>>) {
+        if sockets.is_empty() {
+            return;
+        }
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).append(sockets);
+        self.replies_ready.notify_one();
+    }
+
+    /// Runs on tokio: delivers replies to their connection tasks as batches arrive, and
+    /// writes what WebSockets were sent.
     pub async fn deliver_replies(self: Arc<Self>) {
         let mut batch = Vec::with_capacity(256);
+        let mut writes = Vec::new();
         loop {
             self.replies_ready.notified().await;
             std::mem::swap(&mut batch, &mut *self.replies.lock().unwrap_or_else(|p| p.into_inner()));
@@ -227,6 +242,15 @@ impl Doorbell {
                 // The receiver is gone when the client left or the request timed out.
                 let _ = tx.send(reply);
             }
+            std::mem::swap(&mut writes, &mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
+            // Outside tokio's cooperative budget, which would make every write after the
+            // 128th of one poll look like a full socket and leave it to the socket's task.
+            tokio::task::unconstrained(async {
+                for socket in writes.drain(..) {
+                    socket.send_now();
+                }
+            })
+            .await;
         }
     }
 }

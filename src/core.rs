@@ -96,6 +96,7 @@ impl Core {
             handle.spawn(self.js.doorbell.clone().deliver_replies());
             handle.spawn(listener::accept_loop(std_listener, shared));
             self.local = Some(driver);
+            self.js.write_here = true;
         } else {
             let park_doorbell = self.js.doorbell.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -34,8 +34,11 @@ pub struct JsSide {
     releases: Vec<LentRef>,
     /// Open WebSockets and their topics.
     pub sockets: Sockets,
-    /// Sockets sent to since the last flush, whose writers the flush wakes.
+    /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
+    /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
+    /// itself instead of handing them to another thread.
+    pub write_here: bool,
 }
 
 impl JsSide {
@@ -49,6 +52,7 @@ impl JsSide {
             releases: Vec::new(),
             sockets: Sockets::default(),
             wake_writers: Vec::new(),
+            write_here: false,
         }
     }
 
@@ -188,8 +192,12 @@ impl JsSide {
     /// Sends the replies gathered since the last flush.
     pub fn flush(&mut self) {
         self.doorbell.send_replies(&mut self.outbox);
-        for s in self.wake_writers.drain(..) {
-            s.wake_writer();
+        if self.write_here {
+            for s in self.wake_writers.drain(..) {
+                s.send_now();
+            }
+        } else {
+            self.doorbell.send_writes(&mut self.wake_writers);
         }
     }
 }
