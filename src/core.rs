@@ -144,8 +144,19 @@ impl Core {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
         let n = self.js.drain(records, &mut self.heads) as u32;
+        let mut arenas = Vec::new();
+        for a in self.js.arenas() {
+            arenas.push(napi::bindgen_prelude::ArrayBuffer::copy_from(env, a)?);
+        }
+        self.js.clear_arenas();
         for (k, payload) in self.heads.drain(..).enumerate() {
             match payload {
+                Payload::Pooled(i) => {
+                    // Always there: `drain` numbered the arenas it filled.
+                    if let Some(arena) = arenas.get(i) {
+                        texts.set_element(k as u32, *arena)?
+                    }
+                }
                 Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
                 Payload::Binary(b) => texts.set_element(k as u32, to_buffer(env, b)?)?,

@@ -633,6 +633,43 @@ test("send before open throws; the socket's members", async () => {
   }
 });
 
+test("small binary messages arriving together each get their own bytes, in every binaryType", async () => {
+  // Sent back to back, they reach JS in one batch: small ones share one ArrayBuffer there.
+  const types = ["arraybuffer", "uint8array", "nodebuffer"];
+  const sizes = [1, 64, 1024, 1025, 0, 300, 1000];
+  const count = 42;
+  const got = [];
+  const server = wsServer((socket) => {
+    socket.onmessage = (e) => {
+      got.push(e.data);
+      socket.binaryType = types[got.length % types.length];
+    };
+  });
+  try {
+    const c = await client(server);
+    for (let i = 0; i < count; i++) c.send(Buffer.alloc(sizes[i % sizes.length], i));
+    await waitFor(() => got.length === count);
+    for (let i = 0; i < count; i++) {
+      const d = got[i];
+      const type = types[i % types.length];
+      if (type === "arraybuffer") assert.ok(d instanceof ArrayBuffer, `message ${i}`);
+      if (type === "uint8array") assert.ok(d instanceof Uint8Array && !Buffer.isBuffer(d), `message ${i}`);
+      if (type === "nodebuffer") assert.ok(Buffer.isBuffer(d), `message ${i}`);
+      const bytes = new Uint8Array(
+        d instanceof ArrayBuffer ? d : d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength),
+      );
+      assert.equal(bytes.length, sizes[i % sizes.length], `message ${i}'s length`);
+      assert.ok(
+        bytes.every((b) => b === i),
+        `message ${i}'s bytes`,
+      );
+    }
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("Node's own WebSocket client talks to the server", async (t) => {
   const flag = spawnSync(process.execPath, ["--experimental-websocket", "-e", "0"]).status === 0;
   const native = typeof globalThis.WebSocket === "function";
