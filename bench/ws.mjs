@@ -50,7 +50,11 @@ const SERVERS = [
 ];
 
 const SCENARIOS = [
-  { name: "echo-64", label: "echo 64 B, 100 connections", args: ["--mode", "echo", "--size", "64", "--connections", "100"] },
+  {
+    name: "echo-64",
+    label: "echo 64 B, 100 connections",
+    args: ["--mode", "echo", "--size", "64", "--connections", "100"],
+  },
   {
     name: "echo-16k",
     label: "echo 16 KiB, 100 connections",
@@ -82,7 +86,9 @@ if (o.help) {
   process.exit(0);
 }
 const pick = (table, list) =>
-  list === undefined ? table : table.filter((e) => list.split(",").includes(e.key ?? e.name) || list.split(",").includes(e.name));
+  list === undefined
+    ? table
+    : table.filter((e) => list.split(",").includes(e.key ?? e.name) || list.split(",").includes(e.name));
 const servers = (o.servers === undefined ? SERVERS.filter((s) => !s.optIn) : pick(SERVERS, o.servers)).filter((s) => {
   if (s.needs && !existsSync(s.needs)) {
     console.error(`skipping ${s.name}: ${s.needs} is missing (${s.hint ?? "npm --prefix bench ci"})`);
@@ -201,7 +207,10 @@ for (const scenario of scenarios) {
   const row = results[scenario.name] ?? {};
   const base = median((row["ws (node:http)"] ?? []).map((x) => x.perSecond));
   lines.push(`### ${scenario.label}`, "");
-  lines.push("| server | messages/s | vs ws | CPU µs/msg | JS thread µs/msg | errors |", "|---|---:|---:|---:|---:|---:|");
+  lines.push(
+    "| server | messages/s | vs ws | CPU µs/msg | JS thread µs/msg | errors |",
+    "|---|---:|---:|---:|---:|---:|",
+  );
   for (const s of servers) {
     const runs = row[s.name] ?? [];
     const ps = median(runs.map((x) => x.perSecond));
