@@ -8,6 +8,7 @@ use crate::pubsub::Sockets;
 use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
 use crate::wire;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -244,9 +245,17 @@ impl JsSide {
     pub fn flush(&mut self) {
         self.doorbell.send_replies(&mut self.outbox);
         if self.write_here {
-            for s in self.wake_writers.drain(..) {
-                s.send_now();
-            }
+            // This runs inside the runtime's turn: outside tokio's cooperative budget, or
+            // every write after the 128th of a turn would look like a full socket and wait
+            // for the socket's task. The block finishes in its one poll.
+            let sockets = &mut self.wake_writers;
+            let writes = tokio::task::unconstrained(async move {
+                for s in sockets.drain(..) {
+                    s.send_now();
+                }
+            });
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = std::pin::pin!(writes).poll(&mut cx);
         } else {
             self.doorbell.send_writes(&mut self.wake_writers);
         }

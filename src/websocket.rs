@@ -38,15 +38,19 @@ pub(crate) const COMPRESS_MIN: usize = 64;
 /// How long a closing socket waits for the peer's close frame before dropping TCP.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Binary messages this large get an allocation of their own (see `Reader::frame`).
-const OWN_ALLOCATION_MIN: usize = 16 * 1024;
+/// Binary messages this large get an allocation of their own (see `Reader::frame`): the
+/// size from which JS gets them as external buffers (smaller ones are copied there).
+const OWN_ALLOCATION_MIN: usize = crate::lending::EXTERNAL_BUFFER_MIN;
 
 /// The most `parse_frame` reserves ahead of bytes that have arrived.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
-/// Frames up to this size are copied into one write buffer; larger payloads are written
-/// from their own allocation.
-const COALESCE_LIMIT: usize = 16 * 1024;
+/// Payloads up to this size are copied into one write buffer with the frames around
+/// them; larger ones are written from their own allocation, in the same `writev`.
+const COALESCE_LIMIT: usize = 2 * 1024;
+
+/// The most chunks one `writev` takes.
+const WRITE_SLICES: usize = 64;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
 pub(crate) mod code {
@@ -440,12 +444,25 @@ impl SocketShared {
         loop {
             // The task has not started yet: it writes everything once it has.
             let Some(half) = w.half.as_mut() else { return Poll::Pending };
-            while let Some((chunk, _)) = w.chunks.front_mut() {
-                match Pin::new(&mut *half).poll_write(cx, chunk) {
+            while !w.chunks.is_empty() {
+                // Headers and large payloads go out together, each from where it lies.
+                let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+                let mut count = 0;
+                for ((chunk, _), slice) in w.chunks.iter().zip(slices.iter_mut()) {
+                    *slice = std::io::IoSlice::new(chunk);
+                    count += 1;
+                }
+                match Pin::new(&mut *half).poll_write_vectored(cx, &slices[..count]) {
                     Poll::Ready(Ok(n)) if n > 0 => {
-                        chunk.advance(n);
-                        if chunk.is_empty() {
-                            let data = w.chunks.pop_front().map_or(0, |(_, d)| d);
+                        let mut left = n;
+                        while let Some((chunk, data)) = w.chunks.front_mut() {
+                            if left < chunk.len() {
+                                chunk.advance(left);
+                                break;
+                            }
+                            left -= chunk.len();
+                            let data = *data;
+                            w.chunks.pop_front();
                             self.written(data);
                         }
                     }
