@@ -23,6 +23,23 @@ use tokio::sync::{oneshot, Notify};
 /// for its wake-up many times over.
 const RING_NOW_AT: usize = 256;
 
+/// WebSockets of one flush written by the reply task itself; beyond that, they are
+/// written by tasks of `WRITES_PER_TASK` each, which the runtime spreads over its workers.
+const WRITES_INLINE: usize = 64;
+const WRITES_PER_TASK: usize = 256;
+
+/// Writes what was sent to `sockets` (`SocketShared::send_now`), outside tokio's
+/// cooperative budget, which would make every write after the 128th of one poll look like
+/// a full socket and leave it to the socket's task.
+async fn write_sockets(sockets: Vec<Arc<crate::websocket::SocketShared>>) {
+    tokio::task::unconstrained(async move {
+        for socket in sockets {
+            socket.send_now();
+        }
+    })
+    .await
+}
+
 /// The response a connection task waits for.
 pub type Reply = http::Response<ResponseBody>;
 
@@ -243,14 +260,13 @@ impl Doorbell {
                 let _ = tx.send(reply);
             }
             std::mem::swap(&mut writes, &mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
-            // Outside tokio's cooperative budget, which would make every write after the
-            // 128th of one poll look like a full socket and leave it to the socket's task.
-            tokio::task::unconstrained(async {
-                for socket in writes.drain(..) {
-                    socket.send_now();
-                }
-            })
-            .await;
+            // A large fan-out is shared among the workers, in tasks of its own, rather than
+            // held on one thread (and ahead of the replies of the next batch).
+            while writes.len() > WRITES_INLINE {
+                let part = writes.split_off(writes.len().saturating_sub(WRITES_PER_TASK).max(WRITES_INLINE));
+                tokio::spawn(write_sockets(part));
+            }
+            write_sockets(std::mem::take(&mut writes)).await;
         }
     }
 }
