@@ -1215,7 +1215,14 @@ pub(crate) async fn take_over(
     };
     let (write, unsent) = cork.take_writer();
     stats.web_sockets.fetch_add(1, Ordering::Relaxed);
-    run(read, write, first, unsent, shared, stats, phase).await;
+    let mut socket = std::pin::pin!(run(read, write, first, unsent, shared, stats, phase));
+    // Counted as a connection task's poll is: with the network on the JS thread, a turn
+    // goes on while sockets are busy (`in_thread::note_work`).
+    std::future::poll_fn(|cx| {
+        crate::in_thread::note_work();
+        std::future::Future::poll(socket.as_mut(), cx)
+    })
+    .await;
 }
 
 /// Carried in a 101 reply's extensions: the socket to start once hyper hands over the
