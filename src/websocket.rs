@@ -376,15 +376,20 @@ impl SocketShared {
     }
 
     /// Queues a data message of `len` payload bytes: `None` when dropped (closing, or
-    /// over the backpressure limit), `Some(true)` when nothing was queued before it.
-    pub fn queue(&self, out: Out, len: usize) -> Option<bool> {
+    /// over the backpressure limit), `Some(true)` when nothing was queued before it. With
+    /// `tell`, the sender learns that it waited or was dropped (`send`), and a DRAIN record
+    /// follows; a publish tells no one, so it asks for none (one per subscriber per batch
+    /// of several publishes, otherwise).
+    pub fn queue(&self, out: Out, len: usize, tell: bool) -> Option<bool> {
         if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
             return None;
         }
         let before = self.buffered.load(Ordering::Acquire);
         if before > 0 && before + len > self.config.backpressure_limit {
             // A DRAIN record tells the sender when to try again.
-            self.drain_wanted.store(true, Ordering::Release);
+            if tell {
+                self.drain_wanted.store(true, Ordering::Release);
+            }
             if self.config.close_on_backpressure_limit {
                 tracing::debug!(sid = self.sid, "websocket: backpressure limit reached; closing");
                 self.close(code::POLICY, "backpressure limit reached".into());
@@ -392,10 +397,10 @@ impl SocketShared {
             return None;
         }
         self.buffered.fetch_add(len, Ordering::AcqRel);
-        // No wake-up yet: the JS thread wakes each socket it sent to once, when it flushes
-        // the batch (`wake_writer`), so a batch's messages go out in one write.
+        // No write yet: the JS thread's flush writes each socket it sent to once
+        // (`send_now`), so a batch's messages go out in one write.
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
-        if before > 0 {
+        if before > 0 && tell {
             self.drain_wanted.store(true, Ordering::Release);
         }
         Some(before == 0)
@@ -589,7 +594,7 @@ impl SocketShared {
 
     /// `queue` as `send` reports it (Bun's numbers).
     pub fn send(&self, out: Out, len: usize) -> i32 {
-        match self.queue(out, len) {
+        match self.queue(out, len, true) {
             None => SEND_DROPPED,
             Some(true) => len.min(i32::MAX as usize) as i32,
             Some(false) => SEND_QUEUED,
