@@ -22,6 +22,23 @@ const LOAD = join(ROOT, "target", "release", "examples", "ws-load");
 
 const SERVERS = [
   { name: "fetch-rs", cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"] },
+  {
+    // The network on the JS thread (src/in_thread.rs, docs/network-thread.md).
+    name: "fetch-rs in-thread",
+    key: "fetch-rs-inthread",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"],
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
+  },
+  {
+    // The same server from another build (bench/make-baseline.sh REV), to compare a change with
+    // the code before it in one run. Listed only when asked for (--servers=...,fetch-rs-base).
+    name: "fetch-rs-base",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"],
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
+    needs: join(ROOT, "bench", "baseline", "fetch-rs.node"),
+    hint: "bench/make-baseline.sh main",
+    optIn: true,
+  },
   { name: "ws (node:http)", key: "node-ws", cmd: [process.execPath, "bench/servers/ws-node.mjs"] },
   { name: "Bun.serve", key: "bun", cmd: [join(BIN, "bun"), "bench/servers/ws-bun.mjs"], needs: join(BIN, "bun") },
   {
@@ -33,7 +50,11 @@ const SERVERS = [
 ];
 
 const SCENARIOS = [
-  { name: "echo-64", label: "echo 64 B, 100 connections", args: ["--mode", "echo", "--size", "64", "--connections", "100"] },
+  {
+    name: "echo-64",
+    label: "echo 64 B, 100 connections",
+    args: ["--mode", "echo", "--size", "64", "--connections", "100"],
+  },
   {
     name: "echo-16k",
     label: "echo 16 KiB, 100 connections",
@@ -60,15 +81,17 @@ const { values: o } = parseArgs({
 });
 if (o.help) {
   console.log(
-    "node bench/ws.mjs [--servers=fetch-rs,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1]",
+    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-base,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1]",
   );
   process.exit(0);
 }
 const pick = (table, list) =>
-  list === undefined ? table : table.filter((e) => list.split(",").includes(e.key ?? e.name) || list.split(",").includes(e.name));
-const servers = pick(SERVERS, o.servers).filter((s) => {
+  list === undefined
+    ? table
+    : table.filter((e) => list.split(",").includes(e.key ?? e.name) || list.split(",").includes(e.name));
+const servers = (o.servers === undefined ? SERVERS.filter((s) => !s.optIn) : pick(SERVERS, o.servers)).filter((s) => {
   if (s.needs && !existsSync(s.needs)) {
-    console.error(`skipping ${s.name}: ${s.needs} is missing (npm --prefix bench ci)`);
+    console.error(`skipping ${s.name}: ${s.needs} is missing (${s.hint ?? "npm --prefix bench ci"})`);
     return false;
   }
   return true;
@@ -84,7 +107,7 @@ if (!existsSync(LOAD)) {
 function startServer(s, port) {
   const child = spawn("taskset", ["-c", o["server-cpus"], ...s.cmd], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port) },
+    env: { ...process.env, ...s.env, PORT: String(port) },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -184,7 +207,10 @@ for (const scenario of scenarios) {
   const row = results[scenario.name] ?? {};
   const base = median((row["ws (node:http)"] ?? []).map((x) => x.perSecond));
   lines.push(`### ${scenario.label}`, "");
-  lines.push("| server | messages/s | vs ws | CPU µs/msg | JS thread µs/msg | errors |", "|---|---:|---:|---:|---:|---:|");
+  lines.push(
+    "| server | messages/s | vs ws | CPU µs/msg | JS thread µs/msg | errors |",
+    "|---|---:|---:|---:|---:|---:|",
+  );
   for (const s of servers) {
     const runs = row[s.name] ?? [];
     const ps = median(runs.map((x) => x.perSecond));

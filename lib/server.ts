@@ -28,6 +28,7 @@ import {
   RECORD_WS_OPEN,
   RECORD_WS_PONG,
   WS_CLEAN,
+  WS_POOLED,
   WS_TEXT,
   type NativeOptions,
   type NativeServer as NativeServerType,
@@ -414,7 +415,7 @@ export class Server {
               payload = texts[k];
               texts[k++] = "";
             }
-            this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload);
+            this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
           } else if (kind === RECORD_REQUEST) {
             const text = texts[k] as string;
             texts[k++] = "";
@@ -471,11 +472,13 @@ export class Server {
     }
   }
 
-  #wsRecord(kind: number, sid: number, arg: number, payload: unknown): void {
+  #wsRecord(kind: number, sid: number, arg: number, payload: unknown, offset: number): void {
     const ws = this.#sockets.get(sid);
     if (ws === undefined) return;
     switch (kind) {
       case RECORD_WS_MESSAGE:
+        // A small binary message is a view of the batch's shared ArrayBuffer.
+        if ((arg & 0xff) === WS_POOLED) payload = Buffer.from(payload as ArrayBuffer, offset, arg >>> 8);
         socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
         break;
       case RECORD_WS_OPEN:

@@ -23,6 +23,23 @@ use tokio::sync::{oneshot, Notify};
 /// for its wake-up many times over.
 const RING_NOW_AT: usize = 256;
 
+/// WebSockets of one flush written by the reply task itself; beyond that, they are
+/// written by tasks of `WRITES_PER_TASK` each, which the runtime spreads over its workers.
+const WRITES_INLINE: usize = 64;
+const WRITES_PER_TASK: usize = 256;
+
+/// Writes what was sent to `sockets` (`SocketShared::send_now`), outside tokio's
+/// cooperative budget, which would make every write after the 128th of one poll look like
+/// a full socket and leave it to the socket's task.
+async fn write_sockets(sockets: Vec<Arc<crate::websocket::SocketShared>>) {
+    tokio::task::unconstrained(async move {
+        for socket in sockets {
+            socket.send_now();
+        }
+    })
+    .await
+}
+
 /// The response a connection task waits for.
 pub type Reply = http::Response<ResponseBody>;
 
@@ -121,6 +138,8 @@ pub struct Doorbell {
     scheduled: AtomicBool,
     callback: RwLock<Option<DoorbellFn>>,
     replies: Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    /// WebSockets sent to in a JS batch, written by the reply task (`send_writes`).
+    writes: Mutex<Vec<Arc<crate::websocket::SocketShared>>>,
     replies_ready: Notify,
 }
 
@@ -137,6 +156,7 @@ impl Doorbell {
             scheduled: AtomicBool::new(false),
             callback: RwLock::new(None),
             replies: Mutex::new(Vec::with_capacity(256)),
+            writes: Mutex::new(Vec::new()),
             replies_ready: Notify::new(),
         }
     }
@@ -219,9 +239,21 @@ impl Doorbell {
         self.replies_ready.notify_one();
     }
 
-    /// Runs on tokio: delivers replies to their connection tasks as batches arrive.
+    /// Hands the WebSockets a JS batch sent to over to tokio, to be written with one
+    /// wake-up (their frames are written here, not by a wake-up of each socket's task).
+    pub fn send_writes(&self, sockets: &mut Vec<Arc<crate::websocket::SocketShared>>) {
+        if sockets.is_empty() {
+            return;
+        }
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).append(sockets);
+        self.replies_ready.notify_one();
+    }
+
+    /// Runs on tokio: delivers replies to their connection tasks as batches arrive, and
+    /// writes what WebSockets were sent.
     pub async fn deliver_replies(self: Arc<Self>) {
         let mut batch = Vec::with_capacity(256);
+        let mut writes = Vec::new();
         loop {
             self.replies_ready.notified().await;
             std::mem::swap(&mut batch, &mut *self.replies.lock().unwrap_or_else(|p| p.into_inner()));
@@ -229,6 +261,14 @@ impl Doorbell {
                 // The receiver is gone when the client left or the request timed out.
                 let _ = tx.send(reply);
             }
+            std::mem::swap(&mut writes, &mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
+            // A large fan-out is shared among the workers, in tasks of its own, rather than
+            // held on one thread (and ahead of the replies of the next batch).
+            while writes.len() > WRITES_INLINE {
+                let part = writes.split_off(writes.len().saturating_sub(WRITES_PER_TASK).max(WRITES_INLINE));
+                tokio::spawn(write_sockets(part));
+            }
+            write_sockets(std::mem::take(&mut writes)).await;
         }
     }
 }

@@ -97,6 +97,7 @@ impl Core {
             handle.spawn(Noted::new(self.js.doorbell.clone().deliver_replies()));
             handle.spawn(Noted::new(listener::accept_loop(std_listener, shared)));
             self.local = Some(driver);
+            self.js.write_here = true;
         } else {
             let park_doorbell = self.js.doorbell.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,8 +145,19 @@ impl Core {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
         let n = self.js.drain(records, &mut self.heads) as u32;
+        let mut arenas = Vec::new();
+        for a in self.js.arenas() {
+            arenas.push(napi::bindgen_prelude::ArrayBuffer::copy_from(env, a)?);
+        }
+        self.js.clear_arenas();
         for (k, payload) in self.heads.drain(..).enumerate() {
             match payload {
+                Payload::Pooled(i) => {
+                    // Always there: `drain` numbered the arenas it filled.
+                    if let Some(arena) = arenas.get(i) {
+                        texts.set_element(k as u32, *arena)?
+                    }
+                }
                 Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
                 Payload::Binary(b) => texts.set_element(k as u32, to_buffer(env, b)?)?,

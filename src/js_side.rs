@@ -8,6 +8,7 @@ use crate::pubsub::Sockets;
 use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
 use crate::wire;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -21,7 +22,18 @@ pub enum Payload {
     Head(crate::request::HeadText),
     Text(String),
     Binary(bytes::Bytes),
+    /// A small binary message, in the drain's arena of this index (`JsSide::arenas`).
+    Pooled(usize),
 }
+
+/// Binary messages up to this size are copied into an arena shared by the drain's small
+/// messages, which JS gets as one ArrayBuffer and views of it: one allocation per arena
+/// instead of one ArrayBuffer (and backing store, malloc and free) per message.
+const POOLED_MAX: usize = 1024;
+
+/// An arena's size limit: a message kept alive keeps at most this much memory with it
+/// (Node's own Buffer pool is 8 KiB, for the same trade).
+const ARENA_SIZE: usize = 16 * 1024;
 
 /// The JS thread's half of the bridge.
 pub struct JsSide {
@@ -34,8 +46,15 @@ pub struct JsSide {
     releases: Vec<LentRef>,
     /// Open WebSockets and their topics.
     pub sockets: Sockets,
-    /// Sockets sent to since the last flush, whose writers the flush wakes.
+    /// Small binary messages of the current drain, copied together (`Payload::Pooled`);
+    /// the first `arenas_used` are in use, the rest kept for their allocation.
+    arenas: Vec<Vec<u8>>,
+    arenas_used: usize,
+    /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
+    /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
+    /// itself instead of handing them to another thread.
+    pub write_here: bool,
 }
 
 impl JsSide {
@@ -48,7 +67,10 @@ impl JsSide {
             outbox: Vec::new(),
             releases: Vec::new(),
             sockets: Sockets::default(),
+            arenas: Vec::new(),
+            arenas_used: 0,
             wake_writers: Vec::new(),
+            write_here: false,
         }
     }
 
@@ -164,6 +186,12 @@ impl JsSide {
                 s.shared.taken(msg.len());
                 let (kind, payload) = match msg {
                     crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Text(t)),
+                    crate::websocket::Message::Binary(b) if b.len() <= POOLED_MAX => {
+                        let (arena, offset) = self.pool(&b);
+                        heads.push(Payload::Pooled(arena));
+                        let kind = wire::WS_POOLED | (b.len() as u32) << 8;
+                        return Some([wire::RECORD_WS_MESSAGE, sid, kind, offset]);
+                    }
                     crate::websocket::Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
                 };
                 heads.push(payload);
@@ -190,11 +218,51 @@ impl JsSide {
         }
     }
 
+    /// Copies a small message into the current arena (a new one when it is full);
+    /// returns the arena's index and the message's offset in it.
+    fn pool(&mut self, data: &[u8]) -> (usize, u32) {
+        let fits = self.arenas_used > 0 && self.arenas[self.arenas_used - 1].len() + data.len() <= ARENA_SIZE;
+        if !fits {
+            if self.arenas.len() == self.arenas_used {
+                self.arenas.push(Vec::with_capacity(ARENA_SIZE));
+            }
+            self.arenas_used += 1;
+        }
+        let arena = &mut self.arenas[self.arenas_used - 1];
+        let offset = arena.len() as u32;
+        arena.extend_from_slice(data);
+        (self.arenas_used - 1, offset)
+    }
+
+    /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
+    pub fn arenas(&self) -> &[Vec<u8>] {
+        &self.arenas[..self.arenas_used]
+    }
+
+    pub fn clear_arenas(&mut self) {
+        for a in &mut self.arenas[..self.arenas_used] {
+            a.clear();
+        }
+        self.arenas_used = 0;
+    }
+
     /// Sends the replies gathered since the last flush.
     pub fn flush(&mut self) {
         self.doorbell.send_replies(&mut self.outbox);
-        for s in self.wake_writers.drain(..) {
-            s.wake_writer();
+        if self.write_here {
+            // This runs inside the runtime's turn: outside tokio's cooperative budget, or
+            // every write after the 128th of a turn would look like a full socket and wait
+            // for the socket's task. The block finishes in its one poll.
+            let sockets = &mut self.wake_writers;
+            let writes = tokio::task::unconstrained(async move {
+                for s in sockets.drain(..) {
+                    s.send_now();
+                }
+            });
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = std::pin::pin!(writes).poll(&mut cx);
+        } else {
+            self.doorbell.send_writes(&mut self.wake_writers);
         }
     }
 }

@@ -9,7 +9,7 @@ use napi::Env;
 use std::sync::Arc;
 
 /// Bodies this large or larger cross to JS as external buffers instead of copies.
-const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
+pub(crate) const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
 
 /// A Buffer over `data`: copied when small, external (no copy) when large.
 pub(crate) fn to_buffer(env: &Env, data: bytes::Bytes) -> BridgeResult<BufferSlice<'_>> {

@@ -145,7 +145,7 @@ impl Sockets {
                     .clone(),
                 _ => plain.get_or_insert_with(|| websocket::encode_frame(opcode, false, &payload)).clone(),
             };
-            if s.shared.queue(Out::Encoded { frame, payload_len: len }, len).is_some() {
+            if s.shared.queue(Out::Encoded { frame, payload_len: len }, len, false).is_some() {
                 n += 1;
                 if s.shared.wants_wake() {
                     wake.push(s.shared.clone());

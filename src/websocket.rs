@@ -16,10 +16,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use sha1::Digest;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{watch, Notify};
 
 /// RFC 6455 section 1.3: appended to the client's key before hashing.
@@ -36,15 +38,19 @@ pub(crate) const COMPRESS_MIN: usize = 64;
 /// How long a closing socket waits for the peer's close frame before dropping TCP.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Binary messages this large get an allocation of their own (see `Reader::frame`).
-const OWN_ALLOCATION_MIN: usize = 16 * 1024;
+/// Binary messages this large get an allocation of their own (see `Reader::frame`): the
+/// size from which JS gets them as external buffers (smaller ones are copied there).
+const OWN_ALLOCATION_MIN: usize = crate::lending::EXTERNAL_BUFFER_MIN;
 
 /// The most `parse_frame` reserves ahead of bytes that have arrived.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
-/// Frames up to this size are copied into one write buffer; larger payloads are written
-/// from their own allocation.
-const COALESCE_LIMIT: usize = 16 * 1024;
+/// Payloads up to this size are copied into one write buffer with the frames around
+/// them; larger ones are written from their own allocation, in the same `writev`.
+const COALESCE_LIMIT: usize = 2 * 1024;
+
+/// The most chunks one `writev` takes.
+const WRITE_SLICES: usize = 64;
 
 /// Close codes used by the server (RFC 6455 section 7.4.1).
 pub(crate) mod code {
@@ -305,6 +311,9 @@ pub(crate) struct SocketShared {
     queue: Mutex<VecDeque<Out>>,
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
+    /// The connection's sending half, written by whichever side gets there first: the
+    /// flush after a JS batch (`send_now`) or the socket's task (`write_loop`).
+    writer: Mutex<Writer>,
     writer_wake: Notify,
     /// Listed for a wake-up at the JS thread's next flush.
     wake_pending: AtomicBool,
@@ -320,6 +329,23 @@ pub(crate) struct SocketShared {
     doorbell: Arc<Doorbell>,
 }
 
+/// A socket's sending half and what is encoded for it but not written yet.
+#[derive(Default)]
+struct Writer {
+    /// Set when the socket's task starts; taken when it ends (closing the connection).
+    half: Option<crate::cork::WriteHalf>,
+    /// Encoded bytes in order, each with the message bytes it completes (`buffered`).
+    chunks: VecDeque<(Bytes, usize)>,
+    /// Where small frames are coalesced before they become a chunk.
+    buf: BytesMut,
+    /// The queue's contents while they are encoded (kept for its allocation).
+    batch: Vec<Out>,
+    compressor: Option<Compress>,
+    /// A close frame is encoded: nothing more is sent.
+    close_out: bool,
+    failed: bool,
+}
+
 impl SocketShared {
     pub fn new(sid: u32, config: SocketConfig, doorbell: Arc<Doorbell>) -> Arc<Self> {
         Arc::new(SocketShared {
@@ -327,6 +353,7 @@ impl SocketShared {
             config,
             queue: Mutex::new(VecDeque::new()),
             buffered: AtomicUsize::new(0),
+            writer: Mutex::new(Writer::default()),
             writer_wake: Notify::new(),
             wake_pending: AtomicBool::new(false),
             drain_wanted: AtomicBool::new(false),
@@ -349,15 +376,20 @@ impl SocketShared {
     }
 
     /// Queues a data message of `len` payload bytes: `None` when dropped (closing, or
-    /// over the backpressure limit), `Some(true)` when nothing was queued before it.
-    pub fn queue(&self, out: Out, len: usize) -> Option<bool> {
+    /// over the backpressure limit), `Some(true)` when nothing was queued before it. With
+    /// `tell`, the sender learns that it waited or was dropped (`send`), and a DRAIN record
+    /// follows; a publish tells no one, so it asks for none (one per subscriber per batch
+    /// of several publishes, otherwise).
+    pub fn queue(&self, out: Out, len: usize, tell: bool) -> Option<bool> {
         if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
             return None;
         }
         let before = self.buffered.load(Ordering::Acquire);
         if before > 0 && before + len > self.config.backpressure_limit {
             // A DRAIN record tells the sender when to try again.
-            self.drain_wanted.store(true, Ordering::Release);
+            if tell {
+                self.drain_wanted.store(true, Ordering::Release);
+            }
             if self.config.close_on_backpressure_limit {
                 tracing::debug!(sid = self.sid, "websocket: backpressure limit reached; closing");
                 self.close(code::POLICY, "backpressure limit reached".into());
@@ -365,10 +397,10 @@ impl SocketShared {
             return None;
         }
         self.buffered.fetch_add(len, Ordering::AcqRel);
-        // No wake-up yet: the JS thread wakes each socket it sent to once, when it flushes
-        // the batch (`wake_writer`), so a batch's messages go out in one write.
+        // No write yet: the JS thread's flush writes each socket it sent to once
+        // (`send_now`), so a batch's messages go out in one write.
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
-        if before > 0 {
+        if before > 0 && tell {
             self.drain_wanted.store(true, Ordering::Release);
         }
         Some(before == 0)
@@ -380,15 +412,189 @@ impl SocketShared {
         !self.wake_pending.swap(true, Ordering::AcqRel)
     }
 
-    /// Wakes the writer for what `queue` added (called at the JS thread's flush).
-    pub fn wake_writer(&self) {
+    /// Writes what `queue` added since the last flush (called at the JS thread's flush).
+    /// Most of the time the socket can take it all at once: it is written here, with no
+    /// wake-up of the socket's task (a poll of its whole state machine, and a
+    /// cross-thread hop per socket, which for a publish to many sockets cost more than
+    /// the writes). A full socket, a close frame or a writer busy on the task's side
+    /// leave the rest to the task.
+    pub fn send_now(&self) {
         self.wake_pending.store(false, Ordering::Release);
-        self.writer_wake.notify_one();
+        let done = match self.writer.try_lock() {
+            Ok(mut w) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                matches!(self.poll_send(&mut w, &mut cx), Poll::Ready(Ok(false)))
+            }
+            // The task is writing: it looks at the queue again before it sleeps.
+            Err(_) => false,
+        };
+        if !done {
+            // A socket that could not take everything has the noop waker registered for
+            // writability: the task's own poll registers its waker again.
+            self.writer_wake.notify_one();
+        }
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the encoded chunks, then encodes and writes what is queued, until the
+    /// queue is empty (`Ok(false)`), a close frame is out (`Ok(true)`), the socket is
+    /// full (`Pending`, a wake-up registered with `cx`), or it failed.
+    fn poll_send(&self, w: &mut Writer, cx: &mut std::task::Context<'_>) -> Poll<Result<bool, ()>> {
+        if w.failed {
+            return Poll::Ready(Err(()));
+        }
+        loop {
+            // The task has not started yet: it writes everything once it has.
+            let Some(half) = w.half.as_mut() else { return Poll::Pending };
+            while !w.chunks.is_empty() {
+                // Headers and large payloads go out together, each from where it lies.
+                let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+                let mut count = 0;
+                for ((chunk, _), slice) in w.chunks.iter().zip(slices.iter_mut()) {
+                    *slice = std::io::IoSlice::new(chunk);
+                    count += 1;
+                }
+                match Pin::new(&mut *half).poll_write_vectored(cx, &slices[..count]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        let mut left = n;
+                        while let Some((chunk, data)) = w.chunks.front_mut() {
+                            if left < chunk.len() {
+                                chunk.advance(left);
+                                break;
+                            }
+                            left -= chunk.len();
+                            let data = *data;
+                            w.chunks.pop_front();
+                            self.written(data);
+                        }
+                    }
+                    Poll::Ready(_) => {
+                        w.failed = true;
+                        return Poll::Ready(Err(()));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            // TLS may keep records of what it took (a no-op over TCP).
+            match Pin::new(&mut *half).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    w.failed = true;
+                    return Poll::Ready(Err(()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            if w.close_out {
+                return Poll::Ready(Ok(true));
+            }
+            let mut batch = std::mem::take(&mut w.batch);
+            {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                batch.extend(q.drain(..));
+            }
+            if batch.is_empty() {
+                w.batch = batch;
+                return Poll::Ready(Ok(false));
+            }
+            self.encode(w, &mut batch);
+            w.batch = batch;
+        }
+    }
+
+    /// Frames (and compresses) a batch into `w.chunks`: small frames coalesced into one
+    /// chunk, large payloads as chunks of their own. Nothing after a close frame is sent.
+    fn encode(&self, w: &mut Writer, batch: &mut Vec<Out>) {
+        let mut data_bytes = 0;
+        for out in batch.drain(..) {
+            let large: Option<Bytes> = match out {
+                Out::Message { payload, text, compress } => {
+                    data_bytes += payload.len();
+                    let opcode = if text { OP_TEXT } else { OP_BINARY };
+                    match self.config.deflate {
+                        Some(d) if compress && payload.len() >= COMPRESS_MIN => {
+                            let c = w.compressor.get_or_insert_with(|| compressor_for(d));
+                            let z = deflate(c, &payload);
+                            put_header(&mut w.buf, opcode, true, z.len());
+                            w.buf.extend_from_slice(&z);
+                            None
+                        }
+                        _ => {
+                            put_header(&mut w.buf, opcode, false, payload.len());
+                            Some(payload)
+                        }
+                    }
+                }
+                Out::Encoded { frame, payload_len } => {
+                    data_bytes += payload_len;
+                    Some(frame)
+                }
+                Out::Ping(p) => {
+                    put_header(&mut w.buf, OP_PING, false, p.len());
+                    Some(p)
+                }
+                Out::Pong(p) => {
+                    put_header(&mut w.buf, OP_PONG, false, p.len());
+                    Some(p)
+                }
+                Out::Close(c, reason) => {
+                    // 1005 is "no status": a close frame with an empty body.
+                    let body_len = if c == code::NO_STATUS { 0 } else { 2 + reason.len() };
+                    put_header(&mut w.buf, OP_CLOSE, false, body_len);
+                    if c != code::NO_STATUS {
+                        w.buf.put_u16(c);
+                        w.buf.extend_from_slice(reason.as_bytes());
+                    }
+                    w.close_out = true;
+                    None
+                }
+            };
+            if let Some(p) = large {
+                if p.len() <= COALESCE_LIMIT {
+                    w.buf.extend_from_slice(&p);
+                } else {
+                    if !w.buf.is_empty() {
+                        let head = w.buf.split().freeze();
+                        w.chunks.push_back((head, 0));
+                    }
+                    w.chunks.push_back((p, 0));
+                }
+            }
+            if w.close_out {
+                // The drain drops the rest of the batch.
+                break;
+            }
+        }
+        if !w.buf.is_empty() {
+            let small = w.buf.split().freeze();
+            w.chunks.push_back((small, 0));
+        }
+        if w.buf.capacity() > 1024 * 1024 {
+            w.buf = BytesMut::new();
+        }
+        // The batch's data counts as written once its last chunk is.
+        match w.chunks.back_mut() {
+            Some((_, d)) => *d += data_bytes,
+            None => self.written(data_bytes),
+        }
+    }
+
+    /// `data` bytes of messages reached the socket: a DRAIN record once the queue is low.
+    fn written(&self, data: usize) {
+        if data == 0 {
+            return;
+        }
+        let left = self.buffered.fetch_sub(data, Ordering::AcqRel) - data;
+        if left <= self.config.backpressure_limit / 4 && self.drain_wanted.swap(false, Ordering::AcqRel) {
+            self.doorbell.push(Event::WsDrain(self.sid));
+        }
     }
 
     /// `queue` as `send` reports it (Bun's numbers).
     pub fn send(&self, out: Out, len: usize) -> i32 {
-        match self.queue(out, len) {
+        match self.queue(out, len, true) {
             None => SEND_DROPPED,
             Some(true) => len.min(i32::MAX as usize) as i32,
             Some(false) => SEND_QUEUED,
@@ -848,99 +1054,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 /// Sends queued frames until a close frame is written (true) or the socket fails (false).
-async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &SocketShared, unsent: Vec<u8>) -> bool {
-    let mut batch: Vec<Out> = Vec::new();
-    // What the connection had not sent yet (the 101) goes before any frame.
-    if !unsent.is_empty() && (io.write_all(&unsent).await.is_err() || io.flush().await.is_err()) {
-        return false;
-    }
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut compressor: Option<Compress> = None;
+/// Most frames are written by the flush after the JS batch that sent them
+/// (`SocketShared::send_now`); this task writes what that left: a socket that was full,
+/// frames queued from here (pongs, pings, close), and the close frame.
+async fn write_loop(shared: &SocketShared) -> bool {
     loop {
-        {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            batch.extend(q.drain(..));
-        }
-        if batch.is_empty() {
-            shared.writer_wake.notified().await;
-            continue;
-        }
-        let mut data_bytes = 0;
-        let mut closed = false;
-        for out in batch.drain(..) {
-            let large: Option<Bytes> = match out {
-                Out::Message { payload, text, compress } => {
-                    data_bytes += payload.len();
-                    let opcode = if text { OP_TEXT } else { OP_BINARY };
-                    match shared.config.deflate {
-                        Some(d) if compress && payload.len() >= COMPRESS_MIN => {
-                            let c = compressor.get_or_insert_with(|| compressor_for(d));
-                            let z = deflate(c, &payload);
-                            put_header(&mut buf, opcode, true, z.len());
-                            buf.extend_from_slice(&z);
-                            None
-                        }
-                        _ => {
-                            put_header(&mut buf, opcode, false, payload.len());
-                            Some(payload)
-                        }
-                    }
-                }
-                Out::Encoded { frame, payload_len } => {
-                    data_bytes += payload_len;
-                    Some(frame)
-                }
-                Out::Ping(p) => {
-                    put_header(&mut buf, OP_PING, false, p.len());
-                    Some(p)
-                }
-                Out::Pong(p) => {
-                    put_header(&mut buf, OP_PONG, false, p.len());
-                    Some(p)
-                }
-                Out::Close(c, reason) => {
-                    // 1005 is "no status": a close frame with an empty body.
-                    let mut body = Vec::with_capacity(2 + reason.len());
-                    if c != code::NO_STATUS {
-                        body.extend_from_slice(&c.to_be_bytes());
-                        body.extend_from_slice(reason.as_bytes());
-                    }
-                    put_header(&mut buf, OP_CLOSE, false, body.len());
-                    buf.extend_from_slice(&body);
-                    closed = true;
-                    None
-                }
-            };
-            if let Some(p) = large {
-                if p.len() <= COALESCE_LIMIT {
-                    buf.extend_from_slice(&p);
-                } else {
-                    if io.write_all(&buf).await.is_err() || io.write_all(&p).await.is_err() {
-                        return false;
-                    }
-                    buf.clear();
-                }
-            }
-            if closed {
-                break;
-            }
-        }
-        if !buf.is_empty() {
-            if io.write_all(&buf).await.is_err() {
-                return false;
-            }
-            buf.clear();
-            if buf.capacity() > 1024 * 1024 {
-                buf = BytesMut::with_capacity(16 * 1024);
-            }
-        }
-        let left = shared.buffered.fetch_sub(data_bytes, Ordering::AcqRel) - data_bytes;
-        if left <= shared.config.backpressure_limit / 4 && shared.drain_wanted.swap(false, Ordering::AcqRel) {
-            shared.doorbell.push(Event::WsDrain(shared.sid));
-        }
-        if closed {
-            let _ = io.flush().await;
-            return true;
+        let r = std::future::poll_fn(|cx| {
+            let mut w = shared.writer();
+            shared.poll_send(&mut w, cx)
+        })
+        .await;
+        match r {
+            Ok(false) => shared.writer_wake.notified().await,
+            Ok(true) => return true,
+            Err(()) => return false,
         }
     }
 }
@@ -960,7 +1087,7 @@ impl Drop for SocketGuard {
 
 /// Runs one socket on its upgraded connection until it closes; its CLOSE record is the
 /// last thing JS hears of it.
-pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(
     r: R,
     w: W,
     first: Bytes,
@@ -970,6 +1097,14 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     phase: watch::Receiver<Phase>,
 ) {
     let _guard = SocketGuard(stats);
+    {
+        let mut writer = shared.writer();
+        // What the connection had not sent yet (the 101) goes before any frame.
+        if !unsent.is_empty() {
+            writer.chunks.push_front((Bytes::from(unsent), 0));
+        }
+        writer.half = Some(Box::new(w));
+    }
     shared.doorbell.push(Event::WsOpen(shared.sid));
     let mut reader = Reader {
         shared: shared.clone(),
@@ -983,7 +1118,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     } else {
         let work = async {
             let mut reading = std::pin::pin!(read_loop(r, &mut reader, first));
-            let mut writing = std::pin::pin!(write_loop(w, &shared, unsent));
+            let mut writing = std::pin::pin!(write_loop(&shared));
             let mut wrote_close = None;
             // Run both halves; whichever finishes first decides what the other does.
             // Biased to the writer: when both are ready it is taken, so `writing` is never
@@ -1055,6 +1190,8 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     };
     shared.gone.store(true, Ordering::Release);
+    // The connection closes here, not when the last holder of `shared` lets go.
+    drop(shared.writer().half.take());
     shared.doorbell.push(Event::WsClose(shared.sid, ending.code, ending.reason, ending.clean));
 }
 
@@ -1083,7 +1220,14 @@ pub(crate) async fn take_over(
     };
     let (write, unsent) = cork.take_writer();
     stats.web_sockets.fetch_add(1, Ordering::Relaxed);
-    run(read, write, first, unsent, shared, stats, phase).await;
+    let mut socket = std::pin::pin!(run(read, write, first, unsent, shared, stats, phase));
+    // Counted as a connection task's poll is: with the network on the JS thread, a turn
+    // goes on while sockets are busy (`in_thread::note_work`).
+    std::future::poll_fn(|cx| {
+        crate::in_thread::note_work();
+        std::future::Future::poll(socket.as_mut(), cx)
+    })
+    .await;
 }
 
 /// Carried in a 101 reply's extensions: the socket to start once hyper hands over the
@@ -1236,6 +1380,12 @@ mod tests {
 
     /// Runs a socket over an in-memory duplex: the test is the client.
     fn socket_on_duplex() -> (tokio::io::DuplexStream, Arc<Doorbell>, tokio::task::JoinHandle<()>) {
+        let (client, doorbell, _, task) = socket_with_shared();
+        (client, doorbell, task)
+    }
+
+    fn socket_with_shared() -> (tokio::io::DuplexStream, Arc<Doorbell>, Arc<SocketShared>, tokio::task::JoinHandle<()>)
+    {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let doorbell = Arc::new(Doorbell::new());
         let config = SocketConfig {
@@ -1249,12 +1399,13 @@ mod tests {
         let stats = Arc::new(Stats::new());
         stats.web_sockets.fetch_add(1, Ordering::Relaxed);
         let (_tx, rx) = watch::channel(Phase::Running);
+        let socket = shared.clone();
         let task = tokio::spawn(async move {
             let _keep = _tx;
             let (r, w) = tokio::io::split(server);
-            run(r, w, Bytes::new(), Vec::new(), shared, stats, rx).await
+            run(r, w, Bytes::new(), Vec::new(), socket, stats, rx).await
         });
-        (client, doorbell, task)
+        (client, doorbell, shared, task)
     }
 
     /// The events queued for JS, in order, as short descriptions.
@@ -1267,9 +1418,53 @@ mod tests {
                 Event::WsMessage(_, Message::Text(t)) => format!("text {t}"),
                 Event::WsMessage(_, Message::Binary(b)) => format!("binary {}", b.len()),
                 Event::WsClose(_, c, r, clean) => format!("close {c} {r:?} {clean}"),
+                Event::WsDrain(_) => "drain".to_string(),
                 _ => "other".to_string(),
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn the_flush_writes_and_a_full_socket_leaves_the_rest_to_the_task_in_order() {
+        let (mut client, doorbell, shared, task) = socket_with_shared();
+        while shared.writer().half.is_none() {
+            tokio::task::yield_now().await;
+        }
+        // An idle socket takes a message at the flush itself.
+        assert_eq!(shared.send(Out::Message { payload: Bytes::from_static(b"hi"), text: true, compress: false }, 2), 2);
+        shared.send_now();
+        assert_eq!(shared.buffered(), 0);
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, [0x81, 2, b'h', b'i']);
+        // 160 KiB at once into a 64 KiB pipe: the flush writes what fits, the task the rest.
+        const N: usize = 40;
+        const SIZE: usize = 4096;
+        for i in 0..N {
+            let payload = Bytes::from(vec![i as u8; SIZE]);
+            assert_ne!(shared.send(Out::Message { payload, text: false, compress: false }, SIZE), SEND_DROPPED);
+        }
+        shared.send_now();
+        assert!(shared.buffered() > 0, "the pipe cannot hold it all");
+        let mut frame = vec![0u8; 4 + SIZE];
+        for i in 0..N {
+            // The task must take over what the flush left: without its wake-up, this waits.
+            let read = tokio::time::timeout(Duration::from_secs(30), client.read_exact(&mut frame)).await;
+            read.expect("the rest was never written").unwrap();
+            assert_eq!(frame[..4], [0x82, 126, (SIZE >> 8) as u8, SIZE as u8]);
+            assert!(frame[4..].iter().all(|b| *b == i as u8), "message {i} out of order");
+        }
+        while shared.buffered() > 0 {
+            tokio::task::yield_now().await;
+        }
+        client.write_all(&masked(OP_CLOSE, true, &[0x03, 0xe8])).await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        task.await.unwrap();
+        let ev = events(&doorbell);
+        // Sends queued behind others asked for a DRAIN once the queue ran low.
+        assert!(ev.iter().any(|e| e == "drain"), "{ev:?}");
+        assert_eq!(ev.last().map(String::as_str), Some("close 1000 \"\" true"));
     }
 
     #[tokio::test]

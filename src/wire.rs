@@ -39,7 +39,9 @@ constants! {
     /// item of `texts`.
     RECORD_WS_OPEN = 9;
     /// A WebSocket message; its payload is the next item of `texts` (a string for text,
-    /// a Buffer for binary). `arg`: `WS_TEXT` or `WS_BINARY`.
+    /// a Buffer for binary). `arg`: `WS_TEXT` or `WS_BINARY`, or `WS_POOLED` with the
+    /// length in bits 8 and up (the next item is an ArrayBuffer shared by the batch's
+    /// small binary messages; word 3 is the message's byte offset in it).
     RECORD_WS_MESSAGE = 10;
     /// A pong; its payload (a Buffer) is the next item of `texts`.
     RECORD_WS_PONG = 11;
@@ -52,6 +54,8 @@ constants! {
     /// WS_MESSAGE kinds.
     WS_TEXT = 1;
     WS_BINARY = 2;
+    /// WS_MESSAGE kind: a small binary message in a shared ArrayBuffer.
+    WS_POOLED = 3;
     /// WS_CLOSE flag: the closing handshake completed.
     WS_CLEAN = 1 << 16;
 

@@ -523,6 +523,51 @@ test("pub/sub: a publish reaches 1,000 subscribers; socket.publish skips the sen
   }
 });
 
+test("publishes queued together on a subscriber bring it no drain event; sends queued together do", async () => {
+  const drains = { sub: 0, sender: 0 };
+  let sender;
+  const server = wsServer((s, req) => {
+    if (new URL(req.url).pathname === "/sub") {
+      s.onopen = () => s.subscribe("t");
+      s.addEventListener("drain", () => drains.sub++);
+    } else {
+      sender = s;
+      s.addEventListener("drain", () => drains.sender++);
+      // Three publishes and three sends in one handler: each queues behind the one before.
+      s.onmessage = () => {
+        for (let i = 0; i < 3; i++) server.publish("t", `p${i}`);
+        const statuses = [0, 1, 2].map((i) => s.send(`s${i}`));
+        s.send(JSON.stringify(statuses));
+      };
+    }
+  });
+  try {
+    const sub = new WebSocket(`ws://127.0.0.1:${server.port}/sub`);
+    const got = [];
+    sub.on("message", (d) => got.push(String(d)));
+    await once(sub, "open");
+    const c = await client(server);
+    await waitFor(() => server.stats().webSockets === 2);
+    const mine = [];
+    c.on("message", (d) => mine.push(String(d)));
+    c.send("go");
+    await waitFor(() => got.length === 3 && mine.length === 4);
+    assert.deepEqual(got, ["p0", "p1", "p2"]);
+    // The second and third send waited behind the first (-1): a drain follows for the sender.
+    assert.deepEqual(JSON.parse(mine[3]), [2, -1, -1]);
+    await waitFor(() => drains.sender === 1);
+    // A publish reports no status to anyone, so the subscriber is owed no drain.
+    c.send("go");
+    await waitFor(() => got.length === 6 && drains.sender === 2);
+    assert.equal(drains.sub, 0);
+    assert.ok(sender);
+    sub.close();
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("permessage-deflate is negotiated and used both ways, and for publishes", async () => {
   let sock;
   const server = wsServer(
@@ -627,6 +672,43 @@ test("send before open throws; the socket's members", async () => {
     setTimeout(() => sock.send("from a timer"), 5);
     await waitFor(() => both.length === 4);
     assert.deepEqual(both[3], ["from a timer", false]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("small binary messages arriving together each get their own bytes, in every binaryType", async () => {
+  // Sent back to back, they reach JS in one batch: small ones share one ArrayBuffer there.
+  const types = ["arraybuffer", "uint8array", "nodebuffer"];
+  const sizes = [1, 64, 1024, 1025, 0, 300, 1000];
+  const count = 42;
+  const got = [];
+  const server = wsServer((socket) => {
+    socket.onmessage = (e) => {
+      got.push(e.data);
+      socket.binaryType = types[got.length % types.length];
+    };
+  });
+  try {
+    const c = await client(server);
+    for (let i = 0; i < count; i++) c.send(Buffer.alloc(sizes[i % sizes.length], i));
+    await waitFor(() => got.length === count);
+    for (let i = 0; i < count; i++) {
+      const d = got[i];
+      const type = types[i % types.length];
+      if (type === "arraybuffer") assert.ok(d instanceof ArrayBuffer, `message ${i}`);
+      if (type === "uint8array") assert.ok(d instanceof Uint8Array && !Buffer.isBuffer(d), `message ${i}`);
+      if (type === "nodebuffer") assert.ok(Buffer.isBuffer(d), `message ${i}`);
+      const bytes = new Uint8Array(
+        d instanceof ArrayBuffer ? d : d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength),
+      );
+      assert.equal(bytes.length, sizes[i % sizes.length], `message ${i}'s length`);
+      assert.ok(
+        bytes.every((b) => b === i),
+        `message ${i}'s bytes`,
+      );
+    }
     c.close();
   } finally {
     await server.close();

@@ -1,9 +1,13 @@
 // WebSocket benchmark server: fetch-rs. Any path echoes; /sub subscribes to topic "t"; each
 // message on /pub is published to "t" (bench/ws.mjs, examples/ws-load.rs).
 // Run with: PORT=3000 node bench/servers/ws-fetch-rs.mjs
-import { serve, upgradeWebSocket } from "../../dist/index.js";
+// FETCH_RS_PACKAGE: another build's dist/index.js, relative to this file (the fetch-rs-base row);
+// FETCH_RS_OPTIONS: extra serve() options as JSON (the in-thread row: {"workerThreads":0}).
+const { serve, upgradeWebSocket } = await import(process.env.FETCH_RS_PACKAGE ?? "../../dist/index.js");
+const extra = process.env.FETCH_RS_OPTIONS ? JSON.parse(process.env.FETCH_RS_OPTIONS) : {};
 
 const server = serve({
+  ...extra,
   host: "127.0.0.1",
   port: Number(process.env.PORT ?? 3000),
   fetch(req) {
