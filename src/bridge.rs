@@ -266,7 +266,7 @@ impl Doorbell {
             // held on one thread (and ahead of the replies of the next batch).
             while writes.len() > WRITES_INLINE {
                 let part = writes.split_off(writes.len().saturating_sub(WRITES_PER_TASK).max(WRITES_INLINE));
-                tokio::spawn(write_sockets(part));
+                crate::in_thread::spawn(write_sockets(part));
             }
             write_sockets(std::mem::take(&mut writes)).await;
         }

@@ -160,7 +160,11 @@ impl Core {
                 }
                 Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
-                Payload::Binary(b) => texts.set_element(k as u32, to_buffer(env, b)?)?,
+                // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
+                // not handed over as an external buffer: those are freed by a finalizer on a
+                // later loop turn, and a flood of 64 KiB messages into a handler that keeps
+                // the JS thread busy piled 165-240 MiB of them up (`workerThreads: 0`).
+                Payload::Binary(b) => texts.set_element(k as u32, BufferSlice::copy_from(env, &b)?)?,
             }
         }
         for r in self.js.take_releases() {
