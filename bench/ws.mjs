@@ -99,10 +99,10 @@ const servers = (o.servers === undefined ? SERVERS.filter((s) => !s.optIn) : pic
 const scenarios = pick(SCENARIOS, o.scenarios);
 const loadThreads = o["load-cpus"].split(",").length;
 
-if (!existsSync(LOAD)) {
-  console.error("building the load generator (cargo build --release --example ws-load)");
-  execFileSync("cargo", ["build", "--release", "--example", "ws-load"], { cwd: ROOT, stdio: "inherit" });
-}
+// Built every run (cargo does nothing when it is up to date): a binary left from an older
+// checkout would measure with an older load generator.
+console.error("building the load generator (cargo build --release --example ws-load)");
+execFileSync("cargo", ["build", "--release", "--example", "ws-load"], { cwd: ROOT, stdio: "inherit" });
 
 function startServer(s, port) {
   const child = spawn("taskset", ["-c", o["server-cpus"], ...s.cmd], {
