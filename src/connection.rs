@@ -419,8 +419,7 @@ async fn drive<C: GracefulConnection>(
     let drain = AtomicBool::new(false);
     let mut draining = false;
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    let mut armed = clock.next_tick.unwrap_or_else(far);
-    let mut timer = Box::pin(tokio::time::sleep_until(armed));
+    let mut timer = Box::pin(tokio::time::sleep_until(clock.next_tick.unwrap_or_else(far)));
     let mut corked = pin!(std::future::poll_fn(|cx| {
         crate::in_thread::note_work();
         loop {
@@ -444,9 +443,8 @@ async fn drive<C: GracefulConnection>(
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or_else(far),
             };
-            if next < armed {
-                armed = next;
-                timer.as_mut().reset(armed);
+            if next < timer.deadline() {
+                timer.as_mut().reset(next);
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -468,8 +466,7 @@ async fn drive<C: GracefulConnection>(
                     return Poll::Ready(End::Quiet);
                 }
             }
-            armed = clock.next_tick.unwrap_or_else(far);
-            timer.as_mut().reset(armed);
+            timer.as_mut().reset(clock.next_tick.unwrap_or_else(far));
         }
     }));
     loop {

@@ -7,7 +7,7 @@ use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::in_thread::Noted;
 use crate::js_side::{JsSide, Payload};
-use crate::lending::{lend, to_buffer, JsBody};
+use crate::lending::{lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
@@ -240,7 +240,7 @@ impl Core {
             return Err(invalid_state("the request is no longer available"));
         };
         match std::mem::replace(&mut live.body, BodyState::Taken) {
-            BodyState::None => to_buffer(env, bytes::Bytes::new()).map(Some),
+            BodyState::None => Ok(Some(BufferSlice::copy_from(env, [])?)),
             // Copied into memory V8 owns (see `JsBody` for why not an external buffer): a
             // body that came with its head (at most PRECOLLECT_LIMIT), or one the reader
             // collected (chunked, or declared over COLLECT_RESERVE_MAX), the cases that pay

@@ -1,44 +1,12 @@
-//! Bytes crossing without a copy: large request bodies read straight into JS-owned
-//! buffers (or handed to JS as external buffers when their length is not declared), and JS
-//! typed arrays lent to hyper as response bodies until written.
+//! Bytes crossing without a copy: large request bodies of declared length read straight
+//! into JS-owned buffers, and JS typed arrays lent to hyper as response bodies until
+//! written.
 
 use crate::bridge::{self, Doorbell, LentRef};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use napi::bindgen_prelude::*;
 use napi::Env;
 use std::sync::Arc;
-
-/// Bodies this large or larger cross to JS as external buffers instead of copies.
-pub(crate) const EXTERNAL_BUFFER_MIN: usize = 64 * 1024;
-
-/// A Buffer over `data`: copied when small, external (no copy) when large.
-pub(crate) fn to_buffer(env: &Env, data: bytes::Bytes) -> BridgeResult<BufferSlice<'_>> {
-    if data.len() < EXTERNAL_BUFFER_MIN {
-        return Ok(BufferSlice::copy_from(env, &data)?);
-    }
-    let ptr = data.as_ptr() as *mut u8;
-    let len = data.len();
-    // SAFETY: the Bytes is moved into the finalizer hint, so the memory lives until
-    // V8 frees the buffer; each collected body is its own allocation, so no two
-    // externals share a data pointer.
-    let buffer = unsafe { BufferSlice::from_external(env, ptr, len, data, |_, d| drop(d)) }?;
-    let_v8_count_external_buffers(env);
-    Ok(buffer)
-}
-
-/// V8 frees the memory of short-lived ArrayBuffers at a scavenge, and starts one early
-/// once the young generation's buffers hold twice its semi-space size, but it checks that
-/// only when it allocates a buffer's memory itself. External buffers skip the check: under
-/// an echo of 100 KiB bodies they piled up until the external-memory limit forced a full
-/// mark-compact every ~70 ms (and peak RSS rose with them). A one-byte buffer after each
-/// external one runs V8's check, so they go at the next scavenge, as Node's own do.
-fn let_v8_count_external_buffers(env: &Env) {
-    let mut data = std::ptr::null_mut();
-    let mut value = std::ptr::null_mut();
-    // SAFETY: a plain napi call on the JS thread; the result is garbage at once. A failure
-    // (out of memory) only skips the check.
-    unsafe { napi::sys::napi_create_arraybuffer(env.raw(), 1, &mut data, &mut value) };
-}
 
 /// A JS typed array lent to hyper as a response body: its bytes, and a reference that
 /// keeps it alive until hyper has written them. Dropped on any thread: the reference goes
@@ -97,7 +65,7 @@ pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'
 /// into memory V8 owns, so it goes back to the system when V8 collects the Buffer, with no
 /// finalizer to wait for.
 ///
-/// External buffers (`to_buffer`) are freed by a finalizer that Node runs on the JS
+/// External buffers (over Rust memory) are freed by a finalizer that Node runs on the JS
 /// thread's next loop turn after V8 collects them: with the network on the JS thread
 /// (`workerThreads: 0`) those turns came too rarely under 1 MiB uploads and hundreds of
 /// MiB of collected bodies waited for them (RSS 0.9-2.4 GiB, the server 8x slower while

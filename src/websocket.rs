@@ -38,10 +38,6 @@ pub(crate) const COMPRESS_MIN: usize = 64;
 /// How long a closing socket waits for the peer's close frame before dropping TCP.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Binary messages this large get an allocation of their own (see `Reader::frame`): the
-/// size from which JS gets them as external buffers (smaller ones are copied there).
-const OWN_ALLOCATION_MIN: usize = crate::lending::EXTERNAL_BUFFER_MIN;
-
 /// The most `parse_frame` reserves ahead of bytes that have arrived.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
@@ -888,12 +884,9 @@ impl Reader {
                     if text {
                         let s = std::str::from_utf8(&f.payload).map_err(|_| code::INVALID_DATA)?.to_string();
                         self.deliver(Message::Text(s));
-                    } else if f.payload.len() >= OWN_ALLOCATION_MIN {
-                        // A large message may reach JS as an external buffer that lives
-                        // until V8 collects it; a slice of the read buffer would keep the
-                        // whole buffer (and the messages around it) alive that long.
-                        self.deliver(Message::Binary(Bytes::copy_from_slice(&f.payload)));
                     } else {
+                        // A slice of the read buffer, held only until JS's next drain
+                        // copies it into a Buffer of its own (core.rs).
                         self.deliver(Message::Binary(f.payload.freeze()));
                     }
                     return Ok(Step::Continue);
