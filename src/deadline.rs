@@ -4,13 +4,13 @@
 //! header timer (a boxed sleep per request head) and the listener's time limit
 //! (`timeout`). Both almost never fire, and registering and removing cost about 0.4 us of
 //! the 8 us a small request costs in all (docs/network-thread.md). Here, a deadline inside
-//! an HTTP/1.1 connection is only noted: `ConnSleep` checks the clock when it is polled
-//! and, while not due, asks the connection for a wake-up at its deadline
-//! (`Deadlines::want`). The connection task (`connection::drive`) keeps one tokio timer,
+//! an HTTP/1.1 connection is only noted: when polled, it compares itself with the last time
+//! the connection's timer fired and, while not due, asks the connection for a wake-up at
+//! it (`check`). The connection task (`connection::drive`) keeps one tokio timer,
 //! armed at the earliest deadline any of them asked for and at its own quiet-time tick,
 //! and moves it only when something asks for an earlier time: with the defaults (30 s
 //! limits, a 1 s tick) never per request. When it fires, the task polls hyper again, and
-//! every `ConnSleep` that is due completes.
+//! every deadline that is due completes.
 //!
 //! That works only where the connection task itself polls the sleep: hyper's HTTP/1.1
 //! dispatcher polls its header timer and the request's handler inside the task's poll of
@@ -32,31 +32,30 @@ pub struct Deadlines {
     base: Instant,
     /// Nanoseconds after `base`; `u64::MAX`: none.
     earliest: AtomicU64,
-    /// Nanoseconds after `base` when the connection's timer last fired: a `ConnSleep` is due
-    /// once this reaches its deadline, so a poll reads no clock.
+    /// Nanoseconds after `base` when the connection's timer last fired: a deadline is due
+    /// once this reaches it, so a poll reads no clock.
     fired: AtomicU64,
+    /// hyper's header timer's deadline (`HeaderSleep`), in nanoseconds after `base`.
+    header: AtomicU64,
 }
 
 impl Deadlines {
     pub fn new() -> Self {
-        Deadlines { base: Instant::now(), earliest: AtomicU64::new(u64::MAX), fired: AtomicU64::new(0) }
+        Deadlines {
+            base: Instant::now(),
+            earliest: AtomicU64::new(u64::MAX),
+            fired: AtomicU64::new(0),
+            header: AtomicU64::new(u64::MAX),
+        }
     }
 
     fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.base).as_nanos().min(u64::MAX as u128 - 1) as u64
     }
 
-    fn want(&self, at: Instant) {
-        self.earliest.fetch_min(self.nanos(at), Ordering::Relaxed);
-    }
-
     /// The connection's timer fired at `now`.
     pub fn fired(&self, now: Instant) {
         self.fired.fetch_max(self.nanos(now), Ordering::Relaxed);
-    }
-
-    fn due(&self, at: Instant) -> bool {
-        self.fired.load(Ordering::Relaxed) >= self.nanos(at)
     }
 
     /// The earliest deadline asked for since the last call, if any.
@@ -86,43 +85,48 @@ impl Drop for PollingGuard {
     }
 }
 
-/// The connection being polled on this thread, if any.
-fn current() -> Option<Arc<Cork>> {
+/// The cork of the connection being polled on this thread, if any. Borrowed for the poll:
+/// `connection::drive` holds the cork for as long as the guard that set it lives.
+fn with_current<R>(f: impl FnOnce(Option<&Cork>) -> R) -> R {
     let p = POLLING.get();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` came from `Arc::as_ptr` of a cork that `connection::drive` holds for as
-    // long as the guard that set it lives, which is the whole of this poll.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Some(Arc::from_raw(p))
-    }
+    // SAFETY: `p` is null or came from `Arc::as_ptr` of a cork alive for this whole poll.
+    f(unsafe { p.as_ref() })
 }
 
-/// A deadline that the connection task's timer wakes (see the module's comment): due once
-/// that timer has fired at or after it.
-pub struct ConnSleep {
-    at: Instant,
-    cork: Arc<Cork>,
+/// Whether a deadline noted in `cork` is due; if not, asks the connection's timer to wake
+/// the task at it.
+fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
+    if deadlines.fired.load(Ordering::Relaxed) >= at {
+        return Poll::Ready(());
+    }
+    deadlines.earliest.fetch_min(at, Ordering::Relaxed);
+    Poll::Pending
 }
 
-impl Future for ConnSleep {
+/// hyper's header timer inside an HTTP/1.1 connection: its deadline is kept in the
+/// connection's `Deadlines` (hyper holds one header timer per connection at a time), so
+/// the sleep itself is empty and boxing it allocates nothing. hyper starts one for every
+/// request head and drops it once the head is parsed.
+struct HeaderSleep;
+
+impl Future for HeaderSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        let deadlines = &self.cork.deadlines;
-        if deadlines.due(self.at) {
-            return Poll::Ready(());
-        }
-        deadlines.want(self.at);
-        Poll::Pending
+        // hyper polls it only inside the poll of the connection it was made for.
+        with_current(|cork| match cork {
+            Some(cork) => check(&cork.deadlines, cork.deadlines.header.load(Ordering::Relaxed)),
+            None => {
+                debug_assert!(false, "a header timer polled outside its connection");
+                Poll::Pending
+            }
+        })
     }
 }
 
-impl hyper::rt::Sleep for ConnSleep {}
+impl hyper::rt::Sleep for HeaderSleep {}
 
-/// hyper's HTTP/1.1 timer: `ConnSleep`s inside a connection's poll, tokio's elsewhere.
+/// hyper's HTTP/1.1 timer: `HeaderSleep`s inside a connection's poll, tokio's elsewhere.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnTimer;
 
@@ -132,10 +136,14 @@ impl hyper::rt::Timer for ConnTimer {
     }
 
     fn sleep_until(&self, at: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        match current() {
-            Some(cork) => Box::pin(ConnSleep { at, cork }),
+        with_current(|cork| match cork {
+            Some(cork) => {
+                let d = &cork.deadlines;
+                d.header.store(d.nanos(at), Ordering::Relaxed);
+                Box::pin(HeaderSleep)
+            }
             None => hyper_util::rt::TokioTimer::new().sleep_until(at),
-        }
+        })
     }
 }
 
@@ -152,15 +160,12 @@ pub async fn within<F: Future>(cork: &Arc<Cork>, from: Instant, limit: Option<Du
     if !inside {
         return tokio::time::timeout_at(at.into(), fut).await.ok();
     }
-    let mut sleep = ConnSleep { at, cork: cork.clone() };
+    let at = cork.deadlines.nanos(at);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        match Pin::new(&mut sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        check(&cork.deadlines, at).map(|()| None)
     })
     .await
 }

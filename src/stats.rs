@@ -96,13 +96,16 @@ impl Stats {
         }
     }
 
-    fn now_second(&self) -> u64 {
-        self.started.elapsed().as_secs()
+    /// Records one answered request whose head was parsed at `started` (one clock read
+    /// for both the latency and the second it is counted in).
+    pub fn record_response(&self, started: Instant) {
+        let now = Instant::now();
+        self.record_at(now, now.saturating_duration_since(started));
     }
 
-    /// Records one answered request and how long it took from its head being parsed.
-    pub fn record_response(&self, latency: Duration) {
-        let sec = self.now_second();
+    /// Records one answered request that took `latency`, answered at `now`.
+    fn record_at(&self, now: Instant, latency: Duration) {
+        let sec = now.saturating_duration_since(self.started).as_secs();
         let b = &self.buckets[(sec % BUCKETS as u64) as usize];
         let seen = b.second.load(Ordering::Acquire);
         if seen != sec {
@@ -150,8 +153,8 @@ mod tests {
     #[test]
     fn latency_average_covers_recorded_requests() {
         let s = Stats::new();
-        s.record_response(Duration::from_millis(2));
-        s.record_response(Duration::from_millis(4));
+        s.record_at(Instant::now(), Duration::from_millis(2));
+        s.record_at(Instant::now(), Duration::from_millis(4));
         let snap = s.snapshot();
         assert!((snap.avg_latency_ms - 3.0).abs() < 1e-9);
         assert!(snap.requests_per_second > 0.0);

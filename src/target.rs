@@ -245,6 +245,35 @@ fn write_authority(a: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(),
     Ok(())
 }
 
+/// Bytes a domain keeps as they are: ASCII lowercase letters, digits and the punctuation
+/// the URL parser allows in a domain.
+const HOST_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'-' | b'.' | b'_' | b'~')
+            || matches!(c, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        b += 1;
+    }
+    t
+};
+
+/// A domain's bytes one by one: ASCII letters lowercased; the code points the URL parser
+/// forbids in a domain, and percent-encoded hosts (which it would decode), refused.
+fn write_domain_bytes(host: &[u8], out: &mut Vec<u8>) -> Result<(), BadTarget> {
+    for &b in host {
+        match b {
+            b'A'..=b'Z' => out.push(b.to_ascii_lowercase()),
+            _ if HOST_PLAIN[b as usize] => out.push(b),
+            _ => return Err(BadTarget),
+        }
+    }
+    Ok(())
+}
+
 fn write_host(host: &[u8], out: &mut Vec<u8>) -> Result<(), BadTarget> {
     if host.is_empty() {
         return Err(BadTarget);
@@ -257,16 +286,12 @@ fn write_host(host: &[u8], out: &mut Vec<u8>) -> Result<(), BadTarget> {
         out.push(b']');
         return Ok(());
     }
-    // A domain: ASCII letters lowercased; the code points the URL parser forbids in a
-    // domain, and percent-encoded hosts (which it would decode), refused.
     let start = out.len();
-    for &b in host {
-        match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b),
-            b'A'..=b'Z' => out.push(b.to_ascii_lowercase()),
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => out.push(b),
-            _ => return Err(BadTarget),
-        }
+    if host.iter().all(|&b| HOST_PLAIN[b as usize]) {
+        // The common case, copied at once: nothing to lowercase or refuse.
+        out.extend_from_slice(host);
+    } else {
+        write_domain_bytes(host, out)?;
     }
     // A host whose last label is a number is an IPv4 address to the URL parser, or an error
     // (https://url.spec.whatwg.org/#ends-in-a-number-checker).

@@ -278,6 +278,13 @@ const vectors = [
     check: listenerNotCalled,
   },
   {
+    name: "an invalid Host value with an absolute-form target gets 400",
+    send: "GET http://example.com/abs HTTP/1.1\r\nHost: exa mple\r\n\r\n",
+    status: 400,
+    close: undefined,
+    check: listenerNotCalled,
+  },
+  {
     name: "HTTP/1.0 without Host is served and closed",
     send: "GET /ten HTTP/1.0\r\n\r\n",
     status: 200,
