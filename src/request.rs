@@ -2,7 +2,7 @@
 //! on the connection's thread, so that the JS thread only turns them into one string per
 //! batch of requests (`drain`).
 
-use crate::target::{write_url, BadTarget};
+use crate::target::{write_url, AuthorityCache, BadTarget};
 use http::header::HOST;
 use http::request::Parts;
 
@@ -18,8 +18,14 @@ pub struct HeadText {
 
 /// The head text of a request (see `HeadText`); `scheme` and `local` (the bound address)
 /// complete the URL (see `target::write_url`). A target or authority the URL cannot be
-/// made from, or an h2 Host that differs from `:authority`, is refused.
-pub(crate) fn head_text(head: &Parts, scheme: &str, local: &str) -> Result<HeadText, BadTarget> {
+/// made from, or an h2 Host that differs from `:authority`, is refused. `authorities` is
+/// the connection's (see `AuthorityCache`).
+pub(crate) fn head_text(
+    head: &Parts,
+    scheme: &str,
+    local: &str,
+    authorities: &mut AuthorityCache,
+) -> Result<HeadText, BadTarget> {
     let mut hosts = head.headers.get_all(HOST).iter();
     let host = hosts.next().map(|h| h.as_bytes());
     if head.version == http::Version::HTTP_2 {
@@ -34,7 +40,7 @@ pub(crate) fn head_text(head: &Parts, scheme: &str, local: &str) -> Result<HeadT
     let target_len = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
     let mut bytes =
         Vec::with_capacity(scheme.len() + 3 + host.map_or(local.len(), <[u8]>::len) + target_len + 8 + headers_len);
-    write_url(head, scheme, host, local, &mut bytes)?;
+    write_url(head, scheme, host, local, authorities, &mut bytes)?;
     let url_len = bytes.len();
     for (i, (n, v)) in head.headers.iter().enumerate() {
         if i > 0 {
@@ -53,7 +59,7 @@ mod tests {
 
     fn text(req: http::Request<()>) -> (String, String) {
         let (head, _) = req.into_parts();
-        let t = head_text(&head, "http", "127.0.0.1:1").unwrap();
+        let t = head_text(&head, "http", "127.0.0.1:1", &mut AuthorityCache::default()).unwrap();
         let s = String::from_utf8(t.bytes).unwrap();
         (s[..t.url_len].to_string(), s[t.url_len..].to_string())
     }

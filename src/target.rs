@@ -29,6 +29,7 @@ pub(crate) fn write_url(
     scheme: &str,
     host: Option<&[u8]>,
     local: &str,
+    authorities: &mut AuthorityCache,
     out: &mut Vec<u8>,
 ) -> Result<(), BadTarget> {
     let uri = &head.uri;
@@ -41,7 +42,7 @@ pub(crate) fn write_url(
     out.extend_from_slice(b"://");
     let authority = uri.authority().map(|a| a.as_str().as_bytes()).or(host).filter(|a| !a.is_empty());
     match authority {
-        Some(a) => write_authority(a, default_port(scheme), out)?,
+        Some(a) => authorities.write(a, default_port(scheme), out)?,
         None => out.extend_from_slice(local.as_bytes()),
     }
     if path == "*" {
@@ -77,6 +78,40 @@ pub(crate) fn write_url(
         }
     }
     Ok(())
+}
+
+/// The last authority a connection's requests named, as received and as written: most
+/// connections name the same one in every request, which is then copied, not checked
+/// and canonicalized again. One allocation per connection, made at its first request.
+#[derive(Default)]
+pub(crate) struct AuthorityCache {
+    /// The authority as received, then as written from `split` on (empty: none yet).
+    both: Vec<u8>,
+    split: usize,
+    default_port: u16,
+}
+
+/// Longer authorities are written each time rather than kept.
+const AUTHORITY_CACHE_MAX: usize = 128;
+
+impl AuthorityCache {
+    /// `write_authority`, or the copy of its last result for the same authority.
+    fn write(&mut self, a: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(), BadTarget> {
+        if !self.both.is_empty() && self.default_port == default_port && &self.both[..self.split] == a {
+            out.extend_from_slice(&self.both[self.split..]);
+            return Ok(());
+        }
+        let start = out.len();
+        write_authority(a, default_port, out)?;
+        if a.len() <= AUTHORITY_CACHE_MAX {
+            self.both.clear();
+            self.both.extend_from_slice(a);
+            self.split = a.len();
+            self.both.extend_from_slice(&out[start..]);
+            self.default_port = default_port;
+        }
+        Ok(())
+    }
 }
 
 fn default_port(scheme: &str) -> u16 {
@@ -417,8 +452,34 @@ mod tests {
     fn url_for(method: Method, target: &str, host: Option<&str>) -> Result<String, BadTarget> {
         let (head, _) = http::Request::builder().method(method).uri(target).body(()).unwrap().into_parts();
         let mut out = Vec::new();
-        write_url(&head, "http", host.map(str::as_bytes), "127.0.0.1:1", &mut out)?;
+        write_url(&head, "http", host.map(str::as_bytes), "127.0.0.1:1", &mut AuthorityCache::default(), &mut out)?;
         Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_connection_writes_each_authority_as_a_fresh_one_would() {
+        // One cache across requests, as a connection has: every answer must be the one a
+        // new cache gives, whatever came before (a repeat, another host, a bad one).
+        let hosts = [
+            "Example.COM:80",
+            "Example.COM:80",
+            "example.com",
+            "0x7f.1",
+            "0x7f.1",
+            "a b",
+            "Example.COM:80",
+            "[::1]:8080",
+        ];
+        let mut cache = AuthorityCache::default();
+        for scheme in ["http", "https", "http"] {
+            for host in hosts {
+                let mut out = Vec::new();
+                let got = cache.write(host.as_bytes(), default_port(scheme), &mut out).map(|()| out);
+                let mut fresh = Vec::new();
+                let want = write_authority(host.as_bytes(), default_port(scheme), &mut fresh).map(|()| fresh);
+                assert_eq!(got, want, "{scheme} {host}");
+            }
+        }
     }
 
     #[test]
