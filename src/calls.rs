@@ -118,9 +118,9 @@ calls! {
     }
     /// `respondText(id, status, ct, headers, body, release)`: see `Core::respond_text`.
     c"respondText" => fn respond_text(
-        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: String, release: bool
+        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Utf8, release: bool
     ) -> () {
-        core.respond_text(id, status, ct, headers, body, release)
+        core.respond_text(id, status, ct, headers, body.0, release)
     }
     /// `respondBytes(id, status, ct, headers, body, release)`: the body is copied before
     /// this returns (`Core::respond_bytes`).
@@ -274,6 +274,38 @@ unsafe fn call<const N: usize>(
             unsafe { JsError::from(napi::Error::from(e)).throw_into(env) };
             ptr::null_mut()
         }
+    }
+}
+
+/// A JS string as UTF-8. A short one is read in one pass into room for its longest
+/// encoding (three bytes per UTF-16 unit), where napi-rs's `String` asks V8 for the
+/// encoded length first and then encodes: two walks over the string per response.
+pub struct Utf8(pub bytes::Bytes);
+
+/// UTF-16 units up to which a string is read in one pass (its buffer is at most three
+/// times this, kept until the response is written).
+const ONE_PASS_UNITS: usize = 4096;
+
+impl FromNapiValue for Utf8 {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut units = 0;
+        // SAFETY: a length query (no buffer) on the callback's own value; a value that is
+        // not a string fails with napi_string_expected.
+        check_status!(unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut units) })?;
+        if units > ONE_PASS_UNITS {
+            // SAFETY: as above.
+            return Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()));
+        }
+        let room = units * 3 + 1;
+        let mut buf = Vec::<u8>::with_capacity(room);
+        let mut written = 0;
+        // SAFETY: V8 writes at most `room - 1` bytes and a NUL into the buffer's spare
+        // capacity, and reports the bytes before the NUL, which are initialized.
+        unsafe {
+            check_status!(sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), room, &mut written))?;
+            buf.set_len(written);
+        }
+        Ok(Utf8(buf.into()))
     }
 }
 

@@ -108,7 +108,7 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The checks hyper leaves to the server: RFC 9112 section 3.2 (exactly one valid Host
 /// in HTTP/1.1), the target length (414) and `maxHeaderSize` for the header fields (431).
-fn check_head(head: &http::request::Parts, max_header_size: usize) -> Option<u16> {
+fn check_head(head: &http::request::Parts, hosts: &crate::request::Hosts<'_>, max_header_size: usize) -> Option<u16> {
     let target = head.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + head.uri.authority().map_or(0, |a| a.as_str().len());
     if target > MAX_URI_LEN {
@@ -123,8 +123,7 @@ fn check_head(head: &http::request::Parts, max_header_size: usize) -> Option<u16
         return Some(431);
     }
     if head.version == http::Version::HTTP_11 {
-        let mut hosts = head.headers.get_all(http::header::HOST).iter();
-        let (Some(host), None) = (hosts.next(), hosts.next()) else { return Some(400) };
+        let (Some(host), false) = (hosts.first, hosts.more) else { return Some(400) };
         // With an origin-form target the URL is made from the Host, and `head_text` refuses
         // one that is not a valid authority (more strictly than this check): only an
         // absolute-form target leaves the Host to be checked here.
@@ -620,7 +619,8 @@ fn admit(
     let started = Instant::now();
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
-    if let Some(status) = check_head(&head, shared.config.max_header_size) {
+    let hosts = crate::request::Hosts::of(&head);
+    if let Some(status) = check_head(&head, &hosts, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Err(Box::new(closing(status)));
@@ -628,7 +628,7 @@ fn admit(
     let websocket = crate::websocket::offer(&head);
     // The URL and headers as JS gets them; a target or authority no URL can be made
     // from is refused before any of the body is read.
-    let Ok(text) = crate::request::head_text(&head, scheme, &shared.local, authorities) else {
+    let Ok(text) = crate::request::head_text(&head, &hosts, scheme, &shared.local, authorities) else {
         tracing::debug!(%remote, "request target or Host refused: 400");
         return Err(Box::new(closing(400)));
     };

@@ -332,17 +332,17 @@ impl Core {
         }
     }
 
-    /// Replies with a UTF-8 text body.
+    /// Replies with a UTF-8 text body (a JS string's encoding, `calls::Utf8`).
     pub fn respond_text(
         &mut self,
         id: u32,
         status: u32,
         ct: u32,
         headers: Option<Vec<String>>,
-        body: String,
+        body: bytes::Bytes,
         release: bool,
     ) -> BridgeResult<()> {
-        self.respond(id, status, ct, headers, ResponseBody::full(bytes::Bytes::from(body)), release)
+        self.respond(id, status, ct, headers, ResponseBody::full(body), release)
     }
 
     /// Replies with a byte body (copied).

@@ -6,6 +6,19 @@ use crate::target::{write_url, AuthorityCache, BadTarget};
 use http::header::HOST;
 use http::request::Parts;
 
+/// A request's Host fields: the first, and whether there are more.
+pub(crate) struct Hosts<'a> {
+    pub first: Option<&'a http::HeaderValue>,
+    pub more: bool,
+}
+
+impl<'a> Hosts<'a> {
+    pub fn of(head: &'a Parts) -> Self {
+        let mut all = head.headers.get_all(HOST).iter();
+        Hosts { first: all.next(), more: all.next().is_some() }
+    }
+}
+
 /// A request head as JS receives it: the URL, then the headers packed as
 /// `name\nvalue\nname\nvalue…` (names lowercase, in arrival order per name; nothing when
 /// there are none). JS splits the headers into its flat `[name, value, …]` list when first
@@ -22,16 +35,16 @@ pub struct HeadText {
 /// the connection's (see `AuthorityCache`).
 pub(crate) fn head_text(
     head: &Parts,
+    hosts: &Hosts<'_>,
     scheme: &str,
     local: &str,
     authorities: &mut AuthorityCache,
 ) -> Result<HeadText, BadTarget> {
-    let mut hosts = head.headers.get_all(HOST).iter();
-    let host = hosts.next().map(|h| h.as_bytes());
+    let host = hosts.first.map(|h| h.as_bytes());
     if head.version == http::Version::HTTP_2 {
         // RFC 9113 8.3.1: a Host must identify the same entity as `:authority`.
         if let (Some(authority), Some(host)) = (head.uri.authority(), host) {
-            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) || hosts.next().is_some() {
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) || hosts.more {
                 return Err(BadTarget);
             }
         }
@@ -59,7 +72,7 @@ mod tests {
 
     fn text(req: http::Request<()>) -> (String, String) {
         let (head, _) = req.into_parts();
-        let t = head_text(&head, "http", "127.0.0.1:1", &mut AuthorityCache::default()).unwrap();
+        let t = head_text(&head, &Hosts::of(&head), "http", "127.0.0.1:1", &mut AuthorityCache::default()).unwrap();
         let s = String::from_utf8(t.bytes).unwrap();
         (s[..t.url_len].to_string(), s[t.url_len..].to_string())
     }

@@ -686,3 +686,35 @@ describe("sent by the server", () => {
     assert.equal(r.headers.get("x-from"), "clone");
   });
 });
+
+// A string body is encoded to UTF-8 on the native side: short ones in one pass into room
+// for their longest encoding, long ones (over 4,096 UTF-16 units) measured first.
+describe("string bodies as sent", () => {
+  let ctx;
+  const bodies = new Map();
+  before(async () => {
+    ctx = await start((event) => {
+      const key = new URL(event.request.url).pathname.slice(1);
+      const kind = event.request.headers.get("x-kind");
+      const body = bodies.get(key);
+      event.respondWith(kind === "json" ? Response.json(body) : new Response(body));
+    });
+  });
+  after(() => ctx.server.close());
+
+  const pieces = { ascii: "a", latin1: "\u00e9", bmp: "\u20ac", astral: "\u{1f600}", lone: "\ud800", lowLone: "x\udc00" };
+  for (const [name, piece] of Object.entries(pieces)) {
+    for (const units of [0, 1, 4095, 4096, 4097, 20000]) {
+      test(`${name}, ${units} UTF-16 units: the bytes are its UTF-8 (lone surrogates as U+FFFD)`, async () => {
+        let s = piece.repeat(Math.ceil(units / piece.length)).slice(0, units);
+        if (units > 0 && name === "astral" && units % 2 === 1) s = s.slice(0, -1) + "z";
+        const key = `${name}-${units}`;
+        bodies.set(key, s);
+        const got = Buffer.from(await (await fetch(`${ctx.base}/${key}`)).arrayBuffer());
+        assert.ok(got.equals(Buffer.from(s, "utf8")), `${got.length} bytes, wanted ${Buffer.byteLength(s)}`);
+        const json = await (await fetch(`${ctx.base}/${key}`, { headers: { "x-kind": "json" } })).arrayBuffer();
+        assert.ok(Buffer.from(json).equals(Buffer.from(JSON.stringify(s), "utf8")));
+      });
+    }
+  }
+});
