@@ -166,6 +166,66 @@ pub fn extend_declared(buf: &mut BytesMut, data: &[u8], declared: u64) {
     buf.extend_from_slice(data);
 }
 
+/// Chunks at least this long are kept as hyper read them (a slice of its read buffer, no
+/// copy); shorter ones are copied together, so that a body sent in tiny chunks does not
+/// cost a `Bytes` (32 bytes) and a buffer reference per byte or two.
+pub const KEEP_CHUNK_MIN: usize = 8 * 1024;
+
+/// A complete request body, in the pieces it arrived in: a body that came with its head is
+/// one piece; a body collected by the reader is the chunks hyper read (what has arrived so
+/// far is all it holds), copied once, into the JS Buffer, when JS takes it.
+#[derive(Debug, Default)]
+pub struct Collected {
+    parts: Vec<Bytes>,
+    /// Short chunks copied together, not yet a part.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl From<Bytes> for Collected {
+    fn from(b: Bytes) -> Self {
+        let len = b.len();
+        let parts = if len == 0 { Vec::new() } else { vec![b] };
+        Collected { parts, tail: BytesMut::new(), len }
+    }
+}
+
+impl Collected {
+    /// Appends one chunk as it came off the connection.
+    pub fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if data.len() >= KEEP_CHUNK_MIN {
+            self.seal_tail();
+            self.parts.push(data);
+        } else {
+            if self.tail.capacity() - self.tail.len() < data.len() {
+                self.seal_tail();
+                self.tail.reserve(4 * KEEP_CHUNK_MIN);
+            }
+            self.tail.extend_from_slice(&data);
+        }
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.parts.push(self.tail.split().freeze());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces, in order (the short-chunk tail last).
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|b| &b[..]).chain(std::iter::once(&self.tail[..]).filter(|t| !t.is_empty()))
+    }
+}
+
 /// The most a collected body reserves for its declared length before its bytes arrive.
 pub const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
@@ -192,15 +252,9 @@ pub fn spawn_body_reader(
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    // A declared length sizes the buffer once (no regrowth copies), but only up to
-    // COLLECT_RESERVE_MAX before the bytes have arrived: a length alone costs little memory.
-    let declared = body.size_hint().exact().unwrap_or(0).min(limit);
     rt.spawn(crate::in_thread::Noted::new(async move {
         let mut seen: u64 = 0;
-        let mut collected = BytesMut::new();
-        if matches!(mode, ReadMode::Collect) {
-            collected.reserve(declared.min(COLLECT_RESERVE_MAX) as usize);
-        }
+        let mut collected = Collected::default();
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
         // none (trailers, empty chunks) do not use it up.
         let mut need_credit = true;
@@ -218,7 +272,7 @@ pub fn spawn_body_reader(
             };
             let event = match frame {
                 None => match std::mem::replace(&mut mode, ReadMode::Collect) {
-                    ReadMode::Collect => Event::BodyFull(id, collected.split().freeze()),
+                    ReadMode::Collect => Event::BodyFull(id, std::mem::take(&mut collected)),
                     // hyper ends a body of declared length only once all of it came.
                     ReadMode::CollectInto(into) if seen == into.len() as u64 => Event::BodyFilled(id, into),
                     ReadMode::CollectInto(_) => Event::BodyError(id, BodyErrorKind::Aborted),
@@ -234,8 +288,7 @@ pub fn spawn_body_reader(
                         continue;
                     } else {
                         match &mut mode {
-                            // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
-                            ReadMode::Collect => extend_declared(&mut collected, &data, declared),
+                            ReadMode::Collect => collected.push(data),
                             ReadMode::CollectInto(into) => {
                                 if !into.write_at((seen - data.len() as u64) as usize, &data) {
                                     // More than declared: hyper does not let that through.
