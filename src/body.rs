@@ -176,17 +176,17 @@ pub const KEEP_CHUNK_MIN: usize = 8 * 1024;
 /// far is all it holds), copied once, into the JS Buffer, when JS takes it.
 #[derive(Debug, Default)]
 pub struct Collected {
-    parts: Vec<Bytes>,
-    /// Short chunks copied together, not yet a part.
+    /// The first piece (most bodies have one, which then costs no `Vec`).
+    first: Bytes,
+    rest: Vec<Bytes>,
+    /// Short chunks copied together, not yet a piece.
     tail: BytesMut,
     len: usize,
 }
 
 impl From<Bytes> for Collected {
-    fn from(b: Bytes) -> Self {
-        let len = b.len();
-        let parts = if len == 0 { Vec::new() } else { vec![b] };
-        Collected { parts, tail: BytesMut::new(), len }
+    fn from(first: Bytes) -> Self {
+        Collected { len: first.len(), first, rest: Vec::new(), tail: BytesMut::new() }
     }
 }
 
@@ -196,7 +196,7 @@ impl Collected {
         self.len += data.len();
         if data.len() >= KEEP_CHUNK_MIN {
             self.seal_tail();
-            self.parts.push(data);
+            self.add_piece(data);
         } else {
             if self.tail.capacity() - self.tail.len() < data.len() {
                 self.seal_tail();
@@ -206,9 +206,18 @@ impl Collected {
         }
     }
 
+    fn add_piece(&mut self, piece: Bytes) {
+        if self.first.is_empty() && self.rest.is_empty() {
+            self.first = piece;
+        } else {
+            self.rest.push(piece);
+        }
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
-            self.parts.push(self.tail.split().freeze());
+            let piece = self.tail.split().freeze();
+            self.add_piece(piece);
         }
     }
 
@@ -222,7 +231,10 @@ impl Collected {
 
     /// The pieces, in order (the short-chunk tail last).
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        self.parts.iter().map(|b| &b[..]).chain(std::iter::once(&self.tail[..]).filter(|t| !t.is_empty()))
+        std::iter::once(&self.first[..])
+            .chain(self.rest.iter().map(|b| &b[..]))
+            .chain(std::iter::once(&self.tail[..]))
+            .filter(|p| !p.is_empty())
     }
 }
 
@@ -309,4 +321,45 @@ pub fn spawn_body_reader(
             return;
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(c: &Collected) -> Vec<u8> {
+        c.parts().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    #[test]
+    fn collected_keeps_order_across_short_and_long_chunks() {
+        let sizes =
+            [1, KEEP_CHUNK_MIN - 1, KEEP_CHUNK_MIN, 3, 5 * KEEP_CHUNK_MIN, KEEP_CHUNK_MIN + 1, 2, 7000, 7000, 7000];
+        let mut c = Collected::default();
+        let mut want = Vec::new();
+        let mut n = 0u8;
+        for size in sizes {
+            let chunk: Vec<u8> = (0..size)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    n
+                })
+                .collect();
+            want.extend_from_slice(&chunk);
+            c.push(Bytes::from(chunk));
+        }
+        assert_eq!(c.len(), want.len());
+        assert_eq!(joined(&c), want);
+        // Long chunks are kept as they came, short ones copied together.
+        assert!(c.rest.iter().any(|p| p.len() == 5 * KEEP_CHUNK_MIN));
+        assert!(c.rest.len() < sizes.len());
+    }
+
+    #[test]
+    fn collected_from_one_piece_and_empty() {
+        let c = Collected::from(Bytes::from_static(b"abc"));
+        assert_eq!(joined(&c), b"abc");
+        assert!(Collected::from(Bytes::new()).is_empty());
+        assert_eq!(Collected::default().parts().count(), 0);
+    }
 }
