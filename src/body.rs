@@ -229,6 +229,18 @@ impl Collected {
         self.len == 0
     }
 
+    /// The whole body when it is one piece (or empty).
+    pub fn only_piece(&self) -> Option<&[u8]> {
+        if !self.rest.is_empty() {
+            return None;
+        }
+        match (self.first.is_empty(), self.tail.is_empty()) {
+            (_, true) => Some(&self.first),
+            (true, false) => Some(&self.tail),
+            (false, false) => None,
+        }
+    }
+
     /// The pieces, in order (the short-chunk tail last).
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(&self.first[..])
@@ -361,5 +373,13 @@ mod tests {
         assert_eq!(joined(&c), b"abc");
         assert!(Collected::from(Bytes::new()).is_empty());
         assert_eq!(Collected::default().parts().count(), 0);
+        assert_eq!(c.only_piece(), Some(&b"abc"[..]));
+        let mut short = Collected::default();
+        short.push(Bytes::from_static(b"ab"));
+        short.push(Bytes::from_static(b"cd"));
+        assert_eq!(short.only_piece(), Some(&b"abcd"[..]));
+        short.push(Bytes::from(vec![7u8; KEEP_CHUNK_MIN]));
+        assert_eq!(short.only_piece(), None);
+        assert_eq!(joined(&short).len(), 4 + KEEP_CHUNK_MIN);
     }
 }

@@ -155,6 +155,10 @@ impl Drop for JsBody {
 /// A body collected in pieces, copied into one Buffer that V8 allocates (see `JsBody` for
 /// why not an external one). On the JS thread.
 pub(crate) fn collected_buffer<'e>(env: &'e Env, body: &crate::body::Collected) -> BridgeResult<BufferSlice<'e>> {
+    // One piece (a body that came with its head, most often): one Node-API call.
+    if let Some(only) = body.only_piece() {
+        return Ok(BufferSlice::copy_from(env, only)?);
+    }
     let raw = env.raw();
     let mut value = std::ptr::null_mut();
     let mut data = std::ptr::null_mut();
