@@ -166,6 +166,90 @@ pub fn extend_declared(buf: &mut BytesMut, data: &[u8], declared: u64) {
     buf.extend_from_slice(data);
 }
 
+/// Chunks at least this long are kept as hyper read them (a slice of its read buffer, no
+/// copy); shorter ones are copied together, so that a body sent in tiny chunks does not
+/// cost a `Bytes` (32 bytes) and a buffer reference per byte or two.
+pub const KEEP_CHUNK_MIN: usize = 8 * 1024;
+
+/// A complete request body, in the pieces it arrived in: a body that came with its head is
+/// one piece; a body collected by the reader is the chunks hyper read (what has arrived so
+/// far is all it holds), copied once, into the JS Buffer, when JS takes it.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The first piece (most bodies have one, which then costs no `Vec`).
+    first: Bytes,
+    rest: Vec<Bytes>,
+    /// Short chunks copied together, not yet a piece.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl From<Bytes> for Collected {
+    fn from(first: Bytes) -> Self {
+        Collected { len: first.len(), first, rest: Vec::new(), tail: BytesMut::new() }
+    }
+}
+
+impl Collected {
+    /// Appends one chunk as it came off the connection.
+    pub fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if data.len() >= KEEP_CHUNK_MIN {
+            self.seal_tail();
+            self.add_piece(data);
+        } else {
+            if self.tail.capacity() - self.tail.len() < data.len() {
+                self.seal_tail();
+                self.tail.reserve(4 * KEEP_CHUNK_MIN);
+            }
+            self.tail.extend_from_slice(&data);
+        }
+    }
+
+    fn add_piece(&mut self, piece: Bytes) {
+        if self.first.is_empty() && self.rest.is_empty() {
+            self.first = piece;
+        } else {
+            self.rest.push(piece);
+        }
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let piece = self.tail.split().freeze();
+            self.add_piece(piece);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole body when it is one piece (or empty).
+    pub fn only_piece(&self) -> Option<&[u8]> {
+        if !self.rest.is_empty() {
+            return None;
+        }
+        match (self.first.is_empty(), self.tail.is_empty()) {
+            (_, true) => Some(&self.first),
+            (true, false) => Some(&self.tail),
+            (false, false) => None,
+        }
+    }
+
+    /// The pieces, in order (the short-chunk tail last).
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.first[..])
+            .chain(self.rest.iter().map(|b| &b[..]))
+            .chain(std::iter::once(&self.tail[..]))
+            .filter(|p| !p.is_empty())
+    }
+}
+
 /// The most a collected body reserves for its declared length before its bytes arrive.
 pub const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
@@ -192,15 +276,9 @@ pub fn spawn_body_reader(
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    // A declared length sizes the buffer once (no regrowth copies), but only up to
-    // COLLECT_RESERVE_MAX before the bytes have arrived: a length alone costs little memory.
-    let declared = body.size_hint().exact().unwrap_or(0).min(limit);
     rt.spawn(crate::in_thread::Noted::new(async move {
         let mut seen: u64 = 0;
-        let mut collected = BytesMut::new();
-        if matches!(mode, ReadMode::Collect) {
-            collected.reserve(declared.min(COLLECT_RESERVE_MAX) as usize);
-        }
+        let mut collected = Collected::default();
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
         // none (trailers, empty chunks) do not use it up.
         let mut need_credit = true;
@@ -218,7 +296,7 @@ pub fn spawn_body_reader(
             };
             let event = match frame {
                 None => match std::mem::replace(&mut mode, ReadMode::Collect) {
-                    ReadMode::Collect => Event::BodyFull(id, collected.split().freeze()),
+                    ReadMode::Collect => Event::BodyFull(id, std::mem::take(&mut collected)),
                     // hyper ends a body of declared length only once all of it came.
                     ReadMode::CollectInto(into) if seen == into.len() as u64 => Event::BodyFilled(id, into),
                     ReadMode::CollectInto(_) => Event::BodyError(id, BodyErrorKind::Aborted),
@@ -234,8 +312,7 @@ pub fn spawn_body_reader(
                         continue;
                     } else {
                         match &mut mode {
-                            // Past COLLECT_RESERVE_MAX of a declared body: the rest in one step.
-                            ReadMode::Collect => extend_declared(&mut collected, &data, declared),
+                            ReadMode::Collect => collected.push(data),
                             ReadMode::CollectInto(into) => {
                                 if !into.write_at((seen - data.len() as u64) as usize, &data) {
                                     // More than declared: hyper does not let that through.
@@ -256,4 +333,53 @@ pub fn spawn_body_reader(
             return;
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(c: &Collected) -> Vec<u8> {
+        c.parts().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    #[test]
+    fn collected_keeps_order_across_short_and_long_chunks() {
+        let sizes =
+            [1, KEEP_CHUNK_MIN - 1, KEEP_CHUNK_MIN, 3, 5 * KEEP_CHUNK_MIN, KEEP_CHUNK_MIN + 1, 2, 7000, 7000, 7000];
+        let mut c = Collected::default();
+        let mut want = Vec::new();
+        let mut n = 0u8;
+        for size in sizes {
+            let chunk: Vec<u8> = (0..size)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    n
+                })
+                .collect();
+            want.extend_from_slice(&chunk);
+            c.push(Bytes::from(chunk));
+        }
+        assert_eq!(c.len(), want.len());
+        assert_eq!(joined(&c), want);
+        // Long chunks are kept as they came, short ones copied together.
+        assert!(c.rest.iter().any(|p| p.len() == 5 * KEEP_CHUNK_MIN));
+        assert!(c.rest.len() < sizes.len());
+    }
+
+    #[test]
+    fn collected_from_one_piece_and_empty() {
+        let c = Collected::from(Bytes::from_static(b"abc"));
+        assert_eq!(joined(&c), b"abc");
+        assert!(Collected::from(Bytes::new()).is_empty());
+        assert_eq!(Collected::default().parts().count(), 0);
+        assert_eq!(c.only_piece(), Some(&b"abc"[..]));
+        let mut short = Collected::default();
+        short.push(Bytes::from_static(b"ab"));
+        short.push(Bytes::from_static(b"cd"));
+        assert_eq!(short.only_piece(), Some(&b"abcd"[..]));
+        short.push(Bytes::from(vec![7u8; KEEP_CHUNK_MIN]));
+        assert_eq!(short.only_piece(), None);
+        assert_eq!(joined(&short).len(), 4 + KEEP_CHUNK_MIN);
+    }
 }

@@ -97,7 +97,7 @@ pub enum Event {
     Request(Box<IncomingRequest>),
     BodyData(u32, Bytes),
     BodyEnd(u32),
-    BodyFull(u32, Bytes),
+    BodyFull(u32, crate::body::Collected),
     /// A body of declared length, read into the JS Buffer made for it.
     BodyFilled(u32, crate::lending::JsBody),
     BodyError(u32, BodyErrorKind),

@@ -7,7 +7,7 @@ use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::in_thread::Noted;
 use crate::js_side::{JsSide, Payload};
-use crate::lending::{lend, JsBody};
+use crate::lending::{self, lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
@@ -245,7 +245,7 @@ impl Core {
             // body that came with its head (at most PRECOLLECT_LIMIT), or one the reader
             // collected (chunked, or declared over COLLECT_RESERVE_MAX), the cases that pay
             // this copy on the JS thread.
-            BodyState::Buffered(b) => Ok(Some(BufferSlice::copy_from(env, &b)?)),
+            BodyState::Buffered(b) => lending::collected_buffer(env, &b).map(Some),
             BodyState::Filled(b) => b.into_buffer(env).map(Some),
             BodyState::Unread(incoming) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
@@ -295,7 +295,7 @@ impl Core {
                 if b.is_empty() {
                     return Ok(Either::B(PULL_END));
                 }
-                Ok(Either::A(BufferSlice::copy_from(env, &b)?))
+                Ok(Either::A(lending::collected_buffer(env, &b)?))
             }
             BodyState::Filled(_) => {
                 let BodyState::Filled(b) = std::mem::replace(&mut live.body, BodyState::Taken) else { unreachable!() };

@@ -109,7 +109,7 @@ impl JsSide {
                     RequestBody::None => BodyState::None,
                     RequestBody::Full(b) => {
                         flags |= wire::FLAG_HAS_BODY;
-                        BodyState::Buffered(b)
+                        BodyState::Buffered(b.into())
                     }
                     RequestBody::Incoming(i) => {
                         flags |= wire::FLAG_HAS_BODY;

@@ -151,3 +151,31 @@ impl Drop for JsBody {
         }
     }
 }
+
+/// A body collected in pieces, copied into one Buffer that V8 allocates (see `JsBody` for
+/// why not an external one). On the JS thread.
+pub(crate) fn collected_buffer<'e>(env: &'e Env, body: &crate::body::Collected) -> BridgeResult<BufferSlice<'e>> {
+    // One piece (a body that came with its head, most often): one Node-API call.
+    if let Some(only) = body.only_piece() {
+        return Ok(BufferSlice::copy_from(env, only)?);
+    }
+    let raw = env.raw();
+    let mut value = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    // SAFETY: plain Node-API calls on the JS thread with its env; each piece is copied in
+    // bounds of the new Buffer (the pieces add up to `body.len()`), before JS can see it.
+    unsafe {
+        let status = napi::sys::napi_create_buffer(raw, body.len(), &mut data, &mut value);
+        if status != napi::sys::Status::napi_ok {
+            return Err(BridgeError::new(ErrorKind::Napi(status.into()), "could not allocate the request body"));
+        }
+        let mut actual = 0usize;
+        napi::sys::napi_get_buffer_info(raw, value, &mut data, &mut actual);
+        let mut at = data.cast::<u8>();
+        for part in body.parts() {
+            std::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
+            at = at.add(part.len());
+        }
+        Ok(BufferSlice::from_napi_value(raw, value)?)
+    }
+}

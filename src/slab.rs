@@ -34,7 +34,7 @@ pub enum BodyState {
     /// On the wire, not asked for yet.
     Unread(Incoming),
     /// Complete and waiting to be taken.
-    Buffered(Bytes),
+    Buffered(crate::body::Collected),
     /// Complete in a JS Buffer (a body of declared length), waiting to be taken.
     Filled(crate::lending::JsBody),
     /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
