@@ -16,7 +16,7 @@ use napi::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 /// Queued events that make `push` ring without waiting for the worker to go idle: a
 /// worker that never idles must not starve JS, and a batch this large already pays
@@ -46,12 +46,80 @@ pub type Reply = http::Response<ResponseBody>;
 /// The single JS callback rung when events are waiting. Called with no arguments.
 pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 
-/// Shared between a request's connection task and its slot, so an abort raised on the
-/// tokio side can name the slot the JS thread gave it.
+/// Shared between a request's connection task and its slot: an abort raised on the tokio
+/// side names the slot the JS thread gave it, and the reply travels back in it (no
+/// channel of its own per request, and the reply is moved once on its way).
 #[derive(Default)]
 pub struct Ticket {
     /// The JS-visible id, 0 until the request is drained.
     pub id: AtomicU32,
+    reply: Mutex<ReplySlot>,
+    /// The connection task waiting for the reply.
+    waker: atomic_waker::AtomicWaker,
+}
+
+#[derive(Default)]
+enum ReplySlot {
+    #[default]
+    Waiting,
+    Given(Reply),
+    /// Taken by the connection task.
+    Taken,
+    /// JS let go of the request without answering it (the task answers 500).
+    Dropped,
+}
+
+impl Ticket {
+    fn slot(&self) -> std::sync::MutexGuard<'_, ReplySlot> {
+        self.reply.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the connection task, if it waits for the reply.
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// The reply once JS gave one; `Err` when JS let go of the request without one.
+    pub fn poll_reply(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Reply, ()>> {
+        // Registered before the slot is read: a reply stored in between still wakes us.
+        self.waker.register(cx.waker());
+        let mut slot = self.slot();
+        match std::mem::replace(&mut *slot, ReplySlot::Taken) {
+            ReplySlot::Given(reply) => std::task::Poll::Ready(Ok(reply)),
+            ReplySlot::Waiting => {
+                *slot = ReplySlot::Waiting;
+                std::task::Poll::Pending
+            }
+            ReplySlot::Taken | ReplySlot::Dropped => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// The JS side's hold on a request's reply (`IncomingRequest::reply`): `send` stores the
+/// reply for the connection task, which the caller then wakes (in a batch: `Doorbell::
+/// send_replies`); dropped unsent, it tells the task that no reply will come.
+pub struct ReplySender(Option<Arc<Ticket>>);
+
+impl ReplySender {
+    pub fn new(ticket: Arc<Ticket>) -> Self {
+        ReplySender(Some(ticket))
+    }
+
+    /// Stores `reply`; returns the ticket to wake.
+    pub fn send(mut self, reply: Reply) -> Arc<Ticket> {
+        let ticket = self.0.take().expect("a reply sender sends once");
+        *ticket.slot() = ReplySlot::Given(reply);
+        ticket
+    }
+}
+
+impl Drop for ReplySender {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.0.take() {
+            *ticket.slot() = ReplySlot::Dropped;
+            ticket.wake();
+        }
+    }
 }
 
 /// Why a request was abandoned before its response completed (an ABORT record's `arg`).
@@ -77,7 +145,7 @@ pub struct IncomingRequest {
     pub body: RequestBody,
     pub remote: SocketAddr,
     /// Taken by the first reply; `None` once answered or abandoned.
-    pub reply: Option<oneshot::Sender<Reply>>,
+    pub reply: Option<ReplySender>,
     pub ticket: Arc<Ticket>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
@@ -137,7 +205,7 @@ pub struct Doorbell {
     queue: Mutex<Vec<Event>>,
     scheduled: AtomicBool,
     callback: RwLock<Option<DoorbellFn>>,
-    replies: Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    replies: Mutex<Vec<Arc<Ticket>>>,
     /// WebSockets sent to in a JS batch, written by the reply task (`send_writes`).
     writes: Mutex<Vec<Arc<crate::websocket::SocketShared>>>,
     replies_ready: Notify,
@@ -230,8 +298,9 @@ impl Doorbell {
         }
     }
 
-    /// Hands a batch of replies to the tokio side with one wake-up.
-    pub fn send_replies(&self, batch: &mut Vec<(oneshot::Sender<Reply>, Reply)>) {
+    /// Hands a batch of answered requests (their replies stored: `ReplySender::send`) to
+    /// the tokio side, to wake their connection tasks, with one wake-up.
+    pub fn send_replies(&self, batch: &mut Vec<Arc<Ticket>>) {
         if batch.is_empty() {
             return;
         }
@@ -257,9 +326,8 @@ impl Doorbell {
         loop {
             self.replies_ready.notified().await;
             std::mem::swap(&mut batch, &mut *self.replies.lock().unwrap_or_else(|p| p.into_inner()));
-            for (tx, reply) in batch.drain(..) {
-                // The receiver is gone when the client left or the request timed out.
-                let _ = tx.send(reply);
+            for ticket in batch.drain(..) {
+                ticket.wake();
             }
             std::mem::swap(&mut writes, &mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
             // A large fan-out is shared among the workers, in tasks of its own, rather than

@@ -1,7 +1,7 @@
 //! One connection: protocol selection, hyper settings, the request hand-off to JS,
 //! timeouts and shutdown.
 
-use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
+use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, ReplySender, RequestBody, Ticket};
 use crate::cork::Cork;
 use crate::in_thread::NotedExecutor;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Where the server is in its life; connection tasks watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -689,7 +689,6 @@ async fn handle(
         return Ok(response::overloaded());
     }
 
-    let (tx, rx) = oneshot::channel();
     let ticket = Arc::new(Ticket::default());
     // The request JS may hold: while its record lives the connection is not settled
     // (Cork::settled: hyper may still be reading its body), and a half-close seen while it
@@ -703,7 +702,7 @@ async fn handle(
         text,
         body,
         remote,
-        reply: Some(tx),
+        reply: Some(ReplySender::new(ticket.clone())),
         ticket,
         websocket,
         tls,
@@ -716,8 +715,10 @@ async fn handle(
     if in_flight_count.0.half_closed() {
         shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
     }
+    let answered = std::future::poll_fn(|cx| in_flight.ticket.poll_reply(cx));
     let reply =
-        match crate::deadline::within(&in_flight_count.0, listener_from, shared.config.request_timeout, rx).await {
+        match crate::deadline::within(&in_flight_count.0, listener_from, shared.config.request_timeout, answered).await
+        {
             Some(r) => r,
             None => {
                 in_flight.armed = false;

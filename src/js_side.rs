@@ -3,7 +3,7 @@
 //! go back to tokio with one wake-up per flush.
 
 use crate::body::BodyErrorKind;
-use crate::bridge::{AbortReason, Doorbell, Event, LentRef, Reply, RequestBody};
+use crate::bridge::{AbortReason, Doorbell, Event, LentRef, RequestBody};
 use crate::pubsub::Sockets;
 use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
 use crate::wire;
@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Words per record, as an array length.
 const WORDS: usize = wire::RECORD_WORDS as usize;
@@ -41,7 +40,8 @@ pub struct JsSide {
     pub slab: RequestSlab,
     pending: VecDeque<Event>,
     swap: Vec<Event>,
-    pub outbox: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// Answered requests whose connection tasks are woken at the next flush.
+    pub outbox: Vec<Arc<crate::bridge::Ticket>>,
     /// References of lent buffers to delete, gathered by `drain`.
     releases: Vec<LentRef>,
     /// Open WebSockets and their topics.
@@ -154,7 +154,7 @@ impl JsSide {
                 // was sent yet, so the client learns why (a client that left gets nothing).
                 if let Some(tx) = live.req.reply.take() {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
-                    self.outbox.push((tx, crate::response::status_only(status)));
+                    self.outbox.push(tx.send(crate::response::status_only(status)));
                 }
                 Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
             }
@@ -248,7 +248,14 @@ impl JsSide {
 
     /// Sends the replies gathered since the last flush.
     pub fn flush(&mut self) {
-        self.doorbell.send_replies(&mut self.outbox);
+        if self.write_here {
+            // The connection tasks run on this thread: woken here, they run in this turn.
+            for ticket in self.outbox.drain(..) {
+                ticket.wake();
+            }
+        } else {
+            self.doorbell.send_replies(&mut self.outbox);
+        }
         if self.write_here {
             // This runs inside the runtime's turn: outside tokio's cooperative budget, or
             // every write after the 128th of a turn would look like a full socket and wait

@@ -148,15 +148,15 @@ mod tests {
 
     /// A GET request with no body, as a connection task would send it.
     fn dummy() -> LiveRequest {
-        let (tx, _rx) = oneshot::channel();
+        let ticket: Arc<crate::bridge::Ticket> = Arc::default();
         LiveRequest {
             req: Box::new(IncomingRequest {
                 method: http::Method::GET,
                 text: Default::default(),
                 body: RequestBody::None,
                 remote: "127.0.0.1:1".parse().unwrap(),
-                reply: Some(tx),
-                ticket: Arc::default(),
+                reply: Some(crate::bridge::ReplySender::new(ticket.clone())),
+                ticket,
                 websocket: None,
                 tls: None,
             }),
