@@ -105,11 +105,11 @@ impl ReplySender {
         ReplySender(Some(ticket))
     }
 
-    /// Stores `reply`; returns the ticket to wake.
-    pub fn send(mut self, reply: Reply) -> Arc<Ticket> {
-        let ticket = self.0.take().expect("a reply sender sends once");
+    /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
+    pub fn send(mut self, reply: Reply) -> Option<Arc<Ticket>> {
+        let ticket = self.0.take()?;
         *ticket.slot() = ReplySlot::Given(reply);
-        ticket
+        Some(ticket)
     }
 }
 

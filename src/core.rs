@@ -225,7 +225,7 @@ impl Core {
     pub fn request_release(&mut self, id: u32) {
         if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
             if let Some(tx) = live.req.reply.take() {
-                self.js.outbox.push(tx.send(response::status_only(500)));
+                self.js.outbox.extend(tx.send(response::status_only(500)));
             }
         }
     }
@@ -555,7 +555,7 @@ impl Core {
         let reply = response::build(status, ct, headers.as_deref(), body, head)?;
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
-            self.js.outbox.push(tx.send(reply));
+            self.js.outbox.extend(tx.send(reply));
         }
         if release {
             self.js.slab.remove(SlotId(id));
@@ -660,7 +660,7 @@ impl Core {
             return Ok(());
         };
         match live.req.reply.take() {
-            Some(tx) => self.js.outbox.push(tx.send(reply)),
+            Some(tx) => self.js.outbox.extend(tx.send(reply)),
             None => shared.abandon(),
         }
         if release {

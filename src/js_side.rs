@@ -154,7 +154,7 @@ impl JsSide {
                 // was sent yet, so the client learns why (a client that left gets nothing).
                 if let Some(tx) = live.req.reply.take() {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
-                    self.outbox.push(tx.send(crate::response::status_only(status)));
+                    self.outbox.extend(tx.send(crate::response::status_only(status)));
                 }
                 Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
             }

@@ -144,7 +144,6 @@ mod tests {
     use super::*;
     use crate::bridge::RequestBody;
     use std::sync::Arc;
-    use tokio::sync::oneshot;
 
     /// A GET request with no body, as a connection task would send it.
     fn dummy() -> LiveRequest {
