@@ -1,0 +1,141 @@
+// Instructions per request, counted by valgrind's callgrind: deterministic where CPU time per
+// request is not (a busy or shared machine), so a change of a few percent in the code a
+// request runs shows up in one run. It counts user-space instructions only (no kernel, no
+// cache misses, no wake-ups): a guide for the code path, not a substitute for `npm run bench`.
+//
+// Each server runs under callgrind; after a warm-up its counters are zeroed, N keep-alive
+// requests are sent with `h2load --h1` (50 connections), and the counts are dumped and summed
+// by object (the addon, node, libc, JIT code as "???").
+// Needs valgrind (callgrind_control) and h2load (nghttp2-client).
+// Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
+//           [--path=/json] [--top=25]   (--top lists the functions that cost most, per server)
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SERVERS, freePort } from "./lib/servers.mjs";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? "true"];
+  }),
+);
+const names = (args.servers ?? "fetch-rs,fetch-rs-inthread,hyper").split(",");
+const requests = Number(args.requests ?? 20000);
+const path = args.path ?? "/json";
+const top = Number(args.top ?? 0);
+
+const run = (cmd, argv) =>
+  execFileSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "pipe"] });
+
+/** Starts `entry` under callgrind, loads it, and returns the dump of the measured part. */
+async function measure(entry, dir) {
+  const port = await freePort();
+  const out = join(dir, `${entry.name}.%p`);
+  const child = spawn("valgrind", ["--tool=callgrind", `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
+    cwd: ROOT,
+    env: { ...process.env, ...(entry.env ?? {}), PORT: String(port) },
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${entry.name} did not start within 120 s`)), 120_000);
+      let seen = "";
+      child.stdout.on("data", (d) => {
+        seen += d;
+        if (/READY \d+/.test(seen)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once("exit", (code) => reject(new Error(`${entry.name} exited (${code}) before it was ready`)));
+    });
+    const url = `http://127.0.0.1:${port}${path}`;
+    run("h2load", ["--h1", "-n", "5000", "-c", "50", url]);
+    run("callgrind_control", ["-z", String(child.pid)]);
+    const load = run("h2load", ["--h1", "-n", String(requests), "-c", "50", url]);
+    if (!new RegExp(`${requests} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
+    run("callgrind_control", ["-d", String(child.pid)]);
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", resolve)));
+  }
+  // The dump after the zeroing is the process's file with the ".1" suffix.
+  const file = readdirSync(dir).find((f) => f.startsWith(`${entry.name}.`) && f.endsWith(".1"));
+  if (!file) throw new Error(`${entry.name}: no callgrind dump`);
+  return join(dir, file);
+}
+
+/**
+ * Instructions by object and by function from a dump: the self cost of each function (a cost
+ * line right after `calls=` is the inclusive cost of that call, and is skipped).
+ * Format: https://valgrind.org/docs/manual/cl-format.html (names compressed as "(id) name").
+ */
+function summarize(file) {
+  const names = { ob: new Map(), fn: new Map() };
+  const named = (kind, value) => {
+    const m = /^\((\d+)\)(?: (.*))?$/.exec(value);
+    if (!m) return value;
+    if (m[2] !== undefined) names[kind].set(m[1], m[2]);
+    return names[kind].get(m[1]) ?? "?";
+  };
+  let ob = "?";
+  let fn = "?";
+  let afterCall = false;
+  let total = 0;
+  const objects = new Map();
+  const functions = new Map();
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    const c = line.charCodeAt(0);
+    if ((c >= 48 && c <= 57) || c === 43 || c === 45 || c === 42) {
+      // A cost line: position, then Ir.
+      if (afterCall) {
+        afterCall = false;
+        continue;
+      }
+      const n = Number(line.split(" ")[1] ?? 0);
+      total += n;
+      objects.set(ob, (objects.get(ob) ?? 0) + n);
+      const key = `${ob} ${fn}`;
+      functions.set(key, (functions.get(key) ?? 0) + n);
+    } else if (line.startsWith("calls=")) afterCall = true;
+    else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
+    else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
+    else if (line.startsWith("cob=")) named("ob", line.slice(4));
+    else if (line.startsWith("cfn=")) named("fn", line.slice(4));
+  }
+  const rename = (m) => new Map([...m].map(([k, v]) => [k.replace(/^\S*\.node\b/, "addon (.node)"), v]));
+  return { total, objects: rename(objects), functions: rename(functions) };
+}
+
+const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));
+try {
+  const results = [];
+  for (const name of names) {
+    const entry = SERVERS.find((s) => s.name === name);
+    if (!entry) throw new Error(`no server named ${name}`);
+    process.stderr.write(`${name}: ${requests} requests under callgrind...\n`);
+    results.push({ name, ...summarize(await measure(entry, dir)) });
+  }
+  const per = (n) => Math.round(n / requests).toLocaleString("en-US");
+  const objects = [...new Set(results.flatMap((r) => [...r.objects.keys()]))]
+    .map((o) => [o, Math.max(...results.map((r) => r.objects.get(o) ?? 0))])
+    .filter(([, n]) => n / requests >= 20)
+    .sort((a, b) => b[1] - a[1])
+    .map(([o]) => o);
+  console.log(`Instructions per request (callgrind, GET ${path}, ${requests} requests, h2load --h1 -c50)\n`);
+  console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
+  console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
+  console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
+  for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
+  for (const r of top > 0 ? results : []) {
+    console.log(`\n${r.name}: the ${top} functions that cost most (instructions per request)`);
+    for (const [fn, n] of [...r.functions].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+      console.log(`${per(n).padStart(7)}  ${fn.slice(0, 140)}`);
+    }
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
