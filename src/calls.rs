@@ -173,11 +173,11 @@ calls! {
     }
     /// `wsSendText(sid, text, compress)`: see `Core::ws_send`.
     c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, bytes::Bytes::from(text), true, compress))
+        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress))
     }
     /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
     c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: &mut [u8], compress: bool) -> i32 {
-        Ok(core.ws_send(sid, bytes::Bytes::copy_from_slice(data), false, compress))
+        Ok(core.ws_send(sid, &*data, bytes::Bytes::copy_from_slice, false, compress))
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
     c"wsClose" => fn ws_close(core, _env; sid: u32, code: u32, reason: String) -> () {

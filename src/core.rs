@@ -160,6 +160,7 @@ impl Core {
                 }
                 Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
+                Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
                 // not handed over as an external buffer: those are freed by a finalizer on a
                 // later loop turn, and a flood of 64 KiB messages into a handler that keeps
@@ -679,10 +680,30 @@ impl Core {
     }
 
     /// Queues a message; Bun's status numbers (bytes, -1 queued, 0 dropped).
-    pub fn ws_send(&mut self, sid: u32, payload: bytes::Bytes, text: bool, compress: bool) -> i32 {
+    /// A small message is framed into the socket's queue at once, with no allocation of
+    /// its own; a larger one (or one to compress) is queued as `into_bytes` makes it.
+    pub fn ws_send<D: AsRef<[u8]>>(
+        &mut self,
+        sid: u32,
+        data: D,
+        into_bytes: impl FnOnce(D) -> bytes::Bytes,
+        text: bool,
+        compress: bool,
+    ) -> i32 {
         let Some(s) = self.js.sockets.get(sid) else { return websocket::SEND_DROPPED };
-        let len = payload.len();
-        let status = s.shared.send(websocket::Out::Message { payload, text, compress }, len);
+        let len = data.as_ref().len();
+        let deflate = compress && s.shared.config.deflate.is_some();
+        if self.js.write_here && len > websocket::COALESCE_LIMIT && !deflate {
+            // The flush would write it from this thread anyway: write it now, with no copy.
+            if let Some(status) = s.shared.send_direct(data.as_ref(), text) {
+                return status;
+            }
+        }
+        let status = if websocket::frames_when_queued(&s.shared.config, len, compress) {
+            s.shared.send_framed(data.as_ref(), text)
+        } else {
+            s.shared.send(websocket::Out::Message { payload: into_bytes(data), text, compress }, len)
+        };
         if status != websocket::SEND_DROPPED && s.shared.wants_wake() {
             self.js.wake_writers.push(s.shared.clone());
         }

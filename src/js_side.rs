@@ -21,6 +21,8 @@ const WORDS: usize = wire::RECORD_WORDS as usize;
 pub enum Payload {
     Head(crate::request::HeadText),
     Text(String),
+    /// A text message.
+    Utf8(crate::websocket::Utf8),
     Binary(bytes::Bytes),
     /// A small binary message, in the drain's arena of this index (`JsSide::arenas`).
     Pooled(usize),
@@ -50,6 +52,8 @@ pub struct JsSide {
     /// the first `arenas_used` are in use, the rest kept for their allocation.
     arenas: Vec<Vec<u8>>,
     arenas_used: usize,
+    /// The arena whose ArrayBuffer the records of this drain last carried.
+    arena_sent: Option<usize>,
     /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
@@ -69,6 +73,7 @@ impl JsSide {
             sockets: Sockets::default(),
             arenas: Vec::new(),
             arenas_used: 0,
+            arena_sent: None,
             wake_writers: Vec::new(),
             write_here: false,
         }
@@ -185,11 +190,19 @@ impl JsSide {
                 let s = self.sockets.get(sid)?;
                 s.shared.taken(msg.len());
                 let (kind, payload) = match msg {
-                    crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Text(t)),
+                    crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
                     crate::websocket::Message::Binary(b) if b.len() <= POOLED_MAX => {
                         let (arena, offset) = self.pool(&b);
-                        heads.push(Payload::Pooled(arena));
-                        let kind = wire::WS_POOLED | (b.len() as u32) << 8;
+                        // The arena crosses once, with the first of its messages in this
+                        // drain: one `texts` item per arena, not one per message.
+                        let kind = if self.arena_sent == Some(arena) {
+                            wire::WS_POOLED_SAME
+                        } else {
+                            self.arena_sent = Some(arena);
+                            heads.push(Payload::Pooled(arena));
+                            wire::WS_POOLED
+                        };
+                        let kind = kind | (b.len() as u32) << 8;
                         return Some([wire::RECORD_WS_MESSAGE, sid, kind, offset]);
                     }
                     crate::websocket::Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
@@ -244,6 +257,7 @@ impl JsSide {
             a.clear();
         }
         self.arenas_used = 0;
+        self.arena_sent = None;
     }
 
     /// Sends the replies gathered since the last flush.
