@@ -47,6 +47,29 @@ fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> napi::Result<JsString<'e>> {
     env.create_string_latin1(bytes)
 }
 
+/// A Buffer V8 allocates (as `BufferSlice::copy_from` makes) holding `masked` unmasked:
+/// the copy is the unmasking pass.
+fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Result<BufferSlice<'e>> {
+    let raw = env.raw();
+    let mut value = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    let mut len = 0usize;
+    // SAFETY: plain Node-API calls on the JS thread with its env; the Buffer's memory is
+    // `len` bytes that nothing else sees until it is filled and handed to JS.
+    unsafe {
+        napi::check_status!(napi::sys::napi_create_buffer(raw, masked.len(), &mut data, &mut value))?;
+        // The create call's own pointer is not the data on every target (lending.rs).
+        napi::check_status!(napi::sys::napi_get_buffer_info(raw, value, &mut data, &mut len))?;
+        if len == masked.len() && !data.is_null() {
+            let dst = std::slice::from_raw_parts_mut(data.cast::<u8>(), len);
+            websocket::unmask_into(dst, masked, mask);
+        } else if !masked.is_empty() {
+            return Err(napi::Error::from_reason("could not allocate a WebSocket message"));
+        }
+        BufferSlice::from_napi_value(raw, value)
+    }
+}
+
 impl Core {
     pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
@@ -166,6 +189,7 @@ impl Core {
                 // later loop turn, and a flood of 64 KiB messages into a handler that keeps
                 // the JS thread busy piled 165-240 MiB of them up (`workerThreads: 0`).
                 Payload::Binary(b) => texts.set_element(k as u32, BufferSlice::copy_from(env, &b)?)?,
+                Payload::Masked(b, mask) => texts.set_element(k as u32, unmasked_buffer(env, &b, mask)?)?,
             }
         }
         for r in self.js.take_releases() {

@@ -24,6 +24,8 @@ pub enum Payload {
     /// A text message.
     Utf8(crate::websocket::Utf8),
     Binary(bytes::Bytes),
+    /// A binary message still masked (`websocket::Message::Masked`).
+    Masked(bytes::Bytes, [u8; 4]),
     /// A small binary message, in the drain's arena of this index (`JsSide::arenas`).
     Pooled(usize),
 }
@@ -189,23 +191,15 @@ impl JsSide {
             Event::WsMessage(sid, msg) => {
                 let s = self.sockets.get(sid)?;
                 s.shared.taken(msg.len());
+                use crate::websocket::Message;
                 let (kind, payload) = match msg {
-                    crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
-                    crate::websocket::Message::Binary(b) if b.len() <= POOLED_MAX => {
-                        let (arena, offset) = self.pool(&b);
-                        // The arena crosses once, with the first of its messages in this
-                        // drain: one `texts` item per arena, not one per message.
-                        let kind = if self.arena_sent == Some(arena) {
-                            wire::WS_POOLED_SAME
-                        } else {
-                            self.arena_sent = Some(arena);
-                            heads.push(Payload::Pooled(arena));
-                            wire::WS_POOLED
-                        };
-                        let kind = kind | (b.len() as u32) << 8;
-                        return Some([wire::RECORD_WS_MESSAGE, sid, kind, offset]);
+                    Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
+                    Message::Binary(b) if b.len() <= POOLED_MAX => return Some(self.pooled(sid, &b, [0; 4], heads)),
+                    Message::Masked(b, mask) if b.len() <= POOLED_MAX => {
+                        return Some(self.pooled(sid, &b, mask, heads));
                     }
-                    crate::websocket::Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
+                    Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
+                    Message::Masked(b, mask) => (wire::WS_BINARY, Payload::Masked(b, mask)),
                 };
                 heads.push(payload);
                 Some([wire::RECORD_WS_MESSAGE, sid, kind, 0])
@@ -231,9 +225,25 @@ impl JsSide {
         }
     }
 
-    /// Copies a small message into the current arena (a new one when it is full);
-    /// returns the arena's index and the message's offset in it.
-    fn pool(&mut self, data: &[u8]) -> (usize, u32) {
+    /// The record of a small binary message, copied (and unmasked) into the current arena.
+    fn pooled(&mut self, sid: u32, data: &[u8], mask: [u8; 4], heads: &mut Vec<Payload>) -> [u32; WORDS] {
+        let (arena, offset) = self.pool(data, mask);
+        // The arena crosses once, with the first of its messages in this drain: one
+        // `texts` item per arena, not one per message.
+        let kind = if self.arena_sent == Some(arena) {
+            wire::WS_POOLED_SAME
+        } else {
+            self.arena_sent = Some(arena);
+            heads.push(Payload::Pooled(arena));
+            wire::WS_POOLED
+        };
+        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
+    }
+
+    /// Copies a small message into the current arena (a new one when it is full),
+    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index and the
+    /// message's offset in it.
+    fn pool(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
         let fits = self.arenas_used > 0 && self.arenas[self.arenas_used - 1].len() + data.len() <= ARENA_SIZE;
         if !fits {
             if self.arenas.len() == self.arenas_used {
@@ -242,8 +252,10 @@ impl JsSide {
             self.arenas_used += 1;
         }
         let arena = &mut self.arenas[self.arenas_used - 1];
-        let offset = arena.len() as u32;
-        arena.extend_from_slice(data);
+        let offset = arena.len();
+        arena.resize(offset + data.len(), 0);
+        crate::websocket::unmask_into(&mut arena[offset..], data, mask);
+        let offset = offset as u32;
         (self.arenas_used - 1, offset)
     }
 

@@ -274,6 +274,9 @@ pub(crate) struct SocketConfig {
 pub enum Message {
     Text(Utf8),
     Binary(Bytes),
+    /// A binary message as it came in one frame, still masked: unmasked as JS's drain
+    /// copies it (`unmask_into`), so its bytes are gone over once, not twice.
+    Masked(Bytes, [u8; 4]),
 }
 
 /// A text message's bytes, checked to be UTF-8 when it arrived: a slice of the read
@@ -299,7 +302,7 @@ impl Message {
     pub fn len(&self) -> usize {
         match self {
             Message::Text(s) => s.0.len(),
-            Message::Binary(b) => b.len(),
+            Message::Binary(b) | Message::Masked(b, _) => b.len(),
         }
     }
 }
@@ -906,13 +909,37 @@ fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize
     }
 }
 
-/// One frame from a client, unmasked.
+/// One frame from a client; its payload is still masked until `unmask`.
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub fin: bool,
     pub rsv1: bool,
     pub opcode: u8,
     pub payload: BytesMut,
+    pub mask: [u8; 4],
+}
+
+impl Frame {
+    /// Unmasks the payload in place (once: the mask is then all zeros).
+    pub fn unmask(&mut self) {
+        unmask(&mut self.payload, self.mask);
+        self.mask = [0; 4];
+    }
+}
+
+/// Copies `src` to `dst` (of the same length) unmasking it, starting at the mask's first
+/// byte.
+pub(crate) fn unmask_into(dst: &mut [u8], src: &[u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut to = dst.chunks_exact_mut(8);
+    let mut from = src.chunks_exact(8);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let v = u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) ^ wide;
+        d.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, (d, s)) in to.into_remainder().iter_mut().zip(from.remainder()).enumerate() {
+        *d = s ^ mask[i % 4];
+    }
 }
 
 /// XORs `data` with the 4-byte mask, starting at the mask's first byte.
@@ -928,7 +955,7 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Parses one frame from the front of `buf`: `Ok(None)` when more bytes are needed
+/// Parses one frame (its payload still masked) from the front of `buf`: `Ok(None)` when more bytes are needed
 /// (room for the frame is reserved), `Err(code)` when the peer broke the protocol.
 /// `max_len` bounds a data frame's payload (the message limit still left).
 pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, u16> {
@@ -984,9 +1011,8 @@ pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     }
     let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
     buf.advance(head);
-    let mut payload = buf.split_to(len);
-    unmask(&mut payload, mask);
-    Ok(Some(Frame { fin, rsv1, opcode, payload }))
+    let payload = buf.split_to(len);
+    Ok(Some(Frame { fin, rsv1, opcode, payload, mask }))
 }
 
 /// How a socket ended, as its CLOSE record tells JS.
@@ -1072,8 +1098,13 @@ impl Reader {
         Ok(())
     }
 
-    fn frame(&mut self, f: Frame) -> Result<Step, u16> {
+    fn frame(&mut self, mut f: Frame) -> Result<Step, u16> {
         let max = self.shared.config.max_payload;
+        // A binary message in one frame stays masked until JS's drain copies it.
+        let whole_binary = f.opcode == OP_BINARY && f.fin && !f.rsv1 && self.assembly.is_none();
+        if !whole_binary {
+            f.unmask();
+        }
         match f.opcode {
             OP_TEXT | OP_BINARY => {
                 if self.assembly.is_some() {
@@ -1088,7 +1119,8 @@ impl Reader {
                     // A slice of the read buffer, held only until JS's next drain copies
                     // it into a string or a Buffer of its own (core.rs).
                     let payload = f.payload.freeze();
-                    let msg = if text { Message::Text(Utf8::checked(payload)?) } else { Message::Binary(payload) };
+                    let msg =
+                        if text { Message::Text(Utf8::checked(payload)?) } else { Message::Masked(payload, f.mask) };
                     self.deliver(msg);
                     return Ok(Step::Continue);
                 }
@@ -1537,12 +1569,18 @@ mod tests {
         let mut buf = BytesMut::from(&whole[..3]);
         assert!(parse_frame(&mut buf, 100).unwrap().is_none());
         buf.extend_from_slice(&whole[3..]);
-        let f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        let mut f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        f.unmask();
         assert_eq!(&f.payload[..], b"hello");
         assert!(buf.is_empty());
         let big = vec![7u8; 70000];
         let mut buf = masked(OP_BINARY, true, &big);
-        assert_eq!(&parse_frame(&mut buf, 100000).unwrap().unwrap().payload[..], &big[..]);
+        let mut f = parse_frame(&mut buf, 100000).unwrap().unwrap();
+        let mut copy = vec![0u8; f.payload.len()];
+        unmask_into(&mut copy, &f.payload, f.mask);
+        f.unmask();
+        assert_eq!(&f.payload[..], &big[..]);
+        assert_eq!(copy, big);
     }
 
     #[test]
@@ -1629,7 +1667,7 @@ mod tests {
             .map(|e| match e {
                 Event::WsOpen(_) => "open".to_string(),
                 Event::WsMessage(_, Message::Text(t)) => format!("text {}", t.as_str()),
-                Event::WsMessage(_, Message::Binary(b)) => format!("binary {}", b.len()),
+                Event::WsMessage(_, Message::Binary(b) | Message::Masked(b, _)) => format!("binary {}", b.len()),
                 Event::WsClose(_, c, r, clean) => format!("close {c} {r:?} {clean}"),
                 Event::WsDrain(_) => "drain".to_string(),
                 _ => "other".to_string(),
