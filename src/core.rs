@@ -669,6 +669,7 @@ impl Core {
             backpressure_limit: d.backpressure_limit,
             close_on_backpressure_limit: d.close_on_backpressure_limit,
             deflate: h.deflate,
+            unmask_in_drain: self.js.write_here,
         };
         Ok(self.js.sockets.insert(config, remote, h, doorbell))
     }

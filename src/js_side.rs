@@ -33,7 +33,7 @@ pub enum Payload {
 /// Binary messages up to this size are copied into an arena shared by the drain's small
 /// messages, which JS gets as one ArrayBuffer and views of it: one allocation per arena
 /// instead of one ArrayBuffer (and backing store, malloc and free) per message.
-const POOLED_MAX: usize = 1024;
+pub(crate) const POOLED_MAX: usize = 1024;
 
 /// An arena's size limit: a message kept alive keeps at most this much memory with it
 /// (Node's own Buffer pool is 8 KiB, for the same trade).

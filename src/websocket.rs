@@ -268,6 +268,10 @@ pub(crate) struct SocketConfig {
     pub backpressure_limit: usize,
     pub close_on_backpressure_limit: bool,
     pub deflate: Option<Deflate>,
+    /// The network runs on the JS thread: a binary message of any size is unmasked as
+    /// the drain copies it. With a thread of its own, a large one is unmasked there,
+    /// off the JS thread (the drain's copy is then a plain, faster one).
+    pub unmask_in_drain: bool,
 }
 
 /// A message as JS receives it.
@@ -1101,7 +1105,11 @@ impl Reader {
     fn frame(&mut self, mut f: Frame) -> Result<Step, u16> {
         let max = self.shared.config.max_payload;
         // A binary message in one frame stays masked until JS's drain copies it.
-        let whole_binary = f.opcode == OP_BINARY && f.fin && !f.rsv1 && self.assembly.is_none();
+        let whole_binary = f.opcode == OP_BINARY
+            && f.fin
+            && !f.rsv1
+            && self.assembly.is_none()
+            && (f.payload.len() <= crate::js_side::POOLED_MAX || self.shared.config.unmask_in_drain);
         if !whole_binary {
             f.unmask();
         }
@@ -1119,8 +1127,11 @@ impl Reader {
                     // A slice of the read buffer, held only until JS's next drain copies
                     // it into a string or a Buffer of its own (core.rs).
                     let payload = f.payload.freeze();
-                    let msg =
-                        if text { Message::Text(Utf8::checked(payload)?) } else { Message::Masked(payload, f.mask) };
+                    let msg = match (text, whole_binary) {
+                        (true, _) => Message::Text(Utf8::checked(payload)?),
+                        (false, true) => Message::Masked(payload, f.mask),
+                        (false, false) => Message::Binary(payload),
+                    };
                     self.deliver(msg);
                     return Ok(Step::Continue);
                 }
@@ -1645,6 +1656,7 @@ mod tests {
             backpressure_limit: 1 << 20,
             close_on_backpressure_limit: false,
             deflate: None,
+            unmask_in_drain: false,
         };
         let shared = SocketShared::new(7, config, doorbell.clone());
         let stats = Arc::new(Stats::new());
