@@ -39,6 +39,15 @@ const SERVERS = [
     hint: "bench/make-baseline.sh main",
     optIn: true,
   },
+  {
+    name: "fetch-rs-base in-thread",
+    key: "fetch-rs-base-inthread",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"],
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js", FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
+    needs: join(ROOT, "bench", "baseline", "fetch-rs.node"),
+    hint: "bench/make-baseline.sh main",
+    optIn: true,
+  },
   { name: "ws (node:http)", key: "node-ws", cmd: [process.execPath, "bench/servers/ws-node.mjs"] },
   { name: "Bun.serve", key: "bun", cmd: [join(BIN, "bun"), "bench/servers/ws-bun.mjs"], needs: join(BIN, "bun") },
   {
@@ -76,12 +85,15 @@ const { values: o } = parseArgs({
     rounds: { type: "string", default: "3" },
     "server-cpus": { type: "string", default: "0" },
     "load-cpus": { type: "string", default: "1" },
+    // The first server's port (each start takes the next one): another run on the machine
+    // can keep out of the way.
+    port: { type: "string", default: "3700" },
     help: { type: "boolean", default: false },
   },
 });
 if (o.help) {
   console.log(
-    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-base,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1]",
+    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
   );
   process.exit(0);
 }
@@ -165,7 +177,7 @@ function runLoad(port, scenario) {
 
 const ticks = clockTicksPerSecond();
 const results = {};
-let port = 3700;
+let port = Number(o.port);
 for (let round = 0; round < Number(o.rounds); round++) {
   for (const scenario of scenarios) {
     for (const s of servers) {

@@ -202,6 +202,7 @@ export const RECORD_WS_CLOSE = constant("RECORD_WS_CLOSE");
 /** WS_MESSAGE kinds and the WS_CLOSE flag. */
 export const WS_TEXT = constant("WS_TEXT");
 export const WS_POOLED = constant("WS_POOLED");
+export const WS_POOLED_SAME = constant("WS_POOLED_SAME");
 export const WS_CLEAN = constant("WS_CLEAN");
 /** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
 export const METHOD_MASK = constant("METHOD_MASK");

@@ -29,6 +29,7 @@ import {
   RECORD_WS_PONG,
   WS_CLEAN,
   WS_POOLED,
+  WS_POOLED_SAME,
   WS_TEXT,
   type NativeOptions,
   type NativeServer as NativeServerType,
@@ -404,16 +405,21 @@ export class Server {
       for (;;) {
         const n = native.drain(rec, texts);
         if (n === 0) break;
+        // The ArrayBuffer of this drain's small binary messages (WS_POOLED) last carried.
+        let arena: unknown = undefined;
         // Each REQUEST record's head text: its URL (urlLength characters), then its headers.
         let k = 0;
         for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
           const kind = rec[i];
           if (kind >= RECORD_WS_OPEN && kind <= RECORD_WS_CLOSE) {
-            // Every WebSocket record but DRAIN carries a payload.
+            // Every WebSocket record but DRAIN carries a payload; a small binary message
+            // may share the ArrayBuffer of the one before it (WS_POOLED_SAME).
             let payload: unknown = undefined;
-            if (kind !== RECORD_WS_DRAIN) {
+            if (kind === RECORD_WS_MESSAGE && (rec[i + 2] & 0xff) === WS_POOLED_SAME) payload = arena;
+            else if (kind !== RECORD_WS_DRAIN) {
               payload = texts[k];
               texts[k++] = "";
+              if (kind === RECORD_WS_MESSAGE && (rec[i + 2] & 0xff) === WS_POOLED) arena = payload;
             }
             this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
           } else if (kind === RECORD_REQUEST) {
@@ -476,11 +482,14 @@ export class Server {
     const ws = this.#sockets.get(sid);
     if (ws === undefined) return;
     switch (kind) {
-      case RECORD_WS_MESSAGE:
+      case RECORD_WS_MESSAGE: {
         // A small binary message is a view of the batch's shared ArrayBuffer.
-        if ((arg & 0xff) === WS_POOLED) payload = Buffer.from(payload as ArrayBuffer, offset, arg >>> 8);
+        const form = arg & 0xff;
+        if (form === WS_POOLED || form === WS_POOLED_SAME)
+          payload = Buffer.from(payload as ArrayBuffer, offset, arg >>> 8);
         socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
         break;
+      }
       case RECORD_WS_OPEN:
         socketInternals.open(ws, payload as string);
         break;

@@ -251,6 +251,18 @@ impl Doorbell {
         }
     }
 
+    /// `push` for several events, in order (`events` is left empty).
+    pub fn push_all(&self, events: &mut Vec<Event>) {
+        let len = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.append(events);
+            q.len()
+        };
+        if len >= RING_NOW_AT {
+            self.ring_if_waiting();
+        }
+    }
+
     /// Queues an event and rings at once; for pushes from outside the runtime's workers.
     pub fn push_now(&self, ev: Event) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(ev);

@@ -27,7 +27,7 @@
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
 //! | `wsAccept`, `wsAbandon` | id, socket id, release / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
-//! | `wsSendText/Bytes` | socket id, message (copied), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
 //! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
@@ -173,11 +173,11 @@ calls! {
     }
     /// `wsSendText(sid, text, compress)`: see `Core::ws_send`.
     c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, bytes::Bytes::from(text), true, compress))
+        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress))
     }
     /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
     c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: &mut [u8], compress: bool) -> i32 {
-        Ok(core.ws_send(sid, bytes::Bytes::copy_from_slice(data), false, compress))
+        Ok(core.ws_send(sid, &*data, bytes::Bytes::copy_from_slice, false, compress))
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
     c"wsClose" => fn ws_close(core, _env; sid: u32, code: u32, reason: String) -> () {

@@ -47,6 +47,29 @@ fn latin1<'e>(env: &'e Env, bytes: &[u8]) -> napi::Result<JsString<'e>> {
     env.create_string_latin1(bytes)
 }
 
+/// A Buffer V8 allocates (as `BufferSlice::copy_from` makes) holding `masked` unmasked:
+/// the copy is the unmasking pass.
+fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Result<BufferSlice<'e>> {
+    let raw = env.raw();
+    let mut value = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    let mut len = 0usize;
+    // SAFETY: plain Node-API calls on the JS thread with its env; the Buffer's memory is
+    // `len` bytes that nothing else sees until it is filled and handed to JS.
+    unsafe {
+        napi::check_status!(napi::sys::napi_create_buffer(raw, masked.len(), &mut data, &mut value))?;
+        // The create call's own pointer is not the data on every target (lending.rs).
+        napi::check_status!(napi::sys::napi_get_buffer_info(raw, value, &mut data, &mut len))?;
+        if len == masked.len() && !data.is_null() {
+            let dst = std::slice::from_raw_parts_mut(data.cast::<u8>(), len);
+            websocket::unmask_into(dst, masked, mask);
+        } else if !masked.is_empty() {
+            return Err(napi::Error::from_reason("could not allocate a WebSocket message"));
+        }
+        BufferSlice::from_napi_value(raw, value)
+    }
+}
+
 impl Core {
     pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
@@ -160,11 +183,13 @@ impl Core {
                 }
                 Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
+                Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
                 // not handed over as an external buffer: those are freed by a finalizer on a
                 // later loop turn, and a flood of 64 KiB messages into a handler that keeps
                 // the JS thread busy piled 165-240 MiB of them up (`workerThreads: 0`).
                 Payload::Binary(b) => texts.set_element(k as u32, BufferSlice::copy_from(env, &b)?)?,
+                Payload::Masked(b, mask) => texts.set_element(k as u32, unmasked_buffer(env, &b, mask)?)?,
             }
         }
         for r in self.js.take_releases() {
@@ -644,6 +669,7 @@ impl Core {
             backpressure_limit: d.backpressure_limit,
             close_on_backpressure_limit: d.close_on_backpressure_limit,
             deflate: h.deflate,
+            unmask_in_drain: self.js.write_here,
         };
         Ok(self.js.sockets.insert(config, remote, h, doorbell))
     }
@@ -679,10 +705,30 @@ impl Core {
     }
 
     /// Queues a message; Bun's status numbers (bytes, -1 queued, 0 dropped).
-    pub fn ws_send(&mut self, sid: u32, payload: bytes::Bytes, text: bool, compress: bool) -> i32 {
+    /// A small message is framed into the socket's queue at once, with no allocation of
+    /// its own; a larger one (or one to compress) is queued as `into_bytes` makes it.
+    pub fn ws_send<D: AsRef<[u8]>>(
+        &mut self,
+        sid: u32,
+        data: D,
+        into_bytes: impl FnOnce(D) -> bytes::Bytes,
+        text: bool,
+        compress: bool,
+    ) -> i32 {
         let Some(s) = self.js.sockets.get(sid) else { return websocket::SEND_DROPPED };
-        let len = payload.len();
-        let status = s.shared.send(websocket::Out::Message { payload, text, compress }, len);
+        let len = data.as_ref().len();
+        let deflate = compress && s.shared.config.deflate.is_some();
+        if self.js.write_here && len > websocket::COALESCE_LIMIT && !deflate {
+            // The flush would write it from this thread anyway: write it now, with no copy.
+            if let Some(status) = s.shared.send_direct(data.as_ref(), text) {
+                return status;
+            }
+        }
+        let status = if websocket::frames_when_queued(&s.shared.config, len, compress) {
+            s.shared.send_framed(data.as_ref(), text)
+        } else {
+            s.shared.send(websocket::Out::Message { payload: into_bytes(data), text, compress }, len)
+        };
         if status != websocket::SEND_DROPPED && s.shared.wants_wake() {
             self.js.wake_writers.push(s.shared.clone());
         }

@@ -20,7 +20,11 @@ const WORDS: usize = wire::RECORD_WORDS as usize;
 pub enum Payload {
     Head(crate::request::HeadText),
     Text(String),
+    /// A text message.
+    Utf8(crate::websocket::Utf8),
     Binary(bytes::Bytes),
+    /// A binary message still masked (`websocket::Message::Masked`).
+    Masked(bytes::Bytes, [u8; 4]),
     /// A small binary message, in the drain's arena of this index (`JsSide::arenas`).
     Pooled(usize),
 }
@@ -28,7 +32,7 @@ pub enum Payload {
 /// Binary messages up to this size are copied into an arena shared by the drain's small
 /// messages, which JS gets as one ArrayBuffer and views of it: one allocation per arena
 /// instead of one ArrayBuffer (and backing store, malloc and free) per message.
-const POOLED_MAX: usize = 1024;
+pub(crate) const POOLED_MAX: usize = 1024;
 
 /// An arena's size limit: a message kept alive keeps at most this much memory with it
 /// (Node's own Buffer pool is 8 KiB, for the same trade).
@@ -50,6 +54,8 @@ pub struct JsSide {
     /// the first `arenas_used` are in use, the rest kept for their allocation.
     arenas: Vec<Vec<u8>>,
     arenas_used: usize,
+    /// The arena whose ArrayBuffer the records of this drain last carried.
+    arena_sent: Option<usize>,
     /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
@@ -69,6 +75,7 @@ impl JsSide {
             sockets: Sockets::default(),
             arenas: Vec::new(),
             arenas_used: 0,
+            arena_sent: None,
             wake_writers: Vec::new(),
             write_here: false,
         }
@@ -184,15 +191,15 @@ impl JsSide {
             Event::WsMessage(sid, msg) => {
                 let s = self.sockets.get(sid)?;
                 s.shared.taken(msg.len());
+                use crate::websocket::Message;
                 let (kind, payload) = match msg {
-                    crate::websocket::Message::Text(t) => (wire::WS_TEXT, Payload::Text(t)),
-                    crate::websocket::Message::Binary(b) if b.len() <= POOLED_MAX => {
-                        let (arena, offset) = self.pool(&b);
-                        heads.push(Payload::Pooled(arena));
-                        let kind = wire::WS_POOLED | (b.len() as u32) << 8;
-                        return Some([wire::RECORD_WS_MESSAGE, sid, kind, offset]);
+                    Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
+                    Message::Binary(b) if b.len() <= POOLED_MAX => return Some(self.pooled(sid, &b, [0; 4], heads)),
+                    Message::Masked(b, mask) if b.len() <= POOLED_MAX => {
+                        return Some(self.pooled(sid, &b, mask, heads));
                     }
-                    crate::websocket::Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
+                    Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
+                    Message::Masked(b, mask) => (wire::WS_BINARY, Payload::Masked(b, mask)),
                 };
                 heads.push(payload);
                 Some([wire::RECORD_WS_MESSAGE, sid, kind, 0])
@@ -218,9 +225,25 @@ impl JsSide {
         }
     }
 
-    /// Copies a small message into the current arena (a new one when it is full);
-    /// returns the arena's index and the message's offset in it.
-    fn pool(&mut self, data: &[u8]) -> (usize, u32) {
+    /// The record of a small binary message, copied (and unmasked) into the current arena.
+    fn pooled(&mut self, sid: u32, data: &[u8], mask: [u8; 4], heads: &mut Vec<Payload>) -> [u32; WORDS] {
+        let (arena, offset) = self.pool(data, mask);
+        // The arena crosses once, with the first of its messages in this drain: one
+        // `texts` item per arena, not one per message.
+        let kind = if self.arena_sent == Some(arena) {
+            wire::WS_POOLED_SAME
+        } else {
+            self.arena_sent = Some(arena);
+            heads.push(Payload::Pooled(arena));
+            wire::WS_POOLED
+        };
+        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
+    }
+
+    /// Copies a small message into the current arena (a new one when it is full),
+    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index and the
+    /// message's offset in it.
+    fn pool(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
         let fits = self.arenas_used > 0 && self.arenas[self.arenas_used - 1].len() + data.len() <= ARENA_SIZE;
         if !fits {
             if self.arenas.len() == self.arenas_used {
@@ -229,8 +252,10 @@ impl JsSide {
             self.arenas_used += 1;
         }
         let arena = &mut self.arenas[self.arenas_used - 1];
-        let offset = arena.len() as u32;
-        arena.extend_from_slice(data);
+        let offset = arena.len();
+        arena.resize(offset + data.len(), 0);
+        crate::websocket::unmask_into(&mut arena[offset..], data, mask);
+        let offset = offset as u32;
         (self.arenas_used - 1, offset)
     }
 
@@ -244,6 +269,7 @@ impl JsSide {
             a.clear();
         }
         self.arenas_used = 0;
+        self.arena_sent = None;
     }
 
     /// Sends the replies gathered since the last flush.

@@ -5,8 +5,33 @@
 use crate::websocket::{self, Handshake, Out, SocketConfig, SocketShared};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// Hashes a socket id with one multiplication: ids are ours, not a client's, so SipHash's
+/// resistance to chosen keys buys nothing, and it was a lookup's main cost (one per
+/// message, in `JsSide::apply`). The multiplication spreads the sequential ids over the
+/// high bits too, which the table's probing also uses.
+#[derive(Default)]
+pub(crate) struct SidHasher(u64);
+
+impl Hasher for SidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
+type SidSet = HashSet<u32, BuildHasherDefault<SidHasher>>;
 
 /// A socket as the JS thread holds it.
 pub(crate) struct LiveSocket {
@@ -23,8 +48,8 @@ pub(crate) struct LiveSocket {
 #[derive(Default)]
 pub(crate) struct Sockets {
     next: u32,
-    live: HashMap<u32, LiveSocket>,
-    topics: HashMap<String, HashSet<u32>>,
+    live: SidMap<LiveSocket>,
+    topics: HashMap<String, SidSet>,
 }
 
 impl Sockets {
@@ -137,15 +162,20 @@ impl Sockets {
                 continue;
             }
             let frame = match (bits, s.shared.config.deflate) {
-                (Some(b), Some(_)) => packed
-                    .get_or_insert_with(|| {
-                        let z = websocket::deflate(&mut websocket::compressor(b), &payload);
-                        websocket::encode_frame(opcode, true, &z)
-                    })
-                    .clone(),
-                _ => plain.get_or_insert_with(|| websocket::encode_frame(opcode, false, &payload)).clone(),
+                (Some(b), Some(_)) => packed.get_or_insert_with(|| {
+                    let z = websocket::deflate(&mut websocket::compressor(b), &payload);
+                    websocket::encode_frame(opcode, true, &z)
+                }),
+                _ => plain.get_or_insert_with(|| websocket::encode_frame(opcode, false, &payload)),
             };
-            if s.shared.queue(Out::Encoded { frame, payload_len: len }, len, false).is_some() {
+            // A small frame is copied into the subscriber's queue (`queue_framed`): cheaper
+            // than a reference to the shared one, counted up and down from every thread.
+            let queued = if frame.len() <= websocket::COALESCE_LIMIT {
+                s.shared.queue_framed(len, frame.len(), false, |b| b.extend_from_slice(frame))
+            } else {
+                s.shared.queue(Out::Encoded { frame: frame.clone(), payload_len: len }, len, false)
+            };
+            if queued.is_some() {
                 n += 1;
                 if s.shared.wants_wake() {
                     wake.push(s.shared.clone());

@@ -43,7 +43,15 @@ const RESERVE_AHEAD: usize = 1024 * 1024;
 
 /// Payloads up to this size are copied into one write buffer with the frames around
 /// them; larger ones are written from their own allocation, in the same `writev`.
-const COALESCE_LIMIT: usize = 2 * 1024;
+pub(crate) const COALESCE_LIMIT: usize = 2 * 1024;
+
+/// The queue's `framed` buffer is dropped rather than kept past this capacity (a burst
+/// of small messages to a slow reader would otherwise hold its peak for good).
+const FRAMED_KEEP: usize = 256 * 1024;
+
+/// A reader keeps room for this many messages of one read (a read of many tiny frames
+/// would otherwise hold its peak for the socket's life).
+const DELIVERED_KEEP: usize = 256;
 
 /// The most chunks one `writev` takes.
 const WRITE_SLICES: usize = 64;
@@ -260,19 +268,45 @@ pub(crate) struct SocketConfig {
     pub backpressure_limit: usize,
     pub close_on_backpressure_limit: bool,
     pub deflate: Option<Deflate>,
+    /// The network runs on the JS thread: a binary message of any size is unmasked as
+    /// the drain copies it. With a thread of its own, a large one is unmasked there,
+    /// off the JS thread (the drain's copy is then a plain, faster one).
+    pub unmask_in_drain: bool,
 }
 
 /// A message as JS receives it.
 pub enum Message {
-    Text(String),
+    Text(Utf8),
     Binary(Bytes),
+    /// A binary message as it came in one frame, still masked: unmasked as JS's drain
+    /// copies it (`unmask_into`), so its bytes are gone over once, not twice.
+    Masked(Bytes, [u8; 4]),
+}
+
+/// A text message's bytes, checked to be UTF-8 when it arrived: a slice of the read
+/// buffer (no copy of its own) until JS makes its string.
+pub struct Utf8(Bytes);
+
+impl Utf8 {
+    /// `INVALID_DATA` (1007) unless `bytes` are UTF-8.
+    pub fn checked(bytes: Bytes) -> Result<Self, u16> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(Utf8(bytes)),
+            Err(_) => Err(code::INVALID_DATA),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: `checked` is the only constructor, and the bytes never change.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
 }
 
 impl Message {
     pub fn len(&self) -> usize {
         match self {
-            Message::Text(s) => s.len(),
-            Message::Binary(b) => b.len(),
+            Message::Text(s) => s.0.len(),
+            Message::Binary(b) | Message::Masked(b, _) => b.len(),
         }
     }
 }
@@ -290,9 +324,25 @@ pub(crate) enum Out {
         frame: Bytes,
         payload_len: usize,
     },
+    /// Small uncompressed data frames, encoded when they were queued: the next `len`
+    /// bytes of the queue's `framed` buffer, completing `data` message bytes.
+    Framed {
+        len: usize,
+        data: usize,
+    },
     Ping(Bytes),
     Pong(Bytes),
     Close(u16, String),
+}
+
+/// A socket's send queue: what waits for the writer, in order.
+#[derive(Default)]
+struct SendQueue {
+    items: VecDeque<Out>,
+    /// The bytes of the `Out::Framed` items, back to back. The writer takes them with
+    /// `split` and writes them from here, so once written the allocation is used again:
+    /// a small message costs one copy (from the JS buffer) and no allocation of its own.
+    framed: BytesMut,
 }
 
 /// `send` results, as Bun numbers them: bytes handed to the socket, queued behind
@@ -304,7 +354,7 @@ pub(crate) const SEND_DROPPED: i32 = 0;
 pub(crate) struct SocketShared {
     pub sid: u32,
     pub config: SocketConfig,
-    queue: Mutex<VecDeque<Out>>,
+    queue: Mutex<SendQueue>,
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
     /// The connection's sending half, written by whichever side gets there first: the
@@ -336,6 +386,8 @@ struct Writer {
     buf: BytesMut,
     /// The queue's contents while they are encoded (kept for its allocation).
     batch: Vec<Out>,
+    /// The queue's `framed` bytes of `batch`.
+    framed: BytesMut,
     compressor: Option<Compress>,
     /// A close frame is encoded: nothing more is sent.
     close_out: bool,
@@ -347,7 +399,7 @@ impl SocketShared {
         Arc::new(SocketShared {
             sid,
             config,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(SendQueue::default()),
             buffered: AtomicUsize::new(0),
             writer: Mutex::new(Writer::default()),
             writer_wake: Notify::new(),
@@ -361,8 +413,12 @@ impl SocketShared {
         })
     }
 
+    fn send_queue(&self) -> std::sync::MutexGuard<'_, SendQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn push(&self, out: Out) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
+        self.send_queue().items.push_back(out);
         self.writer_wake.notify_one();
     }
 
@@ -377,6 +433,36 @@ impl SocketShared {
     /// follows; a publish tells no one, so it asks for none (one per subscriber per batch
     /// of several publishes, otherwise).
     pub fn queue(&self, out: Out, len: usize, tell: bool) -> Option<bool> {
+        let idle = self.admit(len, tell)?;
+        self.send_queue().items.push_back(out);
+        Some(idle)
+    }
+
+    /// `queue` for a small uncompressed data frame, encoded here by `encode` (which
+    /// writes `frame_len` bytes) into the queue's `framed` buffer.
+    pub fn queue_framed(
+        &self,
+        len: usize,
+        frame_len: usize,
+        tell: bool,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Option<bool> {
+        let idle = self.admit(len, tell)?;
+        let mut q = self.send_queue();
+        q.framed.reserve(frame_len);
+        encode(&mut q.framed);
+        match q.items.back_mut() {
+            Some(Out::Framed { len: l, data }) => {
+                *l += frame_len;
+                *data += len;
+            }
+            _ => q.items.push_back(Out::Framed { len: frame_len, data: len }),
+        }
+        Some(idle)
+    }
+
+    /// The checks and accounting of `queue`, before the message is queued.
+    fn admit(&self, len: usize, tell: bool) -> Option<bool> {
         if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
             return None;
         }
@@ -395,7 +481,6 @@ impl SocketShared {
         self.buffered.fetch_add(len, Ordering::AcqRel);
         // No write yet: the JS thread's flush writes each socket it sent to once
         // (`send_now`), so a batch's messages go out in one write.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(out);
         if before > 0 && tell {
             self.drain_wanted.store(true, Ordering::Release);
         }
@@ -488,8 +573,14 @@ impl SocketShared {
             }
             let mut batch = std::mem::take(&mut w.batch);
             {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                batch.extend(q.drain(..));
+                let mut q = self.send_queue();
+                batch.extend(q.items.drain(..));
+                if !q.framed.is_empty() {
+                    w.framed = q.framed.split();
+                }
+                if q.framed.capacity() > FRAMED_KEEP {
+                    q.framed = BytesMut::new();
+                }
             }
             if batch.is_empty() {
                 w.batch = batch;
@@ -526,6 +617,17 @@ impl SocketShared {
                 Out::Encoded { frame, payload_len } => {
                     data_bytes += payload_len;
                     Some(frame)
+                }
+                Out::Framed { len, data } => {
+                    data_bytes += data;
+                    // Written from where it lies, after what is coalesced before it.
+                    if !w.buf.is_empty() {
+                        let head = w.buf.split().freeze();
+                        w.chunks.push_back((head, 0));
+                    }
+                    let frames = w.framed.split_to(len.min(w.framed.len())).freeze();
+                    w.chunks.push_back((frames, 0));
+                    None
                 }
                 Out::Ping(p) => {
                     put_header(&mut w.buf, OP_PING, false, p.len());
@@ -570,6 +672,9 @@ impl SocketShared {
         if w.buf.capacity() > 1024 * 1024 {
             w.buf = BytesMut::new();
         }
+        // Let go of the queue's allocation (all of it went into chunks, unless a close
+        // frame cut the batch short) so that it is used again once they are written.
+        w.framed = BytesMut::new();
         // The batch's data counts as written once its last chunk is.
         match w.chunks.back_mut() {
             Some((_, d)) => *d += data_bytes,
@@ -590,11 +695,69 @@ impl SocketShared {
 
     /// `queue` as `send` reports it (Bun's numbers).
     pub fn send(&self, out: Out, len: usize) -> i32 {
-        match self.queue(out, len, true) {
-            None => SEND_DROPPED,
-            Some(true) => len.min(i32::MAX as usize) as i32,
-            Some(false) => SEND_QUEUED,
+        send_status(self.queue(out, len, true), len)
+    }
+
+    /// `send` of a large uncompressed message written to the connection at once, from
+    /// the caller's memory (no copy of its own) when nothing is queued ahead of it: for
+    /// the in-thread mode, whose flush would write it from this thread anyway. What the
+    /// connection does not take is copied and left to the socket's task. `None`: the
+    /// writer is busy or has frames waiting; queue the message instead.
+    pub fn send_direct(&self, payload: &[u8], text: bool) -> Option<i32> {
+        if self.closing.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire) {
+            return None;
         }
+        let mut w = self.writer.try_lock().ok()?;
+        if w.failed || w.close_out || !w.chunks.is_empty() || !self.send_queue().items.is_empty() {
+            return None;
+        }
+        let half = w.half.as_mut()?;
+        let len = payload.len();
+        let mut head = [0u8; 10];
+        let mut room = &mut head[..];
+        put_header(&mut room, if text { OP_TEXT } else { OP_BINARY }, false, len);
+        let head = &head[..header_len(len)];
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let slices = [std::io::IoSlice::new(head), std::io::IoSlice::new(payload)];
+        let written = match Pin::new(&mut **half).poll_write_vectored(&mut cx, &slices) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(_)) => {
+                // As a queued message's failed write: the socket's task ends the socket.
+                w.failed = true;
+                drop(w);
+                self.writer_wake.notify_one();
+                return Some(send_status(Some(true), len));
+            }
+            Poll::Pending => 0,
+        };
+        let flushed =
+            written == head.len() + len && matches!(Pin::new(&mut **half).poll_flush(&mut cx), Poll::Ready(Ok(())));
+        if written < head.len() + len {
+            // The rest waits in the queue's place, counted as queued data.
+            let mut rest = BytesMut::with_capacity(head.len() + len - written);
+            if written < head.len() {
+                rest.extend_from_slice(&head[written..]);
+                rest.extend_from_slice(payload);
+            } else {
+                rest.extend_from_slice(&payload[written - head.len()..]);
+            }
+            self.buffered.fetch_add(len, Ordering::AcqRel);
+            w.chunks.push_back((rest.freeze(), len));
+        }
+        if !flushed {
+            // The noop waker was registered above: the task's own poll writes the rest.
+            drop(w);
+            self.writer_wake.notify_one();
+        }
+        Some(send_status(Some(true), len))
+    }
+
+    /// `send` of a message `frames_when_queued` says to frame now.
+    pub fn send_framed(&self, payload: &[u8], text: bool) -> i32 {
+        let opcode = if text { OP_TEXT } else { OP_BINARY };
+        let len = payload.len();
+        let queued = self.queue_framed(len, header_len(len) + len, true, |b| put_frame(b, opcode, payload));
+        send_status(queued, len)
     }
 
     /// Queues a close frame (once); later sends are dropped.
@@ -628,8 +791,16 @@ impl SocketShared {
     }
 }
 
+fn send_status(queued: Option<bool>, len: usize) -> i32 {
+    match queued {
+        None => SEND_DROPPED,
+        Some(true) => len.min(i32::MAX as usize) as i32,
+        Some(false) => SEND_QUEUED,
+    }
+}
+
 /// Writes a frame header (server frames are never masked).
-fn put_header(out: &mut BytesMut, opcode: u8, rsv1: bool, len: usize) {
+fn put_header(out: &mut impl BufMut, opcode: u8, rsv1: bool, len: usize) {
     out.put_u8(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
     if len < 126 {
         out.put_u8(len as u8);
@@ -640,6 +811,27 @@ fn put_header(out: &mut BytesMut, opcode: u8, rsv1: bool, len: usize) {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
+}
+
+/// The size of a frame header for a payload of `len` bytes (server frames: no mask).
+pub(crate) fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// Whether a data message of `len` bytes is framed when queued (`queue_framed`): small,
+/// and not to be compressed.
+pub(crate) fn frames_when_queued(config: &SocketConfig, len: usize, compress: bool) -> bool {
+    len <= COALESCE_LIMIT && !(compress && config.deflate.is_some() && len >= COMPRESS_MIN)
+}
+
+/// Writes one uncompressed data frame (header and payload) onto `out`.
+pub(crate) fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    put_header(out, opcode, false, payload.len());
+    out.extend_from_slice(payload);
 }
 
 /// A whole frame, header and payload, in one buffer (a publish's shared frame).
@@ -721,13 +913,37 @@ fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize
     }
 }
 
-/// One frame from a client, unmasked.
+/// One frame from a client; its payload is still masked until `unmask`.
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub fin: bool,
     pub rsv1: bool,
     pub opcode: u8,
     pub payload: BytesMut,
+    pub mask: [u8; 4],
+}
+
+impl Frame {
+    /// Unmasks the payload in place (once: the mask is then all zeros).
+    pub fn unmask(&mut self) {
+        unmask(&mut self.payload, self.mask);
+        self.mask = [0; 4];
+    }
+}
+
+/// Copies `src` to `dst` (of the same length) unmasking it, starting at the mask's first
+/// byte.
+pub(crate) fn unmask_into(dst: &mut [u8], src: &[u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut to = dst.chunks_exact_mut(8);
+    let mut from = src.chunks_exact(8);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let v = u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) ^ wide;
+        d.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, (d, s)) in to.into_remainder().iter_mut().zip(from.remainder()).enumerate() {
+        *d = s ^ mask[i % 4];
+    }
 }
 
 /// XORs `data` with the 4-byte mask, starting at the mask's first byte.
@@ -743,7 +959,7 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Parses one frame from the front of `buf`: `Ok(None)` when more bytes are needed
+/// Parses one frame (its payload still masked) from the front of `buf`: `Ok(None)` when more bytes are needed
 /// (room for the frame is reserved), `Err(code)` when the peer broke the protocol.
 /// `max_len` bounds a data frame's payload (the message limit still left).
 pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, u16> {
@@ -799,9 +1015,8 @@ pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     }
     let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
     buf.advance(head);
-    let mut payload = buf.split_to(len);
-    unmask(&mut payload, mask);
-    Ok(Some(Frame { fin, rsv1, opcode, payload }))
+    let payload = buf.split_to(len);
+    Ok(Some(Frame { fin, rsv1, opcode, payload, mask }))
 }
 
 /// How a socket ended, as its CLOSE record tells JS.
@@ -843,6 +1058,11 @@ struct Reader {
     shared: Arc<SocketShared>,
     inflater: Option<Decompress>,
     assembly: Option<Assembly>,
+    /// Messages of the frames parsed from one read, handed to the bridge together
+    /// (`hand_over`): one lock of its queue per read, not one per message.
+    delivered: Vec<Event>,
+    /// Their bytes, for the read credit.
+    delivered_bytes: usize,
 }
 
 /// What a frame did to the reader.
@@ -853,14 +1073,28 @@ enum Step {
 }
 
 impl Reader {
-    fn deliver(&self, msg: Message) {
-        self.shared.unread.fetch_add(msg.len(), Ordering::AcqRel);
-        self.shared.doorbell.push(Event::WsMessage(self.shared.sid, msg));
+    fn deliver(&mut self, msg: Message) {
+        self.delivered_bytes += msg.len();
+        self.delivered.push(Event::WsMessage(self.shared.sid, msg));
     }
 
-    fn message(&self, text: bool, data: Vec<u8>) -> Result<(), u16> {
+    /// Hands what `deliver` gathered to the bridge.
+    fn hand_over(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        // Counted before JS can see them: it gives the credit back as it takes them.
+        self.shared.unread.fetch_add(self.delivered_bytes, Ordering::AcqRel);
+        self.delivered_bytes = 0;
+        self.shared.doorbell.push_all(&mut self.delivered);
+        if self.delivered.capacity() > DELIVERED_KEEP {
+            self.delivered = Vec::new();
+        }
+    }
+
+    fn message(&mut self, text: bool, data: Vec<u8>) -> Result<(), u16> {
         if text {
-            let s = String::from_utf8(data).map_err(|_| code::INVALID_DATA)?;
+            let s = Utf8::checked(Bytes::from(data))?;
             self.deliver(Message::Text(s));
         } else {
             self.deliver(Message::Binary(Bytes::from(data)));
@@ -868,8 +1102,17 @@ impl Reader {
         Ok(())
     }
 
-    fn frame(&mut self, f: Frame) -> Result<Step, u16> {
+    fn frame(&mut self, mut f: Frame) -> Result<Step, u16> {
         let max = self.shared.config.max_payload;
+        // A binary message in one frame stays masked until JS's drain copies it.
+        let whole_binary = f.opcode == OP_BINARY
+            && f.fin
+            && !f.rsv1
+            && self.assembly.is_none()
+            && (f.payload.len() <= crate::js_side::POOLED_MAX || self.shared.config.unmask_in_drain);
+        if !whole_binary {
+            f.unmask();
+        }
         match f.opcode {
             OP_TEXT | OP_BINARY => {
                 if self.assembly.is_some() {
@@ -881,14 +1124,15 @@ impl Reader {
                 let text = f.opcode == OP_TEXT;
                 if f.fin && !f.rsv1 {
                     // The common case: one uncompressed frame, no copy for binary.
-                    if text {
-                        let s = std::str::from_utf8(&f.payload).map_err(|_| code::INVALID_DATA)?.to_string();
-                        self.deliver(Message::Text(s));
-                    } else {
-                        // A slice of the read buffer, held only until JS's next drain
-                        // copies it into a Buffer of its own (core.rs).
-                        self.deliver(Message::Binary(f.payload.freeze()));
-                    }
+                    // A slice of the read buffer, held only until JS's next drain copies
+                    // it into a string or a Buffer of its own (core.rs).
+                    let payload = f.payload.freeze();
+                    let msg = match (text, whole_binary) {
+                        (true, _) => Message::Text(Utf8::checked(payload)?),
+                        (false, true) => Message::Masked(payload, f.mask),
+                        (false, false) => Message::Binary(payload),
+                    };
+                    self.deliver(msg);
                     return Ok(Step::Continue);
                 }
                 self.assembly = Some(Assembly { text, compressed: f.rsv1, data: Vec::new(), ended: false, checked: 0 });
@@ -920,7 +1164,11 @@ impl Reader {
                     self.shared.push(Out::Pong(f.payload.freeze()));
                 }
             }
-            OP_PONG => self.shared.doorbell.push(Event::WsPong(self.shared.sid, f.payload.freeze())),
+            OP_PONG => {
+                // After the messages before it.
+                self.hand_over();
+                self.shared.doorbell.push(Event::WsPong(self.shared.sid, f.payload.freeze()))
+            }
             _ => return Err(code::PROTOCOL_ERROR),
         }
         Ok(Step::Continue)
@@ -971,6 +1219,17 @@ impl Reader {
     }
 }
 
+/// Parses and handles the frames in `buf`, until one is incomplete (`Ok(None)`) or the
+/// peer's close frame (its code and reason).
+fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
+    while let Some(f) = parse_frame(buf, reader.room())? {
+        if let Step::Closed(c, r) = reader.frame(f)? {
+            return Ok(Some((c, r)));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
 /// connection ends. Returns the close code and reason to tell JS, and whether the peer
 /// closed (an `Err` is a failure to send as our close code).
@@ -994,10 +1253,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut ping_sent = false;
     let mut close_deadline: Option<Instant> = None;
     loop {
-        while let Some(f) = parse_frame(&mut buf, reader.room())? {
-            if let Step::Closed(c, r) = reader.frame(f)? {
-                return Ok(Some((c, r)));
-            }
+        // Every frame the read brought, then their messages to the bridge at once (also
+        // those before a close frame or a protocol error).
+        let parsed = parse_frames(&mut buf, reader);
+        reader.hand_over();
+        if let Some(closed) = parsed? {
+            return Ok(Some(closed));
         }
         if close_deadline.is_none() && shared.closing.load(Ordering::Acquire) {
             let t = Instant::now() + CLOSE_WAIT;
@@ -1103,6 +1364,8 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
         shared: shared.clone(),
         inflater: shared.config.deflate.map(|_| Decompress::new(false)),
         assembly: None,
+        delivered: Vec::new(),
+        delivered_bytes: 0,
     };
     let mut forced = phase;
     let already_forced = *forced.borrow() == Phase::Forced;
@@ -1150,9 +1413,9 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
                     if wrote_close.is_none() {
                         shared.closing.store(true, Ordering::Release);
                         {
-                            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-                            q.retain(|o| !matches!(o, Out::Close(..)));
-                            q.push_front(Out::Close(c, reason.into()));
+                            let mut q = shared.send_queue();
+                            q.items.retain(|o| !matches!(o, Out::Close(..)));
+                            q.items.push_front(Out::Close(c, reason.into()));
                         }
                         shared.writer_wake.notify_one();
                         let _ = tokio::time::timeout(CLOSE_WAIT, writing.as_mut()).await;
@@ -1317,12 +1580,18 @@ mod tests {
         let mut buf = BytesMut::from(&whole[..3]);
         assert!(parse_frame(&mut buf, 100).unwrap().is_none());
         buf.extend_from_slice(&whole[3..]);
-        let f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        let mut f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        f.unmask();
         assert_eq!(&f.payload[..], b"hello");
         assert!(buf.is_empty());
         let big = vec![7u8; 70000];
         let mut buf = masked(OP_BINARY, true, &big);
-        assert_eq!(&parse_frame(&mut buf, 100000).unwrap().unwrap().payload[..], &big[..]);
+        let mut f = parse_frame(&mut buf, 100000).unwrap().unwrap();
+        let mut copy = vec![0u8; f.payload.len()];
+        unmask_into(&mut copy, &f.payload, f.mask);
+        f.unmask();
+        assert_eq!(&f.payload[..], &big[..]);
+        assert_eq!(copy, big);
     }
 
     #[test]
@@ -1387,6 +1656,7 @@ mod tests {
             backpressure_limit: 1 << 20,
             close_on_backpressure_limit: false,
             deflate: None,
+            unmask_in_drain: false,
         };
         let shared = SocketShared::new(7, config, doorbell.clone());
         let stats = Arc::new(Stats::new());
@@ -1408,8 +1678,8 @@ mod tests {
         v.into_iter()
             .map(|e| match e {
                 Event::WsOpen(_) => "open".to_string(),
-                Event::WsMessage(_, Message::Text(t)) => format!("text {t}"),
-                Event::WsMessage(_, Message::Binary(b)) => format!("binary {}", b.len()),
+                Event::WsMessage(_, Message::Text(t)) => format!("text {}", t.as_str()),
+                Event::WsMessage(_, Message::Binary(b) | Message::Masked(b, _)) => format!("binary {}", b.len()),
                 Event::WsClose(_, c, r, clean) => format!("close {c} {r:?} {clean}"),
                 Event::WsDrain(_) => "drain".to_string(),
                 _ => "other".to_string(),
@@ -1458,6 +1728,48 @@ mod tests {
         // Sends queued behind others asked for a DRAIN once the queue ran low.
         assert!(ev.iter().any(|e| e == "drain"), "{ev:?}");
         assert_eq!(ev.last().map(String::as_str), Some("close 1000 \"\" true"));
+    }
+
+    #[tokio::test]
+    async fn a_direct_send_leaves_what_the_socket_cannot_take_to_the_task_in_order() {
+        let (mut client, _doorbell, shared, task) = socket_with_shared();
+        while shared.writer().half.is_none() {
+            tokio::task::yield_now().await;
+        }
+        // 100 KiB into a 64 KiB pipe: written in part at once, from the caller's memory.
+        const SIZE: usize = 100 * 1024;
+        let big: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        assert_eq!(shared.send_direct(&big, false), Some(SIZE as i32));
+        assert!(shared.buffered() > 0, "the pipe cannot hold it all");
+        // The caller may reuse its memory once send returns.
+        drop(big);
+        // Frames behind it wait for it: no direct write while the rest is pending.
+        assert_eq!(shared.send_direct(&[9u8; 4096], false), None);
+        assert_eq!(shared.send_framed(b"after", true), SEND_QUEUED);
+        shared.send_now();
+        let mut frame = vec![0u8; 10 + SIZE];
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read_exact(&mut frame)).await;
+        read.expect("the rest was never written").unwrap();
+        assert_eq!(frame[..2], [0x82, 127]);
+        assert_eq!(u64::from_be_bytes(frame[2..10].try_into().unwrap()), SIZE as u64);
+        assert!(frame[10..].iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "payload changed");
+        let mut after = [0u8; 7];
+        client.read_exact(&mut after).await.unwrap();
+        assert_eq!(after, [0x81, 5, b'a', b'f', b't', b'e', b'r']);
+        while shared.buffered() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // With nothing waiting, the next one goes straight out whole.
+        assert_eq!(shared.send_direct(&[7u8; 4096], false), Some(4096));
+        assert_eq!(shared.buffered(), 0);
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, [0x82, 126, 0x10, 0x00]);
+        client.write_all(&masked(OP_CLOSE, true, &[0x03, 0xe8])).await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest.len(), 4096 + 4);
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -41,7 +41,9 @@ constants! {
     /// A WebSocket message; its payload is the next item of `texts` (a string for text,
     /// a Buffer for binary). `arg`: `WS_TEXT` or `WS_BINARY`, or `WS_POOLED` with the
     /// length in bits 8 and up (the next item is an ArrayBuffer shared by the batch's
-    /// small binary messages; word 3 is the message's byte offset in it).
+    /// small binary messages; word 3 is the message's byte offset in it), or
+    /// `WS_POOLED_SAME` as `WS_POOLED` but with no item: the message is in the same
+    /// ArrayBuffer as the pooled message before it.
     RECORD_WS_MESSAGE = 10;
     /// A pong; its payload (a Buffer) is the next item of `texts`.
     RECORD_WS_PONG = 11;
@@ -56,6 +58,8 @@ constants! {
     WS_BINARY = 2;
     /// WS_MESSAGE kind: a small binary message in a shared ArrayBuffer.
     WS_POOLED = 3;
+    /// WS_MESSAGE kind: as `WS_POOLED`, in the previous pooled message's ArrayBuffer.
+    WS_POOLED_SAME = 4;
     /// WS_CLOSE flag: the closing handshake completed.
     WS_CLEAN = 1 << 16;
 

@@ -152,6 +152,45 @@ test("text and binary messages echo, up to 16 MiB", async () => {
   }
 });
 
+test("bursts of binary and text messages of every size echo byte for byte, in order", async () => {
+  // Many messages per read and per drain: small binary ones share a drain's ArrayBuffer,
+  // larger ones are unmasked as they are copied, text stays a slice of the read buffer,
+  // and small replies are framed into the socket's queue while large ones may be written
+  // at once (the in-thread mode).
+  const server = wsServer(echo);
+  try {
+    const c = await client(server, { perMessageDeflate: false });
+    const sizes = [0, 1, 3, 7, 8, 9, 64, 125, 126, 1023, 1024, 1025, 2048, 2049, 5000, 65535, 65536, 70000];
+    const sent = [];
+    for (let round = 0; round < 3; round++) {
+      for (const size of sizes) {
+        const b = Buffer.alloc(size);
+        for (let i = 0; i < size; i++) b[i] = (i * 31 + size + round) & 0xff;
+        sent.push(b);
+        const t = "é".repeat(size >> 2) + String(size % 10).repeat(size & 3);
+        sent.push(t);
+      }
+    }
+    const got = [];
+    const all = new Promise((resolve) =>
+      c.on("message", (data, isBinary) => {
+        got.push(isBinary ? Buffer.from(data) : String(data));
+        if (got.length === sent.length) resolve();
+      }),
+    );
+    for (const m of sent) c.send(m);
+    await all;
+    for (let i = 0; i < sent.length; i++) {
+      if (typeof sent[i] === "string") assert.equal(got[i], sent[i], `message ${i}`);
+      else assert.ok(Buffer.isBuffer(got[i]) && Buffer.compare(got[i], sent[i]) === 0, `message ${i}`);
+    }
+    c.close();
+    await closed(c);
+  } finally {
+    await server.close();
+  }
+});
+
 test("fragmented messages are assembled, with control frames between fragments", async () => {
   const server = wsServer(echo);
   try {
