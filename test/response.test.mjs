@@ -702,7 +702,14 @@ describe("string bodies as sent", () => {
   });
   after(() => ctx.server.close());
 
-  const pieces = { ascii: "a", latin1: "\u00e9", bmp: "\u20ac", astral: "\u{1f600}", lone: "\ud800", lowLone: "x\udc00" };
+  const pieces = {
+    ascii: "a",
+    latin1: "\u00e9",
+    bmp: "\u20ac",
+    astral: "\u{1f600}",
+    lone: "\ud800",
+    lowLone: "x\udc00",
+  };
   for (const [name, piece] of Object.entries(pieces)) {
     for (const units of [0, 1, 4095, 4096, 4097, 20000]) {
       test(`${name}, ${units} UTF-16 units: the bytes are its UTF-8 (lone surrogates as U+FFFD)`, async () => {
