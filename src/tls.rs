@@ -14,8 +14,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{Acceptor, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -350,6 +353,127 @@ impl TlsAcceptor {
         let h2 = conn.alpn_protocol() == Some(b"h2");
         let client_certificate = conn.peer_certificates().and_then(|c| c.first()).and_then(ClientCertificate::parse);
         Ok(Accepted { stream, h2, session: Arc::new(Session { client_certificate }) })
+    }
+}
+
+/// A TLS connection after its handshake, as the two halves a connection's `Cork` takes
+/// (`cork::ReadHalf`, `cork::WriteHalf`). Both share the stream behind one uncontended
+/// lock (a WebSocket's writes may come from the JS thread while its task reads).
+///
+/// Reads go straight to rustls rather than through tokio-rustls' `poll_read`: decrypted
+/// bytes are copied out and the read ends there, without trying the socket again for a
+/// record that is not there yet, and a read that finds nothing waits on the socket in a
+/// few steps. Writes, flushes and the shutdown (close_notify) are tokio-rustls'.
+pub fn split_stream(stream: TlsStream<TcpStream>) -> (crate::cork::ReadHalf, crate::cork::WriteHalf) {
+    let shared = Arc::new(std::sync::Mutex::new(stream));
+    (Box::new(TlsRead(shared.clone())), Box::new(TlsWrite(shared)))
+}
+
+type Shared = Arc<std::sync::Mutex<TlsStream<TcpStream>>>;
+
+struct TlsRead(Shared);
+struct TlsWrite(Shared);
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, TlsStream<TcpStream>> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `std::io::Read` over the socket for `read_tls`: Pending becomes `WouldBlock`.
+struct SocketReader<'a, 'b> {
+    io: &'a mut TcpStream,
+    cx: &'a mut Context<'b>,
+}
+
+impl std::io::Read for SocketReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl AsyncRead for TlsRead {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let mut guard = lock(&self.0);
+        loop {
+            let (io, conn) = guard.get_mut();
+            // Nothing decrypted is waiting and the socket has nothing either (its readiness,
+            // as its own read would check it first): wait without going through rustls.
+            if conn.wants_read() && io.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // What is decrypted already, as much as fits.
+            let mut copied = false;
+            while buf.remaining() > 0 {
+                match conn.reader().into_first_chunk() {
+                    // Empty: the client sent close_notify; the end of the stream.
+                    Ok([]) => return Poll::Ready(Ok(())),
+                    Ok(chunk) => {
+                        let n = chunk.len().min(buf.remaining());
+                        buf.put_slice(&chunk[..n]);
+                        std::io::BufRead::consume(&mut conn.reader(), n);
+                        copied = true;
+                    }
+                    // Nothing waiting; or the socket ended without a close_notify
+                    // (UnexpectedEof), which the next read reports if this one has data.
+                    Err(e) if copied || e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if copied || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing decrypted: read records from the socket.
+            match conn.read_tls(&mut SocketReader { io, cx }) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // The alert describing the error, if the socket takes it now.
+                let _ = Pin::new(&mut *guard).poll_flush(cx);
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+            }
+        }
+    }
+}
+
+impl crate::cork::ConnRead for TlsRead {}
+
+impl AsyncWrite for TlsWrite {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut guard = lock(&self.0);
+        let conn = guard.get_mut().1;
+        // The connection's fatal error, if it has one, as tokio-rustls' flush reports it.
+        std::io::Write::flush(&mut conn.writer())?;
+        if !conn.wants_write() {
+            // No records waiting, and a TCP socket's flush does nothing.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut *guard).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_shutdown(cx)
     }
 }
 
