@@ -444,6 +444,29 @@ test("a corrupted record after the handshake closes that connection only", async
   }
 });
 
+test("AES-128-GCM is chosen over the client's AES-256-GCM; a client listing ChaCha20 first gets it", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const suite = async (ciphers) => {
+      const s = await tlsConnect(server.port, ciphers ? { ciphers } : {});
+      const name = s.getCipher().standardName;
+      s.destroy();
+      return name;
+    };
+    // Node's (OpenSSL's) default order puts AES-256-GCM first.
+    assert.equal(await suite(), "TLS_AES_128_GCM_SHA256");
+    const chacha = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+    assert.equal(await suite(chacha), "TLS_CHACHA20_POLY1305_SHA256");
+    assert.equal(await suite("TLS_AES_256_GCM_SHA384"), "TLS_AES_256_GCM_SHA384");
+    // TLS 1.2 alike.
+    const s = await tlsConnect(server.port, { maxVersion: "TLSv1.2" });
+    assert.match(s.getCipher().standardName, /AES_128_GCM/);
+    s.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
 test("a returning client resumes its TLS session", async () => {
   const server = await startTls(echoUrl);
   try {
