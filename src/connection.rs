@@ -253,8 +253,8 @@ async fn serve_tls(
 ) {
     let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await else { return };
     tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
-    let (read, write) = tokio::io::split(accepted.stream);
-    let (io, cork) = Cork::from_halves(Box::new(read), Box::new(write), accepted.h2, &[], shared.doorbell.clone());
+    let (read, write) = crate::tls::split_stream(accepted.stream);
+    let (io, cork) = Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone());
     serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
 }
 

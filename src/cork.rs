@@ -129,7 +129,7 @@ impl Cork {
         Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell)
     }
 
-    /// As `new`, over any byte stream split in two (TLS: `tokio::io::split`).
+    /// As `new`, over any byte stream split in two (TLS: `tls::split_stream`).
     pub fn from_halves(
         read: ReadHalf,
         write: WriteHalf,

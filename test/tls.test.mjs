@@ -396,6 +396,77 @@ test("a large HTTPS/1.1 response reaches a client that starts reading late", asy
   }
 });
 
+test("HTTPS/1.1 reads: a request over many records, two in one record, a body over many, then close_notify", async () => {
+  const server = await startTls(async (e) => {
+    const len = (await e.request.arrayBuffer()).byteLength;
+    e.respondWith(new Response(`${new URL(e.request.url).pathname}:${len};`));
+  });
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    let text = "";
+    s.setEncoding("latin1");
+    s.on("data", (d) => (text += d));
+    const ended = new Promise((resolve) => s.on("end", resolve));
+    // One record per byte: several arrive in one read of the socket.
+    for (const c of "GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n") s.write(c);
+    // Two requests in one record.
+    s.write("GET /two HTTP/1.1\r\nHost: localhost\r\n\r\nGET /three HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // A body of many records (16 KiB each at most).
+    const body = Buffer.alloc(100_000, 7);
+    s.write(`POST /four HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${body.length}\r\n\r\n`);
+    s.write(body);
+    // close_notify while answers may still be on their way: all of them still come.
+    s.end();
+    await ended;
+    const bodies = text
+      .split("\r\n\r\n")
+      .slice(1)
+      .map((b) => b.split("HTTP/1.1")[0]);
+    assert.deepEqual(bodies, ["/one:0;", "/two:0;", "/three:0;", `/four:${body.length};`], text);
+  } finally {
+    await server.close();
+  }
+});
+
+test("a corrupted record after the handshake closes that connection only", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const raw = net.connect(server.port, "127.0.0.1");
+    const s = await tlsConnect(server.port, { socket: raw, ALPNProtocols: ["http/1.1"] });
+    s.on("error", () => {});
+    const closed = new Promise((resolve) => s.on("close", resolve));
+    // Application data whose authentication tag cannot match.
+    raw.write(Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x40]), Buffer.alloc(0x40, 0x5a)]));
+    await closed;
+    assert.equal((await httpsRequest(server.port)).status, 200);
+  } finally {
+    await server.close();
+  }
+});
+
+test("AES-128-GCM is chosen over the client's AES-256-GCM; a client listing ChaCha20 first gets it", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    const suite = async (ciphers) => {
+      const s = await tlsConnect(server.port, ciphers ? { ciphers } : {});
+      const name = s.getCipher().standardName;
+      s.destroy();
+      return name;
+    };
+    // Node's (OpenSSL's) default order puts AES-256-GCM first.
+    assert.equal(await suite(), "TLS_AES_128_GCM_SHA256");
+    const chacha = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+    assert.equal(await suite(chacha), "TLS_CHACHA20_POLY1305_SHA256");
+    assert.equal(await suite("TLS_AES_256_GCM_SHA384"), "TLS_AES_256_GCM_SHA384");
+    // TLS 1.2 alike.
+    const s = await tlsConnect(server.port, { maxVersion: "TLSv1.2" });
+    assert.match(s.getCipher().standardName, /AES_128_GCM/);
+    s.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
 test("a returning client resumes its TLS session", async () => {
   const server = await startTls(echoUrl);
   try {
