@@ -72,12 +72,13 @@ impl ServerShared {
         // No half_close: hyper then reads while a request is out, and sees a client that
         // leaves. One that only half-closes between requests (`nc -N`) is still answered:
         // cork.rs keeps that end of stream from hyper until the answers are out.
-        // hyper's header timer on the connection's own timer (deadline.rs).
+        // No header_read_timeout: `drive` keeps `headerTimeout` on the connection's own timer.
+        // hyper's would ask its dispatcher for one more pass after every head (to start the
+        // timer for the next one): about 3% of a small request's instructions.
         h1.keep_alive(true)
-            .timer(crate::deadline::ConnTimer)
             .max_header_size(config.max_header_size + HEAD_SLACK)
             .max_buf_size(config.max_header_size + HEAD_SLACK + 8192)
-            .header_read_timeout(config.header_timeout);
+            .header_read_timeout(None);
         let mut h2 = http2::Builder::new(NotedExecutor);
         // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
         // bombs and CONTINUATION floods end at this size), streams a client may reset
@@ -284,11 +285,11 @@ async fn serve_http(
     // hyper state was released (below) keeps only the small rest.
     let end = if h2 {
         let mut conn = Box::pin(shared.h2.serve_connection(io, svc));
-        drive(&mut conn, &cork, &phase, &mut clock, false).await
+        drive(&mut conn, &cork, &phase, &mut clock, false, None).await
     } else {
         loop {
             let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
-            let end = drive(&mut conn, &cork, &phase, &mut clock, releasable).await;
+            let end = drive(&mut conn, &cork, &phase, &mut clock, releasable, shared.config.header_timeout).await;
             let upgrade = cork.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let (End::Finished, Some(ws)) = (end, upgrade) {
                 // A WebSocket was accepted: hyper wrote the 101 and let go of the
@@ -442,6 +443,7 @@ async fn drive<C: GracefulConnection>(
     phase: &watch::Receiver<Phase>,
     clock: &mut IdleClock,
     releasable: bool,
+    head_timeout: Option<Duration>,
 ) -> End {
     // Set by the phase watch below; the connection's poll starts the graceful shutdown
     // itself, since it holds the connection.
@@ -461,6 +463,10 @@ async fn drive<C: GracefulConnection>(
     let phase_wake = Arc::new(PhaseWake { flagged: AtomicBool::new(true), task: atomic_waker::AtomicWaker::new() });
     let phase_waker = std::task::Waker::from(phase_wake.clone());
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    // `headerTimeout` (HTTP/1.1): a request head must be in within this of the connection
+    // being ready for one (its start, or the last request answered and its response
+    // handed to the socket); None while a request is in progress.
+    let mut head_due = head_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timer = Box::pin(tokio::time::sleep_until(clock.next_tick.unwrap_or_else(far)));
     // The timer must be polled (to register the task) after it is armed or moved.
     let mut timer_moved = true;
@@ -489,11 +495,15 @@ async fn drive<C: GracefulConnection>(
             if cork.after_poll(cx).is_err() {
                 return Poll::Ready(End::CutOff);
             }
+            if let Some(t) = head_timeout {
+                match (cork.awaiting_head(), head_due.is_some()) {
+                    (true, false) => head_due = Some(tokio::time::Instant::now() + t),
+                    (false, true) => head_due = None,
+                    _ => {}
+                }
+            }
             let wanted = cork.deadlines.take().map(tokio::time::Instant::from_std);
-            let next = match (wanted, clock.next_tick) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or_else(far),
-            };
+            let next = [wanted, clock.next_tick, head_due].into_iter().flatten().min().unwrap_or_else(far);
             if next < timer.deadline() {
                 timer.as_mut().reset(next);
                 timer_moved = true;
@@ -505,6 +515,17 @@ async fn drive<C: GracefulConnection>(
             // above, and its due sleeps complete), or the clock's tick.
             let now = tokio::time::Instant::now();
             cork.deadlines.fired(now.into_std());
+            if let (Some(due), Some(t)) = (head_due, head_timeout) {
+                if due <= now {
+                    // Still waiting for a head, unless JS still holds the last request (its
+                    // body may still be coming in) or its response is still being written.
+                    if cork.settled_for_head() {
+                        tracing::debug!("no request head within headerTimeout: closing the connection");
+                        return Poll::Ready(End::Finished);
+                    }
+                    head_due = Some(now + t);
+                }
+            }
             if clock.tick_due(now) {
                 if cork.idle_since_last_check() {
                     clock.quiet += 1;

@@ -180,6 +180,23 @@ impl Cork {
             && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
     }
 
+    /// Whether hyper is between requests: none in progress, no response being streamed,
+    /// none held up by a full socket. Read at every poll of the connection (no lock).
+    pub fn awaiting_head(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.streaming.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// `awaiting_head`, and JS holds no request of this connection (hyper may still be
+    /// reading its body) and nothing is left unwritten: a `headerTimeout` that passed now
+    /// passed waiting for a head.
+    pub fn settled_for_head(&self) -> bool {
+        self.awaiting_head()
+            && self.side().buf.is_empty()
+            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
+    }
+
     /// Whether the client has shut down its side (sent FIN) while requests of this
     /// connection were waiting on JS: for HTTP, the client may be gone.
     pub fn half_closed(&self) -> bool {

@@ -327,3 +327,64 @@ test("a short headerTimeout closes a keep-alive connection on time after its las
     await server.close();
   }
 });
+
+// headerTimeout limits the wait for a request head only: a response that takes longer than it
+// to stream, or to be read by a slow client, and a request whose body arrives slowly while
+// the listener waits for it, are not cut short.
+test("headerTimeout does not cut a slow streamed response, a slow reader or a slow request body", async () => {
+  const big = new Uint8Array(48 * 1024 * 1024).fill(0x61);
+  const { server, base } = await start(
+    (e) => {
+      const path = new URL(e.request.url).pathname;
+      if (path === "/stream") {
+        let n = 0;
+        const body = new ReadableStream({
+          async pull(c) {
+            await sleep(150);
+            if (n++ === 5) c.close();
+            else c.enqueue(new TextEncoder().encode(`chunk${n};`));
+          },
+        });
+        e.respondWith(new Response(body));
+      } else if (path === "/big") e.respondWith(new Response(big));
+      else e.respondWith(e.request.text().then((t) => new Response(`got ${t.length}`)));
+    },
+    { headerTimeout: 250 },
+  );
+  try {
+    const streamed = await (await fetch(`${base}/stream`)).text();
+    assert.equal(streamed, "chunk1;chunk2;chunk3;chunk4;chunk5;");
+
+    // A client that reads nothing for 700 ms, then all of a 48 MiB response (more than the
+    // socket buffers of both ends hold, so the server waits on a full socket).
+    const socket = net.connect(server.port, "127.0.0.1");
+    await once(socket, "connect");
+    socket.pause();
+    socket.write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    await sleep(700);
+    let received = 0;
+    socket.on("data", (d) => (received += d.length));
+    socket.resume();
+    const deadline = Date.now() + 10_000;
+    while (received < big.length && Date.now() < deadline && !socket.destroyed) await sleep(20);
+    socket.destroy();
+    assert.ok(received > big.length, `received ${received} bytes of a ${big.length}-byte body and its head`);
+
+    // A body sent in pieces over 750 ms, which the listener waits for.
+    const slow = net.connect(server.port, "127.0.0.1");
+    await once(slow, "connect");
+    let answer = "";
+    slow.on("data", (d) => (answer += d));
+    slow.write("POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    for (const ch of "hello") {
+      await sleep(150);
+      slow.write(ch);
+    }
+    const until = Date.now() + 5000;
+    while (!answer.includes("got 5") && Date.now() < until && !slow.destroyed) await sleep(20);
+    slow.destroy();
+    assert.match(answer, /^HTTP\/1\.1 200[\s\S]*got 5$/);
+  } finally {
+    await server.close();
+  }
+});
