@@ -394,7 +394,7 @@ impl IdleClock {
     }
 
     /// How long a released connection may wait for its next request: what is left of
-    /// `idleTimeout` and of `headerTimeout` (hyper's header timer ran from the last
+    /// `idleTimeout` and of `headerTimeout` (`drive`'s header deadline ran from the last
     /// response, which is about when the quiet began); None: no limit. Stops the ticks.
     fn time_left(&mut self, header_timeout: Option<Duration>) -> Option<Duration> {
         self.next_tick = None;
