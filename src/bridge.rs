@@ -241,21 +241,18 @@ impl Doorbell {
     /// (`ring_if_waiting`, from `on_thread_park`), so everything a busy worker produces
     /// in one round reaches JS in one batch; a long queue rings at once.
     pub fn push(&self, ev: Event) {
-        let len = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.push(ev);
-            q.len()
-        };
-        if len >= RING_NOW_AT {
-            self.ring_if_waiting();
-        }
+        self.enqueue(|q| q.push(ev));
     }
 
     /// `push` for several events, in order (`events` is left empty).
     pub fn push_all(&self, events: &mut Vec<Event>) {
+        self.enqueue(|q| q.append(events));
+    }
+
+    fn enqueue(&self, add: impl FnOnce(&mut Vec<Event>)) {
         let len = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.append(events);
+            add(&mut q);
             q.len()
         };
         if len >= RING_NOW_AT {

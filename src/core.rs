@@ -117,7 +117,7 @@ impl Core {
                 .map_err(|e| BridgeError::new(ErrorKind::Listen, e))?;
             // SAFETY: alive until `LocalDriver::close`.
             let handle = unsafe { (*driver).handle() };
-            handle.spawn(Noted::new(self.js.doorbell.clone().deliver_replies()));
+            // No reply task: the flush wakes the connection tasks and writes to sockets itself.
             handle.spawn(Noted::new(listener::accept_loop(std_listener, shared)));
             self.local = Some(driver);
             self.js.write_here = true;

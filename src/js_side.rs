@@ -279,10 +279,6 @@ impl JsSide {
             for ticket in self.outbox.drain(..) {
                 ticket.wake();
             }
-        } else {
-            self.doorbell.send_replies(&mut self.outbox);
-        }
-        if self.write_here {
             // This runs inside the runtime's turn: outside tokio's cooperative budget, or
             // every write after the 128th of a turn would look like a full socket and wait
             // for the socket's task. The block finishes in its one poll.
@@ -295,6 +291,7 @@ impl JsSide {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             let _ = std::pin::pin!(writes).poll(&mut cx);
         } else {
+            self.doorbell.send_replies(&mut self.outbox);
             self.doorbell.send_writes(&mut self.wake_writers);
         }
     }
