@@ -403,3 +403,45 @@ unsafe extern "C" fn on_close(handle: *mut c_void) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::rc::Rc;
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls a `Noted` future once on this thread and returns the waker its inner future saw.
+    fn waker_seen(drives: bool) -> Waker {
+        DRIVES.set(drives);
+        let seen: Rc<RefCell<Option<Waker>>> = Rc::default();
+        let inner = {
+            let seen = seen.clone();
+            std::future::poll_fn(move |cx| {
+                *seen.borrow_mut() = Some(cx.waker().clone());
+                Poll::<()>::Pending
+            })
+        };
+        let mut fut = Box::pin(Noted::new(inner));
+        assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        DRIVES.set(false);
+        let waker = seen.borrow_mut().take();
+        waker.expect("polled")
+    }
+
+    #[test]
+    fn a_wake_up_counts_as_work_where_a_runtime_is_driven_from_nodes_loop() {
+        // A wake-up during the turn's last poll of the sockets must make the turn go on.
+        let waker = waker_seen(true);
+        let before = WORK.get();
+        waker.wake();
+        assert_ne!(WORK.get(), before);
+    }
+
+    #[test]
+    fn elsewhere_the_task_sees_its_own_waker() {
+        let waker = waker_seen(false);
+        assert!(waker.will_wake(Waker::noop()));
+    }
+}
