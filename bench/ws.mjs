@@ -30,6 +30,14 @@ const SERVERS = [
     env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 0 }) },
   },
   {
+    // The worker-thread network: the default with two or more cores (with one, as under
+    // this runner's pinning, the default is the network on the JS thread).
+    name: "fetch-rs threads",
+    key: "fetch-rs-threads",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"],
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 1 }) },
+  },
+  {
     // The same server from another build (bench/make-baseline.sh REV), to compare a change with
     // the code before it in one run. Listed only when asked for (--servers=...,fetch-rs-base).
     name: "fetch-rs-base",
@@ -93,7 +101,7 @@ const { values: o } = parseArgs({
 });
 if (o.help) {
   console.log(
-    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
+    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-threads,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
   );
   process.exit(0);
 }

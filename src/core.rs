@@ -110,11 +110,22 @@ impl Core {
         );
         // FETCH_RS_IN_THREAD=1 forces the in-thread network for every server: a way to run
         // the whole test suite in that mode (docs/network-thread.md).
-        if self.config.worker_threads == 0 || std::env::var_os("FETCH_RS_IN_THREAD").is_some_and(|v| v == "1") {
+        let in_thread =
+            self.config.worker_threads == 0 || std::env::var_os("FETCH_RS_IN_THREAD").is_some_and(|v| v == "1");
+        let driver = if in_thread {
             use napi::JsValue;
             let v = doorbell.value();
-            let driver = crate::in_thread::LocalDriver::start(v.env, v.value, self.js.doorbell.clone())
-                .map_err(|e| BridgeError::new(ErrorKind::Listen, e))?;
+            match crate::in_thread::LocalDriver::start(v.env, v.value, self.js.doorbell.clone()) {
+                Ok(d) => Some(d),
+                // Chosen for one core by default: where Node's loop cannot drive it, the
+                // worker thread does.
+                Err(_) if !self.config.worker_threads_set => None,
+                Err(e) => return Err(BridgeError::new(ErrorKind::Listen, e)),
+            }
+        } else {
+            None
+        };
+        if let Some(driver) = driver {
             // SAFETY: alive until `LocalDriver::close`.
             let handle = unsafe { (*driver).handle() };
             // No reply task: the flush wakes the connection tasks and writes to sockets itself.
@@ -124,7 +135,7 @@ impl Core {
         } else {
             let park_doorbell = self.js.doorbell.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(self.config.worker_threads)
+                .worker_threads(self.config.worker_threads.max(1))
                 .thread_name("fetch-rs")
                 // A worker out of work rings JS for everything it queued meanwhile: one
                 // wake-up per round of network events instead of one per request.

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub max_pending_requests: usize,
     /// 0: no worker threads, the network runs on the JS thread (`in_thread.rs`).
     pub worker_threads: usize,
+    /// `workerThreads` was given (else it is the default for the machine's cores).
+    pub worker_threads_set: bool,
     pub header_timeout: Option<Duration>,
     /// A connection with no request in progress and no bytes either way for this long is closed.
     pub idle_timeout: Option<Duration>,
@@ -105,8 +107,19 @@ pub(crate) fn bytes(name: &str, v: Option<f64>, default: f64) -> BridgeResult<us
 
 /// The default number of tokio worker threads: the JS thread is the bottleneck, so
 /// leave it a core of its own, and more than four workers rarely help one JS thread.
+/// With one core (the process's CPU affinity or its cgroup's CPU quota), none where the
+/// network can run on the JS thread (Linux): a worker thread could only take turns with
+/// the JS thread on that core, and handing each batch over costs two wake-ups
+/// (docs/network-thread.md, "The default on one core").
 pub fn default_worker_threads() -> usize {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    worker_threads_for(cores)
+}
+
+fn worker_threads_for(cores: usize) -> usize {
+    if cores <= 1 && cfg!(target_os = "linux") {
+        return 0;
+    }
     cores.saturating_sub(1).clamp(1, 4)
 }
 
@@ -150,6 +163,7 @@ impl ServerConfig {
                 Some(n) => n as usize,
                 None => default_worker_threads(),
             },
+            worker_threads_set: o.worker_threads.is_some(),
             header_timeout: duration_ms("headerTimeout", o.header_timeout_ms, 30_000.0)?,
             idle_timeout: duration_ms("idleTimeout", o.idle_timeout_ms, 10_000.0)?,
             request_timeout: duration_ms("timeout", o.timeout_ms, 30_000.0)?,
@@ -182,7 +196,13 @@ mod tests {
         let c = ServerConfig::from_options(&NativeOptions::default()).unwrap();
         assert_eq!(c.port, 0);
         assert_eq!(c.max_body_size, 10 * 1024 * 1024);
-        assert!(c.worker_threads >= 1);
+        assert_eq!(c.worker_threads, default_worker_threads());
+    }
+
+    #[test]
+    fn worker_threads_by_cores() {
+        let one = if cfg!(target_os = "linux") { 0 } else { 1 };
+        assert_eq!([1, 2, 3, 5, 64].map(worker_threads_for), [one, 1, 2, 4, 4]);
     }
 
     #[test]

@@ -299,3 +299,57 @@ test(
     }
   },
 );
+
+/**
+ * Starts a server with `options` in a child process limited to `cpus` (taskset), answers one
+ * request, and returns how many of the child's threads the runtime started.
+ */
+async function threadsInChild(cpus, options) {
+  const script = `
+    import { readdirSync, readFileSync } from "node:fs";
+    const { Server } = await import(${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)});
+    const server = new Server({ host: "127.0.0.1", port: 0, ...${JSON.stringify(options)} });
+    server.addEventListener("fetch", (e) => e.respondWith(new Response("ok")));
+    await server.listen();
+    const text = await (await fetch("http://127.0.0.1:" + server.port + "/")).text();
+    const threads = readdirSync("/proc/self/task").filter((t) => {
+      try { return readFileSync("/proc/self/task/" + t + "/comm", "utf8").trim() === "fetch-rs"; } catch { return false; }
+    }).length;
+    await server.close();
+    console.log(JSON.stringify({ text, threads }));
+  `;
+  const env = { ...process.env };
+  delete env.FETCH_RS_IN_THREAD; // the default is what is tested, not the suite's forced mode
+  const argv = [process.execPath, "--input-type=module", "-e", script];
+  const { stdout } = await run(...(cpus ? ["taskset", ["-c", cpus, ...argv]] : [argv[0], argv.slice(1)]), { env });
+  const result = JSON.parse(stdout);
+  assert.equal(result.text, "ok");
+  return result.threads;
+}
+
+const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test(
+  "with one CPU the network runs on the JS thread by default; workerThreads: 1 still starts a thread",
+  { skip: !linux || !hasTaskset },
+  async () => {
+    assert.equal(await threadsInChild("0", {}), 0);
+    assert.equal(await threadsInChild("0", { workerThreads: 1 }), 1);
+  },
+);
+
+test(
+  "with more CPUs the default starts worker threads (cores - 1, at most 4)",
+  { skip: !linux || (await import("node:os")).availableParallelism() < 2 },
+  async () => {
+    const cores = (await import("node:os")).availableParallelism();
+    assert.equal(await threadsInChild(null, {}), Math.min(cores - 1, 4));
+  },
+);

@@ -90,6 +90,15 @@ export const SERVERS = [
     mainThread: "js",
   },
   {
+    // The worker-thread network on any machine: the default with two or more cores (with one,
+    // as under this runner's pinning, the default is the network on the JS thread).
+    name: "fetch-rs-threads",
+    title: "fetch-rs, addEventListener('fetch'), network on a worker thread (workerThreads: 1)",
+    ...FETCH_RS,
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 1 }) },
+    protocols: ["h1", "h2c"],
+  },
+  {
     name: "node-http",
     title: "node:http createServer",
     command: process.execPath,
@@ -142,6 +151,14 @@ export const SERVERS = [
     name: "fetch-rs-tls",
     title: "fetch-rs over TLS (HTTP/1.1 and h2 by ALPN)",
     ...FETCH_RS,
+    protocols: ["tls-h1", "tls-h2"],
+    tls: true,
+  },
+  {
+    name: "fetch-rs-threads-tls",
+    title: "fetch-rs over TLS, network on a worker thread (workerThreads: 1)",
+    ...FETCH_RS,
+    env: { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 1 }) },
     protocols: ["tls-h1", "tls-h2"],
     tls: true,
   },
