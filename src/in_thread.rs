@@ -48,10 +48,9 @@ impl<F> Noted<F> {
     }
 }
 
-/// The waker of a task in the in-thread mode (`Noted`).
-struct NoteWake {
-    task: atomic_waker::AtomicWaker,
-}
+/// The waker of a task in the in-thread mode (`Noted`): the task's own, which a tokio task
+/// keeps for its life (checked at each poll with `will_wake`, and replaced if it changed).
+struct NoteWake(std::task::Waker);
 
 impl std::task::Wake for NoteWake {
     fn wake(self: Arc<Self>) {
@@ -62,7 +61,7 @@ impl std::task::Wake for NoteWake {
         // On the thread whose runtime polls the task, this is what the turn looks at; on
         // another thread the wake-up reaches the runtime through its own wake-up descriptor.
         note_work();
-        self.task.wake();
+        self.0.wake_by_ref();
     }
 }
 
@@ -84,11 +83,14 @@ impl<F: std::future::Future> std::future::Future for Noted<F> {
         if !DRIVES.get() {
             return fut.poll(cx);
         }
-        let (wake, waker) = this.wake.get_or_insert_with(|| {
-            let wake = Arc::new(NoteWake { task: atomic_waker::AtomicWaker::new() });
-            (wake.clone(), std::task::Waker::from(wake))
+        let task = cx.waker();
+        if !this.wake.as_ref().is_some_and(|(w, _)| w.0.will_wake(task)) {
+            this.wake = None;
+        }
+        let (_, waker) = this.wake.get_or_insert_with(|| {
+            let w = Arc::new(NoteWake(task.clone()));
+            (w.clone(), std::task::Waker::from(w))
         });
-        wake.task.register(cx.waker());
         fut.poll(&mut std::task::Context::from_waker(waker))
     }
 }
