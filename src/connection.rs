@@ -109,22 +109,23 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The checks hyper leaves to the server: RFC 9112 section 3.2 (exactly one valid Host
 /// in HTTP/1.1), the target length (414) and `maxHeaderSize` for the header fields (431).
-fn check_head(head: &http::request::Parts, hosts: &crate::request::Hosts<'_>, max_header_size: usize) -> Option<u16> {
+fn check_head(
+    head: &http::request::Parts,
+    fields: &crate::request::HeadFields<'_>,
+    max_header_size: usize,
+) -> Option<u16> {
     let target = head.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + head.uri.authority().map_or(0, |a| a.as_str().len());
     if target > MAX_URI_LEN {
         return Some(414);
     }
-    let mut size = 0;
-    for (name, value) in &head.headers {
-        // Each field line is `name: value\r\n`.
-        size += name.as_str().len() + value.len() + 4;
-    }
+    // Each field line is `name: value\r\n`.
+    let size = fields.field_bytes + 4 * fields.count;
     if size > max_header_size {
         return Some(431);
     }
     if head.version == http::Version::HTTP_11 {
-        let (Some(host), false) = (hosts.first, hosts.more) else { return Some(400) };
+        let (Some(host), false) = (fields.host, fields.more_hosts) else { return Some(400) };
         // With an origin-form target the URL is made from the Host, and `head_text` refuses
         // one that is not a valid authority (more strictly than this check): only an
         // absolute-form target leaves the Host to be checked here.
@@ -640,16 +641,16 @@ fn admit(
     let started = Instant::now();
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let (head, body) = req.into_parts();
-    let hosts = crate::request::Hosts::of(&head);
-    if let Some(status) = check_head(&head, &hosts, shared.config.max_header_size) {
+    let fields = crate::request::HeadFields::of(&head);
+    if let Some(status) = check_head(&head, &fields, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
         tracing::debug!(%remote, status, "request head refused; closing the connection");
         return Err(Box::new(closing(status)));
     }
-    let websocket = crate::websocket::offer(&head);
+    let websocket = if fields.upgrade { crate::websocket::offer(&head) } else { None };
     // The URL and headers as JS gets them; a target or authority no URL can be made
     // from is refused before any of the body is read.
-    let Ok(text) = crate::request::head_text(&head, &hosts, scheme, &shared.local, authorities) else {
+    let Ok(text) = crate::request::head_text(&head, &fields, scheme, &shared.local, authorities) else {
         tracing::debug!(%remote, "request target or Host refused: 400");
         return Err(Box::new(closing(400)));
     };

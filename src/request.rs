@@ -3,19 +3,38 @@
 //! batch of requests (`drain`).
 
 use crate::target::{write_url, AuthorityCache, BadTarget};
-use http::header::HOST;
+use http::header::{HOST, UPGRADE};
 use http::request::Parts;
 
-/// A request's Host fields: the first, and whether there are more.
-pub(crate) struct Hosts<'a> {
-    pub first: Option<&'a http::HeaderValue>,
-    pub more: bool,
+/// What `admit` needs to know of a request's fields, found in one pass over them: the
+/// first Host and whether there are more, their sizes, and whether an `Upgrade` is among
+/// them (two lookups by name and two more passes before).
+pub(crate) struct HeadFields<'a> {
+    pub host: Option<&'a http::HeaderValue>,
+    pub more_hosts: bool,
+    /// The bytes of every field's name and value, and how many fields there are.
+    pub field_bytes: usize,
+    pub count: usize,
+    pub upgrade: bool,
 }
 
-impl<'a> Hosts<'a> {
+impl<'a> HeadFields<'a> {
     pub fn of(head: &'a Parts) -> Self {
-        let mut all = head.headers.get_all(HOST).iter();
-        Hosts { first: all.next(), more: all.next().is_some() }
+        let mut h = HeadFields { host: None, more_hosts: false, field_bytes: 0, count: 0, upgrade: false };
+        for (name, value) in &head.headers {
+            h.field_bytes += name.as_str().len() + value.len();
+            h.count += 1;
+            if name == HOST {
+                if h.host.is_some() {
+                    h.more_hosts = true;
+                } else {
+                    h.host = Some(value);
+                }
+            } else if name == UPGRADE {
+                h.upgrade = true;
+            }
+        }
+        h
     }
 }
 
@@ -35,21 +54,21 @@ pub struct HeadText {
 /// the connection's (see `AuthorityCache`).
 pub(crate) fn head_text(
     head: &Parts,
-    hosts: &Hosts<'_>,
+    fields: &HeadFields<'_>,
     scheme: &str,
     local: &str,
     authorities: &mut AuthorityCache,
 ) -> Result<HeadText, BadTarget> {
-    let host = hosts.first.map(|h| h.as_bytes());
+    let host = fields.host.map(|h| h.as_bytes());
     if head.version == http::Version::HTTP_2 {
         // RFC 9113 8.3.1: a Host must identify the same entity as `:authority`.
         if let (Some(authority), Some(host)) = (head.uri.authority(), host) {
-            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) || hosts.more {
+            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host) || fields.more_hosts {
                 return Err(BadTarget);
             }
         }
     }
-    let headers_len: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
+    let headers_len = fields.field_bytes + 2 * fields.count;
     let target_len = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
     let mut bytes =
         Vec::with_capacity(scheme.len() + 3 + host.map_or(local.len(), <[u8]>::len) + target_len + 8 + headers_len);
@@ -72,7 +91,8 @@ mod tests {
 
     fn text(req: http::Request<()>) -> (String, String) {
         let (head, _) = req.into_parts();
-        let t = head_text(&head, &Hosts::of(&head), "http", "127.0.0.1:1", &mut AuthorityCache::default()).unwrap();
+        let t =
+            head_text(&head, &HeadFields::of(&head), "http", "127.0.0.1:1", &mut AuthorityCache::default()).unwrap();
         let s = String::from_utf8(t.bytes).unwrap();
         (s[..t.url_len].to_string(), s[t.url_len..].to_string())
     }
