@@ -62,12 +62,15 @@ type RespondBytes = (
 ) => void;
 
 interface Calls {
-  /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each REQUEST
-   * record, in order from `texts[0]`, one string: its URL (the first urlLength characters)
-   * then its headers, packed as `name\nvalue\nname\nvalue…`. Returns the record count. */
+  /** Writes `[kind, id, arg, urlLength]` records (RECORD_WORDS each), and for each WebSocket
+   * record with a payload, in order from `texts[0]`, its payload (a REQUEST record's head text
+   * comes from `requestHead`). Returns the record count. */
   drain(records: Uint32Array, texts: unknown[]): number;
   reschedule(): void;
   flush(): void;
+  /** The head text of a REQUEST record, once: its URL (the first urlLength characters), then its
+   * headers packed as `name\nvalue\nname\nvalue…`. */
+  requestHead(id: number): string;
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
   requestClientCertificate(id: number): NativeClientCertificate | null;
@@ -143,6 +146,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     drain: (records, texts) => a.drain(h, records, texts),
     reschedule: () => a.reschedule(h),
     flush: () => a.flush(h),
+    requestHead: (id) => a.requestHead(h, id),
     requestMethod: (id) => a.requestMethod(h, id),
     requestClientAddress: (id) => a.requestClientAddress(h, id),
     requestClientCertificate: (id) => a.requestClientCertificate(h, id),

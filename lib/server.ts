@@ -423,8 +423,7 @@ export class Server {
             }
             this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
           } else if (kind === RECORD_REQUEST) {
-            const text = texts[k] as string;
-            texts[k++] = "";
+            const text = native.requestHead(rec[i + 1]);
             const urlLength = rec[i + 3];
             this.#dispatch(
               rec[i + 1],

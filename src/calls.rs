@@ -14,8 +14,9 @@
 //!
 //! | call | arguments (after the server's handle) | ownership and thread |
 //! |---|---|---|
-//! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each REQUEST record's URL and packed headers as one string in `texts`; returns records written |
+//! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each WebSocket payload in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
+//! | `requestHead` | slot id | a REQUEST record's URL and packed headers as one string, once |
 //! | `requestMethod/ClientAddress` | slot id | a method other than those with a code; the client's address |
 //! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
@@ -89,6 +90,10 @@ calls! {
     c"flush" => fn flush(core, _env) -> () {
         core.flush();
         Ok(())
+    }
+    /// `requestHead(id)`: the head text of a REQUEST record (`Core::request_head`).
+    c"requestHead" => fn request_head(core, env; id: u32) -> Option<napi::JsString<'_>> {
+        core.request_head(env, id)
     }
     /// `requestMethod(id)`: the method of a request whose code is `METHOD_OTHER`.
     c"requestMethod" => fn request_method(core, _env; id: u32) -> Option<String> {

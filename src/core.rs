@@ -168,9 +168,9 @@ impl Core {
         self.runtime.as_ref().map(|r| r.handle().clone())
     }
 
-    /// Writes `[kind, id, arg, urlLength]` records for queued events, and the head text of
-    /// each REQUEST record (`request::HeadText`: URL, then packed headers) into `texts[0..]`
-    /// in order, one string each; returns the number of records.
+    /// Writes `[kind, id, arg, urlLength]` records for queued events, and the payload of
+    /// each WebSocket record that has one into `texts[0..]` in order; returns the number of
+    /// records. A REQUEST record's head text is asked for with `request_head`.
     ///
     /// One string per request, not one per batch that JS would slice: a slice keeps its
     /// whole parent string alive, so a URL or header value an application keeps (a cache
@@ -192,7 +192,6 @@ impl Core {
                         texts.set_element(k as u32, *arena)?
                     }
                 }
-                Payload::Head(head) => texts.set_element(k as u32, latin1(env, &head.bytes)?)?,
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
                 Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
@@ -222,6 +221,16 @@ impl Core {
     /// Sends the replies gathered since the last flush, with one wake-up.
     pub fn flush(&mut self) {
         self.js.flush();
+    }
+
+    /// The head text of a request JS has not taken yet (`request::HeadText`: the URL, then
+    /// the packed headers), as one string; `None` once taken or for an unknown id. Asked for
+    /// by each REQUEST record: a native call costs less than setting an element of the
+    /// drain's `texts` array from here (a generic property store, about 800 instructions).
+    pub fn request_head<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<JsString<'e>>> {
+        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(None) };
+        let text = std::mem::take(&mut live.req.text);
+        Ok(Some(latin1(env, &text.bytes)?))
     }
 
     pub fn request_method(&self, id: u32) -> Option<String> {

@@ -18,7 +18,6 @@ const WORDS: usize = wire::RECORD_WORDS as usize;
 /// What a drained record carries beside its words, in order: a request's head text, or
 /// a WebSocket message, pong payload or close reason.
 pub enum Payload {
-    Head(crate::request::HeadText),
     Text(String),
     /// A text message.
     Utf8(crate::websocket::Utf8),
@@ -108,9 +107,8 @@ impl JsSide {
     fn apply(&mut self, ev: Event, heads: &mut Vec<Payload>) -> Option<[u32; WORDS]> {
         match ev {
             Event::Request(mut req) => {
-                let head = std::mem::take(&mut req.text);
-                let url_len = head.url_len as u32;
-                heads.push(Payload::Head(head));
+                // The head text stays with the request until JS asks for it (`requestHead`).
+                let url_len = req.text.url_len as u32;
                 let mut flags = wire::method_code(&req.method);
                 let body = match std::mem::replace(&mut req.body, RequestBody::None) {
                     RequestBody::None => BodyState::None,
