@@ -109,7 +109,7 @@ fn parse_key(pem: &str, passphrase: Option<&str>, which: &str) -> BridgeResult<P
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Whether a suite is AES-128-GCM (TLS 1.3, or TLS 1.2 with ECDHE).
@@ -136,7 +136,7 @@ fn is_chacha(suite: rustls::CipherSuite) -> bool {
 /// The server's suites, AES-128-GCM first: where AES is in hardware, as good as AES-256-GCM
 /// for security at 10 rounds instead of 14 (the choice of Go's TLS server too).
 fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites.sort_by_key(|s| !is_aes128(s.suite()));
     Arc::new(p)
 }
@@ -144,8 +144,7 @@ fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client that lists ChaCha20-Poly1305 before any AES suite says it lacks AES hardware
 /// (mobile clients do): it gets its own order. Every other client gets the server's.
 fn prefers_chacha(client_suites: &[rustls::CipherSuite]) -> bool {
-    let known =
-        |s: &&rustls::CipherSuite| rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES.iter().any(|k| k.suite() == **s);
+    let known = |s: &&rustls::CipherSuite| rustls::crypto::ring::ALL_CIPHER_SUITES.iter().any(|k| k.suite() == **s);
     client_suites.iter().find(known).is_some_and(|s| is_chacha(*s))
 }
 
@@ -188,7 +187,7 @@ fn build_config(entries: &[NativeTls], i: usize, http2: bool) -> BridgeResult<Se
     config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     // Stateless resumption, as node:https offers by default: a returning client skips
     // the key exchange.
-    if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
         config.ticketer = ticketer;
     }
     config.ignore_client_order = true;
@@ -323,7 +322,7 @@ impl ClientCertificate {
         let cert = x509_cert::Certificate::from_der(der.as_ref()).ok()?;
         let tbs = cert.tbs_certificate();
         let ms = |t: x509_cert::time::Time| t.to_unix_duration().as_millis() as f64;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
         let serial: String = tbs.serial_number().as_bytes().iter().map(|b| format!("{b:02X}")).collect();
         Some(ClientCertificate {
             subject: tbs.subject().to_string(),
