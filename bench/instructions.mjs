@@ -8,8 +8,9 @@
 // by object (the addon, node, libc, JIT code as "???").
 // Needs valgrind (callgrind_control) and h2load (nghttp2-client).
 // With --tls every server serves HTTPS with the benchmark certificate (TLS_CERT_PEM/TLS_KEY_PEM,
-// as bench/lib/servers.mjs gives it) and h2load sends HTTP/1.1 over TLS (ALPN http/1.1); the
-// handshakes happen in the warm-up, so the counts are those of requests on open connections.
+// as bench/lib/servers.mjs gives it) and h2load sends HTTP/1.1 over TLS (ALPN http/1.1). Every
+// load opens its own 50 connections: a load of 50 requests is measured too and subtracted, so the
+// counts are those of requests on open connections, and the cost of a connection is shown apart.
 // A name not in the table is looked up without a "-tls" suffix (served over TLS) and then without
 // an "-inthread" one (`workerThreads: 0`): fetch-rs-base-tls, fetch-rs-base-inthread-tls.
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
