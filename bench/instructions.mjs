@@ -7,8 +7,14 @@
 // requests are sent with `h2load --h1` (50 connections), and the counts are dumped and summed
 // by object (the addon, node, libc, JIT code as "???").
 // Needs valgrind (callgrind_control) and h2load (nghttp2-client).
+// With --tls every server serves HTTPS with the benchmark certificate (TLS_CERT_PEM/TLS_KEY_PEM,
+// as bench/lib/servers.mjs gives it) and h2load sends HTTP/1.1 over TLS (ALPN http/1.1). Every
+// load opens its own 50 connections: a load of 50 requests is measured too and subtracted, so the
+// counts are those of requests on open connections, and the cost of a connection is shown apart.
+// A name not in the table is looked up without a "-tls" suffix (served over TLS) and then without
+// an "-inthread" one (`workerThreads: 0`): fetch-rs-base-tls, fetch-rs-base-inthread-tls.
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
-//           [--path=/json] [--top=25]   (--top lists the functions that cost most, per server)
+//           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,17 +32,45 @@ const names = (args.servers ?? "fetch-rs,fetch-rs-inthread,hyper").split(",");
 const requests = Number(args.requests ?? 20000);
 const path = args.path ?? "/json";
 const top = Number(args.top ?? 0);
+const tls = args.tls === "true";
+/** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
+const HANDSHAKES = 50;
+
+// The certificate the TLS servers of bench/run.mjs get (the test suite's, for 127.0.0.1).
+const tlsEnv = () => {
+  const file = (name) => readFileSync(new URL(`../test/fixtures/tls/${name}`, import.meta.url), "utf8");
+  return { TLS_CERT_PEM: file("a.pem"), TLS_KEY_PEM: file("a.key") };
+};
+
+/** The table's entry for `name`, or one derived from it by the suffixes above. */
+function lookup(name) {
+  const entry = SERVERS.find((s) => s.name === name);
+  if (entry) return entry;
+  if (name.endsWith("-tls")) {
+    const plain = lookup(name.slice(0, -4));
+    return plain && { ...plain, name, tls: true };
+  }
+  if (name.endsWith("-inthread")) {
+    const shared = lookup(name.slice(0, -9));
+    const options = JSON.stringify({ workerThreads: 0 });
+    return shared && { ...shared, name, env: { ...shared.env, FETCH_RS_OPTIONS: options } };
+  }
+  return undefined;
+}
 
 const run = (cmd, argv) =>
   execFileSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "pipe"] });
 
-/** Starts `entry` under callgrind, loads it, and returns the dump of the measured part. */
-async function measure(entry, dir) {
+/**
+ * Starts `entry` under callgrind, loads it, and returns the dumps of the measured loads: one
+ * per count in `loads` (requests spread over 50 new connections each time), zeroed before each.
+ */
+async function measure(entry, dir, loads) {
   const port = await freePort();
   const out = join(dir, `${entry.name}.%p`);
   const child = spawn("valgrind", ["--tool=callgrind", `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
     cwd: ROOT,
-    env: { ...process.env, ...(entry.env ?? {}), PORT: String(port) },
+    env: { ...process.env, ...(entry.env ?? {}), PORT: String(port), ...(tls ? tlsEnv() : {}) },
     stdio: ["ignore", "pipe", "ignore"],
   });
   try {
@@ -52,20 +86,30 @@ async function measure(entry, dir) {
       });
       child.once("exit", (code) => reject(new Error(`${entry.name} exited (${code}) before it was ready`)));
     });
-    const url = `http://127.0.0.1:${port}${path}`;
+    const url = `${tls ? "https" : "http"}://127.0.0.1:${port}${path}`;
     run("h2load", ["--h1", "-n", "5000", "-c", "50", url]);
-    run("callgrind_control", ["-z", String(child.pid)]);
-    const load = run("h2load", ["--h1", "-n", String(requests), "-c", "50", url]);
-    if (!new RegExp(`${requests} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
-    run("callgrind_control", ["-d", String(child.pid)]);
+    for (const n of loads) {
+      run("callgrind_control", ["-z", String(child.pid)]);
+      const load = run("h2load", ["--h1", "-n", String(n), "-c", "50", url]);
+      if (!new RegExp(`${n} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
+      run("callgrind_control", ["-d", String(child.pid)]);
+    }
   } finally {
     child.kill("SIGTERM");
     await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", resolve)));
   }
-  // The dump after the zeroing is the process's file with the ".1" suffix.
-  const file = readdirSync(dir).find((f) => f.startsWith(`${entry.name}.`) && f.endsWith(".1"));
-  if (!file) throw new Error(`${entry.name}: no callgrind dump`);
-  return join(dir, file);
+  // The dumps after the zeroings are the process's files with the suffixes ".1", ".2", ...
+  return loads.map((_, i) => {
+    const file = readdirSync(dir).find((f) => f.startsWith(`${entry.name}.`) && f.endsWith(`.${i + 1}`));
+    if (!file) throw new Error(`${entry.name}: no callgrind dump`);
+    return join(dir, file);
+  });
+}
+
+/** `a` less `b`, object by object and function by function. */
+function subtract(a, b) {
+  const less = (x, y) => new Map([...x].map(([k, v]) => [k, v - (y.get(k) ?? 0)]));
+  return { total: a.total - b.total, objects: less(a.objects, b.objects), functions: less(a.functions, b.functions) };
 }
 
 /**
@@ -114,22 +158,40 @@ const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));
 try {
   const results = [];
   for (const name of names) {
-    const entry = SERVERS.find((s) => s.name === name);
+    const entry = lookup(name);
     if (!entry) throw new Error(`no server named ${name}`);
+    if (tls && !entry.tls) throw new Error(`${name} is not a TLS server (see bench/lib/servers.mjs)`);
     process.stderr.write(`${name}: ${requests} requests under callgrind...\n`);
-    results.push({ name, ...summarize(await measure(entry, dir)) });
+    if (!tls) {
+      const [file] = await measure(entry, dir, [requests]);
+      results.push({ name, ...summarize(file) });
+      continue;
+    }
+    // Over TLS each load's 50 connections shake hands, which would weigh on the count as much as
+    // the requests: a second load of one request per connection is subtracted, and what that one
+    // costs beyond its 50 requests is the cost of a connection (handshake, setup and close).
+    const [few, many] = (await measure(entry, dir, [HANDSHAKES, requests])).map(summarize);
+    const perRequest = subtract(many, few);
+    const connection = (few.total - (perRequest.total / (requests - HANDSHAKES)) * HANDSHAKES) / HANDSHAKES;
+    results.push({ name, ...perRequest, connection });
   }
-  const per = (n) => Math.round(n / requests).toLocaleString("en-US");
+  const counted = tls ? requests - HANDSHAKES : requests;
+  const per = (n) => Math.round(n / counted).toLocaleString("en-US");
   const objects = [...new Set(results.flatMap((r) => [...r.objects.keys()]))]
     .map((o) => [o, Math.max(...results.map((r) => r.objects.get(o) ?? 0))])
     .filter(([, n]) => n / requests >= 20)
     .sort((a, b) => b[1] - a[1])
     .map(([o]) => o);
-  console.log(`Instructions per request (callgrind, GET ${path}, ${requests} requests, h2load --h1 -c50)\n`);
+  const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
+  console.log(`Instructions per request (callgrind, GET ${path}, ${load}, h2load --h1 -c50)\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
   for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
+  if (tls) {
+    const each = results.map((r) => Math.round(r.connection).toLocaleString("en-US"));
+    console.log(`| per connection (handshake, setup, close; all objects) | ${each.join(" | ")} |`);
+  }
   for (const r of top > 0 ? results : []) {
     console.log(`\n${r.name}: the ${top} functions that cost most (instructions per request)`);
     for (const [fn, n] of [...r.functions].sort((a, b) => b[1] - a[1]).slice(0, top)) {

@@ -2,6 +2,7 @@
 // with real clients (node:https, node:http2, node:tls, curl) over the fixture certificates.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import https from "node:https";
 import net from "node:net";
 import { test } from "node:test";
 import { promisify } from "node:util";
@@ -511,5 +512,57 @@ test("headerTimeout holds over TLS: a client that shakes hands and sends no requ
     assert.ok(took >= 250 && took < 5000, `closed after ${took} ms`);
   } finally {
     await server.close({ force: true });
+  }
+});
+
+test("key exchange: X25519, P-256 and P-384 each complete over TLS 1.3, X25519 and P-256 over 1.2", async () => {
+  const server = await startTls(echoUrl);
+  try {
+    // Over TLS 1.2 the client's groups also bound the curve of an ECDSA certificate (P-256 here):
+    // the client offers P-256 too, and the server's order picks X25519.
+    const cases = { "TLSv1.3": ["X25519", "P-256", "P-384"], "TLSv1.2": ["X25519:P-256", "P-256"] };
+    for (const [maxVersion, curves] of Object.entries(cases)) {
+      for (const ecdhCurve of curves) {
+        const s = await tlsConnect(server.port, { ecdhCurve, maxVersion, ALPNProtocols: ["http/1.1"] });
+        assert.equal(s.getProtocol(), maxVersion);
+        const key = s.getEphemeralKeyInfo();
+        assert.equal(
+          key.name ?? key.type,
+          ecdhCurve === "P-256" ? "prime256v1" : ecdhCurve === "P-384" ? "secp384r1" : "X25519",
+        );
+        s.write("GET /kx HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let text = "";
+        for await (const d of s) text += d;
+        assert.match(text, /^HTTP\/1\.1 200 [^]*"url":"https:\/\/localhost(:\d+)?\/kx"/);
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test("a 3 MiB body each way keeps every byte over TLS 1.3 and 1.2 (records of 16 KiB, read in pieces)", async () => {
+  // Bytes that differ record to record, so a lost, repeated or reordered record shows.
+  const body = Buffer.alloc(3 * 1024 * 1024 + 17);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7919 + (i >>> 11)) & 0xff;
+  const server = await startTls(async (e) => e.respondWith(new Response(await e.request.arrayBuffer())));
+  try {
+    for (const maxVersion of ["TLSv1.3", "TLSv1.2"]) {
+      const received = await new Promise((resolve, reject) => {
+        const options = { host: "127.0.0.1", port: server.port, method: "POST", ca: CA, servername: "localhost" };
+        const req = https.request({ ...options, agent: false, maxVersion }, (res) => {
+          const chunks = [];
+          res.on("data", (c) => chunks.push(c));
+          res.on("end", () => resolve(Buffer.concat(chunks)));
+          res.on("error", reject);
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+      assert.equal(received.length, body.length, maxVersion);
+      assert.ok(received.equals(body), `${maxVersion}: the echoed body differs`);
+    }
+  } finally {
+    await server.close();
   }
 });
