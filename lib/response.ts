@@ -123,48 +123,49 @@ function buildHeaders(hinit: HeadersInitLike | undefined, type: string | null): 
   return h;
 }
 
+// https://fetch.spec.whatwg.org/#dom-response: the constructor's steps, as the state of
+// the new Response.
+function constructState(body: BodyInitLike | undefined, init: ResponseInitLike | undefined): ResponseState {
+  let source: BodySource;
+  let type: string | null;
+  let ct: number;
+  // The two common bodies first, without an Extracted object.
+  if (typeof body === "string") {
+    source = body;
+    type = TEXT_TYPE;
+    ct = CT_TEXT;
+  } else if (body === undefined || body === null) {
+    source = null;
+    type = null;
+    ct = CT_NONE;
+  } else if (body instanceof Uint8Array) {
+    source = body;
+    type = null;
+    ct = CT_NONE;
+  } else {
+    const ex = extractBody(body);
+    source = ex.source;
+    type = ex.type;
+    ct = ex.ct;
+  }
+  if (init === undefined) return makeState(200, "", source, type, ct, null);
+  readInit(init);
+  const status = initStatus;
+  const statusText = initStatusText;
+  const headers = buildHeaders(initHeaders, type);
+  if (source !== null && isNullBodyStatus(status))
+    throw new TypeError(`Response with status ${status} cannot have a body`);
+  return makeState(status, statusText, source, type, ct, headers);
+}
+
 export class Response {
   #s: ResponseState;
 
   // https://fetch.spec.whatwg.org/#dom-response
   constructor(body?: BodyInitLike, init?: ResponseInitLike) {
-    if ((body as unknown) === FROM_STATE) {
-      this.#s = init as unknown as ResponseState;
-      return;
-    }
-    let source: BodySource;
-    let type: string | null;
-    let ct: number;
-    // The two common bodies first, without an Extracted object.
-    if (typeof body === "string") {
-      source = body;
-      type = TEXT_TYPE;
-      ct = CT_TEXT;
-    } else if (body === undefined || body === null) {
-      source = null;
-      type = null;
-      ct = CT_NONE;
-    } else if (body instanceof Uint8Array) {
-      source = body;
-      type = null;
-      ct = CT_NONE;
-    } else {
-      const ex = extractBody(body);
-      source = ex.source;
-      type = ex.type;
-      ct = ex.ct;
-    }
-    if (init === undefined) {
-      this.#s = makeState(200, "", source, type, ct, null);
-      return;
-    }
-    readInit(init);
-    const status = initStatus;
-    const statusText = initStatusText;
-    const headers = buildHeaders(initHeaders, type);
-    if (source !== null && isNullBodyStatus(status))
-      throw new TypeError(`Response with status ${status} cannot have a body`);
-    this.#s = makeState(status, statusText, source, type, ct, headers);
+    // The steps are a function of their own so that this stays small enough for V8 to
+    // inline where Response.json() and the other factories make their responses.
+    this.#s = (body as unknown) === FROM_STATE ? (init as unknown as ResponseState) : constructState(body, init);
   }
 
   static {
