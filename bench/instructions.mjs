@@ -9,8 +9,10 @@
 // Needs valgrind (callgrind_control) and h2load (nghttp2-client).
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25]   (--top lists the functions that cost most, per server)
+//           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
+//                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SERVERS, freePort } from "./lib/servers.mjs";
@@ -26,6 +28,7 @@ const names = (args.servers ?? "fetch-rs,fetch-rs-inthread,hyper").split(",");
 const requests = Number(args.requests ?? 20000);
 const path = args.path ?? "/json";
 const top = Number(args.top ?? 0);
+const keep = args.keep;
 
 const run = (cmd, argv) =>
   execFileSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "pipe"] });
@@ -117,7 +120,12 @@ try {
     const entry = SERVERS.find((s) => s.name === name);
     if (!entry) throw new Error(`no server named ${name}`);
     process.stderr.write(`${name}: ${requests} requests under callgrind...\n`);
-    results.push({ name, ...summarize(await measure(entry, dir)) });
+    const dump = await measure(entry, dir);
+    if (keep !== undefined) {
+      mkdirSync(keep, { recursive: true });
+      copyFileSync(dump, join(keep, `${name}.callgrind`));
+    }
+    results.push({ name, ...summarize(dump) });
   }
   const per = (n) => Math.round(n / requests).toLocaleString("en-US");
   const objects = [...new Set(results.flatMap((r) => [...r.objects.keys()]))]
