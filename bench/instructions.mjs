@@ -86,8 +86,13 @@ function summarize(file) {
   };
   let ob = "?";
   let fn = "?";
+  let cfn = "?";
   let afterCall = false;
   let total = 0;
+  // V8's garbage collections, inclusive: how often they run depends on the heap's sizing as
+  // much as on what a request allocates, so their share is shown apart.
+  let gc = 0;
+  let gcCalls = 0;
   const objects = new Map();
   const functions = new Map();
   for (const line of readFileSync(file, "utf8").split("\n")) {
@@ -96,6 +101,9 @@ function summarize(file) {
       // A cost line: position, then Ir.
       if (afterCall) {
         afterCall = false;
+        if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn) {
+          gc += Number(line.split(" ")[1] ?? 0);
+        }
         continue;
       }
       const n = Number(line.split(" ")[1] ?? 0);
@@ -103,14 +111,17 @@ function summarize(file) {
       objects.set(ob, (objects.get(ob) ?? 0) + n);
       const key = `${ob} ${fn}`;
       functions.set(key, (functions.get(key) ?? 0) + n);
-    } else if (line.startsWith("calls=")) afterCall = true;
-    else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
+    } else if (line.startsWith("calls=")) {
+      afterCall = true;
+      if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn)
+        gcCalls += Number(line.slice(6).split(" ")[0]);
+    } else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
     else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
     else if (line.startsWith("cob=")) named("ob", line.slice(4));
-    else if (line.startsWith("cfn=")) named("fn", line.slice(4));
+    else if (line.startsWith("cfn=")) cfn = named("fn", line.slice(4));
   }
   const rename = (m) => new Map([...m].map(([k, v]) => [k.replace(/^\S*\.node\b/, "addon (.node)"), v]));
-  return { total, objects: rename(objects), functions: rename(functions) };
+  return { total, gc, gcCalls, objects: rename(objects), functions: rename(functions) };
 }
 
 const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));
@@ -137,6 +148,8 @@ try {
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
+  console.log(`| of which V8 GC, inclusive | ${results.map((r) => `${per(r.gc)} (${r.gcCalls} GCs)`).join(" | ")} |`);
+  console.log(`| all but V8 GC | ${results.map((r) => per(r.total - r.gc)).join(" | ")} |`);
   for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
   for (const r of top > 0 ? results : []) {
     console.log(`\n${r.name}: the ${top} functions that cost most (instructions per request)`);
