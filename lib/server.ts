@@ -690,11 +690,16 @@ export class Server {
         return { ...names, validFrom: new Date(validFrom), validTo: new Date(validTo), raw: new Uint8Array(raw) };
       },
       send: (ev, id, response, release) => {
-        const up = typeof response === "object" && response !== null ? this.#upgrades.get(response) : undefined;
+        // Only a request that upgradeWebSocket() prepared a socket for can be answered with
+        // the response that opens it; the others skip the lookup.
+        const st = this.#state(id);
+        const up =
+          st !== undefined && st.socket !== null && typeof response === "object" && response !== null
+            ? this.#upgrades.get(response)
+            : undefined;
         if (up !== undefined && up.id === id) {
           this.#upgrades.delete(response as object);
-          const st = this.#state(id);
-          if (st !== undefined) st.socket = null;
+          st!.socket = null;
           try {
             native.wsAccept(id, up.sid, release);
           } catch (e) {
