@@ -20,7 +20,7 @@ export interface ClientCertificate {
 
 /** @internal What a FetchEvent needs from its server. */
 export interface EventHost {
-  request(ev: FetchEvent, id: number, code: number, flags: number, url: string, headers: string): Request;
+  request(ev: FetchEvent, id: number, flags: number, head: string, urlLength: number): Request;
   clientAddress(id: number): string;
   clientCertificate(id: number): ClientCertificate | null;
   /** Sends a response; with `release`, also frees the request's record when the reply
@@ -43,7 +43,7 @@ const DONE = 3;
 
 /** @internal */
 export let eventInternals: {
-  create(host: EventHost, id: number, code: number, flags: number, url: string, headers: string): FetchEvent;
+  create(host: EventHost, id: number, flags: number, head: string, urlLength: number): FetchEvent;
   afterDispatch(ev: FetchEvent): void;
   listenerThrew(ev: FetchEvent, error: unknown): void;
   listenerPromise(ev: FetchEvent, p: PromiseLike<unknown>): void;
@@ -55,11 +55,13 @@ export let eventInternals: {
 export class FetchEvent {
   #host: EventHost;
   #id: number;
-  #code: number;
+  // The REQUEST record's method code and flags.
   #flags: number;
-  #url: string;
-  // Packed (see `unpackHeaders`), split only if the Request's headers are read.
-  #headers: string;
+  // The URL (its first urlLength characters), then the headers, packed (see
+  // `unpackHeaders`): cut apart only when the Request is made (the URL) and its headers
+  // are read.
+  #head: string;
+  #urlLength: number;
   #request: Request | null = null;
   #phase = DISPATCHING;
   #respondCalled = false;
@@ -67,18 +69,17 @@ export class FetchEvent {
   #pending = 0;
   #aborted = false;
 
-  private constructor(host: EventHost, id: number, code: number, flags: number, url: string, headers: string) {
+  private constructor(host: EventHost, id: number, flags: number, head: string, urlLength: number) {
     this.#host = host;
     this.#id = id;
-    this.#code = code;
     this.#flags = flags;
-    this.#url = url;
-    this.#headers = headers;
+    this.#head = head;
+    this.#urlLength = urlLength;
   }
 
   static {
     eventInternals = {
-      create: (host, id, code, flags, url, headers) => new FetchEvent(host, id, code, flags, url, headers),
+      create: (host, id, flags, head, urlLength) => new FetchEvent(host, id, flags, head, urlLength),
       afterDispatch: (ev) => ev.#afterDispatch(),
       listenerThrew: (ev, e) => ev.#listenerThrew(e),
       listenerPromise: (ev, p) => ev.#listenerPromise(p),
@@ -94,7 +95,7 @@ export class FetchEvent {
 
   /** The incoming request. */
   get request(): Request {
-    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags, this.#url, this.#headers));
+    return (this.#request ??= this.#host.request(this, this.#id, this.#flags, this.#head, this.#urlLength));
   }
 
   /** The client's IP address. */

@@ -5,7 +5,7 @@
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
 import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
 import { TOKEN } from "./mime-type.js";
-import { FLAG_HAS_BODY, METHODS } from "./native.js";
+import { FLAG_HAS_BODY, METHOD_MASK, METHODS } from "./native.js";
 import { isNodeInstance, linkPrototype, looksLikeRequest } from "./node-classes.js";
 import { brandRejection, defineInterface } from "./webidl.js";
 
@@ -148,10 +148,9 @@ function abortReason(kind: "AbortError" | "TimeoutError"): DOMException {
 export let incomingRequest: (
   source: RequestSource,
   id: number,
-  code: number,
   flags: number,
-  url: string,
-  headers: string,
+  head: string,
+  urlLength: number,
 ) => Request;
 /** @internal Reads what is still native (an uncommon method) before the record goes away. */
 export let detachRequest: (r: Request) => void;
@@ -173,8 +172,10 @@ export class Request {
   #source: RequestSource | null = null;
   #id = 0;
   #flags = 0;
-  // The headers as they arrived, packed (see `unpackHeaders`) until first read.
+  // The head text as it arrived: the URL, then from `#headersAt` the headers, packed (see
+  // `unpackHeaders`), cut off and split when first read.
   #packedHeaders = "";
+  #headersAt = 0;
 
   // https://fetch.spec.whatwg.org/#dom-request
   constructor(input: string | URL | Request, init?: RequestInitLike) {
@@ -347,13 +348,15 @@ export class Request {
   }
 
   static {
-    incomingRequest = (source, id, code, flags, url, headers) => {
+    incomingRequest = (source, id, flags, head, urlLength) => {
       const r = new Request(INCOMING as unknown as string);
       r.#source = source;
       r.#id = id;
       r.#flags = flags;
-      r.#url = url;
-      r.#packedHeaders = headers;
+      r.#url = head.slice(0, urlLength);
+      r.#packedHeaders = head;
+      r.#headersAt = urlLength;
+      const code = flags & METHOD_MASK;
       if (code < METHODS.length) r.#method = METHODS[code];
       return r;
     };
@@ -406,7 +409,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= headersFromPacked(this.#packedHeaders));
+    return (this.#headers ??= headersFromPacked(this.#packedHeaders.slice(this.#headersAt)));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body

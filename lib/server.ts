@@ -10,7 +10,6 @@ import {
   nativeError,
   createNativeServer,
   INDEX_MASK,
-  METHOD_MASK,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -423,16 +422,9 @@ export class Server {
             }
             this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
           } else if (kind === RECORD_REQUEST) {
-            const text = texts[k] as string;
+            const head = texts[k] as string;
             texts[k++] = "";
-            const urlLength = rec[i + 3];
-            this.#dispatch(
-              rec[i + 1],
-              rec[i + 2] & METHOD_MASK,
-              rec[i + 2],
-              text.slice(0, urlLength),
-              text.slice(urlLength),
-            );
+            this.#dispatch(rec[i + 1], rec[i + 2], head, rec[i + 3]);
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;
@@ -575,8 +567,8 @@ export class Server {
     return { socket, response };
   }
 
-  #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
-    const ev = eventInternals.create(this.#host, id, code, flags, url, headers);
+  #dispatch(id: number, flags: number, head: string, urlLength: number): void {
+    const ev = eventInternals.create(this.#host, id, flags, head, urlLength);
     const idx = id & INDEX_MASK;
     const st = this.#requests[idx] ?? (this.#requests[idx] = new RequestState());
     st.clear();
@@ -681,7 +673,7 @@ export class Server {
       webSocket: (id: number, options: UpgradeWebSocketOptions) => this.#upgrade(id, options),
       method: (id) => native.requestMethod(id) ?? "GET",
       body,
-      request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
+      request: (_ev, id, flags, head, urlLength) => incomingRequest(this.#host, id, flags, head, urlLength),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
       clientCertificate: (id) => {
         const c = native.requestClientCertificate(id);
