@@ -386,35 +386,34 @@ returned_as_napi_rs_converts!(
     Either<BufferSlice<'_>, u32>
 );
 
-/// A JS string as UTF-8. A short one is read in one pass into room for its longest
-/// encoding (three bytes per UTF-16 unit), where napi-rs's `String` asks V8 for the
-/// encoded length first and then encodes: two walks over the string per response.
+/// A JS string as UTF-8. A short one is encoded in one pass into a buffer on the stack and
+/// copied out at its length, where napi-rs's `String` asks V8 for the encoded length first
+/// and then encodes: two walks over the string, and two calls, per response.
 pub struct Utf8(pub bytes::Bytes);
 
-/// UTF-16 units up to which a string is read in one pass (its buffer is at most three
-/// times this, kept until the response is written).
-const ONE_PASS_UNITS: usize = 4096;
+/// The stack buffer a string is encoded into first. A string whose encoding may not have
+/// fit (4 bytes or fewer left unused) is read again by napi-rs's `String`, measured first.
+const ONE_PASS_BYTES: usize = 12 * 1024;
 
 impl FromNapiValue for Utf8 {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        let mut units = 0;
-        // SAFETY: a length query (no buffer) on the callback's own value; a value that is
-        // not a string fails with napi_string_expected.
-        check_status!(unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut units) })?;
-        if units > ONE_PASS_UNITS {
-            // SAFETY: as above.
-            return Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()));
-        }
-        let room = units * 3 + 1;
-        let mut buf = Vec::<u8>::with_capacity(room);
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); ONE_PASS_BYTES];
         let mut written = 0;
-        // SAFETY: V8 writes at most `room - 1` bytes and a NUL into the buffer's spare
-        // capacity, and reports the bytes before the NUL, which are initialized.
-        unsafe {
-            check_status!(sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), room, &mut written))?;
-            buf.set_len(written);
+        // SAFETY: V8 writes at most `ONE_PASS_BYTES - 1` bytes and a NUL into the buffer and
+        // reports the bytes before the NUL; a value that is not a string fails with
+        // napi_string_expected.
+        check_status!(unsafe {
+            sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), ONE_PASS_BYTES, &mut written)
+        })?;
+        // V8 writes whole characters only, each at most 4 bytes (a lone surrogate becomes
+        // U+FFFD, 3): a string cut short left fewer than 5 of the buffer's bytes unused.
+        if written + 4 < ONE_PASS_BYTES {
+            // SAFETY: the first `written` bytes were written by V8 above.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), written) };
+            return Ok(Utf8(bytes::Bytes::copy_from_slice(bytes)));
         }
-        Ok(Utf8(buf.into()))
+        // SAFETY: as above.
+        Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()))
     }
 }
 
