@@ -9,10 +9,11 @@
 // Needs valgrind (callgrind_control) and h2load (nghttp2-client).
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25]   (--top lists the functions that cost most, per server)
+//           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
 //           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
 //                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
 import { spawn, execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SERVERS, freePort } from "./lib/servers.mjs";
@@ -29,6 +30,8 @@ const requests = Number(args.requests ?? 20000);
 const path = args.path ?? "/json";
 const top = Number(args.top ?? 0);
 const keep = args.keep;
+// --body=BYTES: POST a body of that many bytes ('x') with every request (h2load -d).
+const bodyBytes = args.body === undefined ? 0 : Number(args.body);
 
 const run = (cmd, argv) =>
   execFileSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "pipe"] });
@@ -56,9 +59,10 @@ async function measure(entry, dir) {
       child.once("exit", (code) => reject(new Error(`${entry.name} exited (${code}) before it was ready`)));
     });
     const url = `http://127.0.0.1:${port}${path}`;
-    run("h2load", ["--h1", "-n", "5000", "-c", "50", url]);
+    const data = bodyBytes > 0 ? ["-d", join(dir, "body")] : [];
+    run("h2load", ["--h1", "-n", "5000", "-c", "50", ...data, url]);
     run("callgrind_control", ["-z", String(child.pid)]);
-    const load = run("h2load", ["--h1", "-n", String(requests), "-c", "50", url]);
+    const load = run("h2load", ["--h1", "-n", String(requests), "-c", "50", ...data, url]);
     if (!new RegExp(`${requests} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
     run("callgrind_control", ["-d", String(child.pid)]);
   } finally {
@@ -125,6 +129,7 @@ function summarize(file) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));
+if (bodyBytes > 0) writeFileSync(join(dir, "body"), Buffer.alloc(bodyBytes, "x"));
 try {
   const results = [];
   for (const name of names) {
@@ -144,7 +149,8 @@ try {
     .filter(([, n]) => n / requests >= 20)
     .sort((a, b) => b[1] - a[1])
     .map(([o]) => o);
-  console.log(`Instructions per request (callgrind, GET ${path}, ${requests} requests, h2load --h1 -c50)\n`);
+  const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
+  console.log(`Instructions per request (callgrind, ${what}, ${requests} requests, h2load --h1 -c50)\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
