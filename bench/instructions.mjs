@@ -15,8 +15,11 @@
 // an "-inthread" one (`workerThreads: 0`): fetch-rs-base-tls, fetch-rs-base-inthread-tls.
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
+//           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
+//           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
+//                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SERVERS, freePort } from "./lib/servers.mjs";
@@ -35,6 +38,9 @@ const top = Number(args.top ?? 0);
 const tls = args.tls === "true";
 /** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
 const HANDSHAKES = 50;
+const keep = args.keep;
+// --body=BYTES: POST a body of that many bytes ('x') with every request (h2load -d).
+const bodyBytes = args.body === undefined ? 0 : Number(args.body);
 
 // The certificate the TLS servers of bench/run.mjs get (the test suite's, for 127.0.0.1).
 const tlsEnv = () => {
@@ -87,10 +93,11 @@ async function measure(entry, dir, loads) {
       child.once("exit", (code) => reject(new Error(`${entry.name} exited (${code}) before it was ready`)));
     });
     const url = `${tls ? "https" : "http"}://127.0.0.1:${port}${path}`;
-    run("h2load", ["--h1", "-n", "5000", "-c", "50", url]);
+    const data = bodyBytes > 0 ? ["-d", join(dir, "body")] : [];
+    run("h2load", ["--h1", "-n", "5000", "-c", "50", ...data, url]);
     for (const n of loads) {
       run("callgrind_control", ["-z", String(child.pid)]);
-      const load = run("h2load", ["--h1", "-n", String(n), "-c", "50", url]);
+      const load = run("h2load", ["--h1", "-n", String(n), "-c", "50", ...data, url]);
       if (!new RegExp(`${n} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
       run("callgrind_control", ["-d", String(child.pid)]);
     }
@@ -109,7 +116,13 @@ async function measure(entry, dir, loads) {
 /** `a` less `b`, object by object and function by function. */
 function subtract(a, b) {
   const less = (x, y) => new Map([...x].map(([k, v]) => [k, v - (y.get(k) ?? 0)]));
-  return { total: a.total - b.total, objects: less(a.objects, b.objects), functions: less(a.functions, b.functions) };
+  return {
+    total: a.total - b.total,
+    gc: a.gc - b.gc,
+    gcCalls: a.gcCalls - b.gcCalls,
+    objects: less(a.objects, b.objects),
+    functions: less(a.functions, b.functions),
+  };
 }
 
 /**
@@ -127,8 +140,13 @@ function summarize(file) {
   };
   let ob = "?";
   let fn = "?";
+  let cfn = "?";
   let afterCall = false;
   let total = 0;
+  // V8's garbage collections, inclusive: how often they run depends on the heap's sizing as
+  // much as on what a request allocates, so their share is shown apart.
+  let gc = 0;
+  let gcCalls = 0;
   const objects = new Map();
   const functions = new Map();
   for (const line of readFileSync(file, "utf8").split("\n")) {
@@ -137,6 +155,9 @@ function summarize(file) {
       // A cost line: position, then Ir.
       if (afterCall) {
         afterCall = false;
+        if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn) {
+          gc += Number(line.split(" ")[1] ?? 0);
+        }
         continue;
       }
       const n = Number(line.split(" ")[1] ?? 0);
@@ -144,17 +165,21 @@ function summarize(file) {
       objects.set(ob, (objects.get(ob) ?? 0) + n);
       const key = `${ob} ${fn}`;
       functions.set(key, (functions.get(key) ?? 0) + n);
-    } else if (line.startsWith("calls=")) afterCall = true;
-    else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
+    } else if (line.startsWith("calls=")) {
+      afterCall = true;
+      if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn)
+        gcCalls += Number(line.slice(6).split(" ")[0]);
+    } else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
     else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
     else if (line.startsWith("cob=")) named("ob", line.slice(4));
-    else if (line.startsWith("cfn=")) named("fn", line.slice(4));
+    else if (line.startsWith("cfn=")) cfn = named("fn", line.slice(4));
   }
   const rename = (m) => new Map([...m].map(([k, v]) => [k.replace(/^\S*\.node\b/, "addon (.node)"), v]));
-  return { total, objects: rename(objects), functions: rename(functions) };
+  return { total, gc, gcCalls, objects: rename(objects), functions: rename(functions) };
 }
 
 const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));
+if (bodyBytes > 0) writeFileSync(join(dir, "body"), Buffer.alloc(bodyBytes, "x"));
 try {
   const results = [];
   for (const name of names) {
@@ -162,15 +187,19 @@ try {
     if (!entry) throw new Error(`no server named ${name}`);
     if (tls && !entry.tls) throw new Error(`${name} is not a TLS server (see bench/lib/servers.mjs)`);
     process.stderr.write(`${name}: ${requests} requests under callgrind...\n`);
+    const dumps = await measure(entry, dir, tls ? [HANDSHAKES, requests] : [requests]);
+    if (keep !== undefined) {
+      mkdirSync(keep, { recursive: true });
+      copyFileSync(dumps.at(-1), join(keep, `${name}.callgrind`));
+    }
     if (!tls) {
-      const [file] = await measure(entry, dir, [requests]);
-      results.push({ name, ...summarize(file) });
+      results.push({ name, ...summarize(dumps[0]) });
       continue;
     }
     // Over TLS each load's 50 connections shake hands, which would weigh on the count as much as
     // the requests: a second load of one request per connection is subtracted, and what that one
     // costs beyond its 50 requests is the cost of a connection (handshake, setup and close).
-    const [few, many] = (await measure(entry, dir, [HANDSHAKES, requests])).map(summarize);
+    const [few, many] = dumps.map(summarize);
     const perRequest = subtract(many, few);
     const connection = (few.total - (perRequest.total / (requests - HANDSHAKES)) * HANDSHAKES) / HANDSHAKES;
     results.push({ name, ...perRequest, connection });
@@ -183,10 +212,13 @@ try {
     .sort((a, b) => b[1] - a[1])
     .map(([o]) => o);
   const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
-  console.log(`Instructions per request (callgrind, GET ${path}, ${load}, h2load --h1 -c50)\n`);
+  const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
+  console.log(`Instructions per request (callgrind, ${what}, ${load}, h2load --h1 -c50)\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
+  console.log(`| of which V8 GC, inclusive | ${results.map((r) => `${per(r.gc)} (${r.gcCalls} GCs)`).join(" | ")} |`);
+  console.log(`| all but V8 GC | ${results.map((r) => per(r.total - r.gc)).join(" | ")} |`);
   for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
   if (tls) {
     const each = results.map((r) => Math.round(r.connection).toLocaleString("en-US"));

@@ -20,7 +20,7 @@ export interface ClientCertificate {
 
 /** @internal What a FetchEvent needs from its server. */
 export interface EventHost {
-  request(ev: FetchEvent, id: number, code: number, flags: number, url: string, headers: string): Request;
+  request(ev: FetchEvent, id: number, flags: number, head: string, urlLength: number): Request;
   clientAddress(id: number): string;
   clientCertificate(id: number): ClientCertificate | null;
   /** Sends a response; with `release`, also frees the request's record when the reply
@@ -43,7 +43,7 @@ const DONE = 3;
 
 /** @internal */
 export let eventInternals: {
-  create(host: EventHost, id: number, code: number, flags: number, url: string, headers: string): FetchEvent;
+  create(host: EventHost, id: number, flags: number, head: string, urlLength: number): FetchEvent;
   afterDispatch(ev: FetchEvent): void;
   listenerThrew(ev: FetchEvent, error: unknown): void;
   listenerPromise(ev: FetchEvent, p: PromiseLike<unknown>): void;
@@ -55,11 +55,13 @@ export let eventInternals: {
 export class FetchEvent {
   #host: EventHost;
   #id: number;
-  #code: number;
+  // The REQUEST record's method code and flags.
   #flags: number;
-  #url: string;
-  // Packed (see `unpackHeaders`), split only if the Request's headers are read.
-  #headers: string;
+  // The URL (its first urlLength characters), then the headers, packed (see
+  // `unpackHeaders`): cut apart only when the Request is made (the URL) and its headers
+  // are read.
+  #head: string;
+  #urlLength: number;
   #request: Request | null = null;
   #phase = DISPATCHING;
   #respondCalled = false;
@@ -67,18 +69,17 @@ export class FetchEvent {
   #pending = 0;
   #aborted = false;
 
-  private constructor(host: EventHost, id: number, code: number, flags: number, url: string, headers: string) {
+  private constructor(host: EventHost, id: number, flags: number, head: string, urlLength: number) {
     this.#host = host;
     this.#id = id;
-    this.#code = code;
     this.#flags = flags;
-    this.#url = url;
-    this.#headers = headers;
+    this.#head = head;
+    this.#urlLength = urlLength;
   }
 
   static {
     eventInternals = {
-      create: (host, id, code, flags, url, headers) => new FetchEvent(host, id, code, flags, url, headers),
+      create: (host, id, flags, head, urlLength) => new FetchEvent(host, id, flags, head, urlLength),
       afterDispatch: (ev) => ev.#afterDispatch(),
       listenerThrew: (ev, e) => ev.#listenerThrew(e),
       listenerPromise: (ev, p) => ev.#listenerPromise(p),
@@ -94,7 +95,7 @@ export class FetchEvent {
 
   /** The incoming request. */
   get request(): Request {
-    return (this.#request ??= this.#host.request(this, this.#id, this.#code, this.#flags, this.#url, this.#headers));
+    return (this.#request ??= this.#host.request(this, this.#id, this.#flags, this.#head, this.#urlLength));
   }
 
   /** The client's IP address. */
@@ -117,29 +118,32 @@ export class FetchEvent {
     this.#respondCalled = true;
     // The client is gone or the request timed out: there is no one to answer.
     if (this.#aborted) return;
+    // The promise case is a method of its own, so that this stays small enough for V8 to
+    // inline into the listener that calls it.
     if (
       response !== null &&
       typeof response === "object" &&
       typeof (response as PromiseLike<unknown>).then === "function"
-    ) {
-      this.#pending++;
-      if (this.#phase === DISPATCHING) this.#phase = WAITING;
-      (response as PromiseLike<unknown>).then(
-        (r) => {
-          this.#pending--;
-          this.#send(r);
-        },
-        (e) => {
-          this.#pending--;
-          this.#host.report(e, this);
-          this.#fail(500);
-        },
-      );
-    } else if (this.#phase === DISPATCHING) {
-      this.#syncResponse = response;
-    } else {
-      this.#send(response);
-    }
+    )
+      this.#respondLater(response as PromiseLike<unknown>);
+    else if (this.#phase === DISPATCHING) this.#syncResponse = response;
+    else this.#send(response);
+  }
+
+  #respondLater(response: PromiseLike<unknown>): void {
+    this.#pending++;
+    if (this.#phase === DISPATCHING) this.#phase = WAITING;
+    response.then(
+      (r) => {
+        this.#pending--;
+        this.#send(r);
+      },
+      (e) => {
+        this.#pending--;
+        this.#host.report(e, this);
+        this.#fail(500);
+      },
+    );
   }
 
   /** Keeps the request's work alive after the response: `close()` waits for it. */

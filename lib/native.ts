@@ -49,8 +49,8 @@ export interface NativeClientCertificate {
 }
 
 /** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
- * to a server. The addon's own take the server's handle first. To add a call: its entry in
- * `calls!` there, its line here and in `createNativeServer`. */
+ * to a server. To add a call: its entry in `calls!` there, its line here and in
+ * `createNativeServer`. */
 /** `respondBytes` copies `body`; `respondBytesShared` holds it, not copied, until written. */
 type RespondBytes = (
   id: number,
@@ -115,27 +115,41 @@ interface ServerHandle {
 /** A native server as the rest of lib/ calls it. */
 export type NativeServer = Calls & Omit<ServerHandle, "handle">;
 
-/** Each call as the addon exports it: the server's handle first. */
-type WithHandle<T> = {
-  [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (h: number, ...args: A) => R : never;
-};
+/** The respond calls as the addon takes them (src/calls.rs): the content-type code and
+ * RESPOND_RELEASE packed in `flags`, the header list last and left out when there is none
+ * (each argument converted costs the call time). */
+interface AddonRespond {
+  respondText(id: number, status: number, flags: number, body: string, headers?: string[]): void;
+  respondBytes(id: number, status: number, flags: number, body: Uint8Array, headers?: string[]): void;
+  respondBytesShared(id: number, status: number, flags: number, body: Uint8Array, headers?: string[]): void;
+  respondEmpty(id: number, status: number, flags: number, headers?: string[]): void;
+  respondStream(id: number, status: number, ct: number, headers?: string[]): void;
+}
 
-/** The addon's exports: the class, one plain function per per-request call (several times
- * cheaper to call than a method), and the constants of src/wire.rs. */
-interface Addon extends WithHandle<Calls> {
+/** The calls of one server as `calls(handle)` gives them: plain functions bound to it. */
+type AddonCalls = Omit<Calls, keyof AddonRespond> & AddonRespond;
+
+/** The addon's exports: the class, `calls` (one plain function per per-request call, bound
+ * to a server: several times cheaper to call than a method), and the constants of
+ * src/wire.rs. */
+interface Addon {
   NativeServer: new (options: NativeOptions) => ServerHandle;
+  calls(handle: number): AddonCalls;
   constants: Readonly<Record<string, number | readonly string[]>>;
 }
 
 const require = createRequire(import.meta.url);
 const addon: Addon = require(process.env.FETCH_RS_NATIVE_PATH ?? "../fetch-rs.node");
 
-/** A native server, as the rest of lib/ calls it: every call bound to its handle. The
- * object keeps the addon's server alive; dropping it lets GC free the native side. */
+/** A native server, as the rest of lib/ calls it. The object keeps the addon's server
+ * alive; dropping it lets GC free the native side. Its members are the bound functions
+ * themselves where lib/ calls them as the addon takes them, so that a call reads one
+ * property of an object of one shape (the addon's own objects have too many properties
+ * for V8 to keep them in fast mode: each read there took a generic property lookup). */
 export function createNativeServer(options: NativeOptions): NativeServer {
   const s = new addon.NativeServer(options);
-  const h = s.handle;
-  const a = addon;
+  const c = addon.calls(s.handle);
+  const { respondText, respondBytes, respondBytesShared, respondEmpty, respondStream } = c;
   return {
     listen: (doorbell) => s.listen(doorbell),
     close: (graceMs) => s.close(graceMs),
@@ -143,40 +157,51 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     shutdown: () => s.shutdown(),
     setTls: (entries) => s.setTls(entries),
     stats: () => s.stats(),
-    drain: (records, texts) => a.drain(h, records, texts),
-    reschedule: () => a.reschedule(h),
-    flush: () => a.flush(h),
-    requestHead: (id) => a.requestHead(h, id),
-    requestMethod: (id) => a.requestMethod(h, id),
-    requestClientAddress: (id) => a.requestClientAddress(h, id),
-    requestClientCertificate: (id) => a.requestClientCertificate(h, id),
-    requestRelease: (id) => a.requestRelease(h, id),
-    bodyCollect: (id) => a.bodyCollect(h, id),
-    bodyPull: (id) => a.bodyPull(h, id),
-    respondText: (id, status, ct, headers, body, release) => a.respondText(h, id, status, ct, headers, body, release),
-    respondBytes: (id, status, ct, headers, body, release) => a.respondBytes(h, id, status, ct, headers, body, release),
+    drain: c.drain,
+    reschedule: c.reschedule,
+    flush: c.flush,
+    requestHead: c.requestHead,
+    requestMethod: c.requestMethod,
+    requestClientAddress: c.requestClientAddress,
+    requestClientCertificate: c.requestClientCertificate,
+    requestRelease: c.requestRelease,
+    bodyCollect: c.bodyCollect,
+    bodyPull: c.bodyPull,
+    respondText: (id, status, ct, headers, body, release) =>
+      headers === null
+        ? respondText(id, status, release ? ct | RESPOND_RELEASE : ct, body)
+        : respondText(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
+    respondBytes: (id, status, ct, headers, body, release) =>
+      headers === null
+        ? respondBytes(id, status, release ? ct | RESPOND_RELEASE : ct, body)
+        : respondBytes(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
     respondBytesShared: (id, status, ct, headers, body, release) =>
-      a.respondBytesShared(h, id, status, ct, headers, body, release),
-    respondEmpty: (id, status, ct, headers, release) => a.respondEmpty(h, id, status, ct, headers, release),
-    respondStream: (id, status, ct, headers) => a.respondStream(h, id, status, ct, headers),
-    streamWrite: (id, chunk) => a.streamWrite(h, id, chunk),
-    streamWriteShared: (id, chunk) => a.streamWriteShared(h, id, chunk),
-    streamEnd: (id, failed) => a.streamEnd(h, id, failed),
-    wsUpgrade: (id, protocol, maxPayload, idleTimeoutMs, compress) =>
-      a.wsUpgrade(h, id, protocol, maxPayload, idleTimeoutMs, compress),
-    wsAccept: (id, sid, release) => a.wsAccept(h, id, sid, release),
-    wsAbandon: (sid) => a.wsAbandon(h, sid),
-    wsSendText: (sid, data, compress) => a.wsSendText(h, sid, data, compress),
-    wsSendBytes: (sid, data, compress) => a.wsSendBytes(h, sid, data, compress),
-    wsClose: (sid, code, reason) => a.wsClose(h, sid, code, reason),
-    wsPing: (sid, data) => a.wsPing(h, sid, data),
-    wsBuffered: (sid) => a.wsBuffered(h, sid),
-    wsRemoteAddress: (sid) => a.wsRemoteAddress(h, sid),
-    wsSubscribe: (sid, topic, on) => a.wsSubscribe(h, sid, topic, on),
-    wsIsSubscribed: (sid, topic) => a.wsIsSubscribed(h, sid, topic),
-    wsTopics: (sid) => a.wsTopics(h, sid),
-    wsPublishText: (sid, topic, data, compress) => a.wsPublishText(h, sid, topic, data, compress),
-    wsPublishBytes: (sid, topic, data, compress) => a.wsPublishBytes(h, sid, topic, data, compress),
+      headers === null
+        ? respondBytesShared(id, status, release ? ct | RESPOND_RELEASE : ct, body)
+        : respondBytesShared(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
+    respondEmpty: (id, status, ct, headers, release) =>
+      headers === null
+        ? respondEmpty(id, status, release ? ct | RESPOND_RELEASE : ct)
+        : respondEmpty(id, status, release ? ct | RESPOND_RELEASE : ct, headers),
+    respondStream: (id, status, ct, headers) =>
+      headers === null ? respondStream(id, status, ct) : respondStream(id, status, ct, headers),
+    streamWrite: c.streamWrite,
+    streamWriteShared: c.streamWriteShared,
+    streamEnd: c.streamEnd,
+    wsUpgrade: c.wsUpgrade,
+    wsAccept: c.wsAccept,
+    wsAbandon: c.wsAbandon,
+    wsSendText: c.wsSendText,
+    wsSendBytes: c.wsSendBytes,
+    wsClose: c.wsClose,
+    wsPing: c.wsPing,
+    wsBuffered: c.wsBuffered,
+    wsRemoteAddress: c.wsRemoteAddress,
+    wsSubscribe: c.wsSubscribe,
+    wsIsSubscribed: c.wsIsSubscribed,
+    wsTopics: c.wsTopics,
+    wsPublishText: c.wsPublishText,
+    wsPublishBytes: c.wsPublishBytes,
   };
 }
 
@@ -229,6 +254,8 @@ export const CT_NONE = constant("CT_NONE");
 export const CT_TEXT = constant("CT_TEXT");
 export const CT_JSON = constant("CT_JSON");
 export const CT_FORM = constant("CT_FORM");
+/** Respond call flag (with the content-type code): the reply also frees the request's slot. */
+export const RESPOND_RELEASE = constant("RESPOND_RELEASE");
 
 /** The slot index bits of a request id (the generation is above them). */
 export const INDEX_MASK = constant("INDEX_MASK");

@@ -10,7 +10,6 @@ import {
   nativeError,
   createNativeServer,
   INDEX_MASK,
-  METHOD_MASK,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -423,15 +422,8 @@ export class Server {
             }
             this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
           } else if (kind === RECORD_REQUEST) {
-            const text = native.requestHead(rec[i + 1]);
-            const urlLength = rec[i + 3];
-            this.#dispatch(
-              rec[i + 1],
-              rec[i + 2] & METHOD_MASK,
-              rec[i + 2],
-              text.slice(0, urlLength),
-              text.slice(urlLength),
-            );
+            const id = rec[i + 1];
+            this.#dispatch(id, rec[i + 2], native.requestHead(id), rec[i + 3]);
           } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
         }
         handled += n;
@@ -574,8 +566,8 @@ export class Server {
     return { socket, response };
   }
 
-  #dispatch(id: number, code: number, flags: number, url: string, headers: string): void {
-    const ev = eventInternals.create(this.#host, id, code, flags, url, headers);
+  #dispatch(id: number, flags: number, head: string, urlLength: number): void {
+    const ev = eventInternals.create(this.#host, id, flags, head, urlLength);
     const idx = id & INDEX_MASK;
     const st = this.#requests[idx] ?? (this.#requests[idx] = new RequestState());
     st.clear();
@@ -680,7 +672,7 @@ export class Server {
       webSocket: (id: number, options: UpgradeWebSocketOptions) => this.#upgrade(id, options),
       method: (id) => native.requestMethod(id) ?? "GET",
       body,
-      request: (_ev, id, code, flags, url, headers) => incomingRequest(this.#host, id, code, flags, url, headers),
+      request: (_ev, id, flags, head, urlLength) => incomingRequest(this.#host, id, flags, head, urlLength),
       clientAddress: (id) => native.requestClientAddress(id) ?? "",
       clientCertificate: (id) => {
         const c = native.requestClientCertificate(id);
@@ -689,11 +681,16 @@ export class Server {
         return { ...names, validFrom: new Date(validFrom), validTo: new Date(validTo), raw: new Uint8Array(raw) };
       },
       send: (ev, id, response, release) => {
-        const up = typeof response === "object" && response !== null ? this.#upgrades.get(response) : undefined;
+        // Only a request that upgradeWebSocket() prepared a socket for can be answered with
+        // the response that opens it; the others skip the lookup.
+        const st = this.#state(id);
+        const up =
+          st !== undefined && st.socket !== null && typeof response === "object" && response !== null
+            ? this.#upgrades.get(response)
+            : undefined;
         if (up !== undefined && up.id === id) {
           this.#upgrades.delete(response as object);
-          const st = this.#state(id);
-          if (st !== undefined) st.socket = null;
+          st!.socket = null;
           try {
             native.wsAccept(id, up.sid, release);
           } catch (e) {

@@ -1,18 +1,24 @@
 //! Every per-request call of the napi surface, declared once in `calls!` below: its JS name,
 //! its arguments (read from one `napi_get_cb_info` with plain conversions) and what it does
-//! to the server's `Core`. Each becomes a plain Node-API callback on the addon's exports,
-//! beside the `constants` of `wire.rs`; `lib/native.ts` binds them to a server's handle.
+//! to the server's `Core`. `calls(handle)`, beside the `constants` of `wire.rs` on the
+//! addon's exports, makes each a plain Node-API function bound to one server: the handle
+//! travels as the function's data, not as an argument; `lib/native.ts` binds them once per
+//! server.
 //!
 //! napi-rs's generated wrapper around a function costs 130-240 ns a call (measured against
 //! 55-60 ns for a plain callback: a probe addon, 5M calls of each, pinned to one core): a
-//! type check per argument, a borrow scope and barrier kept in thread-local storage. Errors
-//! are thrown as napi-rs throws them, with their kind's `code` (`error.rs`), and a panic
-//! becomes a thrown error, as with `catch_unwind` elsewhere.
+//! type check per argument, a borrow scope and barrier kept in thread-local storage. Each
+//! argument converted costs too (about 80 instructions for a number, 200 for an optional
+//! list, callgrind), so the per-request calls take few: the respond calls pack the
+//! content-type code and `RESPOND_RELEASE` in one `flags` word, and take the header list
+//! last, left out when there is none. Errors are thrown as napi-rs throws them, with their
+//! kind's `code` (`error.rs`), and a panic becomes a thrown error, as with `catch_unwind`
+//! elsewhere.
 //!
 //! To add a call: one entry in `calls!` (and its `Core` method), one line in
 //! `lib/native.ts`'s `Calls`.
 //!
-//! | call | arguments (after the server's handle) | ownership and thread |
+//! | call | arguments | ownership and thread |
 //! |---|---|---|
 //! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each WebSocket payload in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
@@ -22,7 +28,9 @@
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
-//! | `respondText/Bytes/Empty/Stream` | id, status, ct, flat header list or null, … | queue the reply; flushed per batch; bytes copied; `release` also frees the slot |
+//! | `respondText/Bytes` | id, status, flags (ct, `RESPOND_RELEASE`), body, flat header list (left out: none) | queue the reply; flushed per batch; bytes copied; `RESPOND_RELEASE` also frees the slot |
+//! | `respondEmpty` | id, status, flags, flat header list (left out: none) | as `respondText` |
+//! | `respondStream` | id, status, ct, flat header list (left out: none) | starts a streamed reply |
 //! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
@@ -38,6 +46,7 @@
 
 use crate::error::BridgeResult;
 use crate::registry::with_core;
+use crate::wire::{CT_MASK, RESPOND_RELEASE};
 use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
 use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
 use napi::{check_status, sys, Env, JsError, Result};
@@ -48,24 +57,24 @@ use std::ptr;
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
 /// Declares the calls: `"jsName" => fn name(core, env; arg: Type, …) -> Return { body }`.
-/// Each reads the server's handle and then its arguments in order (`FromNapiValue`, no
-/// type check beyond the conversion's own), runs `body` with the server's `Core`, and
-/// converts what it returns (`ToNapiValue`).
+/// Each reads its arguments in order (`FromNapiValue`, no type check beyond the
+/// conversion's own), runs `body` with the `Core` of the server its function was bound to,
+/// and converts what it returns (`Returned`).
 macro_rules! calls {
     ($($(#[doc = $doc:literal])* $js:literal => fn $name:ident($core:ident, $env:ident $(; $($arg:ident: $ty:ty),*)?) -> $ret:ty $body:block)*) => {
         $(
             $(#[doc = $doc])*
             unsafe extern "C" fn $name(raw: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-                const ARGS: usize = 1 $($(+ { let _ = stringify!($arg); 1 })*)?;
+                const ARGS: usize = 0 $($(+ { let _ = stringify!($arg); 1 })*)?;
                 // SAFETY: `raw` and `info` are this callback's own, and each value read is
                 // one of its arguments.
                 unsafe {
-                    call::<ARGS>(raw, info, |$env, argv| {
+                    call::<ARGS>(raw, info, |$env, server, argv| {
+                        #[allow(unused_mut, unused_variables)]
                         let mut argv = argv.iter().copied();
-                        let server: u32 = arg(raw, &mut argv)?;
                         $($(#[allow(unused_mut)] let mut $arg: $ty = arg(raw, &mut argv)?;)*)?
                         let result: $ret = with_core(server, |$core| $body)?;
-                        Ok(ToNapiValue::to_napi_value(raw, result)?)
+                        Ok(Returned::into_js(result, raw)?)
                     })
                 }
             }
@@ -121,37 +130,38 @@ calls! {
     c"bodyPull" => fn body_pull(core, env; id: u32) -> Either<BufferSlice<'_>, u32> {
         core.body_pull(env, id)
     }
-    /// `respondText(id, status, ct, headers, body, release)`: see `Core::respond_text`.
+    /// `respondText(id, status, flags, body, headers?)`: see `Core::respond_text`.
     c"respondText" => fn respond_text(
-        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Utf8, release: bool
+        core, _env; id: u32, status: u32, flags: u32, body: Utf8, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_text(id, status, ct, headers, body.0, release)
+        core.respond_text(id, status, flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondBytes(id, status, ct, headers, body, release)`: the body is copied before
-    /// this returns (`Core::respond_bytes`).
+    /// `respondBytes(id, status, flags, body, headers?)`: the body is copied before this
+    /// returns (`Core::respond_bytes`).
     c"respondBytes" => fn respond_bytes(
-        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: &mut [u8], release: bool
+        core, _env; id: u32, status: u32, flags: u32, body: &mut [u8], headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_bytes(id, status, ct, headers, body, release)
+        core.respond_bytes(id, status, flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondBytesShared(id, status, ct, headers, body, release)`: see
+    /// `respondBytesShared(id, status, flags, body, headers?)`: see
     /// `Core::respond_bytes_shared`.
     c"respondBytesShared" => fn respond_bytes_shared(
-        core, env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, body: Uint8ArraySlice<'_>, release: bool
+        core, env; id: u32, status: u32, flags: u32, body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_bytes_shared(env, id, status, ct, headers, body, release)
+        let release = flags & RESPOND_RELEASE != 0;
+        core.respond_bytes_shared(env, id, status, flags & CT_MASK, headers.0, body, release)
     }
-    /// `respondEmpty(id, status, ct, headers, release)`: see `Core::respond_empty`.
+    /// `respondEmpty(id, status, flags, headers?)`: see `Core::respond_empty`.
     c"respondEmpty" => fn respond_empty(
-        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>, release: bool
+        core, _env; id: u32, status: u32, flags: u32, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_empty(id, status, ct, headers, release)
+        core.respond_empty(id, status, flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondStream(id, status, ct, headers)`: see `Core::respond_stream`.
+    /// `respondStream(id, status, ct, headers?)`: see `Core::respond_stream`.
     c"respondStream" => fn respond_stream(
-        core, _env; id: u32, status: u32, ct: u32, headers: Option<Vec<String>>
+        core, _env; id: u32, status: u32, ct: u32, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_stream(id, status, ct, headers)
+        core.respond_stream(id, status, ct, headers.0)
     }
     /// `streamWrite(id, chunk)`: see `Core::stream_write`.
     c"streamWrite" => fn stream_write(core, _env; id: u32, chunk: &mut [u8]) -> bool {
@@ -228,48 +238,95 @@ calls! {
     }
 }
 
-/// Adds the calls and the `constants` object to the addon's exports, beside napi-rs's.
+/// Adds `calls` and the `constants` object to the addon's exports, beside napi-rs's.
 #[napi_derive::napi(module_exports)]
 pub fn exports(mut exports: Object, env: Env) -> Result<()> {
     crate::diagnostics::init();
-    for (name, callback) in CALLS {
-        let mut function = ptr::null_mut();
-        // SAFETY: plain Node-API calls on the thread loading the addon, with valid arguments.
-        unsafe {
-            check_status!(sys::napi_create_function(
-                env.raw(),
-                name.as_ptr(),
-                name.count_bytes() as isize,
-                Some(*callback),
-                ptr::null_mut(),
-                &mut function,
-            ))?;
-            check_status!(sys::napi_set_named_property(env.raw(), exports.raw(), name.as_ptr(), function))?;
-        }
+    let mut bind = ptr::null_mut();
+    // SAFETY: plain Node-API calls on the thread loading the addon, with valid arguments.
+    unsafe {
+        check_status!(sys::napi_create_function(
+            env.raw(),
+            c"calls".as_ptr(),
+            5,
+            Some(bind_calls),
+            ptr::null_mut(),
+            &mut bind,
+        ))?;
+        check_status!(sys::napi_set_named_property(env.raw(), exports.raw(), c"calls".as_ptr(), bind))?;
     }
     exports.set("constants", crate::wire::to_js(&env)?)?;
     Ok(())
 }
 
-/// The body of a callback: `f` gets the first `N` arguments (`undefined` where missing);
-/// its error, or a panic, is thrown into JS with its `code`.
+/// `calls(handle)`: an object of every call, each a function bound to the server `handle`
+/// (its data pointer holds the handle). Binding checks nothing: a call on a server that is
+/// gone throws `ERR_INVALID_STATE`.
+unsafe extern "C" fn bind_calls(raw: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let mut argc = 1;
+    let mut argv = [ptr::null_mut(); 1];
+    // SAFETY: `raw` and `info` are this callback's own; `argv` has room for `argc` values.
+    let made = unsafe {
+        check_status!(sys::napi_get_cb_info(raw, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()))
+            .and_then(|()| u32::from_napi_value(raw, argv[0]))
+            .and_then(|handle| {
+                let mut object = ptr::null_mut();
+                check_status!(sys::napi_create_object(raw, &mut object))?;
+                for (name, callback) in CALLS {
+                    let mut function = ptr::null_mut();
+                    check_status!(sys::napi_create_function(
+                        raw,
+                        name.as_ptr(),
+                        name.count_bytes() as isize,
+                        Some(*callback),
+                        handle as usize as *mut std::ffi::c_void,
+                        &mut function,
+                    ))?;
+                    check_status!(sys::napi_set_named_property(raw, object, name.as_ptr(), function))?;
+                }
+                Ok(object)
+            })
+    };
+    match made {
+        Ok(object) => object,
+        Err(e) => {
+            // SAFETY: `raw` is the callback's own.
+            unsafe { JsError::from(e).throw_into(raw) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The body of a call: `f` gets the handle of the server its function was bound to and the
+/// first `N` arguments, a missing one as a null `napi_value` (which every conversion but
+/// `Trailing`'s refuses with `napi_invalid_arg`); its error, or a panic, is thrown into JS
+/// with its `code`.
 ///
 /// # Safety
-/// `env` and `info` are those Node-API passed to the callback.
+/// `env` and `info` are those Node-API passed to the callback of a function made by
+/// `bind_calls`.
 unsafe fn call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-    f: impl FnOnce(&Env, &[sys::napi_value; N]) -> BridgeResult<sys::napi_value>,
+    f: impl FnOnce(&Env, u32, &[sys::napi_value; N]) -> BridgeResult<sys::napi_value>,
 ) -> sys::napi_value {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
     // SAFETY: `argv` has room for `argc` values.
     let read = unsafe {
-        check_status!(sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()))
+        check_status!(sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data))
     };
+    // Node-API fills the places of missing arguments with `undefined`; `Trailing` needs to
+    // tell a missing one apart without asking V8 for its type.
+    for missing in argv.iter_mut().skip(argc) {
+        *missing = ptr::null_mut();
+    }
+    // `bind_calls` stored the handle, a u32, as the data pointer.
+    let server = data as usize as u32;
     let wrapped = Env::from_raw(env);
     let result = read.map_err(Into::into).and_then(|()| {
-        std::panic::catch_unwind(AssertUnwindSafe(|| f(&wrapped, &argv)))
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(&wrapped, server, &argv)))
             .unwrap_or_else(|panic| Err(napi::bindgen_prelude::panic_to_error(panic).into()))
     });
     match result {
@@ -282,35 +339,87 @@ unsafe fn call<const N: usize>(
     }
 }
 
-/// A JS string as UTF-8. A short one is read in one pass into room for its longest
-/// encoding (three bytes per UTF-16 unit), where napi-rs's `String` asks V8 for the
-/// encoded length first and then encodes: two walks over the string per response.
+/// A last argument that may be left out: `None` when the call was made without it. (A
+/// `null` or `undefined` given explicitly is not "left out": it is converted as `T`.)
+pub struct Trailing<T>(pub Option<T>);
+
+impl<T: FromNapiValue> FromNapiValue for Trailing<T> {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        if value.is_null() {
+            return Ok(Trailing(None));
+        }
+        // SAFETY: as the caller promises.
+        Ok(Trailing(Some(unsafe { T::from_napi_value(env, value) }?)))
+    }
+}
+
+/// What a call gives back to JS. `()` is no value at all: a callback's null result reads as
+/// `undefined` in JS, without the `napi_get_undefined` call napi-rs makes for it.
+trait Returned {
+    /// # Safety
+    /// `env` is the running callback's.
+    unsafe fn into_js(self, env: sys::napi_env) -> Result<sys::napi_value>;
+}
+
+impl Returned for () {
+    unsafe fn into_js(self, _env: sys::napi_env) -> Result<sys::napi_value> {
+        Ok(ptr::null_mut())
+    }
+}
+
+macro_rules! returned_as_napi_rs_converts {
+    ($($t:ty),*) => {$(
+        impl Returned for $t {
+            unsafe fn into_js(self, env: sys::napi_env) -> Result<sys::napi_value> {
+                // SAFETY: as the caller promises.
+                unsafe { ToNapiValue::to_napi_value(env, self) }
+            }
+        }
+    )*};
+}
+
+returned_as_napi_rs_converts!(
+    u32,
+    i32,
+    bool,
+    f64,
+    String,
+    Option<String>,
+    Vec<String>,
+    Option<crate::tls::ClientCertificateInfo>,
+    Option<BufferSlice<'_>>,
+    Option<napi::JsString<'_>>,
+    Either<BufferSlice<'_>, u32>
+);
+
+/// A JS string as UTF-8. A short one is encoded in one pass into a buffer on the stack and
+/// copied out at its length, where napi-rs's `String` asks V8 for the encoded length first
+/// and then encodes: two walks over the string, and two calls, per response.
 pub struct Utf8(pub bytes::Bytes);
 
-/// UTF-16 units up to which a string is read in one pass (its buffer is at most three
-/// times this, kept until the response is written).
-const ONE_PASS_UNITS: usize = 4096;
+/// The stack buffer a string is encoded into first. A string whose encoding may not have
+/// fit (4 bytes or fewer left unused) is read again by napi-rs's `String`, measured first.
+const ONE_PASS_BYTES: usize = 12 * 1024;
 
 impl FromNapiValue for Utf8 {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        let mut units = 0;
-        // SAFETY: a length query (no buffer) on the callback's own value; a value that is
-        // not a string fails with napi_string_expected.
-        check_status!(unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut units) })?;
-        if units > ONE_PASS_UNITS {
-            // SAFETY: as above.
-            return Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()));
-        }
-        let room = units * 3 + 1;
-        let mut buf = Vec::<u8>::with_capacity(room);
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); ONE_PASS_BYTES];
         let mut written = 0;
-        // SAFETY: V8 writes at most `room - 1` bytes and a NUL into the buffer's spare
-        // capacity, and reports the bytes before the NUL, which are initialized.
-        unsafe {
-            check_status!(sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), room, &mut written))?;
-            buf.set_len(written);
+        // SAFETY: V8 writes at most `ONE_PASS_BYTES - 1` bytes and a NUL into the buffer and
+        // reports the bytes before the NUL; a value that is not a string fails with
+        // napi_string_expected.
+        check_status!(unsafe {
+            sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), ONE_PASS_BYTES, &mut written)
+        })?;
+        // V8 writes whole characters only, each at most 4 bytes (a lone surrogate becomes
+        // U+FFFD, 3): a string cut short left fewer than 5 of the buffer's bytes unused.
+        if written + 4 < ONE_PASS_BYTES {
+            // SAFETY: the first `written` bytes were written by V8 above.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), written) };
+            return Ok(Utf8(bytes::Bytes::copy_from_slice(bytes)));
         }
-        Ok(Utf8(buf.into()))
+        // SAFETY: as above.
+        Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()))
     }
 }
 

@@ -5,8 +5,9 @@
 //! is how an error reaches JS. `lib/native.ts` is the one TS file that binds them.
 //!
 //! A server is a `NativeServer` object with a `handle`; every per-request call is a plain
-//! function taking that handle first (`respondText(handle, id, …)`), because a function is
-//! several times cheaper to call than a class method.
+//! function bound to that handle (`calls(handle).respondText(id, …)`: the handle is the
+//! function's data), because a function is several times cheaper to call than a class
+//! method.
 //!
 //! | `NativeServer` | arguments | ownership and thread |
 //! |---|---|---|

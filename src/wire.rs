@@ -1,7 +1,8 @@
 //! What Rust and JS must agree on, declared once: the layout and kinds of the records
 //! `drain` writes, request flags, abort reasons, body error kinds, `bodyPull` results,
-//! content-type and method codes, and the slot-id layout. The addon exports them as its
-//! `constants` object, which `lib/native.ts` reads at load; no number is written twice.
+//! content-type and method codes, respond call flags, and the slot-id layout. The addon
+//! exports them as its `constants` object, which `lib/native.ts` reads at load; no number
+//! is written twice.
 //!
 //! To add a record kind or code: one line in `constants!` below, then read it by name in
 //! `lib/native.ts` (`test/native.test.mjs` fails if the TS side holds a number of its own).
@@ -95,6 +96,10 @@ constants! {
     CT_BYTES = 3;
     /// Content-type code: `application/x-www-form-urlencoded;charset=UTF-8`.
     CT_FORM = 4;
+    /// The bits of a respond call's `flags` that hold its content-type code.
+    CT_MASK = 0xff;
+    /// Respond call flag: the reply also frees the request's slot.
+    RESPOND_RELEASE = 1 << 8;
 
     /// Method code of a method not in `METHODS`: JS asks for its name (`requestMethod`).
     METHOD_OTHER = METHODS.len() as u32;
@@ -108,6 +113,8 @@ constants! {
 
 // A method code fits below the flags of a REQUEST record.
 const _: () = assert!(METHOD_OTHER <= METHOD_MASK && METHOD_MASK < FLAG_HAS_BODY);
+// A content-type code fits below the flags of a respond call.
+const _: () = assert!(CT_FORM <= CT_MASK && CT_MASK < RESPOND_RELEASE);
 
 /// The methods with a code of their own, the code being the index.
 pub(crate) const METHODS: [http::Method; 7] = [

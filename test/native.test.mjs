@@ -9,7 +9,7 @@ import * as native from "../dist/native.js";
 const require = createRequire(import.meta.url);
 const addon = require(process.env.FETCH_RS_NATIVE_PATH ?? "../fetch-rs.node");
 const rust = addon.constants;
-const WIRE_NAME = /^(RECORD|FLAG|METHOD|ABORT|BODY|PULL|CT|INDEX)_[A-Z_]+$|^METHODS$/;
+const WIRE_NAME = /^(RECORD|FLAG|METHOD|ABORT|BODY|PULL|CT|RESPOND|INDEX)_[A-Z_]+$|^METHODS$/;
 
 test("every constant lib/native.ts exports has the value src/wire.rs gives it", () => {
   const used = Object.keys(native).filter((name) => WIRE_NAME.test(name));
@@ -32,7 +32,7 @@ test("the Rust side defines every constant as a number (METHODS: names)", () => 
 
 test("no file in lib/ writes a wire constant's number by hand", () => {
   const dir = new URL("../lib/", import.meta.url);
-  const assignment = /\b((?:RECORD|FLAG|METHOD|ABORT|BODY|PULL|CT|INDEX)_[A-Z_]+)\s*=\s*[-(\d]/g;
+  const assignment = /\b((?:RECORD|FLAG|METHOD|ABORT|BODY|PULL|CT|RESPOND|INDEX)_[A-Z_]+)\s*=\s*[-(\d]/g;
   for (const file of readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
     const text = readFileSync(new URL(file, dir), "utf8");
     const found = [...text.matchAll(assignment)].map((m) => m[1]).filter((name) => name in rust);
@@ -50,11 +50,14 @@ test("a native error reaches JS with its code as a property, the message as writ
     },
   );
   const server = new addon.NativeServer({ host: "127.0.0.1", port: 0 });
-  assert.throws(() => addon.bodyCollect(server.handle, 1), {
+  assert.throws(() => addon.calls(server.handle).bodyCollect(1), {
     code: "ERR_INVALID_STATE",
     message: "the request is no longer available",
   });
-  assert.throws(() => addon.respondStream(server.handle + 1000, 1, 200, 0, null), { code: "ERR_INVALID_STATE" });
+  assert.throws(() => addon.calls(server.handle + 1000).respondStream(1, 200, 0), {
+    code: "ERR_INVALID_STATE",
+    message: "the server is gone",
+  });
   assert.throws(() => server.close(0), { code: "ERR_INVALID_STATE", message: "the server is not listening" });
 });
 

@@ -687,8 +687,11 @@ describe("sent by the server", () => {
   });
 });
 
-// A string body is encoded to UTF-8 on the native side: short ones in one pass into room
-// for their longest encoding, long ones (over 4,096 UTF-16 units) measured first.
+// A string body is encoded to UTF-8 on the native side: short ones in one pass into a
+// 12 KiB buffer, long ones (whose encoding may not fit with 5 bytes to spare: from 12,284
+// bytes) measured first. The sizes sit around that edge for 1-, 2-, 3- and 4-byte
+// characters (12,283 ASCII units; 6,141-6,142 two-byte; 4,094-4,095 three-byte; 6,140-6,142
+// units of 4-byte pairs, and 6,144 cut short) and around the 4,096 units of an earlier edge.
 describe("string bodies as sent", () => {
   let ctx;
   const bodies = new Map();
@@ -711,7 +714,7 @@ describe("string bodies as sent", () => {
     lowLone: "x\udc00",
   };
   for (const [name, piece] of Object.entries(pieces)) {
-    for (const units of [0, 1, 4095, 4096, 4097, 20000]) {
+    for (const units of [0, 1, 4094, 4095, 4096, 4097, 6140, 6141, 6142, 6144, 12283, 12284, 12285, 20000]) {
       test(`${name}, ${units} UTF-16 units: the bytes are its UTF-8 (lone surrogates as U+FFFD)`, async () => {
         let s = piece.repeat(Math.ceil(units / piece.length)).slice(0, units);
         if (units > 0 && name === "astral" && units % 2 === 1) s = s.slice(0, -1) + "z";
