@@ -229,8 +229,8 @@ export class Server {
   #fetchListeners: FetchListener[] = [];
   #errorListeners: ErrorListener[] = [];
   #records = new Uint32Array(RECORDS_PER_DRAIN * RECORD_WORDS);
-  // The head texts of the REQUEST records of a drain, in order (emptied as dispatched).
-  // and the payload of each WebSocket record that has one (a string or a Buffer).
+  // The payload of each WebSocket record of a drain that has one (a string or a Buffer), in
+  // order (emptied as dispatched); a REQUEST record's head text comes from requestHead.
   #texts: unknown[] = [];
   #sockets = new Map<number, ServerWebSocket>();
   // The responses `upgradeWebSocket` returned, to the socket each one opens.
@@ -406,7 +406,7 @@ export class Server {
         if (n === 0) break;
         // The ArrayBuffer of this drain's small binary messages (WS_POOLED) last carried.
         let arena: unknown = undefined;
-        // Each REQUEST record's head text: its URL (urlLength characters), then its headers.
+        // The next payload in `texts`.
         let k = 0;
         for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
           const kind = rec[i];

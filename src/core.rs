@@ -172,10 +172,6 @@ impl Core {
     /// Writes `[kind, id, arg, urlLength]` records for queued events, and the payload of
     /// each WebSocket record that has one into `texts[0..]` in order; returns the number of
     /// records. A REQUEST record's head text is asked for with `request_head`.
-    ///
-    /// One string per request, not one per batch that JS would slice: a slice keeps its
-    /// whole parent string alive, so a URL or header value an application keeps (a cache
-    /// key, a session map) would hold every head of its batch.
     pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> BridgeResult<u32> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
@@ -228,6 +224,10 @@ impl Core {
     /// the packed headers), as one string; `None` once taken or for an unknown id. Asked for
     /// by each REQUEST record: a native call costs less than setting an element of the
     /// drain's `texts` array from here (a generic property store, about 800 instructions).
+    ///
+    /// One string per request, not one per batch that JS would slice: a slice keeps its
+    /// whole parent string alive, so a URL or header value an application keeps (a cache
+    /// key, a session map) would hold every head of its batch.
     pub fn request_head<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<JsString<'e>>> {
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(None) };
         let text = std::mem::take(&mut live.req.text);
