@@ -16,6 +16,8 @@
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
 //           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
+//           [--sim]        (also simulates the caches and branch prediction: the dumps get
+//                           D1/I1 misses and mispredicts per function; see --keep)
 //           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
 //                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
 import { spawn, execFileSync } from "node:child_process";
@@ -74,7 +76,8 @@ const run = (cmd, argv) =>
 async function measure(entry, dir, loads) {
   const port = await freePort();
   const out = join(dir, `${entry.name}.%p`);
-  const child = spawn("valgrind", ["--tool=callgrind", `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
+  const sim = args.sim === "true" ? ["--cache-sim=yes", "--branch-sim=yes"] : [];
+  const child = spawn("valgrind", ["--tool=callgrind", ...sim, `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
     cwd: ROOT,
     env: { ...process.env, ...(entry.env ?? {}), PORT: String(port), ...(tls ? tlsEnv() : {}) },
     stdio: ["ignore", "pipe", "ignore"],

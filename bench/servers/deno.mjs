@@ -2,7 +2,7 @@
 // Fetch handler (fetch-handler.mjs). Run by the deno binary from the deno npm package with
 // --allow-net=127.0.0.1 --allow-env=PORT (bench/lib/servers.mjs).
 // Started by bench/run.mjs; prints "READY <port>" once listening, exits on SIGTERM.
-// Run with: PORT=3000 bench/node_modules/.bin/deno run --allow-net=127.0.0.1 --allow-env=PORT bench/servers/deno.mjs
+// Run with: PORT=3000 bench/node_modules/.bin/deno run --allow-net=127.0.0.1 --allow-env=PORT,TLS_CERT_PEM,TLS_KEY_PEM bench/servers/deno.mjs
 
 import { handle } from "./fetch-handler.mjs";
 
