@@ -547,22 +547,6 @@ async fn drive<C: GracefulConnection>(
     .await
 }
 
-/// Disarmed once the response is in hand; otherwise tells JS the request was
-/// abandoned (client gone), so the listener's `request.signal` can abort.
-struct InFlight<'a> {
-    ticket: Arc<Ticket>,
-    doorbell: &'a Doorbell,
-    armed: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::ClientGone));
-        }
-    }
-}
-
 /// Counts a request of one connection while its response is being produced: from
 /// when hyper hands it over (before hyper reads on), not from the first poll.
 struct InFlightCount(Arc<Cork>);
@@ -578,15 +562,6 @@ impl Drop for InFlightCount {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Release);
         self.0.answered();
-    }
-}
-
-/// Counts a request waiting on JS.
-struct PendingGuard<'a>(&'a Stats);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.pending_requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -657,60 +632,92 @@ fn admit(
     Ok(Admitted { started, method: head.method, text, websocket, body })
 }
 
-async fn handle(
+/// The start of a request's answer, run in hyper's call of the service (as `admit`): the
+/// body's checks, and the hand-off to JS. What it returns is the request's future, which
+/// hyper moves into place for every request, so it is kept small: the state of a request
+/// waiting for JS (`Waiting`), an answer already made, or (boxed) the read of a small body
+/// that JS gets whole.
+fn handle(
     admitted: Result<Admitted, Box<Reply>>,
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
     shared: Arc<ServerShared>,
     in_flight_count: InFlightCount,
-) -> Result<Reply, Infallible> {
+) -> Answer {
     let Admitted { started, method, text, websocket, body } = match admitted {
         Ok(a) => a,
-        Err(reply) => return Ok(*reply),
+        Err(reply) => return Answer::Now(Some((reply, in_flight_count))),
     };
-    let stats = &shared.stats;
     let limit = shared.config.max_body_size;
-    let body = if body.is_end_stream() {
-        RequestBody::None
-    } else {
-        match body.size_hint().exact() {
-            Some(n) if n > limit => {
-                tracing::debug!(%remote, length = n, limit, "request body over maxBodySize: 413");
-                return Ok(response::status_only(413));
-            }
-            Some(n) if n <= PRECOLLECT_LIMIT => {
-                // The listener's time limit also bounds the wait for this body: a client
-                // that stops sending mid-body gets 408, and the connection ends.
-                let collected = crate::deadline::within(
-                    &in_flight_count.0,
-                    started,
-                    shared.config.request_timeout,
-                    collect_small(body, n, limit),
-                )
-                .await
-                .unwrap_or(Err(408));
-                match collected {
-                    Ok(b) => RequestBody::Full(b),
-                    Err(408) => {
-                        tracing::debug!(%remote, "request body not received within the timeout: 408");
-                        return Ok(closing(408));
-                    }
-                    Err(status) => return Ok(response::status_only(status)),
-                }
-            }
-            _ => RequestBody::Incoming(body),
+    if body.is_end_stream() {
+        return hand_over(
+            Handover { started, method, text, websocket, body: RequestBody::None },
+            remote,
+            tls,
+            shared,
+            in_flight_count,
+        );
+    }
+    match body.size_hint().exact() {
+        Some(n) if n > limit => {
+            tracing::debug!(%remote, length = n, limit, "request body over maxBodySize: 413");
+            Answer::Now(Some((Box::new(response::status_only(413)), in_flight_count)))
         }
-    };
+        Some(n) if n <= PRECOLLECT_LIMIT => Answer::Reading(Box::pin(async move {
+            // The listener's time limit also bounds the wait for this body: a client that
+            // stops sending mid-body gets 408, and the connection ends.
+            let timeout = shared.config.request_timeout;
+            let collected =
+                crate::deadline::within(&in_flight_count.0, started, timeout, collect_small(body, n, limit))
+                    .await
+                    .unwrap_or(Err(408));
+            match collected {
+                Ok(b) => {
+                    let body = RequestBody::Full(b);
+                    hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
+                        .await
+                }
+                Err(408) => {
+                    tracing::debug!(%remote, "request body not received within the timeout: 408");
+                    Ok(closing(408))
+                }
+                Err(status) => Ok(response::status_only(status)),
+            }
+        })),
+        _ => {
+            let body = RequestBody::Incoming(body);
+            hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
+        }
+    }
+}
 
+/// A request as JS is to get it.
+struct Handover {
+    started: Instant,
+    method: http::Method,
+    text: crate::request::HeadText,
+    websocket: Option<Box<crate::websocket::Offer>>,
+    body: RequestBody,
+}
+
+/// Hands a request to JS, unless too many wait for it already (503).
+fn hand_over(
+    request: Handover,
+    remote: SocketAddr,
+    tls: Option<Arc<crate::tls::Session>>,
+    shared: Arc<ServerShared>,
+    in_flight_count: InFlightCount,
+) -> Answer {
+    let Handover { started, method, text, websocket, body } = request;
     // The listener's time limit runs from now: after a body read first, else from the head.
     let listener_from = if matches!(body, RequestBody::Full(_)) { Instant::now() } else { started };
+    let stats = &shared.stats;
     let waiting = stats.pending_requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let _pending = PendingGuard(stats);
     if waiting > shared.config.max_pending_requests {
+        stats.pending_requests.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(waiting, "too many requests waiting for JavaScript: 503");
-        return Ok(response::overloaded());
+        return Answer::Now(Some((Box::new(response::overloaded()), in_flight_count)));
     }
-
     let ticket = Arc::new(Ticket::default());
     // The request JS may hold: while its record lives the connection is not settled
     // (Cork::settled: hyper may still be reading its body), and a half-close seen while it
@@ -718,50 +725,108 @@ async fn handle(
     if let Ok(mut last) = in_flight_count.0.last_request.lock() {
         *last = Arc::downgrade(&ticket);
     }
-    let mut in_flight = InFlight { ticket: ticket.clone(), doorbell: &shared.doorbell, armed: true };
     shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
         method,
         text,
         body,
         remote,
         reply: Some(ReplySender::new(ticket.clone())),
-        ticket,
+        ticket: ticket.clone(),
         websocket,
         tls,
     })));
-
     // A client that half-closes may still read the answer, or may be gone: TCP cannot
     // tell. The listener's `request.signal` aborts as for a client that left, and the
     // answer is still sent: the cork tells JS when it sees the end of the stream while a
     // request waits (no wait per request here), and a request read after it is told now.
     if in_flight_count.0.half_closed() {
-        shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::HalfClosed));
+        shared.doorbell.push(Event::Abort(ticket.clone(), AbortReason::HalfClosed));
     }
-    let answered = std::future::poll_fn(|cx| in_flight.ticket.poll_reply(cx));
-    let reply =
-        match crate::deadline::within(&in_flight_count.0, listener_from, shared.config.request_timeout, answered).await
-        {
-            Some(r) => r,
-            None => {
-                in_flight.armed = false;
-                tracing::debug!(%remote, "the listener did not respond within the timeout: 503");
-                shared.doorbell.push(Event::Abort(in_flight.ticket.clone(), AbortReason::Timeout));
-                return Ok(closing(503));
-            }
-        };
-    in_flight.armed = false;
-    stats.record_response(started);
-    let mut reply = reply;
-    if let Ok(res) = reply.as_mut() {
-        if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
-            s.hold(crate::cork::StreamingGuard::new(in_flight_count.0.clone()));
+    let limit = crate::deadline::Limit::new(listener_from, shared.config.request_timeout);
+    Answer::Waiting(Waiting { ticket, shared, in_flight_count: Some(in_flight_count), started, limit, remote })
+}
+
+/// A request's future (see `handle`).
+enum Answer {
+    /// Answered without JS; None once taken. The count holds until then, as it would
+    /// while JS answered.
+    Now(Option<(Box<Reply>, InFlightCount)>),
+    /// Reading a small body before JS gets the request.
+    Reading(Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>),
+    Waiting(Waiting),
+}
+
+impl Future for Answer {
+    type Output = Result<Reply, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Now(reply) => Poll::Ready(Ok(reply.take().map_or_else(|| response::status_only(500), |(r, _)| *r))),
+            Answer::Reading(fut) => fut.as_mut().poll(cx),
+            Answer::Waiting(waiting) => waiting.poll(cx).map(Ok),
         }
     }
-    if let Ok(res) = reply.as_mut() {
-        crate::websocket::claim(res, &in_flight_count.0);
+}
+
+/// A request in JS's hands. Dropped before its answer came (the client left, hyper let go
+/// of the request), it tells JS, so that the listener's `request.signal` aborts.
+struct Waiting {
+    ticket: Arc<Ticket>,
+    shared: Arc<ServerShared>,
+    /// None once answered.
+    in_flight_count: Option<InFlightCount>,
+    started: Instant,
+    /// The listener's time limit (`timeout`).
+    limit: crate::deadline::Limit,
+    remote: SocketAddr,
+}
+
+impl Waiting {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Reply> {
+        let Some(count) = self.in_flight_count.as_ref() else {
+            return Poll::Ready(response::status_only(500));
+        };
+        let cork = count.0.clone();
+        let reply = match self.ticket.poll_reply(cx) {
+            Poll::Ready(reply) => reply,
+            Poll::Pending => {
+                if self.limit.poll_passed(&cork, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::debug!(remote = %self.remote, "the listener did not respond within the timeout: 503");
+                self.shared.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::Timeout));
+                self.answered();
+                return Poll::Ready(closing(503));
+            }
+        };
+        self.shared.stats.record_response(self.started);
+        let mut reply = reply;
+        if let Ok(res) = reply.as_mut() {
+            if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
+                s.hold(crate::cork::StreamingGuard::new(cork.clone()));
+            }
+            crate::websocket::claim(res, &cork);
+        }
+        self.answered();
+        // A dropped sender means JS released the request without answering it.
+        Poll::Ready(reply.unwrap_or_else(|_| response::status_only(500)))
     }
-    // A dropped sender means JS released the request without answering it.
-    Ok(reply.unwrap_or_else(|_| response::status_only(500)))
+
+    /// The request no longer waits on JS: it leaves the counts.
+    fn answered(&mut self) {
+        if self.in_flight_count.take().is_some() {
+            self.shared.stats.pending_requests.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.in_flight_count.is_some() {
+            self.shared.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::ClientGone));
+            self.answered();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -821,10 +886,11 @@ mod tests {
             std::mem::size_of::<R>()
         }
         let service = |req| handle(req, addr, None, shared.clone(), InFlightCount::new(cork.clone()));
-        // hyper moves each request's future into place: 1,096 bytes when written, 1,320
-        // while it held the request head across its awaits.
+        // hyper moves each request's future into place: 1,096 bytes as an async fn that
+        // held the body's read and the timers' states inline, 1,320 while it also held the
+        // request head across its awaits; 88 as the state of a request waiting for JS.
         let size = output_size(&service);
-        assert!(size <= 1152, "the future of one request is {size} bytes");
+        assert!(size <= 128, "the future of one request is {size} bytes");
     }
 
     /// Serves one connection on a loopback socket, sends `input`, and returns all output.

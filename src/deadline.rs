@@ -88,25 +88,53 @@ fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
     Poll::Pending
 }
 
-/// `fut`, or None once `limit` has passed since `from`: on the connection's timer when
-/// polled inside the poll of `cork`'s connection (HTTP/1.1), else on a tokio timer of its own.
-pub async fn within<F: Future>(cork: &Arc<Cork>, from: Instant, limit: Option<Duration>, fut: F) -> Option<F::Output> {
-    let Some(limit) = limit else {
-        return Some(fut.await);
-    };
-    let at = from + limit;
-    let mut fut = std::pin::pin!(fut);
-    // Decided at the first poll: this is where the future runs from then on.
-    let inside = std::future::poll_fn(|_| Poll::Ready(POLLING.get() == Arc::as_ptr(cork))).await;
-    if !inside {
-        return tokio::time::timeout_at(at.into(), fut).await.ok();
+/// A time limit checked by hand, after each poll of what it limits that was not ready.
+/// Decided at its first check: inside the poll of its connection (HTTP/1.1) it is noted
+/// on the connection's timer; elsewhere (HTTP/2 streams, in tasks of their own) it keeps a
+/// tokio timer, boxed, so that the common case carries none.
+pub struct Limit(LimitState);
+
+enum LimitState {
+    Unlimited,
+    /// Not checked yet: due at this instant.
+    Unchecked(Instant),
+    /// On the connection's timer: due at these nanoseconds of its `Deadlines`.
+    Noted(u64),
+    Timer(std::pin::Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Limit {
+    /// `limit` from `from`; None: no limit.
+    pub fn new(from: Instant, limit: Option<Duration>) -> Self {
+        Limit(limit.map_or(LimitState::Unlimited, |limit| LimitState::Unchecked(from + limit)))
     }
-    let at = cork.deadlines.nanos(at);
+
+    /// Ready once the limit has passed; while not, the task is woken at it.
+    pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if let LimitState::Unchecked(at) = self.0 {
+            self.0 = if POLLING.get() == Arc::as_ptr(cork) {
+                LimitState::Noted(cork.deadlines.nanos(at))
+            } else {
+                LimitState::Timer(Box::pin(tokio::time::sleep_until(at.into())))
+            };
+        }
+        match &mut self.0 {
+            LimitState::Unlimited | LimitState::Unchecked(_) => Poll::Pending,
+            LimitState::Noted(at) => check(&cork.deadlines, *at),
+            LimitState::Timer(sleep) => sleep.as_mut().poll(cx),
+        }
+    }
+}
+
+/// `fut`, or None once `limit` has passed since `from` (see `Limit`).
+pub async fn within<F: Future>(cork: &Arc<Cork>, from: Instant, limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    let mut limit = Limit::new(from, limit);
+    let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        check(&cork.deadlines, at).map(|()| None)
+        limit.poll_passed(cork, cx).map(|()| None)
     })
     .await
 }
