@@ -18,6 +18,8 @@
 //           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
 //           [--sim]        (also simulates the caches and branch prediction: the dumps get
 //                           D1/I1 misses and mispredicts per function; see --keep)
+//           [--instr]      (the kept dumps count each instruction address, for per-instruction
+//                           tools such as counting atomic read-modify-writes)
 //           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
 //                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
 import { spawn, execFileSync } from "node:child_process";
@@ -77,6 +79,7 @@ async function measure(entry, dir, loads) {
   const port = await freePort();
   const out = join(dir, `${entry.name}.%p`);
   const sim = args.sim === "true" ? ["--cache-sim=yes", "--branch-sim=yes"] : [];
+  if (args.instr === "true") sim.push("--dump-instr=yes");
   const child = spawn("valgrind", ["--tool=callgrind", ...sim, `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
     cwd: ROOT,
     env: { ...process.env, ...(entry.env ?? {}), PORT: String(port), ...(tls ? tlsEnv() : {}) },

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
@@ -49,31 +49,56 @@ pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 /// Shared between a request's connection task and its slot: an abort raised on the tokio
 /// side names the slot the JS thread gave it, and the reply travels back in it (no
 /// channel of its own per request, and the reply is moved once on its way).
-#[derive(Default)]
+///
+/// The reply's hand-over takes no lock: one `ReplySender` writes it once, then publishes
+/// it with a store of `state`; the connection task takes it with one compare-exchange.
+/// (A lock here cost six atomic read-modify-writes per request, each a full barrier.)
 pub struct Ticket {
     /// The JS-visible id, 0 until the request is drained.
     pub id: AtomicU32,
-    reply: Mutex<ReplySlot>,
+    /// `WAITING`, then `GIVEN` or `DROPPED` (by the sender), then `TAKEN` (by the task).
+    state: AtomicU8,
+    /// Written by the sender while `WAITING`, read by whoever moves it from `GIVEN` to
+    /// `TAKEN`; initialized exactly while `state` is `GIVEN`.
+    reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Reply>>,
     /// The connection task waiting for the reply.
     waker: atomic_waker::AtomicWaker,
 }
 
-#[derive(Default)]
-enum ReplySlot {
-    #[default]
-    Waiting,
-    Given(Reply),
-    /// Taken by the connection task.
-    Taken,
-    /// JS let go of the request without answering it (the task answers 500).
-    Dropped,
+const WAITING: u8 = 0;
+const GIVEN: u8 = 1;
+/// Taken by the connection task.
+const TAKEN: u8 = 2;
+/// JS let go of the request without answering it (the task answers 500).
+const DROPPED: u8 = 3;
+
+// SAFETY: `reply` is written only by the one `ReplySender` (which sends at most once,
+// consuming itself) before the release store of GIVEN, and read only by the one caller
+// whose compare-exchange moves GIVEN to TAKEN, after its acquire: never both at once.
+// A `Reply` is `Send`, so handing it from one thread to another is sound.
+unsafe impl Sync for Ticket {}
+
+impl Default for Ticket {
+    fn default() -> Self {
+        Ticket {
+            id: AtomicU32::new(0),
+            state: AtomicU8::new(WAITING),
+            reply: std::cell::UnsafeCell::new(std::mem::MaybeUninit::uninit()),
+            waker: atomic_waker::AtomicWaker::new(),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if *self.state.get_mut() == GIVEN {
+            // SAFETY: GIVEN means the reply was written and not taken; `&mut self` is alone.
+            unsafe { self.reply.get_mut().assume_init_drop() };
+        }
+    }
 }
 
 impl Ticket {
-    fn slot(&self) -> std::sync::MutexGuard<'_, ReplySlot> {
-        self.reply.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Wakes the connection task, if it waits for the reply.
     pub fn wake(&self) {
         self.waker.wake();
@@ -81,17 +106,35 @@ impl Ticket {
 
     /// The reply once JS gave one; `Err` when JS let go of the request without one.
     pub fn poll_reply(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Reply, ()>> {
-        // Registered before the slot is read: a reply stored in between still wakes us.
-        self.waker.register(cx.waker());
-        let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, ReplySlot::Taken) {
-            ReplySlot::Given(reply) => std::task::Poll::Ready(Ok(reply)),
-            ReplySlot::Waiting => {
-                *slot = ReplySlot::Waiting;
-                std::task::Poll::Pending
-            }
-            ReplySlot::Taken | ReplySlot::Dropped => std::task::Poll::Ready(Err(())),
+        if let Some(reply) = self.take() {
+            return std::task::Poll::Ready(reply);
         }
+        // Registered before the state is read again: a reply stored in between still wakes us.
+        self.waker.register(cx.waker());
+        match self.take() {
+            Some(reply) => std::task::Poll::Ready(reply),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    fn take(&self) -> Option<Result<Reply, ()>> {
+        match self.state.load(Ordering::Acquire) {
+            WAITING => None,
+            GIVEN if self.state.compare_exchange(GIVEN, TAKEN, Ordering::Acquire, Ordering::Relaxed).is_ok() => {
+                // SAFETY: this call alone moved GIVEN to TAKEN, after the sender's release
+                // store of GIVEN: the reply is written, and nobody else reads it.
+                Some(Ok(unsafe { (*self.reply.get()).assume_init_read() }))
+            }
+            _ => Some(Err(())),
+        }
+    }
+
+    /// Stores the reply (the one sender's `send`).
+    fn give(&self, reply: Reply) {
+        // SAFETY: only the ticket's one `ReplySender` calls this, once, while WAITING: no
+        // reader touches `reply` before the release store below.
+        unsafe { (*self.reply.get()).write(reply) };
+        self.state.store(GIVEN, Ordering::Release);
     }
 }
 
@@ -105,10 +148,15 @@ impl ReplySender {
         ReplySender(Some(ticket))
     }
 
+    /// The request's ticket (until sent).
+    pub fn ticket(&self) -> Option<&Arc<Ticket>> {
+        self.0.as_ref()
+    }
+
     /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
     pub fn send(mut self, reply: Reply) -> Option<Arc<Ticket>> {
         let ticket = self.0.take()?;
-        *ticket.slot() = ReplySlot::Given(reply);
+        ticket.give(reply);
         Some(ticket)
     }
 }
@@ -116,7 +164,7 @@ impl ReplySender {
 impl Drop for ReplySender {
     fn drop(&mut self) {
         if let Some(ticket) = self.0.take() {
-            *ticket.slot() = ReplySlot::Dropped;
+            ticket.state.store(DROPPED, Ordering::Release);
             ticket.wake();
         }
     }
@@ -146,7 +194,6 @@ pub struct IncomingRequest {
     pub remote: SocketAddr,
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<ReplySender>,
-    pub ticket: Arc<Ticket>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.

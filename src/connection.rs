@@ -242,7 +242,7 @@ pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShar
     };
     let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
     tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
-    let (io, cork) = Cork::new(stream, h2, &first[..n], shared.doorbell.clone());
+    let (io, cork) = Cork::new(stream, h2, &first[..n], shared.doorbell.clone(), shared.stats.clone());
     serve_http(io, cork, h2, remote, None, shared).await;
 }
 
@@ -256,7 +256,7 @@ async fn serve_tls(
     let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await else { return };
     tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
     let (read, write) = crate::tls::split_stream(accepted.stream);
-    let (io, cork) = Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone());
+    let (io, cork) = Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone(), shared.stats.clone());
     serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
 }
 
@@ -276,7 +276,7 @@ async fn serve_http(
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
         let admitted = admit(req, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
-        handle(admitted, remote, tls.clone(), svc_shared.clone(), InFlightCount::new(svc_cork.clone()))
+        handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone()))
     });
     let mut clock = IdleClock::new(shared.config.idle_timeout);
     // An idle connection's hyper state can be released only where its socket's readiness
@@ -469,16 +469,30 @@ async fn drive<C: GracefulConnection>(
     // handed to the socket); None while a request is in progress.
     let mut head_due = head_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timer = Box::pin(tokio::time::sleep_until(clock.next_tick.unwrap_or_else(far)));
+    cork.deadlines.armed(timer.deadline().into_std());
     // The timer must be polled (to register the task) after it is armed or moved.
     let mut timer_moved = true;
+    // The task's waker as last registered with `phase_wake`: registered again only when it
+    // changed or a phase change took it (an atomic read-modify-write saved per poll).
+    let mut registered: Option<std::task::Waker> = None;
     std::future::poll_fn(|cx| {
         crate::in_thread::note_work();
-        // Registered before the flag is read: a phase change in between still wakes us.
-        phase_wake.task.register(cx.waker());
-        if phase_wake.flagged.swap(false, Ordering::AcqRel) {
+        loop {
+            let stale = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if !stale && !phase_wake.flagged.load(Ordering::Acquire) {
+                break;
+            }
+            // Registered before the flag is read: a phase change in between still wakes us.
+            phase_wake.task.register(cx.waker());
+            registered = Some(cx.waker().clone());
+            if !phase_wake.flagged.swap(false, Ordering::AcqRel) {
+                break;
+            }
             if let Poll::Ready(end) = watch_phase.as_mut().poll(&mut std::task::Context::from_waker(&phase_waker)) {
                 return Poll::Ready(end);
             }
+            // The wake that set the flag took the registration: look once more now that it
+            // is back.
         }
         loop {
             if !draining && drain.load(Ordering::Relaxed) {
@@ -507,6 +521,7 @@ async fn drive<C: GracefulConnection>(
             let next = [wanted, clock.next_tick, head_due].into_iter().flatten().min().unwrap_or_else(far);
             if next < timer.deadline() {
                 timer.as_mut().reset(next);
+                cork.deadlines.armed(next.into_std());
                 timer_moved = true;
             }
             if !(std::mem::take(&mut timer_moved) || timer.is_elapsed()) || timer.as_mut().poll(cx).is_pending() {
@@ -541,6 +556,7 @@ async fn drive<C: GracefulConnection>(
                 }
             }
             timer.as_mut().reset(clock.next_tick.unwrap_or_else(far));
+            cork.deadlines.armed(timer.deadline().into_std());
             timer_moved = true;
         }
     })
@@ -641,7 +657,7 @@ fn handle(
     admitted: Result<Admitted, Box<Reply>>,
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
-    shared: Arc<ServerShared>,
+    shared: &Arc<ServerShared>,
     in_flight_count: InFlightCount,
 ) -> Answer {
     let Admitted { started, method, text, websocket, body } = match admitted {
@@ -663,27 +679,36 @@ fn handle(
             tracing::debug!(%remote, length = n, limit, "request body over maxBodySize: 413");
             Answer::Now(Some((Box::new(response::status_only(413)), in_flight_count)))
         }
-        Some(n) if n <= PRECOLLECT_LIMIT => Answer::Reading(Box::pin(async move {
-            // The listener's time limit also bounds the wait for this body: a client that
-            // stops sending mid-body gets 408, and the connection ends.
-            let timeout = shared.config.request_timeout;
-            let collected =
-                crate::deadline::within(&in_flight_count.0, started, timeout, collect_small(body, n, limit))
-                    .await
-                    .unwrap_or(Err(408));
-            match collected {
-                Ok(b) => {
-                    let body = RequestBody::Full(b);
-                    hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
+        Some(n) if n <= PRECOLLECT_LIMIT => {
+            let shared = shared.clone();
+            Answer::Reading(Box::pin(async move {
+                // The listener's time limit also bounds the wait for this body: a client that
+                // stops sending mid-body gets 408, and the connection ends.
+                let timeout = shared.config.request_timeout;
+                let collected =
+                    crate::deadline::within(&in_flight_count.0, started, timeout, collect_small(body, n, limit))
                         .await
+                        .unwrap_or(Err(408));
+                match collected {
+                    Ok(b) => {
+                        let body = RequestBody::Full(b);
+                        hand_over(
+                            Handover { started, method, text, websocket, body },
+                            remote,
+                            tls,
+                            &shared,
+                            in_flight_count,
+                        )
+                        .await
+                    }
+                    Err(408) => {
+                        tracing::debug!(%remote, "request body not received within the timeout: 408");
+                        Ok(closing(408))
+                    }
+                    Err(status) => Ok(response::status_only(status)),
                 }
-                Err(408) => {
-                    tracing::debug!(%remote, "request body not received within the timeout: 408");
-                    Ok(closing(408))
-                }
-                Err(status) => Ok(response::status_only(status)),
-            }
-        })),
+            }))
+        }
         _ => {
             let body = RequestBody::Incoming(body);
             hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
@@ -705,7 +730,7 @@ fn hand_over(
     request: Handover,
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
-    shared: Arc<ServerShared>,
+    shared: &ServerShared,
     in_flight_count: InFlightCount,
 ) -> Answer {
     let Handover { started, method, text, websocket, body } = request;
@@ -731,7 +756,6 @@ fn hand_over(
         body,
         remote,
         reply: Some(ReplySender::new(ticket.clone())),
-        ticket: ticket.clone(),
         websocket,
         tls,
     })));
@@ -743,7 +767,7 @@ fn hand_over(
         shared.doorbell.push(Event::Abort(ticket.clone(), AbortReason::HalfClosed));
     }
     let limit = crate::deadline::Limit::new(listener_from, shared.config.request_timeout);
-    Answer::Waiting(Waiting { ticket, shared, in_flight_count: Some(in_flight_count), started, limit, remote })
+    Answer::Waiting(Waiting { ticket, in_flight_count: Some(in_flight_count), started, limit, remote })
 }
 
 /// A request's future (see `handle`).
@@ -772,8 +796,7 @@ impl Future for Answer {
 /// of the request), it tells JS, so that the listener's `request.signal` aborts.
 struct Waiting {
     ticket: Arc<Ticket>,
-    shared: Arc<ServerShared>,
-    /// None once answered.
+    /// None once answered. Its connection's cork has the doorbell and the counts.
     in_flight_count: Option<InFlightCount>,
     started: Instant,
     /// The listener's time limit (`timeout`).
@@ -786,26 +809,25 @@ impl Waiting {
         let Some(count) = self.in_flight_count.as_ref() else {
             return Poll::Ready(response::status_only(500));
         };
-        let cork = count.0.clone();
         let reply = match self.ticket.poll_reply(cx) {
             Poll::Ready(reply) => reply,
             Poll::Pending => {
-                if self.limit.poll_passed(&cork, cx).is_pending() {
+                if self.limit.poll_passed(&count.0, cx).is_pending() {
                     return Poll::Pending;
                 }
                 tracing::debug!(remote = %self.remote, "the listener did not respond within the timeout: 503");
-                self.shared.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::Timeout));
+                count.0.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::Timeout));
                 self.answered();
                 return Poll::Ready(closing(503));
             }
         };
-        self.shared.stats.record_response(self.started);
+        count.0.stats.record_response(self.started);
         let mut reply = reply;
         if let Ok(res) = reply.as_mut() {
             if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
-                s.hold(crate::cork::StreamingGuard::new(cork.clone()));
+                s.hold(crate::cork::StreamingGuard::new(count.0.clone()));
             }
-            crate::websocket::claim(res, &cork);
+            crate::websocket::claim(res, &count.0);
         }
         self.answered();
         // A dropped sender means JS released the request without answering it.
@@ -814,16 +836,16 @@ impl Waiting {
 
     /// The request no longer waits on JS: it leaves the counts.
     fn answered(&mut self) {
-        if self.in_flight_count.take().is_some() {
-            self.shared.stats.pending_requests.fetch_sub(1, Ordering::Relaxed);
+        if let Some(count) = self.in_flight_count.take() {
+            count.0.stats.pending_requests.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.in_flight_count.is_some() {
-            self.shared.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::ClientGone));
+        if let Some(count) = &self.in_flight_count {
+            count.0.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::ClientGone));
             self.answered();
         }
     }
@@ -881,11 +903,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (_io, cork) = Cork::new(stream, false, &[], shared.doorbell.clone());
+        let (_io, cork) = Cork::new(stream, false, &[], shared.doorbell.clone(), shared.stats.clone());
         fn output_size<A, R, F: Fn(A) -> R>(_: &F) -> usize {
             std::mem::size_of::<R>()
         }
-        let service = |req| handle(req, addr, None, shared.clone(), InFlightCount::new(cork.clone()));
+        let service = |req| handle(req, addr, None, &shared, InFlightCount::new(cork.clone()));
         // hyper moves each request's future into place: 1,096 bytes as an async fn that
         // held the body's read and the timers' states inline, 1,320 while it also held the
         // request head across its awaits; 88 as the state of a request waiting for JS.

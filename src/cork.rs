@@ -80,6 +80,10 @@ pub struct Cork {
     write: Mutex<WriteSide>,
     /// hyper read from the socket since the last check.
     read_called: AtomicBool,
+    /// Bytes went into the write side since it was last drained and flushed: `after_poll`
+    /// takes its lock only then (most polls of a connection wrote nothing). Set and
+    /// cleared only by the connection's task, as `read_called`.
+    unflushed: AtomicBool,
     /// The connection speaks HTTP/2: write through.
     passthrough: AtomicBool,
     /// Requests of this connection waiting on JS.
@@ -93,8 +97,11 @@ pub struct Cork {
     /// The client half-closed between requests while some were still being answered:
     /// hyper is told of the end only once they are (see `CorkedStream::poll_read`).
     client_eof: AtomicBool,
-    /// Where a half-close is reported for the request waiting on JS (`last_request`).
-    doorbell: Arc<crate::bridge::Doorbell>,
+    /// Where a half-close is reported for the request waiting on JS (`last_request`), and
+    /// where the requests of this connection report being abandoned or timed out.
+    pub(crate) doorbell: Arc<crate::bridge::Doorbell>,
+    /// The server's counts, which this connection's requests update.
+    pub(crate) stats: Arc<crate::stats::Stats>,
     /// hyper's read, waiting for the last answer before it gets the end of the stream.
     eof_reader: Mutex<Option<Waker>>,
     /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
@@ -124,9 +131,10 @@ impl Cork {
         passthrough: bool,
         replay: &[u8],
         doorbell: Arc<crate::bridge::Doorbell>,
+        stats: Arc<crate::stats::Stats>,
     ) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
-        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell)
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell, stats)
     }
 
     /// As `new`, over any byte stream split in two (TLS: `tls::split_stream`).
@@ -136,10 +144,12 @@ impl Cork {
         passthrough: bool,
         replay: &[u8],
         doorbell: Arc<crate::bridge::Doorbell>,
+        stats: Arc<crate::stats::Stats>,
     ) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
             write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
             read_called: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
             passthrough: AtomicBool::new(passthrough),
             in_flight: AtomicUsize::new(0),
             streaming: AtomicUsize::new(0),
@@ -147,6 +157,7 @@ impl Cork {
             leftover: Mutex::new(None),
             client_eof: AtomicBool::new(false),
             doorbell,
+            stats,
             eof_reader: Mutex::new(None),
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
@@ -249,12 +260,25 @@ impl Cork {
     /// Called by the connection task after each poll of the connection: writes what is
     /// buffered unless hyper is busy with a pipelined request it already had.
     pub fn after_poll(&self, cx: &mut Context<'_>) -> io::Result<()> {
-        let read = self.read_called.swap(false, Ordering::Relaxed);
+        // Set and cleared only by this connection's task (hyper reads inside its poll): a
+        // load and a store, not a read-modify-write.
+        let read = self.read_called.load(Ordering::Relaxed);
+        if read {
+            self.read_called.store(false, Ordering::Relaxed);
+        }
         if !read && self.in_flight.load(Ordering::Relaxed) > 0 && !self.passthrough.load(Ordering::Relaxed) {
             return Ok(());
         }
+        if !self.unflushed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match self.side().poll_drain(cx) {
-            Poll::Ready(r) => r,
+            Poll::Ready(r) => {
+                if r.is_ok() {
+                    self.unflushed.store(false, Ordering::Relaxed);
+                }
+                r
+            }
             // The socket is full; the registered wake-up polls the task again.
             Poll::Pending => Ok(()),
         }
@@ -483,6 +507,7 @@ impl CorkedStream {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.cork.activity.store(true, Ordering::Relaxed);
         self.cork.read_since_write.store(false, Ordering::Relaxed);
+        self.cork.unflushed.store(true, Ordering::Relaxed);
         let mut side = self.cork.side();
         let passthrough = self.cork.passthrough.load(Ordering::Relaxed);
         if !passthrough && side.buf.len() + total <= CORK_LIMIT {

@@ -35,11 +35,19 @@ pub struct Deadlines {
     /// Nanoseconds after `base` when the connection's timer last fired: a deadline is due
     /// once this reaches it, so a poll reads no clock.
     fired: AtomicU64,
+    /// Nanoseconds after `base` when the connection's timer fires next: a deadline at or
+    /// after it need not be noted, since the connection polls its requests again then.
+    armed: AtomicU64,
 }
 
 impl Deadlines {
     pub fn new() -> Self {
-        Deadlines { base: Instant::now(), earliest: AtomicU64::new(u64::MAX), fired: AtomicU64::new(0) }
+        Deadlines {
+            base: Instant::now(),
+            earliest: AtomicU64::new(u64::MAX),
+            fired: AtomicU64::new(0),
+            armed: AtomicU64::new(u64::MAX),
+        }
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -51,8 +59,17 @@ impl Deadlines {
         self.fired.fetch_max(self.nanos(now), Ordering::Relaxed);
     }
 
+    /// The connection's timer is now set to fire at `at`.
+    pub fn armed(&self, at: Instant) {
+        self.armed.store(self.nanos(at), Ordering::Relaxed);
+    }
+
     /// The earliest deadline asked for since the last call, if any.
     pub fn take(&self) -> Option<Instant> {
+        // Read first: most polls find none, and a load is no read-modify-write.
+        if self.earliest.load(Ordering::Relaxed) == u64::MAX {
+            return None;
+        }
         match self.earliest.swap(u64::MAX, Ordering::Relaxed) {
             u64::MAX => None,
             n => Some(self.base + Duration::from_nanos(n)),
@@ -84,7 +101,10 @@ fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
     if deadlines.fired.load(Ordering::Relaxed) >= at {
         return Poll::Ready(());
     }
-    deadlines.earliest.fetch_min(at, Ordering::Relaxed);
+    // With the defaults (a 30 s limit, a 1 s tick) the timer always fires first.
+    if deadlines.armed.load(Ordering::Relaxed) > at {
+        deadlines.earliest.fetch_min(at, Ordering::Relaxed);
+    }
     Poll::Pending
 }
 

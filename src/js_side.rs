@@ -121,9 +121,14 @@ impl JsSide {
                         BodyState::Unread(i)
                     }
                 };
-                let ticket = req.ticket.clone();
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
-                ticket.id.store(id.0, Ordering::Release);
+                // The ticket's id, for aborts the connection task raises.
+                let live = self.slab.get(id);
+                if let Some(ticket) =
+                    live.and_then(|l| l.req.reply.as_ref()).and_then(crate::bridge::ReplySender::ticket)
+                {
+                    ticket.id.store(id.0, Ordering::Release);
+                }
                 Some([wire::RECORD_REQUEST, id.0, flags, url_len])
             }
             Event::BodyData(id, data) => {
