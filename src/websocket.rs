@@ -1026,10 +1026,20 @@ impl Frame {
 /// byte.
 pub(crate) fn unmask_into(dst: &mut [u8], src: &[u8], mask: [u8; 4]) {
     let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
-    let mut to = dst.chunks_exact_mut(8);
-    let mut from = src.chunks_exact(8);
+    // 32 bytes a step, which the compiler turns into vector instructions; then 8; then
+    // bytes. (8 a step, with the arrays built byte by byte, cost 2 instructions a byte.)
+    let mut to = dst.chunks_exact_mut(32);
+    let mut from = src.chunks_exact(32);
     for (d, s) in (&mut to).zip(&mut from) {
-        let v = u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) ^ wide;
+        for (d, s) in d.chunks_exact_mut(8).zip(s.chunks_exact(8)) {
+            let v = u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])) ^ wide;
+            d.copy_from_slice(&v.to_ne_bytes());
+        }
+    }
+    let mut to = to.into_remainder().chunks_exact_mut(8);
+    let mut from = from.remainder().chunks_exact(8);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let v = u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])) ^ wide;
         d.copy_from_slice(&v.to_ne_bytes());
     }
     for (i, (d, s)) in to.into_remainder().iter_mut().zip(from.remainder()).enumerate() {
@@ -1686,6 +1696,18 @@ mod tests {
         f.unmask();
         assert_eq!(&f.payload[..], &big[..]);
         assert_eq!(copy, big);
+    }
+
+    #[test]
+    fn unmasking_a_copy_matches_byte_by_byte_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..100 {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut dst = vec![0u8; len];
+            unmask_into(&mut dst, &src, mask);
+            let want: Vec<u8> = src.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            assert_eq!(dst, want, "length {len}");
+        }
     }
 
     #[test]
