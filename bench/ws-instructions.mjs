@@ -15,7 +15,7 @@
 // The server runs pinned to one core (--server-cpus), so fetch-rs's default is the network on
 // the JS thread, as in bench/ws.mjs; the load runs on the others.
 // Run with: node bench/ws-instructions.mjs [--servers=fetch-rs,fetch-rs-base] [--tool=callgrind|syscalls|strace|perf]
-//           [--messages=200] (per connection) [--connections=100] [--size=64] [--window=4]
+//           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-base and fetch-rs-base-threads
 // (bench/make-baseline.sh REV), node-ws, bun.
@@ -38,6 +38,8 @@ const args = Object.fromEntries(
 const tool = args.tool ?? "callgrind";
 const names = (args.servers ?? "fetch-rs").split(",");
 const perConnection = Number(args.messages ?? 200);
+// Warm-up messages per connection, so that V8 has compiled the hot code before the count.
+const warm = Number(args.warm ?? 300);
 const connections = Number(args.connections ?? 100);
 const size = Number(args.size ?? 64);
 const window = Number(args.window ?? 4);
@@ -53,6 +55,8 @@ const SERVERS = {
   "fetch-rs-threads": { cmd: FETCH_RS, env: THREADS },
   "fetch-rs-base": { cmd: FETCH_RS, env: BASE, needs: "bench/baseline/fetch-rs.node" },
   "fetch-rs-base-threads": { cmd: FETCH_RS, env: { ...BASE, ...THREADS }, needs: "bench/baseline/fetch-rs.node" },
+  // Any other build: FETCH_RS_CANDIDATE=/path/to/dist/index.js (a copy of dist/ beside its fetch-rs.node).
+  "fetch-rs-candidate": { cmd: FETCH_RS, env: { FETCH_RS_PACKAGE: process.env.FETCH_RS_CANDIDATE } },
   "node-ws": { cmd: [process.execPath, "bench/servers/ws-node.mjs"] },
   bun: { cmd: ["bench/node_modules/.bin/bun", "bench/servers/ws-bun.mjs"], needs: "bench/node_modules/.bin/bun" },
 };
@@ -107,6 +111,8 @@ async function load(port, onWarm, onMeasured) {
       String(window),
       "--messages",
       String(perConnection),
+      "--warm",
+      String(warm),
       "--threads",
       String(loadCpus.split(",").length),
     ],
@@ -151,12 +157,15 @@ const dir = mkdtempSync(join(tmpdir(), "fetch-rs-ws-tool-"));
 const messages = perConnection * connections;
 const results = [];
 try {
-  for (const name of names) {
+  for (const [index, name] of names.entries()) {
     const entry = SERVERS[name];
+    // Each run's files apart, so that a server named twice (to see how steady a count is) is
+    // measured twice.
+    const tag = `${index}-${name}`;
     if (!entry) throw new Error(`no server named ${name} (${Object.keys(SERVERS).join(", ")})`);
     if (entry.needs && !existsSync(join(ROOT, entry.needs))) throw new Error(`${name}: ${entry.needs} is missing`);
     process.stderr.write(`${name}: ${messages} echoes (${connections} connections) under ${tool}...\n`);
-    const { child, port } = await startServer(name, entry, dir);
+    const { child, port } = await startServer(tag, entry, dir);
     try {
       if (tool === "callgrind") {
         await load(
@@ -164,7 +173,7 @@ try {
           async () => run("callgrind_control", ["-z", String(child.pid)]),
           async () => run("callgrind_control", ["-d", String(child.pid)]),
         );
-        const file = readdirSync(dir).find((f) => f.startsWith(`${name}.`) && f.endsWith(".1"));
+        const file = readdirSync(dir).find((f) => f.startsWith(`${tag}.`) && f.endsWith(".1"));
         if (!file) throw new Error(`${name}: no callgrind dump`);
         if (args.keep !== undefined) {
           mkdirSync(args.keep, { recursive: true });
@@ -191,7 +200,7 @@ try {
           console.log(`${(event === "task-clock" ? per * 1e6 : per).toFixed(3).padStart(10)}  ${what}${unit ? "" : ""}`);
         }
       } else if (tool === "perf") {
-        const data = join(dir, `${name}.perf`);
+        const data = join(dir, `${tag}.perf`);
         const t = attach("perf", ["record", "-g", "-e", "cpu-clock", "-o", data, "-p", String(child.pid)]);
         const r = await load(port, t.start, t.stop);
         if (args.keep !== undefined) {
