@@ -1531,7 +1531,9 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
         let mut work = std::pin::pin!(work);
         let abnormal = || Ending { code: code::ABNORMAL, reason: String::new(), clean: false };
         // The server's phase is watched here, once per socket, not in the read loop.
+        // Biased: no random number per poll; the phase is looked at in every poll anyway.
         let first = tokio::select! {
+            biased;
             e = work.as_mut() => Some(e),
             // An error: the server is gone; as forced.
             r = WhenWoken::new(forced.wait_for(|p| *p != Phase::Running)) => {
@@ -1543,6 +1545,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
             None => {
                 shared.close(code::GOING_AWAY, "server is closing".into());
                 tokio::select! {
+                    biased;
                     e = work.as_mut() => e,
                     _ = WhenWoken::new(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
                 }
