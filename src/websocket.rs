@@ -629,7 +629,15 @@ impl SocketShared {
                     *slice = std::io::IoSlice::new(chunk);
                     count += 1;
                 }
-                match Pin::new(&mut *half).poll_write_vectored(cx, &slices[..count]) {
+                // One chunk (the common case: a batch's small frames coalesced) goes out
+                // with a plain write: over TCP that is `send`, where a vectored write is
+                // `writev`, which costs the kernel more per call (vfs_writev, fdget_pos).
+                let wrote = if count == 1 {
+                    Pin::new(&mut *half).poll_write(cx, &slices[0])
+                } else {
+                    Pin::new(&mut *half).poll_write_vectored(cx, &slices[..count])
+                };
+                match wrote {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         let mut left = n;
                         while let Some((chunk, data)) = w.chunks.front_mut() {
