@@ -27,6 +27,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SERVERS, freePort } from "./lib/servers.mjs";
+import { summarize } from "./lib/callgrind.mjs";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = Object.fromEntries(
@@ -129,59 +130,6 @@ function subtract(a, b) {
     objects: less(a.objects, b.objects),
     functions: less(a.functions, b.functions),
   };
-}
-
-/**
- * Instructions by object and by function from a dump: the self cost of each function (a cost
- * line right after `calls=` is the inclusive cost of that call, and is skipped).
- * Format: https://valgrind.org/docs/manual/cl-format.html (names compressed as "(id) name").
- */
-function summarize(file) {
-  const names = { ob: new Map(), fn: new Map() };
-  const named = (kind, value) => {
-    const m = /^\((\d+)\)(?: (.*))?$/.exec(value);
-    if (!m) return value;
-    if (m[2] !== undefined) names[kind].set(m[1], m[2]);
-    return names[kind].get(m[1]) ?? "?";
-  };
-  let ob = "?";
-  let fn = "?";
-  let cfn = "?";
-  let afterCall = false;
-  let total = 0;
-  // V8's garbage collections, inclusive: how often they run depends on the heap's sizing as
-  // much as on what a request allocates, so their share is shown apart.
-  let gc = 0;
-  let gcCalls = 0;
-  const objects = new Map();
-  const functions = new Map();
-  for (const line of readFileSync(file, "utf8").split("\n")) {
-    const c = line.charCodeAt(0);
-    if ((c >= 48 && c <= 57) || c === 43 || c === 45 || c === 42) {
-      // A cost line: position, then Ir.
-      if (afterCall) {
-        afterCall = false;
-        if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn) {
-          gc += Number(line.split(" ")[1] ?? 0);
-        }
-        continue;
-      }
-      const n = Number(line.split(" ")[1] ?? 0);
-      total += n;
-      objects.set(ob, (objects.get(ob) ?? 0) + n);
-      const key = `${ob} ${fn}`;
-      functions.set(key, (functions.get(key) ?? 0) + n);
-    } else if (line.startsWith("calls=")) {
-      afterCall = true;
-      if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn)
-        gcCalls += Number(line.slice(6).split(" ")[0]);
-    } else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
-    else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
-    else if (line.startsWith("cob=")) named("ob", line.slice(4));
-    else if (line.startsWith("cfn=")) cfn = named("fn", line.slice(4));
-  }
-  const rename = (m) => new Map([...m].map(([k, v]) => [k.replace(/^\S*\.node\b/, "addon (.node)"), v]));
-  return { total, gc, gcCalls, objects: rename(objects), functions: rename(functions) };
 }
 
 const dir = mkdtempSync(join(tmpdir(), "fetch-rs-callgrind-"));

@@ -9,6 +9,11 @@
 //!   server publish one message to every subscriber. The publisher keeps `--window`
 //!   publishes in flight (counted as delivered once every subscriber had it); counts
 //!   deliveries per second.
+//! - `echo` with `--messages N` (for bench/ws-instructions.mjs): a counted run instead of a
+//!   timed one. Each connection first echoes `--warm` messages, then the generator prints
+//!   `WARM` and waits for a line on stdin; then each connection echoes exactly N messages,
+//!   the generator prints `MEASURED` and waits for another line before it closes. Whoever
+//!   drives it (a profiler's control) knows the exact count of messages between the two.
 //!
 //! The client side of the protocol is written by hand and kept to the least work per
 //! message, so that one load core can outrun any server on one core: frames are masked
@@ -34,6 +39,10 @@ struct Args {
     duration: f64,
     warmup: f64,
     threads: usize,
+    /// Counted mode: messages per connection (0: a timed run).
+    messages: usize,
+    /// Counted mode: warm-up messages per connection.
+    warm: usize,
 }
 
 fn args() -> Args {
@@ -47,6 +56,8 @@ fn args() -> Args {
         duration: 5.0,
         warmup: 1.0,
         threads: 1,
+        messages: 0,
+        warm: 200,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -61,6 +72,8 @@ fn args() -> Args {
             "--duration" => a.duration = v.parse().unwrap_or(a.duration),
             "--warmup" => a.warmup = v.parse().unwrap_or(a.warmup),
             "--threads" => a.threads = v.parse().unwrap_or(a.threads).max(1),
+            "--messages" => a.messages = v.parse().unwrap_or(a.messages),
+            "--warm" => a.warm = v.parse().unwrap_or(a.warm),
             _ => {
                 eprintln!("unknown argument {k}");
                 std::process::exit(2);
@@ -255,6 +268,94 @@ async fn echo(a: &Args, c: Arc<Counter>) {
     }
 }
 
+/// Echoes exactly `n` messages on `stream`, keeping up to `frames` in flight.
+async fn echo_exactly(stream: &mut TcpStream, buf: &mut Vec<u8>, frames: &[u8], flen: usize, n: usize) -> bool {
+    let window = frames.len() / flen;
+    let mut sent = n.min(window);
+    if stream.write_all(&frames[..sent * flen]).await.is_err() {
+        return false;
+    }
+    let mut received = 0;
+    while received < n {
+        let Some(s) = read_frames(stream, buf).await else { return false };
+        if s.closed {
+            return false;
+        }
+        received += s.messages as usize;
+        let more = (s.messages as usize).min(n - sent);
+        if more > 0 {
+            if stream.write_all(&frames[..more * flen]).await.is_err() {
+                return false;
+            }
+            sent += more;
+        }
+    }
+    true
+}
+
+/// Waits for a line on stdin (the driver's go-ahead), after printing `what`.
+async fn handshake_with_driver(what: &str) {
+    println!("{what}");
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await;
+}
+
+/// The counted echo (`--messages`): warm-up, WARM, N messages per connection, MEASURED.
+async fn echo_counted(a: &Args, c: Arc<Counter>) {
+    let frame = client_frame(2, &vec![b'x'; a.size]);
+    let frames: Arc<Vec<u8>> = Arc::new(frame.repeat(a.window));
+    let flen = frame.len();
+    let mut sockets = Vec::new();
+    for _ in 0..a.connections {
+        sockets.push(connect(&a.url).await);
+    }
+    // Each phase runs on every connection at once, as the timed run does.
+    let phase = |sockets: Vec<Socket>, n: usize| {
+        let tasks: Vec<_> = sockets
+            .into_iter()
+            .map(|Socket { mut stream, early }| {
+                let (frames, c) = (frames.clone(), c.clone());
+                tokio::spawn(async move {
+                    let mut buf = early;
+                    if !echo_exactly(&mut stream, &mut buf, &frames, flen, n).await {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Socket { stream, early: buf }
+                })
+            })
+            .collect();
+        async move {
+            let mut back = Vec::new();
+            for t in tasks {
+                if let Ok(s) = t.await {
+                    back.push(s);
+                }
+            }
+            back
+        }
+    };
+    let sockets = phase(sockets, a.warm).await;
+    handshake_with_driver("WARM").await;
+    let started = Instant::now();
+    let mut sockets = phase(sockets, a.messages).await;
+    let seconds = started.elapsed().as_secs_f64();
+    handshake_with_driver("MEASURED").await;
+    for s in &mut sockets {
+        let _ = s.stream.write_all(&client_frame(8, &1000u16.to_be_bytes())).await;
+    }
+    let n = (a.messages * sockets.len()) as u64;
+    println!(
+        "{{\"mode\":\"echo\",\"messages\":{},\"seconds\":{:.3},\"perSecond\":{:.1},\"errors\":{}}}",
+        n,
+        seconds,
+        n as f64 / seconds,
+        c.errors.load(Ordering::Relaxed)
+    );
+}
+
 async fn fanout(a: &Args, c: Arc<Counter>) {
     let subs = a.subscribers;
     // Deliveries of the publish in flight, per publish sequence, are not tracked one by
@@ -346,6 +447,7 @@ fn main() {
     });
     rt.block_on(async {
         match a.mode.as_str() {
+            "echo" if a.messages > 0 => echo_counted(&a, c).await,
             "echo" => echo(&a, c).await,
             "fanout" => fanout(&a, c).await,
             m => {

@@ -477,8 +477,8 @@ export class Server {
         // A small binary message is a view of the batch's shared ArrayBuffer.
         const form = arg & 0xff;
         if (form === WS_POOLED || form === WS_POOLED_SAME)
-          payload = Buffer.from(payload as ArrayBuffer, offset, arg >>> 8);
-        socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
+          socketInternals.pooled(ws, payload as ArrayBuffer, offset, arg >>> 8);
+        else socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
         break;
       }
       case RECORD_WS_OPEN:

@@ -2,6 +2,7 @@
 // returns, an EventTarget shaped as the WHATWG WebSocket (https://websockets.spec.whatwg.org/)
 // with Bun's server extensions (send statuses, drain, ping/pong, pub/sub). Frames, queues
 // and topics live in Rust (src/websocket.rs, src/pubsub.rs); this file is the JS face.
+import { Buffer } from "node:buffer";
 import type { Request } from "./request.js";
 import { incomingSlot } from "./request.js";
 import type { Response } from "./response.js";
@@ -105,6 +106,8 @@ export let socketInternals: {
   create<T>(host: WebSocketHost, sid: number, url: string, protocol: string, data: T): ServerWebSocket<T>;
   open(ws: ServerWebSocket, extensions: string): void;
   message(ws: ServerWebSocket, text: boolean, payload: string | Buffer): void;
+  /** A small binary message: `length` bytes at `offset` of a drain's shared ArrayBuffer. */
+  pooled(ws: ServerWebSocket, arena: ArrayBuffer, offset: number, length: number): void;
   pong(ws: ServerWebSocket, payload: Buffer): void;
   drain(ws: ServerWebSocket): void;
   closed(ws: ServerWebSocket, code: number, reason: string, clean: boolean): void;
@@ -138,7 +141,14 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   #protocol: string;
   #extensions = "";
   #binaryType: BinaryType = "arraybuffer";
-  #handlers: Record<string, Handler> = {};
+  /** A `drain` listener was added at some time (see `socketInternals.drain`). */
+  #drainListened = false;
+  #onopen: Handler = null;
+  #onmessage: Handler = null;
+  #onclose: Handler = null;
+  #onerror: Handler = null;
+  /** The handler attributes whose listener is added (HANDLER_BITS). */
+  #listening = 0;
   // Sends waiting for a Blob ahead of them to be read, so messages keep their order.
   #later: Array<{ data: string | Uint8Array | Blob; compress: boolean }> | null = null;
   #laterBytes = 0;
@@ -168,9 +178,33 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         const data = text ? payload : ws.#binary(payload as Buffer);
         ws.#fire(new MessageEvent("message", { data }));
       },
+      pooled: (ws, arena, offset, length) => {
+        if (ws.#state !== OPEN) return;
+        // Made straight from the shared ArrayBuffer in the form asked for: no Buffer first.
+        let data: unknown;
+        switch (ws.#binaryType) {
+          case "nodebuffer":
+            data = Buffer.from(arena, offset, length);
+            break;
+          case "uint8array":
+            data = new Uint8Array(arena, offset, length);
+            break;
+          case "blob":
+            data = new Blob([new Uint8Array(arena, offset, length)]);
+            break;
+          default:
+            data = offset === 0 && length === arena.byteLength ? arena : arena.slice(offset, offset + length);
+        }
+        ws.#fire(new MessageEvent("message", { data }));
+      },
       pong: (ws, payload) =>
         ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length))),
-      drain: (ws) => ws.#fire(new Event("drain")),
+      // Each send queued behind another asks for a DRAIN record (most sends of a batch
+      // to one socket do), and an event costs a clock read and a dispatch: none is made
+      // for a socket that never had a `drain` listener, where it would reach no one.
+      drain: (ws) => {
+        if (ws.#drainListened) ws.#fire(new Event("drain"));
+      },
       closed: (ws, code, reason, clean) => {
         if (ws.#state === CLOSED) return;
         ws.#state = CLOSED;
@@ -365,39 +399,63 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     return publishWith(this.#host, this.#sid, topic, data, compress);
   }
 
+  // https://dom.spec.whatwg.org/#dom-eventtarget-addeventlistener, as EventTarget's own
+  // (its arguments passed on as given); it also notes a `drain` listener, whose events
+  // are otherwise not made. A type that is not a string is taken as maybe "drain".
+  addEventListener(...args: Parameters<EventTarget["addEventListener"]>): void {
+    const type: unknown = args[0];
+    if (typeof type !== "string" || type === "drain") this.#drainListened = true;
+    super.addEventListener(...args);
+  }
+
   get onopen(): Handler {
-    return this.#handlers.open ?? null;
+    return this.#onopen;
   }
   set onopen(f: Handler) {
-    this.#setHandler("open", f);
+    this.#onopen = this.#handler("open", f);
   }
   get onmessage(): Handler {
-    return this.#handlers.message ?? null;
+    return this.#onmessage;
   }
   set onmessage(f: Handler) {
-    this.#setHandler("message", f);
+    this.#onmessage = this.#handler("message", f);
   }
   get onclose(): Handler {
-    return this.#handlers.close ?? null;
+    return this.#onclose;
   }
   set onclose(f: Handler) {
-    this.#setHandler("close", f);
+    this.#onclose = this.#handler("close", f);
   }
   get onerror(): Handler {
-    return this.#handlers.error ?? null;
+    return this.#onerror;
   }
   set onerror(f: Handler) {
-    this.#setHandler("error", f);
+    this.#onerror = this.#handler("error", f);
   }
 
   // https://html.spec.whatwg.org/#event-handler-attributes: one listener per handler,
-  // added when first set, which calls whatever the attribute holds at the time.
-  #setHandler(type: string, f: Handler): void {
-    const had = type in this.#handlers;
-    this.#handlers[type] = typeof f === "function" ? f : null;
-    if (!had) this.addEventListener(type, (ev) => this.#handlers[type]?.call(this, ev));
+  // added when first set, which calls whatever the attribute holds at the time. Each
+  // attribute has a field and a listener of its own (a lookup by type was a keyed load
+  // per message).
+  #handler(type: "open" | "message" | "close" | "error", f: Handler): Handler {
+    const bit = HANDLER_BITS[type];
+    if ((this.#listening & bit) === 0) {
+      this.#listening |= bit;
+      const listener =
+        type === "open"
+          ? (ev: Event) => this.#onopen?.call(this, ev)
+          : type === "message"
+            ? (ev: Event) => this.#onmessage?.call(this, ev)
+            : type === "close"
+              ? (ev: Event) => this.#onclose?.call(this, ev)
+              : (ev: Event) => this.#onerror?.call(this, ev);
+      this.addEventListener(type, listener);
+    }
+    return typeof f === "function" ? f : null;
   }
 }
+
+const HANDLER_BITS = { open: 1, message: 2, close: 4, error: 8 } as const;
 
 function toBytes(data: unknown): Uint8Array | null {
   if (data instanceof Uint8Array) return data;

@@ -191,8 +191,8 @@ calls! {
         Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress))
     }
     /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
-    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: &mut [u8], compress: bool) -> i32 {
-        Ok(core.ws_send(sid, &*data, bytes::Bytes::copy_from_slice, false, compress))
+    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: bool) -> i32 {
+        Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress))
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
     c"wsClose" => fn ws_close(core, _env; sid: u32, code: u32, reason: String) -> () {
@@ -200,8 +200,8 @@ calls! {
         Ok(())
     }
     /// `wsPing(sid, data)`: queues a ping; false when the socket is closing.
-    c"wsPing" => fn ws_ping(core, _env; sid: u32, data: &mut [u8]) -> bool {
-        Ok(core.ws_ping(sid, data))
+    c"wsPing" => fn ws_ping(core, _env; sid: u32, data: ViewBytes<'_>) -> bool {
+        Ok(core.ws_ping(sid, data.0))
     }
     /// `wsBuffered(sid)`: bytes queued and not yet written.
     c"wsBuffered" => fn ws_buffered(core, _env; sid: u32) -> f64 {
@@ -228,8 +228,8 @@ calls! {
         Ok(core.ws_publish(except, &topic, bytes::Bytes::from(text), true, compress))
     }
     /// `wsPublishBytes(except, topic, data, compress)`: the data is copied once.
-    c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: String, data: &mut [u8], compress: bool) -> u32 {
-        Ok(core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(data), false, compress))
+    c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: String, data: ViewBytes<'_>, compress: bool) -> u32 {
+        Ok(core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(data.0), false, compress))
     }
     /// `streamEnd(id, failed)`: see `Core::stream_end`.
     c"streamEnd" => fn stream_end(core, _env; id: u32, failed: bool) -> () {
@@ -420,6 +420,26 @@ impl FromNapiValue for Utf8 {
         }
         // SAFETY: as above.
         Ok(Utf8(unsafe { String::from_napi_value(env, value) }?.into()))
+    }
+}
+
+/// The bytes of a typed array (any ArrayBufferView), borrowed for the call. Read with
+/// `napi_get_buffer_info`, which asks V8 for the view's buffer, offset and length only,
+/// where napi-rs's `&[u8]` (`napi_get_typedarray_info`) also works out the array's type
+/// with a test per kind of typed array: about 80 instructions less a message sent.
+pub struct ViewBytes<'a>(pub &'a [u8]);
+
+impl FromNapiValue for ViewBytes<'_> {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut data = ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: a value that is not an ArrayBufferView fails with napi_invalid_arg.
+        check_status!(unsafe { sys::napi_get_buffer_info(env, value, &mut data, &mut len) })?;
+        if len == 0 || data.is_null() {
+            return Ok(ViewBytes(&[]));
+        }
+        // SAFETY: the view's `len` bytes, which JS cannot touch while this call runs.
+        Ok(ViewBytes(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }))
     }
 }
 

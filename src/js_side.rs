@@ -89,10 +89,12 @@ impl JsSide {
     /// moving the head text of each REQUEST record, in order, to `heads`. Returns the
     /// number written.
     pub fn drain(&mut self, records: &mut [u32], heads: &mut Vec<Payload>) -> usize {
-        self.doorbell.take_queued(&mut self.swap);
-        self.pending.extend(self.swap.drain(..));
+        // Taken at every drain: it also clears the ring flag.
+        let mut swap = std::mem::take(&mut self.swap);
+        self.doorbell.take_queued(&mut swap);
         let capacity = records.len() / WORDS;
         let mut n = 0;
+        // What an earlier drain had no room for goes first.
         while n < capacity {
             let Some(ev) = self.pending.pop_front() else { break };
             if let Some(record) = self.apply(ev, heads) {
@@ -100,6 +102,18 @@ impl JsSide {
                 n += 1;
             }
         }
+        // Then the queue's events, from where they were queued (moved into `pending` only
+        // when they do not fit).
+        let mut events = swap.drain(..);
+        while n < capacity {
+            let Some(ev) = events.next() else { break };
+            if let Some(record) = self.apply(ev, heads) {
+                records[n * WORDS..(n + 1) * WORDS].copy_from_slice(&record);
+                n += 1;
+            }
+        }
+        self.pending.extend(events);
+        self.swap = swap;
         n
     }
 

@@ -600,6 +600,32 @@ test("publishes queued together on a subscriber bring it no drain event; sends q
   }
 });
 
+test("a drain listener added after send() returned -1 gets the drain, however it was added", async () => {
+  // Sockets without a drain listener are spared the event: one added late must still hear.
+  const heard = [];
+  const server = wsServer((s) => {
+    s.onmessage = (e) => {
+      const statuses = [s.send("a"), s.send("b")];
+      if (e.data === "once") void once(s, "drain").then(() => heard.push("once"));
+      else s.addEventListener({ toString: () => "drain" }, () => heard.push("object type"));
+      s.send(JSON.stringify(statuses));
+    };
+  });
+  try {
+    for (const how of ["once", "object type"]) {
+      const c = await client(server);
+      const mine = [];
+      c.on("message", (d) => mine.push(String(d)));
+      c.send(how);
+      await waitFor(() => mine.length === 3 && heard.includes(how));
+      assert.deepEqual(JSON.parse(mine[2]), [1, -1]);
+      c.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 test("permessage-deflate is negotiated and used both ways, and for publishes", async () => {
   let sock;
   const server = wsServer(
