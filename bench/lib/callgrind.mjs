@@ -19,6 +19,9 @@ export function summarize(file) {
   let fn = "?";
   let cfn = "?";
   let afterCall = false;
+  // The column of Ir in a cost line: after the positions ("line", or "instr line" in dumps
+  // made with --dump-instr=yes).
+  let col = 1;
   let total = 0;
   // V8's garbage collections, inclusive: how often they run depends on the heap's sizing as
   // much as on what a request allocates, so their share is shown apart.
@@ -33,11 +36,11 @@ export function summarize(file) {
       if (afterCall) {
         afterCall = false;
         if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn) {
-          gc += Number(line.split(" ")[1] ?? 0);
+          gc += Number(line.split(" ")[col] ?? 0);
         }
         continue;
       }
-      const n = Number(line.split(" ")[1] ?? 0);
+      const n = Number(line.split(" ")[col] ?? 0);
       total += n;
       objects.set(ob, (objects.get(ob) ?? 0) + n);
       const key = `${ob} ${fn}`;
@@ -46,7 +49,8 @@ export function summarize(file) {
       afterCall = true;
       if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn)
         gcCalls += Number(line.slice(6).split(" ")[0]);
-    } else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
+    } else if (line.startsWith("positions:")) col = line.split(" ").length - 1;
+    else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
     else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
     else if (line.startsWith("cob=")) named("ob", line.slice(4));
     else if (line.startsWith("cfn=")) cfn = named("fn", line.slice(4));
