@@ -665,7 +665,7 @@ export class Server {
     const native = this.#native;
     const server = this;
     const body = (id: number): NativeBody => ({
-      readAll: () => server.#readAll(id),
+      readAll: (finish) => server.#readAll(id, finish),
       stream: () => server.#bodyStream(id),
     });
     return {
@@ -746,18 +746,40 @@ export class Server {
     };
   }
 
-  /** The whole request body: at once when it came with the head, else a promise. May throw. */
-  #readAll(id: number): Uint8Array | Promise<Uint8Array> {
+  /**
+   * `finish` of the whole request body: at once when it came with the head, else a promise.
+   * May throw.
+   */
+  #readAll<T>(id: number, finish: (b: Uint8Array) => T): T | Promise<T> {
     const b = this.#collect(id);
-    return b !== null ? b : this.#readAllLater(id);
+    return b !== null ? finish(b) : this.#readAllLater(id, finish);
   }
 
-  async #readAllLater(id: number): Promise<Uint8Array> {
-    for (;;) {
-      await this.#waitBody(id);
-      const b = this.#collect(id);
-      if (b !== null) return b;
-    }
+  /**
+   * The body once its BODY_FULL (or BODY_ERROR) record came: taken and finished when the
+   * record is handled, and the one promise settled, rather than an async function that
+   * resumes on a later microtask to take it and a `then` for `finish` (two promise turns
+   * and an await per body).
+   */
+  #readAllLater<T>(id: number, finish: (b: Uint8Array) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const ready = (): void => {
+        let b: Buffer | null;
+        try {
+          b = this.#collect(id);
+          if (b !== null) resolve(finish(b));
+        } catch (e) {
+          reject(e);
+          return;
+        }
+        if (b === null) wait();
+      };
+      const wait = (): void => {
+        const st = this.#state(id);
+        if (st !== undefined) st.body = { resolve: ready, reject };
+      };
+      wait();
+    });
   }
 
   #collect(id: number): Buffer | null {

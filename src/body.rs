@@ -285,14 +285,18 @@ pub fn spawn_body_reader(
         loop {
             if let (ReadMode::Stream(credit), true) = (&mode, need_credit) {
                 tokio::select! {
-                    _ = credit.notified() => {}
+                    biased;
                     _ = &mut cancel => return,
+                    _ = credit.notified() => {}
                 }
                 need_credit = false;
             }
+            // `biased`: the branches in order, without a random number per poll; the
+            // cancel first, so that a body that keeps coming cannot delay it.
             let frame = tokio::select! {
-                f = body.frame() => f,
+                biased;
                 _ = &mut cancel => return,
+                f = body.frame() => f,
             };
             let event = match frame {
                 None => match std::mem::replace(&mut mode, ReadMode::Collect) {
