@@ -756,6 +756,7 @@ fn hand_over(
         body,
         remote,
         reply: Some(ReplySender::new(ticket.clone())),
+        ticket: ticket.clone(),
         websocket,
         tls,
     })));

@@ -137,11 +137,8 @@ impl JsSide {
                 };
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
                 // The ticket's id, for aborts the connection task raises.
-                let live = self.slab.get(id);
-                if let Some(ticket) =
-                    live.and_then(|l| l.req.reply.as_ref()).and_then(crate::bridge::ReplySender::ticket)
-                {
-                    ticket.id.store(id.0, Ordering::Release);
+                if let Some(live) = self.slab.get(id) {
+                    live.req.ticket.id.store(id.0, Ordering::Release);
                 }
                 Some([wire::RECORD_REQUEST, id.0, flags, url_len])
             }

@@ -332,6 +332,7 @@ test("a short headerTimeout closes a keep-alive connection on time after its las
 // to stream, or to be read by a slow client, and a request whose body arrives slowly while
 // the listener waits for it, are not cut short.
 test("headerTimeout does not cut a slow streamed response, a slow reader or a slow request body", async () => {
+  let lateBody;
   const big = new Uint8Array(48 * 1024 * 1024).fill(0x61);
   const { server, base } = await start(
     (e) => {
@@ -347,7 +348,14 @@ test("headerTimeout does not cut a slow streamed response, a slow reader or a sl
         });
         e.respondWith(new Response(body));
       } else if (path === "/big") e.respondWith(new Response(big));
-      else e.respondWith(e.request.text().then((t) => new Response(`got ${t.length}`)));
+      else if (path === "/early") {
+        // Answered at once; the body, still arriving, is read afterwards.
+        e.respondWith(new Response("early"));
+        e.request.text().then(
+          (t) => (lateBody = t),
+          (err) => (lateBody = err),
+        );
+      } else e.respondWith(e.request.text().then((t) => new Response(`got ${t.length}`)));
     },
     { headerTimeout: 250 },
   );
@@ -384,6 +392,20 @@ test("headerTimeout does not cut a slow streamed response, a slow reader or a sl
     while (!answer.includes("got 5") && Date.now() < until && !slow.destroyed) await sleep(20);
     slow.destroy();
     assert.match(answer, /^HTTP\/1\.1 200[\s\S]*got 5$/);
+
+    // The same body read after an answer that did not wait for it: the listener still
+    // reads it, so the connection is not between requests while the body comes in.
+    const early = net.connect(server.port, "127.0.0.1");
+    await once(early, "connect");
+    early.write("POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    for (const ch of "hello") {
+      await sleep(150);
+      early.write(ch);
+    }
+    const by = Date.now() + 5000;
+    while (lateBody === undefined && Date.now() < by) await sleep(20);
+    early.destroy();
+    assert.equal(lateBody, "hello");
   } finally {
     await server.close();
   }
