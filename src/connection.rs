@@ -409,25 +409,6 @@ impl IdleClock {
     }
 }
 
-/// Wakes a connection's task when the server's phase changes, and flags it, so that the
-/// task polls its phase watch only then, not at every poll of the connection (a watch
-/// poll takes the lock of its waiter list: about 1.4% of a small request's instructions).
-struct PhaseWake {
-    flagged: AtomicBool,
-    task: atomic_waker::AtomicWaker,
-}
-
-impl std::task::Wake for PhaseWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.flagged.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
 /// Polls a connection until it ends, flushing corked writes after each poll and starting
 /// a graceful shutdown when the server drains or `idleTimeout` passes. With `releasable`,
 /// returns `End::Quiet` once the connection has been quiet for two periods with nothing
@@ -436,7 +417,7 @@ impl std::task::Wake for PhaseWake {
 /// One tokio timer serves the connection: armed at the quiet-time clock's next tick or at
 /// the earliest deadline a request asked for (deadline.rs), whichever comes first, and
 /// moved only when something asks for an earlier time. It is polled only after it moved
-/// or fired, and the server's phase only when its watch woke the task (`PhaseWake`): a
+/// or fired, and the server's phase only when its watch woke the task (`woken::WhenWoken`): a
 /// poll for a request's reply touches neither.
 async fn drive<C: GracefulConnection>(
     conn: &mut Pin<Box<C>>,
@@ -452,7 +433,7 @@ async fn drive<C: GracefulConnection>(
     let mut draining = false;
     let mut rx = phase.clone();
     // Resolves (CutOff) when the server is forced down or gone; marks `drain` on the way.
-    let mut watch_phase = Box::pin(async {
+    let mut watch_phase = crate::woken::WhenWoken::new(async {
         let draining = matches!(rx.wait_for(|p| *p != Phase::Running).await.as_deref(), Ok(Phase::Draining));
         if draining {
             drain.store(true, Ordering::Relaxed);
@@ -461,8 +442,6 @@ async fn drive<C: GracefulConnection>(
         tracing::debug!("connection forced closed: the shutdown grace period is over");
         End::CutOff
     });
-    let phase_wake = Arc::new(PhaseWake { flagged: AtomicBool::new(true), task: atomic_waker::AtomicWaker::new() });
-    let phase_waker = std::task::Waker::from(phase_wake.clone());
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
     // `headerTimeout` (HTTP/1.1): a request head must be in within this of the connection
     // being ready for one (its start, or the last request answered and its response
@@ -472,27 +451,10 @@ async fn drive<C: GracefulConnection>(
     cork.deadlines.armed(timer.deadline().into_std());
     // The timer must be polled (to register the task) after it is armed or moved.
     let mut timer_moved = true;
-    // The task's waker as last registered with `phase_wake`: registered again only when it
-    // changed or a phase change took it (an atomic read-modify-write saved per poll).
-    let mut registered: Option<std::task::Waker> = None;
     std::future::poll_fn(|cx| {
         crate::in_thread::note_work();
-        loop {
-            let stale = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-            if !stale && !phase_wake.flagged.load(Ordering::Acquire) {
-                break;
-            }
-            // Registered before the flag is read: a phase change in between still wakes us.
-            phase_wake.task.register(cx.waker());
-            registered = Some(cx.waker().clone());
-            if !phase_wake.flagged.swap(false, Ordering::AcqRel) {
-                break;
-            }
-            if let Poll::Ready(end) = watch_phase.as_mut().poll(&mut std::task::Context::from_waker(&phase_waker)) {
-                return Poll::Ready(end);
-            }
-            // The wake that set the flag took the registration: look once more now that it
-            // is back.
+        if let Poll::Ready(end) = Pin::new(&mut watch_phase).poll(cx) {
+            return Poll::Ready(end);
         }
         loop {
             if !draining && drain.load(Ordering::Relaxed) {

@@ -56,3 +56,4 @@ mod target;
 mod tls;
 mod websocket;
 mod wire;
+mod woken;

@@ -432,59 +432,6 @@ impl WriterWake {
     }
 }
 
-/// A future polled only after it woke its task (and at its first poll): a socket's task
-/// runs at every read, and the server's phase watch it also waits on takes the lock of
-/// its waiter list at each poll (as `connection::PhaseWake` avoids for connections).
-struct WhenWoken<F> {
-    fut: Pin<Box<F>>,
-    flag: Arc<FlagWake>,
-    /// `flag` as the waker `fut` sees.
-    waker: std::task::Waker,
-    /// The task's waker, as registered in `flag`.
-    registered: Option<std::task::Waker>,
-}
-
-struct FlagWake {
-    woken: AtomicBool,
-    task: atomic_waker::AtomicWaker,
-}
-
-impl std::task::Wake for FlagWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl<F: std::future::Future> WhenWoken<F> {
-    fn new(fut: F) -> Self {
-        let flag = Arc::new(FlagWake { woken: AtomicBool::new(true), task: atomic_waker::AtomicWaker::new() });
-        WhenWoken { fut: Box::pin(fut), waker: std::task::Waker::from(flag.clone()), flag, registered: None }
-    }
-}
-
-impl<F: std::future::Future> std::future::Future for WhenWoken<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let woken = this.flag.woken.load(Ordering::Acquire) && this.flag.woken.swap(false, Ordering::AcqRel);
-        // A wake-up takes the registered waker: register again after one.
-        if woken || !this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            this.flag.task.register(cx.waker());
-            this.registered = Some(cx.waker().clone());
-        }
-        if !woken {
-            return Poll::Pending;
-        }
-        this.fut.as_mut().poll(&mut std::task::Context::from_waker(&this.waker))
-    }
-}
-
 impl SocketShared {
     pub fn new(sid: u32, config: SocketConfig, doorbell: Arc<Doorbell>) -> Arc<Self> {
         Arc::new(SocketShared {
@@ -1544,7 +1491,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
             biased;
             e = work.as_mut() => Some(e),
             // An error: the server is gone; as forced.
-            r = WhenWoken::new(forced.wait_for(|p| *p != Phase::Running)) => {
+            r = crate::woken::WhenWoken::new(forced.wait_for(|p| *p != Phase::Running)) => {
                 if r.map_or(true, |p| *p == Phase::Forced) { Some(abnormal()) } else { None }
             }
         };
@@ -1555,7 +1502,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'st
                 tokio::select! {
                     biased;
                     e = work.as_mut() => e,
-                    _ = WhenWoken::new(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
+                    _ = crate::woken::WhenWoken::new(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
                 }
             }
         }
