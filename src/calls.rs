@@ -35,7 +35,7 @@
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
-//! | `wsAccept`, `wsAbandon` | id, socket id, release / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
+//! | `wsAccept`, `wsAbandon` | id, socket id, release, headers? (name/value pairs) / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
 //! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
@@ -177,9 +177,9 @@ calls! {
     ) -> u32 {
         core.ws_upgrade(id, protocol, max_payload, idle_timeout_ms, compress)
     }
-    /// `wsAccept(id, sid, release)`: see `Core::ws_accept`.
-    c"wsAccept" => fn ws_accept(core, _env; id: u32, sid: u32, release: bool) -> () {
-        core.ws_accept(id, sid, release)
+    /// `wsAccept(id, sid, release, headers?)`: see `Core::ws_accept`.
+    c"wsAccept" => fn ws_accept(core, _env; id: u32, sid: u32, release: bool, headers: Trailing<Vec<String>>) -> () {
+        core.ws_accept(id, sid, release, headers.0)
     }
     /// `wsAbandon(sid)`: see `Core::ws_abandon`.
     c"wsAbandon" => fn ws_abandon(core, _env; sid: u32) -> () {

@@ -695,12 +695,19 @@ impl Core {
         Ok(self.js.sockets.insert(config, remote, h, doorbell))
     }
 
-    /// Answers request `id` with the 101 of socket `sid`; the socket opens once hyper
-    /// hands the connection over (a WS_OPEN record follows).
-    pub fn ws_accept(&mut self, id: u32, sid: u32, release: bool) -> BridgeResult<()> {
+    /// Answers request `id` with the 101 of socket `sid`, plus `headers` (name/value
+    /// pairs); the socket opens once hyper hands the connection over (a WS_OPEN record
+    /// follows). A bad header throws and leaves the socket unaccepted.
+    pub fn ws_accept(&mut self, id: u32, sid: u32, release: bool, headers: Option<Vec<String>>) -> BridgeResult<()> {
         let Some(socket) = self.js.sockets.get_mut(sid) else { return Err(invalid_state("the WebSocket is gone")) };
         let Some(h) = socket.handshake.take() else { return Err(invalid_state("the WebSocket was already accepted")) };
-        let reply = websocket::switching_protocols(&h, socket.shared.clone());
+        let reply = match websocket::switching_protocols(&h, socket.shared.clone(), headers.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                socket.handshake = Some(h);
+                return Err(e);
+            }
+        };
         let shared = socket.shared.clone();
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             shared.abandon();

@@ -10,6 +10,7 @@
 
 use crate::bridge::{Doorbell, Event};
 use crate::connection::Phase;
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::stats::Stats;
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -1216,9 +1217,14 @@ impl Reader {
                 return Ok(Step::Closed(c, reason.to_string()));
             }
             OP_PING => {
+                // Answered here; JS is told too (Bun's `ping` handler), after the
+                // messages before it.
+                let payload = f.payload.freeze();
                 if !self.shared.closing.load(Ordering::Acquire) {
-                    self.shared.push(Out::Pong(f.payload.freeze()));
+                    self.shared.push(Out::Pong(payload.clone()));
                 }
+                self.hand_over();
+                self.shared.doorbell.push(Event::WsPing(self.shared.sid, payload))
             }
             OP_PONG => {
                 // After the messages before it.
@@ -1553,11 +1559,34 @@ pub(crate) async fn take_over(
 #[derive(Clone)]
 pub(crate) struct Accepted(pub Arc<SocketShared>);
 
-/// The 101 response for a handshake.
-pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> crate::bridge::Reply {
+/// The 101 response for a handshake, with the application's `extra` headers (name/value
+/// pairs, Bun's `server.upgrade(req, { headers })`). Those the handshake sets itself, and
+/// hop-by-hop and framing ones, are left out: they would break the upgrade.
+pub(crate) fn switching_protocols(
+    h: &Handshake,
+    shared: Arc<SocketShared>,
+    extra: Option<&[String]>,
+) -> BridgeResult<crate::bridge::Reply> {
     let mut res = http::Response::new(crate::body::ResponseBody::Empty);
     *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
+    if let Some(list) = extra {
+        if list.len() % 2 != 0 {
+            return Err(BridgeError::new(ErrorKind::InvalidHeader, "header list must hold name/value pairs"));
+        }
+        for pair in list.chunks_exact(2) {
+            let name = http::HeaderName::from_bytes(pair[0].as_bytes()).map_err(|_| {
+                BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header name {:?}", pair[0]))
+            })?;
+            let value = crate::response::header_value(&pair[1])?;
+            let own = name.as_str().starts_with("sec-websocket-")
+                || name == http::header::CONTENT_LENGTH
+                || crate::response::is_hop_by_hop(&name, 101);
+            if !own {
+                headers.append(name, value);
+            }
+        }
+    }
     headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
     headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
     if let Ok(v) = http::HeaderValue::from_str(&h.accept) {
@@ -1570,7 +1599,7 @@ pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> c
         headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res.extensions_mut().insert(Accepted(shared));
-    res
+    Ok(res)
 }
 
 #[cfg(test)]
