@@ -90,6 +90,7 @@ interface Calls {
   wsAbandon(sid: number): void;
   wsSendText(sid: number, data: string, compress: boolean): number;
   wsSendBytes(sid: number, data: Uint8Array, compress: boolean): number;
+  wsHearDrain(sid: number): void;
   wsClose(sid: number, code: number, reason: string): void;
   wsPing(sid: number, data: Uint8Array): boolean;
   wsBuffered(sid: number): number;
@@ -193,6 +194,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     wsAbandon: c.wsAbandon,
     wsSendText: c.wsSendText,
     wsSendBytes: c.wsSendBytes,
+    wsHearDrain: c.wsHearDrain,
     wsClose: c.wsClose,
     wsPing: c.wsPing,
     wsBuffered: c.wsBuffered,

@@ -587,6 +587,7 @@ export class Server {
         return r;
       },
       close: (sid, code, reason) => n.wsClose(sid, code, reason),
+      hearDrain: (sid) => n.wsHearDrain(sid),
       abandon: (sid) => n.wsAbandon(sid),
       ping: (sid, data) => n.wsPing(sid, data),
       buffered: (sid) => n.wsBuffered(sid),

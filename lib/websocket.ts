@@ -77,6 +77,8 @@ export interface WebSocketHost {
   sendText(sid: number, data: string, compress: boolean): number;
   sendBytes(sid: number, data: Uint8Array, compress: boolean): number;
   close(sid: number, code: number, reason: string): void;
+  /** The socket has a `drain` listener or handler: DRAIN records are posted for it. */
+  hearDrain(sid: number): void;
   abandon(sid: number): void;
   ping(sid: number, data: Uint8Array): boolean;
   buffered(sid: number): number;
@@ -231,6 +233,7 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     this.data = data;
     this.#handlers = handlers;
     this.#binaryType = binaryType;
+    if (handlers?.drain !== undefined) host.hearDrain(sid);
   }
 
   static {
@@ -279,9 +282,9 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         const h = ws.#handlers?.ping;
         if (h !== undefined) ws.#call(h, payload);
       },
-      // Each send queued behind another asks for a DRAIN record (most sends of a batch
-      // to one socket do), and an event costs a clock read and a dispatch: none is made
-      // for a socket that never had a `drain` listener, where it would reach no one.
+      // DRAIN records come only for sockets with a `drain` handler or listener
+      // (`hearDrain`): each send queued behind another asks for one (most sends of a
+      // batch to one socket do).
       drain: (ws) => {
         const h = ws.#handlers?.drain;
         if (h !== undefined) ws.#call(h);
@@ -416,6 +419,28 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     return this.#sendNow(data, c);
   }
 
+  /** Bun's: `send` of a string. */
+  sendText(data: string, compress = true): number {
+    return this.send(String(data), compress);
+  }
+
+  /** Bun's: `send` of bytes. */
+  sendBinary(data: ArrayBufferLike | ArrayBufferView, compress = true): number {
+    if (toBytes(data) === null) throw new TypeError("sendBinary() takes an ArrayBuffer or a view of one");
+    return this.send(data, compress);
+  }
+
+  /** Bun's: runs `callback` and returns what it returns. The sends of a batch already go
+   * out together at its end (one write per socket), so there is nothing more to gather. */
+  cork<R>(callback: (ws: this) => R): R {
+    return callback(this);
+  }
+
+  /** Bun's name for `bufferedAmount`. */
+  getBufferedAmount(): number {
+    return this.bufferedAmount;
+  }
+
   #sendNow(data: unknown, compress: boolean): number {
     if (typeof data === "string") return this.#host.sendText(this.#sid, data, compress);
     const bytes = toBytes(data);
@@ -519,11 +544,14 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   }
 
   // https://dom.spec.whatwg.org/#dom-eventtarget-addeventlistener, as EventTarget's own
-  // (its arguments passed on as given); it also notes a `drain` listener, whose events
-  // are otherwise not made. A type that is not a string is taken as maybe "drain".
+  // (its arguments passed on as given); it also notes the type, as events of a type no
+  // listener was added for are not made, and the first `drain` listener asks for DRAIN
+  // records. A type that is not a string is taken as maybe any.
   addEventListener(...args: Parameters<EventTarget["addEventListener"]>): void {
     const type: unknown = args[0];
-    this.#listened |= typeof type !== "string" ? LISTENED_ALL : ((LISTENED as Record<string, number>)[type] ?? 0);
+    const bits = typeof type !== "string" ? LISTENED_ALL : ((LISTENED as Record<string, number>)[type] ?? 0);
+    if ((bits & LISTENED.drain & ~this.#listened) !== 0 && this.#state !== CLOSED) this.#host.hearDrain(this.#sid);
+    this.#listened |= bits;
     super.addEventListener(...args);
   }
 

@@ -763,6 +763,13 @@ impl Core {
         status
     }
 
+    /// Socket `sid` has a `drain` listener or handler (`SocketShared::hear_drain`).
+    pub fn ws_hear_drain(&mut self, sid: u32) {
+        if let Some(s) = self.js.sockets.get(sid) {
+            s.shared.hear_drain();
+        }
+    }
+
     pub fn ws_close(&mut self, sid: u32, code: u32, reason: String) {
         if let Some(s) = self.js.sockets.get(sid) {
             s.shared.close(code as u16, reason);

@@ -378,3 +378,40 @@ test("handler options that are not functions are refused", () => {
     );
   }
 });
+
+test("Bun's socket methods: sendText, sendBinary, cork, getBufferedAmount", async () => {
+  const results = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      if (server.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws) {
+        const r = ws.cork((w) => {
+          w.sendText("text");
+          w.sendBinary(new Uint8Array([9, 8]));
+          return "corked";
+        });
+        results.push(r, typeof ws.getBufferedAmount());
+        assert.throws(() => ws.sendBinary("not bytes"), TypeError);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    c.send("go");
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got, [
+      [false, "text"],
+      [true, "0908"],
+    ]);
+    assert.deepEqual(results, ["corked", "number"]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
