@@ -88,8 +88,9 @@ interface Calls {
   wsUpgrade(id: number, protocol: string | null, maxPayload: number, idleTimeoutMs: number, compress: number): number;
   wsAccept(id: number, sid: number, release: boolean, headers?: string[]): void;
   wsAbandon(sid: number): void;
-  wsSendText(sid: number, data: string, compress: boolean): number;
-  wsSendBytes(sid: number, data: Uint8Array, compress: boolean): number;
+  /** `compress` left out: true. */
+  wsSendText(sid: number, data: string, compress?: boolean): number;
+  wsSendBytes(sid: number, data: Uint8Array, compress?: boolean): number;
   wsHearDrain(sid: number): void;
   wsClose(sid: number, code: number, reason: string): void;
   wsPing(sid: number, data: Uint8Array): boolean;

@@ -576,13 +576,14 @@ export class Server {
     // Sends wake their sockets' writers at the next flush: the batch's end, or a
     // microtask when sent from elsewhere (a timer, a promise).
     return {
+      // `compress` is left out when true, the default (one argument conversion less).
       sendText: (sid, data, compress) => {
-        const r = n.wsSendText(sid, data, compress);
+        const r = compress ? n.wsSendText(sid, data) : n.wsSendText(sid, data, false);
         this.#queueFlush();
         return r;
       },
       sendBytes: (sid, data, compress) => {
-        const r = n.wsSendBytes(sid, data, compress);
+        const r = compress ? n.wsSendBytes(sid, data) : n.wsSendBytes(sid, data, false);
         this.#queueFlush();
         return r;
       },

@@ -36,7 +36,7 @@
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
 //! | `wsAccept`, `wsAbandon` | id, socket id, release, headers? (name/value pairs) / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
-//! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
 //! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
@@ -187,13 +187,13 @@ calls! {
         core.ws_abandon(sid);
         Ok(())
     }
-    /// `wsSendText(sid, text, compress)`: see `Core::ws_send`.
-    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress))
+    /// `wsSendText(sid, text, compress?)`: see `Core::ws_send`.
+    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: Trailing<bool>) -> i32 {
+        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress.0.unwrap_or(true)))
     }
-    /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
-    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress))
+    /// `wsSendBytes(sid, data, compress?)`: the data is copied (`Core::ws_send`).
+    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: Trailing<bool>) -> i32 {
+        Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress.0.unwrap_or(true)))
     }
     /// `wsHearDrain(sid)`: see `Core::ws_hear_drain`.
     c"wsHearDrain" => fn ws_hear_drain(core, _env; sid: u32) -> () {
