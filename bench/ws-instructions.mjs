@@ -17,7 +17,8 @@
 // Run with: node bench/ws-instructions.mjs [--servers=fetch-rs,fetch-rs-base] [--tool=callgrind|syscalls|strace|perf]
 //           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
-// Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-base and fetch-rs-base-threads
+// Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
+// handler API), fetch-rs-base and fetch-rs-base-threads
 // (bench/make-baseline.sh REV), node-ws, bun.
 import { execFileSync, spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -53,6 +54,9 @@ const THREADS = { FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 1 }) };
 const SERVERS = {
   "fetch-rs": { cmd: FETCH_RS },
   "fetch-rs-threads": { cmd: FETCH_RS, env: THREADS },
+  // Bun's handler API (server.upgrade, the `websocket` handlers) instead of the socket's events.
+  "fetch-rs-handlers": { cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"] },
+  "fetch-rs-handlers-threads": { cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"], env: THREADS },
   "fetch-rs-base": { cmd: FETCH_RS, env: BASE, needs: "bench/baseline/fetch-rs.node" },
   "fetch-rs-base-threads": { cmd: FETCH_RS, env: { ...BASE, ...THREADS }, needs: "bench/baseline/fetch-rs.node" },
   // Any other build: FETCH_RS_CANDIDATE=/path/to/dist/index.js (a copy of dist/ beside its fetch-rs.node).

@@ -23,6 +23,13 @@ const LOAD = join(ROOT, "target", "release", "examples", "ws-load");
 const SERVERS = [
   { name: "fetch-rs", cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"] },
   {
+    // Bun's handler API (server.upgrade, the `websocket` handlers) where the row above uses
+    // upgradeWebSocket and the socket's events: the same server as Bun.serve's.
+    name: "fetch-rs handlers",
+    key: "fetch-rs-handlers",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"],
+  },
+  {
     // The network on the JS thread (src/in_thread.rs, docs/network-thread.md).
     name: "fetch-rs in-thread",
     key: "fetch-rs-inthread",
@@ -101,7 +108,7 @@ const { values: o } = parseArgs({
 });
 if (o.help) {
   console.log(
-    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-inthread,fetch-rs-threads,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
+    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-handlers,fetch-rs-inthread,fetch-rs-threads,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
   );
   process.exit(0);
 }

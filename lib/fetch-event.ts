@@ -36,6 +36,8 @@ export interface EventHost {
   finish(ev: FetchEvent, released: boolean): void;
 }
 
+const NONE = Symbol("none");
+
 const DISPATCHING = 0;
 const WAITING = 1;
 const SENT = 2;
@@ -50,6 +52,10 @@ export let eventInternals: {
   aborted(ev: FetchEvent): void;
   requestIfCreated(ev: FetchEvent): Request | null;
   id(ev: FetchEvent): number;
+  /** Whether the event can still be answered with a WebSocket's 101. */
+  upgradable(ev: FetchEvent): boolean;
+  /** Answers the event with `response` (a WebSocket's 101): see `#upgrade`. */
+  upgrade(ev: FetchEvent, response: unknown): void;
 };
 
 export class FetchEvent {
@@ -65,9 +71,13 @@ export class FetchEvent {
   #request: Request | null = null;
   #phase = DISPATCHING;
   #respondCalled = false;
-  #syncResponse: unknown = undefined;
+  // What respondWith() was given during dispatch (NONE: nothing yet; `undefined` is a
+  // value a handler can give, and is answered 500 with its error).
+  #syncResponse: unknown = NONE;
   #pending = 0;
   #aborted = false;
+  // The 101 of `server.upgrade()`: the answer, whatever respondWith() is given.
+  #upgraded: unknown = undefined;
 
   private constructor(host: EventHost, id: number, flags: number, head: string, urlLength: number) {
     this.#host = host;
@@ -86,6 +96,8 @@ export class FetchEvent {
       aborted: (ev) => ev.#abort(),
       requestIfCreated: (ev) => ev.#request,
       id: (ev) => ev.#id,
+      upgradable: (ev) => ev.#phase < SENT && ev.#upgraded === undefined && ev.#syncResponse === NONE,
+      upgrade: (ev, response) => ev.#upgrade(response),
     };
   }
 
@@ -113,6 +125,7 @@ export class FetchEvent {
    * call throws an InvalidStateError.
    */
   respondWith(response: unknown): void {
+    if (this.#upgraded !== undefined) return this.#afterUpgrade(response);
     if (this.#respondCalled || (this.#phase >= SENT && !this.#aborted))
       throw new DOMException("respondWith() was already called for this request", "InvalidStateError");
     this.#respondCalled = true;
@@ -130,6 +143,31 @@ export class FetchEvent {
     else this.#send(response);
   }
 
+  /**
+   * Bun's `server.upgrade()`: the event is answered with the 101, and a handler may then
+   * return nothing (Bun's `if (server.upgrade(req)) return;`). Called before respondWith()
+   * (a handler that upgrades at once), the 101 is the answer as respondWith(101) would
+   * make it; after respondWith() was given a promise (an async handler that upgrades after
+   * an await), the 101 is sent when that promise settles, whatever it gives.
+   */
+  #upgrade(response: unknown): void {
+    this.#upgraded = response;
+    if (this.#respondCalled) return;
+    this.#respondCalled = true;
+    if (this.#phase === DISPATCHING) this.#syncResponse = response;
+    else this.#send(response);
+  }
+
+  /** respondWith() after an upgrade: its value is not sent, but a rejection is reported. */
+  #afterUpgrade(response: unknown): void {
+    if (
+      response !== null &&
+      typeof response === "object" &&
+      typeof (response as PromiseLike<unknown>).then === "function"
+    )
+      (response as PromiseLike<unknown>).then(undefined, (e: unknown) => this.#host.report(e, this));
+  }
+
   #respondLater(response: PromiseLike<unknown>): void {
     this.#pending++;
     if (this.#phase === DISPATCHING) this.#phase = WAITING;
@@ -141,7 +179,9 @@ export class FetchEvent {
       (e) => {
         this.#pending--;
         this.#host.report(e, this);
-        this.#fail(500);
+        // An upgrade made before the handler failed still opens its socket.
+        if (this.#upgraded !== undefined) this.#send(undefined);
+        else this.#fail(500);
       },
     );
   }
@@ -162,9 +202,9 @@ export class FetchEvent {
   }
 
   #afterDispatch(): void {
-    if (this.#syncResponse !== undefined) {
+    if (this.#syncResponse !== NONE) {
       const r = this.#syncResponse;
-      this.#syncResponse = undefined;
+      this.#syncResponse = NONE;
       this.#send(r);
       return;
     }
@@ -176,7 +216,7 @@ export class FetchEvent {
     this.#host.report(e, this);
     if (!this.#respondCalled) {
       this.#respondCalled = true;
-      this.#syncResponse = undefined;
+      this.#syncResponse = NONE;
       this.#fail(500);
     }
   }
@@ -201,6 +241,7 @@ export class FetchEvent {
     // Aborted (client gone, timed out) or already answered: only the bookkeeping is left.
     if (this.#phase >= SENT) return this.#maybeFinish();
     this.#phase = SENT;
+    if (this.#upgraded !== undefined) r = this.#upgraded;
     // With nothing left to wait for, the reply also frees the record (a Request object
     // keeps working: its URL and headers came with the event): one native call.
     const release = this.#pending === 0;

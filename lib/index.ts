@@ -10,7 +10,7 @@ export type {
   WebSocketOptions,
 } from "./server.js";
 export { upgradeWebSocket, ServerWebSocket } from "./websocket.js";
-export type { UpgradeWebSocketOptions, BinaryType } from "./websocket.js";
+export type { UpgradeWebSocketOptions, BinaryType, WebSocketHandlers } from "./websocket.js";
 export { FetchEvent } from "./fetch-event.js";
 export type { ClientCertificate } from "./fetch-event.js";
 export type { TlsOptions, PemInput } from "./tls.js";

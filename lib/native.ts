@@ -86,10 +86,12 @@ interface Calls {
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
   streamEnd(id: number, failed: boolean): void;
   wsUpgrade(id: number, protocol: string | null, maxPayload: number, idleTimeoutMs: number, compress: number): number;
-  wsAccept(id: number, sid: number, release: boolean): void;
+  wsAccept(id: number, sid: number, release: boolean, headers?: string[]): void;
   wsAbandon(sid: number): void;
-  wsSendText(sid: number, data: string, compress: boolean): number;
-  wsSendBytes(sid: number, data: Uint8Array, compress: boolean): number;
+  /** `compress` left out: true. */
+  wsSendText(sid: number, data: string, compress?: boolean): number;
+  wsSendBytes(sid: number, data: Uint8Array, compress?: boolean): number;
+  wsHearDrain(sid: number): void;
   wsClose(sid: number, code: number, reason: string): void;
   wsPing(sid: number, data: Uint8Array): boolean;
   wsBuffered(sid: number): number;
@@ -193,6 +195,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     wsAbandon: c.wsAbandon,
     wsSendText: c.wsSendText,
     wsSendBytes: c.wsSendBytes,
+    wsHearDrain: c.wsHearDrain,
     wsClose: c.wsClose,
     wsPing: c.wsPing,
     wsBuffered: c.wsBuffered,
@@ -228,11 +231,12 @@ export const RECORD_WS_MESSAGE = constant("RECORD_WS_MESSAGE");
 export const RECORD_WS_PONG = constant("RECORD_WS_PONG");
 export const RECORD_WS_DRAIN = constant("RECORD_WS_DRAIN");
 export const RECORD_WS_CLOSE = constant("RECORD_WS_CLOSE");
-/** WS_MESSAGE kinds and the WS_CLOSE flag. */
+/** WS_MESSAGE kinds, the WS_CLOSE flag, and the WS_PONG arg of a ping. */
 export const WS_TEXT = constant("WS_TEXT");
 export const WS_POOLED = constant("WS_POOLED");
 export const WS_POOLED_SAME = constant("WS_POOLED_SAME");
 export const WS_CLEAN = constant("WS_CLEAN");
+export const WS_PING = constant("WS_PING");
 /** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
 export const METHOD_MASK = constant("METHOD_MASK");
 export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");

@@ -27,6 +27,7 @@ import {
   RECORD_WS_OPEN,
   RECORD_WS_PONG,
   WS_CLEAN,
+  WS_PING,
   WS_POOLED,
   WS_POOLED_SAME,
   WS_TEXT,
@@ -36,16 +37,26 @@ import {
 import { sendResponse, type StreamHooks } from "./reply.js";
 import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
+import { Headers } from "./headers.js";
+import { incomingSlot } from "./request.js";
 import {
   publishWith,
   socketInternals,
+  type BinaryType,
   type ServerWebSocket,
+  type SocketHandlers,
   type UpgradeWebSocketOptions,
+  type WebSocketHandlers,
   type WebSocketHost,
 } from "./websocket.js";
 
-/** The server's WebSocket options (the `websocket` member of ServerOptions). */
-export interface WebSocketOptions {
+/**
+ * The server's WebSocket options (the `websocket` member of ServerOptions), named as
+ * Bun's: settings, and the handlers (`open`, `message`, `close`, `drain`, `ping`, `pong`)
+ * that every socket of the server is handed to. `T` is the type of `ws.data`.
+ */
+// `any` by default, as `ws.data` is whatever `server.upgrade(req, { data })` was given.
+export interface WebSocketOptions<T = any> extends WebSocketHandlers<T> {
   /** Largest message in bytes; a larger one closes the socket with 1009 (default 16 MiB). */
   maxPayloadLength?: number;
   /** Seconds a socket may be silent before it is pinged, and closed (1001) if it stays
@@ -177,6 +188,24 @@ function integer(
   return v;
 }
 
+const HANDLER_NAMES = ["open", "message", "close", "drain", "ping", "pong"] as const;
+
+/** The handlers of the `websocket` option as sockets hold them, or null without any. */
+function socketHandlers(options: ServerOptions): SocketHandlers | null {
+  const ws = options.websocket as Record<string, unknown> | undefined;
+  if (ws === undefined || !HANDLER_NAMES.some((h) => ws[h] !== undefined)) return null;
+  const pick = (h: string) => ws[h] as SocketHandlers["open"];
+  return {
+    target: ws,
+    open: pick("open"),
+    message: pick("message"),
+    close: pick("close"),
+    drain: pick("drain"),
+    ping: pick("ping"),
+    pong: pick("pong"),
+  };
+}
+
 function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: number; overrideGlobals: boolean } {
   if (options === null || typeof options !== "object")
     throw optionError(`Server options must be an object, got ${got(options)}`);
@@ -192,6 +221,10 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
   for (const b of ["closeOnBackpressureLimit", "perMessageDeflate"]) {
     if (ws[b] !== undefined && typeof ws[b] !== "boolean")
       throw optionError(`websocket.${b} must be a boolean, got ${got(ws[b])}`);
+  }
+  for (const h of HANDLER_NAMES) {
+    if (ws[h] !== undefined && typeof ws[h] !== "function")
+      throw optionError(`websocket.${h} must be a function, got ${got(ws[h])}`);
   }
   const wsIdle = ws.idleTimeout;
   if (wsIdle !== undefined && (typeof wsIdle !== "number" || !(wsIdle >= 0) || !Number.isFinite(wsIdle)))
@@ -233,9 +266,11 @@ export class Server {
   // order (emptied as dispatched); a REQUEST record's head text comes from requestHead.
   #texts: unknown[] = [];
   #sockets = new Map<number, ServerWebSocket>();
-  // The responses `upgradeWebSocket` returned, to the socket each one opens.
-  #upgrades = new WeakMap<object, { id: number; sid: number; socket: ServerWebSocket }>();
+  // The responses `upgradeWebSocket` returned (and the 101s of `upgrade`), to the socket
+  // each one opens, with the headers `upgrade` adds to the 101.
+  #upgrades = new WeakMap<object, { id: number; sid: number; socket: ServerWebSocket; headers?: string[] }>();
   #wsHost: WebSocketHost;
+  #wsHandlers: SocketHandlers | null;
   // Per request, by the slot index of its id (see RequestState).
   #requests: (RequestState | undefined)[] = [];
   #streamHooks: StreamHooks = {
@@ -268,6 +303,7 @@ export class Server {
     if (this.#options.overrideGlobals) (globalThis as { Response: unknown }).Response = Response;
     this.#host = this.#makeHost();
     this.#wsHost = this.#makeWsHost();
+    this.#wsHandlers = socketHandlers(options);
   }
 
   /** The bound port, once listening. */
@@ -392,6 +428,43 @@ export class Server {
     return publishWith(this.#wsHost, 0, topic, data, compress);
   }
 
+  /**
+   * Bun's `server.upgrade(request, { data, headers })`: answers `request` (one this server
+   * received, not yet answered) with the 101 that opens a WebSocket, handed to the
+   * `websocket` handlers, with `data` as `ws.data` and `headers` added to the 101 (a
+   * `Sec-WebSocket-Protocol` there picks the subprotocol, which the client must have
+   * offered). The handler may then return nothing. Returns false, and answers nothing,
+   * when the request is not a valid WebSocket upgrade. Its sockets start with
+   * `binaryType` "nodebuffer" (Buffers, as Bun's).
+   */
+  upgrade<T = unknown>(request: Request, options: { data?: T; headers?: HeadersInit } = {}): boolean {
+    if (options === null || typeof options !== "object") throw new TypeError("upgrade() options must be an object");
+    let headers: string[] | undefined;
+    let protocol: string | undefined;
+    if (options.headers !== undefined) {
+      const list: string[] = [];
+      for (const [name, value] of new Headers(options.headers)) {
+        if (name === "sec-websocket-protocol") protocol = value;
+        else list.push(name, value);
+      }
+      if (list.length > 0) headers = list;
+    }
+    const slot = incomingSlot(request);
+    if (slot === null || slot.source !== this.#host) return false;
+    const st = this.#state(slot.id);
+    const ev = st?.event;
+    if (ev === undefined || !eventInternals.upgradable(ev)) return false;
+    let up: { socket: ServerWebSocket; response: Response };
+    try {
+      up = this.#upgrade(slot.id, { data: options.data, protocol }, "nodebuffer", headers);
+    } catch (e) {
+      if ((e as { code?: unknown }).code?.toString().startsWith("ERR_WS_")) return false;
+      throw e;
+    }
+    eventInternals.upgrade(ev, up.response);
+    return true;
+  }
+
   // The doorbell: drains every queued record, in one native call per 1024, and
   // dispatches them; replies gathered meanwhile go out in one flush.
   #onDoorbell = (): void => {
@@ -488,7 +561,8 @@ export class Server {
         socketInternals.drain(ws);
         break;
       case RECORD_WS_PONG:
-        socketInternals.pong(ws, payload as Buffer);
+        if (arg === WS_PING) socketInternals.ping(ws, payload as Buffer);
+        else socketInternals.pong(ws, payload as Buffer);
         break;
       case RECORD_WS_CLOSE:
         this.#sockets.delete(sid);
@@ -502,17 +576,19 @@ export class Server {
     // Sends wake their sockets' writers at the next flush: the batch's end, or a
     // microtask when sent from elsewhere (a timer, a promise).
     return {
+      // `compress` is left out when true, the default (one argument conversion less).
       sendText: (sid, data, compress) => {
-        const r = n.wsSendText(sid, data, compress);
+        const r = compress ? n.wsSendText(sid, data) : n.wsSendText(sid, data, false);
         this.#queueFlush();
         return r;
       },
       sendBytes: (sid, data, compress) => {
-        const r = n.wsSendBytes(sid, data, compress);
+        const r = compress ? n.wsSendBytes(sid, data) : n.wsSendBytes(sid, data, false);
         this.#queueFlush();
         return r;
       },
       close: (sid, code, reason) => n.wsClose(sid, code, reason),
+      hearDrain: (sid) => n.wsHearDrain(sid),
       abandon: (sid) => n.wsAbandon(sid),
       ping: (sid, data) => n.wsPing(sid, data),
       buffered: (sid) => n.wsBuffered(sid),
@@ -534,8 +610,14 @@ export class Server {
     };
   }
 
-  /** `upgradeWebSocket` for request `id`: the socket, and the response that opens it. */
-  #upgrade(id: number, options: UpgradeWebSocketOptions): { socket: ServerWebSocket; response: Response } {
+  /** `upgradeWebSocket` (and `upgrade`) for request `id`: the socket, and the response
+   * that opens it. */
+  #upgrade(
+    id: number,
+    options: UpgradeWebSocketOptions,
+    binaryType: BinaryType,
+    headers?: string[],
+  ): { socket: ServerWebSocket; response: Response } {
     const st = this.#state(id);
     const ev = st?.event;
     if (st === undefined || ev === undefined)
@@ -556,12 +638,20 @@ export class Server {
       throw nativeError(e);
     }
     const url = eventInternals.requestIfCreated(ev)?.url ?? "";
-    const socket = socketInternals.create(this.#wsHost, sid, url, options.protocol ?? "", options.data);
+    const socket = socketInternals.create(
+      this.#wsHost,
+      sid,
+      url,
+      options.protocol ?? "",
+      options.data,
+      this.#wsHandlers,
+      binaryType,
+    );
     this.#sockets.set(sid, socket);
     // A Response cannot be constructed with 101; this one only stands for the upgrade.
     const response = new Response(null, { status: 200 });
     Object.defineProperty(response, "status", { value: 101 });
-    this.#upgrades.set(response, { id, sid, socket });
+    this.#upgrades.set(response, { id, sid, socket, headers });
     st.socket = socket;
     return { socket, response };
   }
@@ -669,7 +759,7 @@ export class Server {
       stream: () => server.#bodyStream(id),
     });
     return {
-      webSocket: (id: number, options: UpgradeWebSocketOptions) => this.#upgrade(id, options),
+      webSocket: (id: number, options: UpgradeWebSocketOptions) => this.#upgrade(id, options, "arraybuffer"),
       method: (id) => native.requestMethod(id) ?? "GET",
       body,
       request: (_ev, id, flags, head, urlLength) => incomingRequest(this.#host, id, flags, head, urlLength),
@@ -692,7 +782,8 @@ export class Server {
           this.#upgrades.delete(response as object);
           st!.socket = null;
           try {
-            native.wsAccept(id, up.sid, release);
+            if (up.headers === undefined) native.wsAccept(id, up.sid, release);
+            else native.wsAccept(id, up.sid, release, up.headers);
           } catch (e) {
             throw nativeError(e);
           }
@@ -856,6 +947,12 @@ function safeUrl(r: Request): string {
 }
 
 export interface ServeInfo {
+  /** Bun's `server.upgrade(request, { data, headers })`: see `Server.upgrade`. */
+  readonly upgrade: Server["upgrade"];
+  /** Bun's `server.publish(topic, data, compress)`: see `Server.publish`. */
+  readonly publish: Server["publish"];
+  /** The server that received the request. */
+  readonly server: Server;
   /** The client's IP address. */
   readonly clientAddress: string;
   /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
@@ -893,8 +990,25 @@ const NO_PROPS: Record<string, unknown> = Object.freeze({});
 // second as `c.env` and the third as `c.executionCtx`.
 class EventInfo implements ServeInfo, ExecutionContext {
   #ev: FetchEvent;
-  constructor(ev: FetchEvent) {
+  #server: Server;
+  constructor(ev: FetchEvent, server: Server) {
     this.#ev = ev;
+    this.#server = server;
+  }
+  // Bun passes its Server here; these are the members its handlers use.
+  /** `server.upgrade(request, options)` (Bun's): see `Server.upgrade`. */
+  get upgrade(): Server["upgrade"] {
+    const server = this.#server;
+    return (request, options) => server.upgrade(request, options);
+  }
+  /** `server.publish(topic, data, compress)`: see `Server.publish`. */
+  get publish(): Server["publish"] {
+    const server = this.#server;
+    return (topic, data, compress) => server.publish(topic, data, compress);
+  }
+  /** The server itself. */
+  get server(): Server {
+    return this.#server;
   }
   get clientAddress(): string {
     return this.#ev.clientAddress;
@@ -943,7 +1057,7 @@ export function serve(options: ServeOptions): Server {
   const { fetch, ...rest } = options;
   const server = new Server(rest);
   server.addEventListener("fetch", (ev) => {
-    const info = new EventInfo(ev);
+    const info = new EventInfo(ev, server);
     ev.respondWith(fetch(ev.request, info, info));
   });
   server.listenSync();

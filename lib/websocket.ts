@@ -26,11 +26,59 @@ export interface UpgradeWebSocketOptions<T = unknown> {
 
 export type BinaryType = "arraybuffer" | "blob" | "nodebuffer" | "uint8array";
 
+/**
+ * Bun's socket handlers, given in the server's `websocket` option. Each is called with the
+ * socket first, before the socket's own event listeners (if it has any). A handler that
+ * throws, or whose promise rejects, is reported as a listener error is; the socket and
+ * its later messages are not affected.
+ */
+export interface WebSocketHandlers<T = unknown> {
+  /** The socket is open (its 101 was sent). */
+  open?(ws: ServerWebSocket<T>): unknown;
+  /** A message: a string for text; for binary, what `ws.binaryType` says (a Buffer for
+   * sockets made by `server.upgrade`, an ArrayBuffer for those of `upgradeWebSocket`). */
+  message?(ws: ServerWebSocket<T>, message: string | Buffer): unknown;
+  /** The socket closed; `code` 1005 when the peer's close frame had none, 1006 when the
+   * connection ended without one. */
+  close?(ws: ServerWebSocket<T>, code: number, reason: string): unknown;
+  /** The send queue, after a `send` returned -1, is low again. */
+  drain?(ws: ServerWebSocket<T>): unknown;
+  /** A ping arrived (it is answered with a pong before this is called). */
+  ping?(ws: ServerWebSocket<T>, data: Buffer): unknown;
+  /** A pong arrived. */
+  pong?(ws: ServerWebSocket<T>, data: Buffer): unknown;
+}
+
+type AnyHandler = (ws: ServerWebSocket, a?: unknown, b?: unknown) => unknown;
+
+/** @internal The server's handlers as each socket holds them: one shape for all, with
+ * `target` as `this` (the options object they came from, as a method call on it). */
+export interface SocketHandlers {
+  target: object;
+  open: AnyHandler | undefined;
+  message: AnyHandler | undefined;
+  close: AnyHandler | undefined;
+  drain: AnyHandler | undefined;
+  ping: AnyHandler | undefined;
+  pong: AnyHandler | undefined;
+}
+
+// A Buffer made straight over a drain's ArrayBuffer: `Buffer.from(arrayBuffer, offset,
+// length)` first asks C++ whether it was given an ArrayBuffer (about 450 instructions); a
+// subclass of Uint8Array whose prototype is Buffer's (as Node's own FastBuffer is) is made
+// as cheaply as a plain Uint8Array, and is a Buffer in every way (`Buffer.isBuffer`,
+// `instanceof`, `constructor`, the methods).
+const PooledBuffer = class Buffer extends Uint8Array {};
+Object.setPrototypeOf(PooledBuffer.prototype, Buffer.prototype);
+Object.defineProperty(PooledBuffer.prototype, "constructor", { value: Buffer, writable: true, configurable: true });
+
 /** @internal What a socket needs from its server (bound native calls). */
 export interface WebSocketHost {
   sendText(sid: number, data: string, compress: boolean): number;
   sendBytes(sid: number, data: Uint8Array, compress: boolean): number;
   close(sid: number, code: number, reason: string): void;
+  /** The socket has a `drain` listener or handler: DRAIN records are posted for it. */
+  hearDrain(sid: number): void;
   abandon(sid: number): void;
   ping(sid: number, data: Uint8Array): boolean;
   buffered(sid: number): number;
@@ -103,12 +151,21 @@ type Handler = ((this: ServerWebSocket, ev: Event) => unknown) | null;
 
 /** @internal */
 export let socketInternals: {
-  create<T>(host: WebSocketHost, sid: number, url: string, protocol: string, data: T): ServerWebSocket<T>;
+  create<T>(
+    host: WebSocketHost,
+    sid: number,
+    url: string,
+    protocol: string,
+    data: T,
+    handlers: SocketHandlers | null,
+    binaryType: BinaryType,
+  ): ServerWebSocket<T>;
   open(ws: ServerWebSocket, extensions: string): void;
   message(ws: ServerWebSocket, text: boolean, payload: string | Buffer): void;
   /** A small binary message: `length` bytes at `offset` of a drain's shared ArrayBuffer. */
   pooled(ws: ServerWebSocket, arena: ArrayBuffer, offset: number, length: number): void;
   pong(ws: ServerWebSocket, payload: Buffer): void;
+  ping(ws: ServerWebSocket, payload: Buffer): void;
   drain(ws: ServerWebSocket): void;
   closed(ws: ServerWebSocket, code: number, reason: string, clean: boolean): void;
   /** The request was answered without the upgrade response: the socket never opens. */
@@ -140,9 +197,12 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   #url: string;
   #protocol: string;
   #extensions = "";
-  #binaryType: BinaryType = "arraybuffer";
-  /** A `drain` listener was added at some time (see `socketInternals.drain`). */
-  #drainListened = false;
+  #binaryType: BinaryType;
+  /** The server's handlers (Bun's API), or null. */
+  #handlers: SocketHandlers | null;
+  /** The event types a listener was added for at some time (L_* bits): events of
+   * the others are not made, as they would reach no one. */
+  #listened = 0;
   #onopen: Handler = null;
   #onmessage: Handler = null;
   #onclose: Handler = null;
@@ -154,7 +214,16 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   #laterBytes = 0;
 
   /** @internal */
-  constructor(key: typeof INTERNAL, host: WebSocketHost, sid: number, url: string, protocol: string, data: T) {
+  constructor(
+    key: typeof INTERNAL,
+    host: WebSocketHost,
+    sid: number,
+    url: string,
+    protocol: string,
+    data: T,
+    handlers: SocketHandlers | null,
+    binaryType: BinaryType,
+  ) {
     if (key !== INTERNAL) throw new TypeError("Illegal constructor: use upgradeWebSocket(request)");
     super();
     this.#host = host;
@@ -162,21 +231,27 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     this.#url = url;
     this.#protocol = protocol;
     this.data = data;
+    this.#handlers = handlers;
+    this.#binaryType = binaryType;
+    if (handlers?.drain !== undefined) host.hearDrain(sid);
   }
 
   static {
     socketInternals = {
-      create: (host, sid, url, protocol, data) => new ServerWebSocket(INTERNAL, host, sid, url, protocol, data),
+      create: (host, sid, url, protocol, data, handlers, binaryType) =>
+        new ServerWebSocket(INTERNAL, host, sid, url, protocol, data, handlers, binaryType),
       open: (ws, extensions) => {
         if (ws.#state !== CONNECTING) return;
         ws.#state = OPEN;
         ws.#extensions = extensions;
-        ws.#fire(new Event("open"));
+        const h = ws.#handlers?.open;
+        if (h !== undefined) ws.#call(h);
+        if ((ws.#listened & L_OPEN) !== 0) ws.#fire(new Event("open"));
       },
       message: (ws, text, payload) => {
         if (ws.#state !== OPEN) return;
         const data = text ? payload : ws.#binary(payload as Buffer);
-        ws.#fire(new MessageEvent("message", { data }));
+        ws.#deliver(data);
       },
       pooled: (ws, arena, offset, length) => {
         if (ws.#state !== OPEN) return;
@@ -184,7 +259,7 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         let data: unknown;
         switch (ws.#binaryType) {
           case "nodebuffer":
-            data = Buffer.from(arena, offset, length);
+            data = new PooledBuffer(arena, offset, length);
             break;
           case "uint8array":
             data = new Uint8Array(arena, offset, length);
@@ -195,34 +270,79 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
           default:
             data = offset === 0 && length === arena.byteLength ? arena : arena.slice(offset, offset + length);
         }
-        ws.#fire(new MessageEvent("message", { data }));
+        ws.#deliver(data);
       },
-      pong: (ws, payload) =>
-        ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length))),
-      // Each send queued behind another asks for a DRAIN record (most sends of a batch
-      // to one socket do), and an event costs a clock read and a dispatch: none is made
-      // for a socket that never had a `drain` listener, where it would reach no one.
+      pong: (ws, payload) => {
+        const h = ws.#handlers?.pong;
+        if (h !== undefined) ws.#call(h, payload);
+        if ((ws.#listened & L_PONG) !== 0)
+          ws.#fire(new PongEvent(new Uint8Array(payload.buffer, payload.byteOffset, payload.length)));
+      },
+      ping: (ws, payload) => {
+        const h = ws.#handlers?.ping;
+        if (h !== undefined) ws.#call(h, payload);
+      },
+      // DRAIN records come only for sockets with a `drain` handler or listener
+      // (`hearDrain`): each send queued behind another asks for one (most sends of a
+      // batch to one socket do).
       drain: (ws) => {
-        if (ws.#drainListened) ws.#fire(new Event("drain"));
+        const h = ws.#handlers?.drain;
+        if (h !== undefined) ws.#call(h);
+        if ((ws.#listened & L_DRAIN) !== 0) ws.#fire(new Event("drain"));
       },
       closed: (ws, code, reason, clean) => {
         if (ws.#state === CLOSED) return;
+        const opened = ws.#state !== CONNECTING;
         ws.#state = CLOSED;
         ws.#later = null;
-        if (!clean && code !== ABNORMAL) {
+        // A socket that never opened was never the handlers' to see.
+        const h = opened ? ws.#handlers?.close : undefined;
+        if (h !== undefined) ws.#call(h, code, reason);
+        if (!clean && code !== ABNORMAL && (ws.#listened & L_ERROR) !== 0) {
           const err = Object.assign(new Error(`WebSocket closed with ${code}${reason ? ": " + reason : ""}`), {
             code: "ERR_WS_CLOSED",
             closeCode: code,
           });
           ws.#fire(new WsErrorEvent(err));
         }
-        ws.#fire(new CloseEventClass("close", { code, reason, wasClean: clean }));
+        if ((ws.#listened & L_CLOSE) !== 0) ws.#fire(new CloseEventClass("close", { code, reason, wasClean: clean }));
       },
       abandon: (ws) => {
         if (ws.#state !== CONNECTING) return;
         ws.#host.abandon(ws.#sid);
       },
     };
+  }
+
+  /** A message to the `message` handler, then to the socket's listeners: no event is
+   * made for a socket without listeners of its own. */
+  #deliver(data: unknown): void {
+    const h = this.#handlers;
+    if (h !== null && h.message !== undefined) {
+      try {
+        const r = h.message.call(h.target, this, data);
+        if (r !== undefined) this.#watch(r);
+      } catch (e) {
+        this.#host.report(e);
+      }
+    }
+    if ((this.#listened & L_MESSAGE) !== 0) this.#fire(new MessageEvent("message", { data }));
+  }
+
+  /** Calls a handler other than `message`; what it throws or rejects with is reported. */
+  #call(f: AnyHandler, a?: unknown, b?: unknown): void {
+    try {
+      const r = f.call(this.#handlers!.target, this, a, b);
+      if (r !== undefined) this.#watch(r);
+    } catch (e) {
+      this.#host.report(e);
+    }
+  }
+
+  /** An async handler's promise: its rejection is reported, as a throw is. */
+  #watch(r: unknown): void {
+    if (r !== null && typeof (r as PromiseLike<unknown>).then === "function")
+      (r as PromiseLike<unknown>).then(undefined, (e: unknown) => this.#host.report(e));
   }
 
   #fire(ev: Event): void {
@@ -264,8 +384,9 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   get extensions(): string {
     return this.#extensions;
   }
-  /** How binary messages arrive: "arraybuffer" (the default here, as a server wants the
-   * bytes at once), "blob", "nodebuffer" (a Buffer) or "uint8array". */
+  /** How binary messages arrive: "arraybuffer" (the default for sockets of
+   * `upgradeWebSocket`, as WHATWG's), "blob", "nodebuffer" (a Buffer; the default for
+   * sockets of `server.upgrade`, as Bun's) or "uint8array". */
   get binaryType(): BinaryType {
     return this.#binaryType;
   }
@@ -295,6 +416,28 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     const c = compress !== false;
     if (this.#later !== null || data instanceof Blob) return this.#sendLater(data, c);
     return this.#sendNow(data, c);
+  }
+
+  /** Bun's: `send` of a string. */
+  sendText(data: string, compress = true): number {
+    return this.send(String(data), compress);
+  }
+
+  /** Bun's: `send` of bytes. */
+  sendBinary(data: ArrayBufferLike | ArrayBufferView, compress = true): number {
+    if (toBytes(data) === null) throw new TypeError("sendBinary() takes an ArrayBuffer or a view of one");
+    return this.send(data, compress);
+  }
+
+  /** Bun's: runs `callback` and returns what it returns. The sends of a batch already go
+   * out together at its end (one write per socket), so there is nothing more to gather. */
+  cork<R>(callback: (ws: this) => R): R {
+    return callback(this);
+  }
+
+  /** Bun's name for `bufferedAmount`. */
+  getBufferedAmount(): number {
+    return this.bufferedAmount;
   }
 
   #sendNow(data: unknown, compress: boolean): number {
@@ -400,11 +543,14 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   }
 
   // https://dom.spec.whatwg.org/#dom-eventtarget-addeventlistener, as EventTarget's own
-  // (its arguments passed on as given); it also notes a `drain` listener, whose events
-  // are otherwise not made. A type that is not a string is taken as maybe "drain".
+  // (its arguments passed on as given); it also notes the type, as events of a type no
+  // listener was added for are not made, and the first `drain` listener asks for DRAIN
+  // records. A type that is not a string is taken as maybe any.
   addEventListener(...args: Parameters<EventTarget["addEventListener"]>): void {
     const type: unknown = args[0];
-    if (typeof type !== "string" || type === "drain") this.#drainListened = true;
+    const bits = typeof type !== "string" ? L_ALL : listenedBit(type);
+    if ((bits & L_DRAIN & ~this.#listened) !== 0 && this.#state !== CLOSED) this.#host.hearDrain(this.#sid);
+    this.#listened |= bits;
     super.addEventListener(...args);
   }
 
@@ -456,6 +602,35 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
 }
 
 const HANDLER_BITS = { open: 1, message: 2, close: 4, error: 8 } as const;
+// The `#listened` bits, one per event type. Plain constants: a lookup table made with
+// `Object.create(null)` is a dictionary, and reading it from optimized code was a generic
+// property load (a LoadIC call, about 70 instructions) per message.
+const L_OPEN = 1;
+const L_MESSAGE = 2;
+const L_CLOSE = 4;
+const L_ERROR = 8;
+const L_DRAIN = 16;
+const L_PONG = 32;
+const L_ALL = 63;
+
+function listenedBit(type: string): number {
+  switch (type) {
+    case "open":
+      return L_OPEN;
+    case "message":
+      return L_MESSAGE;
+    case "close":
+      return L_CLOSE;
+    case "error":
+      return L_ERROR;
+    case "drain":
+      return L_DRAIN;
+    case "pong":
+      return L_PONG;
+    default:
+      return 0;
+  }
+}
 
 function toBytes(data: unknown): Uint8Array | null {
   if (data instanceof Uint8Array) return data;

@@ -227,6 +227,8 @@ pub enum Event {
     WsMessage(u32, crate::websocket::Message),
     /// A pong arrived, with its payload.
     WsPong(u32, Bytes),
+    /// A ping arrived, with its payload (the pong is already queued).
+    WsPing(u32, Bytes),
     /// A WebSocket's send queue fell below its low-water mark.
     WsDrain(u32),
     /// A WebSocket closed: code, reason, and whether both sides sent a close frame.

@@ -35,8 +35,9 @@
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
-//! | `wsAccept`, `wsAbandon` | id, socket id, release / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
-//! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsAccept`, `wsAbandon` | id, socket id, release, headers? (name/value pairs) / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
+//! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
 //! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
@@ -177,22 +178,27 @@ calls! {
     ) -> u32 {
         core.ws_upgrade(id, protocol, max_payload, idle_timeout_ms, compress)
     }
-    /// `wsAccept(id, sid, release)`: see `Core::ws_accept`.
-    c"wsAccept" => fn ws_accept(core, _env; id: u32, sid: u32, release: bool) -> () {
-        core.ws_accept(id, sid, release)
+    /// `wsAccept(id, sid, release, headers?)`: see `Core::ws_accept`.
+    c"wsAccept" => fn ws_accept(core, _env; id: u32, sid: u32, release: bool, headers: Trailing<Vec<String>>) -> () {
+        core.ws_accept(id, sid, release, headers.0)
     }
     /// `wsAbandon(sid)`: see `Core::ws_abandon`.
     c"wsAbandon" => fn ws_abandon(core, _env; sid: u32) -> () {
         core.ws_abandon(sid);
         Ok(())
     }
-    /// `wsSendText(sid, text, compress)`: see `Core::ws_send`.
-    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress))
+    /// `wsSendText(sid, text, compress?)`: see `Core::ws_send`.
+    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: Trailing<bool>) -> i32 {
+        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress.0.unwrap_or(true)))
     }
-    /// `wsSendBytes(sid, data, compress)`: the data is copied (`Core::ws_send`).
-    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: bool) -> i32 {
-        Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress))
+    /// `wsSendBytes(sid, data, compress?)`: the data is copied (`Core::ws_send`).
+    c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: Trailing<bool>) -> i32 {
+        Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress.0.unwrap_or(true)))
+    }
+    /// `wsHearDrain(sid)`: see `Core::ws_hear_drain`.
+    c"wsHearDrain" => fn ws_hear_drain(core, _env; sid: u32) -> () {
+        core.ws_hear_drain(sid);
+        Ok(())
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
     c"wsClose" => fn ws_close(core, _env; sid: u32, code: u32, reason: String) -> () {

@@ -71,6 +71,43 @@ fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Resu
     }
 }
 
+/// An ArrayBuffer holding a copy of a drain's arena of small WebSocket messages, made as
+/// Node makes a Buffer: its memory is not zeroed first, where `napi_create_arraybuffer`'s
+/// is (a `calloc`, whose zeroing of each arena, at once overwritten by the copy, cost about
+/// 60 instructions a message).
+fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<napi::sys::napi_value> {
+    let raw = env.raw();
+    let mut value = std::ptr::null_mut();
+    let mut data = std::ptr::null_mut();
+    let mut kind = 0;
+    let mut len = 0usize;
+    let mut buffer = std::ptr::null_mut();
+    let mut offset = 0usize;
+    // SAFETY: plain Node-API calls on the JS thread with its env; the Buffer's memory is
+    // `len` bytes that nothing else sees until it is filled and handed to JS.
+    unsafe {
+        napi::check_status!(napi::sys::napi_create_buffer(raw, bytes.len(), &mut data, &mut value))?;
+        napi::check_status!(napi::sys::napi_get_typedarray_info(
+            raw,
+            value,
+            &mut kind,
+            &mut len,
+            &mut data,
+            &mut buffer,
+            &mut offset
+        ))?;
+        // A Buffer with an ArrayBuffer of its own, as Node makes them from C++; anything
+        // else (a slice of a pool) is not what JS may read whole: the plain way then.
+        if offset != 0 || len != bytes.len() || (data.is_null() && !bytes.is_empty()) {
+            return ArrayBuffer::copy_from(env, bytes).and_then(|a| ToNapiValue::to_napi_value(raw, a));
+        }
+        if !bytes.is_empty() {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), len);
+        }
+    }
+    Ok(buffer)
+}
+
 impl Core {
     pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
@@ -178,7 +215,7 @@ impl Core {
         let n = self.js.drain(records, &mut self.heads) as u32;
         let mut arenas = Vec::new();
         for a in self.js.arenas() {
-            arenas.push(napi::bindgen_prelude::ArrayBuffer::copy_from(env, a)?);
+            arenas.push(arena_buffer(env, a)?);
         }
         self.js.clear_arenas();
         for (k, payload) in self.heads.drain(..).enumerate() {
@@ -186,7 +223,10 @@ impl Core {
                 Payload::Pooled(i) => {
                     // Always there: `drain` numbered the arenas it filled.
                     if let Some(arena) = arenas.get(i) {
-                        texts.set_element(k as u32, *arena)?
+                        // SAFETY: both values belong to this call's env.
+                        napi::check_status!(unsafe {
+                            napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, *arena)
+                        })?
                     }
                 }
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
@@ -695,12 +735,19 @@ impl Core {
         Ok(self.js.sockets.insert(config, remote, h, doorbell))
     }
 
-    /// Answers request `id` with the 101 of socket `sid`; the socket opens once hyper
-    /// hands the connection over (a WS_OPEN record follows).
-    pub fn ws_accept(&mut self, id: u32, sid: u32, release: bool) -> BridgeResult<()> {
+    /// Answers request `id` with the 101 of socket `sid`, plus `headers` (name/value
+    /// pairs); the socket opens once hyper hands the connection over (a WS_OPEN record
+    /// follows). A bad header throws and leaves the socket unaccepted.
+    pub fn ws_accept(&mut self, id: u32, sid: u32, release: bool, headers: Option<Vec<String>>) -> BridgeResult<()> {
         let Some(socket) = self.js.sockets.get_mut(sid) else { return Err(invalid_state("the WebSocket is gone")) };
         let Some(h) = socket.handshake.take() else { return Err(invalid_state("the WebSocket was already accepted")) };
-        let reply = websocket::switching_protocols(&h, socket.shared.clone());
+        let reply = match websocket::switching_protocols(&h, socket.shared.clone(), headers.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                socket.handshake = Some(h);
+                return Err(e);
+            }
+        };
         let shared = socket.shared.clone();
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             shared.abandon();
@@ -754,6 +801,13 @@ impl Core {
             self.js.wake_writers.push(s.shared.clone());
         }
         status
+    }
+
+    /// Socket `sid` has a `drain` listener or handler (`SocketShared::hear_drain`).
+    pub fn ws_hear_drain(&mut self, sid: u32) {
+        if let Some(s) = self.js.sockets.get(sid) {
+            s.shared.hear_drain();
+        }
     }
 
     pub fn ws_close(&mut self, sid: u32, code: u32, reason: String) {

@@ -223,6 +223,11 @@ impl JsSide {
                 heads.push(Payload::Binary(data));
                 Some([wire::RECORD_WS_PONG, sid, 0, 0])
             }
+            Event::WsPing(sid, data) => {
+                self.sockets.get(sid)?;
+                heads.push(Payload::Binary(data));
+                Some([wire::RECORD_WS_PONG, sid, wire::WS_PING, 0])
+            }
             Event::WsDrain(sid) => {
                 self.sockets.get(sid)?;
                 Some([wire::RECORD_WS_DRAIN, sid, 0, 0])

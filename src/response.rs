@@ -28,7 +28,7 @@ pub fn status_code(status: u32) -> BridgeResult<StatusCode> {
 
 /// Header values cross as JS strings whose code units are bytes (ByteString in the
 /// Fetch standard): a code point above 0xFF cannot be sent.
-fn header_value(v: &str) -> BridgeResult<HeaderValue> {
+pub(crate) fn header_value(v: &str) -> BridgeResult<HeaderValue> {
     let res = if v.is_ascii() {
         HeaderValue::from_str(v)
     } else {
@@ -133,7 +133,7 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
 /// headers (a proxy) must not send them, since this connection's framing and options are
 /// hyper's. `Proxy-*` fields are for a proxy hop; `Proxy-Authenticate` stays on a 407,
 /// where a server acting as a proxy sends it to its client.
-fn is_hop_by_hop(name: &HeaderName, status: u32) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName, status: u32) -> bool {
     use http::header::{CONNECTION, PROXY_AUTHENTICATE, TE, TRANSFER_ENCODING, UPGRADE};
     if name == CONNECTION || name == TRANSFER_ENCODING || name == TE || name == UPGRADE {
         return true;

@@ -10,6 +10,7 @@
 
 use crate::bridge::{Doorbell, Event};
 use crate::connection::Phase;
+use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::stats::Stats;
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -365,6 +366,10 @@ pub(crate) struct SocketShared {
     wake_pending: AtomicBool,
     /// A send was queued behind others: post a DRAIN record once the queue runs low.
     drain_wanted: AtomicBool,
+    /// JS has someone to tell of a drain (a `drain` listener or handler): without one, no
+    /// DRAIN record is posted (in an echo, one per socket and batch: a quarter of a
+    /// record more per message, for no one).
+    drain_heard: AtomicBool,
     /// A close frame is queued: data sends are refused.
     closing: AtomicBool,
     /// The socket's task has ended (or never started).
@@ -443,6 +448,7 @@ impl SocketShared {
             writer_wake: WriterWake::default(),
             wake_pending: AtomicBool::new(false),
             drain_wanted: AtomicBool::new(false),
+            drain_heard: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             unread: AtomicUsize::new(0),
@@ -733,8 +739,26 @@ impl SocketShared {
         if data == 0 {
             return;
         }
-        let left = self.buffered.fetch_sub(data, Ordering::AcqRel) - data;
-        if left <= self.config.backpressure_limit / 4 && self.drain_wanted.swap(false, Ordering::AcqRel) {
+        let left = self.buffered.fetch_sub(data, Ordering::SeqCst) - data;
+        if left <= self.config.backpressure_limit / 4
+            && self.drain_heard.load(Ordering::SeqCst)
+            && self.drain_wanted.swap(false, Ordering::AcqRel)
+        {
+            self.doorbell.push(Event::WsDrain(self.sid));
+        }
+    }
+
+    /// JS now has a `drain` listener or handler: DRAIN records are posted from here on,
+    /// and at once when a send already waits for one and the queue is low (a listener
+    /// added after `send` returned -1). Either this or `written` sees the other's store
+    /// (both sequentially consistent), and `drain_wanted` is taken once.
+    pub fn hear_drain(&self) {
+        if self.drain_heard.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.buffered.load(Ordering::SeqCst) <= self.config.backpressure_limit / 4
+            && self.drain_wanted.swap(false, Ordering::AcqRel)
+        {
             self.doorbell.push(Event::WsDrain(self.sid));
         }
     }
@@ -1216,9 +1240,14 @@ impl Reader {
                 return Ok(Step::Closed(c, reason.to_string()));
             }
             OP_PING => {
+                // Answered here; JS is told too (Bun's `ping` handler), after the
+                // messages before it.
+                let payload = f.payload.freeze();
                 if !self.shared.closing.load(Ordering::Acquire) {
-                    self.shared.push(Out::Pong(f.payload.freeze()));
+                    self.shared.push(Out::Pong(payload.clone()));
                 }
+                self.hand_over();
+                self.shared.doorbell.push(Event::WsPing(self.shared.sid, payload))
             }
             OP_PONG => {
                 // After the messages before it.
@@ -1553,11 +1582,34 @@ pub(crate) async fn take_over(
 #[derive(Clone)]
 pub(crate) struct Accepted(pub Arc<SocketShared>);
 
-/// The 101 response for a handshake.
-pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> crate::bridge::Reply {
+/// The 101 response for a handshake, with the application's `extra` headers (name/value
+/// pairs, Bun's `server.upgrade(req, { headers })`). Those the handshake sets itself, and
+/// hop-by-hop and framing ones, are left out: they would break the upgrade.
+pub(crate) fn switching_protocols(
+    h: &Handshake,
+    shared: Arc<SocketShared>,
+    extra: Option<&[String]>,
+) -> BridgeResult<crate::bridge::Reply> {
     let mut res = http::Response::new(crate::body::ResponseBody::Empty);
     *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
+    if let Some(list) = extra {
+        if list.len() % 2 != 0 {
+            return Err(BridgeError::new(ErrorKind::InvalidHeader, "header list must hold name/value pairs"));
+        }
+        for pair in list.chunks_exact(2) {
+            let name = http::HeaderName::from_bytes(pair[0].as_bytes()).map_err(|_| {
+                BridgeError::new(ErrorKind::InvalidHeader, format!("invalid header name {:?}", pair[0]))
+            })?;
+            let value = crate::response::header_value(&pair[1])?;
+            let own = name.as_str().starts_with("sec-websocket-")
+                || name == http::header::CONTENT_LENGTH
+                || crate::response::is_hop_by_hop(&name, 101);
+            if !own {
+                headers.append(name, value);
+            }
+        }
+    }
     headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
     headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
     if let Ok(v) = http::HeaderValue::from_str(&h.accept) {
@@ -1570,7 +1622,7 @@ pub(crate) fn switching_protocols(h: &Handshake, shared: Arc<SocketShared>) -> c
         headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res.extensions_mut().insert(Accepted(shared));
-    res
+    Ok(res)
 }
 
 #[cfg(test)]
@@ -1764,6 +1816,7 @@ mod tests {
     #[tokio::test]
     async fn the_flush_writes_and_a_full_socket_leaves_the_rest_to_the_task_in_order() {
         let (mut client, doorbell, shared, task) = socket_with_shared();
+        shared.hear_drain();
         while shared.writer().half.is_none() {
             tokio::task::yield_now().await;
         }
@@ -1802,6 +1855,34 @@ mod tests {
         // Sends queued behind others asked for a DRAIN once the queue ran low.
         assert!(ev.iter().any(|e| e == "drain"), "{ev:?}");
         assert_eq!(ev.last().map(String::as_str), Some("close 1000 \"\" true"));
+    }
+
+    #[tokio::test]
+    async fn a_drain_is_posted_only_once_js_has_someone_to_tell() {
+        let (mut client, doorbell, shared, task) = socket_with_shared();
+        while shared.writer().half.is_none() {
+            tokio::task::yield_now().await;
+        }
+        let send = |s: &SocketShared| {
+            s.send(Out::Message { payload: Bytes::from_static(b"x"), text: true, compress: false }, 1)
+        };
+        assert_eq!(send(&shared), 1);
+        // Queued behind the first: the sender is owed a drain.
+        assert_eq!(send(&shared), -1);
+        shared.send_now();
+        while shared.buffered() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut frames = [0u8; 6];
+        client.read_exact(&mut frames).await.unwrap();
+        assert!(!events(&doorbell).iter().any(|e| e == "drain"), "no one to tell yet");
+        // A listener added now hears of the drain it is owed, at once.
+        shared.hear_drain();
+        assert_eq!(events(&doorbell), ["drain"]);
+        client.write_all(&masked(OP_CLOSE, true, &[0x03, 0xe8])).await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test]

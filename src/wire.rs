@@ -46,7 +46,8 @@ constants! {
     /// `WS_POOLED_SAME` as `WS_POOLED` but with no item: the message is in the same
     /// ArrayBuffer as the pooled message before it.
     RECORD_WS_MESSAGE = 10;
-    /// A pong; its payload (a Buffer) is the next item of `texts`.
+    /// A pong, or with `arg` `WS_PING` a ping; its payload (a Buffer) is the next item
+    /// of `texts`.
     RECORD_WS_PONG = 11;
     /// A WebSocket's send queue fell below its low-water mark.
     RECORD_WS_DRAIN = 12;
@@ -63,6 +64,8 @@ constants! {
     WS_POOLED_SAME = 4;
     /// WS_CLOSE flag: the closing handshake completed.
     WS_CLEAN = 1 << 16;
+    /// WS_PONG `arg`: the frame was a ping (answered already), not a pong.
+    WS_PING = 1;
 
     /// The bits of a REQUEST record's `arg` that hold its method code.
     METHOD_MASK = 0xff;

@@ -651,6 +651,13 @@ test("permessage-deflate is negotiated and used both ways, and for publishes", a
     assert.equal(server.publish("t", text), 1);
     assert.equal(String((await nextMessage(c)).data), text);
     assert.ok(c._socket.bytesRead - before2 < text.length / 20);
+    // send(data, false) is not compressed, text or bytes.
+    for (const data of [text, Buffer.from(text)]) {
+      const before3 = c._socket.bytesRead;
+      sock.send(data, false);
+      assert.equal(String((await nextMessage(c)).data), text);
+      assert.ok(c._socket.bytesRead - before3 > text.length);
+    }
     c.close();
     // Off by default, and per upgrade.
     const plain = wsServer(echo);

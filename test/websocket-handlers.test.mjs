@@ -1,0 +1,417 @@
+// Bun's WebSocket API over real sockets with `ws` clients: `server.upgrade(request, { data,
+// headers })` and the handlers of the server's `websocket` option (open, message, close,
+// drain, ping, pong), in both the `new Server` + fetch listener and the `serve()` forms.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
+import { test } from "node:test";
+import WebSocket from "ws";
+import { serve, Server, Response, upgradeWebSocket } from "../dist/index.js";
+
+async function waitFor(pred, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Opens a `ws` client on `path`; resolves with it and the 101's headers once open. */
+async function client(server, path = "/ws", protocols) {
+  const c = new WebSocket(`ws://127.0.0.1:${server.port}${path}`, protocols);
+  let headers;
+  c.once("upgrade", (res) => (headers = res.headers));
+  await once(c, "open");
+  return { c, headers };
+}
+
+/** Messages a client receives, as [isBinary, text or hex]. */
+function collect(c) {
+  const got = [];
+  c.on("message", (d, isBinary) => got.push([isBinary, isBinary ? Buffer.from(d).toString("hex") : String(d)]));
+  return got;
+}
+
+/** A raw HTTP/1.1 exchange: sends `text`, resolves with what came back once the server closed. */
+async function raw(port, text) {
+  const s = net.connect(port, "127.0.0.1");
+  await once(s, "connect");
+  s.end(text);
+  const chunks = [];
+  s.on("data", (d) => chunks.push(d));
+  await once(s, "close");
+  return Buffer.concat(chunks).toString("latin1");
+}
+
+test("handlers echo text and binary: new Server with server.upgrade in a fetch listener", async () => {
+  const kinds = [];
+  const server = new Server({
+    port: 0,
+    host: "127.0.0.1",
+    websocket: {
+      message(ws, m) {
+        kinds.push(typeof m === "string" ? "string" : Buffer.isBuffer(m) ? "Buffer" : "other");
+        ws.send(m);
+      },
+    },
+  });
+  server.addEventListener("fetch", (ev) => {
+    if (!server.upgrade(ev.request)) ev.respondWith(new Response("not a WebSocket", { status: 400 }));
+  });
+  await server.listen();
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    c.send("hello");
+    c.send(Buffer.from([1, 2, 3, 250]));
+    c.send(Buffer.alloc(100_000, 7));
+    c.send("wörld");
+    await waitFor(() => got.length === 4);
+    assert.deepEqual(got.slice(0, 2), [
+      [false, "hello"],
+      [true, "010203fa"],
+    ]);
+    assert.deepEqual(got[2], [true, Buffer.alloc(100_000, 7).toString("hex")]);
+    assert.deepEqual(got[3], [false, "wörld"]);
+    // Sockets of server.upgrade give binary messages as Buffers, as Bun's do.
+    assert.deepEqual(kinds, ["string", "Buffer", "Buffer", "string"]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("serve(): fetch(req, server) upgrades with data and headers, and answers plain requests itself", async () => {
+  const opened = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      const path = new URL(req.url).pathname;
+      const headers = { "X-Room": path.slice(1), "Set-Cookie": "seen=1" };
+      if (path === "/chat") headers["Sec-WebSocket-Protocol"] = "chat";
+      if (server.upgrade(req, { data: { path, n: 42 }, headers })) return;
+      return new Response(`plain ${path}`, { status: 426 });
+    },
+    websocket: {
+      open(ws) {
+        opened.push({ data: ws.data, state: ws.readyState, protocol: ws.protocol });
+      },
+      message(ws, m) {
+        ws.send(`${ws.data.path}:${m}`);
+      },
+    },
+  });
+  try {
+    const { c, headers } = await client(server, "/lobby");
+    assert.equal(headers["x-room"], "lobby");
+    assert.equal(headers["set-cookie"][0], "seen=1");
+    const got = collect(c);
+    c.send("hi");
+    c.send(Buffer.from("bin"));
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got, [
+      [false, "/lobby:hi"],
+      [false, "/lobby:bin"],
+    ]);
+    assert.deepEqual(opened[0], { data: { path: "/lobby", n: 42 }, state: 1, protocol: "" });
+    // A Sec-WebSocket-Protocol among the headers picks the subprotocol.
+    const chat = await client(server, "/chat", ["other", "chat"]);
+    assert.equal(chat.c.protocol, "chat");
+    await waitFor(() => opened.length === 2);
+    assert.equal(opened[1].protocol, "chat");
+    chat.c.close();
+    // Not an upgrade: upgrade() is false and the handler's own response goes out.
+    const r = await fetch(`http://127.0.0.1:${server.port}/page`);
+    assert.equal(r.status, 426);
+    assert.equal(await r.text(), "plain /page");
+    // An upgrade request without a key is not a valid upgrade either.
+    const bad = await raw(
+      server.port,
+      "GET /nokey HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
+    );
+    assert.match(bad, /^HTTP\/1\.1 426/);
+    assert.match(bad, /plain \/nokey/);
+    // A subprotocol the client did not offer makes the upgrade fail, not throw.
+    const refused = new WebSocket(`ws://127.0.0.1:${server.port}/chat`, ["other"]);
+    const [, res] = await once(refused, "unexpected-response");
+    assert.equal(res.statusCode, 426);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("an async fetch handler may upgrade after an await and return nothing", async () => {
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    async fetch(req, server) {
+      await new Promise((r) => setTimeout(r, 10));
+      if (server.upgrade(req, { data: "late" })) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        ws.send(`${ws.data} ${m}`);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    c.send("x");
+    await waitFor(() => got.length === 1);
+    assert.deepEqual(got[0], [false, "late x"]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a fetch handler that returns nothing without upgrading is answered 500 and reported", async () => {
+  const errors = [];
+  const server = serve({ port: 0, host: "127.0.0.1", fetch() {} });
+  server.addEventListener("error", (e) => errors.push(e.error));
+  try {
+    const r = await fetch(`http://127.0.0.1:${server.port}/`, { signal: AbortSignal.timeout(5000) });
+    assert.equal(r.status, 500);
+    assert.equal(errors.length, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+test("open, close, drain, ping and pong handlers get their arguments", async () => {
+  const calls = [];
+  let sock;
+  const handlers = {
+    open(ws) {
+      sock = ws;
+      // Called as methods of the options object, as Bun does.
+      calls.push(["open", this === handlers]);
+      ws.ping("from server");
+    },
+    message(ws, m) {
+      if (m === "burst") {
+        // The second and third sends queue behind the first (-1): a drain follows.
+        const statuses = [ws.send("a"), ws.send("b"), ws.send("c")];
+        ws.send(JSON.stringify(statuses));
+      }
+    },
+    drain(ws) {
+      calls.push(["drain", ws === sock]);
+    },
+    ping(ws, data) {
+      calls.push(["ping", ws === sock, Buffer.isBuffer(data), String(data)]);
+    },
+    pong(ws, data) {
+      calls.push(["pong", ws === sock, Buffer.isBuffer(data), String(data)]);
+    },
+    close(ws, code, reason) {
+      calls.push(["close", ws === sock, code, reason, ws.readyState]);
+    },
+  };
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      if (server.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: handlers,
+  });
+  try {
+    const { c } = await client(server);
+    await waitFor(() => calls.length > 0);
+    assert.deepEqual(calls[0], ["open", true]);
+    // `ws` answers the server's ping by itself: the pong handler hears it.
+    await waitFor(() => calls.some((x) => x[0] === "pong"));
+    assert.deepEqual(
+      calls.find((x) => x[0] === "pong"),
+      ["pong", true, true, "from server"],
+    );
+    c.ping("from client");
+    await once(c, "pong");
+    await waitFor(() => calls.some((x) => x[0] === "ping"));
+    assert.deepEqual(
+      calls.find((x) => x[0] === "ping"),
+      ["ping", true, true, "from client"],
+    );
+    const got = collect(c);
+    c.send("burst");
+    await waitFor(() => got.length === 4 && calls.some((x) => x[0] === "drain"));
+    assert.deepEqual(JSON.parse(got[3][1]), [1, -1, -1]);
+    assert.deepEqual(
+      calls.find((x) => x[0] === "drain"),
+      ["drain", true],
+    );
+    c.close(4001, "bye now");
+    await waitFor(() => calls.some((x) => x[0] === "close"));
+    assert.deepEqual(calls.at(-1), ["close", true, 4001, "bye now", 3]);
+    assert.equal(calls.filter((x) => x[0] === "open").length, 1);
+    // A client gone without a close frame: 1006.
+    const other = await client(server);
+    other.c.terminate();
+    await waitFor(() => calls.filter((x) => x[0] === "close").length === 2);
+    assert.equal(calls.at(-1)[2], 1006);
+  } finally {
+    await server.close();
+  }
+});
+
+test("a handler that throws or rejects is reported; the socket and other sockets carry on", async () => {
+  const errors = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      if (server.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      open(ws) {
+        if (ws.data === undefined) ws.data = { opened: true };
+        throw new Error("open failed");
+      },
+      async message(ws, m) {
+        if (m === "throw") throw new Error("message failed");
+        ws.send(`echo ${m}`);
+      },
+      close() {
+        throw new Error("close failed");
+      },
+    },
+  });
+  server.addEventListener("error", (e) => errors.push(e.error.message));
+  try {
+    const a = await client(server);
+    const b = await client(server);
+    const gotA = collect(a.c);
+    const gotB = collect(b.c);
+    a.c.send("throw");
+    a.c.send("after");
+    b.c.send("other");
+    await waitFor(() => gotA.length === 1 && gotB.length === 1);
+    assert.deepEqual(gotA, [[false, "echo after"]]);
+    assert.deepEqual(gotB, [[false, "echo other"]]);
+    a.c.close();
+    await waitFor(() => errors.includes("close failed"));
+    assert.ok(errors.includes("open failed"));
+    assert.ok(errors.includes("message failed"));
+    // Still serving: a new socket, and plain requests.
+    const c = await client(server);
+    const gotC = collect(c.c);
+    c.c.send("new");
+    await waitFor(() => gotC.length === 1);
+    assert.equal((await fetch(`http://127.0.0.1:${server.port}/`)).status, 400);
+    b.c.close();
+    c.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("the message handler runs before the socket's own listeners, which still get events", async () => {
+  const order = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      if (new URL(req.url).pathname === "/deno") {
+        // A socket of upgradeWebSocket on a server with handlers: the handlers get it too.
+        const { socket, response } = upgradeWebSocket(req, { data: "deno" });
+        socket.addEventListener("message", (e) => order.push(["deno listener", e.data instanceof ArrayBuffer]));
+        return response;
+      }
+      if (server.upgrade(req, { data: "bun" })) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      open(ws) {
+        if (ws.data !== "bun") return;
+        ws.addEventListener("message", (e) => order.push(["listener", String(e.data)]));
+        ws.onmessage = (e) => order.push(["onmessage", String(e.data)]);
+        ws.addEventListener("close", (e) => order.push(["close listener", e.code]));
+      },
+      message(ws, m) {
+        order.push([`handler ${ws.data}`, typeof m === "string" ? m : m.constructor.name]);
+      },
+      close(ws, code) {
+        order.push([`close handler ${ws.data}`, code]);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    c.send("one");
+    await waitFor(() => order.length === 3);
+    c.close(1000);
+    await waitFor(() => order.length === 5);
+    assert.deepEqual(order, [
+      ["handler bun", "one"],
+      ["listener", "one"],
+      ["onmessage", "one"],
+      ["close handler bun", 1000],
+      ["close listener", 1000],
+    ]);
+    order.length = 0;
+    const d = await client(server, "/deno");
+    d.c.send(Buffer.from("xy"));
+    await waitFor(() => order.length === 2);
+    assert.deepEqual(order, [
+      ["handler deno", "ArrayBuffer"],
+      ["deno listener", true],
+    ]);
+    d.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("handler options that are not functions are refused", () => {
+  for (const name of ["open", "message", "close", "drain", "ping", "pong"]) {
+    assert.throws(
+      () => new Server({ port: 0, websocket: { [name]: "nope" } }),
+      (e) => e.code === "ERR_INVALID_OPTION" && e.message.includes(`websocket.${name}`),
+    );
+  }
+});
+
+test("Bun's socket methods: sendText, sendBinary, cork, getBufferedAmount", async () => {
+  const results = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, server) {
+      if (server.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws) {
+        const r = ws.cork((w) => {
+          w.sendText("text");
+          w.sendBinary(new Uint8Array([9, 8]));
+          return "corked";
+        });
+        results.push(r, typeof ws.getBufferedAmount());
+        assert.throws(() => ws.sendBinary("not bytes"), TypeError);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    c.send("go");
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got, [
+      [false, "text"],
+      [true, "0908"],
+    ]);
+    assert.deepEqual(results, ["corked", "number"]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
