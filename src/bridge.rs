@@ -148,6 +148,11 @@ impl ReplySender {
         ReplySender(Some(ticket))
     }
 
+    /// The request's ticket, until the reply is sent.
+    pub fn ticket(&self) -> Option<&Arc<Ticket>> {
+        self.0.as_ref()
+    }
+
     /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
     pub fn send(mut self, reply: Reply) -> Option<Arc<Ticket>> {
         let ticket = self.0.take()?;
@@ -189,9 +194,11 @@ pub struct IncomingRequest {
     pub remote: SocketAddr,
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<ReplySender>,
-    /// Held as long as JS holds the request's record: the connection's `last_request` sees
-    /// it alive while JS may still read a body hyper is reading (`Cork::settled`).
-    pub ticket: Arc<Ticket>,
+    /// For a request whose body was still on the wire when it was handed over: held as long
+    /// as JS holds the request's record, so the connection's `last_request` sees it alive
+    /// while JS may still read a body hyper is reading (`Cork::settled`).
+    #[allow(dead_code, reason = "held, never read: its strong count is what `last_request` sees")]
+    pub ticket: Option<Arc<Ticket>>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
