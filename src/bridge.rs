@@ -50,48 +50,56 @@ pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 /// side names the slot the JS thread gave it, and the reply travels back in it (no
 /// channel of its own per request, and the reply is moved once on its way).
 ///
-/// The reply's hand-over takes no lock: one `ReplySender` writes it once, then publishes
-/// it with a store of `state`; the connection task takes it with one compare-exchange.
-/// (A lock here cost six atomic read-modify-writes per request, each a full barrier.)
+/// The reply's hand-over takes no lock, and the waker no `AtomicWaker`: the task's first
+/// poll stores its waker and publishes it with a `fetch_or` of `WAKER`; the one
+/// `ReplySender` stores the reply and publishes it with a `fetch_or` of `GIVEN`; whoever
+/// wakes the task later (a batch's flush) reads the waker after a load of `state`, and the
+/// task takes the reply after another. (A lock here cost six atomic read-modify-writes per
+/// request, and the `AtomicWaker` four.)
 pub struct Ticket {
     /// The JS-visible id, 0 until the request is drained.
     pub id: AtomicU32,
-    /// `WAITING`, then `GIVEN` or `DROPPED` (by the sender), then `TAKEN` (by the task).
+    /// Bits: `WAKER`, then `GIVEN` or `DROPPED` (by the sender), then `TAKEN` (by the task).
     state: AtomicU8,
-    /// Written by the sender while `WAITING`, read by whoever moves it from `GIVEN` to
-    /// `TAKEN`; initialized exactly while `state` is `GIVEN`.
+    /// Written by the sender before it sets `GIVEN`, read by the task after it sees it;
+    /// initialized exactly while `GIVEN` is set and `TAKEN` is not.
     reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Reply>>,
-    /// The connection task waiting for the reply.
-    waker: atomic_waker::AtomicWaker,
+    /// The task waiting for the reply: written by the task while `WAKER` is clear, read by
+    /// `wake` only once it is set.
+    waker: std::cell::UnsafeCell<Option<std::task::Waker>>,
 }
 
-const WAITING: u8 = 0;
-const GIVEN: u8 = 1;
-/// Taken by the connection task.
-const TAKEN: u8 = 2;
+/// The task's waker is stored.
+const WAKER: u8 = 1;
+/// The reply is stored.
+const GIVEN: u8 = 2;
 /// JS let go of the request without answering it (the task answers 500).
-const DROPPED: u8 = 3;
+const DROPPED: u8 = 4;
+/// Taken by the connection task.
+const TAKEN: u8 = 8;
 
 // SAFETY: `reply` is written only by the one `ReplySender` (which sends at most once,
-// consuming itself) before the release store of GIVEN, and read only by the one caller
-// whose compare-exchange moves GIVEN to TAKEN, after its acquire: never both at once.
-// A `Reply` is `Send`, so handing it from one thread to another is sound.
+// consuming itself) before the release of GIVEN, and read only by the task after an acquire
+// that saw GIVEN: never both at once. `waker` is written only by the task, and only while
+// WAKER is clear (the first poll; or after a compare-exchange took WAKER away before GIVEN or
+// DROPPED came), and read by others only after an acquire that saw WAKER set. A `Reply` and
+// a `Waker` are `Send`, so handing them from one thread to another is sound.
 unsafe impl Sync for Ticket {}
 
 impl Default for Ticket {
     fn default() -> Self {
         Ticket {
             id: AtomicU32::new(0),
-            state: AtomicU8::new(WAITING),
+            state: AtomicU8::new(0),
             reply: std::cell::UnsafeCell::new(std::mem::MaybeUninit::uninit()),
-            waker: atomic_waker::AtomicWaker::new(),
+            waker: std::cell::UnsafeCell::new(None),
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if *self.state.get_mut() == GIVEN {
+        if *self.state.get_mut() & (GIVEN | TAKEN) == GIVEN {
             // SAFETY: GIVEN means the reply was written and not taken; `&mut self` is alone.
             unsafe { self.reply.get_mut().assume_init_drop() };
         }
@@ -101,40 +109,62 @@ impl Drop for Ticket {
 impl Ticket {
     /// Wakes the connection task, if it waits for the reply.
     pub fn wake(&self) {
-        self.waker.wake();
+        if self.state.load(Ordering::Acquire) & WAKER != 0 {
+            // SAFETY: WAKER is set, so the task wrote the waker before its release of it and
+            // does not write it again until a compare-exchange takes WAKER away, which fails
+            // once GIVEN or DROPPED is set, as it is before anyone wakes the task.
+            if let Some(w) = unsafe { &*self.waker.get() } {
+                w.wake_by_ref();
+            }
+        }
     }
 
     /// The reply once JS gave one; `Err` when JS let go of the request without one.
     pub fn poll_reply(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<Reply, ()>> {
-        if let Some(reply) = self.take() {
-            return std::task::Poll::Ready(reply);
+        use std::task::Poll;
+        let s = self.state.load(Ordering::Acquire);
+        if s & (GIVEN | DROPPED) != 0 {
+            return Poll::Ready(self.take(s));
         }
-        // Registered before the state is read again: a reply stored in between still wakes us.
-        self.waker.register(cx.waker());
-        match self.take() {
-            Some(reply) => std::task::Poll::Ready(reply),
-            None => std::task::Poll::Pending,
+        if s & WAKER != 0 {
+            // SAFETY: only this task writes the waker, and not while WAKER is set.
+            if unsafe { &*self.waker.get() }.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            // Polled with another waker: take WAKER away before writing it, unless the reply
+            // came meanwhile (then nobody reads the waker any more).
+            if let Err(now) = self.state.compare_exchange(s, s & !WAKER, Ordering::AcqRel, Ordering::Acquire) {
+                return Poll::Ready(self.take(now));
+            }
         }
+        // SAFETY: WAKER is clear: nobody else reads or writes the waker.
+        unsafe { *self.waker.get() = Some(cx.waker().clone()) };
+        // Published with the same read-modify-write that sees a reply stored meanwhile.
+        let s = self.state.fetch_or(WAKER, Ordering::AcqRel);
+        if s & (GIVEN | DROPPED) != 0 {
+            return Poll::Ready(self.take(s));
+        }
+        Poll::Pending
     }
 
-    fn take(&self) -> Option<Result<Reply, ()>> {
-        match self.state.load(Ordering::Acquire) {
-            WAITING => None,
-            GIVEN if self.state.compare_exchange(GIVEN, TAKEN, Ordering::Acquire, Ordering::Relaxed).is_ok() => {
-                // SAFETY: this call alone moved GIVEN to TAKEN, after the sender's release
-                // store of GIVEN: the reply is written, and nobody else reads it.
-                Some(Ok(unsafe { (*self.reply.get()).assume_init_read() }))
-            }
-            _ => Some(Err(())),
+    /// The reply (or `Err`: none will come), given state `s` with GIVEN or DROPPED set.
+    fn take(&self, s: u8) -> Result<Reply, ()> {
+        if s & (GIVEN | TAKEN) != GIVEN {
+            return Err(());
         }
+        // After GIVEN the sender writes `state` no more: only this task does.
+        self.state.store(s | TAKEN, Ordering::Relaxed);
+        // SAFETY: GIVEN was seen with acquire after the sender's release: the reply is
+        // written; TAKEN was not set, and this task alone sets it: it is read once.
+        Ok(unsafe { (*self.reply.get()).assume_init_read() })
     }
 
     /// Stores the reply (the one sender's `send`).
     fn give(&self, reply: Reply) {
-        // SAFETY: only the ticket's one `ReplySender` calls this, once, while WAITING: no
-        // reader touches `reply` before the release store below.
+        // SAFETY: only the ticket's one `ReplySender` calls this, once, before GIVEN or
+        // DROPPED is set: no reader touches `reply` before the release below.
         unsafe { (*self.reply.get()).write(reply) };
-        self.state.store(GIVEN, Ordering::Release);
+        self.state.fetch_or(GIVEN, Ordering::AcqRel);
     }
 }
 
@@ -148,6 +178,11 @@ impl ReplySender {
         ReplySender(Some(ticket))
     }
 
+    /// The request's ticket, until the reply is sent.
+    pub fn ticket(&self) -> Option<&Arc<Ticket>> {
+        self.0.as_ref()
+    }
+
     /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
     pub fn send(mut self, reply: Reply) -> Option<Arc<Ticket>> {
         let ticket = self.0.take()?;
@@ -159,7 +194,7 @@ impl ReplySender {
 impl Drop for ReplySender {
     fn drop(&mut self) {
         if let Some(ticket) = self.0.take() {
-            ticket.state.store(DROPPED, Ordering::Release);
+            ticket.state.fetch_or(DROPPED, Ordering::AcqRel);
             ticket.wake();
         }
     }
@@ -189,9 +224,11 @@ pub struct IncomingRequest {
     pub remote: SocketAddr,
     /// Taken by the first reply; `None` once answered or abandoned.
     pub reply: Option<ReplySender>,
-    /// Held as long as JS holds the request's record: the connection's `last_request` sees
-    /// it alive while JS may still read a body hyper is reading (`Cork::settled`).
-    pub ticket: Arc<Ticket>,
+    /// For a request whose body was still on the wire when it was handed over: held as long
+    /// as JS holds the request's record, so the connection's `last_request` sees it alive
+    /// while JS may still read a body hyper is reading (`Cork::settled`).
+    #[allow(dead_code, reason = "held, never read: its strong count is what `last_request` sees")]
+    pub ticket: Option<Arc<Ticket>>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.

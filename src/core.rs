@@ -111,10 +111,11 @@ fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<napi::sys::napi_value> 
 impl Core {
     pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
+        let stats = Arc::new(Stats::with_workers(config.worker_threads.max(1)));
         Ok(Core {
             config,
             js: JsSide::new(Arc::new(Doorbell::new())),
-            stats: Arc::new(Stats::new()),
+            stats,
             runtime: None,
             phase: None,
             heads: Vec::new(),
@@ -164,6 +165,8 @@ impl Core {
             None
         };
         if let Some(driver) = driver {
+            // Every count is made on this thread from now on.
+            self.stats.set_one_thread();
             // SAFETY: alive until `LocalDriver::close`.
             let handle = unsafe { (*driver).handle() };
             // No reply task: the flush wakes the connection tasks and writes to sockets itself.
@@ -172,9 +175,12 @@ impl Core {
             self.js.write_here = true;
         } else {
             let park_doorbell = self.js.doorbell.clone();
+            let stats = self.stats.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(self.config.worker_threads.max(1))
                 .thread_name("fetch-rs")
+                // Each worker counts requests in a shard of its own (stats.rs).
+                .on_thread_start(move || stats.enter_worker())
                 // A worker out of work rings JS for everything it queued meanwhile: one
                 // wake-up per round of network events instead of one per request.
                 .on_thread_park(move || {

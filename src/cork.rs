@@ -86,7 +86,7 @@ pub struct Cork {
     unflushed: AtomicBool,
     /// The connection speaks HTTP/2: write through.
     passthrough: AtomicBool,
-    /// Requests of this connection waiting on JS.
+    /// Requests of this connection waiting on JS (`in_flight_add`).
     pub in_flight: AtomicUsize,
     /// Streamed response bodies of this connection still being written.
     pub streaming: AtomicUsize,
@@ -97,8 +97,8 @@ pub struct Cork {
     /// The client half-closed between requests while some were still being answered:
     /// hyper is told of the end only once they are (see `CorkedStream::poll_read`).
     client_eof: AtomicBool,
-    /// Where a half-close is reported for the request waiting on JS (`last_request`), and
-    /// where the requests of this connection report being abandoned or timed out.
+    /// Where the requests of this connection report a half-close, being abandoned or
+    /// timed out.
     pub(crate) doorbell: Arc<crate::bridge::Doorbell>,
     /// The server's counts, which this connection's requests update.
     pub(crate) stats: Arc<crate::stats::Stats>,
@@ -110,9 +110,13 @@ pub struct Cork {
     /// then would restart its header timer, which a client sending a byte every few
     /// seconds could use to hold a connection forever (slowloris).
     read_since_write: AtomicBool,
-    /// The request of this connection whose record JS may still hold, with its body
-    /// (HTTP/1.1 has one at a time): while it lives hyper may be mid-body.
-    pub(crate) last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
+    /// The request of this connection whose record JS may still hold, with its body still
+    /// on the wire when it was handed over (HTTP/1.1 has one at a time): while it lives
+    /// hyper may be mid-body. Requests without such a body leave it empty.
+    last_request: Mutex<std::sync::Weak<crate::bridge::Ticket>>,
+    /// `last_request` holds a request: its lock is taken only then. Written and read by
+    /// the connection's task only.
+    last_request_set: AtomicBool,
     /// A WebSocket accepted on this connection: it takes the connection once hyper has
     /// written the 101 (connection.rs, websocket.rs).
     pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
@@ -163,6 +167,7 @@ impl Cork {
             read_since_write: AtomicBool::new(false),
             deadlines: crate::deadline::Deadlines::new(),
             last_request: Mutex::new(std::sync::Weak::new()),
+            last_request_set: AtomicBool::new(false),
             upgrade: Mutex::new(None),
         });
         let strict = (!passthrough).then(Box::default);
@@ -188,7 +193,43 @@ impl Cork {
             && !self.write_blocked.load(Ordering::Relaxed)
             && !self.read_since_write.load(Ordering::Relaxed)
             && self.side().buf.is_empty()
-            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
+            && !self.holds_last_request()
+    }
+
+    /// Whether JS may still hold the record of the last request with a body on the wire.
+    fn holds_last_request(&self) -> bool {
+        self.last_request_set.load(Ordering::Relaxed) && !self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
+    }
+
+    /// Records the request just handed to JS (`connection::hand_over`): `Some` for one whose
+    /// body is still on the wire, `None` for any other. Runs on the connection's task.
+    pub(crate) fn set_last_request(&self, ticket: Option<&Arc<crate::bridge::Ticket>>) {
+        if ticket.is_none() && !self.last_request_set.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut last) = self.last_request.lock() {
+            *last = ticket.map_or_else(std::sync::Weak::new, Arc::downgrade);
+        }
+        self.last_request_set.store(ticket.is_some(), Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (wrapping: `usize::MAX` takes one away) to the requests in flight. Over
+    /// HTTP/1.1 they come and go on the connection's task alone, as hyper polls them inside
+    /// its poll of the connection: a load and a store. HTTP/2 streams run in tasks of their
+    /// own, maybe on other threads.
+    pub(crate) fn in_flight_add(&self, delta: usize) {
+        if self.is_http1() {
+            let n = self.in_flight.load(Ordering::Relaxed).wrapping_add(delta);
+            self.in_flight.store(n, Ordering::Release);
+        } else {
+            self.in_flight.fetch_add(delta, Ordering::Release);
+        }
+    }
+
+    /// HTTP/1.1 (plain or TLS): every request's future is polled by the connection's task,
+    /// inside its poll of hyper's connection.
+    pub(crate) fn is_http1(&self) -> bool {
+        !self.passthrough.load(Ordering::Relaxed)
     }
 
     /// Whether hyper is between requests: none in progress, no response being streamed,
@@ -203,25 +244,15 @@ impl Cork {
     /// reading its body) and nothing is left unwritten: a `headerTimeout` that passed now
     /// passed waiting for a head.
     pub fn settled_for_head(&self) -> bool {
-        self.awaiting_head()
-            && self.side().buf.is_empty()
-            && self.last_request.lock().is_ok_and(|w| w.strong_count() == 0)
+        self.awaiting_head() && self.side().buf.is_empty() && !self.holds_last_request()
     }
 
     /// Whether the client has shut down its side (sent FIN) while requests of this
-    /// connection were waiting on JS: for HTTP, the client may be gone.
+    /// connection were waiting on JS: for HTTP, the client may be gone. The request waiting
+    /// tells JS at its next poll, so that its `request.signal` aborts (the answer is still
+    /// sent).
     pub fn half_closed(&self) -> bool {
         self.client_eof.load(Ordering::Acquire)
-    }
-
-    /// The end of the stream came while a request waits on JS: its `request.signal` aborts
-    /// (the answer is still sent). Runs on the connection's task, as `handle` does, so the
-    /// request is the one in `last_request`.
-    fn report_half_close(&self) {
-        let ticket = self.last_request.lock().ok().and_then(|w| w.upgrade());
-        if let Some(ticket) = ticket {
-            self.doorbell.push(crate::bridge::Event::Abort(ticket, crate::bridge::AbortReason::HalfClosed));
-        }
     }
 
     /// A request finished or a streamed response ended: hyper may now get the end of
@@ -379,7 +410,9 @@ impl hyper::rt::Read for CorkedStream {
                 let between = this.strict.as_ref().is_some_and(|s| s.between_requests());
                 if tbuf.filled().is_empty() && between && this.cork.in_flight.load(Ordering::Acquire) > 0 {
                     this.cork.client_eof.store(true, Ordering::Release);
-                    this.cork.report_half_close();
+                    // hyper polls the waiting request next (its dispatcher writes after it
+                    // reads), which tells JS; the wake-up makes sure of a poll.
+                    cx.waker().wake_by_ref();
                     return this.end_after_answers(cx);
                 }
             }

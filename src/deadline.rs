@@ -14,12 +14,10 @@
 //! hyper again, and every deadline that is due completes.
 //!
 //! That works only where the connection task itself polls the deadline: hyper's HTTP/1.1
-//! dispatcher polls the request's handler inside the task's poll of the connection, which
-//! `polling` marks. HTTP/2 streams run in tasks of their own and keep tokio's timers
-//! (`within` falls back to one outside that poll).
+//! dispatcher polls the request's handler inside the task's poll of the connection (and
+//! nowhere else). HTTP/2 streams run in tasks of their own and keep tokio's timers.
 
 use crate::cork::Cork;
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,24 +75,6 @@ impl Deadlines {
     }
 }
 
-thread_local! {
-    /// The connection whose task is polling hyper's connection on this thread right now.
-    static POLLING: Cell<*const Cork> = const { Cell::new(std::ptr::null()) };
-}
-
-/// Marks the connection of `cork` as the one being polled until the guard drops.
-pub fn polling(cork: &Arc<Cork>) -> PollingGuard {
-    PollingGuard(POLLING.replace(Arc::as_ptr(cork)))
-}
-
-pub struct PollingGuard(*const Cork);
-
-impl Drop for PollingGuard {
-    fn drop(&mut self) {
-        POLLING.set(self.0);
-    }
-}
-
 /// Whether a deadline noted in `cork` is due; if not, asks the connection's timer to wake
 /// the task at it.
 fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
@@ -109,9 +89,10 @@ fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
 }
 
 /// A time limit checked by hand, after each poll of what it limits that was not ready.
-/// Decided at its first check: inside the poll of its connection (HTTP/1.1) it is noted
-/// on the connection's timer; elsewhere (HTTP/2 streams, in tasks of their own) it keeps a
-/// tokio timer, boxed, so that the common case carries none.
+/// Decided at its first check: in an HTTP/1.1 connection, whose requests are polled inside
+/// the poll of the connection, it is noted on the connection's timer; in HTTP/2 (streams
+/// in tasks of their own) it keeps a tokio timer, boxed, so that the common case carries
+/// none.
 pub struct Limit(LimitState);
 
 enum LimitState {
@@ -132,7 +113,7 @@ impl Limit {
     /// Ready once the limit has passed; while not, the task is woken at it.
     pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if let LimitState::Unchecked(at) = self.0 {
-            self.0 = if POLLING.get() == Arc::as_ptr(cork) {
+            self.0 = if cork.is_http1() {
                 LimitState::Noted(cork.deadlines.nanos(at))
             } else {
                 LimitState::Timer(Box::pin(tokio::time::sleep_until(at.into())))

@@ -16,16 +16,29 @@ use std::ffi::{c_int, c_void, CStr};
 use std::ptr::null_mut;
 use std::sync::Arc;
 
-thread_local! {
-    /// Polls of connection tasks on this thread (`note_work`), so a turn can tell
+/// What a thread knows about the in-thread mode: one thread-local, so that a task's poll
+/// looks it up once (in a shared library each lookup is a call of `__tls_get_addr`).
+struct ThreadState {
+    /// Polls and wake-ups of tasks on this thread (`note_work`), so a turn can tell
     /// whether its last round did anything.
-    static WORK: Cell<u64> = const { Cell::new(0) };
+    work: Cell<u64>,
+    /// This thread drives a runtime from Node's loop (`LocalDriver::start`).
+    drives: Cell<bool>,
 }
 
-/// Called from each poll of a connection task.
+thread_local! {
+    static THREAD: ThreadState = const { ThreadState { work: Cell::new(0), drives: Cell::new(false) } };
+}
+
+/// Counts work: a poll or a wake-up of a task.
 #[inline]
 pub fn note_work() {
-    WORK.set(WORK.get().wrapping_add(1));
+    THREAD.with(|t| t.work.set(t.work.get().wrapping_add(1)));
+}
+
+/// Work counted on this thread so far.
+fn work() -> u64 {
+    THREAD.with(|t| t.work.get())
 }
 
 /// A future that counts its polls as work (`note_work`), and in the in-thread mode its
@@ -37,9 +50,11 @@ pub fn note_work() {
 /// ms where the threaded mode had under 1 ms), and the server idle meanwhile.
 pub struct Noted<F> {
     fut: F,
-    /// In the in-thread mode, the waker the task's future sees: it counts a wake-up as work
-    /// and wakes the task. Made at the first poll on a thread that drives a runtime.
-    wake: Option<(Arc<NoteWake>, std::task::Waker)>,
+    /// In the in-thread mode: the task's own waker as last seen, and the waker the task's
+    /// future sees, which counts a wake-up as work and wakes the task. Made at the first
+    /// poll on a thread that drives a runtime. The task's waker is kept here (not only in
+    /// the `NoteWake`) so that checking it at each poll reads nothing outside the task.
+    wake: Option<(std::task::Waker, std::task::Waker)>,
 }
 
 impl<F> Noted<F> {
@@ -65,33 +80,31 @@ impl std::task::Wake for NoteWake {
     }
 }
 
-thread_local! {
-    /// This thread drives a runtime from Node's loop (`LocalDriver::start`).
-    static DRIVES: Cell<bool> = const { Cell::new(false) };
-}
-
 impl<F: std::future::Future> std::future::Future for Noted<F> {
     type Output = F::Output;
 
     #[inline]
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        note_work();
+        let drives = THREAD.with(|t| {
+            t.work.set(t.work.get().wrapping_add(1));
+            t.drives.get()
+        });
         // SAFETY: structural pinning of `fut`, which `Noted` never moves out; `wake` is not
         // pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let fut = unsafe { std::pin::Pin::new_unchecked(&mut this.fut) };
-        if !DRIVES.get() {
+        if !drives {
             return fut.poll(cx);
         }
         let task = cx.waker();
-        if !this.wake.as_ref().is_some_and(|(w, _)| w.0.will_wake(task)) {
-            this.wake = None;
+        if !this.wake.as_ref().is_some_and(|(seen, _)| seen.will_wake(task)) {
+            let note = std::task::Waker::from(Arc::new(NoteWake(task.clone())));
+            this.wake = Some((task.clone(), note));
         }
-        let (_, waker) = this.wake.get_or_insert_with(|| {
-            let w = Arc::new(NoteWake(task.clone()));
-            (w.clone(), std::task::Waker::from(w))
-        });
-        fut.poll(&mut std::task::Context::from_waker(waker))
+        match &this.wake {
+            Some((_, waker)) => fut.poll(&mut std::task::Context::from_waker(waker)),
+            None => fut.poll(cx),
+        }
     }
 }
 
@@ -238,7 +251,7 @@ impl LocalDriver {
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))?;
         let epfd = driver_fd(&rt)?;
-        DRIVES.set(true);
+        THREAD.with(|t| t.drives.set(true));
         // SAFETY: plain Node-API calls on the JS thread with its env.
         unsafe {
             let mut func_ref = null_mut();
@@ -306,7 +319,7 @@ impl LocalDriver {
             // go on while they find work: a task woken by the last poll of a turn would
             // otherwise wait, its readiness consumed, for the next turn.
             for _ in 0..16 {
-                let before = WORK.get();
+                let before = work();
                 tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
                 if self.closed.get() {
@@ -317,7 +330,7 @@ impl LocalDriver {
                     busy = true;
                     continue;
                 }
-                if WORK.get() == before {
+                if work() == before {
                     busy = false;
                     return;
                 }
@@ -416,7 +429,7 @@ mod tests {
 
     /// Polls a `Noted` future once on this thread and returns the waker its inner future saw.
     fn waker_seen(drives: bool) -> Waker {
-        DRIVES.set(drives);
+        THREAD.with(|t| t.drives.set(drives));
         let seen: Rc<RefCell<Option<Waker>>> = Rc::default();
         let inner = {
             let seen = seen.clone();
@@ -427,7 +440,7 @@ mod tests {
         };
         let mut fut = Box::pin(Noted::new(inner));
         assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
-        DRIVES.set(false);
+        THREAD.with(|t| t.drives.set(false));
         let waker = seen.borrow_mut().take();
         waker.expect("polled")
     }
@@ -436,9 +449,9 @@ mod tests {
     fn a_wake_up_counts_as_work_where_a_runtime_is_driven_from_nodes_loop() {
         // A wake-up during the turn's last poll of the sockets must make the turn go on.
         let waker = waker_seen(true);
-        let before = WORK.get();
+        let before = work();
         waker.wake();
-        assert_ne!(WORK.get(), before);
+        assert_ne!(work(), before);
     }
 
     #[test]

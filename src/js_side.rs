@@ -136,9 +136,10 @@ impl JsSide {
                     }
                 };
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
-                // The ticket's id, for aborts the connection task raises.
-                if let Some(live) = self.slab.get(id) {
-                    live.req.ticket.id.store(id.0, Ordering::Release);
+                // The ticket's id, for aborts the connection task raises (only while no reply
+                // was sent: the sender is there).
+                if let Some(ticket) = self.slab.get(id).and_then(|live| live.req.reply.as_ref()?.ticket()) {
+                    ticket.id.store(id.0, Ordering::Release);
                 }
                 Some([wire::RECORD_REQUEST, id.0, flags, url_len])
             }

@@ -173,6 +173,17 @@ export const SERVERS = [
     tls: true,
   },
   {
+    // fetch-rs-base over TLS, to A/B a change in the TLS modes.
+    name: "fetch-rs-base-tls",
+    title: "fetch-rs over TLS, built from bench/baseline (the code before a change)",
+    ...FETCH_RS,
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
+    requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node"],
+    missingHint: "no baseline build: run `bench/make-baseline.sh REV` (e.g. main) to make one",
+    protocols: ["tls-h1", "tls-h2"],
+    tls: true,
+  },
+  {
     // The network on the JS thread over TLS: the handshakes and records on the JS thread too.
     name: "fetch-rs-inthread-tls",
     title: "fetch-rs over TLS, network on the JS thread (workerThreads: 0)",
