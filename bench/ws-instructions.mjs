@@ -18,7 +18,7 @@
 //           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
-// handler API), fetch-rs-base and fetch-rs-base-threads
+// handler API), fetch-rs-base, fetch-rs-base-threads and fetch-rs-handlers-base
 // (bench/make-baseline.sh REV), node-ws, bun.
 import { execFileSync, spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -59,6 +59,11 @@ const SERVERS = {
   "fetch-rs-handlers-threads": { cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"], env: THREADS },
   "fetch-rs-base": { cmd: FETCH_RS, env: BASE, needs: "bench/baseline/fetch-rs.node" },
   "fetch-rs-base-threads": { cmd: FETCH_RS, env: { ...BASE, ...THREADS }, needs: "bench/baseline/fetch-rs.node" },
+  "fetch-rs-handlers-base": {
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"],
+    env: BASE,
+    needs: "bench/baseline/fetch-rs.node",
+  },
   // Any other build: FETCH_RS_CANDIDATE=/path/to/dist/index.js (a copy of dist/ beside its fetch-rs.node).
   "fetch-rs-candidate": { cmd: FETCH_RS, env: { FETCH_RS_PACKAGE: process.env.FETCH_RS_CANDIDATE } },
   "node-ws": { cmd: [process.execPath, "bench/servers/ws-node.mjs"] },

@@ -55,6 +55,15 @@ const SERVERS = [
     optIn: true,
   },
   {
+    name: "fetch-rs-base handlers",
+    key: "fetch-rs-handlers-base",
+    cmd: [process.execPath, "bench/servers/ws-fetch-rs-handlers.mjs"],
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
+    needs: join(ROOT, "bench", "baseline", "fetch-rs.node"),
+    hint: "bench/make-baseline.sh main",
+    optIn: true,
+  },
+  {
     name: "fetch-rs-base in-thread",
     key: "fetch-rs-base-inthread",
     cmd: [process.execPath, "bench/servers/ws-fetch-rs.mjs"],

@@ -37,6 +37,7 @@
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
 //! | `wsAccept`, `wsAbandon` | id, socket id, release, headers? (name/value pairs) / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
 //! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
+//! | `wsStage`, `wsSendStaged` | an ArrayBuffer's bytes / none | registers JS's staging area (kept alive by JS) / `wsSendBytes` of the message JS copied there (`WS_STAGE_HEAD` bytes, socket id and length with its `WS_STAGE_NO_COMPRESS` bit, then the bytes); the status replaces the socket id |
 //! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
@@ -194,6 +195,16 @@ calls! {
     /// `wsSendBytes(sid, data, compress?)`: the data is copied (`Core::ws_send`).
     c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: Trailing<bool>) -> i32 {
         Ok(core.ws_send(sid, data.0, bytes::Bytes::copy_from_slice, false, compress.0.unwrap_or(true)))
+    }
+    /// `wsStage(area)`: registers the staging area of `wsSendStaged` (`Core::ws_stage`).
+    c"wsStage" => fn ws_stage(core, _env; area: ViewBytes<'_>) -> () {
+        core.ws_stage(area.0.as_ptr().cast_mut(), area.0.len());
+        Ok(())
+    }
+    /// `wsSendStaged()`: `wsSendBytes` of the message in the staging area (`Core::ws_send_staged`).
+    c"wsSendStaged" => fn ws_send_staged(core, _env) -> () {
+        core.ws_send_staged();
+        Ok(())
     }
     /// `wsHearDrain(sid)`: see `Core::ws_hear_drain`.
     c"wsHearDrain" => fn ws_hear_drain(core, _env; sid: u32) -> () {

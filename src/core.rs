@@ -11,7 +11,7 @@ use crate::lending::{self, lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
-use crate::wire::{PULL_END, PULL_PENDING};
+use crate::wire::{self, PULL_END, PULL_PENDING};
 use crate::{alloc, listener, options, response, tls, websocket};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
@@ -38,6 +38,10 @@ pub struct Core {
     tls: Option<Arc<tls::TlsAcceptor>>,
     /// PROTOTYPE: the in-thread network (`FETCH_RS_IN_THREAD=1`), instead of `runtime`.
     local: Option<*const crate::in_thread::LocalDriver>,
+    /// The memory of the ArrayBuffer `wsStage` registered: small binary sends are copied
+    /// there by JS (`wsSendStaged`). Null until then.
+    ws_stage: *mut u8,
+    ws_stage_len: usize,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -121,6 +125,8 @@ impl Core {
             heads: Vec::new(),
             tls: None,
             local: None,
+            ws_stage: std::ptr::null_mut(),
+            ws_stage_len: 0,
         })
     }
 
@@ -803,10 +809,50 @@ impl Core {
         } else {
             s.shared.send(websocket::Out::Message { payload: into_bytes(data), text, compress }, len)
         };
-        if status != websocket::SEND_DROPPED && s.shared.wants_wake() {
+        // An empty message queued reads as 0 too, the dropped status: it still needs its
+        // writer woken (a needless wake-up, for an empty one dropped, writes nothing).
+        if (status != websocket::SEND_DROPPED || len == 0) && s.shared.wants_wake() {
             self.js.wake_writers.push(s.shared.clone());
         }
         status
+    }
+
+    /// Registers the staging area of `ws_send_staged`: `len` bytes at `ptr`, the memory of
+    /// an ArrayBuffer that JS keeps alive (and never detaches) for as long as it can call
+    /// `wsSendStaged` (lib/native.ts holds it in the same closure).
+    pub fn ws_stage(&mut self, ptr: *mut u8, len: usize) {
+        self.ws_stage = ptr;
+        self.ws_stage_len = len;
+    }
+
+    /// `ws_send` of the message JS copied into the staging area: `[sid, length | flags]`,
+    /// then the bytes; the status replaces the first word. A small binary send costs one
+    /// call with no arguments to convert: reading a typed array's bytes through Node-API
+    /// (`napi_get_buffer_info`) cost about 230 instructions, the socket id 80 and making
+    /// the returned number 70, against about 210 for JS's copy (`TypedArray.set`) and its
+    /// length read (docs/websocket-echo.md, the staged send).
+    pub fn ws_send_staged(&mut self) {
+        const HEAD: usize = wire::WS_STAGE_HEAD as usize;
+        let stage = self.ws_stage;
+        if stage.is_null() || self.ws_stage_len < HEAD {
+            return;
+        }
+        // SAFETY: `ws_stage` is `ws_stage_len` bytes that JS keeps alive and does not touch
+        // while this call runs; the words are read unaligned, which needs no alignment.
+        let (sid, word) = unsafe {
+            (std::ptr::read_unaligned(stage.cast::<u32>()), std::ptr::read_unaligned(stage.add(4).cast::<u32>()))
+        };
+        let len = (word & !wire::WS_STAGE_NO_COMPRESS) as usize;
+        let status = if len > self.ws_stage_len - HEAD {
+            websocket::SEND_DROPPED
+        } else {
+            // SAFETY: as above; `len` bytes after the head are within the area.
+            let data = unsafe { std::slice::from_raw_parts(stage.add(HEAD), len) };
+            let compress = word & wire::WS_STAGE_NO_COMPRESS == 0;
+            self.ws_send(sid, data, bytes::Bytes::copy_from_slice, false, compress)
+        };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(stage.cast::<i32>(), status) };
     }
 
     /// Socket `sid` has a `drain` listener or handler (`SocketShared::hear_drain`).

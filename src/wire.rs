@@ -66,6 +66,14 @@ constants! {
     WS_CLEAN = 1 << 16;
     /// WS_PONG `arg`: the frame was a ping (answered already), not a pong.
     WS_PING = 1;
+    /// `wsSendStaged`: the staging area (`wsStage`) starts with two 32-bit words, `[sid,
+    /// length]`, this many bytes,
+    WS_STAGE_HEAD = 8;
+    /// then room for a message of this many bytes (`websocket::COALESCE_LIMIT`: the size
+    /// framed at once into the socket's queue).
+    WS_STAGE_BYTES = 2 * 1024;
+    /// `wsSendStaged` length flag: not to be compressed.
+    WS_STAGE_NO_COMPRESS = 1 << 31;
 
     /// The bits of a REQUEST record's `arg` that hold its method code.
     METHOD_MASK = 0xff;

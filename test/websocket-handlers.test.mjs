@@ -415,3 +415,52 @@ test("Bun's socket methods: sendText, sendBinary, cork, getBufferedAmount", asyn
     await server.close();
   }
 });
+
+test("binary sends around the staged size keep their bytes, socket and status, on sockets sending in turn", async () => {
+  // Sends up to WS_STAGE_BYTES (2 KiB) go through the addon's staging area; larger ones
+  // pass the typed array itself. Each reply is a view at an offset into a larger buffer.
+  // An empty message is written at once too (it was left queued until the next send).
+  const sizes = [0, 1, 63, 64, 2047, 2048, 2049, 5000];
+  const statuses = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req, { data: { tag: Number(new URL(req.url).searchParams.get("tag")) } })) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        const n = Number(String(m));
+        const backing = new Uint8Array(n + 3);
+        for (let i = 0; i < n; i++) backing[i + 3] = (i * 7 + ws.data.tag) & 0xff;
+        statuses.push([ws.data.tag, n, ws.send(backing.subarray(3), ws.data.tag % 2 === 0)]);
+      },
+    },
+  });
+  try {
+    const sockets = await Promise.all([1, 2, 3].map((tag) => client(server, `/ws?tag=${tag}`)));
+    const got = sockets.map(({ c }) => collect(c));
+    for (const [k, size] of sizes.entries()) {
+      // One message at a time on every socket: each send finds its queue empty.
+      for (const { c } of sockets) c.send(String(size));
+      await waitFor(() => got.every((g) => g.length === k + 1));
+    }
+    for (const [s, g] of got.entries()) {
+      const tag = s + 1;
+      assert.deepEqual(
+        g,
+        sizes.map((n) => [
+          true,
+          Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + tag) & 0xff)).toString("hex"),
+        ]),
+      );
+    }
+    // Bun's status: the bytes handed to the connection.
+    for (const [tag, n, status] of statuses) assert.equal(status, n, `socket ${tag}, ${n} bytes`);
+    assert.equal(statuses.length, sizes.length * 3);
+    for (const { c } of sockets) c.close();
+  } finally {
+    await server.close();
+  }
+});
