@@ -40,15 +40,9 @@ pub enum Phase {
 /// nginx does, so a long URL and many headers are told apart.
 pub const MAX_URI_LEN: usize = 16 * 1024;
 
-/// hyper parses heads up to this much beyond `maxHeaderSize`, so that a target over
-/// `MAX_URI_LEN` can be answered 414 (checked in `handle`) instead of 431; a head longer
-/// than `maxHeaderSize` and this gets 431. It also sizes hyper's read buffer (its
-/// `max_buf_size`, below: 56 KiB at the default `maxHeaderSize`), which each read of a
-/// body fills, and of which a connection holds two while a body over it is answered (hyper
-/// takes a new one for its next read while the body's last chunk holds the old one). With
-/// 64 KiB (88 KiB buffers) 50 echoes of 100 KiB held 8 MiB more, for 12 reads per MiB of
-/// body instead of 19 (docs/network-thread.md, "round four").
-const HEAD_SLACK: usize = 2 * MAX_URI_LEN;
+/// hyper parses heads up to this much beyond `maxHeaderSize`, so that a long target can
+/// be answered 414 (checked in `handle`) instead of 431.
+const HEAD_SLACK: usize = 64 * 1024;
 
 /// What every connection task of one server shares.
 pub struct ServerShared {
@@ -77,8 +71,7 @@ impl ServerShared {
         // request unflushed; cork.rs coalesces pipelined responses instead.
         // No half_close: hyper then reads while a request is out, and sees a client that
         // leaves. One that only half-closes between requests (`nc -N`) is still answered:
-        // cork.rs keeps that end of stream from hyper until the answers are out. That read
-        // takes a new read buffer after a body that came in two reads or more (HEAD_SLACK).
+        // cork.rs keeps that end of stream from hyper until the answers are out.
         // No header_read_timeout: `drive` keeps `headerTimeout` on the connection's own timer.
         // hyper's would ask its dispatcher for one more pass after every head (to start the
         // timer for the next one): about 3% of a small request's instructions.

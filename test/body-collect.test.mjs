@@ -42,14 +42,6 @@ for (const [mode, options] of [
             );
             return event.respondWith(Response.json(settled));
           }
-          if (how === "pieces") {
-            // The pieces a stream reader gets are those hyper read off the socket.
-            const parts = [];
-            for await (const part of r.body) parts.push(Buffer.from(part));
-            const bytes = Buffer.concat(parts);
-            const largest = Math.max(...parts.map((p) => p.length));
-            return event.respondWith(Response.json({ length: bytes.length, sha: sha(bytes), largest }));
-          }
           const bytes =
             how === "text"
               ? Buffer.from(await r.text(), "latin1")
@@ -94,25 +86,6 @@ for (const [mode, options] of [
         const res = await send(port(), { method: "POST", path: "/", chunks: cut(body, sizes) });
         await check(name, body, res);
       }
-    });
-
-    test("a body read as a stream comes in pieces no larger than maxHeaderSize + 40 KiB, whole", async () => {
-      // hyper's read buffer is that large (connection.rs, HEAD_SLACK), and a connection
-      // holds up to two of them while it answers a body; a reader that waits between
-      // pieces lets the socket fill, so every read fills the buffer.
-      const body = pattern(MiB, 11);
-      const res = await send(port(), { method: "POST", path: "/", headers: { "x-read": "pieces" }, body });
-      await check("declared 1 MiB, streamed", body, res);
-      const { largest } = JSON.parse(res.body.toString());
-      assert.ok(largest <= 16 * KiB + 40 * KiB, `a piece of ${largest} bytes`);
-      const chunked = await send(port(), {
-        method: "POST",
-        path: "/",
-        headers: { "x-read": "pieces" },
-        chunks: cut(body, [256 * KiB]),
-      });
-      await check("chunked 1 MiB, streamed", body, chunked);
-      assert.ok(JSON.parse(chunked.body.toString()).largest <= 16 * KiB + 40 * KiB);
     });
 
     test("json() of bodies with the head and after it: parsed, or a SyntaxError", async () => {

@@ -771,14 +771,6 @@ const vectors = [
     check: listenerNotCalled,
   },
   {
-    // hyper parses heads up to maxHeaderSize + 32 KiB (its read buffer's size follows).
-    name: "a 60 KiB target, a head over maxHeaderSize + 32 KiB, gets 431",
-    send: GET(`/${"a".repeat(60 * KiB)}`),
-    status: 431,
-    close: undefined,
-    check: listenerNotCalled,
-  },
-  {
     name: "a 20 KiB header section of many headers gets 431",
     send: GET("/big", manyHeaders(80, 250)),
     status: 431,
