@@ -317,19 +317,12 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   /** A message to the `message` handler, then to the socket's listeners: no event is
    * made for a socket without listeners of its own. */
   #deliver(data: unknown): void {
-    const h = this.#handlers;
-    if (h !== null && h.message !== undefined) {
-      try {
-        const r = h.message.call(h.target, this, data);
-        if (r !== undefined) this.#watch(r);
-      } catch (e) {
-        this.#host.report(e);
-      }
-    }
+    const h = this.#handlers?.message;
+    if (h !== undefined) this.#call(h, data);
     if ((this.#listened & L_MESSAGE) !== 0) this.#fire(new MessageEvent("message", { data }));
   }
 
-  /** Calls a handler other than `message`; what it throws or rejects with is reported. */
+  /** Calls a handler; what it throws or rejects with is reported. */
   #call(f: AnyHandler, a?: unknown, b?: unknown): void {
     try {
       const r = f.call(this.#handlers!.target, this, a, b);

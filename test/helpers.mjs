@@ -184,6 +184,15 @@ export async function serveReference(apps) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves once `pred()` is true, checking every 5 ms; throws after `ms`. */
+export async function waitFor(pred, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await sleep(5);
+  }
+}
+
 /** A `both(name, fn)` that defines `name` as one test per implementation of a class, ours
  * and Node's (`fn` gets the class), so each behaviour is checked against the reference. */
 export function bothImpls(ours, node) {

@@ -3,18 +3,10 @@
 // drain, ping, pong), in both the `new Server` + fetch listener and the `serve()` forms.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import net from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
 import { serve, Server, Response, upgradeWebSocket } from "../dist/index.js";
-
-async function waitFor(pred, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { raw, waitFor } from "./helpers.mjs";
 
 /** Opens a `ws` client on `path`; resolves with it and the 101's headers once open. */
 async function client(server, path = "/ws", protocols) {
@@ -30,17 +22,6 @@ function collect(c) {
   const got = [];
   c.on("message", (d, isBinary) => got.push([isBinary, isBinary ? Buffer.from(d).toString("hex") : String(d)]));
   return got;
-}
-
-/** A raw HTTP/1.1 exchange: sends `text`, resolves with what came back once the server closed. */
-async function raw(port, text) {
-  const s = net.connect(port, "127.0.0.1");
-  await once(s, "connect");
-  s.end(text);
-  const chunks = [];
-  s.on("data", (d) => chunks.push(d));
-  await once(s, "close");
-  return Buffer.concat(chunks).toString("latin1");
 }
 
 test("handlers echo text and binary: new Server with server.upgrade in a fetch listener", async () => {
@@ -126,10 +107,11 @@ test("serve(): fetch(req, server) upgrades with data and headers, and answers pl
     assert.equal(r.status, 426);
     assert.equal(await r.text(), "plain /page");
     // An upgrade request without a key is not a valid upgrade either.
-    const bad = await raw(
+    const { text: bad } = await raw(
       server.port,
       "GET /nokey HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
         "Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
+      { end: true },
     );
     assert.match(bad, /^HTTP\/1\.1 426/);
     assert.match(bad, /plain \/nokey/);

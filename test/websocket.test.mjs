@@ -10,6 +10,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { serve, upgradeWebSocket, Response } from "../dist/index.js";
+import { waitFor } from "./helpers.mjs";
 
 const MiB = 1024 * 1024;
 
@@ -802,14 +803,6 @@ test("Node's own WebSocket client talks to the server", async (t) => {
     await server.close();
   }
 });
-
-async function waitFor(pred, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function rawRequest(port, text) {
   const sock = net.connect(port, "127.0.0.1");
