@@ -88,6 +88,16 @@ export const SERVERS = [
     protocols: ["h1", "h2c"],
   },
   {
+    // fetch-rs-base with the network on a worker thread, to A/B a change in that mode too.
+    name: "fetch-rs-threads-base",
+    title: "fetch-rs, network on a worker thread (workerThreads: 1), built from bench/baseline",
+    ...FETCH_RS,
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js", FETCH_RS_OPTIONS: JSON.stringify({ workerThreads: 1 }) },
+    requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node"],
+    missingHint: "no baseline build: run `bench/make-baseline.sh REV` (e.g. main) to make one",
+    protocols: ["h1", "h2c"],
+  },
+  {
     // The network on the JS thread (src/in_thread.rs, docs/network-thread.md).
     name: "fetch-rs-inthread",
     title: "fetch-rs, addEventListener('fetch'), network on the JS thread (workerThreads: 0)",
