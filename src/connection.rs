@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -356,8 +356,8 @@ const QUIET_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy)]
 struct IdleClock {
     period: Duration,
-    /// When the next tick is due; None while hyper's state is released.
-    next_tick: Option<tokio::time::Instant>,
+    /// When the next tick is due (`clock::now`); None while hyper's state is released.
+    next_tick: Option<u64>,
     /// Periods in a row in which nothing moved.
     quiet: u32,
     /// `idleTimeout`: after this many quiet periods the connection is closed.
@@ -375,16 +375,16 @@ impl IdleClock {
 
     /// Starts counting from now (hyper's state is live again).
     fn restart(&mut self) {
-        self.next_tick = Some(tokio::time::Instant::now() + self.period);
+        self.next_tick = Some(crate::clock::now().saturating_add(nanos(self.period)));
         self.quiet = 0;
     }
 
     /// Whether a tick is due at `now`; if so, the next one is a period from now (a task held
     /// up past several ticks must not count them all as quiet at once).
-    fn tick_due(&mut self, now: tokio::time::Instant) -> bool {
+    fn tick_due(&mut self, now: u64) -> bool {
         match self.next_tick {
             Some(t) if t <= now => {
-                self.next_tick = Some(now + self.period);
+                self.next_tick = Some(now.saturating_add(nanos(self.period)));
                 true
             }
             _ => false,
@@ -408,6 +408,11 @@ impl IdleClock {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// A duration as nanoseconds of `clock::now`'s clock.
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 /// Polls a connection until it ends, flushing corked writes after each poll and starting
@@ -447,13 +452,17 @@ async fn drive<C: GracefulConnection>(
         tracing::debug!("connection forced closed: the shutdown grace period is over");
         End::CutOff
     });
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    // Times here are readings of `clock::now` (u64 arithmetic, no `Instant`'s), turned into
+    // an instant only to move the timer.
+    let far = || crate::clock::now().saturating_add(86_400 * 1_000_000_000);
+    let head_timeout = head_timeout.map(nanos);
     // `headerTimeout` (HTTP/1.1): a request head must be in within this of the connection
     // being ready for one (its start, or the last request answered and its response
     // handed to the socket); None while a request is in progress.
-    let mut head_due = head_timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut timer = Box::pin(tokio::time::sleep_until(clock.next_tick.unwrap_or_else(far)));
-    cork.deadlines.armed(timer.deadline().into_std());
+    let mut head_due = head_timeout.map(|t| crate::clock::now().saturating_add(t));
+    let mut timer_at = clock.next_tick.unwrap_or_else(far);
+    let mut timer = Box::pin(tokio::time::sleep_until(cork.deadlines.instant_at(timer_at).into()));
+    cork.deadlines.armed(timer_at);
     // The timer must be polled (to register the task) after it is armed or moved.
     let mut timer_moved = true;
     // The phase watch is polled at the first poll, which registers the task, and then only
@@ -492,16 +501,17 @@ async fn drive<C: GracefulConnection>(
             }
             if let Some(t) = head_timeout {
                 match (cork.awaiting_head(), head_due.is_some()) {
-                    (true, false) => head_due = Some(tokio::time::Instant::now() + t),
+                    (true, false) => head_due = Some(crate::clock::now().saturating_add(t)),
                     (false, true) => head_due = None,
                     _ => {}
                 }
             }
-            let wanted = cork.deadlines.take().map(tokio::time::Instant::from_std);
+            let wanted = cork.deadlines.take();
             let next = [wanted, clock.next_tick, head_due].into_iter().flatten().min().unwrap_or_else(far);
-            if next < timer.deadline() {
-                timer.as_mut().reset(next);
-                cork.deadlines.armed(next.into_std());
+            if next < timer_at {
+                timer_at = next;
+                timer.as_mut().reset(cork.deadlines.instant_at(next).into());
+                cork.deadlines.armed(next);
                 timer_moved = true;
             }
             if !(std::mem::take(&mut timer_moved) || timer.is_elapsed()) || timer.as_mut().poll(cx).is_pending() {
@@ -509,8 +519,8 @@ async fn drive<C: GracefulConnection>(
             }
             // The timer fired: a request's deadline may be due (hyper is polled again
             // above, and its due sleeps complete), or the clock's tick.
-            let now = tokio::time::Instant::now();
-            cork.deadlines.fired(now.into_std());
+            let now = crate::clock::now();
+            cork.deadlines.fired(now);
             if let (Some(due), Some(t)) = (head_due, head_timeout) {
                 if due <= now {
                     // Still waiting for a head, unless JS still holds the last request (its
@@ -519,7 +529,7 @@ async fn drive<C: GracefulConnection>(
                         tracing::debug!("no request head within headerTimeout: closing the connection");
                         return Poll::Ready((End::Finished, *clock));
                     }
-                    head_due = Some(now + t);
+                    head_due = Some(now.saturating_add(t));
                 }
             }
             if clock.tick_due(now) {
@@ -536,8 +546,9 @@ async fn drive<C: GracefulConnection>(
                     return Poll::Ready((End::Quiet, *clock));
                 }
             }
-            timer.as_mut().reset(clock.next_tick.unwrap_or_else(far));
-            cork.deadlines.armed(timer.deadline().into_std());
+            timer_at = clock.next_tick.unwrap_or_else(far);
+            timer.as_mut().reset(cork.deadlines.instant_at(timer_at).into());
+            cork.deadlines.armed(timer_at);
             timer_moved = true;
         }
     })
@@ -593,7 +604,8 @@ fn closing(status: u16) -> Reply {
 
 /// A request head that passed the checks, turned into what JS gets.
 struct Admitted {
-    started: Instant,
+    /// `clock::now` when the head was handed over.
+    started: u64,
     method: http::Method,
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
@@ -612,7 +624,7 @@ fn admit(
     authorities: &mut crate::target::AuthorityCache,
     remote: SocketAddr,
 ) -> Result<Admitted, Box<Reply>> {
-    let started = Instant::now();
+    let started = crate::clock::now();
     shared.stats.request_received();
     let (head, body) = req.into_parts();
     let fields = crate::request::HeadFields::of(&head);
@@ -701,7 +713,7 @@ fn handle(
 
 /// A request as JS is to get it.
 struct Handover {
-    started: Instant,
+    started: u64,
     method: http::Method,
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
@@ -718,7 +730,7 @@ fn hand_over(
 ) -> Answer {
     let Handover { started, method, text, websocket, body } = request;
     // The listener's time limit runs from now: after a body read first, else from the head.
-    let listener_from = if matches!(body, RequestBody::Full(_)) { Instant::now() } else { started };
+    let listener_from = if matches!(body, RequestBody::Full(_)) { crate::clock::now() } else { started };
     let stats = &shared.stats;
     let waiting = stats.pending_requests() + 1;
     if waiting > shared.config.max_pending_requests as u64 {
@@ -781,7 +793,8 @@ struct Waiting {
     ticket: Arc<Ticket>,
     /// None once answered. Its connection's cork has the doorbell and the counts.
     in_flight_count: Option<InFlightCount>,
-    started: Instant,
+    /// `clock::now` when the head was handed over.
+    started: u64,
     /// The listener's time limit (`timeout`).
     limit: crate::deadline::Limit,
     remote: SocketAddr,

@@ -178,6 +178,8 @@ impl Cork {
             cork: cork.clone(),
             rewound: None,
             strict_parked: false,
+            read_wake: None,
+            read_waits: false,
         };
         (stream, cork)
     }
@@ -352,6 +354,32 @@ pub struct CorkedStream {
     /// The scanner was dropped while the connection idles (`park_scanner`); a fresh one
     /// takes over at the next read.
     strict_parked: bool,
+    /// The waker the read half is polled with (`ReadWake`), made from the task's.
+    read_wake: Option<(Arc<ReadWake>, Waker)>,
+    /// The last read of the read half was Pending with `read_wake` registered: until that
+    /// waker is woken, another read would be Pending too.
+    read_waits: bool,
+}
+
+/// The waker a connection's read half gets: it marks itself woken, then wakes the task.
+/// While a request waits on JS, hyper reads at every poll of the connection to see a
+/// client leave (a read that is Pending, or the end of the stream); the poll for the reply
+/// then asks the socket only if it became readable since the last read (about 200
+/// instructions and two cold cache lines of tokio's readiness state per request).
+struct ReadWake {
+    task: Waker,
+    woken: AtomicBool,
+}
+
+impl std::task::Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 impl Drop for CorkedStream {
@@ -399,10 +427,24 @@ impl hyper::rt::Read for CorkedStream {
                 // and after an error the socket reads as ended.
                 if let (Some(read), true) = (this.read.as_mut(), this.replay.is_empty() && tbuf.remaining() > 0) {
                     let _ = Pin::new(read).poll_read(cx, &mut tbuf);
+                    // Polled with the task's own waker: the next read asks the socket.
+                    this.read_waits = false;
                 }
             } else {
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
-                ready!(Pin::new(read).poll_read(cx, &mut tbuf))?;
+                if !this.read_wake.as_ref().is_some_and(|(w, _)| w.task.will_wake(cx.waker())) {
+                    let w = Arc::new(ReadWake { task: cx.waker().clone(), woken: AtomicBool::new(false) });
+                    this.read_wake = Some((w.clone(), Waker::from(w)));
+                    this.read_waits = false;
+                }
+                let Some((w, wake)) = this.read_wake.as_ref() else { return Poll::Pending };
+                if this.read_waits && !w.woken.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+                w.woken.store(false, Ordering::Relaxed);
+                let polled = Pin::new(read).poll_read(&mut Context::from_waker(wake), &mut tbuf);
+                this.read_waits = polled.is_pending();
+                ready!(polled)?;
                 // End of stream between two HTTP/1.1 requests while one is still being
                 // answered: a half-close (`nc -N`, `socket.end(request)`), which RFC 9112
                 // 9.6 lets a client do. hyper would drop the connection with the answers;
@@ -477,6 +519,9 @@ impl CorkedStream {
         if self.rewound.is_some() || !self.replay.is_empty() {
             return;
         }
+        // Polled below with the task's own waker, which replaces `read_wake` in the socket's
+        // registration: the next read asks the socket.
+        self.read_waits = false;
         let Some(read) = self.read.as_mut() else { return };
         std::future::poll_fn(move |cx| match read.poll_readable(cx) {
             Some(p) => p.map(|_| ()),

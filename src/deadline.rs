@@ -17,6 +17,7 @@
 //! dispatcher polls the request's handler inside the task's poll of the connection (and
 //! nowhere else). HTTP/2 streams run in tasks of their own and keep tokio's timers.
 
+use crate::clock::Anchor;
 use crate::cork::Cork;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,51 +27,54 @@ use std::time::{Duration, Instant};
 
 /// The earliest deadline asked for since the connection task last looked, and the time
 /// its timer last fired.
+/// All three are readings of `clock::now`'s clock.
 pub struct Deadlines {
-    base: Instant,
-    /// Nanoseconds after `base`; `u64::MAX`: none.
+    /// Converts them to and from the instants of the connection's tokio timer.
+    base: Anchor,
+    /// `u64::MAX`: none.
     earliest: AtomicU64,
-    /// Nanoseconds after `base` when the connection's timer last fired: a deadline is due
-    /// once this reaches it, so a poll reads no clock.
+    /// When the connection's timer last fired: a deadline is due once this reaches it, so
+    /// a poll reads no clock.
     fired: AtomicU64,
-    /// Nanoseconds after `base` when the connection's timer fires next: a deadline at or
-    /// after it need not be noted, since the connection polls its requests again then.
+    /// When the connection's timer fires next: a deadline at or after it need not be
+    /// noted, since the connection polls its requests again then.
     armed: AtomicU64,
 }
 
 impl Deadlines {
     pub fn new() -> Self {
         Deadlines {
-            base: Instant::now(),
+            base: Anchor::new(),
             earliest: AtomicU64::new(u64::MAX),
             fired: AtomicU64::new(0),
             armed: AtomicU64::new(u64::MAX),
         }
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.base).as_nanos().min(u64::MAX as u128 - 1) as u64
+    /// The instant of a reading of `clock::now`, for the connection's tokio timer.
+    pub fn instant_at(&self, nanos: u64) -> Instant {
+        self.base.instant_at(nanos)
     }
 
-    /// The connection's timer fired at `now`.
-    pub fn fired(&self, now: Instant) {
-        self.fired.fetch_max(self.nanos(now), Ordering::Relaxed);
+    /// The connection's timer fired at `now` (`clock::now`).
+    pub fn fired(&self, now: u64) {
+        self.fired.fetch_max(now, Ordering::Relaxed);
     }
 
-    /// The connection's timer is now set to fire at `at`.
-    pub fn armed(&self, at: Instant) {
-        self.armed.store(self.nanos(at), Ordering::Relaxed);
+    /// The connection's timer is now set to fire at `at` (`clock::now`).
+    pub fn armed(&self, at: u64) {
+        self.armed.store(at, Ordering::Relaxed);
     }
 
-    /// The earliest deadline asked for since the last call, if any.
-    pub fn take(&self) -> Option<Instant> {
+    /// The earliest deadline asked for since the last call, if any (`clock::now`).
+    pub fn take(&self) -> Option<u64> {
         // Read first: most polls find none, and a load is no read-modify-write.
         if self.earliest.load(Ordering::Relaxed) == u64::MAX {
             return None;
         }
         match self.earliest.swap(u64::MAX, Ordering::Relaxed) {
             u64::MAX => None,
-            n => Some(self.base + Duration::from_nanos(n)),
+            n => Some(n),
         }
     }
 }
@@ -97,26 +101,30 @@ pub struct Limit(LimitState);
 
 enum LimitState {
     Unlimited,
-    /// Not checked yet: due at this instant.
-    Unchecked(Instant),
-    /// On the connection's timer: due at these nanoseconds of its `Deadlines`.
+    /// Not checked yet: due at this reading of `clock::now`.
+    Unchecked(u64),
+    /// On the connection's timer (`Deadlines`): due at this reading.
     Noted(u64),
     Timer(std::pin::Pin<Box<tokio::time::Sleep>>),
 }
 
 impl Limit {
-    /// `limit` from `from`; None: no limit.
-    pub fn new(from: Instant, limit: Option<Duration>) -> Self {
-        Limit(limit.map_or(LimitState::Unlimited, |limit| LimitState::Unchecked(from + limit)))
+    /// `limit` from `from` (`clock::now`); None: no limit.
+    pub fn new(from: u64, limit: Option<Duration>) -> Self {
+        Limit(limit.map_or(LimitState::Unlimited, |limit| {
+            LimitState::Unchecked(
+                from.saturating_add(limit.as_nanos().min(u64::MAX as u128 - 1) as u64).min(u64::MAX - 1),
+            )
+        }))
     }
 
     /// Ready once the limit has passed; while not, the task is woken at it.
     pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if let LimitState::Unchecked(at) = self.0 {
             self.0 = if cork.is_http1() {
-                LimitState::Noted(cork.deadlines.nanos(at))
+                LimitState::Noted(at)
             } else {
-                LimitState::Timer(Box::pin(tokio::time::sleep_until(at.into())))
+                LimitState::Timer(Box::pin(tokio::time::sleep_until(cork.deadlines.base.instant_at(at).into())))
             };
         }
         match &mut self.0 {
@@ -128,7 +136,7 @@ impl Limit {
 }
 
 /// `fut`, or None once `limit` has passed since `from` (see `Limit`).
-pub async fn within<F: Future>(cork: &Arc<Cork>, from: Instant, limit: Option<Duration>, fut: F) -> Option<F::Output> {
+pub async fn within<F: Future>(cork: &Arc<Cork>, from: u64, limit: Option<Duration>, fut: F) -> Option<F::Output> {
     let mut limit = Limit::new(from, limit);
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {

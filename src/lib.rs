@@ -34,6 +34,7 @@ mod alloc;
 mod body;
 mod bridge;
 mod calls;
+mod clock;
 mod connection;
 mod core;
 mod cork;

@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Seconds covered by `requestsPerSecond` and `avgLatencyMs`.
@@ -72,7 +72,8 @@ thread_local! {
 
 /// Counters shared by every connection task; updated with relaxed atomics only.
 pub struct Stats {
-    started: Instant,
+    /// When the counts started, on `clock::now`'s clock.
+    started: u64,
     id: usize,
     /// Every thread that updates the counts is the JS thread (`workerThreads: 0`): it
     /// writes `shared` as its own.
@@ -122,7 +123,7 @@ impl Stats {
     /// Counters with a shard for each of `workers` worker threads (`enter_worker`).
     pub fn with_workers(workers: usize) -> Self {
         Stats {
-            started: Instant::now(),
+            started: crate::clock::now(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             one_thread: AtomicBool::new(false),
             shared: Shard::new(),
@@ -221,19 +222,19 @@ impl Stats {
         add(&shard.pending, 1u64.wrapping_neg(), owned);
     }
 
-    /// Records one answered request whose head was parsed at `started` (one clock read
-    /// for both the latency and the second it is counted in).
-    pub fn record_response(&self, started: Instant) {
-        let now = Instant::now();
-        self.record_at(now, now.saturating_duration_since(started));
+    /// Records one answered request whose head was parsed at `started` (`clock::now`; one
+    /// clock read for both the latency and the second it is counted in).
+    pub fn record_response(&self, started: u64) {
+        let now = crate::clock::now();
+        self.record_at(now, now.saturating_sub(started));
     }
 
-    /// Records one answered request that took `latency`, answered at `now`.
-    fn record_at(&self, now: Instant, latency: Duration) {
-        let sec = now.saturating_duration_since(self.started).as_secs();
+    /// Records one answered request that took `latency` nanoseconds, answered at `now`.
+    fn record_at(&self, now: u64, latency: u64) {
+        let sec = now.saturating_sub(self.started) / 1_000_000_000;
         let (shard, owned) = self.shard();
         let b = &shard.buckets[(sec % BUCKETS as u64) as usize];
-        let latency = latency.as_micros().min(u64::MAX as u128) as u64;
+        let latency = latency / 1000;
         let seen = b.second.load(Ordering::Acquire);
         if owned {
             if seen != sec {
@@ -278,7 +279,7 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let elapsed = self.started.elapsed();
+        let elapsed = Duration::from_nanos(crate::clock::now().saturating_sub(self.started));
         let (count, latency) = self.window(elapsed.as_secs());
         let total = self.shards().fold(0u64, |n, s| n.wrapping_add(s.total_requests.load(Ordering::Relaxed)));
         let span = elapsed.as_secs_f64().min(WINDOW_SECS as f64).max(1e-3);
@@ -302,8 +303,8 @@ mod tests {
     #[test]
     fn latency_average_covers_recorded_requests() {
         let s = Stats::new();
-        s.record_at(Instant::now(), Duration::from_millis(2));
-        s.record_at(Instant::now(), Duration::from_millis(4));
+        s.record_at(crate::clock::now(), 2_000_000);
+        s.record_at(crate::clock::now(), 4_000_000);
         let snap = s.snapshot();
         assert!((snap.avg_latency_ms - 3.0).abs() < 1e-9);
         assert!(snap.requests_per_second > 0.0);
@@ -329,7 +330,7 @@ mod tests {
     fn serve_one(s: &Stats) {
         s.request_received();
         s.pending_added();
-        s.record_response(Instant::now());
+        s.record_response(crate::clock::now());
     }
 
     #[test]
@@ -359,7 +360,7 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.total_requests, 3000.0);
         assert_eq!(snap.pending_requests, 1.0);
-        assert_eq!(s.window(s.started.elapsed().as_secs()).0, 3000);
+        assert_eq!(s.window((crate::clock::now() - s.started) / 1_000_000_000).0, 3000);
     }
 
     #[test]
@@ -373,7 +374,7 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.total_requests, 500.0);
         assert_eq!(snap.pending_requests, 0.0);
-        assert_eq!(s.window(s.started.elapsed().as_secs()).0, 500);
+        assert_eq!(s.window((crate::clock::now() - s.started) / 1_000_000_000).0, 500);
     }
 
     #[test]
@@ -381,9 +382,9 @@ mod tests {
         let s = Stats::new();
         s.set_one_thread();
         let t0 = s.started;
-        s.record_at(t0, Duration::from_millis(1));
+        s.record_at(t0, 1_000_000);
         // The same bucket six seconds on: the old second's count is gone from the window.
-        s.record_at(t0 + Duration::from_secs(BUCKETS as u64), Duration::from_millis(3));
+        s.record_at(t0 + BUCKETS as u64 * 1_000_000_000, 3_000_000);
         assert_eq!(s.window(BUCKETS as u64), (1, 3000));
     }
 

@@ -144,7 +144,7 @@ pub(crate) fn method_code(m: &http::Method) -> u32 {
 }
 
 /// The value of a content-type code, `None` for `CT_NONE` and unknown codes.
-pub(crate) fn content_type(code: u32) -> Option<&'static str> {
+pub(crate) const fn content_type(code: u32) -> Option<&'static str> {
     Some(match code {
         CT_TEXT => "text/plain;charset=UTF-8",
         CT_JSON => "application/json",

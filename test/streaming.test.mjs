@@ -370,6 +370,39 @@ describe("request.signal and cancel()", () => {
     }
   });
 
+  // After an answered request the connection's reads skip the socket until it signals
+  // readiness (cork.rs, `ReadWake`): the next request, and the client's leaving while it
+  // waits, must still be seen.
+  test("a client leaving while its second keep-alive request waits aborts request.signal", async () => {
+    let aborted;
+    let served = 0;
+    const { server } = await start(async (event) => {
+      served += 1;
+      if (served === 1) return event.respondWith(new Response("first"));
+      const signal = event.request.signal;
+      aborted = new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+      await aborted;
+      event.respondWith(new Response("too late"));
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      sock.write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n");
+      const [first] = await once(sock, "data");
+      assert.match(first.toString(), /^HTTP\/1\.1 200[^]*first$/);
+      await sleep(50);
+      sock.write("GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+      for (let i = 0; i < 100 && served < 2; i++) await sleep(10);
+      assert.equal(served, 2, "the second request did not reach the handler");
+      await sleep(50);
+      sock.destroy();
+      const reason = await Promise.race([aborted, sleep(1000).then(() => "timeout")]);
+      assert.equal(reason?.name, "AbortError");
+    } finally {
+      await server.close();
+    }
+  });
+
   test("the request timeout aborts request.signal with a TimeoutError and answers 503", async () => {
     let reason;
     const { server, base } = await start(
