@@ -263,6 +263,8 @@ export const RECORD_WS_CLOSE = constant("RECORD_WS_CLOSE");
 export const WS_TEXT = constant("WS_TEXT");
 export const WS_POOLED = constant("WS_POOLED");
 export const WS_POOLED_SAME = constant("WS_POOLED_SAME");
+export const WS_TEXT_POOLED = constant("WS_TEXT_POOLED");
+export const WS_TEXT_POOLED_SAME = constant("WS_TEXT_POOLED_SAME");
 export const WS_CLEAN = constant("WS_CLEAN");
 export const WS_PING = constant("WS_PING");
 /** The staged send's layout and length flag (src/wire.rs). */

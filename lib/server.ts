@@ -30,6 +30,8 @@ import {
   WS_PING,
   WS_POOLED,
   WS_POOLED_SAME,
+  WS_TEXT_POOLED,
+  WS_TEXT_POOLED_SAME,
   WS_TEXT,
   type NativeOptions,
   type NativeServer as NativeServerType,
@@ -491,21 +493,26 @@ export class Server {
     for (;;) {
       const n = native.drain(rec, texts);
       if (n === 0) break;
-      // The ArrayBuffer of this drain's small binary messages (WS_POOLED) last carried.
+      // The ArrayBuffer of this drain's small binary messages (WS_POOLED) and the string
+      // of its small text messages (WS_TEXT_POOLED) last carried.
       let arena: unknown = undefined;
+      let textArena: unknown = undefined;
       // The next payload in `texts`.
       let k = 0;
       for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
         const kind = rec[i];
         if (kind >= RECORD_WS_OPEN && kind <= RECORD_WS_CLOSE) {
-          // Every WebSocket record but DRAIN carries a payload; a small binary message
-          // may share the ArrayBuffer of the one before it (WS_POOLED_SAME).
+          // Every WebSocket record but DRAIN carries a payload; a small message may share
+          // the ArrayBuffer or string of the one before it (WS_POOLED_SAME, WS_TEXT_POOLED_SAME).
+          const form = kind === RECORD_WS_MESSAGE ? rec[i + 2] & 0xff : 0;
           let payload: unknown = undefined;
-          if (kind === RECORD_WS_MESSAGE && (rec[i + 2] & 0xff) === WS_POOLED_SAME) payload = arena;
+          if (form === WS_POOLED_SAME) payload = arena;
+          else if (form === WS_TEXT_POOLED_SAME) payload = textArena;
           else if (kind !== RECORD_WS_DRAIN) {
             payload = texts[k];
             texts[k++] = "";
-            if (kind === RECORD_WS_MESSAGE && (rec[i + 2] & 0xff) === WS_POOLED) arena = payload;
+            if (form === WS_POOLED) arena = payload;
+            else if (form === WS_TEXT_POOLED) textArena = payload;
           }
           this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
         } else if (kind === RECORD_REQUEST) {
@@ -555,10 +562,13 @@ export class Server {
     if (ws === undefined) return;
     switch (kind) {
       case RECORD_WS_MESSAGE: {
-        // A small binary message is a view of the batch's shared ArrayBuffer.
+        // A small binary message is a view of the batch's shared ArrayBuffer, a small
+        // text message a substring of its shared string.
         const form = arg & 0xff;
         if (form === WS_POOLED || form === WS_POOLED_SAME)
           socketInternals.pooled(ws, payload as ArrayBuffer, offset, arg >>> 8);
+        else if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME)
+          socketInternals.message(ws, true, (payload as string).substring(offset, offset + (arg >>> 8)));
         else socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
         break;
       }

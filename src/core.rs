@@ -229,12 +229,31 @@ impl Core {
         for a in self.js.arenas() {
             arenas.push(arena_buffer(env, a)?);
         }
+        let mut text_arenas = Vec::new();
+        for a in self.js.text_arenas() {
+            let mut v = std::ptr::null_mut();
+            // SAFETY: the arena holds ASCII only (`JsSide::pooled_text`), so Latin-1 of the
+            // same characters; a plain Node-API call with this call's env.
+            napi::check_status!(unsafe {
+                napi::sys::napi_create_string_latin1(env.raw(), a.as_ptr().cast(), a.len() as isize, &mut v)
+            })?;
+            text_arenas.push(v);
+        }
         self.js.clear_arenas();
         for (k, payload) in self.heads.drain(..).enumerate() {
             match payload {
                 Payload::Pooled(i) => {
                     // Always there: `drain` numbered the arenas it filled.
                     if let Some(arena) = arenas.get(i) {
+                        // SAFETY: both values belong to this call's env.
+                        napi::check_status!(unsafe {
+                            napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, *arena)
+                        })?
+                    }
+                }
+                Payload::PooledText(i) => {
+                    // Always there: `drain` numbered the arenas it filled.
+                    if let Some(arena) = text_arenas.get(i) {
                         // SAFETY: both values belong to this call's env.
                         napi::check_status!(unsafe {
                             napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, *arena)

@@ -503,3 +503,48 @@ test("text sends keep their characters around the one-pass size: ASCII, Latin-1,
     await server.close();
   }
 });
+
+test("a burst of small text and binary messages arrives whole and in order, across the drain's shared arenas", async () => {
+  // Small ASCII text messages reach JS as substrings of one string per 16 KiB of them, small
+  // binary ones as views of one ArrayBuffer; longer or non-ASCII text comes on its own.
+  const sent = [];
+  for (let round = 0; round < 3; round++) {
+    for (const n of [0, 1, 12, 13, 64, 1000, 1024, 1025])
+      sent.push("t" + String(round) + "x".repeat(Math.max(0, n - 2)));
+    sent.push("é".repeat(10), Buffer.from([round, 1, 2, 3]), "\u{1F600}");
+    // Enough ASCII text for more than one shared string in a drain.
+    for (let j = 0; j < 40; j++) sent.push(String(j).padStart(4, "0") + "y".repeat(996));
+  }
+  const received = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        received.push(m);
+        ws.send(m);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    // All at once: the server reads many of them in one turn.
+    for (const m of sent) c.send(m);
+    await waitFor(() => got.length === sent.length);
+    const expected = sent.map((m) => (typeof m === "string" ? [false, m] : [true, m.toString("hex")]));
+    assert.deepEqual(got, expected);
+    // What the handler was given, kept until now, is unchanged by the later drains.
+    assert.deepEqual(
+      received.map((m) => (typeof m === "string" ? [false, m] : [true, Buffer.from(m).toString("hex")])),
+      expected,
+    );
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
