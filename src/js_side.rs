@@ -43,6 +43,7 @@ const ARENA_SIZE: usize = 16 * 1024;
 /// Copies a small message into the last arena in use of `arenas` (a new one when it is
 /// full), unmasking it with `mask` (all zeros: as it is); returns the arena's index and
 /// the message's offset in it.
+#[inline(always)]
 fn pool_into(arenas: &mut Vec<Vec<u8>>, used: &mut usize, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
     let fits = *used > 0 && arenas[*used - 1].len() + data.len() <= ARENA_SIZE;
     if !fits {
