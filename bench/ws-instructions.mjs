@@ -15,7 +15,7 @@
 // The server runs pinned to one core (--server-cpus), so fetch-rs's default is the network on
 // the JS thread, as in bench/ws.mjs; the load runs on the others.
 // Run with: node bench/ws-instructions.mjs [--servers=fetch-rs,fetch-rs-base] [--tool=callgrind|syscalls|strace|perf]
-//           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4]
+//           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4] [--text]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
 // handler API), fetch-rs-base, fetch-rs-base-threads and fetch-rs-handlers-base
@@ -44,6 +44,8 @@ const warm = Number(args.warm ?? 300);
 const connections = Number(args.connections ?? 100);
 const size = Number(args.size ?? 64);
 const window = Number(args.window ?? 4);
+// Text messages (ASCII) instead of binary ones.
+const text = args.text === "true";
 const top = Number(args.top ?? 0);
 const serverCpus = args["server-cpus"] ?? "0";
 const loadCpus = args["load-cpus"] ?? "1";
@@ -124,6 +126,7 @@ async function load(port, onWarm, onMeasured) {
       String(warm),
       "--threads",
       String(loadCpus.split(",").length),
+      ...(text ? ["--text", "true"] : []),
     ],
     { stdio: ["pipe", "pipe", "inherit"] },
   );
@@ -243,7 +246,7 @@ try {
       .map(([o]) => o);
     console.log(
       `Instructions per echoed message (callgrind; ${connections} connections x ${perConnection} messages of ` +
-        `${size} B, ${window} in flight each; examples/ws-load.rs --messages)\n`,
+        `${size} B${text ? " (text)" : ""}, ${window} in flight each; examples/ws-load.rs --messages)\n`,
     );
     console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
     console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);

@@ -89,6 +89,13 @@ const SCENARIOS = [
     args: ["--mode", "echo", "--size", "64", "--connections", "100"],
   },
   {
+    // Opt-in (--scenarios=echo-64-text): the echo of text messages (ASCII).
+    name: "echo-64-text",
+    label: "echo 64 B of text, 100 connections",
+    args: ["--mode", "echo", "--size", "64", "--connections", "100", "--text", "true"],
+    optIn: true,
+  },
+  {
     name: "echo-16k",
     label: "echo 16 KiB, 100 connections",
     args: ["--mode", "echo", "--size", "16384", "--connections", "100"],
@@ -117,7 +124,7 @@ const { values: o } = parseArgs({
 });
 if (o.help) {
   console.log(
-    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-handlers,fetch-rs-inthread,fetch-rs-threads,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
+    "node bench/ws.mjs [--servers=fetch-rs,fetch-rs-handlers,fetch-rs-inthread,fetch-rs-threads,fetch-rs-base,fetch-rs-base-inthread,node-ws,bun,deno] [--scenarios=echo-64,echo-64-text,echo-16k,fanout-1000] [--duration=5] [--warmup=1] [--rounds=3] [--server-cpus=0] [--load-cpus=1] [--port=3700]",
   );
   process.exit(0);
 }
@@ -132,7 +139,7 @@ const servers = (o.servers === undefined ? SERVERS.filter((s) => !s.optIn) : pic
   }
   return true;
 });
-const scenarios = pick(SCENARIOS, o.scenarios);
+const scenarios = o.scenarios === undefined ? SCENARIOS.filter((s) => !s.optIn) : pick(SCENARIOS, o.scenarios);
 const loadThreads = o["load-cpus"].split(",").length;
 
 // Built every run (cargo does nothing when it is up to date): a binary left from an older

@@ -43,6 +43,8 @@ struct Args {
     messages: usize,
     /// Counted mode: warm-up messages per connection.
     warm: usize,
+    /// Text messages (ASCII) instead of binary ones (`--text`).
+    text: bool,
 }
 
 fn args() -> Args {
@@ -58,6 +60,7 @@ fn args() -> Args {
         threads: 1,
         messages: 0,
         warm: 200,
+        text: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -74,6 +77,7 @@ fn args() -> Args {
             "--threads" => a.threads = v.parse().unwrap_or(a.threads).max(1),
             "--messages" => a.messages = v.parse().unwrap_or(a.messages),
             "--warm" => a.warm = v.parse().unwrap_or(a.warm),
+            "--text" => a.text = v != "false",
             _ => {
                 eprintln!("unknown argument {k}");
                 std::process::exit(2);
@@ -225,7 +229,7 @@ struct Counter {
 }
 
 async fn echo(a: &Args, c: Arc<Counter>) {
-    let frame = client_frame(2, &vec![b'x'; a.size]);
+    let frame = client_frame(if a.text { 1 } else { 2 }, &vec![b'x'; a.size]);
     // `window` frames back to back: n echoes are answered with the first n of them.
     let frames: Arc<Vec<u8>> = Arc::new(frame.repeat(a.window));
     let mut tasks = Vec::new();
@@ -305,7 +309,7 @@ async fn handshake_with_driver(what: &str) {
 
 /// The counted echo (`--messages`): warm-up, WARM, N messages per connection, MEASURED.
 async fn echo_counted(a: &Args, c: Arc<Counter>) {
-    let frame = client_frame(2, &vec![b'x'; a.size]);
+    let frame = client_frame(if a.text { 1 } else { 2 }, &vec![b'x'; a.size]);
     let frames: Arc<Vec<u8>> = Arc::new(frame.repeat(a.window));
     let flen = frame.len();
     let mut sockets = Vec::new();
@@ -386,7 +390,7 @@ async fn fanout(a: &Args, c: Arc<Counter>) {
     // Let the server register every subscription before publishing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let Socket { stream: mut publisher, .. } = connect(&format!("{}/pub", a.url)).await;
-    let frame = client_frame(2, &vec![b'x'; a.size]);
+    let frame = client_frame(if a.text { 1 } else { 2 }, &vec![b'x'; a.size]);
     let (window, c2) = (a.window as u64, c.clone());
     let pubs = tokio::spawn(async move {
         let mut sent: u64 = 0;

@@ -169,6 +169,9 @@ export function createNativeServer(options: NativeOptions): NativeServer {
   const stageBody = new Uint8Array(stage, WS_STAGE_HEAD);
   c.wsStage(new Uint8Array(stage));
   const { wsSendBytes, wsSendStaged } = c;
+  // `stageBody.set(data)` was a generic property load (a LoadIC call, about 60
+  // instructions) in the optimized handlers that inline it; the method itself is not.
+  const typedArraySet = Uint8Array.prototype.set;
   return {
     listen: (doorbell) => s.listen(doorbell),
     close: (graceMs) => s.close(graceMs),
@@ -216,7 +219,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
       if (len > WS_STAGE_BYTES) return compress === false ? wsSendBytes(sid, data, false) : wsSendBytes(sid, data);
       stageHead[0] = sid;
       stageHead[1] = compress === false ? len | WS_STAGE_NO_COMPRESS : len;
-      stageBody.set(data);
+      typedArraySet.call(stageBody, data);
       wsSendStaged();
       return stageHead[0];
     },
@@ -260,6 +263,8 @@ export const RECORD_WS_CLOSE = constant("RECORD_WS_CLOSE");
 export const WS_TEXT = constant("WS_TEXT");
 export const WS_POOLED = constant("WS_POOLED");
 export const WS_POOLED_SAME = constant("WS_POOLED_SAME");
+export const WS_TEXT_POOLED = constant("WS_TEXT_POOLED");
+export const WS_TEXT_POOLED_SAME = constant("WS_TEXT_POOLED_SAME");
 export const WS_CLEAN = constant("WS_CLEAN");
 export const WS_PING = constant("WS_PING");
 /** The staged send's layout and length flag (src/wire.rs). */

@@ -189,8 +189,12 @@ calls! {
         Ok(())
     }
     /// `wsSendText(sid, text, compress?)`: see `Core::ws_send`.
-    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: String, compress: Trailing<bool>) -> i32 {
-        Ok(core.ws_send(sid, text, bytes::Bytes::from, true, compress.0.unwrap_or(true)))
+    c"wsSendText" => fn ws_send_text(core, _env; sid: u32, text: JsText, compress: Trailing<bool>) -> i32 {
+        let compress = compress.0.unwrap_or(true);
+        Ok(text.read(|t| match t {
+            TextBytes::Small(b) => core.ws_send(sid, b, bytes::Bytes::copy_from_slice, true, compress),
+            TextBytes::Long(b) => core.ws_send(sid, b, |b| b, true, compress),
+        })?)
     }
     /// `wsSendBytes(sid, data, compress?)`: the data is copied (`Core::ws_send`).
     c"wsSendBytes" => fn ws_send_bytes(core, _env; sid: u32, data: ViewBytes<'_>, compress: Trailing<bool>) -> i32 {
@@ -440,6 +444,87 @@ impl FromNapiValue for Utf8 {
     }
 }
 
+/// A JS string to be read as UTF-8 by `read`. A short one is read as UTF-16 and encoded
+/// here, into a buffer on the stack: V8's UTF-8 writer (`napi_get_value_string_utf8`)
+/// takes about 10 instructions a character, and napi-rs's `String` measures the string
+/// with it first, about 1,000 instructions for a 64-character message (callgrind), where
+/// the UTF-16 copy is a widening memcpy and an ASCII string is narrowed back in a loop the
+/// compiler vectorizes. A lone surrogate becomes U+FFFD, as V8's writer makes it (WHATWG's
+/// USVString). A longer string is read as `Utf8` reads it.
+pub struct JsText {
+    env: sys::napi_env,
+    value: sys::napi_value,
+}
+
+/// UTF-16 code units read in one pass; each becomes at most 3 bytes of UTF-8.
+const SMALL_TEXT_UNITS: usize = 256;
+
+impl FromNapiValue for JsText {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        Ok(JsText { env, value })
+    }
+}
+
+/// The UTF-8 of a `JsText`: a short string's on the stack (read in place, never moved),
+/// a longer one's in its own buffer.
+pub enum TextBytes<'a> {
+    Small(&'a [u8]),
+    Long(bytes::Bytes),
+}
+
+impl JsText {
+    /// Calls `f` with the string's UTF-8.
+    pub fn read<R>(self, f: impl FnOnce(TextBytes<'_>) -> R) -> Result<R> {
+        let mut units = [std::mem::MaybeUninit::<u16>::uninit(); SMALL_TEXT_UNITS];
+        let mut read = 0;
+        // SAFETY: V8 writes at most `SMALL_TEXT_UNITS - 1` code units and a NUL and reports
+        // the units before the NUL; a value that is not a string fails with
+        // napi_string_expected. `env` and `value` belong to the running callback.
+        check_status!(unsafe {
+            sys::napi_get_value_string_utf16(
+                self.env,
+                self.value,
+                units.as_mut_ptr().cast(),
+                SMALL_TEXT_UNITS,
+                &mut read,
+            )
+        })?;
+        if read + 1 >= SMALL_TEXT_UNITS {
+            // Maybe cut short: read it whole, as UTF-8.
+            // SAFETY: as above.
+            return Ok(f(TextBytes::Long(unsafe { Utf8::from_napi_value(self.env, self.value) }?.0)));
+        }
+        // SAFETY: the first `read` units were written by V8 above.
+        let units = unsafe { std::slice::from_raw_parts(units.as_ptr().cast::<u16>(), read) };
+        let mut out = [std::mem::MaybeUninit::<u8>::uninit(); 3 * SMALL_TEXT_UNITS];
+        let n = utf16_to_utf8(units, &mut out);
+        // SAFETY: the first `n` bytes were written by `utf16_to_utf8`.
+        Ok(f(TextBytes::Small(unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<u8>(), n) })))
+    }
+}
+
+/// Encodes `units` (UTF-16, a lone surrogate as U+FFFD) into `out`, which has room for 3
+/// bytes a unit; returns the bytes written.
+fn utf16_to_utf8(units: &[u16], out: &mut [std::mem::MaybeUninit<u8>]) -> usize {
+    debug_assert!(out.len() >= 3 * units.len());
+    if units.iter().fold(0, |a, &u| a | u) < 0x80 {
+        for (o, &u) in out.iter_mut().zip(units) {
+            o.write(u as u8);
+        }
+        return units.len();
+    }
+    let mut n = 0;
+    for c in char::decode_utf16(units.iter().copied()) {
+        let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+        let mut b = [0u8; 4];
+        for &x in c.encode_utf8(&mut b).as_bytes() {
+            out[n].write(x);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The bytes of a typed array (any ArrayBufferView), borrowed for the call. Read with
 /// `napi_get_buffer_info`, which asks V8 for the view's buffer, offset and length only,
 /// where napi-rs's `&[u8]` (`napi_get_typedarray_info`) also works out the array's type
@@ -472,4 +557,31 @@ unsafe fn arg<T: FromNapiValue>(
     let value = argv.next().unwrap_or(ptr::null_mut());
     // SAFETY: as the caller promises.
     Ok(unsafe { T::from_napi_value(env, value) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf16_to_utf8;
+
+    #[test]
+    fn utf16_to_utf8_matches_the_lossy_conversion() {
+        let cases: Vec<Vec<u16>> = vec![
+            vec![],
+            "hello".encode_utf16().collect(),
+            "é漢\u{1F600}".encode_utf16().collect(),
+            vec![0x61, 0xd800, 0x62],
+            vec![0xdc00, 0xdc00],
+            vec![0x61, 0xd83d],
+            vec![0x7f; 255],
+            vec![0x80; 255],
+            vec![0xffff; 255],
+        ];
+        for units in cases {
+            let mut out = vec![std::mem::MaybeUninit::<u8>::uninit(); 3 * units.len()];
+            let n = utf16_to_utf8(&units, &mut out);
+            // SAFETY: the first `n` bytes were written.
+            let got = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<u8>(), n) };
+            assert_eq!(got, String::from_utf16_lossy(&units).as_bytes(), "{units:x?}");
+        }
+    }
 }

@@ -26,6 +26,9 @@ pub enum Payload {
     Masked(bytes::Bytes, [u8; 4]),
     /// A small binary message, in the drain's arena of this index (`JsSide::arenas`).
     Pooled(usize),
+    /// A small ASCII text message, in the drain's text arena of this index
+    /// (`JsSide::text_arenas`), which JS gets as one string.
+    PooledText(usize),
 }
 
 /// Binary messages up to this size are copied into an arena shared by the drain's small
@@ -36,6 +39,25 @@ pub(crate) const POOLED_MAX: usize = 1024;
 /// An arena's size limit: a message kept alive keeps at most this much memory with it
 /// (Node's own Buffer pool is 8 KiB, for the same trade).
 const ARENA_SIZE: usize = 16 * 1024;
+
+/// Copies a small message into the last arena in use of `arenas` (a new one when it is
+/// full), unmasking it with `mask` (all zeros: as it is); returns the arena's index and
+/// the message's offset in it.
+#[inline(always)]
+fn pool_into(arenas: &mut Vec<Vec<u8>>, used: &mut usize, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
+    let fits = *used > 0 && arenas[*used - 1].len() + data.len() <= ARENA_SIZE;
+    if !fits {
+        if arenas.len() == *used {
+            arenas.push(Vec::with_capacity(ARENA_SIZE));
+        }
+        *used += 1;
+    }
+    let arena = &mut arenas[*used - 1];
+    let offset = arena.len();
+    arena.resize(offset + data.len(), 0);
+    crate::websocket::unmask_into(&mut arena[offset..], data, mask);
+    (*used - 1, offset as u32)
+}
 
 /// The JS thread's half of the bridge.
 pub struct JsSide {
@@ -55,6 +77,13 @@ pub struct JsSide {
     arenas_used: usize,
     /// The arena whose ArrayBuffer the records of this drain last carried.
     arena_sent: Option<usize>,
+    /// Small ASCII text messages of the current drain, as `arenas` are for binary ones: JS
+    /// gets each arena as one Latin-1 string and a message as a substring of it, where a
+    /// string per message cost V8's UTF-8 decoder and a `napi_set_element` into `texts`
+    /// (about 400 instructions a message, callgrind).
+    text_arenas: Vec<Vec<u8>>,
+    text_arenas_used: usize,
+    text_arena_sent: Option<usize>,
     /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
@@ -75,6 +104,9 @@ impl JsSide {
             arenas: Vec::new(),
             arenas_used: 0,
             arena_sent: None,
+            text_arenas: Vec::new(),
+            text_arenas_used: 0,
+            text_arena_sent: None,
             wake_writers: Vec::new(),
             write_here: false,
         }
@@ -208,6 +240,9 @@ impl JsSide {
                 s.shared.taken(msg.len());
                 use crate::websocket::Message;
                 let (kind, payload) = match msg {
+                    Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.as_str().is_ascii() => {
+                        return Some(self.pooled_text(sid, t.as_str().as_bytes(), heads));
+                    }
                     Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
                     Message::Binary(b) if b.len() <= POOLED_MAX => return Some(self.pooled(sid, &b, [0; 4], heads)),
                     Message::Masked(b, mask) if b.len() <= POOLED_MAX => {
@@ -260,28 +295,34 @@ impl JsSide {
         [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
     }
 
+    /// The record of a small ASCII text message, copied into the current text arena.
+    fn pooled_text(&mut self, sid: u32, data: &[u8], heads: &mut Vec<Payload>) -> [u32; WORDS] {
+        let (arena, offset) = pool_into(&mut self.text_arenas, &mut self.text_arenas_used, data, [0; 4]);
+        let kind = if self.text_arena_sent == Some(arena) {
+            wire::WS_TEXT_POOLED_SAME
+        } else {
+            self.text_arena_sent = Some(arena);
+            heads.push(Payload::PooledText(arena));
+            wire::WS_TEXT_POOLED
+        };
+        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
+    }
+
     /// Copies a small message into the current arena (a new one when it is full),
     /// unmasking it with `mask` (all zeros: as it is); returns the arena's index and the
     /// message's offset in it.
     fn pool(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
-        let fits = self.arenas_used > 0 && self.arenas[self.arenas_used - 1].len() + data.len() <= ARENA_SIZE;
-        if !fits {
-            if self.arenas.len() == self.arenas_used {
-                self.arenas.push(Vec::with_capacity(ARENA_SIZE));
-            }
-            self.arenas_used += 1;
-        }
-        let arena = &mut self.arenas[self.arenas_used - 1];
-        let offset = arena.len();
-        arena.resize(offset + data.len(), 0);
-        crate::websocket::unmask_into(&mut arena[offset..], data, mask);
-        let offset = offset as u32;
-        (self.arenas_used - 1, offset)
+        pool_into(&mut self.arenas, &mut self.arenas_used, data, mask)
     }
 
     /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
     pub fn arenas(&self) -> &[Vec<u8>] {
         &self.arenas[..self.arenas_used]
+    }
+
+    /// The text arenas `drain` filled (ASCII), for the caller to make strings of.
+    pub fn text_arenas(&self) -> &[Vec<u8>] {
+        &self.text_arenas[..self.text_arenas_used]
     }
 
     pub fn clear_arenas(&mut self) {
@@ -290,6 +331,11 @@ impl JsSide {
         }
         self.arenas_used = 0;
         self.arena_sent = None;
+        for a in &mut self.text_arenas[..self.text_arenas_used] {
+            a.clear();
+        }
+        self.text_arenas_used = 0;
+        self.text_arena_sent = None;
     }
 
     /// Sends the replies gathered since the last flush.

@@ -62,6 +62,12 @@ constants! {
     WS_POOLED = 3;
     /// WS_MESSAGE kind: as `WS_POOLED`, in the previous pooled message's ArrayBuffer.
     WS_POOLED_SAME = 4;
+    /// WS_MESSAGE kind: a small ASCII text message, with its length in bits 8 and up: the
+    /// next item of `texts` is a string shared by the batch's small text messages, word 3
+    /// the message's offset in it.
+    WS_TEXT_POOLED = 5;
+    /// WS_MESSAGE kind: as `WS_TEXT_POOLED`, in the previous pooled text message's string.
+    WS_TEXT_POOLED_SAME = 6;
     /// WS_CLOSE flag: the closing handshake completed.
     WS_CLEAN = 1 << 16;
     /// WS_PONG `arg`: the frame was a ping (answered already), not a pong.

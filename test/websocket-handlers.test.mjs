@@ -446,3 +446,105 @@ test("binary sends around the staged size keep their bytes, socket and status, o
     await server.close();
   }
 });
+
+test("text sends keep their characters around the one-pass size: ASCII, Latin-1, CJK, emoji and lone surrogates", async () => {
+  // The addon reads a string of up to 255 UTF-16 units in one pass and encodes it itself
+  // (a longer one is read as UTF-8 by V8); a lone surrogate goes out as U+FFFD, as V8's
+  // encoder (and Buffer.from) makes it.
+  const texts = [
+    "",
+    "a",
+    "x".repeat(64),
+    "é".repeat(64),
+    "漢字".repeat(40),
+    "\u{1F600}".repeat(40),
+    "a\ud800b",
+    "\udc00".repeat(3),
+    "end\ud83d",
+  ];
+  // Each kind of character ending right before, at and after the boundary, an emoji's two
+  // units split across it.
+  for (const n of [254, 255, 256, 257]) texts.push("q".repeat(n), "ÿ".repeat(n), "€".repeat(n));
+  texts.push("q".repeat(254) + "\u{1F600}", "q".repeat(255) + "\u{1F600}", "ä".repeat(100_000) + "\ud800");
+  const statuses = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        const t = texts[Number(String(m))];
+        statuses.push(ws.send(t));
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = [];
+    c.on("message", (d, isBinary) => got.push([isBinary, Buffer.from(d).toString("hex")]));
+    for (const k of texts.keys()) {
+      c.send(String(k));
+      await waitFor(() => got.length === k + 1);
+    }
+    assert.deepEqual(
+      got,
+      texts.map((t) => [false, Buffer.from(t, "utf8").toString("hex")]),
+    );
+    // Bun's status: the UTF-8 bytes handed to the connection.
+    assert.deepEqual(
+      statuses,
+      texts.map((t) => Buffer.byteLength(t, "utf8")),
+    );
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a burst of small text and binary messages arrives whole and in order, across the drain's shared arenas", async () => {
+  // Small ASCII text messages reach JS as substrings of one string per 16 KiB of them, small
+  // binary ones as views of one ArrayBuffer; longer or non-ASCII text comes on its own.
+  const sent = [];
+  for (let round = 0; round < 3; round++) {
+    for (const n of [0, 1, 12, 13, 64, 1000, 1024, 1025])
+      sent.push("t" + String(round) + "x".repeat(Math.max(0, n - 2)));
+    sent.push("é".repeat(10), Buffer.from([round, 1, 2, 3]), "\u{1F600}");
+    // Enough ASCII text for more than one shared string in a drain.
+    for (let j = 0; j < 40; j++) sent.push(String(j).padStart(4, "0") + "y".repeat(996));
+  }
+  const received = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      message(ws, m) {
+        received.push(m);
+        ws.send(m);
+      },
+    },
+  });
+  try {
+    const { c } = await client(server);
+    const got = collect(c);
+    // All at once: the server reads many of them in one turn.
+    for (const m of sent) c.send(m);
+    await waitFor(() => got.length === sent.length);
+    const expected = sent.map((m) => (typeof m === "string" ? [false, m] : [true, m.toString("hex")]));
+    assert.deepEqual(got, expected);
+    // What the handler was given, kept until now, is unchanged by the later drains.
+    assert.deepEqual(
+      received.map((m) => (typeof m === "string" ? [false, m] : [true, Buffer.from(m).toString("hex")])),
+      expected,
+    );
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
