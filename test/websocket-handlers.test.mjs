@@ -18,6 +18,19 @@ async function client(server, path = "/ws", protocols) {
 }
 
 /** Messages a client receives, as [isBinary, text or hex]. */
+/** A serve() server that upgrades every request (Bun's style) with these handlers. */
+function upgradingServer(websocket) {
+  return serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req)) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket,
+  });
+}
+
 function collect(c) {
   const got = [];
   c.on("message", (d, isBinary) => got.push([isBinary, isBinary ? Buffer.from(d).toString("hex") : String(d)]));
@@ -467,18 +480,10 @@ test("text sends keep their characters around the one-pass size: ASCII, Latin-1,
   for (const n of [254, 255, 256, 257]) texts.push("q".repeat(n), "ÿ".repeat(n), "€".repeat(n));
   texts.push("q".repeat(254) + "\u{1F600}", "q".repeat(255) + "\u{1F600}", "ä".repeat(100_000) + "\ud800");
   const statuses = [];
-  const server = serve({
-    port: 0,
-    host: "127.0.0.1",
-    fetch(req, srv) {
-      if (srv.upgrade(req)) return;
-      return new Response("no", { status: 400 });
-    },
-    websocket: {
-      message(ws, m) {
-        const t = texts[Number(String(m))];
-        statuses.push(ws.send(t));
-      },
+  const server = upgradingServer({
+    message(ws, m) {
+      const t = texts[Number(String(m))];
+      statuses.push(ws.send(t));
     },
   });
   try {
@@ -516,18 +521,10 @@ test("a burst of small text and binary messages arrives whole and in order, acro
     for (let j = 0; j < 40; j++) sent.push(String(j).padStart(4, "0") + "y".repeat(996));
   }
   const received = [];
-  const server = serve({
-    port: 0,
-    host: "127.0.0.1",
-    fetch(req, srv) {
-      if (srv.upgrade(req)) return;
-      return new Response("no", { status: 400 });
-    },
-    websocket: {
-      message(ws, m) {
-        received.push(m);
-        ws.send(m);
-      },
+  const server = upgradingServer({
+    message(ws, m) {
+      received.push(m);
+      ws.send(m);
     },
   });
   try {
