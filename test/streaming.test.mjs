@@ -11,6 +11,9 @@ import { request, sleep, start } from "./helpers.mjs";
 
 const MiB = 1024 * 1024;
 
+/** Resolves with the signal's reason once it aborts. */
+const abortOf = (signal) => new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+
 function rssOf(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return Number(m[1]) * 1024;
@@ -352,8 +355,7 @@ describe("request.signal and cancel()", () => {
   test("a client leaving before the response aborts request.signal", async () => {
     let aborted;
     const { server } = await start(async (event) => {
-      const signal = event.request.signal;
-      aborted = new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+      aborted = abortOf(event.request.signal);
       await aborted;
       event.respondWith(new Response("too late"));
     });
@@ -379,8 +381,7 @@ describe("request.signal and cancel()", () => {
     const { server } = await start(async (event) => {
       served += 1;
       if (served === 1) return event.respondWith(new Response("first"));
-      const signal = event.request.signal;
-      aborted = new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+      aborted = abortOf(event.request.signal);
       await aborted;
       event.respondWith(new Response("too late"));
     });
@@ -407,8 +408,7 @@ describe("request.signal and cancel()", () => {
     let reason;
     const { server, base } = await start(
       async (event) => {
-        const signal = event.request.signal;
-        reason = await new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+        reason = await abortOf(event.request.signal);
       },
       { timeout: 200 },
     );
