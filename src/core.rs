@@ -112,6 +112,17 @@ fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<napi::sys::napi_value> 
     Ok(buffer)
 }
 
+/// A JS string of ASCII bytes, made as Latin-1 (the same characters): a copy, where V8
+/// decodes UTF-8 a character at a time (about 100 instructions for 64 bytes, callgrind).
+fn latin1_string(env: &Env, ascii: &[u8]) -> napi::Result<napi::sys::napi_value> {
+    let mut v = std::ptr::null_mut();
+    // SAFETY: a plain Node-API call with the running call's env; V8 copies the bytes.
+    napi::check_status!(unsafe {
+        napi::sys::napi_create_string_latin1(env.raw(), ascii.as_ptr().cast(), ascii.len() as isize, &mut v)
+    })?;
+    Ok(v)
+}
+
 impl Core {
     pub fn new(options: NativeOptions) -> BridgeResult<Self> {
         let config = ServerConfig::from_options(&options)?;
@@ -231,54 +242,31 @@ impl Core {
         }
         let mut text_arenas = Vec::new();
         for a in self.js.text_arenas() {
-            let mut v = std::ptr::null_mut();
-            // SAFETY: the arena holds ASCII only (`JsSide::pooled_text`), so Latin-1 of the
-            // same characters; a plain Node-API call with this call's env.
-            napi::check_status!(unsafe {
-                napi::sys::napi_create_string_latin1(env.raw(), a.as_ptr().cast(), a.len() as isize, &mut v)
-            })?;
-            text_arenas.push(v);
+            // ASCII only (`JsSide::pooled`).
+            text_arenas.push(latin1_string(env, a)?);
         }
         self.js.clear_arenas();
+        let texts_raw = texts.raw();
+        // SAFETY: both values belong to this call's env.
+        let set = |k: usize, v| {
+            napi::check_status!(unsafe { napi::sys::napi_set_element(env.raw(), texts_raw, k as u32, v) })
+        };
         for (k, payload) in self.heads.drain(..).enumerate() {
             match payload {
+                // Always there: `drain` numbered the arenas it filled.
                 Payload::Pooled(i) => {
-                    // Always there: `drain` numbered the arenas it filled.
-                    if let Some(arena) = arenas.get(i) {
-                        // SAFETY: both values belong to this call's env.
-                        napi::check_status!(unsafe {
-                            napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, *arena)
-                        })?
+                    if let Some(&arena) = arenas.get(i) {
+                        set(k, arena)?
                     }
                 }
                 Payload::PooledText(i) => {
-                    // Always there: `drain` numbered the arenas it filled.
-                    if let Some(arena) = text_arenas.get(i) {
-                        // SAFETY: both values belong to this call's env.
-                        napi::check_status!(unsafe {
-                            napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, *arena)
-                        })?
+                    if let Some(&arena) = text_arenas.get(i) {
+                        set(k, arena)?
                     }
                 }
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
-                Payload::Utf8(s) => {
-                    let s = s.as_str();
-                    if s.is_ascii() {
-                        // Made as Latin-1: a copy, where V8 decodes UTF-8 a character at a
-                        // time (about 100 instructions for 64 bytes, callgrind).
-                        let mut v = std::ptr::null_mut();
-                        // SAFETY: `s` is ASCII, so Latin-1 of the same characters; the values
-                        // belong to this call's env.
-                        napi::check_status!(unsafe {
-                            napi::sys::napi_create_string_latin1(env.raw(), s.as_ptr().cast(), s.len() as isize, &mut v)
-                        })?;
-                        napi::check_status!(unsafe {
-                            napi::sys::napi_set_element(env.raw(), texts.raw(), k as u32, v)
-                        })?;
-                    } else {
-                        texts.set_element(k as u32, env.create_string(s)?)?
-                    }
-                }
+                Payload::Utf8(s) if s.as_str().is_ascii() => set(k, latin1_string(env, s.as_str().as_bytes())?)?,
+                Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
                 // not handed over as an external buffer: those are freed by a finalizer on a
                 // later loop turn, and a flood of 64 KiB messages into a handler that keeps

@@ -40,23 +40,50 @@ pub(crate) const POOLED_MAX: usize = 1024;
 /// (Node's own Buffer pool is 8 KiB, for the same trade).
 const ARENA_SIZE: usize = 16 * 1024;
 
-/// Copies a small message into the last arena in use of `arenas` (a new one when it is
-/// full), unmasking it with `mask` (all zeros: as it is); returns the arena's index and
-/// the message's offset in it.
-#[inline(always)]
-fn pool_into(arenas: &mut Vec<Vec<u8>>, used: &mut usize, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
-    let fits = *used > 0 && arenas[*used - 1].len() + data.len() <= ARENA_SIZE;
-    if !fits {
-        if arenas.len() == *used {
-            arenas.push(Vec::with_capacity(ARENA_SIZE));
+/// Small messages of one drain copied together, one kind (binary or ASCII text) per
+/// `Arenas`: the first `used` arenas are in use, the rest kept for their allocation.
+#[derive(Default)]
+struct Arenas {
+    list: Vec<Vec<u8>>,
+    used: usize,
+    /// The arena the records of this drain last carried.
+    sent: Option<usize>,
+}
+
+impl Arenas {
+    /// Copies a small message into the last arena in use (a new one when it is full),
+    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index, the
+    /// message's offset in it, and whether a record of this drain already carried it.
+    #[inline(always)]
+    fn add(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32, bool) {
+        let fits = self.used > 0 && self.list[self.used - 1].len() + data.len() <= ARENA_SIZE;
+        if !fits {
+            if self.list.len() == self.used {
+                self.list.push(Vec::with_capacity(ARENA_SIZE));
+            }
+            self.used += 1;
         }
-        *used += 1;
+        let index = self.used - 1;
+        let arena = &mut self.list[index];
+        let offset = arena.len();
+        arena.resize(offset + data.len(), 0);
+        crate::websocket::unmask_into(&mut arena[offset..], data, mask);
+        let carried = self.sent == Some(index);
+        self.sent = Some(index);
+        (index, offset as u32, carried)
     }
-    let arena = &mut arenas[*used - 1];
-    let offset = arena.len();
-    arena.resize(offset + data.len(), 0);
-    crate::websocket::unmask_into(&mut arena[offset..], data, mask);
-    (*used - 1, offset as u32)
+
+    fn filled(&self) -> &[Vec<u8>] {
+        &self.list[..self.used]
+    }
+
+    fn clear(&mut self) {
+        for a in &mut self.list[..self.used] {
+            a.clear();
+        }
+        self.used = 0;
+        self.sent = None;
+    }
 }
 
 /// The JS thread's half of the bridge.
@@ -71,19 +98,13 @@ pub struct JsSide {
     releases: Vec<LentRef>,
     /// Open WebSockets and their topics.
     pub sockets: Sockets,
-    /// Small binary messages of the current drain, copied together (`Payload::Pooled`);
-    /// the first `arenas_used` are in use, the rest kept for their allocation.
-    arenas: Vec<Vec<u8>>,
-    arenas_used: usize,
-    /// The arena whose ArrayBuffer the records of this drain last carried.
-    arena_sent: Option<usize>,
+    /// Small binary messages of the current drain, copied together (`Payload::Pooled`).
+    arenas: Arenas,
     /// Small ASCII text messages of the current drain, as `arenas` are for binary ones: JS
     /// gets each arena as one Latin-1 string and a message as a substring of it, where a
     /// string per message cost V8's UTF-8 decoder and a `napi_set_element` into `texts`
     /// (about 400 instructions a message, callgrind).
-    text_arenas: Vec<Vec<u8>>,
-    text_arenas_used: usize,
-    text_arena_sent: Option<usize>,
+    text_arenas: Arenas,
     /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
@@ -101,12 +122,8 @@ impl JsSide {
             outbox: Vec::new(),
             releases: Vec::new(),
             sockets: Sockets::default(),
-            arenas: Vec::new(),
-            arenas_used: 0,
-            arena_sent: None,
-            text_arenas: Vec::new(),
-            text_arenas_used: 0,
-            text_arena_sent: None,
+            arenas: Arenas::default(),
+            text_arenas: Arenas::default(),
             wake_writers: Vec::new(),
             write_here: false,
         }
@@ -241,12 +258,14 @@ impl JsSide {
                 use crate::websocket::Message;
                 let (kind, payload) = match msg {
                     Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.as_str().is_ascii() => {
-                        return Some(self.pooled_text(sid, t.as_str().as_bytes(), heads));
+                        return Some(self.pooled(sid, t.as_str().as_bytes(), [0; 4], true, heads));
                     }
                     Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
-                    Message::Binary(b) if b.len() <= POOLED_MAX => return Some(self.pooled(sid, &b, [0; 4], heads)),
+                    Message::Binary(b) if b.len() <= POOLED_MAX => {
+                        return Some(self.pooled(sid, &b, [0; 4], false, heads))
+                    }
                     Message::Masked(b, mask) if b.len() <= POOLED_MAX => {
-                        return Some(self.pooled(sid, &b, mask, heads));
+                        return Some(self.pooled(sid, &b, mask, false, heads));
                     }
                     Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
                     Message::Masked(b, mask) => (wire::WS_BINARY, Payload::Masked(b, mask)),
@@ -280,62 +299,41 @@ impl JsSide {
         }
     }
 
-    /// The record of a small binary message, copied (and unmasked) into the current arena.
-    fn pooled(&mut self, sid: u32, data: &[u8], mask: [u8; 4], heads: &mut Vec<Payload>) -> [u32; WORDS] {
-        let (arena, offset) = self.pool(data, mask);
+    /// The record of a small message, copied (and unmasked) into the current arena of its
+    /// kind: `text` for ASCII text, which JS gets as a string.
+    fn pooled(&mut self, sid: u32, data: &[u8], mask: [u8; 4], text: bool, heads: &mut Vec<Payload>) -> [u32; WORDS] {
+        let arenas = if text { &mut self.text_arenas } else { &mut self.arenas };
+        let (arena, offset, carried) = arenas.add(data, mask);
         // The arena crosses once, with the first of its messages in this drain: one
         // `texts` item per arena, not one per message.
-        let kind = if self.arena_sent == Some(arena) {
-            wire::WS_POOLED_SAME
-        } else {
-            self.arena_sent = Some(arena);
-            heads.push(Payload::Pooled(arena));
-            wire::WS_POOLED
+        let kind = match (text, carried) {
+            (false, true) => wire::WS_POOLED_SAME,
+            (true, true) => wire::WS_TEXT_POOLED_SAME,
+            (false, false) => {
+                heads.push(Payload::Pooled(arena));
+                wire::WS_POOLED
+            }
+            (true, false) => {
+                heads.push(Payload::PooledText(arena));
+                wire::WS_TEXT_POOLED
+            }
         };
         [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
-    }
-
-    /// The record of a small ASCII text message, copied into the current text arena.
-    fn pooled_text(&mut self, sid: u32, data: &[u8], heads: &mut Vec<Payload>) -> [u32; WORDS] {
-        let (arena, offset) = pool_into(&mut self.text_arenas, &mut self.text_arenas_used, data, [0; 4]);
-        let kind = if self.text_arena_sent == Some(arena) {
-            wire::WS_TEXT_POOLED_SAME
-        } else {
-            self.text_arena_sent = Some(arena);
-            heads.push(Payload::PooledText(arena));
-            wire::WS_TEXT_POOLED
-        };
-        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
-    }
-
-    /// Copies a small message into the current arena (a new one when it is full),
-    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index and the
-    /// message's offset in it.
-    fn pool(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
-        pool_into(&mut self.arenas, &mut self.arenas_used, data, mask)
     }
 
     /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
     pub fn arenas(&self) -> &[Vec<u8>] {
-        &self.arenas[..self.arenas_used]
+        self.arenas.filled()
     }
 
     /// The text arenas `drain` filled (ASCII), for the caller to make strings of.
     pub fn text_arenas(&self) -> &[Vec<u8>] {
-        &self.text_arenas[..self.text_arenas_used]
+        self.text_arenas.filled()
     }
 
     pub fn clear_arenas(&mut self) {
-        for a in &mut self.arenas[..self.arenas_used] {
-            a.clear();
-        }
-        self.arenas_used = 0;
-        self.arena_sent = None;
-        for a in &mut self.text_arenas[..self.text_arenas_used] {
-            a.clear();
-        }
-        self.text_arenas_used = 0;
-        self.text_arena_sent = None;
+        self.arenas.clear();
+        self.text_arenas.clear();
     }
 
     /// Sends the replies gathered since the last flush.
