@@ -275,7 +275,7 @@ async fn serve_http(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
-        let admitted = admit(req, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
+        let admitted = admit(req, svc_cork.now(), &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
         handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone()))
     });
     let mut clock = IdleClock::new(shared.config.idle_timeout);
@@ -478,6 +478,7 @@ async fn drive<C: GracefulConnection>(
     // A copy, written back when the connection ends or goes quiet.
     let mut clock_here = *clock;
     let (end, clock_after) = std::future::poll_fn(move |cx| {
+        cork.poll_started();
         let clock = &mut clock_here;
         if !phase_polled || gate.has_changed().unwrap_or(true) {
             phase_polled = true;
@@ -501,7 +502,7 @@ async fn drive<C: GracefulConnection>(
             }
             if let Some(t) = head_timeout {
                 match (cork.awaiting_head(), head_due.is_some()) {
-                    (true, false) => head_due = Some(crate::clock::now().saturating_add(t)),
+                    (true, false) => head_due = Some(cork.now().saturating_add(t)),
                     (false, true) => head_due = None,
                     _ => {}
                 }
@@ -619,12 +620,12 @@ struct Admitted {
 /// it would make every request's future larger).
 fn admit(
     req: http::Request<Incoming>,
+    started: u64,
     shared: &ServerShared,
     scheme: &str,
     authorities: &mut crate::target::AuthorityCache,
     remote: SocketAddr,
 ) -> Result<Admitted, Box<Reply>> {
-    let started = crate::clock::now();
     shared.stats.request_received();
     let (head, body) = req.into_parts();
     let fields = crate::request::HeadFields::of(&head);
@@ -730,7 +731,7 @@ fn hand_over(
 ) -> Answer {
     let Handover { started, method, text, websocket, body } = request;
     // The listener's time limit runs from now: after a body read first, else from the head.
-    let listener_from = if matches!(body, RequestBody::Full(_)) { crate::clock::now() } else { started };
+    let listener_from = if matches!(body, RequestBody::Full(_)) { in_flight_count.0.now() } else { started };
     let stats = &shared.stats;
     let waiting = stats.pending_requests() + 1;
     if waiting > shared.config.max_pending_requests as u64 {
@@ -825,7 +826,7 @@ impl Waiting {
                 return Poll::Ready(closing(503));
             }
         };
-        count.0.stats.record_response(self.started);
+        count.0.stats.record_response(self.started, count.0.now());
         let mut reply = reply;
         if let Ok(res) = reply.as_mut() {
             if let crate::body::ResponseBody::Stream(s) = res.body_mut() {

@@ -15,7 +15,7 @@ use crate::h1_strict::Strict;
 use bytes::Bytes;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -122,6 +122,12 @@ pub struct Cork {
     pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
     /// Deadlines inside this connection's HTTP/1.1 requests (deadline.rs).
     pub(crate) deadlines: crate::deadline::Deadlines,
+    /// The clock's reading in the current poll of this HTTP/1.1 connection (`now`); 0:
+    /// none yet. Written and read by the connection's task only.
+    poll_clock: AtomicU64,
+    /// Made on a thread that drives a runtime from Node's loop: readings are shared by a
+    /// round of the driver's turn (`clock::shared_now`), not only by a poll.
+    round_clock: bool,
 }
 
 impl Cork {
@@ -166,6 +172,8 @@ impl Cork {
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
             deadlines: crate::deadline::Deadlines::new(),
+            poll_clock: AtomicU64::new(0),
+            round_clock: crate::in_thread::drives_here(),
             last_request: Mutex::new(std::sync::Weak::new()),
             last_request_set: AtomicBool::new(false),
             upgrade: Mutex::new(None),
@@ -232,6 +240,30 @@ impl Cork {
     /// inside its poll of hyper's connection.
     pub(crate) fn is_http1(&self) -> bool {
         !self.passthrough.load(Ordering::Relaxed)
+    }
+
+    /// The clock (`clock::now`) as of this poll of the connection: a request's start
+    /// (`connection::admit`), its answer (`Stats::record_response`) and the header deadline
+    /// after it (`connection::drive`) share the poll's first reading, and in the in-thread
+    /// mode the round's (`clock::shared_now`). HTTP/2 streams, polled in tasks of their
+    /// own, read it each time (or share the round's).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        let seen = self.poll_clock.load(Ordering::Relaxed);
+        if seen != 0 {
+            return seen;
+        }
+        let now = if self.round_clock { crate::clock::shared_now() } else { crate::clock::now() }.max(1);
+        if self.is_http1() {
+            self.poll_clock.store(now, Ordering::Relaxed);
+        }
+        now
+    }
+
+    /// A poll of the connection starts (`connection::drive`): the next `now` reads anew.
+    #[inline]
+    pub(crate) fn poll_started(&self) {
+        self.poll_clock.store(0, Ordering::Relaxed);
     }
 
     /// Whether hyper is between requests: none in progress, no response being streamed,

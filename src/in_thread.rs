@@ -36,6 +36,11 @@ pub fn note_work() {
     THREAD.with(|t| t.work.set(t.work.get().wrapping_add(1)));
 }
 
+/// Whether this thread drives a runtime from Node's loop (the in-thread mode).
+pub fn drives_here() -> bool {
+    THREAD.with(|t| t.drives.get())
+}
+
 /// Work counted on this thread so far.
 fn work() -> u64 {
     THREAD.with(|t| t.work.get())
@@ -320,8 +325,12 @@ impl LocalDriver {
             // otherwise wait, its readiness consumed, for the next turn.
             for _ in 0..16 {
                 let before = work();
+                // The round's polls share one clock reading (`clock::shared_now`); JS,
+                // called below, is outside it.
+                crate::clock::open_round();
                 tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
+                crate::clock::close_round();
                 if self.closed.get() {
                     return;
                 }

@@ -138,6 +138,31 @@ test("after shutdownTimeout close() forces the remaining connections closed", as
   assert.ok(took >= 150 && took < 2000, `close() took ${took.toFixed(0)} ms`);
 });
 
+test("stats() gives the latency of handlers that wait, asynchronously or not", async () => {
+  // A request's start and end are clock readings shared with the rest of their poll or
+  // turn: JS running between the two must never be inside one reading.
+  for (const wait of [
+    async () => sleep(50),
+    async () => {
+      const until = performance.now() + 50;
+      while (performance.now() < until);
+    },
+  ]) {
+    const { server, base } = await start(async (e) => {
+      await wait();
+      e.respondWith(new Response("x"));
+    });
+    try {
+      for (let i = 0; i < 4; i++) await (await fetch(base)).text();
+      const s = server.stats();
+      assert.equal(s.totalRequests, 4);
+      assert.ok(s.avgLatencyMs >= 45 && s.avgLatencyMs < 1000, `avgLatencyMs ${s.avgLatencyMs}`);
+    } finally {
+      await server.close();
+    }
+  }
+});
+
 test("stats() is exact under concurrency", async () => {
   const created = performance.now();
   const { server, base } = await start(async (e) => {
