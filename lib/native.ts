@@ -117,15 +117,15 @@ interface ServerHandle {
 /** A native server as the rest of lib/ calls it. */
 export type NativeServer = Calls & Omit<ServerHandle, "handle">;
 
-/** The respond calls as the addon takes them (src/calls.rs): the content-type code and
- * RESPOND_RELEASE packed in `flags`, the header list last and left out when there is none
- * (each argument converted costs the call time). */
+/** The respond calls as the addon takes them (src/calls.rs): the status, the content-type
+ * code and RESPOND_RELEASE packed in `flags` (`respondFlags`), the header list last and left
+ * out when there is none (each argument converted costs the call time). */
 interface AddonRespond {
-  respondText(id: number, status: number, flags: number, body: string, headers?: string[]): void;
-  respondBytes(id: number, status: number, flags: number, body: Uint8Array, headers?: string[]): void;
-  respondBytesShared(id: number, status: number, flags: number, body: Uint8Array, headers?: string[]): void;
-  respondEmpty(id: number, status: number, flags: number, headers?: string[]): void;
-  respondStream(id: number, status: number, ct: number, headers?: string[]): void;
+  respondText(id: number, flags: number, body: string, headers?: string[]): void;
+  respondBytes(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
+  respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
+  respondEmpty(id: number, flags: number, headers?: string[]): void;
+  respondStream(id: number, flags: number, headers?: string[]): void;
 }
 
 /** The staged send (src/core.rs, `ws_send_staged`): `wsSendBytes` of a small message
@@ -191,22 +191,24 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     bodyPull: c.bodyPull,
     respondText: (id, status, ct, headers, body, release) =>
       headers === null
-        ? respondText(id, status, release ? ct | RESPOND_RELEASE : ct, body)
-        : respondText(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
+        ? respondText(id, respondFlags(status, ct, release), body)
+        : respondText(id, respondFlags(status, ct, release), body, headers),
     respondBytes: (id, status, ct, headers, body, release) =>
       headers === null
-        ? respondBytes(id, status, release ? ct | RESPOND_RELEASE : ct, body)
-        : respondBytes(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
+        ? respondBytes(id, respondFlags(status, ct, release), body)
+        : respondBytes(id, respondFlags(status, ct, release), body, headers),
     respondBytesShared: (id, status, ct, headers, body, release) =>
       headers === null
-        ? respondBytesShared(id, status, release ? ct | RESPOND_RELEASE : ct, body)
-        : respondBytesShared(id, status, release ? ct | RESPOND_RELEASE : ct, body, headers),
+        ? respondBytesShared(id, respondFlags(status, ct, release), body)
+        : respondBytesShared(id, respondFlags(status, ct, release), body, headers),
     respondEmpty: (id, status, ct, headers, release) =>
       headers === null
-        ? respondEmpty(id, status, release ? ct | RESPOND_RELEASE : ct)
-        : respondEmpty(id, status, release ? ct | RESPOND_RELEASE : ct, headers),
+        ? respondEmpty(id, respondFlags(status, ct, release))
+        : respondEmpty(id, respondFlags(status, ct, release), headers),
     respondStream: (id, status, ct, headers) =>
-      headers === null ? respondStream(id, status, ct) : respondStream(id, status, ct, headers),
+      headers === null
+        ? respondStream(id, respondFlags(status, ct, false))
+        : respondStream(id, respondFlags(status, ct, false), headers),
     streamWrite: c.streamWrite,
     streamWriteShared: c.streamWriteShared,
     streamEnd: c.streamEnd,
@@ -294,6 +296,13 @@ export const CT_JSON = constant("CT_JSON");
 export const CT_FORM = constant("CT_FORM");
 /** Respond call flag (with the content-type code): the reply also frees the request's slot. */
 export const RESPOND_RELEASE = constant("RESPOND_RELEASE");
+/** Respond calls carry the status in `flags` from this bit up. */
+const RESPOND_STATUS_SHIFT = constant("RESPOND_STATUS_SHIFT");
+
+/** A respond call's `flags`: the status (200-999), the content-type code, RESPOND_RELEASE. */
+function respondFlags(status: number, ct: number, release: boolean): number {
+  return (status << RESPOND_STATUS_SHIFT) | ct | (release ? RESPOND_RELEASE : 0);
+}
 
 /** The slot index bits of a request id (the generation is above them). */
 export const INDEX_MASK = constant("INDEX_MASK");

@@ -10,8 +10,8 @@
 //! type check per argument, a borrow scope and barrier kept in thread-local storage. Each
 //! argument converted costs too (about 80 instructions for a number, 200 for an optional
 //! list, callgrind), so the per-request calls take few: the respond calls pack the
-//! content-type code and `RESPOND_RELEASE` in one `flags` word, and take the header list
-//! last, left out when there is none. Errors are thrown as napi-rs throws them, with their
+//! status, the content-type code and `RESPOND_RELEASE` in one `flags` word, and take the
+//! header list last, left out when there is none. Errors are thrown as napi-rs throws them, with their
 //! kind's `code` (`error.rs`), and a panic becomes a thrown error, as with `catch_unwind`
 //! elsewhere.
 //!
@@ -28,9 +28,9 @@
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
-//! | `respondText/Bytes` | id, status, flags (ct, `RESPOND_RELEASE`), body, flat header list (left out: none) | queue the reply; flushed per batch; bytes copied; `RESPOND_RELEASE` also frees the slot |
-//! | `respondEmpty` | id, status, flags, flat header list (left out: none) | as `respondText` |
-//! | `respondStream` | id, status, ct, flat header list (left out: none) | starts a streamed reply |
+//! | `respondText/Bytes` | id, flags (status `<< RESPOND_STATUS_SHIFT`, ct, `RESPOND_RELEASE`), body, flat header list (left out: none) | queue the reply; flushed per batch; bytes copied; `RESPOND_RELEASE` also frees the slot |
+//! | `respondEmpty` | id, flags, flat header list (left out: none) | as `respondText` |
+//! | `respondStream` | id, flags (status and ct), flat header list (left out: none) | starts a streamed reply |
 //! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
@@ -48,7 +48,12 @@
 
 use crate::error::BridgeResult;
 use crate::registry::with_core;
-use crate::wire::{CT_MASK, RESPOND_RELEASE};
+use crate::wire::{CT_MASK, RESPOND_RELEASE, RESPOND_STATUS_SHIFT};
+
+/// The status a respond call's `flags` carry.
+fn status(flags: u32) -> u32 {
+    flags >> RESPOND_STATUS_SHIFT
+}
 use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
 use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
 use napi::{check_status, sys, Env, JsError, Result};
@@ -132,38 +137,37 @@ calls! {
     c"bodyPull" => fn body_pull(core, env; id: u32) -> Either<BufferSlice<'_>, u32> {
         core.body_pull(env, id)
     }
-    /// `respondText(id, status, flags, body, headers?)`: see `Core::respond_text`.
+    /// `respondText(id, flags, body, headers?)`: see `Core::respond_text`.
     c"respondText" => fn respond_text(
-        core, _env; id: u32, status: u32, flags: u32, body: Utf8, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, body: Utf8, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_text(id, status, flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
+        core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondBytes(id, status, flags, body, headers?)`: the body is copied before this
-    /// returns (`Core::respond_bytes`).
+    /// `respondBytes(id, flags, body, headers?)`: the body is copied before this returns
+    /// (`Core::respond_bytes`).
     c"respondBytes" => fn respond_bytes(
-        core, _env; id: u32, status: u32, flags: u32, body: &mut [u8], headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, body: &mut [u8], headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_bytes(id, status, flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
+        core.respond_bytes(id, status(flags), flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondBytesShared(id, status, flags, body, headers?)`: see
-    /// `Core::respond_bytes_shared`.
+    /// `respondBytesShared(id, flags, body, headers?)`: see `Core::respond_bytes_shared`.
     c"respondBytesShared" => fn respond_bytes_shared(
-        core, env; id: u32, status: u32, flags: u32, body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
+        core, env; id: u32, flags: u32, body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
     ) -> () {
         let release = flags & RESPOND_RELEASE != 0;
-        core.respond_bytes_shared(env, id, status, flags & CT_MASK, headers.0, body, release)
+        core.respond_bytes_shared(env, id, status(flags), flags & CT_MASK, headers.0, body, release)
     }
-    /// `respondEmpty(id, status, flags, headers?)`: see `Core::respond_empty`.
+    /// `respondEmpty(id, flags, headers?)`: see `Core::respond_empty`.
     c"respondEmpty" => fn respond_empty(
-        core, _env; id: u32, status: u32, flags: u32, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_empty(id, status, flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
+        core.respond_empty(id, status(flags), flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
     }
-    /// `respondStream(id, status, ct, headers?)`: see `Core::respond_stream`.
+    /// `respondStream(id, flags, headers?)`: see `Core::respond_stream`.
     c"respondStream" => fn respond_stream(
-        core, _env; id: u32, status: u32, ct: u32, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, headers: Trailing<Vec<String>>
     ) -> () {
-        core.respond_stream(id, status, ct, headers.0)
+        core.respond_stream(id, status(flags), flags & CT_MASK, headers.0)
     }
     /// `streamWrite(id, chunk)`: see `Core::stream_write`.
     c"streamWrite" => fn stream_write(core, _env; id: u32, chunk: &mut [u8]) -> bool {

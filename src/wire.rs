@@ -117,6 +117,9 @@ constants! {
     CT_MASK = 0xff;
     /// Respond call flag: the reply also frees the request's slot.
     RESPOND_RELEASE = 1 << 8;
+    /// A respond call's `flags` hold the response's status from this bit up (one number
+    /// converted less per call).
+    RESPOND_STATUS_SHIFT = 16;
 
     /// Method code of a method not in `METHODS`: JS asks for its name (`requestMethod`).
     METHOD_OTHER = METHODS.len() as u32;
@@ -132,6 +135,8 @@ constants! {
 const _: () = assert!(METHOD_OTHER <= METHOD_MASK && METHOD_MASK < FLAG_HAS_BODY);
 // A content-type code fits below the flags of a respond call.
 const _: () = assert!(CT_FORM <= CT_MASK && CT_MASK < RESPOND_RELEASE);
+// The flags fit below the status, and any status (up to 999) above them in a 31-bit integer.
+const _: () = assert!(RESPOND_RELEASE < 1 << RESPOND_STATUS_SHIFT && 999u32 << RESPOND_STATUS_SHIFT < 1 << 31);
 
 /// The methods with a code of their own, the code being the index.
 pub(crate) const METHODS: [http::Method; 7] = [

@@ -54,7 +54,7 @@ test("a native error reaches JS with its code as a property, the message as writ
     code: "ERR_INVALID_STATE",
     message: "the request is no longer available",
   });
-  assert.throws(() => addon.calls(server.handle + 1000).respondStream(1, 200, 0), {
+  assert.throws(() => addon.calls(server.handle + 1000).respondStream(1, 200 << 16), {
     code: "ERR_INVALID_STATE",
     message: "the server is gone",
   });
