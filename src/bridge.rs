@@ -293,6 +293,9 @@ pub struct Doorbell {
     /// WebSockets sent to in a JS batch, written by the reply task (`send_writes`).
     writes: Mutex<Vec<Arc<crate::websocket::SocketShared>>>,
     replies_ready: Notify,
+    /// In the in-thread mode, the clock of the driver's current round (`clock::Round`),
+    /// which its connections share (`Cork::now`).
+    pub(crate) round: crate::clock::Round,
 }
 
 impl Default for Doorbell {
@@ -310,6 +313,7 @@ impl Doorbell {
             replies: Mutex::new(Vec::with_capacity(256)),
             writes: Mutex::new(Vec::new()),
             replies_ready: Notify::new(),
+            round: crate::clock::Round::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! nanoseconds) cost about 55 instructions for each `duration_since`, three of them per
 //! request (docs/network-thread.md, "Plain requests, round five").
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Nanoseconds of the monotonic clock (`CLOCK_MONOTONIC`, which `Instant` reads too on Linux).
@@ -24,45 +25,55 @@ pub fn now() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// The reading shared by the current round of an in-thread driver's turn (`shared_now`):
-/// `CLOSED` outside one, `EMPTY` in one not read yet.
+/// The clock as of the current round of an in-thread driver's turn: the tasks its runtime
+/// polls between two calls of JS (`in_thread::LocalDriver::turn`), so JS is never inside
+/// one. Every reading in a round (`now`) is its first: late by at most the polls of the
+/// round before the one that asks (a few microseconds per ready connection); a request's
+/// start and its answer are each read so, so its latency is off by the difference of the
+/// two positions. Outside a round each reading is fresh. One per server (in its doorbell,
+/// which the driver and every connection reach without a thread-local).
+pub struct Round(AtomicU64);
+
+/// `Round`'s states besides a reading (a reading is never either: nanoseconds since boot).
 const CLOSED: u64 = u64::MAX;
 const EMPTY: u64 = 0;
 
-thread_local! {
-    static ROUND: std::cell::Cell<u64> = const { std::cell::Cell::new(CLOSED) };
-}
+impl Round {
+    pub const fn new() -> Self {
+        Round(AtomicU64::new(CLOSED))
+    }
 
-/// `now`, read at most once per round of an in-thread driver's turn: the tasks its runtime
-/// polls between two calls of JS (`in_thread::LocalDriver::turn`), so JS is never inside
-/// one. A reading is late by at most the round's polls before the one that asks (a few
-/// microseconds per ready connection); a request's start and its answer are each read so,
-/// so its latency is off by the difference of the two positions. Outside a round (the
-/// runtime threads, or JS) each call reads the clock.
-#[inline]
-pub fn shared_now() -> u64 {
-    ROUND.with(|r| match r.get() {
-        CLOSED => now(),
-        EMPTY => {
-            // A reading is never EMPTY or CLOSED (nanoseconds since boot).
-            let n = now().clamp(1, CLOSED - 1);
-            r.set(n);
-            n
+    /// `now`, read at most once per round.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            CLOSED => now(),
+            EMPTY => {
+                let n = now().clamp(1, CLOSED - 1);
+                self.0.store(n, Ordering::Relaxed);
+                n
+            }
+            n => n,
         }
-        n => n,
-    })
+    }
+
+    /// A round starts: its first reading is shared.
+    #[inline]
+    pub fn open(&self) {
+        self.0.store(EMPTY, Ordering::Relaxed);
+    }
+
+    /// The round ends: each reading is fresh until the next one.
+    #[inline]
+    pub fn close(&self) {
+        self.0.store(CLOSED, Ordering::Relaxed);
+    }
 }
 
-/// A round starts on this thread (see `shared_now`): its first reading is shared.
-#[inline]
-pub fn open_round() {
-    ROUND.with(|r| r.set(EMPTY));
-}
-
-/// The round ends: each reading is fresh until the next one.
-#[inline]
-pub fn close_round() {
-    ROUND.with(|r| r.set(CLOSED));
+impl Default for Round {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// An `Instant` and the clock's reading at about the same moment: converts between the two
@@ -113,20 +124,21 @@ mod tests {
 
     #[test]
     fn a_round_shares_one_reading_and_only_a_round() {
+        let round = Round::new();
         // Outside a round: fresh readings.
-        let a = shared_now();
+        let a = round.now();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(shared_now() >= a + 2_000_000);
-        open_round();
-        let first = shared_now();
+        assert!(round.now() >= a + 2_000_000);
+        round.open();
+        let first = round.now();
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(shared_now(), first);
+        assert_eq!(round.now(), first);
         // A new round reads again.
-        open_round();
-        assert!(shared_now() >= first + 2_000_000);
-        close_round();
-        let b = shared_now();
+        round.open();
+        assert!(round.now() >= first + 2_000_000);
+        round.close();
+        let b = round.now();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(shared_now() >= b + 2_000_000);
+        assert!(round.now() >= b + 2_000_000);
     }
 }

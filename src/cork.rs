@@ -126,7 +126,7 @@ pub struct Cork {
     /// none yet. Written and read by the connection's task only.
     poll_clock: AtomicU64,
     /// Made on a thread that drives a runtime from Node's loop: readings are shared by a
-    /// round of the driver's turn (`clock::shared_now`), not only by a poll.
+    /// round of the driver's turn (`clock::Round`), not only by a poll.
     round_clock: bool,
 }
 
@@ -245,15 +245,15 @@ impl Cork {
     /// The clock (`clock::now`) as of this poll of the connection: a request's start
     /// (`connection::admit`), its answer (`Stats::record_response`) and the header deadline
     /// after it (`connection::drive`) share the poll's first reading, and in the in-thread
-    /// mode the round's (`clock::shared_now`). HTTP/2 streams, polled in tasks of their
-    /// own, read it each time (or share the round's).
+    /// mode the round's (`clock::Round`). HTTP/2 streams, polled in tasks of their own,
+    /// read it each time (or share the round's).
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         let seen = self.poll_clock.load(Ordering::Relaxed);
         if seen != 0 {
             return seen;
         }
-        let now = if self.round_clock { crate::clock::shared_now() } else { crate::clock::now() }.max(1);
+        let now = if self.round_clock { self.doorbell.round.now() } else { crate::clock::now() }.max(1);
         if self.is_http1() {
             self.poll_clock.store(now, Ordering::Relaxed);
         }

@@ -325,12 +325,12 @@ impl LocalDriver {
             // otherwise wait, its readiness consumed, for the next turn.
             for _ in 0..16 {
                 let before = work();
-                // The round's polls share one clock reading (`clock::shared_now`); JS,
-                // called below, is outside it.
-                crate::clock::open_round();
+                // The round's polls share one clock reading (`clock::Round`); JS, called
+                // below, is outside it.
+                doorbell.round.open();
                 tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
-                crate::clock::close_round();
+                doorbell.round.close();
                 if self.closed.get() {
                     return;
                 }
