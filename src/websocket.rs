@@ -574,20 +574,22 @@ impl SocketShared {
         loop {
             // The task has not started yet: it writes everything once it has.
             let Some(half) = w.half.as_mut() else { return Poll::Pending };
-            while !w.chunks.is_empty() {
-                // Headers and large payloads go out together, each from where it lies.
-                let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
-                let mut count = 0;
-                for ((chunk, _), slice) in w.chunks.iter().zip(slices.iter_mut()) {
-                    *slice = std::io::IoSlice::new(chunk);
-                    count += 1;
-                }
+            while let Some((first, _)) = w.chunks.front() {
                 // One chunk (the common case: a batch's small frames coalesced) goes out
                 // with a plain write: over TCP that is `send`, where a vectored write is
                 // `writev`, which costs the kernel more per call (vfs_writev, fdget_pos).
-                let wrote = if count == 1 {
-                    Pin::new(&mut *half).poll_write(cx, &slices[0])
+                // It needs no slice array either (filling all 64 slices before the write
+                // cost 54 instructions a message in an echo of 64 B, callgrind).
+                let wrote = if w.chunks.len() == 1 {
+                    Pin::new(&mut *half).poll_write(cx, first)
                 } else {
+                    // Headers and large payloads go out together, each from where it lies.
+                    let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+                    let mut count = 0;
+                    for ((chunk, _), slice) in w.chunks.iter().zip(slices.iter_mut()) {
+                        *slice = std::io::IoSlice::new(chunk);
+                        count += 1;
+                    }
                     Pin::new(&mut *half).poll_write_vectored(cx, &slices[..count])
                 };
                 match wrote {
