@@ -902,7 +902,14 @@ pub(crate) fn frames_when_queued(config: &SocketConfig, len: usize, compress: bo
 
 /// Writes one uncompressed data frame (header and payload) onto `out`.
 pub(crate) fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    put_header(out, opcode, false, payload.len());
+    let len = payload.len();
+    if len < 126 {
+        // A small frame's two header bytes in one copy (`put_header` puts them one by one,
+        // each with its own capacity check).
+        out.extend_from_slice(&[0x80 | opcode, len as u8]);
+    } else {
+        put_header(out, opcode, false, len);
+    }
     out.extend_from_slice(payload);
 }
 
