@@ -17,6 +17,7 @@
 // Run with: node bench/ws-instructions.mjs [--servers=fetch-rs,fetch-rs-base] [--tool=callgrind|syscalls|strace|perf]
 //           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4] [--text]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
+//           [--events=page-faults,ipi:ipi_send_cpu] (syscalls: more perf events to count)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
 // handler API), fetch-rs-base, fetch-rs-base-threads and fetch-rs-handlers-base
 // (bench/make-baseline.sh REV), node-ws, bun.
@@ -47,6 +48,9 @@ const window = Number(args.window ?? 4);
 // Text messages (ASCII) instead of binary ones.
 const text = args.text === "true";
 const top = Number(args.top ?? 0);
+// --tool=syscalls: more perf events to count per message, comma-separated (for example
+// `--events=page-faults,ipi:ipi_send_cpu,irq:softirq_entry`).
+const extraEvents = args.events ? args.events.split(",") : [];
 const serverCpus = args["server-cpus"] ?? "0";
 const loadCpus = args["load-cpus"] ?? "1";
 
@@ -200,7 +204,7 @@ try {
         const total = /\n\S+\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total/.exec(t.output());
         if (total) console.log(`\n${name}: ${(Number(total[1]) / messages).toFixed(3)} system calls per message`);
       } else if (tool === "syscalls") {
-        const events = SYSCALLS.map((c) => `syscalls:sys_enter_${c}`);
+        const events = [...SYSCALLS.map((c) => `syscalls:sys_enter_${c}`), ...extraEvents];
         const t = attach("perf", ["stat", "-x", ",", "-e", ["raw_syscalls:sys_enter", ...events, "context-switches", "task-clock"].join(","), "-p", String(child.pid)]);
         const r = await load(port, t.start, t.stop);
         console.log(`\n${name}: per echoed message, over ${messages} (${r.perSecond.toFixed(0)}/s; perf stat)`);

@@ -44,7 +44,11 @@ const ARENA_SIZE: usize = 16 * 1024;
 /// `Arenas`: the first `used` arenas are in use, the rest kept for their allocation.
 #[derive(Default)]
 struct Arenas {
-    list: Vec<Vec<u8>>,
+    /// Each arena's memory (`ARENA_SIZE` bytes, zeroed once when it is made) and how much
+    /// of it this drain filled. Kept at full length, so that a message is unmasked
+    /// straight into it: a `Vec` cleared at each drain had to be grown over zeros first
+    /// (`resize`, a `memset` each message then overwritten).
+    list: Vec<(Box<[u8]>, usize)>,
     used: usize,
     /// The arena the records of this drain last carried.
     sent: Option<usize>,
@@ -56,30 +60,32 @@ impl Arenas {
     /// message's offset in it, and whether a record of this drain already carried it.
     #[inline(always)]
     fn add(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32, bool) {
-        let fits = self.used > 0 && self.list[self.used - 1].len() + data.len() <= ARENA_SIZE;
+        let fits = self.used > 0 && self.list[self.used - 1].1 + data.len() <= ARENA_SIZE;
         if !fits {
             if self.list.len() == self.used {
-                self.list.push(Vec::with_capacity(ARENA_SIZE));
+                self.list.push((vec![0; ARENA_SIZE].into_boxed_slice(), 0));
             }
             self.used += 1;
         }
         let index = self.used - 1;
-        let arena = &mut self.list[index];
-        let offset = arena.len();
-        arena.resize(offset + data.len(), 0);
-        crate::websocket::unmask_into(&mut arena[offset..], data, mask);
+        let (arena, filled) = &mut self.list[index];
+        let offset = *filled;
+        // A small message (`POOLED_MAX`) always fits an empty arena.
+        let end = offset + data.len();
+        crate::websocket::unmask_into(&mut arena[offset..end], data, mask);
+        *filled = end;
         let carried = self.sent == Some(index);
         self.sent = Some(index);
         (index, offset as u32, carried)
     }
 
-    fn filled(&self) -> &[Vec<u8>] {
-        &self.list[..self.used]
+    fn filled(&self) -> impl Iterator<Item = &[u8]> {
+        self.list[..self.used].iter().map(|(arena, filled)| &arena[..*filled])
     }
 
     fn clear(&mut self) {
-        for a in &mut self.list[..self.used] {
-            a.clear();
+        for (_, filled) in &mut self.list[..self.used] {
+            *filled = 0;
         }
         self.used = 0;
         self.sent = None;
@@ -322,12 +328,12 @@ impl JsSide {
     }
 
     /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
-    pub fn arenas(&self) -> &[Vec<u8>] {
+    pub fn arenas(&self) -> impl Iterator<Item = &[u8]> {
         self.arenas.filled()
     }
 
     /// The text arenas `drain` filled (ASCII), for the caller to make strings of.
-    pub fn text_arenas(&self) -> &[Vec<u8>] {
+    pub fn text_arenas(&self) -> impl Iterator<Item = &[u8]> {
         self.text_arenas.filled()
     }
 
