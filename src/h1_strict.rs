@@ -88,6 +88,8 @@ pub(crate) struct Strict {
     chunked: u8,
     chunked_last: bool,
     transfer_encoding: bool,
+    /// Request heads ended since `take_heads` last looked.
+    heads: u32,
 }
 
 impl Default for Strict {
@@ -104,6 +106,7 @@ impl Default for Strict {
             chunked: 0,
             chunked_last: false,
             transfer_encoding: false,
+            heads: 0,
         }
     }
 }
@@ -216,6 +219,17 @@ impl Strict {
             self.last = b;
         }
         self.violation.take()
+    }
+
+    /// Request heads that ended in the bytes scanned since the last call (a head counts
+    /// once its empty line is in).
+    pub(crate) fn take_heads(&mut self) -> u32 {
+        std::mem::take(&mut self.heads)
+    }
+
+    /// Still following the framing: every head read so far was counted (`take_heads`).
+    pub(crate) fn following(&self) -> bool {
+        self.state != State::Off
     }
 
     /// Between requests: every request read so far is complete, and no byte of the next
@@ -382,6 +396,7 @@ impl Strict {
 
     /// The head ended: expect its body, then the next head.
     fn end_of_head(&mut self) {
+        self.heads += 1;
         let length = self.content_length;
         let next = if self.transfer_encoding {
             // Not chunked last: hyper refuses the request.
@@ -485,6 +500,21 @@ mod tests {
             }
             assert_eq!(find_lf(&vec![b'\r'; len]), None);
         }
+    }
+
+    #[test]
+    fn heads_are_counted_as_they_end() {
+        let mut s = Strict::default();
+        assert_eq!(s.take_heads(), 0);
+        s.scan(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nh");
+        assert_eq!(s.take_heads(), 2);
+        s.scan(b"iGET / HTTP/1.1\r\n");
+        assert_eq!(s.take_heads(), 0);
+        s.scan(b"\r\n");
+        assert_eq!(s.take_heads(), 1);
+        assert!(s.following());
+        s.scan(b"GET / HTTP/1.1\n\n");
+        assert!(!s.following());
     }
 
     #[test]
