@@ -122,6 +122,8 @@ export type NativeServer = Calls & Omit<ServerHandle, "handle">;
  * out when there is none (each argument converted costs the call time). */
 interface AddonRespond {
   respondText(id: number, flags: number, body: string, headers?: string[]): void;
+  respondStage(area: Uint8Array): void;
+  respondTextStaged(body: string, headers?: string[]): void;
   respondBytes(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
   respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
   respondEmpty(id: number, flags: number, headers?: string[]): void;
@@ -158,7 +160,13 @@ const addon: Addon = require(process.env.FETCH_RS_NATIVE_PATH ?? "../fetch-rs.no
 export function createNativeServer(options: NativeOptions): NativeServer {
   const s = new addon.NativeServer(options);
   const c = addon.calls(s.handle);
-  const { respondText, respondBytes, respondBytesShared, respondEmpty, respondStream } = c;
+  const { respondBytes, respondBytesShared, respondEmpty, respondStream } = c;
+  // `respondText`'s id and flags are written here rather than passed: converting each
+  // number argument cost the call about 80 instructions (callgrind). This closure keeps
+  // the area alive for as long as the addon may read it.
+  const respondStage = new Uint32Array(2);
+  c.respondStage(new Uint8Array(respondStage.buffer));
+  const { respondTextStaged } = c;
   // Small binary sends are copied here, `[sid, length | flags]` then the bytes, and sent
   // with `wsSendStaged()`, which leaves the status in the first word: converting the
   // socket id, reading the typed array's bytes and making the returned number cost the
@@ -189,10 +197,11 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     requestRelease: c.requestRelease,
     bodyCollect: c.bodyCollect,
     bodyPull: c.bodyPull,
-    respondText: (id, status, ct, headers, body, release) =>
-      headers === null
-        ? respondText(id, respondFlags(status, ct, release), body)
-        : respondText(id, respondFlags(status, ct, release), body, headers),
+    respondText: (id, status, ct, headers, body, release) => {
+      respondStage[0] = id;
+      respondStage[1] = respondFlags(status, ct, release);
+      return headers === null ? respondTextStaged(body) : respondTextStaged(body, headers);
+    },
     respondBytes: (id, status, ct, headers, body, release) =>
       headers === null
         ? respondBytes(id, respondFlags(status, ct, release), body)

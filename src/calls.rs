@@ -29,6 +29,7 @@
 //! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
 //! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
 //! | `respondText/Bytes` | id, flags (status `<< RESPOND_STATUS_SHIFT`, ct, `RESPOND_RELEASE`), body, flat header list (left out: none) | queue the reply; flushed per batch; bytes copied; `RESPOND_RELEASE` also frees the slot |
+//! | `respondStage`, `respondTextStaged` | two words' bytes / body, flat header list (left out: none) | registers JS's `[id, flags]` area (kept alive by JS) / `respondText` with the id and flags JS wrote there, which costs no conversion of either |
 //! | `respondEmpty` | id, flags, flat header list (left out: none) | as `respondText` |
 //! | `respondStream` | id, flags (status and ct), flat header list (left out: none) | starts a streamed reply |
 //! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
@@ -142,6 +143,21 @@ calls! {
         core, _env; id: u32, flags: u32, body: Utf8, headers: Trailing<Vec<String>>
     ) -> () {
         core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
+    }
+    /// `respondTextStaged(body, headers?)`: `respondText` with the id and flags JS wrote to
+    /// the area `respondStage` registered. Read after the arguments are converted: a
+    /// string and lib/'s own list of strings, whose conversion runs no JS that could
+    /// write the area again.
+    c"respondTextStaged" => fn respond_text_staged(core, _env; body: Utf8, headers: Trailing<Vec<String>>) -> () {
+        let Some((id, flags)) = core.respond_staged() else {
+            return Err(crate::core::invalid_state("respondStage was not called"));
+        };
+        core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
+    }
+    /// `respondStage(area)`: registers the `[id, flags]` words of `respondTextStaged`.
+    c"respondStage" => fn respond_stage(core, _env; area: ViewBytes<'_>) -> () {
+        core.respond_stage(area.0.as_ptr(), area.0.len());
+        Ok(())
     }
     /// `respondBytes(id, flags, body, headers?)`: the body is copied before this returns
     /// (`Core::respond_bytes`).

@@ -565,6 +565,7 @@ struct InFlightCount(Arc<Cork>);
 impl InFlightCount {
     fn new(cork: Arc<Cork>) -> Self {
         cork.in_flight_add(1);
+        cork.request_handed();
         InFlightCount(cork)
     }
 }

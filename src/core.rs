@@ -42,6 +42,9 @@ pub struct Core {
     /// there by JS (`wsSendStaged`). Null until then.
     ws_stage: *mut u8,
     ws_stage_len: usize,
+    /// The `[id, flags]` words of `respondTextStaged` (`respond_stage`); null until JS
+    /// registers them.
+    respond_stage: *const u32,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -138,6 +141,7 @@ impl Core {
             local: None,
             ws_stage: std::ptr::null_mut(),
             ws_stage_len: 0,
+            respond_stage: std::ptr::null(),
         })
     }
 
@@ -839,6 +843,27 @@ impl Core {
             self.js.wake_writers.push(s.shared.clone());
         }
         status
+    }
+
+    /// Registers the two words `respondTextStaged` reads its request id and flags from:
+    /// `len` bytes at `ptr`, the memory of an ArrayBuffer that JS keeps alive (and never
+    /// detaches) for as long as it can call `respondTextStaged` (lib/native.ts).
+    pub fn respond_stage(&mut self, ptr: *const u8, len: usize) {
+        if len >= 8 && ptr.align_offset(4) == 0 {
+            self.respond_stage = ptr.cast();
+        }
+    }
+
+    /// The `[id, flags]` JS wrote before `respondTextStaged`: numbers read from memory, not
+    /// converted from arguments (about 80 instructions each); `None` before registration.
+    pub fn respond_staged(&self) -> Option<(u32, u32)> {
+        let stage = self.respond_stage;
+        if stage.is_null() {
+            return None;
+        }
+        // SAFETY: two aligned words of an ArrayBuffer JS keeps alive, registered by
+        // `respond_stage`; JS does not run while this call does.
+        Some(unsafe { (stage.read(), stage.add(1).read()) })
     }
 
     /// Registers the staging area of `ws_send_staged`: `len` bytes at `ptr`, the memory of
