@@ -1301,6 +1301,34 @@ impl Reader {
         Ok(())
     }
 
+    /// The bytes of the complete frames at the front of `buf` that `frame` would deliver
+    /// as they are, still masked (`Message::Masked`): final, uncompressed binary frames
+    /// with a 7- or 16-bit length, within the limits, outside a fragmented message.
+    fn whole_binary_run(&self, buf: &[u8]) -> usize {
+        if self.assembly.is_some() {
+            return 0;
+        }
+        let max = self.shared.config.max_payload;
+        let limit = if self.shared.config.unmask_in_drain { max } else { max.min(crate::js_side::POOLED_MAX) };
+        let mut pos = 0;
+        while buf.len() - pos >= 6 {
+            // FIN, no reserved bits, binary; masked (section 5.1).
+            if buf[pos] != 0x80 | OP_BINARY || buf[pos + 1] & 0x80 == 0 {
+                break;
+            }
+            let (head, len) = match buf[pos + 1] & 0x7f {
+                126 if buf.len() - pos >= 8 => (8, u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize),
+                126 | 127 => break,
+                l => (6, l as usize),
+            };
+            if len > limit || buf.len() - pos - head < len {
+                break;
+            }
+            pos += head + len;
+        }
+        pos
+    }
+
     /// The message limit left for the next frame.
     fn room(&self) -> usize {
         let max = self.shared.config.max_payload;
@@ -1316,12 +1344,33 @@ impl Reader {
 /// Parses and handles the frames in `buf`, until one is incomplete (`Ok(None)`) or the
 /// peer's close frame (its code and reason).
 fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
-    while let Some(f) = parse_frame(buf, reader.room())? {
+    loop {
+        // A run of whole binary frames (the usual read of a busy socket): split off the
+        // buffer at once, each payload a slice of that one chunk (a reference count), where
+        // `parse_frame` splits twice a frame (the head, then the payload).
+        let run = reader.whole_binary_run(buf);
+        if run > 0 {
+            let chunk = buf.split_to(run).freeze();
+            let mut pos = 0;
+            while pos < run {
+                // Checked by `whole_binary_run`: a complete frame, its length in 7 or 16 bits.
+                let len7 = chunk[pos + 1] & 0x7f;
+                let (p, len) = if len7 == 126 {
+                    (pos + 4, u16::from_be_bytes([chunk[pos + 2], chunk[pos + 3]]) as usize)
+                } else {
+                    (pos + 2, len7 as usize)
+                };
+                let mask = [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]];
+                let start = p + 4;
+                reader.deliver(Message::Masked(chunk.slice(start..start + len), mask));
+                pos = start + len;
+            }
+        }
+        let Some(f) = parse_frame(buf, reader.room())? else { return Ok(None) };
         if let Step::Closed(c, r) = reader.frame(f)? {
             return Ok(Some((c, r)));
         }
     }
-    Ok(None)
 }
 
 /// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
@@ -1963,6 +2012,69 @@ mod tests {
         let ev = events(&doorbell);
         assert_eq!(ev[0], "open");
         assert_eq!(ev[1], "close 1002 \"protocol error\" false");
+    }
+
+    #[tokio::test]
+    async fn frames_of_one_read_each_deliver_their_message_in_order_with_its_bytes() {
+        // Runs of whole binary frames (split off the read buffer at once) between frames that
+        // take the general path: text, a fragmented message, a frame cut across two reads,
+        // and one over the limit.
+        let (mut client, doorbell, task) = socket_on_duplex();
+        let bytes =
+            |n: usize, seed: u8| (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect::<Vec<u8>>();
+        let mut first = BytesMut::new();
+        first.extend_from_slice(&masked(OP_BINARY, true, &[]));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(5, 1)));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(300, 2)));
+        first.extend_from_slice(&masked(OP_TEXT, true, b"between"));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(7, 3)));
+        first.extend_from_slice(&masked(OP_BINARY, false, &bytes(3, 4)));
+        first.extend_from_slice(&masked(OP_CONT, true, &bytes(2, 5)));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(2, 6)));
+        let cut = masked(OP_BINARY, true, &bytes(100, 7));
+        first.extend_from_slice(&cut[..40]);
+        client.write_all(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut second = BytesMut::from(&cut[40..]);
+        second.extend_from_slice(&masked(OP_BINARY, true, &bytes(1025, 8)));
+        client.write_all(&second).await.unwrap();
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[2..], &1009u16.to_be_bytes());
+        drop(client);
+        task.await.unwrap();
+        let mut queued = Vec::new();
+        doorbell.take_queued(&mut queued);
+        let mut got = Vec::new();
+        for e in queued {
+            match e {
+                Event::WsMessage(_, Message::Masked(b, mask)) => {
+                    let mut v = b.to_vec();
+                    unmask(&mut v, mask);
+                    got.push(("binary", v));
+                }
+                Event::WsMessage(_, Message::Binary(b)) => got.push(("binary", b.to_vec())),
+                Event::WsMessage(_, Message::Text(t)) => got.push(("text", t.as_str().as_bytes().to_vec())),
+                Event::WsClose(_, c, _, _) => got.push(("close", c.to_be_bytes().to_vec())),
+                _ => {}
+            }
+        }
+        let mut five = bytes(3, 4);
+        five.extend(bytes(2, 5));
+        assert_eq!(
+            got,
+            [
+                ("binary", vec![]),
+                ("binary", bytes(5, 1)),
+                ("binary", bytes(300, 2)),
+                ("text", b"between".to_vec()),
+                ("binary", bytes(7, 3)),
+                ("binary", five),
+                ("binary", bytes(2, 6)),
+                ("binary", bytes(100, 7)),
+                ("close", 1009u16.to_be_bytes().to_vec()),
+            ]
+        );
     }
 
     #[tokio::test]
