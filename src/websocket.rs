@@ -1302,18 +1302,21 @@ impl Reader {
     }
 
     /// The bytes of the complete frames at the front of `buf` that `frame` would deliver
-    /// as they are, still masked (`Message::Masked`): final, uncompressed binary frames
-    /// with a 7- or 16-bit length, within the limits, outside a fragmented message.
-    fn whole_binary_run(&self, buf: &[u8]) -> usize {
+    /// whole, each as one message: final, uncompressed text and binary frames with a 7- or
+    /// 16-bit length, within the limits, outside a fragmented message. Text payloads are
+    /// unmasked in place (binary ones stay masked until JS's drain copies them, as
+    /// `frame` leaves them).
+    fn whole_run(&self, buf: &mut [u8]) -> usize {
         if self.assembly.is_some() {
             return 0;
         }
         let max = self.shared.config.max_payload;
-        let limit = if self.shared.config.unmask_in_drain { max } else { max.min(crate::js_side::POOLED_MAX) };
+        let binary_max = if self.shared.config.unmask_in_drain { max } else { max.min(crate::js_side::POOLED_MAX) };
         let mut pos = 0;
         while buf.len() - pos >= 6 {
-            // FIN, no reserved bits, binary; masked (section 5.1).
-            if buf[pos] != 0x80 | OP_BINARY || buf[pos + 1] & 0x80 == 0 {
+            // FIN, no reserved bits, text or binary; masked (section 5.1).
+            let text = buf[pos] == 0x80 | OP_TEXT;
+            if !text && buf[pos] != 0x80 | OP_BINARY || buf[pos + 1] & 0x80 == 0 {
                 break;
             }
             let (head, len) = match buf[pos + 1] & 0x7f {
@@ -1321,8 +1324,12 @@ impl Reader {
                 126 | 127 => break,
                 l => (6, l as usize),
             };
-            if len > limit || buf.len() - pos - head < len {
+            if len > if text { max } else { binary_max } || buf.len() - pos - head < len {
                 break;
+            }
+            if text {
+                let mask = [buf[pos + head - 4], buf[pos + head - 3], buf[pos + head - 2], buf[pos + head - 1]];
+                unmask(&mut buf[pos + head..pos + head + len], mask);
             }
             pos += head + len;
         }
@@ -1345,24 +1352,31 @@ impl Reader {
 /// peer's close frame (its code and reason).
 fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
     loop {
-        // A run of whole binary frames (the usual read of a busy socket): split off the
+        // A run of whole data frames (the usual read of a busy socket): split off the
         // buffer at once, each payload a slice of that one chunk (a reference count), where
         // `parse_frame` splits twice a frame (the head, then the payload).
-        let run = reader.whole_binary_run(buf);
+        let run = reader.whole_run(buf);
         if run > 0 {
             let chunk = buf.split_to(run).freeze();
             let mut pos = 0;
             while pos < run {
-                // Checked by `whole_binary_run`: a complete frame, its length in 7 or 16 bits.
+                // Checked by `whole_run`: a complete frame, its length in 7 or 16 bits.
+                let text = chunk[pos] & 0x0f == OP_TEXT;
                 let len7 = chunk[pos + 1] & 0x7f;
                 let (p, len) = if len7 == 126 {
                     (pos + 4, u16::from_be_bytes([chunk[pos + 2], chunk[pos + 3]]) as usize)
                 } else {
                     (pos + 2, len7 as usize)
                 };
-                let mask = [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]];
                 let start = p + 4;
-                reader.deliver(Message::Masked(chunk.slice(start..start + len), mask));
+                let payload = chunk.slice(start..start + len);
+                let msg = if text {
+                    // Unmasked by `whole_run`.
+                    Message::Text(Utf8::checked(payload)?)
+                } else {
+                    Message::Masked(payload, [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]])
+                };
+                reader.deliver(msg);
                 pos = start + len;
             }
         }
@@ -2016,9 +2030,9 @@ mod tests {
 
     #[tokio::test]
     async fn frames_of_one_read_each_deliver_their_message_in_order_with_its_bytes() {
-        // Runs of whole binary frames (split off the read buffer at once) between frames that
-        // take the general path: text, a fragmented message, a frame cut across two reads,
-        // and one over the limit.
+        // Runs of whole text and binary frames (split off the read buffer at once, lengths in
+        // 7 and 16 bits) between frames that take the general path: a fragmented message, a
+        // frame cut across two reads, and one over the limit.
         let (mut client, doorbell, task) = socket_on_duplex();
         let bytes =
             |n: usize, seed: u8| (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect::<Vec<u8>>();
@@ -2027,6 +2041,7 @@ mod tests {
         first.extend_from_slice(&masked(OP_BINARY, true, &bytes(5, 1)));
         first.extend_from_slice(&masked(OP_BINARY, true, &bytes(300, 2)));
         first.extend_from_slice(&masked(OP_TEXT, true, b"between"));
+        first.extend_from_slice(&masked(OP_TEXT, true, "é".repeat(70).as_bytes()));
         first.extend_from_slice(&masked(OP_BINARY, true, &bytes(7, 3)));
         first.extend_from_slice(&masked(OP_BINARY, false, &bytes(3, 4)));
         first.extend_from_slice(&masked(OP_CONT, true, &bytes(2, 5)));
@@ -2068,6 +2083,7 @@ mod tests {
                 ("binary", bytes(5, 1)),
                 ("binary", bytes(300, 2)),
                 ("text", b"between".to_vec()),
+                ("text", "é".repeat(70).into_bytes()),
                 ("binary", bytes(7, 3)),
                 ("binary", five),
                 ("binary", bytes(2, 6)),
