@@ -268,6 +268,11 @@ export class Server {
   // order (emptied as dispatched); a REQUEST record's head text comes from requestHead.
   #texts: unknown[] = [];
   #sockets = new Map<number, ServerWebSocket>();
+  // The socket of the last WebSocket record, and its id (0: none; ids start at 1): a
+  // socket's records come in runs (its messages of one read), and a Map lookup is about
+  // 50 instructions.
+  #lastSid = 0;
+  #lastSocket: ServerWebSocket | undefined = undefined;
   // The responses `upgradeWebSocket` returned (and the 101s of `upgrade`), to the socket
   // each one opens, with the headers `upgrade` adds to the 101.
   #upgrades = new WeakMap<object, { id: number; sid: number; socket: ServerWebSocket; headers?: string[] }>();
@@ -558,8 +563,13 @@ export class Server {
   }
 
   #wsRecord(kind: number, sid: number, arg: number, payload: unknown, offset: number): void {
-    const ws = this.#sockets.get(sid);
-    if (ws === undefined) return;
+    let ws = this.#lastSocket;
+    if (sid !== this.#lastSid || ws === undefined) {
+      ws = this.#sockets.get(sid);
+      if (ws === undefined) return;
+      this.#lastSid = sid;
+      this.#lastSocket = ws;
+    }
     switch (kind) {
       case RECORD_WS_MESSAGE: {
         // A small binary message is a view of the batch's shared ArrayBuffer, a small
@@ -584,6 +594,8 @@ export class Server {
         break;
       case RECORD_WS_CLOSE:
         this.#sockets.delete(sid);
+        this.#lastSid = 0;
+        this.#lastSocket = undefined;
         socketInternals.closed(ws, arg & 0xffff, payload as string, (arg & WS_CLEAN) !== 0);
         break;
     }
@@ -666,6 +678,7 @@ export class Server {
       binaryType,
     );
     this.#sockets.set(sid, socket);
+    if (sid === this.#lastSid) this.#lastSid = 0;
     // A Response cannot be constructed with 101; this one only stands for the upgrade.
     const response = new Response(null, { status: 200 });
     Object.defineProperty(response, "status", { value: 101 });

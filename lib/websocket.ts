@@ -6,6 +6,7 @@ import { Buffer } from "node:buffer";
 import type { Request } from "./request.js";
 import { incomingSlot } from "./request.js";
 import type { Response } from "./response.js";
+import { fastEvents, MessageListeners } from "./websocket-events.js";
 
 /** Options of `upgradeWebSocket`. */
 export interface UpgradeWebSocketOptions<T = unknown> {
@@ -209,6 +210,8 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   #onerror: Handler = null;
   /** The handler attributes whose listener is added (HANDLER_BITS). */
   #listening = 0;
+  /** The `message` listeners, kept beside EventTarget's list to dispatch without it. */
+  #messageListeners: MessageListeners | null = null;
   // Sends waiting for a Blob ahead of them to be read, so messages keep their order.
   #later: Array<{ data: string | Uint8Array | Blob; compress: boolean }> | null = null;
   #laterBytes = 0;
@@ -319,7 +322,10 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   #deliver(data: unknown): void {
     const h = this.#handlers?.message;
     if (h !== undefined) this.#call(h, data);
-    if ((this.#listened & L_MESSAGE) !== 0) this.#fire(new MessageEvent("message", { data }));
+    if ((this.#listened & L_MESSAGE) === 0) return;
+    const own = this.#messageListeners;
+    if (fastEvents !== null && own !== null && own.exact) own.dispatch(fastEvents, this, data);
+    else this.#fire(new MessageEvent("message", { data }));
   }
 
   /** Calls a handler; what it throws or rejects with is reported. */
@@ -545,6 +551,14 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     if ((bits & L_DRAIN & ~this.#listened) !== 0 && this.#state !== CLOSED) this.#host.hearDrain(this.#sid);
     this.#listened |= bits;
     super.addEventListener(...args);
+    if ((bits & L_MESSAGE) !== 0) (this.#messageListeners ??= new MessageListeners()).added(type, args[1], args[2]);
+  }
+
+  // https://dom.spec.whatwg.org/#dom-eventtarget-removeeventlistener, as EventTarget's own;
+  // the socket's own list of `message` listeners follows.
+  removeEventListener(...args: Parameters<EventTarget["removeEventListener"]>): void {
+    super.removeEventListener(...args);
+    this.#messageListeners?.removed(args[0], args[1], args[2]);
   }
 
   get onopen(): Handler {
@@ -558,6 +572,9 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   }
   set onmessage(f: Handler) {
     this.#onmessage = this.#handler("message", f);
+    // The attribute's listener is called from there without its closure.
+    if (this.#messageListeners !== null)
+      this.#messageListeners.onmessage = this.#onmessage as MessageListeners["onmessage"];
   }
   get onclose(): Handler {
     return this.#onclose;
@@ -589,6 +606,7 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
               ? (ev: Event) => this.#onclose?.call(this, ev)
               : (ev: Event) => this.#onerror?.call(this, ev);
       this.addEventListener(type, listener);
+      if (type === "message") this.#messageListeners?.attribute(listener);
     }
     return typeof f === "function" ? f : null;
   }

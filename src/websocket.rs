@@ -1301,6 +1301,41 @@ impl Reader {
         Ok(())
     }
 
+    /// The bytes of the complete frames at the front of `buf` that `frame` would deliver
+    /// whole, each as one message: final, uncompressed text and binary frames with a 7- or
+    /// 16-bit length, within the limits, outside a fragmented message. Text payloads are
+    /// unmasked in place (binary ones stay masked until JS's drain copies them, as
+    /// `frame` leaves them).
+    fn whole_run(&self, buf: &mut [u8]) -> usize {
+        if self.assembly.is_some() {
+            return 0;
+        }
+        let max = self.shared.config.max_payload;
+        let binary_max = if self.shared.config.unmask_in_drain { max } else { max.min(crate::js_side::POOLED_MAX) };
+        let mut pos = 0;
+        while buf.len() - pos >= 6 {
+            // FIN, no reserved bits, text or binary; masked (section 5.1).
+            let text = buf[pos] == 0x80 | OP_TEXT;
+            if !text && buf[pos] != 0x80 | OP_BINARY || buf[pos + 1] & 0x80 == 0 {
+                break;
+            }
+            let (head, len) = match buf[pos + 1] & 0x7f {
+                126 if buf.len() - pos >= 8 => (8, u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize),
+                126 | 127 => break,
+                l => (6, l as usize),
+            };
+            if len > if text { max } else { binary_max } || buf.len() - pos - head < len {
+                break;
+            }
+            if text {
+                let mask = [buf[pos + head - 4], buf[pos + head - 3], buf[pos + head - 2], buf[pos + head - 1]];
+                unmask(&mut buf[pos + head..pos + head + len], mask);
+            }
+            pos += head + len;
+        }
+        pos
+    }
+
     /// The message limit left for the next frame.
     fn room(&self) -> usize {
         let max = self.shared.config.max_payload;
@@ -1316,12 +1351,40 @@ impl Reader {
 /// Parses and handles the frames in `buf`, until one is incomplete (`Ok(None)`) or the
 /// peer's close frame (its code and reason).
 fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
-    while let Some(f) = parse_frame(buf, reader.room())? {
+    loop {
+        // A run of whole data frames (the usual read of a busy socket): split off the
+        // buffer at once, each payload a slice of that one chunk (a reference count), where
+        // `parse_frame` splits twice a frame (the head, then the payload).
+        let run = reader.whole_run(buf);
+        if run > 0 {
+            let chunk = buf.split_to(run).freeze();
+            let mut pos = 0;
+            while pos < run {
+                // Checked by `whole_run`: a complete frame, its length in 7 or 16 bits.
+                let text = chunk[pos] & 0x0f == OP_TEXT;
+                let len7 = chunk[pos + 1] & 0x7f;
+                let (p, len) = if len7 == 126 {
+                    (pos + 4, u16::from_be_bytes([chunk[pos + 2], chunk[pos + 3]]) as usize)
+                } else {
+                    (pos + 2, len7 as usize)
+                };
+                let start = p + 4;
+                let payload = chunk.slice(start..start + len);
+                let msg = if text {
+                    // Unmasked by `whole_run`.
+                    Message::Text(Utf8::checked(payload)?)
+                } else {
+                    Message::Masked(payload, [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]])
+                };
+                reader.deliver(msg);
+                pos = start + len;
+            }
+        }
+        let Some(f) = parse_frame(buf, reader.room())? else { return Ok(None) };
         if let Step::Closed(c, r) = reader.frame(f)? {
             return Ok(Some((c, r)));
         }
     }
-    Ok(None)
 }
 
 /// Reads frames until the peer closes, the protocol breaks, the socket idles out or the
@@ -1963,6 +2026,71 @@ mod tests {
         let ev = events(&doorbell);
         assert_eq!(ev[0], "open");
         assert_eq!(ev[1], "close 1002 \"protocol error\" false");
+    }
+
+    #[tokio::test]
+    async fn frames_of_one_read_each_deliver_their_message_in_order_with_its_bytes() {
+        // Runs of whole text and binary frames (split off the read buffer at once, lengths in
+        // 7 and 16 bits) between frames that take the general path: a fragmented message, a
+        // frame cut across two reads, and one over the limit.
+        let (mut client, doorbell, task) = socket_on_duplex();
+        let bytes =
+            |n: usize, seed: u8| (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect::<Vec<u8>>();
+        let mut first = BytesMut::new();
+        first.extend_from_slice(&masked(OP_BINARY, true, &[]));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(5, 1)));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(300, 2)));
+        first.extend_from_slice(&masked(OP_TEXT, true, b"between"));
+        first.extend_from_slice(&masked(OP_TEXT, true, "é".repeat(70).as_bytes()));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(7, 3)));
+        first.extend_from_slice(&masked(OP_BINARY, false, &bytes(3, 4)));
+        first.extend_from_slice(&masked(OP_CONT, true, &bytes(2, 5)));
+        first.extend_from_slice(&masked(OP_BINARY, true, &bytes(2, 6)));
+        let cut = masked(OP_BINARY, true, &bytes(100, 7));
+        first.extend_from_slice(&cut[..40]);
+        client.write_all(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut second = BytesMut::from(&cut[40..]);
+        second.extend_from_slice(&masked(OP_BINARY, true, &bytes(1025, 8)));
+        client.write_all(&second).await.unwrap();
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[2..], &1009u16.to_be_bytes());
+        drop(client);
+        task.await.unwrap();
+        let mut queued = Vec::new();
+        doorbell.take_queued(&mut queued);
+        let mut got = Vec::new();
+        for e in queued {
+            match e {
+                Event::WsMessage(_, Message::Masked(b, mask)) => {
+                    let mut v = b.to_vec();
+                    unmask(&mut v, mask);
+                    got.push(("binary", v));
+                }
+                Event::WsMessage(_, Message::Binary(b)) => got.push(("binary", b.to_vec())),
+                Event::WsMessage(_, Message::Text(t)) => got.push(("text", t.as_str().as_bytes().to_vec())),
+                Event::WsClose(_, c, _, _) => got.push(("close", c.to_be_bytes().to_vec())),
+                _ => {}
+            }
+        }
+        let mut five = bytes(3, 4);
+        five.extend(bytes(2, 5));
+        assert_eq!(
+            got,
+            [
+                ("binary", vec![]),
+                ("binary", bytes(5, 1)),
+                ("binary", bytes(300, 2)),
+                ("text", b"between".to_vec()),
+                ("text", "é".repeat(70).into_bytes()),
+                ("binary", bytes(7, 3)),
+                ("binary", five),
+                ("binary", bytes(2, 6)),
+                ("binary", bytes(100, 7)),
+                ("close", 1009u16.to_be_bytes().to_vec()),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -897,3 +897,181 @@ test("WebSocket over TLS (wss://), with permessage-deflate", async () => {
     await server.close();
   }
 });
+
+/** Sends `messages` as text, then "end"; resolves once `log` has `last:end`. */
+async function sendAll(c, log, messages) {
+  for (const m of [...messages, "end"]) c.send(m);
+  await waitFor(() => log.includes("last:end"));
+}
+
+test("message listeners are called as DOM says: order with onmessage, removal during dispatch, stopImmediatePropagation, handleEvent objects", async () => {
+  const log = [];
+  const events = [];
+  const bad = [];
+  let sock;
+  const server = wsServer((s) => {
+    sock = s;
+    // What every listener checks of the event it is given, at the time it is called.
+    const check = (name, e, self) => {
+      const ok =
+        e instanceof MessageEvent &&
+        e instanceof Event &&
+        e.constructor === MessageEvent &&
+        Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
+        e.type === "message" &&
+        e.target === s &&
+        e.currentTarget === s &&
+        e.srcElement === s &&
+        e.eventPhase === Event.AT_TARGET &&
+        e.composedPath().length === 1 &&
+        e.composedPath()[0] === s &&
+        self === (name === "b" ? b : s) &&
+        e.isTrusted === false &&
+        e.bubbles === false &&
+        e.cancelable === false &&
+        e.defaultPrevented === false &&
+        e.origin === "" &&
+        e.lastEventId === "" &&
+        e.source === null &&
+        Array.isArray(e.ports) &&
+        e.ports.length === 0 &&
+        typeof e.timeStamp === "number" &&
+        e.timeStamp > 0;
+      if (!ok) bad.push(`${name}:${e.data}`);
+    };
+    const a = function (e) {
+      log.push(`a:${e.data}`);
+      check("a", e, this);
+      events.push(e);
+      if (e.data === "stop") e.stopImmediatePropagation();
+      if (e.data === "remove b") s.removeEventListener("message", b);
+      if (e.data === "remove a") s.removeEventListener("message", a);
+      if (e.data === "swap") s.onmessage = on2;
+    };
+    const on2 = function (e) {
+      log.push(`on2:${e.data}`);
+      check("on2", e, this);
+    };
+    const b = {
+      handleEvent(e) {
+        log.push(`b:${e.data}`);
+        check("b", e, this);
+      },
+    };
+    s.addEventListener("message", a);
+    s.onmessage = function (e) {
+      log.push(`on:${e.data}`);
+      check("on", e, this);
+    };
+    s.addEventListener("message", b);
+    s.addEventListener("message", a); // already there: ignored
+    s.addEventListener("message", null); // ignored
+    s.addEventListener("message", function last(e) {
+      log.push(`last:${e.data}`);
+      check("last", e, this);
+    });
+  });
+  try {
+    const c = await client(server);
+    await sendAll(c, log, ["one", "stop", "remove b", "swap", "remove a", "two"]);
+    assert.deepEqual(log, [
+      ...["a:one", "on:one", "b:one", "last:one"],
+      // stopImmediatePropagation: no one after `a`.
+      "a:stop",
+      // `b` removed by `a` before its turn: not called.
+      ...["a:remove b", "on:remove b", "last:remove b"],
+      // onmessage set again keeps its place, and the new handler is called at once.
+      ...["a:swap", "on2:swap", "last:swap"],
+      // `a` removes itself: called this time, not after.
+      ...["a:remove a", "on2:remove a", "last:remove a"],
+      ...["on2:two", "last:two"],
+      ...["on2:end", "last:end"],
+    ]);
+    assert.deepEqual(bad, [], JSON.stringify(bad));
+    // Once dispatched: the target stays, currentTarget and eventPhase are reset; each
+    // message its own event, in time order.
+    for (const e of events) {
+      assert.equal(e.target, sock);
+      assert.equal(e.currentTarget, null);
+      assert.equal(e.eventPhase, Event.NONE);
+    }
+    assert.equal(new Set(events).size, events.length);
+    for (let i = 1; i < events.length; i++) assert.ok(events[i].timeStamp >= events[i - 1].timeStamp);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("message listeners with once, signal or capture, and a plain one beside them, each called as DOM says", async () => {
+  const log = [];
+  const server = wsServer((s) => {
+    const ac = new AbortController();
+    s.addEventListener("message", (e) => log.push(`plain:${e.data}`));
+    s.addEventListener("message", (e) => log.push(`once:${e.data}`), { once: true });
+    s.addEventListener(
+      "message",
+      (e) => {
+        log.push(`signal:${e.data}`);
+        if (e.data === "abort") ac.abort();
+      },
+      { signal: ac.signal },
+    );
+    const captured = (e) => log.push(`capture:${e.data}`);
+    s.addEventListener("message", captured, true);
+    s.addEventListener("message", (e) => {
+      log.push(`last:${e.data}`);
+      // Removing without capture leaves the capture listener.
+      if (e.data === "one") s.removeEventListener("message", captured);
+      if (e.data === "abort") s.removeEventListener("message", captured, { capture: true });
+    });
+  });
+  try {
+    const c = await client(server);
+    await sendAll(c, log, ["one", "abort", "two"]);
+    assert.deepEqual(log, [
+      ...["plain:one", "once:one", "signal:one", "capture:one", "last:one"],
+      ...["plain:abort", "signal:abort", "capture:abort", "last:abort"],
+      ...["plain:two", "last:two"],
+      ...["plain:end", "last:end"],
+    ]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a message listener that throws, or whose promise rejects, is an uncaught exception, and the next listener is still called", async () => {
+  const log = [];
+  const uncaught = [];
+  const saved = process.rawListeners("uncaughtException");
+  process.removeAllListeners("uncaughtException");
+  process.on("uncaughtException", (e) => uncaught.push(e.message));
+  const server = wsServer((s) => {
+    s.addEventListener("message", (e) => {
+      log.push(`throws:${e.data}`);
+      if (e.data === "throw") throw new Error("thrown by a listener");
+    });
+    s.addEventListener("message", async (e) => {
+      log.push(`async:${e.data}`);
+      if (e.data === "reject") throw new Error("rejected by a listener");
+    });
+    s.addEventListener("message", (e) => log.push(`last:${e.data}`));
+  });
+  try {
+    const c = await client(server);
+    await sendAll(c, log, ["throw", "reject"]);
+    await waitFor(() => uncaught.length === 2);
+    assert.deepEqual(log, [
+      ...["throws:throw", "async:throw", "last:throw"],
+      ...["throws:reject", "async:reject", "last:reject"],
+      ...["throws:end", "async:end", "last:end"],
+    ]);
+    assert.deepEqual(uncaught.sort(), ["rejected by a listener", "thrown by a listener"]);
+    c.close();
+  } finally {
+    process.removeAllListeners("uncaughtException");
+    for (const l of saved) process.on("uncaughtException", l);
+    await server.close();
+  }
+});
