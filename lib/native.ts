@@ -75,7 +75,8 @@ interface Calls {
   requestClientAddress(id: number): string | null;
   requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
-  bodyCollect(id: number): Buffer | null;
+  bodyCollect(id: number): Buffer | number;
+  bodyResume(): boolean;
   bodyPull(id: number): Buffer | number;
   respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
   respondBytes: RespondBytes;
@@ -196,6 +197,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     requestClientCertificate: c.requestClientCertificate,
     requestRelease: c.requestRelease,
     bodyCollect: c.bodyCollect,
+    bodyResume: c.bodyResume,
     bodyPull: c.bodyPull,
     respondText: (id, status, ct, headers, body, release) => {
       respondStage[0] = id;
@@ -289,6 +291,8 @@ export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");
 /** `bodyPull` results other than a chunk. */
 export const PULL_END = constant("PULL_END");
 export const PULL_PENDING = constant("PULL_PENDING");
+/** `bodyCollect` result: as PULL_PENDING, once `bodyResume` ran on a later turn. */
+export const COLLECT_DEFERRED = constant("COLLECT_DEFERRED");
 
 /** Abort reasons in ABORT records. */
 export const ABORT_TIMEOUT = constant("ABORT_TIMEOUT");

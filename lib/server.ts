@@ -10,6 +10,7 @@ import {
   nativeError,
   createNativeServer,
   INDEX_MASK,
+  COLLECT_DEFERRED,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -293,6 +294,8 @@ export class Server {
   };
   #waitUntil = new Set<Promise<unknown>>();
   #inBatch = false;
+  /** A `setImmediate` for `bodyResume` is queued (`#collect`). */
+  #resumeQueued = false;
   #flushQueued = false;
   #listening = false;
   #closing: Promise<void> | null = null;
@@ -905,12 +908,37 @@ export class Server {
   }
 
   #collect(id: number): Buffer | null {
+    let b: Buffer | number;
     try {
-      return this.#native.bodyCollect(id);
+      b = this.#native.bodyCollect(id);
     } catch (e) {
       throw nativeError(e);
     }
+    if (typeof b !== "number") return b;
+    if (b === COLLECT_DEFERRED && !this.#resumeQueued) {
+      this.#resumeQueued = true;
+      setImmediate(this.#resumeBodies);
+    }
+    return null;
   }
+
+  // Starts the bodies the native side deferred to a later turn of the loop (`bodyCollect`
+  // gave COLLECT_DEFERRED), one turn's worth per immediate: spreading their Buffers over
+  // turns lets V8's scavenges keep pace with them (docs/network-thread.md, "Large request
+  // bodies, round six").
+  #resumeBodies = (): void => {
+    this.#resumeQueued = false;
+    let more = false;
+    try {
+      more = this.#native.bodyResume();
+    } catch (e) {
+      this.#report(e, null);
+    }
+    if (more) {
+      this.#resumeQueued = true;
+      setImmediate(this.#resumeBodies);
+    }
+  };
 
   #bodyStream(id: number): ReadableStream<Uint8Array> {
     const native = this.#native;

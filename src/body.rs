@@ -253,6 +253,14 @@ impl Collected {
 /// The most a collected body reserves for its declared length before its bytes arrive.
 pub const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 
+/// Bodies of declared length from this size up get their Buffer on a later turn of the
+/// loop (`Core::body_collect`); smaller ones at once.
+pub const DEFER_MIN: u64 = 256 * 1024;
+
+/// The most bytes of deferred bodies' Buffers allocated in one turn of the loop (or one
+/// body, when it alone is more); the rest wait for the next (`Core::body_resume`).
+pub const TURN_BODY_BYTES: u64 = COLLECT_RESERVE_MAX;
+
 /// How JS asked for a request body.
 pub enum ReadMode {
     /// Everything, as one buffer (`text()`, `json()`, `arrayBuffer()`), when its length is

@@ -26,7 +26,8 @@
 //! | `requestMethod/ClientAddress` | slot id | a method other than those with a code; the client's address |
 //! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
-//! | `bodyCollect` | slot id | the whole body as a Buffer, or `null` when a BODY_FULL/BODY_ERROR record will follow |
+//! | `bodyCollect` | slot id | the whole body as a Buffer, or `PULL_PENDING` when a BODY_FULL/BODY_ERROR record will follow, `COLLECT_DEFERRED` when it follows once `bodyResume` ran on a later turn |
+//! | `bodyResume` | | starts the deferred bodies one turn's Buffers allow; `true` while more wait (call again on the next turn) |
 //! | `bodyPull` | slot id | the next chunk as a Buffer, or `PULL_END`, `PULL_PENDING` when a BODY_* record will follow |
 //! | `respondText/Bytes` | id, flags (status `<< RESPOND_STATUS_SHIFT`, ct, `RESPOND_RELEASE`), body, flat header list (left out: none) | queue the reply; flushed per batch; bytes copied; `RESPOND_RELEASE` also frees the slot |
 //! | `respondStage`, `respondTextStaged` | two words' bytes / body, flat header list (left out: none) | registers JS's `[id, flags]` area (kept alive by JS) / `respondText` with the id and flags JS wrote there, which costs no conversion of either |
@@ -131,8 +132,12 @@ calls! {
         Ok(())
     }
     /// `bodyCollect(id)`: see `Core::body_collect`.
-    c"bodyCollect" => fn body_collect(core, env; id: u32) -> Option<BufferSlice<'_>> {
+    c"bodyCollect" => fn body_collect(core, env; id: u32) -> Either<BufferSlice<'_>, u32> {
         core.body_collect(env, id)
+    }
+    /// `bodyResume()`: see `Core::body_resume`.
+    c"bodyResume" => fn body_resume(core, env) -> bool {
+        Ok(core.body_resume(env))
     }
     /// `bodyPull(id)`: see `Core::body_pull`.
     c"bodyPull" => fn body_pull(core, env; id: u32) -> Either<BufferSlice<'_>, u32> {

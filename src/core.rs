@@ -11,7 +11,7 @@ use crate::lending::{self, lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
-use crate::wire::{self, PULL_END, PULL_PENDING};
+use crate::wire::{self, COLLECT_DEFERRED, PULL_END, PULL_PENDING};
 use crate::{alloc, listener, options, response, tls, websocket};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsString};
@@ -45,6 +45,9 @@ pub struct Core {
     /// The `[id, flags]` words of `respondTextStaged` (`respond_stage`); null until JS
     /// registers them.
     respond_stage: *const u32,
+    /// Declared-length bodies whose Buffer waits for a later turn, in the order JS asked
+    /// for them (`body_collect`, `body_resume`).
+    deferred: VecDeque<u32>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -142,6 +145,7 @@ impl Core {
             ws_stage: std::ptr::null_mut(),
             ws_stage_len: 0,
             respond_stage: std::ptr::null(),
+            deferred: VecDeque::new(),
         })
     }
 
@@ -356,9 +360,19 @@ impl Core {
         }
     }
 
-    /// The whole request body: a Buffer when it is here, `null` when a BODY_FULL or
-    /// BODY_ERROR record will follow. Throws once the body failed or was taken.
-    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Option<BufferSlice<'e>>> {
+    /// The whole request body: a Buffer when it is here, else `PULL_PENDING` when a
+    /// BODY_FULL or BODY_ERROR record will follow, or `COLLECT_DEFERRED` when it will follow
+    /// once JS has called `body_resume` on a later turn. Throws once the body failed or was
+    /// taken.
+    ///
+    /// A body of declared length gets its Buffer (V8's memory) when asked for, but one of
+    /// `body::DEFER_MIN` or more waits for `body_resume`, which JS calls on the loop's next
+    /// turn and which starts at most `body::TURN_BODY_BYTES` of them (or one) a turn; their
+    /// bytes wait in the socket meanwhile. Many 1 MiB Buffers allocated in one turn find
+    /// V8's young array buffer memory over its threshold at each allocation, so its
+    /// scavenges come back to back and promote the bodies in flight, which then wait for a
+    /// mark-compact (docs/network-thread.md, "Large request bodies, round six").
+    pub fn body_collect<'e>(&mut self, env: &'e Env, id: u32) -> BridgeResult<Either<BufferSlice<'e>, u32>> {
         let limit = self.config.max_body_size;
         let rt = self.rt_handle();
         let doorbell = self.js.doorbell.clone();
@@ -366,21 +380,26 @@ impl Core {
             return Err(invalid_state("the request is no longer available"));
         };
         match std::mem::replace(&mut live.body, BodyState::Taken) {
-            BodyState::None => Ok(Some(BufferSlice::copy_from(env, [])?)),
+            BodyState::None => Ok(Either::A(BufferSlice::copy_from(env, [])?)),
             // Copied into memory V8 owns (see `JsBody` for why not an external buffer): a
             // body that came with its head (at most PRECOLLECT_LIMIT), or one the reader
             // collected (chunked, or declared over COLLECT_RESERVE_MAX), the cases that pay
             // this copy on the JS thread.
-            BodyState::Buffered(b) => lending::collected_buffer(env, &b).map(Some),
-            BodyState::Filled(b) => b.into_buffer(env).map(Some),
+            BodyState::Buffered(b) => lending::collected_buffer(env, &b).map(Either::A),
+            BodyState::Filled(b) => b.into_buffer(env).map(Either::A),
             BodyState::Unread(incoming) => {
                 let Some(rt) = rt else { return Err(invalid_state("the server is closed")) };
-                // A declared length gets its Buffer now, filled by the reader: see `JsBody`.
-                // Only up to COLLECT_RESERVE_MAX, what a declared length may make the server
-                // set aside before the bytes arrive; a longer body is collected as it comes
-                // and copied once complete, as a chunked one is.
+                // A declared length gets its Buffer now (or on a later turn), filled by the
+                // reader: see `JsBody`. Only up to COLLECT_RESERVE_MAX, what a declared
+                // length may make the server set aside before the bytes arrive; a longer
+                // body is collected as it comes and copied once complete, as a chunked one is.
                 let mode = match http_body::Body::size_hint(&incoming).exact() {
                     Some(n) if n <= limit.min(body::COLLECT_RESERVE_MAX) => {
+                        if n >= body::DEFER_MIN {
+                            live.body = BodyState::Deferred(incoming);
+                            self.deferred.push_back(id);
+                            return Ok(Either::B(COLLECT_DEFERRED));
+                        }
                         ReadMode::CollectInto(JsBody::new(env, &doorbell, n as usize)?)
                     }
                     _ => ReadMode::Collect,
@@ -389,11 +408,11 @@ impl Core {
                 live.cancel_reader = Some(cancel_tx);
                 live.body = BodyState::Collecting;
                 body::spawn_body_reader(&rt, incoming, id, limit, mode, doorbell, cancel_rx);
-                Ok(None)
+                Ok(Either::B(PULL_PENDING))
             }
-            BodyState::Collecting => {
-                live.body = BodyState::Collecting;
-                Ok(None)
+            state @ (BodyState::Collecting | BodyState::Deferred(_)) => {
+                live.body = state;
+                Ok(Either::B(PULL_PENDING))
             }
             BodyState::Failed(kind) => {
                 live.body = BodyState::Failed(kind);
@@ -401,6 +420,47 @@ impl Core {
             }
             BodyState::Streaming { .. } | BodyState::Taken => Err(invalid_state("the body was already read")),
         }
+    }
+
+    /// Starts reading the deferred bodies (`body_collect`) whose Buffers fit in this turn's
+    /// `body::TURN_BODY_BYTES` (at least one); JS calls it from a `setImmediate`. Returns
+    /// whether any are still waiting (JS then calls it again on the next turn). A body whose
+    /// request went away is skipped; one that cannot start (the server closed, or its
+    /// Buffer could not be allocated) fails with a BODY_ERROR record.
+    pub fn body_resume(&mut self, env: &Env) -> bool {
+        // Bytes of the Buffers allocated so far in this turn.
+        let mut turn_bytes = 0;
+        let limit = self.config.max_body_size;
+        let rt = self.rt_handle();
+        let doorbell = self.js.doorbell.clone();
+        while let Some(&id) = self.deferred.front() {
+            let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
+                self.deferred.pop_front();
+                continue;
+            };
+            let BodyState::Deferred(incoming) = &live.body else {
+                self.deferred.pop_front();
+                continue;
+            };
+            let n = http_body::Body::size_hint(incoming).exact().unwrap_or(0);
+            if turn_bytes > 0 && turn_bytes + n > body::TURN_BODY_BYTES {
+                break;
+            }
+            self.deferred.pop_front();
+            turn_bytes += n;
+            let BodyState::Deferred(incoming) = std::mem::replace(&mut live.body, BodyState::Collecting) else {
+                unreachable!()
+            };
+            let started = rt.as_ref().and_then(|rt| Some((rt, JsBody::new(env, &doorbell, n as usize).ok()?)));
+            let Some((rt, into)) = started else {
+                doorbell.push_now(bridge::Event::BodyError(id, body::BodyErrorKind::Aborted));
+                continue;
+            };
+            let (cancel_tx, cancel_rx) = oneshot::channel();
+            live.cancel_reader = Some(cancel_tx);
+            body::spawn_body_reader(rt, incoming, id, limit, ReadMode::CollectInto(into), doorbell.clone(), cancel_rx);
+        }
+        !self.deferred.is_empty()
     }
 
     /// The next chunk of a streamed request body: a Buffer, `PULL_END` at the end, or
@@ -453,7 +513,7 @@ impl Core {
                 credit.notify_one();
                 Ok(Either::B(PULL_PENDING))
             }
-            BodyState::Collecting => Err(invalid_state("the body is being read")),
+            BodyState::Collecting | BodyState::Deferred(_) => Err(invalid_state("the body is being read")),
             BodyState::Failed(kind) => Err(body_error(*kind)),
         }
     }

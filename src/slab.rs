@@ -37,6 +37,9 @@ pub enum BodyState {
     Buffered(crate::body::Collected),
     /// Complete in a JS Buffer (a body of declared length), waiting to be taken.
     Filled(crate::lending::JsBody),
+    /// A body of declared length whose Buffer waits for a later turn (`Core::body_resume`);
+    /// its bytes wait in the socket meanwhile. A `BODY_FULL` or `BODY_ERROR` record follows.
+    Deferred(Incoming),
     /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
     Collecting,
     /// A reader task streams it one pull at a time.

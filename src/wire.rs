@@ -102,6 +102,9 @@ constants! {
     PULL_END = 0;
     /// `bodyPull` result: nothing yet; a BODY_DATA, BODY_END or BODY_ERROR record follows.
     PULL_PENDING = 1;
+    /// `bodyCollect` result: nothing yet, and the body's Buffer waits for a later turn of
+    /// the loop: JS calls `bodyResume` from a `setImmediate` (`Core::body_collect`).
+    COLLECT_DEFERRED = 2;
 
     /// Content-type code: none (or given in the header list).
     CT_NONE = 0;

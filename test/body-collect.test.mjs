@@ -5,8 +5,10 @@
 // and chunk sizes sit on each side of those thresholds; both network modes.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { once } from "node:events";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
-import { pattern, send, start } from "./helpers.mjs";
+import { pattern, send, start, waitFor } from "./helpers.mjs";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -122,6 +124,145 @@ for (const [mode, options] of [
         const declared = await send(port(), { method: "POST", path: "/", headers: { "x-read": how }, body });
         await check(`${how}, declared`, body, declared);
       }
+    });
+  });
+}
+
+// Bodies of declared length asked for together: the Buffers of one turn add up to 1 MiB (or
+// one body), and the rest start on later turns, their bytes waiting in the socket meanwhile
+// (docs/network-thread.md, "Large request bodies, round six"). Every body arrives whole, one
+// whose request is answered or whose client leaves while it waits takes nothing from the
+// others, and the server keeps serving.
+for (const [mode, options] of [
+  ["worker threads", {}],
+  ["workerThreads: 0", { workerThreads: 0 }],
+]) {
+  describe(`request bodies asked for together (${mode})`, () => {
+    const SIZES = [MiB, MiB, 300 * KiB, MiB, 100 * KiB + 1, 700 * KiB, MiB, 65 * KiB];
+    let srv;
+    let batch = [];
+    let want = 0;
+    // What the handler of each request with "x-how: leaves" saw of its body.
+    const left = [];
+    before(async () => {
+      srv = await start(
+        (event) => {
+          const how = event.request.headers.get("x-how");
+          if (how === "plain") {
+            event.respondWith(event.request.arrayBuffer().then((b) => Response.json({ length: b.byteLength })));
+            return;
+          }
+          let done;
+          event.respondWith(new Promise((r) => (done = r)));
+          batch.push({ event, how, done });
+          if (batch.length < want) return;
+          // Every body asked for in one synchronous loop, so in one turn; the requests
+          // answered early or left come last, so that theirs are among the bodies that wait.
+          const order = { collect: 0, answered: 1, leaves: 2 };
+          const all = batch.sort((a, b) => order[a.how] - order[b.how]);
+          batch = [];
+          for (const { event: ev, how: h, done: answer } of all) {
+            const read = ev.request.arrayBuffer();
+            if (h === "answered") {
+              read.catch(() => {});
+              answer(new Response("answered before its body"));
+            } else if (h === "leaves") {
+              read.then(
+                () => left.push("resolved"),
+                (e) => left.push(e.code),
+              );
+              read.finally(() => answer(new Response("unreachable"))).catch(() => {});
+            } else {
+              read.then(
+                (b) => answer(Response.json({ length: b.byteLength, sha: sha(Buffer.from(b)) })),
+                (e) => answer(new Response(String(e), { status: 500 })),
+              );
+            }
+          }
+        },
+        { ...options, maxBodySize: 8 * MiB },
+      );
+    });
+    after(() => srv.server.close());
+
+    const check = (name, body, res) => {
+      assert.equal(res.status, 200, name);
+      const got = JSON.parse(res.body.toString());
+      assert.equal(got.length, body.length, name);
+      assert.equal(got.sha, sha(body), name);
+    };
+
+    test("declared bodies past one turn's 1 MiB of Buffers all arrive whole", async () => {
+      const bodies = SIZES.map((size, i) => pattern(size, 1000 + i));
+      want = bodies.length;
+      const results = await Promise.all(
+        bodies.map((body) =>
+          send(srv.server.port, { method: "POST", path: "/", headers: { "x-how": "collect" }, body }),
+        ),
+      );
+      results.forEach((res, i) => check(`body ${i} (${SIZES[i]} bytes)`, bodies[i], res));
+      // And again, with the server past its first turns.
+      const again = await Promise.all(
+        bodies.map((body) =>
+          send(srv.server.port, { method: "POST", path: "/", headers: { "x-how": "collect" }, body }),
+        ),
+      );
+      again.forEach((res, i) => check(`again, body ${i}`, bodies[i], res));
+    });
+
+    test("a request answered while its body waits, and a client that leaves then, take nothing from the others", async () => {
+      const bodies = [pattern(MiB, 1), pattern(MiB, 2), pattern(MiB, 3), pattern(MiB, 4)];
+      want = bodies.length + 1;
+      // Half of a declared 1 MiB body, then the client waits, and leaves once the others
+      // are answered.
+      const leaver = net.connect(srv.server.port, "127.0.0.1");
+      await once(leaver, "connect");
+      leaver.on("error", () => {});
+      leaver.write(`POST / HTTP/1.1\r\nhost: x\r\nx-how: leaves\r\ncontent-length: ${MiB}\r\n\r\n`);
+      leaver.write(pattern(MiB / 2, 9));
+      const hows = ["collect", "answered", "collect", "collect"];
+      const results = await Promise.all(
+        bodies.map((body, i) =>
+          send(srv.server.port, { method: "POST", path: "/", headers: { "x-how": hows[i] }, body }),
+        ),
+      );
+      results.forEach((res, i) => {
+        if (hows[i] === "answered") {
+          assert.equal(res.status, 200);
+          assert.equal(res.body.toString(), "answered before its body");
+        } else check(`body ${i}`, bodies[i], res);
+      });
+      leaver.destroy();
+      await waitFor(() => left.length === 1);
+      assert.deepEqual(left, ["ERR_BODY_ABORTED"]);
+      // The server still reads bodies, one at a time and together.
+      const one = pattern(MiB, 5);
+      const res = await send(srv.server.port, { method: "POST", path: "/", headers: { "x-how": "plain" }, body: one });
+      assert.equal(res.status, 200);
+      assert.deepEqual(JSON.parse(res.body.toString()), { length: MiB });
+    });
+
+    test("a server closed at once while a body waits for its turn: the read rejects, the client is cut off", async () => {
+      const { server } = await start(null, options);
+      const reads = [];
+      server.addEventListener("fetch", (event) => {
+        const read = event.request.arrayBuffer();
+        reads.push(
+          read.then(
+            () => "resolved",
+            (e) => e.code,
+          ),
+        );
+        event.respondWith(read.then(() => new Response("unreachable")));
+        server.close({ force: true });
+      });
+      const res = await send(server.port, { method: "POST", path: "/", body: pattern(MiB, 6) }).then(
+        (r) => r.status,
+        (e) => e.code,
+      );
+      assert.equal(res, "ECONNRESET");
+      await waitFor(() => reads.length === 1);
+      assert.equal(await reads[0], "ERR_BODY_ABORTED");
     });
   });
 }
