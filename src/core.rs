@@ -285,7 +285,7 @@ impl Core {
                     }
                 }
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
-                Payload::Utf8(s) if s.as_str().is_ascii() => set(k, latin1_string(env, s.as_str().as_bytes())?)?,
+                Payload::Utf8(s) if s.is_ascii() => set(k, latin1_string(env, s.as_str().as_bytes())?)?,
                 Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
                 // not handed over as an external buffer: those are freed by a finalizer on a

@@ -265,7 +265,7 @@ impl JsSide {
                 s.shared.taken(msg.len());
                 use crate::websocket::Message;
                 let (kind, payload) = match msg {
-                    Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.as_str().is_ascii() => {
+                    Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.is_ascii() => {
                         return Some(self.pooled(sid, t.as_str().as_bytes(), [0; 4], true, heads));
                     }
                     Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
