@@ -34,6 +34,7 @@ import {
   WS_TEXT_POOLED,
   WS_TEXT_POOLED_SAME,
   WS_TEXT,
+  wsViewed,
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
@@ -565,7 +566,7 @@ export class Server {
     }
   }
 
-  #wsRecord(kind: number, sid: number, arg: number, payload: unknown, offset: number): void {
+  #wsRecord(kind: number, sid: number, arg: number, payload: unknown, word: number): void {
     let ws = this.#lastSocket;
     if (sid !== this.#lastSid || ws === undefined) {
       ws = this.#sockets.get(sid);
@@ -576,13 +577,19 @@ export class Server {
     switch (kind) {
       case RECORD_WS_MESSAGE: {
         // A small binary message is a view of the batch's shared ArrayBuffer, a small
-        // text message a substring of its shared string.
+        // text message a substring of its shared string; `word` has its offset there in
+        // the low 16 bits (the arena's number above them, for `wsViewed`).
         const form = arg & 0xff;
         if (form === WS_POOLED || form === WS_POOLED_SAME)
-          socketInternals.pooled(ws, payload as ArrayBuffer, offset, arg >>> 8);
-        else if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME)
-          socketInternals.message(ws, true, (payload as string).substring(offset, offset + (arg >>> 8)));
-        else socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
+          socketInternals.pooled(ws, payload as ArrayBuffer, word & 0xffff, arg >>> 8, word);
+        else if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME) {
+          const offset = word & 0xffff;
+          const text = (payload as string).substring(offset, offset + (arg >>> 8));
+          const viewed = wsViewed;
+          viewed.text = text;
+          viewed.textAt = word;
+          socketInternals.message(ws, true, text);
+        } else socketInternals.message(ws, arg === WS_TEXT, payload as string | Buffer);
         break;
       }
       case RECORD_WS_OPEN:

@@ -6,6 +6,7 @@ import { Buffer } from "node:buffer";
 import type { Request } from "./request.js";
 import { incomingSlot } from "./request.js";
 import type { Response } from "./response.js";
+import { wsViewed } from "./native.js";
 import { fastEvents, MessageListeners } from "./websocket-events.js";
 
 /** Options of `upgradeWebSocket`. */
@@ -163,8 +164,9 @@ export let socketInternals: {
   ): ServerWebSocket<T>;
   open(ws: ServerWebSocket, extensions: string): void;
   message(ws: ServerWebSocket, text: boolean, payload: string | Buffer): void;
-  /** A small binary message: `length` bytes at `offset` of a drain's shared ArrayBuffer. */
-  pooled(ws: ServerWebSocket, arena: ArrayBuffer, offset: number, length: number): void;
+  /** A small binary message: `length` bytes at `offset` of a drain's shared ArrayBuffer,
+   * `at` in the addon's count (`wsViewed`). */
+  pooled(ws: ServerWebSocket, arena: ArrayBuffer, offset: number, length: number, at: number): void;
   pong(ws: ServerWebSocket, payload: Buffer): void;
   ping(ws: ServerWebSocket, payload: Buffer): void;
   drain(ws: ServerWebSocket): void;
@@ -256,17 +258,27 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         const data = text ? payload : ws.#binary(payload as Buffer);
         ws.#deliver(data);
       },
-      pooled: (ws, arena, offset, length) => {
+      pooled: (ws, arena, offset, length, at) => {
         if (ws.#state !== OPEN) return;
         // Made straight from the shared ArrayBuffer in the form asked for: no Buffer first.
         let data: unknown;
         switch (ws.#binaryType) {
-          case "nodebuffer":
-            data = new PooledBuffer(arena, offset, length);
+          case "nodebuffer": {
+            const view = new PooledBuffer(arena, offset, length);
+            const viewed = wsViewed;
+            viewed.view = view;
+            viewed.at = at;
+            data = view;
             break;
-          case "uint8array":
-            data = new Uint8Array(arena, offset, length);
+          }
+          case "uint8array": {
+            const view = new Uint8Array(arena, offset, length);
+            const viewed = wsViewed;
+            viewed.view = view;
+            viewed.at = at;
+            data = view;
             break;
+          }
           case "blob":
             data = new Blob([new Uint8Array(arena, offset, length)]);
             break;

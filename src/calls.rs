@@ -39,7 +39,7 @@
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
 //! | `wsAccept`, `wsAbandon` | id, socket id, release, headers? (name/value pairs) / socket id | queue the 101 (the socket opens later) / the socket closes 1006 |
 //! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
-//! | `wsStage`, `wsSendStaged` | an ArrayBuffer's bytes / none | registers JS's staging area (kept alive by JS) / `wsSendBytes` of the message JS copied there (`WS_STAGE_HEAD` bytes, socket id and length with its `WS_STAGE_NO_COMPRESS` bit, then the bytes); the status replaces the socket id |
+//! | `wsStage`, `wsSendStaged` | an ArrayBuffer's bytes / none | registers JS's staging area (kept alive by JS) / `wsSendBytes` of the message JS copied there (`WS_STAGE_HEAD` bytes, socket id and length with its `WS_STAGE_NO_COMPRESS` bit, then the bytes, or with `WS_STAGE_VIEW` the arena number and offset of the message JS was last given); the status replaces the socket id |
 //! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |

@@ -42,6 +42,12 @@ pub struct Core {
     /// there by JS (`wsSendStaged`). Null until then.
     ws_stage: *mut u8,
     ws_stage_len: usize,
+    /// The memory and length of each ArrayBuffer of small binary messages the last `drain`
+    /// made (`arena_buffer`), by number: a staged send with `WS_STAGE_VIEW` names a message
+    /// in one of them, read from there without JS's copy. A pointer is only read for a
+    /// message JS still holds a view of (which keeps its ArrayBuffer alive), and only for
+    /// as many bytes as the view has now (none once its ArrayBuffer is detached).
+    ws_views: Vec<(*const u8, usize)>,
     /// The `[id, flags]` words of `respondTextStaged` (`respond_stage`); null until JS
     /// registers them.
     respond_stage: *const u32,
@@ -85,7 +91,7 @@ fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Resu
 /// Node makes a Buffer: its memory is not zeroed first, where `napi_create_arraybuffer`'s
 /// is (a `calloc`, whose zeroing of each arena, at once overwritten by the copy, cost about
 /// 60 instructions a message).
-fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<napi::sys::napi_value> {
+fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<(napi::sys::napi_value, *const u8)> {
     let raw = env.raw();
     let mut value = std::ptr::null_mut();
     let mut data = std::ptr::null_mut();
@@ -109,13 +115,17 @@ fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<napi::sys::napi_value> 
         // A Buffer with an ArrayBuffer of its own, as Node makes them from C++; anything
         // else (a slice of a pool) is not what JS may read whole: the plain way then.
         if offset != 0 || len != bytes.len() || (data.is_null() && !bytes.is_empty()) {
-            return ArrayBuffer::copy_from(env, bytes).and_then(|a| ToNapiValue::to_napi_value(raw, a));
+            let buffer = ArrayBuffer::copy_from(env, bytes).and_then(|a| ToNapiValue::to_napi_value(raw, a))?;
+            let mut data = std::ptr::null_mut();
+            let mut len = 0usize;
+            napi::check_status!(napi::sys::napi_get_arraybuffer_info(raw, buffer, &mut data, &mut len))?;
+            return Ok((buffer, data.cast_const().cast()));
         }
         if !bytes.is_empty() {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), len);
         }
     }
-    Ok(buffer)
+    Ok((buffer, data.cast_const().cast()))
 }
 
 /// A JS string of ASCII bytes, made as Latin-1 (the same characters): a copy, where V8
@@ -144,6 +154,7 @@ impl Core {
             local: None,
             ws_stage: std::ptr::null_mut(),
             ws_stage_len: 0,
+            ws_views: Vec::new(),
             respond_stage: std::ptr::null(),
             deferred: VecDeque::new(),
         })
@@ -243,17 +254,22 @@ impl Core {
     pub fn drain(&mut self, env: &Env, mut records: Uint32ArraySlice<'_>, texts: &mut Object<'_>) -> BridgeResult<u32> {
         // SAFETY: JS is blocked in this call, so nothing else touches the array's memory.
         let records = unsafe { records.as_mut() };
+        // The last drain's arenas are kept until now: a staged send of a text message JS
+        // was given reads its bytes there (`ws_send_staged`).
+        self.js.clear_arenas();
         let n = self.js.drain(records, &mut self.heads) as u32;
         let mut arenas = Vec::new();
+        self.ws_views.clear();
         for a in self.js.arenas() {
-            arenas.push(arena_buffer(env, a)?);
+            let (buffer, data) = arena_buffer(env, a)?;
+            arenas.push(buffer);
+            self.ws_views.push((data, a.len()));
         }
         let mut text_arenas = Vec::new();
         for a in self.js.text_arenas() {
             // ASCII only (`JsSide::pooled`).
             text_arenas.push(latin1_string(env, a)?);
         }
-        self.js.clear_arenas();
         let texts_raw = texts.raw();
         // SAFETY: both values belong to this call's env.
         let set = |k: usize, v| {
@@ -273,7 +289,7 @@ impl Core {
                     }
                 }
                 Payload::Text(s) => texts.set_element(k as u32, env.create_string(&s)?)?,
-                Payload::Utf8(s) if s.as_str().is_ascii() => set(k, latin1_string(env, s.as_str().as_bytes())?)?,
+                Payload::Utf8(s) if s.is_ascii() => set(k, latin1_string(env, s.as_str().as_bytes())?)?,
                 Payload::Utf8(s) => texts.set_element(k as u32, env.create_string(s.as_str())?)?,
                 // Copied into a Buffer V8 allocates, as request bodies are (lending::JsBody),
                 // not handed over as an external buffer: those are freed by a finalizer on a
@@ -930,6 +946,9 @@ impl Core {
     /// an ArrayBuffer that JS keeps alive (and never detaches) for as long as it can call
     /// `wsSendStaged` (lib/native.ts holds it in the same closure).
     pub fn ws_stage(&mut self, ptr: *mut u8, len: usize) {
+        if len < wire::WS_STAGE_HEAD as usize + 4 {
+            return;
+        }
         self.ws_stage = ptr;
         self.ws_stage_len = len;
     }
@@ -939,7 +958,9 @@ impl Core {
     /// call with no arguments to convert: reading a typed array's bytes through Node-API
     /// (`napi_get_buffer_info`) cost about 230 instructions, the socket id 80 and making
     /// the returned number 70, against about 210 for JS's copy (`TypedArray.set`) and its
-    /// length read (docs/websocket-echo.md, the staged send).
+    /// length read (docs/websocket-echo.md, the staged send). With `WS_STAGE_VIEW` the
+    /// bytes are read from the drain's ArrayBuffer JS's view names (`ws_views`), not the
+    /// area: an echo or a relay of a message as it was received is not copied by JS first.
     pub fn ws_send_staged(&mut self) {
         const HEAD: usize = wire::WS_STAGE_HEAD as usize;
         let stage = self.ws_stage;
@@ -951,17 +972,55 @@ impl Core {
         let (sid, word) = unsafe {
             (std::ptr::read_unaligned(stage.cast::<u32>()), std::ptr::read_unaligned(stage.add(4).cast::<u32>()))
         };
-        let len = (word & !wire::WS_STAGE_NO_COMPRESS) as usize;
-        let status = if len > self.ws_stage_len - HEAD {
+        let len = (word & !(wire::WS_STAGE_NO_COMPRESS | wire::WS_STAGE_VIEW | wire::WS_STAGE_TEXT)) as usize;
+        let compress = word & wire::WS_STAGE_NO_COMPRESS == 0;
+        let status = if word & wire::WS_STAGE_VIEW != 0 {
+            // SAFETY: as above; the area is at least `HEAD + 4` bytes (`ws_stage`).
+            let at = unsafe { std::ptr::read_unaligned(stage.add(HEAD).cast::<u32>()) };
+            let (arena, offset) = ((at >> 16) as usize, (at & 0xffff) as usize);
+            if word & wire::WS_STAGE_TEXT != 0 {
+                // The text's bytes (ASCII), still in the last drain's text arena, copied
+                // into the area: JS's string is neither read nor encoded.
+                match self.js.text_arena(arena).and_then(|a| a.get(offset..offset + len)) {
+                    Some(bytes) if len <= self.ws_stage_len - HEAD => {
+                        // SAFETY: as above; `len` bytes after the head are within the area,
+                        // which is JS's memory, not the arena's.
+                        let data = unsafe {
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), stage.add(HEAD), len);
+                            std::slice::from_raw_parts(stage.add(HEAD), len)
+                        };
+                        self.ws_send(sid, data, bytes::Bytes::copy_from_slice, true, compress)
+                    }
+                    _ => websocket::SEND_DROPPED,
+                }
+            } else {
+                self.ws_send_viewed(sid, arena, offset, len, compress)
+            }
+        } else if len > self.ws_stage_len - HEAD {
             websocket::SEND_DROPPED
         } else {
             // SAFETY: as above; `len` bytes after the head are within the area.
             let data = unsafe { std::slice::from_raw_parts(stage.add(HEAD), len) };
-            let compress = word & wire::WS_STAGE_NO_COMPRESS == 0;
             self.ws_send(sid, data, bytes::Bytes::copy_from_slice, false, compress)
         };
         // SAFETY: as above.
         unsafe { std::ptr::write_unaligned(stage.cast::<i32>(), status) };
+    }
+
+    /// `ws_send` of `len` bytes at `offset` of the ArrayBuffer number `arena` of the last
+    /// drain (`ws_views`), which JS holds a view of.
+    fn ws_send_viewed(&mut self, sid: u32, arena: usize, offset: usize, len: usize, compress: bool) -> i32 {
+        match self.ws_views.get(arena) {
+            Some(&(data, filled)) if offset + len <= filled => {
+                // SAFETY: JS holds a view of these `len` bytes of the arena made by the
+                // last `drain` (`ws_views`), which keeps its ArrayBuffer alive; `len` is
+                // the view's length now (0 once detached). JS does not run meanwhile.
+                let data =
+                    if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data.add(offset), len) } };
+                self.ws_send(sid, data, bytes::Bytes::copy_from_slice, false, compress)
+            }
+            _ => websocket::SEND_DROPPED,
+        }
     }
 
     /// Socket `sid` has a `drain` listener or handler (`SocketShared::hear_drain`).

@@ -39,6 +39,8 @@ pub(crate) const POOLED_MAX: usize = 1024;
 /// An arena's size limit: a message kept alive keeps at most this much memory with it
 /// (Node's own Buffer pool is 8 KiB, for the same trade).
 const ARENA_SIZE: usize = 16 * 1024;
+// A message's offset in its arena fits the low 16 bits of a `WS_STAGE_VIEW` send's word.
+const _: () = assert!(ARENA_SIZE <= 1 << 16);
 
 /// Small messages of one drain copied together, one kind (binary or ASCII text) per
 /// `Arenas`: the first `used` arenas are in use, the rest kept for their allocation.
@@ -263,7 +265,7 @@ impl JsSide {
                 s.shared.taken(msg.len());
                 use crate::websocket::Message;
                 let (kind, payload) = match msg {
-                    Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.as_str().is_ascii() => {
+                    Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.is_ascii() => {
                         return Some(self.pooled(sid, t.as_str().as_bytes(), [0; 4], true, heads));
                     }
                     Message::Text(t) => (wire::WS_TEXT, Payload::Utf8(t)),
@@ -324,7 +326,9 @@ impl JsSide {
                 wire::WS_TEXT_POOLED
             }
         };
-        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset]
+        // The arena's number above the offset (`ARENA_SIZE`); a drain's records, fewer than
+        // 1 << 16, number its arenas.
+        [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset | (arena as u32) << 16]
     }
 
     /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
@@ -335,6 +339,12 @@ impl JsSide {
     /// The text arenas `drain` filled (ASCII), for the caller to make strings of.
     pub fn text_arenas(&self) -> impl Iterator<Item = &[u8]> {
         self.text_arenas.filled()
+    }
+
+    /// The bytes of text arena `i` as the last `drain` filled it: they stay until the
+    /// next `clear_arenas`.
+    pub fn text_arena(&self, i: usize) -> Option<&[u8]> {
+        self.text_arenas.list[..self.text_arenas.used].get(i).map(|(arena, filled)| &arena[..*filled])
     }
 
     pub fn clear_arenas(&mut self) {

@@ -42,9 +42,10 @@ constants! {
     /// A WebSocket message; its payload is the next item of `texts` (a string for text,
     /// a Buffer for binary). `arg`: `WS_TEXT` or `WS_BINARY`, or `WS_POOLED` with the
     /// length in bits 8 and up (the next item is an ArrayBuffer shared by the batch's
-    /// small binary messages; word 3 is the message's byte offset in it), or
-    /// `WS_POOLED_SAME` as `WS_POOLED` but with no item: the message is in the same
-    /// ArrayBuffer as the pooled message before it.
+    /// small binary messages; word 3 is the message's byte offset in it, in its low 16
+    /// bits, and the ArrayBuffer's number in this drain above them, as `WS_STAGE_VIEW`
+    /// takes them), or `WS_POOLED_SAME` as `WS_POOLED` but with no item: the message is in
+    /// the same ArrayBuffer as the pooled message before it.
     RECORD_WS_MESSAGE = 10;
     /// A pong, or with `arg` `WS_PING` a ping; its payload (a Buffer) is the next item
     /// of `texts`.
@@ -64,7 +65,7 @@ constants! {
     WS_POOLED_SAME = 4;
     /// WS_MESSAGE kind: a small ASCII text message, with its length in bits 8 and up: the
     /// next item of `texts` is a string shared by the batch's small text messages, word 3
-    /// the message's offset in it.
+    /// the message's offset in it and the string's number, as for `WS_POOLED`.
     WS_TEXT_POOLED = 5;
     /// WS_MESSAGE kind: as `WS_TEXT_POOLED`, in the previous pooled text message's string.
     WS_TEXT_POOLED_SAME = 6;
@@ -80,6 +81,14 @@ constants! {
     WS_STAGE_BYTES = 2 * 1024;
     /// `wsSendStaged` length flag: not to be compressed.
     WS_STAGE_NO_COMPRESS = 1 << 31;
+    /// `wsSendStaged` length flag: the bytes are not in the area but are the small binary
+    /// message JS was last given (a view of a drain's shared ArrayBuffer, unchanged or
+    /// changed in place): the 32-bit word after the head is its record's word 3, the
+    /// ArrayBuffer's number in that drain (bits 16 and up) and the message's offset in it.
+    WS_STAGE_VIEW = 1 << 30;
+    /// `wsSendStaged` length flag, with `WS_STAGE_VIEW`: a text message equal to the small
+    /// ASCII text message JS was last given, whose bytes are in the last drain's text arenas.
+    WS_STAGE_TEXT = 1 << 29;
 
     /// The bits of a REQUEST record's `arg` that hold its method code.
     METHOD_MASK = 0xff;

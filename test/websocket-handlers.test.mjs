@@ -509,6 +509,149 @@ test("text sends keep their characters around the one-pass size: ASCII, Latin-1,
   }
 });
 
+test("a received small text message sent on as it is, as an equal string, kept for later or relayed, goes out with its own characters", async () => {
+  // A send of a string equal to the small ASCII text message the server was last given
+  // takes its bytes from where the addon read that message, not from the string: each of
+  // these must still send the characters it was given.
+  const sockets = [];
+  const kept = [[], []];
+  const later = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req, srv) {
+      if (srv.upgrade(req, { data: { tag: Number(new URL(req.url).searchParams.get("tag")) } })) return;
+      return new Response("no", { status: 400 });
+    },
+    websocket: {
+      open(ws) {
+        sockets[ws.data.tag] = ws;
+      },
+      message(ws, m) {
+        const tag = ws.data.tag;
+        switch (m[0]) {
+          case "a":
+            ws.send(m);
+            break;
+          case "b":
+            ws.send(m.slice(0, 1) + m.slice(1));
+            break;
+          case "c":
+            ws.send("z" + m.slice(1));
+            break;
+          case "d":
+            kept[tag].push(m);
+            break;
+          case "e":
+            ws.send(kept[tag].shift());
+            ws.send(m, false);
+            break;
+          case "f":
+            sockets[1 - tag].send(m);
+            ws.sendText(m);
+            break;
+          case "g":
+            later.push(new Promise((resolve) => setTimeout(resolve, 30)).then(() => ws.send(m)));
+            break;
+          default:
+            ws.send(m);
+        }
+      },
+    },
+  });
+  try {
+    const clients = [];
+    const got = [];
+    for (const tag of [0, 1]) {
+      const { c } = await client(server, `/ws?tag=${tag}`);
+      got[tag] = collect(c);
+      clients[tag] = c;
+    }
+    // Each socket's `open` handler has run (a client may see its socket open before).
+    await waitFor(() => sockets[0] !== undefined && sockets[1] !== undefined);
+    const ops = "abcdefg";
+    const count = 140;
+    const messages = [[], []];
+    const expected = [[], []];
+    for (let i = 0; i < count; i++)
+      for (const tag of [0, 1]) {
+        const op = ops[i % ops.length];
+        // Every 10th one is not ASCII, so not read into the shared text.
+        const filler = i % 10 === 9 ? "é" : String.fromCharCode(97 + ((i + tag) % 26));
+        messages[tag].push(op + String(tag) + String(i).padStart(3, "0") + filler.repeat((i * 29) % 150));
+      }
+    for (const tag of [0, 1])
+      for (const [i, m] of messages[tag].entries()) {
+        if (m[0] === "a" || m[0] === "b" || m[0] === "g") expected[tag].push(m);
+        if (m[0] === "c") expected[tag].push("z" + m.slice(1));
+        if (m[0] === "e") expected[tag].push(messages[tag][i - 1], m);
+        if (m[0] === "f") {
+          expected[tag].push(m);
+          expected[1 - tag].push(m);
+        }
+      }
+    // Both sockets at once, so that their messages share the drains' strings.
+    for (let i = 0; i < count; i++) for (const tag of [0, 1]) clients[tag].send(messages[tag][i]);
+    await waitFor(() => got.every((g, tag) => g.length === expected[tag].length));
+    await Promise.all(later);
+    for (const tag of [0, 1])
+      assert.deepEqual(
+        got[tag].map(([binary, text]) => (binary ? "binary" : text)).sort(),
+        [...expected[tag]].sort(),
+        `socket ${tag}`,
+      );
+    for (const c of clients) c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("small messages received by one server and sent on by another keep their bytes and characters", async () => {
+  // Where a message sent as it was received is read from depends on the server that
+  // received it: each server's sends only take that path for its own last drain's.
+  const peer = [];
+  const servers = [0, 1].map((k) =>
+    upgradingServer({
+      open(ws) {
+        peer[k] = ws;
+      },
+      message(ws, m) {
+        peer[1 - k].send(m);
+      },
+    }),
+  );
+  try {
+    const clients = [];
+    const got = [];
+    for (const k of [0, 1]) {
+      const { c } = await client(servers[k]);
+      got[k] = collect(c);
+      clients[k] = c;
+    }
+    // Each server's `open` handler has run (a client may see its socket open before).
+    await waitFor(() => peer[0] !== undefined && peer[1] !== undefined);
+    const sent = [[], []];
+    for (let i = 0; i < 150; i++)
+      for (const k of [0, 1])
+        sent[k].push(
+          i % 2 === 0
+            ? String(k) + "-" + String(i) + "x".repeat((i * 13) % 90)
+            : Buffer.alloc(1 + ((i * 17) % 120), (i + k * 101) & 0xff),
+        );
+    for (let i = 0; i < 150; i++) for (const k of [0, 1]) clients[k].send(sent[k][i]);
+    await waitFor(() => got.every((g) => g.length === 150));
+    // What one server's client sent reaches the other's, in order.
+    for (const k of [0, 1])
+      assert.deepEqual(
+        got[1 - k],
+        sent[k].map((m) => (typeof m === "string" ? [false, m] : [true, m.toString("hex")])),
+      );
+    for (const c of clients) c.close();
+  } finally {
+    await Promise.all(servers.map((s) => s.close()));
+  }
+});
+
 test("a burst of small text and binary messages arrives whole and in order, across the drain's shared arenas", async () => {
   // Small ASCII text messages reach JS as substrings of one string per 16 KiB of them, small
   // binary ones as views of one ArrayBuffer; longer or non-ASCII text comes on its own.

@@ -784,6 +784,108 @@ test("small binary messages arriving together each get their own bytes, in every
   }
 });
 
+test("a received small binary message sent on as it is, changed in place, kept for later, relayed or detached, goes out with the bytes it has then", async () => {
+  // Sent as it was received, a small binary message is read by the addon from the drain's
+  // ArrayBuffer it views (JS does not copy it into the staging area): what was changed in
+  // place goes out, a message kept from an earlier one, or sent after later drains, has its
+  // own bytes, and one whose ArrayBuffer was detached is empty as a detached view is.
+  const sockets = [];
+  const kept = [];
+  const later = [];
+  let detached = null;
+  const server = wsServer((socket, req) => {
+    const tag = Number(new URL(req.url).searchParams.get("tag"));
+    sockets[tag] = socket;
+    kept[tag] = [];
+    socket.binaryType = tag === 0 ? "uint8array" : "nodebuffer";
+    socket.onmessage = ({ data: d }) => {
+      const other = sockets[1 - tag];
+      switch (d[0]) {
+        case 0:
+          socket.send(d);
+          break;
+        case 1:
+          d[2] ^= 0xff;
+          socket.send(d);
+          break;
+        case 2:
+          kept[tag].push(d);
+          break;
+        case 3:
+          socket.send(kept[tag].shift());
+          socket.send(d);
+          break;
+        case 4:
+          other.send(d);
+          socket.send(d);
+          break;
+        case 5:
+          later.push(new Promise((resolve) => setTimeout(resolve, 30)).then(() => socket.send(d)));
+          break;
+        case 6:
+          try {
+            structuredClone(d.buffer, { transfer: [d.buffer] });
+            detached = true;
+          } catch {
+            detached = false;
+          }
+          socket.send(d);
+          break;
+      }
+    };
+  });
+  try {
+    const clients = [];
+    const got = [];
+    for (const tag of [0, 1]) {
+      const c = new WebSocket(`ws://127.0.0.1:${server.port}/ws?tag=${tag}`);
+      await once(c, "open");
+      got[tag] = [];
+      c.on("message", (m, isBinary) => got[tag].push((isBinary ? "b" : "t") + Buffer.from(m).toString("hex")));
+      clients[tag] = c;
+    }
+    const expected = [[], []];
+    const count = 120;
+    const messages = [[], []];
+    for (let i = 0; i < count; i++)
+      for (const tag of [0, 1]) {
+        const m = Buffer.alloc(3 + ((i * 37 + tag * 11) % 200), (i * 3 + tag) & 0xff);
+        m[0] = i % 6;
+        m[1] = tag;
+        m[2] = i;
+        messages[tag].push(m);
+      }
+    const hex = (m) => "b" + m.toString("hex");
+    for (const tag of [0, 1])
+      for (const [i, m] of messages[tag].entries()) {
+        if (m[0] === 0 || m[0] === 5) expected[tag].push(hex(m));
+        if (m[0] === 1) {
+          const changed = Buffer.from(m);
+          changed[2] ^= 0xff;
+          expected[tag].push(hex(changed));
+        }
+        if (m[0] === 3) expected[tag].push(hex(messages[tag][i - 1]), hex(m));
+        if (m[0] === 4) {
+          expected[tag].push(hex(m));
+          expected[1 - tag].push(hex(m));
+        }
+      }
+    // Both sockets at once, so that their messages share the drains' ArrayBuffers.
+    for (let i = 0; i < count; i++) for (const tag of [0, 1]) clients[tag].send(messages[tag][i]);
+    await waitFor(() => got.every((g, tag) => g.length === expected[tag].length));
+    await Promise.all(later);
+    for (const tag of [0, 1]) assert.deepEqual([...got[tag]].sort(), [...expected[tag]].sort(), `socket ${tag}`);
+    // Alone in its drain: its ArrayBuffer is no other message's.
+    const last = Buffer.from([6, 0, 1, 2, 3]);
+    clients[0].send(last);
+    await waitFor(() => got[0].length === expected[0].length + 1);
+    assert.equal(got[0].at(-1), detached ? "b" : hex(last));
+    for (const c of clients) c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("Node's own WebSocket client talks to the server", async (t) => {
   const flag = spawnSync(process.execPath, ["--experimental-websocket", "-e", "0"]).status === 0;
   const native = typeof globalThis.WebSocket === "function";
