@@ -129,6 +129,10 @@ interface AddonRespond {
   respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
   respondEmpty(id: number, flags: number, headers?: string[]): void;
   respondStream(id: number, flags: number, headers?: string[]): void;
+  respondBytesStaged(body: Uint8Array, headers?: string[]): void;
+  respondBytesSharedStaged(body: Uint8Array, headers?: string[]): void;
+  respondEmptyStaged(headers?: string[]): void;
+  respondStreamStaged(headers?: string[]): void;
 }
 
 /** The staged send (src/core.rs, `ws_send_staged`): `wsSendBytes` of a small message
@@ -161,13 +165,13 @@ const addon: Addon = require(process.env.FETCH_RS_NATIVE_PATH ?? "../fetch-rs.no
 export function createNativeServer(options: NativeOptions): NativeServer {
   const s = new addon.NativeServer(options);
   const c = addon.calls(s.handle);
-  const { respondBytes, respondBytesShared, respondEmpty, respondStream } = c;
-  // `respondText`'s id and flags are written here rather than passed: converting each
-  // number argument cost the call about 80 instructions (callgrind). This closure keeps
-  // the area alive for as long as the addon may read it.
+  // The respond calls' id and flags are written here rather than passed: converting each
+  // number argument cost a call about 80 instructions (callgrind). This closure keeps the
+  // area alive for as long as the addon may read it.
   const respondStage = new Uint32Array(2);
   c.respondStage(new Uint8Array(respondStage.buffer));
-  const { respondTextStaged } = c;
+  const { respondTextStaged, respondBytesStaged, respondBytesSharedStaged, respondEmptyStaged, respondStreamStaged } =
+    c;
   // Small binary sends are copied here, `[sid, length | flags]` then the bytes, and sent
   // with `wsSendStaged()`, which leaves the status in the first word: converting the
   // socket id, reading the typed array's bytes and making the returned number cost the
@@ -212,22 +216,26 @@ export function createNativeServer(options: NativeOptions): NativeServer {
       respondStage[1] = respondFlags(status, ct, release);
       return headers === null ? respondTextStaged(body) : respondTextStaged(body, headers);
     },
-    respondBytes: (id, status, ct, headers, body, release) =>
-      headers === null
-        ? respondBytes(id, respondFlags(status, ct, release), body)
-        : respondBytes(id, respondFlags(status, ct, release), body, headers),
-    respondBytesShared: (id, status, ct, headers, body, release) =>
-      headers === null
-        ? respondBytesShared(id, respondFlags(status, ct, release), body)
-        : respondBytesShared(id, respondFlags(status, ct, release), body, headers),
-    respondEmpty: (id, status, ct, headers, release) =>
-      headers === null
-        ? respondEmpty(id, respondFlags(status, ct, release))
-        : respondEmpty(id, respondFlags(status, ct, release), headers),
-    respondStream: (id, status, ct, headers) =>
-      headers === null
-        ? respondStream(id, respondFlags(status, ct, false))
-        : respondStream(id, respondFlags(status, ct, false), headers),
+    respondBytes: (id, status, ct, headers, body, release) => {
+      respondStage[0] = id;
+      respondStage[1] = respondFlags(status, ct, release);
+      return headers === null ? respondBytesStaged(body) : respondBytesStaged(body, headers);
+    },
+    respondBytesShared: (id, status, ct, headers, body, release) => {
+      respondStage[0] = id;
+      respondStage[1] = respondFlags(status, ct, release);
+      return headers === null ? respondBytesSharedStaged(body) : respondBytesSharedStaged(body, headers);
+    },
+    respondEmpty: (id, status, ct, headers, release) => {
+      respondStage[0] = id;
+      respondStage[1] = respondFlags(status, ct, release);
+      return headers === null ? respondEmptyStaged() : respondEmptyStaged(headers);
+    },
+    respondStream: (id, status, ct, headers) => {
+      respondStage[0] = id;
+      respondStage[1] = respondFlags(status, ct, false);
+      return headers === null ? respondStreamStaged() : respondStreamStaged(headers);
+    },
     streamWrite: c.streamWrite,
     streamWriteShared: c.streamWriteShared,
     streamEnd: c.streamEnd,

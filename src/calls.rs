@@ -34,6 +34,7 @@
 //! | `respondEmpty` | id, flags, flat header list (left out: none) | as `respondText` |
 //! | `respondStream` | id, flags (status and ct), flat header list (left out: none) | starts a streamed reply |
 //! | `respondBytesShared` | as `respondBytes`, a large typed array | held, not copied, until written; JS must not change it |
+//! | `respondBytesStaged`, `respondBytesSharedStaged`, `respondEmptyStaged`, `respondStreamStaged` | the call's arguments less the id and flags | the call, with the id and flags JS wrote to `respondStage`'s area |
 //! | `streamWrite`, `streamEnd` | id, chunk (copied) / failed | `false` when full: wait for a WRITABLE record |
 //! | `streamWriteShared` | id, a large typed array | as `streamWrite`, held instead of copied |
 //! | `wsUpgrade` | id, protocol or null, maxPayload, idleTimeoutMs, compress (negative/0: default) | checks the upgrade; returns a socket id; throws `ERR_WS_*` |
@@ -55,6 +56,12 @@ use crate::wire::{CT_MASK, RESPOND_RELEASE, RESPOND_STATUS_SHIFT};
 /// The status a respond call's `flags` carry.
 fn status(flags: u32) -> u32 {
     flags >> RESPOND_STATUS_SHIFT
+}
+
+/// The `[id, flags]` JS wrote to the area `respondStage` registered, for the staged respond
+/// calls.
+fn staged(core: &crate::core::Core) -> BridgeResult<(u32, u32)> {
+    core.respond_staged().ok_or_else(|| crate::core::invalid_state("respondStage was not called"))
 }
 use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
 use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
@@ -154,9 +161,7 @@ calls! {
     /// string and lib/'s own list of strings, whose conversion runs no JS that could
     /// write the area again.
     c"respondTextStaged" => fn respond_text_staged(core, _env; body: Utf8, headers: Trailing<Vec<String>>) -> () {
-        let Some((id, flags)) = core.respond_staged() else {
-            return Err(crate::core::invalid_state("respondStage was not called"));
-        };
+        let (id, flags) = staged(core)?;
         core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
     }
     /// `respondStage(area)`: registers the `[id, flags]` words of `respondTextStaged`.
@@ -188,6 +193,33 @@ calls! {
     c"respondStream" => fn respond_stream(
         core, _env; id: u32, flags: u32, headers: Trailing<Vec<String>>
     ) -> () {
+        core.respond_stream(id, status(flags), flags & CT_MASK, headers.0)
+    }
+    /// `respondBytesStaged(body, headers?)`: `respondBytes` with the id and flags staged, as
+    /// `respondTextStaged` takes them (read after the arguments are converted: a typed
+    /// array and lib/'s own list of strings, whose conversion runs no JS).
+    c"respondBytesStaged" => fn respond_bytes_staged(
+        core, _env; body: &mut [u8], headers: Trailing<Vec<String>>
+    ) -> () {
+        let (id, flags) = staged(core)?;
+        core.respond_bytes(id, status(flags), flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
+    }
+    /// `respondBytesSharedStaged(body, headers?)`: `respondBytesShared`, staged.
+    c"respondBytesSharedStaged" => fn respond_bytes_shared_staged(
+        core, env; body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
+    ) -> () {
+        let (id, flags) = staged(core)?;
+        let release = flags & RESPOND_RELEASE != 0;
+        core.respond_bytes_shared(env, id, status(flags), flags & CT_MASK, headers.0, body, release)
+    }
+    /// `respondEmptyStaged(headers?)`: `respondEmpty`, staged.
+    c"respondEmptyStaged" => fn respond_empty_staged(core, _env; headers: Trailing<Vec<String>>) -> () {
+        let (id, flags) = staged(core)?;
+        core.respond_empty(id, status(flags), flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
+    }
+    /// `respondStreamStaged(headers?)`: `respondStream`, staged.
+    c"respondStreamStaged" => fn respond_stream_staged(core, _env; headers: Trailing<Vec<String>>) -> () {
+        let (id, flags) = staged(core)?;
         core.respond_stream(id, status(flags), flags & CT_MASK, headers.0)
     }
     /// `streamWrite(id, chunk)`: see `Core::stream_write`.

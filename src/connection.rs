@@ -415,6 +415,33 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
+/// A connection's timer (`drive`), polled with a waker that marks the cork before it wakes
+/// the task (`cork::TimerWake`): a poll of the connection asks whether the timer fired with
+/// `Cork::take_timer_woken`, a flag among the cork's others, not by the timer's own state, a
+/// separate allocation cold at every poll (`Sleep::is_elapsed`: 1.45 L1D misses a poll under
+/// 50 connections, callgrind). The waker lives here, not in the poll's state, which is read
+/// at every poll and would take another cache line.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    cork: Arc<Cork>,
+    /// The task's waker as last seen, and the timer's made from it.
+    wake: Option<(std::task::Waker, std::task::Waker)>,
+}
+
+impl Timer {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let task = cx.waker();
+        let waker = match &self.wake {
+            Some((seen, waker)) if seen.will_wake(task) => waker,
+            _ => {
+                let wake = crate::cork::TimerWake { cork: self.cork.clone(), task: task.clone() };
+                &self.wake.insert((task.clone(), std::task::Waker::from(Arc::new(wake)))).1
+            }
+        };
+        self.sleep.as_mut().poll(&mut std::task::Context::from_waker(waker))
+    }
+}
+
 /// Polls a connection until it ends, flushing corked writes after each poll and starting
 /// a graceful shutdown when the server drains or `idleTimeout` passes. With `releasable`,
 /// returns `End::Quiet` once the connection has been quiet for two periods with nothing
@@ -461,7 +488,8 @@ async fn drive<C: GracefulConnection>(
     // handed to the socket); None while a request is in progress.
     let mut head_due = head_timeout.map(|t| crate::clock::now().saturating_add(t));
     let mut timer_at = clock.next_tick.unwrap_or_else(far);
-    let mut timer = Box::pin(tokio::time::sleep_until(cork.deadlines.instant_at(timer_at).into()));
+    let sleep = Box::pin(tokio::time::sleep_until(cork.deadlines.instant_at(timer_at).into()));
+    let mut timer = Box::new(Timer { sleep, cork: cork.clone(), wake: None });
     cork.deadlines.armed(timer_at);
     // The timer must be polled (to register the task) after it is armed or moved.
     let mut timer_moved = true;
@@ -511,11 +539,14 @@ async fn drive<C: GracefulConnection>(
             let next = [wanted, clock.next_tick, head_due].into_iter().flatten().min().unwrap_or_else(far);
             if next < timer_at {
                 timer_at = next;
-                timer.as_mut().reset(cork.deadlines.instant_at(next).into());
+                timer.sleep.as_mut().reset(cork.deadlines.instant_at(next).into());
                 cork.deadlines.armed(next);
                 timer_moved = true;
             }
-            if !(std::mem::take(&mut timer_moved) || timer.is_elapsed()) || timer.as_mut().poll(cx).is_pending() {
+            if !(std::mem::take(&mut timer_moved) || cork.take_timer_woken()) {
+                return Poll::Pending;
+            }
+            if timer.poll(cx).is_pending() {
                 return Poll::Pending;
             }
             // The timer fired: a request's deadline may be due (hyper is polled again
@@ -548,7 +579,7 @@ async fn drive<C: GracefulConnection>(
                 }
             }
             timer_at = clock.next_tick.unwrap_or_else(far);
-            timer.as_mut().reset(cork.deadlines.instant_at(timer_at).into());
+            timer.sleep.as_mut().reset(cork.deadlines.instant_at(timer_at).into());
             cork.deadlines.armed(timer_at);
             timer_moved = true;
         }

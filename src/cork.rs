@@ -134,6 +134,10 @@ pub struct Cork {
     /// Made on a thread that drives a runtime from Node's loop: readings are shared by a
     /// round of the driver's turn (`clock::Round`), not only by a poll.
     round_clock: bool,
+    /// The connection's timer woke its waker (`TimerWake`) since the task last looked
+    /// (`take_timer_woken`): set from whichever thread drives the timers, cleared by the
+    /// connection's task only.
+    timer_woken: AtomicBool,
 }
 
 impl Cork {
@@ -187,6 +191,7 @@ impl Cork {
             deadlines: crate::deadline::Deadlines::new(),
             poll_clock: AtomicU64::new(0),
             round_clock: crate::in_thread::drives_here(),
+            timer_woken: AtomicBool::new(false),
             last_request: Mutex::new(std::sync::Weak::new()),
             last_request_set: AtomicBool::new(false),
             upgrade: Mutex::new(None),
@@ -285,6 +290,17 @@ impl Cork {
     #[inline]
     pub(crate) fn poll_started(&self) {
         self.poll_clock.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the connection's timer woke its waker (`TimerWake`) since the last call.
+    /// A load and, when set, a store: the timer sets it at most once per arming, and a
+    /// firing that comes between the two is seen by the poll of the timer that follows.
+    pub(crate) fn take_timer_woken(&self) -> bool {
+        if self.timer_woken.load(Ordering::Acquire) {
+            self.timer_woken.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Whether hyper is between requests: none in progress, no response being streamed,
@@ -437,6 +453,27 @@ impl std::task::Wake for ReadWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// The waker a connection's timer is polled with (connection.rs, `drive`): it marks the
+/// cork, then wakes the task, so that a poll of the connection asks whether the timer fired
+/// by a flag in the cork (whose lines the poll reads anyway), not by the timer's own state,
+/// a separate allocation that is cold at every poll (1.45 L1D misses a poll under 50
+/// connections, callgrind).
+pub(crate) struct TimerWake {
+    pub(crate) cork: Arc<Cork>,
+    pub(crate) task: Waker,
+}
+
+impl std::task::Wake for TimerWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.cork.timer_woken.store(true, Ordering::Release);
         self.task.wake_by_ref();
     }
 }
