@@ -74,6 +74,15 @@ const PooledBuffer = class Buffer extends Uint8Array {};
 Object.setPrototypeOf(PooledBuffer.prototype, Buffer.prototype);
 Object.defineProperty(PooledBuffer.prototype, "constructor", { value: Buffer, writable: true, configurable: true });
 
+/** `view`, noted as the drain's last small binary message, `at` where the addon has its bytes
+ * (`wsViewed`): sent on as it is, it is not copied from JS. */
+function viewedAt(view: Uint8Array, at: number): Uint8Array {
+  const viewed = wsViewed;
+  viewed.view = view;
+  viewed.at = at;
+  return view;
+}
+
 /** @internal What a socket needs from its server (bound native calls). */
 export interface WebSocketHost {
   sendText(sid: number, data: string, compress: boolean): number;
@@ -263,22 +272,12 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
         // Made straight from the shared ArrayBuffer in the form asked for: no Buffer first.
         let data: unknown;
         switch (ws.#binaryType) {
-          case "nodebuffer": {
-            const view = new PooledBuffer(arena, offset, length);
-            const viewed = wsViewed;
-            viewed.view = view;
-            viewed.at = at;
-            data = view;
+          case "nodebuffer":
+            data = viewedAt(new PooledBuffer(arena, offset, length), at);
             break;
-          }
-          case "uint8array": {
-            const view = new Uint8Array(arena, offset, length);
-            const viewed = wsViewed;
-            viewed.view = view;
-            viewed.at = at;
-            data = view;
+          case "uint8array":
+            data = viewedAt(new Uint8Array(arena, offset, length), at);
             break;
-          }
           case "blob":
             data = new Blob([new Uint8Array(arena, offset, length)]);
             break;

@@ -53,6 +53,13 @@ use crate::error::BridgeResult;
 use crate::registry::with_core;
 use crate::wire::{CT_MASK, RESPOND_RELEASE, RESPOND_STATUS_SHIFT};
 
+use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
+use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
+use napi::{check_status, sys, Env, JsError, Result};
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::ptr;
+
 /// The status a respond call's `flags` carry.
 fn status(flags: u32) -> u32 {
     flags >> RESPOND_STATUS_SHIFT
@@ -63,12 +70,6 @@ fn status(flags: u32) -> u32 {
 fn staged(core: &crate::core::Core) -> BridgeResult<(u32, u32)> {
     core.respond_staged().ok_or_else(|| crate::core::invalid_state("respondStage was not called"))
 }
-use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
-use napi::bindgen_prelude::{Uint32ArraySlice, Uint8ArraySlice};
-use napi::{check_status, sys, Env, JsError, Result};
-use std::ffi::CStr;
-use std::panic::AssertUnwindSafe;
-use std::ptr;
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
