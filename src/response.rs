@@ -151,6 +151,22 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
     Ok(res)
 }
 
+/// The response of a reply given without a header list (`bridge::Given::Plain`), made on
+/// the connection's side: what `build` makes of the same status, code and body with no
+/// list (the status already checked by `status_code`).
+pub fn plain(status: StatusCode, ct: u32, body: ResponseBody) -> Reply {
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    let content_type = content_type(ct);
+    // Sized as `build` sizes it.
+    let map = res.headers_mut();
+    map.reserve(1 + usize::from(content_type.is_some()));
+    if let Some(v) = content_type {
+        map.insert(CONTENT_TYPE, v);
+    }
+    res
+}
+
 /// Fields that describe one connection, not the message (RFC 9110 section 7.6.1, and
 /// RFC 9112 for Transfer-Encoding): a handler that passes on an upstream response's
 /// headers (a proxy) must not send them, since this connection's framing and options are
