@@ -43,6 +43,23 @@ async fn write_sockets(sockets: Vec<Arc<crate::websocket::SocketShared>>) {
 /// The response a connection task waits for.
 pub type Reply = http::Response<ResponseBody>;
 
+/// A reply as JS gives it to a request's ticket: without a header list (the status, a
+/// content-type code and the body: what most replies are), the connection's side makes
+/// the response (`response::plain`) once it takes the reply; with one, the response whole.
+/// The plain form is a third of a response's size, so the ticket's copy in and out of it is
+/// too, and the response's header map is allocated on the connection's thread, where hyper
+/// keeps it for the next request's head and `admit` frees it.
+pub enum Given {
+    Plain { status: http::StatusCode, ct: u32, body: ResponseBody },
+    Full(Reply),
+}
+
+impl From<Reply> for Given {
+    fn from(reply: Reply) -> Self {
+        Given::Full(reply)
+    }
+}
+
 /// The single JS callback rung when events are waiting. Called with no arguments.
 pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 
@@ -63,7 +80,7 @@ pub struct Ticket {
     state: AtomicU8,
     /// Written by the sender before it sets `GIVEN`, read by the task after it sees it;
     /// initialized exactly while `GIVEN` is set and `TAKEN` is not.
-    reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Reply>>,
+    reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Given>>,
     /// The task waiting for the reply: written by the task while `WAKER` is clear, read by
     /// `wake` only once it is set.
     waker: std::cell::UnsafeCell<Option<std::task::Waker>>,
@@ -155,12 +172,20 @@ impl Ticket {
         // After GIVEN the sender writes `state` no more: only this task does.
         self.state.store(s | TAKEN, Ordering::Relaxed);
         // SAFETY: GIVEN was seen with acquire after the sender's release: the reply is
-        // written; TAKEN was not set, and this task alone sets it: it is read once.
-        Ok(unsafe { (*self.reply.get()).assume_init_read() })
+        // written; TAKEN was not set, and this task alone sets it: it is read once. Read by
+        // its variant's fields, not as a whole: a plain reply leaves most of the slot
+        // unwritten, which a copy of the whole would read (cold lines of a fresh block).
+        let given = unsafe { (*self.reply.get()).assume_init_ref() };
+        Ok(match given {
+            // SAFETY: as above; each field is read once, and the slot is not dropped
+            // (TAKEN is set).
+            Given::Plain { status, ct, body } => crate::response::plain(*status, *ct, unsafe { std::ptr::read(body) }),
+            Given::Full(reply) => unsafe { std::ptr::read(reply) },
+        })
     }
 
     /// Stores the reply (the one sender's `send`).
-    fn give(&self, reply: Reply) {
+    fn give(&self, reply: Given) {
         // SAFETY: only the ticket's one `ReplySender` calls this, once, before GIVEN or
         // DROPPED is set: no reader touches `reply` before the release below.
         unsafe { (*self.reply.get()).write(reply) };
@@ -184,9 +209,9 @@ impl ReplySender {
     }
 
     /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
-    pub fn send(mut self, reply: Reply) -> Option<Arc<Ticket>> {
+    pub fn send(mut self, reply: impl Into<Given>) -> Option<Arc<Ticket>> {
         let ticket = self.0.take()?;
-        ticket.give(reply);
+        ticket.give(reply.into());
         Some(ticket)
     }
 }

@@ -673,6 +673,8 @@ fn admit(
         tracing::debug!(%remote, "request target or Host refused: 400");
         return Err(Box::new(closing(400)));
     };
+    // Its map, emptied, becomes a response's (`response::plain`).
+    response::keep_map(head.headers);
     Ok(Admitted { started, method: head.method, text, websocket, body })
 }
 

@@ -753,8 +753,15 @@ impl Core {
         body: ResponseBody,
         release: bool,
     ) -> BridgeResult<()> {
-        let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
-        let reply = response::build(status, ct, headers.as_deref(), body, head)?;
+        // Without a header list, the connection's side makes the response
+        // (`bridge::Given::Plain`); a list's checks need the request's method.
+        let reply = match headers {
+            None => bridge::Given::Plain { status: response::status_code(status)?, ct, body },
+            Some(list) => {
+                let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
+                bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?)
+            }
+        };
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
         if let Some(tx) = live.req.reply.take() {
             self.js.outbox.extend(tx.send(reply));

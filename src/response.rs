@@ -151,6 +151,59 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
     Ok(res)
 }
 
+/// The response of a reply given without a header list (`bridge::Given::Plain`), made on
+/// the connection's side: what `build` makes of the same status, code and body with no
+/// list (the status already checked by `status_code`).
+pub fn plain(status: StatusCode, ct: u32, body: ResponseBody) -> Reply {
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    if let Some(map) = kept_map() {
+        *res.headers_mut() = map;
+    }
+    let content_type = content_type(ct);
+    // Sized as `build` sizes it.
+    let map = res.headers_mut();
+    map.reserve(1 + usize::from(content_type.is_some()));
+    if let Some(v) = content_type {
+        map.insert(CONTENT_TYPE, v);
+    }
+    res
+}
+
+/// Header maps kept for `plain` on one thread, at most.
+const MAPS_KEPT: usize = 64;
+/// A map is kept only if its room (`HeaderMap::capacity`) is at most this many fields: the
+/// kept maps hold at most about 64 x 2.5 KiB per thread.
+const MAP_KEPT_FIELDS: usize = 24;
+
+thread_local! {
+    /// Request heads' header maps, emptied (`keep_map`), for the responses made on this
+    /// thread (`plain`). hyper keeps a response's map once it has written the head and parses
+    /// the connection's next request into it; `admit` had that map freed with the request's
+    /// head, and `plain` allocated one again: two blocks allocated and freed a request.
+    static MAPS: std::cell::RefCell<Vec<http::HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps a request head's header map, emptied, for a response made on this thread
+/// (`plain`); a map with room for many fields, or one more than `MAPS_KEPT`, is dropped.
+pub(crate) fn keep_map(mut map: http::HeaderMap) {
+    if map.capacity() > MAP_KEPT_FIELDS {
+        return;
+    }
+    let _ = MAPS.try_with(|maps| {
+        let Ok(mut maps) = maps.try_borrow_mut() else { return };
+        if maps.len() < MAPS_KEPT {
+            map.clear();
+            maps.push(map);
+        }
+    });
+}
+
+/// An empty header map kept by `keep_map`, if there is one.
+fn kept_map() -> Option<http::HeaderMap> {
+    MAPS.try_with(|maps| maps.try_borrow_mut().ok()?.pop()).ok().flatten()
+}
+
 /// Fields that describe one connection, not the message (RFC 9110 section 7.6.1, and
 /// RFC 9112 for Transfer-Encoding): a handler that passes on an upstream response's
 /// headers (a proxy) must not send them, since this connection's framing and options are
@@ -213,6 +266,23 @@ mod tests {
         assert_eq!(r.headers()["x-a"].as_bytes(), b"caf\xe9");
         let h = vec!["x-a".to_string(), "\u{20ac}".to_string()];
         assert!(build(200, 0, Some(&h), ResponseBody::Empty, false).is_err());
+    }
+
+    #[test]
+    fn a_kept_map_goes_to_a_plain_response_empty() {
+        let mut map = http::HeaderMap::new();
+        map.insert("x-req", HeaderValue::from_static("1"));
+        map.append("accept", HeaderValue::from_static("a"));
+        map.append("accept", HeaderValue::from_static("b"));
+        keep_map(map);
+        let r = plain(StatusCode::CREATED, crate::wire::CT_JSON, ResponseBody::Empty);
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let fields: Vec<_> = r.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(fields, [("content-type", &b"application/json"[..])]);
+        // What `build` makes of the same reply without a header list.
+        let built = build(201, crate::wire::CT_JSON, None, ResponseBody::Empty, false).unwrap();
+        assert_eq!(built.headers(), r.headers());
+        assert!(plain(StatusCode::OK, crate::wire::CT_NONE, ResponseBody::Empty).headers().is_empty());
     }
 
     #[test]

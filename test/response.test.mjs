@@ -728,3 +728,51 @@ describe("string bodies as sent", () => {
     }
   }
 });
+
+// A reply without a header list (a status, a content-type code, a body) is made into a
+// response on the connection's side, in a header map that an earlier request's head left
+// (src/response.rs, `plain` and `keep_map`): such a response carries its own fields only,
+// whatever the requests before it on the connection or the server had.
+describe("responses without a header list, after requests with many fields", () => {
+  let ctx;
+  before(async () => {
+    ctx = await start(
+      (event) => {
+        const path = new URL(event.request.url).pathname;
+        if (path === "/json") return event.respondWith(Response.json({ ok: true }));
+        if (path === "/text") return event.respondWith(new Response("hi"));
+        if (path === "/empty") return event.respondWith(new Response(null, { status: 204 }));
+        if (path === "/bytes") return event.respondWith(new Response(new Uint8Array([1, 2, 3]), { status: 201 }));
+        event.respondWith(new Response("h", { headers: { "x-user": "1" } }));
+      },
+      { overrideGlobals: false },
+    );
+  });
+  after(() => ctx.server.close());
+
+  test("each response has its status and fields, none of the requests'", async () => {
+    const fields = Array.from({ length: 12 }, (_, i) => `x-req-${i}: value ${i}\r\n`).join("");
+    const paths = ["/json", "/text", "/empty", "/user", "/bytes", "/json", "/text"];
+    const input = paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n${fields}\r\n`).join("");
+    // Twice: on one connection (pipelined), and once more on a second one.
+    for (const round of [1, 2]) {
+      const { text } = await raw(ctx.server.port, input);
+      const responses = text.split(/(?=HTTP\/1\.1 )/);
+      assert.equal(responses.length, paths.length, `round ${round}: ${text}`);
+      const got = responses.map((r) => {
+        const p = parseRaw(r);
+        const lines = p.lines.filter((l) => !l.startsWith("date: ")).sort();
+        return [p.status, lines.join("|"), p.body];
+      });
+      assert.deepEqual(got, [
+        [200, "content-length: 11|content-type: application/json", '{"ok":true}'],
+        [200, `content-length: 2|content-type: ${TEXT}`, "hi"],
+        [204, "", ""],
+        [200, `content-length: 1|content-type: ${TEXT}|x-user: 1`, "h"],
+        [201, "content-length: 3", "\x01\x02\x03"],
+        [200, "content-length: 11|content-type: application/json", '{"ok":true}'],
+        [200, `content-length: 2|content-type: ${TEXT}`, "hi"],
+      ]);
+    }
+  });
+});
