@@ -9,9 +9,10 @@
 //! request unflushed (see `connection::tests::malformed_request_line_gets_400`). Here the
 //! socket wrapper keeps what hyper writes, and the connection task flushes it after each
 //! poll unless hyper went straight on to another request already in its read buffer
-//! (it did not read the socket, and a request is waiting on JS). Over TCP, a response with
-//! no pipelined request behind it (every head read has been handed over) and nothing
-//! gathered before it is written as hyper flushes it, from hyper's buffers, with no copy.
+//! (it did not read the socket, and a request is waiting on JS). A response with no
+//! pipelined request behind it (every head read has been handed over) and nothing gathered
+//! before it is written as hyper flushes it, from hyper's buffers, with no copy (over TLS,
+//! encrypted into a record and sent in the same step).
 
 use crate::h1_strict::Strict;
 use bytes::Bytes;
@@ -41,8 +42,29 @@ impl ConnRead for tokio::net::tcp::OwnedReadHalf {
 impl<T: AsyncRead + Send> ConnRead for tokio::io::ReadHalf<T> {}
 
 pub type ReadHalf = Box<dyn ConnRead>;
-/// The write half, as `ReadHalf`.
-pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The write half of a connection's byte stream, as `ConnRead`.
+pub trait ConnWrite: AsyncWrite + Send + Unpin {
+    /// Whether the stream still holds bytes of a write it took, for want of room in the
+    /// socket, so that a flush must follow (TLS records); a TCP socket holds none.
+    fn holds_output(&self) -> bool {
+        false
+    }
+}
+
+impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {}
+
+impl ConnWrite for tokio::io::Sink {}
+
+impl<T: AsyncWrite + Send> ConnWrite for tokio::io::WriteHalf<T> {}
+
+impl ConnWrite for Box<dyn ConnWrite> {
+    fn holds_output(&self) -> bool {
+        (**self).holds_output()
+    }
+}
+
+pub type WriteHalf = Box<dyn ConnWrite>;
 
 /// Buffered bytes above which a write goes to the socket at once: the cork is for
 /// small responses; a large body gains nothing from waiting.
@@ -154,13 +176,7 @@ impl Cork {
         stats: Arc<crate::stats::Stats>,
     ) -> (CorkedStream, Arc<Cork>) {
         let (read, write) = stream.into_split();
-        let (mut stream, cork) =
-            Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell, stats);
-        // A TCP socket needs no flush after a write; a TLS stream's records do (hyper's
-        // flushes of HTTP/1.1 are deferred to `after_poll`), so TLS always goes through the
-        // write buffer.
-        stream.write_direct = !passthrough;
-        (stream, cork)
+        Cork::from_halves(Box::new(read), Box::new(write), passthrough, replay, doorbell, stats)
     }
 
     /// As `new`, over any byte stream split in two (TLS: `tls::split_stream`).
@@ -207,7 +223,7 @@ impl Cork {
             read_wake: None,
             read_waits: false,
             heads_read: 0,
-            write_direct: false,
+            write_direct: !passthrough,
         };
         (stream, cork)
     }
@@ -431,8 +447,8 @@ pub struct CorkedStream {
     /// Request heads `strict` saw end in the bytes read (`Strict::take_heads`), all along
     /// the connection (rewound bytes were counted when first read).
     heads_read: usize,
-    /// HTTP/1.1 over TCP: a response with nothing pipelined behind it may be written to the
-    /// socket at once (`write_through_cork`).
+    /// HTTP/1.1: a response with nothing pipelined behind it may be written to the socket
+    /// at once (`write_through_cork`).
     write_direct: bool,
 }
 
@@ -701,7 +717,13 @@ impl CorkedStream {
         // alone anyway, after a copy into the write buffer and a second lock (GET /json:
         // the write path 1,164 -> 981 instructions a request).
         if side.buf.is_empty() && self.nothing_pipelined() {
-            return Pin::new(&mut side.half).poll_write_vectored(cx, bufs);
+            let r = Pin::new(&mut side.half).poll_write_vectored(cx, bufs);
+            // Over TLS, records the socket had no room for wait in the TLS half: hyper's
+            // flushes of HTTP/1.1 being deferred, the flush after the poll sends them.
+            if side.half.holds_output() {
+                self.cork.unflushed.store(true, Ordering::Relaxed);
+            }
+            return r;
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         self.cork.unflushed.store(true, Ordering::Relaxed);

@@ -1515,7 +1515,7 @@ impl Drop for SocketGuard {
 
 /// Runs one socket on its upgraded connection until it closes; its CLOSE record is the
 /// last thing JS hears of it.
-pub(crate) async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(
+pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'static>(
     r: R,
     w: W,
     first: Bytes,

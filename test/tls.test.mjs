@@ -7,7 +7,7 @@ import net from "node:net";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { Response, Server } from "../dist/index.js";
-import { sleep } from "./helpers.mjs";
+import { sleep, waitFor } from "./helpers.mjs";
 import { A, B, CA, h2Request, h2Session, httpsRequest, peerName, pem, tlsConnect } from "./tls-helpers.mjs";
 
 const run = promisify(execFile);
@@ -394,6 +394,154 @@ test("a large HTTPS/1.1 response reaches a client that starts reading late", asy
     }
   } finally {
     await server.close({ force: true });
+  }
+});
+
+test("HTTPS/1.1 responses of every size reach a client that reads only once the socket is full", async () => {
+  // A response is encrypted and sent as hyper writes it. The write during which the socket
+  // fills leaves records in rustls; when it is the response's last, nothing else is written
+  // after it, and the connection must still send them once the socket has room. Which size
+  // ends on that write depends on the socket buffers, so sizes are tried 61 KiB apart
+  // (rustls takes at most 64 KiB a write), eight connections at a time.
+  const body = new Uint8Array(8 * 1024 * 1024).fill(3);
+  const server = await startTls((e) => {
+    e.respondWith(new Response(body.subarray(0, Number(new URL(e.request.url).searchParams.get("n")))));
+  });
+  const fetchPaused = async (n) => {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    let got = Buffer.alloc(0);
+    let bodyBytes = -1;
+    s.on("data", (d) => {
+      if (bodyBytes >= 0) return void (bodyBytes += d.length);
+      got = Buffer.concat([got, d]);
+      const head = got.indexOf("\r\n\r\n");
+      if (head >= 0) bodyBytes = got.length - head - 4;
+    });
+    s.pause();
+    s.write(`GET /?n=${n} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+    await sleep(50);
+    s.resume();
+    try {
+      await waitFor(() => bodyBytes >= n, 5_000);
+    } catch {
+      return `${n} bytes: stalled after ${bodyBytes}`;
+    } finally {
+      s.destroy();
+    }
+    return null;
+  };
+  try {
+    const sizes = [];
+    for (let n = 1024 * 1024; n < body.length; n += 61 * 1024) sizes.push(n);
+    const stalled = [];
+    for (let i = 0; i < sizes.length; i += 8) {
+      stalled.push(...(await Promise.all(sizes.slice(i, i + 8).map(fetchPaused))).filter(Boolean));
+    }
+    assert.deepEqual(stalled, []);
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+/** Decodes a chunked body that starts at `at` in `buf`; null until its last chunk is in. */
+function dechunk(buf, at) {
+  const parts = [];
+  for (;;) {
+    const eol = buf.indexOf("\r\n", at);
+    if (eol < 0) return null;
+    const size = parseInt(buf.subarray(at, eol).toString("latin1"), 16);
+    if (size === 0) return buf.length >= eol + 4 ? Buffer.concat(parts) : null;
+    if (buf.length < eol + 2 + size + 2) return null;
+    parts.push(buf.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+}
+
+test("a streamed HTTPS/1.1 response reaches a client that keeps stopping, and the connection serves on", async () => {
+  // A response is encrypted and sent as hyper writes it; records that the full socket has no
+  // room for wait in rustls, and must go out once it has room even when nothing else is
+  // written after them (the stream's last chunk, then nothing until the next request).
+  const chunk = new Uint8Array(256 * 1024).fill(7);
+  const server = await startTls((e) => {
+    if (new URL(e.request.url).pathname === "/small") return e.respondWith(new Response("small"));
+    let sent = 0;
+    e.respondWith(
+      new Response(
+        new ReadableStream({
+          pull(c) {
+            if (sent++ < 16) return c.enqueue(chunk);
+            c.enqueue(new TextEncoder().encode("end"));
+            c.close();
+          },
+        }),
+      ),
+    );
+  });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+      let got = Buffer.alloc(0);
+      s.on("data", (d) => (got = Buffer.concat([got, d])));
+      s.write("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      s.pause();
+      await sleep(200);
+      // Read in bursts, so the server often finds the socket full, the last write included.
+      const tick = setInterval(() => (s.isPaused() ? s.resume() : s.pause()), 2);
+      let body = null;
+      try {
+        await waitFor(() => {
+          const head = got.indexOf("\r\n\r\n");
+          body = head < 0 ? null : dechunk(got, head + 4);
+          return body !== null;
+        });
+      } catch {
+        assert.fail(`stalled after ${got.length} bytes`);
+      } finally {
+        clearInterval(tick);
+      }
+      s.resume();
+      assert.equal(body.length, 16 * chunk.length + 3);
+      assert.equal(body.subarray(-3).toString(), "end");
+      assert.ok(body.subarray(0, -3).every((b) => b === 7));
+      got = Buffer.alloc(0);
+      s.write("GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => got.toString("latin1").endsWith("\r\n\r\nsmall"));
+      s.destroy();
+    }
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("HTTPS/1.1 on one connection: requests one at a time, sixteen in one write, then Connection: close", async () => {
+  const server = await startTls((e) => e.respondWith(Response.json({ path: new URL(e.request.url).pathname })));
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    let text = "";
+    s.setEncoding("latin1");
+    s.on("data", (d) => (text += d));
+    const ended = new Promise((resolve) => s.on("end", resolve));
+    const paths = () => [...text.matchAll(/\{"path":"([^"]*)"\}/g)].map((m) => m[1]);
+    const get = (path, extra = "") => `GET ${path} HTTP/1.1\r\nHost: localhost\r\n${extra}\r\n`;
+    const expected = [];
+    for (let i = 0; i < 20; i++) {
+      expected.push(`/one/${i}`);
+      s.write(get(`/one/${i}`));
+      await waitFor(() => paths().length === expected.length);
+    }
+    const batch = Array.from({ length: 16 }, (_, i) => `/batch/${i}`);
+    expected.push(...batch);
+    s.write(batch.map((p) => get(p)).join(""));
+    await waitFor(() => paths().length === expected.length);
+    // The client closes after this answer: all of it comes, then the end of the stream.
+    expected.push("/last");
+    s.write(get("/last", "Connection: close\r\n"));
+    await ended;
+    assert.deepEqual(paths(), expected);
+    assert.equal(text.split("HTTP/1.1 200 OK").length - 1, expected.length);
+    assert.match(text.slice(text.lastIndexOf("HTTP/1.1 200")), /\r\nconnection: close\r\n/i);
+  } finally {
+    await server.close();
   }
 });
 
