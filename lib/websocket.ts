@@ -424,8 +424,15 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     if (this.#state === CONNECTING) throw new DOMException("The WebSocket is not open yet", "InvalidStateError");
     if (this.#state !== OPEN) return 0;
     const c = compress !== false;
-    if (this.#later !== null || data instanceof Blob) return this.#sendLater(data, c);
-    return this.#sendNow(data, c);
+    if (this.#later === null) {
+      // A string or a Uint8Array (a message received, sent on) before the Blob test: in
+      // optimized code each `instanceof` walks the value's prototype chain, a Buffer's to
+      // its end for Blob (about 40 instructions a send).
+      if (typeof data === "string") return this.#host.sendText(this.#sid, data, c);
+      if (data instanceof Uint8Array) return this.#host.sendBytes(this.#sid, data, c);
+      if (!(data instanceof Blob)) return this.#sendNow(data, c);
+    }
+    return this.#sendLater(data, c);
   }
 
   /** Bun's: `send` of a string. */
