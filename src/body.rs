@@ -7,10 +7,12 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Chunks a streamed response may have queued before `stream_write` reports
@@ -284,7 +286,7 @@ pub fn spawn_body_reader(
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    rt.spawn(crate::in_thread::Noted::new(async move {
+    let reader = async move {
         let mut seen: u64 = 0;
         let mut collected = Collected::default();
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
@@ -344,7 +346,123 @@ pub fn spawn_body_reader(
             doorbell.push(event);
             return;
         }
-    }));
+    };
+    if crate::in_thread::drives_here() {
+        let shared = Arc::new(SharedReader {
+            fut: Mutex::new(Some(Box::pin(reader))),
+            task: Mutex::new(None),
+            queued: AtomicBool::new(false),
+        });
+        rt.spawn(crate::in_thread::Noted::new(ReaderTask(shared)));
+    } else {
+        rt.spawn(crate::in_thread::Noted::new(reader));
+    }
+}
+
+/// A body reader in the in-thread mode, polled by its own task and also, when the connection
+/// task's poll woke it (hyper handed it a chunk), right after that poll (`run_woken_readers`):
+/// the chunk is copied out, and hyper's read buffer it holds freed, before the next
+/// connection's poll allocates one. Run as a task only (woken tasks queue behind the turn's
+/// other connections), every connection's poll in a turn came before any reader's, and each
+/// connection held two read buffers at once (hyper's read to see the client leave reserves
+/// a new one while the last chunk holds the old): 6-8 MiB more at 50 connections echoing
+/// 100 KiB (docs/network-thread.md, "Large request bodies, round seven").
+struct SharedReader {
+    /// None once the reader finished (or its task was dropped).
+    fut: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    /// The reader task's waker, as its last poll saw it.
+    task: Mutex<Option<Waker>>,
+    /// In the list of woken readers (`WOKEN`).
+    queued: AtomicBool,
+}
+
+thread_local! {
+    /// Readers woken on this (in-thread) thread since the connection task last ran them.
+    static WOKEN: RefCell<Vec<Arc<SharedReader>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Wake for SharedReader {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if crate::in_thread::drives_here() && !self.queued.swap(true, Ordering::Relaxed) {
+            // `try_with`: nothing to list once the thread is going away.
+            let _ = WOKEN.try_with(|w| w.borrow_mut().push(self.clone()));
+            ANY_WOKEN.store(true, Ordering::Relaxed);
+        }
+        // The task too, for a wake-up outside a connection's poll.
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// Polls the reader; true once it finished.
+fn poll_shared(reader: &Arc<SharedReader>) -> bool {
+    reader.queued.store(false, Ordering::Relaxed);
+    let Ok(mut slot) = reader.fut.try_lock() else { return false };
+    let Some(fut) = slot.as_mut() else { return true };
+    let waker = Waker::from(reader.clone());
+    if fut.as_mut().poll(&mut Context::from_waker(&waker)).is_ready() {
+        *slot = None;
+        return true;
+    }
+    false
+}
+
+/// The task of a `SharedReader`.
+struct ReaderTask(Arc<SharedReader>);
+
+impl Future for ReaderTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut task = self.0.task.lock().unwrap_or_else(|p| p.into_inner());
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if poll_shared(&self.0) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for ReaderTask {
+    fn drop(&mut self) {
+        // The runtime dropped the task (shut down): the reader goes with it, as a task's
+        // future would, even while it waits in `WOKEN`.
+        *self.0.fut.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.0.task.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Some thread listed a woken reader since `run_woken_readers` last looked: without it,
+/// that call reads no thread-local (a call through `__tls_get_addr` in an addon, about 70
+/// instructions a plain request over its polls). A thread that clears it for another's
+/// list only leaves those readers to their own tasks.
+static ANY_WOKEN: AtomicBool = AtomicBool::new(false);
+
+/// Runs the body readers that the poll just made woke (the in-thread mode; `drive` calls it
+/// after each poll of a connection). Nothing when none was woken.
+#[inline]
+pub fn run_woken_readers() {
+    if ANY_WOKEN.load(Ordering::Relaxed) {
+        run_listed_readers();
+    }
+}
+
+#[cold]
+fn run_listed_readers() {
+    ANY_WOKEN.store(false, Ordering::Relaxed);
+    while let Some(reader) = WOKEN.try_with(|w| w.borrow_mut().pop()).ok().flatten() {
+        poll_shared(&reader);
+    }
 }
 
 #[cfg(test)]

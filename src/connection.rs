@@ -521,6 +521,7 @@ async fn drive<C: GracefulConnection>(
                 conn.as_mut().graceful_shutdown();
             }
             let done = conn.as_mut().poll(cx).is_ready();
+            crate::body::run_woken_readers();
             if done {
                 return Poll::Ready((End::Finished, *clock));
             }

@@ -266,3 +266,84 @@ for (const [mode, options] of [
     });
   });
 }
+
+// Many keep-alive connections reading bodies at once, so that in the in-thread mode the body
+// readers run from the polls of the connections that woke them (body.rs, `SharedReader`),
+// as well as from their own tasks: every body arrives whole, one cut off mid-body among them
+// fails alone, and the connections serve their next requests.
+for (const [mode, options] of [
+  ["worker threads", {}],
+  ["workerThreads: 0", { workerThreads: 0 }],
+]) {
+  describe(`request bodies of many connections at once (${mode})`, () => {
+    let srv;
+    const failed = [];
+    before(async () => {
+      srv = await start(
+        async (event) => {
+          try {
+            const b = Buffer.from(await event.request.arrayBuffer());
+            event.respondWith(Response.json({ length: b.length, sha: sha(b) }));
+          } catch (e) {
+            failed.push(e.code);
+            event.respondWith(new Response("failed", { status: 500 }));
+          }
+        },
+        { ...options, maxBodySize: 8 * MiB },
+      );
+    });
+    after(() => srv.server.close());
+
+    test("bodies on 24 keep-alive connections, declared and chunked, and one cut off, each whole or failed alone", async () => {
+      const http = await import("node:http");
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 24 });
+      const post = (body, chunked) =>
+        new Promise((resolve, reject) => {
+          const req = http.request(
+            {
+              host: "127.0.0.1",
+              port: srv.server.port,
+              method: "POST",
+              path: "/",
+              agent,
+              headers: chunked ? { "transfer-encoding": "chunked" } : { "content-length": body.length },
+            },
+            (res) => {
+              const parts = [];
+              res.on("data", (d) => parts.push(d));
+              res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts) }));
+            },
+          );
+          req.on("error", reject);
+          if (chunked) for (const piece of cut(body, [40000, 8 * KiB + 1])) req.write(piece);
+          req.end(chunked ? undefined : body);
+        });
+      const SIZES = [100 * KiB, 64 * KiB + 1, 300 * KiB, MiB, 200 * KiB, 90 * KiB, 180 * KiB];
+      // Half of a declared 100 KiB body, then the client leaves.
+      const leaver = net.connect(srv.server.port, "127.0.0.1");
+      await once(leaver, "connect");
+      leaver.on("error", () => {});
+      leaver.write(`POST / HTTP/1.1\r\nhost: x\r\ncontent-length: ${100 * KiB}\r\n\r\n`);
+      leaver.write(pattern(50 * KiB, 3));
+      const rounds = [];
+      for (let round = 0; round < 3; round++) {
+        const bodies = Array.from({ length: 24 }, (_, i) =>
+          pattern(SIZES[(i + round) % SIZES.length], 100 * round + i),
+        );
+        if (round === 1) setTimeout(() => leaver.destroy(), 5);
+        const results = await Promise.all(bodies.map((body, i) => post(body, i % 5 === 4)));
+        results.forEach((res, i) => {
+          assert.equal(res.status, 200, `round ${round}, body ${i}`);
+          const got = JSON.parse(res.body.toString());
+          assert.equal(got.length, bodies[i].length, `round ${round}, body ${i}`);
+          assert.equal(got.sha, sha(bodies[i]), `round ${round}, body ${i}`);
+        });
+        rounds.push(results.length);
+      }
+      agent.destroy();
+      assert.deepEqual(rounds, [24, 24, 24]);
+      await waitFor(() => failed.length === 1);
+      assert.deepEqual(failed, ["ERR_BODY_ABORTED"]);
+    });
+  });
+}

@@ -1,0 +1,186 @@
+// Where a server's peak RSS is, by region, under one POST scenario: /proc/PID/smaps read at
+// each new highest RSS (sampled every 50 ms) under wrk -t1 -c50, and the highest
+// process.memoryUsage() fields the server saw (a preload samples them every 10 ms), servers
+// alternated, a fresh server per run. For large request bodies against node:http
+// (docs/network-thread.md, "Large request bodies, round seven").
+// Run under the bench lock, e.g.:
+//   flock /tmp/bench.lock node bench/regions.mjs --servers=fetch-rs,node-http \
+//     --path=/echo --body=102400 --rounds=2
+// Extra environment for every server: --env=NAME=VALUE (repeatable).
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { SERVERS } from "./lib/servers.mjs";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const { values: o } = parseArgs({
+  options: {
+    servers: { type: "string", default: "fetch-rs,node-http" },
+    path: { type: "string", default: "/upload" },
+    body: { type: "string", default: "1048576" },
+    rounds: { type: "string", default: "2" },
+    duration: { type: "string", default: "4" },
+    connections: { type: "string", default: "50" },
+    env: { type: "string", multiple: true, default: [] },
+  },
+});
+const extraEnv = Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+const MiB = 1024 * 1024;
+const dir = mkdtempSync(join(tmpdir(), "regions-"));
+const preload = join(dir, "usage.mjs");
+// The highest of each process.memoryUsage() field, written at exit to $REGIONS_OUT.
+writeFileSync(
+  preload,
+  `import { writeFileSync } from "node:fs";
+const max = {};
+setInterval(() => {
+  for (const [k, v] of Object.entries(process.memoryUsage())) if (!(v <= max[k])) max[k] = v;
+}, 10).unref();
+process.on("exit", () => writeFileSync(process.env.REGIONS_OUT, JSON.stringify(max)));
+`,
+);
+
+/** Resident MiB per kind of mapping, and the largest anonymous mapping's. */
+function regions(pid) {
+  const out = { "node binary": 0, "[heap]": 0, anon: 0, addon: 0, other: 0, "largest anon": 0 };
+  let kind = null;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      const p = m[1];
+      kind =
+        p === ""
+          ? "anon"
+          : p === "[heap]"
+            ? "[heap]"
+            : p.endsWith(".node") || (p.endsWith(".so") && p.includes("fetch_rs"))
+              ? "addon"
+              : /\/node$/.test(p)
+                ? "node binary"
+                : "other";
+      continue;
+    }
+    const r = /^Rss:\s+(\d+) kB/.exec(line);
+    if (r && kind) {
+      const mib = Number(r[1]) / 1024;
+      out[kind] += mib;
+      if (kind === "anon") out["largest anon"] = Math.max(out["largest anon"], mib);
+    }
+  }
+  return out;
+}
+
+const rssOf = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
+
+async function freePort() {
+  const probe = createServer();
+  await new Promise((res) => probe.listen(0, "127.0.0.1", res));
+  const { port } = probe.address();
+  await new Promise((res) => probe.close(res));
+  return port;
+}
+
+async function measure(entry) {
+  const port = await freePort();
+  const usageFile = join(dir, `${entry.name}.json`);
+  const isNode = entry.command === "node" || entry.command === process.execPath;
+  const child = spawn("taskset", ["-c", "0", entry.command, ...entry.args], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      ...(entry.env ?? {}),
+      ...extraEnv,
+      PORT: String(port),
+      REGIONS_OUT: usageFile,
+      ...(isNode ? { NODE_OPTIONS: `--import ${preload} ${process.env.NODE_OPTIONS ?? ""}` } : {}),
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (out.includes("READY")) resolve();
+    });
+    child.on("exit", (c) => reject(new Error(`${entry.name} exited ${c}`)));
+  });
+  const atRest = regions(child.pid);
+  let peak = { rss: 0 };
+  const wrk = spawn(
+    "taskset",
+    [
+      "-c",
+      "1",
+      "wrk",
+      "-t1",
+      `-c${o.connections}`,
+      `-d${o.duration}s`,
+      "-s",
+      "bench/request.lua",
+      `http://127.0.0.1:${port}/`,
+      "--",
+      "POST",
+      o.path,
+      o.body,
+    ],
+    { cwd: ROOT },
+  );
+  let wout = "";
+  wrk.stdout.on("data", (d) => (wout += d));
+  const timer = setInterval(() => {
+    const rss = rssOf(child.pid);
+    if (rss > peak.rss) peak = { rss, ...regions(child.pid) };
+  }, 50);
+  await new Promise((res) => wrk.on("exit", res));
+  clearInterval(timer);
+  const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))[1]) / 1024;
+  child.kill("SIGTERM");
+  await new Promise((res) => child.on("exit", res));
+  let usage = {};
+  try {
+    usage = JSON.parse(readFileSync(usageFile, "utf8"));
+  } catch {}
+  return { requests: Number(/(\d+) requests in/.exec(wout)?.[1] ?? 0), hwm, atRest, peak, usage };
+}
+
+const entries = o.servers.split(",").map((n) => {
+  const e = SERVERS.find((s) => s.name === n);
+  if (!e) throw new Error(`no server ${n}`);
+  return e;
+});
+const f = (v) => (v === undefined ? "-" : v.toFixed(1));
+const rows = [];
+try {
+  for (let r = 0; r < Number(o.rounds); r++) {
+    for (const e of r % 2 === 0 ? entries : [...entries].reverse()) {
+      const m = await measure(e);
+      rows.push({ name: e.name, round: r + 1, ...m });
+      console.error(`round ${r + 1} ${e.name}: ${m.requests} requests, VmHWM ${f(m.hwm)} MiB`);
+    }
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(
+  `\nPOST ${o.path} with ${o.body} bytes, wrk -c${o.connections}, ${o.duration} s; MiB resident at the highest RSS sampled`,
+);
+console.log(
+  `\n| server | round | VmHWM | at rest | node binary | [heap] | anon (largest) | addon | other | arrayBuffers max | heapTotal max |`,
+);
+console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+for (const x of rows) {
+  const p = x.peak;
+  const rest = Object.entries(x.atRest)
+    .filter(([k]) => k !== "largest anon")
+    .reduce((a, [, v]) => a + v, 0);
+  console.log(
+    `| ${x.name} | ${x.round} | ${f(x.hwm)} | ${f(rest)} | ${f(p["node binary"])} | ${f(p["[heap]"])} | ` +
+      `${f(p.anon)} (${f(p["largest anon"])}) | ${f(p.addon)} | ${f(p.other)} | ` +
+      `${f(x.usage.arrayBuffers && x.usage.arrayBuffers / MiB)} | ${f(x.usage.heapTotal && x.usage.heapTotal / MiB)} |`,
+  );
+}
