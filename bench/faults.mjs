@@ -8,14 +8,12 @@
 //     --path=/upload --body=1048576 --rounds=3
 // Extra environment for every server: --env=NAME=VALUE (repeatable).
 
-import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { SERVERS } from "./lib/servers.mjs";
+import { clockTicksPerSecond, readPeakRssKiB, resetPeakRss } from "./lib/cpu.mjs";
+import { postLoad, serverEntries, startWith } from "./lib/post-load.mjs";
+import { stopServer } from "./lib/servers.mjs";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const { values: o } = parseArgs({
   options: {
     servers: { type: "string", default: "fetch-rs,fetch-rs-base,node-http" },
@@ -28,8 +26,7 @@ const { values: o } = parseArgs({
     env: { type: "string", multiple: true, default: [] },
   },
 });
-const extraEnv = Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"]).toString());
+const TICK_US = 1e6 / clockTicksPerSecond();
 
 function procStat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -46,76 +43,21 @@ function core0Busy() {
   return { busy: v[0] + v[1] + v[2] + v[5] + v[6] + v[7], total: v.reduce((a, b) => a + b, 0) };
 }
 
-async function start(entry, port) {
-  const child = spawn("taskset", ["-c", "0", entry.command, ...entry.args], {
-    cwd: ROOT,
-    env: { ...process.env, ...(entry.env ?? {}), ...extraEnv, PORT: String(port) },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  await new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      if (out.includes("READY")) resolve();
-    });
-    child.on("exit", (c) => reject(new Error(`${entry.name} exited ${c}`)));
-  });
-  return child;
-}
-
-function wrk(port, seconds) {
-  const out = execFileSync(
-    "taskset",
-    [
-      "-c",
-      "1",
-      "wrk",
-      "-t1",
-      `-c${o.connections}`,
-      `-d${seconds}s`,
-      "-s",
-      "bench/request.lua",
-      `http://127.0.0.1:${port}/`,
-      "--",
-      "POST",
-      o.path,
-      o.body,
-    ],
-    { cwd: ROOT },
-  ).toString();
-  const m = /(\d+) requests in/.exec(out);
-  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(out);
-  return { requests: Number(m[1]), errors: errors ? errors[0] : "" };
-}
-
-const entries = o.servers.split(",").map((n) => {
-  const e = SERVERS.find((s) => s.name === n);
-  if (!e) throw new Error(`no server ${n}`);
-  return e;
-});
+const entries = serverEntries(o.servers);
 const rows = new Map(entries.map((e) => [e.name, []]));
-/** A port nothing listens on now. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((res) => probe.listen(0, "127.0.0.1", res));
-  const { port } = probe.address();
-  await new Promise((res) => probe.close(res));
-  return port;
-}
-
 for (let r = 0; r < Number(o.rounds); r++) {
   for (const e of r % 2 === 0 ? entries : [...entries].reverse()) {
-    const port = await freePort();
-    const child = await start(e, port);
+    const server = await startWith(e, o.env);
+    const pid = server.pid;
     try {
-      wrk(port, Number(o.warmup));
-      execFileSync("sh", ["-c", `echo 5 > /proc/${child.pid}/clear_refs`]);
-      const s0 = procStat(child.pid);
+      await postLoad(server.port, o, Number(o.warmup));
+      resetPeakRss(pid);
+      const s0 = procStat(pid);
       const c0 = core0Busy();
-      const { requests, errors } = wrk(port, Number(o.duration));
-      const s1 = procStat(child.pid);
+      const { requests, errors } = await postLoad(server.port, o, Number(o.duration));
+      const s1 = procStat(pid);
       const c1 = core0Busy();
-      const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))[1]);
+      const hwm = readPeakRssKiB(pid);
       const per = (d) => (d * TICK_US) / requests;
       const ownTicks = s1.utime + s1.stime - s0.utime - s0.stime;
       const other = Math.max(0, (c1.busy - c0.busy - ownTicks) / (c1.total - c0.total));
@@ -135,8 +77,7 @@ for (let r = 0; r < Number(o.rounds); r++) {
           `peak ${row.peakMiB.toFixed(0)} MiB, other on core 0 ${row.other.toFixed(0)}% ${errors}`,
       );
     } finally {
-      child.kill("SIGTERM");
-      await new Promise((res) => child.on("exit", res));
+      await stopServer(server);
     }
   }
 }

@@ -8,16 +8,14 @@
 //     --path=/echo --body=102400 --rounds=2
 // Extra environment for every server: --env=NAME=VALUE (repeatable).
 
-import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { SERVERS } from "./lib/servers.mjs";
+import { readPeakRssKiB, readRssKiB } from "./lib/cpu.mjs";
+import { postLoad, serverEntries, startWith } from "./lib/post-load.mjs";
+import { stopServer } from "./lib/servers.mjs";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const { values: o } = parseArgs({
   options: {
     servers: { type: "string", default: "fetch-rs,node-http" },
@@ -29,7 +27,6 @@ const { values: o } = parseArgs({
     env: { type: "string", multiple: true, default: [] },
   },
 });
-const extraEnv = Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
 const MiB = 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), "regions-"));
 const preload = join(dir, "usage.mjs");
@@ -75,84 +72,35 @@ function regions(pid) {
   return out;
 }
 
-const rssOf = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
-
-async function freePort() {
-  const probe = createServer();
-  await new Promise((res) => probe.listen(0, "127.0.0.1", res));
-  const { port } = probe.address();
-  await new Promise((res) => probe.close(res));
-  return port;
-}
-
 async function measure(entry) {
-  const port = await freePort();
   const usageFile = join(dir, `${entry.name}.json`);
   const isNode = entry.command === "node" || entry.command === process.execPath;
-  const child = spawn("taskset", ["-c", "0", entry.command, ...entry.args], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      ...(entry.env ?? {}),
-      ...extraEnv,
-      PORT: String(port),
-      REGIONS_OUT: usageFile,
-      ...(isNode ? { NODE_OPTIONS: `--import ${preload} ${process.env.NODE_OPTIONS ?? ""}` } : {}),
-    },
-    stdio: ["ignore", "pipe", "inherit"],
+  const server = await startWith(entry, o.env, {
+    REGIONS_OUT: usageFile,
+    ...(isNode ? { NODE_OPTIONS: `--import ${preload} ${process.env.NODE_OPTIONS ?? ""}` } : {}),
   });
-  await new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      if (out.includes("READY")) resolve();
-    });
-    child.on("exit", (c) => reject(new Error(`${entry.name} exited ${c}`)));
-  });
-  const atRest = regions(child.pid);
+  const atRest = regions(server.pid);
   let peak = { rss: 0 };
-  const wrk = spawn(
-    "taskset",
-    [
-      "-c",
-      "1",
-      "wrk",
-      "-t1",
-      `-c${o.connections}`,
-      `-d${o.duration}s`,
-      "-s",
-      "bench/request.lua",
-      `http://127.0.0.1:${port}/`,
-      "--",
-      "POST",
-      o.path,
-      o.body,
-    ],
-    { cwd: ROOT },
-  );
-  let wout = "";
-  wrk.stdout.on("data", (d) => (wout += d));
   const timer = setInterval(() => {
-    const rss = rssOf(child.pid);
-    if (rss > peak.rss) peak = { rss, ...regions(child.pid) };
+    const rss = readRssKiB(server.pid) / 1024;
+    if (rss > peak.rss) peak = { rss, ...regions(server.pid) };
   }, 50);
-  await new Promise((res) => wrk.on("exit", res));
-  clearInterval(timer);
-  const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))[1]) / 1024;
-  child.kill("SIGTERM");
-  await new Promise((res) => child.on("exit", res));
+  let requests;
+  try {
+    ({ requests } = await postLoad(server.port, o, Number(o.duration)));
+  } finally {
+    clearInterval(timer);
+  }
+  const hwm = readPeakRssKiB(server.pid) / 1024;
+  await stopServer(server);
   let usage = {};
   try {
     usage = JSON.parse(readFileSync(usageFile, "utf8"));
   } catch {}
-  return { requests: Number(/(\d+) requests in/.exec(wout)?.[1] ?? 0), hwm, atRest, peak, usage };
+  return { requests, hwm, atRest, peak, usage };
 }
 
-const entries = o.servers.split(",").map((n) => {
-  const e = SERVERS.find((s) => s.name === n);
-  if (!e) throw new Error(`no server ${n}`);
-  return e;
-});
+const entries = serverEntries(o.servers);
 const f = (v) => (v === undefined ? "-" : v.toFixed(1));
 const rows = [];
 try {
