@@ -23,6 +23,18 @@ export function tlsConnect(port, options = {}) {
   });
 }
 
+/**
+ * An HTTP/1.1 connection over TLS that keeps what it reads as text: { s, text() (all read so
+ * far), ended (resolves at the end of the stream) }.
+ */
+export async function h1TextClient(port) {
+  const s = await tlsConnect(port, { ALPNProtocols: ["http/1.1"] });
+  let text = "";
+  s.setEncoding("latin1");
+  s.on("data", (d) => (text += d));
+  return { s, text: () => text, ended: new Promise((resolve) => s.on("end", resolve)) };
+}
+
 /** The CN of the certificate a server presents for `servername`. */
 export async function peerName(port, servername) {
   const s = await tlsConnect(port, { servername, rejectUnauthorized: false });

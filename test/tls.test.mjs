@@ -8,7 +8,18 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { Response, Server } from "../dist/index.js";
 import { sleep, waitFor } from "./helpers.mjs";
-import { A, B, CA, h2Request, h2Session, httpsRequest, peerName, pem, tlsConnect } from "./tls-helpers.mjs";
+import {
+  A,
+  B,
+  CA,
+  h1TextClient,
+  h2Request,
+  h2Session,
+  httpsRequest,
+  peerName,
+  pem,
+  tlsConnect,
+} from "./tls-helpers.mjs";
 
 const run = promisify(execFile);
 
@@ -516,12 +527,8 @@ test("a streamed HTTPS/1.1 response reaches a client that keeps stopping, and th
 test("HTTPS/1.1 on one connection: requests one at a time, sixteen in one write, then Connection: close", async () => {
   const server = await startTls((e) => e.respondWith(Response.json({ path: new URL(e.request.url).pathname })));
   try {
-    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
-    let text = "";
-    s.setEncoding("latin1");
-    s.on("data", (d) => (text += d));
-    const ended = new Promise((resolve) => s.on("end", resolve));
-    const paths = () => [...text.matchAll(/\{"path":"([^"]*)"\}/g)].map((m) => m[1]);
+    const { s, text, ended } = await h1TextClient(server.port);
+    const paths = () => [...text().matchAll(/\{"path":"([^"]*)"\}/g)].map((m) => m[1]);
     const get = (path, extra = "") => `GET ${path} HTTP/1.1\r\nHost: localhost\r\n${extra}\r\n`;
     const expected = [];
     for (let i = 0; i < 20; i++) {
@@ -538,8 +545,8 @@ test("HTTPS/1.1 on one connection: requests one at a time, sixteen in one write,
     s.write(get("/last", "Connection: close\r\n"));
     await ended;
     assert.deepEqual(paths(), expected);
-    assert.equal(text.split("HTTP/1.1 200 OK").length - 1, expected.length);
-    assert.match(text.slice(text.lastIndexOf("HTTP/1.1 200")), /\r\nconnection: close\r\n/i);
+    assert.equal(text().split("HTTP/1.1 200 OK").length - 1, expected.length);
+    assert.match(text().slice(text().lastIndexOf("HTTP/1.1 200")), /\r\nconnection: close\r\n/i);
   } finally {
     await server.close();
   }
@@ -551,11 +558,7 @@ test("HTTPS/1.1 reads: a request over many records, two in one record, a body ov
     e.respondWith(new Response(`${new URL(e.request.url).pathname}:${len};`));
   });
   try {
-    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
-    let text = "";
-    s.setEncoding("latin1");
-    s.on("data", (d) => (text += d));
-    const ended = new Promise((resolve) => s.on("end", resolve));
+    const { s, text, ended } = await h1TextClient(server.port);
     // One record per byte: several arrive in one read of the socket.
     for (const c of "GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n") s.write(c);
     // Two requests in one record.
@@ -567,11 +570,11 @@ test("HTTPS/1.1 reads: a request over many records, two in one record, a body ov
     // close_notify while answers may still be on their way: all of them still come.
     s.end();
     await ended;
-    const bodies = text
+    const bodies = text()
       .split("\r\n\r\n")
       .slice(1)
       .map((b) => b.split("HTTP/1.1")[0]);
-    assert.deepEqual(bodies, ["/one:0;", "/two:0;", "/three:0;", `/four:${body.length};`], text);
+    assert.deepEqual(bodies, ["/one:0;", "/two:0;", "/three:0;", `/four:${body.length};`], text());
   } finally {
     await server.close();
   }

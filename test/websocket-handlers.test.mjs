@@ -18,18 +18,24 @@ async function client(server, path = "/ws", protocols) {
 }
 
 /** Messages a client receives, as [isBinary, text or hex]. */
-/** A serve() server that upgrades every request (Bun's style) with these handlers. */
-function upgradingServer(websocket) {
+/**
+ * A serve() server that upgrades every request (Bun's style) with these handlers; `data`, when
+ * given, makes each socket's `ws.data` from its request.
+ */
+function upgradingServer(websocket, data) {
   return serve({
     port: 0,
     host: "127.0.0.1",
     fetch(req, srv) {
-      if (srv.upgrade(req)) return;
+      if (srv.upgrade(req, data && { data: data(req) })) return;
       return new Response("no", { status: 400 });
     },
     websocket,
   });
 }
+
+/** `ws.data` of a socket opened at `/ws?tag=N`: { tag: N }. */
+const tagOf = (req) => ({ tag: Number(new URL(req.url).searchParams.get("tag")) });
 
 function collect(c) {
   const got = [];
@@ -417,14 +423,8 @@ test("binary sends around the staged size keep their bytes, socket and status, o
   // An empty message is written at once too (it was left queued until the next send).
   const sizes = [0, 1, 63, 64, 2047, 2048, 2049, 5000];
   const statuses = [];
-  const server = serve({
-    port: 0,
-    host: "127.0.0.1",
-    fetch(req, srv) {
-      if (srv.upgrade(req, { data: { tag: Number(new URL(req.url).searchParams.get("tag")) } })) return;
-      return new Response("no", { status: 400 });
-    },
-    websocket: {
+  const server = upgradingServer(
+    {
       message(ws, m) {
         const n = Number(String(m));
         const backing = new Uint8Array(n + 3);
@@ -432,7 +432,8 @@ test("binary sends around the staged size keep their bytes, socket and status, o
         statuses.push([ws.data.tag, n, ws.send(backing.subarray(3), ws.data.tag % 2 === 0)]);
       },
     },
-  });
+    tagOf,
+  );
   try {
     const sockets = await Promise.all([1, 2, 3].map((tag) => client(server, `/ws?tag=${tag}`)));
     const got = sockets.map(({ c }) => collect(c));
@@ -516,14 +517,8 @@ test("a received small text message sent on as it is, as an equal string, kept f
   const sockets = [];
   const kept = [[], []];
   const later = [];
-  const server = serve({
-    port: 0,
-    host: "127.0.0.1",
-    fetch(req, srv) {
-      if (srv.upgrade(req, { data: { tag: Number(new URL(req.url).searchParams.get("tag")) } })) return;
-      return new Response("no", { status: 400 });
-    },
-    websocket: {
+  const server = upgradingServer(
+    {
       open(ws) {
         sockets[ws.data.tag] = ws;
       },
@@ -558,7 +553,8 @@ test("a received small text message sent on as it is, as an equal string, kept f
         }
       },
     },
-  });
+    tagOf,
+  );
   try {
     const clients = [];
     const got = [];
