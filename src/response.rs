@@ -88,19 +88,11 @@ fn declared_length(v: &str) -> Option<u64> {
 /// anyway, and a value that is not a number is dropped as before.
 pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBody, head: bool) -> BridgeResult<Reply> {
     let bodyless = matches!(body, ResponseBody::Empty);
-    let mut res = http::Response::new(body);
-    *res.status_mut() = status_code(status)?;
+    let mut res =
+        with_content_type(status_code(status)?, ct, body, headers.map_or(0, |list| (list.len() / 2).min(1024)));
     let status = res.status();
-    let content_type = content_type(ct);
-    // Sized for what it will hold, with the Content-Length hyper inserts: a map's first
-    // insert otherwise makes room for 6 fields (about 600 bytes, 8 index slots written)
-    // where most responses have two.
     let map = res.headers_mut();
-    map.reserve(1 + usize::from(content_type.is_some()) + headers.map_or(0, |list| (list.len() / 2).min(1024)));
     let mut connection: Option<Vec<HeaderValue>> = None;
-    if let Some(v) = content_type {
-        map.insert(CONTENT_TYPE, v);
-    }
     if let Some(list) = headers {
         if list.len() % 2 != 0 {
             return Err(BridgeError::new(ErrorKind::InvalidHeader, "header list must hold name/value pairs"));
@@ -155,22 +147,30 @@ pub fn build(status: u32, ct: u32, headers: Option<&[String]>, body: ResponseBod
 /// the connection's side: what `build` makes of the same status, code and body with no
 /// list (the status already checked by `status_code`).
 pub fn plain(status: StatusCode, ct: u32, body: ResponseBody) -> Reply {
+    with_content_type(status, ct, body, 0)
+}
+
+/// A response with its status and the content type of `ct`, its header map (a kept one
+/// where this thread has one) with room for `more` fields besides.
+fn with_content_type(status: StatusCode, ct: u32, body: ResponseBody, more: usize) -> Reply {
     let mut res = http::Response::new(body);
     *res.status_mut() = status;
     if let Some(map) = kept_map() {
         *res.headers_mut() = map;
     }
     let content_type = content_type(ct);
-    // Sized as `build` sizes it.
+    // Sized for what it will hold, with the Content-Length hyper inserts: a map's first
+    // insert otherwise makes room for 6 fields (about 600 bytes, 8 index slots written)
+    // where most responses have two.
     let map = res.headers_mut();
-    map.reserve(1 + usize::from(content_type.is_some()));
+    map.reserve(1 + usize::from(content_type.is_some()) + more);
     if let Some(v) = content_type {
         map.insert(CONTENT_TYPE, v);
     }
     res
 }
 
-/// Header maps kept for `plain` on one thread, at most.
+/// Header maps kept for the responses of one thread, at most.
 const MAPS_KEPT: usize = 64;
 /// A map is kept only if its room (`HeaderMap::capacity`) is at most this many fields: the
 /// kept maps hold at most about 64 x 2.5 KiB per thread.
@@ -178,14 +178,16 @@ const MAP_KEPT_FIELDS: usize = 24;
 
 thread_local! {
     /// Request heads' header maps, emptied (`keep_map`), for the responses made on this
-    /// thread (`plain`). hyper keeps a response's map once it has written the head and parses
-    /// the connection's next request into it; `admit` had that map freed with the request's
-    /// head, and `plain` allocated one again: two blocks allocated and freed a request.
+    /// thread (`plain`, `build`). hyper keeps a response's map once it has written the head
+    /// and parses the connection's next request into it; `admit` had that map freed with the
+    /// request's head, and the response allocated one again: two blocks allocated and freed
+    /// a request.
     static MAPS: std::cell::RefCell<Vec<http::HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Keeps a request head's header map, emptied, for a response made on this thread
-/// (`plain`); a map with room for many fields, or one more than `MAPS_KEPT`, is dropped.
+/// (`with_content_type`); a map with room for many fields, or one more than `MAPS_KEPT`,
+/// is dropped.
 pub(crate) fn keep_map(mut map: http::HeaderMap) {
     if map.capacity() > MAP_KEPT_FIELDS {
         return;
