@@ -413,6 +413,14 @@ struct Writer {
     failed: bool,
 }
 
+impl Writer {
+    /// Whether bytes wait for room in the socket (encoded chunks, or records a TLS stream
+    /// holds): the socket's task waits on its writability.
+    fn waits_for_room(&self) -> bool {
+        !self.chunks.is_empty() || self.half.as_ref().is_some_and(|h| h.holds_output())
+    }
+}
+
 /// Wakes a socket's writer (`write_loop`): a flag and the task's waker. tokio's `Notify`
 /// did the same with a lock taken at every poll of the waiting writer, and the writer is
 /// polled each time its task runs, which is each time the socket is readable.
@@ -560,6 +568,11 @@ impl SocketShared {
     pub fn send_now(&self) {
         self.wake_pending.store(false, Ordering::Release);
         let done = match self.writer.try_lock() {
+            // A socket left full by an earlier write: the task waits for room with its waker
+            // registered for writability, and writes the queue after what waits. A write
+            // from here would register the no-op waker in its place, and a peer that reads
+            // again, sending nothing, would never have the rest written.
+            Ok(w) if w.waits_for_room() => false,
             Ok(mut w) => {
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 matches!(self.poll_send(&mut w, &mut cx), Poll::Ready(Ok(false)))
@@ -794,7 +807,7 @@ impl SocketShared {
             return None;
         }
         let mut w = self.writer.try_lock().ok()?;
-        if w.failed || w.close_out || !w.chunks.is_empty() || !self.send_queue().items.is_empty() {
+        if w.failed || w.close_out || w.waits_for_room() || !self.send_queue().items.is_empty() {
             return None;
         }
         let half = w.half.as_mut()?;
