@@ -1,5 +1,8 @@
-// Pub/sub deliveries over real sockets: a subscriber that stops reading. A publish is
-// queued on every subscriber and written at the JS thread's flush.
+// Pub/sub deliveries over real sockets: where a publish lands among a socket's own sends,
+// a subscriber that stops reading, subscribers with and without compression, a socket not
+// yet accepted, and subscribers over TLS. A publish is queued on every subscriber and
+// written at the JS thread's flush, most often straight from the socket's queue
+// (src/websocket.rs, `write_framed`); these hold whichever path a delivery takes.
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import net from "node:net";
@@ -7,6 +10,7 @@ import { test } from "node:test";
 import WebSocket from "ws";
 import { serve, upgradeWebSocket } from "../dist/index.js";
 import { waitFor } from "./helpers.mjs";
+import { A, CA } from "./tls-helpers.mjs";
 
 /** A server whose every request is upgraded: /sub subscribes to "t" once open, any other
  * path runs `onControl(message, server)` for each message. */
@@ -81,6 +85,60 @@ async function rawSubscriber(server, path) {
   return { sock, got };
 }
 
+const big = (tag) => tag + ".".repeat(5000);
+const tagOf = (m) => String(m).split(".")[0];
+
+/** On each round's message: sends to the subscriber and publishes, small and large, text and binary,
+ * interleaved in one batch, then more in a later turn. What the subscriber must see. */
+function interleave(subs, server, round) {
+  const sub = subs[0];
+  sub.send(`s${round}a`);
+  server.publish("t", `p${round}b`);
+  sub.send(big(`s${round}c`));
+  server.publish("t", big(`p${round}d`));
+  sub.send(`s${round}e`);
+  server.publish("t", Buffer.from(`p${round}f`));
+  server.publish("t", `p${round}g`);
+  setTimeout(() => {
+    server.publish("t", `p${round}h`);
+    sub.send(`s${round}i`);
+    server.publish("t", `p${round}j`);
+  }, 0);
+}
+const interleaved = (round) =>
+  ["sa", "pb", "sc", "pd", "se", "pf", "pg", "ph", "si", "pj"].map((x) => `${x[0]}${round}${x[1]}`);
+
+async function checkInterleaved(scheme, options, clientOpts) {
+  const { server, subs } = pubsubServer((m, srv, list) => interleave(list, srv, Number(m)), options);
+  try {
+    const { c: sub, got } = await collector(url(server, "/sub", scheme), clientOpts);
+    await waitFor(() => subs.length === 1);
+    const { c: ctl } = await collector(url(server, "/ctl", scheme), clientOpts);
+    const want = [];
+    for (let round = 0; round < 20; round++) {
+      ctl.send(String(round));
+      want.push(...interleaved(round));
+      await waitFor(() => got.length === want.length);
+    }
+    assert.deepEqual(got.map(tagOf), want);
+    // The large ones whole, the binary one binary.
+    assert.equal(got[3], big("p0d"));
+    assert.ok(Buffer.isBuffer(got[5]) && String(got[5]) === "p0f");
+    sub.close();
+    ctl.close();
+  } finally {
+    await server.close();
+  }
+}
+
+test("publishes keep their place among a subscriber's own sends, small and large, in one batch and across turns", async () => {
+  await checkInterleaved("ws", {}, { perMessageDeflate: false });
+});
+
+test("over TLS, publishes reach subscribers in their place among the socket's own sends", async () => {
+  await checkInterleaved("wss", { tls: A }, { perMessageDeflate: false, ca: CA, servername: "localhost" });
+});
+
 test("a subscriber that stops reading misses publishes past its backpressure limit, another gets every one, and it gets its queue once it reads again", async () => {
   const limit = 256 * 1024;
   const count = 20000;
@@ -129,6 +187,66 @@ test("a subscriber that stops reading misses publishes past its backpressure lim
     await waitFor(() => stalledSide.bufferedAmount === 0);
     reader.c.close();
     stalled.sock.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test("one publish reaches subscribers with and without permessage-deflate, each in its form", async () => {
+  const { server, subs } = pubsubServer(() => {}, { websocket: { perMessageDeflate: true } });
+  try {
+    const packed = await collector(url(server, "/sub"), { perMessageDeflate: { threshold: 0 } });
+    const plain = await collector(url(server, "/sub"), { perMessageDeflate: false });
+    await waitFor(() => subs.length === 2);
+    assert.match(packed.c.extensions, /permessage-deflate/);
+    assert.equal(plain.c.extensions, "");
+    const text = "compress me please ".repeat(5000);
+    const read = [packed, plain].map((x) => x.c._socket.bytesRead);
+    // Large and small, text and binary, in one batch.
+    assert.equal(server.publish("t", text), 2);
+    assert.equal(server.publish("t", "small"), 2);
+    assert.equal(server.publish("t", Buffer.from(text)), 2);
+    assert.equal(server.publish("t", "not compressed", false), 2);
+    for (const x of [packed, plain]) {
+      await waitFor(() => x.got.length === 4);
+      assert.equal(x.got[0], text);
+      assert.equal(x.got[1], "small");
+      assert.ok(Buffer.isBuffer(x.got[2]) && String(x.got[2]) === text);
+      assert.equal(x.got[3], "not compressed");
+    }
+    const wire = [packed, plain].map((x, i) => x.c._socket.bytesRead - read[i]);
+    assert.ok(wire[0] < text.length / 10, `${wire[0]} bytes to the deflating subscriber`);
+    assert.ok(wire[1] > 2 * text.length, `${wire[1]} bytes to the plain one`);
+    packed.c.close();
+    plain.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a socket subscribed before it is accepted gets no publish until it is open", async () => {
+  const early = [];
+  let sock;
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const { socket, response } = upgradeWebSocket(req);
+      sock = socket;
+      socket.subscribe("t");
+      // Subscribed, not yet answered with its 101: no frame may reach it.
+      early.push(server.publish("t", "too early"));
+      return response;
+    },
+  });
+  try {
+    const { c, got } = await collector(url(server, "/"));
+    await waitFor(() => sock?.readyState === 1);
+    assert.deepEqual(early, [0]);
+    assert.equal(server.publish("t", "on time"), 1);
+    await waitFor(() => got.length === 1);
+    assert.deepEqual(got, ["on time"]);
+    c.close();
   } finally {
     await server.close();
   }
