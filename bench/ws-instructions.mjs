@@ -14,8 +14,12 @@
 //   objects and functions (user and kernel) that took the samples, per cent.
 // The server runs pinned to one core (--server-cpus), so fetch-rs's default is the network on
 // the JS thread, as in bench/ws.mjs; the load runs on the others.
+// --mode=fanout counts the fan-out of bench/ws.mjs instead: `--subscribers` sockets (1,000)
+// subscribed to one topic, and `--messages` publishes (in all, not per connection; `--warm`
+// before them), each delivered to every subscriber; the figures are per delivery.
 // Run with: node bench/ws-instructions.mjs [--servers=fetch-rs,fetch-rs-base] [--tool=callgrind|syscalls|strace|perf]
-//           [--messages=200] (per connection) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4] [--text]
+//           [--mode=echo|fanout] [--subscribers=1000] (fanout)
+//           [--messages=200] (per connection; fanout: publishes) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4] [--text]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
 //           [--events=page-faults,ipi:ipi_send_cpu] (syscalls: more perf events to count)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
@@ -39,9 +43,14 @@ const args = Object.fromEntries(
 );
 const tool = args.tool ?? "callgrind";
 const names = (args.servers ?? "fetch-rs").split(",");
+const mode = args.mode ?? "echo";
+if (mode !== "echo" && mode !== "fanout") throw new Error(`--mode is echo or fanout, not ${mode}`);
+const fanout = mode === "fanout";
+const subscribers = Number(args.subscribers ?? 1000);
 const perConnection = Number(args.messages ?? 200);
-// Warm-up messages per connection, so that V8 has compiled the hot code before the count.
-const warm = Number(args.warm ?? 300);
+// Warm-up messages per connection (fanout: publishes), so that V8 has compiled the hot code
+// before the count.
+const warm = Number(args.warm ?? (fanout ? 100 : 300));
 const connections = Number(args.connections ?? 100);
 const size = Number(args.size ?? 64);
 const window = Number(args.window ?? 4);
@@ -117,9 +126,11 @@ async function load(port, onWarm, onMeasured) {
       "--url",
       `ws://127.0.0.1:${port}`,
       "--mode",
-      "echo",
+      mode,
       "--connections",
       String(connections),
+      "--subscribers",
+      String(subscribers),
       "--size",
       String(size),
       "--window",
@@ -170,7 +181,9 @@ function attach(cmd, argv) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "fetch-rs-ws-tool-"));
-const messages = perConnection * connections;
+// Fanout: deliveries (each publish reaches every subscriber).
+const messages = perConnection * (fanout ? subscribers : connections);
+const what = fanout ? "delivery" : "echoed message";
 const results = [];
 try {
   for (const [index, name] of names.entries()) {
@@ -180,7 +193,11 @@ try {
     const tag = `${index}-${name}`;
     if (!entry) throw new Error(`no server named ${name} (${Object.keys(SERVERS).join(", ")})`);
     if (entry.needs && !existsSync(join(ROOT, entry.needs))) throw new Error(`${name}: ${entry.needs} is missing`);
-    process.stderr.write(`${name}: ${messages} echoes (${connections} connections) under ${tool}...\n`);
+    process.stderr.write(
+      fanout
+        ? `${name}: ${perConnection} publishes to ${subscribers} subscribers under ${tool}...\n`
+        : `${name}: ${messages} echoes (${connections} connections) under ${tool}...\n`,
+    );
     const { child, port } = await startServer(tag, entry, dir);
     try {
       if (tool === "callgrind") {
@@ -199,15 +216,15 @@ try {
       } else if (tool === "strace") {
         const t = attach("strace", ["-c", "-f", "-p", String(child.pid)]);
         await load(port, t.start, t.stop);
-        console.log(`\n${name}: system calls for ${messages} echoed messages (strace -c -f)\n`);
+        console.log(`\n${name}: system calls for ${messages} ${fanout ? "deliveries" : "echoed messages"} (strace -c -f)\n`);
         console.log(t.output().trim());
         const total = /\n\S+\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total/.exec(t.output());
-        if (total) console.log(`\n${name}: ${(Number(total[1]) / messages).toFixed(3)} system calls per message`);
+        if (total) console.log(`\n${name}: ${(Number(total[1]) / messages).toFixed(3)} system calls per ${what}`);
       } else if (tool === "syscalls") {
         const events = [...SYSCALLS.map((c) => `syscalls:sys_enter_${c}`), ...extraEvents];
         const t = attach("perf", ["stat", "-x", ",", "-e", ["raw_syscalls:sys_enter", ...events, "context-switches", "task-clock"].join(","), "-p", String(child.pid)]);
         const r = await load(port, t.start, t.stop);
-        console.log(`\n${name}: per echoed message, over ${messages} (${r.perSecond.toFixed(0)}/s; perf stat)`);
+        console.log(`\n${name}: per ${what}, over ${messages} (${r.perSecond.toFixed(0)}/s; perf stat)`);
         for (const line of t.output().split("\n")) {
           const [count, unit, event] = line.split(",");
           if (event === undefined || !/^[\d.]+$/.test(count) || Number(count) === 0) continue;
@@ -228,7 +245,7 @@ try {
         // cpu-clock counts nanoseconds: the event count over the messages is CPU time per message.
         const byDso = report("dso");
         const ns = Number(/Event count \(approx\.\): (\d+)/.exec(byDso)?.[1] ?? NaN) / messages;
-        console.log(`\n${name}: perf cpu-clock over ${messages} messages (${r.perSecond.toFixed(0)}/s): ${ns.toFixed(0)} ns CPU per message\n`);
+        console.log(`\n${name}: perf cpu-clock over ${messages} (${r.perSecond.toFixed(0)}/s): ${ns.toFixed(0)} ns CPU per ${what}\n`);
         for (const m of byDso.matchAll(/^\s*([\d.]+)%\s+(.+?)\s*$/gm))
           console.log(`${((Number(m[1]) / 100) * ns).toFixed(0).padStart(6)} ns  ${m[1].padStart(6)}%  ${m[2]}`);
         if (top > 0) console.log("");
@@ -249,8 +266,11 @@ try {
       .sort((a, b) => b[1] - a[1])
       .map(([o]) => o);
     console.log(
-      `Instructions per echoed message (callgrind; ${connections} connections x ${perConnection} messages of ` +
-        `${size} B${text ? " (text)" : ""}, ${window} in flight each; examples/ws-load.rs --messages)\n`,
+      fanout
+        ? `Instructions per delivery (callgrind; ${perConnection} publishes of ${size} B${text ? " (text)" : ""} to ` +
+            `${subscribers} subscribers, ${window} in flight; examples/ws-load.rs --mode fanout --messages)\n`
+        : `Instructions per echoed message (callgrind; ${connections} connections x ${perConnection} messages of ` +
+            `${size} B${text ? " (text)" : ""}, ${window} in flight each; examples/ws-load.rs --messages)\n`,
     );
     console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
     console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
@@ -258,7 +278,7 @@ try {
     console.log(`| of which V8 GC, inclusive | ${results.map((r) => `${per(r.gc)} (${r.gcCalls} GCs)`).join(" | ")} |`);
     for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
     for (const r of top > 0 ? results : []) {
-      console.log(`\n${r.name}: the ${top} functions that cost most (instructions per message)`);
+      console.log(`\n${r.name}: the ${top} functions that cost most (instructions per ${what})`);
       for (const [fn, n] of [...r.functions].sort((a, b) => b[1] - a[1]).slice(0, top)) {
         console.log(`${per(n).padStart(7)}  ${fn.slice(0, 140)}`);
       }

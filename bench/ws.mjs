@@ -228,7 +228,10 @@ for (let round = 0; round < Number(o.rounds); round++) {
           cpuUs: us(after.process - before.process),
           jsUs: us(after.jsThread - before.jsThread),
         });
-        console.error(`${scenario.name} ${s.name}: ${Math.round(r.perSecond)}/s`);
+        const last = results[scenario.name][s.name].at(-1);
+        console.error(
+          `${scenario.name} ${s.name}: ${Math.round(r.perSecond)}/s, CPU ${last.cpuUs.toFixed(2)} µs/msg (JS thread ${last.jsUs.toFixed(2)})`,
+        );
       } finally {
         await stop(child);
       }

@@ -14,6 +14,10 @@
 //!   `WARM` and waits for a line on stdin; then each connection echoes exactly N messages,
 //!   the generator prints `MEASURED` and waits for another line before it closes. Whoever
 //!   drives it (a profiler's control) knows the exact count of messages between the two.
+//! - `fanout` with `--messages N`: the same for a fan-out. The publisher sends `--warm`
+//!   publishes (keeping `--window` in flight), waits until every subscriber had them all,
+//!   prints `WARM` and waits; then exactly N publishes, delivered to every subscriber, then
+//!   `MEASURED`. The JSON line counts deliveries (N x subscribers).
 //!
 //! The client side of the protocol is written by hand and kept to the least work per
 //! message, so that one load core can outrun any server on one core: frames are masked
@@ -391,6 +395,46 @@ async fn fanout(a: &Args, c: Arc<Counter>) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let Socket { stream: mut publisher, .. } = connect(&format!("{}/pub", a.url)).await;
     let frame = client_frame(if a.text { 1 } else { 2 }, &vec![b'x'; a.size]);
+    if a.messages > 0 {
+        // Counted: every publish of a phase delivered everywhere before the phase ends.
+        let mut sent: u64 = 0;
+        let mut phase = async |n: usize| -> bool {
+            let end = sent + n as u64;
+            while delivered.load(Ordering::Relaxed) < end * subs as u64 {
+                let got = delivered.load(Ordering::Relaxed);
+                if sent < end && sent * subs as u64 <= got + a.window as u64 * subs as u64 {
+                    if publisher.write_all(&frame).await.is_err() {
+                        return false;
+                    }
+                    sent += 1;
+                } else if tokio::time::timeout(Duration::from_secs(30), progress.notified()).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        let warm_ok = phase(a.warm).await;
+        handshake_with_driver("WARM").await;
+        let started = Instant::now();
+        let ok = warm_ok && phase(a.messages).await;
+        let seconds = started.elapsed().as_secs_f64();
+        handshake_with_driver("MEASURED").await;
+        c.done.store(true, Ordering::Relaxed);
+        let _ = publisher.write_all(&client_frame(8, &1000u16.to_be_bytes())).await;
+        let n = (a.messages * subs) as u64;
+        let errors = c.errors.load(Ordering::Relaxed) + u64::from(!ok);
+        println!(
+            "{{\"mode\":\"fanout\",\"messages\":{},\"seconds\":{:.3},\"perSecond\":{:.1},\"errors\":{}}}",
+            n,
+            seconds,
+            n as f64 / seconds,
+            errors
+        );
+        for t in tasks {
+            t.abort();
+        }
+        return;
+    }
     let (window, c2) = (a.window as u64, c.clone());
     let pubs = tokio::spawn(async move {
         let mut sent: u64 = 0;

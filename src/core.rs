@@ -872,6 +872,7 @@ impl Core {
             }
         };
         let shared = socket.shared.clone();
+        shared.accept(true);
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             shared.abandon();
             return Ok(());

@@ -50,9 +50,20 @@ pub trait ConnWrite: AsyncWrite + Send + Unpin {
     fn holds_output(&self) -> bool {
         false
     }
+
+    /// The TCP socket underneath, where bytes written to it go to the socket as they are
+    /// (no TLS records): a write that may fail with `WouldBlock` can go there directly,
+    /// past tokio's readiness (a full socket is then found by the task's own write).
+    fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
+        None
+    }
 }
 
-impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {}
+impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {
+    fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
+        Some(socket2::SockRef::from(self.as_ref()))
+    }
+}
 
 impl ConnWrite for tokio::io::Sink {}
 
@@ -61,6 +72,10 @@ impl<T: AsyncWrite + Send> ConnWrite for tokio::io::WriteHalf<T> {}
 impl ConnWrite for Box<dyn ConnWrite> {
     fn holds_output(&self) -> bool {
         (**self).holds_output()
+    }
+
+    fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
+        (**self).plain_socket()
     }
 }
 

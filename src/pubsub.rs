@@ -31,7 +31,6 @@ impl Hasher for SidHasher {
 }
 
 type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
-type SidSet = HashSet<u32, BuildHasherDefault<SidHasher>>;
 
 /// A socket as the JS thread holds it.
 pub(crate) struct LiveSocket {
@@ -49,7 +48,9 @@ pub(crate) struct LiveSocket {
 pub(crate) struct Sockets {
     next: u32,
     live: SidMap<LiveSocket>,
-    topics: HashMap<String, SidSet>,
+    /// Each topic's subscribers, with their shared state at hand: a publish reaches every
+    /// subscriber without a lookup of its `LiveSocket`.
+    topics: HashMap<String, SidMap<Arc<SocketShared>>>,
 }
 
 impl Sockets {
@@ -104,7 +105,7 @@ impl Sockets {
             if !s.topics.insert(topic.to_string()) {
                 return false;
             }
-            self.topics.entry(topic.to_string()).or_default().insert(sid);
+            self.topics.entry(topic.to_string()).or_default().insert(sid, s.shared.clone());
             true
         } else {
             if !s.topics.remove(topic) {
@@ -146,22 +147,19 @@ impl Sockets {
         let len = payload.len();
         // The smallest window any deflating subscriber allows, when compressing at all.
         let bits = if compress && len >= websocket::COMPRESS_MIN {
-            subs.iter().filter_map(|s| self.live.get(s)?.shared.config.deflate.map(|d| d.server_window_bits)).min()
+            subs.values().filter_map(|s| s.config.deflate.map(|d| d.server_window_bits)).min()
         } else {
             None
         };
         let mut plain: Option<Bytes> = None;
         let mut packed: Option<Bytes> = None;
         let mut n = 0;
-        for sid in subs {
-            if *sid == except {
+        for (sid, s) in subs {
+            // Not yet accepted: no frame may go before the 101.
+            if *sid == except || !s.is_accepted() {
                 continue;
             }
-            let Some(s) = self.live.get(sid) else { continue };
-            if s.handshake.is_some() {
-                continue;
-            }
-            let frame = match (bits, s.shared.config.deflate) {
+            let frame = match (bits, s.config.deflate) {
                 (Some(b), Some(_)) => packed.get_or_insert_with(|| {
                     let z = websocket::deflate(&mut websocket::compressor(b), &payload);
                     websocket::encode_frame(opcode, true, &z)
@@ -171,14 +169,14 @@ impl Sockets {
             // A small frame is copied into the subscriber's queue (`queue_framed`): cheaper
             // than a reference to the shared one, counted up and down from every thread.
             let queued = if frame.len() <= websocket::COALESCE_LIMIT {
-                s.shared.queue_framed(len, frame.len(), false, |b| b.extend_from_slice(frame))
+                s.queue_framed(len, frame.len(), false, |b| b.extend_from_slice(frame))
             } else {
-                s.shared.queue(Out::Encoded { frame: frame.clone(), payload_len: len }, len, false)
+                s.queue(Out::Encoded { frame: frame.clone(), payload_len: len }, len, false)
             };
             if queued.is_some() {
                 n += 1;
-                if s.shared.wants_wake() {
-                    wake.push(s.shared.clone());
+                if s.wants_wake() {
+                    wake.push(s.clone());
                 }
             }
         }

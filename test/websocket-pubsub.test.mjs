@@ -1,0 +1,253 @@
+// Pub/sub deliveries over real sockets: where a publish lands among a socket's own sends,
+// a subscriber that stops reading, subscribers with and without compression, a socket not
+// yet accepted, and subscribers over TLS. A publish is queued on every subscriber and
+// written at the JS thread's flush, most often straight from the socket's queue
+// (src/websocket.rs, `write_framed`); these hold whichever path a delivery takes.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
+import { test } from "node:test";
+import WebSocket from "ws";
+import { serve, upgradeWebSocket } from "../dist/index.js";
+import { waitFor } from "./helpers.mjs";
+import { A, CA } from "./tls-helpers.mjs";
+
+/** A server whose every request is upgraded: /sub subscribes to "t" once open, any other
+ * path runs `onControl(message, server)` for each message. */
+function pubsubServer(onControl, options = {}) {
+  const subs = [];
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    ...options,
+    fetch(req) {
+      const { socket, response } = upgradeWebSocket(req);
+      if (new URL(req.url).pathname === "/sub") {
+        socket.onopen = () => {
+          socket.subscribe("t");
+          subs.push(socket);
+        };
+      } else socket.onmessage = (e) => onControl(String(e.data), server, subs);
+      return response;
+    },
+  });
+  return { server, subs };
+}
+
+function url(server, path, scheme = "ws") {
+  return `${scheme}://127.0.0.1:${server.port}${path}`;
+}
+
+/** Opens a client and collects what it receives (text as strings, binary as Buffers). */
+async function collector(address, opts = {}) {
+  const c = new WebSocket(address, opts);
+  const got = [];
+  c.on("message", (d, isBinary) => got.push(isBinary ? Buffer.from(d) : String(d)));
+  await once(c, "open");
+  return { c, got };
+}
+
+/** A client on a raw socket (no library's own flow control in the way): the upgrade by
+ * hand, then the binary messages of unfragmented, unmasked server frames, as Buffers. */
+async function rawSubscriber(server, path) {
+  const sock = net.connect(server.port, "127.0.0.1");
+  await once(sock, "connect");
+  sock.write(
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
+  const got = [];
+  let buf = Buffer.alloc(0);
+  let open = false;
+  sock.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    if (!open) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      assert.match(buf.subarray(0, end).toString("latin1"), /^HTTP\/1\.1 101/);
+      buf = buf.subarray(end + 4);
+      open = true;
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      } else assert.ok(len < 126, "test messages stay under 64 KiB");
+      if (buf.length < at + len) break;
+      got.push(Buffer.from(buf.subarray(at, at + len)));
+      buf = buf.subarray(at + len);
+    }
+  });
+  return { sock, got };
+}
+
+const big = (tag) => tag + ".".repeat(5000);
+const tagOf = (m) => String(m).split(".")[0];
+
+/** On each round's message: sends to the subscriber and publishes, small and large, text and binary,
+ * interleaved in one batch, then more in a later turn. What the subscriber must see. */
+function interleave(subs, server, round) {
+  const sub = subs[0];
+  sub.send(`s${round}a`);
+  server.publish("t", `p${round}b`);
+  sub.send(big(`s${round}c`));
+  server.publish("t", big(`p${round}d`));
+  sub.send(`s${round}e`);
+  server.publish("t", Buffer.from(`p${round}f`));
+  server.publish("t", `p${round}g`);
+  setTimeout(() => {
+    server.publish("t", `p${round}h`);
+    sub.send(`s${round}i`);
+    server.publish("t", `p${round}j`);
+  }, 0);
+}
+const interleaved = (round) =>
+  ["sa", "pb", "sc", "pd", "se", "pf", "pg", "ph", "si", "pj"].map((x) => `${x[0]}${round}${x[1]}`);
+
+async function checkInterleaved(scheme, options, clientOpts) {
+  const { server, subs } = pubsubServer((m, srv, list) => interleave(list, srv, Number(m)), options);
+  try {
+    const { c: sub, got } = await collector(url(server, "/sub", scheme), clientOpts);
+    await waitFor(() => subs.length === 1);
+    const { c: ctl } = await collector(url(server, "/ctl", scheme), clientOpts);
+    const want = [];
+    for (let round = 0; round < 20; round++) {
+      ctl.send(String(round));
+      want.push(...interleaved(round));
+      await waitFor(() => got.length === want.length);
+    }
+    assert.deepEqual(got.map(tagOf), want);
+    // The large ones whole, the binary one binary.
+    assert.equal(got[3], big("p0d"));
+    assert.ok(Buffer.isBuffer(got[5]) && String(got[5]) === "p0f");
+    sub.close();
+    ctl.close();
+  } finally {
+    await server.close();
+  }
+}
+
+test("publishes keep their place among a subscriber's own sends, small and large, in one batch and across turns", async () => {
+  await checkInterleaved("ws", {}, { perMessageDeflate: false });
+});
+
+test("over TLS, publishes reach subscribers in their place among the socket's own sends", async () => {
+  await checkInterleaved("wss", { tls: A }, { perMessageDeflate: false, ca: CA, servername: "localhost" });
+});
+
+test("a subscriber that stops reading misses publishes past its backpressure limit, another gets every one, and it gets its queue once it reads again", async () => {
+  const limit = 256 * 1024;
+  const count = 20000;
+  const size = 1024;
+  const { server, subs } = pubsubServer(() => {}, { websocket: { backpressureLimit: limit } });
+  try {
+    const reader = await collector(url(server, "/sub"), { perMessageDeflate: false });
+    const stalled = await rawSubscriber(server, "/sub");
+    await waitFor(() => subs.length === 2);
+    const stalledSide = subs[1];
+    // The stalled client's socket stops reading: the kernel's buffers fill, then the
+    // server's queue for it.
+    stalled.sock.pause();
+    let delivered = 0;
+    let maxBuffered = 0;
+    // In batches the reader (in this process) takes before the next: it never falls behind
+    // by its limit.
+    for (let i = 0; i < count; i += 100) {
+      for (let j = i; j < i + 100; j++) {
+        const m = Buffer.alloc(size, j % 251);
+        m.writeUInt32BE(j, 0);
+        delivered += server.publish("t", m);
+      }
+      maxBuffered = Math.max(maxBuffered, stalledSide.bufferedAmount);
+      await waitFor(() => reader.got.length === i + 100);
+    }
+    // The reader got every publish, whole and in order, whatever happened to the other.
+    for (let j = 0; j < count; j++) assert.equal(reader.got[j].readUInt32BE(0), j);
+    const toStalled = delivered - count;
+    assert.ok(toStalled < count, `the stalled subscriber took ${toStalled} of ${count}`);
+    assert.ok(maxBuffered <= limit + size, `bufferedAmount reached ${maxBuffered}`);
+    // Reading again, it gets exactly the publishes that were queued for it, in order,
+    // each whole.
+    stalled.sock.resume();
+    await waitFor(() => stalled.got.length === toStalled, 30000).catch((e) => {
+      throw new Error(`${e.message}: ${stalled.got.length} of ${toStalled}, buffered ${stalledSide.bufferedAmount}`);
+    });
+    let last = -1;
+    for (const m of stalled.got) {
+      const j = m.readUInt32BE(0);
+      assert.ok(j > last, `message ${j} after ${last}`);
+      assert.equal(m.length, size);
+      assert.equal(m[size - 1], j % 251);
+      last = j;
+    }
+    await waitFor(() => stalledSide.bufferedAmount === 0);
+    reader.c.close();
+    stalled.sock.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test("one publish reaches subscribers with and without permessage-deflate, each in its form", async () => {
+  const { server, subs } = pubsubServer(() => {}, { websocket: { perMessageDeflate: true } });
+  try {
+    const packed = await collector(url(server, "/sub"), { perMessageDeflate: { threshold: 0 } });
+    const plain = await collector(url(server, "/sub"), { perMessageDeflate: false });
+    await waitFor(() => subs.length === 2);
+    assert.match(packed.c.extensions, /permessage-deflate/);
+    assert.equal(plain.c.extensions, "");
+    const text = "compress me please ".repeat(5000);
+    const read = [packed, plain].map((x) => x.c._socket.bytesRead);
+    // Large and small, text and binary, in one batch.
+    assert.equal(server.publish("t", text), 2);
+    assert.equal(server.publish("t", "small"), 2);
+    assert.equal(server.publish("t", Buffer.from(text)), 2);
+    assert.equal(server.publish("t", "not compressed", false), 2);
+    for (const x of [packed, plain]) {
+      await waitFor(() => x.got.length === 4);
+      assert.equal(x.got[0], text);
+      assert.equal(x.got[1], "small");
+      assert.ok(Buffer.isBuffer(x.got[2]) && String(x.got[2]) === text);
+      assert.equal(x.got[3], "not compressed");
+    }
+    const wire = [packed, plain].map((x, i) => x.c._socket.bytesRead - read[i]);
+    assert.ok(wire[0] < text.length / 10, `${wire[0]} bytes to the deflating subscriber`);
+    assert.ok(wire[1] > 2 * text.length, `${wire[1]} bytes to the plain one`);
+    packed.c.close();
+    plain.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a socket subscribed before it is accepted gets no publish until it is open", async () => {
+  const early = [];
+  let sock;
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const { socket, response } = upgradeWebSocket(req);
+      sock = socket;
+      socket.subscribe("t");
+      // Subscribed, not yet answered with its 101: no frame may reach it.
+      early.push(server.publish("t", "too early"));
+      return response;
+    },
+  });
+  try {
+    const { c, got } = await collector(url(server, "/"));
+    await waitFor(() => sock?.readyState === 1);
+    assert.deepEqual(early, [0]);
+    assert.equal(server.publish("t", "on time"), 1);
+    await waitFor(() => got.length === 1);
+    assert.deepEqual(got, ["on time"]);
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
