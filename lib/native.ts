@@ -347,6 +347,8 @@ const WS_STAGE_TEXT = constant("WS_STAGE_TEXT");
 /** The bits of a REQUEST record's `arg` that hold the method code; flags are above. */
 export const METHOD_MASK = constant("METHOD_MASK");
 export const FLAG_HAS_BODY = constant("FLAG_HAS_BODY");
+/** REQUEST flag: a declared body of 256 KiB to 1 MiB, read into a Buffer of its own. */
+export const FLAG_LARGE_BODY = constant("FLAG_LARGE_BODY");
 
 /** `bodyPull` results other than a chunk. */
 export const PULL_END = constant("PULL_END");

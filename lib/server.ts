@@ -11,6 +11,7 @@ import {
   createNativeServer,
   INDEX_MASK,
   COLLECT_DEFERRED,
+  FLAG_LARGE_BODY,
   PULL_END,
   PULL_PENDING,
   RECORD_ABORT,
@@ -295,8 +296,12 @@ export class Server {
   };
   #waitUntil = new Set<Promise<unknown>>();
   #inBatch = false;
-  /** A `setImmediate` for `bodyResume` is queued (`#collect`). */
+  /** A `setImmediate` for `#resumeBodies` is queued, or it is running. */
   #resumeQueued = false;
+  /** A body read answered COLLECT_DEFERRED since `bodyResume` last said none waits. */
+  #bodiesWaiting = false;
+  /** Requests with FLAG_LARGE_BODY not yet given to the listeners, oldest first (`#hold`). */
+  #held: HeldRequest[] = [];
   #flushQueued = false;
   #listening = false;
   #closing: Promise<void> | null = null;
@@ -526,7 +531,9 @@ export class Server {
           this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
         } else if (kind === RECORD_REQUEST) {
           const id = rec[i + 1];
-          this.#dispatch(id, rec[i + 2], native.requestHead(id), rec[i + 3]);
+          const flags = rec[i + 2];
+          if ((flags & FLAG_LARGE_BODY) === 0) this.#dispatch(id, flags, native.requestHead(id), rec[i + 3]);
+          else this.#hold({ id, flags, head: native.requestHead(id), urlLength: rec[i + 3], aborts: [] });
         } else this.#record(rec[i], rec[i + 1], rec[i + 2]);
       }
       handled += n;
@@ -726,7 +733,11 @@ export class Server {
   #abort(id: number, reason: number): void {
     const st = this.#state(id);
     const ev = st?.event;
-    if (st === undefined || ev === undefined) return;
+    if (st === undefined || ev === undefined) {
+      // A held request learns it when it is given to the listeners (`#resumeBodies`).
+      for (const h of this.#held) if (h.id === id) h.aborts.push(reason);
+      return;
+    }
     if (reason === ABORT_HALF_CLOSED) {
       // Only the signal: the body was complete, and the answer still goes out. The
       // Request is made now if the listener has not looked yet, so a later look sees it.
@@ -922,29 +933,57 @@ export class Server {
       throw nativeError(e);
     }
     if (typeof b !== "number") return b;
-    if (b === COLLECT_DEFERRED && !this.#resumeQueued) {
-      this.#resumeQueued = true;
-      setImmediate(this.#resumeBodies);
+    if (b === COLLECT_DEFERRED) {
+      this.#bodiesWaiting = true;
+      this.#queueResume();
     }
     return null;
   }
 
-  // Starts the bodies the native side deferred to a later turn of the loop (`bodyCollect`
-  // gave COLLECT_DEFERRED), one turn's worth per immediate: spreading their Buffers over
-  // turns lets V8's scavenges keep pace with them (docs/network-thread.md, "Large request
-  // bodies, round six").
+  #queueResume(): void {
+    if (this.#resumeQueued) return;
+    this.#resumeQueued = true;
+    setImmediate(this.#resumeBodies);
+  }
+
+  /**
+   * A request whose declared body gets a Buffer of its own when read (FLAG_LARGE_BODY: 256
+   * KiB to 1 MiB) goes to the listeners from `#resumeBodies`, one a turn, and not while a
+   * body waits for its turn. Given to them as its head came, its handler's `arrayBuffer()`
+   * promise waited for the bodies before it, two scavenges for a third of the uploads under
+   * load: an old promise settled with a young Buffer keeps it, and its 1 MiB, until the next
+   * mark-compact (docs/network-thread.md, "Large request bodies, round nine").
+   */
+  #hold(h: HeldRequest): void {
+    this.#held.push(h);
+    this.#queueResume();
+  }
+
+  // Once a turn while requests are held or bodies wait: first, while no body waits, the
+  // oldest held request to the listeners (a body its handler asks for at once starts below,
+  // in this turn); then the bodies the native side deferred (`bodyCollect` gave
+  // COLLECT_DEFERRED), one turn's worth: spreading their Buffers over turns lets V8's
+  // scavenges keep pace with them (docs/network-thread.md, "Large request bodies, round six").
   #resumeBodies = (): void => {
-    this.#resumeQueued = false;
-    let more = false;
-    try {
-      more = this.#native.bodyResume();
-    } catch (e) {
-      this.#report(e, null);
+    // Still set while this runs: a read below starts here, not from another immediate.
+    this.#resumeQueued = true;
+    if (!this.#listening) this.#held.length = 0;
+    const h = this.#bodiesWaiting ? undefined : this.#held.shift();
+    if (h !== undefined) {
+      this.#dispatch(h.id, h.flags, h.head, h.urlLength);
+      for (const reason of h.aborts) this.#abort(h.id, reason);
     }
-    if (more) {
-      this.#resumeQueued = true;
-      setImmediate(this.#resumeBodies);
+    if (this.#bodiesWaiting) {
+      let more = false;
+      try {
+        more = this.#native.bodyResume();
+      } catch (e) {
+        this.#report(e, null);
+      }
+      this.#bodiesWaiting = more;
     }
+    this.#resumeQueued = this.#bodiesWaiting || this.#held.length > 0;
+    if (this.#resumeQueued) setImmediate(this.#resumeBodies);
   };
 
   #bodyStream(id: number): ReadableStream<Uint8Array> {
@@ -977,6 +1016,15 @@ export class Server {
     // highWaterMark 0: nothing is read from the socket until the reader asks.
     return new ReadableStream<Uint8Array>({ pull }, { highWaterMark: 0 });
   }
+}
+
+/** A request held back from the listeners (`Server.#hold`), with the aborts it met. */
+interface HeldRequest {
+  id: number;
+  flags: number;
+  head: string;
+  urlLength: number;
+  aborts: number[];
 }
 
 /** What the server holds for one request while its event lives. One per slot index of the

@@ -18,6 +18,36 @@ extern "C" {
     fn mi_collect(force: bool);
 }
 
+/// glibc's thresholds for Node's array buffers (glibc's `malloc`): request bodies' Buffers
+/// of up to 1 MiB, freed some 32 MiB at a time by V8's scavenges. By default glibc maps a
+/// block that large on its own, or, once one such was freed, takes it from the top of its heap
+/// and gives the top back when 2 MiB of it are free: each scavenge's batch was given back and
+/// faulted in again by the next, with bodies that die young (lib/server.ts hands one
+/// large-body request a turn to its handler) 236 faults a 1 MiB upload and twice the CPU
+/// (docs/network-thread.md, "Large request bodies, round nine"). So blocks up to
+/// `MMAP_THRESHOLD` come from the heap, and its top goes back past `TRIM_THRESHOLD`, or when
+/// the server is idle (`give_back_released`). `M_TOP_PAD` set at load did not do it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 2 * 1024 * 1024;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = 64 * 1024 * 1024;
+
+/// Sets glibc's thresholds (`MMAP_THRESHOLD`); once per process, when the first body of
+/// `body::DEFER_MIN` or more is read (`Core::body_collect`): a server that never reads one
+/// keeps glibc's own, which give memory back sooner (echo of 100 KiB bodies peaked 3-4 MiB
+/// higher with these set).
+pub(crate) fn keep_heap_top() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: plain calls into glibc's allocator, which takes its own lock.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        });
+    }
+}
+
 /// Counts idle connections whose hyper buffers were released (connection.rs).
 static RELEASES: AtomicU64 = AtomicU64::new(0);
 
@@ -50,4 +80,10 @@ pub(crate) fn give_back_released() {
     unsafe {
         mi_collect(true)
     };
+    // And the free top of glibc's heap that `keep_heap_top` keeps (Node's memory).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain call into glibc's allocator, which takes its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -259,6 +259,16 @@ pub const COLLECT_RESERVE_MAX: u64 = 1024 * 1024;
 /// loop (`Core::body_collect`); smaller ones at once.
 pub const DEFER_MIN: u64 = 256 * 1024;
 
+/// Whether a request body's declared length is one that `Core::body_collect` defers
+/// (`DEFER_MIN` up to `COLLECT_RESERVE_MAX`): its request has `FLAG_LARGE_BODY`, and JS hands
+/// at most one such request a turn to its handler. The handler's `arrayBuffer()` promise then
+/// lives from about its body's turn, not from the head's arrival: a promise that waited for
+/// two scavenges is in old space when the body settles it, and keeps the young Buffer alive
+/// until the next mark-compact (docs/network-thread.md, "Large request bodies, round nine").
+pub fn is_large_declared(body: &Incoming) -> bool {
+    http_body::Body::size_hint(body).exact().is_some_and(|n| (DEFER_MIN..=COLLECT_RESERVE_MAX).contains(&n))
+}
+
 /// The most bytes of deferred bodies' Buffers allocated in one turn of the loop (or one
 /// body, when it alone is more); the rest wait for the next (`Core::body_resume`).
 pub const TURN_BODY_BYTES: u64 = COLLECT_RESERVE_MAX;

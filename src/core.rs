@@ -412,6 +412,7 @@ impl Core {
                 let mode = match http_body::Body::size_hint(&incoming).exact() {
                     Some(n) if n <= limit.min(body::COLLECT_RESERVE_MAX) => {
                         if n >= body::DEFER_MIN {
+                            alloc::keep_heap_top();
                             live.body = BodyState::Deferred(incoming);
                             self.deferred.push_back(id);
                             return Ok(Either::B(COLLECT_DEFERRED));

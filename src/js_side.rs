@@ -189,6 +189,9 @@ impl JsSide {
                     }
                     RequestBody::Incoming(i) => {
                         flags |= wire::FLAG_HAS_BODY;
+                        if crate::body::is_large_declared(&i) {
+                            flags |= wire::FLAG_LARGE_BODY;
+                        }
                         BodyState::Unread(i)
                     }
                 };

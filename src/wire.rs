@@ -94,6 +94,10 @@ constants! {
     METHOD_MASK = 0xff;
     /// REQUEST flag: the request has a body (possibly empty but declared).
     FLAG_HAS_BODY = 1 << 8;
+    /// REQUEST flag: a body whose declared length, from `body::DEFER_MIN` to
+    /// `body::COLLECT_RESERVE_MAX`, gets a Buffer of its own when read: JS hands at most one
+    /// such request a turn to its handler (lib/server.ts, `#held`).
+    FLAG_LARGE_BODY = 1 << 9;
 
     /// ABORT reason: the client closed the connection.
     ABORT_CLIENT_GONE = 1;
@@ -144,7 +148,7 @@ constants! {
 }
 
 // A method code fits below the flags of a REQUEST record.
-const _: () = assert!(METHOD_OTHER <= METHOD_MASK && METHOD_MASK < FLAG_HAS_BODY);
+const _: () = assert!(METHOD_OTHER <= METHOD_MASK && METHOD_MASK < FLAG_HAS_BODY && FLAG_HAS_BODY < FLAG_LARGE_BODY);
 // A content-type code fits below the flags of a respond call.
 const _: () = assert!(CT_FORM <= CT_MASK && CT_MASK < RESPOND_RELEASE);
 // The flags fit below the status, and any status (up to 999) above them in a 31-bit integer.

@@ -347,3 +347,123 @@ for (const [mode, options] of [
     });
   });
 }
+
+// Requests whose declared bodies get a Buffer of their own when read (256 KiB to 1 MiB) reach
+// the listeners one a turn of the loop, and not while a body waits for its turn
+// (lib/server.ts, `#hold`): four such heads that come in one turn are not given to the
+// listeners in one go, each body still arrives whole, and a held request whose client leaves
+// fails its own read only.
+for (const [mode, options] of [
+  ["worker threads", {}],
+  ["workerThreads: 0", { workerThreads: 0 }],
+]) {
+  describe(`requests with large declared bodies, held for their turn (${mode})`, () => {
+    const SIZES = [256 * KiB, 300 * KiB, 512 * KiB, MiB];
+    let srv;
+    /** Raw client sockets, connected before the test's /block request. */
+    let socks = [];
+    /** What `/block` writes to each of `socks`, then whether it ends the socket. */
+    let writes = [];
+    /** Per large request given to the listeners: whether another was given in the same tick. */
+    const together = [];
+    const outcomes = [];
+    let inTick = false;
+    before(async () => {
+      srv = await start(
+        async (event) => {
+          const r = event.request;
+          if (new URL(r.url).pathname === "/block") {
+            // The heads written now come in while this turn lasts, so that the server finds
+            // them all at its next turn.
+            socks.forEach((s, i) => {
+              s.write(writes[i].data);
+              if (writes[i].end) s.destroy();
+            });
+            const until = Date.now() + 100;
+            while (Date.now() < until);
+            return event.respondWith(new Response("blocked"));
+          }
+          together.push(inTick);
+          inTick = true;
+          process.nextTick(() => (inTick = false));
+          try {
+            const b = Buffer.from(await r.arrayBuffer());
+            event.respondWith(Response.json({ length: b.length, sha: sha(b) }));
+          } catch (e) {
+            outcomes.push(e.code);
+            event.respondWith(new Response("failed", { status: 500 }));
+          }
+        },
+        { ...options, maxBodySize: 8 * MiB },
+      );
+    });
+    after(() => srv.server.close());
+
+    async function connect(n) {
+      socks = [];
+      for (let i = 0; i < n; i++) {
+        const s = net.connect(srv.server.port, "127.0.0.1");
+        s.on("error", () => {});
+        await once(s, "connect");
+        socks.push(s);
+      }
+    }
+
+    /** The JSON body of the one response on `sock`. */
+    function response(sock) {
+      return new Promise((resolve, reject) => {
+        let got = Buffer.alloc(0);
+        sock.on("data", (d) => {
+          got = Buffer.concat([got, d]);
+          const end = got.indexOf("\r\n\r\n");
+          if (end < 0) return;
+          const length = Number(/content-length: (\d+)/i.exec(got.subarray(0, end).toString())[1]);
+          if (got.length >= end + 4 + length) {
+            sock.destroy();
+            resolve(JSON.parse(got.subarray(end + 4, end + 4 + length).toString()));
+          }
+        });
+        sock.on("close", () => reject(new Error("closed before its response")));
+      });
+    }
+
+    const post = (body) =>
+      Buffer.concat([Buffer.from(`POST / HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`), body]);
+
+    test("four heads in one turn reach the listeners one a turn, each body whole", async () => {
+      const bodies = SIZES.map((size, i) => pattern(size, 2000 + i));
+      await connect(bodies.length);
+      writes = bodies.map((body) => ({ data: post(body), end: false }));
+      together.length = 0;
+      const answers = socks.map(response);
+      const res = await send(srv.server.port, { path: "/block" });
+      assert.equal(res.status, 200);
+      const got = await Promise.all(answers);
+      got.forEach((g, i) => {
+        assert.equal(g.length, bodies[i].length, `body ${i}`);
+        assert.equal(g.sha, sha(bodies[i]), `body ${i}`);
+      });
+      assert.deepEqual(together, [false, false, false, false]);
+    });
+
+    test("a held request whose client left fails its read alone, the others whole", async () => {
+      const bodies = [pattern(MiB, 3000), pattern(MiB, 3001)];
+      await connect(3);
+      // The second client sends its head and a little of its body, and leaves.
+      writes = [
+        { data: post(bodies[0]), end: false },
+        { data: post(pattern(MiB, 3002)).subarray(0, 1000), end: true },
+        { data: post(bodies[1]), end: false },
+      ];
+      together.length = 0;
+      outcomes.length = 0;
+      const answers = [socks[0], socks[2]].map(response);
+      await send(srv.server.port, { path: "/block" });
+      const got = await Promise.all(answers);
+      got.forEach((g, i) => assert.equal(g.sha, sha(bodies[i]), `body ${i}`));
+      await waitFor(() => outcomes.length === 1);
+      assert.deepEqual(outcomes, ["ERR_BODY_ABORTED"]);
+      assert.equal(together.length, 3);
+    });
+  });
+}
