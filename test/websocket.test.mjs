@@ -1196,6 +1196,7 @@ test("a socket with a single message listener gives it the event DOM says, and c
     const ok =
       e instanceof MessageEvent &&
       e instanceof Event &&
+      Object.getPrototypeOf(e) === MessageEvent.prototype &&
       e.constructor === MessageEvent &&
       Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
       e.type === "message" &&
