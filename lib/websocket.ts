@@ -335,8 +335,12 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     if (h !== undefined) this.#call(h, data);
     if ((this.#listened & L_MESSAGE) === 0) return;
     const own = this.#messageListeners;
-    if (fastEvents !== null && own !== null && own.exact) own.dispatch(fastEvents, this, data);
-    else this.#fire(new MessageEvent("message", { data }));
+    if (fastEvents === null) this.#fire(new MessageEvent("message", { data }));
+    else if (own !== null && own.exact) own.dispatch(fastEvents, this, data);
+    // Listeners with options (`once`, `signal`, capture): Node's dispatchEvent, with the event
+    // made as above (one like `new MessageEvent`'s in every way, for about 500 instructions
+    // less).
+    else this.#fire(fastEvents.message(data));
   }
 
   /** Calls a handler; what it throws or rejects with is reported. */

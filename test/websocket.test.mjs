@@ -1178,6 +1178,187 @@ test("a message listener that throws, or whose promise rejects, is an uncaught e
   }
 });
 
+test("a socket with a single message listener gives it the event DOM says, and calls it as Node's dispatchEvent does", async () => {
+  // One configuration per path, each with one listener (or none left): what a dispatch made
+  // for the simplest listener sets must keep.
+  const log = [];
+  const bad = [];
+  const events = [];
+  const uncaught = [];
+  const sockets = new Map();
+  let sentAt = 0;
+  const saved = process.rawListeners("uncaughtException");
+  process.removeAllListeners("uncaughtException");
+  process.on("uncaughtException", (e) => uncaught.push(e.message));
+  // What the listener checks of its event when it is called.
+  const check = (name, e, s, self, expectedThis) => {
+    const now = performance.now();
+    const ok =
+      e instanceof MessageEvent &&
+      e instanceof Event &&
+      Object.getPrototypeOf(e) === MessageEvent.prototype &&
+      e.constructor === MessageEvent &&
+      Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
+      e.type === "message" &&
+      typeof e.data === "string" &&
+      e.target === s &&
+      e.currentTarget === s &&
+      e.srcElement === s &&
+      e.eventPhase === Event.AT_TARGET &&
+      e.composedPath().length === 1 &&
+      e.composedPath()[0] === s &&
+      self === expectedThis &&
+      e.isTrusted === false &&
+      e.bubbles === false &&
+      e.cancelable === false &&
+      e.composed === false &&
+      e.defaultPrevented === false &&
+      e.returnValue === true &&
+      e.cancelBubble === false &&
+      e.origin === "" &&
+      e.lastEventId === "" &&
+      e.source === null &&
+      Array.isArray(e.ports) &&
+      e.ports.length === 0 &&
+      Object.isFrozen(e.ports) === Object.isFrozen(new MessageEvent("x").ports) &&
+      // The clock of performance.now(), read when the event was made.
+      typeof e.timeStamp === "number" &&
+      e.timeStamp >= sentAt &&
+      e.timeStamp <= now;
+    if (!ok) bad.push(`${name}:${e.data}`);
+    e.preventDefault();
+    if (e.defaultPrevented !== false) bad.push(`${name}:${e.data}: defaultPrevented`);
+  };
+  const server = wsServer((s, req) => {
+    const path = new URL(req.url).pathname.slice(1);
+    sockets.set(path, s);
+    const note = (name, e, self, expectedThis = s) => {
+      log.push(`${path}|${name}:${e.data}`);
+      check(`${path}|${name}`, e, s, self, expectedThis);
+      events.push([path, e]);
+      if (e.data === "stop") e.stopImmediatePropagation();
+      if (e.data === "throw") throw new Error(`thrown in ${path}`);
+    };
+    if (path === "on") {
+      s.onmessage = function (e) {
+        note("on", e, this);
+      };
+    } else if (path === "one") {
+      s.addEventListener("message", function (e) {
+        note("one", e, this);
+      });
+    } else if (path === "object") {
+      const o = {
+        handleEvent(e) {
+          note("object", e, this, o);
+        },
+      };
+      s.addEventListener("message", o);
+    } else if (path === "once") {
+      s.addEventListener("message", (e) => note("once", e, s), { once: true });
+      // Not a message listener: no effect on how messages are dispatched.
+      s.addEventListener("close", () => {});
+    } else if (path === "adds") {
+      // Adds a listener while dispatched: Node's dispatchEvent calls it in the same dispatch.
+      const first = function (e) {
+        note("first", e, this);
+        if (e.data === "add") s.addEventListener("message", added);
+        if (e.data === "remove self") s.removeEventListener("message", first);
+      };
+      const added = function (e) {
+        note("added", e, this);
+      };
+      s.addEventListener("message", first);
+    } else if (path === "replaced") {
+      // onmessage set to a new function while called, then to null, then again.
+      const later = function (e) {
+        note("later", e, this);
+        if (e.data === "clear") s.onmessage = null;
+      };
+      s.onmessage = function (e) {
+        note("first", e, this);
+        if (e.data === "swap") s.onmessage = later;
+      };
+      // Set again by a pong, which comes after the message sent before it.
+      s.addEventListener("pong", () => {
+        s.onmessage = (e) => log.push(`replaced|again:${e.data}`);
+      });
+    }
+  });
+  try {
+    const paths = ["on", "one", "object", "once", "adds", "replaced"];
+    const clients = {};
+    for (const p of paths) {
+      clients[p] = new WebSocket(`ws://127.0.0.1:${server.port}/${p}`);
+      await once(clients[p], "open");
+    }
+    const send = async (p, messages) => {
+      for (const m of messages) {
+        sentAt = performance.now();
+        const before = log.length;
+        clients[p].send(m);
+        // One at a time, so that each event's timeStamp is after its own send.
+        await waitFor(() => log.length > before || (p === "once" && m !== "a"));
+      }
+    };
+    await send("on", ["a", "stop", "b", "throw", "c"]);
+    await send("one", ["a", "stop", "b", "throw", "c"]);
+    await send("object", ["a", "stop", "throw", "b"]);
+    await send("once", ["a", "b", "c"]);
+    await send("adds", ["a", "add", "b", "remove self", "c"]);
+    await send("replaced", ["a", "swap", "b", "clear"]);
+    // No one to call for "gone"; the pong sets the attribute again, for "d".
+    clients.replaced.send("gone");
+    clients.replaced.pong();
+    await send("replaced", ["d"]);
+    // A message after those: nothing else arrives late.
+    sentAt = 0;
+    for (const p of ["once", "replaced"]) clients[p].send("late");
+    await waitFor(() => log.includes("replaced|again:late"));
+    await send("on", ["end"]);
+    await waitFor(() => uncaught.length === 3);
+    assert.deepEqual(log, [
+      ...["on|on:a", "on|on:stop", "on|on:b", "on|on:throw", "on|on:c"],
+      ...["one|one:a", "one|one:stop", "one|one:b", "one|one:throw", "one|one:c"],
+      ...["object|object:a", "object|object:stop", "object|object:throw", "object|object:b"],
+      // `once`: called for the first message only.
+      "once|once:a",
+      "adds|first:a",
+      // The listener added during the dispatch is called in it too (Node's live list).
+      ...["adds|first:add", "adds|added:add"],
+      ...["adds|first:b", "adds|added:b"],
+      ...["adds|first:remove self", "adds|added:remove self"],
+      "adds|added:c",
+      "replaced|first:a",
+      // The attribute's new value is called from the next message on.
+      "replaced|first:swap",
+      ...["replaced|later:b", "replaced|later:clear"],
+      "replaced|again:d",
+      "replaced|again:late",
+      "on|on:end",
+    ]);
+    assert.deepEqual(bad, [], JSON.stringify(bad));
+    assert.deepEqual(uncaught.sort(), ["thrown in object", "thrown in on", "thrown in one"]);
+    // Once dispatched: the target stays, currentTarget, eventPhase and composedPath are
+    // reset; each message its own event.
+    for (const [p, e] of events) {
+      assert.equal(e.target, sockets.get(p));
+      assert.equal(e.srcElement, sockets.get(p));
+      assert.equal(e.currentTarget, null);
+      assert.equal(e.eventPhase, Event.NONE);
+      assert.deepEqual(e.composedPath(), []);
+    }
+    const distinct = new Set(events.map(([, e]) => e));
+    // The `adds` socket gives one event to both its listeners for a message.
+    assert.equal(distinct.size, events.length - 3);
+    for (const c of Object.values(clients)) c.close();
+  } finally {
+    process.removeAllListeners("uncaughtException");
+    for (const l of saved) process.on("uncaughtException", l);
+    await server.close();
+  }
+});
+
 test("messages of every length to 300 bytes come back whole and in order, for each binaryType, with compression on and off", async () => {
   // Each client frame has its own random mask (`ws`); the server unmasks 16 bytes a step
   // with the last 16 redone over the rest, so every length and remainder is checked. A
