@@ -1,7 +1,7 @@
 //! One connection: protocol selection, hyper settings, the request hand-off to JS,
 //! timeouts and shutdown.
 
-use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, ReplySender, RequestBody, Ticket};
+use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
 use crate::cork::Cork;
 use crate::in_thread::NotedExecutor;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
@@ -774,21 +774,13 @@ fn hand_over(
         return Answer::Now(Some((Box::new(response::overloaded()), in_flight_count)));
     }
     stats.pending_added();
-    let ticket = Arc::new(Ticket::default());
-    // A request whose body hyper may still be reading: while JS holds its record the
-    // connection is not settled (Cork::settled). Other requests leave no trace there.
+    // A request whose body hyper may still be reading: while JS holds its record (which
+    // holds the ticket) the connection is not settled (Cork::settled). Other requests leave
+    // no trace there.
     let streamed = matches!(body, RequestBody::Incoming(_));
+    let (ticket, record) = Ticket::with_record(IncomingRequest { method, text, body, remote, websocket, tls });
     in_flight_count.0.set_last_request(streamed.then_some(&ticket));
-    shared.doorbell.push(Event::Request(Box::new(IncomingRequest {
-        method,
-        text,
-        body,
-        remote,
-        reply: Some(ReplySender::new(ticket.clone())),
-        ticket: streamed.then(|| ticket.clone()),
-        websocket,
-        tls,
-    })));
+    shared.doorbell.push(Event::Request(record));
     // A client that half-closes may still read the answer, or may be gone: TCP cannot
     // tell. The listener's `request.signal` aborts as for a client that left, and the
     // answer is still sent: a request read after the end of the stream is told now, one
