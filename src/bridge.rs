@@ -48,7 +48,9 @@ pub type Reply = http::Response<ResponseBody>;
 /// the response (`response::plain`) once it takes the reply; with one, the response whole.
 /// The plain form is a third of a response's size, so the ticket's copy in and out of it is
 /// too, and the response's header map is allocated on the connection's thread, where hyper
-/// keeps it for the next request's head and `admit` frees it.
+/// keeps it for the next request's head and `admit` frees it. `repr(u8)`: the tag and a
+/// plain reply's fields come first (see `Ticket`).
+#[repr(u8)]
 pub enum Given {
     Plain { status: http::StatusCode, ct: u32, body: ResponseBody },
     Full(Reply),
@@ -65,25 +67,37 @@ pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 
 /// Shared between a request's connection task and its slot: an abort raised on the tokio
 /// side names the slot the JS thread gave it, and the reply travels back in it (no
-/// channel of its own per request, and the reply is moved once on its way).
+/// channel of its own per request, and the reply is moved once on its way). The request's
+/// record (what JS reads of it) lives in the same block, reached only through the one
+/// `RequestRecord` that JS holds: one allocation per request, not one for the ticket and
+/// another for the record.
 ///
 /// The reply's hand-over takes no lock, and the waker no `AtomicWaker`: the task's first
 /// poll stores its waker and publishes it with a `fetch_or` of `WAKER`; the one
-/// `ReplySender` stores the reply and publishes it with a `fetch_or` of `GIVEN`; whoever
+/// `RequestRecord` stores the reply and publishes it with a `fetch_or` of `GIVEN`; whoever
 /// wakes the task later (a batch's flush) reads the waker after a load of `state`, and the
 /// task takes the reply after another. (A lock here cost six atomic read-modify-writes per
 /// request, and the `AtomicWaker` four.)
+///
+/// In this order (`repr(C)`): the state, the id and the waker, then the record, then the
+/// reply, whose plain form comes first (`Given` is `repr(u8)`, so its tag and a plain
+/// reply's fields lead it). A request answered without a header list then touches the first
+/// four of the block's six lines; in Rust's own order it touched all six.
+#[repr(C)]
 pub struct Ticket {
+    /// Bits: `WAKER`, then `GIVEN` or `DROPPED` (by the record), then `TAKEN` (by the task).
+    state: AtomicU8,
     /// The JS-visible id, 0 until the request is drained.
     pub id: AtomicU32,
-    /// Bits: `WAKER`, then `GIVEN` or `DROPPED` (by the sender), then `TAKEN` (by the task).
-    state: AtomicU8,
-    /// Written by the sender before it sets `GIVEN`, read by the task after it sees it;
-    /// initialized exactly while `GIVEN` is set and `TAKEN` is not.
-    reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Given>>,
     /// The task waiting for the reply: written by the task while `WAKER` is clear, read by
     /// `wake` only once it is set.
     waker: std::cell::UnsafeCell<Option<std::task::Waker>>,
+    /// The request's record: read and written through the ticket's one `RequestRecord`
+    /// only, and dropped by it (never by the ticket).
+    record: std::cell::UnsafeCell<std::mem::ManuallyDrop<IncomingRequest>>,
+    /// Written by the record before it sets `GIVEN`, read by the task after it sees it;
+    /// initialized exactly while `GIVEN` is set and `TAKEN` is not.
+    reply: std::cell::UnsafeCell<std::mem::MaybeUninit<Given>>,
 }
 
 /// The task's waker is stored.
@@ -95,24 +109,16 @@ const DROPPED: u8 = 4;
 /// Taken by the connection task.
 const TAKEN: u8 = 8;
 
-// SAFETY: `reply` is written only by the one `ReplySender` (which sends at most once,
-// consuming itself) before the release of GIVEN, and read only by the task after an acquire
-// that saw GIVEN: never both at once. `waker` is written only by the task, and only while
-// WAKER is clear (the first poll; or after a compare-exchange took WAKER away before GIVEN or
-// DROPPED came), and read by others only after an acquire that saw WAKER set. A `Reply` and
-// a `Waker` are `Send`, so handing them from one thread to another is sound.
+// SAFETY: `reply` is written only by the one `RequestRecord` (which sends at most once:
+// it sends only while neither GIVEN nor DROPPED is set, and sets one of them as it does)
+// before the release of GIVEN, and read only by the task after an acquire that saw GIVEN:
+// never both at once. `waker` is written only by the task, and only while WAKER is clear (the
+// first poll; or after a compare-exchange took WAKER away before GIVEN or DROPPED came), and
+// read by others only after an acquire that saw WAKER set. `record` is touched only through
+// the one `RequestRecord` (made with the ticket by `Ticket::with_record`, not `Clone`), which
+// `&mut` or ownership of it makes exclusive. A `Reply`, a `Waker` and a request's record are
+// `Send`, so handing them from one thread to another is sound.
 unsafe impl Sync for Ticket {}
-
-impl Default for Ticket {
-    fn default() -> Self {
-        Ticket {
-            id: AtomicU32::new(0),
-            state: AtomicU8::new(0),
-            reply: std::cell::UnsafeCell::new(std::mem::MaybeUninit::uninit()),
-            waker: std::cell::UnsafeCell::new(None),
-        }
-    }
-}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
@@ -124,6 +130,18 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
+    /// A request's ticket, for its connection task, and its record, for JS.
+    pub fn with_record(record: IncomingRequest) -> (Arc<Ticket>, RequestRecord) {
+        let ticket = Arc::new(Ticket {
+            id: AtomicU32::new(0),
+            state: AtomicU8::new(0),
+            reply: std::cell::UnsafeCell::new(std::mem::MaybeUninit::uninit()),
+            waker: std::cell::UnsafeCell::new(None),
+            record: std::cell::UnsafeCell::new(std::mem::ManuallyDrop::new(record)),
+        });
+        (ticket.clone(), RequestRecord(ticket))
+    }
+
     /// Wakes the connection task, if it waits for the reply.
     pub fn wake(&self) {
         if self.state.load(Ordering::Acquire) & WAKER != 0 {
@@ -184,44 +202,92 @@ impl Ticket {
         })
     }
 
-    /// Stores the reply (the one sender's `send`).
+    /// Stores the reply (the record's `send`).
     fn give(&self, reply: Given) {
-        // SAFETY: only the ticket's one `ReplySender` calls this, once, before GIVEN or
+        // SAFETY: only the ticket's one `RequestRecord` calls this, once, before GIVEN or
         // DROPPED is set: no reader touches `reply` before the release below.
         unsafe { (*self.reply.get()).write(reply) };
         self.state.fetch_or(GIVEN, Ordering::AcqRel);
     }
 }
 
-/// The JS side's hold on a request's reply (`IncomingRequest::reply`): `send` stores the
-/// reply for the connection task, which the caller then wakes (in a batch: `Doorbell::
-/// send_replies`); dropped unsent, it tells the task that no reply will come.
-pub struct ReplySender(Option<Arc<Ticket>>);
+/// JS's hold on a request (`LiveRequest::req`): its record (`IncomingRequest`, by `Deref`),
+/// and the reply. `send` stores the reply for the connection task, which the caller then
+/// wakes (in a batch: `Doorbell::send_replies`); let go of or dropped unanswered, it tells
+/// the task that no reply will come. Held as long as JS holds the request, so a request's
+/// ticket is alive while JS holds it (what `Cork`'s `last_request` looks at).
+pub struct RequestRecord(Arc<Ticket>);
 
-impl ReplySender {
-    pub fn new(ticket: Arc<Ticket>) -> Self {
-        ReplySender(Some(ticket))
-    }
+impl std::ops::Deref for RequestRecord {
+    type Target = IncomingRequest;
 
-    /// The request's ticket, until the reply is sent.
-    pub fn ticket(&self) -> Option<&Arc<Ticket>> {
-        self.0.as_ref()
-    }
-
-    /// Stores `reply`; returns the ticket to wake (always there: a sender sends once).
-    pub fn send(mut self, reply: impl Into<Given>) -> Option<Arc<Ticket>> {
-        let ticket = self.0.take()?;
-        ticket.give(reply.into());
-        Some(ticket)
+    fn deref(&self) -> &IncomingRequest {
+        // SAFETY: the record is reached through this, the ticket's one `RequestRecord`, only.
+        unsafe { &*self.0.record.get() }
     }
 }
 
-impl Drop for ReplySender {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.0.take() {
-            ticket.state.fetch_or(DROPPED, Ordering::AcqRel);
-            ticket.wake();
+impl std::ops::DerefMut for RequestRecord {
+    fn deref_mut(&mut self) -> &mut IncomingRequest {
+        // SAFETY: as for `deref`; `&mut self` makes it exclusive.
+        unsafe { &mut *self.0.record.get() }
+    }
+}
+
+impl RequestRecord {
+    /// The request's ticket.
+    pub fn ticket(&self) -> &Arc<Ticket> {
+        &self.0
+    }
+
+    /// Whether the request still waits for its reply (none sent, not let go of).
+    pub fn answerable(&self) -> bool {
+        // GIVEN and DROPPED are set by this record only: its own thread reads them back.
+        self.0.state.load(Ordering::Relaxed) & (GIVEN | DROPPED) == 0
+    }
+
+    /// Stores `reply`, unless one was sent or the request let go of; returns the ticket to
+    /// wake.
+    pub fn send(&mut self, reply: impl Into<Given>) -> Option<Arc<Ticket>> {
+        if !self.answerable() {
+            return None;
         }
+        self.0.give(reply.into());
+        Some(self.0.clone())
+    }
+
+    /// `send`, and JS lets go of the request: its record is dropped, and the ticket to wake
+    /// is this record's own hold on it (no reference counted for it).
+    pub fn send_and_release(self, reply: impl Into<Given>) -> Option<Arc<Ticket>> {
+        if !self.answerable() {
+            return None;
+        }
+        self.0.give(reply.into());
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: this is the ticket's one record, consumed here, whose `Drop` does not run:
+        // its contents are dropped once, and its reference to the ticket moves out once.
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut *this.0.record.get());
+            Some(std::ptr::read(&this.0))
+        }
+    }
+
+    /// No reply will come (the client left, or the listener's time ran out): the task is
+    /// told, if it still waits.
+    pub fn let_go(&mut self) {
+        if self.answerable() {
+            self.0.state.fetch_or(DROPPED, Ordering::AcqRel);
+            self.0.wake();
+        }
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        self.let_go();
+        // SAFETY: this is the ticket's one record, dropped once: nothing reads the record
+        // after this.
+        unsafe { std::mem::ManuallyDrop::drop(&mut *self.0.record.get()) };
     }
 }
 
@@ -239,21 +305,15 @@ pub enum AbortReason {
     HalfClosed = wire::ABORT_HALF_CLOSED,
 }
 
-/// A request as it travels from a connection task to the JS thread. Its head stays with
-/// the connection task: JS gets the method, and the URL and headers as text
-/// (`request::head_text`, written on the connection's thread), with the request's record.
+/// A request's record, as it travels from a connection task to the JS thread (in its
+/// ticket's block: `Ticket::with_record`, reached through the `RequestRecord`). Its head
+/// stays with the connection task: JS gets the method, and the URL and headers as text
+/// (`request::head_text`, written on the connection's thread).
 pub struct IncomingRequest {
     pub method: http::Method,
     pub text: crate::request::HeadText,
     pub body: RequestBody,
     pub remote: SocketAddr,
-    /// Taken by the first reply; `None` once answered or abandoned.
-    pub reply: Option<ReplySender>,
-    /// For a request whose body was still on the wire when it was handed over: held as long
-    /// as JS holds the request's record, so the connection's `last_request` sees it alive
-    /// while JS may still read a body hyper is reading (`Cork::settled`).
-    #[allow(dead_code, reason = "held, never read: its strong count is what `last_request` sees")]
-    pub ticket: Option<Arc<Ticket>>,
     /// What the request offered for a WebSocket upgrade, when it has an `Upgrade` header.
     pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
@@ -269,7 +329,7 @@ pub enum RequestBody {
 
 /// What the tokio side tells the JS thread.
 pub enum Event {
-    Request(Box<IncomingRequest>),
+    Request(RequestRecord),
     BodyData(u32, Bytes),
     BodyEnd(u32),
     BodyFull(u32, crate::body::Collected),
@@ -420,7 +480,7 @@ impl Doorbell {
         }
     }
 
-    /// Hands a batch of answered requests (their replies stored: `ReplySender::send`) to
+    /// Hands a batch of answered requests (their replies stored: `RequestRecord::send`) to
     /// the tokio side, to wake their connection tasks, with one wake-up.
     pub fn send_replies(&self, batch: &mut Vec<Arc<Ticket>>) {
         if batch.is_empty() {

@@ -369,9 +369,9 @@ impl Core {
 
     /// Frees the slot. A request still unanswered gets a 500.
     pub fn request_release(&mut self, id: u32) {
-        if let Some(mut live) = self.js.slab.remove(SlotId(id)) {
-            if let Some(tx) = live.req.reply.take() {
-                self.js.outbox.extend(tx.send(response::status_only(500)));
+        if let Some(live) = self.js.slab.remove(SlotId(id)) {
+            if live.req.answerable() {
+                self.js.outbox.extend(live.req.send_and_release(response::status_only(500)));
             }
         }
     }
@@ -763,12 +763,13 @@ impl Core {
                 bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?)
             }
         };
-        let Some(live) = self.js.slab.get_mut(SlotId(id)) else { return Ok(()) };
-        if let Some(tx) = live.req.reply.take() {
-            self.js.outbox.extend(tx.send(reply));
-        }
         if release {
-            self.js.slab.remove(SlotId(id));
+            // The record's own hold on the ticket goes to the outbox.
+            if let Some(live) = self.js.slab.remove(SlotId(id)) {
+                self.js.outbox.extend(live.req.send_and_release(reply));
+            }
+        } else if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
+            self.js.outbox.extend(live.req.send(reply));
         }
         Ok(())
     }
@@ -839,7 +840,7 @@ impl Core {
         let Some(live) = self.js.slab.get_mut(SlotId(id)) else {
             return Err(invalid_state("the request is no longer available"));
         };
-        if live.req.reply.is_none() {
+        if !live.req.answerable() {
             return Err(invalid_state("the request was already answered"));
         }
         let Some(offer) = live.req.websocket.as_deref() else {
@@ -878,8 +879,8 @@ impl Core {
             shared.abandon();
             return Ok(());
         };
-        match live.req.reply.take() {
-            Some(tx) => self.js.outbox.extend(tx.send(reply)),
+        match live.req.send(reply) {
+            Some(ticket) => self.js.outbox.push(ticket),
             None => shared.abandon(),
         }
         if release {

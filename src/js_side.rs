@@ -196,10 +196,9 @@ impl JsSide {
                     }
                 };
                 let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
-                // The ticket's id, for aborts the connection task raises (only while no reply
-                // was sent: the sender is there).
-                if let Some(ticket) = self.slab.get(id).and_then(|live| live.req.reply.as_ref()?.ticket()) {
-                    ticket.id.store(id.0, Ordering::Release);
+                // The ticket's id, for aborts the connection task raises.
+                if let Some(live) = self.slab.get(id) {
+                    live.req.ticket().id.store(id.0, Ordering::Release);
                 }
                 Some([wire::RECORD_REQUEST, id.0, flags, url_len])
             }
@@ -234,9 +233,9 @@ impl JsSide {
                 live.body = BodyState::Failed(kind);
                 // The listener may still be waiting on the body: answer now, if nothing
                 // was sent yet, so the client learns why (a client that left gets nothing).
-                if let Some(tx) = live.req.reply.take() {
+                if live.req.answerable() {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
-                    self.outbox.extend(tx.send(crate::response::status_only(status)));
+                    self.outbox.extend(live.req.send(crate::response::status_only(status)));
                 }
                 Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
             }
@@ -244,7 +243,7 @@ impl JsSide {
                 let id = ticket.id.load(Ordering::Acquire);
                 let live = self.slab.get_mut(SlotId(id))?;
                 if reason != AbortReason::HalfClosed {
-                    live.req.reply = None;
+                    live.req.let_go();
                     live.stream = None;
                 }
                 Some([wire::RECORD_ABORT, id, reason as u32, 0])

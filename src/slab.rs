@@ -2,7 +2,7 @@
 //! for each request (its body's state, a streamed response, the reader to cancel).
 
 use crate::body::BodyErrorKind;
-use crate::bridge::IncomingRequest;
+use crate::bridge::RequestRecord;
 use crate::wire::{INDEX_BITS, INDEX_MASK};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -60,7 +60,7 @@ pub struct ResponseStream {
 
 /// Everything the JS thread holds for one request until JS releases it.
 pub struct LiveRequest {
-    pub req: Box<IncomingRequest>,
+    pub req: RequestRecord,
     pub body: BodyState,
     pub stream: Option<ResponseStream>,
     pub cancel_reader: Option<oneshot::Sender<()>>,
@@ -146,26 +146,18 @@ impl RequestSlab {
 mod tests {
     use super::*;
     use crate::bridge::RequestBody;
-    use std::sync::Arc;
 
     /// A GET request with no body, as a connection task would send it.
     fn dummy() -> LiveRequest {
-        let ticket: Arc<crate::bridge::Ticket> = Arc::default();
-        LiveRequest {
-            req: Box::new(IncomingRequest {
-                method: http::Method::GET,
-                text: Default::default(),
-                body: RequestBody::None,
-                remote: "127.0.0.1:1".parse().unwrap(),
-                reply: Some(crate::bridge::ReplySender::new(ticket)),
-                ticket: None,
-                websocket: None,
-                tls: None,
-            }),
-            body: BodyState::None,
-            stream: None,
-            cancel_reader: None,
-        }
+        let (_, req) = crate::bridge::Ticket::with_record(crate::bridge::IncomingRequest {
+            method: http::Method::GET,
+            text: Default::default(),
+            body: RequestBody::None,
+            remote: "127.0.0.1:1".parse().unwrap(),
+            websocket: None,
+            tls: None,
+        });
+        LiveRequest { req, body: BodyState::None, stream: None, cancel_reader: None }
     }
 
     #[test]
