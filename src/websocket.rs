@@ -358,6 +358,32 @@ struct SendQueue {
     /// `split` and writes them from here, so once written the allocation is used again:
     /// a small message costs one copy (from the JS buffer) and no allocation of its own.
     framed: BytesMut,
+    /// The `Out::Framed` run at the back of the queue, kept here rather than in `items`
+    /// until something else is queued behind it (`push_back`): `(len, data)` as in the
+    /// item, `len` 0 for none. A small send or a publish adds to it without a look at the
+    /// deque's own buffer, and the flush takes it without one: one cold cache line less a
+    /// subscriber per publish and per flush in a fan-out.
+    tail: (usize, usize),
+}
+
+impl SendQueue {
+    /// Moves the open `Framed` run into `items`, behind what is there.
+    fn seal(&mut self) {
+        if self.tail.0 > 0 {
+            let (len, data) = std::mem::take(&mut self.tail);
+            self.items.push_back(Out::Framed { len, data });
+        }
+    }
+
+    /// Queues `out` behind everything queued, the open `Framed` run included.
+    fn push_back(&mut self, out: Out) {
+        self.seal();
+        self.items.push_back(out);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.tail.0 == 0
+    }
 }
 
 /// `send` results, as Bun numbers them: bytes handed to the socket, queued behind
@@ -487,7 +513,7 @@ impl SocketShared {
     }
 
     fn push(&self, out: Out) {
-        self.send_queue().items.push_back(out);
+        self.send_queue().push_back(out);
         self.writer_wake.notify_one();
     }
 
@@ -512,7 +538,7 @@ impl SocketShared {
     /// of several publishes, otherwise).
     pub fn queue(&self, out: Out, len: usize, tell: bool) -> Option<bool> {
         let idle = self.admit(len, tell)?;
-        self.send_queue().items.push_back(out);
+        self.send_queue().push_back(out);
         Some(idle)
     }
 
@@ -529,13 +555,8 @@ impl SocketShared {
         let mut q = self.send_queue();
         q.framed.reserve(frame_len);
         encode(&mut q.framed);
-        match q.items.back_mut() {
-            Some(Out::Framed { len: l, data }) => {
-                *l += frame_len;
-                *data += len;
-            }
-            _ => q.items.push_back(Out::Framed { len: frame_len, data: len }),
-        }
+        q.tail.0 += frame_len;
+        q.tail.1 += len;
         Some(idle)
     }
 
@@ -568,7 +589,9 @@ impl SocketShared {
     /// Marks the socket for a writer wake-up at the next flush; true the first time since
     /// the last one, when the caller must list it.
     pub fn wants_wake(&self) -> bool {
-        !self.wake_pending.swap(true, Ordering::AcqRel)
+        // A plain load first: the later publishes of a batch find the socket listed
+        // without a locked read-modify-write.
+        !self.wake_pending.load(Ordering::Acquire) && !self.wake_pending.swap(true, Ordering::AcqRel)
     }
 
     /// Writes what `queue` added since the last flush (called at the JS thread's flush).
@@ -617,11 +640,12 @@ impl SocketShared {
         let half = w.half.as_mut()?;
         let data = {
             let mut q = self.send_queue();
-            let data = match q.items.front() {
-                Some(&Out::Framed { len, data }) if q.items.len() == 1 && len == q.framed.len() => data,
-                _ => return None,
-            };
-            q.items.pop_front();
+            // Only the open run, which holds every byte of `framed`.
+            let (len, data) = q.tail;
+            if len == 0 || !q.items.is_empty() || len != q.framed.len() {
+                return None;
+            }
+            q.tail = (0, 0);
             std::mem::swap(&mut q.framed, &mut w.framed);
             data
         };
@@ -730,6 +754,7 @@ impl SocketShared {
             let mut batch = std::mem::take(&mut w.batch);
             {
                 let mut q = self.send_queue();
+                q.seal();
                 batch.extend(q.items.drain(..));
                 if !q.framed.is_empty() {
                     w.framed = q.framed.split();
@@ -882,7 +907,7 @@ impl SocketShared {
             return None;
         }
         let mut w = self.writer.try_lock().ok()?;
-        if w.failed || w.close_out || w.waits_for_room() || !self.send_queue().items.is_empty() {
+        if w.failed || w.close_out || w.waits_for_room() || !self.send_queue().is_empty() {
             return None;
         }
         let half = w.half.as_mut()?;
@@ -1734,6 +1759,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
                         shared.closing.store(true, Ordering::Release);
                         {
                             let mut q = shared.send_queue();
+                            q.seal();
                             q.items.retain(|o| !matches!(o, Out::Close(..)));
                             q.items.push_front(Out::Close(c, reason.into()));
                         }
