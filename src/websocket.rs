@@ -262,17 +262,19 @@ pub(crate) fn handshake(offer: &Offer, protocol: Option<&str>, deflate: bool) ->
 }
 
 /// Per-socket settings, from the server's `websocket` options and the upgrade's own.
+/// What a publish reads first (`SocketShared`'s layout).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub(crate) struct SocketConfig {
-    pub max_payload: usize,
-    pub idle_timeout: Option<Duration>,
     pub backpressure_limit: usize,
-    pub close_on_backpressure_limit: bool,
     pub deflate: Option<Deflate>,
+    pub close_on_backpressure_limit: bool,
     /// The network runs on the JS thread: a binary message of any size is unmasked as
     /// the drain copies it. With a thread of its own, a large one is unmasked there,
     /// off the JS thread (the drain's copy is then a plain, faster one).
     pub unmask_in_drain: bool,
+    pub max_payload: usize,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A message as JS receives it.
@@ -350,20 +352,22 @@ pub(crate) enum Out {
     Close(u16, String),
 }
 
-/// A socket's send queue: what waits for the writer, in order.
+/// A socket's send queue: what waits for the writer, in order. The open run and the
+/// buffer first: a publish touches nothing else (`SocketShared`'s layout).
 #[derive(Default)]
+#[repr(C)]
 struct SendQueue {
-    items: VecDeque<Out>,
-    /// The bytes of the `Out::Framed` items, back to back. The writer takes them with
-    /// `split` and writes them from here, so once written the allocation is used again:
-    /// a small message costs one copy (from the JS buffer) and no allocation of its own.
-    framed: BytesMut,
     /// The `Out::Framed` run at the back of the queue, kept here rather than in `items`
     /// until something else is queued behind it (`push_back`): `(len, data)` as in the
     /// item, `len` 0 for none. A small send or a publish adds to it without a look at the
     /// deque's own buffer, and the flush takes it without one: one cold cache line less a
     /// subscriber per publish and per flush in a fan-out.
     tail: (usize, usize),
+    /// The bytes of the `Out::Framed` items, back to back. The writer takes them with
+    /// `split` and writes them from here, so once written the allocation is used again:
+    /// a small message costs one copy (from the JS buffer) and no allocation of its own.
+    framed: BytesMut,
+    items: VecDeque<Out>,
 }
 
 impl SendQueue {
@@ -392,16 +396,23 @@ pub(crate) const SEND_QUEUED: i32 = -1;
 pub(crate) const SEND_DROPPED: i32 = 0;
 
 /// One socket's state shared by the JS thread (sends) and its task.
+///
+/// In the order a publish and the flush touch the fields, from a cache line's start: a
+/// fan-out touches every subscriber's state at each publish and again at the flush, and
+/// 1,000 subscribers' states are more than L1 holds. The first two lines hold all that a
+/// publish reads and writes (the queue, the counts and flags, the config); the flush adds
+/// the writer, right after them.
+#[repr(C, align(64))]
 pub(crate) struct SocketShared {
-    pub sid: u32,
-    pub config: SocketConfig,
     queue: Mutex<SendQueue>,
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
-    /// The connection's sending half, written by whichever side gets there first: the
-    /// flush after a JS batch (`send_now`) or the socket's task (`write_loop`).
-    writer: Mutex<Writer>,
-    writer_wake: WriterWake,
+    /// A close frame is queued: data sends are refused.
+    closing: AtomicBool,
+    /// The socket's task has ended (or never started).
+    gone: AtomicBool,
+    /// The 101 is on its way (`ws_accept`): publishes reach the socket from here on.
+    accepted: AtomicBool,
     /// Listed for a wake-up at the JS thread's next flush.
     wake_pending: AtomicBool,
     /// A send was queued behind others: post a DRAIN record once the queue runs low.
@@ -410,12 +421,12 @@ pub(crate) struct SocketShared {
     /// DRAIN record is posted (in an echo, one per socket and batch: a quarter of a
     /// record more per message, for no one).
     drain_heard: AtomicBool,
-    /// A close frame is queued: data sends are refused.
-    closing: AtomicBool,
-    /// The socket's task has ended (or never started).
-    gone: AtomicBool,
-    /// The 101 is on its way (`ws_accept`): publishes reach the socket from here on.
-    accepted: AtomicBool,
+    pub config: SocketConfig,
+    pub sid: u32,
+    /// The connection's sending half, written by whichever side gets there first: the
+    /// flush after a JS batch (`send_now`) or the socket's task (`write_loop`).
+    writer: Mutex<Writer>,
+    writer_wake: WriterWake,
     /// Bytes of messages handed to the bridge that JS has not drained yet.
     unread: AtomicUsize,
     credit: Notify,
@@ -423,22 +434,24 @@ pub(crate) struct SocketShared {
 }
 
 /// A socket's sending half and what is encoded for it but not written yet.
+/// What the flush's `write_framed` touches first (`SocketShared`'s layout).
 #[derive(Default)]
+#[repr(C)]
 struct Writer {
+    /// The queue's `framed` bytes of `batch`.
+    framed: BytesMut,
     /// Set when the socket's task starts; taken when it ends (closing the connection).
     half: Option<crate::cork::WriteHalf>,
     /// Encoded bytes in order, each with the message bytes it completes (`buffered`).
     chunks: VecDeque<(Bytes, usize)>,
+    /// A close frame is encoded: nothing more is sent.
+    close_out: bool,
+    failed: bool,
     /// Where small frames are coalesced before they become a chunk.
     buf: BytesMut,
     /// The queue's contents while they are encoded (kept for its allocation).
     batch: Vec<Out>,
-    /// The queue's `framed` bytes of `batch`.
-    framed: BytesMut,
     compressor: Option<Compress>,
-    /// A close frame is encoded: nothing more is sent.
-    close_out: bool,
-    failed: bool,
 }
 
 impl Writer {
