@@ -262,17 +262,19 @@ pub(crate) fn handshake(offer: &Offer, protocol: Option<&str>, deflate: bool) ->
 }
 
 /// Per-socket settings, from the server's `websocket` options and the upgrade's own.
+/// What a publish reads first (`SocketShared`'s layout).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub(crate) struct SocketConfig {
-    pub max_payload: usize,
-    pub idle_timeout: Option<Duration>,
     pub backpressure_limit: usize,
-    pub close_on_backpressure_limit: bool,
     pub deflate: Option<Deflate>,
+    pub close_on_backpressure_limit: bool,
     /// The network runs on the JS thread: a binary message of any size is unmasked as
     /// the drain copies it. With a thread of its own, a large one is unmasked there,
     /// off the JS thread (the drain's copy is then a plain, faster one).
     pub unmask_in_drain: bool,
+    pub max_payload: usize,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A message as JS receives it.
@@ -350,14 +352,42 @@ pub(crate) enum Out {
     Close(u16, String),
 }
 
-/// A socket's send queue: what waits for the writer, in order.
+/// A socket's send queue: what waits for the writer, in order. The open run and the
+/// buffer first: a publish touches nothing else (`SocketShared`'s layout).
 #[derive(Default)]
+#[repr(C)]
 struct SendQueue {
-    items: VecDeque<Out>,
+    /// The `Out::Framed` run at the back of the queue, kept here rather than in `items`
+    /// until something else is queued behind it (`push_back`): `(len, data)` as in the
+    /// item, `len` 0 for none. A small send or a publish adds to it without a look at the
+    /// deque's own buffer, and the flush takes it without one: one cold cache line less a
+    /// subscriber per publish and per flush in a fan-out.
+    tail: (usize, usize),
     /// The bytes of the `Out::Framed` items, back to back. The writer takes them with
     /// `split` and writes them from here, so once written the allocation is used again:
     /// a small message costs one copy (from the JS buffer) and no allocation of its own.
     framed: BytesMut,
+    items: VecDeque<Out>,
+}
+
+impl SendQueue {
+    /// Moves the open `Framed` run into `items`, behind what is there.
+    fn seal(&mut self) {
+        if self.tail.0 > 0 {
+            let (len, data) = std::mem::take(&mut self.tail);
+            self.items.push_back(Out::Framed { len, data });
+        }
+    }
+
+    /// Queues `out` behind everything queued, the open `Framed` run included.
+    fn push_back(&mut self, out: Out) {
+        self.seal();
+        self.items.push_back(out);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.tail.0 == 0
+    }
 }
 
 /// `send` results, as Bun numbers them: bytes handed to the socket, queued behind
@@ -366,16 +396,23 @@ pub(crate) const SEND_QUEUED: i32 = -1;
 pub(crate) const SEND_DROPPED: i32 = 0;
 
 /// One socket's state shared by the JS thread (sends) and its task.
+///
+/// In the order a publish and the flush touch the fields, from a cache line's start: a
+/// fan-out touches every subscriber's state at each publish and again at the flush, and
+/// 1,000 subscribers' states are more than L1 holds. The first two lines hold all that a
+/// publish reads and writes (the queue, the counts and flags, the config); the flush adds
+/// the writer, right after them.
+#[repr(C, align(64))]
 pub(crate) struct SocketShared {
-    pub sid: u32,
-    pub config: SocketConfig,
     queue: Mutex<SendQueue>,
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
-    /// The connection's sending half, written by whichever side gets there first: the
-    /// flush after a JS batch (`send_now`) or the socket's task (`write_loop`).
-    writer: Mutex<Writer>,
-    writer_wake: WriterWake,
+    /// A close frame is queued: data sends are refused.
+    closing: AtomicBool,
+    /// The socket's task has ended (or never started).
+    gone: AtomicBool,
+    /// The 101 is on its way (`ws_accept`): publishes reach the socket from here on.
+    accepted: AtomicBool,
     /// Listed for a wake-up at the JS thread's next flush.
     wake_pending: AtomicBool,
     /// A send was queued behind others: post a DRAIN record once the queue runs low.
@@ -384,12 +421,12 @@ pub(crate) struct SocketShared {
     /// DRAIN record is posted (in an echo, one per socket and batch: a quarter of a
     /// record more per message, for no one).
     drain_heard: AtomicBool,
-    /// A close frame is queued: data sends are refused.
-    closing: AtomicBool,
-    /// The socket's task has ended (or never started).
-    gone: AtomicBool,
-    /// The 101 is on its way (`ws_accept`): publishes reach the socket from here on.
-    accepted: AtomicBool,
+    pub config: SocketConfig,
+    pub sid: u32,
+    /// The connection's sending half, written by whichever side gets there first: the
+    /// flush after a JS batch (`send_now`) or the socket's task (`write_loop`).
+    writer: Mutex<Writer>,
+    writer_wake: WriterWake,
     /// Bytes of messages handed to the bridge that JS has not drained yet.
     unread: AtomicUsize,
     credit: Notify,
@@ -397,22 +434,24 @@ pub(crate) struct SocketShared {
 }
 
 /// A socket's sending half and what is encoded for it but not written yet.
+/// What the flush's `write_framed` touches first (`SocketShared`'s layout).
 #[derive(Default)]
+#[repr(C)]
 struct Writer {
+    /// The queue's `framed` bytes of `batch`.
+    framed: BytesMut,
     /// Set when the socket's task starts; taken when it ends (closing the connection).
     half: Option<crate::cork::WriteHalf>,
     /// Encoded bytes in order, each with the message bytes it completes (`buffered`).
     chunks: VecDeque<(Bytes, usize)>,
+    /// A close frame is encoded: nothing more is sent.
+    close_out: bool,
+    failed: bool,
     /// Where small frames are coalesced before they become a chunk.
     buf: BytesMut,
     /// The queue's contents while they are encoded (kept for its allocation).
     batch: Vec<Out>,
-    /// The queue's `framed` bytes of `batch`.
-    framed: BytesMut,
     compressor: Option<Compress>,
-    /// A close frame is encoded: nothing more is sent.
-    close_out: bool,
-    failed: bool,
 }
 
 impl Writer {
@@ -487,7 +526,7 @@ impl SocketShared {
     }
 
     fn push(&self, out: Out) {
-        self.send_queue().items.push_back(out);
+        self.send_queue().push_back(out);
         self.writer_wake.notify_one();
     }
 
@@ -512,7 +551,7 @@ impl SocketShared {
     /// of several publishes, otherwise).
     pub fn queue(&self, out: Out, len: usize, tell: bool) -> Option<bool> {
         let idle = self.admit(len, tell)?;
-        self.send_queue().items.push_back(out);
+        self.send_queue().push_back(out);
         Some(idle)
     }
 
@@ -529,13 +568,8 @@ impl SocketShared {
         let mut q = self.send_queue();
         q.framed.reserve(frame_len);
         encode(&mut q.framed);
-        match q.items.back_mut() {
-            Some(Out::Framed { len: l, data }) => {
-                *l += frame_len;
-                *data += len;
-            }
-            _ => q.items.push_back(Out::Framed { len: frame_len, data: len }),
-        }
+        q.tail.0 += frame_len;
+        q.tail.1 += len;
         Some(idle)
     }
 
@@ -568,7 +602,9 @@ impl SocketShared {
     /// Marks the socket for a writer wake-up at the next flush; true the first time since
     /// the last one, when the caller must list it.
     pub fn wants_wake(&self) -> bool {
-        !self.wake_pending.swap(true, Ordering::AcqRel)
+        // A plain load first: the later publishes of a batch find the socket listed
+        // without a locked read-modify-write.
+        !self.wake_pending.load(Ordering::Acquire) && !self.wake_pending.swap(true, Ordering::AcqRel)
     }
 
     /// Writes what `queue` added since the last flush (called at the JS thread's flush).
@@ -617,11 +653,12 @@ impl SocketShared {
         let half = w.half.as_mut()?;
         let data = {
             let mut q = self.send_queue();
-            let data = match q.items.front() {
-                Some(&Out::Framed { len, data }) if q.items.len() == 1 && len == q.framed.len() => data,
-                _ => return None,
-            };
-            q.items.pop_front();
+            // Only the open run, which holds every byte of `framed`.
+            let (len, data) = q.tail;
+            if len == 0 || !q.items.is_empty() || len != q.framed.len() {
+                return None;
+            }
+            q.tail = (0, 0);
             std::mem::swap(&mut q.framed, &mut w.framed);
             data
         };
@@ -730,6 +767,7 @@ impl SocketShared {
             let mut batch = std::mem::take(&mut w.batch);
             {
                 let mut q = self.send_queue();
+                q.seal();
                 batch.extend(q.items.drain(..));
                 if !q.framed.is_empty() {
                     w.framed = q.framed.split();
@@ -882,7 +920,7 @@ impl SocketShared {
             return None;
         }
         let mut w = self.writer.try_lock().ok()?;
-        if w.failed || w.close_out || w.waits_for_room() || !self.send_queue().items.is_empty() {
+        if w.failed || w.close_out || w.waits_for_room() || !self.send_queue().is_empty() {
             return None;
         }
         let half = w.half.as_mut()?;
@@ -1734,6 +1772,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
                         shared.closing.store(true, Ordering::Release);
                         {
                             let mut q = shared.send_queue();
+                            q.seal();
                             q.items.retain(|o| !matches!(o, Out::Close(..)));
                             q.items.push_front(Out::Close(c, reason.into()));
                         }

@@ -251,3 +251,37 @@ test("a socket subscribed before it is accepted gets no publish until it is open
     await server.close();
   }
 });
+
+test("publishes and sends queued just before the server closes a subscriber reach it ahead of the close frame", async () => {
+  // The queue's last run of small frames is held apart from its list of items until
+  // something else is queued behind it (src/websocket.rs, `SendQueue::tail`): a close
+  // queued after publishes must still go after them, in this turn and in a later one.
+  const { server, subs } = pubsubServer((m, srv, list) => {
+    const sub = list[0];
+    srv.publish("t", "p1");
+    sub.send("s2");
+    srv.publish("t", Buffer.from("p3"));
+    if (m === "now") sub.close(4001, "now");
+    else setTimeout(() => (srv.publish("t", "p4"), sub.close(4002, "later")), 0);
+  });
+  try {
+    for (const [m, want, code] of [
+      ["now", ["p1", "s2", "p3"], 4001],
+      ["later", ["p1", "s2", "p3", "p4"], 4002],
+    ]) {
+      const before = subs.length;
+      const { c: sub, got } = await collector(url(server, "/sub"), { perMessageDeflate: false });
+      await waitFor(() => subs.length === before + 1);
+      subs.splice(0, subs.length, subs[before]);
+      const closed = once(sub, "close");
+      const { c: ctl } = await collector(url(server, "/ctl"), { perMessageDeflate: false });
+      ctl.send(m);
+      const [gotCode] = await closed;
+      assert.deepEqual(got.map(String), want);
+      assert.equal(gotCode, code);
+      ctl.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
