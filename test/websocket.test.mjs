@@ -1006,6 +1006,33 @@ async function sendAll(c, log, messages) {
   await waitFor(() => log.includes("last:end"));
 }
 
+/** What a message event a socket's listener is given says while it is called: a MessageEvent
+ * of type "message" at its target `s`, with the fields a server-made one has. */
+function isMessageEventAtTarget(e, s) {
+  return (
+    e instanceof MessageEvent &&
+    e instanceof Event &&
+    e.constructor === MessageEvent &&
+    Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
+    e.type === "message" &&
+    e.target === s &&
+    e.currentTarget === s &&
+    e.srcElement === s &&
+    e.eventPhase === Event.AT_TARGET &&
+    e.composedPath().length === 1 &&
+    e.composedPath()[0] === s &&
+    e.isTrusted === false &&
+    e.bubbles === false &&
+    e.cancelable === false &&
+    e.defaultPrevented === false &&
+    e.origin === "" &&
+    e.lastEventId === "" &&
+    e.source === null &&
+    Array.isArray(e.ports) &&
+    e.ports.length === 0
+  );
+}
+
 test("message listeners are called as DOM says: order with onmessage, removal during dispatch, stopImmediatePropagation, handleEvent objects", async () => {
   const log = [];
   const events = [];
@@ -1016,27 +1043,8 @@ test("message listeners are called as DOM says: order with onmessage, removal du
     // What every listener checks of the event it is given, at the time it is called.
     const check = (name, e, self) => {
       const ok =
-        e instanceof MessageEvent &&
-        e instanceof Event &&
-        e.constructor === MessageEvent &&
-        Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
-        e.type === "message" &&
-        e.target === s &&
-        e.currentTarget === s &&
-        e.srcElement === s &&
-        e.eventPhase === Event.AT_TARGET &&
-        e.composedPath().length === 1 &&
-        e.composedPath()[0] === s &&
+        isMessageEventAtTarget(e, s) &&
         self === (name === "b" ? b : s) &&
-        e.isTrusted === false &&
-        e.bubbles === false &&
-        e.cancelable === false &&
-        e.defaultPrevented === false &&
-        e.origin === "" &&
-        e.lastEventId === "" &&
-        e.source === null &&
-        Array.isArray(e.ports) &&
-        e.ports.length === 0 &&
         typeof e.timeStamp === "number" &&
         e.timeStamp > 0;
       if (!ok) bad.push(`${name}:${e.data}`);
@@ -1194,32 +1202,13 @@ test("a socket with a single message listener gives it the event DOM says, and c
   const check = (name, e, s, self, expectedThis) => {
     const now = performance.now();
     const ok =
-      e instanceof MessageEvent &&
-      e instanceof Event &&
+      isMessageEventAtTarget(e, s) &&
       Object.getPrototypeOf(e) === MessageEvent.prototype &&
-      e.constructor === MessageEvent &&
-      Object.prototype.toString.call(e) === Object.prototype.toString.call(new MessageEvent("x")) &&
-      e.type === "message" &&
       typeof e.data === "string" &&
-      e.target === s &&
-      e.currentTarget === s &&
-      e.srcElement === s &&
-      e.eventPhase === Event.AT_TARGET &&
-      e.composedPath().length === 1 &&
-      e.composedPath()[0] === s &&
       self === expectedThis &&
-      e.isTrusted === false &&
-      e.bubbles === false &&
-      e.cancelable === false &&
       e.composed === false &&
-      e.defaultPrevented === false &&
       e.returnValue === true &&
       e.cancelBubble === false &&
-      e.origin === "" &&
-      e.lastEventId === "" &&
-      e.source === null &&
-      Array.isArray(e.ports) &&
-      e.ports.length === 0 &&
       Object.isFrozen(e.ports) === Object.isFrozen(new MessageEvent("x").ports) &&
       // The clock of performance.now(), read when the event was made.
       typeof e.timeStamp === "number" &&
