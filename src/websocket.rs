@@ -1602,8 +1602,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // One timer per socket, re-armed only when it fires: a read just marks the socket
     // active, so a busy socket touches no timer per message.
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let timer = tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d));
-    let mut timer = std::pin::pin!(timer);
+    // Polled only when it woke the task (or was reset): the read loop's `select!` runs
+    // twice a wake-up (the read, then the read that finds the socket empty), and each poll
+    // of a `Sleep` checks the task's budget through a thread-local and registers the waker.
+    let mut timer = crate::woken::WhenWoken::new(tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d)));
     let mut active = false;
     let mut ping_sent = false;
     let mut close_deadline: Option<Instant> = None;
@@ -1618,8 +1620,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if close_deadline.is_none() && shared.closing.load(Ordering::Acquire) {
             let t = Instant::now() + CLOSE_WAIT;
             close_deadline = Some(t);
-            if t < timer.deadline() {
-                timer.as_mut().reset(t);
+            if t < timer.get().deadline() {
+                timer.change().reset(t);
             }
         }
         let credit_ok = shared.unread.load(Ordering::Acquire) <= READ_CREDIT;
@@ -1630,13 +1632,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // first so that a peer that never stops sending still meets its deadlines.
         tokio::select! {
             biased;
-            _ = timer.as_mut() => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 if close_deadline.is_some_and(|t| t <= now) {
                     return Ok(None);
                 }
                 let Some(period) = idle else {
-                    timer.as_mut().reset(close_deadline.unwrap_or(far));
+                    timer.change().reset(close_deadline.unwrap_or(far));
                     continue;
                 };
                 if active {
@@ -1652,7 +1654,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     shared.push(Out::Ping(Bytes::new()));
                 }
                 let next = close_deadline.map_or(now + period, |c| c.min(now + period));
-                timer.as_mut().reset(next);
+                timer.change().reset(next);
             }
             n = io.read_buf(&mut buf), if credit_ok => {
                 match n {
