@@ -1556,27 +1556,38 @@ fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, 
         let run = reader.whole_run(buf);
         if run > 0 {
             let chunk = buf.split_to(run).freeze();
+            let sid = reader.shared.sid;
             let mut pos = 0;
-            while pos < run {
-                // Checked by `whole_run`: a complete frame, its length in 7 or 16 bits.
-                let text = chunk[pos] & 0x0f == OP_TEXT;
-                let len7 = chunk[pos + 1] & 0x7f;
-                let (p, len) = if len7 == 126 {
-                    (pos + 4, u16::from_be_bytes([chunk[pos + 2], chunk[pos + 3]]) as usize)
-                } else {
-                    (pos + 2, len7 as usize)
+            let mut bytes = 0;
+            // Checked by `whole_run`: complete frames, each length in 7 or 16 bits. Each
+            // head is read from one slice of the 6 bytes every frame has (one bounds check
+            // where each byte had its own), and the events are pushed here (`deliver` read
+            // the socket id and matched the message for its length at each).
+            while let Some(h) = chunk.get(pos..pos + 6) {
+                let (head, len) = match h[1] & 0x7f {
+                    126 => (8, u16::from_be_bytes([h[2], h[3]]) as usize),
+                    l => (6, l as usize),
                 };
-                let start = p + 4;
+                let start = pos + head;
+                let Ok(mask) = <[u8; 4]>::try_from(&chunk[start - 4..start]) else { break };
                 let payload = chunk.slice(start..start + len);
-                let msg = if text {
+                let msg = if h[0] & 0x0f == OP_TEXT {
                     // Unmasked by `whole_run`.
-                    Message::Text(Utf8::checked(payload)?)
+                    match Utf8::checked(payload) {
+                        Ok(t) => Message::Text(t),
+                        Err(c) => {
+                            reader.delivered_bytes += bytes;
+                            return Err(c);
+                        }
+                    }
                 } else {
-                    Message::Masked(payload, [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]])
+                    Message::Masked(payload, mask)
                 };
-                reader.deliver(msg);
+                reader.delivered.push(Event::WsMessage(sid, msg));
+                bytes += len;
                 pos = start + len;
             }
+            reader.delivered_bytes += bytes;
         }
         let Some(f) = parse_frame(buf, reader.room())? else { return Ok(None) };
         if let Step::Closed(c, r) = reader.frame(f)? {
