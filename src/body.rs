@@ -320,7 +320,7 @@ pub fn spawn_body_reader(
             };
             let event = match frame {
                 None => match std::mem::replace(&mut mode, ReadMode::Collect) {
-                    ReadMode::Collect => Event::BodyFull(id, std::mem::take(&mut collected)),
+                    ReadMode::Collect => Event::BodyFull(id, Box::new(std::mem::take(&mut collected))),
                     // hyper ends a body of declared length only once all of it came.
                     ReadMode::CollectInto(into) if seen == into.len() as u64 => Event::BodyFilled(id, into),
                     ReadMode::CollectInto(_) => Event::BodyError(id, BodyErrorKind::Aborted),

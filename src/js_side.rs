@@ -220,7 +220,7 @@ impl JsSide {
             }
             Event::BodyFull(id, data) => {
                 let live = self.slab.get_mut(SlotId(id))?;
-                live.body = BodyState::Buffered(data);
+                live.body = BodyState::Buffered(*data);
                 Some([wire::RECORD_BODY_FULL, id, 0, 0])
             }
             Event::BodyFilled(id, data) => {

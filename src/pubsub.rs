@@ -145,12 +145,7 @@ impl Sockets {
         let Some(subs) = self.topics.get(topic) else { return 0 };
         let opcode = if text { websocket::OP_TEXT } else { websocket::OP_BINARY };
         let len = payload.len();
-        // The smallest window any deflating subscriber allows, when compressing at all.
-        let bits = if compress && len >= websocket::COMPRESS_MIN {
-            subs.values().filter_map(|s| s.config.deflate.map(|d| d.server_window_bits)).min()
-        } else {
-            None
-        };
+        let compressing = compress && len >= websocket::COMPRESS_MIN;
         let mut plain: Option<Bytes> = None;
         let mut packed: Option<Bytes> = None;
         let mut n = 0;
@@ -159,8 +154,14 @@ impl Sockets {
             if *sid == except || !s.is_accepted() {
                 continue;
             }
-            let frame = match (bits, s.config.deflate) {
-                (Some(b), Some(_)) => packed.get_or_insert_with(|| {
+            let frame = match s.config.deflate {
+                Some(d) if compressing => packed.get_or_insert_with(|| {
+                    // The smallest window any deflating subscriber allows, looked for at the
+                    // first one: a topic without them is not walked twice a publish.
+                    let b = subs
+                        .values()
+                        .filter_map(|s| s.config.deflate.map(|d| d.server_window_bits))
+                        .fold(d.server_window_bits, u8::min);
                     let z = websocket::deflate(&mut websocket::compressor(b), &payload);
                     websocket::encode_frame(opcode, true, &z)
                 }),

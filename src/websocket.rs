@@ -1556,27 +1556,38 @@ fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, 
         let run = reader.whole_run(buf);
         if run > 0 {
             let chunk = buf.split_to(run).freeze();
+            let sid = reader.shared.sid;
             let mut pos = 0;
-            while pos < run {
-                // Checked by `whole_run`: a complete frame, its length in 7 or 16 bits.
-                let text = chunk[pos] & 0x0f == OP_TEXT;
-                let len7 = chunk[pos + 1] & 0x7f;
-                let (p, len) = if len7 == 126 {
-                    (pos + 4, u16::from_be_bytes([chunk[pos + 2], chunk[pos + 3]]) as usize)
-                } else {
-                    (pos + 2, len7 as usize)
+            let mut bytes = 0;
+            // Checked by `whole_run`: complete frames, each length in 7 or 16 bits. Each
+            // head is read from one slice of the 6 bytes every frame has (one bounds check
+            // where each byte had its own), and the events are pushed here (`deliver` read
+            // the socket id and matched the message for its length at each).
+            while let Some(h) = chunk.get(pos..pos + 6) {
+                let (head, len) = match h[1] & 0x7f {
+                    126 => (8, u16::from_be_bytes([h[2], h[3]]) as usize),
+                    l => (6, l as usize),
                 };
-                let start = p + 4;
+                let start = pos + head;
+                let Ok(mask) = <[u8; 4]>::try_from(&chunk[start - 4..start]) else { break };
                 let payload = chunk.slice(start..start + len);
-                let msg = if text {
+                let msg = if h[0] & 0x0f == OP_TEXT {
                     // Unmasked by `whole_run`.
-                    Message::Text(Utf8::checked(payload)?)
+                    match Utf8::checked(payload) {
+                        Ok(t) => Message::Text(t),
+                        Err(c) => {
+                            reader.delivered_bytes += bytes;
+                            return Err(c);
+                        }
+                    }
                 } else {
-                    Message::Masked(payload, [chunk[p], chunk[p + 1], chunk[p + 2], chunk[p + 3]])
+                    Message::Masked(payload, mask)
                 };
-                reader.deliver(msg);
+                reader.delivered.push(Event::WsMessage(sid, msg));
+                bytes += len;
                 pos = start + len;
             }
+            reader.delivered_bytes += bytes;
         }
         let Some(f) = parse_frame(buf, reader.room())? else { return Ok(None) };
         if let Step::Closed(c, r) = reader.frame(f)? {
@@ -1602,8 +1613,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // One timer per socket, re-armed only when it fires: a read just marks the socket
     // active, so a busy socket touches no timer per message.
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let timer = tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d));
-    let mut timer = std::pin::pin!(timer);
+    // Polled only when it woke the task (or was reset): the read loop's `select!` runs
+    // twice a wake-up (the read, then the read that finds the socket empty), and each poll
+    // of a `Sleep` checks the task's budget through a thread-local and registers the waker.
+    let mut timer = crate::woken::WhenWoken::new(tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d)));
     let mut active = false;
     let mut ping_sent = false;
     let mut close_deadline: Option<Instant> = None;
@@ -1618,8 +1631,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if close_deadline.is_none() && shared.closing.load(Ordering::Acquire) {
             let t = Instant::now() + CLOSE_WAIT;
             close_deadline = Some(t);
-            if t < timer.deadline() {
-                timer.as_mut().reset(t);
+            if t < timer.get().deadline() {
+                timer.change().reset(t);
             }
         }
         let credit_ok = shared.unread.load(Ordering::Acquire) <= READ_CREDIT;
@@ -1630,13 +1643,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // first so that a peer that never stops sending still meets its deadlines.
         tokio::select! {
             biased;
-            _ = timer.as_mut() => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 if close_deadline.is_some_and(|t| t <= now) {
                     return Ok(None);
                 }
                 let Some(period) = idle else {
-                    timer.as_mut().reset(close_deadline.unwrap_or(far));
+                    timer.change().reset(close_deadline.unwrap_or(far));
                     continue;
                 };
                 if active {
@@ -1652,7 +1665,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     shared.push(Out::Ping(Bytes::new()));
                 }
                 let next = close_deadline.map_or(now + period, |c| c.min(now + period));
-                timer.as_mut().reset(next);
+                timer.change().reset(next);
             }
             n = io.read_buf(&mut buf), if credit_ok => {
                 match n {
@@ -1660,7 +1673,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     Ok(_) => active = true,
                 }
             }
-            _ = shared.credit.notified(), if !credit_ok => {}
+            // Made only when polled: `select!` makes a disabled branch's future too, and a
+            // `Notified` made and dropped a pass cost about 40 instructions.
+            _ = async { shared.credit.notified().await }, if !credit_ok => {}
         }
     }
 }

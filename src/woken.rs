@@ -40,6 +40,18 @@ impl<F: Future> WhenWoken<F> {
         let flag = Arc::new(FlagWake { woken: AtomicBool::new(true), task: atomic_waker::AtomicWaker::new() });
         WhenWoken { fut: Box::pin(fut), waker: Waker::from(flag.clone()), flag, registered: None }
     }
+
+    /// The future, to read.
+    pub fn get(&self) -> &F {
+        &self.fut
+    }
+
+    /// The future, to change (a timer reset): it is polled at the next poll, woken or not,
+    /// so that it registers again if the change needs it.
+    pub fn change(&mut self) -> Pin<&mut F> {
+        self.flag.woken.store(true, Ordering::Release);
+        self.fut.as_mut()
+    }
 }
 
 impl<F: Future> Future for WhenWoken<F> {
