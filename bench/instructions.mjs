@@ -16,8 +16,9 @@
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
 //           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
-//           [--sim]        (also simulates the caches and branch prediction: the dumps get
-//                           D1/I1 misses and mispredicts per function; see --keep)
+//           [--sim]        (also simulates the caches and branch prediction: the table gets
+//                           their events per request (I1mr, D1mr, Bcm, ...), the whole process's
+//                           and the addon's, and the dumps get them per function; see --keep)
 //           [--instr]      (the kept dumps count each instruction address, for per-instruction
 //                           tools such as counting atomic read-modify-writes)
 //           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
@@ -27,7 +28,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SERVERS, freePort } from "./lib/servers.mjs";
-import { summarize } from "./lib/callgrind.mjs";
+import { eventRows, summarize } from "./lib/callgrind.mjs";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = Object.fromEntries(
@@ -129,6 +130,8 @@ function subtract(a, b) {
     gcCalls: a.gcCalls - b.gcCalls,
     objects: less(a.objects, b.objects),
     functions: less(a.functions, b.functions),
+    events: less(a.events, b.events),
+    addonEvents: less(a.addonEvents, b.addonEvents),
   };
 }
 
@@ -174,6 +177,8 @@ try {
   console.log(`| of which V8 GC, inclusive | ${results.map((r) => `${per(r.gc)} (${r.gcCalls} GCs)`).join(" | ")} |`);
   console.log(`| all but V8 GC | ${results.map((r) => per(r.total - r.gc)).join(" | ")} |`);
   for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
+  // --sim: the simulated cache misses and branch mispredictions per request, all and the addon's.
+  for (const row of eventRows(results, counted)) console.log(row);
   if (tls) {
     const each = results.map((r) => Math.round(r.connection).toLocaleString("en-US"));
     console.log(`| per connection (handshake, setup, close; all objects) | ${each.join(" | ")} |`);

@@ -21,6 +21,8 @@
 //           [--mode=echo|fanout] [--subscribers=1000] (fanout)
 //           [--messages=200] (per connection; fanout: publishes) [--warm=300] (warm-up messages per connection) [--connections=100] [--size=64] [--window=4] [--text]
 //           [--top=25] (callgrind, perf: the functions that cost most) [--keep=DIR] (the dumps, perf data)
+//           [--sim] (callgrind: also simulates the caches and branch prediction; the table gets
+//                    their events (I1mr, D1mr, Bcm, ...) per message, all and the addon's)
 //           [--events=page-faults,ipi:ipi_send_cpu] (syscalls: more perf events to count)
 // Servers: fetch-rs, fetch-rs-threads (workerThreads: 1), fetch-rs-handlers(-threads) (Bun's
 // handler API), fetch-rs-base, fetch-rs-base-threads and fetch-rs-handlers-base
@@ -31,7 +33,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { summarize } from "./lib/callgrind.mjs";
+import { eventRows, summarize } from "./lib/callgrind.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const LOAD = join(ROOT, "target", "release", "examples", "ws-load");
@@ -42,6 +44,8 @@ const args = Object.fromEntries(
   }),
 );
 const tool = args.tool ?? "callgrind";
+// --sim: callgrind also simulates the caches and branch prediction (as bench/instructions.mjs).
+const sim = args.sim === "true" ? ["--cache-sim=yes", "--branch-sim=yes"] : [];
 const names = (args.servers ?? "fetch-rs").split(",");
 const mode = args.mode ?? "echo";
 if (mode !== "echo" && mode !== "fanout") throw new Error(`--mode is echo or fanout, not ${mode}`);
@@ -94,7 +98,9 @@ const run = (cmd, argv) =>
 /** Starts the server (under callgrind for that tool) and resolves with its process once READY. */
 function startServer(name, entry, dir) {
   const wrap =
-    tool === "callgrind" ? ["valgrind", "--tool=callgrind", `--callgrind-out-file=${join(dir, `${name}.%p`)}`] : [];
+    tool === "callgrind"
+      ? ["valgrind", "--tool=callgrind", ...sim, `--callgrind-out-file=${join(dir, `${name}.%p`)}`]
+      : [];
   const child = spawn("taskset", ["-c", serverCpus, ...wrap, ...entry.cmd], {
     cwd: ROOT,
     env: { ...process.env, ...(entry.env ?? {}), PORT: "0" },
@@ -277,6 +283,7 @@ try {
     console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);
     console.log(`| of which V8 GC, inclusive | ${results.map((r) => `${per(r.gc)} (${r.gcCalls} GCs)`).join(" | ")} |`);
     for (const o of objects) console.log(`| ${o} | ${results.map((r) => per(r.objects.get(o) ?? 0)).join(" | ")} |`);
+    for (const row of eventRows(results, messages)) console.log(row);
     for (const r of top > 0 ? results : []) {
       console.log(`\n${r.name}: the ${top} functions that cost most (instructions per ${what})`);
       for (const [fn, n] of [...r.functions].sort((a, b) => b[1] - a[1]).slice(0, top)) {

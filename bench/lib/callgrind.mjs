@@ -29,6 +29,11 @@ export function summarize(file) {
   let gcCalls = 0;
   const objects = new Map();
   const functions = new Map();
+  // Every event of the dump (with --cache-sim/--branch-sim: I1mr, D1mr, Bcm, Bim, ...), summed
+  // over all objects and over the addon alone.
+  let events = [];
+  let eventTotals = [];
+  let addonTotals = [];
   for (const line of readFileSync(file, "utf8").split("\n")) {
     const c = line.charCodeAt(0);
     if ((c >= 48 && c <= 57) || c === 43 || c === 45 || c === 42) {
@@ -40,8 +45,14 @@ export function summarize(file) {
         }
         continue;
       }
-      const n = Number(line.split(" ")[col] ?? 0);
+      const cost = line.split(" ");
+      const n = Number(cost[col] ?? 0);
       total += n;
+      for (let i = 1; i < events.length; i++) {
+        const v = Number(cost[col + i] ?? 0);
+        eventTotals[i] += v;
+        if (ob.endsWith(".node")) addonTotals[i] += v;
+      }
       objects.set(ob, (objects.get(ob) ?? 0) + n);
       const key = `${ob} ${fn}`;
       functions.set(key, (functions.get(key) ?? 0) + n);
@@ -50,11 +61,39 @@ export function summarize(file) {
       if (cfn.startsWith("v8::internal::Heap::CollectGarbage(") && fn !== cfn)
         gcCalls += Number(line.slice(6).split(" ")[0]);
     } else if (line.startsWith("positions:")) col = line.split(" ").length - 1;
+    else if (line.startsWith("events:")) {
+      events = line.slice(7).trim().split(/\s+/);
+      eventTotals = events.map(() => 0);
+      addonTotals = events.map(() => 0);
+    }
     else if (line.startsWith("ob=")) ob = named("ob", line.slice(3)).split("/").pop();
     else if (line.startsWith("fn=")) fn = named("fn", line.slice(3));
     else if (line.startsWith("cob=")) named("ob", line.slice(4));
     else if (line.startsWith("cfn=")) cfn = named("fn", line.slice(4));
   }
   const rename = (m) => new Map([...m].map(([k, v]) => [k.replace(/^\S*\.node\b/, "addon (.node)"), v]));
-  return { total, gc, gcCalls, objects: rename(objects), functions: rename(functions) };
+  // Ir is `total` (and the addon's in `objects`); the other events by name.
+  const simulated = (totals) => new Map(events.slice(1).map((e, i) => [e, totals[i + 1]]));
+  return {
+    total,
+    gc,
+    gcCalls,
+    objects: rename(objects),
+    functions: rename(functions),
+    events: simulated(eventTotals),
+    addonEvents: simulated(addonTotals),
+  };
+}
+
+/**
+ * Markdown rows of the simulated events (--sim) per unit: the whole process's and the addon's,
+ * for each of `results` (summaries above, with `name`); none when the dumps have no such events.
+ */
+export function eventRows(results, units) {
+  const names = [...new Set(results.flatMap((r) => [...(r.events?.keys() ?? [])]))];
+  const per = (n) => (n / units).toFixed(2);
+  const rows = [];
+  for (const e of names) rows.push(`| ${e} | ${results.map((r) => per(r.events.get(e) ?? 0)).join(" | ")} |`);
+  for (const e of names) rows.push(`| ${e}, addon | ${results.map((r) => per(r.addonEvents.get(e) ?? 0)).join(" | ")} |`);
+  return rows;
 }
