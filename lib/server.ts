@@ -153,6 +153,20 @@ type ErrorListener = (this: Server, event: ServerErrorEvent) => unknown;
 const RECORDS_PER_DRAIN = 1024;
 /** Records handled per doorbell before yielding to timers and I/O. */
 const RECORDS_PER_TURN = 4096;
+/**
+ * Bodies of FLAG_LARGE_BODY size being read (`Server.#reading`) past which no held request
+ * goes to the listeners. With worker threads the JS thread's turns outran the reader:
+ * one held request a turn still had up to 46 bodies of 1 MiB in flight at once, their
+ * `arrayBuffer()` promises old by the time they settled (docs/network-thread.md, "Large
+ * request bodies, round ten").
+ */
+const LARGE_READS = 2;
+/**
+ * Milliseconds without one of those bodies completing, while requests are held, after
+ * which the oldest stops counting: a client sending its body slowly, or a handler that
+ * reads only part of it, delays the others by this much, once.
+ */
+const LARGE_READ_WAIT_MS = 50;
 
 function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
@@ -302,6 +316,16 @@ export class Server {
   #bodiesWaiting = false;
   /** Requests with FLAG_LARGE_BODY not yet given to the listeners, oldest first (`#hold`). */
   #held: HeldRequest[] = [];
+  /**
+   * Requests whose body read was deferred (COLLECT_DEFERRED: a FLAG_LARGE_BODY size) and has
+   * not ended (BODY_FULL, BODY_ERROR or the request's end), oldest first; while LARGE_READS
+   * or more, no held request goes to the listeners.
+   */
+  #reading = new Set<number>();
+  /** `#reading` is not empty. */
+  #readingAny = false;
+  /** Set while requests are held behind `#reading` (`#readingStalled`). */
+  #readingTimer: ReturnType<typeof setTimeout> | null = null;
   #flushQueued = false;
   #listening = false;
   #closing: Promise<void> | null = null;
@@ -549,10 +573,14 @@ export class Server {
     switch (kind) {
       case RECORD_BODY_DATA:
       case RECORD_BODY_END:
+        this.#wakeBody(id, null);
+        break;
       case RECORD_BODY_FULL:
+        this.#readDone(id);
         this.#wakeBody(id, null);
         break;
       case RECORD_BODY_ERROR:
+        this.#readDone(id);
         this.#wakeBody(id, bodyError(arg));
         break;
       case RECORD_ABORT:
@@ -876,6 +904,9 @@ export class Server {
       },
       finish: (ev, released) => {
         const id = eventInternals.id(ev);
+        // A plain number's test: every request comes here (a Set's size cost 230
+        // instructions a request more).
+        if (this.#readingAny) this.#readDone(id);
         const st = this.#state(id);
         // A socket prepared for a request answered otherwise never opens.
         if (st?.socket != null) socketInternals.abandon(st.socket);
@@ -934,11 +965,35 @@ export class Server {
     }
     if (typeof b !== "number") return b;
     if (b === COLLECT_DEFERRED) {
+      this.#reading.add(id);
+      this.#readingAny = true;
       this.#bodiesWaiting = true;
       this.#queueResume();
     }
     return null;
   }
+
+  /** Request `id`'s deferred body read ended, if it had one: a held request may go on. */
+  #readDone(id: number): void {
+    if (!this.#readingAny || !this.#reading.delete(id)) return;
+    this.#readingAny = this.#reading.size !== 0;
+    if (this.#readingTimer !== null) {
+      clearTimeout(this.#readingTimer);
+      this.#readingTimer = null;
+    }
+    if (this.#held.length > 0) this.#queueResume();
+  }
+
+  /** No body of `#reading` ended for LARGE_READ_WAIT_MS: the oldest stops counting. */
+  #readingStalled = (): void => {
+    this.#readingTimer = null;
+    for (const id of this.#reading) {
+      this.#reading.delete(id);
+      break;
+    }
+    this.#readingAny = this.#reading.size !== 0;
+    if (this.#held.length > 0) this.#queueResume();
+  };
 
   #queueResume(): void {
     if (this.#resumeQueued) return;
@@ -949,26 +1004,28 @@ export class Server {
   /**
    * A request whose declared body gets a Buffer of its own when read (FLAG_LARGE_BODY: 256
    * KiB to 1 MiB) goes to the listeners from `#resumeBodies`, one a turn, and not while a
-   * body waits for its turn. Given to them as its head came, its handler's `arrayBuffer()`
-   * promise waited for the bodies before it, two scavenges for a third of the uploads under
-   * load: an old promise settled with a young Buffer keeps it, and its 1 MiB, until the next
-   * mark-compact (docs/network-thread.md, "Large request bodies, round nine").
+   * body waits for its turn or LARGE_READS such bodies are being read. Given to them as its
+   * head came, its handler's `arrayBuffer()` promise waited for the bodies before it, two
+   * scavenges for a third of the uploads under load: an old promise settled with a young
+   * Buffer keeps it, and its 1 MiB, until the next mark-compact (docs/network-thread.md,
+   * "Large request bodies, round nine").
    */
   #hold(h: HeldRequest): void {
     this.#held.push(h);
     this.#queueResume();
   }
 
-  // Once a turn while requests are held or bodies wait: first, while no body waits, the
-  // oldest held request to the listeners (a body its handler asks for at once starts below,
-  // in this turn); then the bodies the native side deferred (`bodyCollect` gave
-  // COLLECT_DEFERRED), one turn's worth: spreading their Buffers over turns lets V8's
-  // scavenges keep pace with them (docs/network-thread.md, "Large request bodies, round six").
+  // Once a turn while requests are held or bodies wait: first, while no body waits and fewer
+  // than LARGE_READS are being read, the oldest held request to the listeners (a body its
+  // handler asks for at once starts below, in this turn); then the bodies the native side
+  // deferred (`bodyCollect` gave COLLECT_DEFERRED), one turn's worth: spreading their
+  // Buffers over turns lets V8's scavenges keep pace with them (docs/network-thread.md,
+  // "Large request bodies, round six").
   #resumeBodies = (): void => {
     // Still set while this runs: a read below starts here, not from another immediate.
     this.#resumeQueued = true;
     if (!this.#listening) this.#held.length = 0;
-    const h = this.#bodiesWaiting ? undefined : this.#held.shift();
+    const h = this.#bodiesWaiting || this.#reading.size >= LARGE_READS ? undefined : this.#held.shift();
     if (h !== undefined) {
       this.#dispatch(h.id, h.flags, h.head, h.urlLength);
       for (const reason of h.aborts) this.#abort(h.id, reason);
@@ -982,7 +1039,13 @@ export class Server {
       }
       this.#bodiesWaiting = more;
     }
-    this.#resumeQueued = this.#bodiesWaiting || this.#held.length > 0;
+    // Held requests behind LARGE_READS bodies wait for one of them to end (`#readDone`), not
+    // for the next turn.
+    const readsFull = this.#held.length > 0 && this.#reading.size >= LARGE_READS;
+    if (readsFull && this.#readingTimer === null) {
+      this.#readingTimer = setTimeout(this.#readingStalled, LARGE_READ_WAIT_MS).unref();
+    }
+    this.#resumeQueued = this.#bodiesWaiting || (this.#held.length > 0 && !readsFull);
     if (this.#resumeQueued) setImmediate(this.#resumeBodies);
   };
 

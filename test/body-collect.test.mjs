@@ -366,6 +366,10 @@ for (const [mode, options] of [
     let writes = [];
     /** Per large request given to the listeners: whether another was given in the same tick. */
     const together = [];
+    /** Per large request given to the listeners: its declared length and when. */
+    const calls = [];
+    /** Called with the number of large requests given to the listeners so far. */
+    let onCall = () => {};
     const outcomes = [];
     let inTick = false;
     before(async () => {
@@ -384,6 +388,8 @@ for (const [mode, options] of [
             return event.respondWith(new Response("blocked"));
           }
           together.push(inTick);
+          calls.push({ length: Number(r.headers.get("content-length")), at: performance.now() });
+          onCall(calls.length);
           inTick = true;
           process.nextTick(() => (inTick = false));
           try {
@@ -464,6 +470,40 @@ for (const [mode, options] of [
       await waitFor(() => outcomes.length === 1);
       assert.deepEqual(outcomes, ["ERR_BODY_ABORTED"]);
       assert.equal(together.length, 3);
+    });
+
+    test("with two large bodies still coming, a third waits until no body ended for 50 ms", async () => {
+      const bodies = [pattern(MiB, 4000), pattern(MiB, 4001), pattern(256 * KiB, 4002)];
+      const requests = bodies.map(post);
+      await connect(3);
+      writes = [];
+      calls.length = 0;
+      // The third request is sent once the two others reached the listeners: it comes in
+      // at once, and waits for a body being read to end, or for LARGE_READ_WAIT_MS.
+      onCall = (n) => {
+        if (n === 2) socks[2].write(requests[2]);
+      };
+      const answers = socks.map(response);
+      // The first two send their heads and a little of their bodies, and wait.
+      socks[0].write(requests[0].subarray(0, 1000));
+      socks[1].write(requests[1].subarray(0, 1000));
+      try {
+        const third = await answers[2];
+        assert.equal(third.sha, sha(bodies[2]));
+        assert.deepEqual(
+          calls.map((c) => c.length),
+          [MiB, MiB, 256 * KiB],
+        );
+        // On the build before, 1-3 ms.
+        const waited = calls[2].at - calls[1].at;
+        assert.ok(waited >= 45, `the third reached the listeners ${waited.toFixed(1)} ms after the second`);
+      } finally {
+        onCall = () => {};
+        socks[0].write(requests[0].subarray(1000));
+        socks[1].write(requests[1].subarray(1000));
+      }
+      const got = await Promise.all(answers.slice(0, 2));
+      got.forEach((g, i) => assert.equal(g.sha, sha(bodies[i]), `body ${i}`));
     });
   });
 }
