@@ -166,7 +166,7 @@ const LARGE_READS = 2;
  * which the oldest stops counting: a client sending its body slowly, or a handler that
  * reads only part of it, delays the others by this much, once.
  */
-const LARGE_READ_WAIT_MS = 50;
+const LARGE_READ_WAIT_MS = 10;
 
 function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
