@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { deflateRawSync, constants as zlib } from "node:zlib";
 import WebSocket from "ws";
 import { rssKiB, startServer } from "./child-server.mjs";
+import { maskedFrame } from "./ws-frame.mjs";
 
 
 function parseArgs(argv) {
@@ -293,14 +294,9 @@ async function captureClientHello(options) {
 
 // --- WebSocket cases: frames after a handshake, valid ones mutated, or random bytes
 
-/** A masked client frame (RFC 6455 section 5.2). */
+/** A masked client frame, its key from the run's seed. */
 function wsFrame(opcode, payload, { fin = true, rsv1 = false } = {}) {
-  const p = Buffer.from(payload);
-  const head = [(fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode];
-  if (p.length < 126) head.push(0x80 | p.length);
-  else head.push(0x80 | 126, p.length >> 8, p.length & 0xff);
-  const key = Buffer.from([int(256), int(256), int(256), int(256)]);
-  return Buffer.concat([Buffer.from(head), key, Buffer.from(p.map((b, i) => b ^ key[i % 4]))]);
+  return maskedFrame(opcode, payload, { fin, rsv1, mask: [int(256), int(256), int(256), int(256)] });
 }
 
 /** permessage-deflate's form of a message: raw deflate, sync flush, tail removed. */

@@ -20,6 +20,7 @@ import https from "node:https";
 import net from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { maskedFrame } from "./ws-frame.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
@@ -341,27 +342,8 @@ function wsConnect(port, path) {
   });
 }
 
-/** A masked client frame (FIN set) with `payload`. */
-function clientFrame(payload, text) {
-  const mask = randomBytes(4);
-  const len = payload.length;
-  const head = len < 126 ? 6 : len < 65536 ? 8 : 14;
-  const frame = Buffer.alloc(head + len);
-  frame[0] = 0x80 | (text ? 1 : 2);
-  if (len < 126) frame[1] = 0x80 | len;
-  else if (len < 65536) {
-    frame[1] = 0x80 | 126;
-    frame.writeUInt16BE(len, 2);
-  } else {
-    frame[1] = 0x80 | 127;
-    frame.writeBigUInt64BE(BigInt(len), 2);
-  }
-  mask.copy(frame, head - 4);
-  for (let i = 0; i < len; i++) frame[head + i] = payload[i] ^ mask[i & 3];
-  return frame;
-}
-
-const closeFrame = () => clientFrame(Buffer.from([0x03, 0xe8]), false).fill(0x88, 0, 1);
+const clientFrame = (payload, text) => maskedFrame(text ? 1 : 2, payload);
+const closeFrame = () => maskedFrame(8, Buffer.from([0x03, 0xe8]));
 
 /** Echo: 50 sockets, each with 4 messages in flight, until the time is up. */
 async function wsEcho(port, ms, size, text) {
