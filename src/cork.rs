@@ -57,11 +57,23 @@ pub trait ConnWrite: AsyncWrite + Send + Unpin {
     fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
         None
     }
+
+    /// Looks at what the socket has to read, leaving it there (`MSG_PEEK`), registering `cx`
+    /// for the read direction while there is nothing: `Some` for a TCP socket (the write
+    /// half shares the read half's socket and registration), `None` where bytes must be
+    /// read to know (TLS records).
+    fn poll_peek(&self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
 }
 
 impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {
     fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
         Some(socket2::SockRef::from(self.as_ref()))
+    }
+
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        Some(self.as_ref().poll_peek(cx, &mut ReadBuf::new(buf)))
     }
 }
 
@@ -77,9 +89,26 @@ impl ConnWrite for Box<dyn ConnWrite> {
     fn plain_socket(&self) -> Option<socket2::SockRef<'_>> {
         (**self).plain_socket()
     }
+
+    fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
+        (**self).poll_peek(cx, buf)
+    }
 }
 
 pub type WriteHalf = Box<dyn ConnWrite>;
+
+/// What `Cork::watch` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// Nothing to act on: nothing came, or bytes that wait for hyper.
+    Nothing,
+    /// The client half-closed while a request waits (`Cork::half_closed`): hyper's
+    /// connection must be polled again, so that the waiting request tells JS.
+    HalfClosed,
+    /// The client left (the end of the stream while only a response was being written, or
+    /// a reset): the connection ends, as when hyper's read saw it.
+    Gone,
+}
 
 /// Buffered bytes above which a write goes to the socket at once: the cork is for
 /// small responses; a large body gains nothing from waiting.
@@ -93,6 +122,9 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 struct WriteSide {
     half: WriteHalf,
     buf: Vec<u8>,
+    /// The waker hyper's reads register with the socket (`CorkedStream::read_wake`), for
+    /// `Cork::watch`, which registers the same one: the socket keeps one waker for reads.
+    read_wake: Option<(Arc<ReadWake>, Waker)>,
 }
 
 impl WriteSide {
@@ -148,12 +180,28 @@ pub struct Cork {
     /// Made on a thread that drives a runtime from Node's loop: readings are shared by a
     /// round of the driver's turn (`clock::Round`), not only by a poll.
     round_clock: bool,
+    /// Plain TCP HTTP/1.1: hyper does not read while a request is out (its `half_close`
+    /// is on, connection.rs), and the connection task watches the socket instead (`watch`).
+    watches: bool,
+    /// The last read of the socket was Pending with `CorkedStream::read_wake` registered
+    /// (by hyper's read or by `watch`): until that waker is woken, another would be Pending
+    /// too. Written and read by the connection's task only.
+    read_waits: AtomicBool,
+    /// `watch` may look at the socket: hyper's reads so far end at a request boundary (a
+    /// body still coming is hyper's to read), and no byte came since that hyper has not
+    /// read (pipelined bytes stay in the socket for hyper). Written and read by the
+    /// connection's task only.
+    watch_ok: AtomicBool,
     /// Requests of this connection waiting on JS (`in_flight_add`).
     pub in_flight: AtomicUsize,
     /// HTTP/1.1 requests hyper has handed over on this connection (`request_handed`), to
     /// compare with the heads `h1_strict` saw come in (`CorkedStream::nothing_pipelined`).
     /// Written and read by the connection's task only.
     handed: AtomicUsize,
+    /// Request heads `h1_strict` saw end in the bytes read (`Strict::take_heads`), all along
+    /// the connection (rewound bytes were counted when first read). Written and read by the
+    /// connection's task only.
+    heads_read: AtomicUsize,
     /// The clock's reading in the current poll of this HTTP/1.1 connection (`now`); 0:
     /// none yet. Written and read by the connection's task only.
     poll_clock: AtomicU64,
@@ -212,7 +260,12 @@ impl Cork {
         stats: Arc<crate::stats::Stats>,
     ) -> (CorkedStream, Arc<Cork>) {
         let cork = Arc::new(Cork {
-            write: Mutex::new(WriteSide { half: write, buf: Vec::new() }),
+            // A TCP socket, which `watch` can peek at: TLS records must be read to see an end.
+            watches: !passthrough && write.plain_socket().is_some(),
+            write: Mutex::new(WriteSide { half: write, buf: Vec::new(), read_wake: None }),
+            read_waits: AtomicBool::new(false),
+            watch_ok: AtomicBool::new(false),
+            heads_read: AtomicUsize::new(0),
             read_called: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             passthrough: AtomicBool::new(passthrough),
@@ -244,8 +297,6 @@ impl Cork {
             rewound: None,
             strict_parked: false,
             read_wake: None,
-            read_waits: false,
-            heads_read: 0,
             write_direct: !passthrough,
         };
         (stream, cork)
@@ -365,6 +416,68 @@ impl Cork {
         self.client_eof.load(Ordering::Acquire)
     }
 
+    /// Whether the connection task watches the socket while a request is out (`watch`):
+    /// plain TCP HTTP/1.1, where hyper's `half_close` is on.
+    #[inline]
+    pub(crate) fn watches(&self) -> bool {
+        self.watches
+    }
+
+    /// While a request is out (or its response is still being written) hyper does not
+    /// read the socket: its `half_close` is on, since that read reserved a new read buffer
+    /// while the last chunk of a body could still hold the old one, and cost a system call
+    /// per request (docs/network-thread.md, "Large request bodies, round eleven"). Called
+    /// by the connection task after each poll of hyper's connection while `awaiting_head`
+    /// is false, this looks in hyper's place, without reading: the socket's readiness,
+    /// registered with the waker hyper's reads use (the socket keeps one for reads), then a
+    /// one-byte peek. The end of the stream is taken as hyper's read took it
+    /// (`CorkedStream::poll_read`): with a request waiting on JS the client half-closed
+    /// (`client_eof`: its `request.signal` aborts, the answer still goes out); with only a
+    /// response being written the client left, as a reset does (`Watched::Gone`). Bytes
+    /// stay for hyper, and the watch looks no more until hyper has read them. Without a
+    /// wake-up since the last look it asks nothing (a load of the waker's flag).
+    pub(crate) fn watch(&self, cx: &mut Context<'_>) -> Watched {
+        if !self.watch_ok.load(Ordering::Relaxed) || self.client_eof.load(Ordering::Relaxed) {
+            return Watched::Nothing;
+        }
+        // hyper's read while a request was out (before `half_close`) marked the socket
+        // asked, so that `after_poll` writes the responses gathered so far; it read unless
+        // a pipelined request waited in its buffer, which it goes on to.
+        if self.heads_read.load(Ordering::Relaxed) == self.handed.load(Ordering::Relaxed) {
+            self.read_called.store(true, Ordering::Relaxed);
+        }
+        let mut side = self.side();
+        let side = &mut *side;
+        let wake = side.read_wake.as_ref().filter(|(w, _)| w.task.will_wake(cx.waker()));
+        if let Some((w, _)) = wake {
+            if self.read_waits.load(Ordering::Relaxed) && !w.woken.load(Ordering::Acquire) {
+                return Watched::Nothing;
+            }
+            w.woken.store(false, Ordering::Relaxed);
+        }
+        let mut byte = [0u8; 1];
+        let polled = match wake {
+            Some((_, waker)) => side.half.poll_peek(&mut Context::from_waker(waker), &mut byte),
+            // hyper has not read since the task's waker changed: the task's own, and
+            // hyper's next read asks the socket (`read_waits` false).
+            None => side.half.poll_peek(cx, &mut byte),
+        };
+        let Some(polled) = polled else { return Watched::Nothing };
+        self.read_waits.store(wake.is_some() && polled.is_pending(), Ordering::Relaxed);
+        match polled {
+            Poll::Pending => Watched::Nothing,
+            Poll::Ready(Ok(0)) if self.in_flight.load(Ordering::Acquire) > 0 => {
+                self.client_eof.store(true, Ordering::Release);
+                Watched::HalfClosed
+            }
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Watched::Gone,
+            Poll::Ready(Ok(_)) => {
+                self.watch_ok.store(false, Ordering::Relaxed);
+                Watched::Nothing
+            }
+        }
+    }
+
     /// A request finished or a streamed response ended: hyper may now get the end of
     /// the stream it was kept from.
     pub fn answered(&self) {
@@ -462,24 +575,20 @@ pub struct CorkedStream {
     /// The scanner was dropped while the connection idles (`park_scanner`); a fresh one
     /// takes over at the next read.
     strict_parked: bool,
-    /// The waker the read half is polled with (`ReadWake`), made from the task's.
+    /// The waker the read half is polled with (`ReadWake`), made from the task's; where
+    /// the connection task watches the socket (`Cork::watch`), shared with it.
     read_wake: Option<(Arc<ReadWake>, Waker)>,
-    /// The last read of the read half was Pending with `read_wake` registered: until that
-    /// waker is woken, another read would be Pending too.
-    read_waits: bool,
-    /// Request heads `strict` saw end in the bytes read (`Strict::take_heads`), all along
-    /// the connection (rewound bytes were counted when first read).
-    heads_read: usize,
     /// HTTP/1.1: a response with nothing pipelined behind it may be written to the socket
     /// at once (`write_through_cork`).
     write_direct: bool,
 }
 
 /// The waker a connection's read half gets: it marks itself woken, then wakes the task.
-/// While a request waits on JS, hyper reads at every poll of the connection to see a
-/// client leave (a read that is Pending, or the end of the stream); the poll for the reply
-/// then asks the socket only if it became readable since the last read (about 200
-/// instructions and two cold cache lines of tokio's readiness state per request).
+/// While a request waits on JS, the connection task looks at the socket at every poll of
+/// the connection to see a client leave (`Cork::watch`, registering this waker too); hyper's
+/// read for the next head, and the watch, then ask the socket only if it became readable
+/// since the last look (about 200 instructions and two cold cache lines of tokio's
+/// readiness state per request).
 struct ReadWake {
     task: Waker,
     woken: AtomicBool,
@@ -539,6 +648,8 @@ impl hyper::rt::Read for CorkedStream {
         }
         if let Some(mut bytes) = this.rewound.take() {
             this.cork.read_since_write.store(true, Ordering::Relaxed);
+            // Rewound bytes hold whole requests (`park_scanner`), or the scanner saw them.
+            this.cork.watch_ok.store(this.strict.as_ref().is_some_and(|s| s.between_requests()), Ordering::Relaxed);
             let n = bytes.len().min(buf.remaining());
             buf.put_slice(&bytes.split_to(n));
             if !bytes.is_empty() {
@@ -563,22 +674,25 @@ impl hyper::rt::Read for CorkedStream {
                 if let (Some(read), true) = (this.read.as_mut(), this.replay.is_empty() && tbuf.remaining() > 0) {
                     let _ = Pin::new(read).poll_read(cx, &mut tbuf);
                     // Polled with the task's own waker: the next read asks the socket.
-                    this.read_waits = false;
+                    this.cork.read_waits.store(false, Ordering::Relaxed);
                 }
             } else {
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
                 if !this.read_wake.as_ref().is_some_and(|(w, _)| w.task.will_wake(cx.waker())) {
                     let w = Arc::new(ReadWake { task: cx.waker().clone(), woken: AtomicBool::new(false) });
                     this.read_wake = Some((w.clone(), Waker::from(w)));
-                    this.read_waits = false;
+                    this.cork.read_waits.store(false, Ordering::Relaxed);
+                    if this.cork.watches {
+                        this.cork.side().read_wake.clone_from(&this.read_wake);
+                    }
                 }
                 let Some((w, wake)) = this.read_wake.as_ref() else { return Poll::Pending };
-                if this.read_waits && !w.woken.load(Ordering::Acquire) {
+                if this.cork.read_waits.load(Ordering::Relaxed) && !w.woken.load(Ordering::Acquire) {
                     return Poll::Pending;
                 }
                 w.woken.store(false, Ordering::Relaxed);
                 let polled = Pin::new(read).poll_read(&mut Context::from_waker(wake), &mut tbuf);
-                this.read_waits = polled.is_pending();
+                this.cork.read_waits.store(polled.is_pending(), Ordering::Relaxed);
                 ready!(polled)?;
                 // End of stream between two HTTP/1.1 requests while one is still being
                 // answered: a half-close (`nc -N`, `socket.end(request)`), which RFC 9112
@@ -595,7 +709,15 @@ impl hyper::rt::Read for CorkedStream {
             }
             if let Some(strict) = this.strict.as_mut() {
                 let violation = strict.scan(tbuf.filled());
-                this.heads_read = this.heads_read.wrapping_add(strict.take_heads() as usize);
+                let heads = strict.take_heads() as usize;
+                if heads != 0 {
+                    let read = &this.cork.heads_read;
+                    read.store(read.load(Ordering::Relaxed).wrapping_add(heads), Ordering::Relaxed);
+                }
+                // An end of stream hyper gets ends the watch; a body still coming is hyper's
+                // to read.
+                let watch_ok = !tbuf.filled().is_empty() && violation.is_none() && strict.between_requests();
+                this.cork.watch_ok.store(watch_ok, Ordering::Relaxed);
                 if let Some(at) = violation {
                     // hyper gets what precedes the violation, then a NUL and the end of a
                     // head: a parse error it answers with 400 (see `h1_strict`).
@@ -660,7 +782,7 @@ impl CorkedStream {
         }
         // Polled below with the task's own waker, which replaces `read_wake` in the socket's
         // registration: the next read asks the socket.
-        self.read_waits = false;
+        self.cork.read_waits.store(false, Ordering::Relaxed);
         let Some(read) = self.read.as_mut() else { return };
         std::future::poll_fn(move |cx| match read.poll_readable(cx) {
             Some(p) => p.map(|_| ()),
@@ -728,7 +850,7 @@ impl CorkedStream {
     fn nothing_pipelined(&self) -> bool {
         self.write_direct
             && self.strict.as_ref().is_some_and(|s| s.following())
-            && self.heads_read == self.cork.handed.load(Ordering::Relaxed)
+            && self.cork.heads_read.load(Ordering::Relaxed) == self.cork.handed.load(Ordering::Relaxed)
     }
 
     fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {

@@ -404,6 +404,95 @@ describe("request.signal and cancel()", () => {
     }
   });
 
+  // While a request is out hyper does not read the socket (its `half_close`, plain TCP):
+  // the connection task watches it (cork.rs, `Cork::watch`). These cases follow a request
+  // whose whole body was read before the handler waits.
+  test("a client that half-closes after a 100 KiB body aborts request.signal and still gets its answer", async () => {
+    let reason;
+    const { server } = await start(async (event) => {
+      const body = await event.request.arrayBuffer();
+      reason = await abortOf(event.request.signal);
+      event.respondWith(new Response(`got ${body.byteLength}`));
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      const chunks = [];
+      sock.on("data", (d) => chunks.push(d));
+      const ended = once(sock, "end");
+      sock.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${100 * 1024}\r\n\r\n`);
+      sock.write(Buffer.alloc(100 * 1024, 0x61));
+      await sleep(100);
+      sock.end();
+      const outcome = await Promise.race([ended.then(() => "ended"), sleep(2000).then(() => "timeout")]);
+      sock.destroy();
+      assert.equal(outcome, "ended", "no answer: the half-close was not seen");
+      assert.equal(reason?.name, "AbortError");
+      assert.match(Buffer.concat(chunks).toString(), /^HTTP\/1\.1 200 [^]*\r\n\r\ngot 102400$/);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("a client that resets while its request waits aborts request.signal", async () => {
+    let aborted;
+    const { server } = await start(async (event) => {
+      await event.request.arrayBuffer();
+      aborted = abortOf(event.request.signal);
+      await aborted;
+      event.respondWith(new Response("too late"));
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      sock.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+      await sleep(100);
+      assert.ok(aborted !== undefined, "the request did not reach the handler");
+      sock.resetAndDestroy();
+      const reason = await Promise.race([aborted, sleep(1000).then(() => "timeout")]);
+      assert.equal(reason?.name, "AbortError");
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("a request that comes while another waits is answered after it, and waiting on it takes no CPU", async () => {
+    let release;
+    const gate = new Promise((resolve) => (release = resolve));
+    const { server } = await start(async (event) => {
+      const body = await event.request.text();
+      if (body === "first") await gate;
+      event.respondWith(new Response(`answer to ${body}`));
+    });
+    try {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await once(sock, "connect");
+      const chunks = [];
+      sock.on("data", (d) => chunks.push(d));
+      sock.write("POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst");
+      await sleep(100);
+      // Bytes while the first waits: they stay in the socket for hyper, and the watch
+      // must not find them again and again.
+      sock.write("POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond");
+      await sleep(100);
+      const before = process.cpuUsage();
+      await sleep(500);
+      const used = process.cpuUsage(before);
+      release();
+      for (let i = 0; i < 100 && !/answer to second/.test(Buffer.concat(chunks).toString()); i++) await sleep(10);
+      sock.destroy();
+      const text = Buffer.concat(chunks).toString();
+      assert.match(text, /^HTTP\/1\.1 200 [^]*answer to first(HTTP\/1\.1 200 [^]*answer to second)$/);
+      // A busy loop would take a good part of the half second; waiting takes a few ms.
+      assert.ok(
+        used.user + used.system < 100_000,
+        `the process used ${(used.user + used.system) / 1000} ms of CPU while it waited`,
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
   test("the request timeout aborts request.signal with a TimeoutError and answers 503", async () => {
     let reason;
     const { server, base } = await start(
