@@ -42,6 +42,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The most `parse_frame` reserves ahead of bytes that have arrived.
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
+/// The room a socket's read starts with, and the most it grows to: a read that fills all
+/// of its room doubles the next one's (a client sending 16 KiB messages four at a time,
+/// 64 KiB and 32 bytes a burst, took 2.25 reads a message with 8 KiB), and one of under
+/// half the starting room goes back to it (so a socket that sent one burst does not keep
+/// its peak; one message of 16 KiB read alone does not shrink it).
+const READ_ROOM: usize = 8 * 1024;
+const READ_ROOM_MAX: usize = 128 * 1024;
+
 /// Payloads up to this size are copied into one write buffer with the frames around
 /// them; larger ones are written from their own allocation, in the same `writev`.
 pub(crate) const COALESCE_LIMIT: usize = 2 * 1024;
@@ -1247,9 +1255,10 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 }
 
 /// Parses one frame (its payload still masked) from the front of `buf`: `Ok(None)` when more bytes are needed
-/// (room for the frame is reserved), `Err(code)` when the peer broke the protocol.
+/// (room for the frame is reserved, at least `ahead` bytes when the buffer has to grow),
+/// `Err(code)` when the peer broke the protocol.
 /// `max_len` bounds a data frame's payload (the message limit still left).
-pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, u16> {
+pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize, ahead: usize) -> Result<Option<Frame>, u16> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -1297,7 +1306,12 @@ pub(crate) fn parse_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<F
     if buf.len() < head + len {
         // Room for the frame, but not all at once for a huge declared length: the buffer
         // grows as bytes actually arrive.
-        buf.reserve((head + len - buf.len()).min(RESERVE_AHEAD));
+        let need = (head + len - buf.len()).min(RESERVE_AHEAD);
+        if buf.capacity() - buf.len() < need {
+            // At least the read's room: grown once here, not again by the read (a second
+            // allocation, and a second copy of the frame's first bytes).
+            buf.reserve(need.max(ahead));
+        }
         return Ok(None);
     }
     let mask = [buf[head - 4], buf[head - 3], buf[head - 2], buf[head - 1]];
@@ -1546,9 +1560,10 @@ impl Reader {
     }
 }
 
-/// Parses and handles the frames in `buf`, until one is incomplete (`Ok(None)`) or the
-/// peer's close frame (its code and reason).
-fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, String)>, u16> {
+/// Parses and handles the frames in `buf`, until one is incomplete (`Ok(None)`, with room
+/// reserved for it as `parse_frame` does, `ahead` the read's room) or the peer's close
+/// frame (its code and reason).
+fn parse_frames(buf: &mut BytesMut, reader: &mut Reader, ahead: usize) -> Result<Option<(u16, String)>, u16> {
     loop {
         // A run of whole data frames (the usual read of a busy socket): split off the
         // buffer at once, each payload a slice of that one chunk (a reference count), where
@@ -1589,7 +1604,7 @@ fn parse_frames(buf: &mut BytesMut, reader: &mut Reader) -> Result<Option<(u16, 
             }
             reader.delivered_bytes += bytes;
         }
-        let Some(f) = parse_frame(buf, reader.room())? else { return Ok(None) };
+        let Some(f) = parse_frame(buf, reader.room(), ahead)? else { return Ok(None) };
         if let Step::Closed(c, r) = reader.frame(f)? {
             return Ok(Some((c, r)));
         }
@@ -1606,7 +1621,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> Result<Option<(u16, String)>, u16> {
     use tokio::time::Instant;
     let shared = reader.shared.clone();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut room = READ_ROOM;
+    let mut buf = BytesMut::with_capacity(room);
     // What was read with the handshake: the client's first frames.
     buf.extend_from_slice(&first);
     let idle = shared.config.idle_timeout;
@@ -1623,7 +1639,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // Every frame the read brought, then their messages to the bridge at once (also
         // those before a close frame or a protocol error).
-        let parsed = parse_frames(&mut buf, reader);
+        let parsed = parse_frames(&mut buf, reader, room);
         reader.hand_over();
         if let Some(closed) = parsed? {
             return Ok(Some(closed));
@@ -1636,9 +1652,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         let credit_ok = shared.unread.load(Ordering::Acquire) <= READ_CREDIT;
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8 * 1024);
+        // A frame begun in a shared buffer (its earlier frames are still in JS's hands)
+        // moves to a new one when it grows: a large one is left to fill the room it has
+        // (`parse_frame` reserved what it needs), and grows only when that is small.
+        let spare = buf.capacity() - buf.len();
+        if spare < room / 2 && (buf.len() <= READ_ROOM / 8 || spare < READ_ROOM / 2) {
+            buf.reserve(room);
         }
+        let spare = buf.capacity() - buf.len();
         // Biased (no random start, which cost a random number per read), with the timer
         // first so that a peer that never stops sending still meets its deadlines.
         tokio::select! {
@@ -1670,7 +1691,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
             n = io.read_buf(&mut buf), if credit_ok => {
                 match n {
                     Ok(0) | Err(_) => return Ok(None),
-                    Ok(_) => active = true,
+                    Ok(n) => {
+                        active = true;
+                        if n == spare && room < READ_ROOM_MAX {
+                            room *= 2;
+                        } else if n < READ_ROOM / 2 && room > READ_ROOM {
+                            room = READ_ROOM;
+                            if buf.capacity() > 2 * READ_ROOM && buf.len() <= READ_ROOM / 2 {
+                                // The large allocation goes too (a split-off buffer's
+                                // reserve keeps its first capacity); not with a large
+                                // frame in progress, which would be copied.
+                                let mut small = BytesMut::with_capacity(READ_ROOM);
+                                small.extend_from_slice(&buf);
+                                buf = small;
+                            }
+                        }
+                    }
                 }
             }
             // Made only when polled: `select!` makes a disabled branch's future too, and a
@@ -1978,15 +2014,15 @@ mod tests {
     fn frames_parse_across_partial_reads() {
         let whole = masked(OP_TEXT, true, b"hello");
         let mut buf = BytesMut::from(&whole[..3]);
-        assert!(parse_frame(&mut buf, 100).unwrap().is_none());
+        assert!(parse_frame(&mut buf, 100, 0).unwrap().is_none());
         buf.extend_from_slice(&whole[3..]);
-        let mut f = parse_frame(&mut buf, 100).unwrap().unwrap();
+        let mut f = parse_frame(&mut buf, 100, 0).unwrap().unwrap();
         f.unmask();
         assert_eq!(&f.payload[..], b"hello");
         assert!(buf.is_empty());
         let big = vec![7u8; 70000];
         let mut buf = masked(OP_BINARY, true, &big);
-        let mut f = parse_frame(&mut buf, 100000).unwrap().unwrap();
+        let mut f = parse_frame(&mut buf, 100000, 0).unwrap().unwrap();
         let mut copy = vec![0u8; f.payload.len()];
         unmask_into(&mut copy, &f.payload, f.mask);
         f.unmask();
@@ -2012,16 +2048,16 @@ mod tests {
     #[test]
     fn protocol_violations_get_their_codes() {
         let mut unmasked = BytesMut::from(&[0x81u8, 0x01, b'a'][..]);
-        assert_eq!(parse_frame(&mut unmasked, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&mut unmasked, 100, 0).unwrap_err(), code::PROTOCOL_ERROR);
         let mut rsv2 = masked(OP_TEXT, true, b"a");
         rsv2[0] |= 0x20;
-        assert_eq!(parse_frame(&mut rsv2, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&mut rsv2, 100, 0).unwrap_err(), code::PROTOCOL_ERROR);
         let mut long_ping = masked(OP_PING, true, &[0u8; 126]);
-        assert_eq!(parse_frame(&mut long_ping, 1000).unwrap_err(), code::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&mut long_ping, 1000, 0).unwrap_err(), code::PROTOCOL_ERROR);
         let mut fragmented_ping = masked(OP_PING, false, b"x");
-        assert_eq!(parse_frame(&mut fragmented_ping, 100).unwrap_err(), code::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&mut fragmented_ping, 100, 0).unwrap_err(), code::PROTOCOL_ERROR);
         let mut too_big = masked(OP_BINARY, true, &[0u8; 200]);
-        assert_eq!(parse_frame(&mut too_big, 100).unwrap_err(), code::TOO_BIG);
+        assert_eq!(parse_frame(&mut too_big, 100, 0).unwrap_err(), code::TOO_BIG);
     }
 
     #[test]
