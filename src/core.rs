@@ -79,7 +79,7 @@ fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Resu
         napi::check_status!(napi::sys::napi_get_buffer_info(raw, value, &mut data, &mut len))?;
         if len == masked.len() && !data.is_null() {
             let dst = std::slice::from_raw_parts_mut(data.cast::<u8>(), len);
-            websocket::unmask_into(dst, masked, mask);
+            websocket::unmask_into_any(dst, masked, mask);
         } else if !masked.is_empty() {
             return Err(napi::Error::from_reason("could not allocate a WebSocket message"));
         }

@@ -192,6 +192,38 @@ test("bursts of binary and text messages of every size echo byte for byte, in or
   }
 });
 
+test("a frame begun in a read after bursts of large frames comes back whole, its first bytes kept", async () => {
+  // A socket's reads grow while they fill all of their room (bursts of 16 KiB frames) and
+  // go back to 8 KiB, with a fresh buffer, after a read of a few bytes: here the first bytes
+  // of a frame, which must move to the fresh buffer with it.
+  const server = wsServer(echo);
+  try {
+    const c = await rawClient(server.port);
+    let want = 0;
+    for (let round = 0; round < 3; round++) {
+      const burst = [];
+      for (let i = 0; i < 12; i++) burst.push(Buffer.alloc(16000, (round * 12 + i) & 0xff));
+      c.sock.write(Buffer.concat(burst.map((b) => frame(2, b))));
+      want += burst.length;
+      assert.ok(await c.until((s) => s.frames.length >= want), "the burst's echoes");
+      for (let i = 0; i < burst.length; i++) {
+        assert.ok(c.frames[want - burst.length + i].payload.equals(burst[i]), `round ${round}, frame ${i}`);
+      }
+      const small = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 7 + round) & 0xff));
+      const f = frame(2, small);
+      c.sock.write(f.subarray(0, 50 + round));
+      await new Promise((r) => setTimeout(r, 50));
+      c.sock.write(f.subarray(50 + round));
+      want += 1;
+      assert.ok(await c.until((s) => s.frames.length >= want), "the small frame's echo");
+      assert.ok(c.frames[want - 1].payload.equals(small), `round ${round}, the frame sent in two parts`);
+    }
+    c.sock.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
 test("fragmented messages are assembled, with control frames between fragments", async () => {
   const server = wsServer(echo);
   try {
