@@ -221,62 +221,15 @@ async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
 }
 
 /// Serves one accepted connection until it closes or the server is forced down.
+///
+/// One async fn from the start to the end of a connection (the start apart, in `start`):
+/// the connection's task reads the state of each level of futures it is nested in at
+/// every poll, a line each under load (`serve` above `serve_http` and a boxed `serve_tls`
+/// took two lines a poll, 2 L1D read misses a request, where this takes one).
 pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
     let _guard = ConnectionGuard::new(shared.stats.clone());
     let _ = stream.set_nodelay(true);
-    if let Some(tls) = shared.tls.clone() {
-        // Boxed: the handshake's state is large, and inline it would make every
-        // connection's task that large, plain ones and idle ones included.
-        return Box::pin(serve_tls(stream, remote, tls, shared)).await;
-    }
-    let mut phase = shared.phase.clone();
-    // Protocol selection: HTTP/2 with prior knowledge, or HTTP/1.1. A client that sends
-    // nothing (or only part of the h2 preface) within the header timeout, or a server
-    // closing meanwhile, ends it here.
-    let mut stream = stream;
-    let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
-    let (first, n) = tokio::select! {
-        p = tokio::time::timeout(wait, read_preface(&mut stream)) => match p {
-            Ok(Some(read)) => read,
-            _ => {
-                tracing::debug!(%remote, "connection closed: no request within the header timeout, or the client left");
-                return;
-            }
-        },
-        _ = phase.wait_for(|p| *p != Phase::Running) => {
-            tracing::debug!(%remote, "connection closed before its first request: the server is closing");
-            return;
-        }
-    };
-    let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
-    tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
-    let (io, cork) = Cork::new(stream, h2, &first[..n], shared.doorbell.clone(), shared.stats.clone());
-    serve_http(io, cork, h2, remote, None, shared).await;
-}
-
-/// An HTTPS connection: the handshake, then HTTP/1.1 or HTTP/2 as ALPN chose.
-async fn serve_tls(
-    stream: TcpStream,
-    remote: SocketAddr,
-    tls: Arc<crate::tls::TlsAcceptor>,
-    shared: Arc<ServerShared>,
-) {
-    let Some(accepted) = crate::tls::handshake(&tls, stream, &shared).await else { return };
-    tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
-    let (read, write) = crate::tls::split_stream(accepted.stream);
-    let (io, cork) = Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone(), shared.stats.clone());
-    serve_http(io, cork, accepted.h2, remote, Some(accepted.session), shared).await;
-}
-
-/// Serves HTTP/1.1 or HTTP/2 over a connection's (plain or decrypted) bytes.
-async fn serve_http(
-    mut io: crate::cork::CorkedStream,
-    cork: Arc<Cork>,
-    h2: bool,
-    remote: SocketAddr,
-    tls: Option<Arc<crate::tls::Session>>,
-    shared: Arc<ServerShared>,
-) {
+    let Some((mut io, cork, h2, tls)) = start(stream, remote, &shared).await else { return };
     let mut phase = shared.phase.clone();
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
@@ -339,6 +292,47 @@ async fn serve_http(
             linger(&cork, shared.phase.clone()).await;
         }
     }
+}
+
+/// A connection's start: the TLS handshake (boxed: its state is large, and inline it would
+/// make every connection's task that large, plain ones and idle ones included), or for
+/// plain TCP the protocol's selection, HTTP/2 with prior knowledge or HTTP/1.1. A client
+/// that sends nothing (or only part of the h2 preface) within the header timeout, or a
+/// server closing meanwhile, ends it here (`None`).
+#[allow(clippy::type_complexity)]
+async fn start(
+    stream: TcpStream,
+    remote: SocketAddr,
+    shared: &Arc<ServerShared>,
+) -> Option<(crate::cork::CorkedStream, Arc<Cork>, bool, Option<Arc<crate::tls::Session>>)> {
+    if let Some(tls) = shared.tls.clone() {
+        let accepted = Box::pin(crate::tls::handshake(&tls, stream, shared)).await?;
+        tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
+        let (read, write) = crate::tls::split_stream(accepted.stream);
+        let (io, cork) =
+            Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone(), shared.stats.clone());
+        return Some((io, cork, accepted.h2, Some(accepted.session)));
+    }
+    let mut phase = shared.phase.clone();
+    let mut stream = stream;
+    let wait = shared.config.header_timeout.unwrap_or(Duration::MAX);
+    let (first, n) = tokio::select! {
+        p = tokio::time::timeout(wait, read_preface(&mut stream)) => match p {
+            Ok(Some(read)) => read,
+            _ => {
+                tracing::debug!(%remote, "connection closed: no request within the header timeout, or the client left");
+                return None;
+            }
+        },
+        _ = phase.wait_for(|p| *p != Phase::Running) => {
+            tracing::debug!(%remote, "connection closed before its first request: the server is closing");
+            return None;
+        }
+    };
+    let h2 = shared.config.http2 && first[..n] == H2_PREFACE[..];
+    tracing::debug!(%remote, protocol = if h2 { "h2c" } else { "http/1.1" }, "connection accepted");
+    let (io, cork) = Cork::new(stream, h2, &first[..n], shared.doorbell.clone(), shared.stats.clone());
+    Some((io, cork, h2, None))
 }
 
 /// How `drive` ended.
