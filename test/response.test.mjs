@@ -712,6 +712,8 @@ describe("string bodies as sent", () => {
     astral: "\u{1f600}",
     lone: "\ud800",
     lowLone: "x\udc00",
+    // Mostly one byte a unit, cut short at one byte a unit and encoded again (src/calls.rs `long_utf8`).
+    mostlyAscii: "a".repeat(63) + "\u20ac",
   };
   for (const [name, piece] of Object.entries(pieces)) {
     for (const units of [0, 1, 4094, 4095, 4096, 4097, 6140, 6141, 6142, 6144, 12283, 12284, 12285, 20000]) {
