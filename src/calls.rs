@@ -303,8 +303,11 @@ calls! {
         Ok(core.ws_topics(sid))
     }
     /// `wsPublishText(except, topic, text, compress)`: see `Core::ws_publish`.
-    c"wsPublishText" => fn ws_publish_text(core, _env; except: u32, topic: String, text: String, compress: bool) -> u32 {
-        Ok(core.ws_publish(except, &topic, bytes::Bytes::from(text), true, compress))
+    c"wsPublishText" => fn ws_publish_text(core, _env; except: u32, topic: String, text: JsText, compress: bool) -> u32 {
+        Ok(text.read(|t| match t {
+            TextBytes::Small(b) => core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(b), true, compress),
+            TextBytes::Long(b) => core.ws_publish(except, &topic, b, true, compress),
+        })?)
     }
     /// `wsPublishBytes(except, topic, data, compress)`: the data is copied once.
     c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: String, data: ViewBytes<'_>, compress: bool) -> u32 {

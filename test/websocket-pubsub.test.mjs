@@ -224,6 +224,28 @@ test("one publish reaches subscribers with and without permessage-deflate, each 
   }
 });
 
+test("published text keeps its characters, short and long: ASCII, Latin-1, CJK, emoji and lone surrogates", async () => {
+  // Each is sent as its UTF-8, a lone surrogate as U+FFFD (WHATWG's USVString), as
+  // Buffer.from writes it; strings of 255 UTF-16 units and more take the addon's other path.
+  const texts = ["", "p", "é".repeat(40), "漢字", "\u{1F600}", "a\ud800b", "end\ud83d"];
+  for (const n of [254, 255, 256, 20_000]) texts.push("q".repeat(n), "ÿ".repeat(n), "€".repeat(n));
+  texts.push("q".repeat(254) + "\u{1F600}", "a".repeat(20_000) + "\u20ac" + "\udc00");
+  const { server, subs } = pubsubServer(() => {});
+  try {
+    const sub = await collector(url(server, "/sub"));
+    await waitFor(() => subs.length === 1);
+    for (const t of texts) assert.equal(server.publish("t", t), 1);
+    await waitFor(() => sub.got.length === texts.length);
+    assert.deepEqual(
+      sub.got.map((g) => Buffer.from(g).toString("hex")),
+      texts.map((t) => Buffer.from(t, "utf8").toString("hex")),
+    );
+    sub.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("a socket subscribed before it is accepted gets no publish until it is open", async () => {
   const early = [];
   let sock;
