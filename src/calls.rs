@@ -291,27 +291,29 @@ calls! {
         Ok(core.ws_remote_address(sid))
     }
     /// `wsSubscribe(sid, topic, on)`: (un)subscribes; true when that changed anything.
-    c"wsSubscribe" => fn ws_subscribe(core, _env; sid: u32, topic: String, on: bool) -> bool {
-        Ok(core.ws_subscribe(sid, &topic, on))
+    c"wsSubscribe" => fn ws_subscribe(core, _env; sid: u32, topic: JsText, on: bool) -> bool {
+        Ok(topic.read_str(|topic| core.ws_subscribe(sid, topic, on))?)
     }
     /// `wsIsSubscribed(sid, topic)`.
-    c"wsIsSubscribed" => fn ws_is_subscribed(core, _env; sid: u32, topic: String) -> bool {
-        Ok(core.ws_is_subscribed(sid, &topic))
+    c"wsIsSubscribed" => fn ws_is_subscribed(core, _env; sid: u32, topic: JsText) -> bool {
+        Ok(topic.read_str(|topic| core.ws_is_subscribed(sid, topic))?)
     }
     /// `wsTopics(sid)`: the topics a socket is subscribed to.
     c"wsTopics" => fn ws_topics(core, _env; sid: u32) -> Vec<String> {
         Ok(core.ws_topics(sid))
     }
     /// `wsPublishText(except, topic, text, compress)`: see `Core::ws_publish`.
-    c"wsPublishText" => fn ws_publish_text(core, _env; except: u32, topic: String, text: JsText, compress: bool) -> u32 {
-        Ok(text.read(|t| match t {
-            TextBytes::Small(b) => core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(b), true, compress),
-            TextBytes::Long(b) => core.ws_publish(except, &topic, b, true, compress),
-        })?)
+    c"wsPublishText" => fn ws_publish_text(core, _env; except: u32, topic: JsText, text: JsText, compress: bool) -> u32 {
+        Ok(topic.read_str(|topic| {
+            text.read(|t| match t {
+                TextBytes::Small(b) => core.ws_publish(except, topic, bytes::Bytes::copy_from_slice(b), true, compress),
+                TextBytes::Long(b) => core.ws_publish(except, topic, b, true, compress),
+            })
+        })??)
     }
     /// `wsPublishBytes(except, topic, data, compress)`: the data is copied once.
-    c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: String, data: ViewBytes<'_>, compress: bool) -> u32 {
-        Ok(core.ws_publish(except, &topic, bytes::Bytes::copy_from_slice(data.0), false, compress))
+    c"wsPublishBytes" => fn ws_publish_bytes(core, _env; except: u32, topic: JsText, data: ViewBytes<'_>, compress: bool) -> u32 {
+        Ok(topic.read_str(|topic| core.ws_publish(except, topic, bytes::Bytes::copy_from_slice(data.0), false, compress))?)
     }
     /// `streamEnd(id, failed)`: see `Core::stream_end`.
     c"streamEnd" => fn stream_end(core, _env; id: u32, failed: bool) -> () {
@@ -600,6 +602,20 @@ impl JsText {
         let n = utf16_to_utf8(units, &mut out);
         // SAFETY: the first `n` bytes were written by `utf16_to_utf8`.
         Ok(f(TextBytes::Small(unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<u8>(), n) })))
+    }
+
+    /// Calls `f` with the string as a `&str` (a pub/sub topic): read as `read` reads it,
+    /// where napi-rs's `String` had V8 measure it, then zeroed and filled a heap buffer.
+    pub fn read_str<R>(self, f: impl FnOnce(&str) -> R) -> Result<R> {
+        self.read(|t| {
+            let bytes = match &t {
+                TextBytes::Small(b) => b,
+                TextBytes::Long(b) => &b[..],
+            };
+            // Both ways give whole characters of valid UTF-8 (a lone surrogate as U+FFFD),
+            // so this check never fails; it costs a pass over a topic's few bytes.
+            std::str::from_utf8(bytes).map(f).map_err(|e| napi::Error::from_reason(e.to_string()))
+        })?
     }
 }
 

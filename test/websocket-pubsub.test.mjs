@@ -246,6 +246,47 @@ test("published text keeps its characters, short and long: ASCII, Latin-1, CJK, 
   }
 });
 
+test("topics are their characters, short and long: ASCII, Latin-1, CJK, emoji, 255 units and more, a lone surrogate as U+FFFD", async () => {
+  // Topics are read in the addon as the messages are (strings of 255 UTF-16 units and more
+  // take its other path); a lone surrogate becomes U+FFFD, as Web IDL's USVString makes it.
+  const topics = ["", "t", "é", "漢字", "\u{1F600}", "a\ufffdb", "q".repeat(254), "q".repeat(255)];
+  topics.push("q".repeat(20_000), "€".repeat(300), "ÿ".repeat(255), "q".repeat(254) + "\u{1F600}");
+  const near = ["T", "e", "q".repeat(253), "q".repeat(256), "q".repeat(19_999), "€".repeat(299), "a\ufffd"];
+  let socket;
+  const server = serve({
+    port: 0,
+    host: "127.0.0.1",
+    fetch(req) {
+      const up = upgradeWebSocket(req);
+      up.socket.onopen = () => {
+        for (const t of topics) up.socket.subscribe(t);
+        socket = up.socket;
+      };
+      return up.response;
+    },
+  });
+  try {
+    const sub = await collector(url(server, "/"));
+    await waitFor(() => socket !== undefined);
+    assert.deepEqual(new Set(socket.subscriptions), new Set(topics));
+    for (const t of topics) assert.equal(socket.isSubscribed(t), true, `isSubscribed ${t.slice(0, 20)}`);
+    for (const t of near) assert.equal(socket.isSubscribed(t), false, `isSubscribed ${t.slice(0, 20)}`);
+    // The same topic written with a lone surrogate.
+    assert.equal(socket.isSubscribed("a\ud800b"), true);
+    for (const t of near) assert.equal(server.publish(t, "no"), 0);
+    for (const [i, t] of topics.entries()) assert.equal(server.publish(t, `m${i}`), 1);
+    assert.equal(server.publish("a\udc00b", Buffer.from("lone")), 1);
+    await waitFor(() => sub.got.length === topics.length + 1);
+    assert.deepEqual(sub.got.map(String), [...topics.map((_, i) => `m${i}`), "lone"]);
+    for (const t of topics.slice(0, 6)) socket.unsubscribe(t);
+    assert.deepEqual(new Set(socket.subscriptions), new Set(topics.slice(6)));
+    for (const t of topics.slice(0, 6)) assert.equal(server.publish(t, "gone"), 0);
+    sub.c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("a socket subscribed before it is accepted gets no publish until it is open", async () => {
   const early = [];
   let sock;
