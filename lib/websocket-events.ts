@@ -218,7 +218,28 @@ export class MessageListeners {
     // whose inlining budget is spent).
     const ev = fast.message(data);
     fast.begin(ev, target);
-    for (let l = this.#head; l !== null; l = l.next) {
+    let l = this.#head;
+    // The common socket: one listener, `onmessage` or a function. Called as the walk below
+    // would call it, without the walk's tests of the entry (`removed`, the listener's kind)
+    // and with the attribute's value read once; listeners it adds are then walked from its
+    // entry's `next`, as the loop would have gone on.
+    if (l !== null && l.next === null && (l.attribute || typeof l.listener === "function")) {
+      const f = l.attribute ? this.onmessage : (l.listener as (this: EventTarget, ev: Event) => unknown);
+      if (f !== null) {
+        try {
+          const r: unknown = f.call(target, ev);
+          if (r !== undefined && r !== null) watchResult(r);
+        } catch (e) {
+          uncaught(e);
+        }
+      }
+      if (l.next === null || fast.stopped(ev)) {
+        fast.end(ev);
+        return;
+      }
+      l = l.next;
+    }
+    for (; l !== null; l = l.next) {
       if (l.removed) continue;
       const listener = l.listener;
       try {

@@ -1380,6 +1380,61 @@ test("a socket with a single message listener gives it the event DOM says, and c
   }
 });
 
+test("listeners added by a socket's only message listener (onmessage, or a function) are called in the same dispatch unless it stops it", async () => {
+  const log = [];
+  const server = wsServer((s, req) => {
+    const path = new URL(req.url).pathname.slice(1);
+    const added = (name) => (e) => {
+      log.push(`${path}|${name}:${e.data}:${e.currentTarget === s}`);
+      // Removed by the first message after it was added: a later one does not reach it.
+      if (e.data !== "add" && e.data !== "add and stop") s.removeEventListener("message", listeners.get(name));
+    };
+    const listeners = new Map([
+      ["added", added("added")],
+      ["stopped", added("stopped")],
+    ]);
+    const first = function (e) {
+      log.push(`${path}|first:${e.data}:${this === s}`);
+      if (e.data === "add") s.addEventListener("message", listeners.get("added"));
+      if (e.data === "add and stop") {
+        s.addEventListener("message", listeners.get("stopped"));
+        e.stopImmediatePropagation();
+      }
+    };
+    if (path === "on") s.onmessage = first;
+    else s.addEventListener("message", first);
+  });
+  try {
+    for (const path of ["on", "function"]) {
+      const client = new WebSocket(`ws://127.0.0.1:${server.port}/${path}`);
+      await once(client, "open");
+      for (const m of ["a", "add", "b", "c", "add and stop", "d", "e"]) {
+        const before = log.length;
+        client.send(m);
+        await waitFor(() => log.length > before);
+        // Room for a listener the last one should not have reached.
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      client.close();
+    }
+    const expected = (p) => [
+      `${p}|first:a:true`,
+      // Added during the only listener's call: called in that dispatch, after it.
+      ...[`${p}|first:add:true`, `${p}|added:add:true`],
+      // Removes itself here: the first listener is the only one again for "c".
+      ...[`${p}|first:b:true`, `${p}|added:b:true`],
+      `${p}|first:c:true`,
+      // Added, then stopImmediatePropagation: not called for this message, only the next.
+      `${p}|first:add and stop:true`,
+      ...[`${p}|first:d:true`, `${p}|stopped:d:true`],
+      `${p}|first:e:true`,
+    ];
+    assert.deepEqual(log, [...expected("on"), ...expected("function")]);
+  } finally {
+    await server.close();
+  }
+});
+
 test("messages of every length to 300 bytes come back whole and in order, for each binaryType, with compression on and off", async () => {
   // Each client frame has its own random mask (`ws`); the server unmasks 16 bytes a step
   // with the last 16 redone over the rest, so every length and remainder is checked. A
