@@ -19,7 +19,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -444,7 +443,7 @@ impl Timer {
     }
 }
 
-/// What a poll of `drive` reads at every poll, together (60 bytes): with 50 connections
+/// What a poll of `drive` reads at every poll, together (58 bytes): with 50 connections
 /// served in turn, a connection's state is cold at each of its polls, and these fields
 /// spread over the closure's state (with the cold ones between them) took three lines a
 /// poll. The rest (the phase watch, the timer's box, the quiet-time clock) is read only
@@ -462,8 +461,9 @@ struct Hot<'a, C> {
     head_due: u64,
     /// The phase watch was polled once.
     phase_polled: bool,
-    /// The phase watch was polled, or an idle timeout marked `drain`, since `drain` was read.
-    drain_changed: bool,
+    /// A graceful shutdown is wanted: the server drains, or `idleTimeout` passed.
+    drain: bool,
+    /// The graceful shutdown was started.
     draining: bool,
     /// The timer must be polled (to register the task): it was armed or moved.
     timer_moved: bool,
@@ -483,29 +483,25 @@ const NEVER: u64 = u64::MAX;
 /// or fired, and the server's phase only once it changed: a poll for a request's reply
 /// touches neither.
 ///
-/// The poll's state is moved into its closure, rather than borrowed from this function's:
-/// it is then in one place in the task's memory, which is cold at each poll (the task's
-/// other connections ran in between), so fewer cache lines are read in; what every poll
-/// reads is in one line of it (`Hot`).
-async fn drive<C: GracefulConnection>(
-    conn: &mut Pin<Box<C>>,
-    cork: &Arc<Cork>,
+/// A plain function that returns its poll's future, not an async fn: an async fn's state
+/// is one more level of futures in the connection's task, whose tag is read at every poll
+/// (a line of its own under load). Everything the poll uses is moved into its closure,
+/// which is then in one place in the task's memory, cold at each poll (the task's other
+/// connections ran in between); what every poll reads is in one line of it (`Hot`).
+fn drive<'a, C: GracefulConnection>(
+    conn: &'a mut Pin<Box<C>>,
+    cork: &'a Arc<Cork>,
     phase: &watch::Receiver<Phase>,
-    clock: &mut IdleClock,
+    clock: &'a mut IdleClock,
     releasable: bool,
     head_timeout: Option<Duration>,
-) -> End {
-    // Set by the phase watch below; the connection's poll starts the graceful shutdown
+) -> impl Future<Output = End> + 'a {
+    // Resolves (CutOff) when the server is forced down or gone. Draining is read from the
+    // gate (`Hot`) once it changed: the connection's poll starts the graceful shutdown
     // itself, since it holds the connection.
-    let drain = AtomicBool::new(false);
     let mut rx = phase.clone();
-    // Resolves (CutOff) when the server is forced down or gone; marks `drain` on the way.
-    let mut watch_phase = crate::woken::WhenWoken::new(async {
-        let draining = matches!(rx.wait_for(|p| *p != Phase::Running).await.as_deref(), Ok(Phase::Draining));
-        if draining {
-            drain.store(true, Ordering::Relaxed);
-            let _ = rx.wait_for(|p| *p == Phase::Forced).await;
-        }
+    let mut watch_phase = crate::woken::WhenWoken::new(async move {
+        let _ = rx.wait_for(|p| *p == Phase::Forced).await;
         tracing::debug!("connection forced closed: the shutdown grace period is over");
         End::CutOff
     });
@@ -521,46 +517,44 @@ async fn drive<C: GracefulConnection>(
     let sleep = Box::pin(tokio::time::sleep_until(cork.deadlines.instant_at(timer_at).into()));
     let mut timer = Box::new(Timer { sleep, cork: cork.clone(), wake: None });
     cork.deadlines.armed(timer_at);
-    let drain = &drain;
-    // A copy, written back when the connection ends or goes quiet.
-    let mut clock_here = *clock;
     let mut hot = Hot {
         cork,
         conn: conn.as_mut(),
         // The phase watch is polled at the first poll, which registers the task, and then
         // only once the phase has changed: a load of the watch's version, shared by every
-        // connection.
+        // connection. The gate is never marked seen: once the phase changed, every poll
+        // looks again (the watch's wake-up may come after the version's change).
         gate: phase.clone(),
         timer_at,
         head_timeout,
         head_due,
         phase_polled: false,
-        // `drain` changes only in the phase watch's poll and at an idle timeout: it is
-        // looked at after either.
-        drain_changed: false,
+        drain: false,
         draining: false,
         timer_moved: true,
     };
-    let (end, clock_after) = std::future::poll_fn(move |cx| {
+    std::future::poll_fn(move |cx| {
         let h = &mut hot;
         let cork = h.cork;
         cork.poll_started();
         if !h.phase_polled || h.gate.has_changed().unwrap_or(true) {
             h.phase_polled = true;
-            h.drain_changed = true;
             if let Poll::Ready(end) = Pin::new(&mut watch_phase).poll(cx) {
-                return Poll::Ready((end, clock_here));
+                return Poll::Ready(end);
+            }
+            if *h.gate.borrow() == Phase::Draining {
+                h.drain = true;
             }
         }
         loop {
-            if std::mem::take(&mut h.drain_changed) && !h.draining && drain.load(Ordering::Relaxed) {
+            if h.drain && !h.draining {
                 h.draining = true;
                 h.conn.as_mut().graceful_shutdown();
             }
             let done = h.conn.as_mut().poll(cx).is_ready();
             crate::body::run_woken_readers();
             if done {
-                return Poll::Ready((End::Finished, clock_here));
+                return Poll::Ready(End::Finished);
             }
             // hyper does not read while a request is out (`half_close`): the task looks.
             if cork.watches() && !cork.awaiting_head() {
@@ -570,13 +564,13 @@ async fn drive<C: GracefulConnection>(
                     Watched::HalfClosed => continue,
                     Watched::Gone => {
                         tracing::debug!("the client left while a response was pending");
-                        return Poll::Ready((End::Finished, clock_here));
+                        return Poll::Ready(End::Finished);
                     }
                 }
             }
             // Corked responses go out now unless hyper is on a pipelined request.
             if cork.after_poll(cx).is_err() {
-                return Poll::Ready((End::CutOff, clock_here));
+                return Poll::Ready(End::CutOff);
             }
             // The timer is never set after the clock's next tick (`timer_at`), so only a
             // deadline a request asked for, or a new head deadline, can move it earlier.
@@ -604,8 +598,8 @@ async fn drive<C: GracefulConnection>(
                 return Poll::Pending;
             }
             // The timer fired: a request's deadline may be due (hyper is polled again
-            // above, and its due sleeps complete), or the clock's tick.
-            let clock = &mut clock_here;
+            // above, and its due sleeps complete), or the clock's tick. The clock is the
+            // caller's (read and written only here).
             let now = crate::clock::now();
             cork.deadlines.fired(now);
             if h.head_due != NEVER && h.head_due <= now {
@@ -613,7 +607,7 @@ async fn drive<C: GracefulConnection>(
                 // body may still be coming in) or its response is still being written.
                 if cork.settled_for_head() {
                     tracing::debug!("no request head within headerTimeout: closing the connection");
-                    return Poll::Ready((End::Finished, *clock));
+                    return Poll::Ready(End::Finished);
                 }
                 h.head_due = now.saturating_add(h.head_timeout);
             }
@@ -625,10 +619,9 @@ async fn drive<C: GracefulConnection>(
                 }
                 if clock.timed_out() {
                     tracing::debug!("idle timeout: closing the connection");
-                    drain.store(true, Ordering::Relaxed);
-                    h.drain_changed = true;
-                } else if releasable && clock.quiet >= 2 && !drain.load(Ordering::Relaxed) && cork.settled() {
-                    return Poll::Ready((End::Quiet, *clock));
+                    h.drain = true;
+                } else if releasable && clock.quiet >= 2 && !h.drain && cork.settled() {
+                    return Poll::Ready(End::Quiet);
                 }
             }
             h.timer_at = clock.next_tick.unwrap_or_else(far).min(h.head_due);
@@ -637,9 +630,6 @@ async fn drive<C: GracefulConnection>(
             h.timer_moved = true;
         }
     })
-    .await;
-    *clock = clock_after;
-    end
 }
 
 /// Counts a request of one connection while its response is being produced: from

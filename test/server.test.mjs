@@ -2,6 +2,7 @@
 // framing, errors from listeners, close(), and the RFC's API.
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -123,6 +124,26 @@ describe("framing on the wire", () => {
     const r = await raw(ctx.server.port, "GET /cookies HTTP/1.1\r\nHost: x\r\n\r\n");
     const cookies = parseRaw(r.text).lines.filter((l) => l.toLowerCase().startsWith("set-cookie:"));
     assert.deepEqual(cookies, ["set-cookie: a=1; Path=/", "set-cookie: b=2; HttpOnly"]);
+  });
+
+  test("responses of 0.8 to 1.2 KiB, head and body, arrive whole one after another on a keep-alive connection", async () => {
+    // Each goes to the socket from hyper's head and body buffers at once; up to 1 KiB of
+    // them as one copy (cork.rs, `write_flat`), more as they are.
+    const { server, base } = await start((event) => {
+      const n = Number(new URL(event.request.url).searchParams.get("n"));
+      event.respondWith(new Response(pattern(n, n)));
+    });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let n = 800; n <= 1200; n++) {
+        const res = await request(base, `/?n=${n}`, { agent });
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(pattern(n, n)), `a body of ${n} bytes`);
+      }
+    } finally {
+      agent.destroy();
+      await server.close();
+    }
   });
 
   test("pipelined requests on one connection are answered in order", async () => {
