@@ -879,7 +879,7 @@ impl CorkedStream {
         // alone anyway, after a copy into the write buffer and a second lock (GET /json:
         // the write path 1,164 -> 981 instructions a request).
         if side.buf.is_empty() && self.nothing_pipelined() {
-            let r = if bufs.len() > 1 && side.half.one_buffer() {
+            let r = if side.half.one_buffer() {
                 write_flat(&mut side.half, cx, bufs)
             } else {
                 Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
@@ -919,21 +919,37 @@ const FLAT_WRITE: usize = 1024;
 /// Writes `bufs` as `poll_write_vectored` does, as one `send` of a copy where all of them
 /// fit `FLAT_WRITE` (a larger write goes out as it is: one `writev`, not a `send` of part).
 fn write_flat(half: &mut WriteHalf, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    let mut space = [std::mem::MaybeUninit::uninit(); FLAT_WRITE];
+    match gather(bufs, &mut space) {
+        Some(flat) => Pin::new(half).poll_write(cx, flat),
+        None => Pin::new(half).poll_write_vectored(cx, bufs),
+    }
+}
+
+/// Several slices of `N` bytes or less in all, copied one after the other into `space`,
+/// for a writer where one buffer costs less than a vectored write of the slices (a TCP
+/// socket's `send`, rustls' `write`). `None` for one slice or more bytes, which go to the
+/// writer as they are.
+pub(crate) fn gather<'a, const N: usize>(
+    bufs: &[IoSlice<'_>],
+    space: &'a mut [std::mem::MaybeUninit<u8>; N],
+) -> Option<&'a [u8]> {
+    if bufs.len() < 2 {
+        return None;
+    }
     let total: usize = bufs.iter().map(|b| b.len()).sum();
-    if total > FLAT_WRITE {
-        return Pin::new(half).poll_write_vectored(cx, bufs);
+    if total > N {
+        return None;
     }
-    let mut flat = std::mem::MaybeUninit::<[u8; FLAT_WRITE]>::uninit();
-    let start = flat.as_mut_ptr().cast::<u8>();
-    let mut len = 0;
+    let mut at = 0;
     for b in bufs {
-        // SAFETY: `len + b.len()` is at most `total`, within the array, and `b` is not in it.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), start.add(len), b.len()) };
-        len += b.len();
+        // SAFETY: `at + b.len()` is at most `total`, which fits in `space`; the slices are
+        // the caller's, not `space`.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), space.as_mut_ptr().add(at).cast::<u8>(), b.len()) };
+        at += b.len();
     }
-    // SAFETY: the first `len` bytes were written above.
-    let flat = unsafe { std::slice::from_raw_parts(start, len) };
-    Pin::new(half).poll_write(cx, flat)
+    // SAFETY: the first `total` bytes of `space` were written above.
+    Some(unsafe { std::slice::from_raw_parts(space.as_ptr().cast::<u8>(), total) })
 }
 
 /// Counts a streamed response body while hyper writes it (see `Cork::streaming`).

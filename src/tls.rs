@@ -546,32 +546,11 @@ impl std::io::Write for SocketWriter<'_, '_> {
     }
 }
 
-/// Writes of up to this many bytes in several slices are gathered first (`gather`).
+/// Writes of up to this many bytes in several slices are gathered first
+/// (`crate::cork::gather`): rustls' own vectored write lists the slices in a `Vec` it
+/// allocates and copies from the list in more steps, for a JSON response 236 instructions
+/// more than a write of one slice, where gathering costs about 90 (callgrind).
 const GATHER: usize = 4096;
-
-/// Several slices of `GATHER` bytes or less in all (hyper's head and a small body), copied
-/// one after the other into `space`. rustls' own vectored write lists the slices in a `Vec`
-/// it allocates and copies from the list in more steps: for a JSON response 236 instructions
-/// more than a write of one slice, where gathering costs about 90 (callgrind). `None` for
-/// one slice or more bytes, which go to rustls as they are.
-fn gather<'a>(bufs: &[std::io::IoSlice<'_>], space: &'a mut [std::mem::MaybeUninit<u8>; GATHER]) -> Option<&'a [u8]> {
-    if bufs.len() < 2 {
-        return None;
-    }
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    if total > GATHER {
-        return None;
-    }
-    let mut at = 0;
-    for b in bufs {
-        // SAFETY: `at + b.len()` is at most `total`, which fits in `space`; the slices are
-        // the caller's, not `space`.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), space.as_mut_ptr().add(at).cast::<u8>(), b.len()) };
-        at += b.len();
-    }
-    // SAFETY: the first `total` bytes of `space` were written above.
-    Some(unsafe { std::slice::from_raw_parts(space.as_ptr().cast::<u8>(), total) })
-}
 
 /// Sends the records rustls holds until none is left (true) or the socket is full (false,
 /// with a wake-up registered for when it has room).
@@ -612,7 +591,7 @@ impl AsyncWrite for TlsWrite {
         }
         // Encrypted into records (up to rustls' buffer limit, 64 KiB) and sent.
         let mut space = [std::mem::MaybeUninit::uninit(); GATHER];
-        let n = match gather(bufs, &mut space) {
+        let n = match crate::cork::gather(bufs, &mut space) {
             Some(flat) => std::io::Write::write(&mut conn.writer(), flat)?,
             None => std::io::Write::write_vectored(&mut conn.writer(), bufs)?,
         };
