@@ -200,6 +200,10 @@ pub struct LocalDriver {
     in_turn: Cell<bool>,
     /// JS stopped a drain early (`reschedule`): call it again even with nothing new queued.
     js_again: Cell<bool>,
+    /// The isolate is terminating (`worker.terminate()`, `process.exit()` in a worker): JS
+    /// can no longer run, so the driver stops calling it and rescheduling itself, and the
+    /// thread's loop gets to the teardown that closes it.
+    js_gone: Cell<bool>,
     closed: Cell<bool>,
     open_handles: Cell<u32>,
 }
@@ -280,6 +284,7 @@ impl LocalDriver {
                 uv,
                 in_turn: Cell::new(false),
                 js_again: Cell::new(false),
+                js_gone: Cell::new(false),
                 closed: Cell::new(false),
                 open_handles: Cell::new(2),
             }));
@@ -313,7 +318,7 @@ impl LocalDriver {
     /// One non-blocking turn: run what is ready, poll the sockets, and call JS while
     /// events are queued.
     fn turn(&self) {
-        if self.closed.get() || self.in_turn.replace(true) {
+        if self.closed.get() || self.js_gone.get() || self.in_turn.replace(true) {
             return;
         }
         let doorbell = &self.doorbell;
@@ -335,7 +340,10 @@ impl LocalDriver {
                     return;
                 }
                 if doorbell.has_queued() || self.js_again.take() {
-                    self.call_js();
+                    if !self.call_js() {
+                        busy = false;
+                        return;
+                    }
                     busy = true;
                     continue;
                 }
@@ -359,7 +367,8 @@ impl LocalDriver {
         self.in_turn.set(false);
     }
 
-    fn call_js(&self) {
+    /// Calls JS to take the queued events; false where the isolate is terminating.
+    fn call_js(&self) -> bool {
         let env = self.env;
         // SAFETY: on the JS thread, outside any other Node-API call.
         unsafe {
@@ -371,12 +380,26 @@ impl LocalDriver {
             sys::napi_get_global(env, &mut recv);
             let mut result = null_mut();
             let status = sys::napi_make_callback(env, self.async_ctx, recv, func, 0, std::ptr::null(), &mut result);
+            let mut gone = false;
             if status == sys::Status::napi_pending_exception {
                 let mut e = null_mut();
                 sys::napi_get_and_clear_last_exception(env, &mut e);
-                sys::napi_fatal_exception(env, e);
+                // The isolate terminating (`worker.terminate()`) fails every call into JS
+                // as an exception too, one without a value. Handing that to
+                // `napi_fatal_exception` turn after turn, on a timer of 0 ms, kept the
+                // worker's loop from ever reaching its stop: so whether JS can still run is
+                // asked of a call to a function that does nothing, which fails only then.
+                if js_can_run(env) {
+                    sys::napi_fatal_exception(env, e);
+                } else {
+                    gone = true;
+                }
             }
             sys::napi_close_handle_scope(env, scope);
+            if gone {
+                self.js_gone.set(true);
+            }
+            !gone
         }
     }
 
@@ -404,6 +427,34 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int
     // SAFETY: the handle's data is the driver, alive until both handles closed.
     let d = unsafe { &*(*(handle as *const u64) as *const LocalDriver) };
     d.turn();
+}
+
+/// Whether a call into JS succeeds on `env` now: false while its isolate is terminating.
+///
+/// # Safety
+/// On the JS thread of `env`, inside a handle scope, outside any other Node-API call.
+unsafe fn js_can_run(env: sys::napi_env) -> bool {
+    unsafe extern "C" fn nothing(_env: sys::napi_env, _info: sys::napi_callback_info) -> sys::napi_value {
+        null_mut()
+    }
+    // SAFETY: as the caller's.
+    unsafe {
+        let mut f = null_mut();
+        if sys::napi_create_function(env, std::ptr::null(), 0, Some(nothing), null_mut(), &mut f)
+            != sys::Status::napi_ok
+        {
+            return false;
+        }
+        let mut recv = null_mut();
+        sys::napi_get_undefined(env, &mut recv);
+        let mut result = null_mut();
+        let ok = sys::napi_call_function(env, recv, f, 0, std::ptr::null(), &mut result) == sys::Status::napi_ok;
+        if !ok {
+            let mut e = null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut e);
+        }
+        ok
+    }
 }
 
 unsafe extern "C" fn on_timer(handle: *mut c_void) {

@@ -126,3 +126,87 @@ test("workers that load fetch-rs, serve and end one after another do not crash t
   assert.ok(expected >= 70, r.out);
   assert.equal(answered, expected, r.out);
 });
+
+// A request that reaches a worker while its JS is busy, so it is still queued for JS when
+// worker.terminate() stops the thread: the termination must end the worker (in-thread, the
+// driver once called JS for it again and again, on a timer of 0 ms, and the worker never
+// exited), and the client must see its connection reset, not wait forever.
+const busySource = `
+  import { Worker } from "node:worker_threads";
+  import { once } from "node:events";
+  import http from "node:http";
+
+  const workerSource = \`
+    const { parentPort } = await import("node:worker_threads");
+    const { Server, Response } = await import(${dist});
+    const server = new Server({ port: 0, host: "127.0.0.1" });
+    server.addEventListener("fetch", (e) => e.respondWith(new Response("not busy")));
+    await server.listen();
+    parentPort.postMessage(server.port);
+    parentPort.on("message", () => {
+      parentPort.postMessage("busy");
+      for (;;) {}
+    });
+  \`;
+  const outcomes = [];
+  for (let i = 0; i < 3; i++) {
+    const w = new Worker(workerSource, { eval: true });
+    const [port] = await once(w, "message");
+    w.postMessage("spin");
+    await once(w, "message");
+    const outcome = new Promise((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {
+        res.resume();
+        resolve("answered " + res.statusCode);
+      });
+      req.on("error", (e) => resolve(e.code));
+    });
+    // Time for the connection to be made and its request to arrive, unread.
+    await new Promise((r) => setTimeout(r, 100));
+    const exited = once(w, "exit");
+    await w.terminate();
+    await exited;
+    outcomes.push(await outcome);
+  }
+  console.log(JSON.stringify(outcomes));
+`;
+
+test("a worker terminated while its JS is busy and a request waits for it ends, and the request's connection is reset", async () => {
+  const r = await runChild(busySource, 30_000);
+  assert.equal(r.signal, null, `the process did not end: ${r.signal}\n${r.out}`);
+  assert.equal(r.code, 0, r.out);
+  const outcomes = JSON.parse(r.out.trim().split("\n").at(-1));
+  assert.deepEqual(outcomes, ["ECONNRESET", "ECONNRESET", "ECONNRESET"], r.out);
+});
+
+// The other side of the test above: a value-less exception out of a turn's call into JS
+// that is not a termination (a tick queued by a handler throws `undefined`) is the
+// application's uncaught exception, as any other, and the server goes on serving.
+const throwsUndefinedSource = `
+  const { Server, Response } = await import(${dist});
+  const seen = [];
+  process.on("uncaughtException", (e) => seen.push(String(e)));
+  const server = new Server({ port: 0, host: "127.0.0.1" });
+  let n = 0;
+  server.addEventListener("fetch", (e) => {
+    if (n++ === 0) process.nextTick(() => { throw undefined; });
+    e.respondWith(new Response("answer " + n));
+  });
+  await server.listen();
+  const url = "http://127.0.0.1:" + server.port + "/";
+  const first = await (await fetch(url)).text();
+  const second = await (await fetch(url)).text();
+  await server.close();
+  console.log(JSON.stringify({ first, second, seen }));
+`;
+
+test("a tick that throws undefined during a handler is an uncaught exception, and the server goes on", async () => {
+  const r = await runChild(throwsUndefinedSource, 30_000);
+  assert.equal(r.signal, null, `the process did not end: ${r.signal}\n${r.out}`);
+  assert.equal(r.code, 0, r.out);
+  assert.deepEqual(JSON.parse(r.out.trim().split("\n").at(-1)), {
+    first: "answer 1",
+    second: "answer 2",
+    seen: ["undefined"],
+  });
+});
