@@ -224,6 +224,61 @@ test("a frame begun in a read after bursts of large frames comes back whole, its
   }
 });
 
+test("large messages go out with the bytes they had when sent, in order, written at once, in part, or queued behind others", async () => {
+  // One Buffer, stamped and sent again and again in sizes around the queue's limits (small,
+  // 16 KiB, 64 KiB and just over), with publishes among the sends, and cleared after the
+  // last, to a client that does not read yet: the first sends are written at once, one in
+  // part, the rest wait in the queue (-1). Each must still go out as it was at its send, in
+  // order: a send not written at once keeps a copy, never the caller's Buffer.
+  const SIZES = [16 * 1024, 64 * 1024, 64 * 1024 + 1, 100, 3000, 16 * 1024 - 7];
+  const COUNT = 120;
+  const size = (i) => SIZES[i % SIZES.length];
+  const statuses = [];
+  const server = wsServer(
+    (socket) => {
+      socket.binaryType = "nodebuffer";
+      socket.onopen = () => socket.subscribe("t");
+      socket.onmessage = () => {
+        const all = Buffer.alloc(64 * 1024 + 1);
+        for (let i = 0; i < COUNT; i++) {
+          const b = all.subarray(0, size(i));
+          b.fill(i & 0xff);
+          b.writeUInt32BE(i, 0);
+          if (i % 7 === 6) {
+            server.publish("t", b);
+            statuses.push("p");
+          } else statuses.push(socket.send(b));
+        }
+        all.fill(0xee);
+      };
+    },
+    { websocket: { backpressureLimit: 64 * MiB } },
+  );
+  try {
+    const c = await client(server, { perMessageDeflate: false });
+    const got = [];
+    c.on("message", (m) => got.push(m));
+    c.pause();
+    c.send("go");
+    await waitFor(() => statuses.length === COUNT);
+    await new Promise((r) => setTimeout(r, 50));
+    c.resume();
+    await waitFor(() => got.length === COUNT);
+    assert.ok(statuses.includes(-1), `some sends were queued: ${statuses.join(" ")}`);
+    for (const [i, m] of got.entries()) {
+      const want = Buffer.alloc(size(i), i & 0xff);
+      want.writeUInt32BE(i, 0);
+      assert.ok(
+        m.equals(want),
+        `message ${i} (${size(i)} bytes, sent: ${statuses[i]}): ${m.length} bytes, stamp ${m.readUInt32BE(0)}`,
+      );
+    }
+    c.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test("fragmented messages are assembled, with control frames between fragments", async () => {
   const server = wsServer(echo);
   try {
