@@ -286,7 +286,8 @@ pub enum ReadMode {
 }
 
 /// Reads a request body off the connection for JS, until its end, an error, the
-/// size limit, or `cancel` (JS released the request).
+/// size limit, or `cancel` (JS released the request). True when it ended in its first
+/// poll, made here (the in-thread mode, inside a turn): its last event is queued already.
 pub fn spawn_body_reader(
     rt: &tokio::runtime::Handle,
     mut body: Incoming,
@@ -295,7 +296,8 @@ pub fn spawn_body_reader(
     mut mode: ReadMode,
     doorbell: Arc<Doorbell>,
     mut cancel: oneshot::Receiver<()>,
-) {
+) -> bool {
+    let in_turn = crate::in_thread::in_turn_of(&doorbell);
     let reader = async move {
         let mut seen: u64 = 0;
         let mut collected = Collected::default();
@@ -363,10 +365,20 @@ pub fn spawn_body_reader(
             task: Mutex::new(None),
             queued: AtomicBool::new(false),
         });
+        // JS asks for a body (this is its call) mostly once the connection has read all of
+        // it: the reader's first poll, here, then copies it at once (`Core::body_collect`
+        // hands it back with the call), where as a task it ran in the next round and JS
+        // took it in a drain after that (docs/network-thread.md, "Large request bodies,
+        // round sixteen"). Outside a turn the task is spawned all the same: its wake-up of
+        // the runtime is what gets JS called for what the poll queued.
+        if poll_shared(&shared) && in_turn {
+            return true;
+        }
         rt.spawn(crate::in_thread::Noted::new(ReaderTask(shared)));
     } else {
         rt.spawn(crate::in_thread::Noted::new(reader));
     }
+    false
 }
 
 /// A body reader in the in-thread mode, polled by its own task and also, when the connection

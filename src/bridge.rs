@@ -467,6 +467,16 @@ impl Doorbell {
         std::mem::swap(into, &mut *q);
     }
 
+    /// Takes back the event queued last if `is` picks it (nothing else was queued since).
+    pub fn take_last_if(&self, is: impl FnOnce(&Event) -> bool) -> Option<Event> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.last().is_some_and(is) {
+            q.pop()
+        } else {
+            None
+        }
+    }
+
     /// Whether events are waiting for a drain.
     pub fn has_queued(&self) -> bool {
         !self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()

@@ -424,7 +424,27 @@ impl Core {
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 live.cancel_reader = Some(cancel_tx);
                 live.body = BodyState::Collecting;
-                body::spawn_body_reader(&rt, incoming, id, limit, mode, doorbell, cancel_rx);
+                if body::spawn_body_reader(&rt, incoming, id, limit, mode, doorbell.clone(), cancel_rx) {
+                    // The whole body was there (in-thread): it goes back with this call, not
+                    // through a BODY_FULL record and a second call in the drain.
+                    let whole = |e: &bridge::Event| match e {
+                        bridge::Event::BodyFilled(i, _) | bridge::Event::BodyFull(i, _) => *i == id,
+                        _ => false,
+                    };
+                    match doorbell.take_last_if(whole) {
+                        Some(bridge::Event::BodyFilled(_, b)) => {
+                            live.cancel_reader = None;
+                            live.body = BodyState::Taken;
+                            return b.into_buffer(env).map(Either::A);
+                        }
+                        Some(bridge::Event::BodyFull(_, b)) => {
+                            live.cancel_reader = None;
+                            live.body = BodyState::Taken;
+                            return lending::collected_buffer(env, &b).map(Either::A);
+                        }
+                        _ => {}
+                    }
+                }
                 Ok(Either::B(PULL_PENDING))
             }
             state @ (BodyState::Collecting | BodyState::Deferred(_)) => {

@@ -24,10 +24,21 @@ struct ThreadState {
     work: Cell<u64>,
     /// This thread drives a runtime from Node's loop (`LocalDriver::start`).
     drives: Cell<bool>,
+    /// The doorbell of the driver whose turn is running on this thread (null outside one).
+    turning: Cell<*const Doorbell>,
 }
 
 thread_local! {
-    static THREAD: ThreadState = const { ThreadState { work: Cell::new(0), drives: Cell::new(false) } };
+    static THREAD: ThreadState = const {
+        ThreadState { work: Cell::new(0), drives: Cell::new(false), turning: Cell::new(std::ptr::null()) }
+    };
+}
+
+/// Whether this thread is inside a turn of the driver that rings `doorbell` (JS called from
+/// it, or a task it polls): events queued now are drained before the turn ends, with no
+/// wake-up of the runtime.
+pub fn in_turn_of(doorbell: &Doorbell) -> bool {
+    THREAD.with(|t| std::ptr::eq(t.turning.get(), doorbell))
 }
 
 /// Counts work: a poll or a wake-up of a task.
@@ -323,6 +334,7 @@ impl LocalDriver {
         }
         let doorbell = &self.doorbell;
         let mut busy = false;
+        let outer = THREAD.with(|t| t.turning.replace(Arc::as_ptr(doorbell)));
         self.rt.block_on(async {
             // Each yield lets the runtime run its ready tasks, then poll the sockets and
             // timers without blocking; two get freshly readable connections parsed. Rounds
@@ -354,6 +366,7 @@ impl LocalDriver {
                 busy = true;
             }
         });
+        THREAD.with(|t| t.turning.set(outer));
         if busy && !self.closed.get() {
             // More may be waiting in the runtime's queue: another turn once Node's loop
             // has had its own turn.

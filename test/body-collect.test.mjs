@@ -507,3 +507,131 @@ for (const [mode, options] of [
     });
   });
 }
+
+// In the in-thread mode a body that has all come when JS asks for it is copied in that call
+// and given back by it, not by a later BODY_FULL record (body.rs, `spawn_body_reader`'s first
+// poll; a guard of the behaviour that speed change touched): echoed bodies on each side of 64
+// KiB come back whole and in order on keep-alive and pipelined connections, whether the
+// handler reads at once or from a timer's callback, answers at once, later or with a stream,
+// or throws; and a handler that closes its server once it has its body answers or cuts its
+// client off, nothing worse.
+for (const [mode, options] of [
+  ["worker threads", {}],
+  ["workerThreads: 0", { workerThreads: 0 }],
+]) {
+  describe(`bodies read whole at once and echoed (${mode})`, () => {
+    let srv;
+    before(async () => {
+      srv = await start(
+        async (event) => {
+          const then = event.request.headers.get("x-then");
+          // Read from a timer's callback, outside the network's turn.
+          if (then === "read-later") await new Promise((r) => setTimeout(r, 2));
+          const body = await event.request.arrayBuffer();
+          if (then === "later") await new Promise((r) => setTimeout(r, 2));
+          if (then === "throw") throw new Error("thrown after the body");
+          if (then === "stream") {
+            const half = body.byteLength >> 1;
+            const parts = [new Uint8Array(body, 0, half), new Uint8Array(body, half)];
+            return event.respondWith(
+              new Response(new ReadableStream({ pull: (c) => (parts.length ? c.enqueue(parts.shift()) : c.close()) })),
+            );
+          }
+          event.respondWith(new Response(body));
+        },
+        { ...options, maxBodySize: 8 * MiB },
+      );
+      srv.server.addEventListener("error", () => {});
+    });
+    after(() => srv.server.close());
+
+    const SIZES = [64 * KiB - 1, 64 * KiB, 64 * KiB + 1, 100 * KiB, 256 * KiB - 1];
+    const THENS = ["now", "later", "stream", "throw", "read-later"];
+
+    test("echoes on 12 keep-alive connections, read at once or later, answered at once, later, streamed or thrown", async () => {
+      const http = await import("node:http");
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 12 });
+      const post = (body, then) =>
+        new Promise((resolve, reject) => {
+          const req = http.request(
+            {
+              host: "127.0.0.1",
+              port: srv.server.port,
+              method: "POST",
+              path: "/",
+              agent,
+              headers: { "content-length": body.length, "x-then": then },
+            },
+            (res) => {
+              const parts = [];
+              res.on("data", (d) => parts.push(d));
+              res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts) }));
+            },
+          );
+          req.on("error", reject);
+          req.end(body);
+        });
+      for (let round = 0; round < 3; round++) {
+        const cases = Array.from({ length: 24 }, (_, i) => ({
+          body: pattern(SIZES[(i + round) % SIZES.length], 50 * round + i + 1),
+          then: THENS[(Math.floor(i / SIZES.length) + round) % THENS.length],
+        }));
+        const results = await Promise.all(cases.map((c) => post(c.body, c.then)));
+        results.forEach((res, i) => {
+          const name = `round ${round}, ${cases[i].body.length} bytes, ${cases[i].then}`;
+          if (cases[i].then === "throw") return assert.equal(res.status, 500, name);
+          assert.equal(res.status, 200, name);
+          assert.equal(res.body.length, cases[i].body.length, name);
+          assert.ok(res.body.equals(cases[i].body), name);
+        });
+      }
+      agent.destroy();
+    });
+
+    test("pipelined echoes come back whole and in order", async () => {
+      const bodies = SIZES.map((size, i) => pattern(size, 300 + i));
+      const wire = Buffer.concat(
+        bodies.flatMap((b) => [Buffer.from(`POST / HTTP/1.1\r\nhost: x\r\ncontent-length: ${b.length}\r\n\r\n`), b]),
+      );
+      const sock = net.connect(srv.server.port, "127.0.0.1");
+      await once(sock, "connect");
+      const chunks = [];
+      sock.on("data", (d) => chunks.push(d));
+      sock.end(wire);
+      await once(sock, "close");
+      let rest = Buffer.concat(chunks);
+      for (const [i, body] of bodies.entries()) {
+        const end = rest.indexOf("\r\n\r\n");
+        assert.ok(end > 0, `response ${i}`);
+        const head = rest.subarray(0, end).toString("latin1");
+        assert.match(head, /^HTTP\/1\.1 200 /, `response ${i}`);
+        assert.match(head, new RegExp(`\\r\\ncontent-length: ${body.length}\\r\\n`, "i"), `response ${i}`);
+        const got = rest.subarray(end + 4, end + 4 + body.length);
+        assert.ok(got.equals(body), `response ${i}`);
+        rest = rest.subarray(end + 4 + body.length);
+      }
+      assert.equal(rest.length, 0);
+    });
+
+    test("a handler that closes its server when its 100 KiB body is whole: answered or cut off", async () => {
+      for (const force of [false, true]) {
+        const { server } = await start(null, options);
+        server.addEventListener("fetch", async (event) => {
+          const body = await event.request.arrayBuffer();
+          server.close(force ? { force: true } : undefined);
+          event.respondWith(new Response(body));
+        });
+        const body = pattern(100 * KiB, 9);
+        const res = await send(server.port, { method: "POST", path: "/", body }).then(
+          (r) => r,
+          (e) => e.code,
+        );
+        if (typeof res === "string") assert.equal(res, "ECONNRESET", `force: ${force}`);
+        else {
+          assert.equal(res.status, 200, `force: ${force}`);
+          assert.ok(res.body.equals(body), `force: ${force}`);
+        }
+      }
+    });
+  });
+}
