@@ -17,8 +17,9 @@
 use crate::h1_strict::Strict;
 use bytes::Bytes;
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -65,15 +66,6 @@ pub trait ConnWrite: AsyncWrite + Send + Unpin {
     fn poll_peek(&self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         None
     }
-
-    /// Whether a small write of several slices goes out cheaper copied into one buffer
-    /// first: a TCP socket, where `writev` of a response's head and body cost the kernel
-    /// about 0.24 us more a call than a `send` of the same bytes in one buffer (the
-    /// iovec array's copy and checks, the VFS write path). Not over TLS, where the slices
-    /// become records in user space before any syscall.
-    fn one_buffer(&self) -> bool {
-        false
-    }
 }
 
 impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {
@@ -83,10 +75,6 @@ impl ConnWrite for tokio::net::tcp::OwnedWriteHalf {
 
     fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         Some(self.as_ref().poll_peek(cx, &mut ReadBuf::new(buf)))
-    }
-
-    fn one_buffer(&self) -> bool {
-        true
     }
 }
 
@@ -105,10 +93,6 @@ impl ConnWrite for Box<dyn ConnWrite> {
 
     fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Poll<io::Result<usize>>> {
         (**self).poll_peek(cx, buf)
-    }
-
-    fn one_buffer(&self) -> bool {
-        (**self).one_buffer()
     }
 }
 
@@ -209,6 +193,11 @@ pub struct Cork {
     /// read (pipelined bytes stay in the socket for hyper). Written and read by the
     /// connection's task only.
     watch_ok: AtomicBool,
+    /// The TCP socket the write side's `half` writes to while it holds one
+    /// (`ConnWrite::plain_socket`), else -1; written and read under the write side's lock. A
+    /// small response is sent to it directly (`write_flat`): here, in the padding after the
+    /// flags, not behind the stream's two pointers (a cold line at every response).
+    fd: AtomicI32,
     /// Requests of this connection waiting on JS (`in_flight_add`).
     pub in_flight: AtomicUsize,
     /// HTTP/1.1 requests hyper has handed over on this connection (`request_handed`), to
@@ -279,6 +268,7 @@ impl Cork {
         let cork = Arc::new(Cork {
             // A TCP socket, which `watch` can peek at: TLS records must be read to see an end.
             watches: !passthrough && write.plain_socket().is_some(),
+            fd: AtomicI32::new(write.plain_socket().map_or(-1, |s| s.as_raw_fd())),
             write: Mutex::new(WriteSide { half: write, buf: Vec::new(), read_wake: None }),
             read_waits: AtomicBool::new(false),
             watch_ok: AtomicBool::new(false),
@@ -559,6 +549,7 @@ impl Cork {
     /// written and not sent yet (the 101), which must go out first.
     pub fn take_writer(&self) -> (WriteHalf, Vec<u8>) {
         let mut side = self.side();
+        self.fd.store(-1, Ordering::Relaxed);
         let half = std::mem::replace(&mut side.half, Box::new(tokio::io::sink()));
         (half, std::mem::take(&mut side.buf))
     }
@@ -879,11 +870,7 @@ impl CorkedStream {
         // alone anyway, after a copy into the write buffer and a second lock (GET /json:
         // the write path 1,164 -> 981 instructions a request).
         if side.buf.is_empty() && self.nothing_pipelined() {
-            let r = if side.half.one_buffer() {
-                write_flat(&mut side.half, cx, bufs)
-            } else {
-                Pin::new(&mut side.half).poll_write_vectored(cx, bufs)
-            };
+            let r = write_flat(self.cork.fd.load(Ordering::Relaxed), &mut side.half, cx, bufs);
             // Over TLS, records the socket had no room for wait in the TLS half: hyper's
             // flushes of HTTP/1.1 being deferred, the flush after the poll sends them.
             if side.half.holds_output() {
@@ -913,17 +900,34 @@ impl CorkedStream {
 }
 
 /// Up to this much of a write of several slices is copied into one buffer on the stack
-/// (`ConnWrite::one_buffer`): a small response's head and body.
+/// for a TCP socket (`write_flat`): a small response's head and body.
 const FLAT_WRITE: usize = 1024;
 
-/// Writes `bufs` as `poll_write_vectored` does, as one `send` of a copy where all of them
-/// fit `FLAT_WRITE` (a larger write goes out as it is: one `writev`, not a `send` of part).
-fn write_flat(half: &mut WriteHalf, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+/// Writes `bufs` as `poll_write_vectored` does; to a TCP socket (`Cork::fd`), as one
+/// `send` of a copy where all of them fit `FLAT_WRITE` (a larger write goes out as it is: one
+/// `writev`, not a `send` of part). The kernel's `writev` of a response's head and body took
+/// about 0.24 us more a call than a `send` of the same bytes in one buffer (the iovec
+/// array's copy and checks, the VFS write path). Not over TLS, where the slices become
+/// records in user space before any syscall.
+fn write_flat(fd: i32, half: &mut WriteHalf, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
     let mut space = [std::mem::MaybeUninit::uninit(); FLAT_WRITE];
-    match gather(bufs, &mut space) {
-        Some(flat) => Pin::new(half).poll_write(cx, flat),
-        None => Pin::new(half).poll_write_vectored(cx, bufs),
+    let flat = if fd >= 0 { gather(bufs, &mut space) } else { None };
+    let Some(flat) = flat else { return Pin::new(half).poll_write_vectored(cx, bufs) };
+    // A `send` of its own, as a WebSocket's (websocket.rs, `write_framed`): tokio's write
+    // would first look at the socket's readiness (a cold line at every response under load)
+    // and count the task's budget. A full socket is left to tokio's write, which finds it
+    // full and registers the task for room.
+    // SAFETY: `fd` is the socket `half` owns (`Cork::fd`, read under the lock that holds
+    // `half`), and `flat` is initialized memory of `flat.len()` bytes.
+    let sent = unsafe { libc::send(fd, flat.as_ptr().cast(), flat.len(), libc::MSG_NOSIGNAL) };
+    if sent >= 0 {
+        return Poll::Ready(Ok(sent as usize));
     }
+    let e = io::Error::last_os_error();
+    if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+        return Poll::Ready(Err(e));
+    }
+    Pin::new(half).poll_write(cx, flat)
 }
 
 /// Several slices of `N` bytes or less in all, copied one after the other into `space`,
@@ -966,5 +970,51 @@ impl Drop for StreamingGuard {
     fn drop(&mut self) {
         self.0.streaming.fetch_sub(1, Ordering::Release);
         self.0.answered();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A small response's head and body sent by `write_flat` to a socket with no room: its
+    /// own `send` finds the socket full, and tokio's write waits for room (Pending, the task
+    /// woken once the client reads); then all of it goes out, after what was there before.
+    #[tokio::test]
+    async fn a_flat_write_to_a_full_socket_waits_for_room() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+        let mut half: WriteHalf = Box::new(write);
+        let fd = half.plain_socket().map(|s| s.as_raw_fd()).unwrap();
+        // Fill the socket (and the client's receive buffer) while the client reads nothing.
+        let block = vec![7u8; 64 * 1024];
+        let mut filled = 0;
+        loop {
+            match half.plain_socket().unwrap().send_with_flags(&block, libc::MSG_NOSIGNAL) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the socket: {e}"),
+            }
+        }
+        let (head, body) = (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec(), b"hello".to_vec());
+        let bufs = [IoSlice::new(&head), IoSlice::new(&body)];
+        let polled = write_flat(fd, &mut half, &mut Context::from_waker(Waker::noop()), &bufs);
+        assert!(polled.is_pending(), "a write to a full socket: {polled:?}");
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.map(|_| all)
+        });
+        let n = std::future::poll_fn(|cx| write_flat(fd, &mut half, cx, &bufs)).await.unwrap();
+        assert_eq!(n, head.len() + body.len());
+        drop(half);
+        drop(_read);
+        let all = reader.await.unwrap().unwrap();
+        assert_eq!(all.len(), filled + n);
+        assert!(all[..filled].iter().all(|&b| b == 7));
+        assert_eq!(&all[filled..], [&head[..], &body[..]].concat());
     }
 }
