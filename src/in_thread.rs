@@ -14,7 +14,9 @@ use napi::sys;
 use std::cell::Cell;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
+use std::task::{RawWaker, RawWakerVTable, Waker};
 
 /// What a thread knows about the in-thread mode: one thread-local, so that a task's poll
 /// looks it up once (in a shared library each lookup is a call of `__tls_get_addr`).
@@ -79,8 +81,9 @@ impl<F> Noted<F> {
     }
 }
 
-/// The waker of a task in the in-thread mode (`Noted`): the task's own, which a tokio task
-/// keeps for its life (checked at each poll with `will_wake`, and replaced if it changed).
+/// The waker of a task in the in-thread mode (`Noted`) whose own waker has another vtable
+/// than the runtime's tasks (`note_waker`): the task's own, which a tokio task keeps for its
+/// life (checked at each poll with `will_wake`, and replaced if it changed).
 struct NoteWake(std::task::Waker);
 
 impl std::task::Wake for NoteWake {
@@ -94,6 +97,65 @@ impl std::task::Wake for NoteWake {
         note_work();
         self.0.wake_by_ref();
     }
+}
+
+/// The vtable of the runtime's task wakers (tokio has one for all its tasks), kept at the
+/// first `note_waker`: a waker of `NOTE_VTABLE` holds the task's data pointer and calls it.
+static TASK_VTABLE: AtomicPtr<RawWakerVTable> = AtomicPtr::new(null_mut());
+
+/// Like `NoteWake`, without an allocation of its own: a wake-up (tokio's driver, the
+/// cork's `ReadWake`) goes from the waker straight to the task's header, which a poll
+/// reads anyway, not through an `Arc` read only for its pointer (a cold line a wake-up
+/// under load, docs/network-thread.md, "Plain requests, round sixteen, second part").
+/// `None` for a waker of another vtable than the first one seen (`NoteWake` then).
+fn note_waker(task: &Waker) -> Option<Waker> {
+    let vtable = std::ptr::from_ref(task.vtable()).cast_mut();
+    let kept = match TASK_VTABLE.compare_exchange(null_mut(), vtable, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => vtable,
+        Err(kept) => kept,
+    };
+    if kept != vtable {
+        return None;
+    }
+    let own = std::mem::ManuallyDrop::new(task.clone());
+    // SAFETY: the clone's reference is the new waker's, released by `note_drop` or `note_wake`
+    // through the task's vtable, which is `TASK_VTABLE`.
+    Some(unsafe { Waker::from_raw(RawWaker::new(own.data(), &NOTE_VTABLE)) })
+}
+
+static NOTE_VTABLE: RawWakerVTable = RawWakerVTable::new(note_clone, note_wake, note_wake_by_ref, note_drop);
+
+/// The task's own waker for a note waker's data (one reference, owned by the caller).
+///
+/// # Safety
+/// `data` is a note waker's: a reference to a task whose wakers have `TASK_VTABLE`.
+unsafe fn task_waker(data: *const ()) -> Waker {
+    // SAFETY: set before any note waker was made (`note_waker`), and never changed.
+    unsafe { Waker::from_raw(RawWaker::new(data, &*TASK_VTABLE.load(Ordering::Relaxed))) }
+}
+
+unsafe fn note_clone(data: *const ()) -> RawWaker {
+    // SAFETY: the caller's reference stays the caller's; the clone takes a new one.
+    let task = std::mem::ManuallyDrop::new(unsafe { task_waker(data) });
+    let own = std::mem::ManuallyDrop::new((*task).clone());
+    RawWaker::new(own.data(), &NOTE_VTABLE)
+}
+
+unsafe fn note_wake(data: *const ()) {
+    note_work();
+    // SAFETY: waking by value consumes the waker's reference.
+    unsafe { task_waker(data) }.wake();
+}
+
+unsafe fn note_wake_by_ref(data: *const ()) {
+    note_work();
+    // SAFETY: the reference stays the waker's.
+    std::mem::ManuallyDrop::new(unsafe { task_waker(data) }).wake_by_ref();
+}
+
+unsafe fn note_drop(data: *const ()) {
+    // SAFETY: dropping releases the waker's reference.
+    drop(unsafe { task_waker(data) });
 }
 
 impl<F: std::future::Future> std::future::Future for Noted<F> {
@@ -114,7 +176,7 @@ impl<F: std::future::Future> std::future::Future for Noted<F> {
         }
         let task = cx.waker();
         if !this.wake.as_ref().is_some_and(|(seen, _)| seen.will_wake(task)) {
-            let note = std::task::Waker::from(Arc::new(NoteWake(task.clone())));
+            let note = note_waker(task).unwrap_or_else(|| std::task::Waker::from(Arc::new(NoteWake(task.clone()))));
             this.wake = Some((task.clone(), note));
         }
         match &this.wake {
@@ -525,6 +587,38 @@ mod tests {
         let before = work();
         waker.wake();
         assert_ne!(work(), before);
+    }
+
+    #[test]
+    fn a_task_on_a_runtime_driven_from_nodes_loop_is_woken_from_other_threads() {
+        // A guard of the in-thread waker (`note_waker`): clones woken and dropped on other
+        // threads, by value and by reference, reach the task; the runtime polls it each time.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        THREAD.with(|t| t.drives.set(true));
+        let mut polls = 0;
+        let task = rt.spawn(Noted::new(std::future::poll_fn(move |cx| {
+            polls += 1;
+            if polls == 4 {
+                return Poll::Ready(polls);
+            }
+            let waker = cx.waker().clone();
+            let spare = waker.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                if polls % 2 == 0 {
+                    waker.wake_by_ref();
+                } else {
+                    waker.wake();
+                }
+                drop(spare);
+            });
+            Poll::Pending
+        })));
+        let before = work();
+        let polled = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), task).await });
+        assert_eq!(polled.expect("woken in time").expect("joined"), 4);
+        assert_ne!(work(), before);
+        THREAD.with(|t| t.drives.set(false));
     }
 
     #[test]
