@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
+import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { pattern, send, start, waitFor } from "./helpers.mjs";
@@ -13,6 +14,19 @@ import { pattern, send, start, waitFor } from "./helpers.mjs";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const sha = (b) => createHash("sha256").update(b).digest("hex");
+
+/** A POST to `/` on `port` through `agent`; `write` sends the body. Resolves with the status and body. */
+function postWith(agent, port, headers, write) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method: "POST", path: "/", agent, headers }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts) }));
+    });
+    req.on("error", reject);
+    write(req);
+  });
+}
 
 /** `body` cut into pieces whose sizes cycle through `sizes`. */
 function cut(body, sizes) {
@@ -295,29 +309,17 @@ for (const [mode, options] of [
     after(() => srv.server.close());
 
     test("bodies on 24 keep-alive connections, declared and chunked, and one cut off, each whole or failed alone", async () => {
-      const http = await import("node:http");
       const agent = new http.Agent({ keepAlive: true, maxSockets: 24 });
       const post = (body, chunked) =>
-        new Promise((resolve, reject) => {
-          const req = http.request(
-            {
-              host: "127.0.0.1",
-              port: srv.server.port,
-              method: "POST",
-              path: "/",
-              agent,
-              headers: chunked ? { "transfer-encoding": "chunked" } : { "content-length": body.length },
-            },
-            (res) => {
-              const parts = [];
-              res.on("data", (d) => parts.push(d));
-              res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts) }));
-            },
-          );
-          req.on("error", reject);
-          if (chunked) for (const piece of cut(body, [40000, 8 * KiB + 1])) req.write(piece);
-          req.end(chunked ? undefined : body);
-        });
+        postWith(
+          agent,
+          srv.server.port,
+          chunked ? { "transfer-encoding": "chunked" } : { "content-length": body.length },
+          (req) => {
+            if (chunked) for (const piece of cut(body, [40000, 8 * KiB + 1])) req.write(piece);
+            req.end(chunked ? undefined : body);
+          },
+        );
       const SIZES = [100 * KiB, 64 * KiB + 1, 300 * KiB, MiB, 200 * KiB, 90 * KiB, 180 * KiB];
       // Half of a declared 100 KiB body, then the client leaves.
       const leaver = net.connect(srv.server.port, "127.0.0.1");
@@ -549,28 +551,9 @@ for (const [mode, options] of [
     const THENS = ["now", "later", "stream", "throw", "read-later"];
 
     test("echoes on 12 keep-alive connections, read at once or later, answered at once, later, streamed or thrown", async () => {
-      const http = await import("node:http");
       const agent = new http.Agent({ keepAlive: true, maxSockets: 12 });
       const post = (body, then) =>
-        new Promise((resolve, reject) => {
-          const req = http.request(
-            {
-              host: "127.0.0.1",
-              port: srv.server.port,
-              method: "POST",
-              path: "/",
-              agent,
-              headers: { "content-length": body.length, "x-then": then },
-            },
-            (res) => {
-              const parts = [];
-              res.on("data", (d) => parts.push(d));
-              res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts) }));
-            },
-          );
-          req.on("error", reject);
-          req.end(body);
-        });
+        postWith(agent, srv.server.port, { "content-length": body.length, "x-then": then }, (req) => req.end(body));
       for (let round = 0; round < 3; round++) {
         const cases = Array.from({ length: 24 }, (_, i) => ({
           body: pattern(SIZES[(i + round) % SIZES.length], 50 * round + i + 1),
