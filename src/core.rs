@@ -431,18 +431,15 @@ impl Core {
                         bridge::Event::BodyFilled(i, _) | bridge::Event::BodyFull(i, _) => *i == id,
                         _ => false,
                     };
-                    match doorbell.take_last_if(whole) {
-                        Some(bridge::Event::BodyFilled(_, b)) => {
-                            live.cancel_reader = None;
-                            live.body = BodyState::Taken;
-                            return b.into_buffer(env).map(Either::A);
-                        }
-                        Some(bridge::Event::BodyFull(_, b)) => {
-                            live.cancel_reader = None;
-                            live.body = BodyState::Taken;
-                            return lending::collected_buffer(env, &b).map(Either::A);
-                        }
-                        _ => {}
+                    let buffer = match doorbell.take_last_if(whole) {
+                        Some(bridge::Event::BodyFilled(_, b)) => Some(b.into_buffer(env)),
+                        Some(bridge::Event::BodyFull(_, b)) => Some(lending::collected_buffer(env, &b)),
+                        _ => None,
+                    };
+                    if let Some(buffer) = buffer {
+                        live.cancel_reader = None;
+                        live.body = BodyState::Taken;
+                        return buffer.map(Either::A);
                     }
                 }
                 Ok(Either::B(PULL_PENDING))

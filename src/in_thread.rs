@@ -455,7 +455,6 @@ impl LocalDriver {
             sys::napi_get_global(env, &mut recv);
             let mut result = null_mut();
             let status = sys::napi_make_callback(env, self.async_ctx, recv, func, 0, std::ptr::null(), &mut result);
-            let mut gone = false;
             if status == sys::Status::napi_pending_exception {
                 let mut e = null_mut();
                 sys::napi_get_and_clear_last_exception(env, &mut e);
@@ -467,14 +466,11 @@ impl LocalDriver {
                 if js_can_run(env) {
                     sys::napi_fatal_exception(env, e);
                 } else {
-                    gone = true;
+                    self.js_gone.set(true);
                 }
             }
             sys::napi_close_handle_scope(env, scope);
-            if gone {
-                self.js_gone.set(true);
-            }
-            !gone
+            !self.js_gone.get()
         }
     }
 
