@@ -42,6 +42,7 @@
 //! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
 //! | `wsStage`, `wsSendStaged` | an ArrayBuffer's bytes / none | registers JS's staging area (kept alive by JS) / `wsSendBytes` of the message JS copied there (`WS_STAGE_HEAD` bytes, socket id and length with its `WS_STAGE_NO_COMPRESS` bit, then the bytes, or with `WS_STAGE_VIEW` the arena number and offset of the message JS was last given); the status replaces the socket id |
 //! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
+//! | `wsOwnBuffers` | socket id, on | the socket's binary messages above 1 KiB each get an ArrayBuffer of their own (binaryType "arraybuffer"), not a share of the drain's |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
 //! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
@@ -271,6 +272,11 @@ calls! {
     /// `wsHearDrain(sid)`: see `Core::ws_hear_drain`.
     c"wsHearDrain" => fn ws_hear_drain(core, _env; sid: u32) -> () {
         core.ws_hear_drain(sid);
+        Ok(())
+    }
+    /// `wsOwnBuffers(sid, on)`: see `Core::ws_own_buffers`.
+    c"wsOwnBuffers" => fn ws_own_buffers(core, _env; sid: u32, on: bool) -> () {
+        core.ws_own_buffers(sid, on);
         Ok(())
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
