@@ -93,6 +93,7 @@ interface Calls {
   wsSendText(sid: number, data: string, compress?: boolean): number;
   wsSendBytes(sid: number, data: Uint8Array, compress?: boolean): number;
   wsHearDrain(sid: number): void;
+  wsOwnBuffers(sid: number, on: boolean): void;
   wsClose(sid: number, code: number, reason: string): void;
   wsPing(sid: number, data: Uint8Array): boolean;
   wsBuffered(sid: number): number;
@@ -270,6 +271,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
       return stageHead[0];
     },
     wsHearDrain: c.wsHearDrain,
+    wsOwnBuffers: c.wsOwnBuffers,
     wsClose: c.wsClose,
     wsPing: c.wsPing,
     wsBuffered: c.wsBuffered,

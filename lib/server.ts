@@ -664,6 +664,7 @@ export class Server {
       },
       close: (sid, code, reason) => n.wsClose(sid, code, reason),
       hearDrain: (sid) => n.wsHearDrain(sid),
+      ownBuffers: (sid, on) => n.wsOwnBuffers(sid, on),
       abandon: (sid) => n.wsAbandon(sid),
       ping: (sid, data) => n.wsPing(sid, data),
       buffered: (sid) => n.wsBuffered(sid),

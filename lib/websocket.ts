@@ -90,6 +90,9 @@ export interface WebSocketHost {
   close(sid: number, code: number, reason: string): void;
   /** The socket has a `drain` listener or handler: DRAIN records are posted for it. */
   hearDrain(sid: number): void;
+  /** Binary messages above 1 KiB each come in an ArrayBuffer of their own (`on`, for
+   * binaryType "arraybuffer"), not as views of one shared by the batch's. */
+  ownBuffers(sid: number, on: boolean): void;
   abandon(sid: number): void;
   ping(sid: number, data: Uint8Array): boolean;
   buffered(sid: number): number;
@@ -248,6 +251,7 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
     this.#handlers = handlers;
     this.#binaryType = binaryType;
     if (handlers?.drain !== undefined) host.hearDrain(sid);
+    if (binaryType === "arraybuffer") host.ownBuffers(sid, true);
   }
 
   static {
@@ -406,7 +410,13 @@ export class ServerWebSocket<T = unknown> extends EventTarget {
   }
   set binaryType(v: BinaryType) {
     // https://websockets.spec.whatwg.org/#dom-websocket-binarytype: other values are ignored.
-    if (v === "arraybuffer" || v === "blob" || v === "nodebuffer" || v === "uint8array") this.#binaryType = v;
+    if (v !== "arraybuffer" && v !== "blob" && v !== "nodebuffer" && v !== "uint8array") return;
+    // An "arraybuffer" message must be its own ArrayBuffer: one made for it, where one
+    // shared with others would be copied out here (messages of a batch already made
+    // arrive either way).
+    if ((v === "arraybuffer") !== (this.#binaryType === "arraybuffer") && this.#state !== CLOSED)
+      this.#host.ownBuffers(this.#sid, v === "arraybuffer");
+    this.#binaryType = v;
   }
   /** Bytes of messages queued and not yet written to the connection. */
   get bufferedAmount(): number {

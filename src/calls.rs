@@ -42,6 +42,7 @@
 //! | `wsSendText/Bytes` | socket id, message (copied; in the in-thread mode a large one may be written at once instead), compress? (left out: true, one conversion less per send) | queued for the socket's task; bytes, -1 queued, 0 dropped |
 //! | `wsStage`, `wsSendStaged` | an ArrayBuffer's bytes / none | registers JS's staging area (kept alive by JS) / `wsSendBytes` of the message JS copied there (`WS_STAGE_HEAD` bytes, socket id and length with its `WS_STAGE_NO_COMPRESS` bit, then the bytes, or with `WS_STAGE_VIEW` the arena number and offset of the message JS was last given); the status replaces the socket id |
 //! | `wsHearDrain` | socket id | DRAIN records are posted for the socket from now on (none before: no one to tell) |
+//! | `wsOwnBuffers` | socket id, on | the socket's binary messages above 1 KiB each get an ArrayBuffer of their own (binaryType "arraybuffer"), not a share of the drain's |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
 //! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
@@ -271,6 +272,11 @@ calls! {
     /// `wsHearDrain(sid)`: see `Core::ws_hear_drain`.
     c"wsHearDrain" => fn ws_hear_drain(core, _env; sid: u32) -> () {
         core.ws_hear_drain(sid);
+        Ok(())
+    }
+    /// `wsOwnBuffers(sid, on)`: see `Core::ws_own_buffers`.
+    c"wsOwnBuffers" => fn ws_own_buffers(core, _env; sid: u32, on: bool) -> () {
+        core.ws_own_buffers(sid, on);
         Ok(())
     }
     /// `wsClose(sid, code, reason)`: queues a close frame.
@@ -592,9 +598,28 @@ impl JsText {
             )
         })?;
         if read + 1 >= SMALL_TEXT_UNITS {
-            // Maybe cut short: read it whole, as UTF-8.
+            // Maybe cut short: read it whole, as UTF-8. A string whose first units are
+            // ASCII, too long for `Utf8`'s 12 KiB on the stack to hold at three bytes a unit,
+            // is taken for ASCII throughout: encoded at once into a heap buffer of a byte a
+            // unit (`long_utf8`), without the try on the stack first, which a string past
+            // 12 KiB fills for nothing (a 16 KiB message's send encoded 28 KiB). Shorter ones
+            // and other text keep that try: V8's writer takes its fast path into room of
+            // three bytes a unit (at a byte a unit, a 3,000-byte message's encoding cost
+            // 1,000 instructions more).
+            // SAFETY: the first `read` units were written by V8 above.
+            let head = unsafe { std::slice::from_raw_parts(units.as_ptr().cast::<u16>(), read) };
+            let mut length = 0;
+            // SAFETY: with no buffer V8 reports the length in UTF-16 code units.
+            check_status!(unsafe {
+                sys::napi_get_value_string_utf16(self.env, self.value, std::ptr::null_mut(), 0, &mut length)
+            })?;
             // SAFETY: as above.
-            return Ok(f(TextBytes::Long(unsafe { Utf8::from_napi_value(self.env, self.value) }?.0)));
+            let bytes = if 3 * length > ONE_PASS_BYTES && head.iter().fold(0, |a, &u| a | u) < 0x80 {
+                unsafe { long_utf8(self.env, self.value) }?
+            } else {
+                unsafe { Utf8::from_napi_value(self.env, self.value) }?.0
+            };
+            return Ok(f(TextBytes::Long(bytes)));
         }
         // SAFETY: the first `read` units were written by V8 above.
         let units = unsafe { std::slice::from_raw_parts(units.as_ptr().cast::<u16>(), read) };

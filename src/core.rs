@@ -6,7 +6,7 @@ use crate::bridge::{self, Doorbell};
 use crate::connection::{Phase, ServerShared};
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
 use crate::in_thread::Noted;
-use crate::js_side::{JsSide, Payload};
+use crate::js_side::{JsSide, Payload, SHARED_ARENA};
 use crate::lending::{self, lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
 use crate::slab::{BodyState, ResponseStream, SlotId};
@@ -48,6 +48,9 @@ pub struct Core {
     /// message JS still holds a view of (which keeps its ArrayBuffer alive), and only for
     /// as many bytes as the view has now (none once its ArrayBuffer is detached).
     ws_views: Vec<(*const u8, usize)>,
+    /// As `ws_views`, for the ArrayBuffers of larger binary messages (`js_side::Shared`,
+    /// numbered with `SHARED_ARENA`).
+    ws_shared_views: Vec<(*const u8, usize)>,
     /// The `[id, flags]` words of `respondTextStaged` (`respond_stage`); null until JS
     /// registers them.
     respond_stage: *const u32,
@@ -92,6 +95,17 @@ fn unmasked_buffer<'e>(env: &'e Env, masked: &[u8], mask: [u8; 4]) -> napi::Resu
 /// is (a `calloc`, whose zeroing of each arena, at once overwritten by the copy, cost about
 /// 60 instructions a message).
 fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<(napi::sys::napi_value, *const u8)> {
+    let (buffer, data) = uninit_arena(env, bytes.len())?;
+    if !bytes.is_empty() {
+        // SAFETY: `data` is `bytes.len()` bytes of the new ArrayBuffer, not yet seen by JS.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+    }
+    Ok((buffer, data.cast_const()))
+}
+
+/// An ArrayBuffer of `size` bytes, not zeroed where Node does not (`arena_buffer`), and its
+/// memory, for the caller to fill before JS sees it.
+fn uninit_arena(env: &Env, size: usize) -> napi::Result<(napi::sys::napi_value, *mut u8)> {
     let raw = env.raw();
     let mut value = std::ptr::null_mut();
     let mut data = std::ptr::null_mut();
@@ -102,7 +116,7 @@ fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<(napi::sys::napi_value,
     // SAFETY: plain Node-API calls on the JS thread with its env; the Buffer's memory is
     // `len` bytes that nothing else sees until it is filled and handed to JS.
     unsafe {
-        napi::check_status!(napi::sys::napi_create_buffer(raw, bytes.len(), &mut data, &mut value))?;
+        napi::check_status!(napi::sys::napi_create_buffer(raw, size, &mut data, &mut value))?;
         napi::check_status!(napi::sys::napi_get_typedarray_info(
             raw,
             value,
@@ -114,18 +128,15 @@ fn arena_buffer(env: &Env, bytes: &[u8]) -> napi::Result<(napi::sys::napi_value,
         ))?;
         // A Buffer with an ArrayBuffer of its own, as Node makes them from C++; anything
         // else (a slice of a pool) is not what JS may read whole: the plain way then.
-        if offset != 0 || len != bytes.len() || (data.is_null() && !bytes.is_empty()) {
-            let buffer = ArrayBuffer::copy_from(env, bytes).and_then(|a| ToNapiValue::to_napi_value(raw, a))?;
-            let mut data = std::ptr::null_mut();
-            let mut len = 0usize;
-            napi::check_status!(napi::sys::napi_get_arraybuffer_info(raw, buffer, &mut data, &mut len))?;
-            return Ok((buffer, data.cast_const().cast()));
-        }
-        if !bytes.is_empty() {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), len);
+        if offset != 0 || len != size || data.is_null() {
+            data = std::ptr::null_mut();
+            napi::check_status!(napi::sys::napi_create_arraybuffer(raw, size, &mut data, &mut buffer))?;
         }
     }
-    Ok((buffer, data.cast_const().cast()))
+    if data.is_null() && size != 0 {
+        return Err(napi::Error::from_reason("could not allocate WebSocket messages"));
+    }
+    Ok((buffer, data.cast()))
 }
 
 /// A JS string of ASCII bytes, made as Latin-1 (the same characters): a copy, where V8
@@ -155,6 +166,7 @@ impl Core {
             ws_stage: std::ptr::null_mut(),
             ws_stage_len: 0,
             ws_views: Vec::new(),
+            ws_shared_views: Vec::new(),
             respond_stage: std::ptr::null(),
             deferred: VecDeque::new(),
         })
@@ -265,6 +277,25 @@ impl Core {
             arenas.push(buffer);
             self.ws_views.push((data, a.len()));
         }
+        let mut shared = Vec::new();
+        self.ws_shared_views.clear();
+        let placed = self.js.shared_arenas();
+        for &size in &placed.sizes {
+            let (buffer, data) = uninit_arena(env, size)?;
+            shared.push(buffer);
+            self.ws_shared_views.push((data.cast_const(), size));
+        }
+        for (arena, offset, bytes, mask) in placed.messages.drain(..) {
+            // Always there: `Shared::add` kept each message within its ArrayBuffer's size.
+            if let Some(&(data, size)) = self.ws_shared_views.get(arena) {
+                if offset + bytes.len() <= size && !bytes.is_empty() {
+                    // SAFETY: these bytes of the ArrayBuffer made above, not yet seen by JS,
+                    // are this message's alone.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(data.cast_mut().add(offset), bytes.len()) };
+                    websocket::unmask_into_any(dst, &bytes, mask);
+                }
+            }
+        }
         let mut text_arenas = Vec::new();
         for a in self.js.text_arenas() {
             // ASCII only (`JsSide::pooled`).
@@ -280,6 +311,11 @@ impl Core {
                 // Always there: `drain` numbered the arenas it filled.
                 Payload::Pooled(i) => {
                     if let Some(&arena) = arenas.get(i) {
+                        set(k, arena)?
+                    }
+                }
+                Payload::Shared(i) => {
+                    if let Some(&arena) = shared.get(i) {
                         set(k, arena)?
                     }
                 }
@@ -1037,7 +1073,8 @@ impl Core {
     /// `ws_send` of `len` bytes at `offset` of the ArrayBuffer number `arena` of the last
     /// drain (`ws_views`), which JS holds a view of.
     fn ws_send_viewed(&mut self, sid: u32, arena: usize, offset: usize, len: usize, compress: bool) -> i32 {
-        match self.ws_views.get(arena) {
+        let views = if arena & SHARED_ARENA as usize != 0 { &self.ws_shared_views } else { &self.ws_views };
+        match views.get(arena & !(SHARED_ARENA as usize)) {
             Some(&(data, filled)) if offset + len <= filled => {
                 // SAFETY: JS holds a view of these `len` bytes of the arena made by the
                 // last `drain` (`ws_views`), which keeps its ArrayBuffer alive; `len` is
@@ -1054,6 +1091,15 @@ impl Core {
     pub fn ws_hear_drain(&mut self, sid: u32) {
         if let Some(s) = self.js.sockets.get(sid) {
             s.shared.hear_drain();
+        }
+    }
+
+    /// Socket `sid`'s binary messages above `POOLED_MAX` each get an ArrayBuffer of their
+    /// own (`on`), not a share of the drain's (`js_side::Shared`): JS would copy each out
+    /// of the shared one for binaryType "arraybuffer".
+    pub fn ws_own_buffers(&mut self, sid: u32, on: bool) {
+        if let Some(s) = self.js.sockets.get_mut(sid) {
+            s.own_buffers = on;
         }
     }
 

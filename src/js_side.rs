@@ -29,6 +29,9 @@ pub enum Payload {
     /// A small ASCII text message, in the drain's text arena of this index
     /// (`JsSide::text_arenas`), which JS gets as one string.
     PooledText(usize),
+    /// A binary message of up to `SHARED_MAX` bytes, in the drain's shared ArrayBuffer of
+    /// this index (`JsSide::shared`).
+    Shared(usize),
 }
 
 /// Binary messages up to this size are copied into an arena shared by the drain's small
@@ -42,6 +45,57 @@ const ARENA_SIZE: usize = 16 * 1024;
 // A message's offset in its arena fits the low 16 bits of a `WS_STAGE_VIEW` send's word.
 const _: () = assert!(ARENA_SIZE <= 1 << 16);
 
+/// Binary messages above `POOLED_MAX` and up to this size share an ArrayBuffer with the
+/// drain's other such messages (`Shared`): one Buffer of V8's (a malloc, a backing store
+/// and a typed array, about 4,500 instructions) for several messages, not one each.
+pub(crate) const SHARED_MAX: usize = 16 * 1024;
+
+/// A shared ArrayBuffer's size limit: a message kept alive keeps at most this much memory
+/// with it (four times its own at `SHARED_MAX`).
+const SHARED_SIZE: usize = 64 * 1024;
+const _: () = assert!(SHARED_SIZE <= 1 << 16);
+
+/// In a message's arena number: the arena is one of `JsSide::shared`, not of `arenas`.
+pub(crate) const SHARED_ARENA: u32 = 1 << 14;
+// A drain's records (JS asks for 1,024 at most) number fewer arenas than this.
+const _: () = assert!(SHARED_ARENA >= 1 << 12);
+
+/// The drain's binary messages above `POOLED_MAX` (`SHARED_MAX`), each placed in one of
+/// the ArrayBuffers the caller makes: not copied here, but unmasked by the caller straight
+/// into V8's memory (a copy here and one into V8's cost a pass over the bytes more).
+#[derive(Default)]
+pub struct Shared {
+    /// Each ArrayBuffer's length.
+    pub sizes: Vec<usize>,
+    /// The messages, in order: the ArrayBuffer's index, the offset there, the bytes and
+    /// their mask (all zeros: as they are).
+    pub messages: Vec<(usize, usize, bytes::Bytes, [u8; 4])>,
+}
+
+impl Shared {
+    /// Places a message in the last ArrayBuffer (a new one when it would go past
+    /// `SHARED_SIZE`); returns the ArrayBuffer's index and the message's offset in it.
+    fn add(&mut self, data: bytes::Bytes, mask: [u8; 4]) -> (usize, usize) {
+        let len = data.len();
+        match self.sizes.last_mut() {
+            Some(size) if *size + len <= SHARED_SIZE => *size += len,
+            _ => self.sizes.push(len),
+        }
+        let index = self.sizes.len() - 1;
+        let offset = self.sizes[index] - len;
+        self.messages.push((index, offset, data, mask));
+        (index, offset)
+    }
+
+    fn clear(&mut self) {
+        self.sizes.clear();
+        self.messages.clear();
+    }
+}
+
+/// `JsSide::sent` before a record carried an arena.
+const NOT_SENT: u32 = u32::MAX;
+
 /// Small messages of one drain copied together, one kind (binary or ASCII text) per
 /// `Arenas`: the first `used` arenas are in use, the rest kept for their allocation.
 #[derive(Default)]
@@ -52,16 +106,14 @@ struct Arenas {
     /// (`resize`, a `memset` each message then overwritten).
     list: Vec<(Box<[u8]>, usize)>,
     used: usize,
-    /// The arena the records of this drain last carried.
-    sent: Option<usize>,
 }
 
 impl Arenas {
     /// Copies a small message into the last arena in use (a new one when it is full),
-    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index, the
-    /// message's offset in it, and whether a record of this drain already carried it.
+    /// unmasking it with `mask` (all zeros: as it is); returns the arena's index and the
+    /// message's offset in it.
     #[inline(always)]
-    fn add(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32, bool) {
+    fn add(&mut self, data: &[u8], mask: [u8; 4]) -> (usize, u32) {
         let fits = self.used > 0 && self.list[self.used - 1].1 + data.len() <= ARENA_SIZE;
         if !fits {
             if self.list.len() == self.used {
@@ -76,9 +128,7 @@ impl Arenas {
         let end = offset + data.len();
         crate::websocket::unmask_into(&mut arena[offset..end], data, mask);
         *filled = end;
-        let carried = self.sent == Some(index);
-        self.sent = Some(index);
-        (index, offset as u32, carried)
+        (index, offset as u32)
     }
 
     fn filled(&self) -> impl Iterator<Item = &[u8]> {
@@ -90,7 +140,6 @@ impl Arenas {
             *filled = 0;
         }
         self.used = 0;
-        self.sent = None;
     }
 }
 
@@ -113,6 +162,13 @@ pub struct JsSide {
     /// string per message cost V8's UTF-8 decoder and a `napi_set_element` into `texts`
     /// (about 400 instructions a message, callgrind).
     text_arenas: Arenas,
+    /// Binary messages above `POOLED_MAX` of the current drain (`Payload::Shared`).
+    shared: Shared,
+    /// The arena (its number in the records, `SHARED_ARENA` for one of `shared`) the
+    /// records of this drain last carried, of binary messages and of text ones: JS keeps
+    /// one of each.
+    sent: u32,
+    sent_text: u32,
     /// Sockets sent to since the last flush, written at the flush.
     pub wake_writers: Vec<std::sync::Arc<crate::websocket::SocketShared>>,
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
@@ -132,6 +188,9 @@ impl JsSide {
             sockets: Sockets::default(),
             arenas: Arenas::default(),
             text_arenas: Arenas::default(),
+            shared: Shared::default(),
+            sent: NOT_SENT,
+            sent_text: NOT_SENT,
             wake_writers: Vec::new(),
             write_here: false,
         }
@@ -265,6 +324,7 @@ impl JsSide {
             Event::WsMessage(sid, msg) => {
                 let s = self.sockets.get(sid)?;
                 s.shared.taken(msg.len());
+                let own = s.own_buffers;
                 use crate::websocket::Message;
                 let (kind, payload) = match msg {
                     Message::Text(t) if t.as_str().len() <= POOLED_MAX && t.is_ascii() => {
@@ -276,6 +336,12 @@ impl JsSide {
                     }
                     Message::Masked(b, mask) if b.len() <= POOLED_MAX => {
                         return Some(self.pooled(sid, &b, mask, false, heads));
+                    }
+                    Message::Binary(b) if b.len() <= SHARED_MAX && !own => {
+                        return Some(self.shared(sid, b, [0; 4], heads))
+                    }
+                    Message::Masked(b, mask) if b.len() <= SHARED_MAX && !own => {
+                        return Some(self.shared(sid, b, mask, heads));
                     }
                     Message::Binary(b) => (wire::WS_BINARY, Payload::Binary(b)),
                     Message::Masked(b, mask) => (wire::WS_BINARY, Payload::Masked(b, mask)),
@@ -312,10 +378,13 @@ impl JsSide {
     /// The record of a small message, copied (and unmasked) into the current arena of its
     /// kind: `text` for ASCII text, which JS gets as a string.
     fn pooled(&mut self, sid: u32, data: &[u8], mask: [u8; 4], text: bool, heads: &mut Vec<Payload>) -> [u32; WORDS] {
-        let arenas = if text { &mut self.text_arenas } else { &mut self.arenas };
-        let (arena, offset, carried) = arenas.add(data, mask);
+        let (arenas, sent) =
+            if text { (&mut self.text_arenas, &mut self.sent_text) } else { (&mut self.arenas, &mut self.sent) };
+        let (arena, offset) = arenas.add(data, mask);
         // The arena crosses once, with the first of its messages in this drain: one
-        // `texts` item per arena, not one per message.
+        // `texts` item per arena, not one per message (again after another one crossed).
+        let carried = *sent == arena as u32;
+        *sent = arena as u32;
         let kind = match (text, carried) {
             (false, true) => wire::WS_POOLED_SAME,
             (true, true) => wire::WS_TEXT_POOLED_SAME,
@@ -331,6 +400,29 @@ impl JsSide {
         // The arena's number above the offset (`ARENA_SIZE`); a drain's records, fewer than
         // 1 << 16, number its arenas.
         [wire::RECORD_WS_MESSAGE, sid, kind | (data.len() as u32) << 8, offset | (arena as u32) << 16]
+    }
+
+    /// The record of a binary message above `POOLED_MAX`, placed in the drain's shared
+    /// ArrayBuffers: JS sees it as it sees a small one (`WS_POOLED`), with `SHARED_ARENA`
+    /// in its arena's number.
+    fn shared(&mut self, sid: u32, data: bytes::Bytes, mask: [u8; 4], heads: &mut Vec<Payload>) -> [u32; WORDS] {
+        let len = data.len() as u32;
+        let (index, offset) = self.shared.add(data, mask);
+        let number = SHARED_ARENA | index as u32;
+        let kind = if self.sent == number {
+            wire::WS_POOLED_SAME
+        } else {
+            heads.push(Payload::Shared(index));
+            wire::WS_POOLED
+        };
+        self.sent = number;
+        [wire::RECORD_WS_MESSAGE, sid, kind | len << 8, offset as u32 | number << 16]
+    }
+
+    /// The binary messages above `POOLED_MAX` that `drain` placed, for the caller to
+    /// unmask into the ArrayBuffers it makes and let go of (`messages`).
+    pub fn shared_arenas(&mut self) -> &mut Shared {
+        &mut self.shared
     }
 
     /// The arenas `drain` filled, for the caller to copy to JS; `clear_arenas` after.
@@ -352,6 +444,9 @@ impl JsSide {
     pub fn clear_arenas(&mut self) {
         self.arenas.clear();
         self.text_arenas.clear();
+        self.shared.clear();
+        self.sent = NOT_SENT;
+        self.sent_text = NOT_SENT;
     }
 
     /// Sends the replies gathered since the last flush.

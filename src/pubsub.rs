@@ -40,6 +40,9 @@ pub(crate) struct LiveSocket {
     pub handshake: Option<Handshake>,
     /// The agreed `Sec-WebSocket-Extensions` value, "" for none.
     pub extensions: String,
+    /// Binary messages above `js_side::POOLED_MAX` get an ArrayBuffer each, not a share of
+    /// the drain's (`Core::ws_own_buffers`).
+    pub own_buffers: bool,
     topics: HashSet<String>,
 }
 
@@ -71,7 +74,14 @@ impl Sockets {
         let sid = self.next;
         let shared = SocketShared::new(sid, config, doorbell);
         let extensions = handshake.extensions.clone().unwrap_or_default();
-        let live = LiveSocket { shared, remote, handshake: Some(handshake), extensions, topics: HashSet::new() };
+        let live = LiveSocket {
+            shared,
+            remote,
+            handshake: Some(handshake),
+            extensions,
+            own_buffers: false,
+            topics: HashSet::new(),
+        };
         self.live.insert(sid, live);
         sid
     }

@@ -461,7 +461,7 @@ test("binary sends around the staged size keep their bytes, socket and status, o
   }
 });
 
-test("text sends keep their characters around the one-pass size: ASCII, Latin-1, CJK, emoji and lone surrogates", async () => {
+test("text sends keep their characters around the one-pass sizes: ASCII, Latin-1, CJK, emoji and lone surrogates, after an ASCII head or not", async () => {
   // The addon reads a string of up to 255 UTF-16 units in one pass and encodes it itself
   // (a longer one is read as UTF-8 by V8); a lone surrogate goes out as U+FFFD, as V8's
   // encoder (and Buffer.from) makes it.
@@ -480,6 +480,25 @@ test("text sends keep their characters around the one-pass size: ASCII, Latin-1,
   // units split across it.
   for (const n of [254, 255, 256, 257]) texts.push("q".repeat(n), "ÿ".repeat(n), "€".repeat(n));
   texts.push("q".repeat(254) + "\u{1F600}", "q".repeat(255) + "\u{1F600}", "ä".repeat(100_000) + "\ud800");
+  // A longer string whose first 255 units are ASCII is encoded by V8 at a byte a unit first,
+  // and again at three when that falls short (a guard: such strings took the 12 KiB stack
+  // buffer first before): ASCII around that buffer's size and past it, then wider characters
+  // after the ASCII head, few (within the first pass's spare bytes) or many, emoji and lone
+  // surrogates, at the end and throughout.
+  const head = "q".repeat(255);
+  for (const n of [12 * 1024 - 5, 12 * 1024, 16 * 1024, 70_000]) texts.push("a".repeat(n));
+  texts.push(
+    head + "€",
+    head + "€".repeat(3),
+    head + "€".repeat(100),
+    head + "ÿ".repeat(3000),
+    head + "\u{1F600}".repeat(2),
+    head + "\u{1F600}".repeat(50),
+    head + "\ud800",
+    head + "x\udc00y".repeat(10),
+    "a".repeat(16 * 1024 - 1) + "\u{1F600}",
+    "a".repeat(16 * 1024) + "漢".repeat(16 * 1024),
+  );
   const statuses = [];
   const server = upgradingServer({
     message(ws, m) {

@@ -871,6 +871,78 @@ test("small binary messages arriving together each get their own bytes, in every
   }
 });
 
+test("binary messages of 1 to 16 KiB arriving together each get their own bytes, in every binaryType, kept and changed, with compression on and off", async () => {
+  // Guard: messages above 1 KiB and up to 16 KiB share ArrayBuffers of up to 64 KiB in a
+  // drain (unmasked there by the addon); each must still be its own message: its length and
+  // bytes, an "arraybuffer" one its own ArrayBuffer, a kept one unchanged by later drains
+  // and by changes to the others, one sent back as it is, as it is then.
+  const types = ["arraybuffer", "uint8array", "nodebuffer", "blob"];
+  const sizes = [1025, 16384, 2048, 16383, 4000, 2049, 16385, 1024, 0, 9000, 1500, 65536, 12000, 3];
+  for (const perMessageDeflate of [false, true]) {
+    const got = [];
+    const server = wsServer(
+      (socket) => {
+        socket.onmessage = (e) => {
+          const d = e.data;
+          const i = got.push(d) - 1;
+          // Changed in place after it was noted: the message after it must not see it.
+          if (d instanceof Uint8Array && d.length > 1) d[1] = 0xee;
+          // Every third one goes back as it is, changed (a Blob's send waits for its bytes),
+          // and each up to 2 KiB (sent from where the addon has its bytes).
+          if ((i % 3 === 0 || (d.byteLength > 1024 && d.byteLength <= 2048)) && !(d instanceof Blob)) socket.send(d);
+          socket.binaryType = types[got.length % types.length];
+        };
+      },
+      perMessageDeflate ? { websocket: { perMessageDeflate: true } } : {},
+    );
+    try {
+      const c = await client(server, { perMessageDeflate: perMessageDeflate && { threshold: 0 } });
+      const back = [];
+      c.on("message", (m) => back.push(Buffer.from(m)));
+      const count = 3 * sizes.length;
+      const expected = [];
+      for (let round = 0; round < 3; round++) {
+        for (let j = 0; j < sizes.length; j++) {
+          const i = round * sizes.length + j;
+          const m = Buffer.alloc(sizes[j]);
+          // Bytes that differ by position, so that a message placed at the wrong offset shows.
+          for (let k = 0; k < m.length; k++) m[k] = (i * 7 + k * 13 + (k >> 8)) & 0xff;
+          expected.push(m);
+          c.send(m);
+        }
+        // Later drains: the messages kept from the earlier ones must keep their bytes.
+        await waitFor(() => got.length === (round + 1) * sizes.length);
+      }
+      const sentBack = [];
+      for (let i = 0; i < count; i++) {
+        let d = got[i];
+        const type = types[i % types.length];
+        if (type === "blob") {
+          assert.ok(d instanceof Blob, `message ${i}`);
+          d = new Uint8Array(await d.arrayBuffer());
+        } else if (type === "arraybuffer") {
+          assert.ok(d instanceof ArrayBuffer, `message ${i}`);
+          assert.equal(d.byteLength, expected[i].length, `message ${i}'s ArrayBuffer is its own`);
+          d = new Uint8Array(d);
+        } else if (type === "uint8array") assert.ok(d instanceof Uint8Array && !Buffer.isBuffer(d), `message ${i}`);
+        else assert.ok(Buffer.isBuffer(d), `message ${i}`);
+        const want = Buffer.from(expected[i]);
+        if ((type === "uint8array" || type === "nodebuffer") && want.length > 1) want[1] = 0xee;
+        assert.equal(d.length, want.length, `message ${i}'s length`);
+        assert.ok(Buffer.from(d.buffer, d.byteOffset, d.byteLength).equals(want), `message ${i}'s bytes`);
+        const n = want.length;
+        if ((i % 3 === 0 || (n > 1024 && n <= 2048)) && type !== "blob")
+          sentBack.push(type === "arraybuffer" ? expected[i] : want);
+      }
+      await waitFor(() => back.length === sentBack.length);
+      for (const [j, b] of back.entries()) assert.ok(b.equals(sentBack[j]), `message ${j} sent back`);
+      c.close();
+    } finally {
+      await server.close();
+    }
+  }
+});
+
 test("a received small binary message sent on as it is, changed in place, kept for later, relayed or detached, goes out with the bytes it has then", async () => {
   // Sent as it was received, a small binary message is read by the addon from the drain's
   // ArrayBuffer it views (JS does not copy it into the staging area): what was changed in

@@ -5,6 +5,7 @@
 // FETCH_RS_OPTIONS: extra serve() options as JSON (the in-thread row: {"workerThreads":0}).
 // FETCH_RS_WS_LISTENER=function: messages go to a listener added with addEventListener, not
 // to `onmessage` (the two are dispatched apart: lib/websocket-events.ts).
+// FETCH_RS_WS_BINARY_TYPE: the sockets' binaryType ("nodebuffer" unless set).
 const { serve, upgradeWebSocket } = await import(process.env.FETCH_RS_PACKAGE ?? "../../dist/index.js");
 const extra = process.env.FETCH_RS_OPTIONS ? JSON.parse(process.env.FETCH_RS_OPTIONS) : {};
 const byFunction = process.env.FETCH_RS_WS_LISTENER === "function";
@@ -20,7 +21,7 @@ const server = serve({
   fetch(req) {
     const { socket, response } = upgradeWebSocket(req);
     const path = new URL(req.url).pathname;
-    socket.binaryType = "nodebuffer";
+    socket.binaryType = process.env.FETCH_RS_WS_BINARY_TYPE ?? "nodebuffer";
     if (path === "/sub") socket.onopen = () => socket.subscribe("t");
     else if (path === "/pub") onMessage(socket, (e) => server.publish("t", e.data));
     else onMessage(socket, (e) => socket.send(e.data));
