@@ -1017,4 +1017,56 @@ mod tests {
         assert!(all[..filled].iter().all(|&b| b == 7));
         assert_eq!(&all[filled..], [&head[..], &body[..]].concat());
     }
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// hyper's read of a plain TCP socket: Pending with the read waker (`ReadWake`)
+    /// registered, and Pending again without asking the socket until that waker is woken;
+    /// the client's bytes wake it and the next read gets them. Dropped, the stream and the
+    /// cork are freed: the socket's registration holds the read waker, which must not hold
+    /// the cork that owns the socket (a guard for a waker that keeps its flag in the cork).
+    #[tokio::test]
+    async fn a_read_waits_for_the_socket_then_reads_and_the_cork_is_freed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let doorbell = Arc::new(crate::bridge::Doorbell::new());
+        let (mut io, cork) = Cork::new(server, false, &[], doorbell, Arc::new(crate::stats::Stats::new()));
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        let mut read = |cx: &mut Context<'_>| {
+            let mut buf = hyper::rt::ReadBuf::uninit(&mut space);
+            let polled = hyper::rt::Read::poll_read(Pin::new(&mut io), cx, buf.unfilled());
+            polled.map(|r| r.map(|()| buf.filled().to_vec()))
+        };
+        assert!(read(&mut cx).is_pending());
+        assert!(read(&mut cx).is_pending());
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut client, head).await.unwrap();
+        for _ in 0..2000 {
+            if count.0.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(count.0.load(Ordering::Relaxed) > 0, "the task was not woken");
+        match read(&mut cx) {
+            Poll::Ready(Ok(got)) => assert_eq!(got, head),
+            other => panic!("the read after the wake-up: {other:?}"),
+        }
+        let weak = Arc::downgrade(&cork);
+        drop((io, cork));
+        assert!(weak.upgrade().is_none(), "the cork outlived its stream");
+    }
 }
