@@ -34,7 +34,7 @@ type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
 
 /// The most bytes of frames the in-thread batch buffer (`JsSide::published`) takes
 /// between two flushes; later publishes are copied into each subscriber's queue. Keeps
-/// its offsets within `u32`.
+/// its offsets within the 21 bits a queue packs them in (`SendQueue::shared`).
 pub(crate) const PUBLISHED_MAX: usize = 1024 * 1024;
 
 /// A socket as the JS thread holds it.
