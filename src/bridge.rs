@@ -34,7 +34,7 @@ const WRITES_PER_TASK: usize = 256;
 async fn write_sockets(sockets: Vec<Arc<crate::websocket::SocketShared>>) {
     tokio::task::unconstrained(async move {
         for socket in sockets {
-            socket.send_now();
+            socket.send_now(&[]);
         }
     })
     .await

@@ -1141,6 +1141,9 @@ impl Core {
     /// Sends to every subscriber of `topic` but socket `except` (0: none); returns how
     /// many took the message.
     pub fn ws_publish(&mut self, except: u32, topic: &str, payload: bytes::Bytes, text: bool, compress: bool) -> u32 {
-        self.js.sockets.publish(topic, payload, text, compress, except, &mut self.js.wake_writers)
+        // In the in-thread mode the flush writes from the JS side's buffer of the batch's
+        // frames; with a network thread, each subscriber's queue has its own copy.
+        let published = if self.js.write_here { Some(&mut self.js.published) } else { None };
+        self.js.sockets.publish(topic, payload, text, compress, except, published, &mut self.js.wake_writers)
     }
 }

@@ -174,6 +174,11 @@ pub struct JsSide {
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
     /// itself instead of handing them to another thread.
     pub write_here: bool,
+    /// With `write_here`: the small frames published since the last flush, back to back.
+    /// A subscriber that gets a run of them and nothing else holds the run's place here
+    /// (`Sockets::publish`), and the flush writes it from here: the kernel reads one warm
+    /// buffer, not a cold one a subscriber. Cleared once the flush is over.
+    pub published: bytes::BytesMut,
 }
 
 impl JsSide {
@@ -193,6 +198,7 @@ impl JsSide {
             sent_text: NOT_SENT,
             wake_writers: Vec::new(),
             write_here: false,
+            published: bytes::BytesMut::new(),
         }
     }
 
@@ -459,14 +465,22 @@ impl JsSide {
             // This runs inside the runtime's turn: outside tokio's cooperative budget, or
             // every write after the 128th of a turn would look like a full socket and wait
             // for the socket's task. The block finishes in its one poll.
-            let sockets = &mut self.wake_writers;
-            let writes = tokio::task::unconstrained(async move {
-                for s in sockets.drain(..) {
-                    s.send_now();
-                }
-            });
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let _ = std::pin::pin!(writes).poll(&mut cx);
+            {
+                let sockets = &mut self.wake_writers;
+                let published = &self.published[..];
+                let writes = tokio::task::unconstrained(async move {
+                    for s in sockets.drain(..) {
+                        s.send_now(published);
+                    }
+                });
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let _ = std::pin::pin!(writes).poll(&mut cx);
+            }
+            // Every socket that held a run of it was listed, and has written or copied it.
+            self.published.clear();
+            if self.published.capacity() > crate::pubsub::PUBLISHED_MAX {
+                self.published = bytes::BytesMut::new();
+            }
         } else {
             self.doorbell.send_replies(&mut self.outbox);
             self.doorbell.send_writes(&mut self.wake_writers);

@@ -371,6 +371,12 @@ struct SendQueue {
     /// deque's own buffer, and the flush takes it without one: one cold cache line less a
     /// subscriber per publish and per flush in a fan-out.
     tail: (usize, usize),
+    /// In-thread publishes: frames of the JS side's batch buffer (`Sockets::publish`) this
+    /// socket takes as they lie there, not copied. Always the queue's front, when set: it
+    /// is set only on an empty queue, and what is queued behind it stays behind it. The
+    /// flush after the batch writes it from there or copies it in (`unshare`), before the
+    /// buffer is reused; the socket's task does not write past it.
+    shared: Shared,
     /// The bytes of the `Out::Framed` items, back to back. The writer takes them with
     /// `split` and writes them from here, so once written the allocation is used again:
     /// a small message costs one copy (from the JS buffer) and no allocation of its own.
@@ -378,7 +384,66 @@ struct SendQueue {
     items: VecDeque<Out>,
 }
 
+/// A run of the JS side's batch buffer: `start..end`, completing `data` message bytes,
+/// packed in one word (each below `PUBLISHED_MAX`, 2^20): 8 bytes more in the queue kept
+/// the config's first fields in the second line of `SocketShared`, where a publish reads
+/// them (16 more moved them to a third, one more read miss a delivery, callgrind). `end`
+/// 0 for none. Offsets, not a pointer: the bytes are read only where the buffer is
+/// passed in (the publish, the flush).
+#[derive(Default, Clone, Copy)]
+struct Shared(u64);
+
+const SHARED_BITS: u32 = 21;
+const SHARED_MASK: u64 = (1 << SHARED_BITS) - 1;
+const _: () = assert!(crate::pubsub::PUBLISHED_MAX < 1 << SHARED_BITS);
+
+impl Shared {
+    fn new(start: usize, end: usize, data: usize) -> Self {
+        Shared(end as u64 | (start as u64) << SHARED_BITS | (data as u64) << (2 * SHARED_BITS))
+    }
+    fn end(self) -> usize {
+        (self.0 & SHARED_MASK) as usize
+    }
+    fn start(self) -> usize {
+        (self.0 >> SHARED_BITS & SHARED_MASK) as usize
+    }
+    fn data(self) -> usize {
+        (self.0 >> (2 * SHARED_BITS)) as usize
+    }
+}
+
 impl SendQueue {
+    /// Makes the shared run the socket's own, at the queue's front: into `framed` as the
+    /// open run when nothing else is queued (the common case: a later publish it skipped,
+    /// or a full socket), else as an item ahead of the rest.
+    #[inline(never)]
+    fn unshare(&mut self, batch: &[u8]) {
+        let run = std::mem::take(&mut self.shared);
+        if run.end() == 0 {
+            return;
+        }
+        // Always in range: the batch buffer is kept until every listed socket was flushed.
+        let Some(bytes) = batch.get(run.start()..run.end()) else { return };
+        if self.items.is_empty() && self.tail.0 == 0 && self.framed.is_empty() {
+            self.framed.extend_from_slice(bytes);
+            self.tail = (bytes.len(), run.data());
+        } else {
+            self.items.push_front(Out::Encoded { frame: Bytes::copy_from_slice(bytes), payload_len: run.data() });
+        }
+    }
+
+    /// `queue_shared`'s other case: the frame at `start..end` of `batch` is copied into
+    /// the open run, any shared run made the socket's own first. Out of line: a fan-out's
+    /// publishes seldom come here, and inlined it made the common case spill registers.
+    #[cold]
+    #[inline(never)]
+    fn copy_in(&mut self, batch: &[u8], start: usize, end: usize, len: usize) {
+        self.unshare(batch);
+        self.framed.extend_from_slice(&batch[start..end]);
+        self.tail.0 += end - start;
+        self.tail.1 += len;
+    }
+
     /// Moves the open `Framed` run into `items`, behind what is there.
     fn seal(&mut self) {
         if self.tail.0 > 0 {
@@ -394,7 +459,7 @@ impl SendQueue {
     }
 
     fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.tail.0 == 0
+        self.items.is_empty() && self.tail.0 == 0 && self.shared.end() == 0
     }
 }
 
@@ -565,6 +630,7 @@ impl SocketShared {
 
     /// `queue` for a small uncompressed data frame, encoded here by `encode` (which
     /// writes `frame_len` bytes) into the queue's `framed` buffer.
+    #[inline(always)]
     pub fn queue_framed(
         &self,
         len: usize,
@@ -578,6 +644,28 @@ impl SocketShared {
         encode(&mut q.framed);
         q.tail.0 += frame_len;
         q.tail.1 += len;
+        Some(idle)
+    }
+
+    /// `queue_framed` for a publish in the in-thread mode, whose frame lies at
+    /// `start..end` of the JS side's batch buffer `batch`: a socket whose queue holds
+    /// nothing else, or only the run of the batch's frames that ends where this one
+    /// starts, takes it as a run of that buffer (`SendQueue::shared`), not copied. Any
+    /// other is copied in as `queue_framed` does, the run ahead of it first.
+    #[inline]
+    pub fn queue_shared(&self, len: usize, batch: &[u8], start: usize, end: usize) -> Option<bool> {
+        let idle = self.admit(len, false)?;
+        let mut q = self.send_queue();
+        let run = q.shared;
+        let alone = q.items.is_empty() && q.tail.0 == 0 && q.framed.is_empty();
+        if alone && run.end() == 0 {
+            q.shared = Shared::new(start, end, len);
+        } else if alone && run.end() == start {
+            // `end` and `data` grow in place: neither carries into the next field.
+            q.shared = Shared(run.0 + (end - start) as u64 + ((len as u64) << (2 * SHARED_BITS)));
+        } else {
+            q.copy_in(batch, start, end, len);
+        }
         Some(idle)
     }
 
@@ -621,7 +709,11 @@ impl SocketShared {
     /// cross-thread hop per socket, which for a publish to many sockets cost more than
     /// the writes). A full socket, a close frame or a writer busy on the task's side
     /// leave the rest to the task.
-    pub fn send_now(&self) {
+    ///
+    /// `batch`: the JS side's batch buffer in the in-thread mode (empty otherwise), which
+    /// a run the socket holds of it (`SendQueue::shared`) is written from, or copied from
+    /// where it is not all written: the buffer is reused once the flush is over.
+    pub fn send_now(&self, batch: &[u8]) {
         self.wake_pending.store(false, Ordering::Release);
         let done = match self.writer.try_lock() {
             // A socket left full by an earlier write: the task waits for room with its waker
@@ -631,7 +723,7 @@ impl SocketShared {
             Ok(w) if w.waits_for_room() => false,
             Ok(mut w) => {
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match self.write_framed(&mut w, &mut cx) {
+                match self.write_framed(&mut w, batch, &mut cx) {
                     Some(done) => done,
                     None => matches!(self.poll_send(&mut w, &mut cx), Poll::Ready(Ok(false))),
                 }
@@ -640,6 +732,10 @@ impl SocketShared {
             Err(_) => false,
         };
         if !done {
+            // Left to the task: a run of the batch buffer becomes the socket's own.
+            if !batch.is_empty() {
+                self.send_queue().unshare(batch);
+            }
             // A socket that could not take everything has the noop waker registered for
             // writability: the task's own poll registers its waker again.
             self.writer_wake.notify_one();
@@ -654,33 +750,61 @@ impl SocketShared {
     /// buffer header besides). `Some(true)`: all of it went out; `Some(false)`: the task
     /// writes the rest (what the socket did not take is the first chunk, so order holds);
     /// `None`: the queue holds something else, for `poll_send`.
-    fn write_framed(&self, w: &mut Writer, cx: &mut std::task::Context<'_>) -> Option<bool> {
-        if w.failed || w.close_out || !w.framed.is_empty() {
+    fn write_framed(&self, w: &mut Writer, batch: &[u8], cx: &mut std::task::Context<'_>) -> Option<bool> {
+        if w.failed || w.close_out || !w.framed.is_empty() || w.half.is_none() {
+            // For `poll_send`, which cannot read the batch buffer.
+            if !batch.is_empty() {
+                self.send_queue().unshare(batch);
+            }
             return None;
         }
-        let half = w.half.as_mut()?;
-        let data = {
+        // The bytes lie in the batch buffer (`run`), or in the queue's own buffer, swapped
+        // with the writer's spare one.
+        let (run, data) = {
             let mut q = self.send_queue();
-            // Only the open run, which holds every byte of `framed`.
-            let (len, data) = q.tail;
-            if len == 0 || !q.items.is_empty() || len != q.framed.len() {
-                return None;
+            if q.shared.end() != 0 {
+                if !q.items.is_empty() || q.tail.0 != 0 {
+                    q.unshare(batch);
+                    return None;
+                }
+                let run = std::mem::take(&mut q.shared);
+                (Some(run.start()..run.end()), run.data())
+            } else {
+                // Only the open run, which holds every byte of `framed`.
+                let (len, data) = q.tail;
+                if len == 0 || !q.items.is_empty() || len != q.framed.len() {
+                    return None;
+                }
+                q.tail = (0, 0);
+                std::mem::swap(&mut q.framed, &mut w.framed);
+                (None, data)
             }
-            q.tail = (0, 0);
-            std::mem::swap(&mut q.framed, &mut w.framed);
-            data
         };
+        let bytes: &[u8] = match &run {
+            Some(r) => match batch.get(r.clone()) {
+                Some(b) => b,
+                // Not reached: the buffer holds every run until the flush is over. Failing
+                // the socket keeps a wrong byte from going out.
+                None => {
+                    w.failed = true;
+                    return Some(false);
+                }
+            },
+            None => &w.framed,
+        };
+        // Always there: looked at first.
+        let half = w.half.as_mut()?;
         // Over TCP, a `send` of its own: tokio's write would look at the socket's readiness
         // first, one more cache line per socket for a fan-out (about 50 instructions a
         // delivery with the call's layers). A full socket is left to the task, whose own
         // write then finds it full and waits for room.
-        let wrote = match half.plain_socket().map(|s| s.send_with_flags(&w.framed, libc::MSG_NOSIGNAL)) {
+        let wrote = match half.plain_socket().map(|s| s.send_with_flags(bytes, libc::MSG_NOSIGNAL)) {
             Some(Ok(n)) if n > 0 => Poll::Ready(Ok(n)),
             Some(Err(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
                 Poll::Pending
             }
             Some(r) => Poll::Ready(r),
-            None => Pin::new(&mut **half).poll_write(cx, &w.framed),
+            None => Pin::new(&mut **half).poll_write(cx, bytes),
         };
         let wrote = match wrote {
             Poll::Ready(Ok(n)) if n > 0 => n,
@@ -691,19 +815,29 @@ impl SocketShared {
             }
             Poll::Pending => 0,
         };
-        if wrote < w.framed.len() {
-            // The rest is the first chunk, written by the task once the socket has room.
-            let rest = w.framed.split_off(wrote).freeze();
-            w.framed.clear();
+        if wrote < bytes.len() {
+            // The rest is the first chunk, written by the task once the socket has room. A
+            // run of the batch buffer is copied: the buffer is reused after the flush.
+            let rest = match run {
+                Some(_) => Bytes::copy_from_slice(&bytes[wrote..]),
+                None => {
+                    let rest = w.framed.split_off(wrote).freeze();
+                    w.framed.clear();
+                    rest
+                }
+            };
             w.chunks.push_back((rest, data));
             return Some(false);
         }
-        w.framed.clear();
-        if w.framed.capacity() > FRAMED_KEEP {
-            w.framed = BytesMut::new();
+        if run.is_none() {
+            w.framed.clear();
+            if w.framed.capacity() > FRAMED_KEEP {
+                w.framed = BytesMut::new();
+            }
         }
         self.written(data);
         // TLS may keep records of what it took (a no-op over TCP).
+        let half = w.half.as_mut()?;
         Some(matches!(Pin::new(&mut **half).poll_flush(cx), Poll::Ready(Ok(()))))
     }
 
@@ -775,6 +909,12 @@ impl SocketShared {
             let mut batch = std::mem::take(&mut w.batch);
             {
                 let mut q = self.send_queue();
+                if q.shared.end() != 0 {
+                    // A run of the JS side's batch buffer, at the queue's front: the flush
+                    // after the batch writes it or copies it in, then wakes this task.
+                    w.batch = batch;
+                    return Poll::Ready(Ok(false));
+                }
                 q.seal();
                 batch.extend(q.items.drain(..));
                 if !q.framed.is_empty() {
@@ -1896,6 +2036,9 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
                         shared.closing.store(true, Ordering::Release);
                         {
                             let mut q = shared.send_queue();
+                            // Publishes of the batch buffer go the way of the rest queued
+                            // behind a close: unsent.
+                            q.shared = Shared::default();
                             q.seal();
                             q.items.retain(|o| !matches!(o, Out::Close(..)));
                             q.items.push_front(Out::Close(c, reason.into()));
@@ -2225,7 +2368,7 @@ mod tests {
         }
         // An idle socket takes a message at the flush itself.
         assert_eq!(shared.send(Out::Message { payload: Bytes::from_static(b"hi"), text: true, compress: false }, 2), 2);
-        shared.send_now();
+        shared.send_now(&[]);
         assert_eq!(shared.buffered(), 0);
         let mut head = [0u8; 4];
         client.read_exact(&mut head).await.unwrap();
@@ -2237,7 +2380,7 @@ mod tests {
             let payload = Bytes::from(vec![i as u8; SIZE]);
             assert_ne!(shared.send(Out::Message { payload, text: false, compress: false }, SIZE), SEND_DROPPED);
         }
-        shared.send_now();
+        shared.send_now(&[]);
         assert!(shared.buffered() > 0, "the pipe cannot hold it all");
         let mut frame = vec![0u8; 4 + SIZE];
         for i in 0..N {
@@ -2272,7 +2415,7 @@ mod tests {
         assert_eq!(send(&shared), 1);
         // Queued behind the first: the sender is owed a drain.
         assert_eq!(send(&shared), -1);
-        shared.send_now();
+        shared.send_now(&[]);
         while shared.buffered() > 0 {
             tokio::task::yield_now().await;
         }
@@ -2304,7 +2447,7 @@ mod tests {
         // Frames behind it wait for it: no direct write while the rest is pending.
         assert_eq!(shared.send_direct(&[9u8; 4096], false), None);
         assert_eq!(shared.send_framed(b"after", true), SEND_QUEUED);
-        shared.send_now();
+        shared.send_now(&[]);
         let mut frame = vec![0u8; 10 + SIZE];
         let read = tokio::time::timeout(Duration::from_secs(30), client.read_exact(&mut frame)).await;
         read.expect("the rest was never written").unwrap();

@@ -348,3 +348,105 @@ test("publishes and sends queued just before the server closes a subscriber reac
     await server.close();
   }
 });
+
+test("a batch's publishes mixed with a subscriber's own sends, a publish it skips as the sender, a full subscriber and one that unsubscribes mid-batch: every byte in order", async () => {
+  // A guard of the in-thread fan-out's shared buffer (src/pubsub.rs, `JsSide::published`):
+  // a subscriber that gets only a batch's publishes is written from one buffer of the
+  // batch, and copied into its own queue when anything else joins it, when its socket is
+  // full, or when it skips a publish. With a network thread each queue has its own copy.
+  const rounds = 24;
+  const perRound = 150;
+  // Each message's bytes follow from its number; sizes up to the frames of 2 KiB framed
+  // when queued, and in half the rounds a few larger ones (a frame of their own, queued behind
+  // a subscriber's shared run: in even rounds the runs last until the flush).
+  const large = new Set();
+  const body = (n) => {
+    const size = large.has(n) ? 3000 + (n % 7) : 4 + ((n * 37) % 2000);
+    const b = Buffer.alloc(size);
+    b.writeUInt32BE(n, 0);
+    for (let i = 4; i < size; i++) b[i] = (n * 31 + i * 7) & 0xff;
+    return b;
+  };
+  // What each subscriber must get, as the server queues it: mine (own sends too), skip
+  // (the sender of some publishes), full (a stalled reader), part (unsubscribed mid-batch).
+  const want = { mine: [], skip: [], full: [], part: [] };
+  let next = 1;
+  const { server, subs } = pubsubServer(
+    (m, srv, list) => {
+      const [mine, skip, , part] = list;
+      const round = () => {
+        part.subscribe("t");
+        for (let i = 0; i < perRound; i++) {
+          const n = next++;
+          if (Number(m) % 4 >= 2 && i % 50 === 7) large.add(n);
+          const data = body(n);
+          if (i % 9 === 4) {
+            // Published by a subscriber: everyone but it.
+            assert.equal(skip.publish("t", data), i < perRound / 2 ? 3 : 2);
+            for (const k of ["mine", "full"]) want[k].push(n);
+            if (i < perRound / 2) want.part.push(n);
+          } else {
+            srv.publish("t", data);
+            for (const k of ["mine", "skip", "full"]) want[k].push(n);
+            if (i < perRound / 2) want.part.push(n);
+          }
+          if (i % 13 === 6) {
+            const own = next++;
+            if (i % 26 === 6) large.add(own);
+            assert.notEqual(mine.send(body(own)), 0);
+            want.mine.push(own);
+          }
+          if (i === perRound / 2 - 1) part.unsubscribe("t");
+        }
+      };
+      // Half the rounds in the batch of the control message, half from a timer (flushed
+      // by a microtask).
+      if (Number(m) % 2 === 0) round();
+      else setTimeout(round, 0);
+    },
+    { websocket: { backpressureLimit: 64 * 1024 * 1024, perMessageDeflate: false } },
+  );
+  try {
+    const clients = [];
+    for (let i = 0; i < 4; i++) {
+      clients.push(await rawSubscriber(server, "/sub"));
+      await waitFor(() => subs.length === i + 1);
+    }
+    const [mine, skip, full, part] = clients;
+    // The full subscriber stops reading: its socket fills, and the rest waits in its queue.
+    full.sock.pause();
+    const { c: ctl } = await collector(url(server, "/ctl"), { perMessageDeflate: false });
+    // Rounds until the full subscriber's socket has been full for a few: the flush that
+    // fills it writes part of a shared run, later ones none.
+    let fullSince = -1;
+    let maxFull = 0;
+    for (let r = 0; r < rounds || fullSince < 0 || r < fullSince + 8; r++) {
+      assert.ok(r < 600, "the full subscriber's socket never filled");
+      ctl.send(String(r));
+      const n = want.mine.length;
+      await waitFor(() => want.mine.length > n && mine.got.length === want.mine.length);
+      if (fullSince < 0 && subs[2].bufferedAmount > 0) fullSince = r;
+      maxFull = Math.max(maxFull, subs[2].bufferedAmount);
+    }
+    await waitFor(() => skip.got.length === want.skip.length && part.got.length === want.part.length);
+    // Its queue took what the socket did not (the kernel's buffers may grow after).
+    assert.ok(fullSince >= 0, "the full subscriber's socket filled");
+    full.sock.resume();
+    await waitFor(() => full.got.length === want.full.length, 30000).catch((e) => {
+      throw new Error(`${e.message}: ${full.got.length} of ${want.full.length}, queued up to ${maxFull}`);
+    });
+    for (const [k, c] of Object.entries({ mine, skip, full, part })) {
+      assert.equal(c.got.length, want[k].length, k);
+      for (let i = 0; i < c.got.length; i++) {
+        if (!c.got[i].equals(body(want[k][i]))) {
+          assert.fail(`${k}: message ${i} is not ${want[k][i]} (${c.got[i].length} bytes)`);
+        }
+      }
+    }
+    await waitFor(() => subs.every((s) => s.bufferedAmount === 0));
+    for (const c of clients) c.sock.destroy();
+    ctl.close();
+  } finally {
+    await server.close();
+  }
+});
