@@ -1144,6 +1144,7 @@ impl Core {
         // In the in-thread mode the flush writes from the JS side's buffer of the batch's
         // frames; with a network thread, each subscriber's queue has its own copy.
         let published = if self.js.write_here { Some(&mut self.js.published) } else { None };
-        self.js.sockets.publish(topic, payload, text, compress, except, published, &mut self.js.wake_writers)
+        let m = crate::pubsub::Publish { topic, payload, text, compress, except };
+        self.js.sockets.publish(m, published, &mut self.js.wake_writers)
     }
 }

@@ -32,6 +32,15 @@ impl Hasher for SidHasher {
 
 type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
 
+/// One publish: the message, its topic, and the socket left out (0: none).
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    pub payload: Bytes,
+    pub text: bool,
+    pub compress: bool,
+    pub except: u32,
+}
+
 /// The most bytes of frames the in-thread batch buffer (`JsSide::published`) takes
 /// between two flushes; later publishes are copied into each subscriber's queue. Keeps
 /// its offsets within the 21 bits a queue packs them in (`SendQueue::shared`).
@@ -145,42 +154,28 @@ impl Sockets {
         self.live.get(&sid).map(|s| s.topics.iter().cloned().collect()).unwrap_or_default()
     }
 
-    /// Sends a message to every subscriber of `topic` but `except`; returns how many
+    /// Sends a message to every subscriber of `m.topic` but `m.except`; returns how many
     /// took it. The frame is encoded once, and compressed once for the subscribers that
     /// agreed on permessage-deflate (no context takeover makes one frame valid for all).
     /// `published`: the JS side's batch buffer in the in-thread mode, where a small
     /// uncompressed frame goes once for all its subscribers (`SocketShared::queue_shared`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        text: bool,
-        compress: bool,
-        except: u32,
-        published: Option<&mut BytesMut>,
-        wake: &mut Vec<Arc<SocketShared>>,
-    ) -> u32 {
+    pub fn publish(&self, m: Publish<'_>, published: Option<&mut BytesMut>, wake: &mut Vec<Arc<SocketShared>>) -> u32 {
         // Two copies of the loop, one a mode: the worker-thread mode's keeps its former
         // code, without the shared buffer's checks (12 instructions a delivery, callgrind).
         match published {
-            Some(b) => self.publish_each(topic, payload, text, compress, except, Some(b), wake),
-            None => self.publish_each(topic, payload, text, compress, except, None, wake),
+            Some(b) => self.publish_each(m, Some(b), wake),
+            None => self.publish_each(m, None, wake),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn publish_each(
         &self,
-        topic: &str,
-        payload: Bytes,
-        text: bool,
-        compress: bool,
-        except: u32,
+        m: Publish<'_>,
         mut published: Option<&mut BytesMut>,
         wake: &mut Vec<Arc<SocketShared>>,
     ) -> u32 {
+        let Publish { topic, payload, text, compress, except } = m;
         let Some(subs) = self.topics.get(topic) else { return 0 };
         let opcode = if text { websocket::OP_TEXT } else { websocket::OP_BINARY };
         let len = payload.len();
