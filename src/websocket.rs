@@ -424,7 +424,7 @@ impl SendQueue {
         }
         // Always in range: the batch buffer is kept until every listed socket was flushed.
         let Some(bytes) = batch.get(run.start()..run.end()) else { return };
-        if self.items.is_empty() && self.tail.0 == 0 && self.framed.is_empty() {
+        if self.holds_none_of_its_own() {
             self.framed.extend_from_slice(bytes);
             self.tail = (bytes.len(), run.data());
         } else {
@@ -456,6 +456,11 @@ impl SendQueue {
     fn push_back(&mut self, out: Out) {
         self.seal();
         self.items.push_back(out);
+    }
+
+    /// Nothing queued in the socket's own buffers (a shared run aside).
+    fn holds_none_of_its_own(&self) -> bool {
+        self.items.is_empty() && self.tail.0 == 0 && self.framed.is_empty()
     }
 
     fn is_empty(&self) -> bool {
@@ -657,7 +662,7 @@ impl SocketShared {
         let idle = self.admit(len, false)?;
         let mut q = self.send_queue();
         let run = q.shared;
-        let alone = q.items.is_empty() && q.tail.0 == 0 && q.framed.is_empty();
+        let alone = q.holds_none_of_its_own();
         if alone && run.end() == 0 {
             q.shared = Shared::new(start, end, len);
         } else if alone && run.end() == start {
