@@ -654,6 +654,7 @@ test("HTTPS/1.1 reads that wait: records cut into pauses, a request in pieces, a
     });
     raw.on("data", (d) => pipe.push(d));
     raw.on("end", () => pipe.push(null));
+    raw.on("error", (err) => pipe.destroy(err));
     const s = await tlsConnect(server.port, { socket: pipe, ALPNProtocols: ["http/1.1"] });
     let text = "";
     s.setEncoding("latin1");
