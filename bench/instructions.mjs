@@ -22,7 +22,8 @@
 //           [--instr]      (the kept dumps count each instruction address, for per-instruction
 //                           tools such as counting atomic read-modify-writes)
 //           [--keep=DIR]   (keeps the callgrind dumps there, as DIR/<server>.callgrind, for
-//                           `callgrind_annotate --inclusive=yes` or `--tree=caller`)
+//                           `callgrind_annotate --inclusive=yes` or `--tree=caller`; with --tls
+//                           also DIR/<server>.connections.callgrind, the load subtracted)
 import { spawn, execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -148,6 +149,8 @@ try {
     if (keep !== undefined) {
       mkdirSync(keep, { recursive: true });
       copyFileSync(dumps.at(-1), join(keep, `${name}.callgrind`));
+      // The small load too, to take the connections' share off a function's count.
+      if (tls) copyFileSync(dumps[0], join(keep, `${name}.connections.callgrind`));
     }
     if (!tls) {
       results.push({ name, ...summarize(dumps[0]) });

@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{Acceptor, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -457,12 +458,44 @@ struct SocketReader<'a, 'b> {
 }
 
 impl std::io::Read for SocketReader<'_, '_> {
+    /// A `recv` through `try_io`, not tokio's `poll_read`: `TlsRead::poll_read` has just
+    /// found the socket readable, and `poll_read` would ask its readiness and the task's
+    /// budget again. A short read clears the readiness as `poll_read` does (the socket is
+    /// drained: the next read waits without a `recv` that finds nothing). `try_io` clears it
+    /// when its closure reports `WouldBlock`, against the readiness it saw before the
+    /// `recv`, so that one arriving meanwhile is kept; the closure keeps the count aside.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut buf = ReadBuf::new(buf);
-        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
-            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        let fd = self.io.as_raw_fd();
+        loop {
+            let mut drained = None;
+            let r = self.io.try_io(tokio::io::Interest::READABLE, || {
+                // SAFETY: `fd` is the socket `io` borrows for the call, and `buf` is
+                // writable memory of `buf.len()` bytes.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = n as usize;
+                if n > 0 && n < buf.len() {
+                    drained = Some(n);
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            if let Some(n) = drained {
+                return Ok(n);
+            }
+            match r {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Nothing there (or readiness not known): wait for it, registering the task.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match self.io.poll_read_ready(self.cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => return Err(std::io::ErrorKind::WouldBlock.into()),
+                },
+                Err(e) => return Err(e),
+            }
         }
     }
 }
@@ -525,6 +558,20 @@ struct SocketWriter<'a, 'b> {
 
 impl std::io::Write for SocketWriter<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A `send` of its own, as a plain response's (`cork::write_flat`): tokio's write
+        // would first look at the socket's readiness (a cold line at every response under
+        // load) and count the task's budget. A full socket is left to tokio's write, which
+        // finds it full and registers the task for room.
+        // SAFETY: the descriptor is the socket `io` borrows for the call, and `buf` is
+        // initialized memory of `buf.len()` bytes.
+        let sent = unsafe { libc::send(self.io.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) {
+            return Err(e);
+        }
         match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
             Poll::Ready(r) => r,
             Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import https from "node:https";
 import net from "node:net";
+import { Duplex } from "node:stream";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { Response, Server } from "../dist/index.js";
@@ -454,6 +455,49 @@ test("HTTPS/1.1 responses of every size reach a client that reads only once the 
   }
 });
 
+test("HTTPS/1.1 responses of one record each reach a client that stops reading until the socket is full", async () => {
+  // Guard for the write half's socket writes: a record the socket has no room for must
+  // leave the task woken for room. Requests go one at a time (no pipelining, so each
+  // response is written as hyper flushes it, in one record of its own) to a client that
+  // does not read, until the server stops taking them; then the client reads everything.
+  let handled = 0;
+  const body = new Uint8Array(16_000).fill(4);
+  const server = await startTls((e) => {
+    handled++;
+    e.respondWith(new Response(body));
+  });
+  try {
+    const s = await tlsConnect(server.port, { ALPNProtocols: ["http/1.1"] });
+    let bytes = 0;
+    let heads = 0;
+    s.on("data", (d) => {
+      bytes += d.length;
+      heads += d.toString("latin1").split("HTTP/1.1 200 OK").length - 1;
+    });
+    s.pause();
+    let sent = 0;
+    while (sent < 4000) {
+      s.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      sent++;
+      try {
+        await waitFor(() => handled === sent, 300);
+      } catch {
+        break;
+      }
+    }
+    assert.ok(sent < 4000, "the socket never filled");
+    s.resume();
+    try {
+      await waitFor(() => heads === sent && bytes >= sent * body.length, 5_000);
+    } catch {
+      assert.fail(`${heads} of ${sent} responses (${bytes} bytes; ${handled} handled)`);
+    }
+    s.destroy();
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
 /** Decodes a chunked body that starts at `at` in `buf`; null until its last chunk is in. */
 function dechunk(buf, at) {
   const parts = [];
@@ -577,6 +621,73 @@ test("HTTPS/1.1 reads: a request over many records, two in one record, a body ov
     assert.deepEqual(bodies, ["/one:0;", "/two:0;", "/three:0;", `/four:${body.length};`], text());
   } finally {
     await server.close();
+  }
+});
+
+test("HTTPS/1.1 reads that wait: records cut into pauses, a request in pieces, and an upload the socket cannot hold", async () => {
+  // Guard for the read half's socket reads: a read that finds part of a record, or nothing,
+  // must leave the task woken when the rest comes; one that fills its buffer reads on.
+  const server = await startTls(async (e) => {
+    const len = (await e.request.arrayBuffer()).byteLength;
+    e.respondWith(new Response(`${new URL(e.request.url).pathname}:${len};`));
+  });
+  try {
+    // Between the client's TLS and the socket: once `trickle` is set, every write goes out
+    // in pieces of 7 bytes a few milliseconds apart, so the server sees records in parts.
+    const raw = net.connect(server.port, "127.0.0.1");
+    await new Promise((resolve) => raw.once("connect", resolve));
+    let trickle = false;
+    const pipe = new Duplex({
+      read() {},
+      write(chunk, _enc, done) {
+        if (!trickle) return raw.write(chunk, done);
+        (async () => {
+          for (let at = 0; at < chunk.length; at += 7) {
+            raw.write(chunk.subarray(at, at + 7));
+            await sleep(2);
+          }
+        })().then(() => done(), done);
+      },
+      final(done) {
+        raw.end(done);
+      },
+    });
+    raw.on("data", (d) => pipe.push(d));
+    raw.on("end", () => pipe.push(null));
+    raw.on("error", (err) => pipe.destroy(err));
+    const s = await tlsConnect(server.port, { socket: pipe, ALPNProtocols: ["http/1.1"] });
+    let text = "";
+    s.setEncoding("latin1");
+    s.on("data", (d) => (text += d));
+    const ended = new Promise((resolve) => s.on("end", resolve));
+    trickle = true;
+    s.write("GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    await waitFor(() => text.includes("/one:0;"));
+    // A request written in three records with pauses between them, a body in two.
+    s.write("POST /two HTTP/1.1\r\nHost: loc");
+    await sleep(30);
+    s.write("alhost\r\nContent-Length: 10\r\n\r\n01234");
+    await sleep(30);
+    s.write("56789");
+    await waitFor(() => text.includes("/two:10;"));
+    // 4 MiB at full speed, in 16 KiB records: the server's reads fill their buffer.
+    trickle = false;
+    const body = Buffer.alloc(4 * 1024 * 1024, 5);
+    s.write(`POST /three HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${body.length}\r\n\r\n`);
+    s.write(body);
+    await waitFor(() => text.includes(`/three:${body.length};`), 10_000);
+    // A last request in pieces, then close_notify: its answer still comes.
+    trickle = true;
+    s.end("GET /four HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    await ended;
+    const bodies = text
+      .split("\r\n\r\n")
+      .slice(1)
+      .map((b) => b.split("HTTP/1.1")[0]);
+    assert.deepEqual(bodies, ["/one:0;", "/two:10;", `/three:${body.length};`, "/four:0;"], text);
+    raw.destroy();
+  } finally {
+    await server.close({ force: true });
   }
 });
 
