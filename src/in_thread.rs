@@ -104,7 +104,7 @@ impl std::task::Wake for NoteWake {
 static TASK_VTABLE: AtomicPtr<RawWakerVTable> = AtomicPtr::new(null_mut());
 
 /// Like `NoteWake`, without an allocation of its own: a wake-up (tokio's driver, the
-/// cork's `ReadWake`) goes from the waker straight to the task's header, which a poll
+/// cork's read waker) goes from the waker straight to the task's header, which a poll
 /// reads anyway, not through an `Arc` read only for its pointer (a cold line a wake-up
 /// under load, docs/network-thread.md, "Plain requests, round sixteen, second part").
 /// `None` for a waker of another vtable than the first one seen (`NoteWake` then).
