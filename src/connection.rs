@@ -224,8 +224,17 @@ async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
 /// One async fn from the start to the end of a connection (the start apart, in `start`):
 /// the connection's task reads the state of each level of futures it is nested in at
 /// every poll, a line each under load (`serve` above `serve_http` and a boxed `serve_tls`
-/// took two lines a poll, 2 L1D read misses a request, where this takes one).
-pub async fn serve(stream: TcpStream, remote: SocketAddr, shared: Arc<ServerShared>) {
+/// took two lines a poll, 2 L1D read misses a request, where this takes one). The
+/// connection's place under `maxConnections` (`permit`) is held here, released with the
+/// rest at the end: an async block in the accept loop holding it around this was one more
+/// such level.
+pub async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<ServerShared>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let _permit = permit;
     let _guard = ConnectionGuard::new(shared.stats.clone());
     let _ = stream.set_nodelay(true);
     let Some((mut io, cork, h2, tls)) = start(stream, remote, &shared).await else { return };
@@ -948,7 +957,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let _phase = phase;
             let (stream, remote) = listener.accept().await.unwrap();
-            serve(stream, remote, shared).await;
+            serve(stream, remote, shared, None).await;
         });
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (r, w) = client.into_split();
@@ -964,7 +973,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
-        let task = serve(stream, remote, shared);
+        let task = serve(stream, remote, shared, None);
         // 1,160 bytes when written; 3,432 with the TLS handshake inline.
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1536, "the task of one connection is {size} bytes");

@@ -17,11 +17,12 @@
 use crate::h1_strict::Strict;
 use bytes::Bytes;
 use std::io::{self, IoSlice};
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll, Waker};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{ready, Context, Poll, RawWaker, RawWakerVTable, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -123,9 +124,9 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 struct WriteSide {
     half: WriteHalf,
     buf: Vec<u8>,
-    /// The waker hyper's reads register with the socket (`CorkedStream::read_wake`), for
-    /// `Cork::watch`, which registers the same one: the socket keeps one waker for reads.
-    read_wake: Option<(Arc<ReadWake>, Waker)>,
+    /// A read waker (`READ_WAKE`) of this cork, for `Cork::watch`, which registers the
+    /// waker hyper's reads do (the same by `will_wake`): the socket keeps one for reads.
+    read_wake: Waker,
 }
 
 impl WriteSide {
@@ -193,6 +194,10 @@ pub struct Cork {
     /// read (pipelined bytes stay in the socket for hyper). Written and read by the
     /// connection's task only.
     watch_ok: AtomicBool,
+    /// The read waker (`READ_WAKE`) was woken since the task last read the socket with it:
+    /// set from whichever thread drives the socket, cleared by the connection's task. In
+    /// the padding before `fd`.
+    read_woken: AtomicBool,
     /// The TCP socket the write side's `half` writes to while it holds one
     /// (`ConnWrite::plain_socket`), else -1; written and read under the write side's lock. A
     /// small response is sent to it directly (`write_flat`): here, in the padding after the
@@ -226,6 +231,11 @@ pub struct Cork {
     /// the connection's task only.
     last_request_set: AtomicBool,
     write: Mutex<WriteSide>,
+    /// The waker of the connection's task, as its first read of the socket saw it: the read
+    /// waker (`READ_WAKE`) wakes it. Set once, so that a wake-up on another thread reads it
+    /// without a lock; a task whose waker differs later reads with its own. Here, in the room
+    /// the write side's smaller size left: the fields before it keep their lines.
+    task: OnceLock<Waker>,
     /// The read half once hyper is done with the connection, for the lingering close.
     leftover: Mutex<Option<ReadHalf>>,
     /// hyper's read, waiting for the last answer before it gets the end of the stream.
@@ -265,12 +275,14 @@ impl Cork {
         doorbell: Arc<crate::bridge::Doorbell>,
         stats: Arc<crate::stats::Stats>,
     ) -> (CorkedStream, Arc<Cork>) {
-        let cork = Arc::new(Cork {
+        let cork = Arc::new_cyclic(|me| Cork {
             // A TCP socket, which `watch` can peek at: TLS records must be read to see an end.
             watches: !passthrough && write.plain_socket().is_some(),
             fd: AtomicI32::new(write.plain_socket().map_or(-1, |s| s.as_raw_fd())),
-            write: Mutex::new(WriteSide { half: write, buf: Vec::new(), read_wake: None }),
+            write: Mutex::new(WriteSide { half: write, buf: Vec::new(), read_wake: read_waker(me) }),
             read_waits: AtomicBool::new(false),
+            read_woken: AtomicBool::new(false),
+            task: OnceLock::new(),
             watch_ok: AtomicBool::new(false),
             heads_read: AtomicUsize::new(0),
             read_called: AtomicBool::new(false),
@@ -303,7 +315,8 @@ impl Cork {
             cork: cork.clone(),
             rewound: None,
             strict_parked: false,
-            read_wake: None,
+            task: None,
+            read_wake: Arc::downgrade(&cork),
             write_direct: !passthrough,
         };
         (stream, cork)
@@ -453,24 +466,24 @@ impl Cork {
         if self.heads_read.load(Ordering::Relaxed) == self.handed.load(Ordering::Relaxed) {
             self.read_called.store(true, Ordering::Relaxed);
         }
-        let mut side = self.side();
-        let side = &mut *side;
-        let wake = side.read_wake.as_ref().filter(|(w, _)| w.task.will_wake(cx.waker()));
-        if let Some((w, _)) = wake {
-            if self.read_waits.load(Ordering::Relaxed) && !w.woken.load(Ordering::Acquire) {
+        let ours = self.is_task(cx.waker());
+        if ours {
+            if self.read_waits.load(Ordering::Relaxed) && !self.read_woken.load(Ordering::Acquire) {
                 return Watched::Nothing;
             }
-            w.woken.store(false, Ordering::Relaxed);
+            self.read_woken.store(false, Ordering::Relaxed);
         }
+        let mut side = self.side();
+        let side = &mut *side;
         let mut byte = [0u8; 1];
-        let polled = match wake {
-            Some((_, waker)) => side.half.poll_peek(&mut Context::from_waker(waker), &mut byte),
-            // hyper has not read since the task's waker changed: the task's own, and
-            // hyper's next read asks the socket (`read_waits` false).
-            None => side.half.poll_peek(cx, &mut byte),
+        let polled = match ours {
+            true => side.half.poll_peek(&mut Context::from_waker(&side.read_wake), &mut byte),
+            // Not the connection's task: its own waker, and the next read asks the socket
+            // (`read_waits` false).
+            false => side.half.poll_peek(cx, &mut byte),
         };
         let Some(polled) = polled else { return Watched::Nothing };
-        self.read_waits.store(wake.is_some() && polled.is_pending(), Ordering::Relaxed);
+        self.read_waits.store(ours && polled.is_pending(), Ordering::Relaxed);
         match polled {
             Poll::Pending => Watched::Nothing,
             Poll::Ready(Ok(0)) if self.in_flight.load(Ordering::Acquire) > 0 => {
@@ -483,6 +496,12 @@ impl Cork {
                 Watched::Nothing
             }
         }
+    }
+
+    /// Whether `task` is the waker of the connection's task (`task`, kept at the first
+    /// call), which the read waker (`READ_WAKE`) wakes.
+    fn is_task(&self, task: &Waker) -> bool {
+        self.task.get_or_init(|| task.clone()).will_wake(task)
     }
 
     /// A request finished or a streamed response ended: hyper may now get the end of
@@ -583,34 +602,70 @@ pub struct CorkedStream {
     /// The scanner was dropped while the connection idles (`park_scanner`); a fresh one
     /// takes over at the next read.
     strict_parked: bool,
-    /// The waker the read half is polled with (`ReadWake`), made from the task's; where
-    /// the connection task watches the socket (`Cork::watch`), shared with it.
-    read_wake: Option<(Arc<ReadWake>, Waker)>,
+    /// The waker of the connection's task as the first read saw it, as `Cork::task`: a
+    /// read compares with this copy, not with the cork's, which is in a line the read does
+    /// not otherwise touch.
+    task: Option<Waker>,
+    /// The weak count behind the read waker (`READ_WAKE`) borrowed for each read: its data
+    /// pointer is this `Weak`'s.
+    read_wake: Weak<Cork>,
     /// HTTP/1.1: a response with nothing pipelined behind it may be written to the socket
     /// at once (`write_through_cork`).
     write_direct: bool,
 }
 
-/// The waker a connection's read half gets: it marks itself woken, then wakes the task.
-/// While a request waits on JS, the connection task looks at the socket at every poll of
-/// the connection to see a client leave (`Cork::watch`, registering this waker too); hyper's
-/// read for the next head, and the watch, then ask the socket only if it became readable
-/// since the last look (about 200 instructions and two cold cache lines of tokio's
-/// readiness state per request).
-struct ReadWake {
-    task: Waker,
-    woken: AtomicBool,
+/// The waker a connection's read half gets (`read_waker`, and borrowed by
+/// `CorkedStream::poll_read`): it marks the cork
+/// (`read_woken`), then wakes the task. While a request waits on JS, the connection task
+/// looks at the socket at every poll of the connection to see a client leave (`Cork::watch`,
+/// registering this waker too); hyper's read for the next head, and the watch, then ask the
+/// socket only if it became readable since the last look (about 200 instructions and two
+/// cold cache lines of tokio's readiness state per request). Its data is the cork's pointer
+/// with a weak count (the socket's registration holds a clone, and the cork owns the
+/// socket): clones and drops move the count in the cork's first line, which the poll reads
+/// anyway, where an `Arc` of its own was a separate block, cold at each wake-up and clone.
+static READ_WAKE: RawWakerVTable = RawWakerVTable::new(read_clone, read_wake, read_wake_by_ref, read_drop);
+
+/// The weak count `data` holds, borrowed.
+///
+/// # Safety
+/// `data` is a `Weak<Cork>`'s pointer whose count is held by the caller.
+unsafe fn read_weak(data: *const ()) -> ManuallyDrop<Weak<Cork>> {
+    ManuallyDrop::new(unsafe { Weak::from_raw(data.cast::<Cork>()) })
 }
 
-impl std::task::Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
+unsafe fn read_clone(data: *const ()) -> RawWaker {
+    let weak = unsafe { read_weak(data) };
+    let _ = Weak::into_raw(Weak::clone(&weak));
+    RawWaker::new(data, &READ_WAKE)
+}
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake_by_ref();
+unsafe fn read_wake(data: *const ()) {
+    unsafe {
+        read_wake_by_ref(data);
+        read_drop(data);
     }
+}
+
+unsafe fn read_wake_by_ref(data: *const ()) {
+    // A cork already dropped has no task to wake.
+    if let Some(cork) = unsafe { read_weak(data) }.upgrade() {
+        cork.read_woken.store(true, Ordering::Release);
+        if let Some(task) = cork.task.get() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// A read waker (`READ_WAKE`) for `cork`, with a weak count of its own.
+fn read_waker(cork: &Weak<Cork>) -> Waker {
+    let data = Weak::into_raw(cork.clone()).cast::<()>();
+    // SAFETY: `data` is a `Weak<Cork>`'s, whose count the waker now holds.
+    unsafe { Waker::from_raw(RawWaker::new(data, &READ_WAKE)) }
+}
+
+unsafe fn read_drop(data: *const ()) {
+    drop(unsafe { Weak::from_raw(data.cast::<Cork>()) });
 }
 
 /// The waker a connection's timer is polled with (connection.rs, `drive`): it marks the
@@ -686,21 +741,31 @@ impl hyper::rt::Read for CorkedStream {
                 }
             } else {
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
-                if !this.read_wake.as_ref().is_some_and(|(w, _)| w.task.will_wake(cx.waker())) {
-                    let w = Arc::new(ReadWake { task: cx.waker().clone(), woken: AtomicBool::new(false) });
-                    this.read_wake = Some((w.clone(), Waker::from(w)));
-                    this.cork.read_waits.store(false, Ordering::Relaxed);
-                    if this.cork.watches {
-                        this.cork.side().read_wake.clone_from(&this.read_wake);
+                let cork = &*this.cork;
+                if this.task.is_none() && cork.is_task(cx.waker()) {
+                    this.task = Some(cx.waker().clone());
+                }
+                let polled = match this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                    true => {
+                        if cork.read_waits.load(Ordering::Relaxed) && !cork.read_woken.load(Ordering::Acquire) {
+                            return Poll::Pending;
+                        }
+                        cork.read_woken.store(false, Ordering::Relaxed);
+                        let data = Weak::as_ptr(&this.read_wake).cast::<()>();
+                        // Borrowed from `read_wake`'s count: never dropped; each clone takes a
+                        // count of its own (`read_clone`).
+                        let wake = ManuallyDrop::new(Waker::from_raw(RawWaker::new(data, &READ_WAKE)));
+                        let polled = Pin::new(read).poll_read(&mut Context::from_waker(&wake), &mut tbuf);
+                        cork.read_waits.store(polled.is_pending(), Ordering::Relaxed);
+                        polled
                     }
-                }
-                let Some((w, wake)) = this.read_wake.as_ref() else { return Poll::Pending };
-                if this.cork.read_waits.load(Ordering::Relaxed) && !w.woken.load(Ordering::Acquire) {
-                    return Poll::Pending;
-                }
-                w.woken.store(false, Ordering::Relaxed);
-                let polled = Pin::new(read).poll_read(&mut Context::from_waker(wake), &mut tbuf);
-                this.cork.read_waits.store(polled.is_pending(), Ordering::Relaxed);
+                    // Not the connection's task (its waker changed): its own waker, and the
+                    // next read asks the socket.
+                    false => {
+                        cork.read_waits.store(false, Ordering::Relaxed);
+                        Pin::new(read).poll_read(cx, &mut tbuf)
+                    }
+                };
                 ready!(polled)?;
                 // End of stream between two HTTP/1.1 requests while one is still being
                 // answered: a half-close (`nc -N`, `socket.end(request)`), which RFC 9112
@@ -1029,7 +1094,7 @@ mod tests {
         }
     }
 
-    /// hyper's read of a plain TCP socket: Pending with the read waker (`ReadWake`)
+    /// hyper's read of a plain TCP socket: Pending with the read waker (`READ_WAKE`)
     /// registered, and Pending again without asking the socket until that waker is woken;
     /// the client's bytes wake it and the next read gets them. Dropped, the stream and the
     /// cork are freed: the socket's registration holds the read waker, which must not hold
@@ -1068,5 +1133,54 @@ mod tests {
         let weak = Arc::downgrade(&cork);
         drop((io, cork));
         assert!(weak.upgrade().is_none(), "the cork outlived its stream");
+    }
+
+    /// The read waker wakes the waker the connection's task had at its first read (kept in
+    /// the cork). A read polled with another waker (the task's changed) must register that
+    /// one: the client's bytes wake it, not the first, and the read after gets them. Then
+    /// the first waker's reads go through the read waker again.
+    #[tokio::test]
+    async fn a_read_with_another_waker_is_woken_through_that_waker() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let doorbell = Arc::new(crate::bridge::Doorbell::new());
+        let (mut io, _cork) = Cork::new(server, false, &[], doorbell, Arc::new(crate::stats::Stats::new()));
+        let first = Arc::new(Count(Default::default()));
+        let other = Arc::new(Count(Default::default()));
+        let (first_waker, other_waker) = (Waker::from(first.clone()), Waker::from(other.clone()));
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        let mut read = |waker: &Waker| {
+            let mut buf = hyper::rt::ReadBuf::uninit(&mut space);
+            let polled = hyper::rt::Read::poll_read(Pin::new(&mut io), &mut Context::from_waker(waker), buf.unfilled());
+            polled.map(|r| r.map(|()| buf.filled().to_vec()))
+        };
+        async fn woken(count: &Count) -> bool {
+            for _ in 0..2000 {
+                if count.0.load(Ordering::Relaxed) > 0 {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            false
+        }
+        assert!(read(&first_waker).is_pending());
+        assert!(read(&other_waker).is_pending());
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut client, head).await.unwrap();
+        assert!(woken(&other).await, "the other waker was not woken");
+        match read(&other_waker) {
+            Poll::Ready(Ok(got)) => assert_eq!(got, head),
+            other => panic!("the read after the wake-up: {other:?}"),
+        }
+        // Back to the first waker: Pending with the read waker, which the next bytes wake.
+        assert!(read(&first_waker).is_pending());
+        first.0.store(0, Ordering::Relaxed);
+        tokio::io::AsyncWriteExt::write_all(&mut client, head).await.unwrap();
+        assert!(woken(&first).await, "the first waker was not woken");
+        match read(&first_waker) {
+            Poll::Ready(Ok(got)) => assert_eq!(got, head),
+            other => panic!("the second read after the wake-up: {other:?}"),
+        }
     }
 }

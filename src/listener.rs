@@ -106,11 +106,9 @@ pub async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShar
                 if let Some(t) = trouble.take() {
                     t.recovered();
                 }
-                let shared = shared.clone();
-                crate::in_thread::spawn(async move {
-                    connection::serve(stream, remote, shared).await;
-                    drop(permit);
-                });
+                // The permit goes with the connection: `serve` is the task's future itself,
+                // with no block around it whose state each poll would read.
+                crate::in_thread::spawn(connection::serve(stream, remote, shared.clone(), Some(permit)));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection gone before it was taken")
