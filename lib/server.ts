@@ -642,13 +642,11 @@ export class Server {
     if (ws === undefined) return;
     switch (kind) {
       case RECORD_WS_MESSAGE: {
-        // A small binary message is a view of the batch's shared ArrayBuffer, a small
-        // text message a substring of its shared string; `word` has its offset there in
-        // the low 16 bits (the arena's number above them, for `wsViewed`).
+        // A small text message is a substring of the batch's shared string; `word` has
+        // its offset there in the low 16 bits (the arena's number above them, for
+        // `wsViewed`). Binary messages in the drain's ArrayBuffers went to `#wsPooled`.
         const form = arg & 0xff;
-        if (form === WS_POOLED || form === WS_POOLED_SAME)
-          socketInternals.pooled(ws, payload as ArrayBuffer, word & 0xffff, arg >>> 8, word);
-        else if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME) {
+        if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME) {
           const offset = word & 0xffff;
           const text = (payload as string).substring(offset, offset + (arg >>> 8));
           const viewed = wsViewed;
