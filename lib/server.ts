@@ -528,6 +528,18 @@ export class Server {
     const rec = this.#records;
     const texts = this.#texts;
     let handled = 0;
+    // The record constants as locals: each imported binding read in the loop was a load
+    // from its module cell with a hole check and a Smi check (about 8 instructions, 9 of
+    // them a record); read once a drain here, they stay in registers or stack slots.
+    const words = RECORD_WORDS;
+    const wsOpen = RECORD_WS_OPEN;
+    const wsClose = RECORD_WS_CLOSE;
+    const wsMessage = RECORD_WS_MESSAGE;
+    const wsDrain = RECORD_WS_DRAIN;
+    const pooled = WS_POOLED;
+    const pooledSame = WS_POOLED_SAME;
+    const textPooled = WS_TEXT_POOLED;
+    const textPooledSame = WS_TEXT_POOLED_SAME;
     for (;;) {
       const n = native.drain(rec, texts);
       if (n === 0) break;
@@ -537,22 +549,26 @@ export class Server {
       let textArena: unknown = undefined;
       // The next payload in `texts`.
       let k = 0;
-      for (let i = 0; i < n * RECORD_WORDS; i += RECORD_WORDS) {
+      for (let i = 0; i < n * words; i += words) {
         const kind = rec[i];
-        if (kind >= RECORD_WS_OPEN && kind <= RECORD_WS_CLOSE) {
+        if (kind >= wsOpen && kind <= wsClose) {
           // Every WebSocket record but DRAIN carries a payload; a small message may share
           // the ArrayBuffer or string of the one before it (WS_POOLED_SAME, WS_TEXT_POOLED_SAME).
-          const form = kind === RECORD_WS_MESSAGE ? rec[i + 2] & 0xff : 0;
+          const form = kind === wsMessage ? rec[i + 2] & 0xff : 0;
           let payload: unknown = undefined;
-          if (form === WS_POOLED_SAME) payload = arena;
-          else if (form === WS_TEXT_POOLED_SAME) payload = textArena;
-          else if (kind !== RECORD_WS_DRAIN) {
+          if (form === pooledSame) payload = arena;
+          else if (form === textPooledSame) payload = textArena;
+          else if (kind !== wsDrain) {
             payload = texts[k];
             texts[k++] = "";
-            if (form === WS_POOLED) arena = payload;
-            else if (form === WS_TEXT_POOLED) textArena = payload;
+            if (form === pooled) arena = payload;
+            else if (form === textPooled) textArena = payload;
           }
-          this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
+          // A binary message in one of the drain's ArrayBuffers (the usual record of a busy
+          // socket) straight to its socket: `#wsRecord`'s tests of the kind and form read
+          // each constant from its module cell again.
+          if (form === pooled || form === pooledSame) this.#wsPooled(rec[i + 1], rec[i + 2], payload, rec[i + 3]);
+          else this.#wsRecord(kind, rec[i + 1], rec[i + 2], payload, rec[i + 3]);
         } else if (kind === RECORD_REQUEST) {
           const id = rec[i + 1];
           const flags = rec[i + 2];
@@ -601,23 +617,36 @@ export class Server {
     }
   }
 
-  #wsRecord(kind: number, sid: number, arg: number, payload: unknown, word: number): void {
+  /** The socket of a record: the last one again, as records come in runs of a socket's. */
+  #socket(sid: number): ServerWebSocket | undefined {
     let ws = this.#lastSocket;
     if (sid !== this.#lastSid || ws === undefined) {
       ws = this.#sockets.get(sid);
-      if (ws === undefined) return;
+      if (ws === undefined) return undefined;
       this.#lastSid = sid;
       this.#lastSocket = ws;
     }
+    return ws;
+  }
+
+  /** A MESSAGE record of a binary message of up to 16 KiB (WS_POOLED, WS_POOLED_SAME): a
+   * view of the drain's ArrayBuffer `payload`; `word` has its offset there in the low 16 bits (the
+   * arena's number above them, for `wsViewed`), `arg` its length above the form's byte. */
+  #wsPooled(sid: number, arg: number, payload: unknown, word: number): void {
+    const ws = this.#socket(sid);
+    if (ws !== undefined) socketInternals.pooled(ws, payload as ArrayBuffer, word & 0xffff, arg >>> 8, word);
+  }
+
+  #wsRecord(kind: number, sid: number, arg: number, payload: unknown, word: number): void {
+    const ws = this.#socket(sid);
+    if (ws === undefined) return;
     switch (kind) {
       case RECORD_WS_MESSAGE: {
-        // A small binary message is a view of the batch's shared ArrayBuffer, a small
-        // text message a substring of its shared string; `word` has its offset there in
-        // the low 16 bits (the arena's number above them, for `wsViewed`).
+        // A small text message is a substring of the batch's shared string; `word` has
+        // its offset there in the low 16 bits (the arena's number above them, for
+        // `wsViewed`). Binary messages in the drain's ArrayBuffers went to `#wsPooled`.
         const form = arg & 0xff;
-        if (form === WS_POOLED || form === WS_POOLED_SAME)
-          socketInternals.pooled(ws, payload as ArrayBuffer, word & 0xffff, arg >>> 8, word);
-        else if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME) {
+        if (form === WS_TEXT_POOLED || form === WS_TEXT_POOLED_SAME) {
           const offset = word & 0xffff;
           const text = (payload as string).substring(offset, offset + (arg >>> 8));
           const viewed = wsViewed;

@@ -703,3 +703,61 @@ test("a burst of small text and binary messages arrives whole and in order, acro
     await server.close();
   }
 });
+
+test("bursts of several sockets, interleaved in one drain, reach each socket whole and in order: small and shared binary, text, pings, a close between", async () => {
+  // A guard of the drain loop's path for small binary messages, which goes straight to the
+  // socket (`#wsPooled`) beside the path of every other record (`#wsRecord`), both through
+  // the last socket found: records of the sockets come interleaved, of every kind.
+  const burst = (tag) => {
+    const out = [];
+    for (let i = 0; i < 60; i++) {
+      if (i % 5 === 0) out.push(`t${tag}-${i}`);
+      else if (i % 7 === 0) out.push(Buffer.alloc(2000, (tag * 16 + i) & 0xff));
+      else out.push(Buffer.from([tag, i, ...Buffer.alloc(i, i)]));
+    }
+    return out;
+  };
+  const received = new Map();
+  const server = upgradingServer(
+    {
+      message(ws, m) {
+        const list = received.get(ws.data.tag) ?? [];
+        list.push(typeof m === "string" ? m : Buffer.from(m).toString("hex"));
+        received.set(ws.data.tag, list);
+        ws.send(m);
+      },
+    },
+    tagOf,
+  );
+  try {
+    const clients = [];
+    for (const tag of [1, 2, 3]) {
+      const { c } = await client(server, `/ws?tag=${tag}`);
+      clients.push({ tag, c, got: collect(c), sent: burst(tag) });
+    }
+    // Every client's burst at once, with pings among the messages; client 2 closes right
+    // after its burst, while the others' records still follow in the same drains.
+    for (const { tag, c, sent } of clients) {
+      sent.forEach((m, i) => {
+        c.send(m);
+        if (i % 11 === 0) c.ping(Buffer.from([tag, i]));
+      });
+    }
+    clients[1].c.close(1000, "done");
+    const open = [clients[0], clients[2]];
+    await waitFor(() => open.every(({ got, sent }) => got.length === sent.length));
+    await waitFor(() => (received.get(2) ?? []).length === clients[1].sent.length);
+    for (const { tag, got, sent } of clients) {
+      const expected = sent.map((m) => (typeof m === "string" ? [false, m] : [true, m.toString("hex")]));
+      if (tag !== 2) assert.deepEqual(got, expected, `socket ${tag}'s echoes`);
+      assert.deepEqual(
+        received.get(tag),
+        expected.map(([, v]) => v),
+        `socket ${tag}'s messages`,
+      );
+    }
+    for (const { c } of open) c.close();
+  } finally {
+    await server.close();
+  }
+});
