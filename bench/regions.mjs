@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { readPeakRssKiB, readRssKiB } from "./lib/cpu.mjs";
 import { postLoad, serverEntries, startWith } from "./lib/post-load.mjs";
 import { stopServer } from "./lib/servers.mjs";
+import { mappings } from "./lib/smaps.mjs";
 
 const { values: o } = parseArgs({
   options: {
@@ -45,29 +46,10 @@ process.on("exit", () => writeFileSync(process.env.REGIONS_OUT, JSON.stringify(m
 /** Resident MiB per kind of mapping, and the largest anonymous mapping's. */
 function regions(pid) {
   const out = { "node binary": 0, "[heap]": 0, anon: 0, addon: 0, other: 0, "largest anon": 0 };
-  let kind = null;
-  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
-    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (m) {
-      const p = m[1];
-      kind =
-        p === ""
-          ? "anon"
-          : p === "[heap]"
-            ? "[heap]"
-            : p.endsWith(".node") || (p.endsWith(".so") && p.includes("fetch_rs"))
-              ? "addon"
-              : /\/node$/.test(p)
-                ? "node binary"
-                : "other";
-      continue;
-    }
-    const r = /^Rss:\s+(\d+) kB/.exec(line);
-    if (r && kind) {
-      const mib = Number(r[1]) / 1024;
-      out[kind] += mib;
-      if (kind === "anon") out["largest anon"] = Math.max(out["largest anon"], mib);
-    }
+  for (const { kind, rssKiB } of mappings(pid)) {
+    const mib = rssKiB / 1024;
+    out[kind] += mib;
+    if (kind === "anon") out["largest anon"] = Math.max(out["largest anon"], mib);
   }
   return out;
 }

@@ -8,10 +8,11 @@
 // No load is sent, so it needs no lock, but a busy machine does not change what is resident:
 //   node bench/rest.mjs --servers=fetch-rs,fetch-rs-base,node-http --rounds=3
 
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { readRssKiB } from "./lib/cpu.mjs";
 import { serverEntries, startWith } from "./lib/post-load.mjs";
 import { stopServer } from "./lib/servers.mjs";
+import { mappings } from "./lib/smaps.mjs";
 
 const { values: o } = parseArgs({
   options: {
@@ -24,27 +25,12 @@ const { values: o } = parseArgs({
 /** Resident KiB by row: node binary and addon segments, anonymous, [heap], other files, VmRSS. */
 function rest(pid) {
   const rows = {};
-  let row = null;
-  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
-    const m = /^[0-9a-f]+-[0-9a-f]+ (\S+) (\S+) \S+ \S+\s*(.*)$/.exec(line);
-    if (m) {
-      const [, perm, offset, path] = m;
-      row =
-        path === ""
-          ? "anonymous"
-          : path === "[heap]"
-            ? "[heap]"
-            : /\/node$/.test(path)
-              ? `node binary ${perm} ${offset}`
-              : path.endsWith(".node")
-                ? `addon ${perm} ${offset}`
-                : "other";
-      continue;
-    }
-    const k = /^Rss:\s+(\d+) kB/.exec(line);
-    if (k && row) rows[row] = (rows[row] ?? 0) + Number(k[1]);
+  for (const { perm, offset, kind, rssKiB } of mappings(pid)) {
+    const row =
+      kind === "node binary" || kind === "addon" ? `${kind} ${perm} ${offset}` : kind === "anon" ? "anonymous" : kind;
+    rows[row] = (rows[row] ?? 0) + rssKiB;
   }
-  rows.VmRSS = Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
+  rows.VmRSS = readRssKiB(pid);
   return rows;
 }
 

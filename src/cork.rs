@@ -1094,6 +1094,27 @@ mod tests {
         }
     }
 
+    /// A loopback client and the server's end of it, corked as a plain HTTP/1.1 connection.
+    async fn corked_pair() -> (tokio::net::TcpStream, CorkedStream, Arc<Cork>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let doorbell = Arc::new(crate::bridge::Doorbell::new());
+        let (io, cork) = Cork::new(server, false, &[], doorbell, Arc::new(crate::stats::Stats::new()));
+        (client, io, cork)
+    }
+
+    /// Whether `count` was woken within two seconds.
+    async fn woken(count: &Count) -> bool {
+        for _ in 0..2000 {
+            if count.0.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        false
+    }
+
     /// hyper's read of a plain TCP socket: Pending with the read waker (`READ_WAKE`)
     /// registered, and Pending again without asking the socket until that waker is woken;
     /// the client's bytes wake it and the next read gets them. Dropped, the stream and the
@@ -1101,11 +1122,7 @@ mod tests {
     /// the cork that owns the socket (a guard for a waker that keeps its flag in the cork).
     #[tokio::test]
     async fn a_read_waits_for_the_socket_then_reads_and_the_cork_is_freed() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let doorbell = Arc::new(crate::bridge::Doorbell::new());
-        let (mut io, cork) = Cork::new(server, false, &[], doorbell, Arc::new(crate::stats::Stats::new()));
+        let (mut client, mut io, cork) = corked_pair().await;
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -1119,13 +1136,7 @@ mod tests {
         assert!(read(&mut cx).is_pending());
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         tokio::io::AsyncWriteExt::write_all(&mut client, head).await.unwrap();
-        for _ in 0..2000 {
-            if count.0.load(Ordering::Relaxed) > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        assert!(count.0.load(Ordering::Relaxed) > 0, "the task was not woken");
+        assert!(woken(&count).await, "the task was not woken");
         match read(&mut cx) {
             Poll::Ready(Ok(got)) => assert_eq!(got, head),
             other => panic!("the read after the wake-up: {other:?}"),
@@ -1141,11 +1152,7 @@ mod tests {
     /// the first waker's reads go through the read waker again.
     #[tokio::test]
     async fn a_read_with_another_waker_is_woken_through_that_waker() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let doorbell = Arc::new(crate::bridge::Doorbell::new());
-        let (mut io, _cork) = Cork::new(server, false, &[], doorbell, Arc::new(crate::stats::Stats::new()));
+        let (mut client, mut io, _cork) = corked_pair().await;
         let first = Arc::new(Count(Default::default()));
         let other = Arc::new(Count(Default::default()));
         let (first_waker, other_waker) = (Waker::from(first.clone()), Waker::from(other.clone()));
@@ -1155,15 +1162,6 @@ mod tests {
             let polled = hyper::rt::Read::poll_read(Pin::new(&mut io), &mut Context::from_waker(waker), buf.unfilled());
             polled.map(|r| r.map(|()| buf.filled().to_vec()))
         };
-        async fn woken(count: &Count) -> bool {
-            for _ in 0..2000 {
-                if count.0.load(Ordering::Relaxed) > 0 {
-                    return true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            false
-        }
         assert!(read(&first_waker).is_pending());
         assert!(read(&other_waker).is_pending());
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
