@@ -91,6 +91,38 @@ test("requests after a quiet spell, a head split by one, and a body paused by on
   }
 });
 
+test("one connection: requests one at a time, a pipelined batch, a quiet spell, more, then close() ends it", async () => {
+  // A guard for the connection's poll (`drive`, src/connection.rs): its state is boxed apart
+  // from the connection's task, a new box each time hyper's state is rebuilt after a quiet
+  // spell; every stage of a connection's life goes through it here.
+  let n = 0;
+  const { server } = await start((e) => e.respondWith(new Response(`r${++n} ${new URL(e.request.url).pathname}`)));
+  let closed;
+  try {
+    const s = connect(server.port);
+    closed = once(s, "close");
+    for (let i = 1; i <= 50; i++) {
+      s.write(`GET /one${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await until(() => s.got.endsWith(`r${i} /one${i}`));
+    }
+    s.write(
+      "GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    await until(() => s.got.endsWith("r53 /p3"));
+    await sleep(QUIET);
+    s.write("GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    await until(() => s.got.endsWith("r54 /after"));
+    assert.equal(count(s.got, "HTTP/1.1 200"), 54);
+    assert.match(s.got, /r51 \/p1[^]*r52 \/p2[^]*r53 \/p3/);
+    // A graceful close ends the idle keep-alive connection, without a reset.
+    await server.close();
+    await Promise.race([closed, sleep(5000).then(() => assert.fail("the connection outlived close()"))]);
+    assert.equal(s.destroyed, true);
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
 test("a head sent a byte every few seconds after a response still meets headerTimeout (slowloris)", async () => {
   const { server } = await start((e) => e.respondWith(new Response("hello")), { headerTimeout: 5000, idleTimeout: 0 });
   try {
