@@ -121,6 +121,11 @@ export interface ServerOptions {
   tlsHandshakeTimeout?: number;
   /** HTTP/2 streams a client may have open at once on one connection (default 128). */
   http2MaxConcurrentStreams?: number;
+  /**
+   * HTTP/2 flow-control window in bytes, each stream's and each connection's: request body
+   * bytes a client may send before the handlers read them (default 1 MiB, 65535 to 2^31 - 1).
+   */
+  http2WindowSize?: number;
 }
 
 export interface ServerStats {
@@ -271,6 +276,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     http2: o.http2 as boolean | undefined,
     tlsHandshakeTimeoutMs: integer(o, "tlsHandshakeTimeout", 0),
     http2MaxConcurrentStreams: integer(o, "http2MaxConcurrentStreams", 1, 2 ** 31 - 1),
+    http2WindowSize: integer(o, "http2WindowSize", 65_535, 2 ** 31 - 1),
     overrideGlobals: (o.overrideGlobals as boolean | undefined) ?? true,
   };
 }

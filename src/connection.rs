@@ -87,13 +87,16 @@ impl ServerShared {
         // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
         // bombs and CONTINUATION floods end at this size), streams a client may reset
         // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and
-        // streams the server itself reset for protocol errors. Flow-control windows keep
-        // h2's defaults (1 MiB), so a slow reader holds at most that much per stream.
+        // streams the server itself reset for protocol errors. The flow-control window,
+        // each stream's and the connection's (`http2WindowSize`, 1 MiB), bounds the request
+        // body bytes a connection holds before its handlers read them.
         h2.timer(TokioTimer::new())
             .max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32)
             .max_concurrent_streams(config.http2_max_concurrent_streams)
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .initial_stream_window_size(config.http2_window_size)
+            .initial_connection_window_size(config.http2_window_size);
         ServerShared { doorbell, stats, config, phase, local, tls: None, h1, h2 }
     }
 

@@ -1,0 +1,133 @@
+// HTTP/2 flow control (`http2WindowSize`): the window the server advertises, each stream's in
+// SETTINGS and the connection's in a WINDOW_UPDATE, and request bodies larger than it, on one
+// stream and on many at once, that still arrive whole. Over h2c with node:http2 clients and a
+// raw socket for the frames.
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import net from "node:net";
+import { test } from "node:test";
+import { Response, Server } from "../dist/index.js";
+import { PREFACE, SETTINGS, WINDOW_UPDATE, frame } from "./h2-frames.mjs";
+
+async function start(listener, options = {}) {
+  const server = new Server({ port: 0, host: "127.0.0.1", maxBodySize: 64 * 1024 * 1024, ...options });
+  server.addEventListener("fetch", listener);
+  server.addEventListener("error", () => {});
+  await server.listen();
+  return server;
+}
+
+/** The server's first SETTINGS (INITIAL_WINDOW_SIZE, or undefined) and the increment of its
+ * first connection-level WINDOW_UPDATE (0 when none came within 2 s). */
+function advertised(port) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let buf = Buffer.alloc(0);
+    let initial;
+    let settings = false;
+    const done = (increment) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ settings, initial, increment });
+    };
+    const timer = setTimeout(() => done(0), 2000);
+    socket.on("error", reject);
+    socket.on("connect", () => socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0)])));
+    socket.on("data", (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3);
+        const [type, flags, stream] = [buf[3], buf[4], buf.readUInt32BE(5) & 0x7fffffff];
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === SETTINGS && !(flags & 1)) {
+          settings = true;
+          for (let i = 0; i + 6 <= payload.length; i += 6) {
+            if (payload.readUInt16BE(i) === 4) initial = payload.readUInt32BE(i + 2);
+          }
+        } else if (type === WINDOW_UPDATE && stream === 0) {
+          return done(payload.readUInt32BE(0) & 0x7fffffff);
+        }
+      }
+    });
+  });
+}
+
+/** POSTs `body` on `session` and resolves with the response's status and body. */
+function post(session, body) {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", ":path": "/", "content-length": String(body.length) });
+    const chunks = [];
+    let status = 0;
+    req.on("response", (h) => (status = h[":status"]));
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => resolve({ status, body: Buffer.concat(chunks) }));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const echo = (e) => e.respondWith(e.request.arrayBuffer().then((b) => new Response(b)));
+
+/** A body whose every 4-byte word is its own offset, so a lost or moved chunk shows. */
+function patterned(n, seed) {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i + 4 <= n; i += 4) b.writeUInt32LE((i + seed) >>> 0, i);
+  return b;
+}
+
+test("the default window: 1 MiB for each stream (SETTINGS) and for the connection (WINDOW_UPDATE)", async () => {
+  const server = await start(echo);
+  try {
+    const a = await advertised(server.port);
+    assert.ok(a.settings, "no SETTINGS from the server");
+    assert.equal(a.initial, 1024 * 1024);
+    assert.equal(a.increment, 1024 * 1024 - 65_535);
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("http2WindowSize is advertised for each stream and for the connection", async () => {
+  for (const size of [65_535, 256 * 1024]) {
+    const server = await start(echo, { http2WindowSize: size });
+    try {
+      const a = await advertised(server.port);
+      assert.ok(a.settings, "no SETTINGS from the server");
+      // 65535 is the spec's initial value: SETTINGS may omit it and no WINDOW_UPDATE is due.
+      assert.equal(a.initial ?? 65_535, size);
+      assert.equal(a.increment, size - 65_535);
+    } finally {
+      await server.close({ force: true });
+    }
+  }
+});
+
+test("bodies many times the window arrive whole, on one stream and on 32 streams at once", async () => {
+  for (const size of [65_535, 256 * 1024]) {
+    const server = await start(echo, { http2WindowSize: size });
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const one = patterned(8 * 1024 * 1024, 7);
+      const r = await post(session, one);
+      assert.equal(r.status, 200);
+      assert.ok(r.body.equals(one), `window ${size}: the 8 MiB body came back changed`);
+      const bodies = Array.from({ length: 32 }, (_, i) => patterned(300 * 1024 + i, i * 1_000_003));
+      const results = await Promise.all(bodies.map((b) => post(session, b)));
+      for (let i = 0; i < 32; i++) {
+        assert.equal(results[i].status, 200);
+        assert.ok(results[i].body.equals(bodies[i]), `window ${size}: stream ${i}'s body came back changed`);
+      }
+    } finally {
+      session.close();
+      await server.close({ force: true });
+    }
+  }
+});
+
+test("http2WindowSize out of range or not an integer is refused with a clear error", () => {
+  for (const bad of [0, 65_534, 2 ** 31, 1.5, "1048576", -1]) {
+    assert.throws(() => new Server({ port: 0, http2WindowSize: bad }), /http2WindowSize/, `accepted ${bad}`);
+  }
+  assert.doesNotThrow(() => new Server({ port: 0, http2WindowSize: 2 ** 31 - 1 }));
+});
