@@ -1044,7 +1044,9 @@ export class Server {
    * head came, its handler's `arrayBuffer()` promise waited for the bodies before it, two
    * scavenges for a third of the uploads under load: an old promise settled with a young
    * Buffer keeps it, and its 1 MiB, until the next mark-compact (docs/network-thread.md,
-   * "Large request bodies, round nine").
+   * "Large request bodies, round nine"). HTTP/1.1 only: an HTTP/2 stream held here would
+   * fill its connection's flow-control window, and the bodies being read would stall
+   * ("HTTP/2 with large bodies, round nineteen").
    */
   #hold(h: HeldRequest): void {
     this.#held.push(h);

@@ -698,6 +698,7 @@ struct Admitted {
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
     body: Incoming,
+    http2: bool,
 }
 
 /// The synchronous start of a request, run as hyper hands it over (in the service call,
@@ -730,7 +731,8 @@ fn admit(
     };
     // Its map, emptied, becomes a response's (`response::plain`).
     response::keep_map(head.headers);
-    Ok(Admitted { started, method: head.method, text, websocket, body })
+    let http2 = head.version == http::Version::HTTP_2;
+    Ok(Admitted { started, method: head.method, text, websocket, body, http2 })
 }
 
 /// The start of a request's answer, run in hyper's call of the service (as `admit`): the
@@ -745,14 +747,14 @@ fn handle(
     shared: &Arc<ServerShared>,
     in_flight_count: InFlightCount,
 ) -> Answer {
-    let Admitted { started, method, text, websocket, body } = match admitted {
+    let Admitted { started, method, text, websocket, body, http2 } = match admitted {
         Ok(a) => a,
         Err(reply) => return Answer::Now(Some((reply, in_flight_count))),
     };
     let limit = shared.config.max_body_size;
     if body.is_end_stream() {
         return hand_over(
-            Handover { started, method, text, websocket, body: RequestBody::None },
+            Handover { started, method, text, websocket, body: RequestBody::None, http2 },
             remote,
             tls,
             shared,
@@ -778,7 +780,7 @@ fn handle(
                     Ok(b) => {
                         let body = RequestBody::Full(b);
                         hand_over(
-                            Handover { started, method, text, websocket, body },
+                            Handover { started, method, text, websocket, body, http2 },
                             remote,
                             tls,
                             &shared,
@@ -796,7 +798,7 @@ fn handle(
         }
         _ => {
             let body = RequestBody::Incoming(body);
-            hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
+            hand_over(Handover { started, method, text, websocket, body, http2 }, remote, tls, shared, in_flight_count)
         }
     }
 }
@@ -808,6 +810,7 @@ struct Handover {
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
     body: RequestBody,
+    http2: bool,
 }
 
 /// Hands a request to JS, unless too many wait for it already (503).
@@ -818,7 +821,7 @@ fn hand_over(
     shared: &ServerShared,
     in_flight_count: InFlightCount,
 ) -> Answer {
-    let Handover { started, method, text, websocket, body } = request;
+    let Handover { started, method, text, websocket, body, http2 } = request;
     // The listener's time limit runs from now: after a body read first, else from the head.
     let listener_from = if matches!(body, RequestBody::Full(_)) { in_flight_count.0.now() } else { started };
     let stats = &shared.stats;
@@ -832,7 +835,7 @@ fn hand_over(
     // holds the ticket) the connection is not settled (Cork::settled). Other requests leave
     // no trace there.
     let streamed = matches!(body, RequestBody::Incoming(_));
-    let (ticket, record) = Ticket::with_record(IncomingRequest { method, text, body, remote, websocket, tls });
+    let (ticket, record) = Ticket::with_record(IncomingRequest { method, text, body, remote, websocket, tls, http2 });
     in_flight_count.0.set_last_request(streamed.then_some(&ticket));
     shared.doorbell.push(Event::Request(record));
     // A client that half-closes may still read the answer, or may be gone: TCP cannot
