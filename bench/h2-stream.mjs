@@ -10,19 +10,21 @@
 
 import http2 from "node:http2";
 import net from "node:net";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
 const { values: o } = parseArgs({
   options: {
-    package: { type: "string", default: "../dist/index.js" },
+    package: { type: "string" },
     mib: { type: "string", default: "1024" },
     rounds: { type: "string", default: "3" },
     delay: { type: "string", default: "0" },
     window: { type: "string" },
   },
 });
-const pkg = o.package.startsWith(".") && !o.package.startsWith("../") ? `../${o.package}` : o.package;
-const { Server } = await import(pkg);
+// --package is a path from the working directory; without it, this checkout's build.
+const { Server } = await import(o.package ? pathToFileURL(resolve(o.package)).href : "../dist/index.js");
 const total = Number(o.mib) * 1024 * 1024;
 const CHUNK = 64 * 1024;
 
