@@ -775,6 +775,7 @@ export class Server {
     st.clear();
     st.id = id;
     st.event = ev;
+    st.large = (flags & FLAG_LARGE_BODY) !== 0;
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -1001,8 +1002,12 @@ export class Server {
     }
     if (typeof b !== "number") return b;
     if (b === COLLECT_DEFERRED) {
-      this.#reading.add(id);
-      this.#readingAny = true;
+      // Only the held kind counts: an HTTP/2 body's read (deferred too, not held) does not
+      // hold HTTP/1.1 requests back, which its streams' many reads would do without end.
+      if (this.#state(id)?.large === true) {
+        this.#reading.add(id);
+        this.#readingAny = true;
+      }
       this.#bodiesWaiting = true;
       this.#queueResume();
     }
@@ -1142,8 +1147,11 @@ class RequestState {
   cancelStream: (() => void) | null = null;
   /** A WebSocket prepared by `upgradeWebSocket` and not yet accepted. */
   socket: ServerWebSocket | null = null;
+  /** The request had FLAG_LARGE_BODY: a deferred read of its body counts in `#reading`. */
+  large = false;
 
   clear(): void {
+    this.large = false;
     this.socket = null;
     this.id = 0;
     this.event = undefined;

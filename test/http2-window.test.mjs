@@ -5,6 +5,7 @@
 // way a handler can. Over h2c with node:http2 clients and a raw socket for the frames.
 import assert from "node:assert/strict";
 import http2 from "node:http2";
+import http from "node:http";
 import net from "node:net";
 import { test } from "node:test";
 import { Response, Server } from "../dist/index.js";
@@ -172,6 +173,51 @@ test("large bodies on 40 streams of one connection come back whole, however thei
       assert.ok(r.body.equals(body), `${what}: the body came back changed`);
     }
   } finally {
+    session.close();
+    await server.close({ force: true });
+  }
+});
+
+test("an HTTP/1.1 upload of 512 KiB is served while HTTP/2 streams upload such bodies without a pause", async () => {
+  // HTTP/1.1 requests with bodies of 256 KiB to 1 MiB wait while two such bodies are being
+  // read; HTTP/2 streams' bodies, read as they come, must not count there, or a steady
+  // HTTP/2 upload would keep them waiting for as long as it lasts.
+  const server = await start((e) =>
+    e.respondWith(e.request.arrayBuffer().then((b) => new Response(String(b.byteLength)))),
+  );
+  const session = http2.connect(`http://127.0.0.1:${server.port}`, { maxSessionMemory: 1024 });
+  const big = Buffer.alloc(512 * 1024, 7);
+  let running = true;
+  let h2Done = 0;
+  const stream = async () => {
+    while (running) {
+      const r = await post(session, big);
+      assert.equal(r.body.toString(), String(big.length));
+      h2Done++;
+    }
+  };
+  try {
+    const streams = Array.from({ length: 32 }, stream);
+    while (h2Done < 8) await new Promise((r) => setTimeout(r, 5));
+    const h1 = new Promise((resolve, reject) => {
+      const req = http.request(
+        { port: server.port, host: "127.0.0.1", method: "POST", path: "/", agent: false },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8").on("data", (d) => (text += d));
+          res.on("end", () => resolve(text));
+        },
+      );
+      req.on("error", reject);
+      req.end(big);
+    });
+    const limit = new Promise((r) => setTimeout(() => r("still waiting after 10 s of HTTP/2 uploads"), 10_000));
+    const answer = await Promise.race([h1, limit]);
+    running = false;
+    await Promise.all(streams);
+    assert.equal(answer, String(big.length));
+  } finally {
+    running = false;
     session.close();
     await server.close({ force: true });
   }
