@@ -16,6 +16,7 @@
 // Run with: node bench/instructions.mjs [--servers=fetch-rs,fetch-rs-base,hyper] [--requests=20000]
 //           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
 //           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
+//           [--h2c]        (HTTP/2 cleartext, 16 streams per connection, instead of HTTP/1.1)
 //           [--sim]        (also simulates the caches and branch prediction: the table gets
 //                           their events per request (I1mr, D1mr, Bcm, ...), the whole process's
 //                           and the addon's, and the dumps get them per function; see --keep)
@@ -43,6 +44,8 @@ const requests = Number(args.requests ?? 20000);
 const path = args.path ?? "/json";
 const top = Number(args.top ?? 0);
 const tls = args.tls === "true";
+// h2load's protocol: HTTP/1.1, or with --h2c HTTP/2 with prior knowledge, 16 streams a connection.
+const protocol = args.h2c === "true" ? ["-m", "16"] : ["--h1"];
 /** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
 const HANDSHAKES = 50;
 const keep = args.keep;
@@ -103,10 +106,10 @@ async function measure(entry, dir, loads) {
     });
     const url = `${tls ? "https" : "http"}://127.0.0.1:${port}${path}`;
     const data = bodyBytes > 0 ? ["-d", join(dir, "body")] : [];
-    run("h2load", ["--h1", "-n", "5000", "-c", "50", ...data, url]);
+    run("h2load", [...protocol, "-n", "5000", "-c", "50", ...data, url]);
     for (const n of loads) {
       run("callgrind_control", ["-z", String(child.pid)]);
-      const load = run("h2load", ["--h1", "-n", String(n), "-c", "50", ...data, url]);
+      const load = run("h2load", [...protocol, "-n", String(n), "-c", "50", ...data, url]);
       if (!new RegExp(`${n} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
       run("callgrind_control", ["-d", String(child.pid)]);
     }
@@ -173,7 +176,7 @@ try {
     .map(([o]) => o);
   const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
   const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
-  console.log(`Instructions per request (callgrind, ${what}, ${load}, h2load --h1 -c50)\n`);
+  console.log(`Instructions per request (callgrind, ${what}, ${load}, h2load ${protocol.join(" ")} -c50)\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);

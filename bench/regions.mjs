@@ -6,7 +6,9 @@
 // Run under the bench lock, e.g.:
 //   flock /tmp/bench.lock node bench/regions.mjs --servers=fetch-rs,node-http \
 //     --path=/echo --body=102400 --rounds=2
-// Extra environment for every server: --env=NAME=VALUE (repeatable).
+// Extra environment for every server: --env=NAME=VALUE (repeatable). HTTP/2 cleartext with
+// h2load instead of wrk: --h2c=STREAMS (streams per connection, e.g. 16), with node-http2 as
+// the node:http2 server.
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,6 +28,7 @@ const { values: o } = parseArgs({
     duration: { type: "string", default: "4" },
     connections: { type: "string", default: "50" },
     env: { type: "string", multiple: true, default: [] },
+    h2c: { type: "string" },
   },
 });
 const MiB = 1024 * 1024;
@@ -97,7 +100,8 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 console.log(
-  `\nPOST ${o.path} with ${o.body} bytes, wrk -c${o.connections}, ${o.duration} s; MiB resident at the highest RSS sampled`,
+  `\nPOST ${o.path} with ${o.body} bytes, ${o.h2c ? `h2load -c${o.connections} -m${o.h2c}` : `wrk -c${o.connections}`}, ` +
+    `${o.duration} s; MiB resident at the highest RSS sampled`,
 );
 console.log(
   `\n| server | round | VmHWM | at rest | node binary | [heap] | anon (largest) | addon | other | arrayBuffers max | heapTotal max |`,

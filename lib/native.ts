@@ -25,6 +25,7 @@ export interface NativeOptions {
   http2?: boolean;
   tlsHandshakeTimeoutMs?: number;
   http2MaxConcurrentStreams?: number;
+  http2WindowSize?: number;
 }
 
 /** One certificate entry: PEM text, arrays already joined (src/tls.rs `NativeTls`). */

@@ -121,6 +121,11 @@ export interface ServerOptions {
   tlsHandshakeTimeout?: number;
   /** HTTP/2 streams a client may have open at once on one connection (default 128). */
   http2MaxConcurrentStreams?: number;
+  /**
+   * HTTP/2 flow-control window in bytes, each stream's and each connection's: request body
+   * bytes a client may send before the handlers read them (default 1 MiB, 65535 to 2^31 - 1).
+   */
+  http2WindowSize?: number;
 }
 
 export interface ServerStats {
@@ -271,6 +276,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     http2: o.http2 as boolean | undefined,
     tlsHandshakeTimeoutMs: integer(o, "tlsHandshakeTimeout", 0),
     http2MaxConcurrentStreams: integer(o, "http2MaxConcurrentStreams", 1, 2 ** 31 - 1),
+    http2WindowSize: integer(o, "http2WindowSize", 65_535, 2 ** 31 - 1),
     overrideGlobals: (o.overrideGlobals as boolean | undefined) ?? true,
   };
 }
@@ -769,6 +775,7 @@ export class Server {
     st.clear();
     st.id = id;
     st.event = ev;
+    st.large = (flags & FLAG_LARGE_BODY) !== 0;
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -995,8 +1002,12 @@ export class Server {
     }
     if (typeof b !== "number") return b;
     if (b === COLLECT_DEFERRED) {
-      this.#reading.add(id);
-      this.#readingAny = true;
+      // Only the held kind counts: an HTTP/2 body's read (deferred too, not held) does not
+      // hold HTTP/1.1 requests back, which its streams' many reads would do without end.
+      if (this.#state(id)?.large === true) {
+        this.#reading.add(id);
+        this.#readingAny = true;
+      }
       this.#bodiesWaiting = true;
       this.#queueResume();
     }
@@ -1038,7 +1049,9 @@ export class Server {
    * head came, its handler's `arrayBuffer()` promise waited for the bodies before it, two
    * scavenges for a third of the uploads under load: an old promise settled with a young
    * Buffer keeps it, and its 1 MiB, until the next mark-compact (docs/network-thread.md,
-   * "Large request bodies, round nine").
+   * "Large request bodies, round nine"). HTTP/1.1 only: an HTTP/2 stream held here would
+   * fill its connection's flow-control window, and the bodies being read would stall
+   * ("HTTP/2 with large bodies, round nineteen").
    */
   #hold(h: HeldRequest): void {
     this.#held.push(h);
@@ -1134,8 +1147,11 @@ class RequestState {
   cancelStream: (() => void) | null = null;
   /** A WebSocket prepared by `upgradeWebSocket` and not yet accepted. */
   socket: ServerWebSocket | null = null;
+  /** The request had FLAG_LARGE_BODY: a deferred read of its body counts in `#reading`. */
+  large = false;
 
   clear(): void {
+    this.large = false;
     this.socket = null;
     this.id = 0;
     this.event = undefined;

@@ -332,6 +332,8 @@ pub struct IncomingRequest {
     pub websocket: Option<Box<crate::websocket::Offer>>,
     /// The TLS session of an HTTPS request (its client certificate); `None` over plain TCP.
     pub tls: Option<Arc<crate::tls::Session>>,
+    /// Came on an HTTP/2 stream: its body shares the connection's flow-control window.
+    pub http2: bool,
 }
 
 /// A request body as it arrives: absent, already read in full, or still on the wire.

@@ -87,13 +87,16 @@ impl ServerShared {
         // HTTP/2 limits (RFC 9113 section 10.5): streams at once, the header list (HPACK
         // bombs and CONTINUATION floods end at this size), streams a client may reset
         // before they are accepted (rapid reset, CVE-2023-44487, answered with GOAWAY) and
-        // streams the server itself reset for protocol errors. Flow-control windows keep
-        // h2's defaults (1 MiB), so a slow reader holds at most that much per stream.
+        // streams the server itself reset for protocol errors. The flow-control window,
+        // each stream's and the connection's (`http2WindowSize`, 1 MiB), bounds the request
+        // body bytes a connection holds before its handlers read them.
         h2.timer(TokioTimer::new())
             .max_header_list_size(config.max_header_size.min(u32::MAX as usize) as u32)
             .max_concurrent_streams(config.http2_max_concurrent_streams)
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .initial_stream_window_size(config.http2_window_size)
+            .initial_connection_window_size(config.http2_window_size);
         ServerShared { doorbell, stats, config, phase, local, tls: None, h1, h2 }
     }
 
@@ -700,6 +703,7 @@ struct Admitted {
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
     body: Incoming,
+    http2: bool,
 }
 
 /// The synchronous start of a request, run as hyper hands it over (in the service call,
@@ -732,7 +736,8 @@ fn admit(
     };
     // Its map, emptied, becomes a response's (`response::plain`).
     response::keep_map(head.headers);
-    Ok(Admitted { started, method: head.method, text, websocket, body })
+    let http2 = head.version == http::Version::HTTP_2;
+    Ok(Admitted { started, method: head.method, text, websocket, body, http2 })
 }
 
 /// The start of a request's answer, run in hyper's call of the service (as `admit`): the
@@ -747,14 +752,14 @@ fn handle(
     shared: &Arc<ServerShared>,
     in_flight_count: InFlightCount,
 ) -> Answer {
-    let Admitted { started, method, text, websocket, body } = match admitted {
+    let Admitted { started, method, text, websocket, body, http2 } = match admitted {
         Ok(a) => a,
         Err(reply) => return Answer::Now(Some((reply, in_flight_count))),
     };
     let limit = shared.config.max_body_size;
     if body.is_end_stream() {
         return hand_over(
-            Handover { started, method, text, websocket, body: RequestBody::None },
+            Handover { started, method, text, websocket, body: RequestBody::None, http2 },
             remote,
             tls,
             shared,
@@ -780,7 +785,7 @@ fn handle(
                     Ok(b) => {
                         let body = RequestBody::Full(b);
                         hand_over(
-                            Handover { started, method, text, websocket, body },
+                            Handover { started, method, text, websocket, body, http2 },
                             remote,
                             tls,
                             &shared,
@@ -798,7 +803,7 @@ fn handle(
         }
         _ => {
             let body = RequestBody::Incoming(body);
-            hand_over(Handover { started, method, text, websocket, body }, remote, tls, shared, in_flight_count)
+            hand_over(Handover { started, method, text, websocket, body, http2 }, remote, tls, shared, in_flight_count)
         }
     }
 }
@@ -810,6 +815,7 @@ struct Handover {
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
     body: RequestBody,
+    http2: bool,
 }
 
 /// Hands a request to JS, unless too many wait for it already (503).
@@ -820,7 +826,7 @@ fn hand_over(
     shared: &ServerShared,
     in_flight_count: InFlightCount,
 ) -> Answer {
-    let Handover { started, method, text, websocket, body } = request;
+    let Handover { started, method, text, websocket, body, http2 } = request;
     // The listener's time limit runs from now: after a body read first, else from the head.
     let listener_from = if matches!(body, RequestBody::Full(_)) { in_flight_count.0.now() } else { started };
     let stats = &shared.stats;
@@ -834,7 +840,7 @@ fn hand_over(
     // holds the ticket) the connection is not settled (Cork::settled). Other requests leave
     // no trace there.
     let streamed = matches!(body, RequestBody::Incoming(_));
-    let (ticket, record) = Ticket::with_record(IncomingRequest { method, text, body, remote, websocket, tls });
+    let (ticket, record) = Ticket::with_record(IncomingRequest { method, text, body, remote, websocket, tls, http2 });
     in_flight_count.0.set_last_request(streamed.then_some(&ticket));
     shared.doorbell.push(Event::Request(record));
     // A client that half-closes may still read the answer, or may be gone: TCP cannot

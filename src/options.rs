@@ -33,6 +33,7 @@ pub struct NativeOptions {
     pub http2: Option<bool>,
     pub tls_handshake_timeout_ms: Option<f64>,
     pub http2_max_concurrent_streams: Option<u32>,
+    pub http2_window_size: Option<u32>,
 }
 
 /// Validated configuration used by the listener and the connections.
@@ -60,6 +61,9 @@ pub struct ServerConfig {
     pub http2: bool,
     pub tls_handshake_timeout: Option<Duration>,
     pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window, each stream's and the connection's: request body bytes a
+    /// client may send before the handlers read them.
+    pub http2_window_size: u32,
     /// Defaults of every WebSocket (the `websocket` options).
     pub ws: WsDefaults,
 }
@@ -183,7 +187,22 @@ impl ServerConfig {
             tls_handshake_timeout: duration_ms("tlsHandshakeTimeout", o.tls_handshake_timeout_ms, 10_000.0)?,
             // 128: what nginx and hyper's own server default to; enough for a browser page.
             http2_max_concurrent_streams: positive("http2MaxConcurrentStreams", o.http2_max_concurrent_streams, 128)?,
+            http2_window_size: window_size(o.http2_window_size)?,
         })
+    }
+}
+
+/// 1 MiB: hyper's default, what one stream needs to upload at 50 MiB/s over a 20 ms round
+/// trip (docs/network-thread.md, "HTTP/2 with large bodies, round nineteen").
+pub const HTTP2_WINDOW_SIZE: u32 = 1024 * 1024;
+
+/// `http2WindowSize`: from the spec's initial window (65,535, below which a connection's
+/// window cannot go) to its largest (2^31 - 1, RFC 9113 section 6.9.1).
+fn window_size(v: Option<u32>) -> BridgeResult<u32> {
+    match v {
+        None => Ok(HTTP2_WINDOW_SIZE),
+        Some(n) if (65_535..=i32::MAX as u32).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(format!("http2WindowSize must be between 65535 and 2147483647, got {n}"))),
     }
 }
 

@@ -156,6 +156,7 @@ mod tests {
             remote: "127.0.0.1:1".parse().unwrap(),
             websocket: None,
             tls: None,
+            http2: false,
         });
         LiveRequest { req, body: BodyState::None, stream: None, cancel_reader: None }
     }

@@ -96,7 +96,8 @@ constants! {
     FLAG_HAS_BODY = 1 << 8;
     /// REQUEST flag: a body whose declared length, from `body::DEFER_MIN` to
     /// `body::COLLECT_RESERVE_MAX`, gets a Buffer of its own when read: JS hands at most one
-    /// such request a turn to its handler (lib/server.ts, `#held`).
+    /// such request a turn to its handler (lib/server.ts, `#held`). HTTP/1.1 only: on HTTP/2
+    /// a held stream's body would fill the window the others' bodies need (`js_side.rs`).
     FLAG_LARGE_BODY = 1 << 9;
 
     /// ABORT reason: the client closed the connection.
