@@ -287,15 +287,15 @@ pub enum ReadMode {
     Stream { credit: Arc<Notify>, read_ahead: bool },
 }
 
-/// The most bytes an HTTP/2 body's reader takes in one pull (`ReadMode::Stream`) beyond its
-/// first chunk, from frames already received. hyper gives a frame's bytes back to the flow
-/// window as it is read, and h2 sends a WINDOW_UPDATE for each such release when the client
-/// used up its window: read one frame a pull, a 65,535-byte window split into ever smaller
-/// updates (a 16,383-byte frame left a 1-byte piece, sent on as a 1-byte frame), and a 64
-/// MiB upload ended up in frames of one byte, 2-3 MiB/s (docs/network-thread.md, "HTTP/2
-/// uploads under a small window, round nineteen"). Taken together, the releases of a pull
-/// make one update. The default window's worth (65,535).
-pub const STREAM_READ_AHEAD: u64 = 64 * 1024;
+/// The most bytes an HTTP/2 body's reader takes in one pull (`ReadMode::Stream`): its first chunk,
+/// then frames already received. hyper gives a frame's bytes back to the flow window as it is read,
+/// and h2 sends a WINDOW_UPDATE for each such release when the client used up its window: read one
+/// frame a pull, a 65,535-byte window split into ever smaller updates (a 16,383-byte frame left a
+/// 1-byte piece, sent on as a 1-byte frame), and a 64 MiB upload ended up mostly in frames of one
+/// byte, at 2-3 MiB/s (docs/network-thread.md, "HTTP/2 uploads under a small window, round
+/// nineteen"). Taken together, the releases of a pull make one update. Two frames' worth: with 64
+/// KiB, a 1 MiB window's upload over a 20 ms round trip went 10-20% slower, not explained.
+pub const STREAM_READ_AHEAD: u64 = 32 * 1024;
 
 /// Reads a request body off the connection for JS, until its end, an error, the
 /// size limit, or `cancel` (JS released the request). True when it ended in its first
