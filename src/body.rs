@@ -281,9 +281,21 @@ pub enum ReadMode {
     /// Everything, written into a JS Buffer of the declared length (at most
     /// COLLECT_RESERVE_MAX).
     CollectInto(JsBody),
-    /// One chunk per pull (`request.body`), with `credit` granting each read.
-    Stream(Arc<Notify>),
+    /// One chunk per pull (`request.body`), with `credit` granting each read; with
+    /// `read_ahead` (HTTP/2), the chunks already received after it too, up to
+    /// `STREAM_READ_AHEAD` bytes.
+    Stream { credit: Arc<Notify>, read_ahead: bool },
 }
+
+/// The most bytes an HTTP/2 body's reader takes in one pull (`ReadMode::Stream`): its first chunk,
+/// then frames already received. hyper gives a frame's bytes back to the flow window as it is read,
+/// and h2 sends a WINDOW_UPDATE for each such release when the client used up its window: read one
+/// frame a pull, a 65,535-byte window split into ever smaller updates (a 16,383-byte frame left a
+/// 1-byte piece, sent on as a 1-byte frame), and a 64 MiB upload ended up mostly in frames of one
+/// byte, at 2-3 MiB/s (docs/network-thread.md, "HTTP/2 uploads under a small window, round
+/// nineteen"). Taken together, the releases of a pull make one update. Two frames' worth: with 64
+/// KiB, a 1 MiB window's upload over a 20 ms round trip went 10-20% slower, not explained.
+pub const STREAM_READ_AHEAD: u64 = 32 * 1024;
 
 /// Reads a request body off the connection for JS, until its end, an error, the
 /// size limit, or `cancel` (JS released the request). True when it ended in its first
@@ -304,21 +316,39 @@ pub fn spawn_body_reader(
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
         // none (trailers, empty chunks) do not use it up.
         let mut need_credit = true;
+        // Bytes read ahead since the last credit (`STREAM_READ_AHEAD`).
+        let mut ahead: u64 = 0;
         loop {
-            if let (ReadMode::Stream(credit), true) = (&mode, need_credit) {
-                tokio::select! {
-                    biased;
-                    _ = &mut cancel => return,
-                    _ = credit.notified() => {}
+            let mut here = None;
+            if let (ReadMode::Stream { credit, .. }, true) = (&mode, need_credit) {
+                if ahead > 0 {
+                    // A frame received already is taken without a credit; one not here yet
+                    // waits for the next pull.
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+                    here = match polled {
+                        Poll::Ready(f) => Some(f),
+                        Poll::Pending => None,
+                    };
                 }
-                need_credit = false;
+                if here.is_none() {
+                    ahead = 0;
+                    tokio::select! {
+                        biased;
+                        _ = &mut cancel => return,
+                        _ = credit.notified() => {}
+                    }
+                    need_credit = false;
+                }
             }
             // `biased`: the branches in order, without a random number per poll; the
             // cancel first, so that a body that keeps coming cannot delay it.
-            let frame = tokio::select! {
-                biased;
-                _ = &mut cancel => return,
-                f = body.frame() => f,
+            let frame = match here {
+                Some(f) => f,
+                None => tokio::select! {
+                    biased;
+                    _ = &mut cancel => return,
+                    f = body.frame() => f,
+                },
             };
             let event = match frame {
                 None => match std::mem::replace(&mut mode, ReadMode::Collect) {
@@ -326,7 +356,7 @@ pub fn spawn_body_reader(
                     // hyper ends a body of declared length only once all of it came.
                     ReadMode::CollectInto(into) if seen == into.len() as u64 => Event::BodyFilled(id, into),
                     ReadMode::CollectInto(_) => Event::BodyError(id, BodyErrorKind::Aborted),
-                    ReadMode::Stream(_) => Event::BodyEnd(id),
+                    ReadMode::Stream { .. } => Event::BodyEnd(id),
                 },
                 Some(Err(_)) => Event::BodyError(id, BodyErrorKind::Aborted),
                 Some(Ok(frame)) => {
@@ -346,7 +376,13 @@ pub fn spawn_body_reader(
                                     return;
                                 }
                             }
-                            ReadMode::Stream(_) => {
+                            ReadMode::Stream { read_ahead, .. } => {
+                                if *read_ahead {
+                                    ahead += data.len() as u64;
+                                    if ahead >= STREAM_READ_AHEAD {
+                                        ahead = 0;
+                                    }
+                                }
                                 doorbell.push(Event::BodyData(id, data));
                                 need_credit = true;
                             }

@@ -569,7 +569,8 @@ impl Core {
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 live.cancel_reader = Some(cancel_tx);
                 credit.notify_one();
-                body::spawn_body_reader(&rt, incoming, id, limit, ReadMode::Stream(credit), doorbell, cancel_rx);
+                let mode = ReadMode::Stream { credit, read_ahead: live.req.http2 };
+                body::spawn_body_reader(&rt, incoming, id, limit, mode, doorbell, cancel_rx);
                 Ok(Either::B(PULL_PENDING))
             }
             BodyState::Streaming { credit, chunks, ended } => {

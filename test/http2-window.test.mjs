@@ -223,6 +223,72 @@ test("an HTTP/1.1 upload of 512 KiB is served while HTTP/2 streams upload such b
   }
 });
 
+test("a body streamed through a window of 65,535 comes in the client's frames, not in ever smaller ones", async () => {
+  // The handler reads `request.body` and counts its chunks, one a DATA frame; the third
+  // upload's handler pauses now and then, so that frames wait for it.
+  const server = await start(
+    (e) => {
+      e.respondWith(
+        (async () => {
+          const pause = e.request.headers.get("x-pause") === "1";
+          const chunks = [];
+          for await (const c of e.request.body) {
+            chunks.push(c);
+            if (pause && chunks.length % 16 === 0) await new Promise((r) => setTimeout(r, 1));
+          }
+          const body = Buffer.concat(chunks);
+          const whole = body.equals(patterned(body.length, Number(e.request.headers.get("x-seed"))));
+          return new Response(`${body.length} ${chunks.length} ${whole}`);
+        })(),
+      );
+    },
+    { http2WindowSize: 65_535 },
+  );
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  const total = 8 * 1024 * 1024;
+  try {
+    for (const [i, pause] of ["0", "0", "1"].entries()) {
+      const body = patterned(total, i * 7919);
+      const text = await new Promise((resolve, reject) => {
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/",
+          "content-length": String(total),
+          "x-seed": String(i * 7919),
+          "x-pause": pause,
+        });
+        let t = "";
+        req.setEncoding("utf8").on("data", (d) => (t += d));
+        req.on("end", () => resolve(t));
+        req.on("error", reject);
+        // Written 64 KiB at a time, as an upload from a stream is.
+        let at = 0;
+        const write = () => {
+          while (at < total) {
+            const piece = body.subarray(at, at + 64 * 1024);
+            at += piece.length;
+            if (!req.write(piece)) return void req.once("drain", write);
+          }
+          req.end();
+        };
+        write();
+      });
+      const [n, chunks, whole] = text.split(" ");
+      assert.equal(Number(n), total, `upload ${i}`);
+      assert.equal(whole, "true", `upload ${i}: the body came in changed`);
+      // node:http2 sends frames of 16 KiB and, each time a 65,535-byte window is used up, one
+      // of a byte: 640 for 8 MiB. Reading a frame a pull, the server's WINDOW_UPDATEs split
+      // into ever smaller increments, which the client sent on as ever smaller frames (1,644,
+      // 4,579 and 7,817 chunks in three uploads on one connection; a 64 MiB upload ran at 2-3
+      // MiB/s).
+      assert.ok(Number(chunks) <= (2 * total) / 16384, `upload ${i}: ${chunks} chunks for 8 MiB`);
+    }
+  } finally {
+    session.close();
+    await server.close({ force: true });
+  }
+});
+
 test("http2WindowSize out of range or not an integer is refused with a clear error", () => {
   for (const bad of [0, 65_534, 2 ** 31, 1.5, "1048576", -1]) {
     assert.throws(() => new Server({ port: 0, http2WindowSize: bad }), /http2WindowSize/, `accepted ${bad}`);
