@@ -2,7 +2,8 @@
 // SETTINGS and the connection's in a WINDOW_UPDATE, and request bodies larger than it, on one
 // stream and on many at once, that still arrive whole. Also a guard of large bodies (256 KiB to
 // 1 MiB, which HTTP/1.1 holds a turn at a time) on many streams of one connection, read in each
-// way a handler can. Over h2c with node:http2 clients and a raw socket for the frames.
+// way a handler can, and of 1 MiB uploads cut off on many connections before a batch read all at
+// once. Over h2c with node:http2 clients and a raw socket for the frames.
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import http from "node:http";
@@ -288,6 +289,67 @@ test("a body streamed through a window of 65,535 comes in the client's frames, n
     await server.close({ force: true });
   }
 });
+
+test("1 MiB uploads on many connections, cut off mid-body, leave the next batch whole", async () => {
+  // What a load generator does between its warm-up and its measured run: every connection
+  // drops 16 uploads part-way, then new connections start 16 each at once, so that every
+  // body is being read at the same time. A guard: the aborted reads end and free their
+  // Buffers, and the bodies read after them, all at once, arrive whole.
+  const MiB = 1024 * 1024;
+  const aborted = [];
+  let seen = 0;
+  const server = await start((e) => {
+    seen++;
+    const read = e.request.arrayBuffer();
+    read.catch((err) => aborted.push(err));
+    e.respondWith(read.then((b) => Response.json({ length: b.byteLength, sum: checksum(Buffer.from(b)) })));
+  });
+  const url = `http://127.0.0.1:${server.port}`;
+  const connect = () => http2.connect(url, { maxSessionMemory: 1024 });
+  try {
+    // Half of each body, then the connection goes away without a word.
+    const cut = Array.from({ length: 4 }, connect);
+    await Promise.all(
+      cut.map(async (session) => {
+        const streams = Array.from({ length: 16 }, () => {
+          const req = session.request({ ":method": "POST", ":path": "/", "content-length": String(MiB) });
+          req.on("error", () => {});
+          req.write(patterned(MiB / 2, 3));
+          return req;
+        });
+        // Cut once the server has every head (their bodies are on their way).
+        for (let i = 0; i < 250 && seen < 64; i++) await new Promise((r) => setTimeout(r, 20));
+        for (const req of streams) req.destroy();
+        session.destroy();
+      }),
+    );
+    const sessions = Array.from({ length: 4 }, connect);
+    const jobs = [];
+    for (const [c, session] of sessions.entries()) {
+      for (let i = 0; i < 16; i++) {
+        const body = patterned(MiB, (c * 16 + i) * 104_729);
+        jobs.push(post(session, body).then((r) => ({ r, want: { length: MiB, sum: checksum(body) }, i, c })));
+      }
+    }
+    for (const { r, want, i, c } of await Promise.all(jobs)) {
+      assert.equal(r.status, 200, `connection ${c} stream ${i}`);
+      assert.deepEqual(JSON.parse(r.body.toString()), want, `connection ${c} stream ${i}: the body arrived changed`);
+    }
+    for (const s of sessions) s.close();
+    // The cut bodies' reads ended (with an error in their handlers), none is left waiting.
+    for (let i = 0; i < 100 && aborted.length < 64; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(aborted.length, 64, "every cut upload's read ended");
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+/** A position-sensitive checksum of `b` (so a moved chunk shows as well as a changed one). */
+function checksum(b) {
+  let sum = 0;
+  for (let i = 0; i + 4 <= b.length; i += 4) sum = (sum * 31 + b.readUInt32LE(i)) % 1_000_000_007;
+  return sum;
+}
 
 test("http2WindowSize out of range or not an integer is refused with a clear error", () => {
   for (const bad of [0, 65_534, 2 ** 31, 1.5, "1048576", -1]) {
