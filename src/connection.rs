@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -591,7 +592,7 @@ fn drive<'a, C: GracefulConnection>(
             }
             // The timer is never set after the clock's next tick (`timer_at`), so only a
             // deadline a request asked for, or a new head deadline, can move it earlier.
-            let mut next = cork.deadlines.take().unwrap_or(NEVER);
+            let mut next = cork.take_earliest().unwrap_or(NEVER);
             if h.head_timeout != NEVER {
                 match (cork.awaiting_head(), h.head_due != NEVER) {
                     (true, false) => {
@@ -651,13 +652,37 @@ fn drive<'a, C: GracefulConnection>(
 
 /// Counts a request of one connection while its response is being produced: from
 /// when hyper hands it over (before hyper reads on), not from the first poll.
-struct InFlightCount(Arc<Cork>);
+///
+/// With the server's counts and round clock as the cork holds them, taken as the request
+/// starts: the poll for its reply reaches them from here (its own state, read anyway), not
+/// through the cork's line that holds them, which that poll then does not read (cold under
+/// load, a miss a request). Pointers into the cork's `Arc`s, kept alive by the cork held.
+struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
+
+// SAFETY: the pointers are shared references into `Sync` values (a server's counts and
+// its doorbell's clock) that the cork held alongside keeps alive; `Arc<Cork>` is `Send`.
+unsafe impl Send for InFlightCount {}
 
 impl InFlightCount {
     fn new(cork: Arc<Cork>) -> Self {
         cork.in_flight_add(1);
         cork.request_handed();
-        InFlightCount(cork)
+        let (stats, round) = cork.counts_and_round();
+        let (stats, round) = (NonNull::from(stats), NonNull::from(round));
+        InFlightCount(cork, stats, round)
+    }
+
+    /// The server's counts.
+    fn stats(&self) -> &Stats {
+        // SAFETY: a pointer into an `Arc` of the cork in `self.0` (`new`), alive while it is.
+        unsafe { self.1.as_ref() }
+    }
+
+    /// Counts the request answered (`Stats::record_response`), started at `started`.
+    fn record_response(&self, started: u64) {
+        // SAFETY: as `stats`.
+        let round = unsafe { self.2.as_ref() };
+        self.stats().record_response(started, self.0.now_in(round));
     }
 }
 
@@ -915,7 +940,7 @@ impl Waiting {
                 return Poll::Ready(closing(503));
             }
         };
-        count.0.stats.record_response(self.started, count.0.now());
+        count.record_response(self.started);
         let mut reply = reply;
         if let Ok(res) = reply.as_mut() {
             if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
@@ -931,7 +956,7 @@ impl Waiting {
     /// The request no longer waits on JS: it leaves the counts.
     fn answered(&mut self) {
         if let Some(count) = self.in_flight_count.take() {
-            count.0.stats.pending_removed();
+            count.stats().pending_removed();
         }
     }
 }
