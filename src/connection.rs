@@ -248,8 +248,10 @@ pub async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
-        let admitted = admit(req, svc_cork.now(), &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
-        handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone()))
+        // The round clock from the server's state (warm), not through the cork's doorbell.
+        let started = svc_cork.now_in(&svc_shared.doorbell.round);
+        let admitted = admit(req, started, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
+        handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone(), &svc_shared))
     });
     let mut clock = IdleClock::new(shared.config.idle_timeout);
     // An idle connection's hyper state can be released only where its socket's readiness
@@ -653,10 +655,10 @@ fn drive<'a, C: GracefulConnection>(
 /// Counts a request of one connection while its response is being produced: from
 /// when hyper hands it over (before hyper reads on), not from the first poll.
 ///
-/// With the server's counts and round clock as the cork holds them, taken as the request
-/// starts: the poll for its reply reaches them from here (its own state, read anyway), not
-/// through the cork's line that holds them, which that poll then does not read (cold under
-/// load, a miss a request). Pointers into the cork's `Arc`s, kept alive by the cork held.
+/// With the server's counts and round clock, taken from the server's state (warm) as the
+/// request starts: the poll for its reply reaches them from here (its own state, read
+/// anyway), and neither poll reads the cork's line that holds them too (cold under load, a
+/// miss a poll). Pointers into the `Arc`s the cork holds, kept alive by the cork held.
 struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
 
 // SAFETY: the pointers are shared references into `Sync` values (a server's counts and
@@ -664,17 +666,19 @@ struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
 unsafe impl Send for InFlightCount {}
 
 impl InFlightCount {
-    fn new(cork: Arc<Cork>) -> Self {
+    /// `shared`: the server the cork was made for (`start`), whose counts and doorbell it
+    /// holds.
+    fn new(cork: Arc<Cork>, shared: &ServerShared) -> Self {
         cork.in_flight_add(1);
         cork.request_handed();
-        let (stats, round) = cork.counts_and_round();
-        let (stats, round) = (NonNull::from(stats), NonNull::from(round));
+        debug_assert!(cork.holds(&shared.stats, &shared.doorbell));
+        let (stats, round) = (NonNull::from(&*shared.stats), NonNull::from(&shared.doorbell.round));
         InFlightCount(cork, stats, round)
     }
 
     /// The server's counts.
     fn stats(&self) -> &Stats {
-        // SAFETY: a pointer into an `Arc` of the cork in `self.0` (`new`), alive while it is.
+        // SAFETY: a pointer into an `Arc` the cork in `self.0` holds (`new`), alive while it is.
         unsafe { self.1.as_ref() }
     }
 
@@ -1026,7 +1030,7 @@ mod tests {
         fn output_size<A, R, F: Fn(A) -> R>(_: &F) -> usize {
             std::mem::size_of::<R>()
         }
-        let service = |req| handle(req, addr, None, &shared, InFlightCount::new(cork.clone()));
+        let service = |req| handle(req, addr, None, &shared, InFlightCount::new(cork.clone(), &shared));
         // hyper moves each request's future into place: 1,096 bytes as an async fn that
         // held the body's read and the timers' states inline, 1,320 while it also held the
         // request head across its awaits; 88 as the state of a request waiting for JS.

@@ -221,7 +221,8 @@ pub struct Cork {
     /// The earliest deadline a request of this connection asked for since the connection
     /// task last looked (deadline.rs; `u64::MAX`: none), read at every poll
     /// (`take_earliest`): here, not with the rest of the deadlines in the next line, which
-    /// the poll for a request's reply then does not read.
+    /// the polls of a request then do not read. Written and read by the connection's task
+    /// only (its HTTP/1.1 requests are polled inside its poll).
     earliest: AtomicU64,
     /// Where the requests of this connection report a half-close, being abandoned or
     /// timed out.
@@ -434,24 +435,27 @@ impl Cork {
     /// `deadline::Deadlines`).
     #[inline]
     pub(crate) fn take_earliest(&self) -> Option<u64> {
-        // Read first: most polls find none, and a load is no read-modify-write.
-        if self.earliest.load(Ordering::Relaxed) == u64::MAX {
-            return None;
-        }
-        match self.earliest.swap(u64::MAX, Ordering::Relaxed) {
+        // The connection's task alone: a load and, when set, a store.
+        match self.earliest.load(Ordering::Relaxed) {
             u64::MAX => None,
-            n => Some(n),
+            n => {
+                self.earliest.store(u64::MAX, Ordering::Relaxed);
+                Some(n)
+            }
         }
     }
 
-    /// A request's deadline at `at` (`clock::now`) wants the connection polled then.
+    /// A request's deadline at `at` (`clock::now`) wants the connection polled then. On
+    /// the connection's task (an HTTP/1.1 request's poll).
     pub(crate) fn note_deadline(&self, at: u64) {
-        self.earliest.fetch_min(at, Ordering::Relaxed);
+        if at < self.earliest.load(Ordering::Relaxed) {
+            self.earliest.store(at, Ordering::Relaxed);
+        }
     }
 
-    /// The server's counts and round clock, as this cork holds them (`stats`, `doorbell`).
-    pub(crate) fn counts_and_round(&self) -> (&crate::stats::Stats, &crate::clock::Round) {
-        (&self.stats, &self.doorbell.round)
+    /// Whether this cork holds these counts and this doorbell (`connection::InFlightCount`).
+    pub(crate) fn holds(&self, stats: &Arc<crate::stats::Stats>, doorbell: &Arc<crate::bridge::Doorbell>) -> bool {
+        Arc::ptr_eq(&self.stats, stats) && Arc::ptr_eq(&self.doorbell, doorbell)
     }
 
     /// A poll of the connection starts (`connection::drive`): the next `now` reads anew.

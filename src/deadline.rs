@@ -103,11 +103,16 @@ impl Limit {
     /// Ready once the limit has passed; while not, the task is woken at it.
     pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if let LimitState::Unchecked(at) = self.0 {
-            self.0 = if cork.is_http1() {
-                LimitState::Noted(at)
-            } else {
-                LimitState::Timer(Box::pin(tokio::time::sleep_until(cork.deadlines.base.instant_at(at).into())))
-            };
+            if cork.is_http1() {
+                // Noted at once, without `check`'s look at when the timer last fired and fires
+                // next (`Deadlines`, in a line of the cork that the poll of a request's head
+                // then does not read): the connection's poll compares it with its timer
+                // (`connection::drive`), and one already past fires the timer at once.
+                self.0 = LimitState::Noted(at);
+                cork.note_deadline(at);
+                return Poll::Pending;
+            }
+            self.0 = LimitState::Timer(Box::pin(tokio::time::sleep_until(cork.deadlines.base.instant_at(at).into())));
         }
         match &mut self.0 {
             LimitState::Unlimited | LimitState::Unchecked(_) => Poll::Pending,
