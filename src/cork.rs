@@ -152,8 +152,9 @@ impl WriteSide {
 ///
 /// In this order (`repr(C)`): what every poll of an HTTP/1.1 connection reads or writes
 /// comes first, in the line that also holds the `Arc`'s counts (16 bytes, then 48 of
-/// these); then the doorbell, the counts and the deadlines, read when a request starts
-/// (not for its reply: `connection::InFlightCount`), and the write side, taken once a
+/// these); then the doorbell, the counts and the deadlines, which a request's polls reach
+/// otherwise (`connection::InFlightCount`, `Cork::earliest`) and which only its rarer paths
+/// read here (a deadline due or moved, an abort), and the write side, taken once a
 /// response; what only a closing or upgraded connection touches comes last. With 50
 /// connections served in turn each poll finds these lines cold, and Rust's own order
 /// spread the hot fields over all four of the block's lines.
