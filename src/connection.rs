@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -247,8 +248,10 @@ pub async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
-        let admitted = admit(req, svc_cork.now(), &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
-        handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone()))
+        // The round clock from the server's state (warm), not through the cork's doorbell.
+        let started = svc_cork.now_in(&svc_shared.doorbell.round);
+        let admitted = admit(req, started, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
+        handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone(), &svc_shared))
     });
     let mut clock = IdleClock::new(shared.config.idle_timeout);
     // An idle connection's hyper state can be released only where its socket's readiness
@@ -591,7 +594,7 @@ fn drive<'a, C: GracefulConnection>(
             }
             // The timer is never set after the clock's next tick (`timer_at`), so only a
             // deadline a request asked for, or a new head deadline, can move it earlier.
-            let mut next = cork.deadlines.take().unwrap_or(NEVER);
+            let mut next = cork.take_earliest().unwrap_or(NEVER);
             if h.head_timeout != NEVER {
                 match (cork.awaiting_head(), h.head_due != NEVER) {
                     (true, false) => {
@@ -651,13 +654,39 @@ fn drive<'a, C: GracefulConnection>(
 
 /// Counts a request of one connection while its response is being produced: from
 /// when hyper hands it over (before hyper reads on), not from the first poll.
-struct InFlightCount(Arc<Cork>);
+///
+/// With the server's counts and round clock, taken from the server's state (warm) as the
+/// request starts: the poll for its reply reaches them from here (its own state, read
+/// anyway), and neither poll reads the cork's line that holds them too (cold under load, a
+/// miss a poll). Pointers into the `Arc`s the cork holds, kept alive by the cork held.
+struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
+
+// SAFETY: the pointers are shared references into `Sync` values (a server's counts and
+// its doorbell's clock) that the cork held alongside keeps alive; `Arc<Cork>` is `Send`.
+unsafe impl Send for InFlightCount {}
 
 impl InFlightCount {
-    fn new(cork: Arc<Cork>) -> Self {
+    /// `shared`: the server the cork was made for (`start`), whose counts and doorbell it
+    /// holds.
+    fn new(cork: Arc<Cork>, shared: &ServerShared) -> Self {
         cork.in_flight_add(1);
         cork.request_handed();
-        InFlightCount(cork)
+        debug_assert!(cork.holds(&shared.stats, &shared.doorbell));
+        let (stats, round) = (NonNull::from(&*shared.stats), NonNull::from(&shared.doorbell.round));
+        InFlightCount(cork, stats, round)
+    }
+
+    /// The server's counts.
+    fn stats(&self) -> &Stats {
+        // SAFETY: a pointer into an `Arc` the cork in `self.0` holds (`new`), alive while it is.
+        unsafe { self.1.as_ref() }
+    }
+
+    /// Counts the request answered (`Stats::record_response`), started at `started`.
+    fn record_response(&self, started: u64) {
+        // SAFETY: as `stats`.
+        let round = unsafe { self.2.as_ref() };
+        self.stats().record_response(started, self.0.now_in(round));
     }
 }
 
@@ -915,7 +944,7 @@ impl Waiting {
                 return Poll::Ready(closing(503));
             }
         };
-        count.0.stats.record_response(self.started, count.0.now());
+        count.record_response(self.started);
         let mut reply = reply;
         if let Ok(res) = reply.as_mut() {
             if let crate::body::ResponseBody::Stream(s) = res.body_mut() {
@@ -931,7 +960,7 @@ impl Waiting {
     /// The request no longer waits on JS: it leaves the counts.
     fn answered(&mut self) {
         if let Some(count) = self.in_flight_count.take() {
-            count.0.stats.pending_removed();
+            count.stats().pending_removed();
         }
     }
 }
@@ -1001,7 +1030,7 @@ mod tests {
         fn output_size<A, R, F: Fn(A) -> R>(_: &F) -> usize {
             std::mem::size_of::<R>()
         }
-        let service = |req| handle(req, addr, None, &shared, InFlightCount::new(cork.clone()));
+        let service = |req| handle(req, addr, None, &shared, InFlightCount::new(cork.clone(), &shared));
         // hyper moves each request's future into place: 1,096 bytes as an async fn that
         // held the body's read and the timers' states inline, 1,320 while it also held the
         // request head across its awaits; 88 as the state of a request waiting for JS.

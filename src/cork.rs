@@ -20,7 +20,7 @@ use std::io::{self, IoSlice};
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{ready, Context, Poll, RawWaker, RawWakerVTable, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -152,7 +152,9 @@ impl WriteSide {
 ///
 /// In this order (`repr(C)`): what every poll of an HTTP/1.1 connection reads or writes
 /// comes first, in the line that also holds the `Arc`'s counts (16 bytes, then 48 of
-/// these); then the deadlines, read at every poll too, and the write side, taken once a
+/// these); then the doorbell, the counts and the deadlines, which a request's polls reach
+/// otherwise (`connection::InFlightCount`, `Cork::earliest`) and which only its rarer paths
+/// read here (a deadline due or moved, an abort), and the write side, taken once a
 /// response; what only a closing or upgraded connection touches comes last. With 50
 /// connections served in turn each poll finds these lines cold, and Rust's own order
 /// spread the hot fields over all four of the block's lines.
@@ -207,15 +209,22 @@ pub struct Cork {
     pub in_flight: AtomicUsize,
     /// HTTP/1.1 requests hyper has handed over on this connection (`request_handed`), to
     /// compare with the heads `h1_strict` saw come in (`CorkedStream::nothing_pipelined`).
-    /// Written and read by the connection's task only.
-    handed: AtomicUsize,
+    /// Written and read by the connection's task only. Wrapping, as `heads_read`: only
+    /// their equality counts. 32 bits, so that `earliest` fits in this line.
+    handed: AtomicU32,
     /// Request heads `h1_strict` saw end in the bytes read (`Strict::take_heads`), all along
     /// the connection (rewound bytes were counted when first read). Written and read by the
     /// connection's task only.
-    heads_read: AtomicUsize,
+    heads_read: AtomicU32,
     /// The clock's reading in the current poll of this HTTP/1.1 connection (`now`); 0:
     /// none yet. Written and read by the connection's task only.
     poll_clock: AtomicU64,
+    /// The earliest deadline a request of this connection asked for since the connection
+    /// task last looked (deadline.rs; `u64::MAX`: none), read at every poll
+    /// (`take_earliest`): here, not with the rest of the deadlines in the next line, which
+    /// the polls of a request then do not read. Written and read by the connection's task
+    /// only (its HTTP/1.1 requests are polled inside its poll).
+    earliest: AtomicU64,
     /// Where the requests of this connection report a half-close, being abandoned or
     /// timed out.
     pub(crate) doorbell: Arc<crate::bridge::Doorbell>,
@@ -223,6 +232,9 @@ pub struct Cork {
     pub(crate) stats: Arc<crate::stats::Stats>,
     /// Deadlines inside this connection's HTTP/1.1 requests (deadline.rs).
     pub(crate) deadlines: crate::deadline::Deadlines,
+    /// The room `earliest` left here when it moved to the first line: what a response reads
+    /// and writes, from `streaming` to the write side's buffer, stays in one line.
+    _room: u64,
     /// Streamed response bodies of this connection still being written.
     pub streaming: AtomicUsize,
     /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
@@ -248,6 +260,12 @@ pub struct Cork {
     /// written the 101 (connection.rs, websocket.rs).
     pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
 }
+
+// The fields every poll reads are in the first line, after the `Arc`'s two counts; those
+// a response reads and writes start the third (the `Arc`'s block, 304 bytes, is one of
+// mimalloc's 320-byte blocks, which start at multiples of 64).
+const _: () = assert!(std::mem::offset_of!(Cork, earliest) + 8 <= 64 - 16);
+const _: () = assert!(std::mem::offset_of!(Cork, streaming) + 16 == 128);
 
 impl Cork {
     /// Splits `stream` into the wrapper hyper serves and the handle the task flushes with.
@@ -284,12 +302,13 @@ impl Cork {
             read_woken: AtomicBool::new(false),
             task: OnceLock::new(),
             watch_ok: AtomicBool::new(false),
-            heads_read: AtomicUsize::new(0),
+            heads_read: AtomicU32::new(0),
             read_called: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             passthrough: AtomicBool::new(passthrough),
             in_flight: AtomicUsize::new(0),
-            handed: AtomicUsize::new(0),
+            handed: AtomicU32::new(0),
+            earliest: AtomicU64::new(u64::MAX),
             streaming: AtomicUsize::new(0),
             activity: AtomicBool::new(false),
             leftover: Mutex::new(None),
@@ -300,6 +319,7 @@ impl Cork {
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
             deadlines: crate::deadline::Deadlines::new(),
+            _room: 0,
             poll_clock: AtomicU64::new(0),
             round_clock: crate::in_thread::drives_here(),
             timer_woken: AtomicBool::new(false),
@@ -394,6 +414,49 @@ impl Cork {
             self.poll_clock.store(now, Ordering::Relaxed);
         }
         now
+    }
+
+    /// As `now`, with the server's round clock given (`clock::Round`, the doorbell's, which
+    /// `round` must be): reached from where the caller is, not through this cork's
+    /// `doorbell`, in a line of its own.
+    #[inline]
+    pub(crate) fn now_in(&self, round: &crate::clock::Round) -> u64 {
+        let seen = self.poll_clock.load(Ordering::Relaxed);
+        if seen != 0 {
+            return seen;
+        }
+        let now = if self.round_clock { round.now() } else { crate::clock::now() }.max(1);
+        if self.is_http1() {
+            self.poll_clock.store(now, Ordering::Relaxed);
+        }
+        now
+    }
+
+    /// The earliest deadline asked for since the last call, if any (`clock::now`; see
+    /// `deadline::Deadlines`).
+    #[inline]
+    pub(crate) fn take_earliest(&self) -> Option<u64> {
+        // The connection's task alone: a load and, when set, a store.
+        match self.earliest.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => {
+                self.earliest.store(u64::MAX, Ordering::Relaxed);
+                Some(n)
+            }
+        }
+    }
+
+    /// A request's deadline at `at` (`clock::now`) wants the connection polled then. On
+    /// the connection's task (an HTTP/1.1 request's poll).
+    pub(crate) fn note_deadline(&self, at: u64) {
+        if at < self.earliest.load(Ordering::Relaxed) {
+            self.earliest.store(at, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this cork holds these counts and this doorbell (`connection::InFlightCount`).
+    pub(crate) fn holds(&self, stats: &Arc<crate::stats::Stats>, doorbell: &Arc<crate::bridge::Doorbell>) -> bool {
+        Arc::ptr_eq(&self.stats, stats) && Arc::ptr_eq(&self.doorbell, doorbell)
     }
 
     /// A poll of the connection starts (`connection::drive`): the next `now` reads anew.
@@ -782,7 +845,7 @@ impl hyper::rt::Read for CorkedStream {
             }
             if let Some(strict) = this.strict.as_mut() {
                 let violation = strict.scan(tbuf.filled());
-                let heads = strict.take_heads() as usize;
+                let heads = strict.take_heads();
                 if heads != 0 {
                     let read = &this.cork.heads_read;
                     read.store(read.load(Ordering::Relaxed).wrapping_add(heads), Ordering::Relaxed);

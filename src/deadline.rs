@@ -25,14 +25,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-/// The earliest deadline asked for since the connection task last looked, and the time
-/// its timer last fired.
-/// All three are readings of `clock::now`'s clock.
+/// When the connection's timer last fired and fires next; the earliest deadline asked for
+/// since the connection task last looked is the cork's (`Cork::take_earliest`), read at
+/// every poll. All are readings of `clock::now`'s clock.
 pub struct Deadlines {
     /// Converts them to and from the instants of the connection's tokio timer.
     base: Anchor,
-    /// `u64::MAX`: none.
-    earliest: AtomicU64,
     /// When the connection's timer last fired: a deadline is due once this reaches it, so
     /// a poll reads no clock.
     fired: AtomicU64,
@@ -43,12 +41,7 @@ pub struct Deadlines {
 
 impl Deadlines {
     pub fn new() -> Self {
-        Deadlines {
-            base: Anchor::new(),
-            earliest: AtomicU64::new(u64::MAX),
-            fired: AtomicU64::new(0),
-            armed: AtomicU64::new(u64::MAX),
-        }
+        Deadlines { base: Anchor::new(), fired: AtomicU64::new(0), armed: AtomicU64::new(u64::MAX) }
     }
 
     /// The instant of a reading of `clock::now`, for the connection's tokio timer.
@@ -65,29 +58,18 @@ impl Deadlines {
     pub fn armed(&self, at: u64) {
         self.armed.store(at, Ordering::Relaxed);
     }
-
-    /// The earliest deadline asked for since the last call, if any (`clock::now`).
-    pub fn take(&self) -> Option<u64> {
-        // Read first: most polls find none, and a load is no read-modify-write.
-        if self.earliest.load(Ordering::Relaxed) == u64::MAX {
-            return None;
-        }
-        match self.earliest.swap(u64::MAX, Ordering::Relaxed) {
-            u64::MAX => None,
-            n => Some(n),
-        }
-    }
 }
 
 /// Whether a deadline noted in `cork` is due; if not, asks the connection's timer to wake
 /// the task at it.
-fn check(deadlines: &Deadlines, at: u64) -> Poll<()> {
+fn check(cork: &Cork, at: u64) -> Poll<()> {
+    let deadlines = &cork.deadlines;
     if deadlines.fired.load(Ordering::Relaxed) >= at {
         return Poll::Ready(());
     }
     // With the defaults (a 30 s limit, a 1 s tick) the timer always fires first.
     if deadlines.armed.load(Ordering::Relaxed) > at {
-        deadlines.earliest.fetch_min(at, Ordering::Relaxed);
+        cork.note_deadline(at);
     }
     Poll::Pending
 }
@@ -121,15 +103,20 @@ impl Limit {
     /// Ready once the limit has passed; while not, the task is woken at it.
     pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if let LimitState::Unchecked(at) = self.0 {
-            self.0 = if cork.is_http1() {
-                LimitState::Noted(at)
-            } else {
-                LimitState::Timer(Box::pin(tokio::time::sleep_until(cork.deadlines.base.instant_at(at).into())))
-            };
+            if cork.is_http1() {
+                // Noted at once, without `check`'s look at when the timer last fired and fires
+                // next (`Deadlines`, in a line of the cork that the poll of a request's head
+                // then does not read): the connection's poll compares it with its timer
+                // (`connection::drive`), and one already past fires the timer at once.
+                self.0 = LimitState::Noted(at);
+                cork.note_deadline(at);
+                return Poll::Pending;
+            }
+            self.0 = LimitState::Timer(Box::pin(tokio::time::sleep_until(cork.deadlines.base.instant_at(at).into())));
         }
         match &mut self.0 {
             LimitState::Unlimited | LimitState::Unchecked(_) => Poll::Pending,
-            LimitState::Noted(at) => check(&cork.deadlines, *at),
+            LimitState::Noted(at) => check(cork, *at),
             LimitState::Timer(sleep) => sleep.as_mut().poll(cx),
         }
     }

@@ -351,6 +351,51 @@ test("a short timeout fires on time for a later request of a keep-alive connecti
   }
 });
 
+test("one keep-alive connection: every answer counted with its latency, a pipelined pair, then a timeout on time", async () => {
+  // Guard for what a request's answer and the connection's poll read: the server's counts
+  // and the round clock (reached from the request's own state), the deadline a waiting
+  // request notes for the connection's timer, and the heads read against those handed over.
+  const { server } = await start(
+    async (e) => {
+      const path = new URL(e.request.url).pathname;
+      if (path === "/never") return e.respondWith(new Promise(() => {}));
+      if (path === "/slow") await sleep(60);
+      e.respondWith(new Response(path));
+    },
+    { timeout: 200 },
+  );
+  const socket = net.connect(server.port, "127.0.0.1");
+  try {
+    await once(socket, "connect");
+    for (let i = 0; i < 3; i++) {
+      const slow = await timeUntil(socket, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\n\/slow$/);
+      assert.match(slow.seen, /^HTTP\/1\.1 200/);
+    }
+    // Two in one write, answered in order.
+    const pair = await timeUntil(
+      socket,
+      "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+      /\r\n\r\n\/a[^]*\r\n\r\n\/b$/,
+    );
+    assert.equal(pair.seen.split("HTTP/1.1 200").length - 1, 2, pair.seen);
+    let s = server.stats();
+    assert.equal(s.totalRequests, 5);
+    assert.equal(s.pendingRequests, 0);
+    // Three of 60 ms or more and two of about none.
+    assert.ok(s.avgLatencyMs >= 30 && s.avgLatencyMs < 1000, `avgLatencyMs ${s.avgLatencyMs}`);
+    const late = await timeUntil(socket, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n", /\r\n\r\n$/);
+    assert.match(late.seen, /^HTTP\/1\.1 503/);
+    // Not before the limit, and well before the connection's 1 s tick.
+    assert.ok(late.ms >= 190 && late.ms < 800, `503 after ${late.ms.toFixed(0)} ms`);
+    s = server.stats();
+    assert.equal(s.totalRequests, 6);
+    assert.equal(s.pendingRequests, 0);
+  } finally {
+    socket.destroy();
+    await server.close();
+  }
+});
+
 test("a short headerTimeout closes a keep-alive connection on time after its last response", async () => {
   const { server } = await start((e) => e.respondWith(new Response("ok")), { headerTimeout: 200 });
   const socket = net.connect(server.port, "127.0.0.1");

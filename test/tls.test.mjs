@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import https from "node:https";
 import net from "node:net";
+import { once } from "node:events";
 import { Duplex } from "node:stream";
 import { test } from "node:test";
 import { promisify } from "node:util";
@@ -686,6 +687,82 @@ test("HTTPS/1.1 reads that wait: records cut into pauses, a request in pieces, a
       .map((b) => b.split("HTTP/1.1")[0]);
     assert.deepEqual(bodies, ["/one:0;", "/two:10;", `/three:${body.length};`, "/four:0;"], text);
     raw.destroy();
+  } finally {
+    await server.close({ force: true });
+  }
+});
+
+test("HTTPS/1.1 ends: a request and close_notify in one read are answered; a socket that ends without close_notify is closed", async () => {
+  // Guard for the read half's calls of rustls' reader, made only where the records processed
+  // brought bytes or an end (a close_notify, or the socket's end, which only the reader
+  // reports): a read that missed the socket's end would read it again and again, and here
+  // the network may run on this very thread.
+  const server = await startTls(async (e) => {
+    const len = (await e.request.arrayBuffer()).byteLength;
+    e.respondWith(new Response(`${new URL(e.request.url).pathname}:${len};`));
+  });
+  // A TLS client whose bytes go to the socket at once, or, while `hold` is set, are kept
+  // and sent in one write (`flush`), so that the server reads them in one go. Its TLS end
+  // (close_notify) does not end the socket: `raw.end()` does, with or without one.
+  async function client() {
+    const raw = net.connect(server.port, "127.0.0.1");
+    await once(raw, "connect");
+    const state = { hold: false, held: [] };
+    const pipe = new Duplex({
+      read() {},
+      write(chunk, _enc, done) {
+        if (state.hold) state.held.push(chunk);
+        else raw.write(chunk);
+        done();
+      },
+      final(done) {
+        done();
+      },
+    });
+    raw.on("data", (d) => pipe.push(d));
+    raw.on("end", () => pipe.push(null));
+    raw.on("error", (err) => pipe.destroy(err));
+    const s = await tlsConnect(server.port, { socket: pipe, ALPNProtocols: ["http/1.1"] });
+    s.on("error", () => {});
+    let text = "";
+    s.setEncoding("latin1");
+    s.on("data", (d) => (text += d));
+    const closed = new Promise((resolve) => raw.on("close", resolve));
+    const flush = () => {
+      raw.write(Buffer.concat(state.held));
+      state.held = [];
+      state.hold = false;
+    };
+    return { raw, s, state, flush, closed, text: () => text };
+  }
+  const within = (promise, ms, what) =>
+    Promise.race([promise, sleep(ms).then(() => assert.fail(`${what}: not within ${ms} ms`))]);
+  try {
+    // A request, a second one and close_notify, all in one write: both are answered, then
+    // the server ends the connection.
+    {
+      const c = await client();
+      c.state.hold = true;
+      c.s.write("GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      c.s.end("POST /two HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc");
+      await waitFor(() => c.state.held.length >= 3);
+      await sleep(20);
+      c.flush();
+      await within(c.closed, 5000, "the connection's end after close_notify");
+      assert.match(c.text(), /\/one:0;[^]*\/two:3;/, c.text());
+    }
+    // The socket ends without close_notify in the middle of a head, and after a whole
+    // request: the server closes the connection (the answer may or may not come first).
+    for (const sent of ["GET /three HTTP/1.1\r\nHo", "GET /four HTTP/1.1\r\nHost: localhost\r\n\r\n"]) {
+      const c = await client();
+      c.s.write("GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => c.text().includes("/warm:0;"));
+      c.s.write(sent);
+      await sleep(30);
+      c.raw.end();
+      await within(c.closed, 5000, `the connection's end after ${JSON.stringify(sent)}`);
+    }
+    assert.equal((await httpsRequest(server.port)).status, 200);
   } finally {
     await server.close({ force: true });
   }
