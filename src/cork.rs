@@ -405,15 +405,7 @@ impl Cork {
     /// read it each time (or share the round's).
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let seen = self.poll_clock.load(Ordering::Relaxed);
-        if seen != 0 {
-            return seen;
-        }
-        let now = if self.round_clock { self.doorbell.round.now() } else { crate::clock::now() }.max(1);
-        if self.is_http1() {
-            self.poll_clock.store(now, Ordering::Relaxed);
-        }
-        now
+        self.now_from(|| &self.doorbell.round)
     }
 
     /// As `now`, with the server's round clock given (`clock::Round`, the doorbell's, which
@@ -421,11 +413,18 @@ impl Cork {
     /// `doorbell`, in a line of its own.
     #[inline]
     pub(crate) fn now_in(&self, round: &crate::clock::Round) -> u64 {
+        self.now_from(|| round)
+    }
+
+    /// `now`'s reading, with the round clock fetched only where it is read (`round`), so
+    /// that a poll whose clock was read already does not reach for it.
+    #[inline(always)]
+    fn now_from<'r>(&self, round: impl FnOnce() -> &'r crate::clock::Round) -> u64 {
         let seen = self.poll_clock.load(Ordering::Relaxed);
         if seen != 0 {
             return seen;
         }
-        let now = if self.round_clock { round.now() } else { crate::clock::now() }.max(1);
+        let now = if self.round_clock { round().now() } else { crate::clock::now() }.max(1);
         if self.is_http1() {
             self.poll_clock.store(now, Ordering::Relaxed);
         }
