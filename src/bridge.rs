@@ -32,12 +32,7 @@ const WRITES_PER_TASK: usize = 256;
 /// cooperative budget, which would make every write after the 128th of one poll look like
 /// a full socket and leave it to the socket's task.
 async fn write_sockets(sockets: Vec<Arc<crate::websocket::SocketShared>>) {
-    tokio::task::unconstrained(async move {
-        for socket in sockets {
-            socket.send_now(&[]);
-        }
-    })
-    .await
+    tokio::task::unconstrained(async move { crate::websocket::send_each(sockets.into_iter(), &[]) }).await
 }
 
 /// The response a connection task waits for.

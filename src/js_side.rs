@@ -473,9 +473,7 @@ impl JsSide {
                 let sockets = &mut self.wake_writers;
                 let published = &self.published[..];
                 let writes = tokio::task::unconstrained(async move {
-                    for s in sockets.drain(..) {
-                        s.send_now(published);
-                    }
+                    crate::websocket::send_each(sockets.drain(..), published);
                 });
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 let _ = std::pin::pin!(writes).poll(&mut cx);
