@@ -989,12 +989,12 @@ fn take_bodies(
 ) -> Option<usize> {
     let mut from = 0;
     while let Some(d) = strict.take_direct() {
-        let body_at = from + d.body_at;
+        // `d`'s positions are in the bytes that scan saw, from `from` on.
+        let (body_at, digits_at) = (from + d.body_at, from + d.digits_at);
         from = body_at;
         if replay_left || cork.direct_waiting.load(Ordering::Relaxed) {
             strict.keep_body(d.length);
         } else {
-            let digits_at = from - d.body_at + d.digits_at;
             let filled = tbuf.filled_mut();
             let digits: Box<[u8]> = filled[digits_at..digits_at + d.digits].into();
             filled[digits_at..digits_at + d.digits].fill(b'0');

@@ -278,4 +278,5 @@ impl Body for Source {
         }
     }
 }
+// A request's record and `Admitted` hold a `Source` where they held an `Incoming`: no larger.
 const _: () = assert!(std::mem::size_of::<Source>() == std::mem::size_of::<Incoming>());
