@@ -6,7 +6,6 @@ use crate::lending::JsBody;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -265,7 +264,7 @@ pub const DEFER_MIN: u64 = 256 * 1024;
 /// lives from about its body's turn, not from the head's arrival: a promise that waited for
 /// two scavenges is in old space when the body settles it, and keeps the young Buffer alive
 /// until the next mark-compact (docs/network-thread.md, "Large request bodies, round nine").
-pub fn is_large_declared(body: &Incoming) -> bool {
+pub fn is_large_declared(body: &crate::direct::Source) -> bool {
     http_body::Body::size_hint(body).exact().is_some_and(|n| (DEFER_MIN..=COLLECT_RESERVE_MAX).contains(&n))
 }
 
@@ -302,7 +301,7 @@ pub const STREAM_READ_AHEAD: u64 = 32 * 1024;
 /// poll, made here (the in-thread mode, inside a turn): its last event is queued already.
 pub fn spawn_body_reader(
     rt: &tokio::runtime::Handle,
-    mut body: Incoming,
+    mut body: crate::direct::Source,
     id: u32,
     limit: u64,
     mut mode: ReadMode,
@@ -311,6 +310,20 @@ pub fn spawn_body_reader(
 ) -> bool {
     let in_turn = crate::in_thread::in_turn_of(&doorbell);
     let reader = async move {
+        if let (ReadMode::CollectInto(into), crate::direct::Source::Direct(direct)) = (&mut mode, &mut body) {
+            // Read from the socket straight into the Buffer (direct.rs).
+            let filled = tokio::select! {
+                biased;
+                _ = &mut cancel => return,
+                r = fill_direct(into, direct) => r,
+            };
+            let event = match (filled, std::mem::replace(&mut mode, ReadMode::Collect)) {
+                (true, ReadMode::CollectInto(into)) => Event::BodyFilled(id, into),
+                _ => Event::BodyError(id, BodyErrorKind::Aborted),
+            };
+            doorbell.push(event);
+            return;
+        }
         let mut seen: u64 = 0;
         let mut collected = Collected::default();
         // In stream mode each credit (one JS pull) buys one data chunk; frames that carry
@@ -415,6 +428,22 @@ pub fn spawn_body_reader(
         rt.spawn(crate::in_thread::Noted::new(reader));
     }
     false
+}
+
+/// Fills `into` from a body read past hyper; false when it ended early.
+async fn fill_direct(into: &mut JsBody, direct: &mut crate::direct::DirectBody) -> bool {
+    let mut filled = 0;
+    std::future::poll_fn(|cx| {
+        while filled < into.len() {
+            let mut buf = tokio::io::ReadBuf::uninit(into.spare_from(filled));
+            match std::task::ready!(direct.poll_read_into(cx, &mut buf)) {
+                Ok(n) if n > 0 => filled += n,
+                _ => return Poll::Ready(false),
+            }
+        }
+        Poll::Ready(true)
+    })
+    .await
 }
 
 /// A body reader in the in-thread mode, polled by its own task and also, when the connection

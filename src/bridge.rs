@@ -10,7 +10,6 @@
 use crate::body::{BodyErrorKind, ResponseBody};
 use crate::wire;
 use bytes::Bytes;
-use hyper::body::Incoming;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use std::net::SocketAddr;
@@ -335,7 +334,7 @@ pub struct IncomingRequest {
 pub enum RequestBody {
     None,
     Full(Bytes),
-    Incoming(Incoming),
+    Incoming(crate::direct::Source),
 }
 
 // Every event is moved three times or more between the network and JS's drain: the largest

@@ -250,7 +250,7 @@ pub async fn serve(
     let mut svc = service_fn(move |req| {
         // The round clock from the server's state (warm), not through the cork's doorbell.
         let started = svc_cork.now_in(&svc_shared.doorbell.round);
-        let admitted = admit(req, started, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
+        let admitted = admit(req, &svc_cork, started, &svc_shared, scheme, &mut authorities.borrow_mut(), remote);
         handle(admitted, remote, tls.clone(), &svc_shared, InFlightCount::new(svc_cork.clone(), &svc_shared))
     });
     let mut clock = IdleClock::new(shared.config.idle_timeout);
@@ -731,7 +731,8 @@ struct Admitted {
     method: http::Method,
     text: crate::request::HeadText,
     websocket: Option<Box<crate::websocket::Offer>>,
-    body: Incoming,
+    /// hyper's, or read past hyper (the same size).
+    body: crate::direct::Source,
     http2: bool,
 }
 
@@ -742,6 +743,7 @@ struct Admitted {
 /// it would make every request's future larger).
 fn admit(
     req: http::Request<Incoming>,
+    cork: &Arc<crate::cork::Cork>,
     started: u64,
     shared: &ServerShared,
     scheme: &str,
@@ -749,7 +751,17 @@ fn admit(
     remote: SocketAddr,
 ) -> Result<Admitted, Box<Reply>> {
     shared.stats.request_received();
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
+    // A body read past hyper (direct.rs) is this request's when its head was the one hyper
+    // hands over now.
+    let body = match cork.claim_direct() {
+        None => crate::direct::Source::Hyper(body),
+        Some(d) => {
+            // hyper saw zeros in its place: JS gets the length the client sent.
+            head.headers.insert(http::header::CONTENT_LENGTH, d.declared());
+            crate::direct::Source::Direct(d)
+        }
+    };
     let fields = crate::request::HeadFields::of(&head);
     if let Some(status) = check_head(&head, &fields, shared.config.max_header_size) {
         // A request this broken may come from a confused or hostile peer: end the connection.
@@ -786,6 +798,23 @@ fn handle(
         Err(reply) => return Answer::Now(Some((reply, in_flight_count))),
     };
     let limit = shared.config.max_body_size;
+    let body = match body {
+        crate::direct::Source::Hyper(body) => body,
+        crate::direct::Source::Direct(direct) => {
+            if direct.length() > limit {
+                tracing::debug!(%remote, length = direct.length(), limit, "request body over maxBodySize: 413");
+                return Answer::Now(Some((Box::new(response::status_only(413)), in_flight_count)));
+            }
+            let body = RequestBody::Incoming(crate::direct::Source::Direct(direct));
+            return hand_over(
+                Handover { started, method, text, websocket, body, http2 },
+                remote,
+                tls,
+                shared,
+                in_flight_count,
+            );
+        }
+    };
     if body.is_end_stream() {
         return hand_over(
             Handover { started, method, text, websocket, body: RequestBody::None, http2 },
@@ -831,7 +860,7 @@ fn handle(
             }))
         }
         _ => {
-            let body = RequestBody::Incoming(body);
+            let body = RequestBody::Incoming(crate::direct::Source::Hyper(body));
             hand_over(Handover { started, method, text, websocket, body, http2 }, remote, tls, shared, in_flight_count)
         }
     }

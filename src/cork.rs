@@ -33,11 +33,21 @@ pub trait ConnRead: AsyncRead + Send + Unpin {
     fn poll_readable(&self, _cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
         None
     }
+
+    /// A TCP socket's read half, whose bytes are the request's as sent (no TLS records): a
+    /// large body may be read from it past hyper (direct.rs).
+    fn is_plain(&self) -> bool {
+        false
+    }
 }
 
 impl ConnRead for tokio::net::tcp::OwnedReadHalf {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
         Some(self.as_ref().poll_read_ready(cx))
+    }
+
+    fn is_plain(&self) -> bool {
+        true
     }
 }
 
@@ -232,9 +242,12 @@ pub struct Cork {
     pub(crate) stats: Arc<crate::stats::Stats>,
     /// Deadlines inside this connection's HTTP/1.1 requests (deadline.rs).
     pub(crate) deadlines: crate::deadline::Deadlines,
+    /// A body read past hyper waits to be claimed by its request (`direct`): in the line a
+    /// response reads anyway, so that a request without a body costs no cold line to ask.
+    direct_waiting: AtomicBool,
     /// The room `earliest` left here when it moved to the first line: what a response reads
     /// and writes, from `streaming` to the write side's buffer, stays in one line.
-    _room: u64,
+    _room: [u8; 7],
     /// Streamed response bodies of this connection still being written.
     pub streaming: AtomicUsize,
     /// A write to the socket is waiting for room (hyper may hold unwritten bytes).
@@ -259,6 +272,8 @@ pub struct Cork {
     /// A WebSocket accepted on this connection: it takes the connection once hyper has
     /// written the 101 (connection.rs, websocket.rs).
     pub(crate) upgrade: Mutex<Option<Arc<crate::websocket::SocketShared>>>,
+    /// The body read past hyper (direct.rs) that its request has not claimed yet.
+    direct: Mutex<Option<Arc<crate::direct::DirectShared>>>,
 }
 
 // The fields every poll reads are in the first line, after the `Arc`'s two counts; those
@@ -319,16 +334,21 @@ impl Cork {
             write_blocked: AtomicBool::new(false),
             read_since_write: AtomicBool::new(false),
             deadlines: crate::deadline::Deadlines::new(),
-            _room: 0,
+            direct_waiting: AtomicBool::new(false),
+            _room: [0; 7],
             poll_clock: AtomicU64::new(0),
             round_clock: crate::in_thread::drives_here(),
             timer_woken: AtomicBool::new(false),
             last_request: Mutex::new(std::sync::Weak::new()),
             last_request_set: AtomicBool::new(false),
             upgrade: Mutex::new(None),
+            direct: Mutex::new(None),
         });
-        let strict = (!passthrough).then(Box::default);
+        let direct_ok = !passthrough && read.is_plain();
+        let strict = (!passthrough).then(|| Box::new(Strict::new(direct_ok)));
         let stream = CorkedStream {
+            direct_ok,
+            direct: None,
             read: Some(read),
             replay: replay.into(),
             strict,
@@ -371,6 +391,49 @@ impl Cork {
             *last = ticket.map_or_else(std::sync::Weak::new, Arc::downgrade);
         }
         self.last_request_set.store(ticket.is_some(), Ordering::Relaxed);
+    }
+
+    /// The body read past hyper for the request hyper is handing over now (its number is
+    /// `handed` + 1, `request_handed` not yet called for it), if there is one.
+    #[inline]
+    pub(crate) fn claim_direct(self: &Arc<Self>) -> Option<Box<crate::direct::DirectBody>> {
+        if !self.direct_waiting.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.claim_waiting()
+    }
+
+    #[cold]
+    fn claim_waiting(self: &Arc<Self>) -> Option<Box<crate::direct::DirectBody>> {
+        let mut slot = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        let next = self.handed.load(Ordering::Relaxed).wrapping_add(1);
+        if slot.as_ref()?.head_no != next {
+            return None;
+        }
+        self.direct_waiting.store(false, Ordering::Relaxed);
+        Some(Box::new(crate::direct::DirectBody::new(slot.take()?, self.clone())))
+    }
+
+    /// A direct body's reader used the socket: its one read waker is the reader's now, so
+    /// hyper's next read (or the watch) asks the socket.
+    pub(crate) fn socket_read_elsewhere(&self) {
+        self.read_waits.store(false, Ordering::Relaxed);
+    }
+
+    /// Bytes of a request body moved, for the idle check.
+    pub(crate) fn body_bytes_read(&self) {
+        self.activity.store(true, Ordering::Relaxed);
+    }
+
+    /// A direct body was read to its end: the connection is between requests, and the watch
+    /// may look at the socket again (it may not while the reader reads: the socket keeps one
+    /// read waker, which the watch would take). The task is woken to look.
+    pub(crate) fn direct_done(&self) {
+        self.read_waits.store(false, Ordering::Relaxed);
+        self.watch_ok.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.get() {
+            task.wake_by_ref();
+        }
     }
 
     /// Adds `delta` (wrapping: `usize::MAX` takes one away) to the requests in flight. Over
@@ -674,6 +737,10 @@ pub struct CorkedStream {
     /// HTTP/1.1: a response with nothing pipelined behind it may be written to the socket
     /// at once (`write_through_cork`).
     write_direct: bool,
+    /// Plain TCP HTTP/1.1: a large body of declared length may be read past hyper.
+    direct_ok: bool,
+    /// The body read past hyper whose reader holds the read half, or which went unread.
+    direct: Option<Arc<crate::direct::DirectShared>>,
 }
 
 /// The waker a connection's read half gets (`read_waker`, and borrowed by
@@ -755,7 +822,12 @@ impl Drop for CorkedStream {
     fn drop(&mut self) {
         // Kept so the connection task can read and discard what the client still sends
         // after the last response (the lingering close), instead of a reset.
-        *self.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = self.read.take();
+        let lent = self.direct.take().and_then(|d| d.close());
+        let waiting = self.cork.direct.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let lent = lent.or_else(|| waiting.and_then(|d| d.close()));
+        if let Some(read) = self.read.take().or(lent) {
+            *self.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = Some(read);
+        }
     }
 }
 
@@ -768,7 +840,7 @@ impl hyper::rt::Read for CorkedStream {
         let this = &mut *self;
         this.cork.read_called.store(true, Ordering::Relaxed);
         if this.strict_parked {
-            this.strict = Some(Box::default());
+            this.strict = Some(Box::new(Strict::new(this.direct_ok)));
             this.strict_parked = false;
         }
         if let Some(mut bytes) = this.rewound.take() {
@@ -802,6 +874,25 @@ impl hyper::rt::Read for CorkedStream {
                     this.cork.read_waits.store(false, Ordering::Relaxed);
                 }
             } else {
+                if let Some(direct) = this.direct.as_ref() {
+                    // The body's reader has the read half: hyper reads again once the body is
+                    // read (the next head follows it), or gets the end of the stream when it
+                    // went unread or the socket failed.
+                    let back = ready!(direct.take_back(cx, &mut this.read));
+                    this.direct = None;
+                    if this.read.is_some() {
+                        // The reader's waker was the socket's last: the next read asks it.
+                        this.cork.read_waits.store(false, Ordering::Relaxed);
+                    }
+                    if !back {
+                        // The end of the stream, from now on (`read` None): hyper ends the
+                        // connection after its answers; the half waits for the lingering close.
+                        this.strict = None;
+                        this.cork.watch_ok.store(false, Ordering::Relaxed);
+                        *this.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = this.read.take();
+                        return Poll::Ready(Ok(()));
+                    }
+                }
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
                 let cork = &*this.cork;
                 if this.task.is_none() && cork.is_task(cx.waker()) {
@@ -843,7 +934,12 @@ impl hyper::rt::Read for CorkedStream {
                 }
             }
             if let Some(strict) = this.strict.as_mut() {
-                let violation = strict.scan(tbuf.filled());
+                let mut violation = strict.scan(tbuf.filled());
+                if strict.stopped() {
+                    let replay_left = !this.replay.is_empty();
+                    let (read, direct) = (&mut this.read, &mut this.direct);
+                    violation = take_bodies(strict, &mut tbuf, read, direct, replay_left, &this.cork);
+                }
                 let heads = strict.take_heads();
                 if heads != 0 {
                     let read = &this.cork.heads_read;
@@ -851,7 +947,10 @@ impl hyper::rt::Read for CorkedStream {
                 }
                 // An end of stream hyper gets ends the watch; a body still coming is hyper's
                 // to read.
-                let watch_ok = !tbuf.filled().is_empty() && violation.is_none() && strict.between_requests();
+                let watch_ok = !tbuf.filled().is_empty()
+                    && violation.is_none()
+                    && strict.between_requests()
+                    && this.direct.is_none();
                 this.cork.watch_ok.store(watch_ok, Ordering::Relaxed);
                 if let Some(at) = violation {
                     // hyper gets what precedes the violation, then a NUL and the end of a
@@ -869,6 +968,56 @@ impl hyper::rt::Read for CorkedStream {
         this.cork.read_since_write.store(true, Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
+}
+
+/// After `Strict::scan` stopped at a head whose body is to be read past hyper
+/// (`Strict::take_direct`): takes that body out of the bytes hyper gets (direct.rs), and
+/// scans the rest of the read. The length's digits become zeros, the part of the body in
+/// this read goes aside, the bytes after it move up, and when some of the body is still to
+/// come the read half is lent to it (`direct`) until it has been read. One body at a time,
+/// and none while protocol selection's bytes are still to come: the scanner then takes the
+/// body as hyper's. Returns the violation the scan found, as `Strict::scan`.
+#[cold]
+#[inline(never)]
+fn take_bodies(
+    strict: &mut Strict,
+    tbuf: &mut ReadBuf<'_>,
+    read: &mut Option<ReadHalf>,
+    direct: &mut Option<Arc<crate::direct::DirectShared>>,
+    replay_left: bool,
+    cork: &Arc<Cork>,
+) -> Option<usize> {
+    let mut from = 0;
+    while let Some(d) = strict.take_direct() {
+        // `d`'s positions are in the bytes that scan saw, from `from` on.
+        let (body_at, digits_at) = (from + d.body_at, from + d.digits_at);
+        from = body_at;
+        if replay_left || cork.direct_waiting.load(Ordering::Relaxed) {
+            strict.keep_body(d.length);
+        } else {
+            let filled = tbuf.filled_mut();
+            let digits: Box<[u8]> = filled[digits_at..digits_at + d.digits].into();
+            filled[digits_at..digits_at + d.digits].fill(b'0');
+            let len = filled.len();
+            let part = ((len - body_at) as u64).min(d.length) as usize;
+            let aside = Bytes::copy_from_slice(&filled[body_at..body_at + part]);
+            filled.copy_within(body_at + part.., body_at);
+            tbuf.set_filled(len - part);
+            let head_no = cork.heads_read.load(Ordering::Relaxed).wrapping_add(d.heads);
+            let lend = (part as u64) < d.length;
+            let read = if lend { read.take() } else { None };
+            let shared = crate::direct::DirectShared::new(head_no, d.length, &digits, aside, read);
+            if lend {
+                *direct = Some(shared.clone());
+            }
+            *cork.direct.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared);
+            cork.direct_waiting.store(true, Ordering::Relaxed);
+        }
+        if let Some(v) = strict.scan(&tbuf.filled()[from..]) {
+            return Some(v + from);
+        }
+    }
+    None
 }
 
 impl CorkedStream {

@@ -63,6 +63,8 @@ enum State {
     ChunkDataLf,
     /// Trailer lines after the last chunk, ended by an empty line.
     Trailers,
+    /// Stopped at the end of a head whose body is read past hyper (`take_direct`).
+    Direct,
     /// Stopped: a violation was found, or framing the scanner does not follow.
     Off,
 }
@@ -90,6 +92,33 @@ pub(crate) struct Strict {
     transfer_encoding: bool,
     /// Request heads ended since `take_heads` last looked.
     heads: u32,
+    /// Of the current head: an `Expect` field was present, and where the `Content-Length`
+    /// value's digits are in the current read (when its line is wholly in it).
+    expect: bool,
+    length_at: Option<(usize, usize)>,
+    /// `scan` stops at a head whose body may be read past hyper (`DIRECT_MIN` up to
+    /// `DIRECT_MAX`; `take_direct`): set for plain TCP connections.
+    direct_ok: bool,
+    direct: DirectHead,
+}
+
+/// The declared lengths whose bodies may be read past hyper: over `PRECOLLECT_LIMIT` (a
+/// smaller one is read before JS gets the request, as it comes with its head), up to
+/// `COLLECT_RESERVE_MAX` (a longer one is collected in pieces as it comes).
+pub(crate) const DIRECT_MIN: u64 = crate::options::PRECOLLECT_LIMIT + 1;
+pub(crate) const DIRECT_MAX: u64 = crate::body::COLLECT_RESERVE_MAX;
+
+/// A head whose body is to be read past hyper (direct.rs): `scan` stopped at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct DirectHead {
+    /// Where the body starts in the bytes scanned.
+    pub(crate) body_at: usize,
+    /// Where the length's digits are, and how many.
+    pub(crate) digits_at: usize,
+    pub(crate) digits: usize,
+    pub(crate) length: u64,
+    /// The heads that ended in this scan, this one included.
+    pub(crate) heads: u32,
 }
 
 impl Default for Strict {
@@ -107,6 +136,10 @@ impl Default for Strict {
             chunked_last: false,
             transfer_encoding: false,
             heads: 0,
+            expect: false,
+            length_at: None,
+            direct_ok: false,
+            direct: DirectHead::default(),
         }
     }
 }
@@ -114,6 +147,7 @@ impl Default for Strict {
 /// What a header line says that the scanner cares about.
 enum Field {
     Other,
+    Expect,
     ContentLength(Option<u64>),
     TransferEncoding { chunked: u8, last_chunked: bool },
 }
@@ -136,6 +170,8 @@ fn field(line: &[u8]) -> Field {
                     }
             });
         Field::ContentLength(valid.then_some(n))
+    } else if name.eq_ignore_ascii_case(b"expect") {
+        Field::Expect
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         let mut chunked = 0;
         let mut last_chunked = false;
@@ -177,19 +213,37 @@ fn find_lf(hay: &[u8]) -> Option<usize> {
     words.remainder().iter().position(|&b| b == b'\n').map(|k| at + k)
 }
 
-/// Could this line (its first bytes) be a `Content-Length` or `Transfer-Encoding` field?
+/// Could this line (its first bytes) be a `Content-Length`, `Transfer-Encoding` or
+/// `Expect` field?
 fn maybe_framing(first: u8) -> bool {
-    matches!(first, b'c' | b'C' | b't' | b'T')
+    matches!(first, b'c' | b'C' | b't' | b'T' | b'e' | b'E')
+}
+
+/// Where the value of the field `line` starts, past the colon and any whitespace.
+fn value_at(line: &[u8]) -> usize {
+    let colon = memchr::memchr(b':', line).map_or(line.len(), |c| c + 1);
+    colon + line[colon..].iter().take_while(|b| b.is_ascii_whitespace()).count()
 }
 
 impl Strict {
+    /// A scanner for a new connection; `direct_ok` for plain TCP (see `take_direct`).
+    pub(crate) fn new(direct_ok: bool) -> Strict {
+        Strict { direct_ok, ..Strict::default() }
+    }
+
     /// Checks the bytes just read (`buf`), in order after everything checked before.
     /// Returns the position of a violation; checking stops there.
+    #[inline(always)]
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Option<usize> {
         let mut i = 0;
         while i < buf.len() {
             i = match self.state {
                 State::Off => return self.violation.take(),
+                // The caller takes the body out of `buf` and scans on after it.
+                State::Direct => {
+                    self.last = b'\n';
+                    return None;
+                }
                 State::Head => self.head(buf, i),
                 State::Length(n) => {
                     let take = n.min((buf.len() - i) as u64);
@@ -219,6 +273,31 @@ impl Strict {
             self.last = b;
         }
         self.violation.take()
+    }
+
+    /// The last `scan` stopped at a head whose body is to be read past hyper (`take_direct`).
+    #[inline]
+    pub(crate) fn stopped(&self) -> bool {
+        self.state == State::Direct
+    }
+
+    /// The head the last `scan` stopped at, if it did: one with one `Content-Length` from
+    /// `DIRECT_MIN` to `DIRECT_MAX` and no `Transfer-Encoding` or `Expect`, whose length line
+    /// was wholly in that read (with `direct_ok`). Scanning goes on at the next head; or,
+    /// after `keep_body`, at its body.
+    #[inline]
+    pub(crate) fn take_direct(&mut self) -> Option<DirectHead> {
+        if self.state != State::Direct {
+            return None;
+        }
+        self.state = State::Head;
+        Some(self.direct)
+    }
+
+    /// The body of the head `take_direct` gave stays in the bytes hyper gets after all:
+    /// scanning goes on at it.
+    pub(crate) fn keep_body(&mut self, length: u64) {
+        self.state = State::Length(length);
     }
 
     /// Request heads that ended in the bytes scanned since the last call (a head counts
@@ -313,9 +392,13 @@ impl Strict {
         self.chunked = 0;
         self.chunked_last = false;
         self.transfer_encoding = false;
+        // `length_at` is set with the first `Content-Length`, which `direct_head` needs.
+        self.expect = false;
     }
 
-    /// Head lines from `from`; returns where scanning goes on.
+    /// Head lines from `from`; returns where scanning goes on. Inlined into both of `scan`'s
+    /// places, as it was into its one before the direct read took a second.
+    #[inline(always)]
     fn head(&mut self, buf: &[u8], from: usize) -> usize {
         let mut i = from;
         loop {
@@ -336,11 +419,13 @@ impl Strict {
             }
             // `total` counts the CR: 1 is an empty line.
             let empty = total == 1;
+            let mut whole_at = None;
             let framing = if empty || !self.request_line {
                 None
             } else if self.line_total == 0 {
                 // The whole line is in this read.
                 let line = &buf[i..lf - 1];
+                whole_at = Some(i);
                 maybe_framing(line[0]).then(|| field(line))
             } else if !maybe_framing(self.line[0]) {
                 None
@@ -357,7 +442,7 @@ impl Strict {
             i = lf + 1;
             if empty {
                 if self.request_line {
-                    self.end_of_head();
+                    self.end_of_head(i);
                     return i;
                 }
                 // Empty lines before a request line are allowed (RFC 9112 2.2).
@@ -371,7 +456,15 @@ impl Strict {
                 Some(Field::ContentLength(value)) => {
                     self.content_lengths += 1;
                     match value {
-                        Some(n) if self.content_lengths == 1 => self.content_length = n,
+                        Some(n) if self.content_lengths == 1 => {
+                            self.content_length = n;
+                            self.length_at = whole_at.map(|at| {
+                                let line = &buf[at..lf - 1];
+                                let from = value_at(line);
+                                let digits = line[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+                                (at + from, digits)
+                            });
+                        }
                         // Repeated, a list, or not a number: hyper refuses the last two,
                         // and the first is what we refuse beyond hyper.
                         _ => {
@@ -380,6 +473,7 @@ impl Strict {
                         }
                     }
                 }
+                Some(Field::Expect) => self.expect = true,
                 Some(Field::TransferEncoding { chunked, last_chunked }) => {
                     self.transfer_encoding = true;
                     self.chunked = self.chunked.saturating_add(chunked);
@@ -394,10 +488,30 @@ impl Strict {
         }
     }
 
+    /// A head with a large declared length ended at `body_at`: whether `scan` stops there
+    /// (`take_direct`).
+    #[cold]
+    fn direct_head(&mut self, body_at: usize) -> bool {
+        let length = self.content_length;
+        let direct = self.direct_ok
+            && length <= DIRECT_MAX
+            && self.content_lengths == 1
+            && !self.transfer_encoding
+            && !self.expect;
+        let (true, Some((digits_at, digits))) = (direct, self.length_at) else { return false };
+        self.direct = DirectHead { body_at, digits_at, digits, length, heads: self.heads };
+        self.start_head();
+        self.state = State::Direct;
+        true
+    }
+
     /// The head ended: expect its body, then the next head.
-    fn end_of_head(&mut self) {
+    fn end_of_head(&mut self, body_at: usize) {
         self.heads += 1;
         let length = self.content_length;
+        if length >= DIRECT_MIN && self.direct_head(body_at) {
+            return;
+        }
         let next = if self.transfer_encoding {
             // Not chunked last: hyper refuses the request.
             if self.chunked_last {
@@ -515,6 +629,50 @@ mod tests {
         assert!(s.following());
         s.scan(b"GET / HTTP/1.1\n\n");
         assert!(!s.following());
+    }
+
+    #[test]
+    fn a_large_declared_body_stops_the_scan_at_its_head() {
+        let head = "GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /u HTTP/1.1\r\ncontent-length:  0070000 \r\n\r\n";
+        let mut s = Strict::new(true);
+        let buf = format!("{head}body");
+        assert_eq!(s.scan(buf.as_bytes()), None);
+        assert!(s.stopped());
+        let d = s.take_direct().expect("a direct head");
+        assert_eq!(d.body_at, head.len());
+        assert_eq!(&buf[d.digits_at..d.digits_at + d.digits], "0070000");
+        assert_eq!((d.length, d.heads), (70000, 2));
+        // Scanning goes on at the next head (the body is not in what hyper gets), or at the
+        // body when it stays hyper's.
+        assert!(s.between_requests());
+        assert!(s.take_direct().is_none());
+        s.keep_body(3);
+        s.scan(b"abcGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(s.take_heads(), 3);
+        assert!(s.between_requests());
+    }
+
+    #[test]
+    fn only_some_heads_have_their_body_read_past_hyper() {
+        let direct = |direct_ok: bool, input: &str| {
+            let mut s = Strict::new(direct_ok);
+            s.scan(input.as_bytes());
+            s.take_direct().is_some()
+        };
+        let post = |fields: &str| format!("POST / HTTP/1.1\r\n{fields}\r\n");
+        assert!(direct(true, &post("Content-Length: 65537\r\n")));
+        assert!(direct(true, &post("Content-Length: 1048576\r\n")));
+        assert!(!direct(false, &post("Content-Length: 65537\r\n")));
+        assert!(!direct(true, &post("Content-Length: 65536\r\n")));
+        assert!(!direct(true, &post("Content-Length: 1048577\r\n")));
+        assert!(!direct(true, &post("Content-Length: 70000\r\nExpect: 100-continue\r\n")));
+        assert!(!direct(true, &post("Transfer-Encoding: chunked\r\nContent-Length: 70000\r\n")));
+        // The length's line split across reads: its digits are not in the last one.
+        let mut s = Strict::new(true);
+        s.scan(b"POST / HTTP/1.1\r\nContent-Len");
+        s.scan(b"gth: 70000\r\n\r\n");
+        assert!(s.take_direct().is_none());
+        assert_eq!(s.state, State::Length(70000));
     }
 
     #[test]

@@ -116,6 +116,16 @@ impl JsBody {
         self.len
     }
 
+    /// The Buffer's memory from `offset` on, for a read to fill (direct.rs); nothing past
+    /// its end.
+    pub(crate) fn spare_from(&mut self, offset: usize) -> &mut [std::mem::MaybeUninit<u8>] {
+        let offset = offset.min(self.len);
+        // SAFETY: in bounds of the Buffer's memory, which the reference keeps alive and
+        // nothing else touches until `into_buffer`; seen as not initialized, so a read
+        // only writes it.
+        unsafe { std::slice::from_raw_parts_mut(self.data.add(offset).cast(), self.len - offset) }
+    }
+
     /// Copies `bytes` in at `offset`; false (nothing written) when they do not fit.
     pub(crate) fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
         if offset.checked_add(bytes.len()).is_none_or(|end| end > self.len) {

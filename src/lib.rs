@@ -40,6 +40,7 @@ mod core;
 mod cork;
 mod deadline;
 mod diagnostics;
+mod direct;
 mod error;
 mod h1_strict;
 mod in_thread;

@@ -5,7 +5,6 @@ use crate::body::BodyErrorKind;
 use crate::bridge::RequestRecord;
 use crate::wire::{INDEX_BITS, INDEX_MASK};
 use bytes::Bytes;
-use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -32,14 +31,14 @@ impl SlotId {
 pub enum BodyState {
     None,
     /// On the wire, not asked for yet.
-    Unread(Incoming),
+    Unread(crate::direct::Source),
     /// Complete and waiting to be taken.
     Buffered(crate::body::Collected),
     /// Complete in a JS Buffer (a body of declared length), waiting to be taken.
     Filled(crate::lending::JsBody),
     /// A body of declared length whose Buffer waits for a later turn (`Core::body_resume`);
     /// its bytes wait in the socket meanwhile. A `BODY_FULL` or `BODY_ERROR` record follows.
-    Deferred(Incoming),
+    Deferred(crate::direct::Source),
     /// A reader task collects it; a `BODY_FULL` or `BODY_ERROR` record follows.
     Collecting,
     /// A reader task streams it one pull at a time.

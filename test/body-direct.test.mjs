@@ -1,0 +1,320 @@
+// Request bodies of declared length over 64 KiB read from the socket past hyper, straight
+// into the Buffer JS gets (src/direct.rs), over raw sockets: the head JS sees, bodies split
+// any way, pipelined requests behind them (in the body's last segment too), 100-continue,
+// maxBodySize, a client that leaves or stalls mid-body, a listener that never reads the
+// body, `request.body` streaming, and keep-alive after each. Both modes.
+import { strict as assert } from "node:assert";
+import { createHash } from "node:crypto";
+import net from "node:net";
+import { after, before, describe, test } from "node:test";
+import { pattern, sleep, start } from "./helpers.mjs";
+
+const sha = (b) => createHash("sha256").update(b).digest("hex");
+const KiB = 1024;
+
+/** A POST head for `/path` with a `Content-Length` of `length`, and `extra` header lines. */
+const head = (path, length, extra = "") =>
+  Buffer.from(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n${extra}\r\n`, "latin1");
+const get = (path) => Buffer.from(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`, "latin1");
+
+/** Parses the responses in `buf` (each with a Content-Length); the bytes after them too. */
+function responses(buf) {
+  const out = [];
+  let at = 0;
+  for (;;) {
+    const end = buf.indexOf("\r\n\r\n", at, "latin1");
+    if (end === -1) break;
+    const lines = buf.subarray(at, end).toString("latin1").split("\r\n");
+    const status = Number(lines[0].split(" ")[1]);
+    const cl = lines.find((l) => /^content-length:/i.test(l));
+    const n = cl ? Number(cl.split(":")[1]) : 0;
+    if (end + 4 + n > buf.length) break;
+    out.push({ status, lines, body: buf.subarray(end + 4, end + 4 + n).toString() });
+    at = end + 4 + n;
+  }
+  return out;
+}
+
+/** Connects, then for each step: a Buffer is written, a number waits that many ms, "end"
+ * half-closes, "destroy" resets and stops; a function is called with the bytes received so
+ * far and waited on. Resolves once `want` responses came, the server closed, or nothing came
+ * for `idleMs`, with the responses and whether the server closed. */
+function converse(port, steps, { want = Infinity, idleMs = 1500 } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const chunks = [];
+    let closed = false;
+    let done = false;
+    let timer;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ got: responses(Buffer.concat(chunks)), closed });
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(finish, idleMs);
+    };
+    sock.on("data", (d) => {
+      chunks.push(d);
+      arm();
+      if (responses(Buffer.concat(chunks)).length >= want) finish();
+    });
+    sock.on("close", () => {
+      closed = true;
+      finish();
+    });
+    sock.on("error", (e) => (e.code === "ECONNRESET" || e.code === "EPIPE" ? finish() : reject(e)));
+    sock.on("connect", async () => {
+      for (const step of steps) {
+        if (done) return;
+        if (typeof step === "number") await sleep(step);
+        else if (step === "end") sock.end();
+        else if (step === "destroy") return sock.resetAndDestroy();
+        else if (typeof step === "function") await step(() => Buffer.concat(chunks));
+        else sock.write(step);
+      }
+      arm();
+    });
+  });
+}
+
+/** `body` cut into pieces of `size` bytes. */
+const pieces = (body, size) => {
+  const out = [];
+  for (let at = 0; at < body.length; at += size) out.push(body.subarray(at, at + size));
+  return out;
+};
+
+for (const [mode, options] of [
+  ["worker threads", {}],
+  ["workerThreads: 0", { workerThreads: 0 }],
+]) {
+  describe(`large request bodies read past hyper (${mode})`, () => {
+    let srv;
+    // What the listener saw of each request whose body failed or was not read.
+    const seen = [];
+    before(async () => {
+      srv = await start(
+        async (event) => {
+          const r = event.request;
+          const path = new URL(r.url).pathname;
+          if (path === "/get") return event.respondWith(new Response("got"));
+          if (path === "/unread") return event.respondWith(new Response("unread"));
+          try {
+            const bytes =
+              path === "/stream"
+                ? Buffer.from(await new Response(r.body).arrayBuffer())
+                : Buffer.from(await r.arrayBuffer());
+            event.respondWith(
+              Response.json({ cl: r.headers.get("content-length"), length: bytes.length, sha: sha(bytes) }),
+            );
+          } catch (e) {
+            seen.push({ path, error: e.name });
+            event.respondWith(new Response("failed", { status: 400 }));
+          }
+        },
+        { ...options, maxBodySize: 300 * KiB, timeout: 1000 },
+      );
+    });
+    after(() => srv.server.close());
+    const port = () => srv.server.port;
+
+    const echoed = (res, body, name) => {
+      assert.equal(res.status, 200, name);
+      const got = JSON.parse(res.body);
+      assert.equal(got.cl, String(body.length), `${name}: the content-length JS sees`);
+      assert.equal(got.length, body.length, name);
+      assert.equal(got.sha, sha(body), name);
+    };
+
+    test("head and body in one write, then keep-alive", async () => {
+      const body = pattern(100 * KiB, 3);
+      const { got } = await converse(port(), [Buffer.concat([head("/echo", body.length), body])], { want: 1 });
+      assert.equal(got.length, 1);
+      echoed(got[0], body, "one write");
+      // Twice on one connection, the second body in the same write as the first's end.
+      const b2 = pattern(200 * KiB, 4);
+      const r = await converse(
+        port(),
+        [head("/echo", body.length), body, Buffer.concat([head("/echo", b2.length), b2])],
+        {
+          want: 2,
+        },
+      );
+      assert.equal(r.got.length, 2);
+      echoed(r.got[0], body, "first of two");
+      echoed(r.got[1], b2, "second of two");
+    });
+
+    test("a body in many small writes, and the head's length split oddly", async () => {
+      const body = pattern(70 * KiB, 5);
+      const steps = [head("/echo", body.length)];
+      for (const [i, p] of pieces(body, 997).entries()) steps.push(p, ...(i % 16 === 0 ? [2] : []));
+      const { got } = await converse(port(), steps, { want: 1 });
+      echoed(got[0], body, "small writes");
+      // Zero-padded and at the end of a large head; body after a pause.
+      const b2 = pattern(65 * KiB + 1, 6);
+      const padded = Buffer.from(
+        `POST /stream HTTP/1.1\r\nHost: x\r\nX-Pad: ${"p".repeat(6000)}\r\ncontent-length:   000${b2.length}\r\n\r\n`,
+        "latin1",
+      );
+      const r = await converse(port(), [padded, 50, b2.subarray(0, 1), 20, b2.subarray(1)], { want: 1 });
+      assert.equal(r.got[0].status, 200);
+      const j = JSON.parse(r.got[0].body);
+      assert.equal(j.cl, `000${b2.length}`, "the content-length as sent");
+      assert.equal(j.sha, sha(b2));
+    });
+
+    test("pipelined requests after the body, in the body's last segment", async () => {
+      const body = pattern(100 * KiB, 7);
+      // The head and most of the body, then the body's last bytes with two requests behind
+      // them in one write: the bytes past the body are hyper's.
+      const split = body.length - 100;
+      const tail = Buffer.concat([body.subarray(split), get("/get"), head("/echo", 3), Buffer.from("abc")]);
+      const { got } = await converse(port(), [head("/echo", body.length), body.subarray(0, split), 30, tail], {
+        want: 3,
+      });
+      assert.equal(got.length, 3);
+      echoed(got[0], body, "the body");
+      assert.equal(got[1].body, "got");
+      echoed(got[2], Buffer.from("abc"), "the small one after it");
+      // All in one write: two large bodies and a GET.
+      const b2 = pattern(80 * KiB, 8);
+      const r = await converse(
+        port(),
+        [Buffer.concat([head("/echo", body.length), body, head("/stream", b2.length), b2, get("/get")])],
+        { want: 3 },
+      );
+      assert.equal(r.got.length, 3);
+      echoed(r.got[0], body, "first of the batch");
+      echoed(r.got[1], b2, "second of the batch");
+      assert.equal(r.got[2].body, "got");
+    });
+
+    test("after a chunked upload: a large body whole in one of hyper's reads, requests after it", async () => {
+      // A chunked body is hyper's to read, and grows its reads to about 88 KiB: the next head
+      // then comes with its whole body and the requests after it in one read.
+      const up = pattern(290 * KiB, 20);
+      const chunked = [Buffer.from("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")];
+      for (const p of pieces(up, 64 * KiB))
+        chunked.push(Buffer.from(`${p.length.toString(16)}\r\n`), p, Buffer.from("\r\n"));
+      chunked.push(Buffer.from("0\r\n\r\n"));
+      const b1 = pattern(65 * KiB + 1, 21);
+      const b2 = pattern(66 * KiB, 22);
+      const batch = [
+        ...chunked,
+        head("/echo", b1.length),
+        b1,
+        get("/get"),
+        head("/stream", b2.length),
+        b2,
+        get("/get"),
+      ];
+      const { got } = await converse(port(), [Buffer.concat(batch)], { want: 5, idleMs: 3000 });
+      assert.equal(got.length, 5);
+      assert.equal(JSON.parse(got[0].body).sha, sha(up));
+      echoed(got[1], b1, "first after the upload");
+      assert.equal(got[2].body, "got");
+      echoed(got[3], b2, "second after the upload");
+      assert.equal(got[4].body, "got");
+    });
+
+    test("request.body streams it", async () => {
+      const body = pattern(300 * KiB, 9);
+      const { got } = await converse(port(), [head("/stream", body.length), ...pieces(body, 16 * KiB), get("/get")], {
+        want: 2,
+      });
+      echoed(got[0], body, "streamed");
+      assert.equal(got[1].body, "got");
+    });
+
+    test("Expect: 100-continue gets its 100 before the body is sent", async () => {
+      const body = pattern(100 * KiB, 10);
+      const { got } = await converse(
+        port(),
+        [
+          head("/echo", body.length, "Expect: 100-continue\r\n"),
+          async (sofar) => {
+            for (let i = 0; i < 200 && !sofar().toString("latin1").includes("100 Continue"); i++) await sleep(10);
+          },
+          body,
+        ],
+        { want: 2 },
+      );
+      // The interim response has no Content-Length; the parser counts it as one.
+      assert.equal(got[0].status, 100);
+      echoed(got[1], body, "after 100-continue");
+    });
+
+    test("over maxBodySize: 413, and the connection ends", async () => {
+      const body = pattern(301 * KiB, 11);
+      const { got, closed } = await converse(port(), [
+        head("/echo", body.length),
+        body.subarray(0, 20_000),
+        50,
+        get("/get"),
+      ]);
+      assert.equal(got.length, 1);
+      assert.equal(got[0].status, 413);
+      assert.ok(closed);
+    });
+
+    test("a client that leaves mid-body: the read fails, nothing hangs", async () => {
+      seen.length = 0;
+      const body = pattern(100 * KiB, 12);
+      await converse(port(), [head("/echo", body.length), body.subarray(0, 40 * KiB), 100, "destroy"]);
+      for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
+      assert.deepEqual(seen, [{ path: "/echo", error: "Error" }]);
+      // Half-closed mid-body: the same, and the server ends the connection.
+      seen.length = 0;
+      const r = await converse(port(), [head("/stream", body.length), body.subarray(0, 70 * KiB), "end"]);
+      assert.ok(r.closed);
+      for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
+      assert.deepEqual(seen, [{ path: "/stream", error: "Error" }]);
+      // The server still serves.
+      const ok = await converse(port(), [get("/get")], { want: 1 });
+      assert.equal(ok.got[0].body, "got");
+    });
+
+    test("a client that stalls mid-body gets the time limit's 503, and the read fails", async () => {
+      seen.length = 0;
+      const body = pattern(100 * KiB, 13);
+      // The socket stays open after the server's end: the body's read must fail because the
+      // connection ended, not because the client went away.
+      const sock = net.connect({ port: port(), host: "127.0.0.1", allowHalfOpen: true });
+      const chunks = [];
+      sock.on("data", (d) => chunks.push(d));
+      const ended = new Promise((resolve) => sock.on("end", resolve));
+      sock.on("error", () => {});
+      sock.write(Buffer.concat([head("/echo", body.length), body.subarray(0, 10 * KiB)]));
+      await Promise.race([ended, sleep(5000)]);
+      const got = responses(Buffer.concat(chunks));
+      assert.equal(got.length, 1);
+      assert.equal(got[0].status, 503);
+      for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
+      const open = !sock.destroyed;
+      sock.destroy();
+      assert.ok(open);
+      assert.deepEqual(seen, [{ path: "/echo", error: "Error" }]);
+    });
+
+    test("a body the listener never reads: answered, then the connection ends", async () => {
+      const body = pattern(100 * KiB, 14);
+      // Not read: the bytes after it are never taken for a request.
+      const smuggled = Buffer.from("GET /unread HTTP/1.1\r\nHost: x\r\n\r\n");
+      const b = Buffer.concat([body.subarray(0, 50 * KiB), smuggled, body.subarray(50 * KiB + smuggled.length)]);
+      const { got, closed } = await converse(port(), [Buffer.concat([head("/unread", b.length), b, get("/get")])]);
+      assert.equal(got[0].body, "unread");
+      assert.ok(got.length === 1 || got[1].body === "got", "only what follows the body is a request");
+      assert.ok(got.length <= 2);
+      if (got.length === 1) assert.ok(closed);
+      // Whole in the head's read, unread: the same.
+      const small = pattern(66 * KiB, 15);
+      const r = await converse(port(), [Buffer.concat([head("/unread", small.length), small])]);
+      assert.equal(r.got[0].body, "unread");
+    });
+  });
+}
