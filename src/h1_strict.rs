@@ -235,6 +235,9 @@ impl Strict {
     /// Returns the position of a violation; checking stops there.
     #[inline(always)]
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Option<usize> {
+        // Its positions are in an earlier read's bytes: a head whose length line came in an
+        // earlier read than its end keeps its body on hyper's path.
+        self.length_at = None;
         let mut i = 0;
         while i < buf.len() {
             i = match self.state {
@@ -671,6 +674,13 @@ mod tests {
         let mut s = Strict::new(true);
         s.scan(b"POST / HTTP/1.1\r\nContent-Len");
         s.scan(b"gth: 70000\r\n\r\n");
+        assert!(s.take_direct().is_none());
+        assert_eq!(s.state, State::Length(70000));
+        // The length's line whole in one read, the head's end in the next: its positions
+        // are the first read's.
+        let mut s = Strict::new(true);
+        s.scan(b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n");
+        s.scan(b"Host: x\r\n\r\n");
         assert!(s.take_direct().is_none());
         assert_eq!(s.state, State::Length(70000));
     }

@@ -168,6 +168,21 @@ for (const [mode, options] of [
       assert.equal(j.sha, sha(b2));
     });
 
+    test("the length's line in one read and the head's end in a later one", async () => {
+      // The length's position belongs to the first read: the body stays hyper's, and JS
+      // sees the length as sent. A short second read, then one long enough to hold the
+      // first read's position.
+      const body = pattern(70 * KiB, 9);
+      for (const rest of ["Host: x\r\n\r\n", `X-Pad: ${"p".repeat(200)}\r\nHost: x\r\n\r\n`]) {
+        const steps = [Buffer.from(`POST /echo HTTP/1.1\r\nContent-Length: ${body.length}\r\n`, "latin1"), 50];
+        steps.push(Buffer.from(rest, "latin1"), 50, body, get("/get"));
+        const { got } = await converse(port(), steps, { want: 2 });
+        assert.equal(got.length, 2, `${rest.length}-byte second read`);
+        echoed(got[0], body, `${rest.length}-byte second read`);
+        assert.equal(got[1].body, "got");
+      }
+    });
+
     test("pipelined requests after the body, in the body's last segment", async () => {
       const body = pattern(100 * KiB, 7);
       // The head and most of the body, then the body's last bytes with two requests behind
