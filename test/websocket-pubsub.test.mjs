@@ -13,9 +13,11 @@ import { waitFor } from "./helpers.mjs";
 import { A, CA } from "./tls-helpers.mjs";
 
 /** A server whose every request is upgraded: /sub subscribes to "t" once open, any other
- * path runs `onControl(message, server)` for each message. */
+ * path runs `onControl(message, server)` for each message. `subs` lists every subscriber
+ * that opened; `open`, those not closed since. */
 function pubsubServer(onControl, options = {}) {
   const subs = [];
+  const open = new Set();
   const server = serve({
     port: 0,
     host: "127.0.0.1",
@@ -26,12 +28,14 @@ function pubsubServer(onControl, options = {}) {
         socket.onopen = () => {
           socket.subscribe("t");
           subs.push(socket);
+          open.add(socket);
         };
+        socket.onclose = () => open.delete(socket);
       } else socket.onmessage = (e) => onControl(String(e.data), server, subs);
       return response;
     },
   });
-  return { server, subs };
+  return { server, subs, open };
 }
 
 function url(server, path, scheme = "ws") {
@@ -459,32 +463,14 @@ async function checkChurn(scheme, options, clientOpts, count) {
   const perRound = 30;
   // Sizes from a few bytes to a 16-bit length, each message's text following from its number.
   const message = (r, i) => `${r}.${i}.` + "abcdefghij".repeat((r * 7 + i * 13) % 40);
-  const open = new Set();
-  const server = serve({
-    port: 0,
-    host: "127.0.0.1",
-    ...options,
-    fetch(req) {
-      const { socket, response } = upgradeWebSocket(req);
-      if (new URL(req.url).pathname === "/sub") {
-        socket.onopen = () => {
-          socket.subscribe("t");
-          open.add(socket);
-        };
-        socket.onclose = () => open.delete(socket);
-      } else {
-        socket.onmessage = (e) => {
-          const r = Number(e.data);
-          // Half the round in the control message's batch, half in a later turn.
-          for (let i = 0; i < perRound / 2; i++) assert.equal(server.publish("t", message(r, i)), open.size);
-          setTimeout(() => {
-            for (let i = perRound / 2; i < perRound; i++) server.publish("t", message(r, i));
-          }, 0);
-        };
-      }
-      return response;
-    },
-  });
+  const { server, open } = pubsubServer((m, srv) => {
+    const r = Number(m);
+    // Half the round in the control message's batch, half in a later turn.
+    for (let i = 0; i < perRound / 2; i++) assert.equal(srv.publish("t", message(r, i)), open.size);
+    setTimeout(() => {
+      for (let i = perRound / 2; i < perRound; i++) srv.publish("t", message(r, i));
+    }, 0);
+  }, options);
   try {
     const clients = [];
     const join = async (round) => {
