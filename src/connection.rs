@@ -703,7 +703,7 @@ const PRECOLLECT_FIRST_RESERVE: u64 = 16 * 1024;
 
 /// Reads a body of declared length `len` (at most `PRECOLLECT_LIMIT`) into one buffer:
 /// up to 16 KiB reserved at first, the rest of the declared size once bytes arrive.
-async fn collect_small(mut body: Incoming, len: u64, limit: u64) -> Result<bytes::Bytes, u16> {
+async fn collect_small(mut body: crate::direct::Source, len: u64, limit: u64) -> Result<bytes::Bytes, u16> {
     let mut buf = BytesMut::with_capacity(len.min(PRECOLLECT_FIRST_RESERVE) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| 400u16)?;
@@ -798,23 +798,6 @@ fn handle(
         Err(reply) => return Answer::Now(Some((reply, in_flight_count))),
     };
     let limit = shared.config.max_body_size;
-    let body = match body {
-        crate::direct::Source::Hyper(body) => body,
-        crate::direct::Source::Direct(direct) => {
-            if direct.length() > limit {
-                tracing::debug!(%remote, length = direct.length(), limit, "request body over maxBodySize: 413");
-                return Answer::Now(Some((Box::new(response::status_only(413)), in_flight_count)));
-            }
-            let body = RequestBody::Incoming(crate::direct::Source::Direct(direct));
-            return hand_over(
-                Handover { started, method, text, websocket, body, http2 },
-                remote,
-                tls,
-                shared,
-                in_flight_count,
-            );
-        }
-    };
     if body.is_end_stream() {
         return hand_over(
             Handover { started, method, text, websocket, body: RequestBody::None, http2 },
@@ -860,7 +843,7 @@ fn handle(
             }))
         }
         _ => {
-            let body = RequestBody::Incoming(crate::direct::Source::Hyper(body));
+            let body = RequestBody::Incoming(body);
             hand_over(Handover { started, method, text, websocket, body, http2 }, remote, tls, shared, in_flight_count)
         }
     }

@@ -127,10 +127,6 @@ impl DirectBody {
         DirectBody { shared, cork, seen: 0 }
     }
 
-    pub fn length(&self) -> u64 {
-        self.shared.length
-    }
-
     /// The `Content-Length` value as the client sent it.
     pub fn declared(&self) -> http::HeaderValue {
         http::HeaderValue::from_bytes(&self.shared.digits)
