@@ -419,6 +419,15 @@ impl LocalDriver {
                 // below, is outside it.
                 doorbell.round.open();
                 tokio::task::yield_now().await;
+                // The first yield ran no task, and its poll of the sockets woke none: the
+                // runtime has nothing queued, and a socket ready from now on makes the epoll
+                // descriptor readable to Node's loop. The second yield would only poll the
+                // sockets again to find nothing (an `epoll_wait` at the end of every turn).
+                if work() == before && !doorbell.has_queued() && !self.js_again.get() {
+                    doorbell.round.close();
+                    busy = false;
+                    break;
+                }
                 tokio::task::yield_now().await;
                 doorbell.round.close();
                 if self.closed.get() {

@@ -3,11 +3,13 @@
 // whole suite also runs in this mode with FETCH_RS_IN_THREAD=1 (docs/network-thread.md).
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
+import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { Server } from "../dist/index.js";
+import WebSocket from "ws";
+import { Response, Server, serve } from "../dist/index.js";
 import { parseRaw, pattern, raw, request, sleep, start } from "./helpers.mjs";
 import { A, httpsRequest } from "./tls-helpers.mjs";
 
@@ -351,5 +353,62 @@ test(
   async () => {
     const cores = (await import("node:os")).availableParallelism();
     assert.equal(await threadsInChild(null, {}), Math.min(cores - 1, 4));
+  },
+);
+
+test(
+  "workerThreads: 0 echoes WebSocket messages sent one at a time, each turn ending idle, on sockets in turn and with requests between: each whole and in order",
+  { skip: !linux, timeout: 60_000 },
+  async () => {
+    // A guard of the turn's end: a turn whose first yield finds nothing ends there. One
+    // message in flight at a time makes every turn end so; a wake-up left behind by a turn
+    // would leave its echo to the 10 ms tick, or to the next socket's event.
+    const server = serve({
+      ...inThread,
+      port: 0,
+      host: "127.0.0.1",
+      fetch(req, srv) {
+        if (srv.upgrade(req)) return;
+        return new Response(`plain ${new URL(req.url).pathname}`);
+      },
+      websocket: {
+        message(ws, m) {
+          ws.send(m);
+        },
+      },
+    });
+    const clients = [];
+    try {
+      for (let k = 0; k < 4; k++) {
+        const c = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+        await once(c, "open");
+        const got = [];
+        const waiters = [];
+        c.on("message", (d, isBinary) => {
+          got.push([isBinary, isBinary ? Buffer.from(d).toString("hex") : String(d)]);
+          waiters.shift()?.();
+        });
+        clients.push({ c, got, waiters, sent: [] });
+      }
+      for (let i = 0; i < 600; i++) {
+        const cl = clients[i % clients.length];
+        const m =
+          i % 3 === 0
+            ? `m${i}-${"x".repeat(i % 97)}`
+            : Buffer.from(Array.from({ length: i % 131 }, (_, j) => (i + j) & 0xff));
+        cl.sent.push(typeof m === "string" ? [false, m] : [true, m.toString("hex")]);
+        const echoed = new Promise((resolve) => cl.waiters.push(resolve));
+        cl.c.send(m);
+        await echoed;
+        if (i % 100 === 99) {
+          const res = await fetch(`http://127.0.0.1:${server.port}/between${i}`);
+          assert.equal(await res.text(), `plain /between${i}`);
+        }
+      }
+      for (const [k, { got, sent }] of clients.entries()) assert.deepEqual(got, sent, `socket ${k}'s echoes`);
+    } finally {
+      for (const { c } of clients) c.close();
+      await server.close();
+    }
   },
 );
