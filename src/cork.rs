@@ -17,7 +17,7 @@
 use crate::h1_strict::Strict;
 use bytes::Bytes;
 use std::io::{self, IoSlice};
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +39,19 @@ pub trait ConnRead: AsyncRead + Send + Unpin {
     fn is_plain(&self) -> bool {
         false
     }
+
+    /// Reads into `buf` and, once it is full, into `spare`, in one system call, and returns
+    /// how many bytes went to `spare`: the read of a body's end, past which the socket is
+    /// mostly empty. `None` where the stream cannot (TLS); only a plain TCP socket
+    /// (`is_plain`) is asked.
+    fn poll_read_past(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+        _spare: &mut [MaybeUninit<u8>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
 }
 
 impl ConnRead for tokio::net::tcp::OwnedReadHalf {
@@ -48,6 +61,68 @@ impl ConnRead for tokio::net::tcp::OwnedReadHalf {
 
     fn is_plain(&self) -> bool {
         true
+    }
+
+    fn poll_read_past(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        spare: &mut [MaybeUninit<u8>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        Some(read_past(self.as_ref(), cx, buf, spare))
+    }
+}
+
+/// `ConnRead::poll_read_past` for a TCP socket: one `readv` into `buf`'s unfilled part and
+/// `spare`. As tokio's own `poll_read` does, a read that filled less than it was given
+/// clears the socket's readiness (epoll is edge-triggered, so it shows the socket drained),
+/// and the next read waits for the next event instead of asking the socket (an `EAGAIN`).
+/// The read runs inside `try_io`, whose `WouldBlock` clears only the readiness seen before
+/// it (its tick): an event that came during or after the read keeps the socket readable, so
+/// no wake-up is lost (docs/network-thread.md, "Echo of 100 KiB bodies, round twenty-two,
+/// second part").
+fn read_past(
+    sock: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    spare: &mut [MaybeUninit<u8>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(sock.poll_read_ready(cx))?;
+        // SAFETY: only the kernel writes there, and only the `n` bytes it reports are taken
+        // as initialized below.
+        let first = unsafe { buf.unfilled_mut() };
+        let (first_len, total) = (first.len(), first.len() + spare.len());
+        let iov = [
+            libc::iovec { iov_base: first.as_mut_ptr().cast(), iov_len: first_len },
+            libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() },
+        ];
+        let mut got = None;
+        let res = sock.try_io(tokio::io::Interest::READABLE, || {
+            // SAFETY: both vectors point at writable memory of their lengths, borrowed for
+            // the call.
+            let n = unsafe { libc::readv(sock.as_raw_fd(), iov.as_ptr(), 2) };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            got = Some(n);
+            match 0 < n && n < total {
+                // Drained: `WouldBlock` makes `try_io` clear the readiness it saw; the bytes
+                // are kept (`got`).
+                true => Err(io::ErrorKind::WouldBlock.into()),
+                false => Ok(()),
+            }
+        });
+        match (got, res) {
+            (Some(n), Ok(()) | Err(_)) => {
+                let in_buf = n.min(first_len);
+                // SAFETY: the read initialized the first `n` bytes across the two vectors.
+                unsafe { buf.assume_init(in_buf) };
+                buf.advance(in_buf);
+                return Poll::Ready(Ok(n - in_buf));
+            }
+            (None, Err(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            (None, Err(e)) => return Poll::Ready(Err(e)),
+            (None, Ok(())) => return Poll::Ready(Ok(0)),
+        }
     }
 }
 
@@ -427,10 +502,12 @@ impl Cork {
 
     /// A direct body was read to its end: the connection is between requests, and the watch
     /// may look at the socket again (it may not while the reader reads: the socket keeps one
-    /// read waker, which the watch would take). The task is woken to look.
-    pub(crate) fn direct_done(&self) {
+    /// read waker, which the watch would take). The task is woken to look. With `more`
+    /// (bytes after the body came in its read, and wait for hyper) the watch does not look,
+    /// as it looks no more once it found bytes for hyper in the socket.
+    pub(crate) fn direct_done(&self, more: bool) {
         self.read_waits.store(false, Ordering::Relaxed);
-        self.watch_ok.store(true, Ordering::Relaxed);
+        self.watch_ok.store(!more, Ordering::Relaxed);
         if let Some(task) = self.task.get() {
             task.wake_by_ref();
         }
@@ -716,7 +793,8 @@ impl Cork {
 pub struct CorkedStream {
     /// Always Some until dropped, when it moves to `Cork::leftover`.
     read: Option<ReadHalf>,
-    /// Bytes read before hyper took over (the protocol selection), served first.
+    /// Bytes read before hyper took over (the protocol selection), or with the end of a body
+    /// read past hyper (direct.rs), served first.
     replay: Box<[u8]>,
     /// HTTP/1.1 only. Boxed: it is mostly a line buffer, and h2 does without.
     strict: Option<Box<Strict>>,
@@ -861,6 +939,30 @@ impl hyper::rt::Read for CorkedStream {
         // and reports how many; exactly those are advanced over (as hyper-util's TokioIo).
         let n = unsafe {
             let mut tbuf = ReadBuf::uninit(buf.as_mut());
+            if let Some(direct) = this.direct.as_ref() {
+                // The body's reader has the read half: hyper reads again once the body is
+                // read (the next head follows it), or gets the end of the stream when it
+                // went unread or the socket failed.
+                let back = ready!(direct.take_back(cx, &mut this.read));
+                this.direct = None;
+                if this.read.is_some() {
+                    // The reader's waker was the socket's last: the next read asks it.
+                    this.cork.read_waits.store(false, Ordering::Relaxed);
+                }
+                match back {
+                    // Bytes the body's last read took from the socket after the body: read
+                    // first, as the replay is, through the same checks.
+                    Some(after) => this.replay = after,
+                    None => {
+                        // The end of the stream, from now on (`read` None): hyper ends the
+                        // connection after its answers; the half waits for the lingering close.
+                        this.strict = None;
+                        this.cork.watch_ok.store(false, Ordering::Relaxed);
+                        *this.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = this.read.take();
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
             if !this.replay.is_empty() {
                 let n = this.replay.len().min(tbuf.remaining());
                 tbuf.put_slice(&this.replay[..n]);
@@ -874,25 +976,6 @@ impl hyper::rt::Read for CorkedStream {
                     this.cork.read_waits.store(false, Ordering::Relaxed);
                 }
             } else {
-                if let Some(direct) = this.direct.as_ref() {
-                    // The body's reader has the read half: hyper reads again once the body is
-                    // read (the next head follows it), or gets the end of the stream when it
-                    // went unread or the socket failed.
-                    let back = ready!(direct.take_back(cx, &mut this.read));
-                    this.direct = None;
-                    if this.read.is_some() {
-                        // The reader's waker was the socket's last: the next read asks it.
-                        this.cork.read_waits.store(false, Ordering::Relaxed);
-                    }
-                    if !back {
-                        // The end of the stream, from now on (`read` None): hyper ends the
-                        // connection after its answers; the half waits for the lingering close.
-                        this.strict = None;
-                        this.cork.watch_ok.store(false, Ordering::Relaxed);
-                        *this.cork.leftover.lock().unwrap_or_else(|p| p.into_inner()) = this.read.take();
-                        return Poll::Ready(Ok(()));
-                    }
-                }
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
                 let cork = &*this.cork;
                 if this.task.is_none() && cork.is_task(cx.waker()) {

@@ -15,6 +15,7 @@ use crate::cork::{Cork, ReadHalf};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -49,6 +50,9 @@ struct DirectState {
     gone: bool,
     /// The socket ended or failed mid-body.
     failed: bool,
+    /// Bytes the body's last read took from the socket after the body (`SPARE`): the next
+    /// request's, for hyper's next read.
+    after: Box<[u8]>,
 }
 
 impl DirectShared {
@@ -73,6 +77,7 @@ impl DirectShared {
                 closed: false,
                 gone: false,
                 failed: false,
+                after: Box::default(),
             }),
         })
     }
@@ -82,18 +87,18 @@ impl DirectShared {
     }
 
     /// hyper's read, while the read half is lent: the half back once the body has been read
-    /// (`Ready(Some)`), the end of the stream once the body went unread or the socket
-    /// failed (`Ready(None)`: the half is then taken back too, into `read`), else Pending
-    /// until one of them.
-    pub(crate) fn take_back(&self, cx: &mut Context<'_>, read: &mut Option<ReadHalf>) -> Poll<bool> {
+    /// (`Ready(Some)`, with the bytes read after the body, for hyper), the end of the stream
+    /// once the body went unread or the socket failed (`Ready(None)`: the half is then taken
+    /// back too, into `read`), else Pending until one of them.
+    pub(crate) fn take_back(&self, cx: &mut Context<'_>, read: &mut Option<ReadHalf>) -> Poll<Option<Box<[u8]>>> {
         let mut st = self.state();
         if st.in_socket == 0 && !st.failed {
             *read = st.read.take();
-            return Poll::Ready(true);
+            return Poll::Ready(Some(std::mem::take(&mut st.after)));
         }
         if st.gone || st.failed {
             *read = st.read.take();
-            return Poll::Ready(false);
+            return Poll::Ready(None);
         }
         if !st.hyper.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             st.hyper = Some(cx.waker().clone());
@@ -151,6 +156,7 @@ impl DirectBody {
             return Poll::Ready(Err(BodyFailed));
         }
         let want = (st.in_socket.min(dst.remaining() as u64)) as usize;
+        let end = want as u64 == st.in_socket;
         if want == 0 {
             return Poll::Ready(Ok(0));
         }
@@ -159,7 +165,20 @@ impl DirectBody {
         // must ask the socket again, not trust the state its last registration left.
         self.cork.socket_read_elsewhere();
         let mut limited = dst.take(want);
-        let polled = Pin::new(read).poll_read(cx, &mut limited);
+        // The body's end: read with room past it, so that a read that stops short shows the
+        // socket empty (`read_past`), and hyper's next read waits for the client instead of
+        // asking the socket. What fills the room is the next request's.
+        let mut spare = [MaybeUninit::uninit(); SPARE];
+        let past = match end {
+            true => read.poll_read_past(cx, &mut limited, &mut spare),
+            false => None,
+        };
+        let (polled, more) = match past {
+            Some(Poll::Ready(Ok(more))) => (Poll::Ready(Ok(())), more),
+            Some(Poll::Ready(Err(e))) => (Poll::Ready(Err(e)), 0),
+            Some(Poll::Pending) => (Poll::Pending, 0),
+            None => (Pin::new(read).poll_read(cx, &mut limited), 0),
+        };
         let n = limited.filled().len();
         match polled {
             Poll::Pending => {
@@ -177,10 +196,15 @@ impl DirectBody {
                 self.seen += n as u64;
                 self.cork.body_bytes_read();
                 if st.in_socket == 0 {
+                    if more > 0 {
+                        // SAFETY: the read initialized the first `more` bytes of `spare`.
+                        let more = unsafe { std::slice::from_raw_parts(spare.as_ptr().cast::<u8>(), more) };
+                        st.after = more.into();
+                    }
                     // The rest of the stream is hyper's again. Under the lock: hyper's read
                     // takes the half back only after this, so its own settings of the watch
                     // come after these.
-                    self.cork.direct_done();
+                    self.cork.direct_done(more > 0);
                     if let Some(w) = st.hyper.take() {
                         w.wake();
                     }
@@ -221,6 +245,9 @@ impl std::fmt::Display for BodyFailed {
 }
 
 impl std::error::Error for BodyFailed {}
+
+/// The room past a body's end in its last read (`poll_read_past`): a request's head, mostly.
+const SPARE: usize = 2048;
 
 /// The most a direct body's stream read (`ReadMode::Stream`) takes at once.
 const STREAM_READ: u64 = 64 * 1024;

@@ -108,6 +108,9 @@ for (const [mode, options] of [
               path === "/stream"
                 ? Buffer.from(await new Response(r.body).arrayBuffer())
                 : Buffer.from(await r.arrayBuffer());
+            // Answered a while after the body was read: the connection watches the socket
+            // meanwhile.
+            if (path === "/later") await sleep(50);
             event.respondWith(
               Response.json({ cl: r.headers.get("content-length"), length: bytes.length, sha: sha(bytes) }),
             );
@@ -284,6 +287,106 @@ for (const [mode, options] of [
       echoed(r.got[0], body, "first of the batch");
       echoed(r.got[1], b2, "second of the batch");
       assert.equal(r.got[2].body, "got");
+    });
+
+    test("bytes after the body in its last read go to hyper: requests behind it answered in order", async () => {
+      // The read of a body's end takes up to 2 KiB past it (src/direct.rs, `SPARE`), which
+      // are the next requests' and must reach hyper through its framing checks: each case
+      // writes the head and most of the body, pauses, and sends the body's end with what
+      // follows it in one write.
+      const body = pattern(100 * KiB, 30);
+      const split = body.length - 300;
+      const first = [head("/echo", body.length), body.subarray(0, split), 30];
+      const tail = (...rest) => Buffer.concat([body.subarray(split), ...rest]);
+      const b2 = pattern(90 * KiB, 31);
+      const h2 = head("/echo", b2.length);
+      // A head cut in the middle: its rest and its body come later.
+      let r = await converse(port(), [...first, tail(get("/get"), h2.subarray(0, 20)), 30, h2.subarray(20), b2], {
+        want: 3,
+      });
+      assert.equal(r.got.length, 3, "a head cut after the body");
+      echoed(r.got[0], body, "a head cut after the body");
+      assert.equal(r.got[1].body, "got");
+      echoed(r.got[2], b2, "the cut head's body");
+      // A large body's head and its first bytes: read past hyper again, its rest later.
+      r = await converse(port(), [...first, tail(h2, b2.subarray(0, 500)), 30, b2.subarray(500), get("/get")], {
+        want: 3,
+      });
+      assert.equal(r.got.length, 3, "a large body after the body");
+      echoed(r.got[1], b2, "the second large body");
+      assert.equal(r.got[2].body, "got");
+      // More than the room past the body: a 3 KiB head and 100 GETs in the same write; what
+      // did not fit is still in the socket, and must be read without another event.
+      const long = Buffer.from(`GET /get HTTP/1.1\r\nHost: x\r\nX-Pad: ${"p".repeat(3000)}\r\n\r\n`, "latin1");
+      const gets = Array.from({ length: 100 }, () => get("/get"));
+      for (const rest of [[long, get("/get")], gets]) {
+        r = await converse(port(), [...first, tail(...rest)], { want: 1 + rest.length });
+        assert.equal(r.got.length, 1 + rest.length, `${rest.length} requests after the body`);
+        echoed(r.got[0], body, `${rest.length} requests after the body`);
+        for (const g of r.got.slice(1)) assert.equal(g.body, "got");
+      }
+      // The client half-closes right after the request behind the body, which is answered a
+      // while after its body was read: the request behind it is still answered (the end of
+      // the stream the connection watches for meanwhile comes after it), then the connection
+      // ends. A GET first: the connection's task is known to the watch from its first read.
+      const later = [get("/get"), 30, head("/later", body.length), body.subarray(0, split), 30];
+      r = await converse(port(), [...later, tail(get("/get")), "end"], { want: 3 });
+      assert.equal(r.got.length, 3, "half-closed after the request behind the body");
+      echoed(r.got[1], body, "half-closed");
+      assert.equal(r.got[2].body, "got");
+      // Nothing after the body, then the end: answered, and the connection ends.
+      r = await converse(port(), [...first, tail(), "end"]);
+      assert.equal(r.got.length, 1);
+      echoed(r.got[0], body, "the end after the body");
+      assert.ok(r.closed);
+    });
+
+    test("keep-alive: each request sent after the last answer, three hundred in a row", async () => {
+      // After a body's end the socket is mostly empty and the client waits for the answer:
+      // the read that found it so must leave the socket's wake-up in place for the next
+      // request (src/cork.rs, `read_past`). Bodies past hyper (in one write with their head,
+      // or their end written apart) and GETs, each sent once the answer before it came.
+      const sock = net.connect(port(), "127.0.0.1");
+      await new Promise((resolve, reject) => sock.once("connect", resolve).once("error", reject));
+      let got = Buffer.alloc(0);
+      let wake = () => {};
+      let closed = false;
+      sock.on("data", (d) => {
+        got = Buffer.concat([got, d]);
+        wake();
+      });
+      sock.on("close", () => {
+        closed = true;
+        wake();
+      });
+      sock.on("error", () => {});
+      const body = pattern(100 * KiB, 32);
+      let answered = 0;
+      try {
+        for (let i = 0; i < 300; i++) {
+          const b = body.subarray(0, 64 * KiB + 1 + ((i * 7919) % (36 * KiB)));
+          if (i % 3 === 2) sock.write(get("/get"));
+          else if (i % 3 === 0) sock.write(Buffer.concat([head("/echo", b.length), b]));
+          else {
+            sock.write(Buffer.concat([head("/echo", b.length), b.subarray(0, b.length - 10)]));
+            await sleep(1);
+            sock.write(b.subarray(b.length - 10));
+          }
+          await new Promise((resolve) => {
+            wake = () => (closed || responses(got).length > 0 ? resolve() : undefined);
+            wake();
+          });
+          const [res] = responses(got);
+          assert.ok(res, `request ${i}: answered (the connection ${closed ? "closed" : "open"})`);
+          if (i % 3 === 2) assert.equal(res.body, "got", `request ${i}`);
+          else echoed(res, b, `request ${i}`);
+          got = got.subarray(got.indexOf("\r\n\r\n", 0, "latin1") + 4 + Buffer.byteLength(res.body));
+          answered++;
+        }
+      } finally {
+        sock.destroy();
+      }
+      assert.equal(answered, 300);
     });
 
     test("after a chunked upload: a large body whole in one of hyper's reads, requests after it", async () => {
