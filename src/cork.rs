@@ -964,6 +964,12 @@ impl hyper::rt::Read for CorkedStream {
                 }
             }
             if !this.replay.is_empty() {
+                // A connection's first reads are the replay: its task is known to the cork
+                // from here, so that a wake-up of the read waker (a body read past hyper
+                // ending, the watch's peek) reaches it before hyper reads the socket itself.
+                if this.task.is_none() && this.cork.is_task(cx.waker()) {
+                    this.task = Some(cx.waker().clone());
+                }
                 let n = this.replay.len().min(tbuf.remaining());
                 tbuf.put_slice(&this.replay[..n]);
                 this.replay = this.replay[n..].into();
