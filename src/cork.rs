@@ -939,6 +939,12 @@ impl hyper::rt::Read for CorkedStream {
         // and reports how many; exactly those are advanced over (as hyper-util's TokioIo).
         let n = unsafe {
             let mut tbuf = ReadBuf::uninit(buf.as_mut());
+            // The connection's task, known to the cork from its first read (the replay's, on
+            // a new connection), so that the read waker reaches it whoever read last: a body
+            // read past hyper ending, the watch's peek.
+            if this.task.is_none() && this.cork.is_task(cx.waker()) {
+                this.task = Some(cx.waker().clone());
+            }
             if let Some(direct) = this.direct.as_ref() {
                 // The body's reader has the read half: hyper reads again once the body is
                 // read (the next head follows it), or gets the end of the stream when it
@@ -964,12 +970,6 @@ impl hyper::rt::Read for CorkedStream {
                 }
             }
             if !this.replay.is_empty() {
-                // A connection's first reads are the replay: its task is known to the cork
-                // from here, so that a wake-up of the read waker (a body read past hyper
-                // ending, the watch's peek) reaches it before hyper reads the socket itself.
-                if this.task.is_none() && this.cork.is_task(cx.waker()) {
-                    this.task = Some(cx.waker().clone());
-                }
                 let n = this.replay.len().min(tbuf.remaining());
                 tbuf.put_slice(&this.replay[..n]);
                 this.replay = this.replay[n..].into();
@@ -984,9 +984,6 @@ impl hyper::rt::Read for CorkedStream {
             } else {
                 let Some(read) = this.read.as_mut() else { return Poll::Ready(Ok(())) };
                 let cork = &*this.cork;
-                if this.task.is_none() && cork.is_task(cx.waker()) {
-                    this.task = Some(cx.waker().clone());
-                }
                 let polled = match this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
                     true => {
                         if cork.read_waits.load(Ordering::Relaxed) && !cork.read_woken.load(Ordering::Acquire) {

@@ -156,10 +156,10 @@ impl DirectBody {
             return Poll::Ready(Err(BodyFailed));
         }
         let want = (st.in_socket.min(dst.remaining() as u64)) as usize;
-        let end = want as u64 == st.in_socket;
         if want == 0 {
             return Poll::Ready(Ok(0));
         }
+        let end = want as u64 == st.in_socket;
         let Some(read) = st.read.as_mut() else { return Poll::Ready(Err(BodyFailed)) };
         // The socket's one read waker is this reader's now: hyper's next read (or the watch)
         // must ask the socket again, not trust the state its last registration left.
