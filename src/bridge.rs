@@ -463,6 +463,17 @@ impl Doorbell {
         std::mem::swap(into, &mut *q);
     }
 
+    /// Moves the queued `Release` events' references to `into`, leaving every other event
+    /// queued in its order. For the JS thread between drains (`Core::stream_write_shared`).
+    pub fn take_releases(&self, into: &mut Vec<LentRef>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        for ev in q.extract_if(.., |e| matches!(e, Event::Release(_))) {
+            if let Event::Release(r) = ev {
+                into.push(r);
+            }
+        }
+    }
+
     /// Takes back the event queued last if `is` picks it (nothing else was queued since).
     pub fn take_last_if(&self, is: impl FnOnce(&Event) -> bool) -> Option<Event> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
