@@ -432,7 +432,10 @@ impl TlsAcceptor {
 /// (close_notify) is tokio-rustls'.
 pub fn split_stream(stream: TlsStream<TcpStream>) -> (crate::cork::ReadHalf, crate::cork::WriteHalf) {
     let shared = Arc::new(std::sync::Mutex::new(stream));
-    (Box::new(TlsRead { tls: shared.clone(), drained: false }), Box::new(TlsWrite { tls: shared, held: false }))
+    (
+        Box::new(TlsRead { tls: shared.clone(), drained: false, waits: false }),
+        Box::new(TlsWrite { tls: shared, held: false }),
+    )
 }
 
 type Shared = Arc<std::sync::Mutex<TlsStream<TcpStream>>>;
@@ -446,6 +449,8 @@ struct TlsRead {
     /// is read at once: `SocketReader`'s `try_io` looks at the readiness anyway, and waits
     /// as the readiness check would where there is nothing.
     drained: bool,
+    /// This read returned bytes and registered the task for the socket's next readiness.
+    waits: bool,
 }
 
 /// A write encrypts into rustls and sends the records at once, under one lock; records the
@@ -469,9 +474,9 @@ struct SocketReader<'a, 'b> {
 }
 
 impl std::io::Read for SocketReader<'_, '_> {
-    /// A `recv` through `try_io`, not tokio's `poll_read`: `TlsRead::poll_read` has just
-    /// found the socket readable, and `poll_read` would ask its readiness and the task's
-    /// budget again. A short read clears the readiness as `poll_read` does (the socket is
+    /// A `recv` through `try_io`, not tokio's `poll_read`: `try_io` looks at the readiness
+    /// without the task's budget or a waker, which is registered only where nothing is
+    /// there (`TlsRead::drained`). A short read clears the readiness as `poll_read` does (the socket is
     /// drained: the next read waits without a `recv` that finds nothing). `try_io` clears it
     /// when its closure reports `WouldBlock`, against the readiness it saw before the
     /// `recv`, so that one arriving meanwhile is kept; the closure keeps the count aside.
@@ -515,6 +520,7 @@ impl std::io::Read for SocketReader<'_, '_> {
 impl AsyncRead for TlsRead {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        this.waits = false;
         let mut guard = lock(&this.tls);
         // What rustls' reader has for this read, as far as known: `None` at the start (what
         // an earlier read left: asked where `wants_read` says anything may be there); once
@@ -553,6 +559,14 @@ impl AsyncRead for TlsRead {
                         Err(e) if copied || e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => return Poll::Ready(Err(e)),
                     }
+                }
+                // All that was read is taken and the socket is drained: hyper's next read
+                // would find nothing and register the task. It is registered now, under
+                // this lock, and that read waits in the cork without coming here
+                // (`ConnRead::waits_after_read`).
+                if copied && this.drained && conn.wants_read() && io.poll_read_ready(cx).is_pending() {
+                    this.drained = false;
+                    this.waits = true;
                 }
                 if copied || buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));
@@ -593,7 +607,11 @@ impl AsyncRead for TlsRead {
     }
 }
 
-impl crate::cork::ConnRead for TlsRead {}
+impl crate::cork::ConnRead for TlsRead {
+    fn waits_after_read(&mut self) -> bool {
+        self.waits
+    }
+}
 
 /// `std::io::Write` over the socket for `write_tls`: Pending becomes `WouldBlock`. One
 /// record (a response of up to 16 KiB) goes out with `send`, not a one-slice `writev`,
