@@ -52,6 +52,14 @@ pub trait ConnRead: AsyncRead + Send + Unpin {
     ) -> Option<Poll<io::Result<usize>>> {
         None
     }
+
+    /// The read just polled returned bytes and also left the task registered for the
+    /// stream's next readiness, as a Pending read would have (TLS, once the socket is
+    /// drained and every record taken): the next read can wait without asking. Asked only
+    /// where the cork does not watch the socket (`Cork::watches`).
+    fn waits_after_read(&mut self) -> bool {
+        false
+    }
 }
 
 impl ConnRead for tokio::net::tcp::OwnedReadHalf {
@@ -994,8 +1002,9 @@ impl hyper::rt::Read for CorkedStream {
                         // Borrowed from `read_wake`'s count: never dropped; each clone takes a
                         // count of its own (`read_clone`).
                         let wake = ManuallyDrop::new(Waker::from_raw(RawWaker::new(data, &READ_WAKE)));
-                        let polled = Pin::new(read).poll_read(&mut Context::from_waker(&wake), &mut tbuf);
-                        cork.read_waits.store(polled.is_pending(), Ordering::Relaxed);
+                        let polled = Pin::new(&mut *read).poll_read(&mut Context::from_waker(&wake), &mut tbuf);
+                        let waits = polled.is_pending() || (!cork.watches && read.waits_after_read());
+                        cork.read_waits.store(waits, Ordering::Relaxed);
                         polled
                     }
                     // Not the connection's task (its waker changed): its own waker, and the

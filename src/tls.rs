@@ -432,12 +432,26 @@ impl TlsAcceptor {
 /// (close_notify) is tokio-rustls'.
 pub fn split_stream(stream: TlsStream<TcpStream>) -> (crate::cork::ReadHalf, crate::cork::WriteHalf) {
     let shared = Arc::new(std::sync::Mutex::new(stream));
-    (Box::new(TlsRead(shared.clone())), Box::new(TlsWrite { tls: shared, held: false }))
+    (
+        Box::new(TlsRead { tls: shared.clone(), drained: false, waits: false }),
+        Box::new(TlsWrite { tls: shared, held: false }),
+    )
 }
 
 type Shared = Arc<std::sync::Mutex<TlsStream<TcpStream>>>;
 
-struct TlsRead(Shared);
+struct TlsRead {
+    tls: Shared,
+    /// The last socket read was short, which cleared the socket's readiness: the next read
+    /// asks the readiness first, registering the task, without going through rustls (hyper
+    /// reads again after each request and finds nothing). Otherwise (the last read waited,
+    /// so this one mostly follows the socket's wake-up; or it filled its buffer) the socket
+    /// is read at once: `SocketReader`'s `try_io` looks at the readiness anyway, and waits
+    /// as the readiness check would where there is nothing.
+    drained: bool,
+    /// This read returned bytes and registered the task for the socket's next readiness.
+    waits: bool,
+}
 
 /// A write encrypts into rustls and sends the records at once, under one lock; records the
 /// socket has no room for stay in rustls (`held`) until a flush or the next write.
@@ -455,12 +469,14 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, TlsStream<TcpStream>> {
 struct SocketReader<'a, 'b> {
     io: &'a mut TcpStream,
     cx: &'a mut Context<'b>,
+    /// A read was short: the socket is drained and its readiness cleared.
+    drained: bool,
 }
 
 impl std::io::Read for SocketReader<'_, '_> {
-    /// A `recv` through `try_io`, not tokio's `poll_read`: `TlsRead::poll_read` has just
-    /// found the socket readable, and `poll_read` would ask its readiness and the task's
-    /// budget again. A short read clears the readiness as `poll_read` does (the socket is
+    /// A `recv` through `try_io`, not tokio's `poll_read`: `try_io` looks at the readiness
+    /// without the task's budget or a waker, which is registered only where nothing is
+    /// there (`TlsRead::drained`). A short read clears the readiness as `poll_read` does (the socket is
     /// drained: the next read waits without a `recv` that finds nothing). `try_io` clears it
     /// when its closure reports `WouldBlock`, against the readiness it saw before the
     /// `recv`, so that one arriving meanwhile is kept; the closure keeps the count aside.
@@ -483,6 +499,7 @@ impl std::io::Read for SocketReader<'_, '_> {
                 Ok(n)
             });
             if let Some(n) = drained {
+                self.drained = true;
                 return Ok(n);
             }
             match r {
@@ -502,7 +519,9 @@ impl std::io::Read for SocketReader<'_, '_> {
 
 impl AsyncRead for TlsRead {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let mut guard = lock(&self.0);
+        let this = self.get_mut();
+        this.waits = false;
+        let mut guard = lock(&this.tls);
         // What rustls' reader has for this read, as far as known: `None` at the start (what
         // an earlier read left: asked where `wants_read` says anything may be there); once
         // records are processed here, the decrypted bytes (`IoState`), or `ASK` for an end of
@@ -541,13 +560,22 @@ impl AsyncRead for TlsRead {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
+                // All that was read is taken and the socket is drained: hyper's next read
+                // would find nothing and register the task. It is registered now, under
+                // this lock, and that read waits in the cork without coming here
+                // (`ConnRead::waits_after_read`).
+                if copied && this.drained && conn.wants_read() && io.poll_read_ready(cx).is_pending() {
+                    this.drained = false;
+                    this.waits = true;
+                }
                 if copied || buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));
                 }
             } else {
-                // Nothing decrypted, and the socket has nothing either (its readiness, as its
-                // own read would check it first): wait without going through rustls.
-                if io.poll_read_ready(cx).is_pending() {
+                // Nothing decrypted, and the socket drained by the last read: wait for it
+                // without going through rustls, unless something came meanwhile.
+                if this.drained && io.poll_read_ready(cx).is_pending() {
+                    this.drained = false;
                     return Poll::Pending;
                 }
                 if buf.remaining() == 0 {
@@ -555,8 +583,12 @@ impl AsyncRead for TlsRead {
                 }
             }
             // Nothing decrypted: read records from the socket.
-            let ended = match conn.read_tls(&mut SocketReader { io, cx }) {
+            let mut reader = SocketReader { io, cx, drained: false };
+            let read = conn.read_tls(&mut reader);
+            this.drained = reader.drained;
+            let ended = match read {
                 Ok(n) => n == 0,
+                // Nothing there: the task is registered for the socket's wake-up.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             };
@@ -575,7 +607,11 @@ impl AsyncRead for TlsRead {
     }
 }
 
-impl crate::cork::ConnRead for TlsRead {}
+impl crate::cork::ConnRead for TlsRead {
+    fn waits_after_read(&mut self) -> bool {
+        self.waits
+    }
+}
 
 /// `std::io::Write` over the socket for `write_tls`: Pending becomes `WouldBlock`. One
 /// record (a response of up to 16 KiB) goes out with `send`, not a one-slice `writev`,

@@ -915,3 +915,61 @@ test("a 3 MiB body each way keeps every byte over TLS 1.3 and 1.2 (records of 16
     await server.close();
   }
 });
+
+test("HTTPS/1.1 guard: answers around the 16 KiB record size, pipelined and one at a time, byte-exact; a request one byte a record with pauses", async () => {
+  // Guard for the read half's socket reads (after a wait the socket is read at once; after a
+  // read that drained it, its readiness is asked first) and for the records of each answer.
+  const bytes = (n) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + n) % 251));
+  const server = await startTls((e) => {
+    const n = Number(new URL(e.request.url).pathname.split("/")[2]);
+    e.respondWith(new Response(bytes(n), { headers: { "content-type": "application/octet-stream" } }));
+  });
+  try {
+    const { s, text, ended } = await h1TextClient(server.port);
+    // The answers read so far, in order: each body by its Content-Length.
+    const answers = () => {
+      const out = [];
+      const all = text();
+      let at = 0;
+      for (;;) {
+        const end = all.indexOf("\r\n\r\n", at);
+        if (end < 0) return out;
+        const len = Number(/content-length: (\d+)/i.exec(all.slice(at, end))?.[1]);
+        if (all.length < end + 4 + len) return out;
+        out.push(all.slice(end + 4, end + 4 + len));
+        at = end + 4 + len;
+      }
+    };
+    const get = (n) => `GET /size/${n} HTTP/1.1\r\nHost: localhost\r\n\r\n`;
+    const sizes = [];
+    // Head and body across one record's 16,384 bytes, two records' and four's.
+    for (const edge of [16_384, 32_768, 65_536]) for (let d = -320; d <= 64; d += 32) sizes.push(edge + d);
+    const expected = [];
+    // All pipelined in one write.
+    s.write(sizes.map(get).join(""));
+    expected.push(...sizes);
+    await waitFor(() => answers().length === expected.length, 10_000);
+    // One at a time.
+    for (const n of [16_300, 16_384, 16_500]) {
+      s.write(get(n));
+      expected.push(n);
+      await waitFor(() => answers().length === expected.length);
+    }
+    // One byte a record, a pause after each: every read finds one record, drains the socket
+    // and waits for the next.
+    for (const c of get(16_380)) {
+      s.write(c);
+      await sleep(2);
+    }
+    expected.push(16_380);
+    await waitFor(() => answers().length === expected.length);
+    s.end();
+    await ended;
+    const got = answers();
+    assert.equal(got.length, expected.length);
+    expected.forEach((n, i) => assert.ok(got[i] === bytes(n).toString("latin1"), `answer ${i} (${n} bytes)`));
+    assert.equal(text().split("HTTP/1.1 200 OK").length - 1, expected.length);
+  } finally {
+    await server.close();
+  }
+});
