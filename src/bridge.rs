@@ -166,9 +166,9 @@ impl Ticket {
     }
 
     /// Ready once JS gave the reply or let go of the request, with the state that `take`
-    /// takes it by. Apart from `take`, and the reply made by `take` alone: a reply passed
-    /// through a `Poll` and a `Result` on its way to hyper was copied at each (152 bytes, a
-    /// `memcpy` call each, four a request).
+    /// takes it by. Kept apart from `take`, which alone makes the reply: a reply passed back
+    /// through a `Poll` and a `Result` on its way to hyper was copied at each step (152
+    /// bytes, a `memcpy` call each, five a request).
     #[inline(always)]
     pub fn poll_given(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<u8> {
         use std::task::Poll;

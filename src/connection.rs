@@ -971,8 +971,8 @@ impl Waiting {
                 s.hold(crate::cork::StreamingGuard::new(count.0.clone()));
             }
         };
-        // Made where it is returned (see `Ticket::poll_given`); a 500 when JS released the
-        // request without answering it.
+        // Made by `take` alone (see `Ticket::poll_given`); a 500 when JS released the request
+        // without answering it.
         let reply = self.ticket.take(s, hold, |res| {
             hold(res.body_mut());
             crate::websocket::claim(res, &count.0);
