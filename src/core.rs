@@ -409,9 +409,9 @@ impl Core {
 
     /// Frees the slot. A request still unanswered gets a 500.
     pub fn request_release(&mut self, id: u32) {
-        if let Some(live) = self.js.slab.remove(SlotId(id)) {
-            if live.req.answerable() {
-                self.js.outbox.extend(live.req.send_and_release(response::status_only(500)));
+        if let Some(req) = self.js.slab.remove_record(SlotId(id)) {
+            if req.answerable() {
+                self.js.outbox.extend(req.send_and_release(|| response::status_only(500).into()));
             }
         }
     }
@@ -825,22 +825,32 @@ impl Core {
     ) -> BridgeResult<()> {
         // Without a header list, the connection's side makes the response
         // (`bridge::Given::Plain`); a list's checks need the request's method.
-        let reply = match headers {
-            None => bridge::Given::Plain { status: response::status_code(status)?, ct, body },
+        match headers {
+            None => {
+                let status = response::status_code(status)?;
+                self.give(id, release, move || bridge::Given::Plain { status, ct, body });
+            }
             Some(list) => {
                 let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
-                bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?)
+                let reply = bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?);
+                self.give(id, release, move || reply);
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// Gives request `id` the reply `reply` makes (made where it is stored: see
+    /// `Ticket::give`), and with `release` frees its slot.
+    #[inline(always)]
+    fn give(&mut self, id: u32, release: bool, reply: impl FnOnce() -> bridge::Given) {
         if release {
             // The record's own hold on the ticket goes to the outbox.
-            if let Some(live) = self.js.slab.remove(SlotId(id)) {
-                self.js.outbox.extend(live.req.send_and_release(reply));
+            if let Some(req) = self.js.slab.remove_record(SlotId(id)) {
+                self.js.outbox.extend(req.send_and_release(reply));
             }
         } else if let Some(live) = self.js.slab.get_mut(SlotId(id)) {
             self.js.outbox.extend(live.req.send(reply));
         }
-        Ok(())
     }
 }
 
@@ -948,7 +958,7 @@ impl Core {
             shared.abandon();
             return Ok(());
         };
-        match live.req.send(reply) {
+        match live.req.send(|| reply.into()) {
             Some(ticket) => self.js.outbox.push(ticket),
             None => shared.abandon(),
         }

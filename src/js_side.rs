@@ -5,7 +5,7 @@
 use crate::body::BodyErrorKind;
 use crate::bridge::{AbortReason, Doorbell, Event, LentRef, RequestBody};
 use crate::pubsub::Sockets;
-use crate::slab::{BodyState, LiveRequest, RequestSlab, SlotId};
+use crate::slab::{BodyState, RequestSlab, SlotId};
 use crate::wire;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -264,9 +264,14 @@ impl JsSide {
                         BodyState::Unread(i)
                     }
                 };
-                let id = self.slab.insert(LiveRequest { req, body, stream: None, cancel_reader: None });
+                // The body is put in place after: a record made whole with it was made aside and
+                // copied into the slot (136 bytes, a `memcpy` call).
+                let id = self.slab.insert(req);
                 // The ticket's id, for aborts the connection task raises.
-                if let Some(live) = self.slab.get(id) {
+                if let Some(live) = self.slab.get_mut(id) {
+                    if !matches!(body, BodyState::None) {
+                        live.body = body;
+                    }
                     live.req.ticket().id.store(id.0, Ordering::Release);
                 }
                 Some([wire::RECORD_REQUEST, id.0, flags, url_len])
@@ -304,7 +309,7 @@ impl JsSide {
                 // was sent yet, so the client learns why (a client that left gets nothing).
                 if live.req.answerable() {
                     let status = if kind == BodyErrorKind::TooLarge { 413 } else { 400 };
-                    self.outbox.extend(live.req.send(crate::response::status_only(status)));
+                    self.outbox.extend(live.req.send(|| crate::response::status_only(status).into()));
                 }
                 Some([wire::RECORD_BODY_ERROR, id, kind as u32, 0])
             }

@@ -4,7 +4,7 @@
 // body already used, an init on Response.json).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { start } from "./helpers.mjs";
+import { raw, start } from "./helpers.mjs";
 
 describe("replies as sent", () => {
   let ctx;
@@ -82,6 +82,49 @@ describe("replies as sent", () => {
     const status = await get("/599", () => new Response("edge", { status: 599 }));
     assert.equal(status.res.status, 599);
     assert.equal(status.body.toString(), "edge");
+  });
+
+  // A guard of the reply's hand-over (made where it is returned, bridge.rs `Ticket::take`) and of
+  // the slot's (`RequestSlab::insert` and `remove_record`): every kind of reply, one after the
+  // other on one connection, each slot freed and used again.
+  test("pipelined replies of every kind on one connection come back whole and in order", async () => {
+    routes.set("/p-plain", () => new Response("plain-one"));
+    routes.set("/p-list", () => new Response("listed", { headers: { "x-list": "1" } }));
+    routes.set("/p-unread", () => Response.json({ unread: true }));
+    routes.set(
+      "/p-stream",
+      () =>
+        new Response(
+          new ReadableStream({
+            start(c) {
+              c.enqueue(new TextEncoder().encode("streamed"));
+              c.close();
+            },
+          }),
+        ),
+    );
+    routes.set("/p-empty", () => new Response(null, { status: 204 }));
+    routes.set("/p-last", () => new Response("plain-two"));
+    const head = (method, path, extra = "") => `${method} ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
+    const requests =
+      head("GET", "/p-plain") +
+      head("GET", "/p-list") +
+      // A body the listener never reads: its slot holds it until the reply frees the slot.
+      head("POST", "/p-unread", "Content-Length: 5\r\n") +
+      "abcde" +
+      head("GET", "/p-stream") +
+      head("GET", "/p-empty") +
+      head("GET", "/p-last");
+    const { text, closed } = await raw(ctx.server.port, requests, { idleMs: 500 });
+    assert.equal(closed, false, text);
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 200, 200, 200, 204, 200], text);
+    const order = ["plain-one", "x-list: 1", "listed", '{"unread":true}', "streamed", "HTTP/1.1 204", "plain-two"];
+    const at = order.map((s) => text.indexOf(s));
+    assert.ok(
+      at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1])),
+      `${at} in ${JSON.stringify(text)}`,
+    );
   });
 
   test("a Response whose body was already used is answered 500 and reported", async () => {
