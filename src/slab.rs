@@ -128,23 +128,25 @@ impl RequestSlab {
         if slot.generation != id.generation() {
             return None;
         }
-        let live = slot.live.as_mut()?;
+        // Every field named, without `..`: a field added to `LiveRequest` fails to compile
+        // here until it is dropped below too (the slot is overwritten without a drop).
+        let LiveRequest { req, body, stream, cancel_reader } = slot.live.as_mut()?;
         // Dropped first, by assignment: a drop that panics leaves the slot whole. Each only
         // when there is something to drop (most requests have none of the three).
-        if !matches!(live.body, BodyState::None) {
-            live.body = BodyState::None;
+        if !matches!(body, BodyState::None) {
+            *body = BodyState::None;
         }
-        if live.stream.is_some() {
-            live.stream = None;
+        if stream.is_some() {
+            *stream = None;
         }
-        if live.cancel_reader.is_some() {
-            live.cancel_reader = None;
+        if cancel_reader.is_some() {
+            *cancel_reader = None;
         }
         // SAFETY: the record is read once, and the slot overwritten at once without a drop
         // (`ptr::write`), so it is not dropped there too; the other fields hold nothing to
         // drop any more, and nothing between the two can panic.
         let req = unsafe {
-            let req = std::ptr::read(&live.req);
+            let req = std::ptr::read(req);
             std::ptr::write(&mut slot.live, None);
             req
         };
