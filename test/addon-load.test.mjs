@@ -90,3 +90,68 @@ test(
     }
   },
 );
+
+/** The function symbols of `.symtab` (name, address, size); empty when the file is stripped. */
+function functions(elf, all) {
+  const symtab = all.find((s) => s.type === 2); // SHT_SYMTAB
+  if (!symtab) return [];
+  const strtab = all[symtab.link];
+  const out = [];
+  for (let at = symtab.offset; at < symtab.offset + symtab.size; at += 24) {
+    if ((elf[at + 4] & 0xf) !== 2 || elf.readUInt16LE(at + 6) === 0) continue; // STT_FUNC, defined
+    const size = Number(elf.readBigUInt64LE(at + 16));
+    if (size === 0) continue;
+    out.push({
+      name: cString(elf, strtab.offset + elf.readUInt32LE(at)),
+      address: Number(elf.readBigUInt64LE(at + 8)),
+      size,
+    });
+  }
+  return out;
+}
+
+/** The rustc version and linker that `.comment` records. */
+function producedBy(elf, all) {
+  const c = all.find((s) => s.name === ".comment");
+  const text = c ? elf.toString("latin1", c.offset, c.offset + c.size) : "";
+  const rustc = /rustc version (\d+)\.(\d+)/.exec(text);
+  return { rustc: rustc ? [Number(rustc[1]), Number(rustc[2])] : null, lld: /Linker: LLD/.test(text) };
+}
+
+// scripts/hot-text.ld (build.rs, where rustc links with its own lld): the functions a plain
+// server runs first in `.text`, so that the few hundred run at load share a few large folios
+// of the page cache instead of one each (docs/network-thread.md, "Memory at rest, round
+// twenty-three"). A guard of the build's setting: on main's build the same functions lie all
+// over the 3.3 MiB of code.
+test(
+  "the functions a plain server runs lie together at the start of the addon's one .text",
+  { skip: !linux || process.arch !== "x64" || process.env.FETCH_RS_HOT_TEXT === "0" ? "x86-64 Linux only" : false },
+  (t) => {
+    const elf = readFileSync(path);
+    const all = sections(elf);
+    const { rustc, lld } = producedBy(elf, all);
+    if (!lld || !rustc || rustc[0] * 1000 + rustc[1] < 1090) return t.skip("not linked by rustc's own lld");
+    const texts = all.filter((s) => s.name === ".text");
+    assert.equal(texts.length, 1, "one .text section");
+    const fns = functions(elf, all);
+    if (fns.length === 0) return t.skip("the addon is stripped");
+    const script = readFileSync(new URL("../scripts/hot-text.ld", import.meta.url), "utf8");
+    const globs = [...script.matchAll(/\*\(\.text\.(\S+)/g)].map(
+      (m) =>
+        new RegExp(
+          `^${m[1]
+            .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+            .replace(/\*/g, ".*")
+            .replace(/\?/g, ".")}$`,
+        ),
+    );
+    assert.ok(globs.length > 200, `${globs.length} patterns in scripts/hot-text.ld`);
+    const hot = fns.filter((f) => globs.some((g) => g.test(f.name)));
+    assert.ok(hot.length > 200, `${hot.length} of the addon's functions match the script`);
+    // The listed functions' bodies with room for alignment: most of them end within it.
+    const start = Math.min(...fns.map((f) => f.address));
+    const room = start + 1.25 * hot.reduce((n, f) => n + f.size, 0);
+    const inside = hot.filter((f) => f.address + f.size <= room).length;
+    assert.ok(inside >= 0.95 * hot.length, `${inside} of ${hot.length} within the first ${room - start} bytes of code`);
+  },
+);

@@ -3,6 +3,7 @@
 // child process, so a crash fails the test instead of killing the runner.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import { runModule } from "./helpers.mjs";
 
 const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
@@ -209,4 +210,86 @@ test("a tick that throws undefined during a handler is an uncaught exception, an
     second: "answer 2",
     seen: ["undefined"],
   });
+});
+
+// What fetch-rs loads at import and what it leaves to first use (docs/network-thread.md,
+// "Memory at rest, round twenty-three"): node:zlib is looked at only for a response that
+// Node's fetch() made, to know which codings it decoded. A guard of the deferred load: the
+// import leaves zlib unloaded, in the main thread and in a worker, and the first such
+// response in each is still sent decoded, without the coding's headers.
+const GZIP_TEXT = "deferred ".repeat(500);
+const lazySource = `
+  import { Worker } from "node:worker_threads";
+  import { once } from "node:events";
+  import http from "node:http";
+
+  const text = ${JSON.stringify(GZIP_TEXT)};
+  // Made by the test's process: zlib loaded here would hide what the import loads.
+  const gz = Buffer.from(${JSON.stringify(gzipSync(GZIP_TEXT).toString("base64"))}, "base64");
+  const upstream = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip", "content-length": gz.length });
+    res.end(gz);
+  });
+  upstream.listen(0, "127.0.0.1");
+  await once(upstream, "listening");
+  const up = "http://127.0.0.1:" + upstream.address().port + "/";
+
+  function get(port) {
+    return new Promise((resolve, reject) => {
+      const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => (body += d));
+        res.on("end", () =>
+          resolve(body === text && res.headers["content-encoding"] === undefined && res.headers["content-length"] !== String(gz.length)),
+        );
+      });
+      req.on("error", reject);
+    });
+  }
+  const zlibLoaded = () => process.moduleLoadList.includes("NativeModule zlib");
+  const out = {};
+
+  const workerSource = \`
+    const { parentPort, workerData } = await import("node:worker_threads");
+    const zlibLoaded = () => process.moduleLoadList.includes("NativeModule zlib");
+    const before = zlibLoaded();
+    const { Server } = await import(${dist});
+    const after = zlibLoaded();
+    const server = new Server({ port: 0, host: "127.0.0.1" });
+    server.addEventListener("fetch", (e) => e.respondWith(fetch(workerData)));
+    await server.listen();
+    parentPort.postMessage({ before, after, port: server.port });
+    parentPort.once("message", async () => {
+      await server.close();
+      parentPort.close();
+    });
+  \`;
+  const w = new Worker(workerSource, { eval: true, workerData: up });
+  const [inWorker] = await once(w, "message");
+  out.worker = { before: inWorker.before, after: inWorker.after, served: await get(inWorker.port) };
+  w.postMessage("close");
+  await once(w, "exit");
+
+  const before = zlibLoaded();
+  const { Server } = await import(${dist});
+  const after = zlibLoaded();
+  const server = new Server({ port: 0, host: "127.0.0.1" });
+  server.addEventListener("fetch", (e) => e.respondWith(fetch(up)));
+  await server.listen();
+  out.main = { before, after, served: await get(server.port) };
+  await server.close();
+  upstream.close();
+  console.log(JSON.stringify(out));
+`;
+
+test("node:zlib is not loaded by the import, and a response from fetch() is sent decoded on first use, in a worker too", async () => {
+  const r = await runChild(lazySource, 30_000);
+  assert.equal(r.code, 0, r.out);
+  const out = JSON.parse(r.out.trim().split("\n").at(-1));
+  for (const where of ["worker", "main"]) {
+    assert.equal(out[where].before, false, `${where}: zlib loaded before the import: ${r.out}`);
+    assert.equal(out[where].after, false, `${where}: zlib loaded by the import: ${r.out}`);
+    assert.equal(out[where].served, true, `${where}: ${r.out}`);
+  }
 });
