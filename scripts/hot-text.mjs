@@ -1,17 +1,19 @@
 // Writes scripts/hot-text.ld, the linker script that build.rs gives the addon's link on Linux:
 // the functions a plain HTTP server runs (load, listen, GET /json, POST /echo of 100 KiB and
-// 1 MiB, close), with the default options and in both modes, placed together ahead of the rest of the code. The page cache
-// holds the addon in large folios and a fault maps the whole folio, so a function touched at
-// load keeps the 64-512 KiB around it resident: spread over the addon's 3.3 MiB of code, the
-// few hundred functions a server runs kept 1.8 MiB of it resident at rest, together 0.9 MiB
-// (docs/network-thread.md, "Memory at rest, round twenty-three").
+// 1 MiB, close), with the default options and in both modes, placed together ahead of the
+// rest of the code. The page cache holds the addon in large folios and a fault maps the whole
+// folio, so a function touched at load keeps the 64-512 KiB around it resident: spread over
+// the addon's 3.3 MiB of code, the few hundred functions a server runs kept 1.8 MiB of it
+// resident at rest, together 0.9 MiB (docs/network-thread.md, "Memory at rest, round
+// twenty-three").
 //
 // The functions are those callgrind sees run in the addon, named without what changes from
 // build to build: legacy symbols without their hash (`17h<hash>E`), v0 symbols without their
 // crates' disambiguators (`Cs<hash>_`), LTO's numeric suffixes dropped; each becomes a pattern
 // for its section (`.text.NAME*`, and `.text.unlikely.NAME*` for the cold ones). A function that
 // is renamed or new since the last run stays where the linker puts it, so a stale list costs
-// memory, never correctness. Run again after large changes to the Rust code or its dependencies:
+// memory, never correctness. Run again after large changes to the Rust code or its dependencies
+// (usage at the end of this comment).
 //
 // The script names lld's `.text` output section: the functions it lists come first and lld
 // adds every other `.text.*` section after them, so the code stays one `.text` (which valgrind
