@@ -6,56 +6,12 @@
 // Buffer, that Buffer lent back as the response body from 64 KiB) and of where the bodies'
 // memory comes from (glibc's thresholds, src/alloc.rs). Both modes.
 import { strict as assert } from "node:assert";
-import net from "node:net";
 import { after, before, describe, test } from "node:test";
-import { pattern, start } from "./helpers.mjs";
+import { pattern, postConnection, start } from "./helpers.mjs";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const SIZES = [64 * KiB - 1, 64 * KiB, 64 * KiB + 1, 100 * KiB, MiB - 1, MiB, MiB + 1];
-
-/** A keep-alive connection that sends one POST /echo at a time and returns its body. */
-function connection(port) {
-  const sock = net.connect(port, "127.0.0.1");
-  let buf = Buffer.alloc(0);
-  let waiting = null;
-  const check = () => {
-    if (waiting === null) return;
-    const end = buf.indexOf("\r\n\r\n", 0, "latin1");
-    if (end === -1) return;
-    const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
-    const cl = lines.find((l) => /^content-length:/i.test(l));
-    if (cl === undefined) return waiting.reject(new Error(`no content-length: ${lines.join(" | ")}`));
-    const n = Number(cl.split(":")[1]);
-    if (buf.length < end + 4 + n) return;
-    const res = { status: Number(lines[0].split(" ")[1]), body: Buffer.from(buf.subarray(end + 4, end + 4 + n)) };
-    buf = buf.subarray(end + 4 + n);
-    const w = waiting;
-    waiting = null;
-    w.resolve(res);
-  };
-  sock.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    check();
-  });
-  const fail = (e) => waiting?.reject(e ?? new Error("the server closed the connection"));
-  sock.on("error", fail);
-  sock.on("close", () => fail());
-  const ready = new Promise((resolve, reject) => {
-    sock.once("connect", resolve);
-    sock.once("error", reject);
-  });
-  return {
-    async echo(body) {
-      await ready;
-      const p = new Promise((resolve, reject) => (waiting = { resolve, reject }));
-      sock.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`);
-      sock.write(body);
-      return p;
-    },
-    close: () => sock.destroy(),
-  };
-}
 
 for (const [mode, options] of [
   ["worker threads", {}],
@@ -72,7 +28,7 @@ for (const [mode, options] of [
     after(() => srv.server.close());
 
     test("each size comes back whole and byte-exact, many times on keep-alive connections", async () => {
-      const conns = Array.from({ length: 4 }, () => connection(srv.server.port));
+      const conns = Array.from({ length: 4 }, () => postConnection(srv.server.port));
       try {
         let seed = 1;
         // Each connection runs through the sizes in its own order, so that bodies of every
@@ -83,7 +39,7 @@ for (const [mode, options] of [
               for (let k = 0; k < SIZES.length; k++) {
                 const size = SIZES[(k + i + round) % SIZES.length];
                 const body = pattern(size, seed++);
-                const res = await c.echo(body);
+                const res = await c.post("/echo", body);
                 assert.equal(res.status, 200, `${size} bytes`);
                 assert.equal(res.body.length, size, `${size} bytes: the length`);
                 assert.ok(res.body.equals(body), `${size} bytes: the bytes`);
@@ -97,14 +53,14 @@ for (const [mode, options] of [
     });
 
     test("hundreds of 100 KiB bodies in a row, each its own bytes", async () => {
-      const conns = Array.from({ length: 8 }, () => connection(srv.server.port));
+      const conns = Array.from({ length: 8 }, () => postConnection(srv.server.port));
       try {
         await Promise.all(
           conns.map(async (c, i) => {
             for (let n = 0; n < 40; n++) {
               // The size varies by a few bytes so that no two bodies in a row are alike.
               const body = pattern(100 * KiB + ((n * 7 + i) % 13), 1000 + i * 100 + n);
-              const res = await c.echo(body);
+              const res = await c.post("/echo", body);
               assert.equal(res.status, 200);
               assert.ok(res.body.equals(body), `connection ${i}, body ${n}`);
             }

@@ -8,12 +8,11 @@
 // bytes (a throwaway pool that gave its block back at once failed all four tests). Over raw
 // sockets, both modes.
 import { strict as assert } from "node:assert";
-import net from "node:net";
 import { setImmediate as turn } from "node:timers/promises";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { after, before, describe, test } from "node:test";
-import { pattern, start } from "./helpers.mjs";
+import { pattern, postConnection, start } from "./helpers.mjs";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc");
@@ -39,49 +38,6 @@ async function collect() {
   gc();
   await turn();
   await turn();
-}
-
-/** A keep-alive connection that sends one POST at a time and returns its answer's body. */
-function connection(port) {
-  const sock = net.connect(port, "127.0.0.1");
-  let buf = Buffer.alloc(0);
-  let waiting = null;
-  const check = () => {
-    if (waiting === null) return;
-    const end = buf.indexOf("\r\n\r\n", 0, "latin1");
-    if (end === -1) return;
-    const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
-    const cl = lines.find((l) => /^content-length:/i.test(l));
-    if (cl === undefined) return waiting.reject(new Error(`no content-length: ${lines.join(" | ")}`));
-    const n = Number(cl.split(":")[1]);
-    if (buf.length < end + 4 + n) return;
-    const res = { status: Number(lines[0].split(" ")[1]), body: Buffer.from(buf.subarray(end + 4, end + 4 + n)) };
-    buf = buf.subarray(end + 4 + n);
-    const w = waiting;
-    waiting = null;
-    w.resolve(res);
-  };
-  sock.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    check();
-  });
-  const fail = (e) => waiting?.reject(e ?? new Error("the server closed the connection"));
-  sock.on("error", fail);
-  sock.on("close", () => fail());
-  const ready = new Promise((resolve, reject) => {
-    sock.once("connect", resolve);
-    sock.once("error", reject);
-  });
-  return {
-    async post(path, body, extra = "") {
-      await ready;
-      const p = new Promise((resolve, reject) => (waiting = { resolve, reject }));
-      sock.write(`POST ${path} HTTP/1.1\r\nHost: x\r\n${extra}Content-Length: ${body.length}\r\n\r\n`);
-      sock.write(body);
-      return p;
-    },
-    close: () => sock.destroy(),
-  };
 }
 
 for (const [mode, options] of [
@@ -114,7 +70,7 @@ for (const [mode, options] of [
     after(() => srv.server.close());
 
     test("bodies around 256 KiB and the 64 KiB / 1 MiB edges come back whole, 40 at once", async () => {
-      const conns = Array.from({ length: 40 }, () => connection(srv.server.port));
+      const conns = Array.from({ length: 40 }, () => postConnection(srv.server.port));
       try {
         for (let round = 0; round < 2; round++) {
           await Promise.all(
@@ -141,7 +97,7 @@ for (const [mode, options] of [
     test("a body the handler keeps stays as sent while many later bodies reuse memory", async () => {
       const sizes = [64 * KiB + 1, 100 * KiB, 200 * KiB, 256 * KiB];
       const sizeOf = (seed) => sizes[seed % sizes.length];
-      const conns = Array.from({ length: 8 }, () => connection(srv.server.port));
+      const conns = Array.from({ length: 8 }, () => postConnection(srv.server.port));
       try {
         // 48 kept, more than the tried pool's blocks.
         for (let n = 0; n < 48; n += conns.length) {

@@ -264,3 +264,50 @@ export const IDL = {
     make: (C) => new C.Response("x"),
   },
 };
+
+/**
+ * A keep-alive connection over a raw socket that sends one POST at a time (`post(path, body,
+ * extraHeaderLines)`) and resolves with its answer's status and body (answers with a
+ * Content-Length only).
+ */
+export function postConnection(port) {
+  const sock = net.connect(port, "127.0.0.1");
+  let buf = Buffer.alloc(0);
+  let waiting = null;
+  const check = () => {
+    if (waiting === null) return;
+    const end = buf.indexOf("\r\n\r\n", 0, "latin1");
+    if (end === -1) return;
+    const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
+    const cl = lines.find((l) => /^content-length:/i.test(l));
+    if (cl === undefined) return waiting.reject(new Error(`no content-length: ${lines.join(" | ")}`));
+    const n = Number(cl.split(":")[1]);
+    if (buf.length < end + 4 + n) return;
+    const res = { status: Number(lines[0].split(" ")[1]), body: Buffer.from(buf.subarray(end + 4, end + 4 + n)) };
+    buf = buf.subarray(end + 4 + n);
+    const w = waiting;
+    waiting = null;
+    w.resolve(res);
+  };
+  sock.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    check();
+  });
+  const fail = (e) => waiting?.reject(e ?? new Error("the server closed the connection"));
+  sock.on("error", fail);
+  sock.on("close", () => fail());
+  const ready = new Promise((resolve, reject) => {
+    sock.once("connect", resolve);
+    sock.once("error", reject);
+  });
+  return {
+    async post(path, body, extra = "") {
+      await ready;
+      const p = new Promise((resolve, reject) => (waiting = { resolve, reject }));
+      sock.write(`POST ${path} HTTP/1.1\r\nHost: x\r\n${extra}Content-Length: ${body.length}\r\n\r\n`);
+      sock.write(body);
+      return p;
+    },
+    close: () => sock.destroy(),
+  };
+}
