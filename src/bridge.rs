@@ -487,13 +487,14 @@ impl Doorbell {
         std::mem::swap(into, &mut *q);
     }
 
-    /// Moves the queued `Release` events' references to `into`, leaving every other event
-    /// queued in its order. For the JS thread between drains (`Core::stream_write_shared`).
-    pub fn take_releases(&self, into: &mut Vec<LentRef>) {
+    /// Takes the queued `Release` events out of the queue and hands each reference to
+    /// `release`, leaving every other event queued in its order. For the JS thread between
+    /// drains (`lending::lend`).
+    pub fn take_releases(&self, mut release: impl FnMut(LentRef)) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         for ev in q.extract_if(.., |e| matches!(e, Event::Release(_))) {
             if let Event::Release(r) = ev {
-                into.push(r);
+                release(r);
             }
         }
     }

@@ -57,9 +57,6 @@ pub struct Core {
     /// Declared-length bodies whose Buffer waits for a later turn, in the order JS asked
     /// for them (`body_collect`, `body_resume`).
     deferred: VecDeque<u32>,
-    /// Lent chunks' references taken out of the queue by `stream_write_shared` (kept for
-    /// its capacity).
-    released: Vec<bridge::LentRef>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -172,7 +169,6 @@ impl Core {
             ws_shared_views: Vec::new(),
             respond_stage: std::ptr::null(),
             deferred: VecDeque::new(),
-            released: Vec::new(),
         })
     }
 
@@ -669,18 +665,7 @@ impl Core {
     }
 
     /// `streamWrite` for a large chunk, lent instead of copied (JS must not change it).
-    ///
-    /// The chunks hyper has written since are let go here first. Their releases otherwise
-    /// wait for the next drain, and a producer that the socket keeps up with never gives the
-    /// event loop a turn (each write is taken at once, the next chunk is a promise away):
-    /// a whole stream's chunks stayed alive until its end (512 MiB for 512 MiB sent).
     pub fn stream_write_shared(&mut self, env: &Env, id: u32, chunk: Uint8ArraySlice<'_>) -> BridgeResult<bool> {
-        self.js.doorbell.take_releases(&mut self.released);
-        for r in self.released.drain(..) {
-            // SAFETY: each reference was created by `lend` in this env, and is deleted once
-            // (taken out of the queue, so no drain sees it).
-            unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
-        }
         let bytes = lend(env, &self.js.doorbell, chunk)?;
         self.stream_send(id, bytes)
     }

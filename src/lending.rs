@@ -44,7 +44,18 @@ impl Drop for LentBody {
 }
 
 /// The bytes of `array` as a `Bytes` that holds the array alive instead of copying it.
+///
+/// The arrays lent before and written since are let go here first. Their releases otherwise
+/// wait for the next drain, and a streamed response whose socket keeps up never gives the
+/// event loop a turn (each chunk is taken at once, the next one a promise away): with the
+/// network on its own thread a whole stream's chunks stayed alive until its end (512 MiB for
+/// 512 MiB sent).
 pub(crate) fn lend(env: &Env, doorbell: &Arc<Doorbell>, array: Uint8ArraySlice<'_>) -> BridgeResult<bytes::Bytes> {
+    doorbell.take_releases(|r| {
+        // SAFETY: each reference was made in this env on this thread (here or by
+        // `JsBody::new`), and is deleted once (taken out of the queue, so no drain sees it).
+        unsafe { napi::sys::napi_delete_reference(env.raw(), r.0) };
+    });
     let mut reference = std::ptr::null_mut();
     // SAFETY: a live value of this callback, on the JS thread.
     let status = unsafe { napi::sys::napi_create_reference(env.raw(), array.value().value, 1, &mut reference) };
