@@ -74,6 +74,7 @@ interface Calls {
   requestHead(id: number): string;
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
+  requestClientPort(id: number): number | null;
   requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | number;
@@ -208,6 +209,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     requestHead: c.requestHead,
     requestMethod: c.requestMethod,
     requestClientAddress: c.requestClientAddress,
+    requestClientPort: c.requestClientPort,
     requestClientCertificate: c.requestClientCertificate,
     requestRelease: c.requestRelease,
     bodyCollect: c.bodyCollect,

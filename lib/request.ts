@@ -360,7 +360,11 @@ export class Request {
       if (code < METHODS.length) r.#method = METHODS[code];
       return r;
     };
-    incomingSlot = (r) => (r instanceof Request && r.#source !== null ? { source: r.#source, id: r.#id } : null);
+    // A brand check, not `instanceof`: that also says yes to Node's own Requests.
+    incomingSlot = (r) =>
+      typeof r === "object" && r !== null && #source in r && r.#source !== null
+        ? { source: r.#source, id: r.#id }
+        : null;
     detachRequest = (r) => {
       if (r.#source !== null) r.#method ??= r.#source.method(r.#id);
     };

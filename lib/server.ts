@@ -338,6 +338,8 @@ export class Server {
   #onClosed: (() => void) | null = null;
   #port = 0;
   #host: EventHost & RequestSource;
+  #finished: Promise<void>;
+  #onFinished!: () => void;
 
   constructor(options: ServerOptions = {}) {
     this.#options = validate(options);
@@ -350,11 +352,27 @@ export class Server {
     this.#host = this.#makeHost();
     this.#wsHost = this.#makeWsHost();
     this.#wsHandlers = socketHandlers(options);
+    this.#finished = new Promise<void>((resolve) => (this.#onFinished = resolve));
   }
 
   /** The bound port, once listening. */
   get port(): number {
     return this.#port;
+  }
+
+  /** The address given to bind (`host`), `"0.0.0.0"` by default. */
+  get hostname(): string {
+    return this.#options.host ?? "0.0.0.0";
+  }
+
+  /** Deno's `server.addr`: where the server listens. */
+  get addr(): { transport: "tcp"; hostname: string; port: number } {
+    return { transport: "tcp", hostname: this.hostname, port: this.#port };
+  }
+
+  /** Deno's `server.finished`: resolves once `close()` has finished. */
+  get finished(): Promise<void> {
+    return this.#finished;
   }
 
   /** `http://host:port/` (`https://` with `tls`), once listening. */
@@ -424,6 +442,7 @@ export class Server {
     }
     if (!this.#listening) {
       this.#closing = Promise.resolve();
+      this.#onFinished();
       return this.#closing;
     }
     const closed = new Promise<void>((resolve) => (this.#onClosed = resolve));
@@ -433,8 +452,32 @@ export class Server {
       while (this.#waitUntil.size > 0) await Promise.allSettled([...this.#waitUntil]);
       this.#native.shutdown();
       this.#listening = false;
+      this.#onFinished();
     });
     return this.#closing;
+  }
+
+  /** Bun's `server.stop(closeActiveConnections)`: `close()`, forced when the argument is true. */
+  stop(closeActiveConnections = false): Promise<void> {
+    return this.close({ force: closeActiveConnections === true });
+  }
+
+  /** Deno's `server.shutdown()`: `close()`. */
+  shutdown(): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Bun's `server.requestIP(request)`: the client's address, family and port for a request
+   * this server received and has not finished with; `null` for any other.
+   */
+  requestIP(request: Request): { address: string; family: "IPv4" | "IPv6"; port: number } | null {
+    const slot = incomingSlot(request);
+    if (slot === null || slot.source !== this.#host) return null;
+    const address = this.#native.requestClientAddress(slot.id);
+    const port = this.#native.requestClientPort(slot.id);
+    if (address === null || port === null) return null;
+    return { address, family: address.includes(":") ? "IPv6" : "IPv4", port };
   }
 
   /**
@@ -1176,8 +1219,13 @@ export interface ServeInfo {
   readonly publish: Server["publish"];
   /** The server that received the request. */
   readonly server: Server;
+  /** Bun's `server.requestIP(request)`: see `Server.requestIP`. */
+  readonly requestIP: Server["requestIP"];
   /** The client's IP address. */
   readonly clientAddress: string;
+  /** Deno's `info.remoteAddr`: the client's address and port (`hostname` is
+   * `clientAddress`). */
+  readonly remoteAddr: { transport: "tcp"; hostname: string; port: number };
   /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
   readonly clientCertificate: ClientCertificate | null;
   /** Keeps work alive after the response; `close()` waits for it. */
@@ -1205,6 +1253,16 @@ export interface ServeOptions extends ServerOptions {
   fetch: (request: Request, info: ServeInfo & ExecutionContext, ctx: ServeInfo & ExecutionContext) => unknown;
   /** Alias of `host`, as Bun and Deno name it. */
   hostname?: string;
+  /** Bun's `error(error)`: the answer to a request whose `fetch` threw or rejected, in
+   * place of the 500 (the error is then not reported). If it throws too, 500 and that
+   * error is reported. */
+  error?: (error: unknown) => unknown;
+  /** Deno's name for `error`. */
+  onError?: (error: unknown) => unknown;
+  /** Deno's `onListen(addr)`: called once the server listens, with `server.addr`. */
+  onListen?: (addr: { transport: "tcp"; hostname: string; port: number }) => void;
+  /** Deno's `signal`: aborting it closes the server, as `close()` does. */
+  signal?: AbortSignal;
 }
 
 const NO_PROPS: Record<string, unknown> = Object.freeze({});
@@ -1229,12 +1287,21 @@ class EventInfo implements ServeInfo, ExecutionContext {
     const server = this.#server;
     return (topic, data, compress) => server.publish(topic, data, compress);
   }
+  /** `server.requestIP(request)` (Bun's): see `Server.requestIP`. */
+  get requestIP(): Server["requestIP"] {
+    const server = this.#server;
+    return (request) => server.requestIP(request);
+  }
   /** The server itself. */
   get server(): Server {
     return this.#server;
   }
   get clientAddress(): string {
     return this.#ev.clientAddress;
+  }
+  get remoteAddr(): { transport: "tcp"; hostname: string; port: number } {
+    const ip = this.#server.requestIP(this.#ev.request);
+    return { transport: "tcp", hostname: ip?.address ?? "", port: ip?.port ?? 0 };
   }
   get clientCertificate(): ClientCertificate | null {
     return this.#ev.clientCertificate;
@@ -1258,6 +1325,7 @@ class EventInfo implements ServeInfo, ExecutionContext {
   [Symbol.for("nodejs.util.inspect.custom")](): object {
     return {
       clientAddress: this.clientAddress,
+      remoteAddr: this.remoteAddr,
       clientCertificate: this.clientCertificate,
       waitUntil: this.waitUntil,
       passThroughOnException: passThrough,
@@ -1277,12 +1345,62 @@ export function serve(options: ServeOptions): Server {
     throw optionError(`serve() needs an options object with a fetch function, got ${got(options)}`);
   if (typeof options.fetch !== "function")
     throw optionError(`serve() needs a fetch function in its options, got ${got(options.fetch)} for fetch`);
-  const { fetch, ...rest } = options;
+  const { fetch, error, onError: deno, onListen, signal, ...rest } = options;
+  for (const [name, f] of [
+    ["error", error],
+    ["onError", deno],
+    ["onListen", onListen],
+  ] as const)
+    if (f !== undefined && typeof f !== "function") throw optionError(`${name} must be a function, got ${got(f)}`);
+  if (error !== undefined && deno !== undefined) throw optionError("error and onError are the same option: give one");
+  if (
+    signal !== undefined &&
+    (signal === null ||
+      typeof signal !== "object" ||
+      typeof signal.aborted !== "boolean" ||
+      typeof signal.addEventListener !== "function")
+  )
+    throw optionError(`signal must be an AbortSignal, got ${got(signal)}`);
+  const onError = error ?? deno;
   const server = new Server(rest);
-  server.addEventListener("fetch", (ev) => {
-    const info = new EventInfo(ev, server);
-    ev.respondWith(fetch(ev.request, info, info));
-  });
+  server.addEventListener(
+    "fetch",
+    onError === undefined
+      ? (ev) => {
+          const info = new EventInfo(ev, server);
+          ev.respondWith(fetch(ev.request, info, info));
+        }
+      : (ev) => {
+          const info = new EventInfo(ev, server);
+          let r: unknown;
+          try {
+            r = fetch(ev.request, info, info);
+          } catch (e) {
+            // A throw of onError itself reaches the listener's caller: 500, reported.
+            ev.respondWith(onError(e));
+            return;
+          }
+          if (r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function")
+            r = Promise.resolve(r).catch(onError);
+          ev.respondWith(r);
+        },
+  );
   server.listenSync();
+  if (signal !== undefined) {
+    const stop = () => void server.close();
+    if (signal.aborted) stop();
+    else {
+      signal.addEventListener("abort", stop, { once: true });
+      void server.finished.then(() => signal.removeEventListener("abort", stop));
+    }
+  }
+  if (onListen !== undefined) {
+    try {
+      onListen(server.addr);
+    } catch (e) {
+      void server.close({ force: true });
+      throw e;
+    }
+  }
   return server;
 }

@@ -23,7 +23,7 @@
 //! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each WebSocket payload in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
 //! | `requestHead` | slot id | a REQUEST record's URL and packed headers as one string, once |
-//! | `requestMethod/ClientAddress` | slot id | a method other than those with a code; the client's address |
+//! | `requestMethod/ClientAddress/ClientPort` | slot id | a method other than those with a code; the client's address; its TCP port |
 //! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
 //! | `bodyCollect` | slot id | the whole body as a Buffer, or `PULL_PENDING` when a BODY_FULL/BODY_ERROR record will follow, `COLLECT_DEFERRED` when it follows once `bodyResume` ran on a later turn |
@@ -129,6 +129,10 @@ calls! {
     /// `requestClientAddress(id)`: the client's IP address.
     c"requestClientAddress" => fn request_client_address(core, _env; id: u32) -> Option<String> {
         Ok(core.request_client_address(id))
+    }
+    /// `requestClientPort(id)`: the client's TCP port.
+    c"requestClientPort" => fn request_client_port(core, _env; id: u32) -> Option<u32> {
+        Ok(core.request_client_port(id))
     }
     /// `requestClientCertificate(id)`: the verified client certificate of an HTTPS request
     /// (mTLS), or `null`.
@@ -475,6 +479,7 @@ returned_as_napi_rs_converts!(
     f64,
     String,
     Option<String>,
+    Option<u32>,
     Vec<String>,
     Option<crate::tls::ClientCertificateInfo>,
     Option<BufferSlice<'_>>,

@@ -384,6 +384,10 @@ impl Core {
         })
     }
 
+    pub fn request_client_port(&self, id: u32) -> Option<u32> {
+        Some(u32::from(self.js.slab.get(SlotId(id))?.req.remote.port()))
+    }
+
     pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
         let live = self.js.slab.get(SlotId(id))?;
         live.req.tls.as_ref()?.client_certificate.as_ref().map(tls::ClientCertificateInfo::from)

@@ -13,7 +13,7 @@ import zlib from "node:zlib";
 import { createYoga, createSchema } from "graphql-yoga";
 import { createServerAdapter, Response as PonyfillResponse } from "@whatwg-node/server";
 import { Hono } from "hono";
-import { send, serveReference, startReference, stopReference } from "./helpers.mjs";
+import { send, serveReference, startReference, stopReference, waitFor } from "./helpers.mjs";
 
 const NodeResponse = globalThis.Response;
 const GZIP_TEXT = "compressed upstream text, ".repeat(40);
@@ -606,6 +606,193 @@ function defineTests() {
     });
   });
 
+  describe("serve(): Bun's and Deno's server members and options", () => {
+    test("requestIP (Bun) and info.remoteAddr (Deno) give the client's address and port", async () => {
+      let kept;
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch(req, info) {
+          kept = req;
+          return Response.json({
+            viaServer: server.requestIP(req),
+            viaInfo: info.requestIP(req),
+            remoteAddr: info.remoteAddr,
+            // Node's own Request (the global one) is not this server's: null and false,
+            // not a TypeError from its missing fields.
+            foreign: server.requestIP(new Request("http://127.0.0.1/")),
+            foreignUpgrade: server.upgrade(new Request("http://127.0.0.1/", { headers: { upgrade: "websocket" } })),
+            notRequest: server.requestIP({}),
+          });
+        },
+      });
+      const other = serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("x") });
+      const r = await getFrom(server.port, "/");
+      assert.equal(r.status, 200);
+      const want = { address: "127.0.0.1", family: "IPv4", port: r.localPort };
+      assert.deepEqual(JSON.parse(r.body), {
+        viaServer: want,
+        viaInfo: want,
+        remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: r.localPort },
+        foreign: null,
+        foreignUpgrade: false,
+        notRequest: null,
+      });
+      // Another server's request, and one whose exchange is over, give null too.
+      assert.equal(other.requestIP(kept), null);
+      assert.equal(server.requestIP(kept), null);
+      await Promise.all([server.close(), other.close()]);
+    });
+
+    test("requestIP over IPv6 says IPv6", async (t) => {
+      let server;
+      try {
+        server = serve({ port: 0, hostname: "::1", fetch: (req) => Response.json(server.requestIP(req)) });
+      } catch (e) {
+        t.skip(`no IPv6 loopback here: ${e.message}`);
+        return;
+      }
+      const r = await getFrom(server.port, "/", "::1");
+      assert.deepEqual(JSON.parse(r.body), { address: "::1", family: "IPv6", port: r.localPort });
+      await server.close();
+    });
+
+    for (const name of ["error", "onError"]) {
+      test(`${name}: answers for a handler that throws or rejects; if it throws too, 500 and reported`, async () => {
+        const reported = [];
+        const server = serve({
+          port: 0,
+          hostname: "127.0.0.1",
+          fetch(req) {
+            const path = new URL(req.url).pathname;
+            if (path === "/throw") throw new Error("thrown");
+            if (path === "/reject") return Promise.reject(new Error("rejected"));
+            if (path === "/both") throw new Error("first");
+            return new Response("fine");
+          },
+          [name](error) {
+            if (error.message === "first") throw new Error("handler failed too");
+            return new Response(`handled ${error.message}`, { status: 503 });
+          },
+        });
+        server.addEventListener("error", ({ error }) => reported.push(error.message));
+        const thrown = await send(server.port, { path: "/throw" });
+        assert.deepEqual([thrown.status, thrown.body.toString()], [503, "handled thrown"]);
+        const rejected = await send(server.port, { path: "/reject" });
+        assert.deepEqual([rejected.status, rejected.body.toString()], [503, "handled rejected"]);
+        const fine = await send(server.port, { path: "/" });
+        assert.deepEqual([fine.status, fine.body.toString()], [200, "fine"]);
+        const both = await send(server.port, { path: "/both" });
+        assert.equal(both.status, 500);
+        // Only the error the error handler could not answer is reported.
+        assert.deepEqual(reported, ["handler failed too"]);
+        await server.close();
+      });
+    }
+
+    test("error and onError are checked", () => {
+      const fetch = () => new Response("x");
+      for (const [options, message] of [
+        [{ error: "nope" }, /error must be a function, got the string "nope"/],
+        [{ onError: 1 }, /onError must be a function, got the number 1/],
+        [{ onListen: {} }, /onListen must be a function, got an object/],
+        [{ error: fetch, onError: fetch }, /error and onError are the same option/],
+        [{ signal: {} }, /signal must be an AbortSignal, got an object/],
+        [{ signal: null }, /signal must be an AbortSignal, got null/],
+      ])
+        assert.throws(
+          () => serve({ port: 0, hostname: "127.0.0.1", fetch, ...options }),
+          (e) => e.code === "ERR_INVALID_OPTION" && message.test(e.message),
+        );
+    });
+
+    test("onListen gets the address once the server listens; one that throws closes it", async () => {
+      const calls = [];
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch: () => new Response("x"),
+        onListen: (addr) => calls.push({ ...addr, accepts: addr.port > 0 }),
+      });
+      assert.deepEqual(calls, [{ transport: "tcp", hostname: "127.0.0.1", port: server.port, accepts: true }]);
+      assert.deepEqual(server.addr, { transport: "tcp", hostname: "127.0.0.1", port: server.port });
+      assert.equal(server.hostname, "127.0.0.1");
+      await server.close();
+
+      let port = 0;
+      assert.throws(
+        () =>
+          serve({
+            port: 0,
+            hostname: "127.0.0.1",
+            fetch: () => new Response("x"),
+            onListen: (addr) => {
+              port = addr.port;
+              throw new Error("listen hook failed");
+            },
+          }),
+        /listen hook failed/,
+      );
+      assert.ok(port > 0);
+      await untilRefused(port);
+    });
+
+    test("signal: aborting it closes the server gracefully; an aborted one closes it at once", async () => {
+      const controller = new AbortController();
+      let release;
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        signal: controller.signal,
+        fetch: () => new Promise((resolve) => (release = () => resolve(new Response("late but whole")))),
+      });
+      const inFlight = send(server.port, { path: "/" });
+      await waitFor(() => release !== undefined);
+      controller.abort();
+      await untilRefused(server.port);
+      release();
+      const r = await inFlight;
+      assert.deepEqual([r.status, r.body.toString()], [200, "late but whole"]);
+      await server.finished;
+
+      const early = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        signal: AbortSignal.abort(),
+        fetch: () => new Response("x"),
+      });
+      await early.finished;
+      assert.equal(await refused(early.port), true);
+    });
+
+    test("stop(), shutdown() and finished", async () => {
+      const a = serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("a") });
+      let done = false;
+      void a.finished.then(() => (done = true));
+      assert.equal((await send(a.port, { path: "/" })).body.toString(), "a");
+      assert.equal(done, false);
+      await a.shutdown();
+      assert.equal(done, true);
+      assert.equal(await refused(a.port), true);
+
+      // stop(true) closes connections with a request in progress instead of waiting.
+      const b = serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Promise(() => {}) });
+      const hung = send(b.port, { path: "/" }).then(
+        () => "answered",
+        () => "cut",
+      );
+      await waitFor(() => b.stats().pendingRequests === 1);
+      await b.stop(true);
+      assert.equal(await hung, "cut");
+      await b.finished;
+
+      // A server never listened to finishes when closed.
+      const c = new Server({ port: 0 });
+      await c.close();
+      await c.finished;
+    });
+  });
+
   describe("options as users write them", () => {
     test("port as a string of digits, as process.env.PORT gives it", async () => {
       const s = new Server({ port: "0", host: "127.0.0.1" });
@@ -652,6 +839,40 @@ function defineTests() {
       );
     });
   });
+}
+
+/** One GET over a new connection: status, body text and the client's local port. */
+function getFrom(port, path, host = "127.0.0.1") {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode, body, localPort: req.socket.localPort }));
+    });
+    req.on("error", reject);
+  });
+}
+
+/** Whether a connection to the port is refused (nothing listens there). */
+function refused(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.on("connect", () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.on("error", () => resolve(true));
+  });
+}
+
+/** Resolves once connections to the port are refused; throws after 5 s. */
+async function untilRefused(port) {
+  const end = Date.now() + 5000;
+  while (!(await refused(port))) {
+    if (Date.now() > end) throw new Error(`port ${port} still accepts`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 /** Everything a server sends for `head` until it closes, as latin1 text. */
