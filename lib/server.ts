@@ -370,6 +370,16 @@ export class Server {
     return { transport: "tcp", hostname: this.hostname, port: this.#port };
   }
 
+  /** Bun's `server.pendingRequests`: requests received and not yet answered. */
+  get pendingRequests(): number {
+    return this.stats().pendingRequests;
+  }
+
+  /** Bun's `server.pendingWebSockets`: WebSockets open. */
+  get pendingWebSockets(): number {
+    return this.stats().webSockets;
+  }
+
   /** Deno's `server.finished`: resolves once `close()` has finished. */
   get finished(): Promise<void> {
     return this.#finished;

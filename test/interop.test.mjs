@@ -781,7 +781,8 @@ function defineTests() {
         () => "answered",
         () => "cut",
       );
-      await waitFor(() => b.stats().pendingRequests === 1);
+      await waitFor(() => b.pendingRequests === 1);
+      assert.equal(b.pendingWebSockets, 0);
       await b.stop(true);
       assert.equal(await hung, "cut");
       await b.finished;
