@@ -56,6 +56,9 @@ export let eventInternals: {
   upgradable(ev: FetchEvent): boolean;
   /** Answers the event with `response` (a WebSocket's 101): see `#upgrade`. */
   upgrade(ev: FetchEvent, response: unknown): void;
+  /** A promise that resolves once the event is done (answered and its work settled, or
+   * the client gone): Deno's `info.completed`. Once an event: the caller keeps it. */
+  completed(ev: FetchEvent): Promise<void>;
 };
 
 export class FetchEvent {
@@ -78,6 +81,8 @@ export class FetchEvent {
   #aborted = false;
   // The 101 of `server.upgrade()`: the answer, whatever respondWith() is given.
   #upgraded: unknown = undefined;
+  // `completed`'s resolve, made when first asked for.
+  #onDone: (() => void) | null = null;
 
   private constructor(host: EventHost, id: number, flags: number, head: string, urlLength: number) {
     this.#host = host;
@@ -98,6 +103,8 @@ export class FetchEvent {
       id: (ev) => ev.#id,
       upgradable: (ev) => ev.#phase < SENT && ev.#upgraded === undefined && ev.#syncResponse === NONE,
       upgrade: (ev, response) => ev.#upgrade(response),
+      completed: (ev) =>
+        ev.#phase === DONE ? Promise.resolve() : new Promise<void>((resolve) => (ev.#onDone = resolve)),
     };
   }
 
@@ -266,6 +273,7 @@ export class FetchEvent {
     } else if (release) {
       this.#phase = DONE;
       this.#host.finish(this, true);
+      this.#onDone?.();
       return;
     }
     this.#maybeFinish();
@@ -293,6 +301,7 @@ export class FetchEvent {
     if (this.#phase === SENT && this.#pending === 0) {
       this.#phase = DONE;
       this.#host.finish(this, false);
+      this.#onDone?.();
     }
   }
 }

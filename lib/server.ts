@@ -1236,6 +1236,9 @@ export interface ServeInfo {
   /** Deno's `info.remoteAddr`: the client's address and port (`hostname` is
    * `clientAddress`). */
   readonly remoteAddr: { transport: "tcp"; hostname: string; port: number };
+  /** Deno's `info.completed`: resolves once the exchange is over (the response handed
+   * over whole or its stream ended, `waitUntil` work settled; or the client gone). */
+  readonly completed: Promise<void>;
   /** The client's verified certificate over HTTPS with `requestCert`, else `null`. */
   readonly clientCertificate: ClientCertificate | null;
   /** Keeps work alive after the response; `close()` waits for it. */
@@ -1282,6 +1285,7 @@ const NO_PROPS: Record<string, unknown> = Object.freeze({});
 class EventInfo implements ServeInfo, ExecutionContext {
   #ev: FetchEvent;
   #server: Server;
+  #completed: Promise<void> | null = null;
   constructor(ev: FetchEvent, server: Server) {
     this.#ev = ev;
     this.#server = server;
@@ -1308,6 +1312,9 @@ class EventInfo implements ServeInfo, ExecutionContext {
   }
   get clientAddress(): string {
     return this.#ev.clientAddress;
+  }
+  get completed(): Promise<void> {
+    return (this.#completed ??= eventInternals.completed(this.#ev));
   }
   get remoteAddr(): { transport: "tcp"; hostname: string; port: number } {
     const ip = this.#server.requestIP(this.#ev.request);

@@ -657,6 +657,62 @@ function defineTests() {
       await server.close();
     });
 
+    test("info.completed (Deno) resolves once the exchange is over: after a stream's end, after waitUntil work, and when the client leaves", async () => {
+      const log = [];
+      let leftStream;
+      const server = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        fetch(req, info) {
+          const path = new URL(req.url).pathname;
+          // Asked for twice: the same promise.
+          const completed = info.completed;
+          assert.equal(info.completed, completed);
+          completed.then(() => log.push(`completed ${path}`));
+          if (path === "/plain") return new Response("plain");
+          if (path === "/wait") {
+            info.waitUntil(new Promise((r) => setTimeout(r, 50)).then(() => log.push("work settled")));
+            return new Response("wait");
+          }
+          let n = 0;
+          const stream = new ReadableStream({
+            async pull(c) {
+              await new Promise((r) => setTimeout(r, 10));
+              if (path === "/leave") {
+                c.enqueue(new Uint8Array(64 * 1024));
+                return;
+              }
+              if (++n > 3) {
+                log.push("stream ended");
+                c.close();
+              } else c.enqueue(new TextEncoder().encode(`part ${n};`));
+            },
+          });
+          if (path === "/leave") leftStream = completed;
+          return new Response(stream);
+        },
+      });
+      assert.equal((await send(server.port, { path: "/plain" })).body.toString(), "plain");
+      await waitFor(() => log.includes("completed /plain"));
+      assert.equal((await send(server.port, { path: "/stream" })).body.toString(), "part 1;part 2;part 3;");
+      await waitFor(() => log.includes("completed /stream"));
+      assert.ok(log.indexOf("stream ended") < log.indexOf("completed /stream"), log.join());
+      assert.equal((await send(server.port, { path: "/wait" })).body.toString(), "wait");
+      await waitFor(() => log.includes("completed /wait"));
+      assert.ok(log.indexOf("work settled") < log.indexOf("completed /wait"), log.join());
+      // A client that reads the start of an endless stream and leaves.
+      await new Promise((resolve) => {
+        const sock = net.connect(server.port, "127.0.0.1", () => sock.write("GET /leave HTTP/1.1\r\nhost: x\r\n\r\n"));
+        sock.once("data", () => {
+          sock.destroy();
+          resolve();
+        });
+      });
+      await leftStream;
+      await waitFor(() => log.includes("completed /leave"));
+      await server.close();
+    });
+
     for (const name of ["error", "onError"]) {
       test(`${name}: answers for a handler that throws or rejects; if it throws too, 500 and reported`, async () => {
         const reported = [];
