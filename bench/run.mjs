@@ -271,7 +271,10 @@ async function measureAll(servers, ctx) {
     if (Date.now() > deadline) return { runs, incomplete: `stopped at the --max-minutes deadline before scenario ${scenario.name}` };
     const started = [];
     try {
-      for (const entry of servers.filter((e) => !broken.has(e.name) && modesOf(e, opts.modes).length > 0)) {
+      // A server that answers only some scenarios (its `scenarios`) is left out of the others.
+      const serves = (e) =>
+        !broken.has(e.name) && modesOf(e, opts.modes).length > 0 && (e.scenarios?.includes(scenario.name) ?? true);
+      for (const entry of servers.filter(serves)) {
         let server;
         try {
           server = await startServer(entry, { root: ROOT, pinCore: plan.serverCpus });

@@ -14,6 +14,7 @@ import { isAbsolute, join } from "node:path";
  * - `requires`: files (relative to the repository root) it cannot start without; when one is
  *   missing the runner skips the server and prints `missingHint`.
  * - `protocols`: "h1" (HTTP/1.1: plain and pipelined modes) and/or "h2c" (HTTP/2 prior knowledge).
+ * - `scenarios`: the names of the scenarios it answers, where not all (left out of the others).
  * - `mainThread`: what the main thread's CPU column means: "js" (Node: the JS thread), "main"
  *   (Bun, Deno: their main thread, which runs JS and most of their HTTP work), null (no JS).
  * - `version`: how to print the runtime's version for the header (a command), if not Node's.
@@ -26,6 +27,7 @@ const PEERS_HINT = "install the peers with `npm --prefix bench install` (bench/R
 const BUN = "bench/node_modules/.bin/bun";
 const DENO = "bench/node_modules/.bin/deno";
 const HYPER = "target/release/examples/hyper-baseline";
+const LEAN = "target/release/examples/lean-h1";
 
 // What the entries of one runtime share (plain and TLS alike; TLS servers get `tls: true`).
 const FETCH_RS = {
@@ -244,6 +246,17 @@ export const SERVERS = [
     requires: [HYPER],
     missingHint: "build it with `cargo build --release --example hyper-baseline` in the repository root",
     protocols: ["h1", "h2c"],
+    mainThread: null,
+  },
+  {
+    name: "lean",
+    title: "a lean HTTP/1.1 path on tokio, no hyper, no JavaScript (examples/lean-h1.rs): json and text only",
+    command: LEAN,
+    args: [],
+    requires: [LEAN],
+    missingHint: "build it with `cargo build --release --example lean-h1` in the repository root",
+    protocols: ["h1"],
+    scenarios: ["json", "text"],
     mainThread: null,
   },
 ];
