@@ -512,9 +512,11 @@ export class Server {
 
   /**
    * Node's loop ran out of work while this server is unref'd: where requests are in flight
-   * (received and not yet answered, whether still in the network or in a handler waiting on
-   * it, e.g. for a body still arriving), a short timer keeps the loop going, and the check
-   * comes again when it is done. Nothing is added to the doorbell's path.
+   * (`pendingRequests`: handed to the handlers and not yet answered, e.g. one reading a body
+   * still arriving), a short timer keeps the loop going, and the check comes again when it is
+   * done. Nothing is added to the doorbell's path. Not counted: a small body of declared
+   * length still arriving (read before the handlers get its request), a streamed response
+   * after its head.
    */
   #holdWhilePending = (): void => {
     if (this.#listening && this.#closing === null && this.#native.stats()[4] > 0) setTimeout(noop, KEEPER_MS);
