@@ -226,3 +226,24 @@ test("ref() and unref() on a server that never listened, in this process", async
   await server.close();
   assert.equal(server.unref(), undefined);
 });
+
+test("an unref'd server in a worker thread lets the worker end by itself", async () => {
+  const { Worker } = await import("node:worker_threads");
+  for (const threads of [1, 0]) {
+    const w = new Worker(
+      `const { serve, Response } = await import(${dist});
+      const server = serve({ port: 0, host: "127.0.0.1", workerThreads: ${threads}, fetch: () => new Response("w") });
+      server.unref();
+      const res = await fetch(server.url);
+      (await import("node:worker_threads")).parentPort.postMessage(await res.text());`,
+      { eval: true },
+    );
+    const got = [];
+    w.on("message", (m) => got.push(m));
+    const killer = setTimeout(() => void w.terminate(), 8000);
+    const [code] = await once(w, "exit");
+    clearTimeout(killer);
+    assert.deepEqual(got, ["w"], `workerThreads: ${threads}`);
+    assert.equal(code, 0, `workerThreads: ${threads}: the worker had to be terminated`);
+  }
+});
