@@ -114,6 +114,7 @@ interface ServerHandle {
   close(graceMs: number): void;
   forceClose(): void;
   shutdown(): void;
+  setRef(on: boolean): void;
   setTls(entries: NativeTls[]): void;
   stats(): number[];
 }
@@ -198,6 +199,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     close: (graceMs) => s.close(graceMs),
     forceClose: () => s.forceClose(),
     shutdown: () => s.shutdown(),
+    setRef: (on) => s.setRef(on),
     setTls: (entries) => s.setTls(entries),
     stats: () => s.stats(),
     drain: (records, texts) => {

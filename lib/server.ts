@@ -172,6 +172,13 @@ const LARGE_READS = 2;
  * reads only part of it, delays the others by this much, once.
  */
 const LARGE_READ_WAIT_MS = 10;
+/**
+ * How often an unref'd server with requests in flight asks whether they are all answered
+ * (`#holdWhilePending`): the process may outlive its last request by this much.
+ */
+const KEEPER_MS = 20;
+
+function noop(): void {}
 
 function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
@@ -340,6 +347,8 @@ export class Server {
   #host: EventHost & RequestSource;
   #finished: Promise<void>;
   #onFinished!: () => void;
+  /** `unref()` was called (and not undone by `ref()`): the server lets the process exit. */
+  #unrefd = false;
 
   constructor(options: ServerOptions = {}) {
     this.#options = validate(options);
@@ -438,6 +447,7 @@ export class Server {
       throw nativeError(e);
     }
     this.#listening = true;
+    if (this.#unrefd) this.#setRef(false);
   }
 
   /**
@@ -450,12 +460,16 @@ export class Server {
       if (options?.force && this.#listening) this.#native.forceClose();
       return this.#closing;
     }
+    if (this.#unrefd) process.off("beforeExit", this.#holdWhilePending);
     if (!this.#listening) {
       this.#closing = Promise.resolve();
       this.#onFinished();
       return this.#closing;
     }
     const closed = new Promise<void>((resolve) => (this.#onClosed = resolve));
+    // A close is work in flight: an unref'd server is held until it is done (an awaited
+    // close() would otherwise leave the process with an unsettled promise).
+    if (this.#unrefd) this.#setRef(true);
     this.#native.close(this.#options.shutdownTimeout);
     if (options?.force) this.#native.forceClose();
     this.#closing = closed.then(async () => {
@@ -466,6 +480,47 @@ export class Server {
     });
     return this.#closing;
   }
+
+  /**
+   * Bun's and Deno's `server.unref()`: the process may exit while the server listens, once
+   * nothing else keeps Node's event loop alive. Requests that arrive while it lives are
+   * served, and requests in flight (received, not yet answered) keep it alive until answered.
+   * Callable before `listen()`; after `close()` it does nothing.
+   */
+  unref(): void {
+    if (this.#closing !== null || this.#unrefd) return;
+    this.#unrefd = true;
+    process.on("beforeExit", this.#holdWhilePending);
+    if (this.#listening) this.#setRef(false);
+  }
+
+  /** Bun's and Deno's `server.ref()`: undoes `unref()` (a server is ref'd by default). */
+  ref(): void {
+    if (this.#closing !== null || !this.#unrefd) return;
+    this.#unrefd = false;
+    process.off("beforeExit", this.#holdWhilePending);
+    if (this.#listening) this.#setRef(true);
+  }
+
+  #setRef(on: boolean): void {
+    try {
+      this.#native.setRef(on);
+    } catch (e) {
+      throw nativeError(e);
+    }
+  }
+
+  /**
+   * Node's loop ran out of work while this server is unref'd: where requests are in flight
+   * (`pendingRequests`: handed to the handlers and not yet answered, e.g. one reading a body
+   * still arriving), a short timer keeps the loop going, and the check comes again when it is
+   * done. Nothing is added to the doorbell's path. Not counted: a small body of declared
+   * length still arriving (read before the handlers get its request), a streamed response
+   * after its head.
+   */
+  #holdWhilePending = (): void => {
+    if (this.#listening && this.#closing === null && this.#native.stats()[4] > 0) setTimeout(noop, KEEPER_MS);
+  };
 
   /** Bun's `server.stop(closeActiveConnections)`: `close()`, forced when the argument is true. */
   stop(closeActiveConnections = false): Promise<void> {

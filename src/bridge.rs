@@ -450,6 +450,21 @@ impl Doorbell {
         drop(old);
     }
 
+    /// Whether the doorbell keeps Node's event loop alive (`server.ref()`/`unref()`). A
+    /// ring still wakes a loop that other work keeps running. JS thread only (`env`).
+    pub fn set_ref(&self, env: &napi::Env, on: bool) -> napi::Result<()> {
+        let mut g = self.callback.write().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            // napi-rs marks these deprecated for their use as a count of threads; here they
+            // are Node-API's own ref/unref of the function's async handle.
+            #[allow(deprecated)]
+            Some(f) if on => f.refer(env),
+            #[allow(deprecated)]
+            Some(f) => f.unref(env),
+            None => Ok(()),
+        }
+    }
+
     /// Queues an event. JS is rung when the tokio worker runs out of work
     /// (`ring_if_waiting`, from `on_thread_park`), so everything a busy worker produces
     /// in one round reaches JS in one batch; a long queue rings at once.

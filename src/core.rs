@@ -752,6 +752,18 @@ impl Core {
         Ok(())
     }
 
+    /// `server.ref()`/`unref()`: whether the doorbell (threaded) or the poll handle
+    /// (in-thread) keeps Node's event loop alive. Nothing to do before `listen` or after
+    /// `shutdown`: JS applies its state when it listens.
+    pub fn set_ref(&mut self, env: &Env, on: bool) -> BridgeResult<()> {
+        if let Some(d) = self.local {
+            // SAFETY: alive until `LocalDriver::close`, which also clears `local`.
+            unsafe { (*d).set_ref(on) };
+            return Ok(());
+        }
+        Ok(self.js.doorbell.set_ref(env, on)?)
+    }
+
     /// Forces every connection closed now (after or instead of a graceful close).
     pub fn force_close(&mut self) {
         if let Some(phase) = self.phase.as_ref() {

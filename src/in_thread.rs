@@ -231,6 +231,7 @@ struct Uv {
     timer_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
     timer_start: unsafe extern "C" fn(*mut c_void, TimerCb, u64, u64) -> c_int,
     unref: unsafe extern "C" fn(*mut c_void),
+    ref_: unsafe extern "C" fn(*mut c_void),
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
 }
 
@@ -261,6 +262,7 @@ impl Uv {
                 timer_init: sym(c"uv_timer_init")?,
                 timer_start: sym(c"uv_timer_start")?,
                 unref: sym(c"uv_unref")?,
+                ref_: sym(c"uv_ref")?,
                 close: sym(c"uv_close")?,
             })
         }
@@ -393,6 +395,23 @@ impl LocalDriver {
         self.js_again.set(true);
         // SAFETY: the timer handle lives until the driver closes.
         unsafe { (self.uv.timer_start)(self.timer.cast(), on_timer, 0, 10) };
+    }
+
+    /// Whether the poll handle keeps Node's loop alive (`server.ref()`/`unref()`): unref'd,
+    /// it still runs turns while other work keeps the loop going. The timer is always
+    /// unref'd.
+    pub fn set_ref(&self, on: bool) {
+        if self.closed.get() {
+            return;
+        }
+        // SAFETY: the poll handle lives until the driver closes; both calls are idempotent.
+        unsafe {
+            if on {
+                (self.uv.ref_)(self.poll.cast())
+            } else {
+                (self.uv.unref)(self.poll.cast())
+            }
+        }
     }
 
     pub fn handle(&self) -> tokio::runtime::Handle {

@@ -14,6 +14,7 @@
 //! | `new NativeServer(options)`, `.handle` | validated options | JS thread; nothing starts |
 //! | `.listen(doorbell)` | fn rung with no arguments when events wait | binds now, starts tokio; returns the port |
 //! | `.close(graceMs)`, `.forceClose()`, `.shutdown()` | | drain then force; a CLOSED record follows; then release |
+//! | `.setRef(on)` | boolean | JS thread; whether the listening server keeps Node's loop alive |
 //! | `.setTls(entries)` | PEM entries | new TLS connections use them; throws `ERR_TLS_CONFIG` and keeps the old ones |
 //! | `.stats()` | | `[activeConnections, totalRequests, requestsPerSecond, avgLatencyMs, pendingRequests, tlsHandshakes, tlsHandshakeFailures, webSockets]` |
 //!

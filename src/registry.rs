@@ -130,6 +130,13 @@ impl NativeServer {
         })
     }
 
+    /// `server.ref()` (true) / `server.unref()` (false): whether the server keeps Node's
+    /// event loop alive while it listens.
+    #[napi(catch_unwind)]
+    pub fn set_ref(&self, env: Env, on: bool) -> napi::Result<(), ErrorKind> {
+        on_core(self.handle, |c| c.set_ref(&env, on))
+    }
+
     /// New certificates (see `Core::set_tls`); throws `ERR_TLS_CONFIG` and keeps the old ones.
     #[napi(catch_unwind)]
     pub fn set_tls(&self, entries: Vec<crate::tls::NativeTls>) -> napi::Result<(), ErrorKind> {
