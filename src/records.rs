@@ -285,6 +285,11 @@ pub async fn handshake(io: WholeRecords, config: Arc<rustls::ServerConfig>) -> s
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let peer_certificate = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
     let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
+    // A client that lists TLS 1.3 suites without offering the version gets TLS 1.2, whose
+    // records are not done here (`takes` cannot see the versions offered).
+    if kernel.protocol_version() != rustls::ProtocolVersion::TLSv1_3 {
+        return Err(invalid("TLS 1.2 negotiated by a client listing TLS 1.3 suites; not served"));
+    }
     let n = plain.len();
     plain.extend_from_slice(&inbuf);
     Ok(Handshaken { io, inbuf: plain, plain: n, peer_closed, secrets, kernel, h2, peer_certificate })

@@ -96,20 +96,24 @@ test("curl --tlsv1.3 and --tls-max 1.2", async (t) => {
   const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
   try {
     for (const flags of [["--tlsv1.3"], ["--tlsv1.2", "--tls-max", "1.2"]]) {
-      const { stdout } = await run("curl", [
-        "-s",
-        ...flags,
-        "--cacert",
-        ca,
-        "--resolve",
-        `localhost:${server.port}:127.0.0.1`,
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        `https://localhost:${server.port}/size/20000`,
-        `https://localhost:${server.port}/size/7`,
-      ], { encoding: "latin1", maxBuffer: 1 << 20 });
+      const { stdout } = await run(
+        "curl",
+        [
+          "-s",
+          ...flags,
+          "--cacert",
+          ca,
+          "--resolve",
+          `localhost:${server.port}:127.0.0.1`,
+          "-o",
+          "-",
+          "-w",
+          "\n%{http_code}",
+          `https://localhost:${server.port}/size/20000`,
+          `https://localhost:${server.port}/size/7`,
+        ],
+        { encoding: "latin1", maxBuffer: 1 << 20 },
+      );
       // Two answers on one connection, each followed by its status.
       const expected = pattern(20_000).toString("latin1") + "\n200" + pattern(7).toString("latin1") + "\n200";
       assert.equal(stdout, expected, flags.join(" "));
@@ -265,7 +269,10 @@ test("plain HTTP and garbage on the TLS port get rustls' alert at once (the Clie
         s.on("error", () => {});
       });
     // A plain request's first five bytes read as a record header would claim 12,064 bytes.
-    for (const junk of ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", Buffer.from([0x16, 0x04, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])]) {
+    for (const junk of [
+      "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+      Buffer.from([0x16, 0x04, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]),
+    ]) {
       const got = await reply(junk);
       assert.equal(got[0], 0x15, `an alert record answers ${JSON.stringify(String(junk).slice(0, 8))}`);
     }
