@@ -21,6 +21,12 @@ const MAX_PLAIN: usize = 1 << 14;
 /// The largest ciphertext of a record (RFC 8446 section 5.2), header apart.
 const MAX_CIPHER: usize = MAX_PLAIN + 256;
 const HEADER: usize = 5;
+/// What a read asks of the socket while no larger record is under way, and the read buffer's
+/// size at rest (as rustls' own read buffer): an idle connection holds this much, not a whole
+/// record's 16 KiB.
+const READ_SIZE: usize = 4096;
+/// A write `Vec` grown past this by a large response is let go once it is sent.
+const OUT_KEEP: usize = 4096;
 const TAG: usize = 16;
 const APPLICATION_DATA: u8 = 0x17;
 const ALERT: u8 = 0x15;
@@ -344,7 +350,8 @@ struct State {
     /// Records sealed with one key before the next is taken (the suite's confidentiality limit).
     tx_limit: u64,
     /// Received bytes: `[start..end)` not yet opened; `plain` opened and not yet taken.
-    inbuf: Box<[u8]>,
+    /// `READ_SIZE` long, grown to a whole record while one larger is read.
+    inbuf: Vec<u8>,
     start: usize,
     end: usize,
     plain: (usize, usize),
@@ -372,10 +379,7 @@ pub fn split(h: Handshaken) -> std::io::Result<(crate::cork::ReadHalf, crate::co
     let rx = Direction::new(h.secrets.rx)?;
     let tx = Direction::new(h.secrets.tx)?;
     let tx_limit = h.kernel.negotiated_cipher_suite().tls13().map_or(u64::MAX, |s| s.common.confidentiality_limit);
-    // Room for a whole record (what is opened is taken before the next read), or for what
-    // came with the handshake.
-    let size = (HEADER + MAX_CIPHER).max(h.inbuf.len());
-    let mut inbuf = vec![0u8; size].into_boxed_slice();
+    let mut inbuf = vec![0u8; READ_SIZE.max(h.inbuf.len())];
     inbuf[..h.inbuf.len()].copy_from_slice(&h.inbuf);
     let state = State {
         io: h.io,
@@ -542,6 +546,9 @@ impl State {
         }
         self.out.clear();
         self.sent = 0;
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
         Ok(true)
     }
 
@@ -637,7 +644,16 @@ impl AsyncRead for RecRead {
                 s.start = 0;
             }
             if s.end == s.inbuf.len() {
-                return Poll::Ready(Err(s.fail(INTERNAL_ERROR, "TLS read buffer full")));
+                // Full with part of one record (whole ones are opened): one larger than the
+                // buffer, which grows to the largest record for it.
+                if s.inbuf.len() >= HEADER + MAX_CIPHER {
+                    return Poll::Ready(Err(s.fail(INTERNAL_ERROR, "TLS read buffer full")));
+                }
+                s.inbuf.resize(HEADER + MAX_CIPHER, 0);
+            } else if s.end == 0 && s.inbuf.len() > READ_SIZE {
+                // Nothing held: back to the size at rest.
+                s.inbuf.truncate(READ_SIZE);
+                s.inbuf.shrink_to_fit();
             }
             let end = s.end;
             let mut reader = crate::tls::SocketReader { io: &mut s.io, cx, drained: false };

@@ -176,6 +176,40 @@ test("openssl s_client key updates (K asks for ours, k does not): requests befor
   }
 });
 
+test("openssl s_client with a HelloRetryRequest (a key share for P-521, which the server lacks) is served", async (t) => {
+  if (!(await hasTool("openssl", "version"))) return t.skip("openssl is not installed");
+  const server = await startTls();
+  const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
+  const client = spawn("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${server.port}`,
+    "-CAfile",
+    ca,
+    "-servername",
+    "localhost",
+    "-tls1_3",
+    "-groups",
+    "P-521:P-256",
+    "-crlf",
+    "-msg",
+  ]);
+  let out = "";
+  client.stdout.setEncoding("latin1");
+  client.stdout.on("data", (d) => (out += d));
+  client.stderr.on("data", (d) => (out += d));
+  try {
+    await waitFor(() => out.includes("Verify return code: 0"), 5_000);
+    // Two ClientHellos: the second after the server's retry request.
+    assert.equal((out.match(/>>> TLS 1\.3, Handshake \[length [0-9a-f]+\], ClientHello/g) ?? []).length, 2);
+    client.stdin.write("GET /size/20000 HTTP/1.1\nHost: localhost\n\n");
+    await waitFor(() => out.includes(pattern(20_000).subarray(-64).toString("latin1")), 5_000);
+  } finally {
+    client.kill();
+    await server.close();
+  }
+});
+
 /**
  * A TLS client whose records pass through `tap` on their way out: it may change them
  * (`change(chunk)` returns what is sent) once `armed`. Resolves once connected.
