@@ -3,14 +3,16 @@
 // that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
 // stopped answering, or logged a panic.
 // Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
-//           [--targets http1,h2c,tls,tls-h2,ws]
+//           [--targets http1,h2c,tls,tls-h2,tls-records,ws]
 //
 // Targets: `http1` mutated HTTP/1.1 requests; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
 // server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
-// frames; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
+// frames; `tls-records` a real TLS 1.3 handshake (ALPN http/1.1; records done by fetch-rs,
+// src/records.rs), sometimes a request, then raw record bytes past the TLS client: headers of any
+// type and length, random bodies (a bad tag), in pieces; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
 // WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
-// of the targets given (default: all five).
+// of the targets given (default: all six).
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
@@ -26,7 +28,7 @@ import { maskedFrame } from "./ws-frame.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2", "ws"] };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2", "tls-records", "ws"] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -40,10 +42,10 @@ function parseArgs(argv) {
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
     else if (a === "--targets") {
       o.targets = String(argv[++i]).split(",");
-      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
+      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2", "tls-records", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
     }
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2,ws]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2,tls-records,ws]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -437,6 +439,22 @@ function makeCase() {
     const bytes = Buffer.concat([H2_PREFACE, r.bytes]);
     return { target, bytes, how: `${target}:${r.how}`, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
   }
+  if (target === "tls-records") {
+    // Records after the handshake, as the server's record layer reads them: a header (the
+    // usual type or any, a length up to past the 16,640-byte limit) and a random body.
+    const records = [];
+    let how = "";
+    for (let i = 0, n = 1 + int(3); i < n; i++) {
+      const type = rand() < 0.7 ? 0x17 : int(256);
+      const len = rand() < 0.2 ? 16_600 + int(100) : int(300);
+      const body = randomBytes(rand() < 0.5 ? len : int(len + 1));
+      records.push(Buffer.from([type, 3, 3, len >> 8, len & 0xff]), body);
+      how += `${how ? "+" : ""}${type.toString(16)}/${len}`;
+    }
+    if (rand() < 0.1) records.push(randomBytes(1 + int(64)));
+    const request = rand() < 0.5;
+    return { target, bytes: Buffer.concat(records), request, how: `tls-records:${request ? "req+" : ""}${how}`, pieces: rand() < 0.3 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
+  }
   if (target === "tls") {
     let bytes;
     let how;
@@ -486,12 +504,16 @@ function makeHttp1Case() {
 /** Runs one case on a fresh connection; resolves with the first status seen (or none/garbage). */
 function runCase(ports, c) {
   return new Promise((resolve) => {
-    const secure = c.target === "tls" || c.target === "tls-h2";
+    const secure = c.target === "tls" || c.target === "tls-h2" || c.target === "tls-records";
     const port = secure ? ports.tls : ports.plain;
+    // tls-records: the raw socket under a TLS client, written to past it after the handshake.
+    const raw = c.target === "tls-records" ? net.connect(port, "127.0.0.1") : null;
     const sock =
       c.target === "tls-h2"
         ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ALPNProtocols: ["h2"], rejectUnauthorized: false })
-        : net.connect(port, "127.0.0.1");
+        : raw !== null
+          ? tls.connect({ socket: raw, servername: "localhost", ALPNProtocols: ["http/1.1"], minVersion: "TLSv1.3", rejectUnauthorized: false })
+          : net.connect(port, "127.0.0.1");
     const chunks = [];
     const { finish, arm, ended } = caseEnd(sock, (how) => {
       const data = Buffer.concat(chunks);
@@ -501,6 +523,8 @@ function runCase(ports, c) {
       // HTTP/2 and TLS: whether the server answered with frames / an alert at all.
       if (c.target === "h2c" || c.target === "tls-h2") status = data.length >= 9 ? `h2-frames` : "none";
       if (c.target === "tls") status = data.length > 0 && data[0] === 0x15 ? "tls-alert" : data.length > 0 ? "tls-other" : "none";
+      if (c.target === "tls-records") status = data.length > 0 ? "answered" : "none";
+      raw?.destroy();
       resolve({ status: `${c.target}:${status}`, closedBy: how });
     });
     sock.on("data", (d) => {
@@ -510,11 +534,17 @@ function runCase(ports, c) {
     sock.on("end", () => finish("server"));
     sock.on("close", () => finish("server"));
     sock.on("error", () => finish("server"));
-    sock.on(c.target === "tls-h2" ? "secureConnect" : "connect", async () => {
+    const secureFirst = c.target === "tls-h2" || c.target === "tls-records";
+    sock.on(secureFirst ? "secureConnect" : "connect", async () => {
+      if (c.request) {
+        sock.write("GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const out = raw ?? sock;
       const size = Math.ceil(c.bytes.length / c.pieces) || 1;
       for (let i = 0; i < c.bytes.length || i === 0; i += size) {
         if (ended()) return;
-        sock.write(c.bytes.subarray(i, i + size));
+        out.write(c.bytes.subarray(i, i + size));
         if (c.pieces > 1) await new Promise((r) => setTimeout(r, 1));
       }
       if (c.halfClose && !ended()) sock.end();

@@ -329,9 +329,14 @@ async fn start(
     if let Some(tls) = shared.tls.clone() {
         let accepted = Box::pin(crate::tls::handshake(&tls, stream, shared)).await?;
         tracing::debug!(%remote, protocol = if accepted.h2 { "h2" } else { "http/1.1" }, "TLS connection accepted");
-        let (read, write) = crate::tls::split_stream(accepted.stream);
-        let (io, cork) =
-            Cork::from_halves(read, write, accepted.h2, &[], shared.doorbell.clone(), shared.stats.clone());
+        let (io, cork) = Cork::from_halves(
+            accepted.read,
+            accepted.write,
+            accepted.h2,
+            &[],
+            shared.doorbell.clone(),
+            shared.stats.clone(),
+        );
         return Some((io, cork, accepted.h2, Some(accepted.session)));
     }
     let mut phase = shared.phase.clone();

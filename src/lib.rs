@@ -50,6 +50,7 @@ mod lending;
 mod listener;
 mod options;
 mod pubsub;
+mod records;
 mod registry;
 mod request;
 mod response;

@@ -4,7 +4,8 @@
 //! Each `tls` entry becomes its own rustls `ServerConfig` (its certificate, its client
 //! verifier). The handshake reads the ClientHello first (`LazyConfigAcceptor`), picks the
 //! entry by SNI, then finishes with that entry's config, so each host name can have its
-//! own `ca`/`requestCert`. The table of entries is behind a lock read once per handshake:
+//! own `ca`/`requestCert`: for TLS 1.3 and HTTP/1.1 in rustls' unbuffered connection, whose
+//! keys then serve our own record layer (records.rs); otherwise in rustls' buffered one. The table of entries is behind a lock read once per handshake:
 //! `setTls` swaps it, connections already open keep the config they shook hands with.
 
 use crate::error::{BridgeError, BridgeResult, ErrorKind};
@@ -192,6 +193,8 @@ fn build_config(entries: &[NativeTls], i: usize, http2: bool) -> BridgeResult<Se
         config.ticketer = ticketer;
     }
     config.ignore_client_order = true;
+    // The keys are taken after the handshake for the records done here (records.rs).
+    config.enable_secret_extraction = true;
     Ok(config)
 }
 
@@ -377,7 +380,9 @@ pub struct TlsAcceptor {
 
 /// How a finished handshake goes on.
 pub struct Accepted {
-    pub stream: TlsStream<TcpStream>,
+    /// The connection's halves: records done here (records.rs) or by rustls (`split_stream`).
+    pub read: crate::cork::ReadHalf,
+    pub write: crate::cork::WriteHalf,
     /// ALPN chose `h2`. Without ALPN, HTTP/1.1.
     pub h2: bool,
     pub session: Arc<Session>,
@@ -403,21 +408,41 @@ impl TlsAcceptor {
     /// certificate missing or not trusted, a timeout) end this connection only.
     pub async fn accept(&self, stream: TcpStream, timeout: Option<Duration>) -> std::io::Result<Accepted> {
         let handshake = async {
-            let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+            let mut start =
+                LazyConfigAcceptor::new(Acceptor::default(), crate::records::WholeRecords::new(stream)).await?;
             let hello = start.client_hello();
             let config = self.current().pick(hello.server_name(), prefers_chacha(hello.cipher_suites()));
-            start.into_stream(config).await
+            // TLS 1.3 for HTTP/1.1: the records are done here (records.rs); TLS 1.2 and h2
+            // stay on rustls' record layer.
+            if crate::records::takes(&hello, self.http2) {
+                let done = crate::records::handshake(start.io, config).await?;
+                let client_certificate = done.peer_certificate.as_ref().and_then(ClientCertificate::parse);
+                let h2 = done.h2;
+                let (read, write) = crate::records::split(done)?;
+                return Ok(Accepted { read, write, h2, session: Arc::new(Session { client_certificate }) });
+            }
+            start.io.pass_through();
+            let mut stream = start.into_stream(config).await?;
+            let (io, conn) = stream.get_mut();
+            // Records read past the handshake go to rustls.
+            let rest = io.take_not_given();
+            let mut rest = &rest[..];
+            while !rest.is_empty() {
+                conn.read_tls(&mut rest)?;
+                conn.process_new_packets().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            }
+            let h2 = conn.alpn_protocol() == Some(b"h2");
+            let client_certificate =
+                conn.peer_certificates().and_then(|c| c.first()).and_then(ClientCertificate::parse);
+            let (read, write) = split_stream(stream);
+            Ok(Accepted { read, write, h2, session: Arc::new(Session { client_certificate }) })
         };
-        let stream = match timeout {
+        match timeout {
             Some(t) => tokio::time::timeout(t, handshake)
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??,
-            None => handshake.await?,
-        };
-        let (_, conn) = stream.get_ref();
-        let h2 = conn.alpn_protocol() == Some(b"h2");
-        let client_certificate = conn.peer_certificates().and_then(|c| c.first()).and_then(ClientCertificate::parse);
-        Ok(Accepted { stream, h2, session: Arc::new(Session { client_certificate }) })
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?,
+            None => handshake.await,
+        }
     }
 }
 
@@ -430,7 +455,7 @@ impl TlsAcceptor {
 /// record that is not there yet, and a read that finds nothing waits on the socket in a
 /// few steps. Writes and flushes go straight to rustls too (`TlsWrite`); the shutdown
 /// (close_notify) is tokio-rustls'.
-pub fn split_stream(stream: TlsStream<TcpStream>) -> (crate::cork::ReadHalf, crate::cork::WriteHalf) {
+fn split_stream(stream: TlsStream<crate::records::WholeRecords>) -> (crate::cork::ReadHalf, crate::cork::WriteHalf) {
     let shared = Arc::new(std::sync::Mutex::new(stream));
     (
         Box::new(TlsRead { tls: shared.clone(), drained: false, waits: false }),
@@ -438,7 +463,7 @@ pub fn split_stream(stream: TlsStream<TcpStream>) -> (crate::cork::ReadHalf, cra
     )
 }
 
-type Shared = Arc<std::sync::Mutex<TlsStream<TcpStream>>>;
+type Shared = Arc<std::sync::Mutex<TlsStream<crate::records::WholeRecords>>>;
 
 struct TlsRead {
     tls: Shared,
@@ -461,16 +486,16 @@ struct TlsWrite {
     held: bool,
 }
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, TlsStream<TcpStream>> {
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, TlsStream<crate::records::WholeRecords>> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `std::io::Read` over the socket for `read_tls`: Pending becomes `WouldBlock`.
-struct SocketReader<'a, 'b> {
-    io: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
+pub(crate) struct SocketReader<'a, 'b> {
+    pub(crate) io: &'a mut TcpStream,
+    pub(crate) cx: &'a mut Context<'b>,
     /// A read was short: the socket is drained and its readiness cleared.
-    drained: bool,
+    pub(crate) drained: bool,
 }
 
 impl std::io::Read for SocketReader<'_, '_> {
@@ -531,6 +556,7 @@ impl AsyncRead for TlsRead {
         let mut known: Option<usize> = None;
         loop {
             let (io, conn) = guard.get_mut();
+            let io = &mut io.io;
             let ask = match known {
                 // Something decrypted is waiting, or a close_notify came.
                 None => !conn.wants_read(),
@@ -616,9 +642,9 @@ impl crate::cork::ConnRead for TlsRead {
 /// `std::io::Write` over the socket for `write_tls`: Pending becomes `WouldBlock`. One
 /// record (a response of up to 16 KiB) goes out with `send`, not a one-slice `writev`,
 /// which costs the kernel more per call.
-struct SocketWriter<'a, 'b> {
-    io: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
+pub(crate) struct SocketWriter<'a, 'b> {
+    pub(crate) io: &'a mut TcpStream,
+    pub(crate) cx: &'a mut Context<'b>,
 }
 
 impl std::io::Write for SocketWriter<'_, '_> {
@@ -695,6 +721,7 @@ impl AsyncWrite for TlsWrite {
         let this = self.get_mut();
         let mut guard = lock(&this.tls);
         let (io, conn) = guard.get_mut();
+        let io = &mut io.io;
         // Records still held go first; while the socket has no room for them, nothing more
         // is taken.
         if conn.wants_write() && !send_records(io, conn, cx)? {
@@ -722,6 +749,7 @@ impl AsyncWrite for TlsWrite {
         let this = self.get_mut();
         let mut guard = lock(&this.tls);
         let (io, conn) = guard.get_mut();
+        let io = &mut io.io;
         // The connection's fatal error, if it has one, as tokio-rustls' flush reports it.
         std::io::Write::flush(&mut conn.writer())?;
         // A TCP socket's flush does nothing: sending the records is all.
