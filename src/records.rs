@@ -179,15 +179,75 @@ fn invalid(msg: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io:
 }
 
 /// Whether the records of a connection whose ClientHello this is may be done here: the
-/// client offers a TLS 1.3 suite (a client limited to TLS 1.2 lists none), and ALPN will
-/// not pick h2 (`h2`: the server offers it).
-pub fn takes(hello: &rustls::server::ClientHello<'_>, h2: bool) -> bool {
+/// client offers TLS 1.3 (its `supported_versions`, read from the bytes `io` kept) and a TLS
+/// 1.3 suite, so rustls will pick TLS 1.3, and ALPN will not pick h2 (`h2`: the server
+/// offers it).
+pub fn takes(hello: &rustls::server::ClientHello<'_>, io: &WholeRecords, h2: bool) -> bool {
     let tls13 = hello
         .cipher_suites()
         .iter()
         .any(|s| rustls::crypto::ring::ALL_CIPHER_SUITES.iter().any(|k| k.suite() == *s && k.tls13().is_some()));
     let wants_h2 = h2 && hello.alpn().is_some_and(|mut a| a.any(|p| p == b"h2"));
-    tls13 && !wants_h2
+    tls13 && !wants_h2 && io.given.as_deref().is_some_and(offers_tls13)
+}
+
+/// Whether the ClientHello at the start of `records` (as read from the socket) lists TLS 1.3
+/// in its `supported_versions` extension (RFC 8446 section 4.2.1). What does not parse says
+/// no: that connection stays on rustls' record layer, which serves every version.
+fn offers_tls13(records: &[u8]) -> bool {
+    // The handshake bytes of the leading handshake records: a ClientHello may span records.
+    let mut hello = Vec::new();
+    let mut at = 0;
+    while let Some(h) = records.get(at..at + HEADER) {
+        let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+        match records.get(at + HEADER..at + HEADER + len) {
+            Some(body) if h[0] == HANDSHAKE => hello.extend_from_slice(body),
+            _ => break,
+        }
+        at += HEADER + len;
+    }
+    hello_offers_tls13(&hello).unwrap_or(false)
+}
+
+/// A ClientHello handshake message's `supported_versions` has TLS 1.3; `None` if the message
+/// does not parse.
+fn hello_offers_tls13(message: &[u8]) -> Option<bool> {
+    struct Bytes<'a>(&'a [u8]);
+    impl<'a> Bytes<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = b;
+            Some(a)
+        }
+        fn len8(&mut self) -> Option<&'a [u8]> {
+            let n = self.take(1)?[0] as usize;
+            self.take(n)
+        }
+        fn len16(&mut self) -> Option<&'a [u8]> {
+            let n = self.take(2)?;
+            self.take(u16::from_be_bytes([n[0], n[1]]) as usize)
+        }
+    }
+    let mut m = Bytes(message);
+    let head = m.take(4)?;
+    if head[0] != 1 {
+        return None;
+    }
+    let mut body = Bytes(m.take(u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize)?);
+    body.take(2 + 32)?; // legacy_version, random
+    body.len8()?; // legacy_session_id
+    body.len16()?; // cipher_suites
+    body.len8()?; // legacy_compression_methods
+    let mut extensions = Bytes(body.len16()?);
+    while !extensions.0.is_empty() {
+        let kind = extensions.take(2)?;
+        let data = extensions.len16()?;
+        if kind == [0, 43] {
+            let versions = Bytes(data).len8()?;
+            return Some(versions.chunks_exact(2).any(|v| v == [3, 4]));
+        }
+    }
+    Some(false)
 }
 
 /// A handshake finished by rustls' unbuffered connection, turned into keys.
@@ -291,10 +351,10 @@ pub async fn handshake(io: WholeRecords, config: Arc<rustls::ServerConfig>) -> s
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let peer_certificate = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
     let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
-    // A client that lists TLS 1.3 suites without offering the version gets TLS 1.2, whose
-    // records are not done here (`takes` cannot see the versions offered).
+    // `takes` saw TLS 1.3 offered with a suite of it, so rustls picked it; a check all the
+    // same, as the records here are TLS 1.3's only.
     if kernel.protocol_version() != rustls::ProtocolVersion::TLSv1_3 {
-        return Err(invalid("TLS 1.2 negotiated by a client listing TLS 1.3 suites; not served"));
+        return Err(invalid("TLS 1.2 negotiated where TLS 1.3 was offered; not served"));
     }
     let n = plain.len();
     plain.extend_from_slice(&inbuf);
@@ -517,6 +577,11 @@ impl State {
                 self.update_tx()?;
             }
             a += 5;
+            // What follows a key change is sealed with the next key: nothing more may share
+            // the KeyUpdate's record (RFC 8446 section 5.1).
+            if a < b {
+                return Err(self.fail(UNEXPECTED_MESSAGE, "TLS KeyUpdate not at the end of its record"));
+            }
         }
         Ok(())
     }
@@ -749,5 +814,135 @@ impl AsyncWrite for RecWrite {
 impl crate::cork::ConnWrite for RecWrite {
     fn holds_output(&self) -> bool {
         self.held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first flight (the ClientHello's records) of a rustls client with `versions`.
+    fn client_hello(versions: &[&'static rustls::SupportedProtocolVersion]) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// `records`' handshake bytes again, `first` of them in one record and the rest in another.
+    fn split_records(records: &[u8], first: usize) -> Vec<u8> {
+        let body = &records[HEADER..];
+        let mut out = Vec::new();
+        for part in [&body[..first], &body[first..]] {
+            out.extend_from_slice(&[HANDSHAKE, 3, 1]);
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    #[test]
+    fn supported_versions_of_a_client_hello() {
+        let both = client_hello(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+        assert!(offers_tls13(&both));
+        assert!(offers_tls13(&split_records(&both, 40)));
+        assert!(!offers_tls13(&client_hello(&[&rustls::version::TLS12])));
+        // TLS 1.3 suites listed, supported_versions without TLS 1.3: the version is what counts.
+        // Its type (43), a length, and a list one byte shorter than that.
+        let ext = both
+            .windows(5)
+            .position(|w| w[..3] == [0, 43, 0] && w[4] as usize + 1 == w[3] as usize)
+            .expect("a supported_versions extension");
+        let mut only12 = both.clone();
+        let (list, len) = (ext + 5, both[ext + 4] as usize);
+        for v in only12[list..list + len].chunks_exact_mut(2) {
+            if v == [3, 4] {
+                v.copy_from_slice(&[3, 3]);
+            }
+        }
+        assert_ne!(only12, both);
+        assert!(!offers_tls13(&only12));
+        // Cut short anywhere, or not a handshake record: no, and no panic.
+        for n in 0..both.len() {
+            assert!(!offers_tls13(&both[..n]), "a ClientHello cut at {n} bytes");
+        }
+        let mut alert = both.clone();
+        alert[0] = ALERT;
+        assert!(!offers_tls13(&alert));
+    }
+}
+
+#[cfg(test)]
+mod key_update_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A client's KeyUpdate followed by more in the same record: what follows a key change
+    /// must come under the next key, so the server ends the connection (unexpected_message)
+    /// rather than reading on.
+    #[tokio::test]
+    async fn a_key_update_sharing_its_record_ends_the_connection() {
+        let entry = crate::tls::NativeTls {
+            cert: include_str!("../test/fixtures/tls/a.pem").into(),
+            key: include_str!("../test/fixtures/tls/a.key").into(),
+            ca: None,
+            passphrase: None,
+            server_name: None,
+            request_cert: None,
+        };
+        let acceptor = crate::tls::TlsAcceptor::new(&[entry], false).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut accepted = acceptor.accept(socket, None).await.unwrap();
+            let mut buf = [0u8; 64];
+            tokio::time::timeout(std::time::Duration::from_secs(5), accepted.read.read(&mut buf)).await
+        });
+
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for ca in rustls::pki_types::CertificateDer::pem_slice_iter(include_bytes!("../test/fixtures/tls/ca.pem")) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.enable_secret_extraction = true;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (mut tcp, conn) = stream.into_inner();
+        #[allow(deprecated)]
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let mut tx = Direction::new(secrets.tx).unwrap();
+
+        // Two KeyUpdates (update_not_requested) and the inner content type in one record.
+        let mut record = vec![APPLICATION_DATA, 3, 3, 0, 0];
+        record.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0, KEY_UPDATE, 0, 0, 1, 0, HANDSHAKE]);
+        let len = (record.len() - HEADER + TAG) as u16;
+        record[3..5].copy_from_slice(&len.to_be_bytes());
+        let header: [u8; HEADER] = record[..HEADER].try_into().unwrap();
+        let nonce = tx.nonce();
+        let tag = tx.key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut record[HEADER..]).unwrap();
+        record.extend_from_slice(tag.as_ref());
+        tcp.write_all(&record).await.unwrap();
+
+        let read = server.await.unwrap().expect("the server ends the connection, not waits");
+        let e = read.expect_err("the record is refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("KeyUpdate not at the end of its record"), "{e}");
     }
 }

@@ -414,7 +414,7 @@ impl TlsAcceptor {
             let config = self.current().pick(hello.server_name(), prefers_chacha(hello.cipher_suites()));
             // TLS 1.3 for HTTP/1.1: the records are done here (records.rs); TLS 1.2 and h2
             // stay on rustls' record layer.
-            if crate::records::takes(&hello, self.http2) {
+            if crate::records::takes(&hello, &start.io, self.http2) {
                 let done = crate::records::handshake(start.io, config).await?;
                 let client_certificate = done.peer_certificate.as_ref().and_then(ClientCertificate::parse);
                 let h2 = done.h2;
