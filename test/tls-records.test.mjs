@@ -126,30 +126,15 @@ test("curl --tlsv1.3 and --tls-max 1.2", async (t) => {
 test("openssl s_client key updates (K asks for ours, k does not): requests before and after are answered", async (t) => {
   if (!(await hasTool("openssl", "version"))) return t.skip("openssl is not installed");
   const server = await startTls();
-  const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
-  const client = spawn("openssl", [
-    "s_client",
-    "-connect",
-    `127.0.0.1:${server.port}`,
-    "-CAfile",
-    ca,
-    "-servername",
-    "localhost",
-    "-tls1_3",
-    "-crlf",
-    // Not -ign_eof: with it s_client sends "K" and "k" as data, not as key updates.
-    "-msg",
-  ]);
-  let out = "";
-  client.stdout.setEncoding("latin1");
-  client.stdout.on("data", (d) => (out += d));
-  client.stderr.on("data", (d) => (out += d));
-  const answers = () => out.split("HTTP/1.1 200").length - 1;
+  // Not -ign_eof: with it s_client sends "K" and "k" as data, not as key updates.
+  const { client, out: output } = sClient(server.port, []);
+  const out = () => output.text;
+  const answers = () => out().split("HTTP/1.1 200").length - 1;
   // The server's KeyUpdate as s_client's -msg shows what it receives.
-  const updatesIn = () => (out.match(/<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate/g) ?? []).length;
+  const updatesIn = () => (out().match(/<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate/g) ?? []).length;
   const get = (n) => `GET /size/${n} HTTP/1.1\nHost: localhost\n\n`;
   try {
-    await waitFor(() => out.includes("Verify return code: 0"), 5_000);
+    await waitFor(() => out().includes("Verify return code: 0"), 5_000);
     client.stdin.write(get(5));
     await waitFor(() => answers() === 1, 5_000);
     // A key update asking for the server's: the server answers with its own.
@@ -179,36 +164,45 @@ test("openssl s_client key updates (K asks for ours, k does not): requests befor
 test("openssl s_client with a HelloRetryRequest (a key share for P-521, which the server lacks) is served", async (t) => {
   if (!(await hasTool("openssl", "version"))) return t.skip("openssl is not installed");
   const server = await startTls();
-  const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
-  const client = spawn("openssl", [
-    "s_client",
-    "-connect",
-    `127.0.0.1:${server.port}`,
-    "-CAfile",
-    ca,
-    "-servername",
-    "localhost",
-    "-tls1_3",
-    "-groups",
-    "P-521:P-256",
-    "-crlf",
-    "-msg",
-  ]);
-  let out = "";
-  client.stdout.setEncoding("latin1");
-  client.stdout.on("data", (d) => (out += d));
-  client.stderr.on("data", (d) => (out += d));
+  const { client, out: output } = sClient(server.port, ["-groups", "P-521:P-256"]);
   try {
-    await waitFor(() => out.includes("Verify return code: 0"), 5_000);
+    await waitFor(() => output.text.includes("Verify return code: 0"), 5_000);
     // Two ClientHellos: the second after the server's retry request.
-    assert.equal((out.match(/>>> TLS 1\.3, Handshake \[length [0-9a-f]+\], ClientHello/g) ?? []).length, 2);
+    assert.equal((output.text.match(/>>> TLS 1\.3, Handshake \[length [0-9a-f]+\], ClientHello/g) ?? []).length, 2);
     client.stdin.write("GET /size/20000 HTTP/1.1\nHost: localhost\n\n");
-    await waitFor(() => out.includes(pattern(20_000).subarray(-64).toString("latin1")), 5_000);
+    await waitFor(() => output.text.includes(pattern(20_000).subarray(-64).toString("latin1")), 5_000);
   } finally {
     client.kill();
     await server.close();
   }
 });
+
+/**
+ * `openssl s_client` over TLS 1.3 to the server on `port`, trusting the test CA, with `-crlf`
+ * and `-msg` (each handshake message shown) and `extra` arguments; `out.text` gathers what it
+ * prints.
+ */
+function sClient(port, extra) {
+  const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
+  const client = spawn("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    "-CAfile",
+    ca,
+    "-servername",
+    "localhost",
+    "-tls1_3",
+    ...extra,
+    "-crlf",
+    "-msg",
+  ]);
+  const out = { text: "" };
+  client.stdout.setEncoding("latin1");
+  client.stdout.on("data", (d) => (out.text += d));
+  client.stderr.on("data", (d) => (out.text += d));
+  return { client, out };
+}
 
 /**
  * A TLS client whose records pass through `tap` on their way out: it may change them
