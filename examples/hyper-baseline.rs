@@ -9,6 +9,8 @@
 //!   cargo build --release --example hyper-baseline
 //!   PORT=3000 target/release/examples/hyper-baseline
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,17 +115,12 @@ async fn serve_connection(stream: TcpStream, protocols: Arc<Protocols>) {
     }
 }
 
-fn worker_threads() -> usize {
-    std::env::var("HYPER_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-}
-
 fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common::worker_threads("HYPER_WORKERS"))
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         println!("READY {}", listener.local_addr()?.port());

@@ -22,6 +22,8 @@
 //!   cargo build --release --example lean-h1
 //!   PORT=3000 target/release/examples/lean-h1
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -330,17 +332,12 @@ async fn linger(stream: &mut TcpStream, buf: &mut Vec<u8>) {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
-fn worker_threads() -> usize {
-    std::env::var("LEAN_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-}
-
 fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common::worker_threads("LEAN_WORKERS"))
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         println!("READY {}", listener.local_addr()?.port());

@@ -519,7 +519,7 @@ export class Server {
    * after its head.
    */
   #holdWhilePending = (): void => {
-    if (this.#listening && this.#closing === null && this.#native.stats()[4] > 0) setTimeout(noop, KEEPER_MS);
+    if (this.#listening && this.#closing === null && this.pendingRequests > 0) setTimeout(noop, KEEPER_MS);
   };
 
   /** Bun's `server.stop(closeActiveConnections)`: `close()`, forced when the argument is true. */

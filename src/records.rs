@@ -69,9 +69,7 @@ impl WholeRecords {
         all.extend_from_slice(&self.pending[self.at..]);
         (self.io, all)
     }
-}
 
-impl WholeRecords {
     /// For rustls' own handshake after the `Acceptor`: what is read goes to rustls as it
     /// comes, and nothing is kept.
     pub fn pass_through(&mut self) {
