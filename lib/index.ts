@@ -9,6 +9,7 @@ export type {
   ExecutionContext,
   WebSocketOptions,
 } from "./server.js";
+export type { Routes, RouteValue, RouteHandler, RouteRequest } from "./routes.js";
 export { upgradeWebSocket, ServerWebSocket } from "./websocket.js";
 export type { UpgradeWebSocketOptions, BinaryType, WebSocketHandlers } from "./websocket.js";
 export { FetchEvent } from "./fetch-event.js";

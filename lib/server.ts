@@ -76,6 +76,7 @@ export interface WebSocketOptions<T = any> extends WebSocketHandlers<T> {
   perMessageDeflate?: boolean;
 }
 import { tlsEntries, tlsFromOptions, type TlsOptions } from "./tls.js";
+import { Router, type Fallback, type Routes } from "./routes.js";
 
 export interface ServerOptions {
   /** Port to listen on; 0 picks a free one (default 3000). A string of decimal digits
@@ -530,6 +531,29 @@ export class Server {
   /** Deno's `server.shutdown()`: `close()`. */
   shutdown(): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Bun's `server.reload(options)`, on a server `serve()` started: replaces the `fetch`
+   * handler, the `routes` and the `error` handler that the options name (the others stay),
+   * for requests that arrive from now on. Throws, changing nothing, when the options are
+   * bad or would leave neither `fetch` nor `routes`.
+   */
+  reload(options: Pick<ServeOptions, "fetch" | "routes" | "error" | "onError">): this {
+    const handlers = served.get(this);
+    if (handlers === undefined) {
+      const e = new TypeError("reload() is for a server started by serve(); this one answers its fetch listeners");
+      (e as Error & { code: string }).code = "ERR_INVALID_STATE";
+      throw e;
+    }
+    if (options === null || typeof options !== "object")
+      throw optionError(`reload() needs an options object, got ${got(options)}`);
+    const next = handlersOf(options, handlers);
+    handlers.fetch = next.fetch;
+    handlers.router = next.router;
+    handlers.onError = next.onError;
+    handlers.answer = next.answer;
+    return this;
   }
 
   /**
@@ -1317,8 +1341,12 @@ export interface ExecutionContext {
 export interface ServeOptions extends ServerOptions {
   /** Called as `fetch(request, info, ctx)`: `info` and `ctx` are the same object, so both
    * Bun/Deno-style (`info.clientAddress`) and Cloudflare-style (`ctx.waitUntil`) handlers
-   * find what they read. */
-  fetch: (request: Request, info: ServeInfo & ExecutionContext, ctx: ServeInfo & ExecutionContext) => unknown;
+   * find what they read. Optional with `routes`: it answers what no route does. */
+  fetch?: (request: Request, info: ServeInfo & ExecutionContext, ctx: ServeInfo & ExecutionContext) => unknown;
+  /** Bun's `routes`: path patterns (`/users/:id`, `/api/*`) to a handler called as `fetch`
+   * is (with `request.params`), a fixed Response, or an object of either by method; `false`
+   * leaves a path to `fetch`. See the README. */
+  routes?: Routes;
   /** Alias of `host`, as Bun and Deno name it. */
   hostname?: string;
   /** Bun's `error(error)`: the answer to a request whose `fetch` threw or rejected, in
@@ -1414,17 +1442,11 @@ function passThrough(): void {}
  */
 export function serve(options: ServeOptions): Server {
   if (options === null || typeof options !== "object")
-    throw optionError(`serve() needs an options object with a fetch function, got ${got(options)}`);
-  if (typeof options.fetch !== "function")
-    throw optionError(`serve() needs a fetch function in its options, got ${got(options.fetch)} for fetch`);
-  const { fetch, error, onError: deno, onListen, signal, ...rest } = options;
-  for (const [name, f] of [
-    ["error", error],
-    ["onError", deno],
-    ["onListen", onListen],
-  ] as const)
-    if (f !== undefined && typeof f !== "function") throw optionError(`${name} must be a function, got ${got(f)}`);
-  if (error !== undefined && deno !== undefined) throw optionError("error and onError are the same option: give one");
+    throw optionError(`serve() needs an options object with a fetch function or routes, got ${got(options)}`);
+  const { fetch: _f, routes: _r, error: _e, onError: _d, onListen, signal, ...rest } = options;
+  const handlers = handlersOf(options, null);
+  if (onListen !== undefined && typeof onListen !== "function")
+    throw optionError(`onListen must be a function, got ${got(onListen)}`);
   if (
     signal !== undefined &&
     (signal === null ||
@@ -1433,30 +1455,27 @@ export function serve(options: ServeOptions): Server {
       typeof signal.addEventListener !== "function")
   )
     throw optionError(`signal must be an AbortSignal, got ${got(signal)}`);
-  const onError = error ?? deno;
   const server = new Server(rest);
-  server.addEventListener(
-    "fetch",
-    onError === undefined
-      ? (ev) => {
-          const info = new EventInfo(ev, server);
-          ev.respondWith(fetch(ev.request, info, info));
-        }
-      : (ev) => {
-          const info = new EventInfo(ev, server);
-          let r: unknown;
-          try {
-            r = fetch(ev.request, info, info);
-          } catch (e) {
-            // A throw of onError itself reaches the listener's caller: 500, reported.
-            ev.respondWith(onError(e));
-            return;
-          }
-          if (r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function")
-            r = Promise.resolve(r).catch(onError);
-          ev.respondWith(r);
-        },
-  );
+  served.set(server, handlers);
+  server.addEventListener("fetch", (ev) => {
+    const info = new EventInfo(ev, server);
+    const onError = handlers.onError;
+    if (onError === undefined) {
+      ev.respondWith(handlers.answer(ev.request, info, info));
+      return;
+    }
+    let r: unknown;
+    try {
+      r = handlers.answer(ev.request, info, info);
+    } catch (e) {
+      // A throw of onError itself reaches the listener's caller: 500, reported.
+      ev.respondWith(onError(e));
+      return;
+    }
+    if (r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function")
+      r = Promise.resolve(r).catch(onError);
+    ev.respondWith(r);
+  });
   server.listenSync();
   if (signal !== undefined) {
     const stop = () => void server.close();
@@ -1475,4 +1494,39 @@ export function serve(options: ServeOptions): Server {
     }
   }
   return server;
+}
+
+// What a `serve()` server answers with; `reload()` replaces them. `answer` is `fetch`
+// itself when there are no routes, so such a server's requests take no extra step.
+interface Handlers {
+  fetch: Fallback | null;
+  router: Router | null;
+  onError: ((error: unknown) => unknown) | undefined;
+  answer: Fallback;
+}
+
+const served = new WeakMap<Server, Handlers>();
+
+/** The handlers `options` name, over `old`'s (a reload) or none; throws on bad ones. */
+function handlersOf(
+  options: Pick<ServeOptions, "fetch" | "routes" | "error" | "onError">,
+  old: Handlers | null,
+): Handlers {
+  const { fetch, routes, error, onError: deno } = options;
+  for (const [name, f] of [
+    ["fetch", fetch],
+    ["error", error],
+    ["onError", deno],
+  ] as const)
+    if (f !== undefined && typeof f !== "function") throw optionError(`${name} must be a function, got ${got(f)}`);
+  if (error !== undefined && deno !== undefined) throw optionError("error and onError are the same option: give one");
+  const router = routes === undefined ? (old?.router ?? null) : new Router(routes);
+  const handler = (fetch as Fallback | undefined) ?? old?.fetch ?? null;
+  if (handler === null && (router === null || router.size === 0))
+    throw optionError(
+      `${old === null ? "serve()" : "reload()"} needs a fetch function or routes in its options, got ${got(fetch)} for fetch`,
+    );
+  const answer: Fallback =
+    router === null || router.size === 0 ? handler! : (request, info) => router.dispatch(request, info, handler);
+  return { fetch: handler, router, onError: error ?? deno ?? old?.onError, answer };
 }

@@ -892,7 +892,7 @@ function defineTests() {
       assert.throws(() => serve(null), /got null/);
       assert.throws(
         () => serve({ fetch: "app" }),
-        (e) => e.code === "ERR_INVALID_OPTION" && /got the string "app" for fetch/.test(e.message),
+        (e) => e.code === "ERR_INVALID_OPTION" && /fetch must be a function, got the string "app"/.test(e.message),
       );
     });
   });
