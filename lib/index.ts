@@ -5,6 +5,7 @@ export type {
   ServerStats,
   ServerErrorEvent,
   ServeOptions,
+  ServeHandler,
   ServeInfo,
   ExecutionContext,
   WebSocketOptions,

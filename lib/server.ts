@@ -1338,11 +1338,20 @@ export interface ExecutionContext {
   readonly props: Record<string, unknown>;
 }
 
+/** A `serve()` handler: `fetch(request, info, ctx)`. */
+export type ServeHandler = (
+  request: Request,
+  info: ServeInfo & ExecutionContext,
+  ctx: ServeInfo & ExecutionContext,
+) => unknown;
+
 export interface ServeOptions extends ServerOptions {
   /** Called as `fetch(request, info, ctx)`: `info` and `ctx` are the same object, so both
    * Bun/Deno-style (`info.clientAddress`) and Cloudflare-style (`ctx.waitUntil`) handlers
    * find what they read. Optional with `routes`: it answers what no route does. */
-  fetch?: (request: Request, info: ServeInfo & ExecutionContext, ctx: ServeInfo & ExecutionContext) => unknown;
+  fetch?: ServeHandler;
+  /** Deno's name for `fetch` (`Deno.serve({ handler })`). */
+  handler?: ServeHandler;
   /** Bun's `routes`: path patterns (`/users/:id`, `/api/*`) to a handler called as `fetch`
    * is (with `request.params`), a fixed Response, or an object of either by method; `false`
    * leaves a path to `fetch`. See the README. */
@@ -1440,10 +1449,22 @@ function passThrough(): void {}
  * Starts a server for a `fetch(request, info, ctx)` handler, the shape Bun, Deno, Hono and
  * Cloudflare Workers use, and returns it listening.
  */
-export function serve(options: ServeOptions): Server {
+export function serve(options: ServeOptions | ServeHandler, handler?: ServeHandler): Server {
+  // Deno's forms: serve(handler), serve(options, handler) and serve({ ...options, handler }).
+  if (typeof options === "function") options = { fetch: options };
   if (options === null || typeof options !== "object")
     throw optionError(`serve() needs an options object with a fetch function or routes, got ${got(options)}`);
-  const { fetch: _f, routes: _r, error: _e, onError: _d, onListen, signal, ...rest } = options;
+  if (handler !== undefined || options.handler !== undefined) {
+    const given = [options.fetch, options.handler, handler].filter((f) => f !== undefined).length;
+    if (given > 1) throw optionError("serve() got its handler twice: give one of fetch, handler, or a second argument");
+    const f = handler ?? options.handler;
+    if (typeof f !== "function")
+      throw optionError(
+        `${handler !== undefined ? "serve()'s second argument" : "handler"} must be a function, got ${got(f)}`,
+      );
+    options = { ...options, fetch: handler ?? options.handler };
+  }
+  const { fetch: _f, handler: _h, routes: _r, error: _e, onError: _d, onListen, signal, ...rest } = options;
   const handlers = handlersOf(options, null);
   if (onListen !== undefined && typeof onListen !== "function")
     throw optionError(`onListen must be a function, got ${got(onListen)}`);

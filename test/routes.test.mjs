@@ -4,7 +4,7 @@
 // Node's fetch and raw requests.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { raw, parseRaw } from "./helpers.mjs";
+import { raw, parseRaw, runModule } from "./helpers.mjs";
 
 // Node's own Response (undici's), kept before a server installs fetch-rs's as the global one.
 const NodeResponse = globalThis.Response;
@@ -362,5 +362,52 @@ describe("server.reload()", () => {
   test("a server made with new Server() has fetch listeners, not serve()'s handlers: reload() throws", () => {
     const s = new Server({ port: 0 });
     assert.throws(() => s.reload({ fetch: () => new Response("x") }), { code: "ERR_INVALID_STATE", name: "TypeError" });
+  });
+});
+
+describe("serve(): Deno's forms", () => {
+  test("serve(options, handler) and serve({ handler })", async () => {
+    const servers = [
+      serve({ port: 0, hostname: "127.0.0.1" }, (r, info) => new Response(`second ${info.remoteAddr.hostname}`)),
+      serve({ port: 0, hostname: "127.0.0.1", handler: () => new Response("handler option") }),
+    ];
+    try {
+      assert.equal((await get(servers[0], "/")).text, "second 127.0.0.1");
+      assert.equal((await get(servers[1], "/")).text, "handler option");
+    } finally {
+      for (const s of servers) await s.close();
+    }
+  });
+
+  test("serve(handler) alone listens on the default port with it", async (t) => {
+    // In a child process, as the port (3000) is the machine's: skipped when it is taken.
+    const dist = new URL("../dist/index.js", import.meta.url).href;
+    const { code, out } = await runModule(
+      `import { serve, Response } from ${JSON.stringify(dist)};
+       let s;
+       try { s = serve(() => new Response("only a handler")); }
+       catch (e) { console.log(e.code); process.exit(0); }
+       const r = await fetch("http://127.0.0.1:" + s.port + "/");
+       console.log(s.port, await r.text());
+       await s.close();`,
+      10_000,
+    );
+    assert.equal(code, 0, out);
+    if (out.trim() === "ERR_LISTEN") return t.skip("port 3000 is taken here");
+    assert.equal(out.trim(), "3000 only a handler");
+  });
+
+  test("a handler given twice, or one that is not a function, is refused", () => {
+    const f = () => new Response("x");
+    for (const [args, message] of [
+      [[{ port: 0, fetch: f }, f], /handler twice/],
+      [[{ port: 0, handler: f, fetch: f }], /handler twice/],
+      [[{ port: 0 }, "nope"], /second argument must be a function, got the string "nope"/],
+      [[{ port: 0, handler: 1 }], /handler must be a function, got the number 1/],
+    ])
+      assert.throws(
+        () => serve(...args),
+        (e) => e.code === "ERR_INVALID_OPTION" && message.test(e.message),
+      );
   });
 });
