@@ -103,6 +103,7 @@ interface Calls {
   wsSubscribe(sid: number, topic: string, on: boolean): boolean;
   wsIsSubscribed(sid: number, topic: string): boolean;
   wsTopics(sid: number): string[];
+  wsSubscriberCount(topic: string): number;
   wsPublishText(sid: number, topic: string, data: string, compress: boolean): number;
   wsPublishBytes(sid: number, topic: string, data: Uint8Array, compress: boolean): number;
 }
@@ -284,6 +285,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     wsSubscribe: c.wsSubscribe,
     wsIsSubscribed: c.wsIsSubscribed,
     wsTopics: c.wsTopics,
+    wsSubscriberCount: c.wsSubscriberCount,
     wsPublishText: c.wsPublishText,
     wsPublishBytes: c.wsPublishBytes,
   };

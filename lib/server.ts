@@ -606,6 +606,13 @@ export class Server {
     return publishWith(this.#wsHost, 0, topic, data, compress);
   }
 
+  /** Bun's `server.subscriberCount(topic)`: how many open WebSockets are subscribed to
+   * `topic` (0 before `listen()` and after `close()`). */
+  subscriberCount(topic: string): number {
+    if (typeof topic !== "string") throw new TypeError("A topic must be a string");
+    return this.#listening ? this.#native.wsSubscriberCount(topic) : 0;
+  }
+
   /**
    * Bun's `server.upgrade(request, { data, headers })`: answers `request` (one this server
    * received, not yet answered) with the 101 that opens a WebSocket, handed to the

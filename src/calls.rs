@@ -45,7 +45,7 @@
 //! | `wsOwnBuffers` | socket id, on | the socket's binary messages above 1 KiB each get an ArrayBuffer of their own (binaryType "arraybuffer"), not a share of the drain's |
 //! | `wsClose`, `wsPing` | socket id, code, reason / data (copied) | queue a close or ping frame |
 //! | `wsBuffered`, `wsRemoteAddress`, `wsCount` | socket id | bytes queued unwritten; the client's IP; sockets open |
-//! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics` | socket id, topic, on | the topic table (pubsub.rs) |
+//! | `wsSubscribe`, `wsIsSubscribed`, `wsTopics`, `wsSubscriberCount` | socket id, topic, on | the topic table (pubsub.rs) |
 //! | `wsPublishText/Bytes` | sender's socket id (0: none), topic, message (copied), compress | one frame for all subscribers but the sender; returns how many took it |
 //!
 //! Everything runs on the JS thread that created the server.
@@ -307,6 +307,10 @@ calls! {
     /// `wsIsSubscribed(sid, topic)`.
     c"wsIsSubscribed" => fn ws_is_subscribed(core, _env; sid: u32, topic: JsText) -> bool {
         Ok(topic.read_str(|topic| core.ws_is_subscribed(sid, topic))?)
+    }
+    /// `wsSubscriberCount(topic)`: how many sockets are subscribed to `topic`.
+    c"wsSubscriberCount" => fn ws_subscriber_count(core, _env; topic: JsText) -> u32 {
+        Ok(topic.read_str(|topic| core.ws_subscriber_count(topic))?)
     }
     /// `wsTopics(sid)`: the topics a socket is subscribed to.
     c"wsTopics" => fn ws_topics(core, _env; sid: u32) -> Vec<String> {

@@ -1161,6 +1161,10 @@ impl Core {
         self.js.sockets.is_subscribed(sid, topic)
     }
 
+    pub fn ws_subscriber_count(&self, topic: &str) -> u32 {
+        self.js.sockets.subscriber_count(topic) as u32
+    }
+
     pub fn ws_topics(&self, sid: u32) -> Vec<String> {
         self.js.sockets.topics_of(sid)
     }

@@ -149,6 +149,11 @@ impl Sockets {
         self.live.get(&sid).is_some_and(|s| s.topics.contains(topic))
     }
 
+    /// How many sockets are subscribed to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, |subs| subs.len())
+    }
+
     /// The topics a socket is subscribed to.
     pub fn topics_of(&self, sid: u32) -> Vec<String> {
         self.live.get(&sid).map(|s| s.topics.iter().cloned().collect()).unwrap_or_default()

@@ -291,6 +291,32 @@ test("topics are their characters, short and long: ASCII, Latin-1, CJK, emoji, 2
   }
 });
 
+test("server.subscriberCount(topic) counts the open sockets subscribed, as they come and go", async () => {
+  const { server, subs, open } = pubsubServer(() => {});
+  try {
+    assert.equal(server.subscriberCount("t"), 0);
+    const a = await collector(url(server, "/sub"));
+    const b = await collector(url(server, "/sub"));
+    await waitFor(() => subs.length === 2);
+    assert.equal(server.subscriberCount("t"), 2);
+    assert.equal(server.subscriberCount("T"), 0);
+    assert.equal(server.subscriberCount("other"), 0);
+    subs[0].subscribe("other");
+    assert.equal(server.subscriberCount("other"), 1);
+    subs[1].unsubscribe("t");
+    assert.equal(server.subscriberCount("t"), 1);
+    a.c.close();
+    await waitFor(() => open.size === 1);
+    assert.equal(server.subscriberCount("t"), 0);
+    assert.equal(server.subscriberCount("other"), 0);
+    assert.throws(() => server.subscriberCount(7), TypeError);
+    b.c.close();
+  } finally {
+    await server.close();
+  }
+  assert.equal(server.subscriberCount("t"), 0);
+});
+
 test("a socket subscribed before it is accepted gets no publish until it is open", async () => {
   const early = [];
   let sock;
