@@ -411,3 +411,35 @@ describe("serve(): Deno's forms", () => {
       );
   });
 });
+
+test("examples/routes.mjs serves what its comments say", async () => {
+  const { spawn } = await import("node:child_process");
+  const { once } = await import("node:events");
+  const child = spawn(process.execPath, [new URL("../examples/routes.mjs", import.meta.url).pathname], {
+    env: { ...process.env, PORT: "0" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    let out = "";
+    for await (const d of child.stdout) {
+      out += d;
+      if (out.includes("\n")) break;
+    }
+    const base = out.match(/listening on (\S+)/)[1];
+    const json = async (path, init) => {
+      const r = await fetch(new URL(path, base), init);
+      return [r.status, await r.json()];
+    };
+    assert.deepEqual(await json("/posts"), [200, [{ id: 1, title: "Routes in fetch-rs" }]]);
+    assert.deepEqual(await json("/posts", { method: "POST", body: '{"title":"hi"}' }), [201, { id: 2, title: "hi" }]);
+    assert.deepEqual(await json("/posts/2"), [200, { id: 2, title: "hi" }]);
+    assert.deepEqual(await json("/posts/9"), [404, { error: "no such post" }]);
+    assert.equal((await json("/posts", { method: "POST", body: "not json" }))[0], 400);
+    assert.deepEqual(await json("/api/x"), [404, { error: "no such API" }]);
+    assert.deepEqual(await json("/health"), [200, { status: "ok" }]);
+    assert.equal((await fetch(new URL("/nothing", base))).status, 404);
+  } finally {
+    child.kill("SIGTERM");
+    await once(child, "exit");
+  }
+});
