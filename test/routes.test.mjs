@@ -10,6 +10,9 @@ import { raw, parseRaw, runModule } from "./helpers.mjs";
 const NodeResponse = globalThis.Response;
 const { serve, Server, Response } = await import("../dist/index.js");
 
+/** serve() on a free port of 127.0.0.1. */
+const local = (options) => serve({ port: 0, hostname: "127.0.0.1", ...options });
+
 async function get(server, path, init) {
   const r = await fetch(new URL(path, server.url), init);
   return { status: r.status, headers: r.headers, text: await r.text() };
@@ -18,9 +21,7 @@ async function get(server, path, init) {
 describe("routes: matching", () => {
   let server;
   before(() => {
-    server = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    server = local({
       routes: {
         // Declared against their precedence: the table's order does not decide.
         "/*": () => new Response("root wildcard"),
@@ -50,9 +51,7 @@ describe("routes: matching", () => {
   });
 
   test("a wildcard needs its prefix's slash; `false` leaves a path to fetch", async () => {
-    const noRoot = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    const noRoot = local({
       routes: { "/api/*": () => new Response("api wildcard"), "/gone": false },
       fetch: (r) => new Response(`fetch ${new URL(r.url).pathname}`),
     });
@@ -91,9 +90,7 @@ describe("routes: matching", () => {
   });
 
   test("the query does not take part; the handler gets the request and the serve() info", async () => {
-    const s = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    const s = local({
       routes: {
         "/who/:n": (r, info, ctx) =>
           Response.json({ n: r.params.n, q: new URL(r.url).search, ip: info.requestIP(r).address, same: info === ctx }),
@@ -115,9 +112,7 @@ describe("routes: matching", () => {
 describe("routes: per-method answers", () => {
   let server;
   before(() => {
-    server = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    server = local({
       routes: {
         "/m": {
           GET: (r) => new Response("got", { headers: { "x-method": r.method } }),
@@ -151,9 +146,7 @@ describe("routes: per-method answers", () => {
     assert.equal((await get(server, "/post-only")).status, 404);
     assert.equal((await get(server, "/post-only", { method: "HEAD" })).status, 404);
     assert.equal((await get(server, "/nothing")).status, 404);
-    const withFetch = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    const withFetch = local({
       routes: { "/m": { GET: () => new Response("got") }, "/*": { POST: () => new Response("root post") } },
       fetch: (r) => new Response(`fetch ${r.method}`),
     });
@@ -170,9 +163,7 @@ describe("routes: fixed Responses", () => {
   let server;
   const shared = Response.json({ shared: true });
   before(() => {
-    server = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    server = local({
       routes: {
         "/health": new Response("OK", { headers: { "x-ready": "1", "cache-control": "max-age=60" } }),
         "/a": shared,
@@ -290,13 +281,11 @@ describe("routes: errors", () => {
       },
       "/ok": () => new Response("ok"),
     };
-    const withError = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    const withError = local({
       routes,
       error: (e) => new Response(`caught ${e.message}`, { status: 503 }),
     });
-    const plain = serve({ port: 0, hostname: "127.0.0.1", routes });
+    const plain = local({ routes });
     plain.addEventListener("error", () => {});
     try {
       for (const p of ["/sync", "/async"]) {
@@ -315,9 +304,7 @@ describe("routes: errors", () => {
 
 describe("server.reload()", () => {
   test("replaces the routes, fetch and error it names and keeps the rest", async () => {
-    const server = serve({
-      port: 0,
-      hostname: "127.0.0.1",
+    const server = local({
       routes: { "/a": () => new Response("a1") },
       fetch: () => new Response("fetch1"),
     });
@@ -344,7 +331,7 @@ describe("server.reload()", () => {
   });
 
   test("bad options throw and the old handlers go on serving", async () => {
-    const server = serve({ port: 0, hostname: "127.0.0.1", routes: { "/": () => new Response("routes") } });
+    const server = local({ routes: { "/": () => new Response("routes") } });
     try {
       assert.throws(() => server.reload({ routes: {} }), {
         code: "ERR_INVALID_OPTION",
@@ -369,7 +356,7 @@ describe("serve(): Deno's forms", () => {
   test("serve(options, handler) and serve({ handler })", async () => {
     const servers = [
       serve({ port: 0, hostname: "127.0.0.1" }, (r, info) => new Response(`second ${info.remoteAddr.hostname}`)),
-      serve({ port: 0, hostname: "127.0.0.1", handler: () => new Response("handler option") }),
+      local({ handler: () => new Response("handler option") }),
     ];
     try {
       assert.equal((await get(servers[0], "/")).text, "second 127.0.0.1");
