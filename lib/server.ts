@@ -587,7 +587,8 @@ export class Server {
 
   /**
    * Bun's `server.requestIP(request)`: the client's address, family and port for a request
-   * this server received and has not finished with; `null` for any other.
+   * this server received and has not finished with; `null` for any other, and on a Unix
+   * socket (as Bun's: its peers have no address).
    */
   requestIP(request: Request): { address: string; family: "IPv4" | "IPv6"; port: number } | null {
     const slot = incomingSlot(request);
