@@ -405,7 +405,7 @@ test("bad paths: ERR_LISTEN with the path, no file left, no crash", () => {
     [join(dir, "a".repeat(120)), /longer than the 10[37]/],
   ];
   // sysfs refuses a socket file even to root.
-  if (linux) cases.push(["/sys/fetch-rs.sock", /denied|not permitted/i]);
+  if (linux) cases.push(["/sys/fetch-rs.sock", /denied|not permitted|read-only/i]);
   for (const [path, pattern] of cases) {
     assert.throws(() => serve({ unix: path, fetch: () => new Response("") }), listenError(path, pattern));
   }
