@@ -17,6 +17,8 @@
 //           [--path=/json] [--top=25] [--tls]   (--top lists the functions that cost most, per server)
 //           [--body=BYTES] (POSTs a body of that many bytes with each request: --path=/echo)
 //           [--h2c]        (HTTP/2 cleartext, 16 streams per connection, instead of HTTP/1.1)
+//           [--unix]       (the servers listen on a Unix domain socket, UNIX_PATH in their
+//                           environment, and h2load connects there: fetch-rs's own servers)
 //           [--sim]        (also simulates the caches and branch prediction: the table gets
 //                           their events per request (I1mr, D1mr, Bcm, ...), the whole process's
 //                           and the addon's, and the dumps get them per function; see --keep)
@@ -46,6 +48,7 @@ const top = Number(args.top ?? 0);
 const tls = args.tls === "true";
 // h2load's protocol: HTTP/1.1, or with --h2c HTTP/2 with prior knowledge, 16 streams a connection.
 const protocol = args.h2c === "true" ? ["-m", "16"] : ["--h1"];
+const unix = args.unix === "true";
 /** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
 const HANDSHAKES = 50;
 const keep = args.keep;
@@ -83,12 +86,19 @@ const run = (cmd, argv) =>
  */
 async function measure(entry, dir, loads) {
   const port = await freePort();
+  const sock = unix ? join(dir, `${entry.name}.sock`) : undefined;
   const out = join(dir, `${entry.name}.%p`);
   const sim = args.sim === "true" ? ["--cache-sim=yes", "--branch-sim=yes"] : [];
   if (args.instr === "true") sim.push("--dump-instr=yes");
   const child = spawn("valgrind", ["--tool=callgrind", ...sim, `--callgrind-out-file=${out}`, entry.command, ...entry.args], {
     cwd: ROOT,
-    env: { ...process.env, ...(entry.env ?? {}), PORT: String(port), ...(tls ? tlsEnv() : {}) },
+    env: {
+      ...process.env,
+      ...(entry.env ?? {}),
+      PORT: String(port),
+      ...(tls ? tlsEnv() : {}),
+      ...(unix ? { UNIX_PATH: sock } : {}),
+    },
     stdio: ["ignore", "pipe", "ignore"],
   });
   try {
@@ -106,6 +116,7 @@ async function measure(entry, dir, loads) {
     });
     const url = `${tls ? "https" : "http"}://127.0.0.1:${port}${path}`;
     const data = bodyBytes > 0 ? ["-d", join(dir, "body")] : [];
+    if (unix) data.push("-B", `unix:${sock}`);
     run("h2load", [...protocol, "-n", "5000", "-c", "50", ...data, url]);
     for (const n of loads) {
       run("callgrind_control", ["-z", String(child.pid)]);
@@ -176,7 +187,8 @@ try {
     .map(([o]) => o);
   const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
   const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
-  console.log(`Instructions per request (callgrind, ${what}, ${load}, h2load ${protocol.join(" ")} -c50)\n`);
+  const over = unix ? ", over a Unix socket" : "";
+  console.log(`Instructions per request (callgrind, ${what}${over}, ${load}, h2load ${protocol.join(" ")} -c50)\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);

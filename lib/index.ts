@@ -3,6 +3,7 @@ export { Server, serve } from "./server.js";
 export type {
   ServerOptions,
   ServerStats,
+  ServerAddr,
   ServerErrorEvent,
   ServeOptions,
   ServeHandler,

@@ -6,6 +6,7 @@ import { createRequire } from "node:module";
 export interface NativeOptions {
   host?: string;
   port?: number;
+  unix?: string;
   reusePort?: boolean;
   backlog?: number;
   maxConnections?: number;

@@ -43,6 +43,8 @@ import { sendResponse, type StreamHooks } from "./reply.js";
 import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
 import { Response } from "./response.js";
 import { Headers } from "./headers.js";
+import { resolve as resolvePath } from "node:path";
+import { pathToFileURL } from "node:url";
 import { incomingSlot } from "./request.js";
 import {
   publishWith,
@@ -84,6 +86,16 @@ export interface ServerOptions {
   port?: number | string;
   /** Address to bind (default "0.0.0.0"); "localhost" means 127.0.0.1. */
   host?: string;
+  /**
+   * Listen on this Unix domain socket path instead of a TCP port (Bun's `unix`); a leading
+   * `"\0"` names a Linux abstract socket. The file is made at `listen()` and removed by
+   * `close()`; a file already there (a stale socket included) is `ERR_LISTEN`.
+   */
+  unix?: string;
+  /** Alias of `unix`, as Deno.serve and node:http's `listen({ path })` name it. */
+  path?: string;
+  /** Deno's `transport`: `"unix"` with `path`/`unix`, `"tcp"` (the default) without. */
+  transport?: "tcp" | "unix";
   /** Share the port with other processes (SO_REUSEPORT) for multi-core scaling. */
   reusePort?: boolean;
   /** Connections served at once; more wait in the backlog (default 65536). */
@@ -128,6 +140,9 @@ export interface ServerOptions {
    */
   http2WindowSize?: number;
 }
+
+/** Deno's `server.addr` (and `onListen`'s argument): a TCP address or a Unix socket path. */
+export type ServerAddr = { transport: "tcp"; hostname: string; port: number } | { transport: "unix"; path: string };
 
 export interface ServerStats {
   activeConnections: number;
@@ -238,10 +253,33 @@ function socketHandlers(options: ServerOptions): SocketHandlers | null {
   };
 }
 
+/** The Unix socket path of the `unix`/`path`/`transport` options, or undefined for TCP. */
+function unixPath(o: Record<string, unknown>): string | undefined {
+  if (o.unix !== undefined && o.path !== undefined && o.unix !== o.path)
+    throw optionError("unix and path are the same option: give one");
+  const name = o.unix !== undefined ? "unix" : "path";
+  const path = o[name];
+  if (path !== undefined && (typeof path !== "string" || path === ""))
+    throw optionError(`${name} must be a non-empty string, got ${got(path)}`);
+  const t = o.transport;
+  if (t !== undefined && t !== "tcp" && t !== "unix")
+    throw optionError(`transport must be "tcp" or "unix", got ${got(t)}`);
+  if (t === "unix" && path === undefined) throw optionError(`transport "unix" needs a path`);
+  if (t === "tcp" && path !== undefined) throw optionError(`${name} is a Unix socket path: not with transport "tcp"`);
+  if (path === undefined) return undefined;
+  for (const other of ["port", "host", "hostname"])
+    if (o[other] !== undefined)
+      throw optionError(`${name} and ${other} are two places to listen: give one, got ${got(o[other])} for ${other}`);
+  if (o.reusePort === true)
+    throw optionError("reusePort does not apply to a Unix socket: one socket file has one listener");
+  return path as string;
+}
+
 function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: number; overrideGlobals: boolean } {
   if (options === null || typeof options !== "object")
     throw optionError(`Server options must be an object, got ${got(options)}`);
   const o = options as Record<string, unknown>;
+  const unix = unixPath(o);
   const host = o.host ?? o.hostname;
   if (host !== undefined && (typeof host !== "string" || host === ""))
     throw optionError(`${o.host !== undefined ? "host" : "hostname"} must be a non-empty string, got ${got(host)}`);
@@ -268,7 +306,8 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     wsCloseOnBackpressureLimit: ws.closeOnBackpressureLimit as boolean | undefined,
     wsPerMessageDeflate: ws.perMessageDeflate as boolean | undefined,
     host: host as string | undefined,
-    port: integer(o, "port", 0, 65535, true) ?? 3000,
+    port: unix === undefined ? (integer(o, "port", 0, 65535, true) ?? 3000) : undefined,
+    unix,
     reusePort: o.reusePort as boolean | undefined,
     backlog: integer(o, "backlog", 1, 2 ** 31 - 1),
     maxConnections: integer(o, "maxConnections", 1, 2 ** 32 - 1),
@@ -345,6 +384,8 @@ export class Server {
   #closing: Promise<void> | null = null;
   #onClosed: (() => void) | null = null;
   #port = 0;
+  /** A Unix socket's absolute path, once listening. */
+  #unixAt: string | undefined = undefined;
   #host: EventHost & RequestSource;
   #finished: Promise<void>;
   #onFinished!: () => void;
@@ -365,19 +406,22 @@ export class Server {
     this.#finished = new Promise<void>((resolve) => (this.#onFinished = resolve));
   }
 
-  /** The bound port, once listening. */
-  get port(): number {
-    return this.#port;
+  /** The bound port, once listening; undefined on a Unix socket (as Bun's). */
+  get port(): number | undefined {
+    return this.#options.unix === undefined ? this.#port : undefined;
   }
 
-  /** The address given to bind (`host`), `"0.0.0.0"` by default. */
-  get hostname(): string {
-    return this.#options.host ?? "0.0.0.0";
+  /** The address given to bind (`host`), `"0.0.0.0"` by default; undefined on a Unix
+   * socket (as Bun's). */
+  get hostname(): string | undefined {
+    return this.#options.unix === undefined ? (this.#options.host ?? "0.0.0.0") : undefined;
   }
 
   /** Deno's `server.addr`: where the server listens. */
-  get addr(): { transport: "tcp"; hostname: string; port: number } {
-    return { transport: "tcp", hostname: this.hostname, port: this.#port };
+  get addr(): ServerAddr {
+    const path = this.#options.unix;
+    if (path !== undefined) return { transport: "unix", path };
+    return { transport: "tcp", hostname: this.#options.host ?? "0.0.0.0", port: this.#port };
   }
 
   /** Bun's `server.pendingRequests`: requests received and not yet answered. */
@@ -395,8 +439,14 @@ export class Server {
     return this.#finished;
   }
 
-  /** `http://host:port/` (`https://` with `tls`), once listening. */
+  /** `http://host:port/` (`https://` with `tls`), once listening; on a Unix socket
+   * `unix:///abs/path` (`abstract://name` for an abstract one), as Bun's. */
   get url(): URL {
+    const path = this.#options.unix;
+    if (path !== undefined)
+      return path.startsWith("\0")
+        ? new URL(`abstract://${encodeURIComponent(path.slice(1))}`)
+        : new URL(`unix://${pathToFileURL(this.#unixAt ?? path).pathname}`);
     const h = this.#options.host ?? "0.0.0.0";
     const host =
       h === "0.0.0.0" || h === "::" || h === "[::]"
@@ -447,6 +497,9 @@ export class Server {
     } catch (e) {
       throw nativeError(e);
     }
+    // A relative socket path is the working directory's now (the URL's, if it changes).
+    const unix = this.#options.unix;
+    if (unix !== undefined && !unix.startsWith("\0")) this.#unixAt = resolvePath(unix);
     this.#listening = true;
     if (this.#unrefd) this.#setRef(false);
   }
@@ -558,7 +611,8 @@ export class Server {
 
   /**
    * Bun's `server.requestIP(request)`: the client's address, family and port for a request
-   * this server received and has not finished with; `null` for any other.
+   * this server received and has not finished with; `null` for any other, and on a Unix
+   * socket (as Bun's: its peers have no address).
    */
   requestIP(request: Request): { address: string; family: "IPv4" | "IPv6"; port: number } | null {
     const slot = incomingSlot(request);
@@ -1320,8 +1374,8 @@ export interface ServeInfo {
   /** The client's IP address. */
   readonly clientAddress: string;
   /** Deno's `info.remoteAddr`: the client's address and port (`hostname` is
-   * `clientAddress`). */
-  readonly remoteAddr: { transport: "tcp"; hostname: string; port: number };
+   * `clientAddress`); on a Unix socket, which gives none, the server's path (as Deno's). */
+  readonly remoteAddr: ServerAddr;
   /** Deno's `info.completed`: resolves once the exchange is over (the response handed
    * over whole or its stream ended, `waitUntil` work settled; or the client gone). */
   readonly completed: Promise<void>;
@@ -1372,7 +1426,7 @@ export interface ServeOptions extends ServerOptions {
   /** Deno's name for `error`. */
   onError?: (error: unknown) => unknown;
   /** Deno's `onListen(addr)`: called once the server listens, with `server.addr`. */
-  onListen?: (addr: { transport: "tcp"; hostname: string; port: number }) => void;
+  onListen?: (addr: ServerAddr) => void;
   /** Deno's `signal`: aborting it closes the server, as `close()` does. */
   signal?: AbortSignal;
 }
@@ -1415,7 +1469,9 @@ class EventInfo implements ServeInfo, ExecutionContext {
   get completed(): Promise<void> {
     return (this.#completed ??= eventInternals.completed(this.#ev));
   }
-  get remoteAddr(): { transport: "tcp"; hostname: string; port: number } {
+  get remoteAddr(): ServerAddr {
+    const addr = this.#server.addr;
+    if (addr.transport === "unix") return addr;
     const ip = this.#server.requestIP(this.#ev.request);
     return { transport: "tcp", hostname: ip?.address ?? "", port: ip?.port ?? 0 };
   }

@@ -57,6 +57,8 @@ pub struct Core {
     /// Declared-length bodies whose Buffer waits for a later turn, in the order JS asked
     /// for them (`body_collect`, `body_resume`).
     deferred: VecDeque<u32>,
+    /// The socket file of a server on a Unix socket: dropped (removed) by `close`.
+    socket_file: Option<listener::SocketFile>,
 }
 
 pub(crate) fn invalid_state(msg: &str) -> BridgeError {
@@ -169,6 +171,7 @@ impl Core {
             ws_shared_views: Vec::new(),
             respond_stage: std::ptr::null(),
             deferred: VecDeque::new(),
+            socket_file: None,
         })
     }
 
@@ -182,18 +185,18 @@ impl Core {
             Some(entries) => Some(Arc::new(tls::TlsAcceptor::new(entries, self.config.http2)?)),
             None => None,
         };
-        let std_listener = listener::bind(&self.config)?;
-        let local = std_listener.local_addr().map_err(|e| BridgeError::new(ErrorKind::Listen, e.to_string()))?;
+        let (std_listener, port, socket_file) = listener::bind(&self.config)?.split()?;
+        // The authority of the URL of a request without a Host: the bound address, or for a
+        // Unix socket (which has none) "localhost", as Bun's and Deno's URLs are http ones.
+        let local = if self.config.unix.is_some() {
+            "localhost".to_string()
+        } else {
+            std::net::SocketAddr::new(self.config.host, port).to_string()
+        };
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let shared = Arc::new(
-            ServerShared::new(
-                self.js.doorbell.clone(),
-                self.stats.clone(),
-                self.config.clone(),
-                phase_rx,
-                local.to_string(),
-            )
-            .with_tls(tls.clone()),
+            ServerShared::new(self.js.doorbell.clone(), self.stats.clone(), self.config.clone(), phase_rx, local)
+                .with_tls(tls.clone()),
         );
         // FETCH_RS_IN_THREAD=1 forces the in-thread network for every server: a way to run
         // the whole test suite in that mode (docs/network-thread.md).
@@ -249,7 +252,8 @@ impl Core {
         }
         self.tls = tls;
         self.phase = Some(phase_tx);
-        Ok(local.port() as u32)
+        self.socket_file = socket_file;
+        Ok(u32::from(port))
     }
 
     fn rt_handle(&self) -> Option<tokio::runtime::Handle> {
@@ -374,8 +378,13 @@ impl Core {
         Some(self.js.slab.get(SlotId(id))?.req.method.as_str().to_string())
     }
 
+    /// None too for a client on a Unix socket, which has no address (Bun's `requestIP`
+    /// gives null there).
     pub fn request_client_address(&self, id: u32) -> Option<String> {
         let live = self.js.slab.get(SlotId(id))?;
+        if live.req.remote == listener::UNIX_PEER {
+            return None;
+        }
         let ip = live.req.remote.ip();
         // Show IPv4 clients of a dual-stack socket as plain IPv4.
         Some(match ip {
@@ -385,7 +394,8 @@ impl Core {
     }
 
     pub fn request_client_port(&self, id: u32) -> Option<u32> {
-        Some(u32::from(self.js.slab.get(SlotId(id))?.req.remote.port()))
+        let remote = self.js.slab.get(SlotId(id))?.req.remote;
+        (remote != listener::UNIX_PEER).then_some(u32::from(remote.port()))
     }
 
     pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
@@ -724,6 +734,8 @@ impl Core {
             return Ok(());
         }
         let _ = phase.send(Phase::Draining);
+        // No new connections: the path goes now, as node:http removes it at `close()`.
+        self.socket_file = None;
         tracing::debug!(grace_ms, "close: no new connections; draining the open ones");
         let stats = self.stats.clone();
         let doorbell = self.js.doorbell.clone();
@@ -769,6 +781,7 @@ impl Core {
         if let Some(phase) = self.phase.as_ref() {
             let _ = phase.send(Phase::Forced);
         }
+        self.socket_file = None;
     }
 
     /// The JS environment that owns this server is going away (its worker thread ends,
@@ -1147,6 +1160,9 @@ impl Core {
 
     pub fn ws_remote_address(&self, sid: u32) -> String {
         let Some(s) = self.js.sockets.get(sid) else { return String::new() };
+        if s.remote == listener::UNIX_PEER {
+            return String::new();
+        }
         match s.remote.ip() {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v6.to_string()),
             v4 => v4.to_string(),

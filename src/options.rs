@@ -12,6 +12,9 @@ use std::time::Duration;
 pub struct NativeOptions {
     pub host: Option<String>,
     pub port: Option<u32>,
+    /// A Unix domain socket's path to listen on instead of `host` and `port` (a leading NUL:
+    /// a Linux abstract name).
+    pub unix: Option<String>,
     pub reuse_port: Option<bool>,
     pub backlog: Option<u32>,
     pub max_connections: Option<u32>,
@@ -41,6 +44,9 @@ pub struct NativeOptions {
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
+    /// Listen on this Unix domain socket instead (`listener::bind`); checked there, where a
+    /// bad path is an `ERR_LISTEN` naming it.
+    pub unix: Option<String>,
     pub reuse_port: bool,
     pub backlog: i32,
     pub max_connections: usize,
@@ -153,9 +159,25 @@ impl ServerConfig {
             }
             Ok(v)
         };
+        let unix = match &o.unix {
+            Some(path) if path.is_empty() => return Err(invalid("unix must be a non-empty path".to_string())),
+            // The kernel would end the path at the NUL: another path than the one given.
+            Some(path) if path.bytes().skip(1).any(|b| b == 0) => {
+                return Err(invalid(format!("unix must not contain a NUL byte but as its first, got {path:?}")))
+            }
+            // Every process bound to one port shares its connections; a Unix socket path is
+            // one listener's.
+            Some(_) if o.reuse_port == Some(true) => {
+                return Err(invalid(
+                    "reusePort does not apply to a Unix socket: one socket file has one listener".into(),
+                ))
+            }
+            other => other.clone(),
+        };
         Ok(ServerConfig {
             host,
             port: port as u16,
+            unix,
             reuse_port: o.reuse_port.unwrap_or(false),
             backlog: positive("backlog", o.backlog, 2048)?.min(i32::MAX as u32) as i32,
             max_connections: positive("maxConnections", o.max_connections, 65536)? as usize,
@@ -237,6 +259,16 @@ mod tests {
         assert!(ServerConfig::from_options(&o).is_err());
         let o = NativeOptions { host: Some("::1".into()), ..Default::default() };
         assert!(ServerConfig::from_options(&o).is_ok());
+    }
+
+    #[test]
+    fn unix_paths_are_checked() {
+        let unix = |p: &str, reuse_port| NativeOptions { unix: Some(p.into()), reuse_port, ..Default::default() };
+        assert!(ServerConfig::from_options(&unix("/tmp/a.sock", None)).is_ok());
+        assert!(ServerConfig::from_options(&unix("\0abstract", None)).is_ok());
+        for bad in [unix("", None), unix("/tmp/a\0b", None), unix("/tmp/a.sock", Some(true))] {
+            assert_eq!(ServerConfig::from_options(&bad).unwrap_err().kind, ErrorKind::InvalidOption);
+        }
     }
 
     #[test]

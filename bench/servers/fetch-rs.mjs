@@ -14,7 +14,9 @@ const port = Number(process.env.PORT ?? 3000);
 const tls = process.env.TLS_CERT_PEM ? { cert: process.env.TLS_CERT_PEM, key: process.env.TLS_KEY_PEM } : undefined;
 // FETCH_RS_OPTIONS: extra Server options as JSON, to measure one option against the default.
 const extra = process.env.FETCH_RS_OPTIONS ? JSON.parse(process.env.FETCH_RS_OPTIONS) : {};
-const server = new Server({ host: "127.0.0.1", port, maxBodySize: 16 * 1024 * 1024, tls, ...extra });
+// UNIX_PATH: listen on that Unix domain socket instead (bench/instructions.mjs --unix).
+const where = process.env.UNIX_PATH ? { unix: process.env.UNIX_PATH } : { host: "127.0.0.1", port };
+const server = new Server({ ...where, maxBodySize: 16 * 1024 * 1024, tls, ...extra });
 server.addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
 await server.listen();
 console.log(`READY ${server.port ?? port}`);
