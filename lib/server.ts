@@ -102,6 +102,8 @@ export interface ServerOptions {
   maxConnections?: number;
   /** Largest request body in bytes; larger gets 413 (default 10 MiB). */
   maxBodySize?: number;
+  /** Bun's name for `maxBodySize`. */
+  maxRequestBodySize?: number;
   /** Time in ms for a listener to produce a response; then 503 and `request.signal` aborts (default 30000, 0: none). */
   timeout?: number;
   /** Largest request head in bytes; larger gets 431 (default 16 KiB). */
@@ -213,6 +215,14 @@ function got(v: unknown): string {
   return typeof v === "object" ? `an object (${(v as object).constructor?.name ?? "null prototype"})` : typeof v;
 }
 
+/** `maxBodySize`, or Bun's name for it, `maxRequestBodySize` (not both). */
+function bodyLimit(o: Record<string, unknown>): number | undefined {
+  if (o.maxRequestBodySize === undefined) return integer(o, "maxBodySize", 0);
+  if (o.maxBodySize !== undefined)
+    throw optionError("maxBodySize and maxRequestBodySize are the same option: give one");
+  return integer(o, "maxRequestBodySize", 0);
+}
+
 // A port written as a decimal string ("3456", as `process.env.PORT` gives it) is that
 // number, as node:http and @hono/node-server take it.
 const DECIMAL = /^\s*\d+\s*$/;
@@ -311,7 +321,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     reusePort: o.reusePort as boolean | undefined,
     backlog: integer(o, "backlog", 1, 2 ** 31 - 1),
     maxConnections: integer(o, "maxConnections", 1, 2 ** 32 - 1),
-    maxBodySize: integer(o, "maxBodySize", 0),
+    maxBodySize: bodyLimit(o),
     maxHeaderSize: integer(o, "maxHeaderSize", 1, 2 ** 32 - 1),
     maxPendingRequests: integer(o, "maxPendingRequests", 1, 2 ** 32 - 1),
     workerThreads: integer(o, "workerThreads", 0, 1024),

@@ -861,6 +861,22 @@ function defineTests() {
       await t.close();
     });
 
+    test("Bun's maxRequestBodySize limits request bodies as maxBodySize does", async () => {
+      const s = serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        maxRequestBodySize: 16,
+        fetch: async (r) => new Response(await r.text()),
+      });
+      try {
+        const at = (body) => fetch(s.url, { method: "POST", body }).then((r) => r.status);
+        assert.equal(await at("x".repeat(16)), 200);
+        assert.equal(await at("x".repeat(17)), 413);
+      } finally {
+        await s.close();
+      }
+    });
+
     const cases = [
       [{ port: "abc" }, TypeError, /port must be an integer \(or a string of decimal digits\), got the string "abc"/],
       [{ port: "" }, TypeError, /got the string ""/],
@@ -872,6 +888,8 @@ function defineTests() {
       [{ port: {} }, TypeError, /got an object \(Object\)/],
       [{ maxBodySize: "10mb" }, TypeError, /maxBodySize must be an integer, got the string "10mb"/],
       [{ maxBodySize: "1024" }, TypeError, /maxBodySize must be an integer, got the string "1024"/],
+      [{ maxRequestBodySize: "1kb" }, TypeError, /maxRequestBodySize must be an integer, got the string "1kb"/],
+      [{ maxBodySize: 1, maxRequestBodySize: 2 }, TypeError, /maxBodySize and maxRequestBodySize are the same option/],
       [{ timeout: true }, TypeError, /timeout must be an integer, got the boolean true/],
       [{ host: 5 }, TypeError, /host must be a non-empty string, got the number 5/],
       [{ hostname: "" }, TypeError, /hostname must be a non-empty string, got the string ""/],
