@@ -8,7 +8,6 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -407,11 +406,11 @@ struct State {
     kernel: KernelConnection<ServerConnectionData>,
     /// Records sealed with one key before the next is taken (the suite's confidentiality limit).
     tx_limit: u64,
-    /// Received bytes: `[start..end)` not yet opened; `plain` opened and not yet taken.
-    /// `READ_SIZE` long, grown to a whole record while one larger is read.
+    /// Received bytes: `[start..]` not yet opened; `plain` opened and not yet taken. Its
+    /// capacity is `READ_SIZE`, grown to a whole record while one larger is read; reads go to
+    /// the spare capacity (never zero-filled first).
     inbuf: Vec<u8>,
     start: usize,
-    end: usize,
     plain: (usize, usize),
     /// close_notify came: the end of the stream once `plain` is taken.
     eof: bool,
@@ -437,8 +436,9 @@ pub fn split(h: Handshaken) -> std::io::Result<(crate::cork::ReadHalf, crate::co
     let rx = Direction::new(h.secrets.rx)?;
     let tx = Direction::new(h.secrets.tx)?;
     let tx_limit = h.kernel.negotiated_cipher_suite().tls13().map_or(u64::MAX, |s| s.common.confidentiality_limit);
-    let mut inbuf = vec![0u8; READ_SIZE.max(h.inbuf.len())];
-    inbuf[..h.inbuf.len()].copy_from_slice(&h.inbuf);
+    // The handshake's leftover bytes stay where they are.
+    let mut inbuf = h.inbuf;
+    inbuf.reserve_exact(READ_SIZE.saturating_sub(inbuf.len()));
     let state = State {
         io: h.io,
         rx,
@@ -447,7 +447,6 @@ pub fn split(h: Handshaken) -> std::io::Result<(crate::cork::ReadHalf, crate::co
         tx_limit,
         inbuf,
         start: h.plain,
-        end: h.inbuf.len(),
         plain: (0, h.plain),
         eof: h.peer_closed,
         drained: false,
@@ -489,7 +488,7 @@ impl State {
 
     /// Opens the next whole record in `inbuf`, if there is one: true if one was opened.
     fn open(&mut self) -> std::io::Result<bool> {
-        let have = &self.inbuf[self.start..self.end];
+        let have = &self.inbuf[self.start..];
         if have.len() < HEADER {
             return Ok(false);
         }
@@ -670,9 +669,9 @@ impl AsyncRead for RecRead {
                 let n = (b - a).min(buf.remaining());
                 buf.put_slice(&s.inbuf[a..a + n]);
                 s.plain.0 += n;
-                if s.plain.0 == b && s.start == s.end {
+                if s.plain.0 == b && s.start == s.inbuf.len() {
                     s.start = 0;
-                    s.end = 0;
+                    s.inbuf.clear();
                     // All that was read is taken and the socket is drained: hyper's next read
                     // would find nothing; the task is registered now (as `tls::TlsRead`).
                     if s.drained && !s.eof && s.io.poll_read_ready(cx).is_pending() {
@@ -702,25 +701,23 @@ impl AsyncRead for RecRead {
             }
             // The record begun goes to the front, so that it fits whole.
             if s.start > 0 {
-                s.inbuf.copy_within(s.start..s.end, 0);
-                s.end -= s.start;
+                s.inbuf.drain(..s.start);
                 s.start = 0;
             }
-            if s.end == s.inbuf.len() {
+            let held = s.inbuf.len();
+            if held == s.inbuf.capacity() {
                 // Full with part of one record (whole ones are opened): one larger than the
                 // buffer, which grows to the largest record for it.
-                if s.inbuf.len() >= HEADER + MAX_CIPHER {
+                if held >= HEADER + MAX_CIPHER {
                     return Poll::Ready(Err(s.fail(INTERNAL_ERROR, "TLS read buffer full")));
                 }
-                s.inbuf.resize(HEADER + MAX_CIPHER, 0);
-            } else if s.end == 0 && s.inbuf.len() > READ_SIZE {
+                s.inbuf.reserve_exact(HEADER + MAX_CIPHER - held);
+            } else if held == 0 && s.inbuf.capacity() > READ_SIZE {
                 // Nothing held: back to the size at rest.
-                s.inbuf.truncate(READ_SIZE);
-                s.inbuf.shrink_to_fit();
+                s.inbuf = Vec::with_capacity(READ_SIZE);
             }
-            let end = s.end;
             let mut reader = crate::tls::SocketReader { io: &mut s.io, cx, drained: false };
-            let r = reader.read(&mut s.inbuf[end..]);
+            let r = reader.read_spare(&mut s.inbuf);
             s.drained = reader.drained;
             match r {
                 // The socket ended without close_notify: as rustls reports it.
@@ -730,7 +727,7 @@ impl AsyncRead for RecRead {
                         "peer closed connection without sending TLS close_notify",
                     )))
                 }
-                Ok(n) => s.end += n,
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             }

@@ -285,6 +285,65 @@ test("a record over 2^14 + 256 bytes closes with record_overflow; one byte under
   }
 });
 
+test("requests that come with the client's Finished, and a record split across reads after it, are answered", async () => {
+  // A guard of the read buffer the handshake's leftover bytes start (round twenty-five).
+  const server = await startTls();
+  try {
+    for (const version of ["TLSv1.3", "TLSv1.2"]) {
+      const raw = net.connect(server.port, "127.0.0.1");
+      await new Promise((resolve, reject) => raw.once("connect", resolve).once("error", reject));
+      // The ClientHello goes at once; everything after it is held, then sent in two writes.
+      const held = [];
+      let first = true;
+      const wire = new Duplex({
+        read() {},
+        write(chunk, _enc, done) {
+          if (first) raw.write(chunk, done);
+          else held.push(Buffer.from(chunk)) && done();
+          first = false;
+        },
+      });
+      raw.on("data", (d) => wire.push(d));
+      raw.on("end", () => wire.push(null));
+      const s = tls.connect({
+        socket: wire,
+        ca: CA,
+        servername: "localhost",
+        minVersion: version,
+        maxVersion: version,
+      });
+      let text = "";
+      s.setEncoding("latin1");
+      s.on("data", (d) => (text += d));
+      // TLS 1.2's client waits for the server's Finished, which comes after its own.
+      if (version === "TLSv1.3")
+        await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
+      else await waitFor(() => held.length > 0);
+      const before = held.length;
+      if (version === "TLSv1.2") {
+        raw.write(Buffer.concat(held.splice(0)));
+        await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
+      }
+      s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      s.write("GET /size/20000 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => held.length >= (version === "TLSv1.3" ? before + 2 : 2));
+      const all = Buffer.concat(held.splice(0));
+      // All but the last 7 bytes in one write (with TLS 1.3, the client's Finished too).
+      raw.write(all.subarray(0, all.length - 7));
+      await sleep(50);
+      raw.write(all.subarray(all.length - 7));
+      const want = pattern(3).toString("latin1");
+      const big = pattern(20_000).toString("latin1");
+      await waitFor(() => text.includes(want) && text.endsWith(big), 5_000);
+      assert.equal(text.split("HTTP/1.1 200").length - 1, 2, version);
+      assert.equal(s.getProtocol(), version);
+      s.destroy();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 test("plain HTTP and garbage on the TLS port get rustls' alert at once (the ClientHello is read in whole records)", async () => {
   const server = await startTls();
   try {
