@@ -412,8 +412,8 @@ impl TlsAcceptor {
                 LazyConfigAcceptor::new(Acceptor::default(), crate::records::WholeRecords::new(stream)).await?;
             let hello = start.client_hello();
             let config = self.current().pick(hello.server_name(), prefers_chacha(hello.cipher_suites()));
-            // TLS 1.3 for HTTP/1.1: the records are done here (records.rs); TLS 1.2 and h2
-            // stay on rustls' record layer.
+            // HTTP/1.1 (TLS 1.3 and 1.2): the records are done here (records.rs); h2 stays
+            // on rustls' record layer.
             if crate::records::takes(&hello, &start.io, self.http2) {
                 let done = crate::records::handshake(start.io, config).await?;
                 let client_certificate = done.peer_certificate.as_ref().and_then(ClientCertificate::parse);
