@@ -287,27 +287,35 @@ async function tampered(server, options) {
   }
 }
 
-test("a record over 2^14 + 256 bytes closes with record_overflow; one byte under the limit waits for its rest", async () => {
+test("a record over 2^14 + 256 bytes (TLS 1.2: + 2,048) closes with record_overflow; one byte under the limit waits for its rest", async () => {
   const server = await startTls();
   try {
-    const c = await tappedClient(server.port);
-    c.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    await waitFor(() => c.text().includes("\r\n\r\n"));
-    // A header claiming the largest ciphertext allowed (16,640 bytes), then part of it: the
-    // server waits for the rest rather than failing.
-    c.raw.write(Buffer.from([0x17, 3, 3, 0x41, 0x00, 1, 2, 3]));
-    await sleep(100);
-    assert.equal(c.tap.closed, false, "a record at the limit is waited for");
-    c.raw.destroy();
-    const d = await tappedClient(server.port);
-    d.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    await waitFor(() => d.text().includes("\r\n\r\n"));
-    // One byte over: closed at once, with the alert.
-    d.raw.write(Buffer.from([0x17, 3, 3, 0x41, 0x01, 1, 2, 3]));
-    await waitFor(() => d.tap.closed, 5_000);
-    assert.match(String(d.error()?.message), /record overflow/i);
-    const got = await request(server.port, "/size/5");
-    assert.ok(got.body.equals(pattern(5)));
+    // The largest ciphertext each version allows: 16,640 and 18,432 bytes.
+    for (const [version, limit] of [
+      ["TLSv1.3", 16_640],
+      ["TLSv1.2", 18_432],
+    ]) {
+      const options = { minVersion: version, maxVersion: version };
+      const header = (len) => Buffer.from([0x17, 3, 3, len >> 8, len & 0xff, 1, 2, 3]);
+      const c = await tappedClient(server.port, options);
+      c.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => c.text().includes("\r\n\r\n"));
+      // A header claiming the largest ciphertext allowed, then part of it: the server waits
+      // for the rest rather than failing.
+      c.raw.write(header(limit));
+      await sleep(100);
+      assert.equal(c.tap.closed, false, `${version}: a record at the limit is waited for`);
+      c.raw.destroy();
+      const d = await tappedClient(server.port, options);
+      d.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => d.text().includes("\r\n\r\n"));
+      // One byte over: closed at once, with the alert.
+      d.raw.write(header(limit + 1));
+      await waitFor(() => d.tap.closed, 5_000);
+      assert.match(String(d.error()?.message), /record overflow/i, version);
+      const got = await request(server.port, "/size/5", options);
+      assert.ok(got.body.equals(pattern(5)));
+    }
   } finally {
     await server.close();
   }
