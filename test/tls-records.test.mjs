@@ -334,9 +334,12 @@ test("requests that come with the client's Finished, and a record split across r
       const wire = new Duplex({
         read() {},
         write(chunk, _enc, done) {
-          if (first) raw.write(chunk, done);
-          else held.push(Buffer.from(chunk)) && done();
-          first = false;
+          if (first) {
+            first = false;
+            return raw.write(chunk, done);
+          }
+          held.push(Buffer.from(chunk));
+          done();
         },
       });
       raw.on("data", (d) => wire.push(d));
