@@ -19,6 +19,8 @@
 //           [--h2c]        (HTTP/2 cleartext, 16 streams per connection, instead of HTTP/1.1)
 //           [--unix]       (the servers listen on a Unix domain socket, UNIX_PATH in their
 //                           environment, and h2load connects there: fetch-rs's own servers)
+//           [--tls12]      (over TLS 1.2, the load from bench/h1-tls-load.mjs, node:tls, as
+//                           h2load cannot be held to TLS 1.2; GETs over HTTP/1.1 only)
 //           [--sim]        (also simulates the caches and branch prediction: the table gets
 //                           their events per request (I1mr, D1mr, Bcm, ...), the whole process's
 //                           and the addon's, and the dumps get them per function; see --keep)
@@ -45,10 +47,13 @@ const names = (args.servers ?? "fetch-rs,fetch-rs-inthread,hyper").split(",");
 const requests = Number(args.requests ?? 20000);
 const path = args.path ?? "/json";
 const top = Number(args.top ?? 0);
-const tls = args.tls === "true";
+const tls = args.tls === "true" || args.tls12 === "true";
+const tls12 = args.tls12 === "true";
+if (tls12 && (args.body !== undefined || args.h2c === "true")) throw new Error("--tls12 sends GETs over HTTP/1.1 only");
 // h2load's protocol: HTTP/1.1, or with --h2c HTTP/2 with prior knowledge, 16 streams a connection.
 const protocol = args.h2c === "true" ? ["-m", "16"] : ["--h1"];
 const unix = args.unix === "true";
+if (unix && tls12) throw new Error("--tls12 loads over TCP only, not with --unix");
 /** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
 const HANDSHAKES = 50;
 const keep = args.keep;
@@ -117,10 +122,15 @@ async function measure(entry, dir, loads) {
     const url = `${tls ? "https" : "http"}://127.0.0.1:${port}${path}`;
     const data = bodyBytes > 0 ? ["-d", join(dir, "body")] : [];
     if (unix) data.push("-B", `unix:${sock}`);
-    run("h2load", [...protocol, "-n", "5000", "-c", "50", ...data, url]);
+    // h2load, or with --tls12 the node:tls load (N requests over 50 new connections too).
+    const loadOf = (n) =>
+      tls12
+        ? run(process.execPath, [join(ROOT, "bench/h1-tls-load.mjs"), url, String(n), "50", "TLSv1.2"])
+        : run("h2load", [...protocol, "-n", String(n), "-c", "50", ...data, url]);
+    loadOf(5000);
     for (const n of loads) {
       run("callgrind_control", ["-z", String(child.pid)]);
-      const load = run("h2load", [...protocol, "-n", String(n), "-c", "50", ...data, url]);
+      const load = loadOf(n);
       if (!new RegExp(`${n} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
       run("callgrind_control", ["-d", String(child.pid)]);
     }
@@ -188,7 +198,8 @@ try {
   const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
   const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
   const over = unix ? ", over a Unix socket" : "";
-  console.log(`Instructions per request (callgrind, ${what}${over}, ${load}, h2load ${protocol.join(" ")} -c50)\n`);
+  const client = tls12 ? "bench/h1-tls-load.mjs (TLS 1.2), 50 connections" : `h2load ${protocol.join(" ")} -c50`;
+  console.log(`Instructions per request (callgrind, ${what}${over}, ${load}, ${client})\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);
   console.log(`| all | ${results.map((r) => per(r.total)).join(" | ")} |`);

@@ -8,7 +8,7 @@
 // Targets: `http1` mutated HTTP/1.1 requests; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
 // server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
-// frames; `tls-records` a real TLS 1.3 handshake (ALPN http/1.1; records done by fetch-rs,
+// frames; `tls-records` a real TLS 1.3 or 1.2 handshake (ALPN http/1.1; records done by fetch-rs,
 // src/records.rs), sometimes a request, then raw record bytes past the TLS client: headers of any
 // type and length, random bodies (a bad tag), in pieces; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
 // WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
@@ -441,19 +441,22 @@ function makeCase() {
   }
   if (target === "tls-records") {
     // Records after the handshake, as the server's record layer reads them: a header (the
-    // usual type or any, a length up to past the 16,640-byte limit) and a random body.
+    // usual type, TLS 1.2's alert and handshake, or any; a length up to past the limit,
+    // 16,640 bytes in TLS 1.3, 18,432 in TLS 1.2) and a random body.
+    const version = rand() < 0.5 ? "TLSv1.3" : "TLSv1.2";
     const records = [];
-    let how = "";
+    let how = version === "TLSv1.2" ? "1.2:" : "";
     for (let i = 0, n = 1 + int(3); i < n; i++) {
-      const type = rand() < 0.7 ? 0x17 : int(256);
-      const len = rand() < 0.2 ? 16_600 + int(100) : int(300);
+      const type = rand() < 0.6 ? 0x17 : rand() < 0.5 ? 0x15 + int(2) : int(256);
+      const limit = version === "TLSv1.2" ? 18_432 : 16_640;
+      const len = rand() < 0.2 ? limit - 40 + int(100) : int(300);
       const body = randomBytes(rand() < 0.5 ? len : int(len + 1));
       records.push(Buffer.from([type, 3, 3, len >> 8, len & 0xff]), body);
       how += `${how ? "+" : ""}${type.toString(16)}/${len}`;
     }
     if (rand() < 0.1) records.push(randomBytes(1 + int(64)));
     const request = rand() < 0.5;
-    return { target, bytes: Buffer.concat(records), request, how: `tls-records:${request ? "req+" : ""}${how}`, pieces: rand() < 0.3 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
+    return { target, version, bytes: Buffer.concat(records), request, how: `tls-records:${request ? "req+" : ""}${how}`, pieces: rand() < 0.3 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
   }
   if (target === "tls") {
     let bytes;
@@ -512,7 +515,7 @@ function runCase(ports, c) {
       c.target === "tls-h2"
         ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ALPNProtocols: ["h2"], rejectUnauthorized: false })
         : raw !== null
-          ? tls.connect({ socket: raw, servername: "localhost", ALPNProtocols: ["http/1.1"], minVersion: "TLSv1.3", rejectUnauthorized: false })
+          ? tls.connect({ socket: raw, servername: "localhost", ALPNProtocols: ["http/1.1"], minVersion: c.version, maxVersion: c.version, rejectUnauthorized: false })
           : net.connect(port, "127.0.0.1");
     const chunks = [];
     const { finish, arm, ended } = caseEnd(sock, (how) => {

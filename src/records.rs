@@ -1,14 +1,13 @@
-//! HTTPS/1.1 over TLS 1.3 with the records done here: rustls does the handshake (unbuffered
-//! API), then hands over the session's keys (`KernelConnection`), and each record is opened
-//! in place in our read buffer and sealed in place in our write buffer with ring's AEAD,
-//! without rustls' plaintext and record buffers. rustls still computes the keys of a key
-//! update. TLS 1.2 and HTTP/2 stay on rustls' record layer (tls.rs).
+//! HTTPS/1.1 over TLS 1.3 and 1.2 with the records done here: rustls does the handshake
+//! (unbuffered API), then hands over the session's keys (`KernelConnection`), and each record
+//! is opened in place in our read buffer and sealed in place in our write buffer with ring's
+//! AEAD, without rustls' plaintext and record buffers. rustls still computes the keys of a
+//! TLS 1.3 key update. HTTP/2 stays on rustls' record layer (tls.rs).
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +19,11 @@ use tokio::net::TcpStream;
 const MAX_PLAIN: usize = 1 << 14;
 /// The largest ciphertext of a record (RFC 8446 section 5.2), header apart.
 const MAX_CIPHER: usize = MAX_PLAIN + 256;
+/// The same in TLS 1.2 (RFC 5246 section 6.2.3).
+const MAX_CIPHER_12: usize = MAX_PLAIN + 2048;
 const HEADER: usize = 5;
+/// TLS 1.2 AES-GCM's explicit nonce, at the start of each record (RFC 5288 section 3).
+const EXPLICIT: usize = 8;
 /// What a read asks of the socket while no larger record is under way, and the read buffer's
 /// size at rest (as rustls' own read buffer): an idle connection holds this much, not a whole
 /// record's 16 KiB.
@@ -176,76 +179,13 @@ fn invalid(msg: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io:
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
 
-/// Whether the records of a connection whose ClientHello this is may be done here: the
-/// client offers TLS 1.3 (its `supported_versions`, read from the bytes `io` kept) and a TLS
-/// 1.3 suite, so rustls will pick TLS 1.3, and ALPN will not pick h2 (`h2`: the server
-/// offers it).
+/// Whether the records of a connection whose ClientHello this is may be done here: ALPN will
+/// not pick h2 (`h2`: the server offers it), and `io` kept the bytes the handshake starts
+/// from. Both versions rustls speaks (TLS 1.3 and 1.2) and all its suites (AES-GCM and
+/// ChaCha20-Poly1305) are done here.
 pub fn takes(hello: &rustls::server::ClientHello<'_>, io: &WholeRecords, h2: bool) -> bool {
-    let tls13 = hello
-        .cipher_suites()
-        .iter()
-        .any(|s| rustls::crypto::ring::ALL_CIPHER_SUITES.iter().any(|k| k.suite() == *s && k.tls13().is_some()));
     let wants_h2 = h2 && hello.alpn().is_some_and(|mut a| a.any(|p| p == b"h2"));
-    tls13 && !wants_h2 && io.given.as_deref().is_some_and(offers_tls13)
-}
-
-/// Whether the ClientHello at the start of `records` (as read from the socket) lists TLS 1.3
-/// in its `supported_versions` extension (RFC 8446 section 4.2.1). What does not parse says
-/// no: that connection stays on rustls' record layer, which serves every version.
-fn offers_tls13(records: &[u8]) -> bool {
-    // The handshake bytes of the leading handshake records: a ClientHello may span records.
-    let mut hello = Vec::new();
-    let mut at = 0;
-    while let Some(h) = records.get(at..at + HEADER) {
-        let len = u16::from_be_bytes([h[3], h[4]]) as usize;
-        match records.get(at + HEADER..at + HEADER + len) {
-            Some(body) if h[0] == HANDSHAKE => hello.extend_from_slice(body),
-            _ => break,
-        }
-        at += HEADER + len;
-    }
-    hello_offers_tls13(&hello).unwrap_or(false)
-}
-
-/// A ClientHello handshake message's `supported_versions` has TLS 1.3; `None` if the message
-/// does not parse.
-fn hello_offers_tls13(message: &[u8]) -> Option<bool> {
-    struct Bytes<'a>(&'a [u8]);
-    impl<'a> Bytes<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
-            self.0 = b;
-            Some(a)
-        }
-        fn len8(&mut self) -> Option<&'a [u8]> {
-            let n = self.take(1)?[0] as usize;
-            self.take(n)
-        }
-        fn len16(&mut self) -> Option<&'a [u8]> {
-            let n = self.take(2)?;
-            self.take(u16::from_be_bytes([n[0], n[1]]) as usize)
-        }
-    }
-    let mut m = Bytes(message);
-    let head = m.take(4)?;
-    if head[0] != 1 {
-        return None;
-    }
-    let mut body = Bytes(m.take(u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize)?);
-    body.take(2 + 32)?; // legacy_version, random
-    body.len8()?; // legacy_session_id
-    body.len16()?; // cipher_suites
-    body.len8()?; // legacy_compression_methods
-    let mut extensions = Bytes(body.len16()?);
-    while !extensions.0.is_empty() {
-        let kind = extensions.take(2)?;
-        let data = extensions.len16()?;
-        if kind == [0, 43] {
-            let versions = Bytes(data).len8()?;
-            return Some(versions.chunks_exact(2).any(|v| v == [3, 4]));
-        }
-    }
-    Some(false)
+    !wants_h2 && io.given.is_some()
 }
 
 /// A handshake finished by rustls' unbuffered connection, turned into keys.
@@ -349,11 +289,6 @@ pub async fn handshake(io: WholeRecords, config: Arc<rustls::ServerConfig>) -> s
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let peer_certificate = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
     let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
-    // `takes` saw TLS 1.3 offered with a suite of it, so rustls picked it; a check all the
-    // same, as the records here are TLS 1.3's only.
-    if kernel.protocol_version() != rustls::ProtocolVersion::TLSv1_3 {
-        return Err(invalid("TLS 1.2 negotiated where TLS 1.3 was offered; not served"));
-    }
     let n = plain.len();
     plain.extend_from_slice(&inbuf);
     Ok(Handshaken { io, inbuf: plain, plain: n, peer_closed, secrets, kernel, h2, peer_certificate })
@@ -380,15 +315,42 @@ impl Direction {
         Ok(Direction { key, iv, seq })
     }
 
-    /// The next record's nonce (RFC 8446 section 5.3): the IV with the sequence number.
-    fn nonce(&mut self) -> Nonce {
+    /// The next record's sequence number and nonce: the IV with the sequence number (RFC
+    /// 8446 section 5.3; TLS 1.2's ChaCha20-Poly1305, RFC 7905; and the nonce TLS 1.2's
+    /// AES-GCM records are sealed with, whose last 8 bytes are sent, as rustls does).
+    fn next(&mut self) -> (u64, [u8; 12]) {
+        let seq = self.seq;
         let mut n = self.iv;
-        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+        for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
             *b ^= s;
         }
         self.seq += 1;
-        Nonce::assume_unique_for_key(n)
+        (seq, n)
     }
+}
+
+/// How records are protected, by the version and suite negotiated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    /// TLS 1.3: the outer type is application_data, the real one the last byte of the
+    /// plaintext before any padding; the header is the AAD.
+    Tls13,
+    /// TLS 1.2 AES-GCM: each record starts with its explicit nonce, the rest of the nonce is
+    /// the 4-byte salt (RFC 5288); the AAD is the sequence number, type, version and length.
+    Tls12Gcm,
+    /// TLS 1.2 ChaCha20-Poly1305: the nonce as TLS 1.3's, the AAD as TLS 1.2 AES-GCM's.
+    Tls12Chacha,
+}
+
+/// TLS 1.2's AAD (RFC 5246 section 6.2.3.3): sequence number, type, version, plaintext length.
+fn aad12(seq: u64, kind: u8, len: usize) -> [u8; 13] {
+    let mut a = [0u8; 13];
+    a[..8].copy_from_slice(&seq.to_be_bytes());
+    a[8] = kind;
+    a[9] = 3;
+    a[10] = 3;
+    a[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    a
 }
 
 /// Alert descriptions (RFC 8446 section 6).
@@ -399,19 +361,23 @@ const RECORD_OVERFLOW: u8 = 22;
 const DECODE_ERROR: u8 = 50;
 const INTERNAL_ERROR: u8 = 80;
 const USER_CANCELED: u8 = 90;
+const NO_RENEGOTIATION: u8 = 100;
+const WARNING: u8 = 1;
+const CLIENT_HELLO: u8 = 1;
 
 struct State {
     io: TcpStream,
+    protection: Protection,
     rx: Direction,
     tx: Direction,
     kernel: KernelConnection<ServerConnectionData>,
     /// Records sealed with one key before the next is taken (the suite's confidentiality limit).
     tx_limit: u64,
-    /// Received bytes: `[start..end)` not yet opened; `plain` opened and not yet taken.
-    /// `READ_SIZE` long, grown to a whole record while one larger is read.
+    /// Received bytes: `[start..]` not yet opened; `plain` opened and not yet taken. Its
+    /// capacity is `READ_SIZE`, grown to a whole record while one larger is read; reads go to
+    /// the spare capacity (never zero-filled first).
     inbuf: Vec<u8>,
     start: usize,
-    end: usize,
     plain: (usize, usize),
     /// close_notify came: the end of the stream once `plain` is taken.
     eof: bool,
@@ -424,6 +390,8 @@ struct State {
     sent: usize,
     /// close_notify is sealed.
     closing: bool,
+    /// TLS 1.2: a renegotiation was refused (a second one ends the connection, as rustls).
+    refused_renegotiation: bool,
 }
 
 type Shared = Arc<std::sync::Mutex<State>>;
@@ -434,20 +402,31 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
 
 /// The connection's halves over the keys of a finished handshake.
 pub fn split(h: Handshaken) -> std::io::Result<(crate::cork::ReadHalf, crate::cork::WriteHalf)> {
+    let chacha = matches!(h.secrets.tx.1, rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { .. });
+    let protection = match h.kernel.protocol_version() {
+        rustls::ProtocolVersion::TLSv1_3 => Protection::Tls13,
+        rustls::ProtocolVersion::TLSv1_2 if chacha => Protection::Tls12Chacha,
+        rustls::ProtocolVersion::TLSv1_2 => Protection::Tls12Gcm,
+        _ => return Err(invalid("TLS version without a record layer here")),
+    };
     let rx = Direction::new(h.secrets.rx)?;
     let tx = Direction::new(h.secrets.tx)?;
-    let tx_limit = h.kernel.negotiated_cipher_suite().tls13().map_or(u64::MAX, |s| s.common.confidentiality_limit);
-    let mut inbuf = vec![0u8; READ_SIZE.max(h.inbuf.len())];
-    inbuf[..h.inbuf.len()].copy_from_slice(&h.inbuf);
+    let tx_limit = match h.kernel.negotiated_cipher_suite() {
+        rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+        rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+    };
+    // The handshake's leftover bytes stay where they are.
+    let mut inbuf = h.inbuf;
+    inbuf.reserve_exact(READ_SIZE.saturating_sub(inbuf.len()));
     let state = State {
         io: h.io,
+        protection,
         rx,
         tx,
         kernel: h.kernel,
         tx_limit,
         inbuf,
         start: h.plain,
-        end: h.inbuf.len(),
         plain: (0, h.plain),
         eof: h.peer_closed,
         drained: false,
@@ -455,6 +434,7 @@ pub fn split(h: Handshaken) -> std::io::Result<(crate::cork::ReadHalf, crate::co
         out: Vec::new(),
         sent: 0,
         closing: false,
+        refused_renegotiation: false,
     };
     let shared = Arc::new(std::sync::Mutex::new(state));
     Ok((Box::new(RecRead { s: shared.clone(), waits: false }), Box::new(RecWrite { s: shared, held: false })))
@@ -489,18 +469,21 @@ impl State {
 
     /// Opens the next whole record in `inbuf`, if there is one: true if one was opened.
     fn open(&mut self) -> std::io::Result<bool> {
-        let have = &self.inbuf[self.start..self.end];
+        let have = &self.inbuf[self.start..];
         if have.len() < HEADER {
             return Ok(false);
         }
         let len = u16::from_be_bytes([have[3], have[4]]) as usize;
-        // After the handshake every record is sealed and says application_data outside
-        // (RFC 8446 section 5.2).
-        if have[0] != APPLICATION_DATA {
+        let outer = have[0];
+        let tls13 = self.protection == Protection::Tls13;
+        // After the handshake every TLS 1.3 record is sealed and says application_data
+        // outside (RFC 8446 section 5.2); TLS 1.2's say their type, of which a client sends
+        // these three.
+        if if tls13 { outer != APPLICATION_DATA } else { !matches!(outer, APPLICATION_DATA | ALERT | HANDSHAKE) } {
             return Err(self.fail(UNEXPECTED_MESSAGE, "TLS record of an unexpected type after the handshake"));
         }
-        if len > MAX_CIPHER {
-            return Err(self.fail(RECORD_OVERFLOW, "TLS record over 2^14 + 256 bytes (record_overflow)"));
+        if len > self.max_cipher() {
+            return Err(self.fail(RECORD_OVERFLOW, "TLS record over the largest ciphertext (record_overflow)"));
         }
         if have.len() < HEADER + len {
             return Ok(false);
@@ -510,28 +493,71 @@ impl State {
         }
         let header: [u8; HEADER] = [have[0], have[1], have[2], have[3], have[4]];
         let body = self.start + HEADER;
-        let nonce = self.rx.nonce();
-        let opened = match self.rx.key.open_in_place(nonce, Aad::from(header), &mut self.inbuf[body..body + len]) {
-            Ok(opened) => opened,
-            Err(_) => return Err(self.fail(BAD_RECORD_MAC, "TLS record failed authentication (bad_record_mac)")),
+        let (kind, content) = if tls13 {
+            let (_, nonce) = self.rx.next();
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            let opened = match self.rx.key.open_in_place(nonce, Aad::from(header), &mut self.inbuf[body..body + len]) {
+                Ok(opened) => opened,
+                Err(_) => return Err(self.fail(BAD_RECORD_MAC, "TLS record failed authentication (bad_record_mac)")),
+            };
+            // The inner content type is the last byte that is not padding.
+            let Some(last) = opened.iter().rposition(|b| *b != 0) else {
+                return Err(self.fail(UNEXPECTED_MESSAGE, "TLS record without a content type"));
+            };
+            if last > MAX_PLAIN {
+                return Err(self.fail(RECORD_OVERFLOW, "TLS record over 2^14 bytes of plaintext (record_overflow)"));
+            }
+            (opened[last], (body, body + last))
+        } else {
+            let explicit = if self.protection == Protection::Tls12Gcm { EXPLICIT } else { 0 };
+            // Too short for its nonce and tag: it cannot authenticate (as rustls answers it).
+            let Some(plain) = len.checked_sub(explicit + TAG) else {
+                return Err(self.fail(BAD_RECORD_MAC, "TLS record failed authentication (bad_record_mac)"));
+            };
+            if plain > MAX_PLAIN {
+                return Err(self.fail(RECORD_OVERFLOW, "TLS record over 2^14 bytes of plaintext (record_overflow)"));
+            }
+            let (seq, mut nonce) = self.rx.next();
+            if explicit > 0 {
+                nonce[4..].copy_from_slice(&self.inbuf[body..body + EXPLICIT]);
+            }
+            let sealed = &mut self.inbuf[body + explicit..body + len];
+            let aad = Aad::from(aad12(seq, outer, plain));
+            if self.rx.key.open_in_place(Nonce::assume_unique_for_key(nonce), aad, sealed).is_err() {
+                return Err(self.fail(BAD_RECORD_MAC, "TLS record failed authentication (bad_record_mac)"));
+            }
+            (outer, (body + explicit, body + explicit + plain))
         };
-        // The inner content type is the last byte that is not padding.
-        let Some(last) = opened.iter().rposition(|b| *b != 0) else {
-            return Err(self.fail(UNEXPECTED_MESSAGE, "TLS record without a content type"));
-        };
-        if last > MAX_PLAIN {
-            return Err(self.fail(RECORD_OVERFLOW, "TLS record over 2^14 bytes of plaintext (record_overflow)"));
-        }
-        let kind = opened[last];
         self.start += HEADER + len;
-        let content = (body, body + last);
         match kind {
             APPLICATION_DATA => self.plain = content,
             ALERT => self.alert(content)?,
-            HANDSHAKE => self.handshake_message(content)?,
+            HANDSHAKE if tls13 => self.handshake_message(content)?,
+            HANDSHAKE => self.renegotiation(content)?,
             _ => return Err(self.fail(UNEXPECTED_MESSAGE, "TLS record of an unexpected content type")),
         }
         Ok(true)
+    }
+
+    /// The largest ciphertext of a record the version allows, header apart.
+    fn max_cipher(&self) -> usize {
+        if self.protection == Protection::Tls13 {
+            MAX_CIPHER
+        } else {
+            MAX_CIPHER_12
+        }
+    }
+
+    /// TLS 1.2: a handshake message after the handshake is a client's renegotiation, which
+    /// is refused with a warning, once; another, or any other message, ends the connection
+    /// (as rustls answers them).
+    fn renegotiation(&mut self, (a, b): (usize, usize)) -> std::io::Result<()> {
+        if a < b && self.inbuf[a] == CLIENT_HELLO && !self.refused_renegotiation {
+            self.refused_renegotiation = true;
+            self.seal(ALERT, &[std::io::IoSlice::new(&[WARNING, NO_RENEGOTIATION])], 2);
+            return Ok(());
+        }
+        Err(self.fail(UNEXPECTED_MESSAGE, "TLS handshake message after the handshake"))
     }
 
     /// An alert: close_notify ends the stream; user_canceled is only a warning; any other
@@ -540,6 +566,8 @@ impl State {
         match self.inbuf[a..b] {
             [_, CLOSE_NOTIFY] => self.eof = true,
             [_, USER_CANCELED] => {}
+            // TLS 1.2's warnings are not fatal (RFC 5246 section 7.2); TLS 1.3 has none.
+            [WARNING, _] if self.protection != Protection::Tls13 => {}
             [_, _] => {
                 self.broken = true;
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "TLS alert from the client"));
@@ -629,29 +657,58 @@ impl State {
 
     /// Seals one record of `kind` around the first `take` bytes of `bufs` at the end of
     /// `out`, in place: header, plaintext, the content type, the tag (RFC 8446 section 5.2).
-    fn seal(&mut self, kind: u8, bufs: &[std::io::IoSlice<'_>], mut take: usize) {
+    fn seal(&mut self, kind: u8, bufs: &[std::io::IoSlice<'_>], take: usize) {
+        // TLS 1.2 apart, so that TLS 1.3's path stays as it was (one branch more).
+        if self.protection != Protection::Tls13 {
+            return self.seal12(kind, bufs, take);
+        }
         let at = self.out.len();
         self.out.reserve(HEADER + take + 1 + TAG);
         let len = (take + 1 + TAG) as u16;
         let [hi, lo] = len.to_be_bytes();
         let header = [APPLICATION_DATA, 3, 3, hi, lo];
         self.out.extend_from_slice(&header);
-        for b in bufs {
-            if take == 0 {
-                break;
-            }
-            let n = b.len().min(take);
-            self.out.extend_from_slice(&b[..n]);
-            take -= n;
-        }
+        append(&mut self.out, bufs, take);
         self.out.push(kind);
-        let nonce = self.tx.nonce();
+        let nonce = Nonce::assume_unique_for_key(self.tx.next().1);
         // Sealing fails only for a plaintext over the AEAD's limit (gigabytes), which a
         // record cannot reach.
         if let Ok(tag) = self.tx.key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.out[at + HEADER..])
         {
             self.out.extend_from_slice(tag.as_ref());
         }
+    }
+
+    /// `seal` for TLS 1.2: header (the real type), the explicit nonce (AES-GCM), plaintext,
+    /// the tag; the AAD is `aad12`'s.
+    fn seal12(&mut self, kind: u8, bufs: &[std::io::IoSlice<'_>], take: usize) {
+        let at = self.out.len();
+        let explicit = if self.protection == Protection::Tls12Gcm { EXPLICIT } else { 0 };
+        self.out.reserve(HEADER + explicit + take + TAG);
+        let len = (explicit + take + TAG) as u16;
+        let [hi, lo] = len.to_be_bytes();
+        self.out.extend_from_slice(&[kind, 3, 3, hi, lo]);
+        let (seq, nonce) = self.tx.next();
+        // The nonce's last 8 bytes are the explicit part (as rustls seals).
+        self.out.extend_from_slice(&nonce[12 - explicit..]);
+        append(&mut self.out, bufs, take);
+        let aad = Aad::from(aad12(seq, kind, take));
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        if let Ok(tag) = self.tx.key.seal_in_place_separate_tag(nonce, aad, &mut self.out[at + HEADER + explicit..]) {
+            self.out.extend_from_slice(tag.as_ref());
+        }
+    }
+}
+
+/// Appends the first `take` bytes of `bufs` to `out`.
+fn append(out: &mut Vec<u8>, bufs: &[std::io::IoSlice<'_>], mut take: usize) {
+    for b in bufs {
+        if take == 0 {
+            break;
+        }
+        let n = b.len().min(take);
+        out.extend_from_slice(&b[..n]);
+        take -= n;
     }
 }
 
@@ -670,9 +727,9 @@ impl AsyncRead for RecRead {
                 let n = (b - a).min(buf.remaining());
                 buf.put_slice(&s.inbuf[a..a + n]);
                 s.plain.0 += n;
-                if s.plain.0 == b && s.start == s.end {
+                if s.plain.0 == b && s.start == s.inbuf.len() {
                     s.start = 0;
-                    s.end = 0;
+                    s.inbuf.clear();
                     // All that was read is taken and the socket is drained: hyper's next read
                     // would find nothing; the task is registered now (as `tls::TlsRead`).
                     if s.drained && !s.eof && s.io.poll_read_ready(cx).is_pending() {
@@ -702,25 +759,24 @@ impl AsyncRead for RecRead {
             }
             // The record begun goes to the front, so that it fits whole.
             if s.start > 0 {
-                s.inbuf.copy_within(s.start..s.end, 0);
-                s.end -= s.start;
+                s.inbuf.drain(..s.start);
                 s.start = 0;
             }
-            if s.end == s.inbuf.len() {
+            let held = s.inbuf.len();
+            if held == s.inbuf.capacity() {
                 // Full with part of one record (whole ones are opened): one larger than the
                 // buffer, which grows to the largest record for it.
-                if s.inbuf.len() >= HEADER + MAX_CIPHER {
+                let whole = HEADER + s.max_cipher();
+                if held >= whole {
                     return Poll::Ready(Err(s.fail(INTERNAL_ERROR, "TLS read buffer full")));
                 }
-                s.inbuf.resize(HEADER + MAX_CIPHER, 0);
-            } else if s.end == 0 && s.inbuf.len() > READ_SIZE {
+                s.inbuf.reserve_exact(whole - held);
+            } else if held == 0 && s.inbuf.capacity() > READ_SIZE {
                 // Nothing held: back to the size at rest.
-                s.inbuf.truncate(READ_SIZE);
-                s.inbuf.shrink_to_fit();
+                s.inbuf = Vec::with_capacity(READ_SIZE);
             }
-            let end = s.end;
             let mut reader = crate::tls::SocketReader { io: &mut s.io, cx, drained: false };
-            let r = reader.read(&mut s.inbuf[end..]);
+            let r = reader.read_spare(&mut s.inbuf);
             s.drained = reader.drained;
             match r {
                 // The socket ended without close_notify: as rustls reports it.
@@ -730,7 +786,7 @@ impl AsyncRead for RecRead {
                         "peer closed connection without sending TLS close_notify",
                     )))
                 }
-                Ok(n) => s.end += n,
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -771,6 +827,16 @@ impl AsyncWrite for RecWrite {
         let n = total.min(MAX_PLAIN);
         if n > 0 {
             if s.tx.seq >= s.tx_limit {
+                // TLS 1.2 has no key update: the connection ends there, as rustls ends it.
+                if s.protection != Protection::Tls13 {
+                    s.closing = true;
+                    s.seal(ALERT, &[std::io::IoSlice::new(&[WARNING, CLOSE_NOTIFY])], 2);
+                    let _ = s.send(cx)?;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "TLS 1.2 key used for the most records it may seal; connection closed",
+                    )));
+                }
                 s.update_tx()?;
             }
             s.seal(APPLICATION_DATA, bufs, n);
@@ -812,70 +878,6 @@ impl AsyncWrite for RecWrite {
 impl crate::cork::ConnWrite for RecWrite {
     fn holds_output(&self) -> bool {
         self.held
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The first flight (the ClientHello's records) of a rustls client with `versions`.
-    fn client_hello(versions: &[&'static rustls::SupportedProtocolVersion]) -> Vec<u8> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-        let mut out = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut out).unwrap();
-        }
-        out
-    }
-
-    /// `records`' handshake bytes again, `first` of them in one record and the rest in another.
-    fn split_records(records: &[u8], first: usize) -> Vec<u8> {
-        let body = &records[HEADER..];
-        let mut out = Vec::new();
-        for part in [&body[..first], &body[first..]] {
-            out.extend_from_slice(&[HANDSHAKE, 3, 1]);
-            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
-    }
-
-    #[test]
-    fn supported_versions_of_a_client_hello() {
-        let both = client_hello(&[&rustls::version::TLS13, &rustls::version::TLS12]);
-        assert!(offers_tls13(&both));
-        assert!(offers_tls13(&split_records(&both, 40)));
-        assert!(!offers_tls13(&client_hello(&[&rustls::version::TLS12])));
-        // TLS 1.3 suites listed, supported_versions without TLS 1.3: the version is what counts.
-        // Its type (43), a length, and a list one byte shorter than that.
-        let ext = both
-            .windows(5)
-            .position(|w| w[..3] == [0, 43, 0] && w[4] as usize + 1 == w[3] as usize)
-            .expect("a supported_versions extension");
-        let mut only12 = both.clone();
-        let (list, len) = (ext + 5, both[ext + 4] as usize);
-        for v in only12[list..list + len].chunks_exact_mut(2) {
-            if v == [3, 4] {
-                v.copy_from_slice(&[3, 3]);
-            }
-        }
-        assert_ne!(only12, both);
-        assert!(!offers_tls13(&only12));
-        // Cut short anywhere, or not a handshake record: no, and no panic.
-        for n in 0..both.len() {
-            assert!(!offers_tls13(&both[..n]), "a ClientHello cut at {n} bytes");
-        }
-        let mut alert = both.clone();
-        alert[0] = ALERT;
-        assert!(!offers_tls13(&alert));
     }
 }
 
@@ -933,7 +935,7 @@ mod key_update_tests {
         let len = (record.len() - HEADER + TAG) as u16;
         record[3..5].copy_from_slice(&len.to_be_bytes());
         let header: [u8; HEADER] = record[..HEADER].try_into().unwrap();
-        let nonce = tx.nonce();
+        let nonce = Nonce::assume_unique_for_key(tx.next().1);
         let tag = tx.key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut record[HEADER..]).unwrap();
         record.extend_from_slice(tag.as_ref());
         tcp.write_all(&record).await.unwrap();

@@ -412,8 +412,8 @@ impl TlsAcceptor {
                 LazyConfigAcceptor::new(Acceptor::default(), crate::records::WholeRecords::new(stream)).await?;
             let hello = start.client_hello();
             let config = self.current().pick(hello.server_name(), prefers_chacha(hello.cipher_suites()));
-            // TLS 1.3 for HTTP/1.1: the records are done here (records.rs); TLS 1.2 and h2
-            // stay on rustls' record layer.
+            // HTTP/1.1 (TLS 1.3 and 1.2): the records are done here (records.rs); h2 stays
+            // on rustls' record layer.
             if crate::records::takes(&hello, &start.io, self.http2) {
                 let done = crate::records::handshake(start.io, config).await?;
                 let client_certificate = done.peer_certificate.as_ref().and_then(ClientCertificate::parse);
@@ -506,18 +506,38 @@ impl std::io::Read for SocketReader<'_, '_> {
     /// when its closure reports `WouldBlock`, against the readiness it saw before the
     /// `recv`, so that one arriving meanwhile is kept; the closure keeps the count aside.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: `buf` is writable memory of `buf.len()` bytes.
+        unsafe { self.read_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+}
+
+impl SocketReader<'_, '_> {
+    /// `read` into the spare capacity of `buf`, whose length grows by what was read: no
+    /// zero-filled buffer first (the TLS 1.3 records' read buffer).
+    pub(crate) fn read_spare(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the spare capacity is writable memory of that length; `recv` writes only.
+        let n = unsafe { self.read_raw(spare.as_mut_ptr().cast(), spare.len())? };
+        // SAFETY: `recv` initialized the first `n` bytes past the length.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    /// # Safety
+    /// `ptr` is writable memory of `len` bytes, not read here.
+    unsafe fn read_raw(&mut self, ptr: *mut u8, len: usize) -> std::io::Result<usize> {
         let fd = self.io.as_raw_fd();
         loop {
             let mut drained = None;
             let r = self.io.try_io(tokio::io::Interest::READABLE, || {
-                // SAFETY: `fd` is the socket `io` borrows for the call, and `buf` is
-                // writable memory of `buf.len()` bytes.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                // SAFETY: `fd` is the socket `io` borrows for the call, and `ptr` is
+                // writable memory of `len` bytes (the caller's promise).
+                let n = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
                 if n < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 let n = n as usize;
-                if n > 0 && n < buf.len() {
+                if n > 0 && n < len {
                     drained = Some(n);
                     return Err(std::io::ErrorKind::WouldBlock.into());
                 }

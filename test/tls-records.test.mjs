@@ -1,6 +1,6 @@
-// HTTPS/1.1 over TLS 1.3 has its records sealed and opened by fetch-rs after rustls' handshake
-// (src/records.rs); TLS 1.2 stays on rustls' record layer. These run real clients (node:https,
-// node:tls, curl, openssl s_client) over both: every suite, key updates, bodies around the
+// HTTPS/1.1 over TLS 1.3 and 1.2 has its records sealed and opened by fetch-rs after rustls'
+// handshake (src/records.rs). These run real clients (node:https, node:tls, curl, openssl
+// s_client) over both: every suite, key updates, renegotiation, resumption, bodies around the
 // record size, and records that are tampered with or too large.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
@@ -178,11 +178,11 @@ test("openssl s_client with a HelloRetryRequest (a key share for P-521, which th
 });
 
 /**
- * `openssl s_client` over TLS 1.3 to the server on `port`, trusting the test CA, with `-crlf`
- * and `-msg` (each handshake message shown) and `extra` arguments; `out.text` gathers what it
- * prints.
+ * `openssl s_client` over TLS 1.3 (or `version`) to the server on `port`, trusting the test
+ * CA, with `-crlf` and `-msg` (each handshake message shown) and `extra` arguments;
+ * `out.text` gathers what it prints.
  */
-function sClient(port, extra) {
+function sClient(port, extra, version = "-tls1_3") {
   const ca = new URL("./fixtures/tls/ca.pem", import.meta.url).pathname;
   const client = spawn("openssl", [
     "s_client",
@@ -192,7 +192,7 @@ function sClient(port, extra) {
     ca,
     "-servername",
     "localhost",
-    "-tls1_3",
+    version,
     ...extra,
     "-crlf",
     "-msg",
@@ -204,11 +204,32 @@ function sClient(port, extra) {
   return { client, out };
 }
 
+test("openssl s_client -tls1_2 renegotiating (R): refused with a no_renegotiation warning", async (t) => {
+  if (!(await hasTool("openssl", "version"))) return t.skip("openssl is not installed");
+  const server = await startTls();
+  const { client, out: output } = sClient(server.port, [], "-tls1_2");
+  const out = () => output.text;
+  try {
+    await waitFor(() => out().includes("Verify return code: 0"), 5_000);
+    client.stdin.write("GET /size/5 HTTP/1.1\nHost: localhost\n\n");
+    await waitFor(() => out().includes("HTTP/1.1 200"), 5_000);
+    client.stdin.write("R\n");
+    // As rustls answers it: a warning; s_client then gives up the connection itself.
+    await waitFor(() => out().includes("<<< TLS 1.2, Alert [length 0002], warning no_renegotiation"), 5_000);
+    const got = await request(server.port, "/size/7", { maxVersion: "TLSv1.2" });
+    assert.ok(got.body.equals(pattern(7)));
+    assert.equal(got.version, "TLSv1.2");
+  } finally {
+    client.kill();
+    await server.close();
+  }
+});
+
 /**
  * A TLS client whose records pass through `tap` on their way out: it may change them
  * (`change(chunk)` returns what is sent) once `armed`. Resolves once connected.
  */
-async function tappedClient(port) {
+async function tappedClient(port, options = {}) {
   const raw = net.connect(port, "127.0.0.1");
   await new Promise((resolve, reject) => raw.once("connect", resolve).once("error", reject));
   const tap = { change: null, closed: false };
@@ -221,7 +242,7 @@ async function tappedClient(port) {
   });
   raw.on("data", (d) => wire.push(d));
   raw.on("end", () => wire.push(null));
-  const s = tls.connect({ socket: wire, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] });
+  const s = tls.connect({ socket: wire, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"], ...options });
   await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
   let text = "";
   let error = null;
@@ -234,7 +255,16 @@ async function tappedClient(port) {
 test("a tampered record (bad tag) closes its connection with bad_record_mac; others keep being served", async () => {
   const server = await startTls();
   try {
-    const c = await tappedClient(server.port);
+    for (const version of ["TLSv1.3", "TLSv1.2"]) await tampered(server, { minVersion: version, maxVersion: version });
+  } finally {
+    await server.close();
+  }
+});
+
+async function tampered(server, options) {
+  {
+    const c = await tappedClient(server.port, options);
+    assert.equal(c.s.getProtocol(), options.maxVersion);
     const other = await h1TextClient(server.port);
     c.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
     await waitFor(() => c.text().includes("\r\n\r\n"));
@@ -246,7 +276,7 @@ test("a tampered record (bad tag) closes its connection with bad_record_mac; oth
     };
     c.s.write("GET /size/4 HTTP/1.1\r\nHost: localhost\r\n\r\n");
     await waitFor(() => c.tap.closed, 5_000);
-    assert.match(String(c.error()?.message), /bad record mac/i);
+    assert.match(String(c.error()?.message), /bad record mac/i, options.maxVersion);
     assert.equal(c.text().split("HTTP/1.1 200").length - 1, 1, "the tampered request is not answered");
     // The other connection, opened before, and a new one are served.
     other.s.write("GET /size/9 HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -254,32 +284,130 @@ test("a tampered record (bad tag) closes its connection with bad_record_mac; oth
     other.s.destroy();
     const got = await request(server.port, "/size/16385");
     assert.ok(got.body.equals(pattern(16_385)));
+  }
+}
+
+test("a record over 2^14 + 256 bytes (TLS 1.2: + 2,048) closes with record_overflow; one byte under the limit waits for its rest", async () => {
+  const server = await startTls();
+  try {
+    // The largest ciphertext each version allows: 16,640 and 18,432 bytes.
+    for (const [version, limit] of [
+      ["TLSv1.3", 16_640],
+      ["TLSv1.2", 18_432],
+    ]) {
+      const options = { minVersion: version, maxVersion: version };
+      const header = (len) => Buffer.from([0x17, 3, 3, len >> 8, len & 0xff, 1, 2, 3]);
+      const c = await tappedClient(server.port, options);
+      c.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => c.text().includes("\r\n\r\n"));
+      // A header claiming the largest ciphertext allowed, then part of it: the server waits
+      // for the rest rather than failing.
+      c.raw.write(header(limit));
+      await sleep(100);
+      assert.equal(c.tap.closed, false, `${version}: a record at the limit is waited for`);
+      c.raw.destroy();
+      const d = await tappedClient(server.port, options);
+      d.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => d.text().includes("\r\n\r\n"));
+      // One byte over: closed at once, with the alert.
+      d.raw.write(header(limit + 1));
+      await waitFor(() => d.tap.closed, 5_000);
+      assert.match(String(d.error()?.message), /record overflow/i, version);
+      const got = await request(server.port, "/size/5", options);
+      assert.ok(got.body.equals(pattern(5)));
+    }
   } finally {
     await server.close();
   }
 });
 
-test("a record over 2^14 + 256 bytes closes with record_overflow; one byte under the limit waits for its rest", async () => {
+test("requests that come with the client's Finished, and a record split across reads after it, are answered", async () => {
+  // A guard of the read buffer the handshake's leftover bytes start (round twenty-five).
   const server = await startTls();
   try {
-    const c = await tappedClient(server.port);
-    c.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    await waitFor(() => c.text().includes("\r\n\r\n"));
-    // A header claiming the largest ciphertext allowed (16,640 bytes), then part of it: the
-    // server waits for the rest rather than failing.
-    c.raw.write(Buffer.from([0x17, 3, 3, 0x41, 0x00, 1, 2, 3]));
-    await sleep(100);
-    assert.equal(c.tap.closed, false, "a record at the limit is waited for");
-    c.raw.destroy();
-    const d = await tappedClient(server.port);
-    d.s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    await waitFor(() => d.text().includes("\r\n\r\n"));
-    // One byte over: closed at once, with the alert.
-    d.raw.write(Buffer.from([0x17, 3, 3, 0x41, 0x01, 1, 2, 3]));
-    await waitFor(() => d.tap.closed, 5_000);
-    assert.match(String(d.error()?.message), /record overflow/i);
-    const got = await request(server.port, "/size/5");
-    assert.ok(got.body.equals(pattern(5)));
+    for (const version of ["TLSv1.3", "TLSv1.2"]) {
+      const raw = net.connect(server.port, "127.0.0.1");
+      await new Promise((resolve, reject) => raw.once("connect", resolve).once("error", reject));
+      // The ClientHello goes at once; everything after it is held, then sent in two writes.
+      const held = [];
+      let first = true;
+      const wire = new Duplex({
+        read() {},
+        write(chunk, _enc, done) {
+          if (first) {
+            first = false;
+            return raw.write(chunk, done);
+          }
+          held.push(Buffer.from(chunk));
+          done();
+        },
+      });
+      raw.on("data", (d) => wire.push(d));
+      raw.on("end", () => wire.push(null));
+      const s = tls.connect({
+        socket: wire,
+        ca: CA,
+        servername: "localhost",
+        minVersion: version,
+        maxVersion: version,
+      });
+      let text = "";
+      s.setEncoding("latin1");
+      s.on("data", (d) => (text += d));
+      // TLS 1.2's client waits for the server's Finished, which comes after its own.
+      if (version === "TLSv1.3")
+        await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
+      else await waitFor(() => held.length > 0);
+      const before = held.length;
+      if (version === "TLSv1.2") {
+        raw.write(Buffer.concat(held.splice(0)));
+        await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
+      }
+      s.write("GET /size/3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      s.write("GET /size/20000 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      await waitFor(() => held.length >= (version === "TLSv1.3" ? before + 2 : 2));
+      const all = Buffer.concat(held.splice(0));
+      // All but the last 7 bytes in one write (with TLS 1.3, the client's Finished too).
+      raw.write(all.subarray(0, all.length - 7));
+      await sleep(50);
+      raw.write(all.subarray(all.length - 7));
+      const want = pattern(3).toString("latin1");
+      const big = pattern(20_000).toString("latin1");
+      await waitFor(() => text.includes(want) && text.endsWith(big), 5_000);
+      assert.equal(text.split("HTTP/1.1 200").length - 1, 2, version);
+      assert.equal(s.getProtocol(), version);
+      s.destroy();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test("a resumed session (TLS 1.3 ticket, TLS 1.2 abbreviated handshake) is served on the same record path", async () => {
+  const server = await startTls();
+  try {
+    for (const version of ["TLSv1.3", "TLSv1.2"]) {
+      const agent = new https.Agent({ keepAlive: false, maxCachedSessions: 10 });
+      const reused = [];
+      for (const n of [3, 20_000, 5]) {
+        const got = await new Promise((resolve, reject) => {
+          const options = { agent, minVersion: version, maxVersion: version, ca: CA, servername: "localhost" };
+          const req = https.get({ host: "127.0.0.1", port: server.port, path: `/size/${n}`, ...options }, (res) => {
+            const chunks = [];
+            reused.push(res.socket.isSessionReused());
+            res.on("data", (c) => chunks.push(c));
+            res.on("end", () => resolve(Buffer.concat(chunks)));
+            res.on("error", reject);
+          });
+          req.on("error", reject);
+        });
+        assert.ok(got.equals(pattern(n)), `${version}: ${n} bytes`);
+        // A TLS 1.3 ticket comes after the handshake: one turn for it to be taken.
+        await sleep(20);
+      }
+      assert.deepEqual(reused, [false, true, true], version);
+      agent.destroy();
+    }
   } finally {
     await server.close();
   }
