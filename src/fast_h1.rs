@@ -169,15 +169,11 @@ impl FastH1 {
             let mut values = map.get_all(name).iter();
             match *name {
                 http::header::CONTENT_LENGTH => {
-                    // `response::build` keeps a length only for HEAD without a body; as
-                    // hyper, one is written for a body whose length it gives too.
-                    match length {
-                        None if !head_req => continue,
-                        Some(None) => {
-                            // A stream with a declared length: hyper frames it by that length.
-                            // `build` never makes one; written as hyper would all the same.
-                        }
-                        _ => {}
+                    // `response::build` keeps one only for HEAD without a body; as hyper, the
+                    // first value is written unless there is no body and the request is no
+                    // HEAD.
+                    if length.is_none() && !head_req {
+                        continue;
                     }
                     if let Some(v) = values.next() {
                         line(out, b"content-length", v.as_bytes());
@@ -486,7 +482,7 @@ fn parse(buf: &[u8], shared: &ServerShared, authorities: &mut AuthorityCache) ->
         return Parsed::Hyper;
     }
     let is_head = method == "HEAD";
-    let bodiless_method = is_head || method == "GET";
+    let without_length = is_head || method == "GET";
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
     if method == http::Method::CONNECT {
         return Parsed::Hyper;
@@ -520,7 +516,7 @@ fn parse(buf: &[u8], shared: &ServerShared, authorities: &mut AuthorityCache) ->
     // RFC 9112 3.2: exactly one Host; `maxHeaderSize` for the fields (431 from hyper's
     // path); a method other than GET and HEAD only with an explicit zero length.
     let fields = req.headers.len();
-    if hosts != 1 || lengths > 1 || (!bodiless_method && lengths == 0) || field_bytes + 4 * fields > max_header_size {
+    if hosts != 1 || lengths > 1 || (!without_length && lengths == 0) || field_bytes + 4 * fields > max_header_size {
         return Parsed::Hyper;
     }
     let (path, query) = match memchr::memchr(b'?', target.as_bytes()) {
