@@ -280,3 +280,59 @@ describe("the fast HTTP/1.1 path answers as hyper does", () => {
     assert.deepEqual(await run(fast.server.port), await run(slow.server.port));
   });
 });
+
+/** A server with the fast path and one without, both with `options`. */
+async function pair(options, handler = listener) {
+  const saved = process.env.FETCH_RS_H1_FAST;
+  delete process.env.FETCH_RS_H1_FAST;
+  const on = await start(handler, options);
+  process.env.FETCH_RS_H1_FAST = "0";
+  const off = await start(handler, options);
+  if (saved === undefined) delete process.env.FETCH_RS_H1_FAST;
+  else process.env.FETCH_RS_H1_FAST = saved;
+  return [on.server, off.server];
+}
+
+describe("answers made without JS, and shutdown, on both paths", () => {
+  test("the listener's timeout: 503 with connection: close, after a fast answer", async () => {
+    const never = (event) => {
+      if (new URL(event.request.url).pathname === "/never") event.respondWith(new Promise(() => {}));
+      else listener(event);
+    };
+    const servers = await pair({ timeout: 200 }, never);
+    try {
+      const bytes = get("/a") + get("/never") + get("/after");
+      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
+      assert.match(b.text, /HTTP\/1\.1 503 Service Unavailable\r\nconnection: close\r\n/);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("a graceful close while a request waits: its answer says connection: close", async () => {
+    let release;
+    const held = new Promise((r) => (release = r));
+    const waiting = [];
+    const wait = (event) => {
+      if (new URL(event.request.url).pathname !== "/held") return listener(event);
+      waiting.push(1);
+      event.respondWith(held.then(() => new Response("late")));
+    };
+    const servers = await pair({}, wait);
+    try {
+      const runs = servers.map((s) => exchange(s.port, [get("/a") + get("/held") + get("/next")], { idleMs: 1000 }));
+      while (waiting.length < 2) await sleep(5);
+      const closing = servers.map((s) => s.close());
+      await sleep(50);
+      release();
+      const [a, b] = (await Promise.all(runs)).map(masked);
+      await Promise.all(closing);
+      assert.match(b.text, /late$/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true }).catch(() => {});
+    }
+  });
+});
