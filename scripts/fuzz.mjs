@@ -3,16 +3,19 @@
 // that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
 // stopped answering, or logged a panic.
 // Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
-//           [--targets http1,h2c,tls,tls-h2,tls-records,ws]
+//           [--targets http1,h1-fast,h2c,tls,tls-h2,tls-records,ws]
 //
-// Targets: `http1` mutated HTTP/1.1 requests; `h2c` the HTTP/2 preface then mutated frames on the
+// Targets: `http1` mutated HTTP/1.1 requests; `h1-fast` pipelined runs of the plain requests the
+// fast HTTP/1.1 path takes (src/fast_h1.rs: GET, HEAD, a method with a zero length; any header
+// names, cases and values), now and then one of them mutated, so that a connection goes from the
+// fast path to hyper's at any point; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
 // server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
 // frames; `tls-records` a real TLS 1.3 or 1.2 handshake (ALPN http/1.1; records done by fetch-rs,
 // src/records.rs), sometimes a request, then raw record bytes past the TLS client: headers of any
 // type and length, random bodies (a bad tag), in pieces; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
 // WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
-// of the targets given (default: all six).
+// of the targets given (default: all seven).
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
@@ -28,7 +31,7 @@ import { maskedFrame } from "./ws-frame.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h2c", "tls", "tls-h2", "tls-records", "ws"] };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h1-fast", "h2c", "tls", "tls-h2", "tls-records", "ws"] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -42,10 +45,10 @@ function parseArgs(argv) {
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
     else if (a === "--targets") {
       o.targets = String(argv[++i]).split(",");
-      for (const t of o.targets) if (!["http1", "h2c", "tls", "tls-h2", "tls-records", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
+      for (const t of o.targets) if (!["http1", "h1-fast", "h2c", "tls", "tls-h2", "tls-records", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
     }
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h2c,tls,tls-h2,tls-records,ws]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h1-fast,h2c,tls,tls-h2,tls-records,ws]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -476,9 +479,39 @@ function makeCase() {
     }
     return { target, bytes, how: `tls:${how}`, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
   }
+  if (target === "h1-fast") return { target, ...makeFastCase() };
   const c = makeHttp1Case();
   c.target = "http1";
   return c;
+}
+
+/** A pipelined run of requests the fast path takes, one of them sometimes mutated. */
+function makeFastCase() {
+  const names = ["Accept", "X-A", "x-a", "Connection", "connection", "User-Agent", "Cookie", "X-Long", "accept"];
+  const values = ["", "x", "keep-alive", "close", "a, b", "0", "1", "\t v \t", "caf\xe9", "x".repeat(200), "example.test:8080", "[::1]", "u@h"];
+  const targets = ["/", "/a?b=c", "/a/../b", "/%2e/x", "/a'b", "/?", "//x", "/" + "p".repeat(300)];
+  const parts = [];
+  const n = 1 + int(6);
+  let how = `${n}`;
+  for (let i = 0; i < n; i++) {
+    const method = pick(["GET", "GET", "HEAD", "POST", "DELETE", "PURGE"]);
+    let head = `${method} ${pick(targets)} HTTP/1.1\r\n`;
+    // Usually the one Host the path needs; sometimes none or two.
+    const hosts = rand() < 0.9 ? 1 : int(3);
+    for (let h = 0; h < hosts; h++) head += `Host: ${pick(["x", "Example.TEST", "h:80", ""])}\r\n`;
+    if (method !== "GET" && method !== "HEAD" && rand() < 0.9) head += "Content-Length: 0\r\n";
+    for (let h = 0, m = int(6); h < m; h++) head += `${pick(names)}: ${pick(values)}\r\n`;
+    // Now and then a field the path leaves to hyper (a second Host, a length, a coding).
+    if (rand() < 0.05) head += `${pick(["HOST", "Content-Length", "Transfer-Encoding", "Expect", "Upgrade"])}: ${pick(values)}\r\n`;
+    let bytes = Buffer.from(head + "\r\n", "latin1");
+    if (rand() < 0.15) {
+      const m = pick(MUTATORS);
+      how += `+${i}:${m.name}`;
+      bytes = m(bytes);
+    }
+    parts.push(bytes);
+  }
+  return { bytes: Buffer.concat(parts), how: `h1-fast:${how}`, pieces: rand() < 0.4 ? 2 + int(6) : 1, halfClose: rand() < 0.2 };
 }
 
 function makeHttp1Case() {

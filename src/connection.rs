@@ -54,6 +54,9 @@ pub struct ServerShared {
     pub local: String,
     /// Set for an HTTPS server: every connection starts with a TLS handshake.
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
+    /// Plain HTTP/1.1 connections start on the fast path (fast_h1.rs): on unless
+    /// `FETCH_RS_H1_FAST=0` when the server started.
+    fast_h1: bool,
     h1: http1::Builder,
     h2: http2::Builder<NotedExecutor>,
 }
@@ -98,7 +101,8 @@ impl ServerShared {
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
             .initial_stream_window_size(config.http2_window_size)
             .initial_connection_window_size(config.http2_window_size);
-        ServerShared { doorbell, stats, config, phase, local, tls: None, h1, h2 }
+        let fast_h1 = crate::fast_h1::enabled();
+        ServerShared { doorbell, stats, config, phase, local, tls: None, fast_h1, h1, h2 }
     }
 
     /// Makes this an HTTPS server.
@@ -246,6 +250,7 @@ pub async fn serve(
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut fast = shared.fast_h1 && tls.is_none();
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
         // The round clock from the server's state (warm), not through the cork's doorbell.
@@ -269,7 +274,39 @@ pub async fn serve(
         let mut conn = Box::pin(shared.h2.serve_connection(io, svc));
         Box::pin(drive(&mut conn, &cork, &phase, &mut clock, false, None)).await
     } else {
+        // Plain TCP starts on the fast path, until a request it does not take (TLS stays
+        // hyper's: its stream is read by records, and hyper's own read while a request is
+        // out stays there, `with_tls`).
         loop {
+            if fast {
+                let mut conn = Box::pin(crate::fast_h1::FastH1::new(io, cork.clone(), shared.clone(), remote));
+                let end =
+                    Box::pin(drive(&mut conn, &cork, &phase, &mut clock, releasable, shared.config.header_timeout))
+                        .await;
+                let conn = Pin::into_inner(conn);
+                if conn.handed_over && end == End::Finished {
+                    // hyper takes the connection on from the bytes not consumed, after the
+                    // answers already in the cork (they go out first).
+                    io = conn.into_io();
+                    fast = false;
+                    continue;
+                }
+                if end != End::Quiet {
+                    break end;
+                }
+                // Quiet: wait for the next request holding no buffer, as below.
+                io = conn.into_io();
+                io.park_scanner();
+                crate::alloc::note_release();
+                let timeout = clock.time_left(shared.config.header_timeout);
+                tokio::select! {
+                    _ = io.readable() => {}
+                    _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
+                    _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => break End::Finished,
+                }
+                clock.restart();
+                continue;
+            }
             let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
             let end =
                 Box::pin(drive(&mut conn, &cork, &phase, &mut clock, releasable, shared.config.header_timeout)).await;
@@ -498,6 +535,24 @@ struct Hot<'a, C> {
     timer_moved: bool,
 }
 
+/// A connection `drive` polls: hyper's, or the fast path's (fast_h1.rs).
+trait Driven: Future {
+    /// Stops taking requests: the connection closes once the one in progress is answered.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<C: GracefulConnection> Driven for C {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        GracefulConnection::graceful_shutdown(self)
+    }
+}
+
+impl Driven for crate::fast_h1::FastH1 {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.get_mut().graceful_shutdown()
+    }
+}
+
 /// No time: a deadline that never comes (`Hot`).
 const NEVER: u64 = u64::MAX;
 
@@ -517,7 +572,7 @@ const NEVER: u64 = u64::MAX;
 /// (a line of its own under load). Everything the poll uses is moved into its closure,
 /// which is then in one place in the task's memory, cold at each poll (the task's other
 /// connections ran in between); what every poll reads is in one line of it (`Hot`).
-fn drive<'a, C: GracefulConnection>(
+fn drive<'a, C: Driven>(
     conn: &'a mut Pin<Box<C>>,
     cork: &'a Arc<Cork>,
     phase: &watch::Receiver<Phase>,
@@ -668,7 +723,7 @@ fn drive<'a, C: GracefulConnection>(
 /// request starts: the poll for its reply reaches them from here (its own state, read
 /// anyway), and neither poll reads the cork's line that holds them too (cold under load, a
 /// miss a poll). Pointers into the `Arc`s the cork holds, kept alive by the cork held.
-struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
+pub(crate) struct InFlightCount(Arc<Cork>, NonNull<Stats>, NonNull<crate::clock::Round>);
 
 // SAFETY: the pointers are shared references into `Sync` values (a server's counts and
 // its doorbell's clock) that the cork held alongside keeps alive; `Arc<Cork>` is `Send`.
@@ -677,7 +732,7 @@ unsafe impl Send for InFlightCount {}
 impl InFlightCount {
     /// `shared`: the server the cork was made for (`start`), whose counts and doorbell it
     /// holds.
-    fn new(cork: Arc<Cork>, shared: &ServerShared) -> Self {
+    pub(crate) fn new(cork: Arc<Cork>, shared: &ServerShared) -> Self {
         cork.in_flight_add(1);
         cork.request_handed();
         debug_assert!(cork.holds(&shared.stats, &shared.doorbell));
@@ -861,17 +916,17 @@ fn handle(
 }
 
 /// A request as JS is to get it.
-struct Handover {
-    started: u64,
-    method: http::Method,
-    text: crate::request::HeadText,
-    websocket: Option<Box<crate::websocket::Offer>>,
-    body: RequestBody,
-    http2: bool,
+pub(crate) struct Handover {
+    pub started: u64,
+    pub method: http::Method,
+    pub text: crate::request::HeadText,
+    pub websocket: Option<Box<crate::websocket::Offer>>,
+    pub body: RequestBody,
+    pub http2: bool,
 }
 
 /// Hands a request to JS, unless too many wait for it already (503).
-fn hand_over(
+pub(crate) fn hand_over(
     request: Handover,
     remote: SocketAddr,
     tls: Option<Arc<crate::tls::Session>>,
@@ -909,7 +964,7 @@ fn hand_over(
 }
 
 /// A request's future (see `handle`).
-enum Answer {
+pub(crate) enum Answer {
     /// Answered without JS; None once taken. The count holds until then, as it would
     /// while JS answered.
     Now(Option<(Box<Reply>, InFlightCount)>),
@@ -933,7 +988,7 @@ impl Future for Answer {
 
 /// A request in JS's hands. Dropped before its answer came (the client left, hyper let go
 /// of the request), it tells JS, so that the listener's `request.signal` aborts.
-struct Waiting {
+pub(crate) struct Waiting {
     ticket: Arc<Ticket>,
     /// None once answered. Its connection's cork has the doorbell and the counts.
     in_flight_count: Option<InFlightCount>,

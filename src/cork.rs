@@ -1131,9 +1131,20 @@ impl CorkedStream {
     }
 
     pub fn rewind(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.rewound = Some(bytes);
+        if bytes.is_empty() {
+            return;
         }
+        // Bytes rewound before and not read yet come after these (the fast path's reads
+        // may have taken part of them).
+        self.rewound = Some(match self.rewound.take() {
+            Some(rest) => {
+                let mut both = bytes::BytesMut::with_capacity(bytes.len() + rest.len());
+                both.extend_from_slice(&bytes);
+                both.extend_from_slice(&rest);
+                both.freeze()
+            }
+            None => bytes,
+        });
     }
 
     /// For an idle connection whose hyper state is released: between two requests the

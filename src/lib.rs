@@ -43,6 +43,7 @@ mod deadline;
 mod diagnostics;
 mod direct;
 mod error;
+mod fast_h1;
 mod h1_strict;
 mod in_thread;
 mod js_side;

@@ -60,6 +60,32 @@ pub(crate) fn write_url(
         Some(p) => (p.path().as_bytes(), p.query().map(str::as_bytes)),
         None => (&b""[..], None),
     };
+    write_path_and_query(path, query, out)
+}
+
+/// Writes `scheme://authority` and the origin-form target `path` (`?query`) of a request
+/// read past hyper (fast_h1.rs), as `write_url` does for hyper's: the target's bytes are
+/// ones `http::Uri` takes as they are (the caller checks), `path` starts with `/`.
+pub(crate) fn write_origin_url(
+    scheme: &str,
+    host: Option<&[u8]>,
+    local: &str,
+    path: &[u8],
+    query: Option<&[u8]>,
+    authorities: &mut AuthorityCache,
+    out: &mut Vec<u8>,
+) -> Result<(), BadTarget> {
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"://");
+    match host.filter(|a| !a.is_empty()) {
+        Some(a) => authorities.write(a, default_port(scheme), out)?,
+        None => out.extend_from_slice(local.as_bytes()),
+    }
+    write_path_and_query(path, query, out)
+}
+
+/// The path and query of a URL, as the URL parser writes them.
+fn write_path_and_query(path: &[u8], query: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), BadTarget> {
     if path.is_empty() {
         out.push(b'/');
     } else if path[0] != b'/' {

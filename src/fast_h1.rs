@@ -1,0 +1,640 @@
+//! The fast HTTP/1.1 path (issue 16): plain requests read and answered past hyper.
+//!
+//! A plain-TCP HTTP/1.1 connection starts here (`connection::serve`). Each complete head in
+//! the read buffer is parsed in place (httparse, as hyper parses it); a simple one (HTTP/1.1,
+//! one `Host`, an origin-form target of plain bytes, no body, no `Transfer-Encoding`,
+//! `Upgrade` or `Expect`) goes to JS as hyper's would (`connection::hand_over`: the same
+//! event, counts, 503 and deadline), and its answer is encoded here, byte for byte as hyper
+//! encodes it (the differential test, `test/fast-h1.test.mjs`). Any other head, one that
+//! does not parse included, goes to hyper with the bytes not consumed rewound, after the
+//! answers before it (they are in the cork's buffer already, so order is kept), and the
+//! connection stays with hyper: its refusals (400, 414, 431, 505) and everything with a body
+//! stay hyper's.
+//!
+//! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
+//! write gathering), and the connection is polled by the same `drive` (timers, the watch of
+//! a client that leaves, graceful shutdown). `FETCH_RS_H1_FAST=0` turns it off.
+
+use crate::body::ResponseBody;
+use crate::bridge::{Reply, RequestBody};
+use crate::connection::{hand_over, Answer, Handover, InFlightCount, ServerShared, MAX_URI_LEN};
+use crate::cork::{Cork, CorkedStream};
+use crate::request::HeadText;
+use crate::target::AuthorityCache;
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use http_body::Body;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+/// Whether new servers take plain HTTP/1.1 requests here: on unless `FETCH_RS_H1_FAST=0`
+/// (read when a server starts).
+pub fn enabled() -> bool {
+    std::env::var_os("FETCH_RS_H1_FAST").is_none_or(|v| v != "0")
+}
+
+/// Header fields a head may have, as hyper's parse (its default, 100); more goes to hyper.
+const MAX_HEADERS: usize = 100;
+
+/// Room kept free in the read buffer before a read.
+const READ_ROOM: usize = 4096;
+/// What the read buffer grows by.
+const READ_GROW: usize = 8192;
+
+/// One plain-TCP HTTP/1.1 connection on the fast path: a future that `drive` polls as it
+/// polls hyper's connection. It ends (`Ok`) when the connection is done, or with
+/// `handed_over` set when hyper is to take it on from its unconsumed bytes.
+pub(crate) struct FastH1 {
+    io: CorkedStream,
+    buf: BytesMut,
+    shared: Arc<ServerShared>,
+    cork: Arc<Cork>,
+    remote: SocketAddr,
+    authorities: AuthorityCache,
+    step: Step,
+    out: Out,
+    /// A graceful shutdown was asked for: no request is taken after the one in progress,
+    /// whose answer (if not begun) says `connection: close`.
+    draining: bool,
+    /// The connection is hyper's from here (`into_parts`).
+    pub handed_over: bool,
+}
+
+enum Step {
+    /// Between requests: parsing what was read, reading more.
+    Reading,
+    /// A request is with JS (or answered without it).
+    Waiting { answer: Answer, head: bool, keep_alive: bool },
+    /// The answer is being written: `out`, then the streamed body's chunks, if any.
+    Writing { stream: Option<ResponseBody>, last: bool },
+}
+
+impl FastH1 {
+    pub(crate) fn new(io: CorkedStream, cork: Arc<Cork>, shared: Arc<ServerShared>, remote: SocketAddr) -> Self {
+        FastH1 {
+            io,
+            buf: BytesMut::new(),
+            shared,
+            cork,
+            remote,
+            authorities: AuthorityCache::default(),
+            step: Step::Reading,
+            out: Out::default(),
+            draining: false,
+            handed_over: false,
+        }
+    }
+
+    /// The stream, with the bytes read and not consumed put back to be read first.
+    pub(crate) fn into_io(self) -> CorkedStream {
+        let FastH1 { mut io, buf, .. } = self;
+        io.rewind(buf.freeze());
+        io
+    }
+
+    /// A graceful shutdown (`drive`): as hyper's, the connection closes now when no
+    /// request is in progress, else after its answer.
+    pub(crate) fn graceful_shutdown(&mut self) {
+        self.draining = true;
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+            self.buf.reserve(READ_GROW);
+        }
+        let spare = self.buf.spare_capacity_mut();
+        let mut rb = hyper::rt::ReadBuf::uninit(spare);
+        ready!(hyper::rt::Read::poll_read(Pin::new(&mut self.io), cx, rb.unfilled()))?;
+        let n = rb.filled().len();
+        // SAFETY: the read initialized the first `n` bytes of the spare capacity.
+        unsafe { self.buf.set_len(self.buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Hands a parsed request to JS, as `connection::admit` and `handle` do for hyper's.
+    fn take(&mut self, head: Head) {
+        let shared = &*self.shared;
+        let started = self.cork.now_in(&shared.doorbell.round);
+        shared.stats.request_received();
+        let count = InFlightCount::new(self.cork.clone(), shared);
+        let handover = Handover {
+            started,
+            method: head.method,
+            text: head.text,
+            websocket: None,
+            body: RequestBody::None,
+            http2: false,
+        };
+        let answer = hand_over(handover, self.remote, None, shared, count);
+        self.buf.advance(head.len);
+        self.step = Step::Waiting { answer, head: head.is_head, keep_alive: head.keep_alive };
+    }
+
+    /// Encodes the answer's head (and a full body) into `out`, as hyper 1.x's server role
+    /// does (`proto::h1::role::Server::encode` with its connection's keep-alive), and moves
+    /// to writing it.
+    fn respond(&mut self, reply: Reply, head_req: bool, keep_alive: bool) {
+        let (parts, body) = reply.into_parts();
+        let status = parts.status;
+        let no_length = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let bodyless = head_req || no_length;
+        // hyper's `BodyLength`: None for a body at its end, else known or not.
+        let length = match &body {
+            ResponseBody::Empty | ResponseBody::Full(None) => None,
+            ResponseBody::Full(Some(b)) => Some(Some(b.len() as u64)),
+            ResponseBody::Stream(_) => Some(None),
+        };
+        let out = &mut self.out.head;
+        out.clear();
+        if status == StatusCode::OK {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let map = &parts.headers;
+        let mut last = !keep_alive;
+        let mut wrote_len = false;
+        let mut wrote_date = false;
+        let mut saw_connection = false;
+        for name in map.keys() {
+            let mut values = map.get_all(name).iter();
+            match *name {
+                http::header::CONTENT_LENGTH => {
+                    // `response::build` keeps one only for HEAD without a body; as hyper, the
+                    // first value is written unless there is no body and the request is no
+                    // HEAD.
+                    if length.is_none() && !head_req {
+                        continue;
+                    }
+                    if let Some(v) = values.next() {
+                        line(out, b"content-length", v.as_bytes());
+                        wrote_len = true;
+                    }
+                }
+                http::header::TRANSFER_ENCODING => {
+                    // Framing is this encoder's (`build` drops a coding JS set).
+                }
+                http::header::CONNECTION => {
+                    saw_connection = true;
+                    out.extend_from_slice(b"connection: ");
+                    let mut any_close = false;
+                    for (i, v) in values.enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b", ");
+                        }
+                        out.extend_from_slice(v.as_bytes());
+                        any_close |= has_close(v.as_bytes());
+                    }
+                    if !keep_alive && !any_close {
+                        out.extend_from_slice(b", close");
+                    }
+                    last |= any_close;
+                    out.extend_from_slice(b"\r\n");
+                }
+                http::header::TRAILER => {
+                    if bodyless {
+                        continue;
+                    }
+                    out.extend_from_slice(b"trailer: ");
+                    for (i, v) in values.enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b", ");
+                        }
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => {
+                    wrote_date |= *name == http::header::DATE;
+                    for v in values {
+                        line(out, name.as_str().as_bytes(), v.as_bytes());
+                    }
+                }
+            }
+        }
+        // hyper adds it last (a new entry of the map), when its keep-alive is off.
+        if !keep_alive && !saw_connection {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        let mut chunked = false;
+        if !wrote_len {
+            match length {
+                Some(None) => {
+                    if !bodyless {
+                        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                        chunked = true;
+                    }
+                }
+                None | Some(Some(0)) => {
+                    if !no_length && !head_req {
+                        out.extend_from_slice(b"content-length: 0\r\n");
+                    }
+                }
+                Some(Some(n)) => {
+                    if !no_length {
+                        let mut digits = itoa::Buffer::new();
+                        line(out, b"content-length", digits.format(n).as_bytes());
+                    }
+                }
+            }
+        }
+        if wrote_date {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(b"date: ");
+            out.extend_from_slice(&date());
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        // Its map, emptied, becomes another response's (`response::keep_map`).
+        crate::response::keep_map(parts.headers);
+        self.out.at = 0;
+        let stream = match body {
+            ResponseBody::Full(Some(b)) if !bodyless => {
+                self.out.body = b;
+                None
+            }
+            // As hyper, a streamed body is polled only where it is sent; else it is dropped
+            // (JS is told its stream was cut off).
+            b @ ResponseBody::Stream(_) if chunked => Some(b),
+            _ => None,
+        };
+        self.step = Step::Writing { stream, last };
+    }
+}
+
+/// `name: value\r\n`.
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `Connection` value names `close` among its options.
+fn has_close(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+impl Future for FastH1 {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.step {
+                Step::Reading => {
+                    if this.draining {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if !this.buf.is_empty() {
+                        match parse(&this.buf, &this.shared, &mut this.authorities) {
+                            Parsed::Take(head) => {
+                                this.take(head);
+                                continue;
+                            }
+                            Parsed::Hyper => {
+                                this.handed_over = true;
+                                return Poll::Ready(Ok(()));
+                            }
+                            Parsed::Partial => {}
+                        }
+                    }
+                    match ready!(this.poll_read(cx)) {
+                        // The end of the stream: with part of a head read, hyper answers it
+                        // as it would (it reads the end too).
+                        Ok(0) => {
+                            this.handed_over = !this.buf.is_empty();
+                            return Poll::Ready(Ok(()));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Step::Waiting { answer, head, keep_alive } => {
+                    let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return Poll::Pending };
+                    let (head, keep_alive) = (*head, *keep_alive && !this.draining);
+                    this.respond(reply, head, keep_alive);
+                }
+                Step::Writing { stream, last } => {
+                    ready!(this.out.poll_write(&mut this.io, cx))?;
+                    if let Some(body) = stream {
+                        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                            Some(Ok(frame)) => {
+                                // Empty chunks are skipped, as hyper does (one would end the body).
+                                if let Ok(data) = frame.into_data() {
+                                    if !data.is_empty() {
+                                        this.out.chunk(data);
+                                    }
+                                }
+                            }
+                            // The stream failed: the connection ends without the last chunk,
+                            // so that the client sees a cut body.
+                            Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                            None => {
+                                *stream = None;
+                                this.out.head.clear();
+                                this.out.head.extend_from_slice(b"0\r\n\r\n");
+                                this.out.at = 0;
+                            }
+                        }
+                        continue;
+                    }
+                    if *last || this.draining {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.step = Step::Reading;
+                }
+            }
+        }
+    }
+}
+
+/// What is left to write of an answer: a head (or a chunk's size line), a body, a tail.
+#[derive(Default)]
+struct Out {
+    head: Vec<u8>,
+    at: usize,
+    body: Bytes,
+    tail: &'static [u8],
+}
+
+impl Out {
+    /// A chunk of a streamed body.
+    fn chunk(&mut self, data: Bytes) {
+        use std::io::Write;
+        self.head.clear();
+        let _ = write!(self.head, "{:X}\r\n", data.len());
+        self.at = 0;
+        self.body = data;
+        self.tail = b"\r\n";
+    }
+
+    fn poll_write(&mut self, io: &mut CorkedStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let parts: [&[u8]; 3] = [&self.head[self.at..], &self.body, self.tail];
+            let mut slices = [IoSlice::new(&[]); 3];
+            let mut n = 0;
+            for p in parts {
+                if !p.is_empty() {
+                    slices[n] = IoSlice::new(p);
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let wrote = ready!(hyper::rt::Write::poll_write_vectored(Pin::new(&mut *io), cx, &slices[..n]))?;
+            if wrote == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let mut left = wrote;
+            let from_head = left.min(self.head.len() - self.at);
+            self.at += from_head;
+            left -= from_head;
+            let from_body = left.min(self.body.len());
+            self.body.advance(from_body);
+            left -= from_body;
+            self.tail = &self.tail[left.min(self.tail.len())..];
+        }
+    }
+}
+
+/// A head taken on the fast path.
+struct Head {
+    /// Its bytes, up to and with the empty line.
+    len: usize,
+    method: http::Method,
+    is_head: bool,
+    keep_alive: bool,
+    text: HeadText,
+}
+
+enum Parsed {
+    Take(Head),
+    /// No complete head yet.
+    Partial,
+    /// hyper's to parse and answer.
+    Hyper,
+}
+
+/// Bytes a target may have on the fast path: RFC 3986's `pchar`, `/` and `?` (each one
+/// `http::Uri` takes as it is). Anything else (a fragment, bytes it refuses or the URL
+/// parser would encode differently) goes to hyper.
+const TARGET_OK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+                    | b'?'
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// Parses the head at the start of `buf`, as hyper would, and decides whether it is
+/// taken here (see the module's comment).
+fn parse(buf: &[u8], shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
+    let max_header_size = shared.config.max_header_size;
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        // hyper reads a longer head before it refuses it (414, 431): it is hyper's.
+        Ok(httparse::Status::Partial) if buf.len() <= max_header_size => return Parsed::Partial,
+        _ => return Parsed::Hyper,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else { return Parsed::Hyper };
+    if len > max_header_size || target.len() > MAX_URI_LEN || !target.starts_with('/') {
+        return Parsed::Hyper;
+    }
+    if !target.bytes().all(|b| TARGET_OK[b as usize]) {
+        return Parsed::Hyper;
+    }
+    let is_head = method == "HEAD";
+    let without_length = is_head || method == "GET";
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
+    if method == http::Method::CONNECT {
+        return Parsed::Hyper;
+    }
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut lengths = 0;
+    let mut keep_alive = true;
+    let mut field_bytes = 0;
+    for h in req.headers.iter() {
+        let (name, value) = (h.name.as_bytes(), h.value);
+        field_bytes += name.len() + value.len();
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                host = Some(value);
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
+            10 if name.eq_ignore_ascii_case(b"connection") => keep_alive &= !has_close(value),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if value != b"0" {
+                    return Parsed::Hyper;
+                }
+                lengths += 1;
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
+            _ => {}
+        }
+    }
+    // RFC 9112 3.2: exactly one Host; `maxHeaderSize` for the fields (431 from hyper's
+    // path); a method other than GET and HEAD only with an explicit zero length.
+    let fields = req.headers.len();
+    if hosts != 1 || lengths > 1 || (!without_length && lengths == 0) || field_bytes + 4 * fields > max_header_size {
+        return Parsed::Hyper;
+    }
+    let (path, query) = match memchr::memchr(b'?', target.as_bytes()) {
+        Some(q) => (&target.as_bytes()[..q], Some(&target.as_bytes()[q + 1..])),
+        None => (target.as_bytes(), None),
+    };
+    let mut bytes = Vec::with_capacity(7 + host.map_or(0, <[u8]>::len) + target.len() + field_bytes + 2 * fields + 8);
+    if crate::target::write_origin_url("http", host, &shared.local, path, query, authorities, &mut bytes).is_err() {
+        return Parsed::Hyper;
+    }
+    let url_len = bytes.len();
+    write_fields(req.headers, &mut bytes);
+    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len } })
+}
+
+/// The header fields as `request::head_text` writes hyper's: `name\nvalue` joined by `\n`,
+/// names lowercased, in the order of a `HeaderMap` (each name's values together, names in
+/// the order they first came).
+fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
+    let mut first = true;
+    let mut put = |h: &httparse::Header<'_>, out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b'\n');
+        }
+        out.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        out.push(b'\n');
+        out.extend_from_slice(h.value);
+    };
+    for (i, h) in headers.iter().enumerate() {
+        let same = |o: &httparse::Header<'_>| o.name.eq_ignore_ascii_case(h.name);
+        if headers[..i].iter().any(same) {
+            continue;
+        }
+        put(h, out);
+        for later in headers[i + 1..].iter().filter(|o| same(o)) {
+            put(later, out);
+        }
+    }
+}
+
+thread_local! {
+    /// The `Date` of this second, as written (`date`).
+    static DATE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+}
+
+/// The current time as an IMF-fixdate (RFC 9110 5.6.7), made once a second per thread.
+fn date() -> [u8; 29] {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let (second, text) = d.get();
+        if second == now {
+            return text;
+        }
+        let text = imf_fixdate(now);
+        d.set((now, text));
+        text
+    })
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` for seconds since the Unix epoch.
+fn imf_fixdate(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // The civil date of a day count, in 400-year eras from 0000-03-01 (the leap day last).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let mut two = |at: usize, v: u64| {
+        out[at] = b'0' + (v / 10 % 10) as u8;
+        out[at + 1] = b'0' + (v % 10) as u8;
+    };
+    two(5, day);
+    two(12, year / 100);
+    two(14, year);
+    two(17, rem / 3600);
+    two(20, rem / 60 % 60);
+    two(23, rem % 60);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&imf_fixdate(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    #[test]
+    fn fields_come_in_header_map_order() {
+        let heads = [
+            httparse::Header { name: "Host", value: b"h" },
+            httparse::Header { name: "Accept", value: b"a" },
+            httparse::Header { name: "X-B", value: b"1" },
+            httparse::Header { name: "accept", value: b"b" },
+        ];
+        let mut out = Vec::new();
+        write_fields(&heads, &mut out);
+        assert_eq!(out, b"host\nh\naccept\na\naccept\nb\nx-b\n1");
+    }
+
+    #[test]
+    fn close_is_found_among_options() {
+        assert!(has_close(b"keep-alive, Close"));
+        assert!(!has_close(b"closed"));
+    }
+}

@@ -1,0 +1,338 @@
+// The fast HTTP/1.1 path (src/fast_h1.rs) against hyper's: a corpus of request bytes (good
+// and bad heads, pipelined, split across reads, HEAD, 204/304, streamed answers, Connection:
+// close, HTTP/1.0, bad Host, bodies that go to hyper after fast requests on the same
+// connection) is sent over raw sockets to a server with the fast path and to one started with
+// FETCH_RS_H1_FAST=0, and the answers must be the same bytes apart from `Date`, with the
+// connection closed by both or by neither.
+//
+// Run with: node --test test/fast-h1.test.mjs
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, test } from "node:test";
+import { Response } from "../dist/index.js";
+import { sleep, start } from "./helpers.mjs";
+
+const enc = new TextEncoder();
+
+/** Answers by path: what the request looked like to JS, and each kind of body. */
+function listener(event) {
+  const req = event.request;
+  const url = new URL(req.url);
+  const seen = () => JSON.stringify({ method: req.method, url: req.url, headers: [...req.headers] });
+  switch (url.pathname) {
+    case "/text":
+      return event.respondWith(new Response("hello"));
+    case "/empty":
+      return event.respondWith(new Response(""));
+    case "/204":
+      return event.respondWith(new Response(null, { status: 204, headers: { "x-a": "1" } }));
+    case "/304":
+      return event.respondWith(new Response(null, { status: 304, headers: { etag: '"e"' } }));
+    case "/404":
+      return event.respondWith(new Response("none", { status: 404, headers: { "content-type": "text/plain" } }));
+    case "/599":
+      return event.respondWith(new Response("odd", { status: 599 }));
+    case "/headers":
+      return event.respondWith(
+        new Response("h", {
+          headers: [
+            ["x-one", "1"],
+            ["set-cookie", "a=1"],
+            ["x-two", "2"],
+            ["set-cookie", "b=2"],
+            ["cache-control", "no-store"],
+          ],
+        }),
+      );
+    case "/date":
+      return event.respondWith(new Response("d", { headers: { date: "Thu, 01 Jan 1970 00:00:00 GMT" } }));
+    case "/head-length":
+      return event.respondWith(new Response(null, { headers: { "content-length": "42" } }));
+    case "/stream":
+    case "/stream-slow":
+      return event.respondWith(
+        new Response(
+          new ReadableStream({
+            async start(c) {
+              c.enqueue(enc.encode("first "));
+              if (url.pathname === "/stream-slow") await sleep(20);
+              c.enqueue(new Uint8Array(0));
+              c.enqueue(enc.encode("x".repeat(3000)));
+              c.close();
+            },
+          }),
+          { headers: { "content-type": "text/plain" } },
+        ),
+      );
+    case "/slow":
+      return event.respondWith(sleep(30).then(() => new Response(seen())));
+    default:
+      return event.respondWith(Response.json(JSON.parse(seen())));
+  }
+}
+
+let fast;
+let slow;
+
+before(async () => {
+  const saved = process.env.FETCH_RS_H1_FAST;
+  delete process.env.FETCH_RS_H1_FAST;
+  fast = await start(listener);
+  // Read as the server starts listening.
+  process.env.FETCH_RS_H1_FAST = "0";
+  slow = await start(listener);
+  if (saved === undefined) delete process.env.FETCH_RS_H1_FAST;
+  else process.env.FETCH_RS_H1_FAST = saved;
+});
+
+after(async () => {
+  await fast?.server.close({ force: true });
+  await slow?.server.close({ force: true });
+});
+
+/** Sends `parts` (a write each, `gapMs` apart) and collects the answer until the server closes
+ * or nothing came for `idleMs`. */
+function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.setNoDelay(true);
+    const chunks = [];
+    let timer;
+    let closed = false;
+    const finish = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ text: Buffer.concat(chunks).toString("latin1"), closed });
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(finish, idleMs);
+    };
+    sock.on("connect", async () => {
+      for (const p of parts) {
+        if (sock.destroyed) return;
+        sock.write(p);
+        if (gapMs) await sleep(gapMs);
+      }
+      if (end) sock.end();
+      arm();
+    });
+    sock.on("data", (d) => {
+      chunks.push(d);
+      arm();
+    });
+    sock.on("end", () => {
+      closed = true;
+      finish();
+    });
+    sock.on("close", () => {
+      closed = true;
+      finish();
+    });
+    sock.on("error", (e) => (e.code === "ECONNRESET" ? ((closed = true), finish()) : reject(e)));
+  });
+}
+
+/** The answer with each `date:` value (hyper's and the fast path's own clock) masked. */
+const masked = (r) => ({
+  ...r,
+  text: r.text.replace(/\r\ndate: [^\r]*\r\n/g, "\r\ndate: -\r\n").replace(/127\.0\.0\.1:\d+/g, "127.0.0.1:PORT"),
+});
+
+const get = (path, more = "") => `GET ${path} HTTP/1.1\r\nHost: example.test\r\n${more}\r\n`;
+
+/** Name -> the request bytes. */
+const CORPUS = {
+  "plain GET": get("/"),
+  "GET text": get("/text"),
+  "GET empty body": get("/empty"),
+  "GET 404 with a type": get("/404"),
+  "GET 599": get("/599"),
+  "repeated and ordered response headers": get("/headers"),
+  "a Date set by JS": get("/date"),
+  "HEAD of a full body": "HEAD /text HTTP/1.1\r\nHost: x\r\n\r\n",
+  "HEAD with a declared length": "HEAD /head-length HTTP/1.1\r\nHost: x\r\n\r\n",
+  "HEAD of a stream": "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n",
+  "204 with a header": get("/204"),
+  "304 with an etag": get("/304"),
+  "HEAD 204": "HEAD /204 HTTP/1.1\r\nHost: x\r\n\r\n",
+  "streamed answer": get("/stream"),
+  "streamed answer, slow": get("/stream-slow"),
+  "Connection: close": get("/", "Connection: close\r\n"),
+  "Connection: keep-alive, Close": get("/", "Connection: keep-alive, Close\r\n"),
+  "Connection: close on a stream": get("/stream", "Connection: close\r\n"),
+  "pipelined three": get("/a") + get("/slow") + get("/b"),
+  "pipelined, then close": get("/a") + get("/slow", "Connection: close\r\n") + get("/never"),
+  "pipelined with a stream between": get("/a") + get("/stream") + get("/b"),
+  "request headers as JS sees them":
+    "GET /p?q=1&r='x' HTTP/1.1\r\nHost: Example.TEST:80\r\nX-B: 1\r\nAccept: a\r\nx-b: 2\r\nX-Empty:\r\nX-Tab: a\tb \r\n\r\n",
+  "Host with a port": "GET / HTTP/1.1\r\nHost: h:8080\r\n\r\n",
+  "empty Host": "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+  "IPv4 Host in another form": "GET / HTTP/1.1\r\nHost: 0x7f.1\r\n\r\n",
+  "IPv6 Host": "GET / HTTP/1.1\r\nHost: [0:0::1]:81\r\n\r\n",
+  "no Host": "GET / HTTP/1.1\r\n\r\n",
+  "two Hosts": "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+  "bad Host": "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+  "Host with userinfo": "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
+  "Host with a bad port": "GET / HTTP/1.1\r\nHost: h:99999\r\n\r\n",
+  "dot segments": get("/a/./b/../c/%2e%2E/d"),
+  "bytes the URL parser encodes": get('/a"b{c}|d^e`f'),
+  "a fragment": get("/a#frag"),
+  backslash: get("/a\\b"),
+  "absolute-form target": "GET http://example.test/abs?x HTTP/1.1\r\nHost: example.test\r\n\r\n",
+  "asterisk-form OPTIONS": "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+  "asterisk-form GET": "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+  CONNECT: "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+  "POST with Content-Length: 0": "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+  "DELETE without a length": "DELETE /p HTTP/1.1\r\nHost: x\r\n\r\n",
+  "an extension method with length 0": "PURGE /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+  "GET with Content-Length: 0 twice": "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+  "GET with a body": "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+  "lowercase method": "get / HTTP/1.1\r\nHost: x\r\n\r\n",
+  "POST body after fast requests":
+    get("/a") + get("/b") + "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + get("/c"),
+  "chunked POST after a fast request":
+    get("/a") + "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + get("/d"),
+  "Expect: 100-continue": "POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+  "Upgrade that is no WebSocket": get("/", "Upgrade: h2c\r\nConnection: Upgrade\r\n"),
+  "Transfer-Encoding with Content-Length":
+    "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+  "HTTP/1.0": "GET / HTTP/1.0\r\n\r\n",
+  "HTTP/1.0 keep-alive, then 1.1": "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get("/b"),
+  "HTTP/1.1 then HTTP/1.0": get("/a") + "GET /b HTTP/1.0\r\nHost: x\r\n\r\n",
+  "HTTP/2.0 request line": "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+  "HTTP/1.2": "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+  "bare LF": "GET / HTTP/1.1\nHost: x\n\n",
+  "bare LF after a fast request": get("/a") + "GET /b HTTP/1.1\nHost: x\n\n",
+  "NUL in a value": get("/", "X-A: a\0b\r\n"),
+  "obs-fold": get("/", "X-A: a\r\n b\r\n"),
+  "space before a colon": get("/", "X-A : a\r\n"),
+  "malformed request line": "GARBAGE\r\n\r\n",
+  "malformed after a fast request": get("/a") + "GARBAGE\r\n\r\n",
+  "leading empty lines": "\r\n\r\n" + get("/"),
+  "a target over 16 KiB": get("/" + "a".repeat(16 * 1024 + 1)),
+  "fields over maxHeaderSize": get("/", `X-Big: ${"b".repeat(17 * 1024)}\r\n`),
+  "a head cut short, then the end": "GET / HTTP/1.1\r\nHost: x\r\n",
+  "a head and part of the next": get("/a") + "GET /b HTT",
+  "h2 preface": "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+};
+
+/** Entries after which the client half-closes. */
+const END = new Set(["a head cut short, then the end", "HTTP/1.1 then HTTP/1.0"]);
+
+/** Whether the corpus entry is sent again one byte a write. */
+const SPLIT = new Set([
+  "plain GET",
+  "HEAD of a full body",
+  "streamed answer",
+  "Connection: close",
+  "pipelined three",
+  "request headers as JS sees them",
+  "two Hosts",
+  "POST body after fast requests",
+  "chunked POST after a fast request",
+  "bare LF after a fast request",
+  "HTTP/1.0 keep-alive, then 1.1",
+  "malformed after a fast request",
+  "a head and part of the next",
+]);
+
+async function both(parts, opts) {
+  const a = await exchange(fast.server.port, parts, opts);
+  const b = await exchange(slow.server.port, parts, opts);
+  return [masked(a), masked(b)];
+}
+
+describe("the fast HTTP/1.1 path answers as hyper does", () => {
+  for (const [name, bytes] of Object.entries(CORPUS)) {
+    test(name, async () => {
+      const [a, b] = await both([bytes], { end: END.has(name) });
+      assert.ok(b.text.length > 0 || b.closed, `hyper answered nothing to ${name}`);
+      assert.deepEqual(a, b);
+    });
+    if (SPLIT.has(name)) {
+      test(`${name}, one byte a write`, async () => {
+        const parts = [...Buffer.from(bytes, "latin1")].map((x) => Buffer.from([x]));
+        const [a, b] = await both(parts, { gapMs: 1, end: END.has(name) });
+        assert.deepEqual(a, b);
+      });
+    }
+  }
+
+  test("a head split at every point of a pipelined pair", async () => {
+    const bytes = get("/a") + get("/b", "X-Y: z\r\n");
+    for (let at = 1; at < bytes.length; at += 7) {
+      const parts = [bytes.slice(0, at), bytes.slice(at)];
+      const [a, b] = await both(parts, { gapMs: 15 });
+      assert.deepEqual(a, b, `split at ${at}`);
+    }
+  });
+
+  test("a half-close after a request still gets its answer", async () => {
+    const run = (port) =>
+      new Promise((resolve) => {
+        const sock = net.connect(port, "127.0.0.1");
+        let out = "";
+        sock.on("connect", () => sock.end(get("/slow")));
+        sock.on("data", (d) => (out += d.toString("latin1")));
+        sock.on("close", () => resolve(masked({ text: out, closed: true })));
+      });
+    assert.deepEqual(await run(fast.server.port), await run(slow.server.port));
+  });
+});
+
+/** A server with the fast path and one without, both with `options`. */
+async function pair(options, handler = listener) {
+  const saved = process.env.FETCH_RS_H1_FAST;
+  delete process.env.FETCH_RS_H1_FAST;
+  const on = await start(handler, options);
+  process.env.FETCH_RS_H1_FAST = "0";
+  const off = await start(handler, options);
+  if (saved === undefined) delete process.env.FETCH_RS_H1_FAST;
+  else process.env.FETCH_RS_H1_FAST = saved;
+  return [on.server, off.server];
+}
+
+describe("answers made without JS, and shutdown, on both paths", () => {
+  test("the listener's timeout: 503 with connection: close, after a fast answer", async () => {
+    const never = (event) => {
+      if (new URL(event.request.url).pathname === "/never") event.respondWith(new Promise(() => {}));
+      else listener(event);
+    };
+    const servers = await pair({ timeout: 200 }, never);
+    try {
+      const bytes = get("/a") + get("/never") + get("/after");
+      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
+      assert.match(b.text, /HTTP\/1\.1 503 Service Unavailable\r\nconnection: close\r\n/);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("a graceful close while a request waits: its answer says connection: close", async () => {
+    let release;
+    const held = new Promise((r) => (release = r));
+    const waiting = [];
+    const wait = (event) => {
+      if (new URL(event.request.url).pathname !== "/held") return listener(event);
+      waiting.push(1);
+      event.respondWith(held.then(() => new Response("late")));
+    };
+    const servers = await pair({}, wait);
+    try {
+      const runs = servers.map((s) => exchange(s.port, [get("/a") + get("/held") + get("/next")], { idleMs: 1000 }));
+      while (waiting.length < 2) await sleep(5);
+      const closing = servers.map((s) => s.close());
+      await sleep(50);
+      release();
+      const [a, b] = (await Promise.all(runs)).map(masked);
+      await Promise.all(closing);
+      assert.match(b.text, /late$/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true }).catch(() => {});
+    }
+  });
+});
