@@ -177,9 +177,11 @@ test(
   "a quiet connection gives hyper's buffers back: the server's RSS falls",
   { skip: process.platform !== "linux" },
   async () => {
-    // While a connection is live hyper holds an 8 KiB read buffer and an 8 KiB header
-    // buffer for it (about 11 KiB resident); once released it keeps about 4 KiB. With
-    // N connections the drop is several MiB, far above the noise of a quiet process.
+    // While a connection is live its read buffer is held: on the fast HTTP/1.1 path (these
+    // plain GETs) 8 KiB of which a request touches about 5 KiB (4.7 KiB fell a connection
+    // when it was written); on hyper's path (FETCH_RS_H1_FAST=0) an 8 KiB read buffer and an
+    // 8 KiB header buffer (9.8 KiB fell). With N connections the drop is a few
+    // MiB, far above the noise of a quiet process; without the release it is about 0.
     const N = 800;
     const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
     const child = spawn(
@@ -210,7 +212,7 @@ test(
       const released = rss();
       const drop = (live - released) / N;
       assert.ok(
-        drop >= 4,
+        drop >= 2.5,
         `RSS fell by ${drop.toFixed(1)} KiB per connection (${live} KiB live, ${released} KiB after)`,
       );
       assert.ok(socks.every((s) => !s.destroyed));
