@@ -212,10 +212,13 @@ async fn linger(cork: &Cork, mut phase: watch::Receiver<Phase>) {
         return;
     }
     let discard = async {
-        let mut buf = vec![0u8; 16 * 1024];
+        // Read into spare capacity (`read_buf`): a closing connection does not zero 16 KiB
+        // it will most often never fill.
+        let mut buf = Vec::with_capacity(16 * 1024);
         let mut total = 0;
         while total < LINGER_BYTES {
-            match read.read(&mut buf).await {
+            buf.clear();
+            match read.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
             }
