@@ -3,19 +3,20 @@
 // that the process is alive and still answers a normal GET. Exits non-zero if the server crashed,
 // stopped answering, or logged a panic.
 // Run with: node scripts/fuzz.mjs [--seconds 60] [--seed N] [--concurrency 16] [--check-every 200]
-//           [--targets http1,h1-fast,h2c,tls,tls-h2,tls-records,ws]
+//           [--targets http1,h1-fast,h1-fast-tls,h2c,tls,tls-h2,tls-records,ws]
 //
 // Targets: `http1` mutated HTTP/1.1 requests; `h1-fast` pipelined runs of the plain requests the
 // fast HTTP/1.1 path takes (src/fast_h1.rs: GET, HEAD, a method with a zero length; any header
 // names, cases and values), now and then one of them mutated, so that a connection goes from the
-// fast path to hyper's at any point; `h2c` the HTTP/2 preface then mutated frames on the
+// fast path to hyper's at any point; `h1-fast-tls` the same over TLS 1.3 or 1.2 (ALPN
+// http/1.1), where the fast path reads on while a request is out; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
 // server (test/fixtures/tls certificates); `tls-h2` a real TLS handshake (ALPN h2), then mutated
 // frames; `tls-records` a real TLS 1.3 or 1.2 handshake (ALPN http/1.1; records done by fetch-rs,
 // src/records.rs), sometimes a request, then raw record bytes past the TLS client: headers of any
 // type and length, random bodies (a bad tag), in pieces; `ws` random and mutated WebSocket frames on a freshly upgraded connection, while a
 // WebSocket opened at the start must keep echoing (other sockets unaffected). Each case picks one
-// of the targets given (default: all seven).
+// of the targets given (default: all eight).
 //
 // Reproduce a run with the same --seed (the cases depend only on it; timing can still differ).
 // On failure the last cases sent are written to fuzz-failure-<seed>.json in the OS temp dir.
@@ -31,7 +32,7 @@ import { maskedFrame } from "./ws-frame.mjs";
 
 
 function parseArgs(argv) {
-  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h1-fast", "h2c", "tls", "tls-h2", "tls-records", "ws"] };
+  const o = { seconds: 60, seed: Date.now() % 2 ** 31, concurrency: 16, checkEvery: 200, idleMs: 150, targets: ["http1", "h1-fast", "h1-fast-tls", "h2c", "tls", "tls-h2", "tls-records", "ws"] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -45,10 +46,10 @@ function parseArgs(argv) {
     else if (a === "--check-every") o.checkEvery = Math.max(1, Math.floor(num()));
     else if (a === "--targets") {
       o.targets = String(argv[++i]).split(",");
-      for (const t of o.targets) if (!["http1", "h1-fast", "h2c", "tls", "tls-h2", "tls-records", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
+      for (const t of o.targets) if (!["http1", "h1-fast", "h1-fast-tls", "h2c", "tls", "tls-h2", "tls-records", "ws"].includes(t)) throw new Error(`unknown target ${t}`);
     }
     else if (a === "--help") {
-      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h1-fast,h2c,tls,tls-h2,tls-records,ws]");
+      console.log("node scripts/fuzz.mjs [--seconds S] [--seed N] [--concurrency C] [--check-every K] [--targets http1,h1-fast,h1-fast-tls,h2c,tls,tls-h2,tls-records,ws]");
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -480,6 +481,11 @@ function makeCase() {
     return { target, bytes, how: `tls:${how}`, pieces: rand() < 0.2 ? 2 + int(4) : 1, halfClose: rand() < 0.2 };
   }
   if (target === "h1-fast") return { target, ...makeFastCase() };
+  if (target === "h1-fast-tls") {
+    const version = rand() < 0.5 ? "TLSv1.3" : "TLSv1.2";
+    const c = makeFastCase();
+    return { target, version, ...c, how: `${version === "TLSv1.2" ? "1.2:" : ""}${c.how}` };
+  }
   const c = makeHttp1Case();
   c.target = "http1";
   return c;
@@ -540,15 +546,15 @@ function makeHttp1Case() {
 /** Runs one case on a fresh connection; resolves with the first status seen (or none/garbage). */
 function runCase(ports, c) {
   return new Promise((resolve) => {
-    const secure = c.target === "tls" || c.target === "tls-h2" || c.target === "tls-records";
+    const secure = ["tls", "tls-h2", "tls-records", "h1-fast-tls"].includes(c.target);
     const port = secure ? ports.tls : ports.plain;
     // tls-records: the raw socket under a TLS client, written to past it after the handshake.
     const raw = c.target === "tls-records" ? net.connect(port, "127.0.0.1") : null;
     const sock =
       c.target === "tls-h2"
         ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ALPNProtocols: ["h2"], rejectUnauthorized: false })
-        : raw !== null
-          ? tls.connect({ socket: raw, servername: "localhost", ALPNProtocols: ["http/1.1"], minVersion: c.version, maxVersion: c.version, rejectUnauthorized: false })
+        : raw !== null || c.target === "h1-fast-tls"
+          ? tls.connect({ ...(raw ? { socket: raw } : { port, host: "127.0.0.1" }), servername: "localhost", ALPNProtocols: ["http/1.1"], minVersion: c.version, maxVersion: c.version, rejectUnauthorized: false })
           : net.connect(port, "127.0.0.1");
     const chunks = [];
     const { finish, arm, ended } = caseEnd(sock, (how) => {
@@ -570,7 +576,7 @@ function runCase(ports, c) {
     sock.on("end", () => finish("server"));
     sock.on("close", () => finish("server"));
     sock.on("error", () => finish("server"));
-    const secureFirst = c.target === "tls-h2" || c.target === "tls-records";
+    const secureFirst = c.target === "tls-h2" || c.target === "tls-records" || c.target === "h1-fast-tls";
     sock.on(secureFirst ? "secureConnect" : "connect", async () => {
       if (c.request) {
         sock.write("GET / HTTP/1.1\r\nHost: fuzz\r\n\r\n");
@@ -642,7 +648,7 @@ function healthCheck(port, secure = false) {
 // --- the run
 
 const fixture = (name) => readFileSync(new URL(`../test/fixtures/tls/${name}`, import.meta.url), "utf8");
-const needsTls = opts.targets.some((t) => t.startsWith("tls"));
+const needsTls = opts.targets.some((t) => t.includes("tls"));
 for (const o of [{ ALPNProtocols: ["h2", "http/1.1"] }, {}, { maxVersion: "TLSv1.2" }, { ALPNProtocols: ["http/1.1"], servername: "a.test" }])
   if (needsTls) CLIENT_HELLOS.push(await captureClientHello(o));
 

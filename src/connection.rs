@@ -54,7 +54,7 @@ pub struct ServerShared {
     pub local: String,
     /// Set for an HTTPS server: every connection starts with a TLS handshake.
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
-    /// Plain HTTP/1.1 connections start on the fast path (fast_h1.rs): on unless
+    /// HTTP/1.1 connections (plain or TLS) start on the fast path (fast_h1.rs): on unless
     /// `FETCH_RS_H1_FAST=0` when the server started.
     fast_h1: bool,
     h1: http1::Builder,
@@ -108,7 +108,7 @@ impl ServerShared {
     /// Makes this an HTTPS server.
     pub fn with_tls(mut self, tls: Option<Arc<crate::tls::TlsAcceptor>>) -> Self {
         // TLS records must be read to see an end of stream: hyper's own read while a
-        // request is out stays (no `Cork::watch` over TLS).
+        // request is out stays (no `Cork::watch` over TLS), as the fast path's (`read_out`).
         self.h1.half_close(tls.is_none());
         self.tls = tls;
         self
@@ -253,7 +253,8 @@ pub async fn serve(
     let svc_shared = shared.clone();
     let svc_cork = cork.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut fast = shared.fast_h1 && tls.is_none();
+    let mut fast = shared.fast_h1;
+    let fast_tls = tls.clone();
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
         // The round clock from the server's state (warm), not through the cork's doorbell.
@@ -277,12 +278,12 @@ pub async fn serve(
         let mut conn = Box::pin(shared.h2.serve_connection(io, svc));
         Box::pin(drive(&mut conn, &cork, &phase, &mut clock, false, None)).await
     } else {
-        // Plain TCP starts on the fast path, until a request it does not take (TLS stays
-        // hyper's: its stream is read by records, and hyper's own read while a request is
-        // out stays there, `with_tls`).
+        // The fast path first, until a request it does not take (over TLS it reads on while
+        // a request is out, where plain TCP's socket is watched: `FastH1::read_out`).
         loop {
             if fast {
-                let mut conn = Box::pin(crate::fast_h1::FastH1::new(io, cork.clone(), shared.clone(), remote));
+                let tls = fast_tls.clone();
+                let mut conn = Box::pin(crate::fast_h1::FastH1::new(io, cork.clone(), shared.clone(), remote, tls));
                 let end =
                     Box::pin(drive(&mut conn, &cork, &phase, &mut clock, releasable, shared.config.header_timeout))
                         .await;

@@ -646,6 +646,13 @@ impl Cork {
         self.client_eof.load(Ordering::Acquire)
     }
 
+    /// Every request head the framing scanner saw come in has been handed over: no whole
+    /// head waits unanswered in what was read (the fast path's `read_out`, over TLS).
+    #[inline]
+    pub(crate) fn no_head_waiting(&self) -> bool {
+        self.heads_read.load(Ordering::Relaxed) == self.handed.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection task watches the socket while a request is out (`watch`):
     /// plain TCP HTTP/1.1, where hyper's `half_close` is on.
     #[inline]

@@ -1,19 +1,23 @@
 //! The fast HTTP/1.1 path (issue 16): plain requests read and answered past hyper.
 //!
-//! A plain-TCP HTTP/1.1 connection starts here (`connection::serve`). Each complete head in
-//! the read buffer is parsed in place (httparse, as hyper parses it); a simple one (HTTP/1.1,
-//! one `Host`, an origin-form target of plain bytes, no body, no `Transfer-Encoding`,
-//! `Upgrade` or `Expect`) goes to JS as hyper's would (`connection::hand_over`: the same
-//! event, counts, 503 and deadline), and its answer is encoded here, byte for byte as hyper
-//! encodes it (the differential test, `test/fast-h1.test.mjs`). Any other head, one that
-//! does not parse included, goes to hyper with the bytes not consumed rewound, after the
-//! answers before it (they are in the cork's buffer already, so order is kept), and the
-//! connection stays with hyper: its refusals (400, 414, 431, 505) and everything with a body
-//! stay hyper's.
+//! An HTTP/1.1 connection starts here (`connection::serve`), over plain TCP or over TLS
+//! (ALPN `http/1.1` or none; issue 14). Each complete head in the read buffer is parsed in
+//! place (httparse, as hyper parses it); a simple one (HTTP/1.1, one `Host`, an origin-form
+//! target of plain bytes, no body, no `Transfer-Encoding`, `Upgrade` or `Expect`) goes to JS
+//! as hyper's would (`connection::hand_over`: the same event, counts, 503 and deadline, the
+//! TLS session's client certificate, an `https://` URL over TLS), and its answer is encoded
+//! here, byte for byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`).
+//! Any other head, one that does not parse included, goes to hyper with the bytes not
+//! consumed rewound, after the answers before it (they are in the cork's buffer already, so
+//! order is kept), and the connection stays with hyper: its refusals (400, 414, 431, 505)
+//! and everything with a body stay hyper's.
 //!
 //! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
 //! write gathering), and the connection is polled by the same `drive` (timers, the watch of
-//! a client that leaves, graceful shutdown). `FETCH_RS_H1_FAST=0` turns it off.
+//! a client that leaves, graceful shutdown). Over TLS the socket's readiness says nothing
+//! of what its records hold (an end of the stream, an alert), so there is no watch: the
+//! stream is read on while a request is out, as hyper's own read does there (`read_out`).
+//! `FETCH_RS_H1_FAST=0` turns it off.
 
 use crate::body::ResponseBody;
 use crate::bridge::{Reply, RequestBody};
@@ -46,7 +50,7 @@ const READ_ROOM: usize = 4096;
 /// What the read buffer grows by.
 const READ_GROW: usize = 8192;
 
-/// One plain-TCP HTTP/1.1 connection on the fast path: a future that `drive` polls as it
+/// One HTTP/1.1 connection on the fast path: a future that `drive` polls as it
 /// polls hyper's connection. It ends (`Ok`) when the connection is done, or with
 /// `handed_over` set when hyper is to take it on from its unconsumed bytes.
 pub(crate) struct FastH1 {
@@ -55,12 +59,17 @@ pub(crate) struct FastH1 {
     shared: Arc<ServerShared>,
     cork: Arc<Cork>,
     remote: SocketAddr,
+    /// The TLS session (its client certificate goes with each request); None on plain TCP.
+    tls: Option<Arc<crate::tls::Session>>,
     authorities: AuthorityCache,
     step: Step,
     out: Out,
     /// A graceful shutdown was asked for: no request is taken after the one in progress,
     /// whose answer (if not begun) says `connection: close`.
     draining: bool,
+    /// A read while a request was out found the end of the stream after part of a head:
+    /// `read_out` reads no more (the next head's read finds the end again).
+    read_ended: bool,
     /// The connection is hyper's from here (`into_parts`).
     pub handed_over: bool,
 }
@@ -75,17 +84,25 @@ enum Step {
 }
 
 impl FastH1 {
-    pub(crate) fn new(io: CorkedStream, cork: Arc<Cork>, shared: Arc<ServerShared>, remote: SocketAddr) -> Self {
+    pub(crate) fn new(
+        io: CorkedStream,
+        cork: Arc<Cork>,
+        shared: Arc<ServerShared>,
+        remote: SocketAddr,
+        tls: Option<Arc<crate::tls::Session>>,
+    ) -> Self {
         FastH1 {
             io,
             buf: BytesMut::new(),
             shared,
             cork,
             remote,
+            tls,
             authorities: AuthorityCache::default(),
             step: Step::Reading,
             out: Out::default(),
             draining: false,
+            read_ended: false,
             handed_over: false,
         }
     }
@@ -116,6 +133,41 @@ impl FastH1 {
         Poll::Ready(Ok(n))
     }
 
+    /// Over TLS, while a request is out or its answer is being written: the stream is read
+    /// on into `buf`, as hyper's own read does there (`half_close` off, `with_tls`), so that
+    /// the end of the stream or a fatal alert is seen now. Through `CorkedStream::poll_read`,
+    /// as hyper's: a close_notify between requests while one waits on JS is a half-close
+    /// (its `request.signal` aborts at the waiting request's next poll, the answer still
+    /// goes out); an error (a socket's end without close_notify, a reset, an alert) ends the
+    /// connection, and the waiting request, dropped, tells JS the client left; the end while
+    /// only an answer is being written ends it too. Pipelined bytes wait in `buf`; no read
+    /// once a whole head waits there (its answer would be gathered with this one's, and the
+    /// read would flush this one alone, `Cork::after_poll`) or once more than
+    /// `maxHeaderSize` is held, so that a client cannot make it hold more (hyper reads there
+    /// only while its read buffer is empty: at most one read, up to 8 KiB at first). Plain
+    /// TCP is never read here: `drive` watches its socket (`Cork::watch`). Always Pending
+    /// unless the connection ends.
+    fn read_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cork.watches() {
+            return Poll::Pending;
+        }
+        while !self.read_ended && self.buf.len() <= self.shared.config.max_header_size && self.cork.no_head_waiting() {
+            match self.poll_read(cx) {
+                Poll::Pending => break,
+                // A half-close between requests with one waiting is held back by the stream
+                // (Pending); the end with only an answer being written: the client left.
+                Poll::Ready(Ok(0)) if self.buf.is_empty() && matches!(self.step, Step::Writing { .. }) => {
+                    return Poll::Ready(Ok(()));
+                }
+                // After part of a head: that head's read finds the end again.
+                Poll::Ready(Ok(0)) => self.read_ended = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Pending
+    }
+
     /// Hands a parsed request to JS, as `connection::admit` and `handle` do for hyper's.
     fn take(&mut self, head: Head) {
         let shared = &*self.shared;
@@ -130,7 +182,7 @@ impl FastH1 {
             body: RequestBody::None,
             http2: false,
         };
-        let answer = hand_over(handover, self.remote, None, shared, count);
+        let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
         self.buf.advance(head.len);
         self.step = Step::Waiting { answer, head: head.is_head, keep_alive: head.keep_alive };
     }
@@ -296,7 +348,8 @@ impl Future for FastH1 {
                         return Poll::Ready(Ok(()));
                     }
                     if !this.buf.is_empty() {
-                        match parse(&this.buf, &this.shared, &mut this.authorities) {
+                        let scheme = if this.tls.is_some() { "https" } else { "http" };
+                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities) {
                             Parsed::Take(head) => {
                                 this.take(head);
                                 continue;
@@ -320,14 +373,17 @@ impl Future for FastH1 {
                     }
                 }
                 Step::Waiting { answer, head, keep_alive } => {
-                    let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return Poll::Pending };
+                    let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return this.read_out(cx) };
                     let (head, keep_alive) = (*head, *keep_alive && !this.draining);
                     this.respond(reply, head, keep_alive);
                 }
                 Step::Writing { stream, last } => {
-                    ready!(this.out.poll_write(&mut this.io, cx))?;
+                    if this.out.poll_write(&mut this.io, cx)?.is_pending() {
+                        return this.read_out(cx);
+                    }
                     if let Some(body) = stream {
-                        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else { return this.read_out(cx) };
+                        match frame {
                             Some(Ok(frame)) => {
                                 // Empty chunks are skipped, as hyper does (one would end the body).
                                 if let Ok(data) = frame.into_data() {
@@ -464,7 +520,7 @@ const TARGET_OK: [bool; 256] = {
 
 /// Parses the head at the start of `buf`, as hyper would, and decides whether it is
 /// taken here (see the module's comment).
-fn parse(buf: &[u8], shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
+fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
     let max_header_size = shared.config.max_header_size;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -523,8 +579,10 @@ fn parse(buf: &[u8], shared: &ServerShared, authorities: &mut AuthorityCache) ->
         Some(q) => (&target.as_bytes()[..q], Some(&target.as_bytes()[q + 1..])),
         None => (target.as_bytes(), None),
     };
-    let mut bytes = Vec::with_capacity(7 + host.map_or(0, <[u8]>::len) + target.len() + field_bytes + 2 * fields + 8);
-    if crate::target::write_origin_url("http", host, &shared.local, path, query, authorities, &mut bytes).is_err() {
+    let mut bytes = Vec::with_capacity(
+        scheme.len() + 3 + host.map_or(0, <[u8]>::len) + target.len() + field_bytes + 2 * fields + 8,
+    );
+    if crate::target::write_origin_url(scheme, host, &shared.local, path, query, authorities, &mut bytes).is_err() {
         return Parsed::Hyper;
     }
     let url_len = bytes.len();

@@ -3,14 +3,19 @@
 // close, HTTP/1.0, bad Host, bodies that go to hyper after fast requests on the same
 // connection) is sent over raw sockets to a server with the fast path and to one started with
 // FETCH_RS_H1_FAST=0, and the answers must be the same bytes apart from `Date`, with the
-// connection closed by both or by neither.
+// connection closed by both or by neither. The same corpus runs over TLS (node:tls raw
+// sockets, ALPN http/1.1 and none), where the fast path reads on while a request is out:
+// clients that leave then (close_notify, an end without it, a reset) must abort the
+// handler's `request.signal` on both paths, and pipelined heads must wait their turn.
 //
 // Run with: node --test test/fast-h1.test.mjs
 import assert from "node:assert/strict";
 import net from "node:net";
+import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { Response } from "../dist/index.js";
-import { sleep, start } from "./helpers.mjs";
+import { sleep, start, waitFor } from "./helpers.mjs";
+import { A, CA } from "./tls-helpers.mjs";
 
 const enc = new TextEncoder();
 
@@ -73,28 +78,31 @@ function listener(event) {
 
 let fast;
 let slow;
+/** The same over TLS. */
+let fastTls;
+let slowTls;
 
 before(async () => {
-  const saved = process.env.FETCH_RS_H1_FAST;
-  delete process.env.FETCH_RS_H1_FAST;
-  fast = await start(listener);
-  // Read as the server starts listening.
-  process.env.FETCH_RS_H1_FAST = "0";
-  slow = await start(listener);
-  if (saved === undefined) delete process.env.FETCH_RS_H1_FAST;
-  else process.env.FETCH_RS_H1_FAST = saved;
+  [fast, slow] = (await pair({})).map((server) => ({ server }));
+  [fastTls, slowTls] = await pair({ tls: A });
 });
 
 after(async () => {
   await fast?.server.close({ force: true });
   await slow?.server.close({ force: true });
+  await fastTls?.close({ force: true });
+  await slowTls?.close({ force: true });
 });
 
+/** A raw TLS connection to `port` (`alpn`: the protocols offered, none if empty). */
+const tlsDial = (port, alpn = ["http/1.1"]) =>
+  tls.connect({ host: "127.0.0.1", port, ca: CA, servername: "localhost", ALPNProtocols: alpn });
+
 /** Sends `parts` (a write each, `gapMs` apart) and collects the answer until the server closes
- * or nothing came for `idleMs`. */
-function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false } = {}) {
+ * or nothing came for `idleMs`; over TLS with `secure`. */
+function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false, secure = false, alpn } = {}) {
   return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
+    const sock = secure ? tlsDial(port, alpn) : net.connect(port, "127.0.0.1");
     sock.setNoDelay(true);
     const chunks = [];
     let timer;
@@ -108,7 +116,7 @@ function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false } = {}) {
       clearTimeout(timer);
       timer = setTimeout(finish, idleMs);
     };
-    sock.on("connect", async () => {
+    sock.on(secure ? "secureConnect" : "connect", async () => {
       for (const p of parts) {
         if (sock.destroyed) return;
         sock.write(p);
@@ -129,7 +137,9 @@ function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false } = {}) {
       closed = true;
       finish();
     });
-    sock.on("error", (e) => (e.code === "ECONNRESET" ? ((closed = true), finish()) : reject(e)));
+    // A write after the server closed (a byte a write over TLS) may fail as a reset does.
+    const gone = new Set(["ECONNRESET", "EPIPE"]);
+    sock.on("error", (e) => (gone.has(e.code) ? ((closed = true), finish()) : reject(e)));
   });
 }
 
@@ -334,5 +344,132 @@ describe("answers made without JS, and shutdown, on both paths", () => {
     } finally {
       for (const s of servers) await s.close({ force: true }).catch(() => {});
     }
+  });
+});
+
+/** The exchange over TLS with both servers at once. */
+async function bothTls(parts, opts) {
+  const runs = [fastTls, slowTls].map((s) => exchange(s.port, parts, { ...opts, secure: true }));
+  return (await Promise.all(runs)).map(masked);
+}
+
+describe("over TLS, the fast path answers as hyper does", () => {
+  for (const [name, bytes] of Object.entries(CORPUS)) {
+    test(name, async () => {
+      const [a, b] = await bothTls([bytes], { end: END.has(name) });
+      assert.ok(b.text.length > 0 || b.closed, `hyper answered nothing to ${name}`);
+      assert.deepEqual(a, b);
+    });
+    if (SPLIT.has(name)) {
+      test(`${name}, one byte a record`, async () => {
+        const parts = [...Buffer.from(bytes, "latin1")].map((x) => Buffer.from([x]));
+        const [a, b] = await bothTls(parts, { gapMs: 1, end: END.has(name) });
+        assert.deepEqual(a, b);
+      });
+    }
+  }
+
+  test("without ALPN", async () => {
+    const bytes = get("/a") + get("/slow") + get("/stream");
+    const [a, b] = await bothTls([bytes], { alpn: [] });
+    assert.match(b.text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.deepEqual(a, b);
+  });
+
+  test("pipelined heads sent while a request is out wait their turn", async () => {
+    // The first is with JS (30 ms) as the rest come, the last of them in two records.
+    const parts = [get("/slow"), get("/a") + get("/stream") + "GET /b HT", "TP/1.1\r\nHost: x\r\n\r\n"];
+    const [a, b] = await bothTls(parts, { gapMs: 10 });
+    assert.equal(b.text.match(/HTTP\/1\.1 200/g)?.length, 4, b.text);
+    assert.deepEqual(a, b);
+  });
+
+  test("a partial head over maxHeaderSize sent while a request is out", async () => {
+    const parts = [get("/slow"), `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"b".repeat(40 * 1024)}`];
+    const [a, b] = await bothTls(parts, { gapMs: 5, idleMs: 400 });
+    assert.match(b.text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.deepEqual(a, b);
+  });
+
+  test("a partial head, then close_notify, while a request is out", async () => {
+    const [a, b] = await bothTls([get("/slow") + "GET /b HTTP/1.1\r\n"], { end: true });
+    assert.deepEqual(a, b);
+  });
+});
+
+describe("over TLS, a client that leaves while its request is out", () => {
+  /** Requests held by the handler until released, by their `x-id`. */
+  const held = new Map();
+  const holder = (event) => {
+    const id = event.request.headers.get("x-id");
+    if (!id) return listener(event);
+    const { signal } = event.request;
+    const entry = {};
+    entry.aborted = new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason?.name)));
+    entry.answer = new Promise((resolve) => (entry.release = resolve));
+    held.set(id, entry);
+    event.respondWith(entry.answer.then(() => new Response("late")));
+  };
+  let servers;
+  before(async () => {
+    servers = await pair({ tls: A }, holder);
+  });
+  after(async () => {
+    for (const e of held.values()) e.release();
+    for (const s of servers ?? []) await s.close({ force: true });
+  });
+
+  let next = 0;
+  /** Sends a held request, leaves with `leave(socket)` once the handler has it, and returns
+   * how the handler's signal ended (within 3 s) and what the client read. */
+  async function leaveWhileOut(port, leave, wrap = false) {
+    const id = String(++next);
+    const raw = wrap ? net.connect(port, "127.0.0.1") : null;
+    const sock = wrap
+      ? tls.connect({ socket: raw, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] })
+      : tlsDial(port);
+    let text = "";
+    sock.setEncoding("latin1");
+    sock.on("data", (d) => (text += d));
+    sock.on("error", () => {});
+    const closed = new Promise((resolve) => sock.on("close", resolve));
+    await new Promise((resolve) => sock.once("secureConnect", resolve));
+    sock.write(get("/held", `x-id: ${id}\r\n`));
+    await waitFor(() => held.has(id), 5000);
+    const entry = held.get(id);
+    leave(sock, raw);
+    const aborted = await Promise.race([entry.aborted, sleep(3000).then(() => "not aborted")]);
+    entry.release();
+    await Promise.race([closed, sleep(2000)]);
+    sock.destroy();
+    return { aborted, text: text.replace(/\r\ndate: [^\r]*\r\n/, "\r\ndate: -\r\n") };
+  }
+
+  test("close_notify (a half-close): the signal aborts, the answer still comes", async () => {
+    const runs = await Promise.all(servers.map((s) => leaveWhileOut(s.port, (sock) => sock.end())));
+    assert.equal(runs[1].aborted, "AbortError");
+    assert.match(runs[1].text, /late$/);
+    assert.deepEqual(runs[0], runs[1]);
+  });
+
+  test("the end of the socket without close_notify: the signal aborts", async () => {
+    // The TCP stream ends under the TLS session: no close_notify goes out.
+    const leave = (_sock, raw) => raw.end();
+    const runs = await Promise.all(servers.map((s) => leaveWhileOut(s.port, leave, true)));
+    assert.equal(runs[1].aborted, "AbortError");
+    assert.deepEqual(runs[0], runs[1]);
+  });
+
+  test("a reset: the signal aborts", async () => {
+    const leave = (_sock, raw) => raw.resetAndDestroy();
+    const runs = await Promise.all(servers.map((s) => leaveWhileOut(s.port, leave, true)));
+    assert.equal(runs[1].aborted, "AbortError");
+    assert.deepEqual(runs[0], runs[1]);
+  });
+
+  test("destroy() of the TLS socket: the signal aborts", async () => {
+    const runs = await Promise.all(servers.map((s) => leaveWhileOut(s.port, (sock) => sock.destroy())));
+    assert.equal(runs[1].aborted, "AbortError");
+    assert.deepEqual(runs[0], runs[1]);
   });
 });
