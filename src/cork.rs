@@ -938,8 +938,12 @@ impl hyper::rt::Read for CorkedStream {
         }
         if let Some(mut bytes) = this.rewound.take() {
             this.cork.read_since_write.store(true, Ordering::Relaxed);
-            // Rewound bytes hold whole requests (`park_scanner`), or the scanner saw them.
-            this.cork.watch_ok.store(this.strict.as_ref().is_some_and(|s| s.between_requests()), Ordering::Relaxed);
+            // Rewound bytes hold whole requests (`park_scanner`), or the scanner saw them. A
+            // body read past hyper may be out with them (its head among the bytes the fast
+            // path read and handed to hyper): the watch must not take the socket's one read
+            // waker from its reader meanwhile (`direct_done` allows it again).
+            let watch_ok = this.strict.as_ref().is_some_and(|s| s.between_requests()) && this.direct.is_none();
+            this.cork.watch_ok.store(watch_ok, Ordering::Relaxed);
             let n = bytes.len().min(buf.remaining());
             buf.put_slice(&bytes.split_to(n));
             if !bytes.is_empty() {
