@@ -23,6 +23,10 @@
 //!   PORT=3000 target/release/examples/lean-h1
 
 mod common;
+// The `Date` text, shared with the addon's fast HTTP/1.1 path (its unit test runs here too).
+#[path = "../src/imf_date.rs"]
+mod imf_date;
+use imf_date::imf_fixdate;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,40 +67,6 @@ impl Date {
             self.text = imf_fixdate(now);
         }
     }
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` for seconds since the Unix epoch.
-fn imf_fixdate(secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01, counted in 400-year eras that start on March 1
-    // (so the leap day ends a year).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    let two = |out: &mut [u8; 29], at: usize, v: u64| {
-        out[at] = b'0' + (v / 10 % 10) as u8;
-        out[at + 1] = b'0' + (v % 10) as u8;
-    };
-    two(&mut out, 5, day);
-    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    two(&mut out, 12, year / 100);
-    two(&mut out, 14, year);
-    two(&mut out, 17, rem / 3600);
-    two(&mut out, 20, rem / 60 % 60);
-    two(&mut out, 23, rem % 60);
-    out
 }
 
 /// A `Connection` header for an answer: none (HTTP/1.1 keep-alive), `close`, or `keep-alive`
@@ -353,16 +323,4 @@ fn main() -> std::io::Result<()> {
             tokio::spawn(serve_connection(stream));
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::imf_fixdate;
-
-    #[test]
-    fn dates() {
-        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&imf_fixdate(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
-    }
 }

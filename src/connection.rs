@@ -300,15 +300,9 @@ pub async fn serve(
                 }
                 // Quiet: wait for the next request holding no buffer, as below.
                 io = conn.into_io();
-                io.park_scanner();
-                crate::alloc::note_release();
-                let timeout = clock.time_left(shared.config.header_timeout);
-                tokio::select! {
-                    _ = io.readable() => {}
-                    _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
-                    _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => break End::Finished,
+                if !wait_quiet(&mut io, &mut phase, &mut clock, shared.config.header_timeout).await {
+                    break End::Finished;
                 }
-                clock.restart();
                 continue;
             }
             let mut conn = Box::pin(shared.h1.serve_connection(io, svc));
@@ -335,15 +329,9 @@ pub async fn serve(
             let parts = Pin::into_inner(conn).into_parts();
             (io, svc) = (parts.io, parts.service);
             io.rewind(parts.read_buf);
-            io.park_scanner();
-            crate::alloc::note_release();
-            let timeout = clock.time_left(shared.config.header_timeout);
-            tokio::select! {
-                _ = io.readable() => {}
-                _ = phase.wait_for(|p| *p != Phase::Running) => break End::Finished,
-                _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => break End::Finished,
+            if !wait_quiet(&mut io, &mut phase, &mut clock, shared.config.header_timeout).await {
+                break End::Finished;
             }
-            clock.restart();
         }
     };
     tracing::debug!(%remote, reason = ?end, "connection closed");
@@ -354,6 +342,27 @@ pub async fn serve(
             linger(&cork, shared.phase.clone()).await;
         }
     }
+}
+
+/// A quiet connection, its buffers given back, waits for its next request holding none:
+/// true once the socket has something to read, false when the server stops running or the
+/// header timeout (counted from the last request) runs out first.
+async fn wait_quiet(
+    io: &mut crate::cork::CorkedStream,
+    phase: &mut watch::Receiver<Phase>,
+    clock: &mut IdleClock,
+    header_timeout: Option<Duration>,
+) -> bool {
+    io.park_scanner();
+    crate::alloc::note_release();
+    let timeout = clock.time_left(header_timeout);
+    tokio::select! {
+        _ = io.readable() => {}
+        _ = phase.wait_for(|p| *p != Phase::Running) => return false,
+        _ = async { tokio::time::sleep(timeout.unwrap_or_default()).await }, if timeout.is_some() => return false,
+    }
+    clock.restart();
+    true
 }
 
 /// A connection's start: the TLS handshake (boxed: its state is large, and inline it would

@@ -45,6 +45,7 @@ mod direct;
 mod error;
 mod fast_h1;
 mod h1_strict;
+mod imf_date;
 mod in_thread;
 mod js_side;
 mod lending;

@@ -14,7 +14,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { Response } from "../dist/index.js";
-import { sleep, start, waitFor } from "./helpers.mjs";
+import { raw, sleep, start, waitFor } from "./helpers.mjs";
 import { A, CA } from "./tls-helpers.mjs";
 
 const enc = new TextEncoder();
@@ -100,48 +100,8 @@ const tlsDial = (port, alpn = ["http/1.1"]) =>
 
 /** Sends `parts` (a write each, `gapMs` apart) and collects the answer until the server closes
  * or nothing came for `idleMs`; over TLS with `secure`. */
-function exchange(port, parts, { gapMs = 0, idleMs = 250, end = false, secure = false, alpn } = {}) {
-  return new Promise((resolve, reject) => {
-    const sock = secure ? tlsDial(port, alpn) : net.connect(port, "127.0.0.1");
-    sock.setNoDelay(true);
-    const chunks = [];
-    let timer;
-    let closed = false;
-    const finish = () => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve({ text: Buffer.concat(chunks).toString("latin1"), closed });
-    };
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(finish, idleMs);
-    };
-    sock.on(secure ? "secureConnect" : "connect", async () => {
-      for (const p of parts) {
-        if (sock.destroyed) return;
-        sock.write(p);
-        if (gapMs) await sleep(gapMs);
-      }
-      if (end) sock.end();
-      arm();
-    });
-    sock.on("data", (d) => {
-      chunks.push(d);
-      arm();
-    });
-    sock.on("end", () => {
-      closed = true;
-      finish();
-    });
-    sock.on("close", () => {
-      closed = true;
-      finish();
-    });
-    // A write after the server closed (a byte a write over TLS) may fail as a reset does.
-    const gone = new Set(["ECONNRESET", "EPIPE"]);
-    sock.on("error", (e) => (gone.has(e.code) ? ((closed = true), finish()) : reject(e)));
-  });
-}
+const exchange = (port, parts, { gapMs = 0, idleMs = 250, end = false, secure = false, alpn } = {}) =>
+  raw(port, parts, { gapMs, idleMs, end, dial: secure ? () => [tlsDial(port, alpn), "secureConnect"] : undefined });
 
 /** The answer with each `date:` value (hyper's and the fast path's own clock) masked. */
 const masked = (r) => ({
@@ -424,9 +384,9 @@ describe("over TLS, a client that leaves while its request is out", () => {
    * how the handler's signal ended (within 3 s) and what the client read. */
   async function leaveWhileOut(port, leave, wrap = false) {
     const id = String(++next);
-    const raw = wrap ? net.connect(port, "127.0.0.1") : null;
+    const tcp = wrap ? net.connect(port, "127.0.0.1") : null;
     const sock = wrap
-      ? tls.connect({ socket: raw, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] })
+      ? tls.connect({ socket: tcp, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] })
       : tlsDial(port);
     let text = "";
     sock.setEncoding("latin1");
@@ -437,7 +397,7 @@ describe("over TLS, a client that leaves while its request is out", () => {
     sock.write(get("/held", `x-id: ${id}\r\n`));
     await waitFor(() => held.has(id), 5000);
     const entry = held.get(id);
-    leave(sock, raw);
+    leave(sock, tcp);
     const aborted = await Promise.race([entry.aborted, sleep(3000).then(() => "not aborted")]);
     entry.release();
     await Promise.race([closed, sleep(2000)]);
@@ -454,7 +414,7 @@ describe("over TLS, a client that leaves while its request is out", () => {
 
   test("the end of the socket without close_notify: the signal aborts", async () => {
     // The TCP stream ends under the TLS session: no close_notify goes out.
-    const leave = (_sock, raw) => raw.end();
+    const leave = (_sock, tcp) => tcp.end();
     const runs = await Promise.all(servers.map((s) => leaveWhileOut(s.port, leave, true)));
     assert.equal(runs[1].aborted, "AbortError");
     assert.deepEqual(runs[0], runs[1]);

@@ -19,10 +19,13 @@ export async function start(listener, options = {}) {
   return { server, base: `http://127.0.0.1:${server.port}` };
 }
 
-/** Sends raw bytes and collects everything until the server closes or `idleMs` passes. */
-export function raw(port, data, { idleMs = 300, end = false } = {}) {
+/** Sends raw bytes (`data`, or an array of parts written `gapMs` apart) and collects
+ * everything until the server closes or `idleMs` passes. `dial` makes the socket instead of a
+ * TCP connection to 127.0.0.1 (a TLS one, say), with the name of its connect event. */
+export function raw(port, data, { idleMs = 300, end = false, gapMs = 0, dial } = {}) {
   return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
+    const [sock, ready] = dial ? dial() : [net.connect(port, "127.0.0.1"), "connect"];
+    sock.setNoDelay(true);
     const chunks = [];
     let timer;
     let closed = false;
@@ -35,8 +38,12 @@ export function raw(port, data, { idleMs = 300, end = false } = {}) {
       clearTimeout(timer);
       timer = setTimeout(finish, idleMs);
     };
-    sock.on("connect", () => {
-      sock.write(data);
+    sock.on(ready, async () => {
+      for (const part of Array.isArray(data) ? data : [data]) {
+        if (sock.destroyed) return;
+        sock.write(part);
+        if (gapMs) await sleep(gapMs);
+      }
       if (end) sock.end();
       arm();
     });
@@ -52,7 +59,8 @@ export function raw(port, data, { idleMs = 300, end = false } = {}) {
       closed = true;
       finish();
     });
-    sock.on("error", (e) => (e.code === "ECONNRESET" ? ((closed = true), finish()) : reject(e)));
+    // A write after the server closed may fail as a reset does.
+    sock.on("error", (e) => (e.code === "ECONNRESET" || e.code === "EPIPE" ? ((closed = true), finish()) : reject(e)));
   });
 }
 
