@@ -11,7 +11,9 @@
 import { createHash } from "node:crypto";
 import type { Request } from "./request.js";
 import { Response } from "./response.js";
-import type { ExecutionContext, ServeInfo } from "./server.js";
+// The option errors and their "got ..." of serve()'s other options. (A cycle with server.ts,
+// which imports this module: both are function declarations, bound before either runs.)
+import { got, optionError, type ExecutionContext, type ServeInfo } from "./server.js";
 
 /** A request a route answers: `params` holds its path's parameters, percent-decoded. */
 export type RouteRequest = Request & { params: Record<string, string> };
@@ -53,7 +55,7 @@ class Fixed {
     try {
       copy = response.clone();
     } catch (e) {
-      throw routeError(`${where}: ${(e as Error).message}`);
+      throw optionError(`${where}: ${(e as Error).message}`);
     }
     this.#ready = copy.arrayBuffer().then(
       (buffer) => {
@@ -160,12 +162,6 @@ class Node {
 const PARAM_NAME = /^[A-Za-z_$][\w$]*$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-function routeError(message: string): Error {
-  const e = new TypeError(message);
-  (e as Error & { code: string }).code = "ERR_INVALID_OPTION";
-  return e;
-}
-
 function isResponse(v: unknown): v is Response | globalThis.Response {
   return v instanceof Response || v instanceof globalThis.Response;
 }
@@ -173,13 +169,7 @@ function isResponse(v: unknown): v is Response | globalThis.Response {
 function answerOf(v: unknown, where: string): Answer {
   if (typeof v === "function") return v as RouteHandler;
   if (isResponse(v)) return new Fixed(v, where);
-  throw routeError(`${where} must be a function or a Response, got ${describe(v)}`);
-}
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "object") return "an object";
-  return `the ${typeof v} ${String(v)}`;
+  throw optionError(`${where} must be a function or a Response, got ${got(v)}`);
 }
 
 /** A compiled `routes` table. */
@@ -191,7 +181,7 @@ export class Router {
 
   constructor(routes: Routes) {
     if (routes === null || typeof routes !== "object" || Array.isArray(routes))
-      throw routeError(`routes must be an object of path patterns, got ${describe(routes)}`);
+      throw optionError(`routes must be an object of path patterns, got ${got(routes)}`);
     let size = 0;
     for (const key of Object.keys(routes)) {
       const value = routes[key];
@@ -204,7 +194,7 @@ export class Router {
 
   #add(key: string, value: unknown): void {
     const where = `routes[${JSON.stringify(key)}]`;
-    if (!key.startsWith("/")) throw routeError(`${where}: a route's path must start with "/"`);
+    if (!key.startsWith("/")) throw optionError(`${where}: a route's path must start with "/"`);
     // Written as the URL parser writes a request's path (`/café` as `/caf%C3%A9`).
     const path = new URL(key, "http://h").pathname;
     const segments = path.slice(1).split("/");
@@ -214,15 +204,15 @@ export class Router {
     for (let i = 0; i < segments.length; i++) {
       const s = segments[i];
       if (s === "*") {
-        if (i !== segments.length - 1) throw routeError(`${where}: "*" may only end a route's path`);
+        if (i !== segments.length - 1) throw optionError(`${where}: "*" may only end a route's path`);
         wildcard = true;
       } else if (s.startsWith(":")) {
         const name = s.slice(1);
         if (!PARAM_NAME.test(name))
-          throw routeError(
+          throw optionError(
             `${where}: a parameter's name must be letters, digits, "_" or "$", not starting with a digit`,
           );
-        if (names.includes(name)) throw routeError(`${where}: the parameter ${name} is named twice`);
+        if (names.includes(name)) throw optionError(`${where}: the parameter ${name} is named twice`);
         names.push(name);
         node = node.param ??= new Node();
       } else node = node.child(s);
@@ -233,21 +223,21 @@ export class Router {
     else if (value !== null && typeof value === "object") {
       methods = new Map();
       for (const method of Object.keys(value)) {
-        if (!TOKEN.test(method)) throw routeError(`${where}: ${JSON.stringify(method)} is not a method name`);
+        if (!TOKEN.test(method)) throw optionError(`${where}: ${JSON.stringify(method)} is not a method name`);
         methods.set(method, answerOf((value as Record<string, unknown>)[method], `${where}.${method}`));
       }
     } else
-      throw routeError(
-        `${where} must be a function, a Response, an object of them by method, or false; got ${describe(value)}`,
+      throw optionError(
+        `${where} must be a function, a Response, an object of them by method, or false; got ${got(value)}`,
       );
     const route = new Route(key, names, any, methods);
     if (wildcard) {
       if (node.wildcard !== null)
-        throw routeError(`${where}: the same pattern as routes[${JSON.stringify(node.wildcard.key)}]`);
+        throw optionError(`${where}: the same pattern as routes[${JSON.stringify(node.wildcard.key)}]`);
       node.wildcard = route;
     } else {
       if (node.route !== null)
-        throw routeError(`${where}: the same pattern as routes[${JSON.stringify(node.route.key)}]`);
+        throw optionError(`${where}: the same pattern as routes[${JSON.stringify(node.route.key)}]`);
       node.route = route;
       if (names.length === 0) this.#exact.set(path, route);
     }

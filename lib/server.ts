@@ -198,14 +198,15 @@ const KEEPER_MS = 20;
 
 function noop(): void {}
 
-function optionError(message: string, range = false): Error {
+/** @internal An option error: `code: "ERR_INVALID_OPTION"` (also routes.ts's). */
+export function optionError(message: string, range = false): Error {
   const e = range ? new RangeError(message) : new TypeError(message);
   (e as Error & { code: string }).code = "ERR_INVALID_OPTION";
   return e;
 }
 
-/** What an option error says it got: the type, and the value where it is short. */
-function got(v: unknown): string {
+/** @internal What an option error says it got: the type, and the value where it is short. */
+export function got(v: unknown): string {
   if (v === null) return "null";
   if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v)}`;
   if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return `the ${typeof v} ${String(v)}`;
