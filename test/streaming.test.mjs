@@ -200,10 +200,16 @@ describe("large bodies stream without being held in memory", () => {
     // count in memoryUsage().arrayBuffers; external ones do not.
     const srv = await child(`
       const server = new Server({ port: 0, host: "127.0.0.1" });
+      // Each body is kept and the garbage collected before the read, so that a GC inside the
+      // measured await frees nothing older: an earlier request's 4 MiB freed there once made
+      // the delta negative.
+      const kept = [];
       server.addEventListener("fetch", async (event) => {
+        globalThis.gc();
         const before = process.memoryUsage().arrayBuffers;
         const body = await event.request.arrayBuffer();
         const counted = process.memoryUsage().arrayBuffers - before;
+        kept.push(body);
         event.respondWith(Response.json({ length: body.byteLength, counted, first: new Uint8Array(body)[0] }));
       });`);
     try {
