@@ -76,6 +76,7 @@ interface Calls {
   requestMethod(id: number): string | null;
   requestClientAddress(id: number): string | null;
   requestClientPort(id: number): number | null;
+  requestTimeout(id: number, ms: number): void;
   requestClientCertificate(id: number): NativeClientCertificate | null;
   requestRelease(id: number): void;
   bodyCollect(id: number): Buffer | number;
@@ -214,6 +215,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     requestMethod: c.requestMethod,
     requestClientAddress: c.requestClientAddress,
     requestClientPort: c.requestClientPort,
+    requestTimeout: c.requestTimeout,
     requestClientCertificate: c.requestClientCertificate,
     requestRelease: c.requestRelease,
     bodyCollect: c.bodyCollect,

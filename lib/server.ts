@@ -635,6 +635,26 @@ export class Server {
   }
 
   /**
+   * Bun's `server.timeout(request, seconds)`: the time `request`'s listener has to respond
+   * (the `timeout` option), counted again from now: `seconds` from now, or no limit with 0.
+   * Past it, as for `timeout`: `503`, and `request.signal` aborts with a `TimeoutError`. For
+   * a request this server received and has not answered yet; does nothing for any other.
+   * Throws a `RangeError` (`code: "ERR_INVALID_ARG_VALUE"`) unless `seconds` is a number, 0
+   * or more.
+   */
+  timeout(request: Request, seconds: number): void {
+    if (typeof seconds !== "number" || !(seconds >= 0)) {
+      const e = new RangeError(`timeout() needs seconds as a number, 0 or more, got ${got(seconds)}`);
+      (e as Error & { code: string }).code = "ERR_INVALID_ARG_VALUE";
+      throw e;
+    }
+    const slot = incomingSlot(request);
+    if (slot === null || slot.source !== this.#host || !this.#listening) return;
+    // Infinity is no limit, as 0; a limit the clock cannot hold is none either.
+    this.#native.requestTimeout(slot.id, seconds === Infinity ? 0 : seconds * 1000);
+  }
+
+  /**
    * Replaces the certificates (same shape as the `tls` option): new connections use them at
    * once, open ones keep theirs. Rejects with `code: "ERR_TLS_CONFIG"` and keeps the old ones
    * when the new ones cannot be used.
@@ -1382,6 +1402,10 @@ export interface ServeInfo {
   readonly server: Server;
   /** Bun's `server.requestIP(request)`: see `Server.requestIP`. */
   readonly requestIP: Server["requestIP"];
+  /** Bun's `server.timeout(request, seconds)`: see `Server.timeout`. */
+  readonly timeout: Server["timeout"];
+  /** Bun's `server.subscriberCount(topic)`: see `Server.subscriberCount`. */
+  readonly subscriberCount: Server["subscriberCount"];
   /** The client's IP address. */
   readonly clientAddress: string;
   /** Deno's `info.remoteAddr`: the client's address and port (`hostname` is
@@ -1469,6 +1493,16 @@ class EventInfo implements ServeInfo, ExecutionContext {
   get requestIP(): Server["requestIP"] {
     const server = this.#server;
     return (request) => server.requestIP(request);
+  }
+  /** `server.timeout(request, seconds)` (Bun's): see `Server.timeout`. */
+  get timeout(): Server["timeout"] {
+    const server = this.#server;
+    return (request, seconds) => server.timeout(request, seconds);
+  }
+  /** `server.subscriberCount(topic)` (Bun's): see `Server.subscriberCount`. */
+  get subscriberCount(): Server["subscriberCount"] {
+    const server = this.#server;
+    return (topic) => server.subscriberCount(topic);
   }
   /** The server itself. */
   get server(): Server {

@@ -102,6 +102,9 @@ const GIVEN: u8 = 2;
 const DROPPED: u8 = 4;
 /// Taken by the connection task.
 const TAKEN: u8 = 8;
+/// JS set the listener's time limit again (`server.timeout`): the new one waits in the
+/// doorbell's `limits` until the task takes it. Set and cleared under that lock only.
+const RELIMIT: u8 = 16;
 
 // SAFETY: `reply` is written only by the one `RequestRecord` (which sends at most once:
 // it sends only while neither GIVEN nor DROPPED is set, and sets one of them as it does)
@@ -182,9 +185,14 @@ impl Ticket {
                 return Poll::Pending;
             }
             // Polled with another waker: take WAKER away before writing it, unless the reply
-            // came meanwhile (then nobody reads the waker any more).
-            if let Err(now) = self.state.compare_exchange(s, s & !WAKER, Ordering::AcqRel, Ordering::Acquire) {
-                return Poll::Ready(now);
+            // came meanwhile (then nobody reads the waker any more). RELIMIT may come and go
+            // meanwhile too, which is no reply: try again then.
+            let mut s = s;
+            while let Err(now) = self.state.compare_exchange(s, s & !WAKER, Ordering::AcqRel, Ordering::Acquire) {
+                if now & (GIVEN | DROPPED) != 0 {
+                    return Poll::Ready(now);
+                }
+                s = now;
             }
         }
         // SAFETY: WAKER is clear: nobody else reads or writes the waker.
@@ -227,6 +235,37 @@ impl Ticket {
                 reply
             }
         }
+    }
+
+    /// Sets the listener's time limit of a request still unanswered again, from the JS
+    /// thread (`server.timeout`): due at `at` (`clock::now`), or never (None). The task sees
+    /// it at its next poll (`take_limit`), to which it is woken.
+    pub fn relimit(self: &Arc<Self>, doorbell: &Doorbell, at: Option<u64>) {
+        {
+            let mut limits = doorbell.limits.lock().unwrap_or_else(|p| p.into_inner());
+            // Entries of tickets gone (their task ended before it looked) go first.
+            limits.retain(|(t, _)| t.strong_count() > 0);
+            let me = Arc::as_ptr(self);
+            match limits.iter_mut().find(|(t, _)| std::ptr::eq(t.as_ptr(), me)) {
+                Some(entry) => entry.1 = at,
+                None => limits.push((Arc::downgrade(self), at)),
+            }
+            self.state.fetch_or(RELIMIT, Ordering::AcqRel);
+        }
+        self.wake();
+    }
+
+    /// The limit `relimit` set, if one is new since the last call (the connection task).
+    #[inline]
+    pub fn take_limit(&self, doorbell: &Doorbell) -> Option<Option<u64>> {
+        if self.state.load(Ordering::Acquire) & RELIMIT == 0 {
+            return None;
+        }
+        let mut limits = doorbell.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let me: *const Ticket = self;
+        let at = limits.iter().position(|(t, _)| std::ptr::eq(t.as_ptr(), me)).map(|i| limits.swap_remove(i).1);
+        self.state.fetch_and(!RELIMIT, Ordering::AcqRel);
+        at
     }
 
     /// Stores the reply that `reply` makes (the record's `send`): made here, it is written
@@ -418,6 +457,9 @@ pub struct Doorbell {
     /// WebSockets sent to in a JS batch, written by the reply task (`send_writes`).
     writes: Mutex<Vec<Arc<crate::websocket::SocketShared>>>,
     replies_ready: Notify,
+    /// Listener time limits set again by `server.timeout` and not yet taken by their
+    /// requests' tasks (`Ticket::relimit`): a few at most, so a list.
+    limits: Mutex<Vec<(std::sync::Weak<Ticket>, Option<u64>)>>,
     /// In the in-thread mode, the clock of the driver's current round (`clock::Round`),
     /// which its connections share (`Cork::now`).
     pub(crate) round: crate::clock::Round,
@@ -438,6 +480,7 @@ impl Doorbell {
             replies: Mutex::new(Vec::with_capacity(256)),
             writes: Mutex::new(Vec::new()),
             replies_ready: Notify::new(),
+            limits: Mutex::new(Vec::new()),
             round: crate::clock::Round::new(),
         }
     }

@@ -134,6 +134,11 @@ calls! {
     c"requestClientPort" => fn request_client_port(core, _env; id: u32) -> Option<u32> {
         Ok(core.request_client_port(id))
     }
+    /// `requestTimeout(id, ms)`: see `Core::request_timeout`.
+    c"requestTimeout" => fn request_timeout(core, _env; id: u32, ms: f64) -> () {
+        core.request_timeout(id, ms);
+        Ok(())
+    }
     /// `requestClientCertificate(id)`: the verified client certificate of an HTTPS request
     /// (mTLS), or `null`.
     c"requestClientCertificate" => fn request_client_certificate(core, _env; id: u32) -> Option<crate::tls::ClientCertificateInfo> {

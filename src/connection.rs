@@ -1029,6 +1029,9 @@ impl Waiting {
                     self.half_close_told = true;
                     count.0.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::HalfClosed));
                 }
+                if let Some(at) = self.ticket.take_limit(&count.0.doorbell) {
+                    self.limit = crate::deadline::Limit::until(at);
+                }
                 if self.limit.poll_passed(&count.0, cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -1057,6 +1060,8 @@ impl Waiting {
     /// The request no longer waits on JS: it leaves the counts.
     fn answered(&mut self) {
         if let Some(count) = self.in_flight_count.take() {
+            // A limit set again that this task did not take leaves the list with it.
+            self.ticket.take_limit(&count.0.doorbell);
             count.stats().pending_removed();
         }
     }

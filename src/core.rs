@@ -398,6 +398,18 @@ impl Core {
         (remote != listener::UNIX_PEER).then_some(u32::from(remote.port()))
     }
 
+    /// Bun's `server.timeout(request, seconds)`: the listener's time limit of a request
+    /// still unanswered, counted again from now (`ms`), or none (`ms` 0). Nothing for a
+    /// request answered or let go of.
+    pub fn request_timeout(&self, id: u32, ms: f64) {
+        let Some(live) = self.js.slab.get(SlotId(id)) else { return };
+        if !live.req.answerable() {
+            return;
+        }
+        let at = (ms > 0.0).then(|| crate::clock::now().saturating_add((ms * 1e6).min(u64::MAX as f64) as u64));
+        live.req.ticket().relimit(&self.js.doorbell, at);
+    }
+
     pub fn request_client_certificate(&self, id: u32) -> Option<tls::ClientCertificateInfo> {
         let live = self.js.slab.get(SlotId(id))?;
         live.req.tls.as_ref()?.client_certificate.as_ref().map(tls::ClientCertificateInfo::from)

@@ -100,6 +100,11 @@ impl Limit {
         }))
     }
 
+    /// A limit due at `at` (`clock::now`); None: no limit.
+    pub fn until(at: Option<u64>) -> Self {
+        Limit(at.map_or(LimitState::Unlimited, |at| LimitState::Unchecked(at.min(u64::MAX - 1))))
+    }
+
     /// Ready once the limit has passed; while not, the task is woken at it.
     pub fn poll_passed(&mut self, cork: &Arc<Cork>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if let LimitState::Unchecked(at) = self.0 {
