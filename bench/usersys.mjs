@@ -4,6 +4,8 @@
 // loopback path, about the same for every server), which `bench/run.mjs`'s process CPU sums.
 // Servers run in turn, round after round (alternated A/B); take /tmp/bench.lock around it.
 // Linux only (needs /proc, taskset and wrk).
+// A TLS server (an entry with `tls`, or a name with a "-tls" suffix, as bench/instructions.mjs
+// derives them: fetch-rs-base-inthread-tls) is loaded over HTTPS/1.1 (wrk, keep-alive).
 // Run with: flock /tmp/bench.lock node bench/usersys.mjs [servers] [rounds] [path]
 //   e.g.    flock /tmp/bench.lock node bench/usersys.mjs fetch-rs-inthread,fetch-rs-inthread-base,deno 5 /json
 // Prints per server, per round: user+system=total microseconds per request, and [other: the
@@ -34,13 +36,29 @@ function cpu(pid) {
   return { u: Number(f[11]), s: Number(f[12]) };
 }
 
+/** The table's entry for `name`, or one derived from it by a "-tls" or "-inthread" suffix. */
+function lookup(name) {
+  const entry = SERVERS.find((s) => s.name === name);
+  if (entry) return entry;
+  if (name.endsWith("-tls")) {
+    const plain = lookup(name.slice(0, -4));
+    return plain && { ...plain, name, tls: true };
+  }
+  if (name.endsWith("-inthread")) {
+    const shared = lookup(name.slice(0, -9));
+    const options = JSON.stringify({ workerThreads: 0 });
+    return shared && { ...shared, name, env: { ...shared.env, FETCH_RS_OPTIONS: options } };
+  }
+  return undefined;
+}
+
 const res = {};
 for (let r = 0; r < rounds; r++) {
   for (const n of names) {
-    const entry = SERVERS.find((s) => s.name === n);
+    const entry = lookup(n);
     if (!entry) throw new Error(`unknown server ${n}`);
     const srv = await startServer(entry, { root, pinCore: 0 });
-    const url = `http://127.0.0.1:${srv.port}${path}`;
+    const url = `${entry.tls ? "https" : "http"}://127.0.0.1:${srv.port}${path}`;
     execFileSync("taskset", ["-c", "1", "wrk", "-t1", "-c50", "-d1s", url]); // warm-up
     const a = cpu(srv.pid);
     const c0 = core0();

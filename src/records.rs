@@ -663,13 +663,17 @@ impl State {
             return self.seal12(kind, bufs, take);
         }
         let at = self.out.len();
-        self.out.reserve(HEADER + take + 1 + TAG);
-        let len = (take + 1 + TAG) as u16;
+        let inner = padded_inner(take);
+        self.out.reserve(HEADER + inner + PAD_ROOM + TAG);
+        let len = (inner + TAG) as u16;
         let [hi, lo] = len.to_be_bytes();
         let header = [APPLICATION_DATA, 3, 3, hi, lo];
         self.out.extend_from_slice(&header);
         append(&mut self.out, bufs, take);
         self.out.push(kind);
+        // Zero padding up to `inner` (RFC 8446 section 5.4): a fixed-size copy, cut back.
+        self.out.extend_from_slice(&[0; PAD_ROOM]);
+        self.out.truncate(at + HEADER + inner);
         let nonce = Nonce::assume_unique_for_key(self.tx.next().1);
         // Sealing fails only for a plaintext over the AEAD's limit (gigabytes), which a
         // record cannot reach.
@@ -697,6 +701,25 @@ impl State {
         if let Ok(tag) = self.tx.key.seal_in_place_separate_tag(nonce, aad, &mut self.out[at + HEADER + explicit..]) {
             self.out.extend_from_slice(tag.as_ref());
         }
+    }
+}
+
+/// The most zero bytes of padding a sealed TLS 1.3 record gets (`padded_inner`).
+const PAD_ROOM: usize = 15;
+
+/// The length of a TLS 1.3 record's inner plaintext (RFC 8446 section 5.2: content, type,
+/// zero padding) around `take` bytes of content: padded up to whole 16-byte blocks where
+/// the record has room (at most 2^14 + 1 bytes, section 5.4). ring's AES-GCM then seals
+/// whole blocks only: a last partial block costs it a copy into a zeroed block and back
+/// and a single-block AES call, for the same number of AES and GHASH blocks; the client
+/// strips the padding as it must (section 5.4).
+fn padded_inner(take: usize) -> usize {
+    let inner = take + 1;
+    let padded = inner.next_multiple_of(16);
+    if padded <= MAX_PLAIN + 1 {
+        padded
+    } else {
+        inner
     }
 }
 

@@ -240,7 +240,12 @@ async function tappedClient(port, options = {}) {
       raw.write(tap.change ? tap.change(chunk) : chunk, done);
     },
   });
-  raw.on("data", (d) => wire.push(d));
+  // Everything the server sent, as it came (its records).
+  const received = [];
+  raw.on("data", (d) => {
+    received.push(d);
+    wire.push(d);
+  });
   raw.on("end", () => wire.push(null));
   const s = tls.connect({ socket: wire, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"], ...options });
   await new Promise((resolve, reject) => s.once("secureConnect", resolve).once("error", reject));
@@ -249,8 +254,53 @@ async function tappedClient(port, options = {}) {
   s.setEncoding("latin1");
   s.on("data", (d) => (text += d));
   s.on("error", (e) => (error = e));
-  return { s, raw, tap, text: () => text, error: () => error };
+  return { s, raw, tap, text: () => text, error: () => error, received: () => Buffer.concat(received) };
 }
+
+test("TLS 1.3 records the server seals hold whole 16-byte blocks (zero padding where there is room), full ones no padding", async () => {
+  const server = await startTls();
+  try {
+    for (const suite of ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]) {
+      const c = await tappedClient(server.port, { minVersion: "TLSv1.3", maxVersion: "TLSv1.3", ciphers: suite });
+      assert.equal(c.s.getCipher().name, suite);
+      const answers = () => c.text().split("HTTP/1.1 200").length - 1;
+      const get = async (n) => {
+        const before = answers();
+        c.s.write(`GET /size/${n} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+        const tail = n === 0 ? "\r\n\r\n" : pattern(n).toString("latin1");
+        await waitFor(() => answers() === before + 1 && c.text().endsWith(tail));
+      };
+      // The handshake's records and the tickets (sealed by rustls) come before the first answer.
+      await get(3);
+      const from = c.received().length;
+      // Answers of every length modulo 16 (the head's length varies with the body's), and
+      // bodies that fill records of 2^14 bytes of content.
+      const sizes = [...Array.from({ length: 40 }, (_, i) => i), 16_366, 16_384, 16_385, 40_000];
+      for (const n of sizes) await get(n);
+      const wire = c.received().subarray(from);
+      let at = 0;
+      let records = 0;
+      let full = 0;
+      while (at < wire.length) {
+        assert.ok(wire.length - at >= 5, `${suite}: a whole record header`);
+        const len = wire.readUInt16BE(at + 3);
+        assert.equal(wire[at], 0x17, `${suite}: application_data outside`);
+        // The inner plaintext: content, its type, padding (RFC 8446 section 5.2), tag apart.
+        const inner = len - 16;
+        assert.ok(inner <= 16_385, `${suite}: inner plaintext of ${inner} bytes, over 2^14 + 1`);
+        if (inner === 16_385) full++;
+        else assert.equal(inner % 16, 0, `${suite}: inner plaintext of ${inner} bytes, not whole blocks`);
+        at += 5 + len;
+        records++;
+      }
+      assert.equal(at, wire.length, `${suite}: whole records`);
+      assert.ok(records >= sizes.length && full > 0, `${suite}: ${records} records, ${full} full`);
+      c.s.destroy();
+    }
+  } finally {
+    await server.close();
+  }
+});
 
 test("a tampered record (bad tag) closes its connection with bad_record_mac; others keep being served", async () => {
   const server = await startTls();
