@@ -69,6 +69,10 @@ pub(crate) struct FastH1 {
     tls: Option<Arc<crate::tls::Session>>,
     authorities: AuthorityCache,
     step: Step,
+    /// The request whose body is being read (`Step::Body`). Apart from the step, and boxed:
+    /// most bodies come with their heads, and in the step it made each change of step (a
+    /// drop of the step left) an out-of-line call.
+    body: Option<Box<BodyRead>>,
     out: Out,
     /// A graceful shutdown was asked for: no request is taken after the one in progress,
     /// whose answer (if not begun) says `connection: close`.
@@ -83,8 +87,8 @@ pub(crate) struct FastH1 {
 enum Step {
     /// Between requests: parsing what was read, reading more.
     Reading,
-    /// A request's body is being read before JS gets the request.
-    Body(BodyRead),
+    /// A request's body is being read (`FastH1::body`) before JS gets the request.
+    Body,
     /// A request is with JS (or answered without it).
     Waiting { answer: Answer, head: bool, keep_alive: bool },
     /// The answer is being written: `out`, then the streamed body's chunks, if any.
@@ -130,6 +134,7 @@ impl FastH1 {
             tls,
             authorities: AuthorityCache::default(),
             step: Step::Reading,
+            body: None,
             out: Out::default(),
             draining: false,
             read_ended: false,
@@ -201,9 +206,30 @@ impl FastH1 {
         shared.stats.request_received();
         let count = InFlightCount::new(self.cork.clone(), shared);
         self.buf.advance(head.len);
+        let length = head.length as usize;
+        let body = if length == 0 {
+            RequestBody::None
+        } else if head.length <= shared.config.max_body_size && self.buf.len() >= length {
+            // Copied out (most bodies are small): a slice would keep the whole read buffer
+            // for as long as JS holds the request.
+            let body = Bytes::copy_from_slice(&self.buf[..length]);
+            self.buf.advance(length);
+            RequestBody::Full(body)
+        } else {
+            return self.wait_for_body(head, started, count);
+        };
+        let Head { method, is_head, keep_alive, text, .. } = head;
+        let handover = Handover { started, method, text, websocket: None, body, http2: false };
+        let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
+        self.step = Step::Waiting { answer, head: is_head, keep_alive };
+    }
+
+    /// A request whose body is over `maxBodySize` (413) or still coming (`Step::Body`).
+    #[inline(never)]
+    fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
         let Head { method, is_head, keep_alive, text, length, .. } = head;
         let length = length as usize;
-        if length as u64 > shared.config.max_body_size {
+        if length as u64 > self.shared.config.max_body_size {
             tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
             // As hyper, whose body goes unread: what its read buffer holds of the body is
             // consumed, and the connection goes on when that is all of it (hyper's
@@ -216,32 +242,24 @@ impl FastH1 {
             self.step = Step::Waiting { answer, head: is_head, keep_alive: keep_alive && drained };
             return;
         }
-        if self.buf.len() >= length {
-            // Copied out (most bodies are small): a slice would keep the whole read buffer
-            // for as long as JS holds the request.
-            let body = match length {
-                0 => RequestBody::None,
-                _ => RequestBody::Full(Bytes::copy_from_slice(&self.buf.split_to(length))),
-            };
-            let handover = Handover { started, method, text, websocket: None, body, http2: false };
-            let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
-            self.step = Step::Waiting { answer, head: is_head, keep_alive };
-            return;
-        }
         let reserve = if self.buf.is_empty() { length.min(BODY_FIRST_RESERVE) } else { length };
         let mut body = BytesMut::with_capacity(reserve);
         body.extend_from_slice(&self.buf);
         self.buf.clear();
-        let limit = crate::deadline::Limit::new(started, shared.config.request_timeout);
-        self.step = Step::Body(BodyRead { started, method, text, is_head, keep_alive, count, body, length, limit });
+        let limit = crate::deadline::Limit::new(started, self.shared.config.request_timeout);
+        let read = BodyRead { started, method, text, is_head, keep_alive, count, body, length, limit };
+        self.body = Some(Box::new(read));
+        self.step = Step::Body;
     }
 
     /// Reads the rest of a request's body (`Step::Body`), straight into its buffer: no more
     /// than the body, so that the next head is read as any other. Once it is in, JS gets the
     /// request; when the listener's timeout passes first, the answer is a 408 that ends the
     /// connection, and when the stream ends first, a 400 (as hyper's path answers each).
+    // Out of line: the poll of a request without a body stays as it was.
+    #[inline(never)]
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Step::Body(read) = &mut self.step else { return Poll::Ready(Ok(())) };
+        let Some(read) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
         let ended = loop {
             let want = read.length - read.body.len();
             if want == 0 {
@@ -255,32 +273,30 @@ impl FastH1 {
                 Poll::Pending => {
                     ready!(read.limit.poll_passed(&self.cork, cx));
                     tracing::debug!(remote = %self.remote, "request body not received within the timeout: 408");
-                    break Some((crate::connection::closing(408), true));
+                    break Some(crate::connection::closing(408));
                 }
                 Poll::Ready(Ok(0)) => {
+                    // hyper's answer says nothing of the connection; the next read finds the end.
                     tracing::debug!(remote = %self.remote, "the stream ended mid-body: 400");
-                    break Some((crate::response::status_only(400), true));
+                    break Some(crate::response::status_only(400));
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
         };
-        let Step::Body(read) = std::mem::replace(&mut self.step, Step::Reading) else { return Poll::Ready(Ok(())) };
-        let BodyRead { started, method, text, is_head, keep_alive, count, body, .. } = read;
-        match ended {
+        let Some(read) = self.body.take() else { return Poll::Ready(Ok(())) };
+        let BodyRead { started, method, text, is_head, keep_alive, count, body, .. } = *read;
+        let answer = match ended {
             None => {
                 let body = RequestBody::Full(body.freeze());
                 let handover = Handover { started, method, text, websocket: None, body, http2: false };
-                let answer = hand_over(handover, self.remote, self.tls.clone(), &self.shared, count);
-                self.step = Step::Waiting { answer, head: is_head, keep_alive };
+                hand_over(handover, self.remote, self.tls.clone(), &self.shared, count)
             }
-            Some((reply, goes_on)) => {
-                // As hyper's: the request leaves the counts before its answer is written; a
-                // stream that ended mid-body reads no further (hyper's keep-alive is off).
-                drop(count);
-                self.respond(reply, is_head, keep_alive && goes_on && !self.draining);
-            }
-        }
+            // As hyper's: the request leaves the counts as its answer is taken, before it is
+            // written.
+            Some(reply) => Answer::Now(Some((Box::new(reply), count))),
+        };
+        self.step = Step::Waiting { answer, head: is_head, keep_alive };
         Poll::Ready(Ok(()))
     }
 
@@ -481,7 +497,7 @@ impl Future for FastH1 {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                Step::Body(_) => ready!(this.poll_body(cx))?,
+                Step::Body => ready!(this.poll_body(cx))?,
                 Step::Waiting { answer, head, keep_alive } => {
                     let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return this.read_out(cx) };
                     let (head, keep_alive) = (*head, *keep_alive && !this.draining);
