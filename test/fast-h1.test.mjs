@@ -368,6 +368,23 @@ describe("answers made without JS, and shutdown, on both paths", () => {
     }
   });
 
+  test("maxBodySize under a body read past hyper (over 64 KiB): 413, whole or still coming", async () => {
+    const servers = await pair({ maxBodySize: 70000 });
+    try {
+      for (const bytes of [
+        get("/a") + post("/echo", filler(80000)) + get("/after"),
+        get("/a") + post("/echo", filler(80000)).slice(0, -5000),
+        post("/echo", filler(69999)) + get("/after"),
+      ]) {
+        const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+        assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\n|\n69999:abc/);
+        assert.deepEqual(a, b);
+      }
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
   test("the listener's timeout while a body comes: 408 with connection: close", async () => {
     const servers = await pair({ timeout: 200 });
     try {
