@@ -4,20 +4,18 @@
 //! (ALPN `http/1.1` or none; issue 14). Each complete head in the read buffer is parsed in
 //! place (httparse, as hyper parses it); a simple one (HTTP/1.1, one `Host`, an origin-form
 //! target of plain bytes, no `Transfer-Encoding`, `Upgrade` or `Expect`, and no body or one
-//! `Content-Length`) goes to JS as hyper's would
+//! `Content-Length` up to `PRECOLLECT_LIMIT`) goes to JS as hyper's would
 //! (`connection::hand_over`: the same event, counts, 503 and deadline, the TLS session's
 //! client certificate, an `https://` URL over TLS), and its answer is encoded here, byte for
-//! byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`). A body up to
-//! `PRECOLLECT_LIMIT` is read here first, from the bytes read with the head, then the socket,
-//! and JS gets it whole (`RequestBody::Full`), as `connection::handle` collects one from
-//! hyper: the same 413 over `maxBodySize`, 408 when the listener's timeout passes mid-body,
-//! 400 when the stream ends mid-body. A larger one that the read layer took past hyper
-//! (direct.rs: plain TCP, up to 1 MiB) is claimed as `connection::admit` claims it and JS
-//! reads it as it comes. Any other head, one that does not parse included, goes to hyper
-//! with the bytes not consumed rewound, after the answers before it (they are in the cork's
-//! buffer already, so order is kept), and the connection stays with hyper: its refusals
-//! (400, 414, 431, 505), chunked bodies and other large bodies (over TLS, over 1 MiB) stay
-//! hyper's.
+//! byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`). Its body is
+//! read here first, from the bytes read with the head, then the socket, and JS gets it whole
+//! (`RequestBody::Full`), as `connection::handle` collects one from hyper: the same 413 over
+//! `maxBodySize`, 408 when the listener's timeout passes mid-body, 400 when the stream ends
+//! mid-body. Any other head, one that does not parse included, goes to hyper with the bytes
+//! not consumed rewound, after the answers before it (they are in the cork's buffer already,
+//! so order is kept), and the connection stays with hyper: its refusals (400, 414, 431,
+//! 505), chunked bodies and bodies over `PRECOLLECT_LIMIT` (read past hyper by direct.rs, or
+//! streamed by hyper) stay hyper's.
 //!
 //! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
 //! write gathering), and the connection is polled by the same `drive` (timers, the watch of
@@ -210,9 +208,6 @@ impl FastH1 {
         self.buf.advance(head.len);
         let length = head.length as usize;
         let body = if length == 0 {
-            if head.direct.is_some() {
-                return self.wait_for_body(head, started, count);
-            }
             RequestBody::None
         } else if head.length <= shared.config.max_body_size && self.buf.len() >= length {
             // Copied out (most bodies are small): a slice would keep the whole read buffer
@@ -229,31 +224,10 @@ impl FastH1 {
         self.step = Step::Waiting { answer, head: is_head, keep_alive };
     }
 
-    /// A request whose body is over `maxBodySize` (413), still coming (`Step::Body`), or
-    /// read past hyper (direct.rs): JS gets that one at once, to read as it comes, as from
-    /// hyper's path, and the next head's read waits until it has been read
-    /// (`CorkedStream::poll_read`).
+    /// A request whose body is over `maxBodySize` (413) or still coming (`Step::Body`).
     #[inline(never)]
     fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
-        let Head { method, is_head, keep_alive, text, length, direct, .. } = head;
-        if let Some(direct) = direct {
-            let body = crate::direct::Source::Direct(direct);
-            let answer = match body.size_hint().exact() {
-                // Dropped unread: the read half comes back as the end of the stream, and the
-                // connection ends after the answer, as on hyper's path.
-                Some(n) if n > self.shared.config.max_body_size => {
-                    tracing::debug!(remote = %self.remote, length = n, "request body over maxBodySize: 413");
-                    Answer::Now(Some((Box::new(crate::response::status_only(413)), count)))
-                }
-                _ => {
-                    let body = RequestBody::Incoming(body);
-                    let handover = Handover { started, method, text, websocket: None, body, http2: false };
-                    hand_over(handover, self.remote, self.tls.clone(), &self.shared, count)
-                }
-            };
-            self.step = Step::Waiting { answer, head: is_head, keep_alive };
-            return;
-        }
+        let Head { method, is_head, keep_alive, text, length, .. } = head;
         let length = length as usize;
         if length as u64 > self.shared.config.max_body_size {
             tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
@@ -500,7 +474,7 @@ impl Future for FastH1 {
                     }
                     if !this.buf.is_empty() {
                         let scheme = if this.tls.is_some() { "https" } else { "http" };
-                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities, &this.cork) {
+                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities) {
                             Parsed::Take(head) => {
                                 this.take(head);
                                 continue;
@@ -624,10 +598,8 @@ struct Head {
     is_head: bool,
     keep_alive: bool,
     text: HeadText,
-    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none or `direct`).
+    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none).
     length: u64,
-    /// A larger body, read past hyper by its reader (direct.rs).
-    direct: Option<Box<crate::direct::DirectBody>>,
 }
 
 enum Parsed {
@@ -676,13 +648,7 @@ const TARGET_OK: [bool; 256] = {
 
 /// Parses the head at the start of `buf`, as hyper would, and decides whether it is
 /// taken here (see the module's comment).
-fn parse(
-    buf: &[u8],
-    scheme: &str,
-    shared: &ServerShared,
-    authorities: &mut AuthorityCache,
-    cork: &Arc<Cork>,
-) -> Parsed {
+fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
     let max_header_size = shared.config.max_header_size;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -702,7 +668,6 @@ fn parse(
     let is_head = method == "HEAD";
     let without_length = is_head || method == "GET";
     let mut length = 0;
-    let mut zeroed = false;
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
     if method == http::Method::CONNECT {
         return Parsed::Hyper;
@@ -724,13 +689,8 @@ fn parse(
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
             10 if name.eq_ignore_ascii_case(b"connection") => keep_alive &= !has_close(value),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                match declared_length(value) {
-                    Some(n) => length = n,
-                    // The zeros h1_strict writes over the length of a body it reads past
-                    // hyper (direct.rs): that body is claimed below.
-                    None if value.len() > 1 && value.iter().all(|&b| b == b'0') => zeroed = true,
-                    None => return Parsed::Hyper,
-                }
+                let Some(n) = declared_length(value) else { return Parsed::Hyper };
+                length = n;
                 lengths += 1;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
@@ -739,7 +699,7 @@ fn parse(
     }
     // RFC 9112 3.2: exactly one Host; `maxHeaderSize` for the fields (431 from hyper's
     // path); a method other than GET and HEAD only with an explicit length; a body that
-    // JS gets whole, or one read past hyper (direct.rs, `zeroed`).
+    // JS gets whole (a larger one is read past hyper, direct.rs, or streamed).
     let fields = req.headers.len();
     if hosts != 1
         || lengths > 1
@@ -760,19 +720,8 @@ fn parse(
         return Parsed::Hyper;
     }
     let url_len = bytes.len();
-    // Claimed last, once the head is sure to be taken; a client's own `00` has none and is
-    // hyper's, as before.
-    let direct = match zeroed {
-        false => None,
-        true => match cork.claim_direct() {
-            Some(d) => Some(d),
-            None => return Parsed::Hyper,
-        },
-    };
-    // JS gets the length as the client sent it.
-    let declared = direct.as_ref().map(|d| d.declared());
-    write_fields(req.headers, &mut bytes, declared.as_ref().map(http::HeaderValue::as_bytes));
-    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len }, length, direct })
+    write_fields(req.headers, &mut bytes);
+    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len }, length })
 }
 
 /// A `Content-Length` value the fast path takes: plain digits (RFC 9110 8.6), no leading
@@ -789,8 +738,7 @@ fn declared_length(value: &[u8]) -> Option<u64> {
 /// The header fields as `request::head_text` writes hyper's: `name\nvalue` joined by `\n`,
 /// names lowercased, in the order of a `HeaderMap` (each name's values together, names in
 /// the order they first came).
-/// `length`: the `Content-Length` value to write in place of the one read (a direct body's).
-fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, length: Option<&[u8]>) {
+fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
     let mut first = true;
     let mut put = |h: &httparse::Header<'_>, out: &mut Vec<u8>| {
         if !std::mem::take(&mut first) {
@@ -798,10 +746,7 @@ fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, length: Opt
         }
         out.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
         out.push(b'\n');
-        match length {
-            Some(digits) if h.name.eq_ignore_ascii_case("content-length") => out.extend_from_slice(digits),
-            _ => out.extend_from_slice(h.value),
-        }
+        out.extend_from_slice(h.value);
     };
     for (i, h) in headers.iter().enumerate() {
         let same = |o: &httparse::Header<'_>| o.name.eq_ignore_ascii_case(h.name);
@@ -886,17 +831,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_over_64_kib_is_read_past_hyper_on_the_fast_path() {
-        let mut input = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n".to_vec();
-        input.extend_from_slice(&[b'b'; 1000]);
-        let (body, handed_over) = first_request(&input).await;
-        assert!(!handed_over);
-        let Some(RequestBody::Incoming(body)) = body else { panic!("no body read past hyper") };
-        assert!(matches!(body, crate::direct::Source::Direct(_)));
-        assert_eq!(body.size_hint().exact(), Some(70000));
-    }
-
-    #[tokio::test]
     async fn a_chunked_body_goes_to_hyper() {
         let (body, handed_over) =
             first_request(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
@@ -921,7 +855,7 @@ mod tests {
             httparse::Header { name: "accept", value: b"b" },
         ];
         let mut out = Vec::new();
-        write_fields(&heads, &mut out, None);
+        write_fields(&heads, &mut out);
         assert_eq!(out, b"host\nh\naccept\na\naccept\nb\nx-b\n1");
     }
 
