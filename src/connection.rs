@@ -796,7 +796,7 @@ async fn collect_small(mut body: crate::direct::Source, len: u64, limit: u64) ->
 }
 
 /// A status-only reply that also ends the connection.
-fn closing(status: u16) -> Reply {
+pub(crate) fn closing(status: u16) -> Reply {
     let mut res = response::status_only(status);
     res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     res

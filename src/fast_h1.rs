@@ -3,14 +3,19 @@
 //! An HTTP/1.1 connection starts here (`connection::serve`), over plain TCP or over TLS
 //! (ALPN `http/1.1` or none; issue 14). Each complete head in the read buffer is parsed in
 //! place (httparse, as hyper parses it); a simple one (HTTP/1.1, one `Host`, an origin-form
-//! target of plain bytes, no body, no `Transfer-Encoding`, `Upgrade` or `Expect`) goes to JS
-//! as hyper's would (`connection::hand_over`: the same event, counts, 503 and deadline, the
-//! TLS session's client certificate, an `https://` URL over TLS), and its answer is encoded
-//! here, byte for byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`).
-//! Any other head, one that does not parse included, goes to hyper with the bytes not
-//! consumed rewound, after the answers before it (they are in the cork's buffer already, so
-//! order is kept), and the connection stays with hyper: its refusals (400, 414, 431, 505)
-//! and everything with a body stay hyper's.
+//! target of plain bytes, no `Transfer-Encoding`, `Upgrade` or `Expect`, and no body or one
+//! `Content-Length` up to `PRECOLLECT_LIMIT`) goes to JS as hyper's would
+//! (`connection::hand_over`: the same event, counts, 503 and deadline, the TLS session's
+//! client certificate, an `https://` URL over TLS), and its answer is encoded here, byte for
+//! byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`). Its body is
+//! read here first, from the bytes read with the head, then the socket, and JS gets it whole
+//! (`RequestBody::Full`), as `connection::handle` collects one from hyper: the same 413 over
+//! `maxBodySize`, 408 when the listener's timeout passes mid-body, 400 when the stream ends
+//! mid-body. Any other head, one that does not parse included, goes to hyper with the bytes
+//! not consumed rewound, after the answers before it (they are in the cork's buffer already,
+//! so order is kept), and the connection stays with hyper: its refusals (400, 414, 431,
+//! 505), chunked bodies and bodies over `PRECOLLECT_LIMIT` (read past hyper by direct.rs, or
+//! streamed by hyper) stay hyper's.
 //!
 //! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
 //! write gathering), and the connection is polled by the same `drive` (timers, the watch of
@@ -23,6 +28,7 @@ use crate::body::ResponseBody;
 use crate::bridge::{Reply, RequestBody};
 use crate::connection::{hand_over, Answer, Handover, InFlightCount, ServerShared, MAX_URI_LEN};
 use crate::cork::{Cork, CorkedStream};
+use crate::options::PRECOLLECT_LIMIT;
 use crate::request::HeadText;
 use crate::target::AuthorityCache;
 use bytes::{Buf, Bytes, BytesMut};
@@ -63,6 +69,10 @@ pub(crate) struct FastH1 {
     tls: Option<Arc<crate::tls::Session>>,
     authorities: AuthorityCache,
     step: Step,
+    /// The request whose body is being read (`Step::Body`). Apart from the step, and boxed:
+    /// most bodies come with their heads, and in the step it made each change of step (a
+    /// drop of the step left) an out-of-line call.
+    body: Option<Box<BodyRead>>,
     out: Out,
     /// A graceful shutdown was asked for: no request is taken after the one in progress,
     /// whose answer (if not begun) says `connection: close`.
@@ -77,11 +87,35 @@ pub(crate) struct FastH1 {
 enum Step {
     /// Between requests: parsing what was read, reading more.
     Reading,
+    /// A request's body is being read (`FastH1::body`) before JS gets the request.
+    Body,
     /// A request is with JS (or answered without it).
     Waiting { answer: Answer, head: bool, keep_alive: bool },
     /// The answer is being written: `out`, then the streamed body's chunks, if any.
     Writing { stream: Option<ResponseBody>, last: bool },
 }
+
+/// A request whose body is still coming (`Step::Body`): its head as JS is to get it, and the
+/// body so far.
+struct BodyRead {
+    started: u64,
+    method: http::Method,
+    text: HeadText,
+    is_head: bool,
+    keep_alive: bool,
+    /// Holds the request among the connection's in flight while its body comes, as hyper's
+    /// path does from the head on (no `headerTimeout` meanwhile).
+    count: InFlightCount,
+    body: BytesMut,
+    length: usize,
+    /// The listener's timeout, from the head: it bounds the wait for the body too.
+    limit: crate::deadline::Limit,
+}
+
+/// What a declared length reserves before any of the body has come after its head: a client
+/// that declares 64 KiB and sends nothing holds this much, not 64 KiB (as
+/// `connection::collect_small`).
+const BODY_FIRST_RESERVE: usize = 16 * 1024;
 
 impl FastH1 {
     pub(crate) fn new(
@@ -100,6 +134,7 @@ impl FastH1 {
             tls,
             authorities: AuthorityCache::default(),
             step: Step::Reading,
+            body: None,
             out: Out::default(),
             draining: false,
             read_ended: false,
@@ -124,13 +159,7 @@ impl FastH1 {
         if self.buf.capacity() - self.buf.len() < READ_ROOM {
             self.buf.reserve(READ_GROW);
         }
-        let spare = self.buf.spare_capacity_mut();
-        let mut rb = hyper::rt::ReadBuf::uninit(spare);
-        ready!(hyper::rt::Read::poll_read(Pin::new(&mut self.io), cx, rb.unfilled()))?;
-        let n = rb.filled().len();
-        // SAFETY: the read initialized the first `n` bytes of the spare capacity.
-        unsafe { self.buf.set_len(self.buf.len() + n) };
-        Poll::Ready(Ok(n))
+        read_into(&mut self.io, cx, &mut self.buf, usize::MAX)
     }
 
     /// Over TLS, while a request is out or its answer is being written: the stream is read
@@ -168,23 +197,107 @@ impl FastH1 {
         Poll::Pending
     }
 
-    /// Hands a parsed request to JS, as `connection::admit` and `handle` do for hyper's.
+    /// Hands a parsed request to JS, as `connection::admit` and `handle` do for hyper's: at
+    /// once without a body or with all of it read already, else once its body is in
+    /// (`Step::Body`).
     fn take(&mut self, head: Head) {
         let shared = &*self.shared;
         let started = self.cork.now_in(&shared.doorbell.round);
         shared.stats.request_received();
         let count = InFlightCount::new(self.cork.clone(), shared);
-        let handover = Handover {
-            started,
-            method: head.method,
-            text: head.text,
-            websocket: None,
-            body: RequestBody::None,
-            http2: false,
-        };
-        let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
         self.buf.advance(head.len);
-        self.step = Step::Waiting { answer, head: head.is_head, keep_alive: head.keep_alive };
+        let length = head.length as usize;
+        let body = if length == 0 {
+            RequestBody::None
+        } else if head.length <= shared.config.max_body_size && self.buf.len() >= length {
+            // Copied out (most bodies are small): a slice would keep the whole read buffer
+            // for as long as JS holds the request.
+            let body = Bytes::copy_from_slice(&self.buf[..length]);
+            self.buf.advance(length);
+            RequestBody::Full(body)
+        } else {
+            return self.wait_for_body(head, started, count);
+        };
+        let Head { method, is_head, keep_alive, text, .. } = head;
+        let handover = Handover { started, method, text, websocket: None, body, http2: false };
+        let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
+        self.step = Step::Waiting { answer, head: is_head, keep_alive };
+    }
+
+    /// A request whose body is over `maxBodySize` (413) or still coming (`Step::Body`).
+    #[inline(never)]
+    fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
+        let Head { method, is_head, keep_alive, text, length, .. } = head;
+        let length = length as usize;
+        if length as u64 > self.shared.config.max_body_size {
+            tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
+            // As hyper, whose body goes unread: what its read buffer holds of the body is
+            // consumed, and the connection goes on when that is all of it (hyper's
+            // `poll_drain_or_close_read`); else it ends after the answer.
+            let drained = self.buf.len() >= length;
+            if drained {
+                self.buf.advance(length);
+            }
+            let answer = Answer::Now(Some((Box::new(crate::response::status_only(413)), count)));
+            self.step = Step::Waiting { answer, head: is_head, keep_alive: keep_alive && drained };
+            return;
+        }
+        let reserve = if self.buf.is_empty() { length.min(BODY_FIRST_RESERVE) } else { length };
+        let mut body = BytesMut::with_capacity(reserve);
+        body.extend_from_slice(&self.buf);
+        self.buf.clear();
+        let limit = crate::deadline::Limit::new(started, self.shared.config.request_timeout);
+        let read = BodyRead { started, method, text, is_head, keep_alive, count, body, length, limit };
+        self.body = Some(Box::new(read));
+        self.step = Step::Body;
+    }
+
+    /// Reads the rest of a request's body (`Step::Body`), straight into its buffer: no more
+    /// than the body, so that the next head is read as any other. Once it is in, JS gets the
+    /// request; when the listener's timeout passes first, the answer is a 408 that ends the
+    /// connection, and when the stream ends first, a 400 (as hyper's path answers each).
+    // Out of line: the poll of a request without a body stays as it was.
+    #[inline(never)]
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(read) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
+        let ended = loop {
+            let want = read.length - read.body.len();
+            if want == 0 {
+                break None;
+            }
+            if read.body.capacity() == read.body.len() {
+                // Bytes came: room for the rest of the declared length.
+                read.body.reserve(want);
+            }
+            match read_into(&mut self.io, cx, &mut read.body, want) {
+                Poll::Pending => {
+                    ready!(read.limit.poll_passed(&self.cork, cx));
+                    tracing::debug!(remote = %self.remote, "request body not received within the timeout: 408");
+                    break Some(crate::connection::closing(408));
+                }
+                Poll::Ready(Ok(0)) => {
+                    // hyper's answer says nothing of the connection; the next read finds the end.
+                    tracing::debug!(remote = %self.remote, "the stream ended mid-body: 400");
+                    break Some(crate::response::status_only(400));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        };
+        let Some(read) = self.body.take() else { return Poll::Ready(Ok(())) };
+        let BodyRead { started, method, text, is_head, keep_alive, count, body, .. } = *read;
+        let answer = match ended {
+            None => {
+                let body = RequestBody::Full(body.freeze());
+                let handover = Handover { started, method, text, websocket: None, body, http2: false };
+                hand_over(handover, self.remote, self.tls.clone(), &self.shared, count)
+            }
+            // As hyper's: the request leaves the counts as its answer is taken, before it is
+            // written.
+            Some(reply) => Answer::Now(Some((Box::new(reply), count))),
+        };
+        self.step = Step::Waiting { answer, head: is_head, keep_alive };
+        Poll::Ready(Ok(()))
     }
 
     /// Encodes the answer's head (and a full body) into `out`, as hyper 1.x's server role
@@ -323,6 +436,18 @@ impl FastH1 {
     }
 }
 
+/// One read of `io` into `buf`'s spare capacity, of at most `max` bytes.
+fn read_into(io: &mut CorkedStream, cx: &mut Context<'_>, buf: &mut BytesMut, max: usize) -> Poll<io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(max);
+    let mut rb = hyper::rt::ReadBuf::uninit(&mut spare[..room]);
+    ready!(hyper::rt::Read::poll_read(Pin::new(io), cx, rb.unfilled()))?;
+    let n = rb.filled().len();
+    // SAFETY: the read initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
+}
+
 /// `name: value\r\n`.
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -372,6 +497,7 @@ impl Future for FastH1 {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
+                Step::Body => ready!(this.poll_body(cx))?,
                 Step::Waiting { answer, head, keep_alive } => {
                     let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return this.read_out(cx) };
                     let (head, keep_alive) = (*head, *keep_alive && !this.draining);
@@ -472,6 +598,8 @@ struct Head {
     is_head: bool,
     keep_alive: bool,
     text: HeadText,
+    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none).
+    length: u64,
 }
 
 enum Parsed {
@@ -539,6 +667,7 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     }
     let is_head = method == "HEAD";
     let without_length = is_head || method == "GET";
+    let mut length = 0;
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
     if method == http::Method::CONNECT {
         return Parsed::Hyper;
@@ -560,9 +689,8 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
             10 if name.eq_ignore_ascii_case(b"connection") => keep_alive &= !has_close(value),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                if value != b"0" {
-                    return Parsed::Hyper;
-                }
+                let Some(n) = declared_length(value) else { return Parsed::Hyper };
+                length = n;
                 lengths += 1;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
@@ -570,9 +698,15 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
         }
     }
     // RFC 9112 3.2: exactly one Host; `maxHeaderSize` for the fields (431 from hyper's
-    // path); a method other than GET and HEAD only with an explicit zero length.
+    // path); a method other than GET and HEAD only with an explicit length; a body that
+    // JS gets whole (a larger one is read past hyper, direct.rs, or streamed).
     let fields = req.headers.len();
-    if hosts != 1 || lengths > 1 || (!without_length && lengths == 0) || field_bytes + 4 * fields > max_header_size {
+    if hosts != 1
+        || lengths > 1
+        || (!without_length && lengths == 0)
+        || length > PRECOLLECT_LIMIT
+        || field_bytes + 4 * fields > max_header_size
+    {
         return Parsed::Hyper;
     }
     let (path, query) = match memchr::memchr(b'?', target.as_bytes()) {
@@ -587,7 +721,18 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     }
     let url_len = bytes.len();
     write_fields(req.headers, &mut bytes);
-    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len } })
+    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len }, length })
+}
+
+/// A `Content-Length` value the fast path takes: plain digits (RFC 9110 8.6), no leading
+/// zero, short enough not to overflow. Anything else, a list and the zeros that stand for a
+/// body read past hyper (direct.rs) included, is hyper's to judge.
+fn declared_length(value: &[u8]) -> Option<u64> {
+    let plain = !value.is_empty() && value.len() <= 10 && value.iter().all(u8::is_ascii_digit);
+    if !plain || (value[0] == b'0' && value.len() > 1) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The header fields as `request::head_text` writes hyper's: `name\nvalue` joined by `\n`,
@@ -637,6 +782,69 @@ fn date() -> [u8; 29] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::{Doorbell, Event};
+    use crate::options::{NativeOptions, ServerConfig};
+    use tokio::io::AsyncWriteExt;
+
+    /// Sends `input` to a fast-path connection over a loopback socket and polls it until JS
+    /// got a request or it let go of the connection: the request's body as JS got it (None:
+    /// no request), and whether hyper was to take the connection.
+    async fn first_request(input: &[u8]) -> (Option<RequestBody>, bool) {
+        let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
+        let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
+        let doorbell = Arc::new(Doorbell::new());
+        let stats = Arc::new(crate::stats::Stats::new());
+        let shared =
+            Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".to_string()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell.clone(), stats);
+        let mut conn = Box::pin(FastH1::new(io, cork, shared, remote, None));
+        client.write_all(input).await.unwrap();
+        let mut events = Vec::new();
+        let polled = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            std::future::poll_fn(|cx| {
+                let done = conn.as_mut().poll(cx).is_ready();
+                doorbell.take_queued(&mut events);
+                match done || !events.is_empty() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                }
+            }),
+        )
+        .await;
+        assert!(polled.is_ok(), "neither a request nor the end of the connection");
+        let body = events.into_iter().find_map(|e| match e {
+            Event::Request(mut r) => Some(std::mem::replace(&mut r.body, RequestBody::None)),
+            _ => None,
+        });
+        (body, conn.handed_over)
+    }
+
+    #[tokio::test]
+    async fn a_body_of_declared_length_is_read_on_the_fast_path() {
+        let (body, handed_over) = first_request(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await;
+        assert!(!handed_over);
+        assert!(matches!(body, Some(RequestBody::Full(b)) if b == "hello"));
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_goes_to_hyper() {
+        let (body, handed_over) =
+            first_request(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+        assert!(handed_over && body.is_none());
+    }
+
+    #[test]
+    fn declared_lengths_the_fast_path_takes() {
+        assert_eq!(declared_length(b"0"), Some(0));
+        assert_eq!(declared_length(b"65536"), Some(65536));
+        for refused in [&b""[..], b"00", b"007", b"1,1", b"+1", b" 1", b"99999999999"] {
+            assert_eq!(declared_length(refused), None, "{refused:?}");
+        }
+    }
 
     #[test]
     fn fields_come_in_header_map_order() {

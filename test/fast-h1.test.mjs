@@ -1,6 +1,8 @@
 // The fast HTTP/1.1 path (src/fast_h1.rs) against hyper's: a corpus of request bytes (good
 // and bad heads, pipelined, split across reads, HEAD, 204/304, streamed answers, Connection:
-// close, HTTP/1.0, bad Host, bodies that go to hyper after fast requests on the same
+// close, HTTP/1.0, bad Host, request bodies of declared length read on the fast path (split
+// from their heads, a byte a write, pipelined behind GETs and before them, at and over the
+// limits, cut short) and bodies that go to hyper after fast requests on the same
 // connection) is sent over raw sockets to a server with the fast path and to one started with
 // FETCH_RS_H1_FAST=0, and the answers must be the same bytes apart from `Date`, with the
 // connection closed by both or by neither. The same corpus runs over TLS (node:tls raw
@@ -71,6 +73,8 @@ function listener(event) {
       );
     case "/slow":
       return event.respondWith(sleep(30).then(() => new Response(seen())));
+    case "/echo":
+      return event.respondWith(req.text().then((body) => new Response(`${seen()}\n${body.length}:${body}`)));
     default:
       return event.respondWith(Response.json(JSON.parse(seen())));
   }
@@ -110,6 +114,11 @@ const masked = (r) => ({
 });
 
 const get = (path, more = "") => `GET ${path} HTTP/1.1\r\nHost: example.test\r\n${more}\r\n`;
+/** A POST of `body` with its length declared. */
+const post = (path, body, more = "") =>
+  `POST ${path} HTTP/1.1\r\nHost: example.test\r\nContent-Length: ${Buffer.byteLength(body, "latin1")}\r\n${more}\r\n${body}`;
+/** A body of `n` bytes that shows where a byte went missing. */
+const filler = (n) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + (i % 26))).join("");
 
 /** Name -> the request bytes. */
 const CORPUS = {
@@ -159,6 +168,26 @@ const CORPUS = {
   "GET with Content-Length: 0 twice": "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
   "GET with a body": "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
   "lowercase method": "get / HTTP/1.1\r\nHost: x\r\n\r\n",
+  "POST JSON": post("/echo", '{"a":1,"b":[true,null]}', "Content-Type: application/json\r\n"),
+  "POST of one byte": post("/echo", "x"),
+  "POST with a body of binary bytes": post("/echo", "\0\r\n\r\n\xff\x80GET / HTTP/1.1\r\n\r\n"),
+  "POST, GET, POST on one connection": post("/echo", "one") + get("/a") + post("/echo", "two"),
+  "pipelined POSTs behind GETs": get("/a") + get("/slow") + post("/echo", "x=1&y=2") + post("/echo", "z") + get("/b"),
+  "a GET right after a body": post("/echo", "abc") + get("/after"),
+  "a body read by no one": post("/text", "unread") + get("/after"),
+  "PUT and PATCH with bodies": post("/echo", "p").replace("POST", "PUT") + post("/echo", "q").replace("POST", "PATCH"),
+  "HEAD with a body": post("/text", "abc").replace("POST", "HEAD") + get("/after"),
+  "a body and Connection: close": post("/echo", "bye", "Connection: close\r\n") + get("/never"),
+  "a body of 64 KiB": post("/echo", filler(64 * 1024)) + get("/after"),
+  "a body of 64 KiB and one byte": post("/echo", filler(64 * 1024 + 1)) + get("/after"),
+  "a body of 64 KiB, then one over": post("/echo", filler(64 * 1024)) + post("/echo", filler(64 * 1024 + 1)),
+  "Content-Length with a leading zero": post("/echo", "abc").replace("Content-Length: 3", "Content-Length: 03"),
+  "Content-Length as a list": post("/echo", "abc").replace("Content-Length: 3", "Content-Length: 3, 3"),
+  "Content-Length twice after a fast POST":
+    post("/echo", "a") + post("/echo", "abc").replace("Content-Length: 3", "Content-Length: 3\r\nContent-Length: 3"),
+  "Content-Length not a number": post("/echo", "abc").replace("Content-Length: 3", "Content-Length: 3x"),
+  "a body cut short, then the end": post("/echo", "0123456789").slice(0, -4),
+  "a fast POST, then a body cut short": post("/echo", "whole") + post("/echo", "0123456789").slice(0, -4),
   "POST body after fast requests":
     get("/a") + get("/b") + "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + get("/c"),
   "chunked POST after a fast request":
@@ -188,7 +217,12 @@ const CORPUS = {
 };
 
 /** Entries after which the client half-closes. */
-const END = new Set(["a head cut short, then the end", "HTTP/1.1 then HTTP/1.0"]);
+const END = new Set([
+  "a head cut short, then the end",
+  "HTTP/1.1 then HTTP/1.0",
+  "a body cut short, then the end",
+  "a fast POST, then a body cut short",
+]);
 
 /** Whether the corpus entry is sent again one byte a write. */
 const SPLIT = new Set([
@@ -205,6 +239,11 @@ const SPLIT = new Set([
   "HTTP/1.0 keep-alive, then 1.1",
   "malformed after a fast request",
   "a head and part of the next",
+  "POST JSON",
+  "POST, GET, POST on one connection",
+  "pipelined POSTs behind GETs",
+  "a body of 64 KiB, then one over",
+  "a fast POST, then a body cut short",
 ]);
 
 async function both(parts, opts) {
@@ -236,6 +275,24 @@ describe("the fast HTTP/1.1 path answers as hyper does", () => {
       const [a, b] = await both(parts, { gapMs: 15 });
       assert.deepEqual(a, b, `split at ${at}`);
     }
+  });
+
+  test("a body split from its head at every point", async () => {
+    const bytes = post("/echo", "0123456789abcdef") + get("/b");
+    const head = bytes.indexOf("\r\n\r\n") + 4;
+    for (let at = head - 3; at < bytes.length; at += 3) {
+      const parts = [bytes.slice(0, at), bytes.slice(at)];
+      const [a, b] = await both(parts, { gapMs: 15 });
+      assert.match(b.text, /\n16:0123456789abcdef/, `split at ${at}`);
+      assert.deepEqual(a, b, `split at ${at}`);
+    }
+  });
+
+  test("a body in three parts, the last with the next head", async () => {
+    const parts = [post("/echo", "0123456789").slice(0, -7), "3456", "789" + get("/b")];
+    const [a, b] = await both(parts, { gapMs: 20 });
+    assert.match(b.text, /\n10:0123456789/);
+    assert.deepEqual(a, b);
   });
 
   test("a half-close after a request still gets its answer", async () => {
@@ -275,6 +332,93 @@ describe("answers made without JS, and shutdown, on both paths", () => {
       const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
       assert.match(b.text, /HTTP\/1\.1 503 Service Unavailable\r\nconnection: close\r\n/);
       assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("maxBodySize: 413, and the connection goes on when the body came with its head", async () => {
+    const servers = await pair({ maxBodySize: 10 });
+    try {
+      for (const bytes of [
+        post("/echo", "0123456789") + post("/echo", "0123456789a") + get("/after"),
+        get("/a") + post("/echo", filler(5000)) + post("/echo", "ok"),
+      ]) {
+        const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+        assert.match(b.text, /\n10:0123456789|\n2:ok/);
+        assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\ncontent-length: 0\r\n/);
+        assert.equal(b.closed, false);
+        assert.deepEqual(a, b);
+      }
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("maxBodySize: 413 with connection: close when the body is still coming", async () => {
+    const servers = await pair({ maxBodySize: 10 });
+    try {
+      const bytes = get("/a") + post("/echo", filler(20)).slice(0, -15);
+      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+      assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\nconnection: close\r\n/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("maxBodySize under a body read past hyper (over 64 KiB): 413, whole or still coming", async () => {
+    const servers = await pair({ maxBodySize: 70000 });
+    try {
+      for (const bytes of [
+        get("/a") + post("/echo", filler(80000)) + get("/after"),
+        get("/a") + post("/echo", filler(80000)).slice(0, -5000),
+        post("/echo", filler(69999)) + get("/after"),
+      ]) {
+        const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+        assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\n|\n69999:abc/);
+        assert.deepEqual(a, b);
+      }
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("the listener's timeout while a body comes: 408 with connection: close", async () => {
+    const servers = await pair({ timeout: 200 });
+    try {
+      const bytes = get("/a") + post("/echo", "0123456789").slice(0, -6);
+      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
+      assert.match(b.text, /HTTP\/1\.1 408 Request Timeout\r\nconnection: close\r\n/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
+    } finally {
+      for (const s of servers) await s.close({ force: true });
+    }
+  });
+
+  test("a client that leaves mid-body: the handler never sees the request", async () => {
+    const seen = [];
+    const record = (event) => {
+      seen.push(new URL(event.request.url).pathname);
+      listener(event);
+    };
+    const servers = await pair({}, record);
+    try {
+      for (const s of servers) {
+        const sock = net.connect(s.port, "127.0.0.1");
+        await new Promise((resolve) => sock.once("connect", resolve));
+        let text = "";
+        sock.on("data", (d) => (text += d.toString("latin1")));
+        sock.write(get("/first") + post("/gone", filler(4000)).slice(0, -2000));
+        await waitFor(() => text.includes("HTTP/1.1 200"), 2000);
+        sock.resetAndDestroy();
+        // The server serves on.
+        const after = masked(await exchange(s.port, [post("/echo", "still")]));
+        assert.match(after.text, /\n5:still$/);
+      }
+      assert.deepEqual(seen, ["/first", "/echo", "/first", "/echo"]);
     } finally {
       for (const s of servers) await s.close({ force: true });
     }
