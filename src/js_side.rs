@@ -319,6 +319,12 @@ impl JsSide {
                 if reason != AbortReason::HalfClosed {
                     live.req.let_go();
                     live.stream = None;
+                    // A body nobody began to read goes too: hyper keeps the connection until
+                    // its request's body is read or dropped, so after the listener's 503
+                    // (`connection: close`) it stayed open until the idle timeout.
+                    if matches!(live.body, BodyState::Unread(_) | BodyState::Deferred(_)) {
+                        live.body = BodyState::Failed(BodyErrorKind::Aborted);
+                    }
                 }
                 Some([wire::RECORD_ABORT, id, reason as u32, 0])
             }

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import net from "node:net";
 import { test } from "node:test";
 import { Response } from "../dist/index.js";
-import { parseRaw, raw, request, sleep, start } from "./helpers.mjs";
+import { parseRaw, raw, request, sleep, start, waitFor } from "./helpers.mjs";
 
 test("a request head over maxHeaderSize gets 431", async () => {
   const { server } = await start((e) => e.respondWith(new Response("ok")), { maxHeaderSize: 16 * 1024 });
@@ -491,6 +491,64 @@ test("headerTimeout does not cut a slow streamed response, a slow reader or a sl
     while (lateBody === undefined && Date.now() < by) await sleep(20);
     early.destroy();
     assert.equal(lateBody, "hello");
+  } finally {
+    await server.close();
+  }
+});
+
+test("after the listener's 503, a body nobody began to read is let go of and the connection ends at once", async () => {
+  // hyper keeps a connection until its request's body is read or dropped: the 503 said
+  // `connection: close`, yet the connection stayed until the idle timeout (10 s).
+  const late = [];
+  const { server } = await start(
+    async (e) => {
+      if (new URL(e.request.url).pathname === "/late") {
+        // Reads the body after the limit passed: an error with a code, not a hang.
+        await sleep(400);
+        try {
+          await e.request.text();
+          late.push("read");
+        } catch (err) {
+          late.push(err.code);
+        }
+      }
+      e.respondWith(new Promise(() => {}));
+    },
+    { timeout: 150 },
+  );
+  server.addEventListener("error", () => {});
+  const exchange = (text) =>
+    new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      const socket = net.connect(server.port, "127.0.0.1", () => socket.write(text));
+      let seen = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (d) => (seen += d));
+      socket.on("error", reject);
+      socket.on("end", () => {
+        socket.destroy();
+        resolve({ seen, ms: performance.now() - t0 });
+      });
+    });
+  try {
+    const big = "x".repeat(200 * 1024);
+    for (const [how, text] of [
+      ["chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"],
+      ["200 KiB declared", `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\n\r\n${big}`],
+      [
+        "chunked, read late",
+        "POST /late HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+      ],
+    ]) {
+      const r = await exchange(text);
+      assert.match(r.seen, /^HTTP\/1\.1 503/, how);
+      assert.ok(r.ms < 2000, `${how}: the connection ended ${r.ms.toFixed(0)} ms after the request`);
+    }
+    await waitFor(() => late.length === 1);
+    assert.deepEqual(late, ["ERR_BODY_ABORTED"]);
+    // The server goes on: the next request gets its own 503.
+    const again = await request(`http://127.0.0.1:${server.port}`, "/", { method: "POST", body: "x" });
+    assert.equal(again.status, 503);
   } finally {
     await server.close();
   }
