@@ -33,7 +33,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SERVERS, freePort } from "./lib/servers.mjs";
+import { lookupServer as lookup, freePort } from "./lib/servers.mjs";
 import { eventRows, summarize } from "./lib/callgrind.mjs";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -66,21 +66,6 @@ const tlsEnv = () => {
   return { TLS_CERT_PEM: file("a.pem"), TLS_KEY_PEM: file("a.key") };
 };
 
-/** The table's entry for `name`, or one derived from it by the suffixes above. */
-function lookup(name) {
-  const entry = SERVERS.find((s) => s.name === name);
-  if (entry) return entry;
-  if (name.endsWith("-tls")) {
-    const plain = lookup(name.slice(0, -4));
-    return plain && { ...plain, name, tls: true };
-  }
-  if (name.endsWith("-inthread")) {
-    const shared = lookup(name.slice(0, -9));
-    const options = JSON.stringify({ workerThreads: 0 });
-    return shared && { ...shared, name, env: { ...shared.env, FETCH_RS_OPTIONS: options } };
-  }
-  return undefined;
-}
 
 const run = (cmd, argv) =>
   execFileSync(cmd, argv, { encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "pipe"] });

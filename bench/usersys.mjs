@@ -13,7 +13,7 @@
 // the server's)].
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { SERVERS, startServer, stopServer } from "./lib/servers.mjs";
+import { lookupServer as lookup, startServer, stopServer } from "./lib/servers.mjs";
 
 const names = (process.argv[2] ?? "fetch-rs,deno,hyper").split(",");
 const rounds = Number(process.argv[3] ?? 3);
@@ -36,21 +36,6 @@ function cpu(pid) {
   return { u: Number(f[11]), s: Number(f[12]) };
 }
 
-/** The table's entry for `name`, or one derived from it by a "-tls" or "-inthread" suffix. */
-function lookup(name) {
-  const entry = SERVERS.find((s) => s.name === name);
-  if (entry) return entry;
-  if (name.endsWith("-tls")) {
-    const plain = lookup(name.slice(0, -4));
-    return plain && { ...plain, name, tls: true };
-  }
-  if (name.endsWith("-inthread")) {
-    const shared = lookup(name.slice(0, -9));
-    const options = JSON.stringify({ workerThreads: 0 });
-    return shared && { ...shared, name, env: { ...shared.env, FETCH_RS_OPTIONS: options } };
-  }
-  return undefined;
-}
 
 const res = {};
 for (let r = 0; r < rounds; r++) {

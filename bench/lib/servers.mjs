@@ -262,6 +262,26 @@ export const SERVERS = [
 ];
 
 /** Which server each mode's ratios are taken against. */
+/**
+ * The table's entry for `name`, or one derived from it by a suffix: "-tls" (the same server over
+ * HTTPS, with the test certificate) or "-inthread" (fetch-rs with `workerThreads: 0`); for the
+ * scripts that take servers by name (bench/instructions.mjs, bench/usersys.mjs).
+ */
+export function lookupServer(name) {
+  const entry = SERVERS.find((s) => s.name === name);
+  if (entry) return entry;
+  if (name.endsWith("-tls")) {
+    const plain = lookupServer(name.slice(0, -4));
+    return plain && { ...plain, name, tls: true };
+  }
+  if (name.endsWith("-inthread")) {
+    const shared = lookupServer(name.slice(0, -9));
+    const options = JSON.stringify({ workerThreads: 0 });
+    return shared && { ...shared, name, env: { ...shared.env, FETCH_RS_OPTIONS: options } };
+  }
+  return undefined;
+}
+
 export const BASELINE_BY_PROTOCOL = { h1: "node-http", h2c: "node-http2", "tls-h1": "node-https", "tls-h2": "node-http2-tls" };
 
 // The certificate every TLS server gets: the test suite's (EC P-256, for localhost and 127.0.0.1).
