@@ -320,82 +320,81 @@ async function pair(options, handler = listener) {
   return [on.server, off.server];
 }
 
+/** Runs `fn(servers)` with a fresh `pair(options, handler)`, both closed after. */
+async function withPair(options, handler, fn) {
+  const servers = await pair(options, handler);
+  try {
+    await fn(servers);
+  } finally {
+    for (const s of servers) await s.close({ force: true });
+  }
+}
+
+/** The same bytes sent to both servers of a pair: their exchanges, with Date masked. */
+const toBoth = (servers, bytes, options) =>
+  Promise.all(servers.map((s) => exchange(s.port, [bytes], options).then(masked)));
+
 describe("answers made without JS, and shutdown, on both paths", () => {
   test("the listener's timeout: 503 with connection: close, after a fast answer", async () => {
     const never = (event) => {
       if (new URL(event.request.url).pathname === "/never") event.respondWith(new Promise(() => {}));
       else listener(event);
     };
-    const servers = await pair({ timeout: 200 }, never);
-    try {
+    await withPair({ timeout: 200 }, never, async (servers) => {
       const bytes = get("/a") + get("/never") + get("/after");
-      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
+      const [a, b] = await toBoth(servers, bytes, { idleMs: 600 });
       assert.match(b.text, /HTTP\/1\.1 503 Service Unavailable\r\nconnection: close\r\n/);
       assert.deepEqual(a, b);
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("maxBodySize: 413, and the connection goes on when the body came with its head", async () => {
-    const servers = await pair({ maxBodySize: 10 });
-    try {
+    await withPair({ maxBodySize: 10 }, listener, async (servers) => {
       for (const bytes of [
         post("/echo", "0123456789") + post("/echo", "0123456789a") + get("/after"),
         get("/a") + post("/echo", filler(5000)) + post("/echo", "ok"),
       ]) {
-        const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+        const [a, b] = await toBoth(servers, bytes);
         assert.match(b.text, /\n10:0123456789|\n2:ok/);
         assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\ncontent-length: 0\r\n/);
         assert.equal(b.closed, false);
         assert.deepEqual(a, b);
       }
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("maxBodySize: 413 with connection: close when the body is still coming", async () => {
-    const servers = await pair({ maxBodySize: 10 });
-    try {
+    await withPair({ maxBodySize: 10 }, listener, async (servers) => {
       const bytes = get("/a") + post("/echo", filler(20)).slice(0, -15);
-      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+      const [a, b] = await toBoth(servers, bytes);
       assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\nconnection: close\r\n/);
       assert.ok(b.closed);
       assert.deepEqual(a, b);
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("maxBodySize under a body read past hyper (over 64 KiB): 413, whole or still coming", async () => {
-    const servers = await pair({ maxBodySize: 70000 });
-    try {
+    await withPair({ maxBodySize: 70000 }, listener, async (servers) => {
       for (const bytes of [
         get("/a") + post("/echo", filler(80000)) + get("/after"),
         get("/a") + post("/echo", filler(80000)).slice(0, -5000),
         post("/echo", filler(69999)) + get("/after"),
       ]) {
-        const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes]).then(masked)));
+        const [a, b] = await toBoth(servers, bytes);
         assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\n|\n69999:abc/);
         assert.deepEqual(a, b);
       }
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("the listener's timeout while a body comes: 408 with connection: close", async () => {
-    const servers = await pair({ timeout: 200 });
-    try {
+    await withPair({ timeout: 200 }, listener, async (servers) => {
       const bytes = get("/a") + post("/echo", "0123456789").slice(0, -6);
-      const [a, b] = await Promise.all(servers.map((s) => exchange(s.port, [bytes], { idleMs: 600 }).then(masked)));
+      const [a, b] = await toBoth(servers, bytes, { idleMs: 600 });
       assert.match(b.text, /HTTP\/1\.1 408 Request Timeout\r\nconnection: close\r\n/);
       assert.ok(b.closed);
       assert.deepEqual(a, b);
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("a client that leaves mid-body: the handler never sees the request", async () => {
@@ -404,8 +403,7 @@ describe("answers made without JS, and shutdown, on both paths", () => {
       seen.push(new URL(event.request.url).pathname);
       listener(event);
     };
-    const servers = await pair({}, record);
-    try {
+    await withPair({}, record, async (servers) => {
       for (const s of servers) {
         const sock = net.connect(s.port, "127.0.0.1");
         await new Promise((resolve) => sock.once("connect", resolve));
@@ -419,9 +417,7 @@ describe("answers made without JS, and shutdown, on both paths", () => {
         assert.match(after.text, /\n5:still$/);
       }
       assert.deepEqual(seen, ["/first", "/echo", "/first", "/echo"]);
-    } finally {
-      for (const s of servers) await s.close({ force: true });
-    }
+    });
   });
 
   test("a graceful close while a request waits: its answer says connection: close", async () => {
