@@ -69,7 +69,17 @@ export function sendResponse(
     return sendBody(native, id, g.status, CT_NONE, headers, g.body as ReadableStream<Uint8Array>, release, hooks);
   }
   if (isResponseShaped(res)) return sendResponseShaped(native, id, res, release, hooks);
-  throw new TypeError(`respondWith() needs a Response, got ${describe(res)}`);
+  throw notAResponse(res);
+}
+
+/** Throws what `sendResponse` throws for a value that is no Response of any kind it takes. */
+export function checkResponse(res: unknown): void {
+  if (!isOwnResponse(res) && !isNodeInstance("Response", res, looksLikeResponse) && !isResponseShaped(res))
+    throw notAResponse(res);
+}
+
+function notAResponse(res: unknown): TypeError {
+  return new TypeError(`respondWith() needs a Response, got ${describe(res)}`);
 }
 
 /** A Response from another implementation (a ponyfill such as @whatwg-node/fetch's). */

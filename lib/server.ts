@@ -39,8 +39,15 @@ import {
   type NativeOptions,
   type NativeServer as NativeServerType,
 } from "./native.js";
-import { sendResponse, type StreamHooks } from "./reply.js";
-import { abortRequest, detachRequest, incomingRequest, type Request, type RequestSource } from "./request.js";
+import { checkResponse, sendResponse, type StreamHooks } from "./reply.js";
+import {
+  abortRequest,
+  detachRequest,
+  incomingRequest,
+  Request,
+  type RequestInitLike,
+  type RequestSource,
+} from "./request.js";
 import { Response } from "./response.js";
 import { Headers } from "./headers.js";
 import { resolve as resolvePath } from "node:path";
@@ -655,6 +662,38 @@ export class Server {
   }
 
   /**
+   * Bun's `server.fetch(request)`: the request given to this server's fetch listeners (a
+   * `serve()` server's `fetch`, `routes` and `error`) without a connection, resolving to
+   * the Response they answer with, as they made it. `input` and `init` are `fetch()`'s: a
+   * Request (this package's or Node's) is used as it is; a URL string or `URL` makes one,
+   * a relative one resolved against `server.url` (`server.fetch("/users/1")`; on a Unix
+   * socket against `http://localhost/`). An error a client would see as a status comes as
+   * that status: a listener that throws, or answers with something other than a Response,
+   * gives a `500` (the error is reported to the `error` listeners, as for a request from the
+   * network); none calling respondWith() gives a `500` (reported as `ERR_NO_RESPONSE`).
+   * There is no client: `requestIP()` is `null`, `clientAddress` is `""`; the `timeout`
+   * option does not apply. `close()` waits for the `waitUntil` work of these requests as for
+   * any other.
+   */
+  fetch(input: string | URL | Request | globalThis.Request, init?: RequestInitLike): Promise<Response> {
+    let request: unknown;
+    try {
+      // Node's own Request is an instance too (`Request[Symbol.hasInstance]`).
+      if (init === undefined && input instanceof Request) request = input;
+      // A Unix socket's URL (unix://…) is no base for an HTTP path.
+      else if (typeof input === "string")
+        request = new Request(new URL(input, this.#options.unix === undefined ? this.url : "http://localhost/"), init);
+      else request = new Request(input as URL | Request, init);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve) => {
+      const ev = eventInternals.create(this.#programmaticHost(request, resolve as (r: unknown) => void), 0, 0, "", 0);
+      this.#runListeners(ev);
+    });
+  }
+
+  /**
    * Replaces the certificates (same shape as the `tls` option): new connections use them at
    * once, open ones keep theirs. Rejects with `code: "ERR_TLS_CONFIG"` and keeps the old ones
    * when the new ones cannot be used.
@@ -1000,6 +1039,11 @@ export class Server {
     st.id = id;
     st.event = ev;
     st.large = (flags & FLAG_LARGE_BODY) !== 0;
+    this.#runListeners(ev);
+  }
+
+  /** Gives `ev` to each fetch listener, then lets it answer what they did or did not. */
+  #runListeners(ev: FetchEvent): void {
     const listeners = this.#fetchListeners;
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -1092,6 +1136,38 @@ export class Server {
     }
   }
 
+  /** Work `close()` waits for (`waitUntil`). */
+  #track(p: Promise<unknown>): void {
+    this.#waitUntil.add(p);
+    p.finally(() => this.#waitUntil.delete(p));
+  }
+
+  /**
+   * The host of an event `fetch()` makes: no connection and no native record, so the
+   * request is the one given, there is no client, and the answer goes to `answer`.
+   */
+  #programmaticHost(request: unknown, answer: (r: unknown) => void): EventHost {
+    return {
+      request: () => request as Request,
+      clientAddress: () => "",
+      clientCertificate: () => null,
+      send: (_ev, _id, response) => {
+        checkResponse(response);
+        answer(response);
+      },
+      fail: (ev, _id, status, unanswered) => {
+        if (unanswered) {
+          const why = `no listener called respondWith(); answered ${status}`;
+          this.#report(Object.assign(new Error(why), { code: "ERR_NO_RESPONSE" }), ev);
+        }
+        answer(new Response(null, { status }));
+      },
+      report: (error, ev) => this.#report(error, ev),
+      track: (p) => this.#track(p),
+      finish: noop,
+    };
+  }
+
   #makeHost(): EventHost & RequestSource {
     const native = this.#native;
     const server = this;
@@ -1159,10 +1235,7 @@ export class Server {
         this.#queueFlush();
       },
       report: (error, ev) => this.#report(error, ev),
-      track: (p) => {
-        this.#waitUntil.add(p);
-        p.finally(() => this.#waitUntil.delete(p));
-      },
+      track: (p) => this.#track(p),
       finish: (ev, released) => {
         const id = eventInternals.id(ev);
         // A plain number's test: every request comes here (a Set's size cost 230
