@@ -8,6 +8,7 @@ export interface NativeOptions {
   port?: number;
   unix?: string;
   reusePort?: boolean;
+  ipv6Only?: boolean;
   backlog?: number;
   maxConnections?: number;
   maxBodySize?: number;

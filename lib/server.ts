@@ -105,6 +105,9 @@ export interface ServerOptions {
   transport?: "tcp" | "unix";
   /** Share the port with other processes (SO_REUSEPORT) for multi-core scaling. */
   reusePort?: boolean;
+  /** With an IPv6 `host` such as `"::"`: IPv6 clients only (`IPV6_V6ONLY`; Bun's and
+   * node:net's option). By default `"::"` takes IPv4 clients too. No effect on an IPv4 host. */
+  ipv6Only?: boolean;
   /** Connections served at once; more wait in the backlog (default 65536). */
   maxConnections?: number;
   /** Largest request body in bytes; larger gets 413 (default 10 MiB). */
@@ -290,6 +293,7 @@ function unixPath(o: Record<string, unknown>): string | undefined {
       throw optionError(`${name} and ${other} are two places to listen: give one, got ${got(o[other])} for ${other}`);
   if (o.reusePort === true)
     throw optionError("reusePort does not apply to a Unix socket: one socket file has one listener");
+  if (o.ipv6Only === true) throw optionError("ipv6Only does not apply to a Unix socket");
   return path as string;
 }
 
@@ -301,7 +305,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
   const host = o.host ?? o.hostname;
   if (host !== undefined && (typeof host !== "string" || host === ""))
     throw optionError(`${o.host !== undefined ? "host" : "hostname"} must be a non-empty string, got ${got(host)}`);
-  for (const b of ["reusePort", "overrideGlobals", "http2"]) {
+  for (const b of ["reusePort", "ipv6Only", "overrideGlobals", "http2"]) {
     if (o[b] !== undefined && typeof o[b] !== "boolean") throw optionError(`${b} must be a boolean, got ${got(o[b])}`);
   }
   const ws = o.websocket === undefined ? {} : (o.websocket as Record<string, unknown>);
@@ -327,6 +331,7 @@ function validate(options: ServerOptions): NativeOptions & { shutdownTimeout: nu
     port: unix === undefined ? (integer(o, "port", 0, 65535, true) ?? 3000) : undefined,
     unix,
     reusePort: o.reusePort as boolean | undefined,
+    ipv6Only: o.ipv6Only as boolean | undefined,
     backlog: integer(o, "backlog", 1, 2 ** 31 - 1),
     maxConnections: integer(o, "maxConnections", 1, 2 ** 32 - 1),
     maxBodySize: bodyLimit(o),

@@ -49,8 +49,13 @@ pub fn bind(config: &ServerConfig) -> BridgeResult<Bound> {
         socket.set_reuse_port(true).map_err(err)?;
     }
     if addr.is_ipv6() {
-        // "::" should accept IPv4 too, as node:http does.
-        let _ = socket.set_only_v6(false);
+        // "::" accepts IPv4 too, as node:http's does, unless `ipv6Only` asks otherwise; a
+        // system that cannot say (dual stack off for good) keeps its own.
+        if config.ipv6_only {
+            socket.set_only_v6(true).map_err(err)?;
+        } else {
+            let _ = socket.set_only_v6(false);
+        }
     }
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(config.backlog).map_err(err)?;

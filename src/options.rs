@@ -16,6 +16,8 @@ pub struct NativeOptions {
     /// a Linux abstract name).
     pub unix: Option<String>,
     pub reuse_port: Option<bool>,
+    /// An IPv6 host (`::`) without IPv4 (`IPV6_V6ONLY`); no effect on an IPv4 host.
+    pub ipv6_only: Option<bool>,
     pub backlog: Option<u32>,
     pub max_connections: Option<u32>,
     pub max_body_size: Option<f64>,
@@ -48,6 +50,7 @@ pub struct ServerConfig {
     /// bad path is an `ERR_LISTEN` naming it.
     pub unix: Option<String>,
     pub reuse_port: bool,
+    pub ipv6_only: bool,
     pub backlog: i32,
     pub max_connections: usize,
     pub max_body_size: u64,
@@ -172,6 +175,9 @@ impl ServerConfig {
                     "reusePort does not apply to a Unix socket: one socket file has one listener".into(),
                 ))
             }
+            Some(_) if o.ipv6_only == Some(true) => {
+                return Err(invalid("ipv6Only does not apply to a Unix socket".into()))
+            }
             other => other.clone(),
         };
         Ok(ServerConfig {
@@ -179,6 +185,7 @@ impl ServerConfig {
             port: port as u16,
             unix,
             reuse_port: o.reuse_port.unwrap_or(false),
+            ipv6_only: o.ipv6_only.unwrap_or(false),
             backlog: positive("backlog", o.backlog, 2048)?.min(i32::MAX as u32) as i32,
             max_connections: positive("maxConnections", o.max_connections, 65536)? as usize,
             max_body_size: max_body as u64,
@@ -266,7 +273,8 @@ mod tests {
         let unix = |p: &str, reuse_port| NativeOptions { unix: Some(p.into()), reuse_port, ..Default::default() };
         assert!(ServerConfig::from_options(&unix("/tmp/a.sock", None)).is_ok());
         assert!(ServerConfig::from_options(&unix("\0abstract", None)).is_ok());
-        for bad in [unix("", None), unix("/tmp/a\0b", None), unix("/tmp/a.sock", Some(true))] {
+        let ipv6_only = NativeOptions { ipv6_only: Some(true), ..unix("/tmp/a.sock", None) };
+        for bad in [unix("", None), unix("/tmp/a\0b", None), unix("/tmp/a.sock", Some(true)), ipv6_only] {
             assert_eq!(ServerConfig::from_options(&bad).unwrap_err().kind, ErrorKind::InvalidOption);
         }
     }

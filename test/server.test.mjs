@@ -635,6 +635,11 @@ describe("the RFC's API", () => {
     assert.throws(() => new Server({ port: 0, host: "not a host" }), { code: "ERR_INVALID_OPTION" });
     assert.throws(() => new Server({ port: 0, timeout: "5" }), { code: "ERR_INVALID_OPTION" });
     assert.throws(() => new Server({ port: 0, reusePort: "yes" }), { code: "ERR_INVALID_OPTION" });
+    assert.throws(() => new Server({ port: 0, ipv6Only: 1 }), { code: "ERR_INVALID_OPTION" });
+    assert.throws(() => new Server({ unix: "/tmp/fetch-rs-v6.sock", ipv6Only: true }), {
+      code: "ERR_INVALID_OPTION",
+      message: /ipv6Only does not apply to a Unix socket/,
+    });
   });
 
   test("listening on a taken port rejects with ERR_LISTEN", async () => {
@@ -646,6 +651,24 @@ describe("the RFC's API", () => {
       await server.close();
     }
   });
+
+  // `::` takes IPv4 clients too unless ipv6Only (node:net's and Bun's option) says otherwise.
+  for (const ipv6Only of [false, true]) {
+    test(`host "::" with ipv6Only: ${ipv6Only}`, async (t) => {
+      if (!(await canListenOn("::1"))) return t.skip("no IPv6 loopback on this machine");
+      const server = new Server({ port: 0, host: "::", ipv6Only });
+      server.addEventListener("fetch", (e) => e.respondWith(new Response(e.clientAddress)));
+      await server.listen();
+      try {
+        assert.equal(await (await fetch(`http://[::1]:${server.port}/`)).text(), "::1");
+        const v4 = fetch(`http://127.0.0.1:${server.port}/`).then((r) => r.text());
+        if (ipv6Only) await assert.rejects(v4, (e) => e.cause?.code === "ECONNREFUSED");
+        else assert.match(await v4, /^(::ffff:)?127\.0\.0\.1$/);
+      } finally {
+        await server.close();
+      }
+    });
+  }
 
   test("reusePort lets two servers share a port", async () => {
     const a = new Server({ port: 0, host: "127.0.0.1", reusePort: true });
@@ -771,3 +794,12 @@ test("the examples directory has the RFC's four examples", async () => {
   for (const f of ["hello-world.mjs", "json-api.mjs", "echo-body.mjs", "wait-until.mjs"])
     assert.ok(files.includes(f), f);
 });
+
+/** Whether this machine can listen on `host` (an IPv6 loopback may be turned off). */
+function canListenOn(host) {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen(0, host, () => probe.close(() => resolve(true)));
+  });
+}
