@@ -54,12 +54,16 @@ export interface NativeClientCertificate {
 /** The per-request calls (src/calls.rs, where their table is), as lib/ calls them: bound
  * to a server. To add a call: its entry in `calls!` there, its line here and in
  * `createNativeServer`. */
+/** A response's header list: the `[name, value, …]` strings, or our own Headers packed as
+ * one string (`packHeaders`, read as Latin-1: src/response.rs `HeaderList`); null for none. */
+export type HeaderArg = string | string[] | null;
+
 /** `respondBytes` copies `body`; `respondBytesShared` holds it, not copied, until written. */
 type RespondBytes = (
   id: number,
   status: number,
   ct: number,
-  headers: string[] | null,
+  headers: HeaderArg,
   body: Uint8Array,
   release: boolean,
 ) => void;
@@ -83,11 +87,11 @@ interface Calls {
   bodyCollect(id: number): Buffer | number;
   bodyResume(): boolean;
   bodyPull(id: number): Buffer | number;
-  respondText(id: number, status: number, ct: number, headers: string[] | null, body: string, release: boolean): void;
+  respondText(id: number, status: number, ct: number, headers: HeaderArg, body: string, release: boolean): void;
   respondBytes: RespondBytes;
   respondBytesShared: RespondBytes;
-  respondEmpty(id: number, status: number, ct: number, headers: string[] | null, release: boolean): void;
-  respondStream(id: number, status: number, ct: number, headers: string[] | null): void;
+  respondEmpty(id: number, status: number, ct: number, headers: HeaderArg, release: boolean): void;
+  respondStream(id: number, status: number, ct: number, headers: HeaderArg): void;
   streamWrite(id: number, chunk: Uint8Array): boolean;
   streamWriteShared(id: number, chunk: Uint8Array): boolean;
   streamEnd(id: number, failed: boolean): void;
@@ -130,17 +134,17 @@ export type NativeServer = Calls & Omit<ServerHandle, "handle">;
  * code and RESPOND_RELEASE packed in `flags` (`respondFlags`), the header list last and left
  * out when there is none (each argument converted costs the call time). */
 interface AddonRespond {
-  respondText(id: number, flags: number, body: string, headers?: string[]): void;
+  respondText(id: number, flags: number, body: string, headers?: HeaderArg): void;
   respondStage(area: Uint8Array): void;
-  respondTextStaged(body: string, headers?: string[]): void;
-  respondBytes(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
-  respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: string[]): void;
-  respondEmpty(id: number, flags: number, headers?: string[]): void;
-  respondStream(id: number, flags: number, headers?: string[]): void;
-  respondBytesStaged(body: Uint8Array, headers?: string[]): void;
-  respondBytesSharedStaged(body: Uint8Array, headers?: string[]): void;
-  respondEmptyStaged(headers?: string[]): void;
-  respondStreamStaged(headers?: string[]): void;
+  respondTextStaged(body: string, headers?: HeaderArg): void;
+  respondBytes(id: number, flags: number, body: Uint8Array, headers?: HeaderArg): void;
+  respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: HeaderArg): void;
+  respondEmpty(id: number, flags: number, headers?: HeaderArg): void;
+  respondStream(id: number, flags: number, headers?: HeaderArg): void;
+  respondBytesStaged(body: Uint8Array, headers?: HeaderArg): void;
+  respondBytesSharedStaged(body: Uint8Array, headers?: HeaderArg): void;
+  respondEmptyStaged(headers?: HeaderArg): void;
+  respondStreamStaged(headers?: HeaderArg): void;
 }
 
 /** The staged send (src/core.rs, `ws_send_staged`): `wsSendBytes` of a small message

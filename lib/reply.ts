@@ -1,8 +1,8 @@
 // Turns a Response (ours, Node's global one, or anything shaped like it) into native
 // respond calls: the fast paths first, streams with backpressure last.
 import { isNativeBody, streamFromIterable, type BodySource } from "./body.js";
-import { flatHeaders } from "./headers.js";
-import { CT_NONE, type NativeServer } from "./native.js";
+import { flatHeaders, packHeaders } from "./headers.js";
+import { CT_NONE, type HeaderArg, type NativeServer } from "./native.js";
 import { isNodeInstance, looksLikeResponse } from "./node-classes.js";
 import { isOwnResponse, materializeHeaders, responseState, takeBodySource } from "./response.js";
 
@@ -38,10 +38,10 @@ export function sendResponse(
       return;
     }
     let ct = s.ct;
-    let headers: string[] | null = null;
+    let headers: HeaderArg = null;
     // A content type without a code (a Blob's, a FormData boundary) travels as a header.
     if (s.headers !== null || (s.ct === CT_NONE && s.contentType !== null)) {
-      headers = flatHeaders(materializeHeaders(s));
+      headers = packHeaders(materializeHeaders(s));
       ct = CT_NONE;
     }
     return sendBody(native, id, s.status, ct, headers, takeBodySource(s), release, hooks);
@@ -245,7 +245,7 @@ function sendBody(
   id: number,
   status: number,
   ct: number,
-  headers: string[] | null,
+  headers: HeaderArg,
   source: BodySource,
   release: boolean,
   hooks: StreamHooks,
@@ -275,7 +275,7 @@ async function pump(
   id: number,
   status: number,
   ct: number,
-  headers: string[] | null,
+  headers: HeaderArg,
   stream: ReadableStream<Uint8Array>,
   hooks: StreamHooks,
 ): Promise<void> {

@@ -52,6 +52,7 @@
 
 use crate::error::BridgeResult;
 use crate::registry::with_core;
+use crate::response::HeaderList;
 use crate::wire::{CT_MASK, RESPOND_RELEASE, RESPOND_STATUS_SHIFT};
 
 use napi::bindgen_prelude::{BufferSlice, Either, FromNapiValue, JsValue, Object, ToNapiValue};
@@ -163,7 +164,7 @@ calls! {
     }
     /// `respondText(id, flags, body, headers?)`: see `Core::respond_text`.
     c"respondText" => fn respond_text(
-        core, _env; id: u32, flags: u32, body: Utf8, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, body: Utf8, headers: Trailing<HeaderList>
     ) -> () {
         core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
     }
@@ -171,7 +172,7 @@ calls! {
     /// the area `respondStage` registered. Read after the arguments are converted: a
     /// string and lib/'s own list of strings, whose conversion runs no JS that could
     /// write the area again.
-    c"respondTextStaged" => fn respond_text_staged(core, _env; body: Utf8, headers: Trailing<Vec<String>>) -> () {
+    c"respondTextStaged" => fn respond_text_staged(core, _env; body: Utf8, headers: Trailing<HeaderList>) -> () {
         let (id, flags) = staged(core)?;
         core.respond_text(id, status(flags), flags & CT_MASK, headers.0, body.0, flags & RESPOND_RELEASE != 0)
     }
@@ -183,26 +184,26 @@ calls! {
     /// `respondBytes(id, flags, body, headers?)`: the body is copied before this returns
     /// (`Core::respond_bytes`).
     c"respondBytes" => fn respond_bytes(
-        core, _env; id: u32, flags: u32, body: &mut [u8], headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, body: &mut [u8], headers: Trailing<HeaderList>
     ) -> () {
         core.respond_bytes(id, status(flags), flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
     }
     /// `respondBytesShared(id, flags, body, headers?)`: see `Core::respond_bytes_shared`.
     c"respondBytesShared" => fn respond_bytes_shared(
-        core, env; id: u32, flags: u32, body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
+        core, env; id: u32, flags: u32, body: Uint8ArraySlice<'_>, headers: Trailing<HeaderList>
     ) -> () {
         let release = flags & RESPOND_RELEASE != 0;
         core.respond_bytes_shared(env, id, status(flags), flags & CT_MASK, headers.0, body, release)
     }
     /// `respondEmpty(id, flags, headers?)`: see `Core::respond_empty`.
     c"respondEmpty" => fn respond_empty(
-        core, _env; id: u32, flags: u32, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, headers: Trailing<HeaderList>
     ) -> () {
         core.respond_empty(id, status(flags), flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
     }
     /// `respondStream(id, flags, headers?)`: see `Core::respond_stream`.
     c"respondStream" => fn respond_stream(
-        core, _env; id: u32, flags: u32, headers: Trailing<Vec<String>>
+        core, _env; id: u32, flags: u32, headers: Trailing<HeaderList>
     ) -> () {
         core.respond_stream(id, status(flags), flags & CT_MASK, headers.0)
     }
@@ -210,26 +211,26 @@ calls! {
     /// `respondTextStaged` takes them (read after the arguments are converted: a typed
     /// array and lib/'s own list of strings, whose conversion runs no JS).
     c"respondBytesStaged" => fn respond_bytes_staged(
-        core, _env; body: &mut [u8], headers: Trailing<Vec<String>>
+        core, _env; body: &mut [u8], headers: Trailing<HeaderList>
     ) -> () {
         let (id, flags) = staged(core)?;
         core.respond_bytes(id, status(flags), flags & CT_MASK, headers.0, body, flags & RESPOND_RELEASE != 0)
     }
     /// `respondBytesSharedStaged(body, headers?)`: `respondBytesShared`, staged.
     c"respondBytesSharedStaged" => fn respond_bytes_shared_staged(
-        core, env; body: Uint8ArraySlice<'_>, headers: Trailing<Vec<String>>
+        core, env; body: Uint8ArraySlice<'_>, headers: Trailing<HeaderList>
     ) -> () {
         let (id, flags) = staged(core)?;
         let release = flags & RESPOND_RELEASE != 0;
         core.respond_bytes_shared(env, id, status(flags), flags & CT_MASK, headers.0, body, release)
     }
     /// `respondEmptyStaged(headers?)`: `respondEmpty`, staged.
-    c"respondEmptyStaged" => fn respond_empty_staged(core, _env; headers: Trailing<Vec<String>>) -> () {
+    c"respondEmptyStaged" => fn respond_empty_staged(core, _env; headers: Trailing<HeaderList>) -> () {
         let (id, flags) = staged(core)?;
         core.respond_empty(id, status(flags), flags & CT_MASK, headers.0, flags & RESPOND_RELEASE != 0)
     }
     /// `respondStreamStaged(headers?)`: `respondStream`, staged.
-    c"respondStreamStaged" => fn respond_stream_staged(core, _env; headers: Trailing<Vec<String>>) -> () {
+    c"respondStreamStaged" => fn respond_stream_staged(core, _env; headers: Trailing<HeaderList>) -> () {
         let (id, flags) = staged(core)?;
         core.respond_stream(id, status(flags), flags & CT_MASK, headers.0)
     }
@@ -563,6 +564,32 @@ unsafe fn long_utf8(env: sys::napi_env, value: sys::napi_value) -> Result<bytes:
             return Ok(out.into());
         }
         room = 3 * units + 1;
+    }
+}
+
+/// A response's header list (`response::HeaderList`): a string is lib/'s packed list, read
+/// as Latin-1 (a one-byte string's characters copied as they are); an array, strings.
+impl FromNapiValue for HeaderList {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut kind = 0;
+        // SAFETY: `value` is a live value of this callback's scope.
+        check_status!(unsafe { sys::napi_typeof(env, value, &mut kind) })?;
+        if kind != sys::ValueType::napi_string {
+            // SAFETY: as the caller promises.
+            return Ok(HeaderList::Strings(unsafe { Vec::<String>::from_napi_value(env, value) }?));
+        }
+        let mut len = 0;
+        // SAFETY: with no buffer, V8 only reports the length in characters (a byte each).
+        check_status!(unsafe { sys::napi_get_value_string_latin1(env, value, ptr::null_mut(), 0, &mut len) })?;
+        let mut bytes = Vec::<u8>::with_capacity(len + 1);
+        let mut written = 0;
+        // SAFETY: V8 writes at most `len` characters and a NUL into the `len + 1` bytes of room.
+        check_status!(unsafe {
+            sys::napi_get_value_string_latin1(env, value, bytes.as_mut_ptr().cast(), len + 1, &mut written)
+        })?;
+        // SAFETY: the first `written` (at most `len`) bytes were written by V8 above.
+        unsafe { bytes.set_len(written.min(len)) };
+        Ok(HeaderList::Packed(bytes))
     }
 }
 

@@ -9,6 +9,7 @@ use crate::in_thread::Noted;
 use crate::js_side::{JsSide, Payload, SHARED_ARENA};
 use crate::lending::{self, lend, JsBody};
 use crate::options::{NativeOptions, ServerConfig};
+use crate::response::HeaderList;
 use crate::slab::{BodyState, ResponseStream, SlotId};
 use crate::stats::Stats;
 use crate::wire::{self, COLLECT_DEFERRED, PULL_END, PULL_PENDING};
@@ -621,7 +622,7 @@ impl Core {
         id: u32,
         status: u32,
         ct: u32,
-        headers: Option<Vec<String>>,
+        headers: Option<HeaderList>,
         body: bytes::Bytes,
         release: bool,
     ) -> BridgeResult<()> {
@@ -634,7 +635,7 @@ impl Core {
         id: u32,
         status: u32,
         ct: u32,
-        headers: Option<Vec<String>>,
+        headers: Option<HeaderList>,
         body: &[u8],
         release: bool,
     ) -> BridgeResult<()> {
@@ -650,7 +651,7 @@ impl Core {
         id: u32,
         status: u32,
         ct: u32,
-        headers: Option<Vec<String>>,
+        headers: Option<HeaderList>,
         body: Uint8ArraySlice<'_>,
         release: bool,
     ) -> BridgeResult<()> {
@@ -664,14 +665,14 @@ impl Core {
         id: u32,
         status: u32,
         ct: u32,
-        headers: Option<Vec<String>>,
+        headers: Option<HeaderList>,
         release: bool,
     ) -> BridgeResult<()> {
         self.respond(id, status, ct, headers, ResponseBody::Empty, release)
     }
 
     /// Starts a streamed reply; chunks follow with `streamWrite`, then `streamEnd`.
-    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<Vec<String>>) -> BridgeResult<()> {
+    pub fn respond_stream(&mut self, id: u32, status: u32, ct: u32, headers: Option<HeaderList>) -> BridgeResult<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(RESPONSE_STREAM_CHUNKS);
         let waiting = Arc::new(AtomicBool::new(false));
         let body = ResponseBody::Stream(StreamBody::new(rx, waiting.clone(), self.js.doorbell.clone(), id));
@@ -845,7 +846,7 @@ impl Core {
         id: u32,
         status: u32,
         ct: u32,
-        headers: Option<Vec<String>>,
+        headers: Option<HeaderList>,
         body: ResponseBody,
         release: bool,
     ) -> BridgeResult<()> {

@@ -84,6 +84,46 @@ describe("replies as sent", () => {
     assert.equal(status.body.toString(), "edge");
   });
 
+  // Our own Headers cross as one packed string read as Latin-1, any other list as strings
+  // (src/response.rs `HeaderList`): both give the same bytes on the wire, field for field.
+  test("header lists arrive byte for byte, packed or as strings, on every body kind", async () => {
+    const fields = [
+      ["x-latin1", "caf\u00e9 \u00ff"],
+      ["x-empty", ""],
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2; Path=/"],
+      ["x-inner", "a  b\tc"],
+      ...Array.from({ length: 120 }, (_, i) => [`x-many-${i}`, "v".repeat(i)]),
+    ];
+    // Sorted: a Headers iterates its fields by name, so the order on the wire is not the one above.
+    const expected = fields.map(([n, v]) => `${n}: ${v}`).sort();
+    const own = () => {
+      const h = new Headers();
+      for (const [n, v] of fields) h.append(n, v);
+      return h;
+    };
+    // A Response from another implementation: its headers cross as a list of strings.
+    const foreign = (status, body) => ({ status, headers: own(), body });
+    const cases = {
+      "/h-text": () => new Response("text", { headers: own() }),
+      "/h-bytes": () => new Response(new Uint8Array([1, 2, 3]), { headers: own() }),
+      "/h-empty": () => new Response(null, { status: 202, headers: own() }),
+      "/h-stream": () => new Response(new Blob(["blob"]).stream(), { headers: own() }),
+      "/h-foreign": () => foreign(200, "text"),
+    };
+    for (const [path, route] of Object.entries(cases)) routes.set(path, route);
+    for (const path of Object.keys(cases)) {
+      const { text } = await raw(ctx.server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const head = text.slice(0, text.indexOf("\r\n\r\n")).split("\r\n");
+      const got = head.filter((l) => /^(x-|set-cookie)/.test(l)).sort();
+      assert.deepEqual(got, expected, path);
+    }
+    // The bytes themselves: é and ÿ as one byte each (Latin-1), not UTF-8.
+    const { text } = await raw(ctx.server.port, "GET /h-text HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert.ok(Buffer.from(text, "latin1").includes(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0xff, 0x0d])));
+    assert.deepEqual(errors, []);
+  });
+
   // A guard of the reply's hand-over (made where it is returned, bridge.rs `Ticket::take`) and of
   // the slot's (`RequestSlab::insert` and `remove_record`): every kind of reply, one after the
   // other on one connection, each slot freed and used again.

@@ -32,6 +32,15 @@ export function handle(request) {
         return new Response("Hello, World!");
       case "/download":
         return new Response(BIG);
+      // Not a scenario of run.mjs: what an API handler does (the URL parsed, a request header
+      // read, a header list of its own), for `bench/instructions.mjs --path=/app?q=1`.
+      case "/app": {
+        const url = new URL(request.url);
+        const ua = request.headers.get("user-agent");
+        return new Response(JSON.stringify({ path: url.pathname, q: url.searchParams.get("q"), ua }), {
+          headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+        });
+      }
       case "/async":
         return sleep(1).then(() => Response.json({ ok: true }));
     }
