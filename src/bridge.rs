@@ -56,6 +56,17 @@ impl From<Reply> for Given {
     }
 }
 
+impl Given {
+    /// The response of either form (`response::plain` makes a plain reply's).
+    #[inline(always)]
+    pub fn into_reply(self) -> Reply {
+        match self {
+            Given::Plain { status, ct, body } => crate::response::plain(status, ct, body),
+            Given::Full(reply) => reply,
+        }
+    }
+}
+
 /// The single JS callback rung when events are waiting. Called with no arguments.
 pub type DoorbellFn = ThreadsafeFunction<(), (), (), Status, false>;
 
@@ -207,11 +218,13 @@ impl Ticket {
 
     /// The reply, given state `s` from `poll_given`; a 500 when none will come (JS let go of
     /// the request without one, or it was taken already). `body` sees the body of a reply
-    /// given without a header list before its response is made, `full` a whole response.
+    /// given without a header list, `full` a whole response. A plain reply stays plain: the
+    /// fast HTTP/1.1 path encodes it without a header map (`fast_h1`), hyper's path makes its
+    /// response (`Given::into_reply`).
     #[inline(always)]
-    pub fn take(&self, s: u8, body: impl FnOnce(&mut ResponseBody), full: impl FnOnce(&mut Reply)) -> Reply {
+    pub fn take(&self, s: u8, body: impl FnOnce(&mut ResponseBody), full: impl FnOnce(&mut Reply)) -> Given {
         if s & (GIVEN | TAKEN) != GIVEN {
-            return crate::response::status_only(500);
+            return Given::Full(crate::response::status_only(500));
         }
         // After GIVEN the sender writes `state` no more: only this task does.
         self.state.store(s | TAKEN, Ordering::Relaxed);
@@ -226,13 +239,13 @@ impl Ticket {
                 // (TAKEN is set).
                 let mut given = unsafe { std::ptr::read(given) };
                 body(&mut given);
-                crate::response::plain(*status, *ct, given)
+                Given::Plain { status: *status, ct: *ct, body: given }
             }
             Given::Full(reply) => {
                 // SAFETY: as above.
                 let mut reply = unsafe { std::ptr::read(reply) };
                 full(&mut reply);
-                reply
+                Given::Full(reply)
             }
         }
     }

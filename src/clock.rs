@@ -25,6 +25,24 @@ pub fn now() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// Whole seconds since the Unix epoch (`CLOCK_REALTIME`), for the `Date` of an answer:
+/// `SystemTime::now().duration_since(UNIX_EPOCH)` checked its arithmetic in seconds and
+/// nanoseconds, about 80 instructions a request where only the seconds are used.
+#[cfg(unix)]
+#[inline]
+pub fn unix_seconds() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_REALTIME exists on every unix.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec.max(0) as u64
+}
+
+/// As above, from `SystemTime` where there is no `clock_gettime`.
+#[cfg(not(unix))]
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The clock as of the current round of an in-thread driver's turn: the tasks its runtime
 /// polls between two calls of JS (`in_thread::LocalDriver::turn`), so JS is never inside
 /// one. Every reading in a round (`now`) is its first: late by at most the polls of the

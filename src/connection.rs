@@ -1,7 +1,7 @@
 //! One connection: protocol selection, hyper settings, the request hand-off to JS,
 //! timeouts and shutdown.
 
-use crate::bridge::{AbortReason, Doorbell, Event, IncomingRequest, Reply, RequestBody, Ticket};
+use crate::bridge::{AbortReason, Doorbell, Event, Given, IncomingRequest, Reply, RequestBody, Ticket};
 use crate::cork::{Cork, Watched};
 use crate::in_thread::NotedExecutor;
 use crate::options::{ServerConfig, PRECOLLECT_LIMIT};
@@ -881,7 +881,7 @@ fn handle(
         return hand_over(
             Handover { started, method, text, websocket, body: RequestBody::None, http2 },
             remote,
-            tls,
+            tls.as_ref(),
             shared,
             in_flight_count,
         );
@@ -907,7 +907,7 @@ fn handle(
                         hand_over(
                             Handover { started, method, text, websocket, body, http2 },
                             remote,
-                            tls,
+                            tls.as_ref(),
                             &shared,
                             in_flight_count,
                         )
@@ -923,7 +923,13 @@ fn handle(
         }
         _ => {
             let body = RequestBody::Incoming(body);
-            hand_over(Handover { started, method, text, websocket, body, http2 }, remote, tls, shared, in_flight_count)
+            hand_over(
+                Handover { started, method, text, websocket, body, http2 },
+                remote,
+                tls.as_ref(),
+                shared,
+                in_flight_count,
+            )
         }
     }
 }
@@ -942,7 +948,7 @@ pub(crate) struct Handover {
 pub(crate) fn hand_over(
     request: Handover,
     remote: SocketAddr,
-    tls: Option<Arc<crate::tls::Session>>,
+    tls: Option<&Arc<crate::tls::Session>>,
     shared: &ServerShared,
     in_flight_count: InFlightCount,
 ) -> Answer {
@@ -960,6 +966,10 @@ pub(crate) fn hand_over(
     // holds the ticket) the connection is not settled (Cork::settled). Other requests leave
     // no trace there.
     let streamed = matches!(body, RequestBody::Incoming(_));
+    // The session goes with the request only for its client certificate (JS's
+    // `requestClientCertificate`): without one, no count of the connection's `Arc` is taken
+    // and given back per request.
+    let tls = tls.filter(|s| s.client_certificate.is_some()).cloned();
     let (ticket, record) =
         Ticket::with_record(move || IncomingRequest { method, text, body, remote, websocket, tls, http2 });
     in_flight_count.0.set_last_request(streamed.then_some(&ticket));
@@ -986,16 +996,27 @@ pub(crate) enum Answer {
     Waiting(Waiting),
 }
 
+impl Answer {
+    /// The answer as JS gave it: a plain reply is left for the fast HTTP/1.1 path to encode
+    /// without a header map (`fast_h1`).
+    #[inline(always)]
+    pub(crate) fn poll_given(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Given> {
+        match self {
+            Answer::Now(reply) => {
+                Poll::Ready(Given::Full(reply.take().map_or_else(|| response::status_only(500), |(r, _)| *r)))
+            }
+            Answer::Reading(fut) => fut.as_mut().poll(cx).map(|Ok(reply)| Given::Full(reply)),
+            Answer::Waiting(waiting) => waiting.poll_given(cx),
+        }
+    }
+}
+
 impl Future for Answer {
     type Output = Result<Reply, Infallible>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Answer::Now(reply) => Poll::Ready(Ok(reply.take().map_or_else(|| response::status_only(500), |(r, _)| *r))),
-            Answer::Reading(fut) => fut.as_mut().poll(cx),
-            Answer::Waiting(waiting) => waiting.poll(cx),
-        }
+        self.get_mut().poll_given(cx).map(|given| Ok(given.into_reply()))
     }
 }
 
@@ -1016,9 +1037,9 @@ pub(crate) struct Waiting {
 
 impl Waiting {
     #[inline(always)]
-    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Reply, Infallible>> {
+    fn poll_given(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Given> {
         let Some(count) = self.in_flight_count.as_ref() else {
-            return Poll::Ready(Ok(response::status_only(500)));
+            return Poll::Ready(Given::Full(response::status_only(500)));
         };
         let s = match self.ticket.poll_given(cx) {
             Poll::Ready(s) => s,
@@ -1038,7 +1059,7 @@ impl Waiting {
                 tracing::debug!(remote = %self.remote, "the listener did not respond within the timeout: 503");
                 count.0.doorbell.push(Event::Abort(self.ticket.clone(), AbortReason::Timeout));
                 self.answered();
-                return Poll::Ready(Ok(closing(503)));
+                return Poll::Ready(Given::Full(closing(503)));
             }
         };
         count.record_response(self.started);
@@ -1054,7 +1075,7 @@ impl Waiting {
             crate::websocket::claim(res, &count.0);
         });
         self.answered();
-        Poll::Ready(Ok(reply))
+        Poll::Ready(reply)
     }
 
     /// The request no longer waits on JS: it leaves the counts.

@@ -25,7 +25,7 @@
 //! `FETCH_RS_H1_FAST=0` turns it off.
 
 use crate::body::ResponseBody;
-use crate::bridge::{Reply, RequestBody};
+use crate::bridge::{Given, RequestBody};
 use crate::connection::{hand_over, Answer, Handover, InFlightCount, ServerShared, MAX_URI_LEN};
 use crate::cork::{Cork, CorkedStream};
 use crate::options::PRECOLLECT_LIMIT;
@@ -220,7 +220,7 @@ impl FastH1 {
         };
         let Head { method, is_head, keep_alive, text, .. } = head;
         let handover = Handover { started, method, text, websocket: None, body, http2: false };
-        let answer = hand_over(handover, self.remote, self.tls.clone(), shared, count);
+        let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
         self.step = Step::Waiting { answer, head: is_head, keep_alive };
     }
 
@@ -290,7 +290,7 @@ impl FastH1 {
             None => {
                 let body = RequestBody::Full(body.freeze());
                 let handover = Handover { started, method, text, websocket: None, body, http2: false };
-                hand_over(handover, self.remote, self.tls.clone(), &self.shared, count)
+                hand_over(handover, self.remote, self.tls.as_ref(), &self.shared, count)
             }
             // As hyper's: the request leaves the counts as its answer is taken, before it is
             // written.
@@ -303,9 +303,17 @@ impl FastH1 {
     /// Encodes the answer's head (and a full body) into `out`, as hyper 1.x's server role
     /// does (`proto::h1::role::Server::encode` with its connection's keep-alive), and moves
     /// to writing it.
-    fn respond(&mut self, reply: Reply, head_req: bool, keep_alive: bool) {
-        let (parts, body) = reply.into_parts();
-        let status = parts.status;
+    fn respond(&mut self, given: Given, head_req: bool, keep_alive: bool) {
+        // A reply given without a header list (most) is encoded from its status and
+        // content-type code as `response::plain`'s map would be (its one field first): no
+        // header map is filled here to be read back at once.
+        let (status, ct, map, body) = match given {
+            Given::Plain { status, ct, body } => (status, ct, None, body),
+            Given::Full(reply) => {
+                let (parts, body) = reply.into_parts();
+                (parts.status, crate::wire::CT_NONE, Some(parts.headers), body)
+            }
+        };
         let no_length = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let bodyless = head_req || no_length;
         // hyper's `BodyLength`: None for a body at its end, else known or not.
@@ -325,12 +333,18 @@ impl FastH1 {
             out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        let map = &parts.headers;
         let mut last = !keep_alive;
         let mut wrote_len = false;
         let mut wrote_date = false;
         let mut saw_connection = false;
-        for name in map.keys() {
+        if let Some(v) = crate::wire::content_type(ct) {
+            out.extend_from_slice(b"content-type: ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        // A full reply's fields, in its map's order.
+        let fields = map.iter().flat_map(|m| m.keys().map(move |name| (name, m)));
+        for (name, map) in fields {
             let mut values = map.get_all(name).iter();
             match *name {
                 http::header::CONTENT_LENGTH => {
@@ -420,7 +434,9 @@ impl FastH1 {
             out.extend_from_slice(b"\r\n\r\n");
         }
         // Its map, emptied, becomes another response's (`response::keep_map`).
-        crate::response::keep_map(parts.headers);
+        if let Some(map) = map {
+            crate::response::keep_map(map);
+        }
         self.out.at = 0;
         let stream = match body {
             ResponseBody::Full(Some(b)) if !bodyless => {
@@ -499,9 +515,9 @@ impl Future for FastH1 {
                 }
                 Step::Body => ready!(this.poll_body(cx))?,
                 Step::Waiting { answer, head, keep_alive } => {
-                    let Poll::Ready(Ok(reply)) = Pin::new(answer).poll(cx) else { return this.read_out(cx) };
+                    let Poll::Ready(given) = answer.poll_given(cx) else { return this.read_out(cx) };
                     let (head, keep_alive) = (*head, *keep_alive && !this.draining);
-                    this.respond(reply, head, keep_alive);
+                    this.respond(given, head, keep_alive);
                 }
                 Step::Writing { stream, last } => {
                     if this.out.poll_write(&mut this.io, cx)?.is_pending() {
@@ -744,7 +760,11 @@ fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
         if !std::mem::take(&mut first) {
             out.push(b'\n');
         }
-        out.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        // Copied, then lowercased in place, rather than pushed a byte at a time through
+        // `extend` (a check of the capacity per byte).
+        let start = out.len();
+        out.extend_from_slice(h.name.as_bytes());
+        out[start..].make_ascii_lowercase();
         out.push(b'\n');
         out.extend_from_slice(h.value);
     };
@@ -767,7 +787,7 @@ thread_local! {
 
 /// The current time as an IMF-fixdate (RFC 9110 5.6.7), made once a second per thread.
 fn date() -> [u8; 29] {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_seconds();
     DATE.with(|d| {
         let (second, text) = d.get();
         if second == now {
@@ -821,6 +841,53 @@ mod tests {
             _ => None,
         });
         (body, conn.handed_over)
+    }
+
+    /// A reply given without a header list is encoded from its status and content-type code
+    /// (`Given::Plain`) into the same bytes as the response `response::plain` makes of it:
+    /// every code, with and without a body, for HEAD, 204 and 304, kept alive or closing.
+    #[tokio::test]
+    async fn a_plain_reply_is_encoded_as_its_response() {
+        use crate::wire::{CT_BYTES, CT_FORM, CT_JSON, CT_NONE, CT_TEXT};
+        let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
+        let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
+        let doorbell = Arc::new(Doorbell::new());
+        let stats = Arc::new(crate::stats::Stats::new());
+        let shared = Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".into()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
+        let mut conn = FastH1::new(io, cork, shared, remote, None);
+        // The head as encoded, without its `Date` (the two encodings may fall in two seconds).
+        let mut encode = |given: Given, head: bool, keep_alive: bool| {
+            conn.out.body = Bytes::new();
+            conn.respond(given, head, keep_alive);
+            let text = String::from_utf8(conn.out.head.clone()).unwrap();
+            let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+            (text.join("\r\n"), conn.out.body.clone())
+        };
+        let body = |i: usize| match i {
+            0 => ResponseBody::Empty,
+            1 => ResponseBody::Full(None),
+            _ => ResponseBody::Full(Some(Bytes::from("{}"))),
+        };
+        let mut checked = 0;
+        for ct in [CT_NONE, CT_TEXT, CT_JSON, CT_BYTES, CT_FORM] {
+            for status in [200, 201, 204, 304, 404, 500] {
+                let status = StatusCode::from_u16(status).unwrap();
+                for i in 0..3 {
+                    for (head, keep_alive) in [(false, true), (false, false), (true, true), (true, false)] {
+                        let plain = Given::Plain { status, ct, body: body(i) };
+                        let full = Given::Full(crate::response::plain(status, ct, body(i)));
+                        let (a, b) = (encode(plain, head, keep_alive), encode(full, head, keep_alive));
+                        assert_eq!(a, b, "status {status}, content type {ct}, body {i}, head {head}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 6 * 3 * 4);
     }
 
     #[tokio::test]
