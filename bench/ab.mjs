@@ -45,9 +45,12 @@ for (let r = 0; r < rounds; r++) {
     const rps = Number(/Requests per second:\s+([\d.]+)/.exec(out)[1]);
     const failed = Number(/Failed requests:\s+(\d+)/.exec(out)[1]);
     const kept = Number(/Keep-Alive requests:\s+(\d+)/.exec(out)?.[1] ?? 0);
-    if (failed > 0 || (keepAlive && kept < requests)) throw new Error(`${n}: ${failed} failed, ${kept} kept alive\n${out}`);
+    if (failed > 0) throw new Error(`${n}: ${failed} failed\n${out}`);
     const us = ((used / tick) * 1e6) / requests;
-    (res[n] ??= []).push(`${Math.round(rps)} req/s ${us.toFixed(2)} us/req`);
+    // A server that does not keep a 1.0 connection (no `connection: keep-alive`) makes ab
+    // open one a request: said, as it is another benchmark.
+    const note = keepAlive && kept < requests ? ` (${((kept / requests) * 100).toFixed(0)}% kept alive)` : "";
+    (res[n] ??= []).push(`${Math.round(rps)} req/s ${us.toFixed(2)} us/req${note}`);
     await stopServer(srv);
   }
 }
