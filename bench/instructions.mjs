@@ -19,6 +19,8 @@
 //           [--h2c]        (HTTP/2 cleartext, 16 streams per connection, instead of HTTP/1.1)
 //           [--unix]       (the servers listen on a Unix domain socket, UNIX_PATH in their
 //                           environment, and h2load connects there: fetch-rs's own servers)
+//           [--http10]     (the load is ApacheBench's, `ab -k -c50`: HTTP/1.0 GETs with
+//                           `Connection: Keep-Alive`, over TCP; apt package apache2-utils)
 //           [--tls12]      (over TLS 1.2, the load from bench/h1-tls-load.mjs, node:tls, as
 //                           h2load cannot be held to TLS 1.2; GETs over HTTP/1.1 only)
 //           [--sim]        (also simulates the caches and branch prediction: the table gets
@@ -53,6 +55,8 @@ if (tls12 && (args.body !== undefined || args.h2c === "true")) throw new Error("
 // h2load's protocol: HTTP/1.1, or with --h2c HTTP/2 with prior knowledge, 16 streams a connection.
 const protocol = args.h2c === "true" ? ["-m", "16"] : ["--h1"];
 const unix = args.unix === "true";
+const http10 = args.http10 === "true";
+if (http10 && (tls || unix || args.body !== undefined || args.h2c === "true")) throw new Error("--http10 sends GETs over TCP only");
 if (unix && tls12) throw new Error("--tls12 loads over TCP only, not with --unix");
 /** Over TLS: the connections (and requests) of the load that is subtracted (see below). */
 const HANDSHAKES = 50;
@@ -111,12 +115,17 @@ async function measure(entry, dir, loads) {
     const loadOf = (n) =>
       tls12
         ? run(process.execPath, [join(ROOT, "bench/h1-tls-load.mjs"), url, String(n), "50", "TLSv1.2"])
-        : run("h2load", [...protocol, "-n", String(n), "-c", "50", ...data, url]);
+        : http10
+          ? run("ab", ["-k", "-q", "-c", "50", "-n", String(n), url])
+          : run("h2load", [...protocol, "-n", String(n), "-c", "50", ...data, url]);
     loadOf(5000);
     for (const n of loads) {
       run("callgrind_control", ["-z", String(child.pid)]);
       const load = loadOf(n);
-      if (!new RegExp(`${n} succeeded`).test(load)) throw new Error(`${entry.name}: not every request succeeded`);
+      const ok = http10
+        ? new RegExp(`Complete requests:\\s+${n}\\n`).test(load) && /Failed requests:\s+0\n/.test(load)
+        : new RegExp(`${n} succeeded`).test(load);
+      if (!ok) throw new Error(`${entry.name}: not every request succeeded`);
       run("callgrind_control", ["-d", String(child.pid)]);
     }
   } finally {
@@ -183,7 +192,11 @@ try {
   const load = tls ? `HTTPS/1.1, ${requests} requests less ${HANDSHAKES} on new connections` : `${requests} requests`;
   const what = bodyBytes > 0 ? `POST ${path} with ${bodyBytes} bytes` : `GET ${path}`;
   const over = unix ? ", over a Unix socket" : "";
-  const client = tls12 ? "bench/h1-tls-load.mjs (TLS 1.2), 50 connections" : `h2load ${protocol.join(" ")} -c50`;
+  const client = tls12
+    ? "bench/h1-tls-load.mjs (TLS 1.2), 50 connections"
+    : http10
+      ? "ab -k -c50 (HTTP/1.0, keep-alive)"
+      : `h2load ${protocol.join(" ")} -c50`;
   console.log(`Instructions per request (callgrind, ${what}${over}, ${load}, ${client})\n`);
   console.log(`| object | ${results.map((r) => r.name).join(" | ")} |`);
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`);

@@ -7,8 +7,9 @@
 //
 // Targets: `http1` mutated HTTP/1.1 requests; `h1-fast` pipelined runs of the plain requests the
 // fast HTTP/1.1 path takes (src/fast_h1.rs: GET, HEAD, a method with a body of declared length,
-// now and then at or over the 64 KiB the path reads or declared longer than sent; any header
-// names, cases and values), now and then one of them mutated, so that a connection goes from the
+// now and then at or over the 64 KiB the path reads or declared longer than sent; a quarter in
+// HTTP/1.0, with keep-alive or without; any header names, cases and values; now and then a
+// streamed answer), now and then one of them mutated, so that a connection goes from the
 // fast path to hyper's at any point; `h1-fast-tls` the same over TLS 1.3 or 1.2 (ALPN
 // http/1.1), where the fast path reads on while a request is out; `h2c` the HTTP/2 preface then mutated frames on the
 // plain port; `tls` random bytes and mutated ClientHello records on the TLS port of a second
@@ -496,15 +497,19 @@ function makeCase() {
 function makeFastCase() {
   const names = ["Accept", "X-A", "x-a", "Connection", "connection", "User-Agent", "Cookie", "X-Long", "accept"];
   const values = ["", "x", "keep-alive", "close", "a, b", "0", "1", "\t v \t", "caf\xe9", "x".repeat(200), "example.test:8080", "[::1]", "u@h"];
-  const targets = ["/", "/a?b=c", "/a/../b", "/%2e/x", "/a'b", "/?", "//x", "/" + "p".repeat(300)];
+  const targets = ["/", "/a?b=c", "/a/../b", "/%2e/x", "/a'b", "/?", "//x", "/" + "p".repeat(300), "/slow", "/stream?mib=0.125"];
   const parts = [];
   const n = 1 + int(6);
   let how = `${n}`;
   for (let i = 0; i < n; i++) {
     const method = pick(["GET", "GET", "HEAD", "POST", "DELETE", "PURGE"]);
-    let head = `${method} ${pick(targets)} HTTP/1.1\r\n`;
-    // Usually the one Host the path needs; sometimes none or two.
-    const hosts = rand() < 0.9 ? 1 : int(3);
+    // A quarter HTTP/1.0 (no Host needed; a streamed answer close-delimited), most of them
+    // asking to keep the connection.
+    const http10 = rand() < 0.25;
+    let head = `${method} ${pick(targets)} HTTP/1.${http10 ? 0 : 1}\r\n`;
+    if (http10 && rand() < 0.7) head += `Connection: ${pick(["keep-alive", "Keep-Alive", "x, keep-alive"])}\r\n`;
+    // Usually the one Host the path needs (1.1); sometimes none or two.
+    const hosts = rand() < (http10 ? 0.5 : 0.9) ? 1 : int(3);
     for (let h = 0; h < hosts; h++) head += `Host: ${pick(["x", "Example.TEST", "h:80", ""])}\r\n`;
     let body = "";
     if (method !== "GET" && method !== "HEAD" && rand() < 0.9) {

@@ -2,12 +2,14 @@
 //!
 //! An HTTP/1.1 connection starts here (`connection::serve`), over plain TCP or over TLS
 //! (ALPN `http/1.1` or none; issue 14). Each complete head in the read buffer is parsed in
-//! place (httparse, as hyper parses it); a simple one (HTTP/1.1, one `Host`, an origin-form
-//! target of plain bytes, no `Transfer-Encoding`, `Upgrade` or `Expect`, and no body or one
-//! `Content-Length` up to `PRECOLLECT_LIMIT`) goes to JS as hyper's would
-//! (`connection::hand_over`: the same event, counts, 503 and deadline, the TLS session's
-//! client certificate, an `https://` URL over TLS), and its answer is encoded here, byte for
-//! byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`). Its body is
+//! place (httparse, as hyper parses it); a simple one (HTTP/1.1 with one `Host` or HTTP/1.0
+//! with at most one, an origin-form target of plain bytes, no `Transfer-Encoding`, `Upgrade`
+//! or `Expect`, a `Connection` of visible ASCII, and no body or one `Content-Length` up to
+//! `PRECOLLECT_LIMIT`) goes to JS as hyper's would (`connection::hand_over`: the same event,
+//! counts, 503 and deadline, the TLS session's client certificate, an `https://` URL over
+//! TLS), and its answer is encoded here, byte for byte as hyper encodes it (the differential
+//! test, `test/fast-h1.test.mjs`); to HTTP/1.0 in 1.0, with `connection: keep-alive` when the
+//! connection persists (only when asked for) and a streamed body close-delimited. Its body is
 //! read here first, from the bytes read with the head, then the socket, and JS gets it whole
 //! (`RequestBody::Full`), as `connection::handle` collects one from hyper: the same 413 over
 //! `maxBodySize`, 408 when the listener's timeout passes mid-body, 400 when the stream ends
@@ -89,8 +91,8 @@ enum Step {
     Reading,
     /// A request's body is being read (`FastH1::body`) before JS gets the request.
     Body,
-    /// A request is with JS (or answered without it).
-    Waiting { answer: Answer, head: bool, keep_alive: bool },
+    /// A request is with JS (or answered without it); `http10`: it came as HTTP/1.0.
+    Waiting { answer: Answer, head: bool, keep_alive: bool, http10: bool },
     /// The answer is being written: `out`, then the streamed body's chunks, if any.
     Writing { stream: Option<ResponseBody>, last: bool },
 }
@@ -103,6 +105,7 @@ struct BodyRead {
     text: HeadText,
     is_head: bool,
     keep_alive: bool,
+    http10: bool,
     /// Holds the request among the connection's in flight while its body comes, as hyper's
     /// path does from the head on (no `headerTimeout` meanwhile).
     count: InFlightCount,
@@ -218,16 +221,16 @@ impl FastH1 {
         } else {
             return self.wait_for_body(head, started, count);
         };
-        let Head { method, is_head, keep_alive, text, .. } = head;
+        let Head { method, is_head, keep_alive, http10, text, .. } = head;
         let handover = Handover { started, method, text, websocket: None, body, http2: false };
         let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
-        self.step = Step::Waiting { answer, head: is_head, keep_alive };
+        self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
     }
 
     /// A request whose body is over `maxBodySize` (413) or still coming (`Step::Body`).
     #[inline(never)]
     fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
-        let Head { method, is_head, keep_alive, text, length, .. } = head;
+        let Head { method, is_head, keep_alive, http10, text, length, .. } = head;
         let length = length as usize;
         if length as u64 > self.shared.config.max_body_size {
             tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
@@ -239,7 +242,7 @@ impl FastH1 {
                 self.buf.advance(length);
             }
             let answer = Answer::Now(Some((Box::new(crate::response::status_only(413)), count)));
-            self.step = Step::Waiting { answer, head: is_head, keep_alive: keep_alive && drained };
+            self.step = Step::Waiting { answer, head: is_head, keep_alive: keep_alive && drained, http10 };
             return;
         }
         let reserve = if self.buf.is_empty() { length.min(BODY_FIRST_RESERVE) } else { length };
@@ -247,7 +250,7 @@ impl FastH1 {
         body.extend_from_slice(&self.buf);
         self.buf.clear();
         let limit = crate::deadline::Limit::new(started, self.shared.config.request_timeout);
-        let read = BodyRead { started, method, text, is_head, keep_alive, count, body, length, limit };
+        let read = BodyRead { started, method, text, is_head, keep_alive, http10, count, body, length, limit };
         self.body = Some(Box::new(read));
         self.step = Step::Body;
     }
@@ -285,7 +288,7 @@ impl FastH1 {
             }
         };
         let Some(read) = self.body.take() else { return Poll::Ready(Ok(())) };
-        let BodyRead { started, method, text, is_head, keep_alive, count, body, .. } = *read;
+        let BodyRead { started, method, text, is_head, keep_alive, http10, count, body, .. } = *read;
         let answer = match ended {
             None => {
                 let body = RequestBody::Full(body.freeze());
@@ -296,14 +299,15 @@ impl FastH1 {
             // written.
             Some(reply) => Answer::Now(Some((Box::new(reply), count))),
         };
-        self.step = Step::Waiting { answer, head: is_head, keep_alive };
+        self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
         Poll::Ready(Ok(()))
     }
 
     /// Encodes the answer's head (and a full body) into `out`, as hyper 1.x's server role
-    /// does (`proto::h1::role::Server::encode` with its connection's keep-alive), and moves
-    /// to writing it.
-    fn respond(&mut self, given: Given, head_req: bool, keep_alive: bool) {
+    /// does (`proto::h1::role::Server::encode` with its connection's keep-alive, after
+    /// `Conn::enforce_version`, which answers an HTTP/1.0 request in 1.0), and moves to
+    /// writing it.
+    fn respond(&mut self, given: Given, head_req: bool, keep_alive: bool, http10: bool) {
         // A reply given without a header list (most) is encoded from its status and
         // content-type code as `response::plain`'s map would be (its one field first): no
         // header map is filled here to be read back at once.
@@ -324,10 +328,10 @@ impl FastH1 {
         };
         let out = &mut self.out.head;
         out.clear();
-        if status == StatusCode::OK {
+        if status == StatusCode::OK && !http10 {
             out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         } else {
-            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
             out.extend_from_slice(status.as_str().as_bytes());
             out.push(b' ');
             out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
@@ -365,15 +369,22 @@ impl FastH1 {
                 http::header::CONNECTION => {
                     saw_connection = true;
                     out.extend_from_slice(b"connection: ");
-                    let mut any_close = false;
+                    let (mut any_close, mut any_keep_alive) = (false, false);
                     for (i, v) in values.enumerate() {
                         if i > 0 {
                             out.extend_from_slice(b", ");
                         }
                         out.extend_from_slice(v.as_bytes());
-                        any_close |= has_close(v.as_bytes());
+                        any_close |= has_token(v.as_bytes(), b"close");
+                        any_keep_alive |= has_token(v.as_bytes(), b"keep-alive");
                     }
-                    if !keep_alive && !any_close {
+                    // hyper says what it does with the connection where the version's default
+                    // differs: `keep-alive` to HTTP/1.0 (even beside a `close`), `close` to 1.1.
+                    if http10 {
+                        if keep_alive && !any_keep_alive {
+                            out.extend_from_slice(b", keep-alive");
+                        }
+                    } else if !keep_alive && !any_close {
                         out.extend_from_slice(b", close");
                     }
                     last |= any_close;
@@ -400,18 +411,28 @@ impl FastH1 {
                 }
             }
         }
-        // hyper adds it last (a new entry of the map), when its keep-alive is off.
-        if !keep_alive && !saw_connection {
-            out.extend_from_slice(b"connection: close\r\n");
+        // hyper adds it last (a new entry of the map).
+        if !saw_connection {
+            if http10 && keep_alive {
+                out.extend_from_slice(b"connection: keep-alive\r\n");
+            } else if !http10 && !keep_alive {
+                out.extend_from_slice(b"connection: close\r\n");
+            }
         }
         let mut chunked = false;
+        let mut close_delimited = false;
         if !wrote_len {
             match length {
+                Some(None) if bodyless => {}
+                Some(None) if http10 => {
+                    // RFC 9112 6.3: no chunked coding to a 1.0 client; the body ends with the
+                    // connection, whatever the head said of it (as hyper).
+                    close_delimited = true;
+                    last = true;
+                }
                 Some(None) => {
-                    if !bodyless {
-                        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                        chunked = true;
-                    }
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    chunked = true;
                 }
                 None | Some(Some(0)) => {
                     if !no_length && !head_req {
@@ -438,6 +459,7 @@ impl FastH1 {
             crate::response::keep_map(map);
         }
         self.out.at = 0;
+        self.out.close_delimited = close_delimited;
         let stream = match body {
             ResponseBody::Full(Some(b)) if !bodyless => {
                 self.out.body = b;
@@ -445,7 +467,7 @@ impl FastH1 {
             }
             // As hyper, a streamed body is polled only where it is sent; else it is dropped
             // (JS is told its stream was cut off).
-            b @ ResponseBody::Stream(_) if chunked => Some(b),
+            b @ ResponseBody::Stream(_) if chunked || close_delimited => Some(b),
             _ => None,
         };
         self.step = Step::Writing { stream, last };
@@ -472,9 +494,15 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a `Connection` value names `close` among its options.
-fn has_close(value: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+/// Whether a `Connection` value names `token` among its options.
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether a field value is all visible ASCII, spaces and tabs (`HeaderValue::to_str`): hyper
+/// finds no option in a `Connection` value that is not.
+fn visible(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 impl Future for FastH1 {
@@ -496,6 +524,7 @@ impl Future for FastH1 {
                                 continue;
                             }
                             Parsed::Hyper => {
+                                tracing::debug!(remote = %this.remote, "a head the fast path does not take: hyper takes the connection on");
                                 this.handed_over = true;
                                 return Poll::Ready(Ok(()));
                             }
@@ -514,10 +543,10 @@ impl Future for FastH1 {
                     }
                 }
                 Step::Body => ready!(this.poll_body(cx))?,
-                Step::Waiting { answer, head, keep_alive } => {
+                Step::Waiting { answer, head, keep_alive, http10 } => {
                     let Poll::Ready(given) = answer.poll_given(cx) else { return this.read_out(cx) };
-                    let (head, keep_alive) = (*head, *keep_alive && !this.draining);
-                    this.respond(given, head, keep_alive);
+                    let (head, keep_alive, http10) = (*head, *keep_alive && !this.draining, *http10);
+                    this.respond(given, head, keep_alive, http10);
                 }
                 Step::Writing { stream, last } => {
                     if this.out.poll_write(&mut this.io, cx)?.is_pending() {
@@ -540,7 +569,9 @@ impl Future for FastH1 {
                             None => {
                                 *stream = None;
                                 this.out.head.clear();
-                                this.out.head.extend_from_slice(b"0\r\n\r\n");
+                                if !this.out.close_delimited {
+                                    this.out.head.extend_from_slice(b"0\r\n\r\n");
+                                }
                                 this.out.at = 0;
                             }
                         }
@@ -563,6 +594,8 @@ struct Out {
     at: usize,
     body: Bytes,
     tail: &'static [u8],
+    /// The streamed body goes out as it is, ended by the connection's end (HTTP/1.0).
+    close_delimited: bool,
 }
 
 impl Out {
@@ -570,9 +603,13 @@ impl Out {
     fn chunk(&mut self, data: Bytes) {
         use std::io::Write;
         self.head.clear();
-        let _ = write!(self.head, "{:X}\r\n", data.len());
         self.at = 0;
         self.body = data;
+        if self.close_delimited {
+            self.tail = b"";
+            return;
+        }
+        let _ = write!(self.head, "{:X}\r\n", self.body.len());
         self.tail = b"\r\n";
     }
 
@@ -613,6 +650,8 @@ struct Head {
     method: http::Method,
     is_head: bool,
     keep_alive: bool,
+    /// HTTP/1.0: answered in 1.0, a streamed body close-delimited.
+    http10: bool,
     text: HeadText,
     /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none).
     length: u64,
@@ -674,7 +713,9 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
         Ok(httparse::Status::Partial) if buf.len() <= max_header_size => return Parsed::Partial,
         _ => return Parsed::Hyper,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else { return Parsed::Hyper };
+    // httparse takes HTTP/1.0 and 1.1 only.
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else { return Parsed::Hyper };
+    let http10 = version == 0;
     if len > max_header_size || target.len() > MAX_URI_LEN || !target.starts_with('/') {
         return Parsed::Hyper;
     }
@@ -691,7 +732,7 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     let mut host: Option<&[u8]> = None;
     let mut hosts = 0;
     let mut lengths = 0;
-    let mut keep_alive = true;
+    let (mut close, mut asked_keep_alive) = (false, false);
     let mut field_bytes = 0;
     for h in req.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
@@ -703,7 +744,15 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
             }
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
-            10 if name.eq_ignore_ascii_case(b"connection") => keep_alive &= !has_close(value),
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                // hyper finds no option in a value with other bytes (`HeaderValue::to_str`);
+                // such a head is left to it.
+                if !visible(value) {
+                    return Parsed::Hyper;
+                }
+                close |= has_token(value, b"close");
+                asked_keep_alive |= http10 && has_token(value, b"keep-alive");
+            }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 let Some(n) = declared_length(value) else { return Parsed::Hyper };
                 length = n;
@@ -713,11 +762,14 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
             _ => {}
         }
     }
-    // RFC 9112 3.2: exactly one Host; `maxHeaderSize` for the fields (431 from hyper's
-    // path); a method other than GET and HEAD only with an explicit length; a body that
-    // JS gets whole (a larger one is read past hyper, direct.rs, or streamed).
+    // RFC 9112 3.2: exactly one Host in 1.1, none or one in 1.0 (its URL is then made from
+    // the bound address, as hyper's path makes it; more than one is hyper's); `maxHeaderSize`
+    // for the fields (431 from hyper's path); a method other than GET and HEAD only with an
+    // explicit length; a body that JS gets whole (a larger one is read past hyper, direct.rs,
+    // or streamed).
     let fields = req.headers.len();
-    if hosts != 1
+    if hosts > 1
+        || (hosts == 0 && !http10)
         || lengths > 1
         || (!without_length && lengths == 0)
         || length > PRECOLLECT_LIMIT
@@ -737,7 +789,10 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     }
     let url_len = bytes.len();
     write_fields(req.headers, &mut bytes);
-    Parsed::Take(Head { len, method, is_head, keep_alive, text: HeadText { bytes, url_len }, length })
+    // RFC 9112 9.3: a 1.1 connection persists unless `close`; a 1.0 one only with `keep-alive`
+    // (RFC 7230 A.1.2) and without `close` (hyper's parse).
+    let keep_alive = !close && (!http10 || asked_keep_alive);
+    Parsed::Take(Head { len, method, is_head, keep_alive, http10, text: HeadText { bytes, url_len }, length })
 }
 
 /// A `Content-Length` value the fast path takes: plain digits (RFC 9110 8.6), no leading
@@ -928,7 +983,9 @@ mod tests {
 
     #[test]
     fn close_is_found_among_options() {
-        assert!(has_close(b"keep-alive, Close"));
-        assert!(!has_close(b"closed"));
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+        assert!(has_token(b"foo ,\tKeep-Alive", b"keep-alive"));
+        assert!(visible(b"a\tb ~") && !visible(b"close, \xff") && !visible(b"a\x7f"));
     }
 }

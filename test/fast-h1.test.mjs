@@ -1,6 +1,7 @@
 // The fast HTTP/1.1 path (src/fast_h1.rs) against hyper's: a corpus of request bytes (good
 // and bad heads, pipelined, split across reads, HEAD, 204/304, streamed answers, Connection:
-// close, HTTP/1.0, bad Host, request bodies of declared length read on the fast path (split
+// close, HTTP/1.0 (with and without keep-alive, pipelined, streamed answers close-delimited,
+// bodies, what stays hyper's), bad Host, request bodies of declared length read on the fast path (split
 // from their heads, a byte a write, pipelined behind GETs and before them, at and over the
 // limits, cut short) and bodies that go to hyper after fast requests on the same
 // connection) is sent over raw sockets to a server with the fast path and to one started with
@@ -12,6 +13,7 @@
 //
 // Run with: node --test test/fast-h1.test.mjs
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import net from "node:net";
 import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
@@ -120,6 +122,14 @@ const post = (path, body, more = "") =>
 /** A body of `n` bytes that shows where a byte went missing. */
 const filler = (n) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + (i % 26))).join("");
 
+/** `Connection: keep-alive`, which an HTTP/1.0 request needs to keep its connection. */
+const KA = "Connection: keep-alive\r\n";
+/** An HTTP/1.0 GET (no Host unless in `more`), HEAD and POST. */
+const get10 = (path, more = "") => `GET ${path} HTTP/1.0\r\n${more}\r\n`;
+const head10 = (path, more = "") => `HEAD ${path} HTTP/1.0\r\n${more}\r\n`;
+const post10 = (path, body, more = "") =>
+  `POST ${path} HTTP/1.0\r\nContent-Length: ${Buffer.byteLength(body, "latin1")}\r\n${more}\r\n${body}`;
+
 /** Name -> the request bytes. */
 const CORPUS = {
   "plain GET": get("/"),
@@ -199,6 +209,45 @@ const CORPUS = {
   "HTTP/1.0": "GET / HTTP/1.0\r\n\r\n",
   "HTTP/1.0 keep-alive, then 1.1": "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get("/b"),
   "HTTP/1.1 then HTTP/1.0": get("/a") + "GET /b HTTP/1.0\r\nHost: x\r\n\r\n",
+  "HTTP/1.0 with a Host": get10("/a", "Host: example.test:8080\r\n"),
+  "HTTP/1.0 with an empty Host": get10("/a", "Host:\r\n"),
+  "HTTP/1.0 with two Hosts": get10("/a", "Host: a\r\nHost: b\r\n"),
+  "HTTP/1.0 without keep-alive, pipelined": get10("/a") + get10("/never"),
+  "HTTP/1.0 keep-alive, pipelined":
+    get10("/a", KA) + get10("/slow", KA) + get10("/b", KA) + get10("/c") + get10("/never"),
+  "HTTP/1.0 as ApacheBench sends it":
+    "GET /ab HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: x\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n".repeat(
+      3,
+    ),
+  "HTTP/1.0 keep-alive and close in one value": get10("/a", "Connection: keep-alive, close\r\n") + get10("/never"),
+  "HTTP/1.0 keep-alive in a second Connection":
+    get10("/a", "Connection: foo\r\nConnection: Keep-Alive\r\n") + get10("/b"),
+  "HTTP/1.0 close, then keep-alive": get10("/a", "Connection: close\r\nConnection: keep-alive\r\n") + get10("/never"),
+  "HTTP/1.0 keep-alive-ish tokens": get10("/a", "Connection: keep-alives, alive\r\n") + get10("/never"),
+  "HTTP/1.0 keep-alive, then 1.1, then 1.0": get10("/a", KA) + get("/b") + get10("/c") + get("/never"),
+  "HTTP/1.0 text, 404 and 599": get10("/text", KA) + get10("/404", KA) + get10("/599"),
+  "HTTP/1.0 headers and a Date set by JS": get10("/headers", KA) + get10("/date"),
+  "HTTP/1.0 204 and 304": get10("/204", KA) + get10("/304", KA) + get10("/204"),
+  "HTTP/1.0 HEAD of a full body": head10("/text", KA) + head10("/head-length", KA) + head10("/text"),
+  "HTTP/1.0 HEAD of a stream": head10("/stream", KA) + get10("/b"),
+  "HTTP/1.0 streamed answer": get10("/stream"),
+  "HTTP/1.0 streamed answer, keep-alive asked": get10("/stream-slow", KA) + get10("/never"),
+  "HTTP/1.0 streamed answer after a kept one": get10("/a", KA) + get10("/stream", KA) + get10("/never"),
+  "HTTP/1.0 POST with a body, keep-alive": post10("/echo", "hello", KA) + post10("/echo", "") + get10("/never"),
+  "HTTP/1.0 POST with a body, no keep-alive": post10("/echo", "bye") + get10("/never"),
+  "HTTP/1.0 a body of 64 KiB and one byte": post10("/echo", filler(64 * 1024 + 1), KA) + get10("/after"),
+  "HTTP/1.0 a body read by no one": post10("/text", "unread", KA) + get10("/after"),
+  "HTTP/1.0 a body cut short, then the end": post10("/echo", "0123456789", KA).slice(0, -4),
+  "HTTP/1.0 POST without a length": "POST /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\nabc",
+  "HTTP/1.0 Transfer-Encoding": "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+  "HTTP/1.0 Expect": "POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+  "HTTP/1.0 Upgrade": get10("/", "Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+  "HTTP/1.0 absolute-form target": "GET http://example.test/abs HTTP/1.0\r\n\r\n",
+  "HTTP/1.0 a target the URL parser encodes": get10('/a"b{c}'),
+  "HTTP/1.0 lowercase version": "GET / http/1.0\r\n\r\n",
+  "HTTP/1.0 fields over maxHeaderSize": get10("/", `X-Big: ${"b".repeat(17 * 1024)}\r\n`),
+  "a Connection value with a byte past ASCII": get("/a", "Connection: close, \xff\r\n") + get("/b"),
+  "HTTP/1.0 Connection value with a byte past ASCII": get10("/a", "Connection: keep-alive, \xff\r\n") + get10("/b"),
   "HTTP/2.0 request line": "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
   "HTTP/1.2": "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
   "bare LF": "GET / HTTP/1.1\nHost: x\n\n",
@@ -222,6 +271,7 @@ const END = new Set([
   "HTTP/1.1 then HTTP/1.0",
   "a body cut short, then the end",
   "a fast POST, then a body cut short",
+  "HTTP/1.0 a body cut short, then the end",
 ]);
 
 /** Whether the corpus entry is sent again one byte a write. */
@@ -244,6 +294,9 @@ const SPLIT = new Set([
   "pipelined POSTs behind GETs",
   "a body of 64 KiB, then one over",
   "a fast POST, then a body cut short",
+  "HTTP/1.0 keep-alive, pipelined",
+  "HTTP/1.0 streamed answer, keep-alive asked",
+  "HTTP/1.0 POST with a body, keep-alive",
 ]);
 
 async function both(parts, opts) {
@@ -293,6 +346,22 @@ describe("the fast HTTP/1.1 path answers as hyper does", () => {
     const [a, b] = await both(parts, { gapMs: 20 });
     assert.match(b.text, /\n10:0123456789/);
     assert.deepEqual(a, b);
+  });
+
+  test("a head hyper refuses after a kept HTTP/1.0 request: its 400 in 1.1 (hyper's path: in 1.0)", async () => {
+    // hyper answers a head it cannot parse in the version of the connection's last request;
+    // the connection it takes on from the fast path has had none. Both close after the 400.
+    for (const bad of ["POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "GARBAGE\r\n\r\n"]) {
+      const [a, b] = await both([get10("/a", KA) + bad]);
+      const at = b.text.indexOf("HTTP/1.0 400 Bad Request\r\n");
+      assert.ok(at > 0, b.text);
+      assert.equal(a.text.slice(0, at), b.text.slice(0, at));
+      assert.equal(
+        a.text.slice(at),
+        b.text.slice(at).replace("HTTP/1.0 400 Bad Request\r\n", "HTTP/1.1 400 Bad Request\r\nconnection: close\r\n"),
+      );
+      assert.ok(a.closed && b.closed);
+    }
   });
 
   test("a half-close after a request still gets its answer", async () => {
@@ -420,31 +489,78 @@ describe("answers made without JS, and shutdown, on both paths", () => {
     });
   });
 
-  test("a graceful close while a request waits: its answer says connection: close", async () => {
-    let release;
-    const held = new Promise((r) => (release = r));
-    const waiting = [];
-    const wait = (event) => {
-      if (new URL(event.request.url).pathname !== "/held") return listener(event);
-      waiting.push(1);
-      event.respondWith(held.then(() => new Response("late")));
+  test("HTTP/1.0: the listener's timeout, 413, 408 and a handler's failure answer in 1.0", async () => {
+    const handler = (event) => {
+      const path = new URL(event.request.url).pathname;
+      if (path === "/never") event.respondWith(new Promise(() => {}));
+      else if (path === "/fail") event.respondWith(Promise.reject(new Error("expected by the test")));
+      else listener(event);
     };
-    const servers = await pair({}, wait);
-    try {
-      const runs = servers.map((s) => exchange(s.port, [get("/a") + get("/held") + get("/next")], { idleMs: 1000 }));
-      while (waiting.length < 2) await sleep(5);
-      const closing = servers.map((s) => s.close());
-      await sleep(50);
-      release();
-      const [a, b] = (await Promise.all(runs)).map(masked);
-      await Promise.all(closing);
-      assert.match(b.text, /late$/);
-      assert.ok(b.closed);
-      assert.deepEqual(a, b);
-    } finally {
-      for (const s of servers) await s.close({ force: true }).catch(() => {});
-    }
+    await withPair({ timeout: 200, maxBodySize: 10 }, handler, async (servers) => {
+      for (const [bytes, expected] of [
+        [
+          get10("/a", KA) + get10("/never", KA) + get10("/after"),
+          /HTTP\/1\.0 503 Service Unavailable\r\nconnection: close, keep-alive\r\n/,
+        ],
+        [get10("/never"), /^HTTP\/1\.0 503 Service Unavailable\r\nconnection: close\r\n/],
+        [
+          post10("/echo", "0123456789a", KA) + get10("/after"),
+          /^HTTP\/1\.0 413 Payload Too Large\r\nconnection: keep-alive\r\n/,
+        ],
+        [post10("/echo", filler(20), KA).slice(0, -15), /^HTTP\/1\.0 413 Payload Too Large\r\ncontent-length: 0\r\n/],
+        [
+          get10("/a", KA) + post10("/echo", "0123456789", KA).slice(0, -6),
+          /HTTP\/1\.0 408 Request Timeout\r\nconnection: close, keep-alive\r\n/,
+        ],
+        [get10("/fail", KA) + get10("/after"), /^HTTP\/1\.0 500 Internal Server Error\r\nconnection: keep-alive\r\n/],
+      ]) {
+        const [a, b] = await toBoth(servers, bytes, { idleMs: 600 });
+        assert.match(b.text, expected);
+        assert.deepEqual(a, b);
+      }
+    });
   });
+
+  // HTTP/1.0 with keep-alive: the held answer says nothing of the connection (hyper's keep-alive
+  // is off by then, and 1.0's default is to close).
+  for (const [label, bytes, expected] of [
+    [
+      "its answer says connection: close",
+      get("/a") + get("/held") + get("/next"),
+      /\r\nconnection: close\r\n[^]*late$/,
+    ],
+    [
+      "an HTTP/1.0 answer says no keep-alive",
+      get10("/a", KA) + get10("/held", KA) + get10("/next", KA),
+      /\r\n\r\n\{[^]*\}HTTP\/1\.0 200 OK\r\ncontent-type: [^\r]*\r\ncontent-length: 4\r\ndate: [^\r]*\r\n\r\nlate$/,
+    ],
+  ]) {
+    test(`a graceful close while a request waits: ${label}`, async () => {
+      let release;
+      const held = new Promise((r) => (release = r));
+      const waiting = [];
+      const wait = (event) => {
+        if (new URL(event.request.url).pathname !== "/held") return listener(event);
+        waiting.push(1);
+        event.respondWith(held.then(() => new Response("late")));
+      };
+      const servers = await pair({}, wait);
+      try {
+        const runs = servers.map((s) => exchange(s.port, [bytes], { idleMs: 1000 }));
+        while (waiting.length < 2) await sleep(5);
+        const closing = servers.map((s) => s.close());
+        await sleep(50);
+        release();
+        const [a, b] = (await Promise.all(runs)).map(masked);
+        await Promise.all(closing);
+        assert.match(b.text, expected);
+        assert.ok(b.closed);
+        assert.deepEqual(a, b);
+      } finally {
+        for (const s of servers) await s.close({ force: true }).catch(() => {});
+      }
+    });
+  }
 });
 
 /** The exchange over TLS with both servers at once. */
@@ -572,4 +688,94 @@ describe("over TLS, a client that leaves while its request is out", () => {
     assert.equal(runs[1].aborted, "AbortError");
     assert.deepEqual(runs[0], runs[1]);
   });
+});
+
+describe("HTTP/1.0 requests are answered on the fast path", () => {
+  // In a child process with FETCH_RS_LOG=fetch_rs=debug, where the fast path logs each
+  // connection it hands to hyper: a marker on stderr before each exchange, so that a log line
+  // falls in the section of the exchange that caused it (it is written before hyper answers).
+  const url = (name) => JSON.stringify(new URL(name, import.meta.url).href);
+  const child = (secure) => `
+    import tls from "node:tls";
+    import { raw, sleep, start } from ${url("./helpers.mjs")};
+    import { A, CA } from ${url("./tls-helpers.mjs")};
+    import { Response } from ${url("../dist/index.js")};
+    const enc = new TextEncoder();
+    const { server } = await start((event) => {
+      const req = event.request;
+      const path = new URL(req.url).pathname;
+      if (path !== "/stream") return event.respondWith(req.text().then((b) => new Response(path + ":" + b)));
+      const body = new ReadableStream({
+        async start(c) {
+          c.enqueue(enc.encode("first "));
+          await sleep(20);
+          c.enqueue(enc.encode("second"));
+          c.close();
+        },
+      });
+      event.respondWith(new Response(body));
+    }, ${secure ? "{ tls: A }" : "{}"});
+    const dial = ${secure}
+      ? () => [tls.connect({ host: "127.0.0.1", port: server.port, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] }), "secureConnect"]
+      : undefined;
+    const out = {};
+    for (const [name, bytes] of Object.entries(JSON.parse(process.env.EXCHANGES))) {
+      process.stderr.write("--- " + name + "\\n");
+      out[name] = await raw(server.port, [bytes], { dial });
+    }
+    await server.close();
+    process.stdout.write(JSON.stringify(out));
+  `;
+  const EXCHANGES = {
+    "keep-alive, pipelined": get10("/a", KA) + post10("/b", "hi", KA) + get10("/c") + get10("/never"),
+    "no keep-alive": get10("/a", "Host: x\r\n") + get10("/never"),
+    "a streamed answer": get10("/stream", KA) + get10("/never"),
+    "chunked, hyper's": "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+  };
+  const HANDED = /hyper takes the connection on/;
+
+  for (const secure of [false, true]) {
+    test(secure ? "over TLS" : "over TCP", () => {
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", child(secure)], {
+        env: { ...process.env, FETCH_RS_LOG: "fetch_rs=debug", EXCHANGES: JSON.stringify(EXCHANGES) },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout);
+      const log = Object.fromEntries(
+        r.stderr
+          .split(/^--- /m)
+          .slice(1)
+          .map((s) => [s.slice(0, s.indexOf("\n")), s]),
+      );
+      for (const name of Object.keys(EXCHANGES).slice(0, 3)) assert.doesNotMatch(log[name], HANDED, name);
+      assert.match(log["chunked, hyper's"], HANDED);
+
+      const ka = out["keep-alive, pipelined"];
+      const answers = ka.text.split(/(?=HTTP\/1\.)/);
+      assert.deepEqual(
+        answers.map((t) => [t.slice(0, 9), /\r\nconnection: keep-alive\r\n/.test(t)]),
+        [
+          ["HTTP/1.0 ", true],
+          ["HTTP/1.0 ", true],
+          ["HTTP/1.0 ", false],
+        ],
+      );
+      assert.match(ka.text, /\r\n\r\n\/a:HTTP\/1\.0 .*\r\n\r\n\/b:hiHTTP\/1\.0 .*\r\n\r\n\/c:$/s);
+      assert.ok(ka.closed);
+
+      const one = out["no keep-alive"];
+      assert.match(
+        one.text,
+        /^HTTP\/1\.0 200 OK\r\ncontent-type: [^\r]*\r\ncontent-length: 3\r\ndate: [^\r]*\r\n\r\n\/a:$/,
+      );
+      assert.ok(one.closed);
+
+      // No chunked coding to a 1.0 client: the body ends with the connection.
+      const streamed = out["a streamed answer"];
+      assert.match(streamed.text, /^HTTP\/1\.0 200 OK\r\nconnection: keep-alive\r\ndate: [^\r]*\r\n\r\nfirst second$/);
+      assert.ok(streamed.closed);
+    });
+  }
 });
