@@ -1025,7 +1025,12 @@ impl Core {
             }
         }
         let status = if websocket::frames_when_queued(&s.shared.config, len, compress) {
-            s.shared.send_framed(data.as_ref(), text)
+            if self.js.write_here {
+                // The flush after this batch writes it from this thread (`send_batched`).
+                s.shared.send_batched(data.as_ref(), text, &mut self.js.published)
+            } else {
+                s.shared.send_framed(data.as_ref(), text)
+            }
         } else {
             s.shared.send(websocket::Out::Message { payload: into_bytes(data), text, compress }, len)
         };

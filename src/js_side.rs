@@ -174,10 +174,11 @@ pub struct JsSide {
     /// The network runs on this thread (`workerThreads: 0`): the flush writes to sockets
     /// itself instead of handing them to another thread.
     pub write_here: bool,
-    /// With `write_here`: the small frames published since the last flush, back to back.
-    /// A subscriber that gets a run of them and nothing else holds the run's place here
-    /// (`Sockets::publish`), and the flush writes it from here: the kernel reads one warm
-    /// buffer, not a cold one a subscriber. Cleared once the flush is over.
+    /// With `write_here`: the small frames published or sent since the last flush, back to
+    /// back. A socket that gets a run of them and nothing else holds the run's place here
+    /// (`Sockets::publish`, `SocketShared::send_batched`), and the flush writes it from
+    /// here: the kernel reads one warm buffer, not a cold one a socket. Cleared once the
+    /// flush is over.
     pub published: bytes::BytesMut,
 }
 

@@ -42,7 +42,7 @@ pub struct Publish<'a> {
 }
 
 /// The most bytes of frames the in-thread batch buffer (`JsSide::published`) takes
-/// between two flushes; later publishes are copied into each subscriber's queue. Keeps
+/// between two flushes; later publishes and sends are copied into each socket's queue. Keeps
 /// its offsets within the 21 bits a queue packs them in (`SendQueue::shared`).
 pub(crate) const PUBLISHED_MAX: usize = 1024 * 1024;
 

@@ -700,6 +700,14 @@ impl SocketShared {
     #[inline]
     pub fn queue_shared(&self, len: usize, batch: &[u8], start: usize, end: usize) -> Option<bool> {
         let idle = self.admit(len, false)?;
+        self.attach_shared(len, batch, start, end);
+        Some(idle)
+    }
+
+    /// `queue_shared`'s placement, once admitted: the frame at `start..end` of `batch`
+    /// becomes (or extends) the socket's run of it, or is copied in.
+    #[inline(always)]
+    fn attach_shared(&self, len: usize, batch: &[u8], start: usize, end: usize) {
         let mut q = self.send_queue();
         let run = q.shared;
         let alone = q.holds_none_of_its_own();
@@ -711,7 +719,6 @@ impl SocketShared {
         } else {
             q.copy_in(batch, start, end, len);
         }
-        Some(idle)
     }
 
     /// The checks and accounting of `queue`, before the message is queued.
@@ -1184,6 +1191,26 @@ impl SocketShared {
         let len = payload.len();
         let queued = self.queue_framed(len, header_len(len) + len, true, |b| put_frame(b, opcode, payload));
         send_status(queued, len)
+    }
+
+    /// `send_framed` in the in-thread mode: the frame is put at the end of the JS side's
+    /// batch buffer (`JsSide::published`, where publishes put theirs) and the socket takes
+    /// it as a run of that buffer (`queue_shared`), so the flush writes a batch's frames
+    /// from one buffer written front to back. Framed into the socket's own queue buffer
+    /// (which takes turns with the writer's spare one), each send wrote a line of a buffer
+    /// of the socket's own that the other sockets' sends had evicted since, and the
+    /// queue's unlock (a locked instruction) waited for that store. A frame that would
+    /// take the buffer past `PUBLISHED_MAX` is framed into the queue as `send_framed` does.
+    pub fn send_batched(&self, payload: &[u8], text: bool, batch: &mut BytesMut) -> i32 {
+        let len = payload.len();
+        if batch.len() + header_len(len) + len > crate::pubsub::PUBLISHED_MAX {
+            return self.send_framed(payload, text);
+        }
+        let Some(idle) = self.admit(len, true) else { return SEND_DROPPED };
+        let start = batch.len();
+        put_frame(batch, if text { OP_TEXT } else { OP_BINARY }, payload);
+        self.attach_shared(len, batch, start, batch.len());
+        send_status(Some(idle), len)
     }
 
     /// Queues a close frame (once); later sends are dropped.

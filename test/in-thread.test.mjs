@@ -412,3 +412,109 @@ test(
     }
   },
 );
+
+test(
+  "workerThreads: 0 sends of bursts to many sockets, mixed with large sends, publishes and sends from timers: each reply whole and in its place",
+  { skip: !linux, timeout: 60_000 },
+  async () => {
+    // A guard of the in-thread send (src/websocket.rs, `send_batched`): a batch's small
+    // frames, sends and publishes alike, go into one buffer of the batch, each socket
+    // holding a run of it that the flush writes or copies. Sockets whose sends alternate
+    // in a batch, a large send or a publish between two small ones, and sends outside a
+    // batch take each of the run's ways; a run with a wrong place would put bytes of one
+    // reply, or of another socket's, in the wrong stream.
+    const clientCount = 6;
+    const perClient = 300;
+    const server = serve({
+      ...inThread,
+      port: 0,
+      host: "127.0.0.1",
+      fetch(req, srv) {
+        if (srv.upgrade(req)) return;
+        return new Response("websocket only", { status: 426 });
+      },
+      websocket: {
+        open(ws) {
+          ws.subscribe("all");
+        },
+        message(ws, m) {
+          const [c, i] = String(m).split(":").map(Number);
+          ws.send(`a:${c}:${i}:${"x".repeat(i % 40)}`);
+          // The first half small replies only (runs that grow); the second half with large
+          // ones between, which can leave a socket full (runs copied).
+          if (i % 5 === 0 && i >= perClient / 2) ws.send(`B:${c}:${i}:${"y".repeat(3000)}`);
+          if (i % 13 === 0) ws.send(Buffer.from([c, i & 0xff, i >> 8, 0xff]));
+          ws.send(`b:${c}:${i}`);
+          if (i % 7 === 0) server.publish("all", `p:${c}:${i}`);
+          if (i % 11 === 0) setTimeout(() => ws.send(`t:${c}:${i}`), 0);
+        },
+      },
+    });
+    const own = (c) => {
+      const out = [];
+      for (let i = 0; i < perClient; i++) {
+        out.push(`a:${c}:${i}:${"x".repeat(i % 40)}`);
+        if (i % 5 === 0 && i >= perClient / 2) out.push(`B:${c}:${i}:${"y".repeat(3000)}`);
+        if (i % 13 === 0) out.push(`bin:${Buffer.from([c, i & 0xff, i >> 8, 0xff]).toString("hex")}`);
+        out.push(`b:${c}:${i}`);
+      }
+      return out;
+    };
+    const publishes = new Set();
+    for (let c = 0; c < clientCount; c++) for (let i = 0; i < perClient; i += 7) publishes.add(`p:${c}:${i}`);
+    const timed = (c) => Array.from({ length: Math.ceil(perClient / 11) }, (_, k) => `t:${c}:${k * 11}`);
+    const clients = [];
+    try {
+      for (let c = 0; c < clientCount; c++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`, { perMessageDeflate: false });
+        await once(ws, "open");
+        const got = [];
+        const total = own(c).length + publishes.size + timed(c).length;
+        let done;
+        const all = new Promise((resolve) => (done = resolve));
+        ws.on("message", (d, isBinary) => {
+          got.push(isBinary ? `bin:${Buffer.from(d).toString("hex")}` : String(d));
+          if (got.length === total) done();
+        });
+        clients.push({ ws, got, all, total });
+      }
+      // Every client's burst at once: a read brings several of a socket's messages, and a
+      // drain those of several sockets.
+      for (const [c, { ws }] of clients.entries()) for (let i = 0; i < perClient; i++) ws.send(`${c}:${i}`);
+      for (const [c, { got, all, total }] of clients.entries()) {
+        // A deadline, not a wait: a reply lost would leave the count short for good.
+        let timer;
+        const deadline = new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`client ${c}: ${got.length} of ${total} replies`)), 20_000);
+        });
+        await Promise.race([all, deadline]).finally(() => clearTimeout(timer));
+        // Anything more (a reply twice) comes with the last ones: a round trip later it is in.
+        clients[c].ws.ping();
+        await once(clients[c].ws, "pong");
+        assert.equal(got.length, total, `client ${c}: no reply twice or extra`);
+        // Its own replies in the order sent; the publishes in one order for every client;
+        // the timers' sends in theirs.
+        assert.deepEqual(
+          got.filter((s) => !s.startsWith("p:") && !s.startsWith("t:")),
+          own(c),
+          `client ${c}'s own replies`,
+        );
+        const pubs = got.filter((s) => s.startsWith("p:"));
+        assert.deepEqual(new Set(pubs), publishes, `client ${c}'s publishes`);
+        assert.deepEqual(
+          pubs,
+          clients[0].got.filter((s) => s.startsWith("p:")),
+          `client ${c}'s publish order`,
+        );
+        assert.deepEqual(
+          got.filter((s) => s.startsWith("t:")),
+          timed(c),
+          `client ${c}'s sends from timers`,
+        );
+      }
+    } finally {
+      for (const { ws } of clients) ws.close();
+      await server.close();
+    }
+  },
+);
