@@ -900,7 +900,8 @@ mod tests {
 
     /// A reply given without a header list is encoded from its status and content-type code
     /// (`Given::Plain`) into the same bytes as the response `response::plain` makes of it:
-    /// every code, with and without a body, for HEAD, 204 and 304, kept alive or closing.
+    /// every code, with and without a body, for HEAD, 204 and 304, kept alive or closing,
+    /// to HTTP/1.1 and HTTP/1.0 requests.
     #[tokio::test]
     async fn a_plain_reply_is_encoded_as_its_response() {
         use crate::wire::{CT_BYTES, CT_FORM, CT_JSON, CT_NONE, CT_TEXT};
@@ -915,9 +916,9 @@ mod tests {
         let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
         let mut conn = FastH1::new(io, cork, shared, remote, None);
         // The head as encoded, without its `Date` (the two encodings may fall in two seconds).
-        let mut encode = |given: Given, head: bool, keep_alive: bool| {
+        let mut encode = |given: Given, head: bool, keep_alive: bool, http10: bool| {
             conn.out.body = Bytes::new();
-            conn.respond(given, head, keep_alive);
+            conn.respond(given, head, keep_alive, http10);
             let text = String::from_utf8(conn.out.head.clone()).unwrap();
             let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
             (text.join("\r\n"), conn.out.body.clone())
@@ -933,16 +934,19 @@ mod tests {
                 let status = StatusCode::from_u16(status).unwrap();
                 for i in 0..3 {
                     for (head, keep_alive) in [(false, true), (false, false), (true, true), (true, false)] {
-                        let plain = Given::Plain { status, ct, body: body(i) };
-                        let full = Given::Full(crate::response::plain(status, ct, body(i)));
-                        let (a, b) = (encode(plain, head, keep_alive), encode(full, head, keep_alive));
-                        assert_eq!(a, b, "status {status}, content type {ct}, body {i}, head {head}");
-                        checked += 1;
+                        for http10 in [false, true] {
+                            let plain = Given::Plain { status, ct, body: body(i) };
+                            let full = Given::Full(crate::response::plain(status, ct, body(i)));
+                            let (a, b) =
+                                (encode(plain, head, keep_alive, http10), encode(full, head, keep_alive, http10));
+                            assert_eq!(a, b, "status {status}, content type {ct}, body {i}, head {head}, 1.0 {http10}");
+                            checked += 1;
+                        }
                     }
                 }
             }
         }
-        assert_eq!(checked, 5 * 6 * 3 * 4);
+        assert_eq!(checked, 5 * 6 * 3 * 4 * 2);
     }
 
     #[tokio::test]
