@@ -6,7 +6,7 @@
 // Run with: flock /tmp/bench.lock node bench/ab.mjs [servers] [rounds] [requests] [path] [--close]
 //   e.g.    flock /tmp/bench.lock node bench/ab.mjs fetch-rs,fetch-rs-base,node-http,bun,deno 3 300000 /text
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { clockTicksPerSecond, readCpuTicks } from "./lib/cpu.mjs";
 import { lookupServer as lookup, startServer, stopServer } from "./lib/servers.mjs";
 
 const args = process.argv.slice(2).filter((a) => a !== "--close");
@@ -16,14 +16,8 @@ const rounds = Number(args[1] ?? 3);
 const requests = Number(args[2] ?? 300000);
 const path = args[3] ?? "/text";
 const root = new URL("..", import.meta.url).pathname;
-// Clock ticks per second of /proc/PID/stat's utime and stime (USER_HZ).
-const tick = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
-
-/** The process's user and system ticks (fields 14 and 15). */
-function cpu(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
+const tick = clockTicksPerSecond();
+const cpu = (pid) => readCpuTicks(`/proc/${pid}/stat`);
 
 /** One ab run: its output (ab exits non-zero when a request fails). */
 const ab = (url, n) =>

@@ -342,9 +342,7 @@ impl FastH1 {
         let mut wrote_date = false;
         let mut saw_connection = false;
         if let Some(v) = crate::wire::content_type(ct) {
-            out.extend_from_slice(b"content-type: ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            line(out, b"content-type", v.as_bytes());
         }
         // A full reply's fields, in its map's order.
         let fields = map.iter().flat_map(|m| m.keys().map(move |name| (name, m)));
