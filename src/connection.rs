@@ -255,6 +255,9 @@ pub async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut fast = shared.fast_h1;
     let fast_tls = tls.clone();
+    // Requests carry the session only for its client certificate (`hand_over`): without one,
+    // hyper's path takes no count of the session's `Arc` a request either.
+    let tls = tls.filter(|s| s.client_certificate.is_some());
     let authorities = std::cell::RefCell::new(crate::target::AuthorityCache::default());
     let mut svc = service_fn(move |req| {
         // The round clock from the server's state (warm), not through the cork's doorbell.
