@@ -413,7 +413,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= headersFromPacked(this.#packedHeaders.slice(this.#headersAt)));
+    return (this.#headers ??= headersFromPacked(this.#packedHeaders, this.#headersAt));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body
