@@ -1,7 +1,7 @@
 // Request (https://fetch.spec.whatwg.org/#request-class). An incoming request is lazy:
 // method from a table, url and packed headers as they came with the request's record
-// (headers split on first read), body read natively on demand, signal created on first
-// access.
+// (headers looked up in place, split when iterated), body read natively on demand, signal
+// created on first access.
 import { BodyState, extractBody, isStreamSource, type BodyInitLike, type BodySource, type NativeBody } from "./body.js";
 import { cloneHeaders, Headers, headersFromPacked, type HeadersInitLike } from "./headers.js";
 import { TOKEN } from "./mime-type.js";
@@ -173,7 +173,7 @@ export class Request {
   #id = 0;
   #flags = 0;
   // The head text as it arrived: the URL, then from `#headersAt` the headers, packed (see
-  // `unpackHeaders`), cut off and split when first read.
+  // `unpackHeaders`); the Headers reads them in place (`headersFromPacked`).
   #packedHeaders = "";
   #headersAt = 0;
 
@@ -413,7 +413,7 @@ export class Request {
   // https://fetch.spec.whatwg.org/#dom-request-headers: an incoming request's are
   // immutable, as in a Service Worker's fetch event.
   get headers(): Headers {
-    return (this.#headers ??= headersFromPacked(this.#packedHeaders.slice(this.#headersAt)));
+    return (this.#headers ??= headersFromPacked(this.#packedHeaders, this.#headersAt));
   }
 
   // https://fetch.spec.whatwg.org/#dom-body-body

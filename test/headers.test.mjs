@@ -619,11 +619,14 @@ describe("the immutable guard", () => {
 });
 
 describe("packed headers (an incoming request's)", () => {
-  // As src/request.rs writes them: `name\nvalue` pairs joined by newlines, arrival order.
-  const packed = (list) => list.join("\n");
+  // As src/request.rs and src/fast_h1.rs write them after the URL: `name\nvalue` pairs
+  // joined by newlines, each name's values together (a HeaderMap's order).
+  const URL_TEXT = "http://example.test/p?q=1";
+  const packed = (list) => URL_TEXT + list.join("\n");
+  const fromList = (list) => headersFromPacked(packed(list), URL_TEXT.length);
 
   test("get and has combine repeated names, by lowercase name", () => {
-    const h = headersFromPacked(packed(["host", "x", "accept", "a", "x-empty", "", "accept", "b"]));
+    const h = fromList(["host", "x", "accept", "a", "accept", "b", "x-empty", ""]);
     assert.equal(h.get("Accept"), "a, b");
     assert.equal(h.get("x-empty"), "");
     assert.equal(h.has("HOST"), true);
@@ -631,8 +634,61 @@ describe("packed headers (an incoming request's)", () => {
     assert.equal(h.get("nope"), null);
   });
 
+  test("a value that reads as a name is not taken for one", () => {
+    // Looked up without splitting, a line is a name or a value by its place alone.
+    const h = fromList(["connection", "keep-alive", "keep-alive", "timeout=5", "x-a", "upgrade", "upgrade", "h2c"]);
+    assert.equal(h.get("keep-alive"), "timeout=5");
+    assert.equal(h.get("upgrade"), "h2c");
+    assert.equal(h.has("x-a"), true);
+    assert.equal(h.get("h2c"), null);
+    const values = fromList(["a", "b", "c", "a"]);
+    assert.equal(values.get("a"), "b");
+    assert.equal(values.get("b"), null);
+    assert.equal(values.get("c"), "a");
+    assert.equal(values.has("b"), false);
+  });
+
+  test("a name that is the start of another is not it", () => {
+    const h = fromList(["accept-encoding", "gzip", "accept", "*/*", "accept-language", "en"]);
+    assert.equal(h.get("accept"), "*/*");
+    assert.equal(h.get("accept-encoding"), "gzip");
+    assert.equal(h.get("accept-e"), null);
+    assert.equal(h.has("accept-languag"), false);
+  });
+
+  test("values keep their inner spaces, an empty value last is empty", () => {
+    const h = fromList(["user-agent", "a b  c\t(d)", "cookie", "x=1; y=2", "x-last", ""]);
+    assert.equal(h.get("user-agent"), "a b  c\t(d)");
+    assert.equal(h.get("cookie"), "x=1; y=2");
+    assert.equal(h.get("x-last"), "");
+    assert.equal(h.has("x-last"), true);
+  });
+
+  test("many lookups, and lookups after iteration, answer as the first ones", () => {
+    const list = ["host", "x", "accept", "a", "accept", "b", "x-one", "1"];
+    const h = fromList(list);
+    const first = ["accept", "host", "x-one", "nope"].map((n) => [h.get(n), h.has(n)]);
+    for (let i = 0; i < 10; i++)
+      assert.deepEqual(
+        ["accept", "host", "x-one", "nope"].map((n) => [h.get(n), h.has(n)]),
+        first,
+      );
+    assert.deepEqual(first, [
+      ["a, b", true],
+      ["x", true],
+      ["1", true],
+      [null, false],
+    ]);
+    const iterated = fromList(list);
+    assert.equal([...iterated].length, 3);
+    assert.deepEqual(
+      ["accept", "host", "x-one", "nope"].map((n) => [iterated.get(n), iterated.has(n)]),
+      first,
+    );
+  });
+
   test("iteration is sorted; set-cookie lines stay apart", () => {
-    const h = headersFromPacked(packed(["host", "x", "accept", "a", "set-cookie", "c=1", "set-cookie", "d=2"]));
+    const h = fromList(["host", "x", "accept", "a", "set-cookie", "c=1", "set-cookie", "d=2"]);
     assert.deepEqual(
       [...h],
       [
@@ -647,13 +703,13 @@ describe("packed headers (an incoming request's)", () => {
   });
 
   test("none at all", () => {
-    const h = headersFromPacked("");
+    const h = headersFromPacked(URL_TEXT, URL_TEXT.length);
     assert.deepEqual([...h], []);
     assert.equal(h.has("host"), false);
   });
 
   test("they are immutable, before and after being split", () => {
-    const h = headersFromPacked(packed(["a", "1"]));
+    const h = fromList(["a", "1"]);
     assert.throws(() => h.set("a", "2"), TypeError);
     assert.throws(() => h.append("b", "2"), TypeError);
     assert.throws(() => h.delete("a"), TypeError);
@@ -662,7 +718,7 @@ describe("packed headers (an incoming request's)", () => {
   });
 
   test("copying them gives mutable headers with the same entries", () => {
-    const copy = new Headers(headersFromPacked(packed(["a", "1", "b", "2"])));
+    const copy = new Headers(fromList(["a", "1", "b", "2"]));
     copy.set("a", "3");
     assert.deepEqual(
       [...copy],

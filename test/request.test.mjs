@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Request, Response } from "../dist/index.js";
-import { IDL, bothImpls, start } from "./helpers.mjs";
+import { IDL, bothImpls, raw, start } from "./helpers.mjs";
 
 // Captured before any server exists (a Server may install ours as the globals).
 const NodeRequest = globalThis.Request;
@@ -584,6 +584,16 @@ describe("incoming requests", () => {
           const clone = req.clone();
           attempt("cloneSet", () => clone.headers.set("x-custom", "c"));
           out.cloneUrl = clone.url;
+        } else if (path === "/lookups") {
+          // More lookups than are answered from the packed head (headers.ts PACKED_LOOKUPS),
+          // gets or has first as the query says, then an iteration, then the lookups again.
+          const names = ["x-b", "x-none", "x-dup", "x-empty", "X-Dup", "keep-alive", "x-space", "x-missing", "X-B"];
+          const gets = () => names.map((n) => req.headers.get(n));
+          const has = () => names.map((n) => req.headers.has(n));
+          if (new URL(req.url).search === "?has") [out.has, out.gets] = [has(), gets()];
+          else [out.gets, out.has] = [gets(), has()];
+          out.entries = [...req.headers].filter(([n]) => n !== "host");
+          out.after = [gets(), has()];
         } else if (path === "/echo-twice") {
           const clone = req.clone();
           out.first = await req.text();
@@ -639,6 +649,33 @@ describe("incoming requests", () => {
     assert.equal(out.after, "v");
     assert.deepEqual(out.keys, ["x-b", "x-custom"]);
     assert.deepEqual(out.setAfterIteration, { error: "TypeError" });
+  });
+
+  test("header lookups: repeated names combined, any case, values as sent, before and after iteration", async () => {
+    const gets = ["2", null, "1, 2", "", "1, 2", "timeout=5", "a  b\t c", null, "2"];
+    const has = [true, false, true, true, true, true, true, false, true];
+    for (const first of ["get", "has"]) {
+      // A value that reads as a name (x-b, x-none) before it; x-dup's two lines apart.
+      const { text } = await raw(
+        ctx.server.port,
+        `GET /lookups?${first} HTTP/1.1\r\nHost: x\r\nX-Dup: 1\r\nX-A: x-b\r\nX-Ref: x-none\r\n` +
+          "Connection: close\r\nKeep-Alive: timeout=5\r\nx-dup: 2\r\nX-Space: a  b\t c\r\nX-Empty:\r\nX-B: 2\r\n\r\n",
+      );
+      const out = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
+      assert.deepEqual(out.gets, gets, first);
+      assert.deepEqual(out.has, has, first);
+      assert.deepEqual(out.after, [gets, has], first);
+      assert.deepEqual(out.entries, [
+        ["connection", "close"],
+        ["keep-alive", "timeout=5"],
+        ["x-a", "x-b"],
+        ["x-b", "2"],
+        ["x-dup", "1, 2"],
+        ["x-empty", ""],
+        ["x-ref", "x-none"],
+        ["x-space", "a  b\t c"],
+      ]);
+    }
   });
 
   test("a relative URL in a handler is a TypeError", async () => {

@@ -297,6 +297,67 @@ function conversionRules() {
   rule("a record's enumerable Symbol key is a TypeError", (C) => {
     assert.throws(() => new C.Headers({ a: "1", [Symbol("s")]: "x" }), TypeError);
   });
+  rule("a record's key is looked at when its turn comes: a getter before may hide, remove or show it", (C) => {
+    const o = {
+      get a() {
+        Object.defineProperty(o, "b", { enumerable: false });
+        delete o.c;
+        Object.defineProperty(o, "d", { enumerable: true });
+        return "1";
+      },
+      b: "2",
+      c: "3",
+    };
+    Object.defineProperty(o, "d", { value: "4", enumerable: false, configurable: true });
+    assert.deepEqual(
+      [...new C.Headers(o)],
+      [
+        ["a", "1"],
+        ["d", "4"],
+      ],
+    );
+  });
+  rule("a record's enumerable Symbol key is a TypeError after its string keys are read", (C) => {
+    const log = [];
+    const o = {
+      get a() {
+        log.push("a");
+        return "1";
+      },
+      [Symbol("s")]: "x",
+    };
+    assert.throws(() => new C.Headers(o), TypeError);
+    assert.deepEqual(log, ["a"]);
+  });
+  rule("a record's values are converted in key order, each right after it is read", (C) => {
+    const log = [];
+    const value = (v) => ({
+      toString() {
+        log.push(`convert ${v}`);
+        return v;
+      },
+    });
+    const o = {
+      get a() {
+        log.push("get a");
+        return value("1");
+      },
+      get b() {
+        log.push("get b");
+        return value("2");
+      },
+    };
+    new C.Headers(o);
+    assert.deepEqual(log, ["get a", "convert 1", "get b", "convert 2"]);
+  });
+  rule("a record's value is normalized and checked the same the second time", (C) => {
+    for (let i = 0; i < 2; i++) {
+      assert.equal(new C.Headers({ a: " \tx y\t " }).get("a"), "x y");
+      assert.equal(new C.Headers({ a: "x y" }).get("a"), "x y");
+      assert.throws(() => new C.Headers({ a: "x\ny" }), TypeError);
+      assert.throws(() => new C.Headers({ a: "x\u0100" }), TypeError);
+    }
+  });
   rule("a record's non-enumerable Symbol key is skipped", (C) => {
     const o = { a: "1" };
     Object.defineProperty(o, Symbol("s"), { value: "x", enumerable: false });

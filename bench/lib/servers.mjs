@@ -261,6 +261,30 @@ export const SERVERS = [
   },
 ];
 
+/**
+ * Servers for the scripts that take servers by name (bench/instructions.mjs, bench/usersys.mjs),
+ * left out of bench/run.mjs's default set.
+ */
+const BY_NAME_ONLY = [
+  {
+    name: "fetch-rs-hono",
+    title: "Hono app on fetch-rs, serve({ fetch: app.fetch })",
+    ...FETCH_RS,
+    args: ["bench/servers/fetch-rs-hono.mjs"],
+    requires: [...FETCH_RS.requires, "bench/node_modules/hono/package.json"],
+    protocols: ["h1", "h2c"],
+  },
+  {
+    name: "fetch-rs-hono-base",
+    title: "Hono app on fetch-rs, built from bench/baseline",
+    ...FETCH_RS,
+    args: ["bench/servers/fetch-rs-hono.mjs"],
+    env: { FETCH_RS_PACKAGE: "../baseline/dist/index.js" },
+    requires: ["bench/baseline/dist/index.js", "bench/baseline/fetch-rs.node", "bench/node_modules/hono/package.json"],
+    protocols: ["h1", "h2c"],
+  },
+];
+
 /** Which server each mode's ratios are taken against. */
 /**
  * The table's entry for `name`, or one derived from it by a suffix: "-tls" (the same server over
@@ -268,7 +292,7 @@ export const SERVERS = [
  * scripts that take servers by name (bench/instructions.mjs, bench/usersys.mjs).
  */
 export function lookupServer(name) {
-  const entry = SERVERS.find((s) => s.name === name);
+  const entry = SERVERS.find((s) => s.name === name) ?? BY_NAME_ONLY.find((s) => s.name === name);
   if (entry) return entry;
   if (name.endsWith("-tls")) {
     const plain = lookupServer(name.slice(0, -4));
