@@ -7,7 +7,8 @@
 //
 // Targets: `http1` mutated HTTP/1.1 requests; `h1-fast` pipelined runs of the plain requests the
 // fast HTTP/1.1 path takes (src/fast_h1.rs: GET, HEAD, a method with a body of declared length,
-// now and then at or over the 64 KiB the path reads or declared longer than sent; a quarter in
+// now and then at or over the 64 KiB the path reads, 100 KiB read past hyper (direct.rs) or
+// over 1 MiB, with `Expect: 100-continue` or declared longer than sent; a quarter in
 // HTTP/1.0, with keep-alive or without; any header names, cases and values; now and then a
 // streamed answer), now and then one of them mutated, so that a connection goes from the
 // fast path to hyper's at any point; `h1-fast-tls` the same over TLS 1.3 or 1.2 (ALPN
@@ -516,10 +517,14 @@ function makeFastCase() {
       // A body the fast path reads (up to 64 KiB), sometimes one it leaves to hyper, and now
       // and then declared longer than sent: the next request's bytes complete it, or the
       // stream ends or the timeout passes mid-body.
-      const n = rand() < 0.4 ? 0 : pick([1, 11, 300, 4096, 65536, 65537]);
+      const n = rand() < 0.4 ? 0 : pick([1, 11, 300, 4096, 65536, 65537, 100 * 1024, 1024 * 1024 + 1]);
       body = "b".repeat(n);
       head = head.replace(/^\S+ \S+/, (line) => (rand() < 0.7 ? `${method} /echo` : line));
       head += `Content-Length: ${rand() < 0.05 ? n + 1 + int(20) : n}\r\n`;
+      // `Expect: 100-continue` in any case (the fast path answers the 100 as hyper does), now
+      // and then another expectation or two of them (hyper's).
+      if (rand() < 0.2) head += `Expect: ${pick(["100-continue", "100-Continue", "100-continue", "foo"])}\r\n`;
+      if (rand() < 0.02) head += "Expect: 100-continue\r\n";
     }
     for (let h = 0, m = int(6); h < m; h++) head += `${pick(names)}: ${pick(values)}\r\n`;
     // Now and then a field the path leaves to hyper (a second Host, a length, a coding).

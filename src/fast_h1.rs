@@ -3,21 +3,35 @@
 //! An HTTP/1.1 connection starts here (`connection::serve`), over plain TCP or over TLS
 //! (ALPN `http/1.1` or none; issue 14). Each complete head in the read buffer is parsed in
 //! place (httparse, as hyper parses it); a simple one (HTTP/1.1 with one `Host` or HTTP/1.0
-//! with at most one, an origin-form target of plain bytes, no `Transfer-Encoding`, `Upgrade`
-//! or `Expect`, a `Connection` of visible ASCII, and no body or one `Content-Length` up to
-//! `PRECOLLECT_LIMIT`) goes to JS as hyper's would (`connection::hand_over`: the same event,
-//! counts, 503 and deadline, the TLS session's client certificate, an `https://` URL over
-//! TLS), and its answer is encoded here, byte for byte as hyper encodes it (the differential
-//! test, `test/fast-h1.test.mjs`); to HTTP/1.0 in 1.0, with `connection: keep-alive` when the
-//! connection persists (only when asked for) and a streamed body close-delimited. Its body is
-//! read here first, from the bytes read with the head, then the socket, and JS gets it whole
-//! (`RequestBody::Full`), as `connection::handle` collects one from hyper: the same 413 over
-//! `maxBodySize`, 408 when the listener's timeout passes mid-body, 400 when the stream ends
-//! mid-body. Any other head, one that does not parse included, goes to hyper with the bytes
-//! not consumed rewound, after the answers before it (they are in the cork's buffer already,
-//! so order is kept), and the connection stays with hyper: its refusals (400, 414, 431,
-//! 505), chunked bodies and bodies over `PRECOLLECT_LIMIT` (read past hyper by direct.rs, or
-//! streamed by hyper) stay hyper's.
+//! with at most one, an origin-form target of plain bytes, no `Transfer-Encoding` or
+//! `Upgrade`, at most one `Expect`, `100-continue`, in 1.1 only, a `Connection` of visible
+//! ASCII, and no body or one `Content-Length`) goes to JS as hyper's would
+//! (`connection::hand_over`: the same event, counts, 503 and deadline, the TLS session's
+//! client certificate, an `https://` URL over TLS), and its answer is encoded here, byte for
+//! byte as hyper encodes it (the differential test, `test/fast-h1.test.mjs`); to HTTP/1.0 in
+//! 1.0, with `connection: keep-alive` when the connection persists (only when asked for) and
+//! a streamed body close-delimited.
+//!
+//! A body up to `PRECOLLECT_LIMIT` is read here first, from the bytes read with the head,
+//! then the socket, and JS gets it whole (`RequestBody::Full`), as `connection::handle`
+//! collects one from hyper: the same 413 over `maxBodySize`, 408 when the listener's timeout
+//! passes mid-body, 400 when the stream ends mid-body. A larger one, up to
+//! `COLLECT_RESERVE_MAX`, has been taken past hyper by the read layer already when its head
+//! is parsed here (direct.rs: plain TCP, no `Expect`; its length's digits are zeros in the
+//! read buffer): it is claimed as `connection::admit` claims it, JS gets the request at once
+//! and reads the body from the socket straight into its Buffer, or the answer is a 413 over
+//! `maxBodySize` with the body dropped unread (the connection then ends after it, as on
+//! hyper's path); the next head's read waits in `CorkedStream::poll_read` until the body has
+//! been read. `Expect: 100-continue` with a body (RFC 9110 10.1.1): `HTTP/1.1 100 Continue`
+//! goes out before the body is read, as hyper's path writes it when `collect_small` first
+//! polls the body (even when all of it came with the head), and not before a 413.
+//!
+//! Any other head, one that does not parse included, goes to hyper with the bytes not
+//! consumed rewound, after the answers before it (they are in the cork's buffer already, so
+//! order is kept), and the connection stays with hyper: its refusals (400, 414, 431, 505),
+//! chunked bodies, bodies over `COLLECT_RESERVE_MAX` (streamed by hyper), bodies over
+//! `PRECOLLECT_LIMIT` over TLS or with `Expect` (the read layer leaves those to hyper), and
+//! an expectation other than `100-continue` (which hyper ignores) stay hyper's.
 //!
 //! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
 //! write gathering), and the connection is polled by the same `drive` (timers, the watch of
@@ -113,7 +127,13 @@ struct BodyRead {
     length: usize,
     /// The listener's timeout, from the head: it bounds the wait for the body too.
     limit: crate::deadline::Limit,
+    /// `100 Continue` is still to be written before the body is read (`Expect`).
+    expect: bool,
 }
+
+/// The interim answer to `Expect: 100-continue`, as hyper writes it (also to HTTP/1.0's
+/// `Expect`, which hyper ignores and the fast path leaves to it).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What a declared length reserves before any of the body has come after its head: a client
 /// that declares 64 KiB and sends nothing holds this much, not 64 KiB (as
@@ -211,8 +231,11 @@ impl FastH1 {
         self.buf.advance(head.len);
         let length = head.length as usize;
         let body = if length == 0 {
+            if head.direct.is_some() {
+                return self.wait_for_body(head, started, count);
+            }
             RequestBody::None
-        } else if head.length <= shared.config.max_body_size && self.buf.len() >= length {
+        } else if head.length <= shared.config.max_body_size && self.buf.len() >= length && !head.expect {
             // Copied out (most bodies are small): a slice would keep the whole read buffer
             // for as long as JS holds the request.
             let body = Bytes::copy_from_slice(&self.buf[..length]);
@@ -227,15 +250,37 @@ impl FastH1 {
         self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
     }
 
-    /// A request whose body is over `maxBodySize` (413) or still coming (`Step::Body`).
+    /// A request whose body is over `maxBodySize` (413), still coming or owed a `100
+    /// Continue` (`Step::Body`), or read past hyper (direct.rs): JS gets that one at once, to
+    /// read as it comes, as from hyper's path, and the next head's read waits until it has
+    /// been read (`CorkedStream::poll_read`).
     #[inline(never)]
     fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
-        let Head { method, is_head, keep_alive, http10, text, length, .. } = head;
+        let Head { method, is_head, keep_alive, http10, text, length, direct, expect, .. } = head;
+        if let Some(direct) = direct {
+            let body = crate::direct::Source::Direct(direct);
+            let answer = match body.size_hint().exact() {
+                // Dropped unread: the read half comes back as the end of the stream, and the
+                // connection ends after the answer, as on hyper's path.
+                Some(n) if n > self.shared.config.max_body_size => {
+                    tracing::debug!(remote = %self.remote, length = n, "request body over maxBodySize: 413");
+                    Answer::Now(Some((Box::new(crate::response::status_only(413)), count)))
+                }
+                _ => {
+                    tracing::debug!(remote = %self.remote, "a body read past hyper, on the fast path");
+                    let body = RequestBody::Incoming(body);
+                    let handover = Handover { started, method, text, websocket: None, body, http2: false };
+                    hand_over(handover, self.remote, self.tls.as_ref(), &self.shared, count)
+                }
+            };
+            self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
+            return;
+        }
         let length = length as usize;
         if length as u64 > self.shared.config.max_body_size {
             tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
-            // As hyper, whose body goes unread: what its read buffer holds of the body is
-            // consumed, and the connection goes on when that is all of it (hyper's
+            // As hyper, whose body goes unread (and which owes no `100 Continue` then): what its
+            // read buffer holds of the body is consumed, and the connection goes on when that is all of it (hyper's
             // `poll_drain_or_close_read`); else it ends after the answer.
             let drained = self.buf.len() >= length;
             if drained {
@@ -247,10 +292,18 @@ impl FastH1 {
         }
         let reserve = if self.buf.is_empty() { length.min(BODY_FIRST_RESERVE) } else { length };
         let mut body = BytesMut::with_capacity(reserve);
-        body.extend_from_slice(&self.buf);
-        self.buf.clear();
+        // All of it may be here when only the `100 Continue` held it back.
+        let here = self.buf.len().min(length);
+        body.extend_from_slice(&self.buf[..here]);
+        self.buf.advance(here);
+        if expect {
+            // Written first in `poll_body` (the last answer is out: the step was `Reading`).
+            self.out.head.clear();
+            self.out.head.extend_from_slice(CONTINUE);
+            self.out.at = 0;
+        }
         let limit = crate::deadline::Limit::new(started, self.shared.config.request_timeout);
-        let read = BodyRead { started, method, text, is_head, keep_alive, http10, count, body, length, limit };
+        let read = BodyRead { started, method, text, is_head, keep_alive, http10, count, body, length, limit, expect };
         self.body = Some(Box::new(read));
         self.step = Step::Body;
     }
@@ -263,6 +316,13 @@ impl FastH1 {
     #[inline(never)]
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(read) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
+        if read.expect {
+            // As hyper's path, where reading the body asks for it (`Expect: 100-continue`,
+            // RFC 9110 10.1.1): the interim answer goes out before the body is read, even
+            // when all of it came already; the final one follows it on the stream.
+            ready!(self.out.poll_write(&mut self.io, cx))?;
+            read.expect = false;
+        }
         let ended = loop {
             let want = read.length - read.body.len();
             if want == 0 {
@@ -516,7 +576,7 @@ impl Future for FastH1 {
                     }
                     if !this.buf.is_empty() {
                         let scheme = if this.tls.is_some() { "https" } else { "http" };
-                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities) {
+                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities, &this.cork) {
                             Parsed::Take(head) => {
                                 this.take(head);
                                 continue;
@@ -651,8 +711,12 @@ struct Head {
     /// HTTP/1.0: answered in 1.0, a streamed body close-delimited.
     http10: bool,
     text: HeadText,
-    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none).
+    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none or `direct`).
     length: u64,
+    /// A larger body, read past hyper by its reader (direct.rs).
+    direct: Option<Box<crate::direct::DirectBody>>,
+    /// `Expect: 100-continue` with a body to come: `100 Continue` is owed before it is read.
+    expect: bool,
 }
 
 enum Parsed {
@@ -701,7 +765,13 @@ const TARGET_OK: [bool; 256] = {
 
 /// Parses the head at the start of `buf`, as hyper would, and decides whether it is
 /// taken here (see the module's comment).
-fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
+fn parse(
+    buf: &[u8],
+    scheme: &str,
+    shared: &ServerShared,
+    authorities: &mut AuthorityCache,
+    cork: &Arc<Cork>,
+) -> Parsed {
     let max_header_size = shared.config.max_header_size;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -723,6 +793,9 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     let is_head = method == "HEAD";
     let without_length = is_head || method == "GET";
     let mut length = 0;
+    // The zeros h1_strict writes over the length of a body it reads past hyper (direct.rs).
+    let mut zeroed = false;
+    let mut expects = 0;
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
     if method == http::Method::CONNECT {
         return Parsed::Hyper;
@@ -740,7 +813,15 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
                 hosts += 1;
                 host = Some(value);
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                // RFC 9110 10.1.1: `100-continue` (case-insensitive, as hyper compares it) in
+                // HTTP/1.1; any other expectation, a repeat, or one in 1.0 (which hyper
+                // ignores) is hyper's.
+                if http10 || !value.eq_ignore_ascii_case(b"100-continue") {
+                    return Parsed::Hyper;
+                }
+                expects += 1;
+            }
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 // hyper finds no option in a value with other bytes (`HeaderValue::to_str`);
@@ -752,8 +833,12 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
                 asked_keep_alive |= http10 && has_token(value, b"keep-alive");
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                let Some(n) = declared_length(value) else { return Parsed::Hyper };
-                length = n;
+                match declared_length(value) {
+                    Some(n) => length = n,
+                    // That body is claimed below, once the head is sure to be taken.
+                    None if value.len() > 1 && value.iter().all(|&b| b == b'0') => zeroed = true,
+                    None => return Parsed::Hyper,
+                }
                 lengths += 1;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
@@ -763,11 +848,14 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
     // RFC 9112 3.2: exactly one Host in 1.1, none or one in 1.0 (its URL is then made from
     // the bound address, as hyper's path makes it; more than one is hyper's); `maxHeaderSize`
     // for the fields (431 from hyper's path); a method other than GET and HEAD only with an
-    // explicit length; a body that JS gets whole (a larger one is read past hyper, direct.rs,
-    // or streamed).
+    // explicit length; a body that JS gets whole, or one read past hyper (direct.rs, `zeroed`;
+    // a larger one is streamed by hyper); one `Expect`, not with a body read past hyper (the
+    // read layer leaves those to hyper's own read anyway).
     let fields = req.headers.len();
     if hosts > 1
         || (hosts == 0 && !http10)
+        || expects > 1
+        || (expects == 1 && zeroed)
         || lengths > 1
         || (!without_length && lengths == 0)
         || length > PRECOLLECT_LIMIT
@@ -786,11 +874,25 @@ fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut Auth
         return Parsed::Hyper;
     }
     let url_len = bytes.len();
-    write_fields(req.headers, &mut bytes);
+    // Claimed last, once the head is sure to be taken; a client's own `00` has none and is
+    // hyper's.
+    let direct = match zeroed {
+        false => None,
+        true => match cork.claim_direct() {
+            Some(d) => Some(d),
+            None => return Parsed::Hyper,
+        },
+    };
+    // JS gets the length as the client sent it.
+    let declared = direct.as_ref().map(|d| d.declared());
+    write_fields(req.headers, &mut bytes, declared.as_ref().map(http::HeaderValue::as_bytes));
     // RFC 9112 9.3: a 1.1 connection persists unless `close`; a 1.0 one only with `keep-alive`
     // (RFC 7230 A.1.2) and without `close` (hyper's parse).
     let keep_alive = !close && (!http10 || asked_keep_alive);
-    Parsed::Take(Head { len, method, is_head, keep_alive, http10, text: HeadText { bytes, url_len }, length })
+    // hyper answers `100 Continue` only where a body is to come (RFC 9110 10.1.1).
+    let expect = expects == 1 && length > 0;
+    let text = HeadText { bytes, url_len };
+    Parsed::Take(Head { len, method, is_head, keep_alive, http10, text, length, direct, expect })
 }
 
 /// A `Content-Length` value the fast path takes: plain digits (RFC 9110 8.6), no leading
@@ -807,7 +909,8 @@ fn declared_length(value: &[u8]) -> Option<u64> {
 /// The header fields as `request::head_text` writes hyper's: `name\nvalue` joined by `\n`,
 /// names lowercased, in the order of a `HeaderMap` (each name's values together, names in
 /// the order they first came).
-fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
+/// `length`: the `Content-Length` value written in place of the one read (a direct body's).
+fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, length: Option<&[u8]>) {
     let mut first = true;
     let mut put = |h: &httparse::Header<'_>, out: &mut Vec<u8>| {
         if !std::mem::take(&mut first) {
@@ -819,7 +922,10 @@ fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
         out.extend_from_slice(h.name.as_bytes());
         out[start..].make_ascii_lowercase();
         out.push(b'\n');
-        out.extend_from_slice(h.value);
+        match length {
+            Some(digits) if h.name.eq_ignore_ascii_case("content-length") => out.extend_from_slice(digits),
+            _ => out.extend_from_slice(h.value),
+        }
     };
     for (i, h) in headers.iter().enumerate() {
         let same = |o: &httparse::Header<'_>| o.name.eq_ignore_ascii_case(h.name);
@@ -955,6 +1061,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_over_64_kib_is_read_past_hyper_on_the_fast_path() {
+        let mut input = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n".to_vec();
+        input.extend_from_slice(&[b'b'; 1000]);
+        let (body, handed_over) = first_request(&input).await;
+        assert!(!handed_over);
+        let Some(RequestBody::Incoming(body)) = body else { panic!("no body read past hyper") };
+        assert!(matches!(body, crate::direct::Source::Direct(_)));
+        assert_eq!(body.size_hint().exact(), Some(70000));
+    }
+
+    #[tokio::test]
+    async fn an_expected_body_is_read_on_the_fast_path() {
+        let input = b"POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\nhello";
+        let (body, handed_over) = first_request(input).await;
+        assert!(!handed_over);
+        assert!(matches!(body, Some(RequestBody::Full(b)) if b == "hello"));
+        let (body, handed_over) =
+            first_request(b"POST /p HTTP/1.1\r\nHost: x\r\nExpect: other\r\nContent-Length: 1\r\n\r\nx").await;
+        assert!(handed_over && body.is_none());
+    }
+
+    #[tokio::test]
     async fn a_chunked_body_goes_to_hyper() {
         let (body, handed_over) =
             first_request(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
@@ -979,7 +1107,7 @@ mod tests {
             httparse::Header { name: "accept", value: b"b" },
         ];
         let mut out = Vec::new();
-        write_fields(&heads, &mut out);
+        write_fields(&heads, &mut out, None);
         assert_eq!(out, b"host\nh\naccept\na\naccept\nb\nx-b\n1");
     }
 

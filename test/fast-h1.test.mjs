@@ -109,6 +109,29 @@ const tlsDial = (port, alpn = ["http/1.1"]) =>
 const exchange = (port, parts, { gapMs = 0, idleMs = 250, end = false, secure = false, alpn } = {}) =>
   raw(port, parts, { gapMs, idleMs, end, dial: secure ? () => [tlsDial(port, alpn), "secureConnect"] : undefined });
 
+/** Sends `request`'s head, its body only once `100 Continue` came, then half-closes; the
+ * answer until the server closes (as a client that honours `Expect` does, curl for one). */
+function waitForContinue(port, request, secure) {
+  const at = request.indexOf("\r\n\r\n") + 4;
+  return new Promise((resolve, reject) => {
+    const [sock, ready] = secure ? [tlsDial(port), "secureConnect"] : [net.connect(port, "127.0.0.1"), "connect"];
+    let text = "";
+    let sent = false;
+    sock.on(ready, () => sock.write(request.slice(0, at)));
+    sock.on("data", (d) => {
+      text += d.toString("latin1");
+      if (!sent && text.includes("100 Continue\r\n\r\n")) {
+        sent = true;
+        sock.end(request.slice(at));
+      }
+    });
+    sock.on("close", () => resolve({ text, closed: true }));
+    sock.on("error", reject);
+    // A guard, not a wait: a server that never answers fails the comparison.
+    setTimeout(() => sock.destroy(), 5000).unref();
+  });
+}
+
 /** The answer with each `date:` value (hyper's and the fast path's own clock) masked. */
 const masked = (r) => ({
   ...r,
@@ -203,6 +226,28 @@ const CORPUS = {
   "chunked POST after a fast request":
     get("/a") + "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + get("/d"),
   "Expect: 100-continue": "POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+  "Expect: 100-continue, echoed, then a GET": post("/echo", "hello", "Expect: 100-continue\r\n") + get("/after"),
+  "Expect: 100-Continue in another case": post("/echo", "hello", "Expect: 100-Continue\r\n") + get("/after"),
+  "Expect: 100-continue with length 0": post("/echo", "", "Expect: 100-continue\r\n") + get("/after"),
+  "Expect: 100-continue on a GET with a body": post("/echo", "abc", "Expect: 100-continue\r\n").replace("POST", "GET"),
+  "Expect: 100-continue, a body read by no one": post("/text", "unread", "Expect: 100-continue\r\n") + get("/after"),
+  "Expect: 100-continue twice": post("/echo", "hi", "Expect: 100-continue\r\nExpect: 100-continue\r\n") + get("/b"),
+  "an unknown expectation": post("/echo", "hi", "Expect: something-else\r\n") + get("/b"),
+  "Expect: 100-continue, then an unknown one": post("/echo", "hi", "Expect: 100-continue\r\nExpect: x\r\n"),
+  "Expect: 100-continue after fast requests":
+    get("/a") + post("/echo", "one") + post("/echo", "two", "Expect: 100-continue\r\n") + get("/b"),
+  "Expect: 100-continue with a body of 64 KiB":
+    post("/echo", filler(64 * 1024), "Expect: 100-continue\r\n") + get("/b"),
+  "Expect: 100-continue with a body over 64 KiB":
+    post("/echo", filler(64 * 1024 + 1), "Expect: 100-continue\r\n") + get("/b"),
+  "Expect: 100-continue, a body cut short": post("/echo", "0123456789", "Expect: 100-continue\r\n").slice(0, -4),
+  "a body of 100 KiB, then a GET": post("/echo", filler(100 * 1024)) + get("/after"),
+  "bodies of 100 KiB and 1 KiB pipelined": post("/echo", filler(100 * 1024)) + post("/echo", filler(1024)) + get("/b"),
+  "a body of 1 MiB": post("/echo", filler(1024 * 1024)) + get("/after"),
+  "a body of 1 MiB and one byte": post("/echo", filler(1024 * 1024 + 1)) + get("/after"),
+  "a body of 100 KiB read by no one": post("/text", filler(100 * 1024)) + get("/after"),
+  "a body of 100 KiB cut short, then the end": post("/echo", filler(100 * 1024)).slice(0, -1000),
+  "HTTP/1.0 a body of 100 KiB, keep-alive": post10("/echo", filler(100 * 1024), KA) + get10("/after"),
   "Upgrade that is no WebSocket": get("/", "Upgrade: h2c\r\nConnection: Upgrade\r\n"),
   "Transfer-Encoding with Content-Length":
     "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
@@ -272,6 +317,8 @@ const END = new Set([
   "a body cut short, then the end",
   "a fast POST, then a body cut short",
   "HTTP/1.0 a body cut short, then the end",
+  "Expect: 100-continue, a body cut short",
+  "a body of 100 KiB cut short, then the end",
 ]);
 
 /** Whether the corpus entry is sent again one byte a write. */
@@ -297,6 +344,8 @@ const SPLIT = new Set([
   "HTTP/1.0 keep-alive, pipelined",
   "HTTP/1.0 streamed answer, keep-alive asked",
   "HTTP/1.0 POST with a body, keep-alive",
+  "Expect: 100-continue, echoed, then a GET",
+  "Expect: 100-continue twice",
 ]);
 
 async function both(parts, opts) {
@@ -346,6 +395,40 @@ describe("the fast HTTP/1.1 path answers as hyper does", () => {
     const [a, b] = await both(parts, { gapMs: 20 });
     assert.match(b.text, /\n10:0123456789/);
     assert.deepEqual(a, b);
+  });
+
+  test("Expect: 100-continue: the 100 comes before the body is sent, then the answer", async () => {
+    for (const [body, secure] of [
+      ["hello", false],
+      [filler(5000), false],
+      ["hello", true],
+      [filler(5000), true],
+    ]) {
+      const servers = secure ? [fastTls, slowTls] : [fast.server, slow.server];
+      const runs = await Promise.all(
+        servers.map((s) => waitForContinue(s.port, post("/echo", body, "Expect: 100-continue\r\n"), secure)),
+      );
+      const [a, b] = runs.map(masked);
+      assert.match(
+        b.text,
+        new RegExp(`^HTTP/1\\.1 100 Continue\r\n\r\nHTTP/1\\.1 200 OK\r\n.*\n${body.length}:${body.slice(0, 5)}`, "s"),
+      );
+      assert.deepEqual(a, b);
+    }
+  });
+
+  test("a body of 100 KiB in pieces, the last with the next head, over TCP and TLS", async () => {
+    const bytes = post("/echo", filler(100 * 1024)) + get("/b");
+    const head = bytes.indexOf("\r\n\r\n") + 4;
+    // The head alone, part of it with the head, and cuts inside the body.
+    for (const cuts of [[head], [head + 3000], [head - 5, head + 40000, head + 90000], [head + 102390]]) {
+      const parts = [0, ...cuts].map((at, i) => bytes.slice(at, cuts[i] ?? bytes.length));
+      for (const secure of [false, true]) {
+        const [a, b] = secure ? await bothTls(parts, { gapMs: 15 }) : await both(parts, { gapMs: 15 });
+        assert.match(b.text, /\n102400:abc.*HTTP\/1\.1 200 OK\r\n/s, `cuts ${cuts}`);
+        assert.deepEqual(a, b, `cuts ${cuts}, TLS ${secure}`);
+      }
+    }
   });
 
   test("a head hyper refuses after a kept HTTP/1.0 request: its 400 in 1.1 (hyper's path: in 1.0)", async () => {
@@ -453,6 +536,33 @@ describe("answers made without JS, and shutdown, on both paths", () => {
         assert.match(b.text, /HTTP\/1\.1 413 Payload Too Large\r\n|\n69999:abc/);
         assert.deepEqual(a, b);
       }
+    });
+  });
+
+  test("maxBodySize with Expect: 100-continue: 413 at once, no 100, closed unless the body came", async () => {
+    await withPair({ maxBodySize: 10 }, listener, async (servers) => {
+      const big = post("/echo", filler(20), "Expect: 100-continue\r\n");
+      // The client waits for the 100 before it sends the body.
+      const [a, b] = await toBoth(servers, big.slice(0, -20));
+      assert.match(b.text, /^HTTP\/1\.1 413 Payload Too Large\r\nconnection: close\r\n/);
+      assert.doesNotMatch(b.text, /100 Continue/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
+      // Sent with its head anyway: consumed, and the connection goes on.
+      const [c, d] = await toBoth(servers, big + post("/echo", "ok", "Expect: 100-continue\r\n"));
+      assert.match(d.text, /^HTTP\/1\.1 413 .*HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n.*\n2:ok$/s);
+      assert.equal(d.closed, false);
+      assert.deepEqual(c, d);
+    });
+  });
+
+  test("the listener's timeout while an expected body comes: 100, then 408", async () => {
+    await withPair({ timeout: 200 }, listener, async (servers) => {
+      const bytes = post("/echo", "0123456789", "Expect: 100-continue\r\n").slice(0, -10);
+      const [a, b] = await toBoth(servers, bytes, { idleMs: 600 });
+      assert.match(b.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 408 Request Timeout\r\nconnection: close\r\n/);
+      assert.ok(b.closed);
+      assert.deepEqual(a, b);
     });
   });
 
@@ -690,65 +800,77 @@ describe("over TLS, a client that leaves while its request is out", () => {
   });
 });
 
+// In a child process with FETCH_RS_LOG=fetch_rs=debug, where the fast path logs each
+// connection it hands to hyper: a marker on stderr before each exchange, so that a log line
+// falls in the section of the exchange that caused it (it is written before hyper answers).
+const url = (name) => JSON.stringify(new URL(name, import.meta.url).href);
+const child = (secure) => `
+  import tls from "node:tls";
+  import { raw, sleep, start } from ${url("./helpers.mjs")};
+  import { A, CA } from ${url("./tls-helpers.mjs")};
+  import { Response } from ${url("../dist/index.js")};
+  const enc = new TextEncoder();
+  const { server } = await start((event) => {
+    const req = event.request;
+    const path = new URL(req.url).pathname;
+    if (path !== "/stream") return event.respondWith(req.text().then((b) => new Response(path + ":" + b)));
+    const body = new ReadableStream({
+      async start(c) {
+        c.enqueue(enc.encode("first "));
+        await sleep(20);
+        c.enqueue(enc.encode("second"));
+        c.close();
+      },
+    });
+    event.respondWith(new Response(body));
+  }, ${secure ? "{ tls: A }" : "{}"});
+  const dial = ${secure}
+    ? () => [tls.connect({ host: "127.0.0.1", port: server.port, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] }), "secureConnect"]
+    : undefined;
+  const out = {};
+  // The exchanges on stdin (a 1 MiB one is too long for the environment).
+  let input = "";
+  for await (const chunk of process.stdin) input += chunk;
+  for (const [name, bytes] of Object.entries(JSON.parse(input))) {
+    process.stderr.write("--- " + name + "\\n");
+    out[name] = await raw(server.port, [bytes], { dial });
+  }
+  await server.close();
+  process.stdout.write(JSON.stringify(out));
+`;
+/** Runs `exchanges` (name -> bytes) in that child: the answers, and the log of each. */
+function logged(secure, exchanges) {
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", child(secure)], {
+    env: { ...process.env, FETCH_RS_LOG: "fetch_rs=debug" },
+    input: JSON.stringify(exchanges),
+    maxBuffer: 64 * 1024 * 1024,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const log = Object.fromEntries(
+    r.stderr
+      .split(/^--- /m)
+      .slice(1)
+      .map((s) => [s.slice(0, s.indexOf("\n")), s]),
+  );
+  return { out: JSON.parse(r.stdout), log };
+}
+
+/** What the fast path logs when hyper takes a connection on from it. */
+const HANDED = /hyper takes the connection on/;
+
 describe("HTTP/1.0 requests are answered on the fast path", () => {
-  // In a child process with FETCH_RS_LOG=fetch_rs=debug, where the fast path logs each
-  // connection it hands to hyper: a marker on stderr before each exchange, so that a log line
-  // falls in the section of the exchange that caused it (it is written before hyper answers).
-  const url = (name) => JSON.stringify(new URL(name, import.meta.url).href);
-  const child = (secure) => `
-    import tls from "node:tls";
-    import { raw, sleep, start } from ${url("./helpers.mjs")};
-    import { A, CA } from ${url("./tls-helpers.mjs")};
-    import { Response } from ${url("../dist/index.js")};
-    const enc = new TextEncoder();
-    const { server } = await start((event) => {
-      const req = event.request;
-      const path = new URL(req.url).pathname;
-      if (path !== "/stream") return event.respondWith(req.text().then((b) => new Response(path + ":" + b)));
-      const body = new ReadableStream({
-        async start(c) {
-          c.enqueue(enc.encode("first "));
-          await sleep(20);
-          c.enqueue(enc.encode("second"));
-          c.close();
-        },
-      });
-      event.respondWith(new Response(body));
-    }, ${secure ? "{ tls: A }" : "{}"});
-    const dial = ${secure}
-      ? () => [tls.connect({ host: "127.0.0.1", port: server.port, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] }), "secureConnect"]
-      : undefined;
-    const out = {};
-    for (const [name, bytes] of Object.entries(JSON.parse(process.env.EXCHANGES))) {
-      process.stderr.write("--- " + name + "\\n");
-      out[name] = await raw(server.port, [bytes], { dial });
-    }
-    await server.close();
-    process.stdout.write(JSON.stringify(out));
-  `;
   const EXCHANGES = {
     "keep-alive, pipelined": get10("/a", KA) + post10("/b", "hi", KA) + get10("/c") + get10("/never"),
     "no keep-alive": get10("/a", "Host: x\r\n") + get10("/never"),
     "a streamed answer": get10("/stream", KA) + get10("/never"),
     "chunked, hyper's": "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
   };
-  const HANDED = /hyper takes the connection on/;
 
   for (const secure of [false, true]) {
     test(secure ? "over TLS" : "over TCP", () => {
-      const r = spawnSync(process.execPath, ["--input-type=module", "-e", child(secure)], {
-        env: { ...process.env, FETCH_RS_LOG: "fetch_rs=debug", EXCHANGES: JSON.stringify(EXCHANGES) },
-        encoding: "utf8",
-        timeout: 60_000,
-      });
-      assert.equal(r.status, 0, r.stderr);
-      const out = JSON.parse(r.stdout);
-      const log = Object.fromEntries(
-        r.stderr
-          .split(/^--- /m)
-          .slice(1)
-          .map((s) => [s.slice(0, s.indexOf("\n")), s]),
-      );
+      const { out, log } = logged(secure, EXCHANGES);
       for (const name of Object.keys(EXCHANGES).slice(0, 3)) assert.doesNotMatch(log[name], HANDED, name);
       assert.match(log["chunked, hyper's"], HANDED);
 
@@ -776,6 +898,48 @@ describe("HTTP/1.0 requests are answered on the fast path", () => {
       const streamed = out["a streamed answer"];
       assert.match(streamed.text, /^HTTP\/1\.0 200 OK\r\nconnection: keep-alive\r\ndate: [^\r]*\r\n\r\nfirst second$/);
       assert.ok(streamed.closed);
+    });
+  }
+});
+
+describe("large and expected bodies are read on the fast path", () => {
+  const big = filler(100 * 1024);
+  const EXCHANGES = {
+    "100 KiB, then a GET": post("/big", big) + get("/after"),
+    "1 MiB": post("/mib", filler(1024 * 1024)),
+    "Expect: 100-continue": post("/exp", "hello", "Expect: 100-continue\r\n") + get("/after"),
+    "Expect: 100-continue, then 100 KiB": post("/exp", "hi", "Expect: 100-continue\r\n") + post("/big", big),
+    "1 MiB and one byte, hyper's": post("/over", filler(1024 * 1024 + 1)),
+    "Expect with 100 KiB, hyper's": post("/big", big, "Expect: 100-continue\r\n"),
+  };
+  // Over TLS the read layer reads no body past hyper (direct.rs): one over 64 KiB is hyper's.
+  const OVER_TLS_HYPERS = new Set(["100 KiB, then a GET", "1 MiB", "Expect: 100-continue, then 100 KiB"]);
+
+  for (const secure of [false, true]) {
+    test(secure ? "over TLS" : "over TCP", () => {
+      const { out, log } = logged(secure, EXCHANGES);
+      for (const name of Object.keys(EXCHANGES)) {
+        const hypers = name.endsWith("hyper's") || (secure && OVER_TLS_HYPERS.has(name));
+        if (hypers) assert.match(log[name], HANDED, name);
+        else assert.doesNotMatch(log[name], HANDED, name);
+      }
+      const answers = out["100 KiB, then a GET"].text.split(/(?=HTTP\/1\.1 )/);
+      assert.deepEqual(
+        answers.map((t) => [t.slice(0, 15), t.length - t.indexOf("\r\n\r\n") - 4, t.endsWith(big.slice(-20))]),
+        [
+          ["HTTP/1.1 200 OK", 102405, true],
+          ["HTTP/1.1 200 OK", 7, false],
+        ],
+      );
+      assert.equal(out["1 MiB"].text.match(/content-length: (\d+)/)[1], String(1024 * 1024 + 5));
+      assert.match(
+        out["Expect: 100-continue"].text,
+        /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n.*\r\n\r\n\/exp:helloHTTP\/1\.1 200 OK\r\n.*\/after:$/s,
+      );
+      assert.match(
+        out["Expect: 100-continue, then 100 KiB"].text,
+        /^HTTP\/1\.1 100 Continue\r\n\r\n.*\/exp:hi.*\/big:abc/s,
+      );
     });
   }
 });
