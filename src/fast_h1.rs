@@ -15,23 +15,20 @@
 //! A body up to `PRECOLLECT_LIMIT` is read here first, from the bytes read with the head,
 //! then the socket, and JS gets it whole (`RequestBody::Full`), as `connection::handle`
 //! collects one from hyper: the same 413 over `maxBodySize`, 408 when the listener's timeout
-//! passes mid-body, 400 when the stream ends mid-body. A larger one, up to
-//! `COLLECT_RESERVE_MAX`, has been taken past hyper by the read layer already when its head
-//! is parsed here (direct.rs: plain TCP, no `Expect`; its length's digits are zeros in the
-//! read buffer): it is claimed as `connection::admit` claims it, JS gets the request at once
-//! and reads the body from the socket straight into its Buffer, or the answer is a 413 over
-//! `maxBodySize` with the body dropped unread (the connection then ends after it, as on
-//! hyper's path); the next head's read waits in `CorkedStream::poll_read` until the body has
-//! been read. `Expect: 100-continue` with a body (RFC 9110 10.1.1): `HTTP/1.1 100 Continue`
-//! goes out before the body is read, as hyper's path writes it when `collect_small` first
-//! polls the body (even when all of it came with the head), and not before a 413.
+//! passes mid-body, 400 when the stream ends mid-body. `Expect: 100-continue` with a body
+//! (RFC 9110 10.1.1): `HTTP/1.1 100 Continue` goes out before the body is read, as hyper's
+//! path writes it when `collect_small` first polls the body (even when all of it came with
+//! the head), and not before a 413.
 //!
 //! Any other head, one that does not parse included, goes to hyper with the bytes not
 //! consumed rewound, after the answers before it (they are in the cork's buffer already, so
 //! order is kept), and the connection stays with hyper: its refusals (400, 414, 431, 505),
-//! chunked bodies, bodies over `COLLECT_RESERVE_MAX` (streamed by hyper), bodies over
-//! `PRECOLLECT_LIMIT` over TLS or with `Expect` (the read layer leaves those to hyper), and
-//! an expectation other than `100-continue` (which hyper ignores) stay hyper's.
+//! chunked bodies, bodies over `PRECOLLECT_LIMIT` (read past hyper by direct.rs, or
+//! streamed by hyper), and an expectation other than `100-continue` (which hyper ignores)
+//! stay hyper's. Bodies over `PRECOLLECT_LIMIT` were taken here once (round twenty-eight,
+//! claimed from direct.rs as `connection::admit` claims them): fewer instructions, but more
+//! page faults and a higher peak in the in-thread echo of 100 KiB bodies, so not kept
+//! (docs/network-thread.md, "Round twenty-eight: large and `Expect` bodies").
 //!
 //! Reads and writes go through the same `CorkedStream` as hyper's (the framing scanner, the
 //! write gathering), and the connection is polled by the same `drive` (timers, the watch of
@@ -231,9 +228,6 @@ impl FastH1 {
         self.buf.advance(head.len);
         let length = head.length as usize;
         let body = if length == 0 {
-            if head.direct.is_some() {
-                return self.wait_for_body(head, started, count);
-            }
             RequestBody::None
         } else if head.length <= shared.config.max_body_size && self.buf.len() >= length && !head.expect {
             // Copied out (most bodies are small): a slice would keep the whole read buffer
@@ -250,38 +244,18 @@ impl FastH1 {
         self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
     }
 
-    /// A request whose body is over `maxBodySize` (413), still coming or owed a `100
-    /// Continue` (`Step::Body`), or read past hyper (direct.rs): JS gets that one at once, to
-    /// read as it comes, as from hyper's path, and the next head's read waits until it has
-    /// been read (`CorkedStream::poll_read`).
+    /// A request whose body is over `maxBodySize` (413), or still coming or owed a `100
+    /// Continue` (`Step::Body`).
     #[inline(never)]
     fn wait_for_body(&mut self, head: Head, started: u64, count: InFlightCount) {
-        let Head { method, is_head, keep_alive, http10, text, length, direct, expect, .. } = head;
-        if let Some(direct) = direct {
-            let body = crate::direct::Source::Direct(direct);
-            let answer = match body.size_hint().exact() {
-                // Dropped unread: the read half comes back as the end of the stream, and the
-                // connection ends after the answer, as on hyper's path.
-                Some(n) if n > self.shared.config.max_body_size => {
-                    tracing::debug!(remote = %self.remote, length = n, "request body over maxBodySize: 413");
-                    Answer::Now(Some((Box::new(crate::response::status_only(413)), count)))
-                }
-                _ => {
-                    tracing::debug!(remote = %self.remote, "a body read past hyper, on the fast path");
-                    let body = RequestBody::Incoming(body);
-                    let handover = Handover { started, method, text, websocket: None, body, http2: false };
-                    hand_over(handover, self.remote, self.tls.as_ref(), &self.shared, count)
-                }
-            };
-            self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
-            return;
-        }
+        let Head { method, is_head, keep_alive, http10, text, length, expect, .. } = head;
         let length = length as usize;
         if length as u64 > self.shared.config.max_body_size {
             tracing::debug!(remote = %self.remote, length, "request body over maxBodySize: 413");
-            // As hyper, whose body goes unread (and which owes no `100 Continue` then): what its
-            // read buffer holds of the body is consumed, and the connection goes on when that is all of it (hyper's
-            // `poll_drain_or_close_read`); else it ends after the answer.
+            // As hyper, whose body goes unread (and which owes no `100 Continue` then): what
+            // its read buffer holds of the body is consumed, and the connection goes on when
+            // that is all of it (hyper's `poll_drain_or_close_read`); else it ends after the
+            // answer.
             let drained = self.buf.len() >= length;
             if drained {
                 self.buf.advance(length);
@@ -576,7 +550,7 @@ impl Future for FastH1 {
                     }
                     if !this.buf.is_empty() {
                         let scheme = if this.tls.is_some() { "https" } else { "http" };
-                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities, &this.cork) {
+                        match parse(&this.buf, scheme, &this.shared, &mut this.authorities) {
                             Parsed::Take(head) => {
                                 this.take(head);
                                 continue;
@@ -711,10 +685,8 @@ struct Head {
     /// HTTP/1.0: answered in 1.0, a streamed body close-delimited.
     http10: bool,
     text: HeadText,
-    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none or `direct`).
+    /// The body's declared length (at most `PRECOLLECT_LIMIT`; 0: none).
     length: u64,
-    /// A larger body, read past hyper by its reader (direct.rs).
-    direct: Option<Box<crate::direct::DirectBody>>,
     /// `Expect: 100-continue` with a body to come: `100 Continue` is owed before it is read.
     expect: bool,
 }
@@ -765,13 +737,7 @@ const TARGET_OK: [bool; 256] = {
 
 /// Parses the head at the start of `buf`, as hyper would, and decides whether it is
 /// taken here (see the module's comment).
-fn parse(
-    buf: &[u8],
-    scheme: &str,
-    shared: &ServerShared,
-    authorities: &mut AuthorityCache,
-    cork: &Arc<Cork>,
-) -> Parsed {
+fn parse(buf: &[u8], scheme: &str, shared: &ServerShared, authorities: &mut AuthorityCache) -> Parsed {
     let max_header_size = shared.config.max_header_size;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -793,8 +759,6 @@ fn parse(
     let is_head = method == "HEAD";
     let without_length = is_head || method == "GET";
     let mut length = 0;
-    // The zeros h1_strict writes over the length of a body it reads past hyper (direct.rs).
-    let mut zeroed = false;
     let mut expects = 0;
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
     if method == http::Method::CONNECT {
@@ -833,12 +797,8 @@ fn parse(
                 asked_keep_alive |= http10 && has_token(value, b"keep-alive");
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                match declared_length(value) {
-                    Some(n) => length = n,
-                    // That body is claimed below, once the head is sure to be taken.
-                    None if value.len() > 1 && value.iter().all(|&b| b == b'0') => zeroed = true,
-                    None => return Parsed::Hyper,
-                }
+                let Some(n) = declared_length(value) else { return Parsed::Hyper };
+                length = n;
                 lengths += 1;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
@@ -848,14 +808,12 @@ fn parse(
     // RFC 9112 3.2: exactly one Host in 1.1, none or one in 1.0 (its URL is then made from
     // the bound address, as hyper's path makes it; more than one is hyper's); `maxHeaderSize`
     // for the fields (431 from hyper's path); a method other than GET and HEAD only with an
-    // explicit length; a body that JS gets whole, or one read past hyper (direct.rs, `zeroed`;
-    // a larger one is streamed by hyper); one `Expect`, not with a body read past hyper (the
-    // read layer leaves those to hyper's own read anyway).
+    // explicit length; a body that JS gets whole (a larger one is read past hyper, direct.rs,
+    // or streamed); one `Expect`.
     let fields = req.headers.len();
     if hosts > 1
         || (hosts == 0 && !http10)
         || expects > 1
-        || (expects == 1 && zeroed)
         || lengths > 1
         || (!without_length && lengths == 0)
         || length > PRECOLLECT_LIMIT
@@ -874,25 +832,14 @@ fn parse(
         return Parsed::Hyper;
     }
     let url_len = bytes.len();
-    // Claimed last, once the head is sure to be taken; a client's own `00` has none and is
-    // hyper's.
-    let direct = match zeroed {
-        false => None,
-        true => match cork.claim_direct() {
-            Some(d) => Some(d),
-            None => return Parsed::Hyper,
-        },
-    };
-    // JS gets the length as the client sent it.
-    let declared = direct.as_ref().map(|d| d.declared());
-    write_fields(req.headers, &mut bytes, declared.as_ref().map(http::HeaderValue::as_bytes));
+    write_fields(req.headers, &mut bytes);
     // RFC 9112 9.3: a 1.1 connection persists unless `close`; a 1.0 one only with `keep-alive`
     // (RFC 7230 A.1.2) and without `close` (hyper's parse).
     let keep_alive = !close && (!http10 || asked_keep_alive);
     // hyper answers `100 Continue` only where a body is to come (RFC 9110 10.1.1).
     let expect = expects == 1 && length > 0;
     let text = HeadText { bytes, url_len };
-    Parsed::Take(Head { len, method, is_head, keep_alive, http10, text, length, direct, expect })
+    Parsed::Take(Head { len, method, is_head, keep_alive, http10, text, length, expect })
 }
 
 /// A `Content-Length` value the fast path takes: plain digits (RFC 9110 8.6), no leading
@@ -909,8 +856,7 @@ fn declared_length(value: &[u8]) -> Option<u64> {
 /// The header fields as `request::head_text` writes hyper's: `name\nvalue` joined by `\n`,
 /// names lowercased, in the order of a `HeaderMap` (each name's values together, names in
 /// the order they first came).
-/// `length`: the `Content-Length` value written in place of the one read (a direct body's).
-fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, length: Option<&[u8]>) {
+fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
     let mut first = true;
     let mut put = |h: &httparse::Header<'_>, out: &mut Vec<u8>| {
         if !std::mem::take(&mut first) {
@@ -922,10 +868,7 @@ fn write_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>, length: Opt
         out.extend_from_slice(h.name.as_bytes());
         out[start..].make_ascii_lowercase();
         out.push(b'\n');
-        match length {
-            Some(digits) if h.name.eq_ignore_ascii_case("content-length") => out.extend_from_slice(digits),
-            _ => out.extend_from_slice(h.value),
-        }
+        out.extend_from_slice(h.value);
     };
     for (i, h) in headers.iter().enumerate() {
         let same = |o: &httparse::Header<'_>| o.name.eq_ignore_ascii_case(h.name);
@@ -1061,17 +1004,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_over_64_kib_is_read_past_hyper_on_the_fast_path() {
-        let mut input = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n".to_vec();
-        input.extend_from_slice(&[b'b'; 1000]);
-        let (body, handed_over) = first_request(&input).await;
-        assert!(!handed_over);
-        let Some(RequestBody::Incoming(body)) = body else { panic!("no body read past hyper") };
-        assert!(matches!(body, crate::direct::Source::Direct(_)));
-        assert_eq!(body.size_hint().exact(), Some(70000));
-    }
-
-    #[tokio::test]
     async fn an_expected_body_is_read_on_the_fast_path() {
         let input = b"POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\nhello";
         let (body, handed_over) = first_request(input).await;
@@ -1107,7 +1039,7 @@ mod tests {
             httparse::Header { name: "accept", value: b"b" },
         ];
         let mut out = Vec::new();
-        write_fields(&heads, &mut out, None);
+        write_fields(&heads, &mut out);
         assert_eq!(out, b"host\nh\naccept\na\naccept\nb\nx-b\n1");
     }
 
