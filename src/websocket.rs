@@ -2117,8 +2117,8 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
     let ending = if already_forced {
         Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
     } else {
-        // Pinned where it is made: made and then moved into `pin!`, the block was kept twice
-        // in the task's state (744 B a socket).
+        // Pinned where it is made: made and then moved into `pin!`, the block can be kept
+        // twice in the task's state.
         let mut work = std::pin::pin!(async {
             let mut reading = std::pin::pin!(read_loop(r, &mut reader, first));
             let mut writing = std::pin::pin!(write_loop(&shared));
@@ -2185,7 +2185,9 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
         // one more cold line at every wake-up of a socket among many.
         let gate = forced.clone();
         let first = {
-            let mut phase_changed = std::pin::pin!(forced.wait_for(|p| *p != Phase::Running));
+            // Boxed, as the wait below: each is 144 B that the task's state would otherwise
+            // hold for the socket's life, and it is polled only when the phase moved.
+            let mut phase_changed = Box::pin(forced.wait_for(|p| *p != Phase::Running));
             let mut polled = false;
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(e) = std::future::Future::poll(work.as_mut(), cx) {
@@ -2211,7 +2213,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
                 tokio::select! {
                     biased;
                     e = work.as_mut() => e,
-                    _ = forced.wait_for(|p| *p == Phase::Forced) => abnormal(),
+                    _ = Box::pin(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
                 }
             }
         }
