@@ -962,6 +962,7 @@ impl Core {
             close_on_backpressure_limit: d.close_on_backpressure_limit,
             deflate: h.deflate,
             unmask_in_drain: self.js.write_here,
+            one_thread: self.js.write_here,
         };
         Ok(self.js.sockets.insert(config, remote, h, doorbell))
     }

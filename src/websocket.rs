@@ -282,6 +282,10 @@ pub(crate) struct SocketConfig {
     /// the drain copies it. With a thread of its own, a large one is unmasked there,
     /// off the JS thread (the drain's copy is then a plain, faster one).
     pub unmask_in_drain: bool,
+    /// Every thread that touches the socket's state is the JS thread (the in-thread mode):
+    /// the count of bytes queued (`buffered`) is updated without a locked instruction,
+    /// which waited for the cold line and every store before it at each send.
+    pub one_thread: bool,
     pub max_payload: usize,
     pub idle_timeout: Option<Duration>,
 }
@@ -738,7 +742,12 @@ impl SocketShared {
             }
             return None;
         }
-        self.buffered.fetch_add(len, Ordering::AcqRel);
+        if self.config.one_thread {
+            // The only thread that writes the count: a load and a store suffice.
+            self.buffered.store(before + len, Ordering::Release);
+        } else {
+            self.buffered.fetch_add(len, Ordering::AcqRel);
+        }
         // No write yet: the JS thread's flush writes each socket it sent to once
         // (`send_now`), so a batch's messages go out in one write.
         if before > 0 && tell {
@@ -1102,7 +1111,14 @@ impl SocketShared {
         if data == 0 {
             return;
         }
-        let left = self.buffered.fetch_sub(data, Ordering::SeqCst) - data;
+        let left = if self.config.one_thread {
+            // As in `admit`: this thread alone writes the count (and `hear_drain` runs on it).
+            let left = self.buffered.load(Ordering::Relaxed) - data;
+            self.buffered.store(left, Ordering::Release);
+            left
+        } else {
+            self.buffered.fetch_sub(data, Ordering::SeqCst) - data
+        };
         if left <= self.config.backpressure_limit / 4
             && self.drain_heard.load(Ordering::SeqCst)
             && self.drain_wanted.swap(false, Ordering::AcqRel)
@@ -2101,7 +2117,9 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
     let ending = if already_forced {
         Ending { code: code::ABNORMAL, reason: String::new(), clean: false }
     } else {
-        let work = async {
+        // Pinned where it is made: made and then moved into `pin!`, the block can be kept
+        // twice in the task's state.
+        let mut work = std::pin::pin!(async {
             let mut reading = std::pin::pin!(read_loop(r, &mut reader, first));
             let mut writing = std::pin::pin!(write_loop(&shared));
             let mut wrote_close = None;
@@ -2156,27 +2174,46 @@ pub(crate) async fn run<R: AsyncRead + Unpin, W: crate::cork::ConnWrite + 'stati
                     Ending { code: c, reason: reason.into(), clean: false }
                 }
             }
-        };
-        let mut work = std::pin::pin!(work);
+        });
         let abnormal = || Ending { code: code::ABNORMAL, reason: String::new(), clean: false };
-        // The server's phase is watched here, once per socket, not in the read loop.
-        // Biased: no random number per poll; the phase is looked at in every poll anyway.
-        let first = tokio::select! {
-            biased;
-            e = work.as_mut() => Some(e),
-            // An error: the server is gone; as forced.
-            r = crate::woken::WhenWoken::new(forced.wait_for(|p| *p != Phase::Running)) => {
-                if r.map_or(true, |p| *p == Phase::Forced) { Some(abnormal()) } else { None }
-            }
+        // The server's phase is watched here, once per socket, not in the read loop, and
+        // polled only at the first poll (which registers the task with the watch) and once
+        // the phase has changed: `gate`'s look is a load of the watch's version, a line
+        // every socket shares. The gate is never marked seen, so once the phase changed
+        // every poll looks again (the watch's wake-up may come after the version's change).
+        // A poll of the watch itself, or of a flag of the socket's own in front of it, was
+        // one more cold line at every wake-up of a socket among many.
+        let gate = forced.clone();
+        let first = {
+            // Boxed, as the wait below: each is 144 B that the task's state would otherwise
+            // hold for the socket's life, and it is polled only when the phase moved.
+            let mut phase_changed = Box::pin(forced.wait_for(|p| *p != Phase::Running));
+            let mut polled = false;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(e) = std::future::Future::poll(work.as_mut(), cx) {
+                    return Poll::Ready(Some(e));
+                }
+                if !polled || gate.has_changed().unwrap_or(true) {
+                    polled = true;
+                    // An error: the server is gone; as forced.
+                    if let Poll::Ready(r) = std::future::Future::poll(phase_changed.as_mut(), cx) {
+                        let forced = r.map_or(true, |p| *p == Phase::Forced);
+                        return Poll::Ready(if forced { Some(abnormal()) } else { None });
+                    }
+                }
+                Poll::Pending
+            })
+            .await
         };
         match first {
             Some(e) => e,
             None => {
+                // Draining: the socket is closing, so the watch is polled at each poll.
                 shared.close(code::GOING_AWAY, "server is closing".into());
                 tokio::select! {
                     biased;
                     e = work.as_mut() => e,
-                    _ = crate::woken::WhenWoken::new(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
+                    _ = Box::pin(forced.wait_for(|p| *p == Phase::Forced)) => abnormal(),
                 }
             }
         }
@@ -2436,6 +2473,7 @@ mod tests {
             close_on_backpressure_limit: false,
             deflate: None,
             unmask_in_drain: false,
+            one_thread: false,
         };
         let shared = SocketShared::new(7, config, doorbell.clone());
         let stats = Arc::new(Stats::new());

@@ -554,3 +554,154 @@ test("publishes to subscribers that come and go, new ones on the descriptors of 
 test("over TLS, publishes to subscribers that come and go: each gets exactly its publishes", async () => {
   await checkChurn("wss", { tls: A }, { perMessageDeflate: false, ca: CA, servername: "localhost" }, 10);
 });
+
+/** A raw subscriber that records each frame's opcode with its payload (`rawSubscriber`
+ * takes every frame as a message), so that a close frame is told apart from data. */
+async function rawFrames(server, path) {
+  const { sock, got } = await rawSubscriber(server, path);
+  const frames = [];
+  // rawSubscriber's parser pushes payloads; the opcodes are read from the same bytes here.
+  let buf = Buffer.alloc(0);
+  let open = false;
+  sock.prependListener("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    if (!open) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      buf = buf.subarray(end + 4);
+      open = true;
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      }
+      if (buf.length < at + len) break;
+      frames.push(buf[0] & 0x0f);
+      buf = buf.subarray(at + len);
+    }
+  });
+  return { sock, got, frames };
+}
+
+/** Publish `seq` of the 1,000-subscriber test: its number, then bytes that depend on it,
+ * 5 to 300 bytes in all. */
+function numbered(seq) {
+  const m = Buffer.alloc(5 + ((seq * 37) % 296));
+  m.writeUInt32BE(seq, 0);
+  for (let i = 4; i < m.length; i++) m[i] = (seq + i) & 0xff;
+  return m;
+}
+
+test(
+  "a topic of 1,000 subscribers, one stalled past its backpressure limit and one closing mid-run: each other gets every publish byte for byte and in order, the stalled one exactly those counted for it, and bufferedAmount returns to 0",
+  { timeout: 120000 },
+  async () => {
+    // A guard of a publish's accounting (src/websocket.rs, `admit` and `written`): the bytes
+    // queued on each subscriber decide which publishes a full one takes, and
+    // `server.publish` counts the subscribers that took each.
+    const limit = 256 * 1024;
+    const { server, subs, open } = pubsubServer(() => {}, {
+      websocket: { backpressureLimit: limit, perMessageDeflate: false },
+    });
+    try {
+      // The stalled subscriber opens first and the closing one second, so that the server's
+      // sockets for them are subs[0] and subs[1].
+      const stalled = await rawFrames(server, "/sub");
+      await waitFor(() => subs.length === 1);
+      const closer = await rawFrames(server, "/sub");
+      await waitFor(() => subs.length === 2);
+      const others = [];
+      for (let i = 0; i < 998; i += 100) {
+        others.push(
+          ...(await Promise.all(Array.from({ length: Math.min(100, 998 - i) }, () => rawSubscriber(server, "/sub")))),
+        );
+      }
+      await waitFor(() => subs.length === 1000);
+      const stalledSide = subs[0];
+
+      // Fill the stalled subscriber through a topic of its own until it takes nothing more,
+      // not even one byte: the kernel's buffers first, then its queue up to the limit. With
+      // worker threads the writes to the kernel happen there, after the publishes: topped
+      // up again after each pause until three in a row find it full (no event says that
+      // the kernel's buffers are full; a pause only lets the other thread run).
+      stalled.sock.pause();
+      stalledSide.subscribe("big");
+      const big = [];
+      const topUp = () => {
+        let taken = 0;
+        // Bounded: a subscriber that took everything would otherwise keep this turn forever.
+        for (let size = 16384; size >= 1 && taken < 1024;) {
+          const m = Buffer.alloc(size, big.length % 251);
+          if (server.publish("big", m) === 1) {
+            big.push(m);
+            taken++;
+          } else size = Math.floor(size / 2);
+        }
+        return taken;
+      };
+      for (let full = 0, turns = 0; full < 3 && turns < 200; turns++) {
+        full = topUp() === 0 ? full + 1 : 0;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.ok(stalledSide.bufferedAmount >= limit, `bufferedAmount ${stalledSide.bufferedAmount}`);
+
+      // 200 publishes to all 1,000, in rounds of 20 from one turn; the closing subscriber
+      // sends its close frame at the start of round 4, while the rounds go on.
+      const rounds = 10;
+      const per = 20;
+      const counted = [];
+      for (let r = 0; r < rounds; r++) {
+        if (r === 4) closer.sock.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]));
+        for (let j = 0; j < per; j++) counted.push(server.publish("t", numbered(r * per + j)));
+        const due = (r + 1) * per;
+        await waitFor(() => others.every((o) => o.got.length === due), 20000).catch((e) => {
+          const behind = others.filter((o) => o.got.length !== due).map((o) => o.got.length);
+          throw new Error(`${e.message} in round ${r}: ${behind.length} behind (${behind.slice(0, 5)})`);
+        });
+      }
+      const total = rounds * per;
+      for (const o of others) {
+        assert.equal(o.got.length, total);
+        for (let seq = 0; seq < total; seq++) assert.deepEqual(o.got[seq], numbered(seq));
+      }
+
+      // The closing subscriber: the publishes up to its close, in order, then the close.
+      await waitFor(() => !open.has(subs[1]));
+      await waitFor(() => closer.frames.at(-1) === 0x8);
+      const closerData = closer.frames.length - 1;
+      assert.ok(closer.frames.slice(0, -1).every((op) => op === 0x2));
+      for (let seq = 0; seq < closerData; seq++) assert.deepEqual(closer.got[seq], numbered(seq));
+      assert.ok(closerData >= 4 * per && closerData < total, `the closing subscriber got ${closerData}`);
+
+      // Every count is the others', the closing one's while it took them, and the stalled
+      // one's: whatever the counts give the stalled one beyond that is what it must get.
+      const delivered = counted.reduce((a, b) => a + b, 0);
+      const toStalled = delivered - 998 * total - closerData;
+      assert.ok(counted.every((n) => n >= 998 && n <= 1000));
+      assert.ok(toStalled >= 0 && toStalled < total / 2, `the stalled subscriber took ${toStalled} of ${total}`);
+      stalled.sock.resume();
+      await waitFor(() => stalled.got.length === big.length + toStalled, 30000).catch((e) => {
+        throw new Error(`${e.message}: ${stalled.got.length} of ${big.length} + ${toStalled}`);
+      });
+      assert.ok(stalled.frames.every((op) => op === 0x2));
+      for (let i = 0; i < big.length; i++) assert.deepEqual(stalled.got[i], big[i]);
+      let last = -1;
+      for (const m of stalled.got.slice(big.length)) {
+        const seq = m.readUInt32BE(0);
+        assert.ok(seq > last, `publish ${seq} after ${last}`);
+        assert.deepEqual(m, numbered(seq));
+        last = seq;
+      }
+      await waitFor(() => subs.every((s) => s.bufferedAmount === 0));
+      for (const o of [stalled, ...others]) o.sock.destroy();
+      closer.sock.destroy();
+    } finally {
+      await server.close();
+    }
+  },
+);

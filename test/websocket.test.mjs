@@ -773,6 +773,56 @@ test("server.close() closes every socket with 1001; stats count open sockets", a
   assert.equal(server.stats().webSockets, 0);
 });
 
+test(
+  "server.close() reaches sockets busy echoing as it starts and idle ones: each gets a 1001, and a peer that never answers the close is cut at shutdownTimeout",
+  { timeout: 30000 },
+  async () => {
+    // A guard of the socket task's watch of the server's phase (src/websocket.rs, `run`): it
+    // is looked at in a poll only once the phase has changed, so a busy socket must still
+    // see the change among its reads, an idle one must be woken by it, and the forced phase
+    // after it must reach a socket that is already closing.
+    const server = wsServer(echo, { shutdownTimeout: 300 });
+    const busy = await Promise.all(Array.from({ length: 20 }, () => client(server)));
+    const idle = await Promise.all(Array.from({ length: 20 }, () => client(server)));
+    // A raw peer that reads but never answers the close frame.
+    const mute = net.connect(server.port, "127.0.0.1");
+    await once(mute, "connect");
+    let bytes = Buffer.alloc(0);
+    mute.on("data", (d) => (bytes = Buffer.concat([bytes, d])));
+    mute.write(
+      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    await waitFor(() => server.stats().webSockets === 41);
+    // Each echo is answered with the next message: the busy sockets are being read as the
+    // phase changes.
+    let echoes = 0;
+    for (const c of busy) {
+      c.on("message", (d) => {
+        echoes++;
+        if (c.readyState === WebSocket.OPEN) c.send(d);
+      });
+      for (let i = 0; i < 4; i++) c.send(Buffer.alloc(64, i));
+    }
+    await waitFor(() => echoes > 2000);
+    const seen = Promise.all([...busy, ...idle].map(closed));
+    const muteEnded = once(mute, "close");
+    const started = Date.now();
+    await server.close();
+    const codes = (await seen).map((c) => c.code);
+    assert.deepEqual(codes, Array(40).fill(1001));
+    await muteEnded;
+    // Cut when the grace period ended, well before the 5 s a closing socket waits for the
+    // peer's close frame.
+    assert.ok(Date.now() - started < 4000, `the mute peer was cut after ${Date.now() - started} ms`);
+    const head = bytes.indexOf("\r\n\r\n");
+    assert.match(bytes.subarray(0, head).toString("latin1"), /^HTTP\/1\.1 101/);
+    const close = bytes.subarray(head + 4);
+    assert.deepEqual([...close.subarray(0, 4)], [0x88, close[1], 0x03, 0xe9]);
+    assert.equal(server.stats().webSockets, 0);
+  },
+);
+
 test("send before open throws; the socket's members", async () => {
   let early;
   let sock;
