@@ -52,7 +52,8 @@ async function collector(address, opts = {}) {
 }
 
 /** A client on a raw socket (no library's own flow control in the way): the upgrade by
- * hand, then the binary messages of unfragmented, unmasked server frames, as Buffers. */
+ * hand, then the payloads of unfragmented, unmasked server frames, as Buffers (`got`), and
+ * their opcodes (`frames`). */
 async function rawSubscriber(server, path) {
   const sock = net.connect(server.port, "127.0.0.1");
   await once(sock, "connect");
@@ -61,6 +62,7 @@ async function rawSubscriber(server, path) {
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
   );
   const got = [];
+  const frames = [];
   let buf = Buffer.alloc(0);
   let open = false;
   sock.on("data", (d) => {
@@ -83,10 +85,11 @@ async function rawSubscriber(server, path) {
       } else assert.ok(len < 126, "test messages stay under 64 KiB");
       if (buf.length < at + len) break;
       got.push(Buffer.from(buf.subarray(at, at + len)));
+      frames.push(buf[0] & 0x0f);
       buf = buf.subarray(at + len);
     }
   });
-  return { sock, got };
+  return { sock, got, frames };
 }
 
 const big = (tag) => tag + ".".repeat(5000);
@@ -555,39 +558,6 @@ test("over TLS, publishes to subscribers that come and go: each gets exactly its
   await checkChurn("wss", { tls: A }, { perMessageDeflate: false, ca: CA, servername: "localhost" }, 10);
 });
 
-/** A raw subscriber that records each frame's opcode with its payload (`rawSubscriber`
- * takes every frame as a message), so that a close frame is told apart from data. */
-async function rawFrames(server, path) {
-  const { sock, got } = await rawSubscriber(server, path);
-  const frames = [];
-  // rawSubscriber's parser pushes payloads; the opcodes are read from the same bytes here.
-  let buf = Buffer.alloc(0);
-  let open = false;
-  sock.prependListener("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    if (!open) {
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      buf = buf.subarray(end + 4);
-      open = true;
-    }
-    for (;;) {
-      if (buf.length < 2) break;
-      let len = buf[1] & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buf.length < 4) break;
-        len = buf.readUInt16BE(2);
-        at = 4;
-      }
-      if (buf.length < at + len) break;
-      frames.push(buf[0] & 0x0f);
-      buf = buf.subarray(at + len);
-    }
-  });
-  return { sock, got, frames };
-}
-
 /** Publish `seq` of the 1,000-subscriber test: its number, then bytes that depend on it,
  * 5 to 300 bytes in all. */
 function numbered(seq) {
@@ -611,9 +581,9 @@ test(
     try {
       // The stalled subscriber opens first and the closing one second, so that the server's
       // sockets for them are subs[0] and subs[1].
-      const stalled = await rawFrames(server, "/sub");
+      const stalled = await rawSubscriber(server, "/sub");
       await waitFor(() => subs.length === 1);
-      const closer = await rawFrames(server, "/sub");
+      const closer = await rawSubscriber(server, "/sub");
       await waitFor(() => subs.length === 2);
       const others = [];
       for (let i = 0; i < 998; i += 100) {
