@@ -95,8 +95,10 @@ export function normalizeName(name: unknown): string {
 // Valid values seen so far, each already normalized (no whitespace at either end, no NUL,
 // CR or LF, nothing above U+00FF): most values an application sets are constants
 // ("no-store", a content type), and a Set hit costs less than the regular expression (about
-// 270 instructions a test). Bounded, as the name cache is.
+// 270 instructions a test). Bounded, as the name cache is, in count and in each value's
+// length (long values are rarely constants, and 512 of them would stay in memory for good).
 const VALUE_CACHE_MAX = 512;
+const VALUE_CACHE_LEN = 128;
 const valueCache = new Set<string>();
 
 // https://fetch.spec.whatwg.org/#concept-header-value-normalize, then validation.
@@ -109,7 +111,7 @@ export function normalizeValue(value: unknown): string {
     if (c0 <= 32 || cl <= 32) s = s.replace(LEADING_WS, "").replace(TRAILING_WS, "");
   }
   if (BAD_VALUE.test(s)) throw new TypeError(`Invalid header value: ${JSON.stringify(s)}`);
-  if (valueCache.size < VALUE_CACHE_MAX) valueCache.add(s);
+  if (valueCache.size < VALUE_CACHE_MAX && s.length <= VALUE_CACHE_LEN) valueCache.add(s);
   return s;
 }
 

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Headers, Response } from "../dist/index.js";
 import { headersFromPacked } from "../dist/headers.js";
-import { bothImpls } from "./helpers.mjs";
+import { bothImpls, runModule } from "./helpers.mjs";
 
 const NodeHeaders = globalThis.Headers;
 const both = bothImpls(Headers, NodeHeaders);
@@ -728,4 +728,30 @@ describe("packed headers (an incoming request's)", () => {
       ],
     );
   });
+});
+
+// The cache of values seen valid (lib/headers.ts) is bounded in each value's length too: 512
+// distinct long values set once must not stay in memory after their Headers are gone. In a
+// child process, so that the cache starts empty.
+test("long header values are not kept after their Headers are gone", async () => {
+  const dist = JSON.stringify(new URL("../dist/index.js", import.meta.url).href);
+  const r = await runModule(
+    `
+    import v8 from "node:v8";
+    import vm from "node:vm";
+    import { Headers } from ${dist};
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc");
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 512; i++) new Headers({ "x-long": String(i).padEnd(100_000, "v") });
+    gc();
+    console.log(JSON.stringify({ grown: process.memoryUsage().heapUsed - before }));
+    `,
+    30_000,
+  );
+  assert.equal(r.code, 0, r.out);
+  const { grown } = JSON.parse(r.out.trim().split("\n").at(-1));
+  // 512 values of 100 KB kept would be 51 MB.
+  assert.ok(grown < 8 * 1024 * 1024, `heap grew by ${grown} bytes`);
 });
