@@ -7,7 +7,7 @@
 //   e.g.    flock /tmp/bench.lock node bench/ab.mjs fetch-rs,fetch-rs-base,node-http,bun,deno 3 300000 /text
 import { execFileSync } from "node:child_process";
 import { clockTicksPerSecond, readCpuTicks } from "./lib/cpu.mjs";
-import { lookupServer as lookup, startServer, stopServer } from "./lib/servers.mjs";
+import { serverByName, startServer, stopServer } from "./lib/servers.mjs";
 
 const args = process.argv.slice(2).filter((a) => a !== "--close");
 const keepAlive = !process.argv.includes("--close");
@@ -28,8 +28,7 @@ const ab = (url, n) =>
 const res = {};
 for (let r = 0; r < rounds; r++) {
   for (const n of names) {
-    const entry = lookup(n);
-    if (!entry) throw new Error(`unknown server ${n}`);
+    const entry = serverByName(n);
     const srv = await startServer(entry, { root, pinCore: 0 });
     const url = `http://127.0.0.1:${srv.port}${path}`;
     ab(url, Math.min(requests, 30000)); // warm-up

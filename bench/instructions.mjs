@@ -35,7 +35,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { lookupServer as lookup, freePort } from "./lib/servers.mjs";
+import { freePort, serverByName } from "./lib/servers.mjs";
 import { eventRows, summarize } from "./lib/callgrind.mjs";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -159,8 +159,7 @@ if (bodyBytes > 0) writeFileSync(join(dir, "body"), Buffer.alloc(bodyBytes, "x")
 try {
   const results = [];
   for (const name of names) {
-    const entry = lookup(name);
-    if (!entry) throw new Error(`no server named ${name}`);
+    const entry = serverByName(name);
     if (tls && !entry.tls) throw new Error(`${name} is not a TLS server (see bench/lib/servers.mjs)`);
     process.stderr.write(`${name}: ${requests} requests under callgrind...\n`);
     const dumps = await measure(entry, dir, tls ? [HANDSHAKES, requests] : [requests]);

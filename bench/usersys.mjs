@@ -13,7 +13,7 @@
 // the server's)].
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { lookupServer as lookup, startServer, stopServer } from "./lib/servers.mjs";
+import { serverByName, startServer, stopServer } from "./lib/servers.mjs";
 
 const names = (process.argv[2] ?? "fetch-rs,deno,hyper").split(",");
 const rounds = Number(process.argv[3] ?? 3);
@@ -40,8 +40,7 @@ function cpu(pid) {
 const res = {};
 for (let r = 0; r < rounds; r++) {
   for (const n of names) {
-    const entry = lookup(n);
-    if (!entry) throw new Error(`unknown server ${n}`);
+    const entry = serverByName(n);
     const srv = await startServer(entry, { root, pinCore: 0 });
     const url = `${entry.tls ? "https" : "http"}://127.0.0.1:${srv.port}${path}`;
     execFileSync("taskset", ["-c", "1", "wrk", "-t1", "-c50", "-d1s", url]); // warm-up

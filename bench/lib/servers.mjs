@@ -285,7 +285,6 @@ const BY_NAME_ONLY = [
   },
 ];
 
-/** Which server each mode's ratios are taken against. */
 /**
  * The table's entry for `name`, or one derived from it by a suffix: "-tls" (the same server over
  * HTTPS, with the test certificate) or "-inthread" (fetch-rs with `workerThreads: 0`); for the
@@ -306,6 +305,14 @@ export function lookupServer(name) {
   return undefined;
 }
 
+/** `lookupServer`, for a name given on a script's command line: an unknown one is an error. */
+export function serverByName(name) {
+  const entry = lookupServer(name);
+  if (!entry) throw new Error(`no server named ${name} (see bench/lib/servers.mjs)`);
+  return entry;
+}
+
+/** Which server each mode's ratios are taken against. */
 export const BASELINE_BY_PROTOCOL = { h1: "node-http", h2c: "node-http2", "tls-h1": "node-https", "tls-h2": "node-http2-tls" };
 
 // The certificate every TLS server gets: the test suite's (EC P-256, for localhost and 127.0.0.1).
