@@ -130,7 +130,7 @@ export interface ServerOptions {
   workerThreads?: number;
   /** Listen backlog (default 2048). */
   backlog?: number;
-  /** Install fetch-rs's Response as `globalThis.Response` (default true). */
+  /** Install fetch-rs's Response and Headers as `globalThis.Response` and `globalThis.Headers` (default true). */
   overrideGlobals?: boolean;
   /** WebSocket settings (see `upgradeWebSocket`). */
   websocket?: WebSocketOptions;
@@ -422,7 +422,14 @@ export class Server {
     } catch (e) {
       throw nativeError(e);
     }
-    if (this.#options.overrideGlobals) (globalThis as { Response: unknown }).Response = Response;
+    if (this.#options.overrideGlobals) {
+      // Headers too: code that builds its response's headers with `new Headers()` (Hono's
+      // context does for every reply) hands the Response a class it reads without undici's
+      // iterator. Both still pass `instanceof` against Node's classes.
+      const g = globalThis as { Response: unknown; Headers: unknown };
+      g.Response = Response;
+      g.Headers = Headers;
+    }
     this.#host = this.#makeHost();
     this.#wsHost = this.#makeWsHost();
     this.#wsHandlers = socketHandlers(options);

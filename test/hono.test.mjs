@@ -4,8 +4,44 @@ import { once } from "node:events";
 import { test } from "node:test";
 import { Hono } from "hono";
 import WebSocket from "ws";
-import { serve } from "../dist/index.js";
+import { Headers, serve } from "../dist/index.js";
 import { upgradeWebSocket } from "../dist/hono.js";
+
+// Read before any server installs fetch-rs's classes.
+const NodeHeaders = globalThis.Headers;
+
+test("a Hono app's replies build their headers with fetch-rs's Headers (overrideGlobals)", async () => {
+  const app = new Hono();
+  const seen = [];
+  app.get("/app", (c) => {
+    c.header("set-cookie", "a=1", { append: true });
+    c.header("set-cookie", "b=2", { append: true });
+    const res = c.json({ q: c.req.query("q") }, 200, { "cache-control": "no-store" });
+    seen.push(Object.getPrototypeOf(res.headers) === Headers.prototype);
+    return res;
+  });
+  app.get("/echo-header", (c) => c.text(c.req.header("x-from-ours") ?? "missing"));
+  const server = serve({ port: 0, host: "127.0.0.1", fetch: app.fetch });
+  try {
+    assert.equal(globalThis.Headers, Headers, "serve() installs fetch-rs's Headers");
+    const ours = new globalThis.Headers({ "x-from-ours": "yes" });
+    // Both ways across the two classes.
+    assert.ok(ours instanceof NodeHeaders);
+    assert.ok(new NodeHeaders() instanceof globalThis.Headers);
+    const res = await fetch(`http://127.0.0.1:${server.port}/app?q=1`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { q: "1" });
+    assert.equal(res.headers.get("cache-control"), "no-store");
+    assert.match(res.headers.get("content-type"), /^application\/json/);
+    assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+    assert.deepEqual(seen, [true], "Hono's context built its Headers from the global class");
+    // Node's fetch takes fetch-rs's Headers as its init.
+    const echoed = await fetch(`http://127.0.0.1:${server.port}/echo-header`, { headers: ours });
+    assert.equal(await echoed.text(), "yes");
+  } finally {
+    await server.close();
+  }
+});
 
 test("Hono's upgradeWebSocket() runs a socket on fetch-rs", async () => {
   const events = [];

@@ -749,7 +749,8 @@ describe("incoming requests", () => {
     assert.deepEqual([out.proto, out.length, out.used], [true, 3, true]);
   });
 
-  test("Node's Response is still the global one (overrideGlobals: false)", () => {
+  test("Node's Response and Headers are still the global ones (overrideGlobals: false)", () => {
     assert.equal(globalThis.Response, NodeResponse);
+    assert.equal(globalThis.Headers, NodeHeaders);
   });
 });
