@@ -42,12 +42,15 @@ pub type Reply = http::Response<ResponseBody>;
 /// the response (`response::plain`) once it takes the reply; with one, the response whole.
 /// The plain form is a third of a response's size, so the ticket's copy in and out of it is
 /// too, and the response's header map is allocated on the connection's thread, where hyper
-/// keeps it for the next request's head and `admit` frees it. `repr(u8)`: the tag and a
-/// plain reply's fields come first (see `Ticket`).
+/// keeps it for the next request's head and `admit` frees it. With a packed list that
+/// `response::listed` takes (most lists), the list as checked: the fast HTTP/1.1 path writes
+/// it without a map, hyper's path makes one (`response::listed_reply`). `repr(u8)`: the tag
+/// and a plain reply's fields come first (see `Ticket`).
 #[repr(u8)]
 pub enum Given {
     Plain { status: http::StatusCode, ct: u32, body: ResponseBody },
     Full(Reply),
+    Listed { status: http::StatusCode, list: crate::response::FieldList, body: ResponseBody },
 }
 
 impl From<Reply> for Given {
@@ -63,6 +66,7 @@ impl Given {
         match self {
             Given::Plain { status, ct, body } => crate::response::plain(status, ct, body),
             Given::Full(reply) => reply,
+            Given::Listed { status, list, body } => crate::response::listed_reply(status, &list, body),
         }
     }
 }
@@ -218,7 +222,7 @@ impl Ticket {
 
     /// The reply, given state `s` from `poll_given`; a 500 when none will come (JS let go of
     /// the request without one, or it was taken already). `body` sees the body of a reply
-    /// given without a header list, `full` a whole response. A plain reply stays plain: the
+    /// given without a header map (plain or listed), `full` a whole response. A plain reply stays plain: the
     /// fast HTTP/1.1 path encodes it without a header map (`fast_h1`), hyper's path makes its
     /// response (`Given::into_reply`).
     #[inline(always)]
@@ -246,6 +250,12 @@ impl Ticket {
                 let mut reply = unsafe { std::ptr::read(reply) };
                 full(&mut reply);
                 Given::Full(reply)
+            }
+            Given::Listed { status, list, body: given } => {
+                // SAFETY: as for a plain reply.
+                let (list, mut given) = unsafe { (std::ptr::read(list), std::ptr::read(given)) };
+                body(&mut given);
+                Given::Listed { status: *status, list, body: given }
             }
         }
     }

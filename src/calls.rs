@@ -23,6 +23,7 @@
 //! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each WebSocket payload in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
 //! | `requestHead` | slot id | a REQUEST record's URL and packed headers as one string, once |
+//! | `requestHeadStaged` | | `requestHead` of the id JS wrote to `respondStage`'s first word |
 //! | `requestMethod/ClientAddress/ClientPort` | slot id | a method other than those with a code; the client's address; its TCP port |
 //! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
@@ -121,6 +122,12 @@ calls! {
     }
     /// `requestHead(id)`: the head text of a REQUEST record (`Core::request_head`).
     c"requestHead" => fn request_head(core, env; id: u32) -> Option<napi::JsString<'_>> {
+        core.request_head(env, id)
+    }
+    /// `requestHeadStaged()`: `requestHead` of the id JS wrote to the first word of the area
+    /// `respondStage` registered (no number argument to convert).
+    c"requestHeadStaged" => fn request_head_staged(core, env) -> Option<napi::JsString<'_>> {
+        let (id, _) = staged(core)?;
         core.request_head(env, id)
     }
     /// `requestMethod(id)`: the method of a request whose code is `METHOD_OTHER`.
@@ -567,6 +574,9 @@ unsafe fn long_utf8(env: sys::napi_env, value: sys::napi_value) -> Result<bytes:
     }
 }
 
+/// Room for a packed header list read at once (`HeaderList`'s conversion), its NUL included.
+const PACKED_LIST_ROOM: usize = 256;
+
 /// A response's header list (`response::HeaderList`): a string is lib/'s packed list, read
 /// as Latin-1 (a one-byte string's characters copied as they are); an array, strings.
 impl FromNapiValue for HeaderList {
@@ -578,11 +588,23 @@ impl FromNapiValue for HeaderList {
             // SAFETY: as the caller promises.
             return Ok(HeaderList::Strings(unsafe { Vec::<String>::from_napi_value(env, value) }?));
         }
+        // Read at once into room for most lists (a few fields: about 60 bytes); asked for its
+        // length first (a second call) only when it may not fit.
+        let mut bytes = Vec::<u8>::with_capacity(PACKED_LIST_ROOM);
+        let mut written = 0;
+        // SAFETY: V8 writes at most `PACKED_LIST_ROOM - 1` characters and a NUL into its room.
+        check_status!(unsafe {
+            sys::napi_get_value_string_latin1(env, value, bytes.as_mut_ptr().cast(), PACKED_LIST_ROOM, &mut written)
+        })?;
+        if written < PACKED_LIST_ROOM - 1 {
+            // SAFETY: the first `written` bytes were written by V8 above.
+            unsafe { bytes.set_len(written) };
+            return Ok(HeaderList::Packed(bytes));
+        }
         let mut len = 0;
         // SAFETY: with no buffer, V8 only reports the length in characters (a byte each).
         check_status!(unsafe { sys::napi_get_value_string_latin1(env, value, ptr::null_mut(), 0, &mut len) })?;
-        let mut bytes = Vec::<u8>::with_capacity(len + 1);
-        let mut written = 0;
+        bytes.reserve(len + 1);
         // SAFETY: V8 writes at most `len` characters and a NUL into the `len + 1` bytes of room.
         check_status!(unsafe {
             sys::napi_get_value_string_latin1(env, value, bytes.as_mut_ptr().cast(), len + 1, &mut written)

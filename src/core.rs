@@ -851,18 +851,46 @@ impl Core {
         release: bool,
     ) -> BridgeResult<()> {
         // Without a header list, the connection's side makes the response
-        // (`bridge::Given::Plain`); a list's checks need the request's method.
-        match headers {
+        // (`bridge::Given::Plain`). Most packed lists go as lists (`Given::Listed`), which
+        // the fast HTTP/1.1 path writes without a header map; the rest are made into a map
+        // here, whose checks need the request's method.
+        let list = match headers {
             None => {
                 let status = response::status_code(status)?;
                 self.give(id, release, move || bridge::Given::Plain { status, ct, body });
+                return Ok(());
             }
-            Some(list) => {
-                let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
-                let reply = bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?);
-                self.give(id, release, move || reply);
+            Some(HeaderList::Packed(bytes)) => {
+                let status = response::status_code(status)?;
+                let bodyless = matches!(body, ResponseBody::Empty);
+                match response::listed(ct, bytes, status, bodyless) {
+                    Ok(list) => {
+                        self.give(id, release, move || bridge::Given::Listed { status, list, body });
+                        return Ok(());
+                    }
+                    Err(bytes) => HeaderList::Packed(bytes),
+                }
             }
-        }
+            Some(list) => list,
+        };
+        self.respond_with_map(id, status, ct, list, body, release)
+    }
+
+    /// `respond`'s reply with a header list made into a header map (`response::build`).
+    #[inline(never)]
+    fn respond_with_map(
+        &mut self,
+        id: u32,
+        status: u32,
+        ct: u32,
+        list: HeaderList,
+        body: ResponseBody,
+        release: bool,
+    ) -> BridgeResult<()> {
+        tracing::debug!(id, "a header list goes as a header map");
+        let head = self.js.slab.get_mut(SlotId(id)).is_some_and(|l| l.req.method == http::Method::HEAD);
+        let reply = bridge::Given::Full(response::build(status, ct, Some(&list), body, head)?);
+        self.give(id, release, move || reply);
         Ok(())
     }
 

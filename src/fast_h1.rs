@@ -345,12 +345,14 @@ impl FastH1 {
         // A reply given without a header list (most) is encoded from its status and
         // content-type code as `response::plain`'s map would be (its one field first): no
         // header map is filled here to be read back at once.
-        let (status, ct, map, body) = match given {
-            Given::Plain { status, ct, body } => (status, ct, None, body),
+        // A reply with a header list that `response::listed` took is written from the list.
+        let (status, ct, map, list, body) = match given {
+            Given::Plain { status, ct, body } => (status, ct, None, None, body),
             Given::Full(reply) => {
                 let (parts, body) = reply.into_parts();
-                (parts.status, crate::wire::CT_NONE, Some(parts.headers), body)
+                (parts.status, crate::wire::CT_NONE, Some(parts.headers), None, body)
             }
+            Given::Listed { status, list, body } => (status, crate::wire::CT_NONE, None, Some(list), body),
         };
         let no_length = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let bodyless = head_req || no_length;
@@ -423,7 +425,8 @@ impl FastH1 {
                     out.extend_from_slice(b"\r\n");
                 }
                 http::header::TRAILER => {
-                    if bodyless {
+                    // As hyper, only where a chunked body could follow: not to HTTP/1.0.
+                    if bodyless || http10 {
                         continue;
                     }
                     out.extend_from_slice(b"trailer: ");
@@ -441,6 +444,33 @@ impl FastH1 {
                         line(out, name.as_str().as_bytes(), v.as_bytes());
                     }
                 }
+            }
+        }
+        // A listed reply's fields: each name's together already, as in a map, and no
+        // length, coding or connection field among them (`response::listed`), so only
+        // `trailer` and `date` are written apart, as a map's are above.
+        if let Some(list) = &list {
+            let mut fields = list.fields().peekable();
+            while let Some((name, value)) = fields.next() {
+                if name == b"trailer" {
+                    let values = std::iter::once(value)
+                        .chain(std::iter::from_fn(|| fields.next_if(|(n, _)| *n == b"trailer").map(|(_, v)| v)));
+                    if bodyless || http10 {
+                        values.for_each(drop);
+                        continue;
+                    }
+                    out.extend_from_slice(b"trailer: ");
+                    for (i, v) in values.enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b", ");
+                        }
+                        out.extend_from_slice(v);
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                wrote_date |= name == b"date";
+                line(out, name, value);
             }
         }
         // hyper adds it last (a new entry of the map).
@@ -994,6 +1024,74 @@ mod tests {
             }
         }
         assert_eq!(checked, 5 * 6 * 3 * 4 * 2);
+    }
+
+    /// A reply given with a list that `response::listed` takes (`Given::Listed`) is encoded
+    /// into the same bytes as the response `response::build` makes of the same list: repeated
+    /// names, trailers, a date, dropped fields, with and without a body, HEAD, 204 and 304,
+    /// kept alive or closing, to HTTP/1.1 and HTTP/1.0 requests.
+    #[tokio::test]
+    async fn a_listed_reply_is_encoded_as_its_response() {
+        let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
+        let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
+        let doorbell = Arc::new(Doorbell::new());
+        let stats = Arc::new(crate::stats::Stats::new());
+        let shared = Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".into()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
+        let mut conn = FastH1::new(io, cork, shared, remote, None);
+        let mut encode = |given: Given, head: bool, keep_alive: bool, http10: bool| {
+            conn.out.body = Bytes::new();
+            conn.respond(given, head, keep_alive, http10);
+            let text = String::from_utf8_lossy(&conn.out.head).into_owned();
+            let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+            (text.join("\r\n"), conn.out.body.clone())
+        };
+        let lists: [&[u8]; 9] = [
+            b"",
+            b"content-type\napplication/json; charset=utf-8\ncache-control\nno-store",
+            b"a\n1\nb\n2\na\n3\nset-cookie\nx=1\nset-cookie\ny=2",
+            b"trailer\nx-t\nx-a\n1\ntrailer\nx-u",
+            b"date\nThu, 01 Jan 1970 00:00:00 GMT\nx-a\ncaf\xe9",
+            b"connection\nclose\nkeep-alive\nt=5\nx-a\n1",
+            b"transfer-encoding\nchunked\ncontent-length\n9\nx-a\n1",
+            b"content-type\ntext/plain\ncontent-type\ntext/html",
+            b"x-empty\n\nx-inner\na  b\tc",
+        ];
+        let body = |i: usize| match i {
+            0 => ResponseBody::Empty,
+            1 => ResponseBody::Full(None),
+            _ => ResponseBody::Full(Some(Bytes::from("{}"))),
+        };
+        let mut checked = 0;
+        for list in lists {
+            for status in [200, 204, 304, 404] {
+                let status = StatusCode::from_u16(status).unwrap();
+                for i in 0..3 {
+                    for (head, keep_alive) in [(false, true), (false, false), (true, true), (true, false)] {
+                        for http10 in [false, true] {
+                            let bodyless = matches!(body(i), ResponseBody::Empty);
+                            // A declared length without a body is `build`'s (kept for HEAD, or refused).
+                            let Ok(fields) = crate::response::listed(0, list.to_vec(), status, bodyless) else {
+                                assert!(list.starts_with(b"transfer-encoding") && bodyless, "{list:?}");
+                                continue;
+                            };
+                            let listed = Given::Listed { status, list: fields, body: body(i) };
+                            let packed = crate::response::HeaderList::Packed(list.to_vec());
+                            let built = crate::response::build(status.as_u16().into(), 0, Some(&packed), body(i), head);
+                            let full = Given::Full(built.unwrap());
+                            let (a, b) =
+                                (encode(listed, head, keep_alive, http10), encode(full, head, keep_alive, http10));
+                            assert_eq!(a, b, "{list:?}, status {status}, body {i}, head {head}, 1.0 {http10}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 9 * 4 * 3 * 4 * 2 - 2 * 4 * 2);
     }
 
     #[tokio::test]

@@ -234,6 +234,241 @@ pub fn build(
     Ok(res)
 }
 
+/// The most fields a list may hold to go as a list (`listed`): a longer one is rare, and its
+/// fields are grouped by name in quadratic time.
+const LISTED_FIELDS: usize = 32;
+
+/// A reply's packed header list as `build` would leave it, kept a list (`bridge::Given::Listed`):
+/// `name\nvalue\n…`, names lowercase, each name's fields together in the order of its first
+/// (a `HeaderMap`'s order), no framing or hop-by-hop field. The fast HTTP/1.1 path writes it
+/// as it is; hyper's path makes the map of it (`listed_reply`).
+pub struct FieldList(Vec<u8>);
+
+impl FieldList {
+    /// The fields, in order.
+    pub(crate) fn fields(&self) -> Fields<'_> {
+        Fields { bytes: &self.0, at: 0 }
+    }
+}
+
+/// The fields of a packed list, each `(name, value)`; the list must hold pairs (`listed`
+/// checked it).
+pub(crate) struct Fields<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.at..).filter(|r| !r.is_empty())?;
+        let name_end = newline(rest)?;
+        let value = &rest[name_end + 1..];
+        let value_end = newline(value).unwrap_or(value.len());
+        self.at += name_end + 1 + value_end + 1;
+        Some((&rest[..name_end], &value[..value_end]))
+    }
+}
+
+/// Where the first newline of `b` is. Eight bytes at a time: a field is a few dozen bytes,
+/// where `memchr`'s call and set-up cost more than the search (about 80 instructions a
+/// call by callgrind).
+#[inline]
+fn newline(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let chunks = b.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (i, chunk) in chunks.enumerate() {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        // A zero byte of `x` is a newline of the chunk; the lowest byte flagged is the first
+        // zero (a borrow can flag bytes above one only).
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
+        let zero = x.wrapping_sub(ONES) & !x & HIGH;
+        if zero != 0 {
+            return Some(i * 8 + (zero.trailing_zeros() / 8) as usize);
+        }
+    }
+    let at = b.len() - tail.len();
+    tail.iter().position(|&c| c == b'\n').map(|p| at + p)
+}
+
+/// Bytes of a field value `HeaderValue::from_bytes` takes: visible bytes, obs-text, spaces
+/// and tabs.
+const VALUE_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b >= 0x20 && b != 0x7f) || b == b'\t' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// Bytes of a header name that `HeaderName::from_bytes` keeps as they are: RFC 9110's
+/// `tchar`, letters lowercase only.
+const NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// What `build` does with a field, by its (lowercase) name.
+enum FieldKind {
+    Kept,
+    ContentLength,
+    Connection,
+    /// Dropped (`is_hop_by_hop`), its value checked all the same.
+    HopByHop,
+}
+
+fn field_kind(name: &[u8], status: StatusCode) -> FieldKind {
+    match name {
+        b"content-length" => FieldKind::ContentLength,
+        b"connection" => FieldKind::Connection,
+        b"transfer-encoding" | b"te" | b"upgrade" | b"keep-alive" => FieldKind::HopByHop,
+        b"proxy-authenticate" if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED => FieldKind::Kept,
+        n if n.starts_with(b"proxy-") => FieldKind::HopByHop,
+        _ => FieldKind::Kept,
+    }
+}
+
+/// A packed list (lib/'s own Headers, `HeaderList::Packed`) as the fields `build` would put
+/// in the response's map, without the map: checked as `build` checks it, a `Content-Length`
+/// dropped where `build` drops it, hop-by-hop fields dropped, a name's fields grouped. The
+/// list is given back (`Err`) wherever `build`'s outcome is anything else or harder to
+/// match: a name not a lowercase token, a value it refuses, an odd list, a declared length
+/// it keeps (HEAD) or refuses, a `Connection` that names another field than `close` or
+/// `keep-alive` (or `close` beside a field so named), a content-type code beside the list,
+/// more than `LISTED_FIELDS` fields. `bodyless`: the reply has no body (`ResponseBody::Empty`).
+pub fn listed(ct: u32, list: Vec<u8>, status: StatusCode, bodyless: bool) -> Result<FieldList, Vec<u8>> {
+    if crate::wire::content_type(ct).is_some() {
+        return Err(list);
+    }
+    if list.is_empty() {
+        return Ok(FieldList(list));
+    }
+    // Each kept field: where its name starts and ends, where its value ends.
+    let mut kept = [(0u32, 0u32, 0u32); LISTED_FIELDS];
+    let mut count = 0;
+    let (mut dropped, mut repeats, mut names_close) = (false, false, false);
+    let bytes = &list[..];
+    let mut at = 0;
+    loop {
+        // The name: token bytes up to a newline; the value: bytes it may have up to a
+        // newline or the end. Anything else is `build`'s to refuse.
+        let name_end = at + bytes[at..].iter().take_while(|&&b| NAME_BYTE[b as usize]).count();
+        let name_len = name_end - at;
+        if bytes.get(name_end) != Some(&b'\n') || name_len == 0 || name_len > u16::MAX as usize {
+            return Err(list);
+        }
+        let name = &bytes[at..name_end];
+        let value_at = name_end + 1;
+        let value_end = value_at + bytes[value_at..].iter().take_while(|&&b| VALUE_BYTE[b as usize]).count();
+        if value_end < bytes.len() && bytes[value_end] != b'\n' {
+            return Err(list);
+        }
+        let value = &bytes[value_at..value_end];
+        match field_kind(name, status) {
+            FieldKind::ContentLength => {
+                let drop = match declared_length(value) {
+                    None => true,
+                    Some(len) => {
+                        !bodyless || len == 0 || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+                    }
+                };
+                if !drop {
+                    return Err(list);
+                }
+                dropped = true;
+            }
+            FieldKind::Connection => {
+                // `build` removes each field that a token names (a value of visible ASCII);
+                // `keep-alive` is dropped anyway.
+                if value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+                    for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                        let a_name =
+                            !token.is_empty() && token.iter().all(|&b| NAME_BYTE[b.to_ascii_lowercase() as usize]);
+                        if !a_name || token.eq_ignore_ascii_case(b"keep-alive") {
+                            continue;
+                        }
+                        if !token.eq_ignore_ascii_case(b"close") {
+                            return Err(list);
+                        }
+                        names_close = true;
+                    }
+                }
+                dropped = true;
+            }
+            FieldKind::HopByHop => dropped = true,
+            FieldKind::Kept => {
+                if count == LISTED_FIELDS {
+                    return Err(list);
+                }
+                repeats |= kept[..count].iter().any(|&(s, e, _)| &bytes[s as usize..e as usize] == name);
+                kept[count] = (at as u32, name_end as u32, value_end as u32);
+                count += 1;
+            }
+        }
+        if value_end == bytes.len() {
+            break;
+        }
+        at = value_end + 1;
+    }
+    let kept = &kept[..count];
+    let name_of = |&(s, e, _): &(u32, u32, u32)| &bytes[s as usize..e as usize];
+    if names_close && kept.iter().any(|f| name_of(f) == b"close") {
+        return Err(list);
+    }
+    if !dropped && !repeats {
+        return Ok(FieldList(list));
+    }
+    // Written again: the kept fields, each name's together.
+    let mut out = Vec::with_capacity(list.len());
+    for (i, field) in kept.iter().enumerate() {
+        let name = name_of(field);
+        if kept[..i].iter().any(|f| name_of(f) == name) {
+            continue;
+        }
+        for &(s, e, v) in kept[i..].iter().filter(|f| name_of(f) == name) {
+            if !out.is_empty() {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(&bytes[s as usize..e as usize]);
+            out.push(b'\n');
+            out.extend_from_slice(&bytes[e as usize + 1..v as usize]);
+        }
+    }
+    Ok(FieldList(out))
+}
+
+/// The response of a reply given with a list (`bridge::Given::Listed`), for hyper's path:
+/// the map `build` makes of the same reply.
+pub fn listed_reply(status: StatusCode, list: &FieldList, body: ResponseBody) -> Reply {
+    let mut res = with_content_type(status, crate::wire::CT_NONE, body, list.fields().count());
+    let map = res.headers_mut();
+    for (name, value) in list.fields() {
+        // Checked by `listed`: neither fails.
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(name, value);
+        }
+    }
+    res
+}
+
 /// The response of a reply given without a header list (`bridge::Given::Plain`), made on
 /// the connection's side: what `build` makes of the same status, code and body with no
 /// list (the status already checked by `status_code`).
@@ -394,6 +629,99 @@ mod tests {
             build(200, 0, Some(&packed(b"content-length\n5\nconnection\nclose")), ResponseBody::Empty, true).unwrap();
         let fields: Vec<_> = r.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         assert_eq!(fields, [("content-length", &b"5"[..])]);
+    }
+
+    /// Lists `listed` takes or gives back, each against `build`'s map of it (`listed_reply`'s
+    /// when taken), for bodies and none, GET and HEAD, 200, 204, 304 and 407.
+    #[test]
+    fn a_listed_reply_makes_the_map_build_makes() {
+        let lists: [&[u8]; 22] = [
+            b"",
+            b"content-type\napplication/json; charset=utf-8\ncache-control\nno-store",
+            b"a\n1\nb\n2\na\n3",
+            b"set-cookie\na=1\nx-b\n\nset-cookie\nb=2; Path=/",
+            b"x-a\ncaf\xe9 \t au lait\nx-b\n\x80\xff",
+            b"content-length\n5\nx-a\n1",
+            b"content-length\n0\nx-a\n1",
+            b"content-length\nfive\nx-a\n1",
+            b"connection\nclose\nx-a\n1\nkeep-alive\ntimeout=5",
+            b"connection\nkeep-alive, Close\nclose\nyes",
+            b"connection\nx-a\nx-a\n1\nx-b\n2",
+            b"connection\n\xff x-a\nx-a\n1",
+            b"transfer-encoding\nchunked\nte\ntrailers\nupgrade\nh2c\nx-a\n1",
+            b"proxy-authenticate\nBasic\nproxy-connection\nclose\nx-a\n1",
+            b"trailer\nx-t\nx-a\n1\ntrailer\nx-u",
+            b"date\nThu, 01 Jan 1970 00:00:00 GMT",
+            b"X-Upper\n1",
+            b"x-a\n1\nx-b",
+            b"x-a\n1\n",
+            b"x-a\na\rb",
+            b"bad name\nv",
+            b"x-a\n\x7f",
+        ];
+        let mut taken = 0;
+        for list in lists {
+            for status in [200, 204, 304, 407] {
+                for full in [false, true] {
+                    for head in [false, true] {
+                        let body = || match full {
+                            true => ResponseBody::full(bytes::Bytes::from_static(b"abc")),
+                            false => ResponseBody::Empty,
+                        };
+                        let built = build(status, 0, Some(&packed(list)), body(), head);
+                        let code = StatusCode::from_u16(status as u16).unwrap();
+                        match listed(0, list.to_vec(), code, !full) {
+                            Ok(fields) => {
+                                taken += 1;
+                                let r = listed_reply(code, &fields, body());
+                                let built = built.unwrap_or_else(|e| panic!("{list:?}: {}", e.message));
+                                let order = |r: &Reply| {
+                                    r.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
+                                };
+                                assert_eq!(order(&r), order(&built), "{list:?} {status} {full} {head}");
+                                // The list holds the map's fields in its order.
+                                let from_list: Vec<_> = fields.fields().collect();
+                                let from_map: Vec<_> = built
+                                    .headers()
+                                    .iter()
+                                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+                                    .collect();
+                                assert_eq!(from_list, from_map, "{list:?}");
+                            }
+                            // Given back whole, for `build`.
+                            Err(back) => assert_eq!(back, list),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 100, "{taken}");
+        // Given back: a content-type code beside a list, many fields, a length kept for HEAD.
+        let ok = StatusCode::OK;
+        assert!(listed(crate::wire::CT_JSON, b"x-a\n1".to_vec(), ok, false).is_err());
+        assert!(listed(crate::wire::CT_JSON, Vec::new(), ok, false).is_err());
+        let many: Vec<u8> = (0..40).flat_map(|i| format!("x-{i}\n{i}\n").into_bytes()).collect();
+        assert!(listed(0, many[..many.len() - 1].to_vec(), ok, false).is_err());
+        assert!(listed(0, b"content-length\n5".to_vec(), ok, true).is_err());
+        assert!(listed(0, b"content-length\n5".to_vec(), ok, false).is_ok());
+    }
+
+    #[test]
+    fn newlines_are_found_at_every_place() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'a'; len];
+                if at < len {
+                    b[at] = b'\n';
+                    // Bytes that differ from a newline by one bit, and a later newline.
+                    b.iter_mut().take(at).for_each(|c| *c = 0x0b);
+                    if at + 2 < len {
+                        b[at + 2] = b'\n';
+                    }
+                }
+                assert_eq!(newline(&b), (at < len).then_some(at), "{len} {at}");
+            }
+        }
     }
 
     #[test]

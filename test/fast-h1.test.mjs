@@ -73,14 +73,88 @@ function listener(event) {
           { headers: { "content-type": "text/plain" } },
         ),
       );
+    case "/stream-list":
+      return event.respondWith(
+        new Response(
+          new ReadableStream({
+            start(c) {
+              c.enqueue(enc.encode("listed"));
+              c.close();
+            },
+          }),
+          {
+            headers: [
+              ["x-a", "1"],
+              ["trailer", "x-t"],
+              ["x-b", "2"],
+              ["x-a", "3"],
+            ],
+          },
+        ),
+      );
     case "/slow":
       return event.respondWith(sleep(30).then(() => new Response(seen())));
     case "/echo":
       return event.respondWith(req.text().then((body) => new Response(`${seen()}\n${body.length}:${body}`)));
     default:
+      if (url.pathname in LISTS) {
+        const [body, init] = LISTS[url.pathname]();
+        return event.respondWith(new Response(body, init));
+      }
       return event.respondWith(Response.json(JSON.parse(seen())));
   }
 }
+
+/** Path -> a reply with a header list: `[body, init]`. */
+const LISTS = {
+  "/list-repeats": () => [
+    "r",
+    {
+      headers: [
+        ["a", "1"],
+        ["b", "2"],
+        ["a", "3"],
+        ["set-cookie", "x=1"],
+        ["c", ""],
+        ["set-cookie", "y=2; Path=/"],
+      ],
+    },
+  ],
+  "/list-type-given": () => [
+    "<p>",
+    { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" } },
+  ],
+  "/list-type-implied": () => ["plain", { headers: { "x-a": "1" } }],
+  "/list-blob-type": () => [new Blob(["b"], { type: "application/x-thing" }), { headers: { "x-a": "1" } }],
+  "/list-length-right": () => ["hello", { headers: { "content-length": "5", "x-a": "1" } }],
+  "/list-length-wrong": () => ["hello", { headers: { "x-a": "1", "content-length": "99" } }],
+  "/list-length-zero-empty": () => [null, { headers: { "content-length": "0", "x-a": "1" } }],
+  "/list-length-204": () => [null, { status: 204, headers: { "content-length": "7", "x-a": "1" } }],
+  "/list-close": () => ["c", { headers: { connection: "close", "x-a": "1" } }],
+  "/list-keep-alive": () => ["k", { headers: { connection: "keep-alive", "keep-alive": "timeout=5", "x-a": "1" } }],
+  "/list-connection-names": () => ["n", { headers: { connection: "x-a, close", "x-a": "1", "x-b": "2", close: "c" } }],
+  "/list-date": () => ["d", { headers: { "x-a": "1", date: "Thu, 01 Jan 1970 00:00:00 GMT", "x-b": "2" } }],
+  "/list-transfer-encoding": () => ["t", { headers: { "transfer-encoding": "chunked", te: "trailers", "x-a": "1" } }],
+  "/list-trailer": () => [
+    "t",
+    {
+      headers: [
+        ["trailer", "x-t"],
+        ["x-a", "1"],
+        ["trailer", "x-u"],
+      ],
+    },
+  ],
+  "/list-empty": () => [null, { headers: {} }],
+  "/list-empty-204": () => [null, { status: 204, headers: {} }],
+  "/list-304": () => [null, { status: 304, headers: { etag: '"e"', "cache-control": "max-age=1", vary: "accept" } }],
+  "/list-values": () => [
+    "v",
+    { headers: { "x-inner": "a  b\tc", "x-latin": "caf\u00e9 \u00ff\u0080", "x-empty": "" } },
+  ],
+  "/list-proxy": () => [null, { status: 407, headers: { "proxy-authenticate": "Basic", "proxy-connection": "x" } }],
+  "/list-upgrade": () => ["u", { headers: { upgrade: "h2c", "x-a": "1" } }],
+};
 
 let fast;
 let slow;
@@ -162,6 +236,25 @@ const CORPUS = {
   "GET 599": get("/599"),
   "repeated and ordered response headers": get("/headers"),
   "a Date set by JS": get("/date"),
+  "lists: repeated names, set-cookie twice": get("/list-repeats") + get("/list-repeats", "Connection: close\r\n"),
+  "lists: a content type given, implied, a Blob's":
+    get("/list-type-given") + get("/list-type-implied") + get("/list-blob-type"),
+  "lists: a length right, wrong, 0 without a body, on a 204":
+    get("/list-length-right") + get("/list-length-wrong") + get("/list-length-zero-empty") + get("/list-length-204"),
+  "lists: connection close, keep-alive, naming fields":
+    get("/list-close") + get("/list-keep-alive") + get("/list-connection-names") + get("/b"),
+  "lists: a date, transfer-encoding, trailers, upgrade":
+    get("/list-date") + get("/list-transfer-encoding") + get("/list-trailer") + get("/list-upgrade"),
+  "lists: empty, 204, 304, 407": get("/list-empty") + get("/list-empty-204") + get("/list-304") + get("/list-proxy"),
+  "lists: inner spaces and bytes past ASCII": get("/list-values"),
+  "lists: a streamed body": get("/stream-list") + get("/b"),
+  "lists: HEAD": ["/list-repeats", "/list-length-right", "/list-trailer", "/list-empty", "/stream-list", "/list-304"]
+    .map((p) => `HEAD ${p} HTTP/1.1\r\nHost: x\r\n\r\n`)
+    .join(""),
+  "lists: HTTP/1.0": ["/list-repeats", "/list-close", "/list-trailer", "/list-empty-204", "/stream-list"]
+    .map((p) => get10(p, KA))
+    .join(""),
+  "lists: HTTP/1.0 HEAD, a 304, closing": head10("/list-trailer", KA) + get10("/list-304", KA) + get10("/list-date"),
   "HEAD of a full body": "HEAD /text HTTP/1.1\r\nHost: x\r\n\r\n",
   "HEAD with a declared length": "HEAD /head-length HTTP/1.1\r\nHost: x\r\n\r\n",
   "HEAD of a stream": "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -813,6 +906,9 @@ const child = (secure) => `
   const { server } = await start((event) => {
     const req = event.request;
     const path = new URL(req.url).pathname;
+    if (path === "/list") return event.respondWith(new Response("l", { headers: { "cache-control": "no-store", "x-a": "1" } }));
+    // A Connection that names a field: the list is made a header map.
+    if (path === "/list-map") return event.respondWith(new Response("m", { headers: { connection: "x-a", "x-a": "1" } }));
     if (path !== "/stream") return event.respondWith(req.text().then((b) => new Response(path + ":" + b)));
     const body = new ReadableStream({
       async start(c) {
@@ -859,6 +955,39 @@ function logged(secure, exchanges) {
 
 /** What the fast path logs when hyper takes a connection on from it. */
 const HANDED = /hyper takes the connection on/;
+/** What the addon logs when a reply's header list is made a header map. */
+const MAPPED = /a header list goes as a header map/;
+
+describe("replies with a header list are written without a header map", () => {
+  const EXCHANGES = {
+    "a list, pipelined, and HTTP/1.0": get("/list") + get("/list") + get10("/list"),
+    "a list made a map": get("/list-map"),
+  };
+
+  for (const secure of [false, true]) {
+    test(secure ? "over TLS" : "over TCP", () => {
+      const { out, log } = logged(secure, EXCHANGES);
+      assert.doesNotMatch(log["a list, pipelined, and HTTP/1.0"], MAPPED);
+      assert.doesNotMatch(log["a list, pipelined, and HTTP/1.0"], HANDED);
+      assert.match(log["a list made a map"], MAPPED);
+      assert.deepEqual(
+        out["a list, pipelined, and HTTP/1.0"].text
+          .split(/(?=HTTP\/1\.)/)
+          .map((t) => t.replace(/\r\ndate: [^\r]*/, "")),
+        [
+          ...Array(2).fill(
+            "HTTP/1.1 200 OK\r\ncache-control: no-store\r\nx-a: 1\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: 1\r\n\r\nl",
+          ),
+          "HTTP/1.0 200 OK\r\ncache-control: no-store\r\nx-a: 1\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: 1\r\n\r\nl",
+        ],
+      );
+      assert.match(
+        out["a list made a map"].text,
+        /^HTTP\/1\.1 200 OK\r\ncontent-type: [^\r]*\r\ncontent-length: 1\r\ndate: [^\r]*\r\n\r\nm$/,
+      );
+    });
+  }
+});
 
 describe("HTTP/1.0 requests are answered on the fast path", () => {
   const EXCHANGES = {
