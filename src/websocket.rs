@@ -2141,9 +2141,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     active = false;
                     ping_sent = false;
                 } else if ping_sent {
-                    tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
-                    shared.close(code::GOING_AWAY, "idle timeout".into());
-                    close_deadline = Some(now + Duration::from_secs(1));
+                    // Once: a later period (one shorter than the wait) must not move the
+                    // deadline on, or a peer that stays silent is never cut.
+                    if close_deadline.is_none() {
+                        tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
+                        shared.close(code::GOING_AWAY, "idle timeout".into());
+                        close_deadline = Some(now + Duration::from_secs(1));
+                    }
                 } else {
                     ping_sent = true;
                     shared.push(Out::Ping(Bytes::new()));
