@@ -283,8 +283,10 @@ pub(crate) struct SocketConfig {
     /// off the JS thread (the drain's copy is then a plain, faster one).
     pub unmask_in_drain: bool,
     /// Every thread that touches the socket's state is the JS thread (the in-thread mode):
-    /// the count of bytes queued (`buffered`) is updated without a locked instruction,
-    /// which waited for the cold line and every store before it at each send.
+    /// the counts (`buffered`, `unread`) and the flush list's flag (`wake_pending`) are
+    /// updated with a load and a store, and the send queue's lock is a check, not a mutex
+    /// (`QueueLock`). A locked instruction waited for its cold line and for every store
+    /// before it, at each send and each message.
     pub one_thread: bool,
     pub max_payload: usize,
     pub idle_timeout: Option<Duration>,
@@ -487,7 +489,7 @@ pub(crate) const SEND_DROPPED: i32 = 0;
 /// the writer, right after them.
 #[repr(C, align(64))]
 pub(crate) struct SocketShared {
-    queue: Mutex<SendQueue>,
+    queue: QueueLock,
     /// Data bytes queued and not yet written to the socket.
     buffered: AtomicUsize,
     /// A close frame is queued: data sends are refused.
@@ -504,6 +506,9 @@ pub(crate) struct SocketShared {
     /// DRAIN record is posted (in an echo, one per socket and batch: a quarter of a
     /// record more per message, for no one).
     drain_heard: AtomicBool,
+    /// The read loop's idle timer woke the socket's task (`WhenWoken`'s flag): here, in
+    /// the line the loop reads `closing` from at each pass, not in a line of its own.
+    idle_woken: AtomicBool,
     pub config: SocketConfig,
     pub sid: u32,
     /// The connection's sending half, written by whichever side gets there first: the
@@ -514,6 +519,114 @@ pub(crate) struct SocketShared {
     unread: AtomicUsize,
     credit: Notify,
     doorbell: Arc<Doorbell>,
+    /// The task the idle timer wakes (`idle_woken`).
+    idle_task: atomic_waker::AtomicWaker,
+}
+
+/// The idle timer's waker (`read_loop`): the socket's task, through `idle_woken`.
+impl std::task::Wake for SocketShared {
+    fn wake(self: Arc<Self>) {
+        crate::woken::raise(&*self);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        crate::woken::raise(&**self);
+    }
+}
+
+impl crate::woken::WakeFlag for SocketShared {
+    fn woken(&self) -> &AtomicBool {
+        &self.idle_woken
+    }
+
+    fn task(&self) -> &atomic_waker::AtomicWaker {
+        &self.idle_task
+    }
+}
+
+/// A socket's send queue and its lock. With worker threads the lock is a mutex: the JS
+/// thread queues, the socket's task (on another thread) writes. Where every thread that
+/// touches the socket is the JS thread (`SocketConfig::one_thread`), the mutex's two locked
+/// instructions a lock, which wait for the line and for every store before them, guard
+/// against nothing: there a lock checks that it runs on the thread that made the socket
+/// (and panics on any other rather than race) and sets a bit that keeps one guard out at
+/// a time, as the mutex would on one thread (where a second lock deadlocks). Plain loads
+/// and stores, no locked instruction.
+///
+/// The queue first, from the line's start as before; the lock's words after it, in the
+/// second line with the counts and flags.
+#[repr(C)]
+struct QueueLock {
+    queue: std::cell::UnsafeCell<SendQueue>,
+    /// One-thread mode: the owning thread's `pthread_self`, its low bit set while a guard
+    /// is out. 0: the mutex is the lock. Atomic so that a wrong thread's check is a read,
+    /// not a race; only relaxed loads and stores.
+    owner: AtomicUsize,
+    mutex: Mutex<()>,
+}
+
+// SAFETY: with `owner` 0, `queue` is reached only through a guard that holds `mutex`.
+// Otherwise only through a guard `lock` gave out on the thread `owner` names, while that
+// thread had no other guard out (`lock` checks both before it makes one, and panics
+// otherwise): one thread, one guard at a time. Sending the lock (the last `Arc` dropped
+// on another thread) moves a `SendQueue`, which is `Send`.
+unsafe impl Sync for QueueLock {}
+
+impl QueueLock {
+    fn new(one_thread: bool) -> Self {
+        // SAFETY: `pthread_self` has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        // A thread's id is the address of its control block (glibc, musl), so its low bit
+        // is free; were it not, the mutex would do.
+        let owner = if one_thread && me & 1 == 0 { me } else { 0 };
+        QueueLock { owner: AtomicUsize::new(owner), mutex: Mutex::new(()), queue: Default::default() }
+    }
+
+    #[inline(always)]
+    fn lock(&self) -> QueueGuard<'_> {
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner == 0 {
+            let held = self.mutex.lock().unwrap_or_else(|p| p.into_inner());
+            return QueueGuard { lock: self, held: Some(held) };
+        }
+        // SAFETY: `pthread_self` has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        // `owner` with its bit set (a guard out) is not `me` either.
+        assert!(owner == me, "a WebSocket's send queue locked twice, or off its thread");
+        self.owner.store(me | 1, Ordering::Relaxed);
+        QueueGuard { lock: self, held: None }
+    }
+}
+
+struct QueueGuard<'a> {
+    lock: &'a QueueLock,
+    /// The mutex's guard; `None` in the one-thread mode.
+    held: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = SendQueue;
+
+    fn deref(&self) -> &SendQueue {
+        // SAFETY: the guard is the queue's only one (`QueueLock`'s `Sync`).
+        unsafe { &*self.lock.queue.get() }
+    }
+}
+
+impl std::ops::DerefMut for QueueGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SendQueue {
+        // SAFETY: as `deref`, and `&mut self` keeps this guard's borrows apart.
+        unsafe { &mut *self.lock.queue.get() }
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        if self.held.is_none() {
+            let owner = self.lock.owner.load(Ordering::Relaxed);
+            self.lock.owner.store(owner & !1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A socket's sending half and what is encoded for it but not written yet.
@@ -626,8 +739,8 @@ impl SocketShared {
     pub fn new(sid: u32, config: SocketConfig, doorbell: Arc<Doorbell>) -> Arc<Self> {
         Arc::new(SocketShared {
             sid,
+            queue: QueueLock::new(config.one_thread),
             config,
-            queue: Mutex::new(SendQueue::default()),
             buffered: AtomicUsize::new(0),
             writer: Mutex::new(Writer::default()),
             writer_wake: WriterWake::default(),
@@ -637,14 +750,17 @@ impl SocketShared {
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             accepted: AtomicBool::new(false),
+            idle_woken: AtomicBool::new(true),
             unread: AtomicUsize::new(0),
             credit: Notify::new(),
             doorbell,
+            idle_task: atomic_waker::AtomicWaker::new(),
         })
     }
 
-    fn send_queue(&self) -> std::sync::MutexGuard<'_, SendQueue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    #[inline(always)]
+    fn send_queue(&self) -> QueueGuard<'_> {
+        self.queue.lock()
     }
 
     fn push(&self, out: Out) {
@@ -761,7 +877,15 @@ impl SocketShared {
     pub fn wants_wake(&self) -> bool {
         // A plain load first: the later publishes of a batch find the socket listed
         // without a locked read-modify-write.
-        !self.wake_pending.load(Ordering::Acquire) && !self.wake_pending.swap(true, Ordering::AcqRel)
+        if self.wake_pending.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.config.one_thread {
+            // The flag's only thread (`admit`'s count): a store suffices.
+            self.wake_pending.store(true, Ordering::Release);
+            return true;
+        }
+        !self.wake_pending.swap(true, Ordering::AcqRel)
     }
 
     /// Writes what `queue` added since the last flush (called at the JS thread's flush).
@@ -1246,7 +1370,14 @@ impl SocketShared {
 
     /// JS drained a message of `len` bytes: give the reader its credit back.
     pub fn taken(&self, len: usize) {
-        let before = self.unread.fetch_sub(len, Ordering::AcqRel);
+        let before = if self.config.one_thread {
+            // The count's only thread (the drain and the socket's task): as `admit`'s.
+            let before = self.unread.load(Ordering::Acquire);
+            self.unread.store(before.wrapping_sub(len), Ordering::Release);
+            before
+        } else {
+            self.unread.fetch_sub(len, Ordering::AcqRel)
+        };
         if before > READ_CREDIT && before - len <= READ_CREDIT {
             self.credit.notify_one();
         }
@@ -1707,7 +1838,13 @@ impl Reader {
             return;
         }
         // Counted before JS can see them: it gives the credit back as it takes them.
-        self.shared.unread.fetch_add(self.delivered_bytes, Ordering::AcqRel);
+        let unread = &self.shared.unread;
+        if self.shared.config.one_thread {
+            // This task and JS's drain, the count's two writers, run on one thread.
+            unread.store(unread.load(Ordering::Acquire).wrapping_add(self.delivered_bytes), Ordering::Release);
+        } else {
+            unread.fetch_add(self.delivered_bytes, Ordering::AcqRel);
+        }
         self.delivered_bytes = 0;
         self.shared.doorbell.push_all(&mut self.delivered);
         if self.delivered.capacity() > DELIVERED_KEEP {
@@ -1954,7 +2091,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Polled only when it woke the task (or was reset): the read loop's `select!` runs
     // twice a wake-up (the read, then the read that finds the socket empty), and each poll
     // of a `Sleep` checks the task's budget through a thread-local and registers the waker.
-    let mut timer = crate::woken::WhenWoken::new(tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d)));
+    // Its flag is the socket's `idle_woken`, beside `closing`, which this loop reads anyway.
+    let mut timer = crate::woken::WhenWoken::with_flag(
+        tokio::time::sleep_until(idle.map_or(far, |d| Instant::now() + d)),
+        shared.clone(),
+    );
     let mut active = false;
     let mut ping_sent = false;
     let mut close_deadline: Option<Instant> = None;
@@ -2000,9 +2141,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     active = false;
                     ping_sent = false;
                 } else if ping_sent {
-                    tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
-                    shared.close(code::GOING_AWAY, "idle timeout".into());
-                    close_deadline = Some(now + Duration::from_secs(1));
+                    // Once: a later period (one shorter than the wait) must not move the
+                    // deadline on, or a peer that stays silent is never cut.
+                    if close_deadline.is_none() {
+                        tracing::debug!(sid = shared.sid, "websocket: no pong within the idle timeout; closing");
+                        shared.close(code::GOING_AWAY, "idle timeout".into());
+                        close_deadline = Some(now + Duration::from_secs(1));
+                    }
                 } else {
                     ping_sent = true;
                     shared.push(Out::Ping(Bytes::new()));
@@ -2249,14 +2394,14 @@ pub(crate) async fn take_over(
     };
     let (write, unsent) = cork.take_writer();
     stats.web_sockets.fetch_add(1, Ordering::Relaxed);
-    let mut socket = std::pin::pin!(run(read, write, first, unsent, shared, stats, phase));
-    // Counted as a connection task's poll is: with the network on the JS thread, a turn
-    // goes on while sockets are busy (`in_thread::note_work`).
-    std::future::poll_fn(|cx| {
-        crate::in_thread::note_work();
-        std::future::Future::poll(socket.as_mut(), cx)
-    })
-    .await;
+    // A task of its own, which the connection's task waits for: a wake-up of the socket
+    // polls `run`'s state from the task's top. Nested in the connection's task, each
+    // wake-up went down through `serve`'s and this future's states first, a cache line or
+    // two each, at every read of a busy socket among many. Its polls are counted as a
+    // connection task's are (`in_thread::spawn`): with the network on the JS thread, a
+    // turn goes on while sockets are busy. A panic in it ends the socket alone, as it
+    // ended the connection's task before.
+    let _ = crate::in_thread::spawn(run(read, write, first, unsent, shared, stats, phase)).await;
 }
 
 /// Carried in a 101 reply's extensions: the socket to start once hyper hands over the
@@ -2310,6 +2455,44 @@ pub(crate) fn switching_protocols(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_state_keeps_its_hot_fields_in_two_lines() {
+        use std::mem::offset_of;
+        let line = |at: usize| at / 64;
+        // The idle timer's flag in the line the read loop reads `closing` from.
+        assert_eq!(line(offset_of!(SocketShared, idle_woken)), line(offset_of!(SocketShared, closing)));
+        // What a publish reads: the queue's lock words, the counts and flags, the config's
+        // first field, all in the second line.
+        let lock = offset_of!(SocketShared, queue);
+        assert_eq!(line(lock + offset_of!(QueueLock, owner)), 1);
+        assert_eq!(line(lock + offset_of!(QueueLock, mutex)), 1);
+        assert_eq!(line(offset_of!(SocketShared, buffered)), 1);
+        let limit = offset_of!(SocketShared, config) + offset_of!(SocketConfig, backpressure_limit);
+        assert_eq!(line(limit + std::mem::size_of::<usize>() - 1), 1);
+    }
+
+    #[test]
+    fn one_thread_queue_lock_refuses_a_second_guard_and_other_threads() {
+        let lock = Arc::new(QueueLock::new(true));
+        {
+            let mut q = lock.lock();
+            q.tail = (3, 1);
+            // A second guard while one is out: a panic, not two `&mut` to the queue.
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(lock.lock())));
+            assert!(again.is_err());
+        }
+        // The first guard's drop freed it.
+        assert_eq!(lock.lock().tail, (3, 1));
+        let other = lock.clone();
+        let off = std::thread::spawn(move || drop(other.lock())).join();
+        assert!(off.is_err(), "a lock off the owning thread must panic");
+        // The mutex mode from any thread.
+        let shared = Arc::new(QueueLock::new(false));
+        let s2 = shared.clone();
+        std::thread::spawn(move || s2.lock().tail = (5, 5)).join().unwrap();
+        assert_eq!(shared.lock().tail, (5, 5));
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn masked(opcode: u8, fin: bool, payload: &[u8]) -> BytesMut {

@@ -517,6 +517,47 @@ test("ping and pong both ways; a silent client is closed after the idle timeout"
   }
 });
 
+test("idle timeout: a peer that answers each ping stays open period after period; one that answers none gets one ping, then a 1001", async () => {
+  // The idle timer wakes the socket's task through a flag of the socket's own state: each
+  // firing must reach the task, for a socket that answers (ping, quiet period, ping, ...)
+  // and for one that does not (ping, then the close).
+  const server = wsServer(echo, {}, { idleTimeout: 0.15 });
+  try {
+    const answering = await rawClient(server.port);
+    const silent = await rawClient(server.port);
+    const pings = (s) => s.frames.filter((f) => f.opcode === 9).length;
+    for (let answered = 0; answered < 3; answered++) {
+      await answering.until((s) => pings(s) > answered || closeFrameOf(s) !== undefined);
+      assert.equal(closeFrameOf(answering), undefined, `closed after ${answered} pongs`);
+      assert.equal(pings(answering), answered + 1);
+      answering.sock.write(frame(10, ""));
+    }
+    // Still open: a message echoes, and nothing but pings and the echo came.
+    answering.sock.write(frame(2, "still here"));
+    await answering.until((s) => s.frames.some((f) => f.opcode === 2));
+    assert.equal(String(answering.frames.find((f) => f.opcode === 2).payload), "still here");
+    assert.deepEqual(
+      answering.frames.map((f) => f.opcode).filter((op) => op !== 9),
+      [2],
+    );
+    await silent.until((s) => closeFrameOf(s) !== undefined);
+    assert.deepEqual(
+      silent.frames.map((f) => f.opcode),
+      [9, 8],
+    );
+    assert.equal(closeFrameOf(silent).code, 1001);
+    // The silent peer never answers the close either: cut once the close wait (1 s) is
+    // over, though the idle period, shorter, comes round again meanwhile.
+    let guard;
+    const late = new Promise((resolve) => (guard = setTimeout(resolve, 5000, "not cut")));
+    const cut = await Promise.race([silent.until((s) => s.ended).then(() => "cut"), late]);
+    clearTimeout(guard);
+    assert.equal(cut, "cut");
+  } finally {
+    await server.close();
+  }
+});
+
 /** The memory-measuring server (scripts/ws-child-server.mjs) in a child process, and `next`,
  * which resolves with the first message from it that `pred` accepts. */
 function wsChild(mode, execArgv = []) {
