@@ -1247,11 +1247,14 @@ impl CorkedStream {
     /// pipelined request waits in hyper's read buffer, so nothing would be gathered with
     /// what hyper writes now. (A head still coming in is not answered before the socket is
     /// read again, after which `after_poll` writes anyway.) False once `h1_strict` stopped
-    /// following the framing.
+    /// following the framing. Nor does any other request of the connection wait on JS: the
+    /// fast path hands pipelined requests over together (`fast_h1::Ahead`), and their
+    /// answers are gathered as they come.
     fn nothing_pipelined(&self) -> bool {
         self.write_direct
             && self.strict.as_ref().is_some_and(|s| s.following())
             && self.cork.heads_read.load(Ordering::Relaxed) == self.cork.handed.load(Ordering::Relaxed)
+            && self.cork.in_flight.load(Ordering::Relaxed) == 0
     }
 
     fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
