@@ -193,6 +193,29 @@ describe("pipelined requests", () => {
     assert.deepEqual(t.aborted, []);
   });
 
+  test("requests read ahead beyond maxPendingRequests get 503, in their place", async () => {
+    fresh();
+    const { server: s } = await start((e) => handler(t)(e), { maxPendingRequests: 2 });
+    try {
+      const sock = net.connect(s.port, "127.0.0.1");
+      let text = "";
+      sock.setEncoding("latin1");
+      sock.on("data", (d) => (text += d));
+      await new Promise((r) => sock.on("connect", r));
+      sock.write(get("/hold/a") + get("/hold/b") + get("/c") + get("/d"));
+      await waitFor(() => t.held.length === 2);
+      for (const release of t.held) release();
+      await waitFor(() => (text.match(/HTTP\/1\.1 /g) ?? []).length === 4);
+      sock.destroy();
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d+) /g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ["200", "200", "503", "503"]);
+      assert.match(text, /\r\nretry-after: /i);
+      assert.deepEqual(t.seen, ["/hold/a", "/hold/b"]);
+    } finally {
+      await s.close({ force: true });
+    }
+  });
+
   test("1,000 pipelined requests from a client that reads nothing: at most 16 with JS at a time", async () => {
     fresh();
     const n = 1000;
