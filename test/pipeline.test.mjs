@@ -216,6 +216,24 @@ describe("pipelined requests", () => {
     }
   });
 
+  test("the listener's timeout in the middle: 503 in its place, and the connection ends there", async () => {
+    fresh();
+    const { server: s } = await start((e) => handler(t)(e), { timeout: 100 });
+    try {
+      const { text, closed } = await raw(s.port, get("/d/1") + get("/hold/x") + get("/c"), { idleMs: 2000 });
+      assert.equal(closed, true);
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d+) /g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ["200", "503"]);
+      assert.match(text, /503 Service Unavailable\r\nconnection: close\r\n/);
+      // The abort reaches JS through the doorbell, maybe after the 503 reached the client.
+      await waitFor(() => t.aborted.length === 1);
+      assert.deepEqual(t.aborted, ["/hold/x"]);
+    } finally {
+      for (const release of t.held) release();
+      await s.close({ force: true });
+    }
+  });
+
   test("1,000 pipelined requests from a client that reads nothing: at most 16 with JS at a time", async () => {
     fresh();
     const n = 1000;
