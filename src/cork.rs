@@ -653,6 +653,15 @@ impl Cork {
         self.heads_read.load(Ordering::Relaxed) == self.handed.load(Ordering::Relaxed)
     }
 
+    /// The fast path waits on JS for the answer next in order while bytes it read wait
+    /// behind it (`fast_h1::FastH1::wait`): nothing is written before JS answers, so what was
+    /// written so far goes out after this poll (`after_poll`), as after a read. (The watch
+    /// marks it so only when no head waits, and with bytes waiting no read comes.)
+    #[inline]
+    pub(crate) fn answer_awaited(&self) {
+        self.read_called.store(true, Ordering::Relaxed);
+    }
+
     /// Whether the connection task watches the socket while a request is out (`watch`):
     /// plain TCP HTTP/1.1, where hyper's `half_close` is on.
     #[inline]

@@ -329,6 +329,9 @@ impl FastH1 {
             if self.ahead.is_some() {
                 self.poll_ahead(cx);
             }
+            if keeps.is_some() && !self.buf.is_empty() {
+                self.cork.answer_awaited();
+            }
             let before = self.buf.len();
             let polled = self.read_out(cx);
             if polled.is_ready() || keeps.is_none() || self.buf.len() == before {
