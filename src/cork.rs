@@ -653,6 +653,15 @@ impl Cork {
         self.heads_read.load(Ordering::Relaxed) == self.handed.load(Ordering::Relaxed)
     }
 
+    /// The fast path waits on JS for the answer next in order while bytes it read wait
+    /// behind it (`fast_h1::FastH1::wait`): nothing is written before JS answers, so what was
+    /// written so far goes out after this poll (`after_poll`), as after a read. (The watch
+    /// marks it so only when no head waits, and with bytes waiting no read comes.)
+    #[inline]
+    pub(crate) fn answer_awaited(&self) {
+        self.read_called.store(true, Ordering::Relaxed);
+    }
+
     /// Whether the connection task watches the socket while a request is out (`watch`):
     /// plain TCP HTTP/1.1, where hyper's `half_close` is on.
     #[inline]
@@ -1247,11 +1256,14 @@ impl CorkedStream {
     /// pipelined request waits in hyper's read buffer, so nothing would be gathered with
     /// what hyper writes now. (A head still coming in is not answered before the socket is
     /// read again, after which `after_poll` writes anyway.) False once `h1_strict` stopped
-    /// following the framing.
+    /// following the framing. Nor does any other request of the connection wait on JS: the
+    /// fast path hands pipelined requests over together (`fast_h1::Ahead`), and their
+    /// answers are gathered as they come.
     fn nothing_pipelined(&self) -> bool {
         self.write_direct
             && self.strict.as_ref().is_some_and(|s| s.following())
             && self.cork.heads_read.load(Ordering::Relaxed) == self.cork.handed.load(Ordering::Relaxed)
+            && self.cork.in_flight.load(Ordering::Relaxed) == 0
     }
 
     fn write_through_cork(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {

@@ -35,6 +35,14 @@
 //! a client that leaves, graceful shutdown). Over TLS the socket's readiness says nothing
 //! of what its records hold (an end of the stream, an alert), so there is no watch: the
 //! stream is read on while a request is out, as hyper's own read does there (`read_out`).
+//!
+//! Pipelined requests (RFC 9112 9.3.2) are read ahead: while an answer is awaited, the
+//! complete heads already read with their whole bodies (no `Expect`) go to JS at once, up to
+//! `PIPELINE_DEPTH` requests a connection (`Ahead`), so that async handlers run side by side;
+//! their answers are written in request order, one that is ready waiting for those before it.
+//! Nothing is read past a request that ends the connection, nor while it drains; any other
+//! head waits until every answer before it is out, then is taken as without pipelining (a
+//! head hyper takes, a body still coming, `Expect`).
 //! `FETCH_RS_H1_FAST=0` turns it off.
 
 use crate::body::ResponseBody;
@@ -69,6 +77,13 @@ const READ_ROOM: usize = 4096;
 /// What the read buffer grows by.
 const READ_GROW: usize = 8192;
 
+/// Requests of one connection with JS at once, the one whose answer is awaited included:
+/// 16, the depth of common pipelining clients and of the benchmark (`bench/run.mjs
+/// --modes=pipelined`), so that a write of 16 heads goes to JS in one batch. It bounds what a
+/// client can make the server hold: 15 requests and their answers beyond the one in order
+/// (the rest stays in the read buffer, which grows only while no complete head is in it).
+const PIPELINE_DEPTH: usize = 16;
+
 /// One HTTP/1.1 connection on the fast path: a future that `drive` polls as it
 /// polls hyper's connection. It ends (`Ok`) when the connection is done, or with
 /// `handed_over` set when hyper is to take it on from its unconsumed bytes.
@@ -95,6 +110,58 @@ pub(crate) struct FastH1 {
     read_ended: bool,
     /// The connection is hyper's from here (`into_parts`).
     pub handed_over: bool,
+    /// `buf`'s length when the read-ahead last stopped at a head it could not take yet (a
+    /// partial head, a body still coming, one for hyper): not parsed again until `buf`
+    /// changes.
+    ahead_stop: usize,
+    /// Pipelined requests taken after the one awaited (`read_ahead`), in order; made at the
+    /// first (most connections never pipeline).
+    ahead: Option<Box<Ahead>>,
+}
+
+/// Requests with JS behind the one awaited (`Step::Waiting`), oldest first. While it holds
+/// any, it holds a count of the connection's requests in flight (`Cork::in_flight_add`) as
+/// their answers do while they wait: answers that came early and wait their turn keep the
+/// connection from looking idle or between requests (`Cork::awaiting_head`), and the
+/// answers written before them gathered in the cork (`Cork::nothing_pipelined`).
+struct Ahead {
+    slots: std::collections::VecDeque<Slot>,
+    cork: Arc<Cork>,
+}
+
+/// A request taken ahead: its answer, awaited or come.
+struct Slot {
+    answer: Answer,
+    given: Option<Given>,
+    head: bool,
+    keep_alive: bool,
+    http10: bool,
+}
+
+impl Ahead {
+    fn push(&mut self, slot: Slot) {
+        if self.slots.is_empty() {
+            self.cork.in_flight_add(1);
+        }
+        self.slots.push_back(slot);
+    }
+
+    fn pop(&mut self) -> Option<Slot> {
+        let slot = self.slots.pop_front()?;
+        if self.slots.is_empty() {
+            self.cork.in_flight_add(usize::MAX);
+        }
+        Some(slot)
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // The slots' own answers, dropped after this, tell JS the client left.
+        if !self.slots.is_empty() {
+            self.cork.in_flight_add(usize::MAX);
+        }
+    }
 }
 
 enum Step {
@@ -159,6 +226,8 @@ impl FastH1 {
             draining: false,
             read_ended: false,
             handed_over: false,
+            ahead_stop: 0,
+            ahead: None,
         }
     }
 
@@ -242,6 +311,129 @@ impl FastH1 {
         let handover = Handover { started, method, text, websocket: None, body, http2: false };
         let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
         self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
+    }
+
+    /// While the answer awaited has not come (`keeps`: its request lets the connection
+    /// persist), or one is being written (None): the pipelined requests read already go to
+    /// JS (`read_ahead`), those taken ahead are polled (so that a reply, a timeout or a
+    /// half-close of theirs is seen now), and over TLS the stream is read on (`read_out`),
+    /// which may bring more heads to take.
+    #[inline(always)]
+    fn wait(&mut self, cx: &mut Context<'_>, keeps: Option<bool>) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(keeps) = keeps {
+                if !self.draining && !self.buf.is_empty() && self.buf.len() != self.ahead_stop {
+                    self.read_ahead(keeps);
+                }
+            }
+            if self.ahead.is_some() {
+                self.poll_ahead(cx);
+            }
+            if keeps.is_some() && !self.buf.is_empty() {
+                self.cork.answer_awaited();
+            }
+            let before = self.buf.len();
+            let polled = self.read_out(cx);
+            if polled.is_ready() || keeps.is_none() || self.buf.len() == before {
+                return polled;
+            }
+        }
+    }
+
+    /// Takes the pipelined requests whose heads and whole bodies are read already, behind
+    /// the one awaited (`keeps`: whether it lets the connection persist), up to
+    /// `PIPELINE_DEPTH` in all, as `take` would take each in its turn. It stops at a request
+    /// that ends the connection (hyper reads nothing past it either), and at a head it does
+    /// not take now: one that is partial, hyper's, with its body still coming or owed a
+    /// `100 Continue`, or over `maxBodySize` (its 413 may end the connection); that head is
+    /// taken in its turn, once every answer before it is out.
+    #[inline(never)]
+    fn read_ahead(&mut self, keeps: bool) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        loop {
+            let (queued, last_keeps) = match self.ahead.as_deref() {
+                Some(a) => (a.slots.len(), a.slots.back().map_or(keeps, |s| s.keep_alive)),
+                None => (0, keeps),
+            };
+            if !last_keeps || queued + 1 >= PIPELINE_DEPTH || self.buf.is_empty() {
+                return;
+            }
+            let head = match parse(&self.buf, scheme, &self.shared, &mut self.authorities) {
+                Parsed::Take(head)
+                    if head.length == 0
+                        || (!head.expect
+                            && head.length <= self.shared.config.max_body_size
+                            && self.buf.len() - head.len >= head.length as usize) =>
+                {
+                    head
+                }
+                _ => {
+                    self.ahead_stop = self.buf.len();
+                    return;
+                }
+            };
+            let slot = self.take_ahead(head);
+            let cork = &self.cork;
+            let ahead = self.ahead.get_or_insert_with(|| {
+                let slots = std::collections::VecDeque::with_capacity(PIPELINE_DEPTH - 1);
+                Box::new(Ahead { slots, cork: cork.clone() })
+            });
+            ahead.push(slot);
+        }
+    }
+
+    /// `take` for a request read ahead: its body, if any, is in `buf`.
+    fn take_ahead(&mut self, head: Head) -> Slot {
+        let shared = &*self.shared;
+        let started = self.cork.now_in(&shared.doorbell.round);
+        shared.stats.request_received();
+        let count = InFlightCount::new(self.cork.clone(), shared);
+        self.buf.advance(head.len);
+        let length = head.length as usize;
+        let body = if length == 0 {
+            RequestBody::None
+        } else {
+            let body = Bytes::copy_from_slice(&self.buf[..length]);
+            self.buf.advance(length);
+            RequestBody::Full(body)
+        };
+        let Head { method, is_head, keep_alive, http10, text, .. } = head;
+        let handover = Handover { started, method, text, websocket: None, body, http2: false };
+        let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
+        Slot { answer, given: None, head: is_head, keep_alive, http10 }
+    }
+
+    /// Polls the answers of the requests taken ahead that have not come yet.
+    #[inline(never)]
+    fn poll_ahead(&mut self, cx: &mut Context<'_>) {
+        let Some(ahead) = self.ahead.as_deref_mut() else { return };
+        for slot in ahead.slots.iter_mut().filter(|s| s.given.is_none()) {
+            if let Poll::Ready(given) = slot.answer.poll_given(cx) {
+                slot.given = Some(given);
+            }
+        }
+    }
+
+    /// No request taken ahead waits for its answer's turn.
+    fn ahead_empty(&self) -> bool {
+        self.ahead.as_ref().is_none_or(|a| a.slots.is_empty())
+    }
+
+    /// The answer written, the next request's turn: the first taken ahead (its answer
+    /// written at once if it came), else the next head's.
+    fn next_turn(&mut self) {
+        let Some(Slot { answer, given, head, keep_alive, http10 }) = self.ahead.as_deref_mut().and_then(Ahead::pop)
+        else {
+            self.step = Step::Reading;
+            return;
+        };
+        match given {
+            Some(given) => {
+                let keep_alive = keep_alive && !(self.draining && self.ahead_empty());
+                self.respond(given, head, keep_alive, http10);
+            }
+            None => self.step = Step::Waiting { answer, head, keep_alive, http10 },
+        }
     }
 
     /// A request whose body is over `maxBodySize` (413), or still coming or owed a `100
@@ -606,16 +798,23 @@ impl Future for FastH1 {
                 }
                 Step::Body => ready!(this.poll_body(cx))?,
                 Step::Waiting { answer, head, keep_alive, http10 } => {
-                    let Poll::Ready(given) = answer.poll_given(cx) else { return this.read_out(cx) };
-                    let (head, keep_alive, http10) = (*head, *keep_alive && !this.draining, *http10);
+                    let Poll::Ready(given) = answer.poll_given(cx) else {
+                        let keeps = *keep_alive;
+                        return this.wait(cx, Some(keeps));
+                    };
+                    // Draining: the last of the requests with JS says the connection closes.
+                    let closing = this.draining && this.ahead.as_ref().is_none_or(|a| a.slots.is_empty());
+                    let (head, keep_alive, http10) = (*head, *keep_alive && !closing, *http10);
                     this.respond(given, head, keep_alive, http10);
                 }
                 Step::Writing { stream, last } => {
                     if this.out.poll_write(&mut this.io, cx)?.is_pending() {
-                        return this.read_out(cx);
+                        return this.wait(cx, None);
                     }
                     if let Some(body) = stream {
-                        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else { return this.read_out(cx) };
+                        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
+                            return this.wait(cx, None);
+                        };
                         match frame {
                             Some(Ok(frame)) => {
                                 // Empty chunks are skipped, as hyper does (one would end the body).
@@ -639,10 +838,12 @@ impl Future for FastH1 {
                         }
                         continue;
                     }
-                    if *last || this.draining {
+                    // A close ends the connection with the requests taken ahead (JS is told
+                    // the client left), as one the answer's own `connection: close` asked for.
+                    if *last || (this.draining && this.ahead_empty()) {
                         return Poll::Ready(Ok(()));
                     }
-                    this.step = Step::Reading;
+                    this.next_turn();
                 }
             }
         }

@@ -725,17 +725,23 @@ describe("answers made without JS, and shutdown, on both paths", () => {
   });
 
   // HTTP/1.0 with keep-alive: the held answer says nothing of the connection (hyper's keep-alive
-  // is off by then, and 1.0's default is to close).
-  for (const [label, bytes, expected] of [
+  // is off by then, and 1.0's default is to close). hyper never reads `/next`; the fast path
+  // handed it to JS with `/held` (pipelined, read ahead), so it answers it too, after the held
+  // answer (which then keeps the connection: `asFast`), and that last answer closes.
+  for (const [label, bytes, expected, asFast, last] of [
     [
       "its answer says connection: close",
       get("/a") + get("/held") + get("/next"),
       /\r\nconnection: close\r\n[^]*late$/,
+      (held) => held.replace("connection: close\r\n", ""),
+      /^HTTP\/1\.1 200 OK\r\ncontent-type: application\/json\r\nconnection: close\r\n[^]*\/next"[^]*\}$/,
     ],
     [
       "an HTTP/1.0 answer says no keep-alive",
       get10("/a", KA) + get10("/held", KA) + get10("/next", KA),
       /\r\n\r\n\{[^]*\}HTTP\/1\.0 200 OK\r\ncontent-type: [^\r]*\r\ncontent-length: 4\r\ndate: [^\r]*\r\n\r\nlate$/,
+      (held) => held.replace("content-length: 4\r\n", "connection: keep-alive\r\ncontent-length: 4\r\n"),
+      /^HTTP\/1\.0 200 OK\r\ncontent-type: application\/json\r\ncontent-length: \d+\r\ndate: -\r\n\r\n[^]*\/next"[^]*\}$/,
     ],
   ]) {
     test(`a graceful close while a request waits: ${label}`, async () => {
@@ -758,7 +764,11 @@ describe("answers made without JS, and shutdown, on both paths", () => {
         await Promise.all(closing);
         assert.match(b.text, expected);
         assert.ok(b.closed);
-        assert.deepEqual(a, b);
+        assert.ok(a.closed);
+        const end = a.text.indexOf("late") + 4;
+        const held = b.text.lastIndexOf("HTTP/1.");
+        assert.equal(a.text.slice(0, end), b.text.slice(0, held) + asFast(b.text.slice(held)));
+        assert.match(a.text.slice(end), last);
       } finally {
         for (const s of servers) await s.close({ force: true }).catch(() => {});
       }
