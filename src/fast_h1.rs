@@ -358,6 +358,12 @@ impl FastH1 {
             if !last_keeps || queued + 1 >= PIPELINE_DEPTH || self.buf.is_empty() {
                 return;
             }
+            // Where `hand_over` would answer 503 (too many wait for JS), the request is not
+            // taken ahead: it waits its turn in the buffer, as it would without pipelining,
+            // and is looked at again at the next poll (`ahead_stop` is left as it is).
+            if self.shared.stats.pending_requests() >= self.shared.config.max_pending_requests as u64 {
+                return;
+            }
             let head = match parse(&self.buf, scheme, &self.shared, &mut self.authorities) {
                 Parsed::Take(head)
                     if head.length == 0
