@@ -137,7 +137,6 @@ interface AddonRespond {
   respondText(id: number, flags: number, body: string, headers?: HeaderArg): void;
   respondStage(area: Uint8Array): void;
   respondTextStaged(body: string, headers?: HeaderArg): void;
-  requestHeadStaged(): string;
   respondBytes(id: number, flags: number, body: Uint8Array, headers?: HeaderArg): void;
   respondBytesShared(id: number, flags: number, body: Uint8Array, headers?: HeaderArg): void;
   respondEmpty(id: number, flags: number, headers?: HeaderArg): void;
@@ -185,8 +184,6 @@ export function createNativeServer(options: NativeOptions): NativeServer {
   c.respondStage(new Uint8Array(respondStage.buffer));
   const { respondTextStaged, respondBytesStaged, respondBytesSharedStaged, respondEmptyStaged, respondStreamStaged } =
     c;
-  // `requestHead`'s id goes there too.
-  const { requestHeadStaged } = c;
   // Small binary sends are copied here, `[sid, length | flags]` then the bytes, and sent
   // with `wsSendStaged()`, which leaves the status in the first word: converting the
   // socket id, reading the typed array's bytes and making the returned number cost the
@@ -219,10 +216,7 @@ export function createNativeServer(options: NativeOptions): NativeServer {
     },
     reschedule: c.reschedule,
     flush: c.flush,
-    requestHead: (id) => {
-      respondStage[0] = id;
-      return requestHeadStaged();
-    },
+    requestHead: c.requestHead,
     requestMethod: c.requestMethod,
     requestClientAddress: c.requestClientAddress,
     requestClientPort: c.requestClientPort,

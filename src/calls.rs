@@ -23,7 +23,6 @@
 //! | `drain` | `Uint32Array` of `[kind, id, arg, urlLength]` records; an array | moves queued events into the slab; each WebSocket payload in `texts`; returns records written |
 //! | `reschedule`, `flush` | | ring again if events remain; send gathered replies |
 //! | `requestHead` | slot id | a REQUEST record's URL and packed headers as one string, once |
-//! | `requestHeadStaged` | | `requestHead` of the id JS wrote to `respondStage`'s first word |
 //! | `requestMethod/ClientAddress/ClientPort` | slot id | a method other than those with a code; the client's address; its TCP port |
 //! | `requestClientCertificate` | slot id | the verified client certificate of an HTTPS request, or `null` |
 //! | `requestRelease` | slot id | frees the slot; later calls with the id are no-ops |
@@ -122,12 +121,6 @@ calls! {
     }
     /// `requestHead(id)`: the head text of a REQUEST record (`Core::request_head`).
     c"requestHead" => fn request_head(core, env; id: u32) -> Option<napi::JsString<'_>> {
-        core.request_head(env, id)
-    }
-    /// `requestHeadStaged()`: `requestHead` of the id JS wrote to the first word of the area
-    /// `respondStage` registered (no number argument to convert).
-    c"requestHeadStaged" => fn request_head_staged(core, env) -> Option<napi::JsString<'_>> {
-        let (id, _) = staged(core)?;
         core.request_head(env, id)
     }
     /// `requestMethod(id)`: the method of a request whose code is `METHOD_OTHER`.
