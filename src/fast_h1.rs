@@ -290,6 +290,16 @@ impl FastH1 {
     /// once without a body or with all of it read already, else once its body is in
     /// (`Step::Body`).
     fn take(&mut self, head: Head) {
+        if let Some(Slot { answer, head, keep_alive, http10, .. }) = self.hand(head) {
+            self.step = Step::Waiting { answer, head, keep_alive, http10 };
+        }
+    }
+
+    /// `take`'s work: the request with JS, as its slot; None when its body is to be read
+    /// first or it is over `maxBodySize` (`wait_for_body` set the step). A request read
+    /// ahead (`read_ahead`) always has its whole body in `buf`, so it gets a slot.
+    #[inline(always)]
+    fn hand(&mut self, head: Head) -> Option<Slot> {
         let shared = &*self.shared;
         let started = self.cork.now_in(&shared.doorbell.round);
         shared.stats.request_received();
@@ -305,12 +315,13 @@ impl FastH1 {
             self.buf.advance(length);
             RequestBody::Full(body)
         } else {
-            return self.wait_for_body(head, started, count);
+            self.wait_for_body(head, started, count);
+            return None;
         };
         let Head { method, is_head, keep_alive, http10, text, .. } = head;
         let handover = Handover { started, method, text, websocket: None, body, http2: false };
         let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
-        self.step = Step::Waiting { answer, head: is_head, keep_alive, http10 };
+        Some(Slot { answer, given: None, head: is_head, keep_alive, http10 })
     }
 
     /// While the answer awaited has not come (`keeps`: its request lets the connection
@@ -378,7 +389,8 @@ impl FastH1 {
                     return;
                 }
             };
-            let slot = self.take_ahead(head);
+            // `parse`'s test above is `hand`'s for a body in hand, so a slot always comes.
+            let Some(slot) = self.hand(head) else { return };
             let cork = &self.cork;
             let ahead = self.ahead.get_or_insert_with(|| {
                 let slots = std::collections::VecDeque::with_capacity(PIPELINE_DEPTH - 1);
@@ -386,27 +398,6 @@ impl FastH1 {
             });
             ahead.push(slot);
         }
-    }
-
-    /// `take` for a request read ahead: its body, if any, is in `buf`.
-    fn take_ahead(&mut self, head: Head) -> Slot {
-        let shared = &*self.shared;
-        let started = self.cork.now_in(&shared.doorbell.round);
-        shared.stats.request_received();
-        let count = InFlightCount::new(self.cork.clone(), shared);
-        self.buf.advance(head.len);
-        let length = head.length as usize;
-        let body = if length == 0 {
-            RequestBody::None
-        } else {
-            let body = Bytes::copy_from_slice(&self.buf[..length]);
-            self.buf.advance(length);
-            RequestBody::Full(body)
-        };
-        let Head { method, is_head, keep_alive, http10, text, .. } = head;
-        let handover = Handover { started, method, text, websocket: None, body, http2: false };
-        let answer = hand_over(handover, self.remote, self.tls.as_ref(), shared, count);
-        Slot { answer, given: None, head: is_head, keep_alive, http10 }
     }
 
     /// Polls the answers of the requests taken ahead that have not come yet.
@@ -1182,6 +1173,40 @@ mod tests {
         (body, conn.handed_over)
     }
 
+    /// A fast-path connection over a real socket whose `respond` the encoding tests call.
+    struct Encoder {
+        conn: FastH1,
+        _phase_tx: tokio::sync::watch::Sender<crate::connection::Phase>,
+        _client: tokio::net::TcpStream,
+    }
+
+    impl Encoder {
+        async fn new() -> Encoder {
+            let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
+            let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
+            let doorbell = Arc::new(Doorbell::new());
+            let stats = Arc::new(crate::stats::Stats::new());
+            let shared =
+                Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".into()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (stream, remote) = listener.accept().await.unwrap();
+            let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
+            Encoder { conn: FastH1::new(io, cork, shared, remote, None), _phase_tx, _client }
+        }
+
+        /// The head as encoded, without its `Date` (two encodings may fall in two seconds;
+        /// obs-text bytes shown as replacement characters), and the full body.
+        fn encode(&mut self, given: Given, head: bool, keep_alive: bool, http10: bool) -> (String, Bytes) {
+            let conn = &mut self.conn;
+            conn.out.body = Bytes::new();
+            conn.respond(given, head, keep_alive, http10);
+            let text = String::from_utf8_lossy(&conn.out.head).into_owned();
+            let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+            (text.join("\r\n"), conn.out.body.clone())
+        }
+    }
+
     /// A reply given without a header list is encoded from its status and content-type code
     /// (`Given::Plain`) into the same bytes as the response `response::plain` makes of it:
     /// every code, with and without a body, for HEAD, 204 and 304, kept alive or closing,
@@ -1189,24 +1214,8 @@ mod tests {
     #[tokio::test]
     async fn a_plain_reply_is_encoded_as_its_response() {
         use crate::wire::{CT_BYTES, CT_FORM, CT_JSON, CT_NONE, CT_TEXT};
-        let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
-        let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
-        let doorbell = Arc::new(Doorbell::new());
-        let stats = Arc::new(crate::stats::Stats::new());
-        let shared = Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".into()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, remote) = listener.accept().await.unwrap();
-        let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
-        let mut conn = FastH1::new(io, cork, shared, remote, None);
-        // The head as encoded, without its `Date` (the two encodings may fall in two seconds).
-        let mut encode = |given: Given, head: bool, keep_alive: bool, http10: bool| {
-            conn.out.body = Bytes::new();
-            conn.respond(given, head, keep_alive, http10);
-            let text = String::from_utf8(conn.out.head.clone()).unwrap();
-            let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
-            (text.join("\r\n"), conn.out.body.clone())
-        };
+        let mut encoder = Encoder::new().await;
+        let mut encode = |given, head, keep_alive, http10| encoder.encode(given, head, keep_alive, http10);
         let body = |i: usize| match i {
             0 => ResponseBody::Empty,
             1 => ResponseBody::Full(None),
@@ -1239,23 +1248,8 @@ mod tests {
     /// kept alive or closing, to HTTP/1.1 and HTTP/1.0 requests.
     #[tokio::test]
     async fn a_listed_reply_is_encoded_as_its_response() {
-        let (_phase_tx, phase) = tokio::sync::watch::channel(crate::connection::Phase::Running);
-        let config = ServerConfig::from_options(&NativeOptions::default()).unwrap();
-        let doorbell = Arc::new(Doorbell::new());
-        let stats = Arc::new(crate::stats::Stats::new());
-        let shared = Arc::new(ServerShared::new(doorbell.clone(), stats.clone(), config, phase, "127.0.0.1:1".into()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, remote) = listener.accept().await.unwrap();
-        let (io, cork) = crate::cork::Cork::new(stream, false, &[], doorbell, stats);
-        let mut conn = FastH1::new(io, cork, shared, remote, None);
-        let mut encode = |given: Given, head: bool, keep_alive: bool, http10: bool| {
-            conn.out.body = Bytes::new();
-            conn.respond(given, head, keep_alive, http10);
-            let text = String::from_utf8_lossy(&conn.out.head).into_owned();
-            let text: Vec<&str> = text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
-            (text.join("\r\n"), conn.out.body.clone())
-        };
+        let mut encoder = Encoder::new().await;
+        let mut encode = |given, head, keep_alive, http10| encoder.encode(given, head, keep_alive, http10);
         let lists: [&[u8]; 9] = [
             b"",
             b"content-type\napplication/json; charset=utf-8\ncache-control\nno-store",
