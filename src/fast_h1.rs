@@ -618,14 +618,7 @@ impl FastH1 {
                     if bodyless || http10 {
                         continue;
                     }
-                    out.extend_from_slice(b"trailer: ");
-                    for (i, v) in values.enumerate() {
-                        if i > 0 {
-                            out.extend_from_slice(b", ");
-                        }
-                        out.extend_from_slice(v.as_bytes());
-                    }
-                    out.extend_from_slice(b"\r\n");
+                    joined_line(out, b"trailer", values.map(|v| v.as_bytes()));
                 }
                 _ => {
                     wrote_date |= *name == http::header::DATE;
@@ -648,14 +641,7 @@ impl FastH1 {
                         values.for_each(drop);
                         continue;
                     }
-                    out.extend_from_slice(b"trailer: ");
-                    for (i, v) in values.enumerate() {
-                        if i > 0 {
-                            out.extend_from_slice(b", ");
-                        }
-                        out.extend_from_slice(v);
-                    }
-                    out.extend_from_slice(b"\r\n");
+                    joined_line(out, b"trailer", values);
                     continue;
                 }
                 wrote_date |= name == b"date";
@@ -742,6 +728,19 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: v1, v2, ...\r\n`: a field's values on one line, as hyper writes a map's `Trailer`.
+fn joined_line<'a>(out: &mut Vec<u8>, name: &[u8], values: impl Iterator<Item = &'a [u8]>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
